@@ -1,0 +1,159 @@
+"""The decoded capture events: one msgspec Struct per kind, defined once.
+
+These are what the drain hands to sinks. They mirror the wire records of
+``bpf/tracehound.h`` (decoded by :mod:`agent.capture.wire`) plus the records
+user space makes itself: syscall counts read from the kernel's map, and
+processes seeded from /proc at start-up.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Endpoint(msgspec.Struct, frozen=True, order=True):
+    """A socket address, decoded from a raw sockaddr.
+
+    ``family`` is ``"ipv4"``, ``"ipv6"``, ``"unix"`` or ``"other"``;
+    ``address`` is the IP text or the UNIX path (``"@name"`` for an abstract
+    socket, ``""`` for an unnamed one); ``port`` is 0 for UNIX.
+    """
+
+    family: str
+    address: str
+    port: int = 0
+
+    def render(self) -> str:
+        if self.family == "ipv4":
+            return f"{self.address}:{self.port}"
+        if self.family == "ipv6":
+            return f"[{self.address}]:{self.port}"
+        if self.family == "unix":
+            return f"unix:{self.address}"
+        return f"{self.family}:{self.address}"
+
+
+class EventBase(msgspec.Struct, frozen=True, tag_field="kind"):
+    """Fields every kernel record carries (``struct th_header``)."""
+
+    pid: int
+    tid: int
+    ts_ns: int
+    uid: int
+    gid: int
+    cgroup_id: int
+    comm: str
+
+
+class ExecEvent(EventBase, frozen=True, tag="exec"):
+    """An execve/execveat, once its result is known. ``ret`` is 0 or -errno."""
+
+    ret: int
+    filename: str
+    argv: tuple[str, ...]
+    argv_truncated: bool
+    at: bool  # execveat
+
+
+class ForkEvent(EventBase, frozen=True, tag="fork"):
+    """A new process (not a thread); the header is the parent's."""
+
+    child_pid: int
+    clone_flags: int
+
+
+class ExitEvent(EventBase, frozen=True, tag="exit"):
+    """The last thread of a process exited.
+
+    ``exit_code`` is valid when ``have_code`` (the process called exit_group
+    or exit), ``signal`` when ``have_signal`` (a fatal signal with the default
+    action was delivered). Neither: the kernel ended it some other way.
+    """
+
+    exit_code: int
+    signal: int
+    have_code: bool
+    have_signal: bool
+
+
+class FileEvent(EventBase, frozen=True, tag="file"):
+    """A file operation. ``op``: open, unlink, rename, chmod, mkdir.
+
+    ``path`` is as the process gave it, relative to ``dfd`` (-100: the
+    working directory) when not absolute. ``path2`` is a rename's target.
+    """
+
+    op: str
+    syscall: str
+    ret: int
+    dfd: int
+    path: str
+    dfd2: int
+    path2: str
+    flags: int
+    mode: int
+
+
+class NetEvent(EventBase, frozen=True, tag="net"):
+    """connect, accept, bind or listen on socket ``fd``.
+
+    ``endpoint`` is the peer (connect, accept) or the local address (bind);
+    None when unknown (listen, or accept without an address buffer).
+    """
+
+    op: str
+    ret: int
+    fd: int
+    endpoint: Endpoint | None
+    backlog: int
+
+
+class SyscallCounts(msgspec.Struct, frozen=True, tag="syscalls", tag_field="kind"):
+    """Cumulative syscall counts of one process, read from the kernel's map.
+
+    Counts only grow while the process lives; ``final`` is set on the last
+    reading, after the process exited.
+    """
+
+    pid: int
+    counts: dict[str, int]
+    final: bool
+
+
+class ProcessSeen(msgspec.Struct, frozen=True, tag="process", tag_field="kind"):
+    """A process known from /proc rather than from an event: it was running
+    before capture started (``preexisting``), or it was looked up to fill in
+    what its events do not say."""
+
+    pid: int
+    ppid: int
+    comm: str
+    exe: str
+    cmdline: tuple[str, ...]
+    uid: int
+    user: str
+    start_time: float
+    preexisting: bool
+
+
+KernelEvent = ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent
+Event = KernelEvent | SyscallCounts | ProcessSeen
+
+#: Every kind the loss ledger keeps books for, in the kernel's numbering order.
+KINDS: tuple[str, ...] = ("exec", "fork", "exit", "file", "net", "syscall")
+
+
+_KIND_OF: dict[type, str] = {
+    ExecEvent: "exec",
+    ForkEvent: "fork",
+    ExitEvent: "exit",
+    FileEvent: "file",
+    NetEvent: "net",
+    SyscallCounts: "syscall",
+    ProcessSeen: "process",
+}
+
+
+def kind_of(event: Event) -> str:
+    """The ledger kind of an event (``process`` for /proc records)."""
+    return _KIND_OF[type(event)]

@@ -1,0 +1,285 @@
+"""Compile tracehound's BPF programs with bcc, attach them, report on each.
+
+This is the only module that talks to bcc. It never lets a missing
+tracepoint crash the agent: a probe whose tracepoints are not all present is
+left out of the compiled program and reported as missing; a probe that fails
+to attach is detached again and reported with the kernel's reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agent.capture import wire
+from agent.capture.probes import PROBES, SOURCES, Probe
+
+TRACEFS = Path("/sys/kernel/tracing")
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+
+RingCallback = Callable[[Any, int, int], int]
+
+
+class CaptureError(RuntimeError):
+    """The capture could not start at all (no root, no bcc, no compiler)."""
+
+
+class ProbeStatus(msgspec.Struct, frozen=True, order=True):
+    """Whether a probe attached. ``reason`` says why not, else is empty."""
+
+    name: str
+    kind: str
+    attached: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the compiled program looks like. Defaults are the built-in ones."""
+
+    probes: tuple[Probe, ...] = PROBES
+    argv_max: int = wire.DEFAULT_ARGV_MAX
+    arg_len: int = wire.DEFAULT_ARG_LEN
+    ringbuf_pages: int = 1024  # 4 MiB
+    pending_max: int = 10240
+    scope_max: int = 65536
+    syscall_keys_max: int = 65536
+    scoped: bool = False
+    agent_pid: int = field(default_factory=os.getpid)
+
+    def validate(self) -> None:
+        pages = self.ringbuf_pages
+        if pages < 1 or pages & (pages - 1):
+            raise CaptureError(f"ringbuf_pages must be a power of two, got {pages}")
+        if not 1 <= self.argv_max <= 64:
+            raise CaptureError(f"argv_max must be between 1 and 64, got {self.argv_max}")
+        if not 16 <= self.arg_len <= 4096:
+            raise CaptureError(f"arg_len must be between 16 and 4096, got {self.arg_len}")
+
+
+def tracepoint_exists(tracepoint: str, tracefs: Path = TRACEFS) -> bool:
+    category, _, event = tracepoint.partition(":")
+    if not category or not event or "/" in tracepoint or ".." in tracepoint:
+        return False
+    return (tracefs / "events" / category / event / "format").exists()
+
+
+def plan_probes(
+    probes: Iterable[Probe], exists: Callable[[str], bool] = tracepoint_exists
+) -> tuple[list[Probe], list[ProbeStatus]]:
+    """Split probes into those to compile and those missing a tracepoint. Pure."""
+    present: list[Probe] = []
+    missing: list[ProbeStatus] = []
+    for probe in probes:
+        absent = [tp for tp, _ in probe.attach if not exists(tp)]
+        if absent:
+            reason = "tracepoint not found: " + ", ".join(absent)
+            missing.append(ProbeStatus(probe.name, probe.kind, False, reason))
+        else:
+            present.append(probe)
+    return present, missing
+
+
+def program_text(probes: Iterable[Probe], bpf_dir: Path = BPF_DIR) -> str:
+    """The translation unit bcc compiles: the shared header, then the concern
+    files those probes need.
+
+    The files are pasted in rather than #included because bcc rewrites map
+    method calls and generates tracepoint argument structs only in its main
+    file. ``#line`` keeps compiler messages pointing at the real file.
+    """
+    concerns = sorted({probe.concern for probe in probes})
+    parts = ["tracehound.h", *(SOURCES[c] for c in concerns)]
+    return "".join(
+        f'#line 1 "{name}"\n' + (bpf_dir / name).read_text() + "\n" for name in parts
+    )
+
+
+def compile_flags(options: LoadOptions, probes: Iterable[Probe]) -> list[str]:
+    flags = [
+        f"-I{BPF_DIR}",
+        "-DTH_BCC",
+        f"-DTH_ARGV_MAX={options.argv_max}",
+        f"-DTH_ARG_LEN={options.arg_len}",
+        f"-DTH_RINGBUF_PAGES={options.ringbuf_pages}",
+        f"-DTH_PENDING_MAX={options.pending_max}",
+        f"-DTH_SCOPE_MAX={options.scope_max}",
+        f"-DTH_SYSCALL_KEYS_MAX={options.syscall_keys_max}",
+    ]
+    flags += [f"-D{probe.macro}" for probe in probes]
+    return flags
+
+
+class _ConfigValue(ctypes.Structure):
+    _fields_ = [("agent_pid", ctypes.c_uint32), ("scoped", ctypes.c_uint32)]  # noqa: RUF012
+
+
+class LoadedCapture:
+    """A compiled, attached capture program. Use :func:`load` to make one.
+
+    Call :meth:`detach` to stop new events (then drain what is left), and
+    :meth:`close` to release everything. Not thread-safe: use it from the
+    trio thread.
+    """
+
+    def __init__(self, bpf: Any, options: LoadOptions, statuses: list[ProbeStatus]) -> None:
+        self._bpf = bpf
+        self.options = options
+        self.statuses = sorted(statuses)
+        self._attached: list[str] = [
+            tp
+            for status in self.statuses
+            if status.attached
+            for probe in options.probes
+            if probe.name == status.name
+            for tp, _ in probe.attach
+        ]
+        self._closed = False
+        self.decoder = wire.WireDecoder(options.argv_max, options.arg_len, _syscall_names())
+
+    # -- scope -------------------------------------------------------------
+    def add_to_scope(self, pid: int) -> None:
+        """Trace ``pid`` and, from now on, every process it forks."""
+        scope = self._bpf["th_scope"]
+        scope[scope.Key(pid)] = scope.Leaf(1)
+
+    # -- the ring buffer -----------------------------------------------------
+    def open_ring_buffer(self, callback: RingCallback) -> int:
+        """Register ``callback(ctx, data_ptr, size)`` and return an fd that is
+        readable when records are waiting (libbpf's ring_buffer epoll fd)."""
+        self._bpf["th_events"].open_ring_buffer(callback)
+        libbpf = ctypes.CDLL("libbpf.so.1")
+        libbpf.ring_buffer__epoll_fd.argtypes = [ctypes.c_void_p]
+        libbpf.ring_buffer__epoll_fd.restype = ctypes.c_int
+        fd = int(libbpf.ring_buffer__epoll_fd(self._bpf._ringbuf_manager))
+        if fd < 0:
+            raise CaptureError(f"libbpf gave no epoll fd for the ring buffer ({fd})")
+        return fd
+
+    def consume(self) -> None:
+        """Run the callback on every record waiting now (or until it returns
+        a negative number)."""
+        self._bpf.ring_buffer_consume()
+
+    # -- counters ----------------------------------------------------------
+    def kernel_counters(self) -> dict[str, tuple[int, int]]:
+        """Per kind: (generated, lost) summed over CPUs, as the kernel counts."""
+        gen = self._bpf["th_generated"]
+        lost = self._bpf["th_lost"]
+        out: dict[str, tuple[int, int]] = {}
+        for number, name in wire.KIND_NAMES.items():
+            key = gen.Key(number)
+            out[name] = (int(gen.sum(key).value), int(lost.sum(key).value))
+        return out
+
+    def syscall_counts(self) -> Iterator[tuple[int, int, int]]:
+        """(pid, syscall number, count) for every counter in the kernel map."""
+        if "th_syscall_counts" not in self._bpf.tables and not self._has_table(
+            "th_syscall_counts"
+        ):
+            return
+        table = self._bpf["th_syscall_counts"]
+        for key, value in table.items():
+            yield int(key.pid), int(key.nr), int(value.value)
+
+    def forget_syscall_counts(self, keys: Iterable[tuple[int, int]]) -> None:
+        """Delete counters (pid, nr) of processes that have exited."""
+        table = self._bpf["th_syscall_counts"]
+        for pid, nr in keys:
+            try:
+                del table[table.Key(pid, nr)]
+            except KeyError:
+                pass
+
+    def _has_table(self, name: str) -> bool:
+        try:
+            self._bpf[name]
+        except KeyError:
+            return False
+        return True
+
+    # -- teardown ------------------------------------------------------------
+    def detach(self) -> None:
+        """Detach every tracepoint: no new record is made after this."""
+        for tp in self._attached:
+            try:
+                self._bpf.detach_tracepoint(tp=tp)
+            except Exception:  # noqa: BLE001 - best effort: close() frees the rest
+                pass
+        self._attached = []
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.detach()
+            self._bpf.cleanup()
+
+
+def _syscall_names() -> dict[int, str]:
+    from bcc import syscall as bcc_syscall
+
+    return {
+        int(nr): (name.decode() if isinstance(name, bytes) else str(name))
+        for nr, name in bcc_syscall.syscalls.items()
+    }
+
+
+def check_privileges() -> None:
+    """Refuse early, with what to do, when capture cannot possibly work."""
+    if os.geteuid() != 0:
+        raise CaptureError("tracehound needs root to load BPF programs: run it with sudo")
+    if not (TRACEFS / "events").is_dir():
+        raise CaptureError(
+            f"tracefs is not mounted at {TRACEFS}: run `mount -t tracefs nodev {TRACEFS}`"
+            " (or `sudo make run`, which does it)"
+        )
+
+
+def load(options: LoadOptions) -> LoadedCapture:
+    """Compile and attach. Raises CaptureError when nothing can work; a
+    missing or failing probe only shows in the returned statuses."""
+    options.validate()
+    check_privileges()
+    try:
+        from bcc import BPF
+    except ImportError as err:
+        raise CaptureError(
+            "the bcc Python bindings are missing: install Debian's python3-bpfcc"
+            " (sudo make run does), and use a venv made with --system-site-packages"
+        ) from err
+
+    present, statuses = plan_probes(options.probes)
+    if not present:
+        raise CaptureError("none of the configured probes' tracepoints exist on this kernel")
+    try:
+        bpf = BPF(text=program_text(present), cflags=compile_flags(options, present))
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CaptureError(f"compiling the BPF programs failed: {first}") from err
+
+    config = bpf["th_config_map"]
+    config[ctypes.c_int(0)] = _ConfigValue(options.agent_pid, 1 if options.scoped else 0)
+
+    for probe in present:
+        done: list[str] = []
+        try:
+            for tracepoint, fn_name in probe.attach:
+                bpf.attach_tracepoint(tp=tracepoint, fn_name=fn_name.encode())
+                done.append(tracepoint)
+        except Exception as err:  # noqa: BLE001 - reported, never fatal
+            for tracepoint in done:
+                try:
+                    bpf.detach_tracepoint(tp=tracepoint)
+                except Exception:  # noqa: BLE001
+                    pass
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            statuses.append(ProbeStatus(probe.name, probe.kind, False, f"attach failed: {reason}"))
+        else:
+            statuses.append(ProbeStatus(probe.name, probe.kind, True))
+    return LoadedCapture(bpf, options, statuses)

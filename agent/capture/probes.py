@@ -1,0 +1,103 @@
+"""The probe table: every probe tracehound can attach, and what it needs.
+
+A probe is one concern's handlers for one syscall or kernel event: the
+tracepoints it attaches to and the C functions (in bpf/) that serve them. The
+loader includes a probe's C code only when all of its tracepoints exist
+(``TH_PROBE_<NAME>`` is defined), attaches it, and reports for each probe
+whether it attached and why not. A missing probe disables only its events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Probe:
+    """``name`` is ``concern.what`` (``file.openat``); ``attach`` pairs each
+    tracepoint (``category:event``) with the C function that serves it."""
+
+    name: str
+    kind: str
+    attach: tuple[tuple[str, str], ...]
+
+    @property
+    def macro(self) -> str:
+        return "TH_PROBE_" + self.name.replace(".", "_").upper()
+
+    @property
+    def concern(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+def _syscall(concern: str, kind: str, syscall: str) -> Probe:
+    return Probe(
+        name=f"{concern}.{syscall}",
+        kind=kind,
+        attach=(
+            (f"syscalls:sys_enter_{syscall}", f"th_enter_{syscall}"),
+            (f"syscalls:sys_exit_{syscall}", f"th_exit_{syscall}"),
+        ),
+    )
+
+
+PROBES: tuple[Probe, ...] = (
+    _syscall("exec", "exec", "execve"),
+    _syscall("exec", "exec", "execveat"),
+    Probe("exec.rekey", "exec", (("sched:sched_process_exec", "th_sched_exec"),)),
+    Probe("exec.fork", "fork", (("task:task_newtask", "th_task_newtask"),)),
+    Probe(
+        "exec.exit",
+        "exit",
+        (
+            ("sched:sched_process_exit", "th_sched_exit"),
+            ("syscalls:sys_enter_exit_group", "th_enter_exit_group"),
+            ("syscalls:sys_enter_exit", "th_enter_exit"),
+            ("signal:signal_deliver", "th_signal_deliver"),
+        ),
+    ),
+    *(
+        _syscall("file", "file", name)
+        for name in (
+            "open", "openat", "openat2", "creat",
+            "unlink", "unlinkat", "rmdir",
+            "rename", "renameat", "renameat2",
+            "chmod", "fchmodat", "fchmodat2",
+            "mkdir", "mkdirat",
+        )
+    ),  # fmt: skip
+    *(_syscall("net", "net", name) for name in ("connect", "accept", "accept4", "bind", "listen")),
+    Probe("net.listen_addr", "net", (("sock:inet_sock_set_state", "th_sock_set_state"),)),
+    Probe("syscalls.count", "syscall", (("raw_syscalls:sys_enter", "th_raw_sys_enter"),)),
+)
+
+#: The C source file of each concern, in bpf/.
+SOURCES: dict[str, str] = {
+    "exec": "exec.bpf.c",
+    "file": "file.bpf.c",
+    "net": "net.bpf.c",
+    "syscalls": "syscalls.bpf.c",
+}
+
+
+def probe_named(name: str) -> Probe:
+    for probe in PROBES:
+        if probe.name == name:
+            return probe
+    raise KeyError(name)
+
+
+def with_tracepoint_overrides(overrides: dict[str, str]) -> tuple[Probe, ...]:
+    """The probe table with some probes' first tracepoint renamed.
+
+    This is how configuration points a probe at another tracepoint (and how
+    tests point one at a tracepoint that does not exist).
+    Raises KeyError for an unknown probe name.
+    """
+    probes = list(PROBES)
+    for name, tracepoint in overrides.items():
+        probe = probe_named(name)
+        first_fn = probe.attach[0][1]
+        renamed = Probe(probe.name, probe.kind, ((tracepoint, first_fn), *probe.attach[1:]))
+        probes[probes.index(probe)] = renamed
+    return tuple(probes)

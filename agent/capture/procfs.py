@@ -1,0 +1,91 @@
+"""What /proc says about processes: start-up seeding and a bounded cache.
+
+Events say what happened from capture start on; a process that was already
+running is seeded from /proc once, marked ``preexisting``. Lookups go
+through :class:`ProcessInfoCache`, an LRU with a fixed capacity whose hits,
+misses and evictions are counted. This is I/O: it never runs in the drain.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import psutil
+
+from agent.capture.events import ProcessSeen
+
+
+class ProcessInfoCache:
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError(f"process cache capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._entries: OrderedDict[int, ProcessSeen] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, pid: int, *, preexisting: bool = False) -> ProcessSeen | None:
+        """The process ``pid`` as /proc describes it, or None if it is gone."""
+        entry = self._entries.get(pid)
+        if entry is not None:
+            self._entries.move_to_end(pid)
+            self.hits += 1
+            return entry
+        self.misses += 1
+        entry = read_process(pid, preexisting=preexisting)
+        if entry is None:
+            return None
+        self._entries[pid] = entry
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+            self.evictions += 1
+        return entry
+
+    def forget(self, pid: int) -> None:
+        self._entries.pop(pid, None)
+
+
+def read_process(pid: int, *, preexisting: bool) -> ProcessSeen | None:
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            uid = proc.uids().real
+            try:
+                exe = proc.exe()
+            except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                exe = ""
+            try:
+                user = proc.username()
+            except (KeyError, psutil.Error):
+                user = str(uid)
+            return ProcessSeen(
+                pid=pid,
+                ppid=proc.ppid(),
+                comm=proc.name(),
+                exe=exe,
+                cmdline=tuple(proc.cmdline()),
+                uid=uid,
+                user=user,
+                start_time=proc.create_time(),
+                preexisting=preexisting,
+            )
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+def seed_processes(cache: ProcessInfoCache, *, exclude: int = os.getpid()) -> list[ProcessSeen]:
+    """Every process running now, marked preexisting, oldest first."""
+    seen = []
+    for pid in psutil.pids():
+        if pid == exclude:
+            continue
+        entry = cache.lookup(pid, preexisting=True)
+        if entry is not None:
+            seen.append(entry)
+    seen.sort(key=lambda p: (p.start_time, p.pid))
+    return seen

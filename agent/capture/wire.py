@@ -1,0 +1,154 @@
+"""Decode the ring-buffer records of ``bpf/tracehound.h``. Pure: no kernel.
+
+The C header is the single definition of each record; the formats here mirror
+it and ``tests/test_wire_layout.py`` compiles the header with gcc to prove
+they agree, size for size and offset for offset.
+
+This runs once per event on the drain's hot path: it slices and unpacks, and
+does nothing else.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+
+from agent.capture.events import (
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    ForkEvent,
+    KernelEvent,
+    NetEvent,
+)
+from agent.capture.sockaddr import decode_sockaddr
+
+# Kinds, as numbered by TH_KIND_* in tracehound.h.
+KIND_EXEC = 1
+KIND_FORK = 2
+KIND_EXIT = 3
+KIND_FILE = 4
+KIND_NET = 5
+KIND_SYSCALL = 6
+NR_KINDS = 7
+KIND_NAMES: dict[int, str] = {
+    KIND_EXEC: "exec",
+    KIND_FORK: "fork",
+    KIND_EXIT: "exit",
+    KIND_FILE: "file",
+    KIND_NET: "net",
+    KIND_SYSCALL: "syscall",
+}
+
+FILE_OPS = {1: "open", 2: "unlink", 3: "rename", 4: "chmod", 5: "mkdir"}
+NET_OPS = {1: "connect", 2: "accept", 3: "bind", 4: "listen"}
+
+EXEC_ARGV_TRUNCATED = 1
+EXEC_ARG_TRUNCATED = 2
+EXIT_HAVE_CODE = 1
+EXIT_HAVE_SIGNAL = 2
+
+COMM_LEN = 16
+PATH_LEN = 256
+SOCKADDR_LEN = 112
+DEFAULT_ARGV_MAX = 16
+DEFAULT_ARG_LEN = 128
+
+HEADER = struct.Struct("<IIQIIIIQ16s")  # struct th_header
+EXEC_BODY = struct.Struct(f"<iIII{PATH_LEN}s")  # struct th_exec_event, up to argv
+FORK_BODY = struct.Struct("<IIQ")  # struct th_fork_event
+EXIT_BODY = struct.Struct("<iiII")  # struct th_exit_event
+FILE_BODY = struct.Struct(f"<qIIiiII{PATH_LEN}s{PATH_LEN}s")  # struct th_file_event
+NET_BODY = struct.Struct(f"<qIiII{SOCKADDR_LEN}s")  # struct th_net_event
+
+
+class WireError(ValueError):
+    """A record that does not match any layout: counted, never fatal."""
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+class WireDecoder:
+    """Decodes records for one compiled program.
+
+    ``argv_max`` and ``arg_len`` are the TH_ARGV_MAX and TH_ARG_LEN the
+    program was compiled with; ``syscall_names`` maps syscall numbers to
+    names (from bcc's table in production, any mapping in tests).
+    """
+
+    def __init__(
+        self,
+        argv_max: int = DEFAULT_ARGV_MAX,
+        arg_len: int = DEFAULT_ARG_LEN,
+        syscall_names: Mapping[int, str] | None = None,
+    ) -> None:
+        self.argv_max = argv_max
+        self.arg_len = arg_len
+        self.syscall_names = dict(syscall_names or {})
+        self.exec_size = HEADER.size + EXEC_BODY.size + argv_max * arg_len
+        self.sizes = {
+            KIND_EXEC: self.exec_size,
+            KIND_FORK: HEADER.size + FORK_BODY.size,
+            KIND_EXIT: HEADER.size + EXIT_BODY.size,
+            KIND_FILE: HEADER.size + FILE_BODY.size,
+            KIND_NET: HEADER.size + NET_BODY.size,
+        }
+
+    def kind_of(self, data: bytes) -> int:
+        """The record's kind number, without decoding the rest."""
+        if len(data) < 4:
+            raise WireError(f"record of {len(data)} bytes is shorter than its kind field")
+        return int.from_bytes(data[:4], "little")
+
+    def decode(self, data: bytes) -> KernelEvent:
+        kind = self.kind_of(data)
+        want = self.sizes.get(kind)
+        if want is None:
+            raise WireError(f"unknown record kind {kind}")
+        if len(data) < want:
+            raise WireError(f"{KIND_NAMES[kind]} record of {len(data)} bytes, expected {want}")
+        _, pid, ts_ns, tid, uid, gid, _pad, cgroup_id, comm_raw = HEADER.unpack_from(data)
+        comm = _cstr(comm_raw)
+        off = HEADER.size
+        if kind == KIND_FILE:
+            ret, op, nr, dfd, dfd2, flags, mode, path, path2 = FILE_BODY.unpack_from(data, off)
+            return FileEvent(
+                pid, tid, ts_ns, uid, gid, cgroup_id, comm,
+                op=FILE_OPS.get(op, f"op{op}"),
+                syscall=self.syscall_names.get(nr, f"syscall_{nr}"),
+                ret=ret, dfd=dfd, path=_cstr(path), dfd2=dfd2, path2=_cstr(path2),
+                flags=flags, mode=mode,
+            )  # fmt: skip
+        if kind == KIND_EXEC:
+            ret, argc, flags, at, filename = EXEC_BODY.unpack_from(data, off)
+            base = off + EXEC_BODY.size
+            step = self.arg_len
+            argc = min(argc, self.argv_max)
+            argv = tuple(_cstr(data[base + i * step : base + (i + 1) * step]) for i in range(argc))
+            return ExecEvent(
+                pid, tid, ts_ns, uid, gid, cgroup_id, comm,
+                ret=ret, filename=_cstr(filename), argv=argv,
+                argv_truncated=bool(flags & (EXEC_ARGV_TRUNCATED | EXEC_ARG_TRUNCATED)),
+                at=bool(at),
+            )  # fmt: skip
+        if kind == KIND_NET:
+            ret, op, fd, addrlen, backlog, sockaddr = NET_BODY.unpack_from(data, off)
+            return NetEvent(
+                pid, tid, ts_ns, uid, gid, cgroup_id, comm,
+                op=NET_OPS.get(op, f"op{op}"), ret=ret, fd=fd,
+                endpoint=decode_sockaddr(sockaddr, addrlen), backlog=backlog,
+            )  # fmt: skip
+        if kind == KIND_FORK:
+            child_pid, _pad, clone_flags = FORK_BODY.unpack_from(data, off)
+            return ForkEvent(
+                pid, tid, ts_ns, uid, gid, cgroup_id, comm,
+                child_pid=child_pid, clone_flags=clone_flags,
+            )  # fmt: skip
+        exit_code, signal, flags, _pad = EXIT_BODY.unpack_from(data, off)
+        return ExitEvent(
+            pid, tid, ts_ns, uid, gid, cgroup_id, comm,
+            exit_code=exit_code, signal=signal,
+            have_code=bool(flags & EXIT_HAVE_CODE), have_signal=bool(flags & EXIT_HAVE_SIGNAL),
+        )  # fmt: skip

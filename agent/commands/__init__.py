@@ -1,0 +1,1 @@
+"""One module per ``tracehound`` subcommand: argument handling and I/O only."""

@@ -1,0 +1,66 @@
+"""Start a command held at the door: forked, but not yet exec'd.
+
+``tracehound profile`` must have the child in its BPF scope before the
+child's first instruction of the new program, or its exec would be missed.
+So: fork; the child waits on a pipe; the parent puts the child's pid in
+scope, then opens the door. An exec that fails in the child is reported back
+through a close-on-exec pipe (EOF means the exec succeeded), as subprocess
+does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+class Launched:
+    def __init__(self, pid: int, go_fd: int, err_fd: int) -> None:
+        self.pid = pid
+        self._go_fd = go_fd
+        self._err_fd = err_fd
+
+    def release(self) -> OSError | None:
+        """Let the child exec. Returns the child's exec error, if any."""
+        os.write(self._go_fd, b"x")
+        os.close(self._go_fd)
+        data = b""
+        while chunk := os.read(self._err_fd, 64):
+            data += chunk
+        os.close(self._err_fd)
+        if not data:
+            return None
+        errno_text, _, message = data.decode(errors="replace").partition(":")
+        return OSError(int(errno_text), message)
+
+
+def launch(argv: list[str]) -> Launched:
+    """Fork a child that will exec ``argv`` (searched on PATH) once released."""
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: no Python-level cleanup, ever
+        try:
+            os.close(go_w)
+            os.close(err_r)
+            # Python ignores SIGPIPE and SIGXFSZ; the command must not inherit that.
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            if os.read(go_r, 1) == b"x":
+                os.execvp(argv[0], argv)
+        except OSError as err:
+            os.write(err_w, f"{err.errno}:{err.strerror}".encode())
+        except BaseException:  # noqa: BLE001
+            os.write(err_w, b"0:could not start")
+        finally:
+            os._exit(127)
+    os.close(go_r)
+    os.close(err_w)
+    return Launched(pid, go_w, err_r)
+
+
+def exit_status(wait_status: int) -> int:
+    """A shell's view of a wait status: the code, or 128 + the signal."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.waitstatus_to_exitcode(wait_status)

@@ -1,0 +1,63 @@
+"""Capture options shared by ``run`` and ``profile``: argparse in, LoadOptions out."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.capture.loader import LoadOptions
+from agent.capture.probes import PROBES, Probe, with_tracepoint_overrides
+from agent.errors import UsageError
+
+
+def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("capture")
+    group.add_argument(
+        "--ringbuf-pages", type=int, default=1024, metavar="N",
+        help="ring buffer size in 4 KiB pages, a power of two (default 1024: 4 MiB)",
+    )  # fmt: skip
+    group.add_argument(
+        "--argv-max", type=int, default=16, metavar="N",
+        help="argv entries captured per exec, 1-64 (default 16)",
+    )  # fmt: skip
+    group.add_argument(
+        "--disable-probe", action="append", default=[], metavar="NAME",
+        help="do not attach this probe (e.g. syscalls.count); repeatable",
+    )  # fmt: skip
+    group.add_argument(
+        "--probe-tracepoint", action="append", default=[], metavar="NAME=CATEGORY:EVENT",
+        help="attach probe NAME's first handler to another tracepoint; repeatable",
+    )  # fmt: skip
+
+
+def probes_from_args(args: argparse.Namespace) -> tuple[Probe, ...]:
+    known = {p.name for p in PROBES}
+    overrides: dict[str, str] = {}
+    for item in args.probe_tracepoint:
+        name, sep, tracepoint = item.partition("=")
+        if not sep or ":" not in tracepoint:
+            raise UsageError(
+                f"--probe-tracepoint {item!r}: expected NAME=CATEGORY:EVENT,"
+                " e.g. file.openat=syscalls:sys_enter_openat"
+            )
+        if name not in known:
+            raise UsageError(f"--probe-tracepoint: unknown probe {name!r}; known: {', '.join(sorted(known))}")
+        overrides[name] = tracepoint
+    for name in args.disable_probe:
+        if name not in known:
+            raise UsageError(f"--disable-probe: unknown probe {name!r}; known: {', '.join(sorted(known))}")
+    probes = with_tracepoint_overrides(overrides)
+    return tuple(p for p in probes if p.name not in set(args.disable_probe))
+
+
+def load_options_from_args(args: argparse.Namespace, *, scoped: bool) -> LoadOptions:
+    pages = args.ringbuf_pages
+    if pages < 1 or pages & (pages - 1):
+        raise UsageError(f"--ringbuf-pages: expected a power of two, got {pages}")
+    if not 1 <= args.argv_max <= 64:
+        raise UsageError(f"--argv-max: expected 1 to 64, got {args.argv_max}")
+    return LoadOptions(
+        probes=probes_from_args(args),
+        argv_max=args.argv_max,
+        ringbuf_pages=pages,
+        scoped=scoped,
+    )

@@ -1,0 +1,153 @@
+"""``tracehound profile -- CMD``: what one command's process tree really did."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import trio
+
+from agent.capture.events import ProcessSeen
+from agent.capture.loader import LoadedCapture, check_privileges, load
+from agent.capture.session import CaptureSession
+from agent.commands.launcher import Launched, exit_status, launch
+from agent.commands.options import add_capture_arguments, load_options_from_args
+from agent.errors import RunError, UsageError
+from agent.sinks.aggregating import AggregatingSink
+from agent.sinks.profile import Profile, encode_profile, is_complete, render_text
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "profile",
+        help="run a command and profile its process tree",
+        description="Run CMD, trace only its process tree, and write what it did.",
+    )
+    parser.add_argument("--output", "-o", metavar="FILE", help="write the profile here (default: stdout)")
+    parser.add_argument("--format", choices=("json", "text"), default="json")
+    add_capture_arguments(parser)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    parser.set_defaults(handler=main)
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    command: list[str] = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("profile: no command given; usage: tracehound profile [OPTIONS] -- CMD [ARG...]")
+    if shutil.which(command[0]) is None:
+        raise UsageError(f"profile: command not found: {command[0]!r} (not an executable on PATH or a path)")
+    return command
+
+
+def _output_path(args: argparse.Namespace) -> Path | None:
+    if not args.output:
+        return None
+    path = Path(args.output)
+    if not path.parent.is_dir():
+        raise UsageError(f"--output {args.output}: directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def main(args: argparse.Namespace) -> int:
+    command = _command(args)
+    output = _output_path(args)
+    options = load_options_from_args(args, scoped=True)
+    check_privileges()
+    capture = load(options)
+    try:
+        child = launch(command)
+        capture.add_to_scope(child.pid)
+        profile, status = trio.run(_profile, capture, child, command)
+    finally:
+        capture.close()
+    data = encode_profile(profile) if args.format == "json" else render_text(profile).encode()
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, output)
+        state = "complete" if profile.complete else "INCOMPLETE (see capture section)"
+        print(
+            f"tracehound: profile of {len(profile.processes)} processes written to {output} ({state})",
+            file=sys.stderr,
+        )
+    return status
+
+
+async def _profile(
+    capture: LoadedCapture, child: Launched, command: list[str]
+) -> tuple[Profile, int]:
+    sink = AggregatingSink()
+    session = CaptureSession(capture, sink)
+    uid = os.getuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    await sink.record(
+        ProcessSeen(
+            pid=child.pid, ppid=os.getpid(), comm=Path(command[0]).name[:15],
+            exe=shutil.which(command[0]) or command[0], cmdline=tuple(command),
+            uid=uid, user=user, start_time=time.time(), preexisting=False,
+        )
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        error = child.release()
+        async with trio.open_nursery() as waiting:
+            waiting.start_soon(_forward_signals, child.pid)
+            wait_status = await _wait_child(child.pid)
+            waiting.cancel_scope.cancel()
+        # run() returns once everything in flight was delivered.
+        session.stop()
+    if error is not None:
+        raise RunError(f"profile: could not run {command[0]!r}: {error.strerror}", 126)
+    stats = session.stats()
+    profile = sink.finish()
+    status = exit_status(wait_status)
+    profile = msgspec.structs.replace(
+        profile,
+        command=command,
+        root_pid=child.pid,
+        exit_status=status,
+        probes=stats.probes,
+        accounting=stats.kinds,
+    )
+    profile = msgspec.structs.replace(profile, complete=is_complete(profile))
+    return profile, status
+
+
+async def _wait_child(pid: int) -> int:
+    """Wait for the child without a thread: a pidfd is readable once it exits."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        trio.lowlevel.notify_closing(pidfd)
+        os.close(pidfd)
+    _, wait_status = os.waitpid(pid, 0)
+    return wait_status
+
+
+async def _forward_signals(pid: int) -> None:
+    """SIGTERM, SIGHUP and SIGQUIT go on to the command. SIGINT from a
+    terminal reaches the command's process group directly, so tracehound
+    only ignores it and keeps capturing until the command is done."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT) as sigs:
+        async for sig in sigs:
+            if sig != signal.SIGINT:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    return

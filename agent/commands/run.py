@@ -1,0 +1,159 @@
+"""``tracehound run``: host-wide capture in the foreground.
+
+One trio nursery holds the capture session (drain, syscall poller, stats
+line), the /proc seeding, the optional event stream writer and the signal
+watcher. SIGINT or SIGTERM: detach, deliver everything in flight, write the
+final stats, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+import msgspec
+import trio
+
+from agent.capture.loader import LoadedCapture, check_privileges, load
+from agent.capture.procfs import ProcessInfoCache, seed_processes
+from agent.capture.session import CaptureSession
+from agent.commands.options import add_capture_arguments, load_options_from_args
+from agent.errors import UsageError
+from agent.sinks.aggregating import AggregatingSink
+from agent.sinks.base import EventSink
+from agent.sinks.streaming import StreamingSink
+from agent.sinks.tee import TeeSink
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="capture host-wide until interrupted",
+        description="Capture exec, file, network and syscall activity host-wide.",
+    )
+    parser.add_argument("--stats-interval", type=float, default=5.0, metavar="SECONDS",
+                        help="print a stats line this often (0: never; default 5)")  # fmt: skip
+    parser.add_argument("--stats-file", metavar="FILE",
+                        help="on exit, write the final stats (per-kind accounting, probes) as JSON")  # fmt: skip
+    parser.add_argument("--ready-file", metavar="FILE",
+                        help="create FILE once the probes are attached and draining")  # fmt: skip
+    parser.add_argument("--profile-file", metavar="FILE",
+                        help="on exit, write the aggregated profile as JSON")  # fmt: skip
+    parser.add_argument("--events", metavar="FILE",
+                        help="also stream every event as NDJSON to FILE (through the streaming sink)")  # fmt: skip
+    parser.add_argument("--stream-capacity", type=int, default=8192, metavar="N",
+                        help="streaming sink capacity in events (default 8192)")  # fmt: skip
+    parser.add_argument("--stream-policy", choices=("block", "drop"), default="block",
+                        help="when the stream is full: block (backpressure) or drop (counted)")  # fmt: skip
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="stop by itself after this long")  # fmt: skip
+    parser.add_argument("--no-seed", action="store_true",
+                        help="do not seed already-running processes from /proc")  # fmt: skip
+    add_capture_arguments(parser)
+    parser.set_defaults(handler=main)
+
+
+def _writable_parent(option: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {value}: directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def main(args: argparse.Namespace) -> int:
+    stats_file = _writable_parent("--stats-file", args.stats_file)
+    profile_file = _writable_parent("--profile-file", args.profile_file)
+    events_file = _writable_parent("--events", args.events)
+    ready_file = _writable_parent("--ready-file", args.ready_file)
+    if args.stream_capacity < 1:
+        raise UsageError(f"--stream-capacity: expected at least 1, got {args.stream_capacity}")
+    if args.stats_interval < 0:
+        raise UsageError(f"--stats-interval: expected 0 or more seconds, got {args.stats_interval}")
+    options = load_options_from_args(args, scoped=False)
+    check_privileges()
+    capture = load(options)
+    try:
+        return trio.run(_run, capture, args, stats_file, profile_file, events_file, ready_file)
+    finally:
+        capture.close()
+
+
+def _say(line: str) -> None:
+    print(f"tracehound: {line}", file=sys.stderr, flush=True)
+
+
+async def _write_events(stream: StreamingSink, path: Path) -> None:
+    """The stream's consumer: NDJSON, written in batches in a worker thread."""
+    encoder = msgspec.json.Encoder()
+    async with await trio.open_file(path, "wb") as out:
+        buffer = bytearray()
+        async for event in stream.receive_channel:
+            encoder.encode_into(event, buffer, len(buffer))
+            buffer += b"\n"
+            if len(buffer) >= 1 << 16 or not stream.depth:
+                await out.write(bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await out.write(bytes(buffer))
+
+
+async def _run(
+    capture: LoadedCapture,
+    args: argparse.Namespace,
+    stats_file: Path | None,
+    profile_file: Path | None,
+    events_file: Path | None,
+    ready_file: Path | None,
+) -> int:
+    aggregate = AggregatingSink()
+    stream: StreamingSink | None = None
+    sink: EventSink[object] = aggregate
+    if events_file is not None:
+        stream = StreamingSink(args.stream_capacity, args.stream_policy)
+        sink = TeeSink([aggregate, stream])
+    session = CaptureSession(
+        capture, sink,
+        stats_interval=args.stats_interval or None,
+        report=lambda line: _say(line + (f" | stream {stream.depth}/{stream.capacity}" if stream else "")),
+    )  # fmt: skip
+    attached = sum(1 for s in capture.statuses if s.attached)
+    for status in capture.statuses:
+        if not status.attached:
+            _say(f"probe {status.name} missing: {status.reason}")
+    async with trio.open_nursery() as nursery:
+        if stream is not None and events_file is not None:
+            nursery.start_soon(_write_events, stream, events_file)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as capturing:
+                await capturing.start(session.run)
+                if not args.no_seed:
+                    cache = ProcessInfoCache()
+                    for seen in await trio.to_thread.run_sync(seed_processes, cache):
+                        await sink.record(seen)
+                if ready_file is not None:
+                    ready_file.write_text(f"{os.getpid()}\n")
+                _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
+                with trio.move_on_after(args.duration if args.duration else float("inf")):
+                    async for signum in signals:
+                        _say(f"{signal.Signals(signum).name}: stopping, draining what is in flight")
+                        break
+                session.stop()
+        stats = session.stats()
+        result = sink.finish()
+    profile = aggregate.snapshot() if stream is not None else result
+    if stats_file is not None:
+        stats_file.write_bytes(msgspec.json.encode(stats) + b"\n")
+    if profile_file is not None:
+        from agent.sinks.profile import encode_profile
+
+        profile_file.write_bytes(encode_profile(profile))  # type: ignore[arg-type]
+    _say("final " + session.stats_line())
+    if not stats.balanced:
+        _say("WARNING: the books do not balance: " + ", ".join(
+            k for k, b in stats.kinds.items() if not b.balanced))  # fmt: skip
+    return 0

@@ -1,0 +1,1 @@
+"""Where drained events go: the EventSink protocol and its implementations."""

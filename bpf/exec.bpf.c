@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * exec.bpf.c: process lifecycle. execve/execveat (argv read at entry, one
+ * record once the result is known, failures kept), fork (how ppid is known),
+ * exit (once per process, with the exit status or the fatal signal).
+ *
+ * Each handler sits behind its probe's TH_PROBE_* macro, which the loader
+ * defines only when every tracepoint that probe needs exists.
+ */
+#include "tracehound.h"
+
+#if defined(TH_PROBE_EXEC_EXECVE) || defined(TH_PROBE_EXEC_EXECVEAT)
+/* The exec being attempted by each thread, from entry to exit. */
+BPF_HASH(th_exec_pending, u32, struct th_exec_event, TH_PENDING_MAX);
+/* Scratch space: a th_exec_event is far larger than the 512-byte stack. */
+BPF_PERCPU_ARRAY(th_exec_heap, struct th_exec_event, 1);
+
+static __always_inline int th_exec_enter(const char *filename,
+                                         const char *const *argv, u32 at)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 pid = pid_tgid >> 32, tid = (u32)pid_tgid, zero = 0;
+    if (!th_traced(pid))
+        return 0;
+    struct th_exec_event *ev = th_exec_heap.lookup(&zero);
+    if (!ev)
+        return 0;
+    ev->ret = 0;
+    ev->argc = 0;
+    ev->flags = 0;
+    ev->at = at;
+    bpf_probe_read_user_str(ev->filename, sizeof(ev->filename), filename);
+    for (u32 i = 0; i < TH_ARGV_MAX; i++) {
+        const char *arg = NULL;
+        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
+            break;
+        int n = bpf_probe_read_user_str(ev->argv[i], TH_ARG_LEN, arg);
+        if (n >= TH_ARG_LEN)
+            ev->flags |= TH_EXEC_ARG_TRUNCATED;
+        ev->argc = i + 1;
+    }
+    if (ev->argc == TH_ARGV_MAX) {
+        const char *more = NULL;
+        bpf_probe_read_user(&more, sizeof(more), &argv[TH_ARGV_MAX]);
+        if (more)
+            ev->flags |= TH_EXEC_ARGV_TRUNCATED;
+    }
+    if (th_exec_pending.update(&tid, ev))
+        th_count(TH_KIND_EXEC, 1); /* no room to remember it: lost */
+    return 0;
+}
+
+static __always_inline int th_exec_exit(long ret)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    struct th_exec_event *ev = th_exec_pending.lookup(&tid);
+    if (!ev)
+        return 0;
+    /* After a successful exec the header (comm, uid) is the new image's. */
+    th_fill_header(&ev->h, TH_KIND_EXEC);
+    ev->ret = (s32)ret;
+    th_count(TH_KIND_EXEC, th_events.ringbuf_output(ev, sizeof(*ev), 0) != 0);
+    th_exec_pending.delete(&tid);
+    return 0;
+}
+#endif
+
+#ifdef TH_PROBE_EXEC_EXECVE
+int th_enter_execve(struct th_sys_enter_ctx *ctx)
+{
+    return th_exec_enter((const char *)ctx->args[0],
+                         (const char *const *)ctx->args[1], 0);
+}
+
+int th_exit_execve(struct th_sys_exit_ctx *ctx)
+{
+    return th_exec_exit(ctx->ret);
+}
+#endif
+
+#ifdef TH_PROBE_EXEC_EXECVEAT
+int th_enter_execveat(struct th_sys_enter_ctx *ctx)
+{
+    return th_exec_enter((const char *)ctx->args[1],
+                         (const char *const *)ctx->args[2], 1);
+}
+
+int th_exit_execveat(struct th_sys_exit_ctx *ctx)
+{
+    return th_exec_exit(ctx->ret);
+}
+#endif
+
+#if defined(TH_PROBE_EXEC_REKEY) && (defined(TH_PROBE_EXEC_EXECVE) || defined(TH_PROBE_EXEC_EXECVEAT))
+/* When a thread other than the leader execs, the kernel gives it the
+ * leader's id before sys_exit runs: move its pending record along. */
+int th_sched_exec(struct tracepoint__sched__sched_process_exec *args)
+{
+    u32 old_tid = args->old_pid, new_tid = args->pid;
+    if (old_tid == new_tid)
+        return 0;
+    struct th_exec_event *ev = th_exec_pending.lookup(&old_tid);
+    if (!ev)
+        return 0;
+    if (th_exec_pending.update(&new_tid, ev))
+        th_count(TH_KIND_EXEC, 1);
+    th_exec_pending.delete(&old_tid);
+    return 0;
+}
+#endif
+
+#ifdef TH_PROBE_EXEC_FORK
+/* task_newtask runs in the parent, before the child can run: the child is in
+ * scope before its first instruction. Threads (CLONE_THREAD) are not new
+ * processes and are not reported. */
+int th_task_newtask(struct tracepoint__task__task_newtask *args)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 parent = pid_tgid >> 32;
+    if (args->clone_flags & 0x00010000 /* CLONE_THREAD */)
+        return 0;
+    if (!th_traced(parent))
+        return 0;
+    u32 child = args->pid, zero = 0;
+    struct th_config *cfg = th_config_map.lookup(&zero);
+    if (cfg && cfg->scoped) {
+        u8 one = 1;
+        if (th_scope.update(&child, &one))
+            th_count(TH_KIND_FORK, 1); /* scope full: the child goes untraced */
+    }
+    struct th_fork_event *ev = th_events.ringbuf_reserve(sizeof(*ev));
+    if (!ev) {
+        th_count(TH_KIND_FORK, 1);
+        return 0;
+    }
+    th_fill_header(&ev->h, TH_KIND_FORK);
+    ev->child_pid = child;
+    ev->_pad0 = 0;
+    ev->clone_flags = args->clone_flags;
+    th_events.ringbuf_submit(ev, 0);
+    th_count(TH_KIND_FORK, 0);
+    return 0;
+}
+#endif
+
+#ifdef TH_PROBE_EXEC_EXIT
+struct th_exit_status {
+    s32 code;
+    s32 signal;
+    u32 flags;
+};
+/* What each process said it would exit with, until its last thread exits. */
+BPF_HASH(th_exit_pending, u32, struct th_exit_status, TH_PENDING_MAX);
+
+static __always_inline int th_note_exit_code(long code)
+{
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (!th_traced(pid))
+        return 0;
+    struct th_exit_status st = {};
+    st.code = code & 0xff;
+    st.flags = TH_EXIT_HAVE_CODE;
+    th_exit_pending.update(&pid, &st);
+    return 0;
+}
+
+int th_enter_exit_group(struct th_sys_enter_ctx *ctx)
+{
+    return th_note_exit_code(ctx->args[0]);
+}
+
+int th_enter_exit(struct th_sys_enter_ctx *ctx)
+{
+    /* exit() ends one thread; its code is the process's only if this is the
+     * last thread, which sched_process_exit's group_dead tells below. */
+    return th_note_exit_code(ctx->args[0]);
+}
+
+/* Signals whose default action ends the process (signal(7)). */
+#define TH_FATAL_SIGNALS                                                      \
+    ((1ULL << 1) | (1ULL << 2) | (1ULL << 3) | (1ULL << 4) | (1ULL << 5) |     \
+     (1ULL << 6) | (1ULL << 7) | (1ULL << 8) | (1ULL << 9) | (1ULL << 10) |    \
+     (1ULL << 11) | (1ULL << 12) | (1ULL << 13) | (1ULL << 14) |               \
+     (1ULL << 15) | (1ULL << 16) | (1ULL << 24) | (1ULL << 25) |               \
+     (1ULL << 26) | (1ULL << 27) | (1ULL << 29) | (1ULL << 30) | (1ULL << 31))
+
+int th_signal_deliver(struct tracepoint__signal__signal_deliver *args)
+{
+    int sig = args->sig;
+    if (args->sa_handler != 0 /* SIG_DFL */ || sig <= 0 || sig > 64)
+        return 0;
+    if (sig < 32 && !((TH_FATAL_SIGNALS >> sig) & 1))
+        return 0;
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (!th_traced(pid))
+        return 0;
+    /* The first fatal signal decides; later ones are the kernel's SIGKILLs
+     * to the other threads of a dying group. A code left by a thread's exit()
+     * is overridden: the process did not end by that exit. */
+    struct th_exit_status *old = th_exit_pending.lookup(&pid);
+    if (old && (old->flags & TH_EXIT_HAVE_SIGNAL))
+        return 0;
+    struct th_exit_status st = {};
+    st.signal = sig;
+    st.flags = TH_EXIT_HAVE_SIGNAL;
+    th_exit_pending.update(&pid, &st);
+    return 0;
+}
+
+int th_sched_exit(struct tracepoint__sched__sched_process_exit *args)
+{
+    if (!args->group_dead)
+        return 0; /* a thread, not the process */
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (!th_traced(pid)) {
+        th_exit_pending.delete(&pid);
+        return 0;
+    }
+    struct th_exit_event *ev = th_events.ringbuf_reserve(sizeof(*ev));
+    if (!ev) {
+        th_count(TH_KIND_EXIT, 1);
+    } else {
+        th_fill_header(&ev->h, TH_KIND_EXIT);
+        struct th_exit_status *st = th_exit_pending.lookup(&pid);
+        ev->exit_code = st ? st->code : 0;
+        ev->signal = st ? st->signal : 0;
+        ev->flags = st ? st->flags : 0;
+        ev->_pad0 = 0;
+        th_events.ringbuf_submit(ev, 0);
+        th_count(TH_KIND_EXIT, 0);
+    }
+    th_exit_pending.delete(&pid);
+    th_scope.delete(&pid);
+    return 0;
+}
+#endif

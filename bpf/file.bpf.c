@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * file.bpf.c: file operations. open/openat/openat2/creat, unlink/unlinkat/
+ * rmdir, rename/renameat/renameat2, chmod/fchmodat/fchmodat2, mkdir/mkdirat.
+ *
+ * x86_64 glibc still issues the legacy syscalls (rename(), mkdir(), chmod(),
+ * unlink() and creat() each have their own), so each family traces all of
+ * its members. Arguments are saved at entry; paths are read at exit from the
+ * saved pointers, into the ring-buffer record itself.
+ */
+#include "tracehound.h"
+
+struct th_file_args {
+    u64 path;
+    u64 path2;
+    s32 dfd;
+    s32 dfd2;
+    u32 flags;
+    u32 mode;
+    u32 op;
+    u32 _pad0;
+};
+
+BPF_HASH(th_file_pending, u32, struct th_file_args, TH_PENDING_MAX);
+
+static __always_inline int th_file_enter(struct th_file_args *a)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    if (!th_traced(pid_tgid >> 32))
+        return 0;
+    if (th_file_pending.update(&tid, a))
+        th_count(TH_KIND_FILE, 1); /* no room to remember it: lost */
+    return 0;
+}
+
+static __always_inline int th_file_exit(struct th_sys_exit_ctx *ctx)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct th_file_args *a = th_file_pending.lookup(&tid);
+    if (!a)
+        return 0;
+    struct th_file_event *ev = th_events.ringbuf_reserve(sizeof(*ev));
+    if (!ev) {
+        th_count(TH_KIND_FILE, 1);
+        th_file_pending.delete(&tid);
+        return 0;
+    }
+    th_fill_header(&ev->h, TH_KIND_FILE);
+    ev->ret = ctx->ret;
+    ev->op = a->op;
+    ev->nr = ctx->nr;
+    ev->dfd = a->dfd;
+    ev->dfd2 = a->dfd2;
+    ev->flags = a->flags;
+    ev->mode = a->mode;
+    ev->path[0] = 0;
+    ev->path2[0] = 0;
+    if (a->path)
+        bpf_probe_read_user_str(ev->path, sizeof(ev->path), (void *)a->path);
+    if (a->path2)
+        bpf_probe_read_user_str(ev->path2, sizeof(ev->path2), (void *)a->path2);
+    th_events.ringbuf_submit(ev, 0);
+    th_count(TH_KIND_FILE, 0);
+    th_file_pending.delete(&tid);
+    return 0;
+}
+
+/*
+ * TH_FILE_SYSCALL(probe macro, syscall, op, dfd, path, dfd2, path2, flags, mode)
+ * defines th_enter_<syscall> and th_exit_<syscall>. The argument expressions
+ * may use A(i), the syscall's i-th argument.
+ */
+#define A(i) (ctx->args[i])
+#define TH_FILE_SYSCALL(name, OP, DFD, PATH, DFD2, PATH2, FLAGS, MODE)         \
+    int th_enter_##name(struct th_sys_enter_ctx *ctx)                         \
+    {                                                                         \
+        struct th_file_args a = {};                                           \
+        a.op = OP;                                                            \
+        a.dfd = (s32)(DFD);                                                   \
+        a.path = (u64)(PATH);                                                 \
+        a.dfd2 = (s32)(DFD2);                                                 \
+        a.path2 = (u64)(PATH2);                                               \
+        a.flags = (u32)(FLAGS);                                               \
+        a.mode = (u32)(MODE);                                                 \
+        return th_file_enter(&a);                                             \
+    }                                                                         \
+    int th_exit_##name(struct th_sys_exit_ctx *ctx)                           \
+    {                                                                         \
+        return th_file_exit(ctx);                                             \
+    }
+
+#define CWD TH_AT_FDCWD
+#define O_CREAT_WRONLY_TRUNC (0100 | 01 | 01000)
+#define AT_REMOVEDIR 0x200
+
+#ifdef TH_PROBE_FILE_OPEN
+TH_FILE_SYSCALL(open, TH_FILE_OPEN, CWD, A(0), CWD, 0, A(1), A(2))
+#endif
+#ifdef TH_PROBE_FILE_OPENAT
+TH_FILE_SYSCALL(openat, TH_FILE_OPEN, A(0), A(1), CWD, 0, A(2), A(3))
+#endif
+#ifdef TH_PROBE_FILE_CREAT
+TH_FILE_SYSCALL(creat, TH_FILE_OPEN, CWD, A(0), CWD, 0, O_CREAT_WRONLY_TRUNC, A(1))
+#endif
+#ifdef TH_PROBE_FILE_OPENAT2
+/* openat2(dfd, path, struct open_how *how, size): flags and mode are the
+ * first two u64s of open_how, read from user memory at entry. */
+int th_enter_openat2(struct th_sys_enter_ctx *ctx)
+{
+    struct th_file_args a = {};
+    u64 how[2] = {};
+    bpf_probe_read_user(&how, sizeof(how), (void *)A(2));
+    a.op = TH_FILE_OPEN;
+    a.dfd = (s32)A(0);
+    a.path = A(1);
+    a.dfd2 = CWD;
+    a.flags = (u32)how[0];
+    a.mode = (u32)how[1];
+    return th_file_enter(&a);
+}
+int th_exit_openat2(struct th_sys_exit_ctx *ctx)
+{
+    return th_file_exit(ctx);
+}
+#endif
+#ifdef TH_PROBE_FILE_UNLINK
+TH_FILE_SYSCALL(unlink, TH_FILE_UNLINK, CWD, A(0), CWD, 0, 0, 0)
+#endif
+#ifdef TH_PROBE_FILE_UNLINKAT
+TH_FILE_SYSCALL(unlinkat, TH_FILE_UNLINK, A(0), A(1), CWD, 0, A(2), 0)
+#endif
+#ifdef TH_PROBE_FILE_RMDIR
+TH_FILE_SYSCALL(rmdir, TH_FILE_UNLINK, CWD, A(0), CWD, 0, AT_REMOVEDIR, 0)
+#endif
+#ifdef TH_PROBE_FILE_RENAME
+TH_FILE_SYSCALL(rename, TH_FILE_RENAME, CWD, A(0), CWD, A(1), 0, 0)
+#endif
+#ifdef TH_PROBE_FILE_RENAMEAT
+TH_FILE_SYSCALL(renameat, TH_FILE_RENAME, A(0), A(1), A(2), A(3), 0, 0)
+#endif
+#ifdef TH_PROBE_FILE_RENAMEAT2
+TH_FILE_SYSCALL(renameat2, TH_FILE_RENAME, A(0), A(1), A(2), A(3), A(4), 0)
+#endif
+#ifdef TH_PROBE_FILE_CHMOD
+TH_FILE_SYSCALL(chmod, TH_FILE_CHMOD, CWD, A(0), CWD, 0, 0, A(1))
+#endif
+#ifdef TH_PROBE_FILE_FCHMODAT
+TH_FILE_SYSCALL(fchmodat, TH_FILE_CHMOD, A(0), A(1), CWD, 0, 0, A(2))
+#endif
+#ifdef TH_PROBE_FILE_FCHMODAT2
+TH_FILE_SYSCALL(fchmodat2, TH_FILE_CHMOD, A(0), A(1), CWD, 0, A(3), A(2))
+#endif
+#ifdef TH_PROBE_FILE_MKDIR
+TH_FILE_SYSCALL(mkdir, TH_FILE_MKDIR, CWD, A(0), CWD, 0, 0, A(1))
+#endif
+#ifdef TH_PROBE_FILE_MKDIRAT
+TH_FILE_SYSCALL(mkdirat, TH_FILE_MKDIR, A(0), A(1), CWD, 0, 0, A(2))
+#endif

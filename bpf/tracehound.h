@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * tracehound.h: the single definition of every record tracehound's BPF
+ * programs put on the wire, and of the maps they share.
+ *
+ * Rules for everything under bpf/ (see CONTRIBUTING.md):
+ *   - tracepoints and BPF helpers only: this kernel has no kprobes, and the
+ *     kernel headers bcc compiles against may be from another kernel version,
+ *     so a kernel struct dereference could read the wrong offset;
+ *   - user strings are read at syscall exit from a pointer saved at entry
+ *     (the page may not be resident at entry), except execve's argv, which is
+ *     gone once exec succeeds and so is read at entry;
+ *   - every record that the kernel decides to emit bumps th_generated[kind];
+ *     every record that then cannot be delivered bumps th_lost[kind]. User
+ *     space checks that generated == delivered + lost, per kind.
+ *
+ * agent/capture/wire.py decodes these layouts; tests/test_wire_layout.py
+ * compiles this header with gcc and checks every size and offset against it.
+ */
+#ifndef TRACEHOUND_H
+#define TRACEHOUND_H
+
+/* Bounds the loader may override with -D (see agent/capture/loader.py). */
+#ifndef TH_ARGV_MAX
+#define TH_ARGV_MAX 16          /* argv entries captured per exec */
+#endif
+#ifndef TH_ARG_LEN
+#define TH_ARG_LEN 128          /* bytes per argv entry, NUL included */
+#endif
+#ifndef TH_RINGBUF_PAGES
+#define TH_RINGBUF_PAGES 1024   /* ring buffer size in pages, a power of two */
+#endif
+#ifndef TH_PENDING_MAX
+#define TH_PENDING_MAX 10240    /* syscalls in flight remembered per concern */
+#endif
+#ifndef TH_SCOPE_MAX
+#define TH_SCOPE_MAX 65536      /* processes in a profile's scope */
+#endif
+#ifndef TH_SYSCALL_KEYS_MAX
+#define TH_SYSCALL_KEYS_MAX 65536 /* (process, syscall) counters */
+#endif
+
+#define TH_COMM_LEN 16
+#define TH_PATH_LEN 256
+#define TH_SOCKADDR_LEN 112     /* sizeof(struct sockaddr_un) rounded up to 8 */
+#define TH_AT_FDCWD -100
+
+/* Record kinds. TH_KIND_SYSCALL has no ring-buffer record: its counts live in
+ * th_syscall_counts, and its generated/lost slots count syscalls seen and
+ * syscalls that found the counter map full. */
+#define TH_KIND_EXEC 1
+#define TH_KIND_FORK 2
+#define TH_KIND_EXIT 3
+#define TH_KIND_FILE 4
+#define TH_KIND_NET 5
+#define TH_KIND_SYSCALL 6
+#define TH_NR_KINDS 7
+
+/* File operations (th_file_event.op). */
+#define TH_FILE_OPEN 1
+#define TH_FILE_UNLINK 2
+#define TH_FILE_RENAME 3
+#define TH_FILE_CHMOD 4
+#define TH_FILE_MKDIR 5
+
+/* Network operations (th_net_event.op). */
+#define TH_NET_CONNECT 1
+#define TH_NET_ACCEPT 2
+#define TH_NET_BIND 3
+#define TH_NET_LISTEN 4
+
+/* th_exec_event.flags */
+#define TH_EXEC_ARGV_TRUNCATED 1 /* more than TH_ARGV_MAX arguments */
+#define TH_EXEC_ARG_TRUNCATED 2  /* an argument longer than TH_ARG_LEN - 1 */
+
+/* th_exit_event.flags */
+#define TH_EXIT_HAVE_CODE 1   /* exit_group()/exit() was seen: exit_code is valid */
+#define TH_EXIT_HAVE_SIGNAL 2 /* a fatal signal with the default action was delivered */
+
+/* Every record starts with this header. 56 bytes. */
+struct th_header {
+    __u32 kind;
+    __u32 pid;        /* thread group id: the process */
+    __u64 ts_ns;      /* bpf_ktime_get_boot_ns(): CLOCK_BOOTTIME */
+    __u32 tid;
+    __u32 uid;
+    __u32 gid;
+    __u32 _pad0;
+    __u64 cgroup_id;
+    char comm[TH_COMM_LEN];
+};
+
+struct th_exec_event {
+    struct th_header h;
+    __s32 ret;        /* 0, or -errno for a failed exec */
+    __u32 argc;       /* argv entries captured in argv[] */
+    __u32 flags;      /* TH_EXEC_* */
+    __u32 at;         /* 0: execve, 1: execveat */
+    char filename[TH_PATH_LEN];
+    char argv[TH_ARGV_MAX][TH_ARG_LEN];
+};
+
+struct th_fork_event {
+    struct th_header h; /* the parent */
+    __u32 child_pid;
+    __u32 _pad0;
+    __u64 clone_flags;
+};
+
+struct th_exit_event {
+    struct th_header h;
+    __s32 exit_code;  /* the status passed to exit_group(), 0..255 */
+    __s32 signal;     /* the fatal signal, 0 if none */
+    __u32 flags;      /* TH_EXIT_* */
+    __u32 _pad0;
+};
+
+struct th_file_event {
+    struct th_header h;
+    __s64 ret;        /* fd or 0 on success, -errno on failure */
+    __u32 op;         /* TH_FILE_* */
+    __u32 nr;         /* the syscall number, to tell open from openat2 */
+    __s32 dfd;        /* directory fd of path (TH_AT_FDCWD: the cwd) */
+    __s32 dfd2;       /* directory fd of path2 (renames) */
+    __u32 flags;      /* open flags, unlinkat/renameat2/fchmodat2 flags */
+    __u32 mode;       /* open/mkdir/chmod mode */
+    char path[TH_PATH_LEN];
+    char path2[TH_PATH_LEN]; /* rename target */
+};
+
+struct th_net_event {
+    struct th_header h;
+    __s64 ret;        /* connect/bind/listen: 0 or -errno; accept: new fd or -errno */
+    __u32 op;         /* TH_NET_* */
+    __s32 fd;
+    __u32 addrlen;    /* bytes of sockaddr that are valid */
+    __u32 backlog;    /* listen only */
+    __u8 sockaddr[TH_SOCKADDR_LEN];
+};
+
+/* Written by user space: who the agent is, and whether capture is scoped. */
+struct th_config {
+    __u32 agent_pid;  /* never traced */
+    __u32 scoped;     /* 1: trace only processes in th_scope */
+};
+
+struct th_syscall_key {
+    __u32 pid;
+    __u32 nr;
+};
+
+#ifdef TH_BCC
+/* ---------------------------------------------------------------------
+ * Maps and helpers shared by every program. Only compiled by bcc (the loader defines TH_BCC).
+ */
+BPF_RINGBUF_OUTPUT(th_events, TH_RINGBUF_PAGES);
+BPF_ARRAY(th_config_map, struct th_config, 1);
+BPF_HASH(th_scope, __u32, __u8, TH_SCOPE_MAX);
+BPF_PERCPU_ARRAY(th_generated, __u64, TH_NR_KINDS);
+BPF_PERCPU_ARRAY(th_lost, __u64, TH_NR_KINDS);
+
+/* The raw layout of every syscalls:sys_enter_* / sys_exit_* tracepoint: the
+ * syscall tracepoint ABI, the same for all of them, so one handler shape
+ * serves every syscall in the tables below. */
+struct th_sys_enter_ctx {
+    __u64 common;
+    __s32 nr;
+    __u32 _pad0;
+    __u64 args[6];
+};
+
+struct th_sys_exit_ctx {
+    __u64 common;
+    __s32 nr;
+    __u32 _pad0;
+    __s64 ret;
+};
+
+static __always_inline void th_count(u32 kind, int lost)
+{
+    u64 *slot = th_generated.lookup(&kind);
+    if (slot)
+        (*slot)++;
+    if (lost) {
+        slot = th_lost.lookup(&kind);
+        if (slot)
+            (*slot)++;
+    }
+}
+
+/* Is this process traced? The agent never is; in scoped mode (profile) only
+ * processes whose tree root user space put in th_scope are. */
+static __always_inline int th_traced(u32 pid)
+{
+    u32 zero = 0;
+    struct th_config *cfg = th_config_map.lookup(&zero);
+    if (!cfg)
+        return 0;
+    if (pid == cfg->agent_pid)
+        return 0;
+    if (cfg->scoped && !th_scope.lookup(&pid))
+        return 0;
+    return 1;
+}
+
+static __always_inline void th_fill_header(struct th_header *h, u32 kind)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 uid_gid = bpf_get_current_uid_gid();
+    h->kind = kind;
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->ts_ns = bpf_ktime_get_boot_ns();
+    h->uid = (u32)uid_gid;
+    h->gid = uid_gid >> 32;
+    h->_pad0 = 0;
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+#endif /* TH_BCC */
+
+#endif /* TRACEHOUND_H */
