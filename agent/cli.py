@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from agent import __version__
 from agent.capture.loader import CaptureError
@@ -16,19 +17,29 @@ from agent.commands import profile, run
 from agent.errors import RunError, UsageError
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but its errors are one line like ours."""
+def _one_line_error(parser: argparse.ArgumentParser) -> None:
+    """Make argparse's errors ours: one line, raised, not printed with usage."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+    def error(message: str) -> NoReturn:
+        raise UsageError(f"{parser.prog}: {message}")
+
+    parser.error = error  # type: ignore[method-assign]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _one_line_error(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tracehound", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="tracehound",
+        description="eBPF capture agent: what ran, what it touched, whom it talked to.",
+    )
     parser.add_argument("--version", action="version", version=f"tracehound {__version__}")
-    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     run.add_parser(subparsers)
     profile.add_parser(subparsers)
+    _one_line_error(parser)
     return parser
 
 

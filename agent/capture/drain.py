@@ -41,7 +41,7 @@ class Drain:
     def __init__(
         self,
         capture: LoadedCapture,
-        sink: EventSink,
+        sink: EventSink[object],
         ledger: Ledger,
         *,
         batch_max: int = DEFAULT_BATCH_MAX,
@@ -73,7 +73,7 @@ class Drain:
                 return 0
             self.ledger.received[kind_of(event)] += 1
             self._batch.append(event)
-        except BaseException:  # noqa: BLE001 - ctypes would swallow it silently
+        except BaseException:
             self.ledger.callback_errors += 1
             return -1
         return -1 if len(self._batch) >= self.batch_max else 0

@@ -65,7 +65,8 @@ class Ledger:
             received = self.received[kind]
             errors = self.decode_errors[kind]
             per_sink = {
-                name: SinkAccount(*counts.get(kind, (0, 0))) for name, counts in sorted(sinks.items())
+                name: SinkAccount(*counts.get(kind, (0, 0)))
+                for name, counts in sorted(sinks.items())
             }
             if kind == "syscall":
                 # Counts read from the kernel map; sinks carry them whole.

@@ -8,6 +8,7 @@ to attach is detached again and reported with the kernel's reason.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -96,9 +97,7 @@ def program_text(probes: Iterable[Probe], bpf_dir: Path = BPF_DIR) -> str:
     """
     concerns = sorted({probe.concern for probe in probes})
     parts = ["tracehound.h", *(SOURCES[c] for c in concerns)]
-    return "".join(
-        f'#line 1 "{name}"\n' + (bpf_dir / name).read_text() + "\n" for name in parts
-    )
+    return "".join(f'#line 1 "{name}"\n' + (bpf_dir / name).read_text() + "\n" for name in parts)
 
 
 def compile_flags(options: LoadOptions, probes: Iterable[Probe]) -> list[str]:
@@ -117,7 +116,7 @@ def compile_flags(options: LoadOptions, probes: Iterable[Probe]) -> list[str]:
 
 
 class _ConfigValue(ctypes.Structure):
-    _fields_ = [("agent_pid", ctypes.c_uint32), ("scoped", ctypes.c_uint32)]  # noqa: RUF012
+    _fields_ = [("agent_pid", ctypes.c_uint32), ("scoped", ctypes.c_uint32)]
 
 
 class LoadedCapture:
@@ -146,14 +145,14 @@ class LoadedCapture:
     # -- scope -------------------------------------------------------------
     def add_to_scope(self, pid: int) -> None:
         """Trace ``pid`` and, from now on, every process it forks."""
-        scope = self._bpf["th_scope"]
+        scope = self._bpf[b"th_scope"]
         scope[scope.Key(pid)] = scope.Leaf(1)
 
     # -- the ring buffer -----------------------------------------------------
     def open_ring_buffer(self, callback: RingCallback) -> int:
         """Register ``callback(ctx, data_ptr, size)`` and return an fd that is
         readable when records are waiting (libbpf's ring_buffer epoll fd)."""
-        self._bpf["th_events"].open_ring_buffer(callback)
+        self._bpf[b"th_events"].open_ring_buffer(callback)
         libbpf = ctypes.CDLL("libbpf.so.1")
         libbpf.ring_buffer__epoll_fd.argtypes = [ctypes.c_void_p]
         libbpf.ring_buffer__epoll_fd.restype = ctypes.c_int
@@ -170,8 +169,8 @@ class LoadedCapture:
     # -- counters ----------------------------------------------------------
     def kernel_counters(self) -> dict[str, tuple[int, int]]:
         """Per kind: (generated, lost) summed over CPUs, as the kernel counts."""
-        gen = self._bpf["th_generated"]
-        lost = self._bpf["th_lost"]
+        gen = self._bpf[b"th_generated"]
+        lost = self._bpf[b"th_lost"]
         out: dict[str, tuple[int, int]] = {}
         for number, name in wire.KIND_NAMES.items():
             key = gen.Key(number)
@@ -180,24 +179,20 @@ class LoadedCapture:
 
     def syscall_counts(self) -> Iterator[tuple[int, int, int]]:
         """(pid, syscall number, count) for every counter in the kernel map."""
-        if "th_syscall_counts" not in self._bpf.tables and not self._has_table(
-            "th_syscall_counts"
-        ):
+        if not self._has_table(b"th_syscall_counts"):
             return
-        table = self._bpf["th_syscall_counts"]
+        table = self._bpf[b"th_syscall_counts"]
         for key, value in table.items():
             yield int(key.pid), int(key.nr), int(value.value)
 
     def forget_syscall_counts(self, keys: Iterable[tuple[int, int]]) -> None:
         """Delete counters (pid, nr) of processes that have exited."""
-        table = self._bpf["th_syscall_counts"]
+        table = self._bpf[b"th_syscall_counts"]
         for pid, nr in keys:
-            try:
+            with contextlib.suppress(KeyError):
                 del table[table.Key(pid, nr)]
-            except KeyError:
-                pass
 
-    def _has_table(self, name: str) -> bool:
+    def _has_table(self, name: bytes) -> bool:
         try:
             self._bpf[name]
         except KeyError:
@@ -208,10 +203,8 @@ class LoadedCapture:
     def detach(self) -> None:
         """Detach every tracepoint: no new record is made after this."""
         for tp in self._attached:
-            try:
-                self._bpf.detach_tracepoint(tp=tp)
-            except Exception:  # noqa: BLE001 - best effort: close() frees the rest
-                pass
+            with contextlib.suppress(Exception):
+                self._bpf.detach_tracepoint(tp=tp.encode())
         self._attached = []
 
     def close(self) -> None:
@@ -263,21 +256,19 @@ def load(options: LoadOptions) -> LoadedCapture:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CaptureError(f"compiling the BPF programs failed: {first}") from err
 
-    config = bpf["th_config_map"]
+    config = bpf[b"th_config_map"]
     config[ctypes.c_int(0)] = _ConfigValue(options.agent_pid, 1 if options.scoped else 0)
 
     for probe in present:
         done: list[str] = []
         try:
             for tracepoint, fn_name in probe.attach:
-                bpf.attach_tracepoint(tp=tracepoint, fn_name=fn_name.encode())
+                bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=fn_name.encode())
                 done.append(tracepoint)
-        except Exception as err:  # noqa: BLE001 - reported, never fatal
+        except Exception as err:
             for tracepoint in done:
-                try:
-                    bpf.detach_tracepoint(tp=tracepoint)
-                except Exception:  # noqa: BLE001
-                    pass
+                with contextlib.suppress(Exception):
+                    bpf.detach_tracepoint(tp=tracepoint.encode())
             reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
             statuses.append(ProbeStatus(probe.name, probe.kind, False, f"attach failed: {reason}"))
         else:

@@ -41,6 +41,15 @@ def _syscall(concern: str, kind: str, syscall: str) -> Probe:
     )
 
 
+# x86_64 glibc still calls the legacy ones (rename(), mkdir(), chmod()...).
+FILE_SYSCALLS = (
+    *("open", "openat", "openat2", "creat"),
+    *("unlink", "unlinkat", "rmdir"),
+    *("rename", "renameat", "renameat2"),
+    *("chmod", "fchmodat", "fchmodat2"),
+    *("mkdir", "mkdirat"),
+)
+
 PROBES: tuple[Probe, ...] = (
     _syscall("exec", "exec", "execve"),
     _syscall("exec", "exec", "execveat"),
@@ -59,13 +68,23 @@ PROBES: tuple[Probe, ...] = (
     *(
         _syscall("file", "file", name)
         for name in (
-            "open", "openat", "openat2", "creat",
-            "unlink", "unlinkat", "rmdir",
-            "rename", "renameat", "renameat2",
-            "chmod", "fchmodat", "fchmodat2",
-            "mkdir", "mkdirat",
+            "open",
+            "openat",
+            "openat2",
+            "creat",
+            "unlink",
+            "unlinkat",
+            "rmdir",
+            "rename",
+            "renameat",
+            "renameat2",
+            "chmod",
+            "fchmodat",
+            "fchmodat2",
+            "mkdir",
+            "mkdirat",
         )
-    ),  # fmt: skip
+    ),
     *(_syscall("net", "net", name) for name in ("connect", "accept", "accept4", "bind", "listen")),
     Probe("net.listen_addr", "net", (("sock:inet_sock_set_state", "th_sock_set_state"),)),
     Probe("syscalls.count", "syscall", (("raw_syscalls:sys_enter", "th_raw_sys_enter"),)),

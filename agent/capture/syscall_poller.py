@@ -56,7 +56,9 @@ class SyscallPoller:
         gone = {pid for pid in current if pid not in changed and not os.path.exists(f"/proc/{pid}")}
         final = (exited_now | gone) & set(current)
         for pid in sorted(changed | final):
-            counts = {self._names.get(nr, f"syscall_{nr}"): c for nr, c in sorted(current[pid].items())}
+            counts = {
+                self._names.get(nr, f"syscall_{nr}"): c for nr, c in sorted(current[pid].items())
+            }
             await self.sink.record(SyscallCounts(pid=pid, counts=counts, final=pid in final))
         for pid in final:
             keys = [(pid, nr) for nr in current[pid]]

@@ -50,7 +50,7 @@ def launch(argv: list[str]) -> Launched:
                 os.execvp(argv[0], argv)
         except OSError as err:
             os.write(err_w, f"{err.errno}:{err.strerror}".encode())
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             os.write(err_w, b"0:could not start")
         finally:
             os._exit(127)

@@ -40,11 +40,15 @@ def probes_from_args(args: argparse.Namespace) -> tuple[Probe, ...]:
                 " e.g. file.openat=syscalls:sys_enter_openat"
             )
         if name not in known:
-            raise UsageError(f"--probe-tracepoint: unknown probe {name!r}; known: {', '.join(sorted(known))}")
+            raise UsageError(
+                f"--probe-tracepoint: unknown probe {name!r}; known: {', '.join(sorted(known))}"
+            )
         overrides[name] = tracepoint
     for name in args.disable_probe:
         if name not in known:
-            raise UsageError(f"--disable-probe: unknown probe {name!r}; known: {', '.join(sorted(known))}")
+            raise UsageError(
+                f"--disable-probe: unknown probe {name!r}; known: {', '.join(sorted(known))}"
+            )
     probes = with_tracepoint_overrides(overrides)
     return tuple(p for p in probes if p.name not in set(args.disable_probe))
 

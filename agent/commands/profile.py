@@ -30,7 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run a command and profile its process tree",
         description="Run CMD, trace only its process tree, and write what it did.",
     )
-    parser.add_argument("--output", "-o", metavar="FILE", help="write the profile here (default: stdout)")
+    parser.add_argument(
+        "--output", "-o", metavar="FILE", help="write the profile here (default: stdout)"
+    )
     parser.add_argument("--format", choices=("json", "text"), default="json")
     add_capture_arguments(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
@@ -42,9 +44,13 @@ def _command(args: argparse.Namespace) -> list[str]:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise UsageError("profile: no command given; usage: tracehound profile [OPTIONS] -- CMD [ARG...]")
+        raise UsageError(
+            "profile: no command given; usage: tracehound profile [OPTIONS] -- CMD [ARG...]"
+        )
     if shutil.which(command[0]) is None:
-        raise UsageError(f"profile: command not found: {command[0]!r} (not an executable on PATH or a path)")
+        raise UsageError(
+            f"profile: command not found: {command[0]!r} (not an executable on PATH or a path)"
+        )
     return command
 
 
@@ -144,7 +150,9 @@ async def _forward_signals(pid: int) -> None:
     """SIGTERM, SIGHUP and SIGQUIT go on to the command. SIGINT from a
     terminal reaches the command's process group directly, so tracehound
     only ignores it and keeps capturing until the command is done."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT) as sigs:
+    with trio.open_signal_receiver(
+        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
+    ) as sigs:
         async for sig in sigs:
             if sig != signal.SIGINT:
                 try:

@@ -196,7 +196,10 @@ class AggregatingSink:
         """The profile so far (finish() is the last one). Deterministic."""
         procs = [*self._exited.values(), *self._live.values()]
         procs.sort(key=lambda p: (p.started_ns if p.started_ns is not None else -1, p.pid))
-        evictions = {k: self.evictions.get(k, 0) for k in ("processes", "files", "endpoints", "execs", "notes")}
+        evictions = {
+            k: self.evictions.get(k, 0)
+            for k in ("processes", "files", "endpoints", "execs", "notes")
+        }
         return Profile(
             version=PROFILE_VERSION,
             command=[],

@@ -164,7 +164,9 @@ def render_text(profile: Profile) -> str:
             lines.append(f"{pad}    file {f.op} FAILED {f.path}: {f.error}")
         for n in proc.network:
             ep = n.endpoint.render() if n.endpoint else "?"
-            lines.append(f"{pad}    net {n.op} {ep}" + ("" if n.result == "ok" else f" ({n.result})"))
+            lines.append(
+                f"{pad}    net {n.op} {ep}" + ("" if n.result == "ok" else f" ({n.result})")
+            )
         for n in proc.failed_network:
             ep = n.endpoint.render() if n.endpoint else "?"
             lines.append(f"{pad}    net {n.op} FAILED {ep}: {n.error}")

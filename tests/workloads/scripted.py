@@ -5,6 +5,7 @@ It does one of each thing the profile must show, and writes down the facts
     python3 scripted.py FACTS_JSON WORKDIR
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -39,10 +40,8 @@ os.rename(created, renamed)
 os.chmod(renamed, 0o600)
 os.unlink(renamed)
 missing = os.path.join(workdir, "missing-file")
-try:
+with contextlib.suppress(FileNotFoundError):
     open(missing).close()
-except FileNotFoundError:
-    pass
 facts.update(work=work, created=created, renamed=renamed, missing=missing)
 
 

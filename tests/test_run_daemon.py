@@ -1,0 +1,68 @@
+"""`tracehound run`: host-wide capture, stats, a clean stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TRACEHOUND
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"tracehound run died: {proc.stderr.read() if proc.stderr else ''}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError("tracehound run never became ready")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_run_captures_and_stops_cleanly(
+    kernel: None, tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    ready, stats_file = tmp_path / "ready", tmp_path / "stats.json"
+    events, profile_file = tmp_path / "events.ndjson", tmp_path / "profile.json"
+    agent = subprocess.Popen(
+        [*TRACEHOUND, "run", "--ready-file", str(ready), "--stats-file", str(stats_file),
+         "--events", str(events), "--profile-file", str(profile_file), "--stats-interval", "0.5"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(ready, agent)
+        marker = tmp_path / "run-marker"
+        subprocess.run(
+            ["/bin/sh", "-c", f"echo hi > {marker}; /bin/true tracehound-run-arg"], check=True
+        )
+        time.sleep(1.2)  # at least one stats line
+        agent.send_signal(stop_signal)
+        _, stderr = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "events exec=" in stderr and "lost exec=" in stderr
+    assert f"{stop_signal.name}: stopping" in stderr
+    stats = json.loads(stats_file.read_text())
+    assert stats["balanced"] is True, stats["kinds"]
+    assert all(p["attached"] for p in stats["probes"])
+    assert stats["kinds"]["exec"]["delivered"] >= 2
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    execs = [e for e in lines if e["kind"] == "exec"]
+    assert any(e["argv"] == ["/bin/true", "tracehound-run-arg"] for e in execs)
+    files = [e for e in lines if e["kind"] == "file" and e["path"] == str(marker)]
+    assert files and files[0]["op"] == "open"
+    # The stream and the aggregate saw the same exec records.
+    assert stats["kinds"]["exec"]["sinks"]["streaming"]["delivered"] == len(execs)
+    profile = json.loads(profile_file.read_text())
+    assert any(p["preexisting"] for p in profile["processes"]), "seeded from /proc"
+    assert any(p["argv"] == ["/bin/true", "tracehound-run-arg"] for p in profile["processes"])
