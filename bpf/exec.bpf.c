@@ -10,21 +10,30 @@
 #include "tracehound.h"
 
 #if defined(TH_PROBE_EXEC_EXECVE) || defined(TH_PROBE_EXEC_EXECVEAT)
-/* The exec being attempted by each thread, from entry to exit. */
-BPF_HASH(th_exec_pending, u32, struct th_exec_event, TH_PENDING_MAX);
-/* Scratch space: a th_exec_event is far larger than the 512-byte stack. */
-BPF_PERCPU_ARRAY(th_exec_heap, struct th_exec_event, 1);
+/* The exec being attempted by each task, from entry to exit, built in place:
+ * a th_exec_event is far larger than the 512-byte stack. It is the same
+ * task_struct before and after exec, even when a non-leader thread execs
+ * and takes over the leader's pid, so the slot follows the exec. */
+struct th_exec_slot {
+    u32 active;
+    u32 _pad0;
+    struct th_exec_event ev;
+};
+BPF_TASK_STORAGE(th_exec_pending, struct th_exec_slot);
 
 static __always_inline int th_exec_enter(const char *filename,
                                          const char *const *argv, u32 at)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 pid = pid_tgid >> 32, tid = (u32)pid_tgid, zero = 0;
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
     if (!th_traced(pid))
         return 0;
-    struct th_exec_event *ev = th_exec_heap.lookup(&zero);
-    if (!ev)
+    struct th_exec_slot *slot =
+        th_exec_pending.task_storage_get(TH_CURRENT_TASK(), 0, TH_SLOT_CREATE);
+    if (!slot) {
+        th_count(TH_KIND_EXEC, 1); /* no memory to remember it: lost */
         return 0;
+    }
+    struct th_exec_event *ev = &slot->ev;
     ev->ret = 0;
     ev->argc = 0;
     ev->flags = 0;
@@ -45,23 +54,21 @@ static __always_inline int th_exec_enter(const char *filename,
         if (more)
             ev->flags |= TH_EXEC_ARGV_TRUNCATED;
     }
-    if (th_exec_pending.update(&tid, ev))
-        th_count(TH_KIND_EXEC, 1); /* no room to remember it: lost */
+    slot->active = 1;
     return 0;
 }
 
 static __always_inline int th_exec_exit(long ret)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tid = (u32)pid_tgid;
-    struct th_exec_event *ev = th_exec_pending.lookup(&tid);
-    if (!ev)
+    struct th_exec_slot *slot = th_exec_pending.task_storage_get(TH_CURRENT_TASK(), 0, 0);
+    if (!slot || !slot->active)
         return 0;
+    slot->active = 0;
+    struct th_exec_event *ev = &slot->ev;
     /* After a successful exec the header (comm, uid) is the new image's. */
     th_fill_header(&ev->h, TH_KIND_EXEC);
     ev->ret = (s32)ret;
     th_count(TH_KIND_EXEC, th_events.ringbuf_output(ev, sizeof(*ev), 0) != 0);
-    th_exec_pending.delete(&tid);
     return 0;
 }
 #endif
@@ -89,24 +96,6 @@ int th_enter_execveat(struct th_sys_enter_ctx *ctx)
 int th_exit_execveat(struct th_sys_exit_ctx *ctx)
 {
     return th_exec_exit(ctx->ret);
-}
-#endif
-
-#if defined(TH_PROBE_EXEC_REKEY) && (defined(TH_PROBE_EXEC_EXECVE) || defined(TH_PROBE_EXEC_EXECVEAT))
-/* When a thread other than the leader execs, the kernel gives it the
- * leader's id before sys_exit runs: move its pending record along. */
-int th_sched_exec(struct tracepoint__sched__sched_process_exec *args)
-{
-    u32 old_tid = args->old_pid, new_tid = args->pid;
-    if (old_tid == new_tid)
-        return 0;
-    struct th_exec_event *ev = th_exec_pending.lookup(&old_tid);
-    if (!ev)
-        return 0;
-    if (th_exec_pending.update(&new_tid, ev))
-        th_count(TH_KIND_EXEC, 1);
-    th_exec_pending.delete(&old_tid);
-    return 0;
 }
 #endif
 

@@ -18,32 +18,35 @@ struct th_file_args {
     u32 flags;
     u32 mode;
     u32 op;
-    u32 _pad0;
+    u32 active;       /* set at entry, cleared at exit */
 };
 
-BPF_HASH(th_file_pending, u32, struct th_file_args, TH_PENDING_MAX);
+BPF_TASK_STORAGE(th_file_pending, struct th_file_args);
 
 static __always_inline int th_file_enter(struct th_file_args *a)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tid = (u32)pid_tgid;
-    if (!th_traced(pid_tgid >> 32))
+    if (!th_traced(bpf_get_current_pid_tgid() >> 32))
         return 0;
-    if (th_file_pending.update(&tid, a))
-        th_count(TH_KIND_FILE, 1); /* no room to remember it: lost */
+    struct th_file_args *slot =
+        th_file_pending.task_storage_get(TH_CURRENT_TASK(), 0, TH_SLOT_CREATE);
+    if (!slot) {
+        th_count(TH_KIND_FILE, 1); /* no memory to remember it: lost */
+        return 0;
+    }
+    *slot = *a;
+    slot->active = 1;
     return 0;
 }
 
 static __always_inline int th_file_exit(struct th_sys_exit_ctx *ctx)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct th_file_args *a = th_file_pending.lookup(&tid);
-    if (!a)
+    struct th_file_args *a = th_file_pending.task_storage_get(TH_CURRENT_TASK(), 0, 0);
+    if (!a || !a->active)
         return 0;
+    a->active = 0;
     struct th_file_event *ev = th_events.ringbuf_reserve(sizeof(*ev));
     if (!ev) {
         th_count(TH_KIND_FILE, 1);
-        th_file_pending.delete(&tid);
         return 0;
     }
     th_fill_header(&ev->h, TH_KIND_FILE);
@@ -62,7 +65,6 @@ static __always_inline int th_file_exit(struct th_sys_exit_ctx *ctx)
         bpf_probe_read_user_str(ev->path2, sizeof(ev->path2), (void *)a->path2);
     th_events.ringbuf_submit(ev, 0);
     th_count(TH_KIND_FILE, 0);
-    th_file_pending.delete(&tid);
     return 0;
 }
 

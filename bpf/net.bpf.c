@@ -17,31 +17,35 @@ struct th_net_args {
     u32 backlog;
     u32 local_len;    /* listen: bytes of local[] filled by th_sock_set_state */
     u8 local[28];     /* listen: the address the socket really listens on */
+    u32 active;       /* set at entry, cleared at exit */
 };
 
-BPF_HASH(th_net_pending, u32, struct th_net_args, TH_PENDING_MAX);
+BPF_TASK_STORAGE(th_net_pending, struct th_net_args);
 
 static __always_inline int th_net_enter(struct th_net_args *a)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tid = (u32)pid_tgid;
-    if (!th_traced(pid_tgid >> 32))
+    if (!th_traced(bpf_get_current_pid_tgid() >> 32))
         return 0;
-    if (th_net_pending.update(&tid, a))
-        th_count(TH_KIND_NET, 1); /* no room to remember it: lost */
+    struct th_net_args *slot =
+        th_net_pending.task_storage_get(TH_CURRENT_TASK(), 0, TH_SLOT_CREATE);
+    if (!slot) {
+        th_count(TH_KIND_NET, 1); /* no memory to remember it: lost */
+        return 0;
+    }
+    *slot = *a;
+    slot->active = 1;
     return 0;
 }
 
 static __always_inline int th_net_exit(struct th_sys_exit_ctx *ctx)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct th_net_args *a = th_net_pending.lookup(&tid);
-    if (!a)
+    struct th_net_args *a = th_net_pending.task_storage_get(TH_CURRENT_TASK(), 0, 0);
+    if (!a || !a->active)
         return 0;
+    a->active = 0;
     struct th_net_event *ev = th_events.ringbuf_reserve(sizeof(*ev));
     if (!ev) {
         th_count(TH_KIND_NET, 1);
-        th_net_pending.delete(&tid);
         return 0;
     }
     th_fill_header(&ev->h, TH_KIND_NET);
@@ -79,7 +83,6 @@ static __always_inline int th_net_exit(struct th_sys_exit_ctx *ctx)
     }
     th_events.ringbuf_submit(ev, 0);
     th_count(TH_KIND_NET, 0);
-    th_net_pending.delete(&tid);
     return 0;
 }
 
@@ -152,9 +155,8 @@ int th_sock_set_state(struct tracepoint__sock__inet_sock_set_state *args)
 {
     if (args->newstate != 10 /* TCP_LISTEN */)
         return 0;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct th_net_args *a = th_net_pending.lookup(&tid);
-    if (!a || a->op != TH_NET_LISTEN)
+    struct th_net_args *a = th_net_pending.task_storage_get(TH_CURRENT_TASK(), 0, 0);
+    if (!a || !a->active || a->op != TH_NET_LISTEN)
         return 0;
     u16 family = args->family;
     u16 port = __builtin_bswap16(args->sport); /* to network order, as in a sockaddr */

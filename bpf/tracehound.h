@@ -7,6 +7,8 @@
  *   - tracepoints and BPF helpers only: this kernel has no kprobes, and the
  *     kernel headers bcc compiles against may be from another kernel version,
  *     so a kernel struct dereference could read the wrong offset;
+ *   - syscall arguments are carried from entry to exit in task-local
+ *     storage (TH_CURRENT_TASK), one slot per task and concern;
  *   - user strings are read at syscall exit from a pointer saved at entry
  *     (the page may not be resident at entry), except execve's argv, which is
  *     gone once exec succeeds and so is read at entry;
@@ -31,7 +33,7 @@
 #define TH_RINGBUF_PAGES 1024   /* ring buffer size in pages, a power of two */
 #endif
 #ifndef TH_PENDING_MAX
-#define TH_PENDING_MAX 10240    /* syscalls in flight remembered per concern */
+#define TH_PENDING_MAX 10240    /* processes with an exit status pending */
 #endif
 #ifndef TH_SCOPE_MAX
 #define TH_SCOPE_MAX 65536      /* processes in a profile's scope */
@@ -202,6 +204,13 @@ static __always_inline int th_traced(u32 pid)
         return 0;
     return 1;
 }
+
+/* Syscall arguments are kept from entry to exit in task-local storage: a
+ * slot that lives in the task itself, found without hashing or locking, and
+ * freed with the task. (A tid-keyed hash cost ~3x more per syscall here.)
+ * The pointer is only handed to the storage helper, never dereferenced. */
+#define TH_CURRENT_TASK() ((struct task_struct *)bpf_get_current_task_btf())
+#define TH_SLOT_CREATE BPF_LOCAL_STORAGE_GET_F_CREATE
 
 static __always_inline void th_fill_header(struct th_header *h, u32 kind)
 {

@@ -46,7 +46,6 @@ class Ledger:
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
         self.decode_errors: Counter[str] = Counter()
-        self.callback_errors = 0
 
     def account(
         self,

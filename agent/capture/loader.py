@@ -20,11 +20,12 @@ import msgspec
 
 from agent.capture import wire
 from agent.capture.probes import PROBES, SOURCES, Probe
+from agent.capture.ringbuf import MappedRing
 
 TRACEFS = Path("/sys/kernel/tracing")
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 
-RingCallback = Callable[[Any, int, int], int]
+RING_PAGE_SIZE = 4096  # the ring buffer's size is counted in 4 KiB pages
 
 
 class CaptureError(RuntimeError):
@@ -84,7 +85,16 @@ def plan_probes(
             missing.append(ProbeStatus(probe.name, probe.kind, False, reason))
         else:
             present.append(probe)
-    return present, missing
+    # A probe that extends another's C code goes when that one is absent.
+    while True:
+        names = {p.name for p in present}
+        orphans = [p for p in present if any(r not in names for r in p.requires)]
+        if not orphans:
+            return present, missing
+        for probe in orphans:
+            present.remove(probe)
+            needed = ", ".join(r for r in probe.requires if r not in names)
+            missing.append(ProbeStatus(probe.name, probe.kind, False, f"needs probe {needed}"))
 
 
 def program_text(probes: Iterable[Probe], bpf_dir: Path = BPF_DIR) -> str:
@@ -131,8 +141,8 @@ class LoadedCapture:
         self._bpf = bpf
         self.options = options
         self.statuses = sorted(statuses)
-        self._attached: list[str] = [
-            tp
+        self._attached: list[tuple[Probe, str]] = [
+            (probe, tp)
             for status in self.statuses
             if status.attached
             for probe in options.probes
@@ -149,22 +159,11 @@ class LoadedCapture:
         scope[scope.Key(pid)] = scope.Leaf(1)
 
     # -- the ring buffer -----------------------------------------------------
-    def open_ring_buffer(self, callback: RingCallback) -> int:
-        """Register ``callback(ctx, data_ptr, size)`` and return an fd that is
-        readable when records are waiting (libbpf's ring_buffer epoll fd)."""
-        self._bpf[b"th_events"].open_ring_buffer(callback)
-        libbpf = ctypes.CDLL("libbpf.so.1")
-        libbpf.ring_buffer__epoll_fd.argtypes = [ctypes.c_void_p]
-        libbpf.ring_buffer__epoll_fd.restype = ctypes.c_int
-        fd = int(libbpf.ring_buffer__epoll_fd(self._bpf._ringbuf_manager))
-        if fd < 0:
-            raise CaptureError(f"libbpf gave no epoll fd for the ring buffer ({fd})")
-        return fd
-
-    def consume(self) -> None:
-        """Run the callback on every record waiting now (or until it returns
-        a negative number)."""
-        self._bpf.ring_buffer_consume()
+    def mapped_ring(self) -> MappedRing:
+        """The ring buffer, mapped for reading in this process. Its ``fd``
+        polls readable when records are waiting."""
+        table = self._bpf[b"th_events"]
+        return MappedRing(int(table.map_fd), self.options.ringbuf_pages * RING_PAGE_SIZE)
 
     # -- counters ----------------------------------------------------------
     def kernel_counters(self) -> dict[str, tuple[int, int]]:
@@ -202,9 +201,9 @@ class LoadedCapture:
     # -- teardown ------------------------------------------------------------
     def detach(self) -> None:
         """Detach every tracepoint: no new record is made after this."""
-        for tp in self._attached:
+        for probe, tp in self._attached:
             with contextlib.suppress(Exception):
-                self._bpf.detach_tracepoint(tp=tp.encode())
+                _detach(self._bpf, probe, tp)
         self._attached = []
 
     def close(self) -> None:
@@ -221,6 +220,21 @@ def _syscall_names() -> dict[int, str]:
         int(nr): (name.decode() if isinstance(name, bytes) else str(name))
         for nr, name in bcc_syscall.syscalls.items()
     }
+
+
+def _attach(bpf: Any, probe: Probe, tracepoint: str, fn_name: str) -> None:
+    if probe.raw:
+        event = tracepoint.partition(":")[2]
+        bpf.attach_raw_tracepoint(tp=event.encode(), fn_name=fn_name.encode())
+    else:
+        bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=fn_name.encode())
+
+
+def _detach(bpf: Any, probe: Probe, tracepoint: str) -> None:
+    if probe.raw:
+        bpf.detach_raw_tracepoint(tp=tracepoint.partition(":")[2].encode())
+    else:
+        bpf.detach_tracepoint(tp=tracepoint.encode())
 
 
 def check_privileges() -> None:
@@ -263,12 +277,12 @@ def load(options: LoadOptions) -> LoadedCapture:
         done: list[str] = []
         try:
             for tracepoint, fn_name in probe.attach:
-                bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=fn_name.encode())
+                _attach(bpf, probe, tracepoint, fn_name)
                 done.append(tracepoint)
         except Exception as err:
             for tracepoint in done:
                 with contextlib.suppress(Exception):
-                    bpf.detach_tracepoint(tp=tracepoint.encode())
+                    _detach(bpf, probe, tracepoint)
             reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
             statuses.append(ProbeStatus(probe.name, probe.kind, False, f"attach failed: {reason}"))
         else:

@@ -15,11 +15,15 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Probe:
     """``name`` is ``concern.what`` (``file.openat``); ``attach`` pairs each
-    tracepoint (``category:event``) with the C function that serves it."""
+    tracepoint (``category:event``) with the C function that serves it.
+    ``raw``: attach as raw tracepoints (by event name), which skip building
+    the argument record: cheaper, for handlers that need only raw args."""
 
     name: str
     kind: str
     attach: tuple[tuple[str, str], ...]
+    raw: bool = False
+    requires: tuple[str, ...] = ()  # probes whose C code this one extends
 
     @property
     def macro(self) -> str:
@@ -53,7 +57,6 @@ FILE_SYSCALLS = (
 PROBES: tuple[Probe, ...] = (
     _syscall("exec", "exec", "execve"),
     _syscall("exec", "exec", "execveat"),
-    Probe("exec.rekey", "exec", (("sched:sched_process_exec", "th_sched_exec"),)),
     Probe("exec.fork", "fork", (("task:task_newtask", "th_task_newtask"),)),
     Probe(
         "exec.exit",
@@ -86,8 +89,13 @@ PROBES: tuple[Probe, ...] = (
         )
     ),
     *(_syscall("net", "net", name) for name in ("connect", "accept", "accept4", "bind", "listen")),
-    Probe("net.listen_addr", "net", (("sock:inet_sock_set_state", "th_sock_set_state"),)),
-    Probe("syscalls.count", "syscall", (("raw_syscalls:sys_enter", "th_raw_sys_enter"),)),
+    Probe(
+        "net.listen_addr",
+        "net",
+        (("sock:inet_sock_set_state", "th_sock_set_state"),),
+        requires=("net.listen",),
+    ),
+    Probe("syscalls.count", "syscall", (("raw_syscalls:sys_enter", "th_raw_sys_enter"),), raw=True),
 )
 
 #: The C source file of each concern, in bpf/.
@@ -117,6 +125,12 @@ def with_tracepoint_overrides(overrides: dict[str, str]) -> tuple[Probe, ...]:
     for name, tracepoint in overrides.items():
         probe = probe_named(name)
         first_fn = probe.attach[0][1]
-        renamed = Probe(probe.name, probe.kind, ((tracepoint, first_fn), *probe.attach[1:]))
+        renamed = Probe(
+            probe.name,
+            probe.kind,
+            ((tracepoint, first_fn), *probe.attach[1:]),
+            probe.raw,
+            probe.requires,
+        )
         probes[probes.index(probe)] = renamed
     return tuple(probes)

@@ -70,6 +70,20 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
+def _cstr_at(data: bytes, start: int, size: int) -> str:
+    """The NUL-terminated string in data[start:start+size], without copying
+    the whole field first (the hot path decodes two 256-byte paths)."""
+    end = data.find(b"\0", start, start + size)
+    return data[start : end if end >= 0 else start + size].decode("utf-8", "surrogateescape")
+
+
+# Numeric prefixes of the bodies, for decoding without copying the strings.
+HEADER_NUMS = struct.Struct("<IIQIIIIQ")
+FILE_NUMS = struct.Struct("<qIIiiII")
+COMM_OFFSET = HEADER_NUMS.size
+FILE_PATH_OFFSET = HEADER.size + FILE_NUMS.size
+
+
 class WireDecoder:
     """Decodes records for one compiled program.
 
@@ -87,7 +101,8 @@ class WireDecoder:
         self.argv_max = argv_max
         self.arg_len = arg_len
         self.syscall_names = dict(syscall_names or {})
-        self.exec_size = HEADER.size + EXEC_BODY.size + argv_max * arg_len
+        # sizeof(struct th_exec_event): padded to the 8-byte alignment of its header.
+        self.exec_size = (HEADER.size + EXEC_BODY.size + argv_max * arg_len + 7) & ~7
         self.sizes = {
             KIND_EXEC: self.exec_size,
             KIND_FORK: HEADER.size + FORK_BODY.size,
@@ -109,17 +124,18 @@ class WireDecoder:
             raise WireError(f"unknown record kind {kind}")
         if len(data) < want:
             raise WireError(f"{KIND_NAMES[kind]} record of {len(data)} bytes, expected {want}")
-        _, pid, ts_ns, tid, uid, gid, _pad, cgroup_id, comm_raw = HEADER.unpack_from(data)
-        comm = _cstr(comm_raw)
+        _, pid, ts_ns, tid, uid, gid, _pad, cgroup_id = HEADER_NUMS.unpack_from(data)
+        comm = _cstr_at(data, COMM_OFFSET, COMM_LEN)
         off = HEADER.size
-        if kind == KIND_FILE:
-            ret, op, nr, dfd, dfd2, flags, mode, path, path2 = FILE_BODY.unpack_from(data, off)
+        if kind == KIND_FILE:  # the hot one: positional, no string copies
+            ret, op, nr, dfd, dfd2, flags, mode = FILE_NUMS.unpack_from(data, off)
             return FileEvent(
                 pid, tid, ts_ns, uid, gid, cgroup_id, comm,
-                op=FILE_OPS.get(op, f"op{op}"),
-                syscall=self.syscall_names.get(nr, f"syscall_{nr}"),
-                ret=ret, dfd=dfd, path=_cstr(path), dfd2=dfd2, path2=_cstr(path2),
-                flags=flags, mode=mode,
+                FILE_OPS.get(op) or f"op{op}",
+                self.syscall_names.get(nr) or f"syscall_{nr}",
+                ret, dfd, _cstr_at(data, FILE_PATH_OFFSET, PATH_LEN),
+                dfd2, _cstr_at(data, FILE_PATH_OFFSET + PATH_LEN, PATH_LEN),
+                flags, mode,
             )  # fmt: skip
         if kind == KIND_EXEC:
             ret, argc, flags, at, filename = EXEC_BODY.unpack_from(data, off)

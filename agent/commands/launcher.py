@@ -22,12 +22,18 @@ class Launched:
 
     def release(self) -> OSError | None:
         """Let the child exec. Returns the child's exec error, if any."""
-        os.write(self._go_fd, b"x")
-        os.close(self._go_fd)
+        try:
+            os.write(self._go_fd, b"x")
+        except BrokenPipeError:
+            pass  # the child died before its release: the error pipe says why
+        finally:
+            os.close(self._go_fd)
         data = b""
-        while chunk := os.read(self._err_fd, 64):
-            data += chunk
-        os.close(self._err_fd)
+        try:
+            while chunk := os.read(self._err_fd, 64):
+                data += chunk
+        finally:
+            os.close(self._err_fd)
         if not data:
             return None
         errno_text, _, message = data.decode(errors="replace").partition(":")

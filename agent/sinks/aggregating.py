@@ -346,6 +346,8 @@ class AggregatingSink:
         proc = self._proc(event.pid)
         if proc is None:
             return
+        if not proc.comm:
+            self._touch(proc, event)
         op = event.op
         access: list[str] = []
         mode: int | None = None
@@ -378,6 +380,8 @@ class AggregatingSink:
         proc = self._proc(event.pid)
         if proc is None:
             return
+        if not proc.comm:
+            self._touch(proc, event)
         endpoint = event.endpoint
         if event.op == "bind" and event.ret == 0 and endpoint is not None:
             if len(proc.bound) < self.max_endpoints:

@@ -141,12 +141,14 @@ def render_text(profile: Profile) -> str:
         lines.append(f"command: {' '.join(profile.command)}")
     if profile.exit_status is not None:
         lines.append(f"exit status: {profile.exit_status}")
-    by_pid = {p.pid: p for p in profile.processes}
-    children: dict[int | None, list[ProcessProfile]] = {}
-    for proc in profile.processes:
-        parent = proc.ppid if proc.ppid in by_pid else None
-        children.setdefault(parent, []).append(proc)
-
+    # Processes are in start order. A process's parent is the latest earlier
+    # process with its ppid: pids are reused, so a pid alone is ambiguous.
+    latest: dict[int, int] = {}
+    children: dict[int | None, list[int]] = {}
+    for index, proc in enumerate(profile.processes):
+        parent = latest.get(proc.ppid) if proc.ppid is not None else None
+        children.setdefault(parent, []).append(index)
+        latest[proc.pid] = index
     lines.append(f"processes: {len(profile.processes)}")
 
     def walk(proc: ProcessProfile, depth: int) -> None:
@@ -173,11 +175,14 @@ def render_text(profile: Profile) -> str:
         if proc.syscalls:
             top = sorted(proc.syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
             lines.append(f"{pad}    syscalls: " + ", ".join(f"{k}={v}" for k, v in top))
-        for child in children.get(proc.pid, []):
-            walk(child, depth + 1)
+
+    def walk_tree(index: int, depth: int) -> None:
+        walk(profile.processes[index], depth)
+        for child in children.get(index, []):
+            walk_tree(child, depth + 1)
 
     for root in children.get(None, []):
-        walk(root, 0)
+        walk_tree(root, 0)
     lines.append("capture:")
     for probe in profile.probes:
         if not probe.attached:

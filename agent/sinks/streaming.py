@@ -74,6 +74,9 @@ class StreamingSink:
                 return
             try:
                 await self._send.send(event)
+            except trio.Cancelled:
+                self.dropped[kind] += 1  # never silently: the wait was cut short
+                raise
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.consumer_gone = True
                 self.dropped[kind] += 1

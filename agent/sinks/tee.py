@@ -17,6 +17,10 @@ class TeeSink:
     def __init__(self, sinks: Sequence[EventSink[Any]], *, name: str = "tee") -> None:
         if not sinks:
             raise ValueError("a tee needs at least one sink")
+        names = [sink.name for sink in sinks]
+        if len(set(names)) != len(names):
+            # Their books are keyed by name: a clash would hide one's drops.
+            raise ValueError(f"sinks in a tee need distinct names, got {names}")
         self.name = name
         self.sinks = tuple(sinks)
 

@@ -1,0 +1,651 @@
+"""AggregatingSink: events folded into a deterministic per-process Profile."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.capture.events import (
+    Endpoint,
+    Event,
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    ForkEvent,
+    NetEvent,
+    ProcessSeen,
+    SyscallCounts,
+    kind_of,
+)
+from agent.sinks.aggregating import AggregatingSink, display_path, errno_name, open_access
+from agent.sinks.profile import ProcessProfile, Profile, decode_profile, encode_profile, render_text
+
+REPO = Path(__file__).resolve().parent.parent
+AT_FDCWD = -100
+AT_REMOVEDIR = 0x200
+
+
+# -- event factories ---------------------------------------------------------
+
+
+def _hdr(pid: int, ts: int, comm: str, uid: int = 1000) -> dict[str, Any]:
+    return {"pid": pid, "tid": pid, "ts_ns": ts, "uid": uid, "gid": uid + 1, "cgroup_id": 77,
+            "comm": comm}  # fmt: skip
+
+
+def seen(pid: int, ppid: int, comm: str = "bash", cmdline: tuple[str, ...] = ("bash",),
+         uid: int = 1000, preexisting: bool = False) -> ProcessSeen:  # fmt: skip
+    return ProcessSeen(
+        pid=pid, ppid=ppid, comm=comm, exe=f"/bin/{comm}", cmdline=cmdline, uid=uid,
+        user="u", start_time=0.0, preexisting=preexisting,
+    )  # fmt: skip
+
+
+def fork(parent: int, child: int, ts: int, comm: str = "bash") -> ForkEvent:
+    return ForkEvent(**_hdr(parent, ts, comm), child_pid=child, clone_flags=0x11)
+
+
+def execve(pid: int, ts: int, filename: str, argv: tuple[str, ...], ret: int = 0,
+           comm: str | None = None, truncated: bool = False) -> ExecEvent:  # fmt: skip
+    return ExecEvent(
+        **_hdr(pid, ts, comm or os.path.basename(filename)[:15]),
+        ret=ret, filename=filename, argv=argv, argv_truncated=truncated, at=False,
+    )  # fmt: skip
+
+
+def exit_(pid: int, ts: int, code: int = 0, sig: int = 0, have_code: bool = True,
+          have_signal: bool = False, comm: str = "x") -> ExitEvent:  # fmt: skip
+    return ExitEvent(
+        **_hdr(pid, ts, comm), exit_code=code, signal=sig, have_code=have_code,
+        have_signal=have_signal,
+    )  # fmt: skip
+
+
+def file_(pid: int, ts: int, path: str, op: str = "open", ret: int = 3, flags: int = os.O_RDONLY,
+          mode: int = 0, dfd: int = AT_FDCWD, path2: str = "", dfd2: int = AT_FDCWD,
+          comm: str = "cc") -> FileEvent:  # fmt: skip
+    return FileEvent(
+        **_hdr(pid, ts, comm), op=op, syscall="openat", ret=ret, dfd=dfd, path=path, dfd2=dfd2,
+        path2=path2, flags=flags, mode=mode,
+    )  # fmt: skip
+
+
+def net(pid: int, ts: int, op: str, endpoint: Endpoint | None, fd: int = 5, ret: int = 0,
+        backlog: int = 0, comm: str = "cc") -> NetEvent:  # fmt: skip
+    return NetEvent(**_hdr(pid, ts, comm), op=op, ret=ret, fd=fd, endpoint=endpoint,
+                    backlog=backlog)  # fmt: skip
+
+
+def counts(pid: int, final: bool = True, **c: int) -> SyscallCounts:
+    return SyscallCounts(pid=pid, counts=dict(c), final=final)
+
+
+def feed(events: list[Event], **caps: int) -> AggregatingSink:
+    sink = AggregatingSink(**caps)
+    for event in events:
+        sink.apply(event)
+    return sink
+
+
+def by_pid(profile: Profile) -> dict[int, ProcessProfile]:
+    out = {p.pid: p for p in profile.processes}
+    assert len(out) == len(profile.processes), "pids not unique in this scenario"
+    return out
+
+
+HTTPS = Endpoint("ipv4", "10.0.0.1", 443)
+REFUSED = Endpoint("ipv4", "10.0.0.2", 80)
+SOCK = Endpoint("unix", "/run/app.sock")
+
+
+def synthetic_events() -> list[Event]:
+    """A small build: bash runs make, which runs a compiler and a killed helper."""
+    return [
+        seen(100, 1, "bash", ("bash", "-c", "make all")),
+        execve(100, 10, "/usr/bin/make", ("make", "all")),
+        fork(100, 101, 20, comm="make"),
+        execve(101, 30, "/usr/local/bin/cc", ("cc", "-c", "x.c"), ret=-errno.ENOENT, comm="make"),
+        execve(101, 31, "/usr/bin/cc", ("cc", "-c", "x.c")),
+        file_(101, 40, "/src/x.c"),
+        file_(101, 41, "/src/x.c", ret=4),
+        file_(101, 42, "x.o", flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644),
+        file_(101, 43, "x.o", flags=os.O_RDONLY),
+        file_(101, 44, "/etc/secret", ret=-errno.EACCES),
+        file_(101, 45, "tmp", op="rename", ret=0, dfd=7, path2="x.final", dfd2=7),
+        file_(101, 46, "/tmp/d", op="unlink", ret=0, flags=AT_REMOVEDIR),
+        file_(101, 47, "/tmp/f", op="unlink", ret=0),
+        file_(101, 48, "/tmp/script", op="chmod", ret=0, mode=0o755),
+        file_(101, 49, "/tmp/newdir", op="mkdir", ret=0, mode=0o700),
+        net(101, 50, "connect", HTTPS, ret=-errno.EINPROGRESS),
+        net(101, 51, "connect", REFUSED, ret=-errno.ECONNREFUSED),
+        net(101, 52, "bind", SOCK, fd=6),
+        net(101, 53, "listen", None, fd=6, backlog=16),
+        net(101, 54, "listen", None, fd=9, backlog=16),
+        counts(101, final=False, read=3),
+        exit_(101, 60, code=0),
+        counts(101, read=10, openat=5),
+        fork(100, 102, 70, comm="make"),
+        exit_(102, 80, sig=9, have_code=False, have_signal=True),
+        exit_(100, 90, code=2),
+    ]
+
+
+# -- determinism -------------------------------------------------------------
+
+
+def test_same_events_give_identical_bytes() -> None:
+    a = encode_profile(feed(synthetic_events()).finish())
+    b = encode_profile(feed(synthetic_events()).finish())
+    assert a == b
+    assert decode_profile(a) == feed(synthetic_events()).finish()
+    assert encode_profile(decode_profile(a)) == a
+
+
+def test_identical_bytes_across_hash_seeds() -> None:
+    """Set/dict iteration order changes with the hash seed; the profile must not."""
+    code = (
+        "import sys\n"
+        "from tests.test_aggregating import feed, synthetic_events\n"
+        "from agent.sinks.profile import encode_profile\n"
+        "sys.stdout.buffer.write(encode_profile(feed(synthetic_events()).finish()))\n"
+    )
+    outputs = set()
+    for seed in ("0", "1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, check=True
+        )
+        outputs.add(result.stdout)
+    assert len(outputs) == 1
+    assert outputs.pop() == encode_profile(feed(synthetic_events()).finish())
+
+
+def test_snapshot_equals_finish() -> None:
+    sink = feed(synthetic_events())
+    snap = encode_profile(sink.snapshot())
+    assert snap == encode_profile(sink.finish())
+
+
+# -- the synthetic scenario --------------------------------------------------
+
+
+@pytest.fixture
+def profile() -> Profile:
+    sink = feed(synthetic_events())
+    sink.note("probe file.openat2 missing: tracepoint not found")
+    return sink.finish()
+
+
+def test_process_tree(profile: Profile) -> None:
+    procs = by_pid(profile)
+    assert set(procs) == {100, 101, 102}
+    assert procs[100].ppid == 1
+    assert procs[101].ppid == 100
+    assert procs[102].ppid == 100
+    assert procs[101].started_ns == 20
+    assert procs[102].started_ns == 70
+    # Ordered by start time (the root's is unknown: first).
+    assert [p.pid for p in profile.processes] == [100, 101, 102]
+
+
+def test_fork_inherits_the_parent_image_until_exec(profile: Profile) -> None:
+    procs = by_pid(profile)
+    assert procs[102].exe == "/usr/bin/make"
+    assert procs[102].argv == ["make", "all"]
+    assert procs[102].execs == []
+    assert procs[102].comm == "make"
+
+
+def test_exec_records(profile: Profile) -> None:
+    p = by_pid(profile)[101]
+    assert [(e.filename, e.error) for e in p.execs] == [
+        ("/usr/local/bin/cc", "ENOENT"),
+        ("/usr/bin/cc", ""),
+    ]
+    assert p.execs[1].argv == ["cc", "-c", "x.c"]
+    assert p.execs[0].ts_ns == 30
+    assert p.exe == "/usr/bin/cc"
+    assert p.argv == ["cc", "-c", "x.c"]
+    assert p.comm == "cc"
+
+
+def test_failed_exec_leaves_image_alone() -> None:
+    prof = feed(
+        [seen(5, 1, "sh", ("sh",)), execve(5, 1, "/nope", ("nope",), ret=-errno.EACCES)]
+    ).finish()
+    p = by_pid(prof)[5]
+    assert p.exe == "/bin/sh"
+    assert p.argv == ["sh"]
+    assert p.comm == "sh"
+    assert p.execs[0].error == "EACCES"
+
+
+def test_exit_code_and_signal(profile: Profile) -> None:
+    procs = by_pid(profile)
+    assert (procs[100].exit_code, procs[100].exit_signal, procs[100].exited_ns) == (2, None, 90)
+    assert (procs[101].exit_code, procs[101].exit_signal) == (0, None)
+    assert (procs[102].exit_code, procs[102].exit_signal) == (None, 9)
+
+
+@pytest.mark.parametrize(
+    ("have_code", "have_signal", "expect"),
+    [(True, False, (7, None)), (False, True, (None, 15)), (True, True, (None, 15)),
+     (False, False, (None, None))],
+)  # fmt: skip
+def test_exit_flags(have_code: bool, have_signal: bool, expect: tuple[Any, Any]) -> None:
+    prof = feed(
+        [seen(8, 1), exit_(8, 5, code=7, sig=15, have_code=have_code, have_signal=have_signal)]
+    ).finish()
+    p = by_pid(prof)[8]
+    assert (p.exit_code, p.exit_signal) == expect
+    assert p.exited_ns == 5
+
+
+def test_files_merged_and_failures_apart(profile: Profile) -> None:
+    p = by_pid(profile)[101]
+    files = {(f.path, f.op): f for f in p.files}
+    assert files[("/src/x.c", "open")].count == 2
+    assert files[("/src/x.c", "open")].access == ["read"]
+    assert files[("/src/x.c", "open")].first_ns == 40
+    xo = files[("x.o", "open")]
+    assert xo.count == 2
+    assert xo.access == ["create", "read", "truncate", "write"]
+    assert xo.mode == 0o644
+    assert files[("fd:7/tmp", "rename")].target == "fd:7/x.final"
+    assert ("/tmp/d", "rmdir") in files
+    assert ("/tmp/f", "unlink") in files
+    assert files[("/tmp/script", "chmod")].mode == 0o755
+    assert files[("/tmp/newdir", "mkdir")].mode == 0o700
+    assert all(f.error == "" for f in p.files)
+    assert [(f.path, f.op, f.error) for f in p.failed_files] == [("/etc/secret", "open", "EACCES")]
+    # Records are sorted by path.
+    assert [f.path for f in p.files] == sorted(f.path for f in p.files)
+
+
+def test_same_path_success_and_failure_are_two_records() -> None:
+    prof = feed(
+        [
+            file_(3, 1, "/etc/x", ret=-errno.ENOENT),
+            file_(3, 2, "/etc/x", ret=3),
+            file_(3, 3, "/etc/x", ret=-errno.ENOENT),
+            file_(3, 4, "/etc/x", ret=-errno.EACCES),
+        ]
+    ).finish()
+    p = by_pid(prof)[3]
+    assert [(f.count, f.error) for f in p.files] == [(1, "")]
+    assert sorted((f.error, f.count) for f in p.failed_files) == [("EACCES", 1), ("ENOENT", 2)]
+
+
+def test_network(profile: Profile) -> None:
+    p = by_pid(profile)[101]
+    ok = {(n.op, n.endpoint): n for n in p.network}
+    assert ok[("connect", HTTPS)].result == "in-progress"
+    assert ok[("connect", HTTPS)].error == ""
+    assert ok[("bind", SOCK)].result == "ok"
+    # listen names the address bound earlier on the same fd...
+    assert ("listen", SOCK) in ok
+    # ...and None when nothing was bound on that fd.
+    assert ("listen", None) in ok
+    assert [(n.op, n.endpoint, n.error) for n in p.failed_network] == [
+        ("connect", REFUSED, "ECONNREFUSED")
+    ]
+
+
+def test_listen_uses_the_bind_of_its_own_fd_only() -> None:
+    other = Endpoint("ipv4", "0.0.0.0", 8080)
+    prof = feed(
+        [
+            net(4, 1, "bind", SOCK, fd=3),
+            net(4, 2, "bind", other, fd=4, ret=-errno.EADDRINUSE),  # failed: not remembered
+            net(4, 3, "listen", None, fd=4),
+            net(4, 4, "listen", None, fd=3),
+            net(4, 5, "listen", Endpoint("ipv4", "127.0.0.1", 9), fd=3),  # kernel-named
+        ]
+    ).finish()
+    p = by_pid(prof)[4]
+    listens = sorted((n.endpoint is not None, n.endpoint) for n in p.network if n.op == "listen")
+    assert listens == [(False, None), (True, Endpoint("ipv4", "127.0.0.1", 9)), (True, SOCK)]
+    assert [(n.op, n.error) for n in p.failed_network] == [("bind", "EADDRINUSE")]
+
+
+def test_repeated_connects_merge() -> None:
+    prof = feed([net(4, t, "connect", HTTPS) for t in (5, 6, 7)]).finish()
+    [rec] = by_pid(prof)[4].network
+    assert (rec.count, rec.first_ns, rec.result) == (3, 5, "ok")
+
+
+def test_syscall_counts_after_exit_attach_to_the_exited_process(profile: Profile) -> None:
+    p = by_pid(profile)[101]
+    # The final reading replaced the earlier one.
+    assert p.syscalls == {"openat": 5, "read": 10}
+    assert list(p.syscalls) == ["openat", "read"]
+    assert p.exited_ns == 60
+    assert len(profile.processes) == 3
+
+
+def test_syscall_counts_go_to_the_live_process_after_pid_reuse() -> None:
+    prof = feed(
+        [
+            fork(1, 50, 1),
+            exit_(50, 2),
+            counts(50, read=1),
+            fork(1, 50, 3),
+            counts(50, final=False, write=2),
+        ]
+    ).finish()
+    procs = [p for p in prof.processes if p.pid == 50]
+    assert [(p.started_ns, p.exited_ns, p.syscalls) for p in procs] == [
+        (1, 2, {"read": 1}),
+        (3, None, {"write": 2}),
+    ]
+
+
+def test_syscall_counts_for_unknown_pid_make_a_process() -> None:
+    prof = feed([counts(9, final=False, read=1)]).finish()
+    assert by_pid(prof)[9].syscalls == {"read": 1}
+
+
+def test_accounting_counts_every_event_by_kind() -> None:
+    events = synthetic_events()
+    sink = feed(events)
+    expected = Counter(kind_of(e) for e in events)
+    assert sink.accounting() == {"aggregating": {k: (n, 0) for k, n in expected.items()}}
+    assert AggregatingSink(name="agg2").accounting() == {"agg2": {}}
+
+
+async def test_record_is_apply() -> None:
+    sink = AggregatingSink()
+    for event in synthetic_events():
+        await sink.record(event)
+    assert encode_profile(sink.finish()) == encode_profile(feed(synthetic_events()).finish())
+
+
+# -- caps --------------------------------------------------------------------
+
+
+def test_max_files() -> None:
+    events: list[Event] = [file_(7, i, f"/f{i}") for i in range(5)]
+    events += [file_(7, 10, "/f0"), file_(7, 11, "/f1", ret=-errno.ENOENT)]
+    prof = feed(events, max_files=2).finish()
+    p = by_pid(prof)[7]
+    assert [(f.path, f.count) for f in p.files] == [("/f0", 2), ("/f1", 1)]
+    assert p.failed_files == []
+    assert p.evicted == {"files": 4}
+    assert prof.evictions["files"] == 4
+    assert set(prof.evictions) == {"processes", "files", "endpoints", "execs", "notes"}
+
+
+def test_max_endpoints() -> None:
+    eps = [Endpoint("ipv4", f"10.0.0.{i}", 80) for i in range(4)]
+    events: list[Event] = [net(7, i, "connect", ep) for i, ep in enumerate(eps)]
+    events.append(net(7, 9, "connect", eps[0]))
+    prof = feed(events, max_endpoints=1).finish()
+    p = by_pid(prof)[7]
+    assert [(n.endpoint, n.count) for n in p.network] == [(eps[0], 2)]
+    assert p.evicted == {"endpoints": 3}
+    assert prof.evictions["endpoints"] == 3
+
+
+def test_max_execs_still_tracks_the_image() -> None:
+    events: list[Event] = [execve(7, i, f"/bin/p{i}", (f"p{i}",)) for i in range(4)]
+    prof = feed(events, max_execs=2).finish()
+    p = by_pid(prof)[7]
+    assert [e.filename for e in p.execs] == ["/bin/p0", "/bin/p1"]
+    assert p.exe == "/bin/p3"
+    assert p.argv == ["p3"]
+    assert p.evicted == {"execs": 2}
+    assert prof.evictions["execs"] == 2
+
+
+def test_max_processes_evicts_oldest_exited() -> None:
+    events: list[Event] = [
+        fork(1, 10, 1), fork(1, 11, 2), exit_(11, 3), exit_(10, 4),
+        fork(1, 12, 5),  # full (1, 10, 11): 11 exited first, so it goes
+        fork(1, 13, 6),  # full (1, 10, 12): 10 goes
+    ]  # fmt: skip
+    prof = feed(events, max_processes=3).finish()
+    assert sorted(p.pid for p in prof.processes) == [1, 12, 13]
+    assert prof.evictions["processes"] == 2
+
+
+def test_max_processes_refuses_when_none_exited() -> None:
+    events: list[Event] = [
+        fork(1, 10, 1),
+        fork(1, 11, 2),  # refused: 1 and 10 are live
+        file_(11, 3, "/x"),  # refused again
+        exit_(11, 4),  # refused again
+        file_(10, 5, "/y"),
+    ]
+    prof = feed(events, max_processes=2).finish()
+    assert sorted(p.pid for p in prof.processes) == [1, 10]
+    assert prof.evictions["processes"] == 3
+    assert [f.path for f in by_pid(prof)[10].files] == ["/y"]
+    assert len(prof.processes) <= 2
+
+
+def test_max_notes() -> None:
+    sink = AggregatingSink(max_notes=2)
+    for i in range(5):
+        sink.note(f"note {i}")
+    prof = sink.finish()
+    assert prof.notes == ["note 0", "note 1"]
+    assert prof.evictions["notes"] == 3
+
+
+def test_no_evictions_by_default(profile: Profile) -> None:
+    assert not any(profile.evictions.values())
+    assert all(p.evicted == {} for p in profile.processes)
+
+
+# -- known gaps ----------------------------------------------------------------
+
+
+def test_process_first_seen_by_a_file_event_takes_its_identity_from_the_event() -> None:
+    prof = feed([file_(77, 1, "/x", comm="worker")]).finish()
+    p = by_pid(prof)[77]
+    assert (p.comm, p.uid, p.gid) == ("worker", 1000, 1001)
+
+
+@pytest.mark.parametrize("shape", ["duplicate", "cycle"])
+def test_render_text_lists_each_process_once_under_pid_reuse(shape: str) -> None:
+    if shape == "duplicate":
+        events: list[Event] = [
+            seen(1, 0), fork(1, 30, 1), fork(30, 31, 2), exit_(31, 3), exit_(30, 4),
+            fork(1, 30, 5),
+        ]  # fmt: skip
+    else:
+        events = [seen(20, 1), fork(20, 10, 1), exit_(20, 2), fork(10, 20, 3)]
+    prof = feed(events).finish()
+    text = render_text(prof)
+    tree = [line for line in text.splitlines() if line.lstrip().startswith("- [")]
+    assert len(tree) == len(prof.processes)
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def test_open_access_words() -> None:
+    assert open_access(os.O_RDONLY) == ["read"]
+    assert open_access(os.O_WRONLY) == ["write"]
+    assert open_access(os.O_RDWR) == ["read", "write"]
+    assert open_access(os.O_WRONLY | os.O_CREAT) == ["write", "create"]
+    assert open_access(os.O_WRONLY | os.O_CREAT | os.O_EXCL) == ["write", "exclusive-create"]
+    assert open_access(os.O_WRONLY | os.O_TRUNC) == ["write", "truncate"]
+    # O_TRUNC with O_RDONLY truncates nothing the caller can see as a write.
+    assert open_access(os.O_RDONLY | os.O_TRUNC) == ["read"]
+    assert open_access(os.O_WRONLY | os.O_APPEND) == ["write", "append"]
+    assert open_access(os.O_RDONLY | os.O_DIRECTORY) == ["read", "directory"]
+    assert open_access(os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK) == ["read"]
+
+
+def test_errno_name() -> None:
+    assert errno_name(-errno.ENOENT) == "ENOENT"
+    assert errno_name(-errno.EACCES) == "EACCES"
+    assert errno_name(-9999) == "E9999"
+
+
+def test_display_path() -> None:
+    assert display_path("/abs", 5) == "/abs"
+    assert display_path("rel", AT_FDCWD) == "rel"
+    assert display_path("rel", 5) == "fd:5/rel"
+
+
+# -- render_text ---------------------------------------------------------------
+
+
+def test_render_text_mentions_key_facts(profile: Profile) -> None:
+    text = render_text(profile)
+    lines = text.splitlines()
+    assert "processes: 3" in lines
+    root = next(line for line in lines if "[100]" in line)
+    child = next(line for line in lines if "[101]" in line)
+    killed = next(line for line in lines if "[102]" in line)
+    assert root.startswith("- [100] make all") and "(exit 2)" in root
+    assert child.startswith("  - [101] cc -c x.c") and "(exit 0)" in child
+    assert "(killed by signal 9)" in killed
+    assert "exec FAILED /usr/local/bin/cc: ENOENT" in text
+    assert "file open(create,read,truncate,write) x.o" in text
+    assert "file rename fd:7/tmp -> fd:7/x.final" in text
+    assert "file open FAILED /etc/secret: EACCES" in text
+    assert "net connect 10.0.0.1:443 (in-progress)" in text
+    assert "net connect FAILED 10.0.0.2:80: ECONNREFUSED" in text
+    assert "net listen unix:/run/app.sock" in text
+    assert "syscalls: read=10, openat=5" in text
+    assert "note: probe file.openat2 missing: tracepoint not found" in text
+    assert lines[-1] == "complete: no"
+
+
+def test_render_text_running_exited_and_evictions() -> None:
+    prof = feed(
+        [seen(1, 0, "init", ("init",)), fork(1, 2, 1, comm="init"),
+         exit_(2, 2, have_code=False), file_(1, 3, "/a"), file_(1, 4, "/b")],
+        max_files=1,
+    ).finish()  # fmt: skip
+    text = render_text(prof)
+    assert "- [1] init  (running)" in text
+    assert "  - [2] init  (exited)" in text
+    assert "evicted files: 1" in text
+    assert "evicted processes" not in text
+
+
+# -- random sequences ------------------------------------------------------------
+
+PIDS = st.integers(1, 6)
+ENDPOINTS = st.sampled_from([None, HTTPS, REFUSED, SOCK, Endpoint("ipv6", "::1", 22)])
+PATHS = st.sampled_from(["/a", "/b", "rel", "/etc/passwd", ""])
+FLAGS = st.sampled_from([os.O_RDONLY, os.O_WRONLY | os.O_CREAT, os.O_RDWR | os.O_TRUNC,
+                         os.O_WRONLY | os.O_APPEND, AT_REMOVEDIR, 0o200000])  # fmt: skip
+RETS = st.sampled_from([0, 3, -errno.ENOENT, -errno.EACCES, -errno.EINPROGRESS])
+COMMS = st.sampled_from(["a", "b", "c"])
+
+EVENT_SPECS = st.one_of(
+    st.tuples(st.just("fork"), PIDS, PIDS, COMMS),
+    st.tuples(st.just("exec"), PIDS, st.sampled_from(["/bin/a", "/bin/b"]), RETS),
+    st.tuples(st.just("exit"), PIDS, st.integers(0, 3), st.booleans(), st.booleans()),
+    st.tuples(
+        st.just("file"),
+        PIDS,
+        PATHS,
+        st.sampled_from(["open", "unlink", "rename", "chmod", "mkdir"]),
+        RETS,
+        FLAGS,
+        st.integers(-101, 9),
+    ),
+    st.tuples(
+        st.just("net"),
+        PIDS,
+        st.sampled_from(["connect", "accept", "bind", "listen"]),
+        ENDPOINTS,
+        st.integers(3, 5),
+        RETS,
+    ),
+    st.tuples(
+        st.just("counts"),
+        PIDS,
+        st.dictionaries(st.sampled_from(["read", "write"]), st.integers(0, 9)),
+        st.booleans(),
+    ),
+    st.tuples(st.just("seen"), PIDS, PIDS, COMMS, st.booleans()),
+)
+
+
+def materialize(specs: list[tuple[Any, ...]]) -> list[Event]:
+    out: list[Event] = []
+    for ts, spec in enumerate(specs):
+        kind, pid, *rest = spec
+        if kind == "fork":
+            out.append(fork(pid, rest[0], ts, comm=rest[1]))
+        elif kind == "exec":
+            out.append(execve(pid, ts, rest[0], (rest[0], "x"), ret=rest[1] if rest[1] <= 0 else 0))
+        elif kind == "exit":
+            out.append(exit_(pid, ts, code=rest[0], sig=9, have_code=rest[1], have_signal=rest[2]))
+        elif kind == "file":
+            path, op, ret, flags, dfd = rest
+            out.append(file_(pid, ts, path, op=op, ret=ret, flags=flags, mode=0o600, dfd=dfd,
+                             path2=path[::-1], dfd2=dfd))  # fmt: skip
+        elif kind == "net":
+            op, ep, fd, ret = rest
+            out.append(net(pid, ts, op, ep, fd=fd, ret=ret))
+        elif kind == "counts":
+            out.append(SyscallCounts(pid=pid, counts=rest[0], final=rest[1]))
+        else:
+            out.append(seen(pid, rest[0], comm=rest[1], preexisting=rest[2]))
+    return out
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(EVENT_SPECS, max_size=60))
+def test_random_sequences_are_deterministic_and_lose_nothing(specs: list[tuple[Any, ...]]) -> None:
+    events = materialize(specs)
+    a, b = feed(events), feed(events)
+    pa, pb = a.finish(), b.finish()
+    data = encode_profile(pa)
+    assert data == encode_profile(pb)
+    assert encode_profile(decode_profile(data)) == data
+    assert not any(pa.evictions.values())
+    # With caps out of reach, every file/net/exec event is in some record.
+    files = sum(f.count for p in pa.processes for f in (*p.files, *p.failed_files))
+    nets = sum(n.count for p in pa.processes for n in (*p.network, *p.failed_network))
+    execs = sum(len(p.execs) for p in pa.processes)
+    kinds = Counter(kind_of(e) for e in events)
+    assert files == kinds["file"]
+    assert nets == kinds["net"]
+    assert execs == kinds["exec"]
+    assert a.accounting() == {"aggregating": {k: (n, 0) for k, n in kinds.items()}}
+    # Every exit event ended exactly one process record.
+    exited = Counter(p.pid for p in pa.processes if p.exited_ns is not None)
+    assert sum(exited.values()) == kinds["exit"]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(EVENT_SPECS, max_size=80))
+def test_random_sequences_respect_caps(specs: list[tuple[Any, ...]]) -> None:
+    caps = {"max_processes": 3, "max_files": 2, "max_endpoints": 2, "max_execs": 1}
+    events = materialize(specs)
+    prof = feed(events, **caps).finish()
+    assert encode_profile(prof) == encode_profile(feed(events, **caps).finish())
+    assert len(prof.processes) <= 3
+    for p in prof.processes:
+        assert len(p.files) + len(p.failed_files) <= 2
+        assert len(p.network) + len(p.failed_network) <= 2
+        assert len(p.execs) <= 1
+    kinds = Counter(kind_of(e) for e in events)
+    kept_files = sum(f.count for p in prof.processes for f in (*p.files, *p.failed_files))
+    kept_execs = sum(len(p.execs) for p in prof.processes)
+    for what, kept, total in (("files", kept_files, kinds["file"]),
+                              ("execs", kept_execs, kinds["exec"])):  # fmt: skip
+        per_process = sum(p.evicted.get(what, 0) for p in prof.processes)
+        assert per_process <= prof.evictions[what]
+        assert kept + prof.evictions[what] <= total
+        if prof.evictions["processes"] == 0:
+            assert kept + prof.evictions[what] == total
+            assert per_process == prof.evictions[what]

@@ -1,0 +1,350 @@
+"""The wire format has one definition: bpf/tracehound.h. Prove wire.py agrees.
+
+gcc compiles a program that includes the header (without TH_BCC, so only the
+record layouts and constants are seen) and prints, for every field of every
+record struct, its offset, size and signedness, plus every TH_* constant.
+The struct definitions are parsed from the header itself, so a field added
+on the C side without its Python counterpart fails here too.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent.capture import events, wire
+from agent.capture.loader import LoadOptions
+from agent.sinks import aggregating
+
+REPO = Path(__file__).resolve().parent.parent
+BPF = REPO / "bpf"
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+
+
+#: Each record struct and the Python format that mirrors the part after the header.
+BODY_OF: dict[str, struct.Struct] = {
+    "th_exec_event": wire.EXEC_BODY,
+    "th_fork_event": wire.FORK_BODY,
+    "th_exit_event": wire.EXIT_BODY,
+    "th_file_event": wire.FILE_BODY,
+    "th_net_event": wire.NET_BODY,
+}
+KIND_OF: dict[str, int] = {
+    "th_exec_event": wire.KIND_EXEC,
+    "th_fork_event": wire.KIND_FORK,
+    "th_exit_event": wire.KIND_EXIT,
+    "th_file_event": wire.KIND_FILE,
+    "th_net_event": wire.KIND_NET,
+}
+
+
+@dataclass(frozen=True)
+class CField:
+    name: str
+    is_array: bool
+
+
+def _preprocess(*extra: str) -> str:
+    """The header as the C compiler sees it without TH_BCC."""
+    return subprocess.run(
+        ["gcc", *extra, f"-I{BPF}", "-x", "c", "-"],
+        input='#include <linux/types.h>\n#include "tracehound.h"\n',
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def parse_structs(text: str) -> dict[str, list[CField]]:
+    """``struct th_x { ... };`` blocks of the preprocessed header, fields in order."""
+    structs: dict[str, list[CField]] = {}
+    for name, body in re.findall(r"struct\s+(th_\w+)\s*\{(.*?)\};", text, flags=re.S):
+        fields = []
+        for decl in body.split(";"):
+            decl = decl.strip()
+            if not decl:
+                continue
+            m = re.fullmatch(r"(?:struct\s+)?\w+\s+(\w+)((?:\[\w+\])*)", decl)
+            assert m, f"cannot parse field {decl!r} of struct {name}"
+            fields.append(CField(m.group(1), bool(m.group(2))))
+        structs[name] = fields
+    return structs
+
+
+def constant_names(macros: str) -> list[str]:
+    """Object-like TH_* macros the header defines (gcc -dM)."""
+    names = re.findall(r"^#define (TH_\w+) ", macros, flags=re.M)
+    return sorted(n for n in names if n != "TH_BCC")
+
+
+HAVE_GCC = shutil.which("gcc") is not None
+STRUCTS = parse_structs(_preprocess("-E", "-P")) if HAVE_GCC else {}
+RECORD_STRUCTS = ["th_header", *sorted(n for n in STRUCTS if n.endswith("_event"))]
+CONSTANT_NAMES = constant_names(_preprocess("-dM", "-E")) if HAVE_GCC else []
+
+
+def c_program() -> str:
+    lines = [
+        "#include <linux/types.h>",
+        "#include <stddef.h>",
+        "#include <stdio.h>",
+        "#include <sys/un.h>",
+        "#include <netinet/in.h>",
+        '#include "tracehound.h"',
+        '#define FIELD(T, f) printf("field %s %s %zu %zu %d\\n", #T, #f, offsetof(struct T, f),'
+        " sizeof(((struct T *)0)->f), (int)((__typeof__(((struct T *)0)->f))-1 < 0))",
+        '#define ARRAY(T, f) printf("field %s %s %zu %zu -1\\n", #T, #f, offsetof(struct T, f),'
+        " sizeof(((struct T *)0)->f))",
+        "int main(void) {",
+    ]
+    for sname in RECORD_STRUCTS:
+        lines.append(f'    printf("sizeof {sname} %zu\\n", sizeof(struct {sname}));')
+        for f in STRUCTS[sname]:
+            if f.name == "h":
+                lines.append(f"    ARRAY({sname}, h);")
+            elif f.is_array:
+                lines.append(f"    ARRAY({sname}, {f.name});")
+            else:
+                lines.append(f"    FIELD({sname}, {f.name});")
+    lines.append(
+        '    printf("argv_stride %zu\\n",'
+        " offsetof(struct th_exec_event, argv[1]) - offsetof(struct th_exec_event, argv[0]));"
+    )
+    lines.append('    printf("sizeof sockaddr_un %zu\\n", sizeof(struct sockaddr_un));')
+    lines.append('    printf("sizeof sockaddr_in6 %zu\\n", sizeof(struct sockaddr_in6));')
+    for name in CONSTANT_NAMES:
+        lines.append(f'    printf("const {name} %lld\\n", (long long)({name}));')
+    lines += ["    return 0;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Layout:
+    sizes: dict[str, int]
+    fields: dict[str, list[tuple[str, int, int, int]]]  # name, offset, size, signed (-1 array)
+    constants: dict[str, int]
+    argv_stride: int
+
+
+_cache: dict[tuple[str, ...], Layout] = {}
+
+
+def compile_layout(tmp_dir: Path, defines: tuple[str, ...]) -> Layout:
+    if defines in _cache:
+        return _cache[defines]
+    src = tmp_dir / "layout.c"
+    exe = tmp_dir / ("layout" + "".join(d.replace("=", "_") for d in defines))
+    src.write_text(c_program())
+    subprocess.run(
+        ["gcc", "-std=gnu11", "-Wall", "-Werror", f"-I{BPF}", *defines, "-o", str(exe), str(src)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    layout = Layout({}, {}, {}, 0)
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[0] == "sizeof":
+            layout.sizes[parts[1]] = int(parts[2])
+        elif parts[0] == "field":
+            layout.fields.setdefault(parts[1], []).append(
+                (parts[2], int(parts[3]), int(parts[4]), int(parts[5]))
+            )
+        elif parts[0] == "const":
+            layout.constants[parts[1]] = int(parts[2])
+        elif parts[0] == "argv_stride":
+            layout.argv_stride = int(parts[1])
+    _cache[defines] = layout
+    return layout
+
+
+def py_items(fmt: struct.Struct) -> list[tuple[int, int, int]]:
+    """(offset, size, signed) of every item of a little-endian struct format;
+    signed is -1 for byte strings."""
+    assert fmt.format[0] == "<", "wire formats must be explicit little-endian, no padding"
+    items: list[tuple[int, int, int]] = []
+    prefix = "<"
+    for count, code in re.findall(r"(\d*)([xcbB?hHiIlLqQnNefdsp])", fmt.format[1:]):
+        reps = [f"{count}{code}"] if code == "s" else [code] * int(count or 1)
+        for rep in reps:
+            offset = struct.calcsize(prefix)
+            size = struct.calcsize("<" + rep)
+            signed = -1 if code == "s" else int(code.islower())
+            items.append((offset, size, signed))
+            prefix += rep
+    assert prefix == fmt.format, "format tokenizer missed part of the format"
+    return items
+
+
+CONFIGS = [
+    pytest.param((), wire.DEFAULT_ARGV_MAX, wire.DEFAULT_ARG_LEN, id="default"),
+    pytest.param(("-DTH_ARGV_MAX=4", "-DTH_ARG_LEN=32"), 4, 32, id="argv4x32"),
+    pytest.param(("-DTH_ARGV_MAX=64", "-DTH_ARG_LEN=256"), 64, 256, id="argv64x256"),
+]
+
+
+@pytest.fixture(scope="module")
+def layout_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("layout")
+
+
+def test_header_parses_into_the_expected_records() -> None:
+    # Every record struct in the header must have a Python decoder format.
+    event_structs = {n for n in STRUCTS if n.endswith("_event")}
+    assert event_structs == set(BODY_OF)
+    assert set(KIND_OF.values()) == set(wire.WireDecoder().sizes)
+
+
+@pytest.mark.parametrize(("defines", "argv_max", "arg_len"), CONFIGS)
+def test_header_fields_match_wire_header(
+    layout_dir: Path, defines: tuple[str, ...], argv_max: int, arg_len: int
+) -> None:
+    layout = compile_layout(layout_dir, defines)
+    c_fields = layout.fields["th_header"]
+    py = py_items(wire.HEADER)
+    assert len(c_fields) == len(py), [f[0] for f in c_fields]
+    for (name, c_off, c_size, c_signed), (p_off, p_size, p_signed) in zip(
+        c_fields, py, strict=True
+    ):
+        assert (c_off, c_size, c_signed) == (p_off, p_size, p_signed), f"th_header.{name}"
+    assert layout.sizes["th_header"] == wire.HEADER.size
+    assert dict((f[0], f[2]) for f in c_fields)["comm"] == wire.COMM_LEN
+
+
+@pytest.mark.parametrize(("defines", "argv_max", "arg_len"), CONFIGS)
+@pytest.mark.parametrize("sname", sorted(BODY_OF))
+def test_record_fields_match_wire_body(
+    layout_dir: Path, defines: tuple[str, ...], argv_max: int, arg_len: int, sname: str
+) -> None:
+    layout = compile_layout(layout_dir, defines)
+    c_fields = layout.fields[sname]
+    # The header comes first, whole.
+    assert c_fields[0][0] == "h"
+    assert c_fields[0][1] == 0
+    assert c_fields[0][2] == wire.HEADER.size
+    body = [f for f in c_fields[1:] if not (sname == "th_exec_event" and f[0] == "argv")]
+    py = [(off + wire.HEADER.size, size, signed) for off, size, signed in py_items(BODY_OF[sname])]
+    assert len(body) == len(py), f"{sname}: C fields {[f[0] for f in body]} vs {len(py)} items"
+    for (name, c_off, c_size, c_signed), p in zip(body, py, strict=True):
+        assert (c_off, c_size, c_signed) == p, f"{sname}.{name}"
+
+
+@pytest.mark.parametrize(("defines", "argv_max", "arg_len"), CONFIGS)
+def test_exec_argv_layout(
+    layout_dir: Path, defines: tuple[str, ...], argv_max: int, arg_len: int
+) -> None:
+    layout = compile_layout(layout_dir, defines)
+    fields = {f[0]: f for f in layout.fields["th_exec_event"]}
+    _, argv_off, argv_size, _ = fields["argv"]
+    assert argv_off == wire.HEADER.size + wire.EXEC_BODY.size
+    assert argv_size == argv_max * arg_len
+    assert layout.argv_stride == arg_len
+    decoder = wire.WireDecoder(argv_max, arg_len)
+    assert decoder.exec_size == argv_off + argv_size
+    assert layout.constants["TH_ARGV_MAX"] == argv_max
+    assert layout.constants["TH_ARG_LEN"] == arg_len
+
+
+@pytest.mark.parametrize(("defines", "argv_max", "arg_len"), CONFIGS)
+def test_record_sizes_match_decoder(
+    layout_dir: Path, defines: tuple[str, ...], argv_max: int, arg_len: int
+) -> None:
+    layout = compile_layout(layout_dir, defines)
+    sizes = wire.WireDecoder(argv_max, arg_len).sizes
+    for sname, kind in KIND_OF.items():
+        assert sizes[kind] == layout.sizes[sname], sname
+        assert wire.HEADER.size + BODY_OF[sname].size <= layout.sizes[sname]
+
+
+def test_exec_size_matches_sizeof_for_unaligned_argv_bounds(layout_dir: Path) -> None:
+    # argv_max=3, arg_len=17 pass LoadOptions.validate().
+    LoadOptions(argv_max=3, arg_len=17).validate()
+    layout = compile_layout(layout_dir, ("-DTH_ARGV_MAX=3", "-DTH_ARG_LEN=17"))
+    assert wire.WireDecoder(3, 17).sizes[wire.KIND_EXEC] == layout.sizes["th_exec_event"]
+
+
+@pytest.fixture(scope="module")
+def constants(layout_dir: Path) -> dict[str, int]:
+    return compile_layout(layout_dir, ()).constants
+
+
+def _group(constants: dict[str, int], prefix: str, exclude: tuple[str, ...] = ()) -> dict[int, str]:
+    out = {
+        value: name[len(prefix) :].lower()
+        for name, value in constants.items()
+        if name.startswith(prefix) and name not in exclude
+    }
+    assert len(out) == len([n for n in constants if n.startswith(prefix) and n not in exclude])
+    return out
+
+
+def test_constants_were_all_printed(constants: dict[str, int]) -> None:
+    assert set(constants) == set(CONSTANT_NAMES)
+    assert "TH_KIND_EXEC" in constants and "TH_FILE_OPEN" in constants
+
+
+def test_kind_numbers_match(constants: dict[str, int]) -> None:
+    kinds = _group(constants, "TH_KIND_")
+    assert kinds == wire.KIND_NAMES
+    for value, name in kinds.items():
+        assert getattr(wire, f"KIND_{name.upper()}") == value
+    assert constants["TH_NR_KINDS"] == wire.NR_KINDS == max(kinds) + 1
+    # The ledger's kinds are the kernel's, in the kernel's order.
+    assert tuple(kinds[k] for k in sorted(kinds)) == events.KINDS
+
+
+def test_file_and_net_ops_match(constants: dict[str, int]) -> None:
+    assert _group(constants, "TH_FILE_") == wire.FILE_OPS
+    assert _group(constants, "TH_NET_") == wire.NET_OPS
+
+
+def test_flag_constants_match(constants: dict[str, int]) -> None:
+    assert constants["TH_EXEC_ARGV_TRUNCATED"] == wire.EXEC_ARGV_TRUNCATED
+    assert constants["TH_EXEC_ARG_TRUNCATED"] == wire.EXEC_ARG_TRUNCATED
+    assert constants["TH_EXIT_HAVE_CODE"] == wire.EXIT_HAVE_CODE
+    assert constants["TH_EXIT_HAVE_SIGNAL"] == wire.EXIT_HAVE_SIGNAL
+    exec_flags = {v for n, v in constants.items() if n.startswith("TH_EXEC_")}
+    exit_flags = {v for n, v in constants.items() if n.startswith("TH_EXIT_")}
+    assert exec_flags == {wire.EXEC_ARGV_TRUNCATED, wire.EXEC_ARG_TRUNCATED}
+    assert exit_flags == {wire.EXIT_HAVE_CODE, wire.EXIT_HAVE_SIGNAL}
+
+
+def test_lengths_and_defaults_match(layout_dir: Path, constants: dict[str, int]) -> None:
+    assert constants["TH_COMM_LEN"] == wire.COMM_LEN
+    assert constants["TH_PATH_LEN"] == wire.PATH_LEN
+    assert constants["TH_SOCKADDR_LEN"] == wire.SOCKADDR_LEN
+    assert constants["TH_ARGV_MAX"] == wire.DEFAULT_ARGV_MAX
+    assert constants["TH_ARG_LEN"] == wire.DEFAULT_ARG_LEN
+    assert constants["TH_AT_FDCWD"] == aggregating.AT_FDCWD
+    opts = LoadOptions()
+    assert constants["TH_ARGV_MAX"] == opts.argv_max
+    assert constants["TH_ARG_LEN"] == opts.arg_len
+    assert constants["TH_RINGBUF_PAGES"] == opts.ringbuf_pages
+    assert constants["TH_PENDING_MAX"] == opts.pending_max
+    assert constants["TH_SCOPE_MAX"] == opts.scope_max
+    assert constants["TH_SYSCALL_KEYS_MAX"] == opts.syscall_keys_max
+    sizes = compile_layout(layout_dir, ()).sizes
+    # The sockaddr buffer holds any sockaddr the decoder understands.
+    assert sizes["sockaddr_un"] <= wire.SOCKADDR_LEN
+    assert sizes["sockaddr_in6"] <= wire.SOCKADDR_LEN
+
+
+def test_hot_path_prefixes_match(layout_dir: Path) -> None:
+    """The decoder's string-free shortcuts (numeric prefixes and string offsets)."""
+    layout = compile_layout(layout_dir, ())
+    header = {f[0]: f for f in layout.fields["th_header"]}
+    file_ = {f[0]: f for f in layout.fields["th_file_event"]}
+    assert wire.HEADER.format.startswith(wire.HEADER_NUMS.format)
+    assert wire.HEADER_NUMS.size == header["comm"][1] == wire.COMM_OFFSET
+    assert wire.FILE_BODY.format.startswith(wire.FILE_NUMS.format)
+    assert file_["path"][1] == wire.FILE_PATH_OFFSET
+    assert file_["path2"][1] == wire.FILE_PATH_OFFSET + wire.PATH_LEN
+    assert file_["path"][2] == file_["path2"][2] == wire.PATH_LEN
