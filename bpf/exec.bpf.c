@@ -68,7 +68,7 @@ static __always_inline int th_exec_exit(long ret)
     /* After a successful exec the header (comm, uid) is the new image's. */
     th_fill_header(&ev->h, TH_KIND_EXEC);
     ev->ret = (s32)ret;
-    th_count(TH_KIND_EXEC, th_events.ringbuf_output(ev, sizeof(*ev), 0) != 0);
+    th_count(TH_KIND_EXEC, th_events.ringbuf_output(ev, sizeof(*ev), th_submit_flags()) != 0);
     return 0;
 }
 #endif
@@ -111,9 +111,8 @@ int th_task_newtask(struct tracepoint__task__task_newtask *args)
         return 0;
     if (!th_traced(parent))
         return 0;
-    u32 child = args->pid, zero = 0;
-    struct th_config *cfg = th_config_map.lookup(&zero);
-    if (cfg && cfg->scoped) {
+    u32 child = args->pid;
+    if (TH_SCOPED) {
         u8 one = 1;
         if (th_scope.update(&child, &one))
             th_count(TH_KIND_FORK, 1); /* scope full: the child goes untraced */
@@ -127,7 +126,7 @@ int th_task_newtask(struct tracepoint__task__task_newtask *args)
     ev->child_pid = child;
     ev->_pad0 = 0;
     ev->clone_flags = args->clone_flags;
-    th_events.ringbuf_submit(ev, 0);
+    th_events.ringbuf_submit(ev, th_submit_flags());
     th_count(TH_KIND_FORK, 0);
     return 0;
 }
@@ -216,7 +215,7 @@ int th_sched_exit(struct tracepoint__sched__sched_process_exit *args)
         ev->signal = st ? st->signal : 0;
         ev->flags = st ? st->flags : 0;
         ev->_pad0 = 0;
-        th_events.ringbuf_submit(ev, 0);
+        th_events.ringbuf_submit(ev, th_submit_flags());
         th_count(TH_KIND_EXIT, 0);
     }
     th_exit_pending.delete(&pid);

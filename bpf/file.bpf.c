@@ -63,7 +63,7 @@ static __always_inline int th_file_exit(struct th_sys_exit_ctx *ctx)
         bpf_probe_read_user_str(ev->path, sizeof(ev->path), (void *)a->path);
     if (a->path2)
         bpf_probe_read_user_str(ev->path2, sizeof(ev->path2), (void *)a->path2);
-    th_events.ringbuf_submit(ev, 0);
+    th_events.ringbuf_submit(ev, th_submit_flags());
     th_count(TH_KIND_FILE, 0);
     return 0;
 }

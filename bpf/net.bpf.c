@@ -81,7 +81,7 @@ static __always_inline int th_net_exit(struct th_sys_exit_ctx *ctx)
         else if (bpf_probe_read_user(ev->sockaddr, 28, (void *)a->addr) == 0)
             ev->addrlen = len < 28 ? len : 28; /* the buffer ends near a page edge */
     }
-    th_events.ringbuf_submit(ev, 0);
+    th_events.ringbuf_submit(ev, th_submit_flags());
     th_count(TH_KIND_NET, 0);
     return 0;
 }

@@ -38,6 +38,18 @@
 #ifndef TH_SCOPE_MAX
 #define TH_SCOPE_MAX 65536      /* processes in a profile's scope */
 #endif
+/* Who the agent is (never traced), and whether capture is scoped to the
+ * process trees in th_scope (profile): constants compiled in by the loader,
+ * not a map, because every handler asks on every call. */
+#ifndef TH_AGENT_PID
+#define TH_AGENT_PID 0
+#endif
+#ifndef TH_SCOPED
+#define TH_SCOPED 0
+#endif
+#ifndef TH_WAKEUP_EVERY
+#define TH_WAKEUP_EVERY 512     /* records per CPU between consumer wakeups */
+#endif
 #ifndef TH_SYSCALL_KEYS_MAX
 #define TH_SYSCALL_KEYS_MAX 65536 /* (process, syscall) counters */
 #endif
@@ -140,12 +152,6 @@ struct th_net_event {
     __u8 sockaddr[TH_SOCKADDR_LEN];
 };
 
-/* Written by user space: who the agent is, and whether capture is scoped. */
-struct th_config {
-    __u32 agent_pid;  /* never traced */
-    __u32 scoped;     /* 1: trace only processes in th_scope */
-};
-
 struct th_syscall_key {
     __u32 pid;
     __u32 nr;
@@ -156,10 +162,10 @@ struct th_syscall_key {
  * Maps and helpers shared by every program. Only compiled by bcc (the loader defines TH_BCC).
  */
 BPF_RINGBUF_OUTPUT(th_events, TH_RINGBUF_PAGES);
-BPF_ARRAY(th_config_map, struct th_config, 1);
 BPF_HASH(th_scope, __u32, __u8, TH_SCOPE_MAX);
 BPF_PERCPU_ARRAY(th_generated, __u64, TH_NR_KINDS);
 BPF_PERCPU_ARRAY(th_lost, __u64, TH_NR_KINDS);
+BPF_PERCPU_ARRAY(th_since_wakeup, __u64, 1);
 
 /* The raw layout of every syscalls:sys_enter_* / sys_exit_* tracepoint: the
  * syscall tracepoint ABI, the same for all of them, so one handler shape
@@ -194,13 +200,9 @@ static __always_inline void th_count(u32 kind, int lost)
  * processes whose tree root user space put in th_scope are. */
 static __always_inline int th_traced(u32 pid)
 {
-    u32 zero = 0;
-    struct th_config *cfg = th_config_map.lookup(&zero);
-    if (!cfg)
+    if (pid == TH_AGENT_PID)
         return 0;
-    if (pid == cfg->agent_pid)
-        return 0;
-    if (cfg->scoped && !th_scope.lookup(&pid))
+    if (TH_SCOPED && !th_scope.lookup(&pid))
         return 0;
     return 1;
 }
@@ -211,6 +213,24 @@ static __always_inline int th_traced(u32 pid)
  * The pointer is only handed to the storage helper, never dereferenced. */
 #define TH_CURRENT_TASK() ((struct task_struct *)bpf_get_current_task_btf())
 #define TH_SLOT_CREATE BPF_LOCAL_STORAGE_GET_F_CREATE
+
+/* Submit flags for the next record. By default the kernel wakes the
+ * consumer (an irq_work: a self-IPI, ~3.6 us in a VM here) for every record
+ * committed while the consumer is caught up, and a fast consumer is caught
+ * up most of the time: that made an open() flood ~3x slower. So records go
+ * in silently, one in TH_WAKEUP_EVERY per CPU forces a wakeup (a burst is
+ * drained before the buffer fills), and user space also polls on a timer
+ * (a trickle is read within one poll interval). */
+static __always_inline u64 th_submit_flags(void)
+{
+    u32 zero = 0;
+    u64 *since = th_since_wakeup.lookup(&zero);
+    if (since && ++(*since) >= TH_WAKEUP_EVERY) {
+        *since = 0;
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    return BPF_RB_NO_WAKEUP;
+}
 
 static __always_inline void th_fill_header(struct th_header *h, u32 kind)
 {

@@ -44,16 +44,14 @@ class Drain:
         *,
         batch_max: int = DEFAULT_BATCH_MAX,
         on_exit: Callable[[int], None] | None = None,
-        wake_interval: float = 0.2,
-        batch_interval: float = 0.005,
+        poll_interval: float = 0.05,
     ) -> None:
         self.capture = capture
         self.sink = sink
         self.ledger = ledger
         self.batch_max = batch_max
         self.on_exit = on_exit
-        self.wake_interval = wake_interval
-        self.batch_interval = batch_interval
+        self.poll_interval = poll_interval
         self.paused = False  # tests hold the consumer back with this
         self._batch: list[KernelEvent] = []
         self._stop = trio.Event()
@@ -91,23 +89,17 @@ class Drain:
         try:
             while not self._stop.is_set():
                 if not ring.pending():
-                    with trio.move_on_after(self.wake_interval):
+                    # The kernel wakes us only every TH_WAKEUP_EVERY records
+                    # per CPU (see th_submit_flags); the timeout catches a
+                    # trickle that never reaches that many.
+                    with trio.move_on_after(self.poll_interval):
                         await trio.lowlevel.wait_readable(ring.fd)
                 if self.paused:
-                    await trio.sleep(self.wake_interval)
+                    await trio.sleep(self.poll_interval)
                     continue
                 self._decode_batch(ring.read(self.batch_max))
-                busy = bool(self._batch)
                 await self._deliver()
-                if busy and self.batch_interval and not ring.pending():
-                    # Let records pile up before the next pass. The kernel
-                    # wakes the consumer (an irq_work, a self-IPI: costly in
-                    # a VM) for a record committed while the consumer is
-                    # caught up; a consumer a few ms behind under load is
-                    # woken about once per pass, not once per record.
-                    await trio.sleep(self.batch_interval)
-                else:
-                    await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
             # Detach first: nothing new arrives; then empty what is left.
             self.capture.detach()
             while ring.pending():

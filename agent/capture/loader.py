@@ -9,7 +9,6 @@ to attach is detached again and reported with the kernel's reason.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ class LoadOptions:
     pending_max: int = 10240
     scope_max: int = 65536
     syscall_keys_max: int = 65536
+    wakeup_every: int = 512  # records per CPU between forced consumer wakeups
     scoped: bool = False
     agent_pid: int = field(default_factory=os.getpid)
 
@@ -120,13 +120,12 @@ def compile_flags(options: LoadOptions, probes: Iterable[Probe]) -> list[str]:
         f"-DTH_PENDING_MAX={options.pending_max}",
         f"-DTH_SCOPE_MAX={options.scope_max}",
         f"-DTH_SYSCALL_KEYS_MAX={options.syscall_keys_max}",
+        f"-DTH_WAKEUP_EVERY={options.wakeup_every}",
+        f"-DTH_AGENT_PID={options.agent_pid}",
+        f"-DTH_SCOPED={1 if options.scoped else 0}",
     ]
     flags += [f"-D{probe.macro}" for probe in probes]
     return flags
-
-
-class _ConfigValue(ctypes.Structure):
-    _fields_ = [("agent_pid", ctypes.c_uint32), ("scoped", ctypes.c_uint32)]
 
 
 class LoadedCapture:
@@ -269,9 +268,6 @@ def load(options: LoadOptions) -> LoadedCapture:
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CaptureError(f"compiling the BPF programs failed: {first}") from err
-
-    config = bpf[b"th_config_map"]
-    config[ctypes.c_int(0)] = _ConfigValue(options.agent_pid, 1 if options.scoped else 0)
 
     for probe in present:
         done: list[str] = []
