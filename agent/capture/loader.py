@@ -176,19 +176,35 @@ class LoadedCapture:
         return out
 
     def syscall_counts(self) -> Iterator[tuple[int, int, int]]:
-        """(pid, syscall number, count) for every counter in the kernel map."""
+        """(pid, syscall number, count) for every counter in the kernel map.
+
+        One batched lookup syscall per few hundred entries (a host-wide map
+        can hold tens of thousands); per-key iteration only if the kernel
+        refuses batch operations.
+        """
         if not self._has_table(b"th_syscall_counts"):
             return
         table = self._bpf[b"th_syscall_counts"]
-        for key, value in table.items():
-            yield int(key.pid), int(key.nr), int(value.value)
+        try:
+            items = list(table.items_lookup_batch())
+        except Exception:  # fall back to the slow, sure way
+            items = list(table.items())
+        for key, value in items:
+            yield int(key.pid), int(key.nr), int(getattr(value, "value", value))
 
     def forget_syscall_counts(self, keys: Iterable[tuple[int, int]]) -> None:
         """Delete counters (pid, nr) of processes that have exited."""
         table = self._bpf[b"th_syscall_counts"]
-        for pid, nr in keys:
-            with contextlib.suppress(KeyError):
-                del table[table.Key(pid, nr)]
+        wanted = list(keys)
+        if not wanted:
+            return
+        batch = (table.Key * len(wanted))(*(table.Key(pid, nr) for pid, nr in wanted))
+        try:
+            table.items_delete_batch(batch)
+        except Exception:  # some keys were already gone: one by one
+            for pid, nr in wanted:
+                with contextlib.suppress(KeyError):
+                    del table[table.Key(pid, nr)]
 
     def _has_table(self, name: bytes) -> bool:
         try:
