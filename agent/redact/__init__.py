@@ -1,0 +1,61 @@
+"""Redaction: secrets out of argv, paths and addresses before they become evidence.
+
+Sans-I/O and deterministic. Every value is in one of three privacy classes:
+
+- public (no rule matches): kept byte for byte;
+- sensitive: the secret part becomes ``***`` (``--token=abc`` to
+  ``--token=***``; a URL loses its ``user:pass@``, keeps its host);
+- forbidden: the whole field becomes ``[REDACTED:<rule>]`` (private keys,
+  cloud and SaaS tokens, ``Authorization:`` values).
+
+Fail closed: a field whose redaction fails becomes ``[REDACTED:error]`` and a
+counter in :attr:`Redactor.stats` rises; a bad configured rule stops start-up
+with a :class:`RedactionConfigError` naming it.
+
+- ``rules``: :class:`Rule`, checking and compiling one.
+- ``builtin``: :data:`BUILTIN_RULES`, the shapes everyone gets.
+- ``config``: configured rules (a list of dicts) to Rules.
+- ``engine``: :class:`Redactor`, which applies a rule set.
+"""
+
+from __future__ import annotations
+
+from agent.redact.builtin import BUILTIN_RULES
+from agent.redact.config import parse_rules
+from agent.redact.engine import (
+    DEFAULT_MAX_FIELD_CHARS,
+    RedactedArgv,
+    RedactedText,
+    RedactionStats,
+    Redactor,
+)
+from agent.redact.rules import (
+    ERROR_MARKER,
+    MASK,
+    CompiledRule,
+    Matcher,
+    PrivacyClass,
+    RedactionConfigError,
+    Rule,
+    compile_rule,
+    marker,
+)
+
+__all__ = [
+    "BUILTIN_RULES",
+    "DEFAULT_MAX_FIELD_CHARS",
+    "ERROR_MARKER",
+    "MASK",
+    "CompiledRule",
+    "Matcher",
+    "PrivacyClass",
+    "RedactedArgv",
+    "RedactedText",
+    "RedactionConfigError",
+    "RedactionStats",
+    "Redactor",
+    "Rule",
+    "compile_rule",
+    "marker",
+    "parse_rules",
+]

@@ -1,0 +1,271 @@
+"""The built-in redaction rules: the secret shapes every deployment gets.
+
+Order matters only within a class: forbidden rules are all tried first (the
+first to match names the marker), then sensitive rules run one after another,
+each on the output of the one before.
+
+Speed: Python's ``re`` backtracks and has no time limit, so every pattern
+here avoids nested quantifiers over the same characters, starts only where a
+lookbehind allows, and bounds any scan that could restart at each of many
+starting points (the JWT header, the distance from ``mysql`` to ``-p`` inside
+a shell line). Worst cases grow with field length times that bound, and the
+engine caps field length.
+
+Choices that trade a little over-redaction for no leaks:
+
+- ``--password VALUE`` masks the next argv entry even when the program treats
+  the flag as a prompt (``mysql --password db`` loses ``db``);
+- program-scoped rules (``sshpass -p``) apply to every entry after the
+  program, including a wrapped command's (``sshpass -p X ssh -p 22`` masks
+  ``22`` too);
+- a ``login`` subcommand makes ``-p`` a password (``docker login -p X``);
+- an argv entry that starts with ``NAME_TOKEN=`` is masked to its end, since
+  ``env 'PGPASSWORD=two words' psql`` is one entry (``ssh h 'PGPASSWORD=x cmd'``
+  loses ``cmd`` too).
+
+Shapes deliberately left out, because they cannot be told from ordinary
+arguments without far more false positives: bare high-entropy strings
+(a 40-hex-digit token looks like a git commit id), ``user:pass@host``
+without a URL scheme (looks like ``image:tag@sha256:...``), a generic ``-p``
+(``mkdir -p``, ``ssh -p 22``), positional passwords (``htpasswd -b f u pw``),
+and key material without its ``-----BEGIN`` line. Also not caught: a URL
+password holding an unencoded ``/``, ``?`` or ``#``; a header name and its
+value in two argv entries; flags named outside the word list (``--pw``,
+``--credentials``, ``twine -p``); a token cut shorter than its rule's minimum
+length by capture truncation. Add configured rules for local shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from agent.redact.rules import MASK, Rule
+
+__all__ = ["BUILTIN_RULES"]
+
+
+def _forbidden(name: str, pattern: str) -> Rule:
+    return Rule(name=name, privacy="forbidden", pattern=pattern)
+
+
+def _sensitive(
+    name: str,
+    pattern: str,
+    *,
+    group: int | str = 1,
+    replacement: str = MASK,
+    next_arg: bool = False,
+    programs: tuple[str, ...] = (),
+) -> Rule:
+    return Rule(
+        name=name,
+        privacy="sensitive",
+        pattern=pattern,
+        group=group,
+        replacement=replacement,
+        next_arg=next_arg,
+        programs=programs,
+    )
+
+
+# Not preceded by a letter or digit: a token glued to a word is not a token,
+# but one after "_", "/", "=" or ":" is.
+_B: Final = r"(?<![A-Za-z0-9])"
+
+# A value inside shell text, as capture group 1: the inside of a quoted string
+# (maybe cut off by truncation), or a run up to whitespace, a quote or a shell
+# operator. The quotes stay, so masking twice gives the same text.
+_VALUE: Final = r"""["']?((?:(?<=")[^"]*|(?<=')[^']*|(?<!["'])[^\s'";&|]+))"""
+
+# The last word of a flag that takes a secret: --password, --db-password,
+# --api-key, --client_secret, -storepass (keytool), -passin (openssl).
+_SECRET_WORD: Final = (
+    r"(?:password|passwd|pass|passphrase|token|secret|api[-_]?key|access[-_]?key"
+    r"|secret[-_]?key|client[-_]?secret|auth|bearer"
+    r"|storepass|keypass|srcstorepass|deststorepass|srckeypass|destkeypass|passin|passout)"
+)
+
+# Flags that end in a secret word but are switches: --no-auth, --with-token.
+_NOT_A_SWITCH: Final = (
+    r"(?!(?:no|skip|disable|enable|require|use|with|without|ignore|prompt|ask"
+    r"|check|verify|show|print|save|store|remember|forget|allow|deny|generate|gen)[-_])"
+)
+
+_FLAG: Final = rf"--?{_NOT_A_SWITCH}(?:[a-z0-9]+[-_.])*{_SECRET_WORD}"
+
+# Upper-case environment names that hold secrets: PASSWORD, PGPASSWORD,
+# DB_PASSWORD, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY, MYSQL_PWD, REDISCLI_AUTH.
+_ENV_NAME: Final = (
+    r"(?:[A-Z][A-Z0-9]*_)*(?:[A-Z0-9]*PASSWORD|PASSWD|PASS|PWD|TOKEN|SECRET|KEY|APIKEY|AUTH)"
+)
+
+# Where a header name starts: an entry's start (curl -H), right after a glued
+# -H, after a quote (sh -c, JSON), "=" (--header=, git -c
+# http.extraHeader=), "," or ";". Not after "/":
+# https://x-access-token:abc@host is userinfo, not a header.
+_HEADER: Final = r"""(?:(?<![^\s'"=,;])|(?<=-H))"""
+_HEADER_VALUE: Final = r"""["']?\s*:\s*\S"""
+
+# Where a program name starts inside shell text.
+_CMD: Final = r"""(?<![^\s'"/;&|(])"""
+
+_SHELLS: Final = (
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "busybox",
+    "su", "runuser", "ssh", "watch",
+)  # fmt: skip
+
+_MYSQL: Final = (
+    "mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlshow", "mysqlcheck",
+    "mariadb", "mariadb-dump", "mariadb-admin",
+)  # fmt: skip
+
+_MONGO: Final = (
+    "mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport",
+    "mongostat", "mongotop",
+)  # fmt: skip
+
+_FORBIDDEN: Final = (
+    # Key material and headers.
+    _forbidden("private-key-block", r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY"),
+    _forbidden("putty-private-key", r"PuTTY-User-Key-File-[0-9]"),
+    _forbidden("age-secret-key", r"AGE-SECRET-KEY-1[0-9A-Z]{20,}"),
+    _forbidden("authorization-header", rf"(?i){_HEADER}(?:proxy-)?authorization{_HEADER_VALUE}"),
+    _forbidden(
+        "api-key-header",
+        rf"(?i){_HEADER}(?:x-api-key|api-key|apikey|x-auth-token|x-access-token"
+        r"|private-token|job-token|deploy-token|x-vault-token|x-goog-api-key"
+        rf"|x-amz-security-token|ocp-apim-subscription-key|x-shopify-access-token){_HEADER_VALUE}",
+    ),
+    _forbidden("cookie-header", rf"(?i){_HEADER}(?:set-)?cookie{_HEADER_VALUE}"),
+    # Cloud providers.
+    _forbidden(
+        "aws-access-key-id", r"(?<![A-Z0-9])(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}"
+    ),
+    _forbidden(
+        "aws-secret-access-key",
+        r"""(?i)aws_?secret_?(?:access_?)?key["']?\s*[=:]\s*["']?[A-Za-z0-9/+=]{16,}""",
+    ),
+    _forbidden("google-api-key", r"AIza[0-9A-Za-z_-]{30,}"),
+    _forbidden("google-oauth-token", _B + r"ya29\.[0-9A-Za-z_-]{20,}"),
+    _forbidden("google-oauth-client-secret", r"GOCSPX-[0-9A-Za-z_-]{20,}"),
+    _forbidden("azure-storage-key", r"(?i)(?:AccountKey|SharedAccessKey)=[A-Za-z0-9+/]{20,}"),
+    _forbidden("digitalocean-token", r"do[por]_v1_[a-f0-9]{40,}"),
+    _forbidden("vault-token", _B + r"hv[sbr]\.[A-Za-z0-9_-]{20,}"),
+    # Code hosting and package registries.
+    _forbidden("github-token", r"gh[pousr]_[A-Za-z0-9]{20,}"),
+    _forbidden("github-fine-grained-pat", r"github_pat_[A-Za-z0-9_]{20,}"),
+    _forbidden("gitlab-token", r"gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{16,}"),
+    _forbidden("npm-token", r"npm_[A-Za-z0-9]{30,}"),
+    _forbidden("pypi-token", r"pypi-AgEI[A-Za-z0-9_-]{20,}"),
+    _forbidden("docker-hub-token", r"dckr_pat_[A-Za-z0-9_-]{20,}"),
+    _forbidden("huggingface-token", _B + r"hf_[A-Za-z0-9]{30,}"),
+    # Chat, payments, mail, AI APIs.
+    _forbidden("slack-token", r"(?:xox[abprs]|xapp)-[A-Za-z0-9-]{10,}"),
+    _forbidden(
+        "slack-webhook", r"(?i)hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]{8,}"
+    ),
+    _forbidden(
+        "discord-webhook", r"(?i)discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_-]{8,}"
+    ),
+    _forbidden("telegram-bot-token", r"(?<![0-9])[0-9]{8,10}:AA[A-Za-z0-9_-]{30,}"),
+    _forbidden("stripe-secret-key", _B + r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}"),
+    _forbidden("stripe-webhook-secret", r"whsec_[A-Za-z0-9]{20,}"),
+    _forbidden("shopify-token", r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
+    _forbidden("twilio-api-key", _B + r"SK[0-9a-fA-F]{32}(?![0-9a-fA-F])"),
+    _forbidden("sendgrid-api-key", _B + r"SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"),
+    _forbidden("mailgun-api-key", _B + r"key-[0-9a-f]{32}(?![0-9a-f])"),
+    _forbidden("anthropic-api-key", _B + r"sk-ant-[A-Za-z0-9_-]{20,}"),
+    _forbidden("openai-api-key", _B + r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    # Signed tokens: a JWT's payload is readable by anyone who sees it.
+    _forbidden("jwt", r"eyJ[A-Za-z0-9_-]{8,2048}\.[A-Za-z0-9_-]{4}"),
+)
+
+_SENSITIVE: Final = (
+    # --password=VALUE, or --password VALUE across two argv entries.
+    _sensitive(
+        "secret-flag", rf"(?is)\A{_FLAG}(?:=(?P<value>.*))?\Z", group="value", next_arg=True
+    ),
+    # PASSWORD=VALUE as a whole argv entry (env, docker -e): the value may hold spaces.
+    _sensitive("env-secret", rf"(?s)\A{_ENV_NAME}=(.+)\Z"),
+    # The same inside longer text: --env=GITHUB_TOKEN=x, sh -c 'TOKEN=x cmd'.
+    _sensitive("env-secret-inline", rf"(?<![A-Za-z0-9_]){_ENV_NAME}={_VALUE}"),
+    _sensitive("secret-flag-inline", rf"""(?i)(?<![^\s'"]){_FLAG}={_VALUE}"""),
+    # password=x in conninfo, JDBC, ODBC (PWD=), -Dx.keyStorePassword=, form bodies.
+    _sensitive(
+        "password-assignment",
+        rf"(?i)(?:password|passwd|passphrase|(?<![a-z0-9])(?:pass|pwd))\s*=\s*{_VALUE}",
+    ),
+    # {"password": "x"} in a JSON body (curl -d).
+    _sensitive(
+        "json-secret-field",
+        r'(?i)"(?:password|passwd|passphrase|secret|token|access_token|refresh_token'
+        r'|id_token|api_key|apikey|client_secret|private_key)"\s*:\s*"([^"]*)',
+    ),
+    # scheme://user:pass@host: the credentials go, the rest of the URL stays.
+    _sensitive(
+        "url-userinfo",
+        r"""(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://([^\s/?#@:'"]*:[^\s/?#'"]*@)""",
+        replacement="",
+    ),
+    # ?token=x&page=2: the value goes, the parameter name stays.
+    _sensitive(
+        "query-secret",
+        r"""(?i)[?&;](?:access_token|refresh_token|id_token|auth_token|private_token|token"""
+        r"""|api_key|apikey|api-key|key|sig|signature|password|passwd|pwd|secret"""
+        r"""|client_secret|session|sessionid|jwt|x-amz-signature|x-amz-security-token"""
+        r"""|x-amz-credential|x-goog-signature|x-goog-credential)=([^&#\s'"]*)""",
+    ),
+    # Program-specific flags whose meaning elsewhere is harmless.
+    _sensitive("mysql-password", r"(?s)\A-p(.+)\Z", programs=_MYSQL),
+    _sensitive("sshpass-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=("sshpass",)),
+    _sensitive("mongo-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=_MONGO),
+    _sensitive("redis-cli-password", r"(?s)\A-a(.+)?\Z", next_arg=True, programs=("redis-cli",)),
+    _sensitive(
+        "zip-password", r"(?s)\A-P(.+)?\Z", next_arg=True, programs=("zip", "unzip", "zipcloak")
+    ),
+    _sensitive(
+        "archive-password",
+        r"(?s)\A-p(.+)\Z",
+        programs=("7z", "7za", "7zr", "7zz", "rar", "unrar"),
+    ),
+    _sensitive(
+        "sqlcmd-password", r"(?s)\A-P(.+)?\Z", next_arg=True, programs=("sqlcmd", "bcp", "osql")
+    ),
+    _sensitive(
+        "curl-user",
+        r"(?s)\A(?:-[uU]|--(?:proxy-)?user(?==|\Z)=?)(.+)?\Z",
+        next_arg=True,
+        programs=("curl",),
+    ),
+    _sensitive(
+        "curl-cookie", r"(?s)\A(?:-b|--cookie(?==|\Z)=?)(.+)?\Z", next_arg=True, programs=("curl",)
+    ),
+    _sensitive(
+        "httpie-auth", r"(?s)\A-a(.+)?\Z", next_arg=True, programs=("http", "https", "httpie")
+    ),
+    _sensitive("login-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=("login",)),
+    # The same flags inside a shell command line (sh -c '...', ssh host '...').
+    _sensitive(
+        "shell-secret-flag",
+        rf"""(?i)(?<![^\s'"]){_FLAG}(?:=|\s+){_VALUE}""",
+        programs=_SHELLS,
+    ),
+    _sensitive(
+        "shell-mysql-password",
+        rf"{_CMD}(?:{'|'.join(_MYSQL)})(?=[\s'\"])[^;&|\n]{{0,512}}?\s-p{_VALUE}",
+        programs=_SHELLS,
+    ),
+    _sensitive(
+        "shell-sshpass-password",
+        rf"{_CMD}sshpass\s+(?:\S+\s+){{0,16}}?-p\s*{_VALUE}",
+        programs=_SHELLS,
+    ),
+    _sensitive(
+        "shell-curl-user",
+        rf"{_CMD}curl\s(?:[^;&|\n]{{0,1024}}?\s)?(?:-[uU]\s*|--(?:proxy-)?user(?:\s+|=)){_VALUE}",
+        programs=_SHELLS,
+    ),
+)
+
+BUILTIN_RULES: Final[tuple[Rule, ...]] = _FORBIDDEN + _SENSITIVE
+"""Every built-in rule, forbidden ones first. Names are unique."""

@@ -1,0 +1,356 @@
+"""The redactor: argv vectors, paths and addresses in, redacted copies out.
+
+Sans-I/O and deterministic: the output depends only on the rules and the
+input. The only state is :attr:`Redactor.stats`, a set of counters.
+
+Per field (one argv entry, one path, one address):
+
+1. if it is not a ``str`` or is longer than ``max_field_chars``, it fails
+   (below): Python's ``re`` has no time limit, and a bound on length is what
+   keeps a badly written rule from stalling capture;
+2. if a forbidden rule matches anywhere in it, the whole field becomes
+   ``[REDACTED:<rule>]``;
+3. otherwise each sensitive rule runs in turn, on the previous one's output,
+   replacing its secret group in every match.
+
+Fail closed: if anything raises while a field is redacted (a rule's matcher,
+a non-text value), the field becomes ``[REDACTED:error]`` and
+``stats.failures[<reason>]`` rises; the raw value is never returned. In argv,
+the entry after a failed one becomes ``[REDACTED:error]`` too (reason
+``after-failure``) when any rule uses ``next_arg``, because the failed entry
+may have been ``--password`` and the next one its value. Nothing else raises:
+only an ``argv`` that is not iterable, which is the caller's bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Final, NamedTuple
+
+import msgspec
+
+from agent.redact.builtin import BUILTIN_RULES
+from agent.redact.config import parse_rules
+from agent.redact.rules import (
+    ERROR_MARKER,
+    MASK,
+    CompiledRule,
+    RedactionConfigError,
+    Rule,
+    compile_rule,
+    marker,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FIELD_CHARS",
+    "RedactedArgv",
+    "RedactedText",
+    "RedactionStats",
+    "Redactor",
+]
+
+DEFAULT_MAX_FIELD_CHARS: Final = 16384
+"""Longest field redacted; a longer one becomes ``[REDACTED:error]`` (reason
+``too-long``). Captured argv entries and paths are at most 4096 bytes (the
+BPF side cuts them), so this only trips on hostile or corrupt input; it also
+bounds the time a field can take (about 0.1 s for the worst built-in case)."""
+
+_ERROR: Final = "error"
+_NEVER: Final = 1 << 62  # start index of a program-scoped rule whose program is absent
+
+
+class RedactedArgv(msgspec.Struct, frozen=True):
+    """A redacted argv, and which rules changed it.
+
+    ``fired`` holds each rule name once, sorted, plus ``"error"`` if a field
+    failed; empty means ``argv`` equals the input.
+    """
+
+    argv: tuple[str, ...]
+    fired: tuple[str, ...] = ()
+
+
+class RedactedText(msgspec.Struct, frozen=True):
+    """A redacted path or address, and which rules changed it (as in RedactedArgv)."""
+
+    text: str
+    fired: tuple[str, ...] = ()
+
+
+class RedactionStats(msgspec.Struct):
+    """Counters since the redactor was made. A copy: changing it changes nothing.
+
+    Attributes:
+        fields: fields looked at (argv entries, paths, addresses).
+        fields_redacted: by rule name, fields that rule changed.
+        failures: by reason, fields that became ``[REDACTED:error]``:
+            ``rule:<name>`` (that rule raised), ``not-text``, ``too-long``,
+            ``after-failure`` (argv entry masked because the one before failed).
+        failures_by_field: by the ``field`` name given (``argv``, ``path``...),
+            the same failures.
+    """
+
+    fields: int = 0
+    fields_redacted: dict[str, int] = msgspec.field(default_factory=dict)
+    failures: dict[str, int] = msgspec.field(default_factory=dict)
+    failures_by_field: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class _FieldFailed(Exception):
+    """Redacting one field went wrong; ``reason`` is the failure counter's key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Outcome(NamedTuple):
+    """What redacting one field produced."""
+
+    text: str
+    fired: list[str]
+    next_is_secret: CompiledRule | None  # the rule that makes the next argv entry a value
+
+
+def _basename(entry: str) -> str:
+    return entry.rpartition("/")[2]
+
+
+class Redactor:
+    """Applies a fixed rule set to argv vectors, paths and addresses.
+
+    Build one with :meth:`builtin`, :meth:`from_config`, or directly from
+    rules (``Redactor(BUILTIN_RULES + (my_rule,))``). Rules are checked and
+    compiled once; a bad one raises :class:`RedactionConfigError` here, never
+    later while redacting. ``CompiledRule`` objects are taken as they are,
+    unchecked (tests use this to plant a matcher that raises).
+
+    Not thread-safe: the counters are updated without a lock.
+    """
+
+    def __init__(
+        self,
+        rules: Iterable[Rule | CompiledRule],
+        *,
+        max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    ) -> None:
+        if max_field_chars < 1:
+            raise RedactionConfigError(f"max_field_chars must be at least 1, got {max_field_chars}")
+        compiled: list[CompiledRule] = []
+        seen: set[str] = set()
+        for index, rule in enumerate(rules):
+            item = rule if isinstance(rule, CompiledRule) else compile_rule(rule, f"#{index}")
+            if item.rule.name in seen:
+                raise RedactionConfigError(
+                    f"redaction rule #{index} ({item.rule.name!r}): "
+                    "another rule has this name; names must be unique"
+                )
+            seen.add(item.rule.name)
+            compiled.append(item)
+        self.rules: Final[tuple[CompiledRule, ...]] = tuple(compiled)
+        self.max_field_chars: Final = max_field_chars
+        # Forbidden rules are tried first, all of them; then sensitive ones in order.
+        self._ordered: Final = tuple(
+            [r for r in compiled if r.rule.privacy == "forbidden"]
+            + [r for r in compiled if r.rule.privacy == "sensitive"]
+        )
+        self._forbidden_count: Final = sum(1 for r in compiled if r.rule.privacy == "forbidden")
+        self._scoped: Final = {
+            name: [i for i, r in enumerate(self._ordered) if name in r.rule.programs]
+            for r in self._ordered
+            for name in r.rule.programs
+        }
+        self._uses_next_arg: Final = any(r.rule.next_arg for r in compiled)
+        self._stats = RedactionStats()
+
+    @classmethod
+    def builtin(cls, *, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> Redactor:
+        """A redactor with :data:`BUILTIN_RULES` only."""
+        return cls(BUILTIN_RULES, max_field_chars=max_field_chars)
+
+    @classmethod
+    def from_config(
+        cls,
+        entries: object,
+        *,
+        builtin: bool = True,
+        max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    ) -> Redactor:
+        """A redactor from configured rules (a list of dicts), after the built-in ones.
+
+        Each dict has the fields of :class:`Rule` (``name``, ``privacy``,
+        ``pattern``, optionally ``group``, ``replacement``, ``next_arg``,
+        ``programs``); unknown keys are refused. ``builtin=False`` leaves the
+        built-in rules out, which is rarely what you want.
+
+        Raises:
+            RedactionConfigError: naming the entry (``$[2]``) and its rule, for
+                a value of the wrong type, an unknown key, a bad pattern or
+                group, or a name used twice (a built-in name included).
+        """
+        configured = parse_rules(entries)
+        base = BUILTIN_RULES if builtin else ()
+        taken = {rule.name: "a built-in rule" for rule in base}
+        compiled: list[CompiledRule] = [compile_rule(rule, "<builtin>") for rule in base]
+        for index, rule in enumerate(configured):
+            where = f"$[{index}]"
+            if rule.name in taken:
+                raise RedactionConfigError(
+                    f"redaction rule {where} ({rule.name!r}): the name is already used by "
+                    f"{taken[rule.name]}; names must be unique"
+                )
+            taken[rule.name] = f"rule {where}"
+            compiled.append(compile_rule(rule, where))
+        return cls(compiled, max_field_chars=max_field_chars)
+
+    @property
+    def stats(self) -> RedactionStats:
+        """A snapshot of the counters (see :class:`RedactionStats`)."""
+        return RedactionStats(
+            fields=self._stats.fields,
+            fields_redacted=dict(self._stats.fields_redacted),
+            failures=dict(self._stats.failures),
+            failures_by_field=dict(self._stats.failures_by_field),
+        )
+
+    # --- public entry points -------------------------------------------------
+
+    def redact_argv(self, argv: Sequence[str], field: str = "argv") -> RedactedArgv:
+        """Redact an exec argv; entry *i* of the result stands for entry *i* of ``argv``.
+
+        ``field`` names the argv in failure counters. Program-scoped rules and
+        ``next_arg`` apply here only.
+        """
+        entries = tuple(argv)
+        starts = self._scope_starts(entries)
+        out: list[str] = []
+        fired: set[str] = set()
+        value_of: CompiledRule | None = None  # the flag rule whose value this entry is
+        after_failure = False
+        for index, entry in enumerate(entries):
+            self._stats.fields += 1
+            if after_failure:
+                after_failure = False
+                out.append(self._fail("after-failure", field))
+                continue
+            if value_of is not None:
+                out.append(value_of.rule.replacement or MASK)
+                fired.add(value_of.rule.name)
+                self._count_redacted(value_of.rule.name)
+                value_of = None
+                continue
+            try:
+                outcome = self._redact_field(entry, index, starts)
+            except _FieldFailed as failed:
+                out.append(self._fail(failed.reason, field))
+                fired.add(_ERROR)
+                after_failure = self._uses_next_arg
+                continue
+            out.append(outcome.text)
+            fired.update(outcome.fired)
+            for name in outcome.fired:
+                self._count_redacted(name)
+            value_of = outcome.next_is_secret
+        return RedactedArgv(tuple(out), tuple(sorted(fired)))
+
+    def redact_text(self, value: str, field: str) -> str:
+        """Redact one path or address; ``field`` names it in failure counters."""
+        return self.redact_text_detail(value, field).text
+
+    def redact_text_detail(self, value: str, field: str) -> RedactedText:
+        """As :meth:`redact_text`, and say which rules fired."""
+        self._stats.fields += 1
+        try:
+            outcome = self._redact_field(value, None, ())
+        except _FieldFailed as failed:
+            return RedactedText(self._fail(failed.reason, field), (_ERROR,))
+        for name in outcome.fired:
+            self._count_redacted(name)
+        return RedactedText(outcome.text, tuple(sorted(set(outcome.fired))))
+
+    # --- internals -----------------------------------------------------------
+
+    def _scope_starts(self, entries: tuple[object, ...]) -> list[int]:
+        """For each rule in ``_ordered``, the first argv index it applies to."""
+        starts = [_NEVER if r.rule.programs else 0 for r in self._ordered]
+        if not self._scoped:
+            return starts
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, str):
+                continue
+            for rule_index in self._scoped.get(_basename(entry), ()):
+                starts[rule_index] = min(starts[rule_index], index + 1)
+        return starts
+
+    def _redact_field(self, value: object, index: int | None, starts: Sequence[int]) -> _Outcome:
+        """Redact one field. ``index`` is its argv position, None for a path or address.
+
+        Raises only :class:`_FieldFailed`; whatever else goes wrong is turned
+        into one, so the caller cannot pass a raw value on by mistake.
+        """
+        if not isinstance(value, str):
+            raise _FieldFailed("not-text")
+        if len(value) > self.max_field_chars:
+            raise _FieldFailed("too-long")
+        text = value
+        fired: list[str] = []
+        next_is_secret: CompiledRule | None = None
+        for position, compiled in enumerate(self._ordered):
+            rule = compiled.rule
+            if rule.programs and (index is None or index < starts[position]):
+                continue
+            try:
+                if position < self._forbidden_count:
+                    if compiled.matcher.search(text) is not None:
+                        return _Outcome(marker(rule.name), [rule.name], None)
+                    continue
+                text, changed, wants_next = _apply_sensitive(compiled, text)
+            except Exception:
+                raise _FieldFailed(f"rule:{rule.name}") from None
+            if changed:
+                fired.append(rule.name)
+            if wants_next and index is not None and next_is_secret is None:
+                next_is_secret = compiled
+        return _Outcome(text, fired, next_is_secret)
+
+    def _count_redacted(self, name: str) -> None:
+        counts = self._stats.fields_redacted
+        counts[name] = counts.get(name, 0) + 1
+
+    def _fail(self, reason: str, field: str) -> str:
+        failures = self._stats.failures
+        failures[reason] = failures.get(reason, 0) + 1
+        by_field = self._stats.failures_by_field
+        by_field[field] = by_field.get(field, 0) + 1
+        return ERROR_MARKER
+
+
+def _apply_sensitive(compiled: CompiledRule, text: str) -> tuple[str, bool, bool]:
+    """Replace the secret group of every match of a sensitive rule.
+
+    Returns the new text, whether it differs from ``text`` (masking ``***``
+    again is no change), and whether a match asked for the next argv entry to
+    be treated as the secret (``next_arg``, and the group took no part).
+    """
+    rule = compiled.rule
+    pieces: list[str] = []
+    cursor = 0
+    wants_next = False
+    for match in compiled.matcher.finditer(text):
+        start, end = match.span(rule.group)
+        if start < 0:
+            wants_next = wants_next or rule.next_arg
+            continue
+        if end <= cursor or start == end:
+            continue  # empty, or inside what an earlier match already replaced
+        if start < cursor:
+            cursor = end  # overlaps the last replacement (a group in a lookaround): extend it
+            continue
+        pieces.append(text[cursor:start])
+        pieces.append(rule.replacement)
+        cursor = end
+    if not pieces:
+        return text, False, wants_next
+    pieces.append(text[cursor:])
+    redacted = "".join(pieces)
+    return redacted, redacted != text, wants_next

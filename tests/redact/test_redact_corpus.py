@@ -1,0 +1,280 @@
+"""The secret corpus: each shape, in argv, a path or an address, comes out without its secret.
+
+Every token below is fake but has the real shape (prefix, alphabet, length).
+Each case gives the exact expected output, so the parts that must be kept
+(a URL's host, the flag name, the other arguments) are checked too, and the
+secret substrings are checked to be absent from the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from agent.redact import BUILTIN_RULES, MASK, Redactor, marker
+
+GHP = "ghp_R4nd0mFakeT0kenForTests0123456789abcd"
+GITHUB_PAT = "github_pat_11AAAAAAA0FakeFakeFake_FakeTokenForTestsOnly0123456789"
+GLPAT = "glpat-FakeToken1234567890ab"
+SLACK_TOKEN = "xoxb-123456789012-1234567890123-FakeSlackTokenValue"
+SLACK_HOOK = "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+DISCORD_HOOK = "https://discord.com/api/webhooks/123456789012345678/FakeDiscordWebhookToken_abc-def"
+STRIPE = "sk_live_FAKEfake0123456789abcd"
+STRIPE_WHSEC = "whsec_FakeStripeWebhookSecret0123"
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+GOOGLE_KEY = "AIzaSyFAKE-fake_0123456789abcdefghijklm"
+GOOGLE_OAUTH = "ya29.FakeGoogleOauthAccessToken0123456789"
+GOOGLE_CLIENT_SECRET = "GOCSPX-FakeGoogleClientSecret0123"
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
+    ".eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ"
+    ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+PRIVATE_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+    "-----END OPENSSH PRIVATE KEY-----"
+)
+NPM = "npm_FakeNpmToken0123456789abcdefghijkl"
+PYPI = "pypi-AgEIcHlwaS5vcmcCJFakeFakeFake0123456789"
+OPENAI = "sk-proj-FakeOpenAiKey0123456789abcdefXYZ"
+ANTHROPIC = "sk-ant-api03-FakeAnthropicKey0123456789abcdef"
+HF = "hf_FakeHuggingFaceToken0123456789abc"
+DOCKER_PAT = "dckr_pat_FakeDockerHubToken012345"
+VAULT = "hvs.CAESIFakeVaultToken0123456789abcdef"
+SENDGRID = "SG.FakeSendGridKey0123.FakeSendGridSecret0123456789abcdef"
+TELEGRAM = "123456789:AAFakeTelegramBotToken0123456789abcdefg"
+TWILIO = "SK0123456789abcdef0123456789abcdef"
+SHOPIFY = "shpat_0123456789abcdef0123456789abcdef"
+DIGITALOCEAN = "dop_v1_" + "0123456789abcdef" * 4
+MAILGUN = "key-0123456789abcdef0123456789abcdef"
+AGE = "AGE-SECRET-KEY-1FAKEAGEKEY0123456789QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"
+AZURE_KEY = "FakeAzureKey0123456789abcdef+/=="
+
+
+@dataclass(frozen=True)
+class Case:
+    shape: str  # what kind of secret: one name per shape, unique
+    kind: str  # "argv", "path" or "address"
+    given: tuple[str, ...] | str
+    expected: tuple[str, ...] | str
+    secrets: tuple[str, ...]  # substrings that must not appear in the output
+    rule: str  # a rule that must be among those that fired
+
+
+def argv(
+    shape: str, given: tuple[str, ...], expected: tuple[str, ...], *secrets: str, rule: str
+) -> Case:
+    return Case(shape, "argv", given, expected, secrets, rule)
+
+
+def path(shape: str, given: str, expected: str, *secrets: str, rule: str) -> Case:
+    return Case(shape, "path", given, expected, secrets, rule)
+
+
+def address(shape: str, given: str, expected: str, *secrets: str, rule: str) -> Case:
+    return Case(shape, "address", given, expected, secrets, rule)
+
+
+def dropped(rule: str) -> str:
+    return marker(rule)
+
+
+CORPUS: tuple[Case, ...] = (
+    # --- argv: flags -------------------------------------------------------
+    argv("flag=value", ("app", "--password=hunter2"), ("app", "--password=***"), "hunter2", rule="secret-flag"),
+    argv("flag value", ("app", "--password", "hunter2", "--verbose"), ("app", "--password", MASK, "--verbose"), "hunter2", rule="secret-flag"),
+    argv("--token value", ("cli", "--token", "tok-0123", "sync"), ("cli", "--token", MASK, "sync"), "tok-0123", rule="secret-flag"),
+    argv("--secret=value", ("vault-cli", "--secret=v4ultS3cret"), ("vault-cli", "--secret=***"), "v4ultS3cret", rule="secret-flag"),
+    argv("--api-key=value", ("deploy", "--api-key=k3yv4lue", "--region", "eu"), ("deploy", "--api-key=***", "--region", "eu"), "k3yv4lue", rule="secret-flag"),
+    argv("--apikey value", ("tool", "--apikey", "apikeyV4l"), ("tool", "--apikey", MASK), "apikeyV4l", rule="secret-flag"),
+    argv("--client-secret value", ("oauth-cli", "--client-secret", "cl13ntS3cret"), ("oauth-cli", "--client-secret", MASK), "cl13ntS3cret", rule="secret-flag"),
+    argv("--access-key/--secret-key", ("s3cmd", "--access-key=akVal1", "--secret-key=skVal2", "ls"), ("s3cmd", "--access-key=***", "--secret-key=***", "ls"), "akVal1", "skVal2", rule="secret-flag"),
+    argv("--db-password (prefixed)", ("migrate", "--db-password", "dbpw-123", "up"), ("migrate", "--db-password", MASK, "up"), "dbpw-123", rule="secret-flag"),
+    argv("--passwd/--pass", ("ftp-sync", "--passwd=pw1x", "--pass", "pw2x"), ("ftp-sync", "--passwd=***", "--pass", MASK), "pw1x", "pw2x", rule="secret-flag"),
+    argv("--auth user:pass", ("http", "--auth", "alice:httpiePW", "example.com"), ("http", "--auth", MASK, "example.com"), "httpiePW", rule="secret-flag"),
+    argv("keytool -storepass", ("keytool", "-list", "-keystore", "ks.jks", "-storepass", "changeitPW"), ("keytool", "-list", "-keystore", "ks.jks", "-storepass", MASK), "changeitPW", rule="secret-flag"),
+    argv("openssl -passout", ("openssl", "pkcs12", "-export", "-passout", "pass:p12PW"), ("openssl", "pkcs12", "-export", "-passout", MASK), "p12PW", rule="secret-flag"),
+    argv("gpg --passphrase", ("gpg", "--batch", "--passphrase", "gpgPass1", "-c", "f"), ("gpg", "--batch", "--passphrase", MASK, "-c", "f"), "gpgPass1", rule="secret-flag"),
+    argv("wget --http-password=", ("wget", "--http-password=wgetPW1", "https://example.com/f"), ("wget", "--http-password=***", "https://example.com/f"), "wgetPW1", rule="secret-flag"),
+    # --- argv: environment-style assignments -------------------------------
+    argv("*_TOKEN=", ("env", "GITHUB_TOKEN=plainTok1", "make"), ("env", "GITHUB_TOKEN=***", "make"), "plainTok1", rule="env-secret"),
+    argv("PGPASSWORD= with spaces", ("env", "PGPASSWORD=pg pass word", "psql"), ("env", "PGPASSWORD=***", "psql"), "pg pass word", rule="env-secret"),
+    argv("*_PASSWORD= via docker -e", ("docker", "run", "-e", "DB_PASSWORD=dockerDbPW", "app"), ("docker", "run", "-e", "DB_PASSWORD=***", "app"), "dockerDbPW", rule="env-secret"),
+    argv("*_SECRET= inside --env=", ("docker", "run", "--env=APP_SECRET=envFlagSec", "app"), ("docker", "run", "--env=APP_SECRET=***", "app"), "envFlagSec", rule="env-secret-inline"),
+    argv("*_KEY=", ("env", "STRIPE_KEY=plainKey1", "node", "app.js"), ("env", "STRIPE_KEY=***", "node", "app.js"), "plainKey1", rule="env-secret"),
+    argv("aws_secret_access_key", ("docker", "run", "-e", f"AWS_SECRET_ACCESS_KEY={AWS_SECRET}", "app"), ("docker", "run", "-e", dropped("aws-secret-access-key"), "app"), AWS_SECRET, rule="aws-secret-access-key"),
+    argv("-D...Password=", ("java", "-Djavax.net.ssl.keyStorePassword=jksPW1", "-jar", "app.jar"), ("java", "-Djavax.net.ssl.keyStorePassword=***", "-jar", "app.jar"), "jksPW1", rule="password-assignment"),
+    argv("libpq conninfo password=", ("psql", "host=db.internal user=app password=connPW1 dbname=appdb"), ("psql", "host=db.internal user=app password=*** dbname=appdb"), "connPW1", rule="password-assignment"),
+    argv("JSON body password", ("curl", "-d", '{"user":"alice","password":"jsonPW1"}', "https://api.example.com/login"), ("curl", "-d", '{"user":"alice","password":"***"}', "https://api.example.com/login"), "jsonPW1", rule="json-secret-field"),
+    # --- argv: URLs --------------------------------------------------------
+    argv("https userinfo", ("git", "clone", "https://alice:s3cretPW@git.example.com/team/repo.git"), ("git", "clone", "https://git.example.com/team/repo.git"), "s3cretPW", "alice:", rule="url-userinfo"),
+    argv("x-access-token userinfo", ("git", "clone", "https://x-access-token:ghAppTok1@github.com/org/repo"), ("git", "clone", "https://github.com/org/repo"), "ghAppTok1", rule="url-userinfo"),
+    argv("postgresql URI", ("psql", "postgresql://app:pgUriPW@db.internal:5432/appdb?sslmode=require"), ("psql", "postgresql://db.internal:5432/appdb?sslmode=require"), "pgUriPW", rule="url-userinfo"),
+    argv("query access_token", ("curl", "https://api.example.com/v1/items?page=2&access_token=qTok123&sort=asc"), ("curl", "https://api.example.com/v1/items?page=2&access_token=***&sort=asc"), "qTok123", rule="query-secret"),
+    argv("query ?token=", ("curl", "https://example.com/dl?token=qTok456"), ("curl", "https://example.com/dl?token=***"), "qTok456", rule="query-secret"),
+    argv("query sig=", ("az", "storage", "blob", "download", "--blob-url", "https://acct.blob.core.windows.net/c/b?sv=2022&sig=qSig789%3D"), ("az", "storage", "blob", "download", "--blob-url", "https://acct.blob.core.windows.net/c/b?sv=2022&sig=***"), "qSig789", rule="query-secret"),
+    argv("query &password=", ("curl", "https://legacy.example.com/login?user=bob&password=qPW1"), ("curl", "https://legacy.example.com/login?user=bob&password=***"), "qPW1", rule="password-assignment"),
+    # --- argv: headers -----------------------------------------------------
+    argv("Authorization: Bearer", ("curl", "-H", "Authorization: Bearer opaqueFakeToken123", "https://api.example.com"), ("curl", "-H", dropped("authorization-header"), "https://api.example.com"), "opaqueFakeToken123", rule="authorization-header"),
+    argv("Authorization: Basic", ("curl", "--header=Authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l", "https://api.example.com"), ("curl", dropped("authorization-header"), "https://api.example.com"), "YWxhZGRpbjpvcGVuc2VzYW1l", rule="authorization-header"),
+    argv("Authorization: Token in git -c", ("git", "-c", "http.extraHeader=Authorization: Token hdrTok1", "fetch"), ("git", "-c", dropped("authorization-header"), "fetch"), "hdrTok1", rule="authorization-header"),
+    argv("Authorization glued to -H", ("curl", "-HAuthorization: Bearer gluedTok1", "https://api.example.com"), ("curl", dropped("authorization-header"), "https://api.example.com"), "gluedTok1", rule="authorization-header"),
+    argv("Authorization in a JSON body", ("curl", "-d", '{"headers":{"Authorization":"Bearer jsonHdrTok"}}', "https://hook.example.com"), ("curl", "-d", dropped("authorization-header"), "https://hook.example.com"), "jsonHdrTok", rule="authorization-header"),
+    argv("X-API-Key header", ("curl", "-H", "X-API-Key: fakeApiKey123", "https://api.example.com"), ("curl", "-H", dropped("api-key-header"), "https://api.example.com"), "fakeApiKey123", rule="api-key-header"),
+    argv("Cookie header", ("curl", "-H", "Cookie: session=fakeSessionCookie1", "https://example.com"), ("curl", "-H", dropped("cookie-header"), "https://example.com"), "fakeSessionCookie1", rule="cookie-header"),
+    # --- argv: program-specific password flags -----------------------------
+    argv("mysql -pSECRET", ("mysql", "-uroot", "-pmyS3cret", "appdb"), ("mysql", "-uroot", "-p***", "appdb"), "myS3cret", rule="mysql-password"),
+    argv("sudo /usr/bin/mysqldump -pSECRET", ("sudo", "/usr/bin/mysqldump", "-pdumpS3cret", "appdb"), ("sudo", "/usr/bin/mysqldump", "-p***", "appdb"), "dumpS3cret", rule="mysql-password"),
+    argv("sshpass -p X", ("sshpass", "-p", "sshpassPW", "ssh", "deploy@10.0.0.5"), ("sshpass", "-p", MASK, "ssh", "deploy@10.0.0.5"), "sshpassPW", rule="sshpass-password"),
+    argv("redis-cli -a X", ("redis-cli", "-h", "cache", "-a", "redisPW1", "ping"), ("redis-cli", "-h", "cache", "-a", MASK, "ping"), "redisPW1", rule="redis-cli-password"),
+    argv("mongosh -p X", ("mongosh", "-u", "admin", "-p", "mongoPW1", "--authenticationDatabase", "admin"), ("mongosh", "-u", "admin", "-p", MASK, "--authenticationDatabase", "admin"), "mongoPW1", rule="mongo-password"),
+    argv("zip -P X", ("zip", "-P", "zipPW1", "-r", "out.zip", "dir"), ("zip", "-P", MASK, "-r", "out.zip", "dir"), "zipPW1", rule="zip-password"),
+    argv("7z -pSECRET", ("7z", "a", "-p7zPW1", "out.7z", "dir"), ("7z", "a", "-p***", "out.7z", "dir"), "7zPW1", rule="archive-password"),
+    argv("sqlcmd -P X", ("sqlcmd", "-S", "db", "-U", "sa", "-P", "sqlPW1", "-Q", "select 1"), ("sqlcmd", "-S", "db", "-U", "sa", "-P", MASK, "-Q", "select 1"), "sqlPW1", rule="sqlcmd-password"),
+    argv("curl -u user:pass", ("curl", "-u", "alice:curlPW1", "https://example.com/api"), ("curl", "-u", MASK, "https://example.com/api"), "curlPW1", rule="curl-user"),
+    argv("curl --user=user:pass", ("curl", "--user=alice:curlPW2", "https://example.com"), ("curl", "--user=***", "https://example.com"), "curlPW2", rule="curl-user"),
+    argv("curl -b cookie", ("curl", "-b", "session=cookiePW1", "https://example.com"), ("curl", "-b", MASK, "https://example.com"), "cookiePW1", rule="curl-cookie"),
+    argv("httpie -a user:pass", ("http", "-a", "alice:httpieShortPW", "example.com/api"), ("http", "-a", MASK, "example.com/api"), "httpieShortPW", rule="httpie-auth"),
+    argv("--api-key= inside a command string", ("tmux", "new-session", "-d", "app --api-key=inlineKey1 --port 80"), ("tmux", "new-session", "-d", "app --api-key=*** --port 80"), "inlineKey1", rule="secret-flag-inline"),
+    argv("docker login -p X", ("docker", "login", "-u", "bob", "-p", "dockerPW1", "registry.example.com"), ("docker", "login", "-u", "bob", "-p", MASK, "registry.example.com"), "dockerPW1", rule="login-password"),
+    # --- argv: secrets inside a shell command line -------------------------
+    argv("bash -c 'mysql -pX'", ("bash", "-c", "mysql -uroot -pshellPW1 appdb < dump.sql"), ("bash", "-c", "mysql -uroot -p*** appdb < dump.sql"), "shellPW1", rule="shell-mysql-password"),
+    argv("sh -c '--token X'", ("sh", "-c", "deploy --token shTok123 --env prod"), ("sh", "-c", "deploy --token *** --env prod"), "shTok123", rule="shell-secret-flag"),
+    argv("ssh host 'cd && PGPASSWORD=X cmd'", ("ssh", "db1", "cd /srv && PGPASSWORD=remotePW1 pg_dump appdb"), ("ssh", "db1", "cd /srv && PGPASSWORD=*** pg_dump appdb"), "remotePW1", rule="env-secret-inline"),
+    argv("entry starting with PGPASSWORD=", ("ssh", "db1", "PGPASSWORD=remotePW2 pg_dump appdb"), ("ssh", "db1", "PGPASSWORD=***"), "remotePW2", rule="env-secret"),
+    argv("sh -c \"sshpass -p 'X'\"", ("sh", "-c", "sshpass -p 'innerPW1' ssh host uptime"), ("sh", "-c", "sshpass -p '***' ssh host uptime"), "innerPW1", rule="shell-sshpass-password"),
+    argv("bash -c 'curl -u user:pass'", ("bash", "-c", "curl -sS -u bob:innerCurlPW https://example.com"), ("bash", "-c", "curl -sS -u *** https://example.com"), "innerCurlPW", rule="shell-curl-user"),
+    # --- argv: forbidden tokens --------------------------------------------
+    argv("AWS access key id", ("aws", "configure", "set", "aws_access_key_id", AWS_KEY_ID), ("aws", "configure", "set", "aws_access_key_id", dropped("aws-access-key-id")), AWS_KEY_ID, rule="aws-access-key-id"),
+    argv("GitHub ghp_ in a URL", ("git", "push", f"https://{GHP}@github.com/org/repo.git"), ("git", "push", dropped("github-token")), GHP, rule="github-token"),
+    argv("GitHub fine-grained PAT", ("env", f"GH_TOKEN={GITHUB_PAT}", "gh", "pr", "list"), ("env", dropped("github-fine-grained-pat"), "gh", "pr", "list"), GITHUB_PAT, rule="github-fine-grained-pat"),
+    argv("GitLab glpat-", ("git", "clone", f"https://oauth2:{GLPAT}@gitlab.com/g/p.git"), ("git", "clone", dropped("gitlab-token")), GLPAT, rule="gitlab-token"),
+    argv("Slack xoxb-", ("slack-notify", f"--token={SLACK_TOKEN}"), ("slack-notify", dropped("slack-token")), SLACK_TOKEN, rule="slack-token"),
+    argv("Slack webhook", ("curl", "-X", "POST", "-d", "{}", SLACK_HOOK), ("curl", "-X", "POST", "-d", "{}", dropped("slack-webhook")), "XXXXXXXXXXXXXXXXXXXXXXXX", rule="slack-webhook"),
+    argv("Discord webhook", ("curl", DISCORD_HOOK), ("curl", dropped("discord-webhook")), "FakeDiscordWebhookToken", rule="discord-webhook"),
+    argv("Stripe sk_live_", ("stripe", "--api-key", STRIPE, "charges", "list"), ("stripe", "--api-key", MASK, "charges", "list"), STRIPE, rule="secret-flag"),
+    argv("Stripe sk_live_ inline", ("node", "pay.js", STRIPE), ("node", "pay.js", dropped("stripe-secret-key")), STRIPE, rule="stripe-secret-key"),
+    argv("Stripe whsec_", ("stripe", "listen", f"--secret={STRIPE_WHSEC}"), ("stripe", "listen", dropped("stripe-webhook-secret")), STRIPE_WHSEC, rule="stripe-webhook-secret"),
+    argv("Google API key", ("curl", f"https://maps.googleapis.com/maps/api/geocode/json?key={GOOGLE_KEY}"), ("curl", dropped("google-api-key")), GOOGLE_KEY, rule="google-api-key"),
+    argv("Google OAuth ya29.", ("gsutil", "-o", f"Credentials:gs_oauth2_refresh_token={GOOGLE_OAUTH}", "ls"), ("gsutil", "-o", dropped("google-oauth-token"), "ls"), GOOGLE_OAUTH, rule="google-oauth-token"),
+    argv("Google client secret GOCSPX-", ("oauth2l", "fetch", GOOGLE_CLIENT_SECRET), ("oauth2l", "fetch", dropped("google-oauth-client-secret")), GOOGLE_CLIENT_SECRET, rule="google-oauth-client-secret"),
+    argv("JWT", ("grpcurl", "-rpc-header", f"x-session: {JWT}", "api:443", "Svc/Call"), ("grpcurl", "-rpc-header", dropped("jwt"), "api:443", "Svc/Call"), JWT, rule="jwt"),
+    argv("private key block", ("ssh-add", "-", PRIVATE_KEY), ("ssh-add", "-", dropped("private-key-block")), "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ", rule="private-key-block"),
+    argv("PuTTY key", ("pageant", "PuTTY-User-Key-File-3: ssh-ed25519"), ("pageant", dropped("putty-private-key")), "PuTTY-User-Key-File", rule="putty-private-key"),
+    argv("age secret key", ("age", "-d", "-i", AGE), ("age", "-d", "-i", dropped("age-secret-key")), AGE, rule="age-secret-key"),
+    argv("npm token", ("npm", "config", "set", f"//registry.npmjs.org/:_authToken={NPM}"), ("npm", "config", "set", dropped("npm-token")), NPM, rule="npm-token"),
+    argv("PyPI token", ("twine", "upload", "-u", "__token__", "-p", PYPI, "dist/*"), ("twine", "upload", "-u", "__token__", "-p", dropped("pypi-token"), "dist/*"), PYPI, rule="pypi-token"),
+    argv("OpenAI key", ("env", f"OPENAI_KEY_FILE_IS_NOT={OPENAI}"), ("env", dropped("openai-api-key")), OPENAI, rule="openai-api-key"),
+    argv("Anthropic key", ("claude-cli", ANTHROPIC), ("claude-cli", dropped("anthropic-api-key")), ANTHROPIC, rule="anthropic-api-key"),
+    argv("Hugging Face token", ("huggingface-cli", "login", "--token", HF), ("huggingface-cli", "login", "--token", MASK), HF, rule="secret-flag"),
+    argv("Docker Hub PAT", ("sh", "-c", f"echo {DOCKER_PAT} | docker login -u bob --password-stdin"), ("sh", "-c", dropped("docker-hub-token")), DOCKER_PAT, rule="docker-hub-token"),
+    argv("Vault hvs.", ("vault", "login", VAULT), ("vault", "login", dropped("vault-token")), VAULT, rule="vault-token"),
+    argv("SendGrid key", ("sendgrid-cli", SENDGRID), ("sendgrid-cli", dropped("sendgrid-api-key")), SENDGRID, rule="sendgrid-api-key"),
+    argv("Telegram bot token", ("curl", f"https://api.telegram.org/bot{TELEGRAM}/getMe"), ("curl", dropped("telegram-bot-token")), TELEGRAM, rule="telegram-bot-token"),
+    argv("Twilio API key", ("twilio", "api", "--key", TWILIO), ("twilio", "api", "--key", dropped("twilio-api-key")), TWILIO, rule="twilio-api-key"),
+    argv("Shopify token", ("shopify-cli", SHOPIFY), ("shopify-cli", dropped("shopify-token")), SHOPIFY, rule="shopify-token"),
+    argv("DigitalOcean token", ("doctl", "auth", "init", "-t", DIGITALOCEAN), ("doctl", "auth", "init", "-t", dropped("digitalocean-token")), DIGITALOCEAN, rule="digitalocean-token"),
+    argv("Mailgun key", ("mg-send", MAILGUN), ("mg-send", dropped("mailgun-api-key")), MAILGUN, rule="mailgun-api-key"),
+    argv("Azure storage connection string", ("az", "storage", "blob", "list", "--connection-string", f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={AZURE_KEY};EndpointSuffix=core.windows.net"), ("az", "storage", "blob", "list", "--connection-string", dropped("azure-storage-key")), AZURE_KEY, rule="azure-storage-key"),
+    # --- paths -------------------------------------------------------------
+    path("ghp_ in a path", f"/home/alice/.cache/tokens/{GHP}", dropped("github-token"), GHP, rule="github-token"),
+    path("AWS key id in a file name", f"/tmp/upload-{AWS_KEY_ID}.json", dropped("aws-access-key-id"), AWS_KEY_ID, rule="aws-access-key-id"),
+    path("JWT as a file name", f"/var/lib/app/sessions/{JWT}", dropped("jwt"), JWT, rule="jwt"),
+    path("Slack token in a path", f"/tmp/{SLACK_TOKEN}-cache.json", dropped("slack-token"), SLACK_TOKEN, rule="slack-token"),
+    path("query token in a path", "/srv/app/callback?token=pathTok1&v=2", "/srv/app/callback?token=***&v=2", "pathTok1", rule="query-secret"),
+    path("Stripe key in a path", f"/mnt/backup/{STRIPE}.bak", dropped("stripe-secret-key"), STRIPE, rule="stripe-secret-key"),
+    path("Hugging Face token in a path", f"/root/.cache/huggingface/{HF}", dropped("huggingface-token"), HF, rule="huggingface-token"),
+    path("npm token in a path", f"/home/bob/.config/app/{NPM}.json", dropped("npm-token"), NPM, rule="npm-token"),
+    path("env assignment in a path", "/run/user/1000/GITHUB_TOKEN=pathEnvTok", "/run/user/1000/GITHUB_TOKEN=***", "pathEnvTok", rule="env-secret-inline"),
+    path("Slack webhook in a path", "/tmp/hooks.slack.com/services/T000/B000/XXXXXXXXXX", dropped("slack-webhook"), "XXXXXXXXXX", rule="slack-webhook"),
+    path("private key header in a path", "/tmp/-----BEGIN RSA PRIVATE KEY-----", dropped("private-key-block"), "BEGIN RSA PRIVATE", rule="private-key-block"),
+    # --- addresses ---------------------------------------------------------
+    address("proxy URL with credentials", "http://proxyuser:proxyPW1@proxy.corp.example:3128", "http://proxy.corp.example:3128", "proxyPW1", "proxyuser", rule="url-userinfo"),
+    address("redis URL, password only", "redis://:redisUrlPW@cache.internal:6379/0", "redis://cache.internal:6379/0", "redisUrlPW", rule="url-userinfo"),
+    address("mongodb+srv URL", "mongodb+srv://app:mongoUrlPW@cluster0.example.net/db?retryWrites=true", "mongodb+srv://cluster0.example.net/db?retryWrites=true", "mongoUrlPW", rule="url-userinfo"),
+    address("amqp URL", "amqp://guest:amqpPW1@rabbit.internal:5672/vhost", "amqp://rabbit.internal:5672/vhost", "amqpPW1", rule="url-userinfo"),
+    address("password holding @", "https://user:p@ssW0rd@host.example/x", "https://host.example/x", "p@ssW0rd", "ssW0rd", rule="url-userinfo"),
+    address("IPv6 host with credentials", "ftp://anon:ftpPW1@[2001:db8::1]:21/pub", "ftp://[2001:db8::1]:21/pub", "ftpPW1", rule="url-userinfo"),
+    address("websocket ?token=", "wss://stream.example.com/ws?token=wsTok1&v=2", "wss://stream.example.com/ws?token=***&v=2", "wsTok1", rule="query-secret"),
+    address("ghp_ in a UNIX socket path", f"unix:/run/user/1000/agent-{GHP}.sock", dropped("github-token"), GHP, rule="github-token"),
+    address("JWT in an abstract socket name", f"unix:@/tmp/sess-{JWT}", dropped("jwt"), JWT, rule="jwt"),
+    address("Slack webhook URL", SLACK_HOOK, dropped("slack-webhook"), "XXXXXXXXXXXXXXXXXXXXXXXX", rule="slack-webhook"),
+)  # fmt: skip
+
+
+def case_id(case: Case) -> str:
+    return f"{case.kind}:{case.shape}"
+
+
+def test_corpus_is_broad() -> None:
+    """At least 30 distinct shapes, and each of argv, paths and addresses has several."""
+    shapes = [case.shape for case in CORPUS]
+    assert len(set(shapes)) == len(shapes), "shape names must be unique"
+    assert len(shapes) >= 30
+    for kind in ("argv", "path", "address"):
+        assert sum(case.kind == kind for case in CORPUS) >= 8, kind
+
+
+def test_every_builtin_rule_is_exercised() -> None:
+    """A new built-in rule needs a corpus case, or it is untested."""
+    assert {rule.name for rule in BUILTIN_RULES} == {case.rule for case in CORPUS}
+
+
+def test_expected_outputs_hold_no_secret() -> None:
+    """The corpus itself is consistent: no expected output still holds a secret."""
+    for case in CORPUS:
+        rendered = "\n".join(case.expected) if isinstance(case.expected, tuple) else case.expected
+        for secret in case.secrets:
+            assert secret not in rendered, case_id(case)
+
+
+def run(redactor: Redactor, case: Case) -> tuple[tuple[str, ...] | str, tuple[str, ...]]:
+    if case.kind == "argv":
+        assert isinstance(case.given, tuple)
+        result = redactor.redact_argv(case.given)
+        return result.argv, result.fired
+    assert isinstance(case.given, str)
+    detail = redactor.redact_text_detail(case.given, case.kind)
+    return detail.text, detail.fired
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=case_id)
+def test_secret_is_redacted(case: Case) -> None:
+    redactor = Redactor.builtin()
+    output, fired = run(redactor, case)
+    rendered = "\n".join(output) if isinstance(output, tuple) else output
+    for secret in case.secrets:
+        assert secret not in rendered
+    assert output == case.expected
+    assert case.rule in fired
+    assert redactor.stats.fields_redacted.get(case.rule, 0) >= 1
+    assert redactor.stats.failures == {}
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=case_id)
+def test_redacting_again_changes_nothing(case: Case) -> None:
+    """Redacted output is a fixed point: markers and masks match no rule."""
+    redactor = Redactor.builtin()
+    if case.kind == "argv":
+        assert isinstance(case.expected, tuple)
+        assert redactor.redact_argv(case.expected).argv == case.expected
+    else:
+        assert isinstance(case.expected, str)
+        assert redactor.redact_text(case.expected, case.kind) == case.expected
+
+
+def test_redact_text_matches_detail() -> None:
+    redactor = Redactor.builtin()
+    for case in CORPUS:
+        if isinstance(case.given, str):
+            assert redactor.redact_text(case.given, case.kind) == case.expected
+
+
+def test_same_input_same_output_across_redactors() -> None:
+    first, second = Redactor.builtin(), Redactor.builtin()
+    for case in CORPUS:
+        assert run(first, case) == run(second, case)
+        assert run(first, case) == run(first, case)

@@ -1,0 +1,104 @@
+"""Properties over generated input: never raises, deterministic, stable, and fast enough."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.redact import DEFAULT_MAX_FIELD_CHARS, ERROR_MARKER, Redactor
+
+REDACTOR = Redactor.builtin()
+
+# Pieces of secrets and of their surroundings, so generated fields come close
+# to the rules' edges far more often than random text would.
+PIECES = st.sampled_from(
+    [
+        "--password", "--token", "--no-auth", "-p", "-a", "-storepass", "=", " ", "'", '"',
+        "://", "u:p@", "@", ":", "?token=", "&", ";", "|", "#", "/", "\n", "PASSWORD", "DB_",
+        "KEY", "pwd", "password", '{"password":', "Authorization:", " Bearer ", "eyJabcdefghij",
+        ".", "eyJxyz1234", "_", "ghp_", "0123456789abcdefghijKLMNOP", "AKIA", "IOSFODNN7EXAMPLE",
+        "sk-", "hf_", "mysql", "sshpass", "curl", "-u", "bash", "-c", "https", "***", "x", "A",
+    ]
+)  # fmt: skip
+FIELDS = st.one_of(st.lists(PIECES, max_size=10).map("".join), st.text(max_size=30))
+ARGVS = st.lists(FIELDS, max_size=8).map(tuple)
+
+SECRETS = st.sampled_from(
+    [
+        "ghp_R4nd0mFakeT0kenForTests0123456789abcd",
+        "AKIAIOSFODNN7EXAMPLE",
+        "xoxb-123456789012-1234567890123-FakeSlackTokenValue",
+        "glpat-FakeToken1234567890ab",
+        "npm_FakeNpmToken0123456789abcdefghijkl",
+        "AIzaSyFAKE-fake_0123456789abcdefghijklm",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "Authorization: Bearer abc.def",
+    ]
+)
+
+
+@settings(max_examples=500)
+@given(ARGVS)
+def test_argv_never_raises_and_keeps_its_length(argv: tuple[str, ...]) -> None:
+    result = REDACTOR.redact_argv(argv)
+    assert len(result.argv) == len(argv)
+    assert list(result.fired) == sorted(set(result.fired))
+    assert "error" not in result.fired
+    if not result.fired:
+        assert result.argv == argv
+
+
+@settings(max_examples=500)
+@given(ARGVS)
+def test_deterministic_and_stable(argv: tuple[str, ...]) -> None:
+    """Same input, same output, from any redactor; redacting the output changes nothing."""
+    once = REDACTOR.redact_argv(argv)
+    assert Redactor.builtin().redact_argv(argv) == once
+    assert REDACTOR.redact_argv(once.argv).argv == once.argv
+    for field in argv:
+        text = REDACTOR.redact_text(field, "path")
+        assert REDACTOR.redact_text(text, "path") == text
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=40), SECRETS, st.text(max_size=40))
+def test_a_forbidden_token_between_spaces_never_survives(
+    before: str, secret: str, after: str
+) -> None:
+    field = f"{before} {secret} {after}"
+    assert secret not in REDACTOR.redact_text(field, "path")
+    assert all(secret not in entry for entry in REDACTOR.redact_argv(("app", field)).argv)
+
+
+@settings(max_examples=200)
+@given(st.text(min_size=1, max_size=30).filter(lambda s: not s.startswith(("-", "="))))
+def test_flag_value_never_survives(value: str) -> None:
+    argv = ("app", "--password", value, f"--api-key={value}")
+    assert REDACTOR.redact_argv(argv).argv == ("app", "--password", "***", "--api-key=***")
+
+
+# Inputs built to make backtracking regexes slow: long runs of what a rule
+# wants, repeated starting points, a missing final character.
+ADVERSARIAL = [
+    "a", "A_", "-", " ", "mysql ", "mysql -u x ", "sshpass ", "curl ", "curl -H x ", "http://",
+    "a://bbbbbbbbbb", "a://x:", "?", "eyJ", "eyJ_", ".", "password", "password =", '"', "'",
+    "--a-", "-a", "PASSWORD", "x:", "@", "1", "\\", "--password=x ", "authorization",
+    "hooks.slack.com/services/", "-----BEGIN ", "ghp_", "sk-", "SG.", "u:p@", "&token=",
+    "aws_secret_access_key", '"password":', "\n", "12345678:AA", "AccountKey=", "xoxb-",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL)
+def test_worst_case_input_is_bounded(unit: str) -> None:
+    """A field of the maximum length takes well under a second, even inside sh -c."""
+    value = (unit * (DEFAULT_MAX_FIELD_CHARS // len(unit) + 1))[:DEFAULT_MAX_FIELD_CHARS]
+    started = time.perf_counter()
+    result = REDACTOR.redact_argv(("bash", "-c", value))
+    REDACTOR.redact_text(value, "path")
+    elapsed = time.perf_counter() - started
+    assert result.argv[2] != ERROR_MARKER
+    assert elapsed < 2.0, f"{unit!r}: {elapsed:.2f}s"
