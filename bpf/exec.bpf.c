@@ -9,6 +9,27 @@
  */
 #include "tracehound.h"
 
+#ifdef TH_PROBE_EXEC_EXIT
+struct th_exit_status {
+    s32 code;
+    s32 signal;
+    u32 flags;
+};
+/* Not on the wire: the status came from exit_group(), which then kills the
+ * other threads with SIGKILL; those deliveries must not replace it. */
+#define TH_EXIT_BY_GROUP 0x100
+/* What each process said it would exit with, until its last thread exits. */
+BPF_HASH(th_exit_pending, u32, struct th_exit_status, TH_PENDING_MAX);
+
+/* Signals whose default action ends the process (signal(7)); 32-64 too. */
+#define TH_FATAL_SIGNALS                                                      \
+    ((1ULL << 1) | (1ULL << 2) | (1ULL << 3) | (1ULL << 4) | (1ULL << 5) |     \
+     (1ULL << 6) | (1ULL << 7) | (1ULL << 8) | (1ULL << 9) | (1ULL << 10) |    \
+     (1ULL << 11) | (1ULL << 12) | (1ULL << 13) | (1ULL << 14) |               \
+     (1ULL << 15) | (1ULL << 16) | (1ULL << 24) | (1ULL << 25) |               \
+     (1ULL << 26) | (1ULL << 27) | (1ULL << 29) | (1ULL << 30) | (1ULL << 31))
+#endif
+
 #if defined(TH_PROBE_EXEC_EXECVE) || defined(TH_PROBE_EXEC_EXECVEAT)
 /* The exec being attempted by each task, from entry to exit, built in place:
  * a th_exec_event is far larger than the 512-byte stack. It is the same
@@ -68,6 +89,14 @@ static __always_inline int th_exec_exit(long ret)
     /* After a successful exec the header (comm, uid) is the new image's. */
     th_fill_header(&ev->h, TH_KIND_EXEC);
     ev->ret = (s32)ret;
+#ifdef TH_PROBE_EXEC_EXIT
+    if (ret == 0) {
+        /* exec killed the process's other threads with SIGKILL: that is not
+         * how the process will end. */
+        u32 pid = ev->h.pid;
+        th_exit_pending.delete(&pid);
+    }
+#endif
     th_count(TH_KIND_EXEC, th_events.ringbuf_output(ev, sizeof(*ev), th_submit_flags()) != 0);
     return 0;
 }
@@ -115,7 +144,7 @@ int th_task_newtask(struct tracepoint__task__task_newtask *args)
     if (TH_SCOPED) {
         u8 one = 1;
         if (th_scope.update(&child, &one))
-            th_count(TH_KIND_FORK, 1); /* scope full: the child goes untraced */
+            th_error(TH_ERR_SCOPE_FULL); /* the child's subtree goes untraced */
     }
     struct th_fork_event *ev = th_events.ringbuf_reserve(sizeof(*ev));
     if (!ev) {
@@ -133,74 +162,100 @@ int th_task_newtask(struct tracepoint__task__task_newtask *args)
 #endif
 
 #ifdef TH_PROBE_EXEC_EXIT
-struct th_exit_status {
-    s32 code;
-    s32 signal;
-    u32 flags;
-};
-/* What each process said it would exit with, until its last thread exits. */
-BPF_HASH(th_exit_pending, u32, struct th_exit_status, TH_PENDING_MAX);
 
-static __always_inline int th_note_exit_code(long code)
+/* The last default-fatal signal sent to each task (by the pid the sender
+ * named). A fatal signal sent to a process is usually turned by the kernel
+ * into a group exit in which every thread is delivered SIGKILL: only the
+ * sender's side (signal_generate) still knows it was, say, SIGTERM. */
+BPF_TABLE("lru_hash", u32, s32, th_signal_sent, TH_PENDING_MAX);
+
+static __always_inline int th_is_fatal_by_default(int sig)
+{
+    if (sig <= 0 || sig > 64)
+        return 0;
+    return sig >= 32 || ((TH_FATAL_SIGNALS >> sig) & 1);
+}
+
+static __always_inline int th_note_exit_code(long code, u32 flags)
 {
     u32 pid = bpf_get_current_pid_tgid() >> 32;
     if (!th_traced(pid))
         return 0;
+    struct th_exit_status *old = th_exit_pending.lookup(&pid);
+    if (old && (old->flags & TH_EXIT_BY_GROUP))
+        return 0; /* a thread's exit() racing exit_group(): the group's code wins */
     struct th_exit_status st = {};
     st.code = code & 0xff;
-    st.flags = TH_EXIT_HAVE_CODE;
-    th_exit_pending.update(&pid, &st);
+    st.flags = TH_EXIT_HAVE_CODE | flags;
+    if (th_exit_pending.update(&pid, &st))
+        th_error(TH_ERR_EXIT_STATUS_FULL);
     return 0;
 }
 
 int th_enter_exit_group(struct th_sys_enter_ctx *ctx)
 {
-    return th_note_exit_code(ctx->args[0]);
+    return th_note_exit_code(ctx->args[0], TH_EXIT_BY_GROUP);
 }
 
 int th_enter_exit(struct th_sys_enter_ctx *ctx)
 {
     /* exit() ends one thread; its code is the process's only if this is the
-     * last thread, which sched_process_exit's group_dead tells below. */
-    return th_note_exit_code(ctx->args[0]);
+     * last thread, which sched_process_exit tells below. */
+    return th_note_exit_code(ctx->args[0], 0);
 }
 
-/* Signals whose default action ends the process (signal(7)). */
-#define TH_FATAL_SIGNALS                                                      \
-    ((1ULL << 1) | (1ULL << 2) | (1ULL << 3) | (1ULL << 4) | (1ULL << 5) |     \
-     (1ULL << 6) | (1ULL << 7) | (1ULL << 8) | (1ULL << 9) | (1ULL << 10) |    \
-     (1ULL << 11) | (1ULL << 12) | (1ULL << 13) | (1ULL << 14) |               \
-     (1ULL << 15) | (1ULL << 16) | (1ULL << 24) | (1ULL << 25) |               \
-     (1ULL << 26) | (1ULL << 27) | (1ULL << 29) | (1ULL << 30) | (1ULL << 31))
+int th_signal_generate(struct tracepoint__signal__signal_generate *args)
+{
+    if (args->result != 0 /* TRACE_SIGNAL_DELIVERED */ || !th_is_fatal_by_default(args->sig))
+        return 0;
+    u32 target = args->pid;
+    s32 sig = args->sig;
+    th_signal_sent.update(&target, &sig);
+    return 0;
+}
 
 int th_signal_deliver(struct tracepoint__signal__signal_deliver *args)
 {
     int sig = args->sig;
-    if (args->sa_handler != 0 /* SIG_DFL */ || sig <= 0 || sig > 64)
+    if (args->sa_handler != 0 /* SIG_DFL */ || !th_is_fatal_by_default(sig))
         return 0;
-    if (sig < 32 && !((TH_FATAL_SIGNALS >> sig) & 1))
-        return 0;
-    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 pid = pid_tgid >> 32, tid = (u32)pid_tgid;
     if (!th_traced(pid))
         return 0;
-    /* The first fatal signal decides; later ones are the kernel's SIGKILLs
-     * to the other threads of a dying group. A code left by a thread's exit()
-     * is overridden: the process did not end by that exit. */
     struct th_exit_status *old = th_exit_pending.lookup(&pid);
-    if (old && (old->flags & TH_EXIT_HAVE_SIGNAL))
-        return 0;
+    if (old && (old->flags & (TH_EXIT_HAVE_SIGNAL | TH_EXIT_BY_GROUP)))
+        return 0; /* the first fatal signal decides; exit_group's SIGKILLs don't */
+    if (sig == 9) {
+        /* SIGKILL here is most often the kernel's group exit for the signal
+         * really sent: look it up, by process, then by thread. */
+        s32 *sent = th_signal_sent.lookup(&pid);
+        if (!sent)
+            sent = th_signal_sent.lookup(&tid);
+        if (sent)
+            sig = *sent;
+    }
     struct th_exit_status st = {};
     st.signal = sig;
     st.flags = TH_EXIT_HAVE_SIGNAL;
-    th_exit_pending.update(&pid, &st);
+    if (th_exit_pending.update(&pid, &st))
+        th_error(TH_ERR_EXIT_STATUS_FULL);
     return 0;
 }
 
 int th_sched_exit(struct tracepoint__sched__sched_process_exit *args)
 {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 pid = pid_tgid >> 32;
+#ifdef TH_HAVE_GROUP_DEAD
     if (!args->group_dead)
         return 0; /* a thread, not the process */
-    u32 pid = bpf_get_current_pid_tgid() >> 32;
+#else
+    /* Kernels before group_dead (6.1): the leader's exit stands for the
+     * process. A leader that exits before its threads ends it early. */
+    if ((u32)pid_tgid != pid)
+        return 0;
+#endif
     if (!th_traced(pid)) {
         th_exit_pending.delete(&pid);
         return 0;
@@ -213,12 +268,13 @@ int th_sched_exit(struct tracepoint__sched__sched_process_exit *args)
         struct th_exit_status *st = th_exit_pending.lookup(&pid);
         ev->exit_code = st ? st->code : 0;
         ev->signal = st ? st->signal : 0;
-        ev->flags = st ? st->flags : 0;
+        ev->flags = st ? st->flags & (TH_EXIT_HAVE_CODE | TH_EXIT_HAVE_SIGNAL) : 0;
         ev->_pad0 = 0;
         th_events.ringbuf_submit(ev, th_submit_flags());
         th_count(TH_KIND_EXIT, 0);
     }
     th_exit_pending.delete(&pid);
+    th_signal_sent.delete(&pid);
     th_scope.delete(&pid);
     return 0;
 }

@@ -70,6 +70,11 @@
 #define TH_KIND_SYSCALL 6
 #define TH_NR_KINDS 7
 
+/* th_errors slots. */
+#define TH_ERR_SCOPE_FULL 0
+#define TH_ERR_EXIT_STATUS_FULL 1
+#define TH_NR_ERRORS 2
+
 /* File operations (th_file_event.op). */
 #define TH_FILE_OPEN 1
 #define TH_FILE_UNLINK 2
@@ -166,6 +171,14 @@ BPF_HASH(th_scope, __u32, __u8, TH_SCOPE_MAX);
 BPF_PERCPU_ARRAY(th_generated, __u64, TH_NR_KINDS);
 BPF_PERCPU_ARRAY(th_lost, __u64, TH_NR_KINDS);
 BPF_PERCPU_ARRAY(th_since_wakeup, __u64, 1);
+/* Capture is on while th_enabled[0] is 1. Stopping clears it first: every
+ * handler stops at once, where detaching 50 tracepoints one by one takes
+ * seconds (an RCU grace period each) with some kinds still attached. */
+BPF_ARRAY(th_enabled, __u32, 1);
+/* Problems that are not a record's loss: TH_ERR_SCOPE_FULL counts children
+ * that could not be put in a profile's scope (their whole subtree goes
+ * untraced), TH_ERR_EXIT_STATUS_FULL exit statuses that found no room. */
+BPF_PERCPU_ARRAY(th_errors, __u64, TH_NR_ERRORS);
 
 /* The raw layout of every syscalls:sys_enter_* / sys_exit_* tracepoint: the
  * syscall tracepoint ABI, the same for all of them, so one handler shape
@@ -196,10 +209,21 @@ static __always_inline void th_count(u32 kind, int lost)
     }
 }
 
-/* Is this process traced? The agent never is; in scoped mode (profile) only
- * processes whose tree root user space put in th_scope are. */
+static __always_inline void th_error(u32 slot)
+{
+    u64 *count = th_errors.lookup(&slot);
+    if (count)
+        (*count)++;
+}
+
+/* Is this process traced? Nothing is while capture is off; the agent never
+ * is; in scoped mode (profile) only processes in th_scope are. */
 static __always_inline int th_traced(u32 pid)
 {
+    u32 zero = 0;
+    u32 *enabled = th_enabled.lookup(&zero);
+    if (!enabled || !*enabled)
+        return 0;
     if (pid == TH_AGENT_PID)
         return 0;
     if (TH_SCOPED && !th_scope.lookup(&pid))

@@ -32,8 +32,9 @@ class Drain:
     """Moves records from ``capture``'s ring buffer to ``sink``.
 
     ``on_exit`` is told each process that exited (the syscall poller uses it
-    to read that process's final counts). Call :meth:`stop` to detach the
-    probes, empty the ring buffer, and return from :meth:`run`.
+    to read that process's final counts). Call :meth:`stop` to turn the
+    probes' handlers off, empty the ring buffer, and return from :meth:`run`
+    (detaching is the loader's close(), after the results are out).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class Drain:
         batch_max: int = DEFAULT_BATCH_MAX,
         on_exit: Callable[[int], None] | None = None,
         poll_interval: float = 0.05,
+        settle: float = 0.05,
     ) -> None:
         self.capture = capture
         self.sink = sink
@@ -52,6 +54,7 @@ class Drain:
         self.batch_max = batch_max
         self.on_exit = on_exit
         self.poll_interval = poll_interval
+        self.settle = settle
         self.paused = False  # tests hold the consumer back with this
         self._batch: list[KernelEvent] = []
         self._stop = trio.Event()
@@ -100,8 +103,10 @@ class Drain:
                 self._decode_batch(ring.read(self.batch_max))
                 await self._deliver()
                 await trio.lowlevel.checkpoint()
-            # Detach first: nothing new arrives; then empty what is left.
-            self.capture.detach()
+            # Turn every handler off at once; let syscalls already past their
+            # check land (a handler runs for microseconds); then empty the ring.
+            self.capture.disable()
+            await trio.sleep(self.settle)
             while ring.pending():
                 self._decode_batch(ring.read(self.batch_max))
                 await self._deliver()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ class LoadOptions:
     pending_max: int = 10240
     scope_max: int = 65536
     syscall_keys_max: int = 65536
-    wakeup_every: int = 512  # records per CPU between forced consumer wakeups
+    wakeup_every: int | None = None  # records per CPU between wakeups; None: sized to the ring
     scoped: bool = False
     agent_pid: int = field(default_factory=os.getpid)
 
@@ -63,6 +64,35 @@ class LoadOptions:
             raise CaptureError(f"argv_max must be between 1 and 64, got {self.argv_max}")
         if not 16 <= self.arg_len <= 4096:
             raise CaptureError(f"arg_len must be between 16 and 4096, got {self.arg_len}")
+
+
+#: Macros defined when the running kernel's tracepoint has a field that
+#: older kernels lack: the C code falls back without it.
+FIELD_FEATURES: dict[str, tuple[str, str]] = {
+    "TH_HAVE_GROUP_DEAD": ("sched:sched_process_exit", "group_dead"),
+}
+
+
+def tracepoint_has_field(tracepoint: str, field: str, tracefs: Path = TRACEFS) -> bool:
+    category, _, event = tracepoint.partition(":")
+    try:
+        text = (tracefs / "events" / category / event / "format").read_text()
+    except OSError:
+        return False
+    return any(
+        line.strip().startswith("field:") and line.split(";")[0].rstrip().endswith(f" {field}")
+        for line in text.splitlines()
+    )
+
+
+def wakeup_every(options: LoadOptions) -> int:
+    """Records per CPU between forced wakeups: a quarter of the ring in the
+    largest records, so a burst never fills the ring between wakeups."""
+    if options.wakeup_every is not None:
+        return options.wakeup_every
+    largest = wire.WireDecoder(options.argv_max, options.arg_len).exec_size
+    ring = options.ringbuf_pages * RING_PAGE_SIZE
+    return max(1, min(512, ring // 4 // largest))
 
 
 def tracepoint_exists(tracepoint: str, tracefs: Path = TRACEFS) -> bool:
@@ -120,11 +150,16 @@ def compile_flags(options: LoadOptions, probes: Iterable[Probe]) -> list[str]:
         f"-DTH_PENDING_MAX={options.pending_max}",
         f"-DTH_SCOPE_MAX={options.scope_max}",
         f"-DTH_SYSCALL_KEYS_MAX={options.syscall_keys_max}",
-        f"-DTH_WAKEUP_EVERY={options.wakeup_every}",
+        f"-DTH_WAKEUP_EVERY={wakeup_every(options)}",
         f"-DTH_AGENT_PID={options.agent_pid}",
         f"-DTH_SCOPED={1 if options.scoped else 0}",
     ]
     flags += [f"-D{probe.macro}" for probe in probes]
+    flags += [
+        f"-D{macro}"
+        for macro, (tracepoint, field) in sorted(FIELD_FEATURES.items())
+        if tracepoint_has_field(tracepoint, field)
+    ]
     return flags
 
 
@@ -157,6 +192,10 @@ class LoadedCapture:
         scope = self._bpf[b"th_scope"]
         scope[scope.Key(pid)] = scope.Leaf(1)
 
+    def scope_size(self) -> int:
+        """Processes in scope now (they leave it when they exit)."""
+        return sum(1 for _ in self._bpf[b"th_scope"])
+
     # -- the ring buffer -----------------------------------------------------
     def mapped_ring(self) -> MappedRing:
         """The ring buffer, mapped for reading in this process. Its ``fd``
@@ -164,7 +203,28 @@ class LoadedCapture:
         table = self._bpf[b"th_events"]
         return MappedRing(int(table.map_fd), self.options.ringbuf_pages * RING_PAGE_SIZE)
 
+    # -- on and off ----------------------------------------------------------
+    def enable(self) -> None:
+        self._set_enabled(1)
+
+    def disable(self) -> None:
+        """Stop every handler at once (records already in flight still land:
+        give them a moment before the last drain). Detaching comes later."""
+        self._set_enabled(0)
+
+    def _set_enabled(self, value: int) -> None:
+        table = self._bpf[b"th_enabled"]
+        table[table.Key(0)] = table.Leaf(value)
+
     # -- counters ----------------------------------------------------------
+    def kernel_errors(self) -> dict[str, int]:
+        """Problems counted in the kernel that are not a record's loss."""
+        table = self._bpf[b"th_errors"]
+        return {
+            name: int(table.sum(table.Key(slot)).value)
+            for slot, name in enumerate(("scope_full", "exit_status_full"))
+        }
+
     def kernel_counters(self) -> dict[str, tuple[int, int]]:
         """Per kind: (generated, lost) summed over CPUs, as the kernel counts."""
         gen = self._bpf[b"th_generated"]
@@ -222,10 +282,20 @@ class LoadedCapture:
         self._attached = []
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        """Detach and free everything. Slow (each tracepoint detach waits for
+        an RCU grace period, ~70 ms here), so callers write their results
+        first. SIGINT/SIGTERM are held off meanwhile: an interrupt inside
+        bcc's detach would leave a half-closed fd behind."""
+        if self._closed:
+            return
+        self._closed = True
+        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
             self.detach()
             self._bpf.cleanup()
+        finally:
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
 
 
 def _syscall_names() -> dict[int, str]:
@@ -280,7 +350,7 @@ def load(options: LoadOptions) -> LoadedCapture:
     if not present:
         raise CaptureError("none of the configured probes' tracepoints exist on this kernel")
     try:
-        bpf = BPF(text=program_text(present), cflags=compile_flags(options, present))
+        bpf = BPF(text=program_text(present).encode(), cflags=compile_flags(options, present))
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CaptureError(f"compiling the BPF programs failed: {first}") from err
@@ -299,4 +369,6 @@ def load(options: LoadOptions) -> LoadedCapture:
             statuses.append(ProbeStatus(probe.name, probe.kind, False, f"attach failed: {reason}"))
         else:
             statuses.append(ProbeStatus(probe.name, probe.kind, True))
-    return LoadedCapture(bpf, options, statuses)
+    capture = LoadedCapture(bpf, options, statuses)
+    capture.enable()
+    return capture

@@ -65,6 +65,7 @@ PROBES: tuple[Probe, ...] = (
             ("sched:sched_process_exit", "th_sched_exit"),
             ("syscalls:sys_enter_exit_group", "th_enter_exit_group"),
             ("syscalls:sys_enter_exit", "th_enter_exit"),
+            ("signal:signal_generate", "th_signal_generate"),
             ("signal:signal_deliver", "th_signal_deliver"),
         ),
     ),

@@ -28,6 +28,9 @@ class CaptureStats(msgspec.Struct, frozen=True):
     kinds: dict[str, KindAccount]
     probes: list[ProbeStatus]
     balanced: bool
+    #: Counted in the kernel, not a record's loss: scope_full (children left
+    #: out of a profile's scope, with their subtrees), exit_status_full.
+    errors: dict[str, int]
     uptime_s: float
 
 
@@ -63,6 +66,7 @@ class CaptureSession:
             kinds=books,
             probes=list(self.capture.statuses),
             balanced=all(b.balanced for b in books.values()),
+            errors=self.capture.kernel_errors(),
             uptime_s=round(time.monotonic() - self._started, 3),
         )
 

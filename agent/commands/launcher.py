@@ -40,20 +40,32 @@ class Launched:
         return OSError(int(errno_text), message)
 
 
-def launch(argv: list[str]) -> Launched:
-    """Fork a child that will exec ``argv`` (searched on PATH) once released."""
+def launch(argv: list[str], executable: str | None = None) -> Launched:
+    """Fork a child that will exec ``argv`` once released.
+
+    ``executable`` is the resolved program (``shutil.which``); without it the
+    child searches PATH, and every miss is a real failed execve that a
+    profile would show. Returns once the child has finished its own setup,
+    so what it does before the door opens is not the command's doing.
+    """
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # the child: no Python-level cleanup, ever
         try:
             os.close(go_w)
             os.close(err_r)
+            os.close(ready_r)
             # Python ignores SIGPIPE and SIGXFSZ; the command must not inherit that.
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
+            os.write(ready_w, b"r")
             if os.read(go_r, 1) == b"x":
-                os.execvp(argv[0], argv)
+                if executable is None:
+                    os.execvp(argv[0], argv)
+                else:
+                    os.execv(executable, argv)
         except OSError as err:
             os.write(err_w, f"{err.errno}:{err.strerror}".encode())
         except BaseException:
@@ -62,6 +74,11 @@ def launch(argv: list[str]) -> Launched:
             os._exit(127)
     os.close(go_r)
     os.close(err_w)
+    os.close(ready_w)
+    try:
+        os.read(ready_r, 1)  # EOF instead if the child died first: release() says why
+    finally:
+        os.close(ready_r)
     return Launched(pid, go_w, err_r)
 
 

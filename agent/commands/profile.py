@@ -55,12 +55,31 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 
 def _output_path(args: argparse.Namespace) -> Path | None:
+    """Checked before the command runs: a bad path must not cost its profile."""
     if not args.output:
         return None
     path = Path(args.output)
+    if path.is_dir():
+        raise UsageError(f"--output {args.output}: is a directory; expected a file path")
     if not path.parent.is_dir():
         raise UsageError(f"--output {args.output}: directory {str(path.parent)!r} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"--output {args.output}: directory {str(path.parent)!r} is not writable")
     return path
+
+
+def _write(output: Path | None, data: bytes) -> None:
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, output)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"--output {output}: could not write the profile: {err.strerror}") from err
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,19 +89,14 @@ def main(args: argparse.Namespace) -> int:
     check_privileges()
     capture = load(options)
     try:
-        child = launch(command)
+        child = launch(command, shutil.which(command[0]))
         capture.add_to_scope(child.pid)
         profile, status = trio.run(_profile, capture, child, command)
+        data = encode_profile(profile) if args.format == "json" else render_text(profile).encode()
+        _write(output, data)
     finally:
-        capture.close()
-    data = encode_profile(profile) if args.format == "json" else render_text(profile).encode()
-    if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    else:
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, output)
+        capture.close()  # slow (detaching): after the profile is out
+    if output is not None:
         state = "complete" if profile.complete else "INCOMPLETE (see capture section)"
         print(
             f"tracehound: profile of {len(profile.processes)} processes written to {output} ({state})",
@@ -115,11 +129,22 @@ async def _profile(
             waiting.start_soon(_forward_signals, child.pid)
             wait_status = await _wait_child(child.pid)
             waiting.cancel_scope.cancel()
+        survivors = capture.scope_size()
         # run() returns once everything in flight was delivered.
         session.stop()
     if error is not None:
         raise RunError(f"profile: could not run {command[0]!r}: {error.strerror}", 126)
     stats = session.stats()
+    if survivors:
+        sink.note(
+            f"{survivors} processes of the tree were still running when the command exited;"
+            " what they did afterwards is not in this profile"
+        )
+    if stats.errors.get("scope_full"):
+        sink.note(
+            f"{stats.errors['scope_full']} child processes could not be added to the"
+            " scope (map full): they and their subtrees were not traced"
+        )
     profile = sink.finish()
     status = exit_status(wait_status)
     profile = msgspec.structs.replace(
@@ -130,7 +155,8 @@ async def _profile(
         probes=stats.probes,
         accounting=stats.kinds,
     )
-    profile = msgspec.structs.replace(profile, complete=is_complete(profile))
+    complete = is_complete(profile) and not survivors and not stats.errors.get("scope_full")
+    profile = msgspec.structs.replace(profile, complete=complete)
     return profile, status
 
 
