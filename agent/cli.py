@@ -43,7 +43,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_ONE_LINE = (UsageError, RunError, CaptureError)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BaseExceptionGroup as group:
+        # trio's nurseries wrap what their tasks raise: unwrap our own.
+        leaves = _leaves(group)
+        if leaves and all(isinstance(e, (*_ONE_LINE, KeyboardInterrupt)) for e in leaves):
+            first = next((e for e in leaves if isinstance(e, _ONE_LINE)), None)
+            if first is None:
+                print("tracehound: interrupted", file=sys.stderr)
+                return 130
+            print(f"tracehound: {first}", file=sys.stderr)
+            return int(getattr(first, "exit_status", 1))
+        raise
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -349,9 +349,37 @@ def test_syscall_counts_go_to_the_live_process_after_pid_reuse() -> None:
     ]
 
 
-def test_syscall_counts_for_unknown_pid_make_a_process() -> None:
-    prof = feed([counts(9, final=False, read=1)]).finish()
-    assert by_pid(prof)[9].syscalls == {"read": 1}
+def test_syscall_counts_alone_never_make_a_process() -> None:
+    """A phantom made from counts would never see its exit and would hold a
+    process slot forever."""
+    prof = feed([counts(9, final=False, read=1), counts(9, final=True, read=2)]).finish()
+    assert 9 not in by_pid(prof)
+
+
+def test_final_counts_retire_a_process_whose_exit_was_lost() -> None:
+    sink = feed([fork(1, 20, 1), counts(20, final=True, read=4)], max_processes=4)
+    prof = sink.finish()
+    assert by_pid(prof)[20].syscalls == {"read": 4}
+    # Retired, so it is evicted like any exited process to make room; had it
+    # stayed live, the third child would have been refused.
+    for child in (21, 22, 23):
+        sink.apply(fork(1, child, child))
+    pids = {p.pid for p in sink.finish().processes}
+    assert pids == {1, 21, 22, 23}
+    assert sink.evictions["processes"] == 1
+
+
+def test_total_caps_bound_the_whole_profile() -> None:
+    events: list[Event] = []
+    for pid in range(10, 14):
+        events.append(fork(1, pid, pid))
+        events += [file_(pid, 100 + i, f"/p{pid}/{i}") for i in range(5)]
+    sink = feed(events, max_files=100, max_total_files=12)
+    prof = sink.finish()
+    kept = sum(len(p.files) for p in prof.processes)
+    assert kept == 12
+    assert prof.evictions["files"] == 20 - 12
+    assert sum(p.evicted.get("files", 0) for p in prof.processes) == 8
 
 
 def test_accounting_counts_every_event_by_kind() -> None:

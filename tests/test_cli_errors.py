@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,51 @@ def test_bad_arguments(args: tuple[str, ...], needle: str) -> None:
     result = run_cli(*args)
     assert_one_line_error(result, needle)
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("profile", "--output", "/tmp", "--", "true"), "is a directory"),
+        (("run", "--duration", "-1"), "--duration"),
+        (("run", "--duration", "0"), "--duration"),
+        (("run", "--events", "/tmp"), "is a directory"),
+    ],
+)
+def test_bad_output_and_duration(args: tuple[str, ...], needle: str) -> None:
+    result = run_cli(*args)
+    assert_one_line_error(result, needle)
+    assert result.returncode == 2
+
+
+def test_run_survives_an_events_file_that_fails(kernel: None) -> None:
+    """/dev/full fails every write: the stream's consumer ends, its events
+    are counted as dropped, and the capture goes on to a clean exit."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = f"{tmp}/stats.json"
+        activity = subprocess.Popen(
+            [
+                "/bin/sh",
+                "-c",
+                "for i in $(seq 150); do cat /etc/hostname >/dev/null; sleep 0.02; done",
+            ]
+        )
+        result = run_cli(
+            "run", "--duration", "2", "--stats-interval", "0", "--no-seed",
+            "--events", "/dev/full", "--stats-file", stats,
+        )  # fmt: skip
+        activity.wait(timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "--events /dev/full: write failed" in result.stderr
+        books = json.loads(Path(stats).read_text())
+    assert books["balanced"] is True
+    dropped = sum(
+        k["sinks"]["streaming"]["dropped"]
+        for k in books["kinds"].values()
+        if "streaming" in k["sinks"]
+    )
+    assert dropped > 0

@@ -81,10 +81,18 @@ class Drain:
         batch, self._batch = self._batch, []
         record = self.sink.record
         on_exit = self.on_exit
-        for event in batch:
-            await record(event)
-            if on_exit is not None and type(event) is ExitEvent:
-                on_exit(event.pid)
+        done = 0
+        try:
+            for event in batch:
+                await record(event)
+                done += 1
+                if on_exit is not None and type(event) is ExitEvent:
+                    on_exit(event.pid)
+        finally:
+            # Cancelled or failed mid-batch: the event in hand was counted by
+            # the sink that gave up on it; the rest never reached any sink.
+            for event in batch[done + 1 :]:
+                self.ledger.abandoned[kind_of(event)] += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         ring = self.capture.mapped_ring()

@@ -46,6 +46,9 @@ class Ledger:
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
         self.decode_errors: Counter[str] = Counter()
+        #: Received but never handed to any sink (the drain was cancelled or
+        #: a sink failed mid-batch): a drop at every sink.
+        self.abandoned: Counter[str] = Counter()
 
     def account(
         self,

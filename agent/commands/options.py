@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from agent.capture.loader import LoadOptions
 from agent.capture.probes import PROBES, Probe, with_tracepoint_overrides
@@ -50,7 +52,15 @@ def probes_from_args(args: argparse.Namespace) -> tuple[Probe, ...]:
                 f"--disable-probe: unknown probe {name!r}; known: {', '.join(sorted(known))}"
             )
     probes = with_tracepoint_overrides(overrides)
-    return tuple(p for p in probes if p.name not in set(args.disable_probe))
+    disabled = set(args.disable_probe)
+    # A probe that extends a disabled one goes too: switched off, not missing.
+    while True:
+        kept = [p for p in probes if p.name not in disabled]
+        names = {p.name for p in kept}
+        dependents = {p.name for p in kept if any(r not in names for r in p.requires)}
+        if not dependents:
+            return tuple(kept)
+        disabled |= dependents
 
 
 def load_options_from_args(args: argparse.Namespace, *, scoped: bool) -> LoadOptions:
@@ -65,3 +75,18 @@ def load_options_from_args(args: argparse.Namespace, *, scoped: bool) -> LoadOpt
         ringbuf_pages=pages,
         scoped=scoped,
     )
+
+
+def output_path(option: str, value: str | None) -> Path | None:
+    """An output file named on the command line, checked before any work is
+    done, so a bad path costs nothing that was captured."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"{option} {value}: is a directory; expected a file path")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {value}: directory {str(path.parent)!r} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"{option} {value}: directory {str(path.parent)!r} is not writable")
+    return path

@@ -18,7 +18,7 @@ from agent.capture.events import ProcessSeen
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.session import CaptureSession
 from agent.commands.launcher import Launched, exit_status, launch
-from agent.commands.options import add_capture_arguments, load_options_from_args
+from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
 from agent.errors import RunError, UsageError
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.profile import Profile, encode_profile, is_complete, render_text
@@ -54,20 +54,6 @@ def _command(args: argparse.Namespace) -> list[str]:
     return command
 
 
-def _output_path(args: argparse.Namespace) -> Path | None:
-    """Checked before the command runs: a bad path must not cost its profile."""
-    if not args.output:
-        return None
-    path = Path(args.output)
-    if path.is_dir():
-        raise UsageError(f"--output {args.output}: is a directory; expected a file path")
-    if not path.parent.is_dir():
-        raise UsageError(f"--output {args.output}: directory {str(path.parent)!r} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise UsageError(f"--output {args.output}: directory {str(path.parent)!r} is not writable")
-    return path
-
-
 def _write(output: Path | None, data: bytes) -> None:
     if output is None:
         sys.stdout.buffer.write(data)
@@ -84,7 +70,7 @@ def _write(output: Path | None, data: bytes) -> None:
 
 def main(args: argparse.Namespace) -> int:
     command = _command(args)
-    output = _output_path(args)
+    output = output_path("--output", args.output)
     options = load_options_from_args(args, scoped=True)
     check_privileges()
     capture = load(options)

@@ -20,10 +20,11 @@ import trio
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.procfs import ProcessInfoCache, seed_processes
 from agent.capture.session import CaptureSession
-from agent.commands.options import add_capture_arguments, load_options_from_args
-from agent.errors import UsageError
+from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
+from agent.errors import RunError, UsageError
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
+from agent.sinks.profile import Profile, encode_profile
 from agent.sinks.streaming import StreamingSink
 from agent.sinks.tee import TeeSink
 
@@ -56,20 +57,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(handler=main)
 
 
-def _writable_parent(option: str, value: str | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value)
-    if not path.parent.is_dir():
-        raise UsageError(f"{option} {value}: directory {str(path.parent)!r} does not exist")
-    return path
-
-
 def main(args: argparse.Namespace) -> int:
-    stats_file = _writable_parent("--stats-file", args.stats_file)
-    profile_file = _writable_parent("--profile-file", args.profile_file)
-    events_file = _writable_parent("--events", args.events)
-    ready_file = _writable_parent("--ready-file", args.ready_file)
+    stats_file = output_path("--stats-file", args.stats_file)
+    profile_file = output_path("--profile-file", args.profile_file)
+    events_file = output_path("--events", args.events)
+    ready_file = output_path("--ready-file", args.ready_file)
+    if args.duration is not None and not args.duration > 0:
+        raise UsageError(f"--duration: expected a number of seconds above 0, got {args.duration}")
     if args.stream_capacity < 1:
         raise UsageError(f"--stream-capacity: expected at least 1, got {args.stream_capacity}")
     if args.stats_interval < 0:
@@ -83,23 +77,41 @@ def main(args: argparse.Namespace) -> int:
         capture.close()
 
 
+def _write_out(option: str, path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as err:
+        raise RunError(f"{option} {path}: could not write: {err.strerror}") from err
+
+
 def _say(line: str) -> None:
     print(f"tracehound: {line}", file=sys.stderr, flush=True)
 
 
 async def _write_events(stream: StreamingSink, path: Path) -> None:
-    """The stream's consumer: NDJSON, written in batches in a worker thread."""
+    """The stream's consumer: NDJSON, written in batches in a worker thread.
+
+    A write that fails (disk full, I/O error) ends the consumer, never the
+    capture: the stream then counts every later event as dropped (fail safe
+    on delivery), and the stats say so.
+    """
     encoder = msgspec.json.Encoder()
-    async with await trio.open_file(path, "wb") as out:
-        buffer = bytearray()
-        async for event in stream.receive_channel:
-            encoder.encode_into(event, buffer, len(buffer))
-            buffer += b"\n"
-            if len(buffer) >= 1 << 16 or not stream.depth:
+    try:
+        async with await trio.open_file(path, "wb") as out:
+            buffer = bytearray()
+            async for event in stream.receive_channel:
+                encoder.encode_into(event, buffer, len(buffer))
+                buffer += b"\n"
+                if len(buffer) >= 1 << 16 or not stream.depth:
+                    await out.write(bytes(buffer))
+                    buffer.clear()
+            if buffer:
                 await out.write(bytes(buffer))
-                buffer.clear()
-        if buffer:
-            await out.write(bytes(buffer))
+    except OSError as err:
+        _say(
+            f"--events {path}: write failed ({err.strerror}); further events are counted as dropped"
+        )
+        await stream.receive_channel.aclose()
 
 
 async def _run(
@@ -136,7 +148,7 @@ async def _run(
                     for seen in await trio.to_thread.run_sync(seed_processes, cache):
                         await sink.record(seen)
                 if ready_file is not None:
-                    ready_file.write_text(f"{os.getpid()}\n")
+                    _write_out("--ready-file", ready_file, f"{os.getpid()}\n".encode())
                 _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
                 with trio.move_on_after(args.duration if args.duration else float("inf")):
                     async for signum in signals:
@@ -144,14 +156,12 @@ async def _run(
                         break
                 session.stop()
         stats = session.stats()
-        result = sink.finish()
-    profile = aggregate.snapshot() if stream is not None else result
+        sink.finish()
+    profile: Profile = aggregate.snapshot()
     if stats_file is not None:
-        stats_file.write_bytes(msgspec.json.encode(stats) + b"\n")
+        _write_out("--stats-file", stats_file, msgspec.json.encode(stats) + b"\n")
     if profile_file is not None:
-        from agent.sinks.profile import encode_profile
-
-        profile_file.write_bytes(encode_profile(profile))  # type: ignore[arg-type]
+        _write_out("--profile-file", profile_file, encode_profile(profile))
     _say("final " + session.stats_line())
     if not stats.balanced:
         _say("WARNING: the books do not balance: " + ", ".join(

@@ -135,6 +135,9 @@ class AggregatingSink:
         max_endpoints: int = 1024,
         max_execs: int = 64,
         max_notes: int = 256,
+        max_total_files: int = 1 << 18,
+        max_total_endpoints: int = 1 << 16,
+        max_total_execs: int = 1 << 16,
     ) -> None:
         self.name = name
         self.max_processes = max_processes
@@ -142,6 +145,11 @@ class AggregatingSink:
         self.max_endpoints = max_endpoints
         self.max_execs = max_execs
         self.max_notes = max_notes
+        # Per-process caps times processes is no bound at all (~70 GB at the
+        # defaults): the totals are capped too.
+        self.max_total = {"files": max_total_files, "endpoints": max_total_endpoints,
+                          "execs": max_total_execs}  # fmt: skip
+        self.totals: Counter[str] = Counter()
         self._live: dict[int, _Proc] = {}
         self._exited: OrderedDict[int, _Proc] = OrderedDict()  # keyed by a serial
         self._serial = 0
@@ -162,11 +170,14 @@ class AggregatingSink:
             self._file(event)
         elif isinstance(event, SyscallCounts):
             # The last reading comes after the exit record: look there too.
+            # Counts alone never make a process (a phantom that would never
+            # exit); a final reading for a live one means its exit was lost.
             proc = self._live.get(event.pid) or self._last_exited.get(event.pid)
-            if proc is None:
-                proc = self._proc(event.pid)
             if proc is not None:
                 proc.syscalls = dict(event.counts)
+                if event.final and self._live.get(event.pid) is proc:
+                    del self._live[event.pid]
+                    self._retire(proc)
         elif isinstance(event, NetEvent):
             self._net(event)
         elif isinstance(event, ExecEvent):
@@ -297,10 +308,7 @@ class AggregatingSink:
         proc = self._proc(event.pid)
         if proc is None:
             return
-        if len(proc.execs) >= self.max_execs:
-            proc.evicted["execs"] += 1
-            self.evictions["execs"] += 1
-        else:
+        if self._room(proc, "execs", len(proc.execs), self.max_execs):
             proc.execs.append(
                 ExecRecord(
                     ts_ns=event.ts_ns,
@@ -333,7 +341,19 @@ class AggregatingSink:
         _, old = self._exited.popitem(last=False)
         if self._last_exited.get(old.pid) is old:
             del self._last_exited[old.pid]
+        self.totals["files"] -= len(old.files)
+        self.totals["endpoints"] -= len(old.network)
+        self.totals["execs"] -= len(old.execs)
         self.evictions["processes"] += 1
+
+    def _room(self, proc: _Proc, what: str, held: int, cap: int) -> bool:
+        """May ``proc`` hold one more ``what``? If not, count the eviction."""
+        if held >= cap or self.totals[what] >= self.max_total[what]:
+            proc.evicted[what] += 1
+            self.evictions[what] += 1
+            return False
+        self.totals[what] += 1
+        return True
 
     def _retire(self, proc: _Proc) -> None:
         while len(self._live) + len(self._exited) >= self.max_processes and self._exited:
@@ -365,9 +385,7 @@ class AggregatingSink:
         key = (path, op, target, error)
         agg = proc.files.get(key)
         if agg is None:
-            if len(proc.files) >= self.max_files:
-                proc.evicted["files"] += 1
-                self.evictions["files"] += 1
+            if not self._room(proc, "files", len(proc.files), self.max_files):
                 return
             agg = _FileAgg(path, op, set(), 0, event.ts_ns, target, mode, error)
             proc.files[key] = agg
@@ -398,9 +416,7 @@ class AggregatingSink:
         key = (event.op, endpoint, error)
         agg = proc.network.get(key)
         if agg is None:
-            if len(proc.network) >= self.max_endpoints:
-                proc.evicted["endpoints"] += 1
-                self.evictions["endpoints"] += 1
+            if not self._room(proc, "endpoints", len(proc.network), self.max_endpoints):
                 return
             agg = _NetAgg(event.op, endpoint, 0, event.ts_ns, result, error)
             proc.network[key] = agg
