@@ -21,6 +21,7 @@ import trio
 from agent.capture.events import ExitEvent, KernelEvent, kind_of
 from agent.capture.ledger import Ledger
 from agent.capture.loader import LoadedCapture
+from agent.capture.ringbuf import MappedRing
 from agent.capture.wire import KIND_NAMES, WireError
 from agent.sinks.base import EventSink
 
@@ -57,6 +58,7 @@ class Drain:
         self.settle = settle
         self.paused = False  # tests hold the consumer back with this
         self._batch: list[KernelEvent] = []
+        self._ring: MappedRing | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._decode = capture.decoder.decode
@@ -95,7 +97,7 @@ class Drain:
                 self.ledger.abandoned[kind_of(event)] += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        ring = self.capture.mapped_ring()
+        ring = self._ring = self.capture.mapped_ring()
         task_status.started()
         try:
             while not self._stop.is_set():
@@ -120,8 +122,14 @@ class Drain:
                 await self._deliver()
         finally:
             trio.lowlevel.notify_closing(ring.fd)
+            self._ring = None
             ring.close()
             self._stopped.set()
+
+    def ring_depth(self) -> tuple[int, int] | None:
+        """(bytes waiting in the kernel ring, its size), while running."""
+        ring = self._ring
+        return None if ring is None else (ring.backlog(), ring.capacity)
 
     def stop(self) -> None:
         self._stop.set()

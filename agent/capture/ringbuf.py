@@ -75,7 +75,15 @@ class MappedRing:
             map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
         )
         self._data = memoryview(self._producer)[page:]
-        self._pos = _U64.unpack_from(self._consumer, 0)[0]
+        self._pos: int = int(_U64.unpack_from(self._consumer, 0)[0])
+
+    @property
+    def capacity(self) -> int:
+        return self.mask + 1
+
+    def backlog(self) -> int:
+        """Bytes written by the kernel and not yet read: the ring's depth."""
+        return max(0, self._producer_pos() - int(self._pos))
 
     def pending(self) -> bool:
         return bool(self._producer_pos() > self._pos)

@@ -78,6 +78,9 @@ class CaptureSession:
         )
         missing = sum(1 for s in self.capture.statuses if not s.attached)
         line = f"events {events} | lost {lost}"
+        ring = self.drain.ring_depth()
+        if ring is not None:
+            line += f" | ring {ring[0] // 1024}/{ring[1] // 1024} KiB"
         if depth:
             line += f" | {depth}"
         if missing:

@@ -1,0 +1,50 @@
+"""The /proc side: seeding marks what predates capture; the cache is bounded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from agent.capture.procfs import ProcessInfoCache, read_process, seed_processes
+
+
+def test_read_process_describes_a_real_process() -> None:
+    child = subprocess.Popen(["/bin/sleep", "5"])
+    try:
+        seen = read_process(child.pid, preexisting=False)
+        assert seen is not None
+        assert seen.pid == child.pid and seen.ppid == os.getpid()
+        assert seen.cmdline == ("/bin/sleep", "5")
+        assert seen.exe.endswith("sleep") and seen.comm == "sleep"
+        assert seen.uid == os.getuid() and seen.preexisting is False
+    finally:
+        child.kill()
+        child.wait()
+    assert read_process(child.pid, preexisting=False) is None  # gone
+
+
+def test_cache_is_bounded_and_counts() -> None:
+    cache = ProcessInfoCache(capacity=2)
+    pids = [os.getpid(), os.getppid(), 1]
+    for pid in pids:
+        assert cache.lookup(pid) is not None
+    assert len(cache) == 2
+    assert cache.evictions == 1 and cache.misses == 3
+    assert cache.lookup(pids[-1]) is not None
+    assert cache.hits == 1
+
+
+def test_seed_marks_everything_preexisting_and_skips_the_agent() -> None:
+    seeded = seed_processes(ProcessInfoCache(capacity=100_000), exclude=os.getpid())
+    pids = {p.pid for p in seeded}
+    assert 1 in pids and os.getpid() not in pids
+    assert all(p.preexisting for p in seeded)
+    starts = [(p.start_time, p.pid) for p in seeded]
+    assert starts == sorted(starts)
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ProcessInfoCache(capacity=0)
