@@ -21,7 +21,8 @@ from agent.commands.launcher import Launched, exit_status, launch
 from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
 from agent.errors import RunError, UsageError
 from agent.sinks.aggregating import AggregatingSink
-from agent.sinks.profile import Profile, encode_profile, is_complete, render_text
+from agent.sinks.profile import Profile, decode_profile, encode_profile, is_complete, render_text
+from agent.sinks.profile_diff import diff, render_drift
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,9 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--output", "-o", metavar="FILE", help="write the profile here (default: stdout)"
     )
-    parser.add_argument("--format", choices=("json", "text"), default="json")
+    parser.add_argument("--format", choices=("json", "text"), default=None,
+                        help="json (default for a profile) or text (default for diff)")  # fmt: skip
     add_capture_arguments(parser)
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]  or  diff A B")
     parser.set_defaults(handler=main)
 
 
@@ -69,6 +71,8 @@ def _write(output: Path | None, data: bytes) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.command and args.command[0] == "diff":
+        return diff_main(args.command[1:], args.format or "text")
     command = _command(args)
     output = output_path("--output", args.output)
     options = load_options_from_args(args, scoped=True)
@@ -78,7 +82,8 @@ def main(args: argparse.Namespace) -> int:
         child = launch(command, shutil.which(command[0]))
         capture.add_to_scope(child.pid)
         profile, status = trio.run(_profile, capture, child, command)
-        data = encode_profile(profile) if args.format == "json" else render_text(profile).encode()
+        text = args.format == "text"
+        data = render_text(profile).encode() if text else encode_profile(profile)
         _write(output, data)
     finally:
         capture.close()  # slow (detaching): after the profile is out
@@ -171,3 +176,30 @@ async def _forward_signals(pid: int) -> None:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     return
+
+
+def _read_profile(path: str) -> Profile:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UsageError(f"profile diff: {path}: {err.strerror}") from err
+    try:
+        return decode_profile(data)
+    except msgspec.ValidationError as err:
+        raise UsageError(f"profile diff: {path}: not a tracehound profile: {err}") from err
+    except msgspec.DecodeError as err:
+        raise UsageError(f"profile diff: {path}: not JSON: {err}") from err
+
+
+def diff_main(paths: list[str], output_format: str) -> int:
+    """``tracehound profile diff A B``: 0 when B did nothing A did not and
+    vice versa, 1 when there is drift (for CI), 2 on bad input."""
+    if len(paths) != 2:
+        raise UsageError("profile diff: expected two profile files: tracehound profile diff A B")
+    drift = diff(_read_profile(paths[0]), _read_profile(paths[1]))
+    if output_format == "json":
+        sys.stdout.buffer.write(msgspec.json.encode(drift) + b"\n")
+    else:
+        sys.stdout.write(render_drift(drift))
+    sys.stdout.flush()
+    return 1 if drift.any else 0
