@@ -1,0 +1,249 @@
+"""Deterministic export bundles: a tar an auditor can take elsewhere and verify.
+
+A bundle is an uncompressed ustar archive whose members are sorted by name,
+with mtime 0, uid/gid 0, empty user/group names and mode 0644::
+
+    manifest.json                       canonical JSON (:class:`BundleManifest`)
+    segments/0000000000000003.ndjson    the segments covering the range
+
+Which records: every segment holding a record in ``[from_seq, to_seq]``,
+each from its ``segment.start`` header (so each member verifies on its own
+terms), the last one cut after ``to_seq``. Records before ``from_seq`` in the
+first segment are included: slicing there would leave a member without a
+header. Nothing depends on the clock or on the records written after
+``to_seq``, so exporting the same range twice gives the same bytes; without
+``to_seq`` the range ends at the head at export time, which moves as the log
+grows.
+
+The manifest is not itself protected (whoever rewrites a member can rewrite
+it too): it catches damage in transit and says what the bundle claims. The
+records are what is verified, chain and seals, as in :mod:`.verify`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Final
+
+import blake3
+import msgspec
+
+from agent.evidence.canonical import canonical
+from agent.evidence.chain import ChainRecord, Head, Hex64, Seq
+from agent.evidence.seal import Seal
+from agent.evidence.store import CHECKPOINT, SEGMENT_NAME, segment_files
+from agent.evidence.verify import LogVerifier, VerifyReport
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BundleError",
+    "BundleManifest",
+    "BundleMember",
+    "export_bundle",
+    "verify_bundle",
+]
+
+BUNDLE_FORMAT: Final = "tracehound-bundle/1"
+MANIFEST: Final = "manifest.json"
+
+
+class BundleError(ValueError):
+    """A bundle can't be exported or read; ``member`` names the culprit when there is one.
+
+    The message is one line, meant for a person: ``verify`` prints it as is.
+    """
+
+    def __init__(self, message: str, member: str | None = None) -> None:
+        super().__init__(message)
+        self.member = member
+
+
+class BundleMember(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One archive member as the manifest lists it."""
+
+    path: str
+    size: Seq
+    blake3: Hex64
+
+
+class BundleManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a bundle holds: members with hashes, the range, the head, the seals.
+
+    ``from_seq``/``to_seq`` are the range asked for (None: open);
+    ``first_seq``/``last_seq`` what the members actually hold.
+    """
+
+    format: str
+    from_seq: Seq | None
+    to_seq: Seq | None
+    first_seq: Seq
+    last_seq: Seq
+    head: tuple[Seq, Hex64]
+    checkpoints: list[Seal]
+    members: list[BundleMember]
+
+
+def export_bundle(
+    state_dir: Path | str,
+    out_path: Path | str,
+    *,
+    from_seq: int | None = None,
+    to_seq: int | None = None,
+) -> BundleManifest:
+    """Write the bundle of ``[from_seq, to_seq]`` to ``out_path`` (atomically); return its manifest.
+
+    Reads only complete lines, so a store being written meanwhile is fine.
+    Raises :class:`BundleError` for an empty range or a ``to_seq`` past the
+    head (that export could not be repeated identically).
+    """
+    if from_seq is not None and to_seq is not None and from_seq > to_seq:
+        raise BundleError(f"from_seq {from_seq} is after to_seq {to_seq}")
+    members: list[tuple[str, bytes]] = []
+    checkpoints: list[Seal] = []
+    first_seq: int | None = None
+    last: ChainRecord | None = None
+    head_seq: int | None = None
+    for _, path in segment_files(Path(state_dir) / "segments"):
+        data = path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]  # complete lines only
+        kept: list[bytes] = []
+        seal_here: list[Seal] = []
+        in_range = False
+        for line in data.splitlines(keepends=True):
+            record = msgspec.json.decode(line, type=ChainRecord)
+            head_seq = record.seq
+            if to_seq is not None and record.seq > to_seq:
+                break
+            kept.append(line)
+            if from_seq is None or record.seq >= from_seq:
+                in_range = True
+            if record.type == CHECKPOINT:
+                seal_here.append(msgspec.convert(record.body, Seal))
+            last = record
+        if in_range:
+            members.append((f"segments/{path.name}", b"".join(kept)))
+            checkpoints.extend(seal_here)
+            if first_seq is None:
+                first_seq = msgspec.json.decode(kept[0], type=ChainRecord).seq
+        if to_seq is not None and head_seq is not None and head_seq > to_seq:
+            break
+    if first_seq is None or last is None:
+        raise BundleError(f"no records in the range {from_seq}..{to_seq}")
+    if to_seq is not None and last.seq < to_seq:
+        raise BundleError(f"to_seq {to_seq} is past the log's head (seq {last.seq})")
+    manifest = BundleManifest(
+        format=BUNDLE_FORMAT,
+        from_seq=from_seq,
+        to_seq=to_seq,
+        first_seq=first_seq,
+        last_seq=last.seq,
+        head=(last.seq, last.hash),
+        checkpoints=checkpoints,
+        members=[
+            BundleMember(path=name, size=len(data), blake3=blake3.blake3(data).hexdigest())
+            for name, data in members
+        ],
+    )
+    files = sorted([(MANIFEST, canonical(manifest) + b"\n"), *members])
+    out = Path(out_path)
+    tmp = out.with_name(out.name + ".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files:
+            tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+    os.replace(tmp, out)
+    return manifest
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def verify_bundle(
+    path: Path | str,
+    *,
+    key: bytes | None = None,
+    expect_head: Head | None = None,
+) -> VerifyReport:
+    """Check a bundle's members against its manifest, then verify its records.
+
+    Raises :class:`BundleError` (one line, naming the member) for a bundle
+    that is truncated, not a tar, lacks or has an unreadable manifest, or
+    has a member missing, extra, or with another size or hash. A bundle that
+    reads fine but whose records are broken gives a report with ``ok`` False.
+    The bundle may start mid-log (``history_from`` says where).
+    """
+    contents = _read_members(Path(path))
+    raw_manifest = contents.pop(MANIFEST, None)
+    if raw_manifest is None:
+        raise BundleError(f"{path}: no {MANIFEST} in the bundle", MANIFEST)
+    try:
+        manifest = msgspec.json.decode(raw_manifest, type=BundleManifest)
+    except msgspec.DecodeError as exc:
+        raise BundleError(f"{path}: {MANIFEST} is not a valid manifest: {exc}", MANIFEST) from None
+    if manifest.format != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: unknown bundle format {manifest.format!r}", MANIFEST)
+    listed = {member.path for member in manifest.members}
+    for extra in sorted(set(contents) - listed):
+        raise BundleError(f"{path}: member {extra} is not listed in the manifest", extra)
+    verifier = LogVerifier(key=key, expect_head=expect_head, partial=True)
+    for member in sorted(manifest.members, key=lambda m: m.path):
+        data = contents.get(member.path)
+        if data is None:
+            raise BundleError(f"{path}: member {member.path} is missing", member.path)
+        if len(data) != member.size or blake3.blake3(data).hexdigest() != member.blake3:
+            raise BundleError(
+                f"{path}: member {member.path} does not match its manifest hash (altered)",
+                member.path,
+            )
+        name = member.path.rsplit("/", 1)[-1]
+        match = SEGMENT_NAME.fullmatch(name)
+        if match is None:
+            raise BundleError(f"{path}: member {member.path} is not a segment file", member.path)
+        verifier.start_file(member.path, int(match.group(1)))
+        for line in data.splitlines(keepends=True):
+            if verifier.feed_line(line) is not None:
+                return verifier.finish()
+    report = verifier.finish()
+    if report.ok and report.head != manifest.head:
+        raise BundleError(
+            f"{path}: {MANIFEST} names head seq {manifest.head[0]}, but the records end at "
+            f"{report.head}",
+            MANIFEST,
+        )
+    return report
+
+
+def _read_members(path: Path) -> dict[str, bytes]:
+    """All regular members' bytes by name; tarfile's exceptions become :class:`BundleError`."""
+    contents: dict[str, bytes] = {}
+    current: str | None = None
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                current = info.name
+                if not info.isreg():
+                    raise BundleError(
+                        f"{path}: member {info.name} is not a regular file", info.name
+                    )
+                if info.name in contents:
+                    raise BundleError(f"{path}: member {info.name} appears twice", info.name)
+                handle = tar.extractfile(info)
+                assert handle is not None  # regular files always have data
+                contents[info.name] = handle.read()
+                current = None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        where = f"member {current}: " if current else ""
+        raise BundleError(
+            f"{path}: {where}truncated or not a bundle ({exc})".replace("\n", " "), current
+        ) from None
+    return contents

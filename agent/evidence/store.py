@@ -1,0 +1,734 @@
+"""The evidence log on disk: segments, group commit, seals, rotation, retention, recovery.
+
+This is the I/O layer over the sans-I/O cores (:mod:`.chain`, :mod:`.seal`).
+It is synchronous on purpose: a trio task calls it with
+``trio.to_thread.run_sync`` (or directly, accepting a short block) and the
+tests drive it with plain files.
+
+Layout of ``state_dir``::
+
+    segments/0000000000000000.ndjson   one canonical ChainRecord per line
+    segments/0000000000000001.ndjson
+    keys/seal.key                      current sealing state (0600), if sealed
+    recovered/<segment>-<offset>.torn  bytes cut off a torn tail, kept aside
+    lock                               flock'ed by the one writer
+
+The chain (seq, prev) runs on across segments. Every segment starts with a
+``segment.start`` record (:class:`SegmentStart`) naming its index and the
+previous segment's last ``(seq, hash)``, so removing a whole segment leaves a
+header that names a predecessor which is not there, and a seq jump.
+
+Record types this layer writes (callers may not use them, see
+:data:`RESERVED_TYPES`): ``segment.start``, ``checkpoint`` (body: a
+:class:`~agent.evidence.seal.Seal` over the record just before it),
+``segment.pruned`` (:class:`SegmentsPruned`), ``recovered``
+(:class:`Recovered`).
+
+Durability (``fsync``):
+
+- ``"always"``: every :meth:`EvidenceStore.append` commits and fsyncs before
+  returning; slow, nothing acknowledged is ever lost.
+- ``"batch"``: :meth:`EvidenceStore.commit` writes the buffered lines and
+  fsyncs once (group commit); a crash loses at most the uncommitted batch.
+- ``"never"``: commits write and flush but do not fsync (the kernel decides);
+  a power loss can lose acknowledged records *and a checkpoint whose key
+  was already ratcheted*, which later verifies as a seal epoch gap.
+
+Whatever the policy, :meth:`EvidenceStore.close` fsyncs, and the key file is
+always written with fsync + rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Final, Literal, TypeAlias, get_args
+
+import blake3
+import msgspec
+
+from agent.evidence.canonical import canonical
+from agent.evidence.chain import (
+    ZERO_HASH,
+    ChainRecord,
+    ChainVerifier,
+    ChainWriter,
+    Head,
+    Hex64,
+    Seq,
+    record_hash,
+)
+from agent.evidence.seal import KEY_SIZE, Seal, Sealer, encode_key, keygen, next_epoch_key
+
+__all__ = [
+    "CHECKPOINT",
+    "RECOVERED",
+    "RESERVED_TYPES",
+    "SEGMENT_NAME",
+    "SEGMENT_PRUNED",
+    "SEGMENT_START",
+    "EvidenceStore",
+    "FsyncPolicy",
+    "KeyState",
+    "PrunedSegment",
+    "Recovered",
+    "SegmentLink",
+    "SegmentStart",
+    "SegmentsPruned",
+    "StoreCorruptError",
+    "StoreLockedError",
+    "key_path",
+    "segment_files",
+    "segment_name",
+]
+
+SEGMENT_START: Final = "segment.start"
+CHECKPOINT: Final = "checkpoint"
+SEGMENT_PRUNED: Final = "segment.pruned"
+RECOVERED: Final = "recovered"
+RESERVED_TYPES: Final = frozenset({SEGMENT_START, CHECKPOINT, SEGMENT_PRUNED, RECOVERED})
+"""Record types only the store writes: a caller forging them could fake structure."""
+
+FsyncPolicy: TypeAlias = Literal["always", "batch", "never"]
+
+SEGMENT_NAME: Final = re.compile(r"(\d{16})\.ndjson")
+"""A segment file's name: its index in 16 digits."""
+_TAIL_BLOCK: Final = 64 * 1024
+
+
+class SegmentLink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The last record of a segment: what the next segment's header links to."""
+
+    index: Seq
+    seq: Seq
+    hash: Hex64
+
+
+class SegmentStart(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``segment.start``: this segment's index and its predecessor's end.
+
+    ``previous`` is None only for segment 0 of a log. ``started_ms`` is wall
+    time in milliseconds (nanoseconds exceed JSON's safe integer range); age
+    rotation counts from it, also after a restart.
+    """
+
+    index: Seq
+    previous: SegmentLink | None
+    started_ms: Seq
+
+
+class PrunedSegment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One segment deleted by retention: what it held, so the gap is explained."""
+
+    index: Seq
+    first_seq: Seq
+    last_seq: Seq
+    last_hash: Hex64
+    bytes: Seq
+
+
+class SegmentsPruned(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``segment.pruned``: the segments deleted (oldest first)."""
+
+    segments: list[PrunedSegment]
+
+
+class Recovered(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``recovered``: a torn tail found at open and moved aside.
+
+    ``seal``: if the torn bytes were a complete checkpoint whose newline never
+    made it to disk, its seal, carried over. The key file has already
+    ratcheted past that epoch, so without this the seals would show a gap.
+    """
+
+    segment: str
+    offset: Seq
+    length: Seq
+    blake3: Hex64
+    kept_as: str
+    seal: Seal | None = None
+
+
+class KeyState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Contents of ``keys/seal.key``: the sealer's current epoch, key and last MAC."""
+
+    epoch: Seq
+    key: Hex64
+    prev_seal: Hex64
+
+
+class StoreCorruptError(Exception):
+    """The log on disk is damaged in a way a crash cannot explain; the store won't write.
+
+    A crash tears at most the last line. A bad line before the last one
+    means something else changed the file: run the verifier, don't paper
+    over it with new records.
+    """
+
+
+class StoreLockedError(Exception):
+    """Another process holds the store's lock: two writers would fork the chain."""
+
+
+def segment_name(index: int) -> str:
+    """File name of segment ``index``: 16 digits, so names sort like indexes."""
+    return f"{index:016d}.ndjson"
+
+
+def segment_files(segments_dir: Path) -> list[tuple[int, Path]]:
+    """The segment files in ``segments_dir`` as ``(index, path)``, oldest first."""
+    found: list[tuple[int, Path]] = []
+    if not segments_dir.is_dir():
+        return found
+    for entry in segments_dir.iterdir():
+        match = SEGMENT_NAME.fullmatch(entry.name)
+        if match is not None and entry.is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def key_path(state_dir: Path | str) -> Path:
+    """Where the sealing key of ``state_dir`` lives."""
+    return Path(state_dir) / "keys" / "seal.key"
+
+
+class EvidenceStore:
+    """Appends records to the segmented, hash-chained, sealed evidence log.
+
+    Opening recovers from a crash (see :meth:`_recover`), resumes the chain
+    and reopens the sealer from ``keys/seal.key``. Without a key file the
+    store still chains but writes no seals: :attr:`sealed` is False.
+
+    Not thread-safe: one task owns it. A second process opening the same
+    ``state_dir`` gets :class:`StoreLockedError`.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        segment_max_bytes: int = 64 * 1024 * 1024,
+        segment_max_age_s: float = 24 * 3600,
+        retain_max_bytes: int = 1024 * 1024 * 1024,
+        checkpoint_every_records: int = 1000,
+        checkpoint_every_s: float = 900,
+        fsync: FsyncPolicy = "batch",
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if fsync not in get_args(FsyncPolicy):
+            raise ValueError(f"fsync must be one of always, batch, never; got {fsync!r}")
+        for name, value in (
+            ("segment_max_bytes", segment_max_bytes),
+            ("segment_max_age_s", segment_max_age_s),
+            ("retain_max_bytes", retain_max_bytes),
+            ("checkpoint_every_records", checkpoint_every_records),
+            ("checkpoint_every_s", checkpoint_every_s),
+        ):
+            if isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        self._dir = Path(state_dir)
+        self._segments_dir = self._dir / "segments"
+        self._segment_max_bytes = segment_max_bytes
+        self._segment_max_age_ms = int(segment_max_age_s * 1000)
+        self._retain_max_bytes = retain_max_bytes
+        self._checkpoint_every_records = checkpoint_every_records
+        self._checkpoint_every_ns = int(checkpoint_every_s * 1_000_000_000)
+        self._fsync: FsyncPolicy = fsync
+        self._clock = clock
+
+        self._buffer: list[bytes] = []
+        self._file: IO[bytes] | None = None
+        self._closed = False
+        self._writer = ChainWriter()
+        self._segment_index = 0
+        self._segment_first_seq = 0
+        self._segment_bytes = 0
+        self._segment_started_ms = 0
+        self._since_checkpoint = 0
+        self._last_checkpoint_ns = clock()
+        self._sealer: Sealer | None = None
+
+        self._segments_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = self._take_lock()
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    # --- public --------------------------------------------------------------
+
+    @staticmethod
+    def keygen(state_dir: Path | str) -> str:
+        """Create the initial sealing key in ``state_dir``; return the verification key text.
+
+        The returned ``thk1-...`` text is the only copy of epoch 0's key once
+        the store has sealed once: store it off the host. Refuses
+        (:class:`FileExistsError`) if a key already exists, since replacing it
+        would orphan the verification key already handed out.
+        """
+        path = key_path(state_dir)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.exists():
+            raise FileExistsError(f"{path}: a seal key already exists; refusing to replace it")
+        initial = keygen()
+        state = KeyState(epoch=0, key=initial.hex(), prev_seal=ZERO_HASH)
+        tmp = path.with_name(path.name + ".new")
+        _write_synced(tmp, canonical(state) + b"\n")
+        try:
+            os.link(tmp, path)  # fails if a key appeared meanwhile: never overwrite
+        finally:
+            tmp.unlink()
+        _fsync_dir(path.parent)
+        return encode_key(initial)
+
+    @property
+    def sealed(self) -> bool:
+        """True if checkpoints are sealed; False if there is no key file (chain only)."""
+        return self._sealer is not None
+
+    @property
+    def head(self) -> Head | None:
+        """``(seq, hash)`` of the last record appended (committed or not)."""
+        return self._writer.head
+
+    @property
+    def segment_index(self) -> int:
+        """Index of the segment being written."""
+        return self._segment_index
+
+    @property
+    def state_dir(self) -> Path:
+        """The state directory this store writes."""
+        return self._dir
+
+    def append(self, type: str, body: object) -> ChainRecord:
+        """Append a record; it is durable only after :meth:`commit` (or at once with ``"always"``).
+
+        May also write a checkpoint or rotate the segment when one is due.
+        Raises :class:`ValueError` for a reserved or empty type and
+        :class:`~agent.evidence.canonical.CanonicalError` for a body without a
+        canonical form; then nothing was appended.
+        """
+        self._check_open()
+        if type in RESERVED_TYPES:
+            raise ValueError(f"record type {type!r} is reserved for the store itself")
+        record = self._append_record(type, body)
+        self._since_checkpoint += 1
+        self._maybe_roll()
+        if self._fsync == "always":
+            self.commit()
+        return record
+
+    def append_many(self, items: Iterable[tuple[str, object]]) -> list[ChainRecord]:
+        """Append ``(type, body)`` pairs, then commit once."""
+        records = [self.append(type, body) for type, body in items]
+        self.commit()
+        return records
+
+    def commit(self) -> None:
+        """Write and flush the buffered records; fsync unless the policy is ``"never"``."""
+        self._check_open()
+        self._flush(sync=self._fsync != "never")
+
+    def tick(self) -> None:
+        """Write a checkpoint or rotate if one is due by time; call it periodically when idle."""
+        self._check_open()
+        self._maybe_roll()
+
+    def checkpoint(self) -> Seal | None:
+        """Seal the current head now (None without a key); commits."""
+        self._check_open()
+        return self._checkpoint()
+
+    def close(self) -> None:
+        """Final checkpoint, commit, fsync, release the lock. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._since_checkpoint:
+                self._checkpoint()
+            self._flush(sync=True)
+        finally:
+            self._closed = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            if self._sealer is not None:
+                self._sealer.erase()
+            self._release()
+
+    def __enter__(self) -> EvidenceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the evidence store is closed")
+
+    def _append_record(self, type: str, body: object) -> ChainRecord:
+        record, line = self._writer.append(type, body)
+        self._buffer.append(line)
+        self._segment_bytes += len(line)
+        return record
+
+    def _flush(self, *, sync: bool) -> None:
+        assert self._file is not None
+        if self._buffer:
+            self._file.write(b"".join(self._buffer))
+            self._buffer.clear()
+            self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
+
+    def _maybe_roll(self) -> None:
+        now = self._clock()
+        if (
+            self._sealer is not None
+            and self._since_checkpoint
+            and (
+                self._since_checkpoint >= self._checkpoint_every_records
+                or now - self._last_checkpoint_ns >= self._checkpoint_every_ns
+            )
+        ):
+            self._checkpoint()
+        age_ms = now // 1_000_000 - self._segment_started_ms
+        if self._segment_bytes >= self._segment_max_bytes or age_ms >= self._segment_max_age_ms:
+            self._rotate()
+
+    def _checkpoint(self) -> Seal | None:
+        """Seal the head, append the seal, make it durable, then persist the ratcheted key.
+
+        Record first, key second: after a crash in between, the log has a seal
+        the key file has not caught up with, and :meth:`_open` ratchets the
+        key forward to match. The other order could lose a seal for good.
+        """
+        if self._sealer is None:
+            self._flush(sync=self._fsync != "never")
+            return None
+        head = self._writer.head
+        assert head is not None  # every segment starts with its header
+        sealed = self._sealer.seal(*head)
+        self._append_record(CHECKPOINT, sealed)
+        self._flush(sync=self._fsync != "never")
+        self._persist_key()
+        self._since_checkpoint = 0
+        self._last_checkpoint_ns = self._clock()
+        return sealed
+
+    def _persist_key(self) -> None:
+        assert self._sealer is not None
+        state = KeyState(
+            epoch=self._sealer.epoch,
+            key=self._sealer.export_key().hex(),
+            prev_seal=self._sealer.prev_seal,
+        )
+        path = key_path(self._dir)
+        tmp = path.with_name(path.name + ".new")
+        _write_synced(tmp, canonical(state) + b"\n")
+        os.replace(tmp, path)  # the old key's file is gone with the rename
+        _fsync_dir(path.parent)
+
+    def _rotate(self) -> None:
+        """Close the segment (checkpoint first), start the next one, then apply retention."""
+        if self._since_checkpoint:
+            self._checkpoint()
+        self._flush(sync=self._fsync != "never")
+        assert self._file is not None
+        self._file.close()
+        head = self._writer.head
+        assert head is not None
+        previous = SegmentLink(index=self._segment_index, seq=head[0], hash=head[1])
+        self._start_segment(self._segment_index + 1, previous)
+        self._enforce_retention()
+
+    def _start_segment(self, index: int, previous: SegmentLink | None) -> None:
+        path = self._segments_dir / segment_name(index)
+        self._file = open(path, "ab")  # noqa: SIM115  (held open across calls)
+        self._segment_index = index
+        self._segment_bytes = self._file.seek(0, os.SEEK_END)
+        self._segment_started_ms = self._clock() // 1_000_000
+        self._segment_first_seq = self._writer.next_seq
+        body = SegmentStart(index=index, previous=previous, started_ms=self._segment_started_ms)
+        self._append_record(SEGMENT_START, body)
+        self._flush(sync=self._fsync != "never")
+        _fsync_dir(self._segments_dir)
+
+    def _enforce_retention(self) -> None:
+        """Delete the oldest whole segments (never the current) while over budget.
+
+        The ``segment.pruned`` record is made durable before any file is
+        deleted: a crash in between leaves segments that are recorded as
+        pruned but still there, which verifies; the other order would leave
+        an unexplained hole.
+        """
+        older = [(i, p) for i, p in segment_files(self._segments_dir) if i < self._segment_index]
+        sizes = [p.stat().st_size for _, p in older]
+        total = sum(sizes) + self._segment_bytes
+        doomed: list[tuple[int, Path, int]] = []
+        for (index, path), size in zip(older, sizes, strict=True):
+            if total <= self._retain_max_bytes:
+                break
+            doomed.append((index, path, size))
+            total -= size
+        if not doomed:
+            return
+        pruned = [_describe_segment(index, path, size) for index, path, size in doomed]
+        self._append_record(SEGMENT_PRUNED, SegmentsPruned(segments=pruned))
+        self._flush(sync=True)
+        for _, path, _ in doomed:
+            path.unlink()
+        _fsync_dir(self._segments_dir)
+
+    # --- opening and recovery ----------------------------------------------------
+
+    def _take_lock(self) -> int:
+        fd = os.open(self._dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLockedError(f"{self._dir}: another process is writing this store") from None
+        return fd
+
+    def _release(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+    def _open(self) -> None:
+        segments = segment_files(self._segments_dir)
+        last_seal: Seal | None = None
+        if not segments:
+            self._start_segment(0, None)
+        else:
+            last_seal = self._recover(segments)
+            if last_seal is None:
+                last_seal = _last_seal(p for _, p in reversed(segments[:-1]))
+        self._open_sealer(last_seal)
+        self._enforce_retention()
+
+    def _recover(self, segments: list[tuple[int, Path]]) -> Seal | None:
+        """Check the last segment, cut off a torn tail, resume the chain there.
+
+        Returns the last seal found in the last segment, for the sealer.
+        Only the last line may be bad (a crash tears at most what was being
+        written); anything else is :class:`StoreCorruptError`.
+        """
+        index, path = segments[-1]
+        data = path.read_bytes()
+        pieces = _split_lines(data)
+        verifier: ChainVerifier | None = None
+        torn_at: int | None = None
+        first: ChainRecord | None = None
+        last_seal: Seal | None = None
+        for number, (offset, piece) in enumerate(pieces):
+            is_last = number == len(pieces) - 1
+            if not piece.endswith(b"\n"):
+                torn_at = offset
+                break
+            if verifier is None:
+                first = _try_record(piece)
+                genesis = None if first is None or first.seq == 0 else (first.seq - 1, first.prev)
+                verifier = ChainVerifier(genesis=genesis)
+            if verifier.feed_line(piece) is not None:
+                if not is_last:
+                    raise StoreCorruptError(
+                        f"{path}: line {number + 1} is not a valid next record, and it is not "
+                        "the last line: not a crash; verify the log before writing to it"
+                    )
+                torn_at = offset
+                break
+            record = msgspec.json.decode(piece, type=ChainRecord)
+            if number == 0 and record.type != SEGMENT_START:
+                raise StoreCorruptError(f"{path}: does not begin with a {SEGMENT_START} record")
+            if record.type == CHECKPOINT:
+                last_seal = msgspec.convert(record.body, Seal)
+
+        torn: tuple[int, bytes] | None = None
+        if torn_at is not None:
+            torn = (torn_at, data[torn_at:])
+            kept = self._dir / "recovered" / f"{path.stem}-{torn_at}.torn"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            _write_synced(kept, torn[1])
+            with open(path, "r+b") as handle:
+                handle.truncate(torn_at)
+                os.fsync(handle.fileno())
+
+        head = verifier.head if verifier is not None else None
+        if head is None:
+            # Nothing good left in the last segment: rewrite its header.
+            previous: SegmentLink | None = None
+            if len(segments) > 1:
+                prev_index, prev_path = segments[-2]
+                last = _last_record(prev_path)
+                previous = SegmentLink(index=prev_index, seq=last.seq, hash=last.hash)
+                self._writer = ChainWriter(head=(last.seq, last.hash))
+            elif index != 0:
+                raise StoreCorruptError(
+                    f"{path}: the only segment has no valid header and is not segment 0"
+                )
+            with open(path, "r+b") as handle:
+                handle.truncate(0)
+            self._start_segment(index, previous)
+        else:
+            assert first is not None
+            self._writer = ChainWriter(head=head)
+            self._file = open(path, "ab")  # noqa: SIM115  (held open across calls)
+            self._segment_index = index
+            self._segment_bytes = self._file.seek(0, os.SEEK_END)
+            self._segment_first_seq = first.seq
+            start = msgspec.convert(first.body, SegmentStart)
+            self._segment_started_ms = start.started_ms
+
+        if torn is not None:
+            offset, raw = torn
+            lost_seal = _lost_seal(raw, self._writer.head)
+            self._append_record(
+                RECOVERED,
+                Recovered(
+                    segment=path.name,
+                    offset=offset,
+                    length=len(raw),
+                    blake3=blake3.blake3(raw).hexdigest(),
+                    kept_as=f"recovered/{path.stem}-{offset}.torn",
+                    seal=lost_seal,
+                ),
+            )
+            self._flush(sync=True)
+            if lost_seal is not None:
+                last_seal = lost_seal
+        return last_seal
+
+    def _open_sealer(self, last_seal: Seal | None) -> None:
+        """Load the key file; if the log holds seals it hasn't caught up with, ratchet on."""
+        path = key_path(self._dir)
+        if not path.exists():
+            return
+        state = msgspec.json.decode(path.read_bytes(), type=KeyState)
+        key = bytes.fromhex(state.key)
+        if len(key) != KEY_SIZE:
+            raise StoreCorruptError(f"{path}: not a {KEY_SIZE}-byte key")
+        epoch, prev_seal = state.epoch, state.prev_seal
+        if last_seal is not None and last_seal.epoch >= epoch:
+            for _ in range(last_seal.epoch + 1 - epoch):
+                key = next_epoch_key(key)
+            epoch, prev_seal = last_seal.epoch + 1, last_seal.mac
+        self._sealer = Sealer(key, epoch=epoch, prev_seal=prev_seal)
+        if epoch != state.epoch:
+            self._persist_key()
+
+
+def _lost_seal(raw: bytes, head: Head | None) -> Seal | None:
+    """The seal in ``raw`` if it is a whole, valid checkpoint record over ``head``."""
+    record = _try_record(raw.rstrip(b"\n"))
+    if record is None or head is None or record.type != CHECKPOINT:
+        return None
+    if record.prev != head[1] or record.seq != head[0] + 1 or record_hash(record) != record.hash:
+        return None
+    try:
+        seal = msgspec.convert(record.body, Seal)
+    except msgspec.ValidationError:
+        return None
+    return seal if seal.head == head else None
+
+
+def _split_lines(data: bytes) -> list[tuple[int, bytes]]:
+    """``(offset, line)`` pairs; each line keeps its ``\\n``, a torn last one has none."""
+    pieces: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < len(data):
+        newline = data.find(b"\n", pos)
+        end = len(data) if newline < 0 else newline + 1
+        pieces.append((pos, data[pos:end]))
+        pos = end
+    return pieces
+
+
+def _try_record(line: bytes) -> ChainRecord | None:
+    try:
+        return msgspec.json.decode(line, type=ChainRecord)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
+def _first_record(path: Path) -> ChainRecord:
+    with open(path, "rb") as handle:
+        line = handle.readline()
+    record = _try_record(line)
+    if record is None:
+        raise StoreCorruptError(f"{path}: the first line is not a chain record")
+    return record
+
+
+def _last_record(path: Path) -> ChainRecord:
+    """The last complete line of ``path``, read backwards from the end in blocks."""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        tail = b""
+        pos = end
+        while pos > 0:
+            step = min(_TAIL_BLOCK, pos)
+            pos -= step
+            handle.seek(pos)
+            tail = handle.read(step) + tail
+            body = tail[:-1] if tail.endswith(b"\n") else tail
+            cut = body.rfind(b"\n")
+            if cut >= 0:
+                tail = body[cut + 1 :]
+                break
+        line = tail.rstrip(b"\n")
+    record = _try_record(line)
+    if record is None:
+        raise StoreCorruptError(f"{path}: the last line is not a chain record")
+    return record
+
+
+def _last_seal(paths: Iterable[Path]) -> Seal | None:
+    """The newest checkpoint's seal in ``paths`` (newest segment first), or None."""
+    for path in paths:
+        found: Seal | None = None
+        with open(path, "rb") as handle:
+            for line in handle:
+                record = _try_record(line)
+                if record is not None and record.type == CHECKPOINT:
+                    found = msgspec.convert(record.body, Seal)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe_segment(index: int, path: Path, size: int) -> PrunedSegment:
+    first, last = _first_record(path), _last_record(path)
+    return PrunedSegment(
+        index=index, first_seq=first.seq, last_seq=last.seq, last_hash=last.hash, bytes=size
+    )
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse directory fsync
+            os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,182 @@
+"""Deterministic export bundles and their verification, including damaged bundles."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from agent.evidence.bundle import BundleError, export_bundle, verify_bundle
+from agent.evidence.seal import decode_key
+from agent.evidence.store import EvidenceStore
+from agent.evidence.verify import verify_store
+
+
+class Clock:
+    def __call__(self) -> int:
+        return 1_700_000_000 * 10**9
+
+
+def open_store(state: Path) -> EvidenceStore:
+    return EvidenceStore(
+        state,
+        segment_max_bytes=2500,
+        segment_max_age_s=3600,
+        retain_max_bytes=10**9,
+        checkpoint_every_records=5,
+        checkpoint_every_s=3600,
+        clock=Clock(),
+    )
+
+
+@pytest.fixture
+def sealed_log(tmp_path: Path) -> tuple[bytes, Path]:
+    state = tmp_path / "state"
+    key = decode_key(EvidenceStore.keygen(state))
+    with open_store(state) as store:
+        for i in range(50):
+            store.append("note", {"n": i})
+        store.commit()
+    return key, state
+
+
+def test_export_twice_gives_identical_bytes(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
+    _, state = sealed_log
+    a, b = tmp_path / "a.tar", tmp_path / "b.tar"
+    manifest = export_bundle(state, a)
+    export_bundle(state, b)
+    assert a.read_bytes() == b.read_bytes()
+    with tarfile.open(a) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names) and names[0] == "manifest.json"
+    assert all((m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "") for m in members)
+    assert [m.path for m in manifest.members] == names[1:]
+    assert manifest.checkpoints and manifest.first_seq == 0
+
+
+def test_same_range_is_identical_after_the_log_grows(
+    sealed_log: tuple[bytes, Path], tmp_path: Path
+) -> None:
+    key, state = sealed_log
+    first = tmp_path / "first.tar"
+    manifest = export_bundle(state, first, from_seq=20, to_seq=40)
+    with open_store(state) as store:
+        for i in range(30):
+            store.append("note", {"n": 100 + i})
+    second = tmp_path / "second.tar"
+    export_bundle(state, second, from_seq=20, to_seq=40)
+    assert first.read_bytes() == second.read_bytes()
+    assert manifest.last_seq == 40 and manifest.first_seq <= 20
+    report = verify_bundle(second, key=key)
+    assert report.ok, report.summary()
+    assert report.head == manifest.head and report.history_from == manifest.first_seq
+
+
+def test_verify_good_bundle(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
+    key, state = sealed_log
+    out = tmp_path / "b.tar"
+    manifest = export_bundle(state, out)
+    report = verify_bundle(out, key=key, expect_head=manifest.head)
+    assert report.ok and report.seals_checked and report.seals == len(manifest.checkpoints)
+    assert verify_store(out, key=key).ok  # dispatched by the tar header
+    assert not verify_bundle(out).seals_checked
+
+
+def test_bundle_with_wrong_key_reports_a_seal_failure(
+    sealed_log: tuple[bytes, Path], tmp_path: Path
+) -> None:
+    _, state = sealed_log
+    out = tmp_path / "b.tar"
+    export_bundle(state, out)
+    report = verify_bundle(out, key=bytes(32))
+    assert not report.ok and report.first_break is not None
+    assert report.first_break.kind == "checkpoint" and "mac" in report.first_break.reason
+
+
+@pytest.mark.parametrize("keep", [0.2, 0.5, 0.9, 0.999])
+def test_truncated_bundle_is_a_clear_error(
+    sealed_log: tuple[bytes, Path], tmp_path: Path, keep: float
+) -> None:
+    _, state = sealed_log
+    out = tmp_path / "b.tar"
+    export_bundle(state, out)
+    data = out.read_bytes()
+    manifest_end = 1024  # past the manifest's header block
+    cut = max(int(len(data) * keep), manifest_end)
+    # Cut inside the members, not in tar's trailing zero padding.
+    payload_end = data.rstrip(b"\0")
+    cut = min(cut, len(payload_end) - 10)
+    out.write_bytes(data[:cut])
+    with pytest.raises(BundleError) as err:
+        verify_bundle(out)
+    assert "\n" not in str(err.value) and str(out) in str(err.value)
+
+
+def test_empty_or_non_tar_bundle(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.tar"
+    bogus.write_bytes(b"")
+    with pytest.raises(BundleError, match="not a bundle"):
+        verify_bundle(bogus)
+    bogus.write_bytes(b"hello, not a tar\n" * 100)
+    with pytest.raises(BundleError):
+        verify_bundle(bogus)
+
+
+def _rewrite_member(path: Path, name: str, change: bytes, to: bytes) -> None:
+    with tarfile.open(path) as tar:
+        items = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in items:
+            if member.name == name:
+                data = data.replace(change, to, 1)
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+
+
+def test_altered_member_names_the_member(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
+    _, state = sealed_log
+    out = tmp_path / "b.tar"
+    manifest = export_bundle(state, out)
+    victim = manifest.members[1].path
+    _rewrite_member(out, victim, b'{"n":', b'{"n" :')
+    with pytest.raises(BundleError, match=victim) as err:
+        verify_bundle(out)
+    assert err.value.member == victim
+
+
+def test_altered_manifest_is_a_clear_error(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
+    _, state = sealed_log
+    out = tmp_path / "b.tar"
+    export_bundle(state, out)
+    _rewrite_member(out, "manifest.json", b'"format"', b'"fromat"')
+    with pytest.raises(BundleError, match="manifest"):
+        verify_bundle(out)
+
+
+def test_records_altered_with_manifest_rehashed_are_caught(
+    sealed_log: tuple[bytes, Path], tmp_path: Path
+) -> None:
+    """Whoever rewrites a member can rewrite the manifest: the chain is what counts."""
+    _, state = sealed_log
+    segment = sorted((state / "segments").iterdir())[1]
+    data = segment.read_bytes()
+    assert b'"body":{"n":' in data
+    segment.write_bytes(data.replace(b'"body":{"n":', b'"body":{"n":9', 1))
+    out = tmp_path / "b.tar"
+    export_bundle(state, out)
+    report = verify_bundle(out)
+    assert not report.ok and report.first_break is not None
+    assert report.first_break.seq is not None and report.first_break.kind == "hash"
+
+
+def test_export_range_errors(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
+    _, state = sealed_log
+    with pytest.raises(BundleError, match="past the log's head"):
+        export_bundle(state, tmp_path / "x.tar", to_seq=10_000)
+    with pytest.raises(BundleError, match="after"):
+        export_bundle(state, tmp_path / "x.tar", from_seq=9, to_seq=3)
+    with pytest.raises(BundleError, match="no records"):
+        export_bundle(state, tmp_path / "x.tar", from_seq=10_000)
