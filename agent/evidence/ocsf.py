@@ -1,0 +1,295 @@
+"""An OCSF 1.3.0 projection of evidence records, for SIEMs that speak OCSF.
+
+Pinned to OCSF **1.3.0** (:data:`OCSF_VERSION`, written into every event's
+``metadata.version``); the schema repository's main branch is a 2.0 draft
+whose classes differ, so the pin matters. The CloudEvents record stays the
+evidence: this is a derived view, made from the record alone (its ``data``,
+already redacted, and its envelope), so it can be produced again at any time
+from a verified log.
+
+Classes and activities chosen:
+
+=========================  =====  ==========================================
+record type                class  activity_id
+=========================  =====  ==========================================
+process.exec.v1            1007   1 Launch (``status_id`` 2 Failure if ret < 0)
+process.fork.v1            1007   1 Launch: ``process`` is the child (pid
+                                  only), ``actor.process`` the parent
+process.exit.v1            1007   2 Terminate, with ``exit_code``
+file.open.v1               1001   14 Open. Also with O_CREAT: the event cannot
+                                  tell a created file from an existing one,
+                                  so it claims no more than the open
+file.mkdir.v1              1001   1 Create (``file.type_id`` 2 Folder)
+file.unlink.v1/rmdir.v1    1001   4 Delete
+file.rename.v1             1001   5 Rename; the target is ``file_result``
+file.chmod.v1              1001   7 Set Security: mode bits are the file's
+                                  access control, not a plain attribute
+file.other.v1              1001   99 Other
+network.connect.v1         4001   1 Open; 5 Refuse for ECONNREFUSED; 4 Fail
+                                  for any other error. EINPROGRESS (a
+                                  non-blocking connect under way) is Open
+network.accept.v1          4001   1 Open (inbound); 4 Fail on error
+network.listen.v1          4001   7 Listen; 4 Fail on error
+network.bind.v1 / other    4001   99 Other (``activity_name`` "Bind");
+                                  a bind opens no connection
+=========================  =====  ==========================================
+
+Every event carries ``status_id`` (1 Success, 2 Failure) and, on failure,
+``status_code`` (the errno name or number). ``severity_id`` is 1
+Informational throughout: capture observes, it does not judge.
+
+Records with no OCSF class here return None: ``process.seen.v1`` (a /proc
+snapshot is not an activity), ``process.syscalls.v1`` (counters), and every
+``capture.*`` record (the sensor's own health). Those are only in the
+CloudEvents stream; a consumer that needs gaps must read that stream.
+
+What can go wrong: a record whose ``data`` lacks a field its type needs
+(a record not made by :mod:`agent.evidence.mapper`, or a newer type version)
+raises :class:`OcsfError`, naming the record and the field; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+from typing import Any, Final
+
+from agent.evidence.types import PRODUCER, TYPE_PREFIX, CloudEvent, parse_rfc3339_ns
+
+__all__ = [
+    "CATEGORY_NETWORK",
+    "CATEGORY_SYSTEM",
+    "CLASS_FILE_SYSTEM",
+    "CLASS_NETWORK",
+    "CLASS_PROCESS",
+    "OCSF_VERSION",
+    "OcsfError",
+    "to_ocsf",
+]
+
+OCSF_VERSION: Final = "1.3.0"
+"""The OCSF schema release every projected event follows."""
+
+CATEGORY_SYSTEM: Final = 1
+CATEGORY_NETWORK: Final = 4
+CLASS_FILE_SYSTEM: Final = 1001
+CLASS_PROCESS: Final = 1007
+CLASS_NETWORK: Final = 4001
+
+_CLASS_NAMES: Final = {
+    CLASS_FILE_SYSTEM: ("File System Activity", CATEGORY_SYSTEM, "System Activity"),
+    CLASS_PROCESS: ("Process Activity", CATEGORY_SYSTEM, "System Activity"),
+    CLASS_NETWORK: ("Network Activity", CATEGORY_NETWORK, "Network Activity"),
+}
+
+_SEVERITY_INFORMATIONAL: Final = 1
+_STATUS_SUCCESS: Final = 1
+_STATUS_FAILURE: Final = 2
+_OS_LINUX: Final = 200
+_DEVICE_UNKNOWN: Final = 0
+_FILE_UNKNOWN: Final = 0
+_FILE_REGULAR: Final = 1
+_FILE_FOLDER: Final = 2
+_DIRECTION_UNKNOWN: Final = 0
+_DIRECTION_INBOUND: Final = 1
+_DIRECTION_OUTBOUND: Final = 2
+
+_PROCESS_ACTIVITY: Final = {"exec": (1, "Launch"), "fork": (1, "Launch"), "exit": (2, "Terminate")}
+_FILE_ACTIVITY: Final = {
+    "open": (14, "Open"),
+    "mkdir": (1, "Create"),
+    "unlink": (4, "Delete"),
+    "rmdir": (4, "Delete"),
+    "rename": (5, "Rename"),
+    "chmod": (7, "Set Security"),
+    "other": (99, "Other"),
+}
+_NET_OPEN: Final = (1, "Open")
+_NET_FAIL: Final = (4, "Fail")
+_NET_REFUSE: Final = (5, "Refuse")
+_NET_LISTEN: Final = (7, "Listen")
+
+
+class OcsfError(ValueError):
+    """A record cannot be projected: a field its type needs is missing or mistyped."""
+
+
+def to_ocsf(ce: CloudEvent) -> dict[str, Any] | None:
+    """Project one record to an OCSF 1.3.0 event dict, or None if it has no class.
+
+    The result is plain JSON (canonical-safe: integers, no floats). Its
+    ``metadata.uid`` is the record's ``id``, so the OCSF event and the
+    evidence record it came from can always be matched up.
+    """
+    if not ce.type.startswith(TYPE_PREFIX):
+        return None
+    family, _, rest = ce.type[len(TYPE_PREFIX) :].partition(".")
+    op, _, version = rest.rpartition(".")
+    if version != "v1":
+        return None
+    try:
+        if family == "process" and op in _PROCESS_ACTIVITY:
+            return _process(ce, op)
+        if family == "file":
+            return _file(ce, op)
+        if family == "network":
+            return _network(ce, op)
+    except (KeyError, TypeError) as exc:
+        raise OcsfError(f"record {ce.id} ({ce.type}): missing or mistyped field {exc}") from None
+    return None
+
+
+def _base(ce: CloudEvent, class_uid: int, activity: tuple[int, str], ret: int) -> dict[str, Any]:
+    """The attributes every class here requires, plus status from a syscall result."""
+    activity_id, activity_name = activity
+    class_name, category_uid, category_name = _CLASS_NAMES[class_uid]
+    event: dict[str, Any] = {
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "category_uid": category_uid,
+        "category_name": category_name,
+        "class_uid": class_uid,
+        "class_name": class_name,
+        "type_uid": class_uid * 100 + activity_id,
+        "type_name": f"{class_name}: {activity_name}",
+        "severity_id": _SEVERITY_INFORMATIONAL,
+        "severity": "Informational",
+        # Floor division: an event in the last ms of a second stays in that ms.
+        "time": parse_rfc3339_ns(ce.time) // 1_000_000,
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": ce.id,
+            "product": {"name": PRODUCER, "vendor_name": PRODUCER, "version": ce.thversion},
+            "log_name": ce.source,
+        },
+        "device": {
+            "hostname": ce.thhost,
+            "type_id": _DEVICE_UNKNOWN,
+            "os": {"name": "Linux", "type_id": _OS_LINUX},
+        },
+        "status_id": _STATUS_SUCCESS if ret >= 0 else _STATUS_FAILURE,
+    }
+    if ret < 0:
+        event["status_code"] = _errno_name(ret)
+    return event
+
+
+def _actor(data: dict[str, Any]) -> dict[str, Any]:
+    """The process that did it: the event header's pid, thread, command and user."""
+    return {
+        "process": {
+            "pid": data["pid"],
+            "tid": data["tid"],
+            "name": data["comm"],
+            "user": {"uid": str(data["uid"])},
+        },
+        "user": {"uid": str(data["uid"])},
+    }
+
+
+def _process(ce: CloudEvent, op: str) -> dict[str, Any]:
+    data = ce.data
+    ret = int(data["ret"]) if op == "exec" else 0
+    event = _base(ce, CLASS_PROCESS, _PROCESS_ACTIVITY[op], ret)
+    event["actor"] = _actor(data)
+    if op == "exec":
+        filename: str = data["filename"]
+        event["process"] = {
+            "pid": data["pid"],
+            "tid": data["tid"],
+            "name": data["comm"],
+            "cmd_line": " ".join(data["argv"]),
+            "file": {
+                "name": posixpath.basename(filename),
+                "path": filename,
+                "type_id": _FILE_REGULAR,
+            },
+            "user": {"uid": str(data["uid"])},
+        }
+    elif op == "fork":
+        event["process"] = {"pid": data["child_pid"], "parent_process": {"pid": data["pid"]}}
+    else:
+        event["process"] = {"pid": data["pid"], "name": data["comm"]}
+        if data["exit_code"] is not None:
+            event["exit_code"] = data["exit_code"]
+        if data["signal"] is not None:
+            event["unmapped"] = {"signal": data["signal"]}
+    return event
+
+
+def _file_object(path: str, type_id: int) -> dict[str, Any]:
+    return {"name": posixpath.basename(path) or path, "path": path, "type_id": type_id}
+
+
+def _file(ce: CloudEvent, op: str) -> dict[str, Any]:
+    data = ce.data
+    activity = _FILE_ACTIVITY.get(op, _FILE_ACTIVITY["other"])
+    event = _base(ce, CLASS_FILE_SYSTEM, activity, int(data["ret"]))
+    event["actor"] = _actor(data)
+    folder = op in ("mkdir", "rmdir")
+    event["file"] = _file_object(data["path"], _FILE_FOLDER if folder else _FILE_UNKNOWN)
+    if op == "rename" and data["path2"] is not None:
+        event["file_result"] = _file_object(data["path2"], _FILE_UNKNOWN)
+    event["unmapped"] = {
+        "syscall": data["syscall"],
+        "flags": data["flags"],
+        "mode": data["mode"],
+        "dfd": data["dfd"],
+    }
+    return event
+
+
+def _network(ce: CloudEvent, op: str) -> dict[str, Any]:
+    data = ce.data
+    ret = int(data["ret"])
+    activity: tuple[int, str]
+    if op == "connect":
+        if ret == -errno.ECONNREFUSED:
+            activity = _NET_REFUSE
+        elif ret >= 0 or ret == -errno.EINPROGRESS:
+            activity = _NET_OPEN
+        else:
+            activity = _NET_FAIL
+        direction = _DIRECTION_OUTBOUND
+    elif op == "accept":
+        activity = _NET_OPEN if ret >= 0 else _NET_FAIL
+        direction = _DIRECTION_INBOUND
+    elif op == "listen":
+        activity = _NET_LISTEN if ret >= 0 else _NET_FAIL
+        direction = _DIRECTION_INBOUND
+    else:
+        activity = (99, "Bind" if op == "bind" else "Other")
+        direction = _DIRECTION_UNKNOWN
+    # A connect in progress is not a failure, whatever its return value.
+    status_ret = 0 if ret == -errno.EINPROGRESS and op == "connect" else ret
+    event = _base(ce, CLASS_NETWORK, activity, status_ret)
+    event["actor"] = _actor(data)
+    local: dict[str, Any] = {"hostname": ce.thhost}
+    peer = _endpoint(data["endpoint"])
+    if op == "connect":
+        src, dst = local, peer
+    elif op == "accept":
+        src, dst = peer, local
+    else:  # bind, listen: the address given is our own, there is no peer
+        src = local
+        dst = {**local, **peer} if peer else local
+    event["src_endpoint"] = src or {}
+    event["dst_endpoint"] = dst or {}
+    event["connection_info"] = {"direction_id": direction}
+    event["unmapped"] = {"fd": data["fd"], "op": data["op"]}
+    return event
+
+
+def _endpoint(endpoint: dict[str, Any] | None) -> dict[str, Any]:
+    """An OCSF network endpoint: ip and port, or a UNIX path as its name."""
+    if endpoint is None:
+        return {}
+    family = endpoint["family"]
+    if family in ("ipv4", "ipv6"):
+        return {"ip": endpoint["address"], "port": endpoint["port"]}
+    return {"name": f"{family}:{endpoint['address']}"}
+
+
+def _errno_name(ret: int) -> str:
+    """``-2`` -> ``"ENOENT"``; an errno this platform does not name stays a number."""
+    return errno.errorcode.get(-ret, str(-ret))

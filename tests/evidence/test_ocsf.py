@@ -1,0 +1,273 @@
+"""The OCSF 1.3.0 projection: classes, activities, required fields, arithmetic, the pin."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import msgspec
+import pytest
+
+from agent import __version__
+from agent.capture.events import (
+    Endpoint,
+    Event,
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    ForkEvent,
+    NetEvent,
+    ProcessSeen,
+    SyscallCounts,
+)
+from agent.capture.loader import ProbeStatus
+from agent.evidence.canonical import canonical
+from agent.evidence.mapper import Mapper
+from agent.evidence.ocsf import OCSF_VERSION, OcsfError, to_ocsf
+from agent.evidence.types import Anchor, CloudEvent
+from agent.redact import marker
+
+ANCHOR = Anchor(boot_id="boot-1", wall_ns=1_714_564_800_123_456_789, boottime_ns=10**12)
+HEADER: dict[str, Any] = {
+    "pid": 42,
+    "tid": 43,
+    "uid": 1000,
+    "gid": 1000,
+    "cgroup_id": 1,
+    "comm": "app",
+}
+TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+
+BASE_REQUIRED = ("activity_id", "category_uid", "class_uid", "severity_id", "type_uid", "time")
+
+
+def project(event: Event, ts_offset: int = 0) -> dict[str, Any] | None:
+    mapper = Mapper(host="web-1", anchor=ANCHOR)
+    mapper.anchor_record()
+    if hasattr(event, "ts_ns"):
+        event = msgspec.structs.replace(event, ts_ns=ANCHOR.boottime_ns + ts_offset)
+    return to_ocsf(mapper.map(event))
+
+
+def exec_event(ret: int = 0, argv: tuple[str, ...] = ("ls", "-l")) -> ExecEvent:
+    return ExecEvent(
+        ts_ns=0, ret=ret, filename="/bin/ls", argv=argv, argv_truncated=False, at=False, **HEADER
+    )
+
+
+def file_event(op: str, syscall: str = "", ret: int = 0, **kw: Any) -> FileEvent:
+    fields: dict[str, Any] = {
+        "path": "/etc/hosts",
+        "dfd": -100,
+        "dfd2": -100,
+        "path2": "",
+        "flags": 0,
+        "mode": 0,
+    }
+    fields.update(kw)
+    return FileEvent(ts_ns=0, op=op, syscall=syscall or op, ret=ret, **fields, **HEADER)
+
+
+def net_event(op: str, endpoint: Endpoint | None, ret: int = 0) -> NetEvent:
+    return NetEvent(ts_ns=0, op=op, ret=ret, fd=3, endpoint=endpoint, backlog=0, **HEADER)
+
+
+IPV4 = Endpoint("ipv4", "192.0.2.7", 443)
+
+CASES: list[tuple[Event, int, int]] = [
+    (exec_event(), 1007, 1),
+    (ForkEvent(ts_ns=0, child_pid=99, clone_flags=0, **HEADER), 1007, 1),
+    (
+        ExitEvent(ts_ns=0, exit_code=3, signal=0, have_code=True, have_signal=False, **HEADER),
+        1007,
+        2,
+    ),
+    (file_event("open", flags=0o100), 1001, 14),
+    (file_event("mkdir"), 1001, 1),
+    (file_event("unlink"), 1001, 4),
+    (file_event("unlink", syscall="rmdir"), 1001, 4),
+    (file_event("rename", path2="/etc/hosts.new"), 1001, 5),
+    (file_event("chmod", mode=0o644), 1001, 7),
+    (file_event("op9"), 1001, 99),
+    (net_event("connect", IPV4), 4001, 1),
+    (net_event("connect", IPV4, ret=-errno.EINPROGRESS), 4001, 1),
+    (net_event("connect", IPV4, ret=-errno.ECONNREFUSED), 4001, 5),
+    (net_event("connect", IPV4, ret=-errno.ENETUNREACH), 4001, 4),
+    (net_event("accept", IPV4), 4001, 1),
+    (net_event("accept", None, ret=-errno.EAGAIN), 4001, 4),
+    (net_event("listen", None), 4001, 7),
+    (net_event("listen", None, ret=-errno.EADDRINUSE), 4001, 4),
+    (net_event("bind", Endpoint("unix", "/run/a.sock")), 4001, 99),
+]
+
+
+@pytest.mark.parametrize(("event", "class_uid", "activity_id"), CASES)
+def test_class_activity_and_required_fields(event: Event, class_uid: int, activity_id: int) -> None:
+    out = project(event)
+    assert out is not None
+    for name in BASE_REQUIRED:
+        assert isinstance(out[name], int), name
+    assert out["class_uid"] == class_uid
+    assert out["activity_id"] == activity_id
+    assert out["type_uid"] == class_uid * 100 + activity_id
+    assert out["category_uid"] == class_uid // 1000
+    assert out["severity_id"] == 1
+    assert out["status_id"] in (1, 2)
+    metadata = out["metadata"]
+    assert metadata["version"] == "1.3.0"
+    assert metadata["product"] == {
+        "name": "tracehound",
+        "vendor_name": "tracehound",
+        "version": __version__,
+    }
+    assert out["device"]["hostname"] == "web-1"
+    assert out["actor"]["process"]["pid"] == 42
+    if class_uid == 1007:
+        assert "pid" in out["process"]
+    elif class_uid == 1001:
+        assert {"name", "type_id"} <= set(out["file"])
+    else:
+        assert "src_endpoint" in out and "dst_endpoint" in out
+        assert out["src_endpoint"] or out["dst_endpoint"]
+        assert "direction_id" in out["connection_info"]
+    canonical(out)  # plain JSON: no floats, nothing exotic
+
+
+def test_metadata_uid_is_the_record_id() -> None:
+    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper.anchor_record()
+    record = mapper.map(exec_event())
+    out = to_ocsf(record)
+    assert out is not None
+    assert out["metadata"]["uid"] == record.id
+
+
+def test_version_is_pinned() -> None:
+    assert OCSF_VERSION == "1.3.0"
+    import agent.evidence.ocsf as module
+
+    assert module.__doc__ is not None and "1.3.0" in module.__doc__
+
+
+def test_time_is_epoch_ms_floored() -> None:
+    # Anchor wall time is ...800.123456789 s; +876543210 ns is ...800.999999999 s.
+    out = project(exec_event(), ts_offset=876_543_210)
+    assert out is not None
+    assert out["time"] == 1_714_564_800_999
+    out = project(exec_event(), ts_offset=876_543_211)
+    assert out is not None
+    assert out["time"] == 1_714_564_801_000
+
+
+def test_exec_process_object() -> None:
+    out = project(exec_event(argv=("app", f"--token={TOKEN}")))
+    assert out is not None
+    process = out["process"]
+    assert process["cmd_line"] == f"app {marker('github-token')}"
+    assert process["file"] == {"name": "ls", "path": "/bin/ls", "type_id": 1}
+    assert TOKEN not in repr(out)
+
+
+def test_failed_exec_is_a_failed_launch() -> None:
+    out = project(exec_event(ret=-errno.ENOENT))
+    assert out is not None
+    assert (out["activity_id"], out["status_id"], out["status_code"]) == (1, 2, "ENOENT")
+
+
+def test_exit_code_and_signal() -> None:
+    exited = ExitEvent(ts_ns=0, exit_code=3, signal=0, have_code=True, have_signal=False, **HEADER)
+    out = project(exited)
+    assert out is not None
+    assert out["exit_code"] == 3
+    killed = ExitEvent(ts_ns=0, exit_code=0, signal=9, have_code=False, have_signal=True, **HEADER)
+    out = project(killed)
+    assert out is not None
+    assert "exit_code" not in out
+    assert out["unmapped"]["signal"] == 9
+
+
+def test_fork_names_the_child() -> None:
+    out = project(ForkEvent(ts_ns=0, child_pid=99, clone_flags=0, **HEADER))
+    assert out is not None
+    assert out["process"] == {"pid": 99, "parent_process": {"pid": 42}}
+
+
+def test_rename_has_a_file_result() -> None:
+    out = project(file_event("rename", path2="/etc/hosts.new"))
+    assert out is not None
+    assert out["file"]["path"] == "/etc/hosts"
+    assert out["file_result"] == {"name": "hosts.new", "path": "/etc/hosts.new", "type_id": 0}
+
+
+def test_failed_file_op_has_a_status_code() -> None:
+    out = project(file_event("unlink", ret=-errno.EACCES))
+    assert out is not None
+    assert (out["status_id"], out["status_code"]) == (2, "EACCES")
+
+
+def test_network_endpoints_by_direction() -> None:
+    out = project(net_event("connect", IPV4))
+    assert out is not None
+    assert out["src_endpoint"] == {"hostname": "web-1"}
+    assert out["dst_endpoint"] == {"ip": "192.0.2.7", "port": 443}
+    assert out["connection_info"]["direction_id"] == 2
+    out = project(net_event("accept", IPV4))
+    assert out is not None
+    assert out["src_endpoint"] == {"ip": "192.0.2.7", "port": 443}
+    assert out["connection_info"]["direction_id"] == 1
+    out = project(net_event("bind", Endpoint("unix", "/run/a.sock")))
+    assert out is not None
+    assert out["activity_name"] == "Bind"
+    assert out["dst_endpoint"] == {"hostname": "web-1", "name": "unix:/run/a.sock"}
+
+
+def test_in_progress_connect_is_not_a_failure() -> None:
+    out = project(net_event("connect", IPV4, ret=-errno.EINPROGRESS))
+    assert out is not None
+    assert out["status_id"] == 1
+
+
+def test_records_without_a_class_give_none() -> None:
+    mapper = Mapper(host="h", anchor=ANCHOR)
+    records = [
+        mapper.anchor_record(),
+        mapper.map(SyscallCounts(pid=1, counts={"read": 1}, final=False)),
+        mapper.map(
+            ProcessSeen(
+                pid=1,
+                ppid=0,
+                comm="init",
+                exe="/sbin/init",
+                cmdline=(),
+                uid=0,
+                user="root",
+                start_time=0.0,
+                preexisting=True,
+            )
+        ),
+        mapper.capture_loss({"exec": {"lost_kernel": 1}}, 0, 1),
+        mapper.capture_degraded([ProbeStatus("file.chmod", "file", False, "missing")]),
+        mapper.capture_start({}),
+        mapper.capture_config({}),
+        mapper.capture_stop({}),
+    ]
+    assert [to_ocsf(r) for r in records] == [None] * len(records)
+
+
+def test_foreign_or_newer_types_give_none() -> None:
+    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper.anchor_record()
+    record = mapper.map(exec_event())
+    assert to_ocsf(msgspec.structs.replace(record, type="com.example.exec.v1")) is None
+    assert to_ocsf(msgspec.structs.replace(record, type="dev.tracehound.process.exec.v2")) is None
+
+
+def test_a_record_missing_a_field_raises_ocsf_error() -> None:
+    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper.anchor_record()
+    record: CloudEvent = mapper.map(exec_event())
+    broken = msgspec.structs.replace(
+        record, data={k: v for k, v in record.data.items() if k != "argv"}
+    )
+    with pytest.raises(OcsfError, match="argv"):
+        to_ocsf(broken)
