@@ -122,8 +122,6 @@ def test_run_survives_an_events_file_that_fails(kernel: None) -> None:
         books = json.loads(Path(stats).read_text())
     assert books["balanced"] is True
     dropped = sum(
-        k["sinks"]["streaming"]["dropped"]
-        for k in books["kinds"].values()
-        if "streaming" in k["sinks"]
+        k["sinks"]["events"]["dropped"] for k in books["kinds"].values() if "events" in k["sinks"]
     )
     assert dropped > 0

@@ -62,7 +62,7 @@ def test_run_captures_and_stops_cleanly(
     files = [e for e in lines if e["kind"] == "file" and e["path"] == str(marker)]
     assert files and files[0]["op"] == "open"
     # The stream and the aggregate saw the same exec records.
-    assert stats["kinds"]["exec"]["sinks"]["streaming"]["delivered"] == len(execs)
+    assert stats["kinds"]["exec"]["sinks"]["events"]["delivered"] == len(execs)
     profile = json.loads(profile_file.read_text())
     assert any(p["preexisting"] for p in profile["processes"]), "seeded from /proc"
     assert any(p["argv"] == ["/bin/true", "tracehound-run-arg"] for p in profile["processes"])

@@ -53,6 +53,7 @@ class CaptureSession:
         self.report = report
         self._started = time.monotonic()
         self._stop = trio.Event()
+        self._finished = trio.Event()
         for status in capture.statuses:
             if not status.attached:
                 sink.note(f"probe {status.name} missing: {status.reason}")
@@ -104,4 +105,9 @@ class CaptureSession:
             self.drain.stop()
             await self.drain.wait_stopped()
             await self.poller.poll_once()
+            self._finished.set()
             nursery.cancel_scope.cancel()
+
+    async def wait_finished(self) -> None:
+        """Until run() has delivered everything: the books are final then."""
+        await self._finished.wait()

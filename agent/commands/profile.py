@@ -17,12 +17,17 @@ import trio
 from agent.capture.events import ProcessSeen
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.session import CaptureSession
+from agent.commands.evidence_wiring import evidence_directory, open_evidence
 from agent.commands.launcher import Launched, exit_status, launch
 from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
 from agent.errors import RunError, UsageError
+from agent.evidence.pipeline import EvidencePipeline
 from agent.sinks.aggregating import AggregatingSink
+from agent.sinks.base import EventSink
 from agent.sinks.profile import Profile, decode_profile, encode_profile, is_complete, render_text
 from agent.sinks.profile_diff import diff, render_drift
+from agent.sinks.streaming import StreamingSink
+from agent.sinks.tee import TeeSink
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--output", "-o", metavar="FILE", help="write the profile here (default: stdout)"
     )
+    parser.add_argument("--evidence", metavar="DIR",
+                        help="also write the run's evidence to the sealed log in DIR")  # fmt: skip
     parser.add_argument("--format", choices=("json", "text"), default=None,
                         help="json (default for a profile) or text (default for diff)")  # fmt: skip
     add_capture_arguments(parser)
@@ -75,13 +82,14 @@ def main(args: argparse.Namespace) -> int:
         return diff_main(args.command[1:], args.format or "text")
     command = _command(args)
     output = output_path("--output", args.output)
+    evidence_dir = evidence_directory(args.evidence)
     options = load_options_from_args(args, scoped=True)
     check_privileges()
     capture = load(options)
     try:
         child = launch(command, shutil.which(command[0]))
         capture.add_to_scope(child.pid)
-        profile, status = trio.run(_profile, capture, child, command)
+        profile, status = trio.run(_profile, capture, child, command, args, evidence_dir)
         text = args.format == "text"
         data = render_text(profile).encode() if text else encode_profile(profile)
         _write(output, data)
@@ -97,10 +105,23 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _profile(
-    capture: LoadedCapture, child: Launched, command: list[str]
+    capture: LoadedCapture,
+    child: Launched,
+    command: list[str],
+    args: argparse.Namespace,
+    evidence_dir: Path | None,
 ) -> tuple[Profile, int]:
-    sink = AggregatingSink()
+    aggregate = AggregatingSink()
+    sink: EventSink[object] = aggregate
+    evidence_stream: StreamingSink | None = None
+    if evidence_dir is not None:
+        # block: a profile run waits for its evidence rather than lose it.
+        evidence_stream = StreamingSink(8192, "block", name="evidence")
+        sink = TeeSink([aggregate, evidence_stream])
     session = CaptureSession(capture, sink)
+    pipeline: EvidencePipeline | None = None
+    if evidence_stream is not None and evidence_dir is not None:
+        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args)
     uid = os.getuid()
     try:
         user = pwd.getpwuid(uid).pw_name
@@ -114,6 +135,8 @@ async def _profile(
         )
     )  # fmt: skip
     async with trio.open_nursery() as nursery:
+        if pipeline is not None:
+            await nursery.start(pipeline.run)
         await nursery.start(session.run)
         error = child.release()
         async with trio.open_nursery() as waiting:
@@ -123,9 +146,13 @@ async def _profile(
         survivors = capture.scope_size()
         # run() returns once everything in flight was delivered.
         session.stop()
+        await session.wait_finished()
+        stats_at_stop = session.stats()
+        if evidence_stream is not None:
+            evidence_stream.finish()  # the pipeline writes its stop record and closes
     if error is not None:
         raise RunError(f"profile: could not run {command[0]!r}: {error.strerror}", 126)
-    stats = session.stats()
+    stats = stats_at_stop
     if survivors:
         sink.note(
             f"{survivors} processes of the tree were still running when the command exited;"
@@ -136,7 +163,7 @@ async def _profile(
             f"{stats.errors['scope_full']} child processes could not be added to the"
             " scope (map full): they and their subtrees were not traced"
         )
-    profile = sink.finish()
+    profile = aggregate.finish()
     status = exit_status(wait_status)
     profile = msgspec.structs.replace(
         profile,

@@ -20,8 +20,10 @@ import trio
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.procfs import ProcessInfoCache, seed_processes
 from agent.capture.session import CaptureSession
+from agent.commands.evidence_wiring import evidence_directory, open_evidence
 from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
 from agent.errors import RunError, UsageError
+from agent.evidence.pipeline import EvidencePipeline
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
 from agent.sinks.profile import Profile, encode_profile
@@ -49,6 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="streaming sink capacity in events (default 8192)")  # fmt: skip
     parser.add_argument("--stream-policy", choices=("block", "drop"), default="block",
                         help="when the stream is full: block (backpressure) or drop (counted)")  # fmt: skip
+    parser.add_argument("--evidence", metavar="DIR",
+                        help="also map every event to evidence and append it to the sealed log in DIR")  # fmt: skip
     parser.add_argument("--duration", type=float, metavar="SECONDS",
                         help="stop by itself after this long")  # fmt: skip
     parser.add_argument("--no-seed", action="store_true",
@@ -62,6 +66,7 @@ def main(args: argparse.Namespace) -> int:
     profile_file = output_path("--profile-file", args.profile_file)
     events_file = output_path("--events", args.events)
     ready_file = output_path("--ready-file", args.ready_file)
+    evidence_dir = evidence_directory(args.evidence)
     if args.duration is not None and not args.duration > 0:
         raise UsageError(f"--duration: expected a number of seconds above 0, got {args.duration}")
     if args.stream_capacity < 1:
@@ -72,7 +77,9 @@ def main(args: argparse.Namespace) -> int:
     check_privileges()
     capture = load(options)
     try:
-        return trio.run(_run, capture, args, stats_file, profile_file, events_file, ready_file)
+        return trio.run(
+            _run, capture, args, stats_file, profile_file, events_file, ready_file, evidence_dir
+        )
     finally:
         capture.close()
 
@@ -121,18 +128,34 @@ async def _run(
     profile_file: Path | None,
     events_file: Path | None,
     ready_file: Path | None,
+    evidence_dir: Path | None,
 ) -> int:
     aggregate = AggregatingSink()
+    sinks: list[EventSink[object]] = [aggregate]
     stream: StreamingSink | None = None
-    sink: EventSink[object] = aggregate
+    evidence_stream: StreamingSink | None = None
     if events_file is not None:
-        stream = StreamingSink(args.stream_capacity, args.stream_policy)
-        sink = TeeSink([aggregate, stream])
+        stream = StreamingSink(args.stream_capacity, args.stream_policy, name="events")
+        sinks.append(stream)
+    if evidence_dir is not None:
+        evidence_stream = StreamingSink(args.stream_capacity, args.stream_policy, name="evidence")
+        sinks.append(evidence_stream)
+    sink: EventSink[object] = aggregate if len(sinks) == 1 else TeeSink(sinks)
+
+    def depths() -> str:
+        parts = [f"{s.name} {s.depth}/{s.capacity}" for s in (stream, evidence_stream) if s]
+        if pipeline is not None:
+            parts.append(f"publisher {pipeline.depth}/{pipeline.capacity}")
+        return "".join(f" | {p}" for p in parts)
+
     session = CaptureSession(
         capture, sink,
         stats_interval=args.stats_interval or None,
-        report=lambda line: _say(line + (f" | stream {stream.depth}/{stream.capacity}" if stream else "")),
+        report=lambda line: _say(line + depths()),
     )  # fmt: skip
+    pipeline: EvidencePipeline | None = None
+    if evidence_stream is not None and evidence_dir is not None:
+        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args)
     attached = sum(1 for s in capture.statuses if s.attached)
     for status in capture.statuses:
         if not status.attached:
@@ -140,6 +163,8 @@ async def _run(
     async with trio.open_nursery() as nursery:
         if stream is not None and events_file is not None:
             nursery.start_soon(_write_events, stream, events_file)
+        if pipeline is not None:
+            await nursery.start(pipeline.run)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as capturing:
                 await capturing.start(session.run)

@@ -112,7 +112,9 @@ class VerifyReport(msgspec.Struct, frozen=True):
         else:
             lines.append(f"seals NOT checked (no key given): {self.seals} present, unverified")
         if self.history_from:
-            lines.append(f"history before seq {self.history_from} was pruned")
+            lines.append(
+                f"history before seq {self.history_from} not checked (pruned, or not included)"
+            )
         if self.recovered:
             lines.append(f"{self.recovered} crash recoveries recorded")
         return "\n".join(lines)

@@ -1,0 +1,257 @@
+"""``tracehound evidence keygen|stream|export|verify``: the sealed log, offline.
+
+Exit status: 0 when all is well; 1 when ``verify`` finds a break; 2 for bad
+input (a missing log, a non-JSON file, a truncated bundle, a malformed key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+
+from agent.errors import RunError, UsageError
+from agent.evidence.bundle import BundleError, export_bundle, verify_bundle
+from agent.evidence.chain import ChainRecord
+from agent.evidence.mapper import decode as decode_cloudevent
+from agent.evidence.ocsf import to_ocsf
+from agent.evidence.seal import KeyFormatError, decode_key
+from agent.evidence.store import EvidenceStore, segment_files
+from agent.evidence.verify import VerifyInputError, VerifyReport, verify_store, verify_stream
+
+DEFAULT_STATE_DIR = "/var/lib/tracehound/evidence"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "evidence", help="the sealed evidence log: keygen, stream, export, verify"
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def state_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+                       help=f"the evidence log's directory (default {DEFAULT_STATE_DIR})")  # fmt: skip
+
+    keygen = verbs.add_parser("keygen", help="create the sealing key; print the verification key")
+    state_dir(keygen)
+    keygen.set_defaults(handler=keygen_main)
+
+    stream = verbs.add_parser("stream", help="the log as NDJSON")
+    state_dir(stream)
+    stream.add_argument("--from", dest="from_seq", type=int, default=0, metavar="SEQ")
+    stream.add_argument("--follow", action="store_true", help="keep printing records as they come")
+    stream.add_argument("--format", choices=("cloudevents", "ocsf"), default="cloudevents",
+                        help="cloudevents: the chain records (verifiable, each body a"
+                             " CloudEvent); ocsf: OCSF 1.3.0 events only")  # fmt: skip
+    stream.add_argument("--output", "-o", metavar="FILE")
+    stream.set_defaults(handler=stream_main)
+
+    export = verbs.add_parser("export", help="a deterministic bundle of a range of the log")
+    state_dir(export)
+    export.add_argument("--output", "-o", required=True, metavar="BUNDLE")
+    export.add_argument("--from", dest="from_seq", type=int, metavar="SEQ")
+    export.add_argument("--to", dest="to_seq", type=int, metavar="SEQ")
+    export.set_defaults(handler=export_main)
+
+    verify = verbs.add_parser("verify", help="check hashes, links, sequence and seals")
+    verify.add_argument("target", nargs="?", default=DEFAULT_STATE_DIR,
+                        help="a state directory, a segment file, a bundle, or - for stdin")  # fmt: skip
+    verify.add_argument(
+        "--key", metavar="KEY", help="the verification key (thk1-...) or a file holding it"
+    )
+    verify.add_argument("--expect-head", metavar="SEQ:HASH",
+                        help="a head remembered from earlier: the log must reach it")  # fmt: skip
+    verify.set_defaults(handler=verify_main)
+
+
+def keygen_main(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir)
+    if not state.parent.is_dir():
+        raise UsageError(f"--state-dir {state}: directory {str(state.parent)!r} does not exist")
+    try:
+        key = EvidenceStore.keygen(state)
+    except FileExistsError as err:
+        raise RunError(
+            f"evidence keygen: {state} already has a sealing key; refusing to replace it"
+        ) from err
+    except OSError as err:
+        raise RunError(f"evidence keygen: {state}: {err.strerror}") from err
+    print(key)
+    print(
+        "tracehound: this verification key is printed once: store it off this host;"
+        " it verifies every seal, and the host keeps only later keys",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _segments(state: Path) -> list[Path]:
+    segments = state / "segments"
+    if not segments.is_dir():
+        raise UsageError(f"--state-dir {state}: no evidence log there (no segments/ directory)")
+    return [path for _, path in segment_files(segments)]
+
+
+def _lines(state: Path, follow: bool) -> Iterator[bytes]:
+    """Complete lines of every segment in order; with ``follow``, then new
+    lines as they are written (a half-written line waits for its newline)."""
+    done: set[Path] = set()
+    offsets: dict[Path, int] = {}
+    while True:
+        progressed = False
+        for path in _segments(state):
+            if path in done:
+                continue
+            with open(path, "rb") as f:
+                f.seek(offsets.get(path, 0))
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break
+                    offsets[path] = offsets.get(path, 0) + len(line)
+                    progressed = True
+                    yield line
+        if not follow:
+            return
+        segments = _segments(state)
+        done.update(segments[:-1])  # a newer segment exists: the old ones are closed
+        if not progressed:
+            time.sleep(0.25)
+
+
+def _output(path: str | None) -> BinaryIO:
+    if path is None:
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")
+    except OSError as err:
+        raise UsageError(f"--output {path}: {err.strerror}") from err
+
+
+def stream_main(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir)
+    out = _output(args.output)
+    # --follow ends with Ctrl-C or SIGTERM: both mean "stop", not "fail".
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    decoder = msgspec.json.Decoder(ChainRecord)
+    try:
+        for line in _lines(state, args.follow):
+            record = decoder.decode(line)
+            if record.seq < args.from_seq:
+                continue
+            if args.format == "cloudevents":
+                out.write(line)
+            elif record.type.startswith("dev.tracehound."):
+                projected = to_ocsf(decode_cloudevent(msgspec.json.encode(record.body)))
+                if projected is not None:
+                    out.write(msgspec.json.encode(projected) + b"\n")
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    except msgspec.DecodeError as err:
+        raise RunError(f"evidence stream: {state}: a record does not parse: {err}") from err
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    return 0
+
+
+def export_main(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir)
+    _segments(state)
+    out = Path(args.output)
+    if out.is_dir() or not out.parent.is_dir():
+        raise UsageError(f"--output {out}: expected a file path in an existing directory")
+    try:
+        manifest = export_bundle(state, out, from_seq=args.from_seq, to_seq=args.to_seq)
+    except BundleError as err:
+        raise UsageError(f"evidence export: {err}") from err
+    except ValueError as err:
+        raise UsageError(f"evidence export: {err}") from err
+    head = msgspec.to_builtins(manifest).get("head")
+    print(f"tracehound: bundle written to {out} (head {head})", file=sys.stderr)
+    return 0
+
+
+def _key(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    text = value
+    if not value.strip().lower().startswith("thk"):
+        try:
+            text = Path(value).read_text()
+        except OSError as err:
+            raise UsageError(
+                f"--key {value}: not a key (thk1-...) and not a readable file: {err.strerror}"
+            ) from err
+    try:
+        return decode_key(text)
+    except KeyFormatError as err:
+        raise UsageError(f"--key: {err}") from err
+
+
+def _head(value: str | None) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    seq, sep, digest = value.partition(":")
+    if not sep or not seq.isdigit() or len(digest) != 64:
+        raise UsageError(f"--expect-head {value!r}: expected SEQ:HASH, e.g. 41:<64 hex digits>")
+    return int(seq), digest.lower()
+
+
+def _stdin_lines() -> tuple[Iterator[bytes], bool]:
+    """Lines of stdin, and whether it starts mid-log (``stream --from``)."""
+    stdin = sys.stdin.buffer
+    first = stdin.readline()
+
+    def lines() -> Iterator[bytes]:
+        if first:
+            yield first
+        yield from stdin
+
+    partial = False
+    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        # A bad first line is the verifier's to report, as the first break.
+        partial = msgspec.json.decode(first, type=ChainRecord).seq > 0
+    return lines(), partial
+
+
+def verify_main(args: argparse.Namespace) -> int:
+    key = _key(args.key)
+    head = _head(args.expect_head)
+    report: VerifyReport
+    try:
+        if args.target == "-":
+            lines, partial = _stdin_lines()
+            report = verify_stream(lines, key=key, expect_head=head, partial=partial)
+        else:
+            target = Path(args.target)
+            if not target.exists():
+                raise UsageError(f"evidence verify: {target}: no such file or directory")
+            if target.is_file() and _is_tar(target):
+                report = verify_bundle(target, key=key, expect_head=head)
+            else:
+                report = verify_store(target, key=key, expect_head=head)
+    except BundleError as err:
+        raise UsageError(f"evidence verify: {args.target}: {err}") from err
+    except VerifyInputError as err:
+        raise UsageError(f"evidence verify: {args.target}: {err}") from err
+    print(report.summary())
+    return 0 if report.first_break is None else 1
+
+
+def _is_tar(path: Path) -> bool:
+    if path.suffix == ".tar":
+        return True
+    with open(path, "rb") as f:
+        f.seek(257)
+        return f.read(5) == b"ustar"

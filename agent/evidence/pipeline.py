@@ -1,0 +1,204 @@
+"""The evidence pipeline: a mapper task and an audit publisher task.
+
+Both live off the capture hot path, in the capture's nursery:
+
+    drain -> StreamingSink --(bounded)--> mapper task --(bounded)--> publisher task -> store
+
+The mapper turns native events into CloudEvents (pure, in the trio
+thread). The publisher appends them to the sealed log in batches, in a
+worker thread (hashing, writing and fsync must not stall the drain), one
+batch at a time under a lock, so the store is never used by two threads.
+
+Gaps are evidence: at start the anchor, a ``capture.start`` and a
+``capture.degraded`` record (missing probes); every ``loss_interval`` the
+losses since the last report, by kind and stage, become a
+``capture.loss`` record; at the end a last loss record and
+``capture.stop``. A queue that is full pushes back on the stream, whose
+own policy then blocks or drops, and drops are counted and reported.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+import trio
+
+from agent.capture.events import Event
+from agent.capture.ledger import KindAccount
+from agent.capture.loader import ProbeStatus
+from agent.evidence.mapper import Mapper
+from agent.evidence.store import EvidenceStore
+from agent.evidence.types import Anchor, CloudEvent
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def read_anchor() -> Anchor:
+    """Read the wall clock and the boot clock back to back, once."""
+    with open(BOOT_ID_PATH) as f:
+        boot_id = f.read().strip()
+    wall_ns = time.time_ns()
+    boot_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    return Anchor(boot_id=boot_id, wall_ns=wall_ns, boottime_ns=boot_ns)
+
+
+def loss_counts(kinds: Mapping[str, KindAccount]) -> dict[str, dict[str, int]]:
+    """Cumulative losses per kind and stage: kernel, decode, each sink. Pure."""
+    out: dict[str, dict[str, int]] = {}
+    for kind, books in kinds.items():
+        row = {"kernel": books.lost_kernel, "decode": books.decode_errors}
+        for sink, account in books.sinks.items():
+            row[f"sink:{sink}"] = account.dropped
+        out[kind] = row
+    return out
+
+
+def loss_delta(
+    now: Mapping[str, Mapping[str, int]], before: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """What was lost since ``before``, only kinds with a loss. Pure."""
+    delta: dict[str, dict[str, int]] = {}
+    for kind, stages in now.items():
+        row = {
+            stage: count - before.get(kind, {}).get(stage, 0)
+            for stage, count in stages.items()
+            if count - before.get(kind, {}).get(stage, 0) > 0
+        }
+        if row:
+            delta[kind] = row
+    return delta
+
+
+class EvidencePipeline:
+    """Maps ``events`` and publishes them to ``store``.
+
+    ``books`` returns the capture's current per-kind accounting (the
+    session's stats); ``probes`` are the capture's probe statuses.
+    """
+
+    def __init__(
+        self,
+        events: trio.MemoryReceiveChannel[Event],
+        mapper: Mapper,
+        store: EvidenceStore,
+        *,
+        books: Callable[[], Mapping[str, KindAccount]],
+        probes: list[ProbeStatus],
+        config: Mapping[str, Any],
+        queue_capacity: int = 4096,
+        batch_max: int = 512,
+        loss_interval: float = 5.0,
+        tick_interval: float = 1.0,
+    ) -> None:
+        self.events = events
+        self.mapper = mapper
+        self.store = store
+        self.books = books
+        self.probes = probes
+        self.config = dict(config)
+        self.batch_max = batch_max
+        self.loss_interval = loss_interval
+        self.tick_interval = tick_interval
+        self.capacity = queue_capacity
+        self._send, self._receive = trio.open_memory_channel[CloudEvent](queue_capacity)
+        self._store_lock = trio.Lock()
+        self._reported: dict[str, dict[str, int]] = {}
+        self._window_start = mapper.anchor.boottime_ns
+        self.mapped = 0
+        self.published = 0
+
+    @property
+    def depth(self) -> int:
+        """Records mapped and waiting for the publisher."""
+        return self._send.statistics().current_buffer_used
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Runs until the event stream ends (the streaming sink finished),
+        then writes the last loss and stop records and closes the store."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publisher)
+            async with self._send:
+                await self._put(self.mapper.anchor_record())
+                await self._put(self.mapper.capture_start(self.config))
+                await self._put(self.mapper.capture_degraded(self.probes))
+                task_status.started()
+                async with trio.open_nursery() as periodic:
+                    periodic.start_soon(self._report_losses_periodically)
+                    periodic.start_soon(self._tick_periodically)
+                    async for event in self.events:
+                        await self._put(self.mapper.map(event))
+                        self.mapped += 1
+                    periodic.cancel_scope.cancel()
+                await self._report_losses()
+                summary = {
+                    "mapped": self.mapped,
+                    "redaction": msgspec.to_builtins(self.mapper.redaction_stats),
+                }
+                await self._put(self.mapper.capture_stop(summary))
+
+    async def _put(self, record: CloudEvent) -> None:
+        await self._send.send(record)
+
+    async def _report_losses(self) -> None:
+        now = loss_counts(self.books())
+        delta = loss_delta(now, self._reported)
+        end = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        if delta:
+            await self._put(self.mapper.capture_loss(delta, self._window_start, end))
+        self._reported = now
+        self._window_start = end
+
+    async def _report_losses_periodically(self) -> None:
+        while True:
+            await trio.sleep(self.loss_interval)
+            await self._report_losses()
+
+    async def _tick_periodically(self) -> None:
+        while True:
+            await trio.sleep(self.tick_interval)
+            async with self._store_lock:
+                await trio.to_thread.run_sync(self.store.tick)
+
+    def _write(self, batch: list[CloudEvent]) -> None:
+        for record in batch:
+            self.store.append(record.type, msgspec.to_builtins(record))
+        self.store.commit()
+
+    async def _publisher(self) -> None:
+        batch: list[CloudEvent] = []
+        try:
+            async with self._receive:
+                async for record in self._receive:
+                    batch.append(record)
+                    if len(batch) >= self.batch_max or not self.depth:
+                        async with self._store_lock:
+                            await trio.to_thread.run_sync(self._write, batch)
+                        self.published += len(batch)
+                        batch = []
+        finally:
+            with trio.CancelScope(shield=True):
+                async with self._store_lock:
+                    if batch:
+                        await trio.to_thread.run_sync(self._write, batch)
+                        self.published += len(batch)
+                    await trio.to_thread.run_sync(self.store.close)
+
+
+def open_pipeline(
+    state_dir: str | os.PathLike[str],
+    events: trio.MemoryReceiveChannel[Event],
+    *,
+    books: Callable[[], Mapping[str, KindAccount]],
+    probes: list[ProbeStatus],
+    config: Mapping[str, Any],
+    fsync: str = "batch",
+) -> EvidencePipeline:
+    """The pipeline for a state directory, with this host's anchor."""
+    store = EvidenceStore(state_dir, fsync=fsync)  # type: ignore[arg-type]
+    mapper = Mapper(host=socket.gethostname(), anchor=read_anchor())
+    return EvidencePipeline(events, mapper, store, books=books, probes=probes, config=config)
