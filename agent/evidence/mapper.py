@@ -97,6 +97,7 @@ __all__ = [
     "TYPE_EXIT",
     "TYPE_FORK",
     "TYPE_LOSS",
+    "TYPE_RECOVERED",
     "TYPE_SEEN",
     "TYPE_START",
     "TYPE_STOP",
@@ -121,9 +122,10 @@ TYPE_DEGRADED: Final = TYPE_PREFIX + "capture.degraded.v1"
 TYPE_START: Final = TYPE_PREFIX + "capture.start.v1"
 TYPE_STOP: Final = TYPE_PREFIX + "capture.stop.v1"
 TYPE_CONFIG: Final = TYPE_PREFIX + "capture.config.v1"
+TYPE_RECOVERED: Final = TYPE_PREFIX + "capture.recovered.v1"
 
 CAPTURE_TYPES: Final = frozenset(
-    {TYPE_ANCHOR, TYPE_LOSS, TYPE_DEGRADED, TYPE_START, TYPE_STOP, TYPE_CONFIG}
+    {TYPE_ANCHOR, TYPE_LOSS, TYPE_DEGRADED, TYPE_START, TYPE_STOP, TYPE_CONFIG, TYPE_RECOVERED}
 )
 """The records about the capture itself rather than about what it saw."""
 
@@ -387,6 +389,14 @@ class Mapper:
     def capture_config(self, config: Mapping[str, Any], *, ts_ns: int | None = None) -> CloudEvent:
         """A ``capture.config.v1`` record: the configuration changed to ``config``."""
         return self._emit(TYPE_CONFIG, None, {"config": dict(config)}, ts_ns)
+
+    def capture_recovered(
+        self, found: Mapping[str, Any], *, ts_ns: int | None = None
+    ) -> CloudEvent:
+        """A ``capture.recovered.v1`` record: the previous run ended without a
+        ``capture.stop`` (a crash, SIGKILL, power loss); ``found`` says what
+        the log showed, including any torn tail the store set aside."""
+        return self._emit(TYPE_RECOVERED, None, {"found": dict(found)}, ts_ns)
 
     def capture_stop(self, summary: Mapping[str, Any], *, ts_ns: int | None = None) -> CloudEvent:
         """A ``capture.stop.v1`` record: ``summary`` plus the redaction counters so far.

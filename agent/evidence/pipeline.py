@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -31,11 +32,58 @@ import trio
 from agent.capture.events import Event
 from agent.capture.ledger import KindAccount
 from agent.capture.loader import ProbeStatus
-from agent.evidence.mapper import Mapper
-from agent.evidence.store import EvidenceStore
+from agent.evidence.mapper import TYPE_START, TYPE_STOP, Mapper
+from agent.evidence.store import EvidenceStore, segment_files
 from agent.evidence.types import Anchor, CloudEvent
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def previous_run(lines: Iterable[bytes]) -> dict[str, Any] | None:
+    """How the previous run in a log ended, from its records in order. Pure.
+
+    None if it ended cleanly (its last ``capture.start`` is followed by a
+    ``capture.stop``) or there was none; otherwise what was found: where it
+    started, the last record it wrote, and the torn tails the store set
+    aside when it reopened the log (``recovered`` records).
+    """
+    start_seq: int | None = None
+    stopped = True
+    last_seq: int | None = None
+    torn: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            record = msgspec.json.decode(line, type=_TailRecord)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # the verifier's business, not this summary's
+        last_seq = record.seq
+        if record.type == TYPE_START:
+            start_seq, stopped, torn = record.seq, False, []
+        elif record.type == TYPE_STOP:
+            stopped = True
+        elif record.type == "recovered" and isinstance(record.body, dict):
+            torn.append({"seq": record.seq, **record.body})
+    if stopped or start_seq is None:
+        return None
+    return {"previous_start_seq": start_seq, "last_seq": last_seq, "torn_tails": torn}
+
+
+class _TailRecord(msgspec.Struct):
+    seq: int
+    type: str
+    body: Any = None
+
+
+def last_segment_lines(state_dir: str | os.PathLike[str]) -> list[bytes]:
+    """Lines of the two newest segments: enough to see how the last run ended
+    (a run that spans more segments started long ago and the scan says so
+    only if its start is still in view; the chain keeps the rest)."""
+    segments = segment_files(Path(state_dir) / "segments")
+    lines: list[bytes] = []
+    for _, path in segments[-2:]:
+        with open(path, "rb") as f:
+            lines.extend(line for line in f if line.endswith(b"\n"))
+    return lines
 
 
 def read_anchor() -> Anchor:
@@ -111,6 +159,8 @@ class EvidencePipeline:
         self._window_start = mapper.anchor.boottime_ns
         self.mapped = 0
         self.published = 0
+        #: Set by open_pipeline when the log's last run never stopped.
+        self.unclean_previous_run: dict[str, Any] | None = None
 
     @property
     def depth(self) -> int:
@@ -124,6 +174,8 @@ class EvidencePipeline:
             nursery.start_soon(self._publisher)
             async with self._send:
                 await self._put(self.mapper.anchor_record())
+                if self.unclean_previous_run is not None:
+                    await self._put(self.mapper.capture_recovered(self.unclean_previous_run))
                 await self._put(self.mapper.capture_start(self.config))
                 await self._put(self.mapper.capture_degraded(self.probes))
                 task_status.started()
@@ -201,4 +253,6 @@ def open_pipeline(
     """The pipeline for a state directory, with this host's anchor."""
     store = EvidenceStore(state_dir, fsync=fsync)  # type: ignore[arg-type]
     mapper = Mapper(host=socket.gethostname(), anchor=read_anchor())
-    return EvidencePipeline(events, mapper, store, books=books, probes=probes, config=config)
+    pipeline = EvidencePipeline(events, mapper, store, books=books, probes=probes, config=config)
+    pipeline.unclean_previous_run = previous_run(last_segment_lines(state_dir))
+    return pipeline
