@@ -4,14 +4,71 @@ its pipeline, with errors a user can act on."""
 from __future__ import annotations
 
 import argparse
+import tomllib
 from pathlib import Path
 
 from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
 from agent.errors import RunError, UsageError
-from agent.evidence.pipeline import EvidencePipeline, open_pipeline
+from agent.evidence.pipeline import EvidencePipeline, StoreOptions, open_pipeline
 from agent.evidence.store import StoreCorruptError, StoreLockedError
+from agent.redact import RedactionConfigError, Redactor
 from agent.sinks.streaming import StreamingSink
+
+
+def add_evidence_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:
+    group = parser.add_argument_group("evidence")
+    group.add_argument("--evidence", metavar="DIR",
+                       help=f"also write {what} to the sealed evidence log in DIR")  # fmt: skip
+    group.add_argument("--redact-rules", metavar="FILE",
+                       help="TOML file of extra redaction rules ([[rule]] tables), after the"
+                            " built-in ones; a bad rule is refused at start")  # fmt: skip
+    group.add_argument("--evidence-fsync", choices=("always", "batch", "never"), default="batch",
+                       help="fsync after every record, every batch (default), or never")  # fmt: skip
+    group.add_argument("--evidence-segment-mb", type=float, default=64.0, metavar="MB",
+                       help="rotate segments at this size (default 64)")  # fmt: skip
+    group.add_argument("--evidence-segment-hours", type=float, default=24.0, metavar="H",
+                       help="rotate segments at this age (default 24)")  # fmt: skip
+    group.add_argument("--evidence-retain-mb", type=float, default=1024.0, metavar="MB",
+                       help="prune the oldest segments past this total, recorded (default 1024)")  # fmt: skip
+    group.add_argument("--evidence-checkpoint-every", type=int, default=1000, metavar="N",
+                       help="a sealed checkpoint every N records (and every 15 min)")  # fmt: skip
+
+
+def redactor_from_args(args: argparse.Namespace) -> Redactor:
+    """The built-in rules plus ``--redact-rules``. Fails closed: a rule that
+    is wrong stops the command, with the file, the rule and what was wanted."""
+    if args.redact_rules is None:
+        return Redactor.builtin()
+    path = Path(args.redact_rules)
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise UsageError(f"--redact-rules {path}: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"--redact-rules {path}: not valid TOML: {err}") from err
+    unknown = sorted(set(document) - {"rule"})
+    if unknown:
+        raise UsageError(
+            f"--redact-rules {path}: unknown key {unknown[0]!r}; expected [[rule]] tables"
+        )
+    try:
+        return Redactor.from_config(document.get("rule", []))
+    except RedactionConfigError as err:
+        raise UsageError(f"--redact-rules {path}: {err}") from err
+
+
+def check_evidence_arguments(args: argparse.Namespace) -> None:
+    for option, value in (
+        ("--evidence-segment-mb", args.evidence_segment_mb),
+        ("--evidence-segment-hours", args.evidence_segment_hours),
+        ("--evidence-retain-mb", args.evidence_retain_mb),
+        ("--evidence-checkpoint-every", args.evidence_checkpoint_every),
+    ):
+        if not value > 0:
+            raise UsageError(f"{option}: expected a number above 0, got {value}")
+    if args.evidence_retain_mb < args.evidence_segment_mb:
+        raise UsageError("--evidence-retain-mb: must be at least --evidence-segment-mb")
 
 
 def evidence_directory(value: str | None) -> Path | None:
@@ -32,6 +89,7 @@ def open_evidence(
     session: CaptureSession,
     capture: LoadedCapture,
     args: argparse.Namespace,
+    redactor: Redactor,
 ) -> EvidencePipeline:
     config = {
         "command": args.subcommand,
@@ -39,6 +97,8 @@ def open_evidence(
         "argv_max": args.argv_max,
         "disabled_probes": sorted(args.disable_probe),
         "probe_tracepoints": sorted(args.probe_tracepoint),
+        "redact_rules": args.redact_rules,
+        "evidence_fsync": args.evidence_fsync,
     }
     try:
         return open_pipeline(
@@ -47,6 +107,14 @@ def open_evidence(
             books=lambda: session.stats().kinds,
             probes=list(capture.statuses),
             config=config,
+            redactor=redactor,
+            store_options=StoreOptions(
+                fsync=args.evidence_fsync,
+                segment_max_bytes=int(args.evidence_segment_mb * 2**20),
+                segment_max_age_s=args.evidence_segment_hours * 3600,
+                retain_max_bytes=int(args.evidence_retain_mb * 2**20),
+                checkpoint_every_records=args.evidence_checkpoint_every,
+            ),
         )
     except StoreLockedError as err:
         raise RunError(f"--evidence {state_dir}: in use by another tracehound ({err})") from err

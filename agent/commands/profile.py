@@ -17,11 +17,18 @@ import trio
 from agent.capture.events import ProcessSeen
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.session import CaptureSession
-from agent.commands.evidence_wiring import evidence_directory, open_evidence
+from agent.commands.evidence_wiring import (
+    add_evidence_arguments,
+    check_evidence_arguments,
+    evidence_directory,
+    open_evidence,
+    redactor_from_args,
+)
 from agent.commands.launcher import Launched, exit_status, launch
 from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
+from agent.redact import Redactor
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
 from agent.sinks.profile import Profile, decode_profile, encode_profile, is_complete, render_text
@@ -39,11 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--output", "-o", metavar="FILE", help="write the profile here (default: stdout)"
     )
-    parser.add_argument("--evidence", metavar="DIR",
-                        help="also write the run's evidence to the sealed log in DIR")  # fmt: skip
     parser.add_argument("--format", choices=("json", "text"), default=None,
                         help="json (default for a profile) or text (default for diff)")  # fmt: skip
     add_capture_arguments(parser)
+    add_evidence_arguments(parser, what="the run's evidence")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]  or  diff A B")
     parser.set_defaults(handler=main)
 
@@ -83,13 +89,15 @@ def main(args: argparse.Namespace) -> int:
     command = _command(args)
     output = output_path("--output", args.output)
     evidence_dir = evidence_directory(args.evidence)
+    check_evidence_arguments(args)
+    redactor = redactor_from_args(args)
     options = load_options_from_args(args, scoped=True)
     check_privileges()
     capture = load(options)
     try:
         child = launch(command, shutil.which(command[0]))
         capture.add_to_scope(child.pid)
-        profile, status = trio.run(_profile, capture, child, command, args, evidence_dir)
+        profile, status = trio.run(_profile, capture, child, command, args, evidence_dir, redactor)
         text = args.format == "text"
         data = render_text(profile).encode() if text else encode_profile(profile)
         _write(output, data)
@@ -110,6 +118,7 @@ async def _profile(
     command: list[str],
     args: argparse.Namespace,
     evidence_dir: Path | None,
+    redactor: Redactor,
 ) -> tuple[Profile, int]:
     aggregate = AggregatingSink()
     sink: EventSink[object] = aggregate
@@ -121,7 +130,7 @@ async def _profile(
     session = CaptureSession(capture, sink)
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
-        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args)
+        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args, redactor)
     uid = os.getuid()
     try:
         user = pwd.getpwuid(uid).pw_name

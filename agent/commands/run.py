@@ -20,10 +20,17 @@ import trio
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.procfs import ProcessInfoCache, seed_processes
 from agent.capture.session import CaptureSession
-from agent.commands.evidence_wiring import evidence_directory, open_evidence
+from agent.commands.evidence_wiring import (
+    add_evidence_arguments,
+    check_evidence_arguments,
+    evidence_directory,
+    open_evidence,
+    redactor_from_args,
+)
 from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
+from agent.redact import Redactor
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
 from agent.sinks.profile import Profile, encode_profile
@@ -51,13 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="streaming sink capacity in events (default 8192)")  # fmt: skip
     parser.add_argument("--stream-policy", choices=("block", "drop"), default="block",
                         help="when the stream is full: block (backpressure) or drop (counted)")  # fmt: skip
-    parser.add_argument("--evidence", metavar="DIR",
-                        help="also map every event to evidence and append it to the sealed log in DIR")  # fmt: skip
     parser.add_argument("--duration", type=float, metavar="SECONDS",
                         help="stop by itself after this long")  # fmt: skip
     parser.add_argument("--no-seed", action="store_true",
                         help="do not seed already-running processes from /proc")  # fmt: skip
     add_capture_arguments(parser)
+    add_evidence_arguments(parser, what="every event")
     parser.set_defaults(handler=main)
 
 
@@ -67,6 +73,8 @@ def main(args: argparse.Namespace) -> int:
     events_file = output_path("--events", args.events)
     ready_file = output_path("--ready-file", args.ready_file)
     evidence_dir = evidence_directory(args.evidence)
+    check_evidence_arguments(args)
+    redactor = redactor_from_args(args)
     if args.duration is not None and not args.duration > 0:
         raise UsageError(f"--duration: expected a number of seconds above 0, got {args.duration}")
     if args.stream_capacity < 1:
@@ -78,7 +86,15 @@ def main(args: argparse.Namespace) -> int:
     capture = load(options)
     try:
         return trio.run(
-            _run, capture, args, stats_file, profile_file, events_file, ready_file, evidence_dir
+            _run,
+            capture,
+            args,
+            stats_file,
+            profile_file,
+            events_file,
+            ready_file,
+            evidence_dir,
+            redactor,
         )
     finally:
         capture.close()
@@ -129,6 +145,7 @@ async def _run(
     events_file: Path | None,
     ready_file: Path | None,
     evidence_dir: Path | None,
+    redactor: Redactor,
 ) -> int:
     aggregate = AggregatingSink()
     sinks: list[EventSink[object]] = [aggregate]
@@ -155,7 +172,7 @@ async def _run(
     )  # fmt: skip
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
-        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args)
+        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args, redactor)
     attached = sum(1 for s in capture.statuses if s.attached)
     for status in capture.statuses:
         if not status.attached:

@@ -33,8 +33,9 @@ from agent.capture.events import Event
 from agent.capture.ledger import KindAccount
 from agent.capture.loader import ProbeStatus
 from agent.evidence.mapper import TYPE_START, TYPE_STOP, Mapper
-from agent.evidence.store import EvidenceStore, segment_files
+from agent.evidence.store import EvidenceStore, FsyncPolicy, segment_files
 from agent.evidence.types import Anchor, CloudEvent
+from agent.redact import Redactor
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -241,6 +242,17 @@ class EvidencePipeline:
                     await trio.to_thread.run_sync(self.store.close)
 
 
+class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How the sealed log is written (EvidenceStore's settings)."""
+
+    fsync: FsyncPolicy = "batch"
+    segment_max_bytes: int = 64 * 2**20
+    segment_max_age_s: float = 24 * 3600
+    retain_max_bytes: int = 2**30
+    checkpoint_every_records: int = 1000
+    checkpoint_every_s: float = 900
+
+
 def open_pipeline(
     state_dir: str | os.PathLike[str],
     events: trio.MemoryReceiveChannel[Event],
@@ -248,11 +260,13 @@ def open_pipeline(
     books: Callable[[], Mapping[str, KindAccount]],
     probes: list[ProbeStatus],
     config: Mapping[str, Any],
-    fsync: str = "batch",
+    redactor: Redactor | None = None,
+    store_options: StoreOptions | None = None,
 ) -> EvidencePipeline:
     """The pipeline for a state directory, with this host's anchor."""
-    store = EvidenceStore(state_dir, fsync=fsync)  # type: ignore[arg-type]
-    mapper = Mapper(host=socket.gethostname(), anchor=read_anchor())
+    opts = store_options or StoreOptions()
+    store = EvidenceStore(Path(state_dir), **msgspec.structs.asdict(opts))
+    mapper = Mapper(host=socket.gethostname(), anchor=read_anchor(), redactor=redactor)
     pipeline = EvidencePipeline(events, mapper, store, books=books, probes=probes, config=config)
     pipeline.unclean_previous_run = previous_run(last_segment_lines(state_dir))
     return pipeline
