@@ -190,8 +190,9 @@ def _key(value: str | None) -> bytes | None:
         try:
             text = Path(value).read_text()
         except OSError as err:
+            # Never echo the value: it may be the key itself, missing its prefix.
             raise UsageError(
-                f"--key {value}: not a key (thk1-...) and not a readable file: {err.strerror}"
+                f"--key: not a key (thk1-...) and not a readable file ({err.strerror})"
             ) from err
     try:
         return decode_key(text)
@@ -245,6 +246,12 @@ def verify_main(args: argparse.Namespace) -> int:
         raise UsageError(f"evidence verify: {args.target}: {err}") from err
     except VerifyInputError as err:
         raise UsageError(f"evidence verify: {args.target}: {err}") from err
+    if report.records == 0 and (
+        report.first_break is None or report.first_break.kind == "malformed"
+    ):
+        # Nothing that even looks like a chain record: bad input, not a log
+        # that verified (or a log with a break).
+        raise UsageError(f"evidence verify: {args.target}: not an evidence log (no chain records)")
     print(report.summary())
     return 0 if report.first_break is None else 1
 

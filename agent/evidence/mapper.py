@@ -18,8 +18,9 @@ The stream:
 
 Record identity: ``thhash`` is blake3 of the canonical (RFC 8785) bytes of
 ``data``; ``id`` is the first 32 hex digits of blake3 over the canonical array
-``[source, boot id, thseq, type, thhash]``. The type is in there too, so two
-records that differ only in type cannot share an id.
+``[source, boot id, anchor wall ns (as a string), thseq, type, thhash]``. The
+anchor tells apart two runs on one boot (both number their records from 0);
+the type keeps two records that differ only in type apart.
 
 Times: a kernel event's ``time`` is ``wall_ns + (ts_ns - boottime_ns)`` of
 the anchor, in integers. Records without a kernel timestamp (syscall counts,
@@ -560,7 +561,12 @@ class Mapper:
         plain: dict[str, Any] = msgspec.json.decode(body)
         seq = self._next_seq
         thhash = blake3.blake3(body).hexdigest()
-        identity = canonical([self.source, self.anchor.boot_id, seq, type_, thhash])
+        # The anchor makes ids unique per run (two runs on one boot number
+        # their records from 0 alike) and stays the same when the same
+        # capture is mapped again, so a retried record keeps its id.
+        identity = canonical(
+            [self.source, self.anchor.boot_id, str(self.anchor.wall_ns), seq, type_, thhash]
+        )
         record = CloudEvent(
             specversion=SPECVERSION,
             id=blake3.blake3(identity).hexdigest()[:_ID_HEX_DIGITS],

@@ -167,10 +167,19 @@ def test_same_capture_mapped_twice_is_byte_identical() -> None:
     assert len({decode(raw).id for raw in first}) == len(first)
 
 
+def test_two_runs_on_one_boot_get_different_ids() -> None:
+    other_run = Anchor(boot_id=BOOT_ID, wall_ns=WALL_NS + 1, boottime_ns=BOOT_NS + 1)
+    first = Mapper(host="h", anchor=ANCHOR).anchor_record().id
+    second = Mapper(host="h", anchor=other_run).anchor_record().id
+    assert first != second
+
+
 def test_id_and_hash_are_derived_as_documented() -> None:
     for record in mapped(sample_events()):
         assert record.thhash == blake3.blake3(canonical(record.data)).hexdigest()
-        identity = canonical([record.source, BOOT_ID, record.thseq, record.type, record.thhash])
+        identity = canonical(
+            [record.source, BOOT_ID, str(WALL_NS), record.thseq, record.type, record.thhash]
+        )
         assert record.id == blake3.blake3(identity).hexdigest()[:32]
 
 
