@@ -119,6 +119,14 @@ def canonical(value: object) -> bytes:
     outside the accepted subset (see the module docstring). Nothing is
     returned partially: the error is raised before any bytes are.
     """
+    if _plain(value, 0):
+        # msgspec with sorted keys writes exactly the JCS bytes for this
+        # subset (tests compare the two paths), ~30x faster than the walk
+        # below. A lone surrogate makes it raise: the walk then says where.
+        try:
+            return _FAST.encode(value)
+        except (UnicodeEncodeError, msgspec.EncodeError):
+            pass
     out: list[str] = []
     try:
         _encode(value, out, 0)
@@ -126,6 +134,33 @@ def canonical(value: object) -> bytes:
         raise CanonicalError(_format_path(refused.segments), refused.problem) from None
     # Every string was checked for lone surrogates, so this cannot fail.
     return "".join(out).encode("utf-8")
+
+
+_FAST: Final = msgspec.json.Encoder(order="sorted")
+
+
+def _plain(value: object, depth: int) -> bool:
+    """Is ``value`` in the subset where msgspec's sorted output is JCS?
+
+    Only dicts with ASCII keys (code-point order is then UTF-16 order),
+    lists, tuples, str, bool, None and ints in the safe range; anything else
+    (floats, Structs, wide keys, deep nesting) takes the checked walk.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
+    if depth >= MAX_DEPTH:
+        return False
+    if kind is dict:
+        return all(
+            type(key) is str and key.isascii() and _plain(item, depth + 1)
+            for key, item in value.items()  # type: ignore[attr-defined]
+        )
+    if kind is list or kind is tuple:
+        return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]
+    return False
 
 
 def _encode(value: object, out: list[str], depth: int) -> None:

@@ -344,3 +344,43 @@ def test_output_is_compact_utf8_without_raw_controls(value: object) -> None:
     out = canonical(value)
     out.decode("utf-8")  # valid UTF-8
     assert not any(byte < 0x20 for byte in out)
+
+
+# --- the fast path must be byte-identical to the checked walk ---------------
+
+
+def _walk(value: object) -> bytes:
+    """The checked encoder alone, bypassing the fast path."""
+    from agent.evidence import canonical as module
+
+    out: list[str] = []
+    module._encode(value, out, 0)
+    return "".join(out).encode("utf-8")
+
+
+_plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127)), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_plain_values)
+def test_fast_path_is_the_checked_walk(value: object) -> None:
+    from agent.evidence.canonical import _plain
+
+    assert _plain(value, 0)
+    assert canonical(value) == _walk(value)
+
+
+def test_wide_keys_and_floats_take_the_checked_walk() -> None:
+    from agent.evidence.canonical import _plain
+
+    assert not _plain({"\U0001f600": 1}, 0)
+    assert not _plain({"a": 1.0}, 0)
+    assert canonical({"\U0001f600": 1, "\ufb01": 2}) == _walk({"\U0001f600": 1, "\ufb01": 2})
+    with pytest.raises(CanonicalError):
+        canonical({"a": "\ud800"})  # the fast encoder raises; the walk names it
