@@ -574,3 +574,56 @@ def test_kernel_losses_are_recorded(kernel: None, lossy: tuple[Path, dict[str, A
     # the loss is evidence before the end of the run
     types = [r["type"] for r in records]
     assert types.index(LOSS) < len(types) - 1 - types[::-1].index(STOP)
+
+
+def test_traceparent_from_the_environment_is_on_every_record(kernel: None, tmp_path: Path) -> None:
+    import os as _os
+
+    state = tmp_path / "traced"
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    env = {**_os.environ, "TRACEPARENT": parent, "TRACESTATE": "vendor=1"}
+    done = subprocess.run(
+        [*TRACEHOUND, "profile", "--evidence", str(state), "--", "/bin/true"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    bodies = [r["body"] for r in stream_records(state)]
+    events = [b for b in bodies if isinstance(b, dict) and "specversion" in b]
+    assert events and all(
+        e["traceparent"] == parent and e["tracestate"] == "vendor=1" for e in events
+    )
+    bad = subprocess.run(
+        [*TRACEHOUND, "profile", "--evidence", str(tmp_path / "bad"), "--", "/bin/true"],
+        capture_output=True, text=True, timeout=120, env={**env, "TRACEPARENT": "nonsense"},
+    )  # fmt: skip
+    assert bad.returncode == 2 and "TRACEPARENT" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_stream_follow_prints_new_records_and_stops_cleanly(tmp_path: Path) -> None:
+    import signal as _signal
+    import time as _time
+
+    from agent.evidence.store import EvidenceStore
+
+    state = tmp_path / "follow"
+    with EvidenceStore(state) as store:
+        store.append("dev.tracehound.test.v1", {"n": 0})
+        store.commit()
+    follower = subprocess.Popen(
+        [*TRACEHOUND, "evidence", "stream", "--follow", "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _time.sleep(1.0)
+        with EvidenceStore(state) as store:
+            store.append("dev.tracehound.test.v1", {"n": 1})
+            store.commit()
+        _time.sleep(1.0)
+        follower.send_signal(_signal.SIGTERM)
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    bodies = [json.loads(line)["body"] for line in out.splitlines()]
+    assert {"n": 1} in bodies and {"n": 0} in bodies  # the later one arrived while following

@@ -4,6 +4,7 @@ its pipeline, with errors a user can act on."""
 from __future__ import annotations
 
 import argparse
+import os
 import tomllib
 from pathlib import Path
 
@@ -100,6 +101,10 @@ def open_evidence(
         "redact_rules": args.redact_rules,
         "evidence_fsync": args.evidence_fsync,
     }
+    # W3C Trace Context, as CI systems and OpenTelemetry export it: every
+    # record of this run carries it, so evidence joins the trace.
+    traceparent = os.environ.get("TRACEPARENT") or None
+    tracestate = os.environ.get("TRACESTATE") or None
     try:
         return open_pipeline(
             state_dir,
@@ -115,6 +120,8 @@ def open_evidence(
                 retain_max_bytes=int(args.evidence_retain_mb * 2**20),
                 checkpoint_every_records=args.evidence_checkpoint_every,
             ),
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
     except StoreLockedError as err:
         raise RunError(f"--evidence {state_dir}: in use by another tracehound ({err})") from err
@@ -122,3 +129,5 @@ def open_evidence(
         raise RunError(f"--evidence {state_dir}: the log is damaged: {err}") from err
     except OSError as err:
         raise RunError(f"--evidence {state_dir}: {err.strerror}") from err
+    except ValueError as err:  # a malformed TRACEPARENT: refused, not dropped
+        raise UsageError(f"TRACEPARENT/TRACESTATE: {err}") from err

@@ -262,11 +262,19 @@ def open_pipeline(
     config: Mapping[str, Any],
     redactor: Redactor | None = None,
     store_options: StoreOptions | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> EvidencePipeline:
     """The pipeline for a state directory, with this host's anchor."""
     opts = store_options or StoreOptions()
     store = EvidenceStore(Path(state_dir), **msgspec.structs.asdict(opts))
-    mapper = Mapper(host=socket.gethostname(), anchor=read_anchor(), redactor=redactor)
+    mapper = Mapper(
+        host=socket.gethostname(),
+        anchor=read_anchor(),
+        redactor=redactor,
+        traceparent=traceparent,
+        tracestate=tracestate,
+    )
     pipeline = EvidencePipeline(events, mapper, store, books=books, probes=probes, config=config)
     pipeline.unclean_previous_run = previous_run(last_segment_lines(state_dir))
     return pipeline
