@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from agent import __version__
 from agent.capture.loader import CaptureError
-from agent.commands import evidence, profile, run
+from agent.commands import config, evidence, profile, run
 from agent.errors import RunError, UsageError
 
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(subparsers)
     profile.add_parser(subparsers)
     evidence.add_parser(subparsers)
+    config.add_parser(subparsers)
     _one_line_error(parser)
     return parser
 

@@ -1,0 +1,340 @@
+"""The configuration's shape: one frozen msgspec Struct per TOML table.
+
+Every field has a built-in default, so an empty document (or no file at
+all) is a working configuration. msgspec checks the types and refuses
+unknown keys (a typo such as ``ringbuf_page`` would otherwise be ignored
+silently and the operator would run with a value they did not choose).
+What types cannot say (ranges, a power of two, a parseable address, a
+redaction rule that compiles) is checked in each section's
+``__post_init__``, which raises :class:`ConfigError` naming the dotted key
+(``capture.ringbuf_pages``) and what was expected. The loader
+(:mod:`agent.config.load`) puts the file name in front.
+
+``__post_init__`` also runs when code builds a section directly, so no
+unchecked configuration can exist, whichever way it was made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from typing import Final, Literal, TypeAlias
+
+import msgspec
+
+from agent.capture.probes import PROBES
+from agent.errors import UsageError
+from agent.redact import RedactionConfigError, Redactor, Rule
+
+__all__ = [
+    "DEFAULT_PATH",
+    "ApiConfig",
+    "CaptureConfig",
+    "Config",
+    "ConfigError",
+    "EvidenceConfig",
+    "FsyncPolicy",
+    "MetricsConfig",
+    "StreamConfig",
+    "StreamPolicy",
+    "parse_listen",
+    "parse_mode",
+]
+
+DEFAULT_PATH: Final = "/etc/tracehound/tracehound.toml"
+"""Where the daemon looks for its configuration when none is named."""
+
+StreamPolicy: TypeAlias = Literal["block", "drop"]
+"""When a streaming queue is full: block the producer (backpressure) or drop (counted)."""
+
+FsyncPolicy: TypeAlias = Literal["always", "batch", "never"]
+"""When the evidence log is fsynced: after every record, every batch, or never."""
+
+_PROBE_NAMES: Final = frozenset(p.name for p in PROBES)
+_MAX_RINGBUF_PAGES: Final = 1 << 18  # 1 GiB of 4 KiB pages: beyond that, a typo
+_MAX_ID: Final = 2**32 - 2  # (uid_t)-1 means "no id"
+_SUN_PATH_MAX: Final = 107  # sockaddr_un.sun_path is 108 bytes with the NUL
+_MODE: Final = re.compile(r"(?:0o)?[0-7]{1,4}")
+_HOSTNAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*")
+_GROUP: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]+")
+_TRACEPOINT: Final = re.compile(r"[A-Za-z0-9_]+:[A-Za-z0-9_]+")
+_REDACTION_MESSAGE: Final = re.compile(r"redaction rule \$\[(\d+)\] \((.*?)\): (.*)", re.DOTALL)
+
+
+class ConfigError(UsageError):
+    """The configuration is wrong: one line naming the file, the key and what was expected.
+
+    A :class:`~agent.errors.UsageError`, so the CLI prints it as
+    ``tracehound: <message>`` and exits 2 without starting anything: a
+    daemon must not run with a configuration its operator did not mean.
+    Raised by a section's checks as ``key: problem``; the loader re-raises it
+    as ``FILE: key: problem``.
+    """
+
+
+def _require(ok: bool, key: str, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {expected}")
+
+
+def _positive(value: float, key: str) -> None:
+    _require(math.isfinite(value) and value > 0, key, f"expected a number above 0, got {value}")
+
+
+def _in_range(value: int, low: int, high: int, key: str) -> None:
+    _require(low <= value <= high, key, f"expected {low} to {high}, got {value}")
+
+
+def parse_mode(value: int | str) -> int:
+    """Permission bits from ``0o660`` (an int, as TOML's ``0o660`` gives) or ``"0660"``.
+
+    A decimal int such as ``660`` is taken as it is (and refused: above
+    0o777), never re-read as octal: that guess is how sockets end up
+    world-writable.
+
+    Raises:
+        ValueError: not octal digits, or outside 0 to 0o777.
+    """
+    if isinstance(value, str):
+        if not _MODE.fullmatch(value):
+            raise ValueError(f'expected an octal mode such as "0660", got {value!r}')
+        bits = int(value.removeprefix("0o"), 8)
+    else:
+        bits = value
+    if not 0 <= bits <= 0o777:
+        raise ValueError(f"expected a mode from 0 to 0777, got {value!r}")
+    return bits
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` to its parts: an IPv4 address, ``[IPv6]`` or a host name, then 1-65535.
+
+    Raises:
+        ValueError: the text is not of that form.
+    """
+    expected = f'expected HOST:PORT such as "127.0.0.1:9464" or "[::1]:9464", got {value!r}'
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(expected)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(expected) from None
+        return host[1:-1], int(port)
+    if not _HOSTNAME.fullmatch(host):
+        raise ValueError(expected)
+    return host, int(port)
+
+
+class CaptureConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[capture]``: what the kernel side attaches and how big its buffer is."""
+
+    # Ring buffer size in 4 KiB pages, a power of two (1024 pages: 4 MiB).
+    ringbuf_pages: int = 1024
+    # argv entries captured per exec, 1 to 64.
+    argv_max: int = 16
+    # Probes not to attach (e.g. "syscalls.count"); probes that extend them go too.
+    disable_probes: tuple[str, ...] = ()
+    # Probe name to "CATEGORY:EVENT": attach that probe's first handler elsewhere.
+    probe_tracepoints: dict[str, str] = {}
+    # Seconds between stats lines on stderr; 0 turns them off.
+    stats_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        pages = self.ringbuf_pages
+        _require(
+            1 <= pages <= _MAX_RINGBUF_PAGES and not pages & (pages - 1),
+            "capture.ringbuf_pages",
+            f"expected a power of two from 1 to {_MAX_RINGBUF_PAGES}, got {pages}",
+        )
+        _in_range(self.argv_max, 1, 64, "capture.argv_max")
+        known = ", ".join(sorted(_PROBE_NAMES))
+        for name in self.disable_probes:
+            _require(
+                name in _PROBE_NAMES,
+                "capture.disable_probes",
+                f"unknown probe {name!r}; expected one of: {known}",
+            )
+        for name, tracepoint in self.probe_tracepoints.items():
+            _require(
+                name in _PROBE_NAMES,
+                "capture.probe_tracepoints",
+                f"unknown probe {name!r}; expected one of: {known}",
+            )
+            _require(
+                bool(_TRACEPOINT.fullmatch(tracepoint)),
+                f'capture.probe_tracepoints."{name}"',
+                f'expected "CATEGORY:EVENT" such as "syscalls:sys_enter_openat", got {tracepoint!r}',
+            )
+        interval = self.stats_interval
+        _require(
+            math.isfinite(interval) and 0 <= interval <= 86400,
+            "capture.stats_interval",
+            f"expected 0 (never) to 86400 seconds, got {interval}",
+        )
+
+
+class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[stream]``: the bounded queue between the drain and the slow consumers."""
+
+    # Capacity in events of each streaming sink (events file, evidence).
+    capacity: int = 8192
+    # When it is full: "block" (backpressure onto the ring buffer) or "drop" (counted).
+    policy: StreamPolicy = "block"
+
+    def __post_init__(self) -> None:
+        _in_range(self.capacity, 1, 1 << 24, "stream.capacity")
+
+
+class EvidenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[evidence]``: the sealed, hash-chained log and what is redacted before it."""
+
+    # Write every event to the sealed evidence log in state_dir.
+    enabled: bool = False
+    # Directory of the log's segments and checkpoints (systemd's StateDirectory).
+    state_dir: str = "/var/lib/tracehound/evidence"
+    # fsync after every record ("always"), every batch ("batch") or "never".
+    fsync: FsyncPolicy = "batch"
+    # Rotate a segment at this size in MiB.
+    segment_mb: float = 64.0
+    # Rotate a segment at this age in hours.
+    segment_hours: float = 24.0
+    # Prune the oldest segments past this total in MiB (the pruning is recorded).
+    retain_mb: float = 1024.0
+    # A sealed checkpoint every this many records (and every 15 minutes).
+    checkpoint_every: int = 1000
+    # Extra redaction rules, after the built-in ones (fields as agent.redact.Rule).
+    redact_rules: tuple[Rule, ...] = ()
+
+    def __post_init__(self) -> None:
+        _require(bool(self.state_dir), "evidence.state_dir", "expected a directory path")
+        _positive(self.segment_mb, "evidence.segment_mb")
+        _positive(self.segment_hours, "evidence.segment_hours")
+        _positive(self.retain_mb, "evidence.retain_mb")
+        _require(
+            self.retain_mb >= self.segment_mb,
+            "evidence.retain_mb",
+            f"expected at least evidence.segment_mb ({self.segment_mb}), got {self.retain_mb}",
+        )
+        _require(
+            self.checkpoint_every >= 1,
+            "evidence.checkpoint_every",
+            f"expected at least 1, got {self.checkpoint_every}",
+        )
+        self.redactor()  # a bad rule is refused now, not at the first event
+
+    def redactor(self) -> Redactor:
+        """The built-in redaction rules followed by :attr:`redact_rules`, compiled.
+
+        Raises:
+            ConfigError: a rule's pattern or group is wrong, or its name is
+                taken (the message says which rule and what was expected).
+        """
+        try:
+            return Redactor.from_config(msgspec.to_builtins(self.redact_rules))
+        except RedactionConfigError as err:
+            found = _REDACTION_MESSAGE.fullmatch(str(err))
+            if found is None:
+                raise ConfigError(f"evidence.redact_rules: {err}") from None
+            index, label, problem = found.groups()
+            raise ConfigError(f"evidence.redact_rules[{index}]: rule {label}: {problem}") from None
+
+
+class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[api]``: the local HTTP/1.1 API on a UNIX socket, and its limits."""
+
+    # Serve the API at all.
+    enabled: bool = True
+    # Path of the UNIX socket (systemd's RuntimeDirectory is /run/tracehound).
+    socket: str = "/run/tracehound/api.sock"
+    # Socket permission bits, "0660" or 0o660; always read back as a "0NNN" string.
+    mode: int | str = "0660"
+    # Group that owns the socket (name or number); "" leaves the daemon's own.
+    group: str = ""
+    # Peer uids (SO_PEERCRED) allowed besides root and the daemon's own uid.
+    allow_uids: tuple[int, ...] = ()
+    # Peer primary gids (SO_PEERCRED) allowed.
+    allow_gids: tuple[int, ...] = ()
+    # Largest request (request line and headers) in bytes; larger is refused (4xx).
+    max_request_bytes: int = 16384
+    # Most header lines in a request.
+    max_headers: int = 64
+    # Most clients connected at once; more are refused.
+    max_clients: int = 64
+    # Seconds a client may stay silent before it is disconnected (not SSE streams).
+    idle_timeout_s: float = 30.0
+    # Events buffered per SSE client; on overflow the client is told and it is counted.
+    sse_buffer: int = 1024
+
+    def __post_init__(self) -> None:
+        path = self.socket
+        _require(
+            path.startswith("/") and len(os.fsencode(path)) <= _SUN_PATH_MAX,
+            "api.socket",
+            f"expected an absolute path of at most {_SUN_PATH_MAX} bytes, got {path!r}",
+        )
+        try:
+            bits = parse_mode(self.mode)
+        except ValueError as err:
+            raise ConfigError(f"api.mode: {err}") from None
+        msgspec.structs.force_setattr(self, "mode", f"0{bits:03o}")
+        _require(
+            not self.group or bool(_GROUP.fullmatch(self.group)),
+            "api.group",
+            f'expected a group name or number, or "" for the daemon\'s own, got {self.group!r}',
+        )
+        for key, ids in (("api.allow_uids", self.allow_uids), ("api.allow_gids", self.allow_gids)):
+            for value in ids:
+                _in_range(value, 0, _MAX_ID, key)
+        _in_range(self.max_request_bytes, 1024, 1 << 20, "api.max_request_bytes")
+        _in_range(self.max_headers, 1, 1000, "api.max_headers")
+        _in_range(self.max_clients, 1, 65536, "api.max_clients")
+        _require(
+            math.isfinite(self.idle_timeout_s) and 0 < self.idle_timeout_s <= 3600,
+            "api.idle_timeout_s",
+            f"expected a number of seconds above 0, at most 3600, got {self.idle_timeout_s}",
+        )
+        _in_range(self.sse_buffer, 1, 1 << 20, "api.sse_buffer")
+
+    @property
+    def mode_bits(self) -> int:
+        """:attr:`mode` as an int, for ``os.chmod``."""
+        return parse_mode(self.mode)
+
+
+class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[metrics]``: the Prometheus endpoint."""
+
+    # Serve /metrics at all.
+    enabled: bool = True
+    # HOST:PORT to listen on; loopback by default, so only the host can scrape.
+    listen: str = "127.0.0.1:9464"
+
+    def __post_init__(self) -> None:
+        try:
+            parse_listen(self.listen)
+        except ValueError as err:
+            raise ConfigError(f"metrics.listen: {err}") from None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """:attr:`listen` as ``(host, port)``, for binding."""
+        return parse_listen(self.listen)
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole configuration: one field per TOML table, each with its defaults."""
+
+    # Kernel-side capture: probes, ring buffer, stats.
+    capture: CaptureConfig = CaptureConfig()
+    # The bounded streaming queues.
+    stream: StreamConfig = StreamConfig()
+    # The sealed evidence log and redaction.
+    evidence: EvidenceConfig = EvidenceConfig()
+    # The local UNIX-socket API.
+    api: ApiConfig = ApiConfig()
+    # The Prometheus endpoint.
+    metrics: MetricsConfig = MetricsConfig()
