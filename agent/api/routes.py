@@ -1,0 +1,158 @@
+"""Which endpoint a request names, with its parameters validated.
+
+Pure: takes a parsed :class:`~agent.api.http.Request` (whose path is already
+decoded and free of ``..``, ``//`` and odd bytes) and returns a
+:class:`Route` or raises :class:`~agent.api.http.HttpError`:
+
+- 404 for a path that is not an endpoint (trailing slashes included: there
+  is exactly one spelling of each path);
+- 405 (with ``Allow: GET``) for any method but GET on a known path;
+- 400 for a bad parameter, an unknown one (a typo like ``?pdi=1`` would
+  otherwise silently return everything), or one given twice. The message
+  names the parameter and what was expected.
+
+Endpoints and their parameters::
+
+    /v1/snapshot      pid, comm, cgroup      (all optional filters)
+    /v1/stats
+    /v1/events        type, pid, limit       (limit 1..10000, default 100)
+    /v1/events/{id}   id: 32 lower-case hex digits
+    /v1/stream        Last-Event-ID header   (32 lower-case hex digits, optional)
+    /v1/verify, /healthz, /readyz, /metrics
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+from agent.api.http import HttpError, Request
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Route", "RouteName", "route"]
+
+RouteName = Literal[
+    "snapshot", "stats", "events", "event", "stream", "verify", "healthz", "readyz", "metrics"
+]
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+PID_MAX = 2**31 - 1  # pid_t is a signed 32-bit int
+CGROUP_MAX = 2**64 - 1  # cgroup ids are u64 inode numbers
+COMM_MAX = 16
+TYPE_MAX = 128
+
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_TYPE = re.compile(r"[a-z0-9._-]+")
+_EVENT_ID = re.compile(r"[0-9a-f]{32}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Route(msgspec.Struct, frozen=True):
+    """The endpoint a request names and its validated parameters.
+
+    ``params`` holds only parameters that were given, plus defaults (``limit``
+    for events): ints for pid, cgroup and limit; str for the rest.
+    """
+
+    name: RouteName
+    params: dict[str, int | str]
+
+
+# path -> (route name, query parameters it accepts)
+_FIXED: dict[str, tuple[RouteName, frozenset[str]]] = {
+    "/v1/snapshot": ("snapshot", frozenset({"pid", "comm", "cgroup"})),
+    "/v1/stats": ("stats", frozenset()),
+    "/v1/events": ("events", frozenset({"type", "pid", "limit"})),
+    "/v1/stream": ("stream", frozenset()),
+    "/v1/verify": ("verify", frozenset()),
+    "/healthz": ("healthz", frozenset()),
+    "/readyz": ("readyz", frozenset()),
+    "/metrics": ("metrics", frozenset()),
+}
+_EVENT_PREFIX = "/v1/events/"
+
+
+def _bad(name: str, expected: str, value: str) -> HttpError:
+    shown = value if len(value) <= 40 else value[:40] + "..."
+    return HttpError(400, f"parameter '{name}': expected {expected}, got {shown!r}")
+
+
+def _int(name: str, value: str, low: int, high: int, expected: str) -> int:
+    if _DIGITS.fullmatch(value) is None:
+        raise _bad(name, expected, value)
+    number = int(value)
+    if not low <= number <= high:
+        raise _bad(name, expected, value)
+    return number
+
+
+def _validate(name: str, value: str) -> int | str:
+    if name == "pid":
+        return _int(name, value, 0, PID_MAX, f"an integer from 0 to {PID_MAX}")
+    if name == "cgroup":
+        return _int(name, value, 0, CGROUP_MAX, "a cgroup id (an unsigned 64-bit integer)")
+    if name == "limit":
+        return _int(name, value, 1, MAX_LIMIT, f"an integer from 1 to {MAX_LIMIT}")
+    if name == "comm":
+        if not 1 <= len(value) <= COMM_MAX or _CONTROL.search(value) is not None:
+            raise _bad(name, f"a command name of 1 to {COMM_MAX} printable characters", value)
+        return value
+    if name == "type":
+        if len(value) > TYPE_MAX or _TYPE.fullmatch(value) is None:
+            raise _bad(name, "an event type like 'process.exec' ([a-z0-9._-]+)", value)
+        return value
+    raise AssertionError(f"no validator for {name}")  # pragma: no cover
+
+
+def _event_id(name: str, value: str) -> str:
+    if _EVENT_ID.fullmatch(value) is None:
+        raise _bad(name, "an event id of 32 lower-case hex digits", value)
+    return value
+
+
+def _check_method(request: Request) -> None:
+    if request.method != "GET":
+        raise HttpError(
+            405, f"method {request.method} is not allowed here; expected GET", (("Allow", "GET"),)
+        )
+
+
+def _query_params(request: Request, accepted: frozenset[str]) -> dict[str, int | str]:
+    params: dict[str, int | str] = {}
+    for name, values in request.query.items():
+        if name not in accepted:
+            expected = ", ".join(sorted(accepted)) if accepted else "no parameters"
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise HttpError(400, f"unknown parameter {shown!r}; this endpoint takes {expected}")
+        if len(values) != 1:
+            raise HttpError(400, f"parameter '{name}' given more than once")
+        params[name] = _validate(name, values[0])
+    return params
+
+
+def route(request: Request) -> Route:
+    """Resolve ``request`` to a :class:`Route`, or raise :class:`HttpError`."""
+    path = request.path
+    fixed = _FIXED.get(path)
+    if fixed is not None:
+        name, accepted = fixed
+        _check_method(request)
+        params = _query_params(request, accepted)
+        if name == "events":
+            params.setdefault("limit", DEFAULT_LIMIT)
+        elif name == "stream":
+            last = request.header_values("last-event-id")
+            if len(last) > 1:
+                raise HttpError(400, "Last-Event-ID given more than once")
+            if last and last[0]:
+                params["last_event_id"] = _event_id("Last-Event-ID", last[0])
+        return Route(name=name, params=params)
+    if path.startswith(_EVENT_PREFIX):
+        event_id = path.removeprefix(_EVENT_PREFIX)
+        if event_id and "/" not in event_id:
+            _check_method(request)
+            _query_params(request, frozenset())
+            return Route(name="event", params={"id": _event_id("id", event_id)})
+    raise HttpError(404, "no such endpoint; see /v1/snapshot, /v1/events, /v1/stream, /healthz")
