@@ -24,7 +24,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 kernel="$(uname -r)"
-apt_wanted=(python3-bpfcc libbpfcc python3-venv gcc curl iproute2)
+# python3-yaml, prometheus (for promtool), systemd (systemd-analyze) and
+# libcap2-bin (capsh) are for the deployment-file tests.
+apt_wanted=(python3-bpfcc libbpfcc python3-venv gcc curl iproute2 util-linux
+            python3-yaml prometheus systemd libcap2-bin)
 if [ ! -e "/lib/modules/$kernel/build" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
     apt_wanted+=(linux-headers-amd64)
 fi

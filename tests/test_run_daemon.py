@@ -66,3 +66,52 @@ def test_run_captures_and_stops_cleanly(
     profile = json.loads(profile_file.read_text())
     assert any(p["preexisting"] for p in profile["processes"]), "seeded from /proc"
     assert any(p["argv"] == ["/bin/true", "tracehound-run-arg"] for p in profile["processes"])
+
+
+def test_sd_notify_messages_reach_the_socket_we_provide(kernel: None, tmp_path: Path) -> None:
+    """READY=1 once probes are attached, STATUS= lines, WATCHDOG=1 while the
+    drain runs (WATCHDOG_USEC set), STOPPING=1 on SIGTERM."""
+    import os
+    import socket
+
+    path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    listener.settimeout(0.2)
+    env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
+    env.pop("WATCHDOG_PID", None)
+    agent = subprocess.Popen(
+        [*TRACEHOUND, "run", "--no-seed", "--stats-interval", "0.3"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    messages: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            "READY=1" in messages
+            and messages.count("WATCHDOG=1") >= 2
+            and any(m.startswith("STATUS=events exec=") for m in messages)
+        ):
+            try:
+                messages.append(listener.recv(4096).decode())
+            except TimeoutError:
+                assert agent.poll() is None, agent.stderr.read() if agent.stderr else ""
+        agent.send_signal(signal.SIGTERM)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and "STOPPING=1" not in messages:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except TimeoutError:
+                continue
+        _, stderr = agent.communicate(timeout=30)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        listener.close()
+    assert agent.returncode == 0, stderr
+    assert "READY=1" in messages
+    ready = messages.index("READY=1")
+    assert any(m.startswith("STATUS=capturing:") for m in messages[:ready])
+    assert messages.count("WATCHDOG=1") >= 2
+    assert any(m.startswith("STATUS=events exec=") for m in messages)
+    assert "STOPPING=1" in messages and messages.index("STOPPING=1") > ready

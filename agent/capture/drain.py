@@ -59,6 +59,8 @@ class Drain:
         self.paused = False  # tests hold the consumer back with this
         self._batch: list[KernelEvent] = []
         self._ring: MappedRing | None = None
+        #: Passes through the loop: the watchdog pings only while this moves.
+        self.passes = 0
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._decode = capture.decoder.decode
@@ -112,6 +114,7 @@ class Drain:
                     continue
                 self._decode_batch(ring.read(self.batch_max))
                 await self._deliver()
+                self.passes += 1
                 await trio.lowlevel.checkpoint()
             # Turn every handler off at once; let syscalls already past their
             # check land (a handler runs for microseconds); then empty the ring.

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import trio
 
+from agent import notify
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.procfs import ProcessInfoCache, seed_processes
 from agent.capture.session import CaptureSession
@@ -28,6 +29,7 @@ from agent.commands.evidence_wiring import (
     redactor_from_args,
 )
 from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
+from agent.config import apply_defaults, load_config
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
 from agent.redact import Redactor
@@ -62,19 +64,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="stop by itself after this long")  # fmt: skip
     parser.add_argument("--no-seed", action="store_true",
                         help="do not seed already-running processes from /proc")  # fmt: skip
+    parser.add_argument("--config", metavar="FILE",
+                        help="configuration file (default /etc/tracehound/tracehound.toml if it"
+                             " exists); options given here win over it")  # fmt: skip
     add_capture_arguments(parser)
     add_evidence_arguments(parser, what="every event")
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config) if args.config else None)
+    apply_defaults(args, config)
     stats_file = output_path("--stats-file", args.stats_file)
     profile_file = output_path("--profile-file", args.profile_file)
     events_file = output_path("--events", args.events)
     ready_file = output_path("--ready-file", args.ready_file)
     evidence_dir = evidence_directory(args.evidence)
     check_evidence_arguments(args)
-    redactor = redactor_from_args(args)
+    redactor = redactor_from_args(args) if args.redact_rules else config.evidence.redactor()
     if args.duration is not None and not args.duration > 0:
         raise UsageError(f"--duration: expected a number of seconds above 0, got {args.duration}")
     if args.stream_capacity < 1:
@@ -105,6 +112,24 @@ def _write_out(option: str, path: Path, data: bytes) -> None:
         path.write_bytes(data)
     except OSError as err:
         raise RunError(f"{option} {path}: could not write: {err.strerror}") from err
+
+
+def _report(line: str) -> None:
+    _say(line)
+    notify.status(line)
+
+
+async def _watchdog(session: CaptureSession, interval: float, scope: trio.CancelScope) -> None:
+    """Ping systemd's watchdog while the drain makes progress: a stuck drain
+    (not just a live event loop) gets the service restarted."""
+    last = -1
+    with scope:
+        while True:
+            passes = session.drain.passes
+            if passes != last:
+                notify.watchdog()
+                last = passes
+            await trio.sleep(interval)
 
 
 def _say(line: str) -> None:
@@ -168,12 +193,15 @@ async def _run(
     session = CaptureSession(
         capture, sink,
         stats_interval=args.stats_interval or None,
-        report=lambda line: _say(line + depths()),
+        report=lambda line: _report(line + depths()),
     )  # fmt: skip
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
         pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args, redactor)
     attached = sum(1 for s in capture.statuses if s.attached)
+    if attached == 0:
+        # Running blind must fail, so a supervisor restarts and alerts fire.
+        raise RunError("no probe attached: nothing can be captured (see the reasons above)")
     for status in capture.statuses:
         if not status.attached:
             _say(f"probe {status.name} missing: {status.reason}")
@@ -192,10 +220,19 @@ async def _run(
                 if ready_file is not None:
                     _write_out("--ready-file", ready_file, f"{os.getpid()}\n".encode())
                 _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
+                notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")
+                notify.ready()
+                interval = notify.watchdog_interval()
+                watchdog_scope = trio.CancelScope()
+                if interval is not None:
+                    capturing.start_soon(_watchdog, session, interval, watchdog_scope)
                 with trio.move_on_after(args.duration if args.duration else float("inf")):
                     async for signum in signals:
                         _say(f"{signal.Signals(signum).name}: stopping, draining what is in flight")
+                        notify.stopping()
+                        notify.status("stopping: draining what is in flight")
                         break
+                watchdog_scope.cancel()  # stopping is not a hang
                 session.stop()
         stats = session.stats()
         sink.finish()
