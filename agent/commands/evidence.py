@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -22,7 +23,7 @@ from agent.errors import RunError, UsageError
 from agent.evidence.bundle import BundleError, export_bundle, verify_bundle
 from agent.evidence.chain import ChainRecord
 from agent.evidence.mapper import decode as decode_cloudevent
-from agent.evidence.ocsf import to_ocsf
+from agent.evidence.ocsf import OcsfError, to_ocsf
 from agent.evidence.seal import KeyFormatError, decode_key
 from agent.evidence.store import EvidenceStore, segment_files
 from agent.evidence.verify import VerifyInputError, VerifyReport, verify_store, verify_stream
@@ -149,7 +150,12 @@ def stream_main(args: argparse.Namespace) -> int:
             if args.format == "cloudevents":
                 out.write(line)
             elif record.type.startswith("dev.tracehound."):
-                projected = to_ocsf(decode_cloudevent(msgspec.json.encode(record.body)))
+                try:
+                    projected = to_ocsf(decode_cloudevent(msgspec.json.encode(record.body)))
+                except (OcsfError, ValueError, msgspec.ValidationError) as err:
+                    raise RunError(
+                        f"evidence stream: record {record.seq} has no OCSF form: {err}"
+                    ) from err
                 if projected is not None:
                     out.write(msgspec.json.encode(projected) + b"\n")
             out.flush()
@@ -173,12 +179,13 @@ def export_main(args: argparse.Namespace) -> int:
         raise UsageError(f"--output {out}: expected a file path in an existing directory")
     try:
         manifest = export_bundle(state, out, from_seq=args.from_seq, to_seq=args.to_seq)
-    except BundleError as err:
+    except (BundleError, ValueError) as err:
         raise UsageError(f"evidence export: {err}") from err
-    except ValueError as err:
-        raise UsageError(f"evidence export: {err}") from err
+    except OSError as err:
+        raise UsageError(f"evidence export: --output {out}: {err.strerror}") from err
     head = msgspec.to_builtins(manifest).get("head")
-    print(f"tracehound: bundle written to {out} (head {head})", file=sys.stderr)
+    shown = f"{head[0]}:{head[1]}" if isinstance(head, list | tuple) and len(head) == 2 else head
+    print(f"tracehound: bundle written to {out} (head {shown})", file=sys.stderr)
     return 0
 
 
@@ -204,7 +211,7 @@ def _head(value: str | None) -> tuple[int, str] | None:
     if value is None:
         return None
     seq, sep, digest = value.partition(":")
-    if not sep or not seq.isdigit() or len(digest) != 64:
+    if not sep or not seq.isdigit() or re.fullmatch(r"[0-9a-fA-F]{64}", digest) is None:
         raise UsageError(f"--expect-head {value!r}: expected SEQ:HASH, e.g. 41:<64 hex digits>")
     return int(seq), digest.lower()
 

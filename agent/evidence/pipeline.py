@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -38,18 +39,20 @@ from agent.evidence.types import Anchor, CloudEvent
 from agent.redact import Redactor
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+EVIDENCE_PREFIX = "dev.tracehound."
 
 
 def previous_run(lines: Iterable[bytes]) -> dict[str, Any] | None:
     """How the previous run in a log ended, from its records in order. Pure.
 
-    None if it ended cleanly (its last ``capture.start`` is followed by a
-    ``capture.stop``) or there was none; otherwise what was found: where it
-    started, the last record it wrote, and the torn tails the store set
-    aside when it reopened the log (``recovered`` records).
+    Clean when the last evidence record (the store's own segment headers and
+    checkpoints aside) is ``capture.stop``; then None.
+    Otherwise what was found: where that run started (None if its start has
+    scrolled out of the segments read), the last record it wrote, and the
+    torn tails the store set aside when it reopened the log.
     """
     start_seq: int | None = None
-    stopped = True
+    last_capture: str | None = None
     last_seq: int | None = None
     torn: list[dict[str, Any]] = []
     for line in lines:
@@ -58,13 +61,13 @@ def previous_run(lines: Iterable[bytes]) -> dict[str, Any] | None:
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue  # the verifier's business, not this summary's
         last_seq = record.seq
+        if record.type.startswith(EVIDENCE_PREFIX):
+            last_capture = record.type  # the store's own records don't count
         if record.type == TYPE_START:
-            start_seq, stopped, torn = record.seq, False, []
-        elif record.type == TYPE_STOP:
-            stopped = True
+            start_seq, torn = record.seq, []
         elif record.type == "recovered" and isinstance(record.body, dict):
             torn.append({"seq": record.seq, **record.body})
-    if stopped or start_seq is None:
+    if last_capture is None or last_capture == TYPE_STOP:
         return None
     return {"previous_start_seq": start_seq, "last_seq": last_seq, "torn_tails": torn}
 
@@ -162,6 +165,13 @@ class EvidencePipeline:
         self.published = 0
         #: Set by open_pipeline when the log's last run never stopped.
         self.unclean_previous_run: dict[str, Any] | None = None
+        #: Why the store failed, if it did; records mapped but never written.
+        self.failed: str | None = None
+        self.unwritten = 0
+        self._first_sealed = False
+        self._say: Callable[[str], None] = lambda line: print(
+            f"tracehound: {line}", file=sys.stderr
+        )
 
     @property
     def depth(self) -> int:
@@ -184,6 +194,10 @@ class EvidencePipeline:
                     periodic.start_soon(self._report_losses_periodically)
                     periodic.start_soon(self._tick_periodically)
                     async for event in self.events:
+                        if self.failed is not None:
+                            # Stop consuming: the stream counts the rest as dropped.
+                            await self.events.aclose()
+                            break
                         await self._put(self.mapper.map(event))
                         self.mapped += 1
                     periodic.cancel_scope.cancel()
@@ -195,7 +209,13 @@ class EvidencePipeline:
                 await self._put(self.mapper.capture_stop(summary))
 
     async def _put(self, record: CloudEvent) -> None:
-        await self._send.send(record)
+        if self.failed is not None:
+            self.unwritten += 1
+            return
+        try:
+            await self._send.send(record)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.unwritten += 1  # the publisher stopped: failed is set
 
     async def _report_losses(self) -> None:
         now = loss_counts(self.books())
@@ -212,10 +232,16 @@ class EvidencePipeline:
             await self._report_losses()
 
     async def _tick_periodically(self) -> None:
-        while True:
+        while self.failed is None:
             await trio.sleep(self.tick_interval)
             async with self._store_lock:
-                await trio.to_thread.run_sync(self.store.tick)
+                if self.failed is not None:
+                    return
+                try:
+                    await trio.to_thread.run_sync(self.store.tick)
+                except OSError as err:  # the publisher reports it; stop ticking
+                    self.failed = f"{err.strerror or err}"
+                    return
 
     def _write(self, batch: list[CloudEvent]) -> None:
         for record in batch:
@@ -223,23 +249,47 @@ class EvidencePipeline:
         self.store.commit()
 
     async def _publisher(self) -> None:
+        """Write batches; on a store error, fail safe.
+
+        A write error (disk full, EIO) stops the publisher, never the
+        capture: the store has already cut its file back to the last good
+        record, the batch is not replayed, and closing this end makes the
+        mapper stop, whereupon the evidence stream counts every later event
+        as dropped. What was mapped and never written is counted in
+        ``unwritten``, and the failure is said once.
+        """
         batch: list[CloudEvent] = []
         try:
             async with self._receive:
                 async for record in self._receive:
                     batch.append(record)
                     if len(batch) >= self.batch_max or not self.depth:
-                        async with self._store_lock:
-                            await trio.to_thread.run_sync(self._write, batch)
-                        self.published += len(batch)
+                        await self._write_batch(batch)
                         batch = []
+        except OSError as err:
+            self.failed = f"{err.strerror or err}"
+            self.unwritten += len(batch)
+            self._say(f"--evidence: writing the log failed ({self.failed}); capture goes on,"
+                      " later events are counted as dropped")  # fmt: skip
+            return
         finally:
             with trio.CancelScope(shield=True):
                 async with self._store_lock:
-                    if batch:
+                    if batch and self.failed is None:
                         await trio.to_thread.run_sync(self._write, batch)
                         self.published += len(batch)
-                    await trio.to_thread.run_sync(self.store.close)
+                    if self.failed is None:
+                        await trio.to_thread.run_sync(self.store.close)
+
+    async def _write_batch(self, batch: list[CloudEvent]) -> None:
+        async with self._store_lock:
+            await trio.to_thread.run_sync(self._write, batch)
+            if not self._first_sealed and self.store.sealed:
+                # Seal at once: the key on disk is the verification key until
+                # the first seal ratchets it away.
+                await trio.to_thread.run_sync(self.store.checkpoint)
+                self._first_sealed = True
+        self.published += len(batch)
 
 
 class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):

@@ -382,13 +382,47 @@ class EvidenceStore:
         return record
 
     def _flush(self, *, sync: bool) -> None:
+        """Write the buffered lines; on any error leave the file as it was.
+
+        A failed write (disk full, EIO) may have put part of the batch on
+        disk. The file is cut back to where the batch began and the store
+        closes itself: appending after a torn fragment would corrupt the
+        log for good, and records already taken by this store must never
+        be written twice. The next open resumes from the durable head.
+        """
         assert self._file is not None
         if self._buffer:
-            self._file.write(b"".join(self._buffer))
+            data = memoryview(b"".join(self._buffer))
+            fd = self._file.fileno()
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+            except OSError:
+                self._abandon(start)
+                raise
             self._buffer.clear()
-            self._file.flush()
         if sync:
-            os.fsync(self._file.fileno())
+            try:
+                os.fsync(self._file.fileno())
+            except OSError:
+                self._abandon(None)
+                raise
+
+    def _abandon(self, truncate_to: int | None) -> None:
+        """Give up after a write error: restore the file, close, unlock."""
+        assert self._file is not None
+        with contextlib.suppress(OSError):
+            if truncate_to is not None:
+                os.ftruncate(self._file.fileno(), truncate_to)
+        self._buffer.clear()
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._file = None
+        self._closed = True
+        if self._sealer is not None:
+            self._sealer.erase()
+        self._release()
 
     def _maybe_roll(self) -> None:
         now = self._clock()

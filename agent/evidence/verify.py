@@ -101,14 +101,24 @@ class VerifyReport(msgspec.Struct, frozen=True):
         """A few lines for a person: the verdict, the first break, what was not checked."""
         lines: list[str] = []
         if self.first_break is None:
-            head = f"seq {self.head[0]} {self.head[1]}" if self.head else "none"
-            lines.append(f"OK: {self.records} records, head {head}")
+            head = f"{self.head[0]}:{self.head[1]}" if self.head else "none"
+            lines.append(f"OK: {self.records} records, head {head}  (SEQ:HASH, for --expect-head)")
         else:
             where = f" ({self.where})" if self.where else ""
             brk = self.first_break
             lines.append(f"BROKEN at seq {brk.seq}{where}: {brk.kind}: {brk.reason}")
         if self.seals_checked:
             lines.append(f"seals: {self.seals} checked")
+            sealed_to = self.sealed_head[0] if self.sealed_head else None
+            last = self.head[0] if self.head else None
+            # The checkpoint record itself follows the head it seals.
+            after = 0 if last is None else last - (sealed_to if sealed_to is not None else -1) - 1
+            if after > 0:
+                upto = f"through seq {sealed_to}" if sealed_to is not None else "nowhere"
+                lines.append(
+                    f"WARNING: sealed {upto}; the {after} records after it are NOT sealed"
+                    " (anyone on the host could have written them)"
+                )
         else:
             lines.append(f"seals NOT checked (no key given): {self.seals} present, unverified")
         if self.history_from:
@@ -316,6 +326,13 @@ class LogVerifier:
         if self._key is None:
             return
         not_vouched = self._sealed_head[0] + 1 if self._sealed_head else self._history_from
+        if seal.epoch > at_seq:
+            # Every epoch costs at least one record. A larger epoch is forged,
+            # and deriving its key would take forever: refuse it up front.
+            self._fail(
+                at_seq, "checkpoint", f"seal epoch {seal.epoch} is beyond its position {at_seq}"
+            )
+            return
         if self._seals is None:
             late = self._starts_late
             self._seals = SealVerifier(
