@@ -108,7 +108,8 @@ def _lines(state: Path, follow: bool) -> Iterator[bytes]:
     offsets: dict[Path, int] = {}
     while True:
         progressed = False
-        for path in _segments(state):
+        listing = _segments(state)
+        for path in listing:
             if path in done:
                 continue
             with open(path, "rb") as f:
@@ -121,8 +122,9 @@ def _lines(state: Path, follow: bool) -> Iterator[bytes]:
                     yield line
         if not follow:
             return
-        segments = _segments(state)
-        done.update(segments[:-1])  # a newer segment exists: the old ones are closed
+        # A segment was closed if a newer one existed before it was read to
+        # its end; one that rotated during this pass is read again next pass.
+        done.update(listing[:-1])
         if not progressed:
             time.sleep(0.25)
 

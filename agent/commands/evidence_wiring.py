@@ -110,6 +110,7 @@ def open_evidence(
             state_dir,
             stream.receive_channel,
             books=lambda: session.stats().kinds,
+            sink_books=session.sink.accounting,
             probes=list(capture.statuses),
             config=config,
             redactor=redactor,

@@ -99,14 +99,27 @@ def read_anchor() -> Anchor:
     return Anchor(boot_id=boot_id, wall_ns=wall_ns, boottime_ns=boot_ns)
 
 
-def loss_counts(kinds: Mapping[str, KindAccount]) -> dict[str, dict[str, int]]:
-    """Cumulative losses per kind and stage: kernel, decode, each sink. Pure."""
+def loss_counts(
+    kinds: Mapping[str, KindAccount],
+    sinks: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
+) -> dict[str, dict[str, int]]:
+    """Cumulative losses per kind and stage: kernel, decode, each sink. Pure.
+
+    The ledger counts ``syscall`` in syscalls (not in readings) and has no
+    books for /proc ``process`` records, so for those kinds each sink's own
+    count of dropped records is used (``sinks``: name -> kind -> (delivered,
+    dropped)); a dropped reading or seed record is then on the record too.
+    """
     out: dict[str, dict[str, int]] = {}
     for kind, books in kinds.items():
         row = {"kernel": books.lost_kernel, "decode": books.decode_errors}
         for sink, account in books.sinks.items():
             row[f"sink:{sink}"] = account.dropped
         out[kind] = row
+    for name, per_kind in (sinks or {}).items():
+        for kind in ("syscall", "process"):
+            if kind in per_kind:
+                out.setdefault(kind, {})[f"sink:{name}"] = per_kind[kind][1]
     return out
 
 
@@ -142,6 +155,7 @@ class EvidencePipeline:
         books: Callable[[], Mapping[str, KindAccount]],
         probes: list[ProbeStatus],
         config: Mapping[str, Any],
+        sink_books: Callable[[], Mapping[str, Mapping[str, tuple[int, int]]]] | None = None,
         queue_capacity: int = 4096,
         batch_max: int = 512,
         loss_interval: float = 5.0,
@@ -151,6 +165,7 @@ class EvidencePipeline:
         self.mapper = mapper
         self.store = store
         self.books = books
+        self.sink_books = sink_books
         self.probes = probes
         self.config = dict(config)
         self.batch_max = batch_max
@@ -218,7 +233,7 @@ class EvidencePipeline:
             self.unwritten += 1  # the publisher stopped: failed is set
 
     async def _report_losses(self) -> None:
-        now = loss_counts(self.books())
+        now = loss_counts(self.books(), self.sink_books() if self.sink_books else None)
         delta = loss_delta(now, self._reported)
         end = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         if delta:
@@ -273,6 +288,12 @@ class EvidencePipeline:
                       " later events are counted as dropped")  # fmt: skip
             return
         finally:
+            # Cancelled: what is still queued was mapped; write it too.
+            while self.failed is None:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
             with trio.CancelScope(shield=True):
                 async with self._store_lock:
                     if batch and self.failed is None:
@@ -312,6 +333,7 @@ def open_pipeline(
     config: Mapping[str, Any],
     redactor: Redactor | None = None,
     store_options: StoreOptions | None = None,
+    sink_books: Callable[[], Mapping[str, Mapping[str, tuple[int, int]]]] | None = None,
     traceparent: str | None = None,
     tracestate: str | None = None,
 ) -> EvidencePipeline:
@@ -325,6 +347,8 @@ def open_pipeline(
         traceparent=traceparent,
         tracestate=tracestate,
     )
-    pipeline = EvidencePipeline(events, mapper, store, books=books, probes=probes, config=config)
+    pipeline = EvidencePipeline(
+        events, mapper, store, books=books, probes=probes, config=config, sink_books=sink_books
+    )
     pipeline.unclean_previous_run = previous_run(last_segment_lines(state_dir))
     return pipeline

@@ -75,3 +75,14 @@ def test_a_crash_is_seen_even_when_the_start_scrolled_away() -> None:
     stopped = [line(1, "dev.tracehound.capture.start.v1"), line(2, "dev.tracehound.capture.stop.v1"),
                line(3, "checkpoint")]  # fmt: skip
     assert previous_run(stopped) is None
+
+
+def test_dropped_readings_and_seed_records_become_losses() -> None:
+    from agent.capture.ledger import Ledger
+    from agent.evidence.pipeline import loss_counts, loss_delta
+
+    sinks = {"evidence": {"syscall": (7, 3), "process": (0, 5)}}
+    books = Ledger().account({"syscall": (10, 0)}, sinks)
+    delta = loss_delta(loss_counts(books, sinks), {})
+    assert delta["syscall"]["sink:evidence"] == 3
+    assert delta["process"]["sink:evidence"] == 5
