@@ -133,7 +133,7 @@ _FORBIDDEN: Final = (
     _forbidden(
         "api-key-header",
         rf"(?i){_HEADER}(?:x-api-key|api-key|apikey|x-auth-token|x-access-token"
-        r"|private-token|job-token|deploy-token|x-vault-token|x-goog-api-key"
+        r"|private-token|job-token|deploy-token|x-vault-token|x-goog-api-key|x-auth-key"
         rf"|x-amz-security-token|ocp-apim-subscription-key|x-shopify-access-token){_HEADER_VALUE}",
     ),
     _forbidden("cookie-header", rf"(?i){_HEADER}(?:set-)?cookie{_HEADER_VALUE}"),
@@ -194,6 +194,24 @@ _SENSITIVE: Final = (
     _sensitive(
         "password-assignment",
         rf"(?i)(?:password|passwd|passphrase|(?<![a-z0-9])(?:pass|pwd))\s*=\s*{_VALUE}",
+    ),
+    # token=x, api_key=x&page=2, client_secret=x as words (httpie, curl -d).
+    _sensitive(
+        "secret-assignment",
+        r"(?i)(?<![a-z0-9_.?&;-])(?:token|secret|api_key|apikey|client_secret|access_token"
+        rf"|auth_token|private_key)\s*=\s*{_VALUE}",
+    ),
+    # aws configure set aws_secret_access_key VALUE
+    _sensitive(
+        "aws-configure-secret",
+        r"(?is)\A(?:aws_secret_access_key|aws_session_token)(?:=(?P<value>.*))?\Z",
+        group="value",
+        next_arg=True,
+        programs=("aws",),
+    ),
+    # ssh-keygen -N new-passphrase / -P old-passphrase
+    _sensitive(
+        "ssh-keygen-passphrase", r"(?s)\A-[NP](.+)?\Z", next_arg=True, programs=("ssh-keygen",)
     ),
     # {"password": "x"} in a JSON body (curl -d).
     _sensitive(

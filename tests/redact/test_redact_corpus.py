@@ -140,6 +140,11 @@ CORPUS: tuple[Case, ...] = (
     argv("httpie -a user:pass", ("http", "-a", "alice:httpieShortPW", "example.com/api"), ("http", "-a", MASK, "example.com/api"), "httpieShortPW", rule="httpie-auth"),
     argv("--api-key= inside a command string", ("tmux", "new-session", "-d", "app --api-key=inlineKey1 --port 80"), ("tmux", "new-session", "-d", "app --api-key=*** --port 80"), "inlineKey1", rule="secret-flag-inline"),
     argv("docker login -p X", ("docker", "login", "-u", "bob", "-p", "dockerPW1", "registry.example.com"), ("docker", "login", "-u", "bob", "-p", MASK, "registry.example.com"), "dockerPW1", rule="login-password"),
+    argv("http POST token=X", ("http", "POST", "api.example.com/x", "token=httpTok123"), ("http", "POST", "api.example.com/x", "token=***"), "httpTok123", rule="secret-assignment"),
+    argv("curl -d api_key=X&x=1", ("curl", "-d", "api_key=formKey123&x=1", "https://example.com"), ("curl", "-d", "api_key=***&x=1", "https://example.com"), "formKey123", rule="secret-assignment"),
+    argv("X-Auth-Key header", ("curl", "-H", "X-Auth-Key: authKey123", "https://example.com"), ("curl", "-H", dropped("api-key-header"), "https://example.com"), "authKey123", rule="api-key-header"),
+    argv("aws configure set secret", ("aws", "configure", "set", "aws_secret_access_key", "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY1"), ("aws", "configure", "set", "aws_secret_access_key", MASK), "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY1", rule="aws-configure-secret"),
+    argv("ssh-keygen -N X", ("ssh-keygen", "-t", "ed25519", "-N", "hunter2x", "-f", "k"), ("ssh-keygen", "-t", "ed25519", "-N", MASK, "-f", "k"), "hunter2x", rule="ssh-keygen-passphrase"),
     # --- argv: secrets inside a shell command line -------------------------
     argv("bash -c 'mysql -pX'", ("bash", "-c", "mysql -uroot -pshellPW1 appdb < dump.sql"), ("bash", "-c", "mysql -uroot -p*** appdb < dump.sql"), "shellPW1", rule="shell-mysql-password"),
     argv("sh -c '--token X'", ("sh", "-c", "deploy --token shTok123 --env prod"), ("sh", "-c", "deploy --token *** --env prod"), "shTok123", rule="shell-secret-flag"),
