@@ -1,0 +1,282 @@
+"""Prometheus metrics: what an operator scrapes from ``tracehound run``.
+
+The names, types and labels are the contract written at the top of
+``deploy/alerts.yml`` (the alert rules and the Grafana dashboard use them):
+
+    tracehound_events_total{kind}                  counter  delivered, by kind
+    tracehound_events_generated_total{kind}        counter  made by the kernel, by kind
+    tracehound_events_lost_total{kind,stage}       counter  stage: kernel, decode, sink
+    tracehound_kernel_errors_total{error}          counter  kernel-side counts that are no record's loss
+    tracehound_queue_depth{queue}                  gauge    items (ring: bytes) waiting
+    tracehound_queue_capacity{queue}               gauge    the same queue's capacity
+    tracehound_probe_attached{probe,kind}          gauge    1 attached, 0 missing
+    tracehound_evidence_records_total              counter  records appended to the log
+    tracehound_evidence_unwritten_records_total    counter  mapped but never written (store failed)
+    tracehound_evidence_store_failed               gauge    1 once the store failed
+    tracehound_evidence_verify_ok                  gauge    1 passed, 0 failed; absent before any verify
+    tracehound_evidence_checkpoint_age_seconds     gauge    absent until the source knows an age
+    tracehound_metrics_source_ok{source}           gauge    0 when a source raised during this scrape
+    tracehound_build_info{version}                 gauge    always 1
+
+Nothing is stored here: every scrape calls the sources given to
+:func:`make_registry` and reports what they say now. A source that is
+``None`` contributes nothing; a source that raises contributes nothing for
+that scrape and sets ``tracehound_metrics_source_ok{source}`` to 0, so the
+rest of the page is still served.
+
+Counters stay monotonic as long as the sources' numbers only grow: the
+``sink`` loss stage is the largest drop count of any sink (a maximum of
+counters is a counter), not the drops of the sink the ledger calls worst,
+which can change from one scrape to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from agent import __version__
+from agent.capture.ledger import KindAccount
+from agent.capture.session import CaptureStats
+from agent.sinks.streaming import StreamingSink
+
+__all__ = [
+    "CONTENT_TYPE",
+    "Bounded",
+    "EvidenceStatus",
+    "MetricsSources",
+    "QueueSample",
+    "RingReader",
+    "TracehoundCollector",
+    "make_registry",
+    "queue_of",
+    "render",
+    "ring_queue",
+    "sink_queue",
+]
+
+#: The Content-Type of :func:`render`'s output: the classic text format, which
+#: ``generate_latest`` writes and every Prometheus version reads (what
+#: prometheus_client's own server sends when the scraper asks for nothing else).
+CONTENT_TYPE: str = "text/plain; version=0.0.4; charset=utf-8"
+
+#: ``(queue name, depth, capacity)``; the ring's are in bytes, others in items.
+QueueSample = tuple[str, int, int]
+
+
+class EvidenceStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The evidence log, as the metrics see it.
+
+    ``records``: records appended so far (must only grow).
+    ``last_checkpoint_age_seconds``: seconds since the last sealed
+    checkpoint, ``None`` if unknown (the gauge is then absent).
+    ``verify_ok``: result of the last chain verification, ``None`` if none ran.
+    ``unwritten``: records mapped but never written because the store failed.
+    ``failed``: the store has failed.
+    """
+
+    records: int
+    last_checkpoint_age_seconds: float | None = None
+    verify_ok: bool | None = None
+    unwritten: int = 0
+    failed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsSources:
+    """Where each scrape reads its numbers. Each is called once per scrape."""
+
+    stats: Callable[[], CaptureStats] | None = None
+    queues: Callable[[], Iterable[QueueSample | None]] | None = None
+    evidence: Callable[[], EvidenceStatus | None] | None = None
+
+
+def sink_queue(sink: StreamingSink) -> QueueSample:
+    """A streaming sink's queue, named ``stream:<sink name>``."""
+    return (f"stream:{sink.name}", sink.depth, sink.capacity)
+
+
+class RingReader(Protocol):
+    """What :func:`ring_queue` reads: :class:`agent.capture.drain.Drain`."""
+
+    def ring_depth(self) -> tuple[int, int] | None: ...
+
+
+def ring_queue(drain: RingReader) -> QueueSample | None:
+    """The kernel ring buffer, in bytes, named ``ring_bytes``; None unless draining."""
+    depth = drain.ring_depth()
+    return None if depth is None else ("ring_bytes", depth[0], depth[1])
+
+
+class Bounded(Protocol):
+    """Anything with a depth and a capacity: the evidence pipeline's
+    publisher queue, a streaming sink, an SSE client's buffer."""
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+
+def queue_of(name: str, queue: Bounded) -> QueueSample:
+    """``queue``'s depth and capacity, under ``name``."""
+    return (name, queue.depth, queue.capacity)
+
+
+def _sink_lost(account: KindAccount) -> int:
+    """Largest drop count of any sink: monotonic, unlike the worst sink's."""
+    return max((s.dropped for s in account.sinks.values()), default=account.dropped_sink)
+
+
+class TracehoundCollector:
+    """A prometheus_client collector reading :class:`MetricsSources` live."""
+
+    def __init__(self, sources: MetricsSources, *, version: str = __version__) -> None:
+        self.sources = sources
+        self.version = version
+
+    def describe(self) -> Iterable[Metric]:
+        # Registering must not call the sources (they may not be ready yet).
+        return ()
+
+    def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily(
+            "tracehound_build_info", "tracehound build; always 1", labels=["version"]
+        )
+        build.add_metric([self.version], 1)
+        yield build
+
+        ok = GaugeMetricFamily(
+            "tracehound_metrics_source_ok",
+            "0 when reading this source failed during the scrape",
+            labels=["source"],
+        )
+        readers: list[tuple[str, Callable[[], list[Metric]]]] = []
+        if (stats := self.sources.stats) is not None:
+            readers.append(("stats", lambda: _stats_families(stats())))
+        if (queues := self.sources.queues) is not None:
+            readers.append(("queues", lambda: _queue_families(queues())))
+        if (evidence := self.sources.evidence) is not None:
+            readers.append(("evidence", lambda: _evidence_families(evidence())))
+        families: list[Metric] = []
+        for name, read in readers:
+            try:
+                families.extend(read())
+            except Exception:
+                ok.add_metric([name], 0)
+            else:
+                ok.add_metric([name], 1)
+        yield from families
+        yield ok
+
+
+def _stats_families(stats: CaptureStats) -> list[Metric]:
+    events = CounterMetricFamily("tracehound_events", "Events delivered, by kind", labels=["kind"])
+    generated = CounterMetricFamily(
+        "tracehound_events_generated", "Events made by the kernel probes, by kind", labels=["kind"]
+    )
+    lost = CounterMetricFamily(
+        "tracehound_events_lost",
+        "Events lost, by kind and stage (kernel: ring buffer or map full; "
+        "decode: malformed record; sink: dropped by the sink that dropped most)",
+        labels=["kind", "stage"],
+    )
+    for kind, account in stats.kinds.items():
+        events.add_metric([kind], account.delivered)
+        generated.add_metric([kind], account.generated)
+        lost.add_metric([kind, "kernel"], account.lost_kernel)
+        lost.add_metric([kind, "decode"], account.decode_errors)
+        lost.add_metric([kind, "sink"], _sink_lost(account))
+    errors = CounterMetricFamily(
+        "tracehound_kernel_errors",
+        "Kernel-side counts that are no record's loss (scope_full, exit_status_full)",
+        labels=["error"],
+    )
+    for error, count in sorted(stats.errors.items()):
+        errors.add_metric([error], count)
+    probes = GaugeMetricFamily(
+        "tracehound_probe_attached",
+        "1 when the probe is attached, 0 when it is missing",
+        labels=["probe", "kind"],
+    )
+    for probe in stats.probes:
+        probes.add_metric([probe.name, probe.kind], 1 if probe.attached else 0)
+    return [events, generated, lost, errors, probes]
+
+
+def _queue_families(queues: Iterable[QueueSample | None]) -> list[Metric]:
+    depth = GaugeMetricFamily(
+        "tracehound_queue_depth", "Items waiting in the queue (ring_bytes: bytes)", labels=["queue"]
+    )
+    capacity = GaugeMetricFamily(
+        "tracehound_queue_capacity", "Capacity of the queue (ring_bytes: bytes)", labels=["queue"]
+    )
+    seen: set[str] = set()
+    for sample in queues:
+        if sample is None or sample[0] in seen:
+            continue  # a queue not running now; a name given twice keeps the first
+        name, items, size = sample
+        seen.add(name)
+        depth.add_metric([name], items)
+        capacity.add_metric([name], size)
+    return [depth, capacity]
+
+
+def _evidence_families(status: EvidenceStatus | None) -> list[Metric]:
+    if status is None:
+        return []
+    records = CounterMetricFamily(
+        "tracehound_evidence_records", "Records appended to the evidence log"
+    )
+    records.add_metric([], status.records)
+    unwritten = CounterMetricFamily(
+        "tracehound_evidence_unwritten_records",
+        "Records mapped but never written because the evidence store failed",
+    )
+    unwritten.add_metric([], status.unwritten)
+    failed = GaugeMetricFamily(
+        "tracehound_evidence_store_failed", "1 once the evidence store has failed"
+    )
+    failed.add_metric([], 1 if status.failed else 0)
+    out: list[Metric] = [records, unwritten, failed]
+    if status.verify_ok is not None:
+        verify = GaugeMetricFamily(
+            "tracehound_evidence_verify_ok",
+            "1 when the last evidence chain verification passed, 0 when it failed",
+        )
+        verify.add_metric([], 1 if status.verify_ok else 0)
+        out.append(verify)
+    if status.last_checkpoint_age_seconds is not None:
+        age = GaugeMetricFamily(
+            "tracehound_evidence_checkpoint_age_seconds",
+            "Seconds since the last sealed checkpoint",
+        )
+        age.add_metric([], status.last_checkpoint_age_seconds)
+        out.append(age)
+    return out
+
+
+def make_registry(
+    sources: MetricsSources, *, version: str = __version__, process: bool = False
+) -> CollectorRegistry:
+    """A registry of its own (never the global one) with tracehound's
+    collector; ``process`` adds prometheus_client's process_* metrics (CPU,
+    memory, open fds of this process, read from /proc)."""
+    registry = CollectorRegistry()
+    registry.register(TracehoundCollector(sources, version=version))
+    if process:
+        from prometheus_client import ProcessCollector
+
+        ProcessCollector(namespace="", registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition of ``registry`` (serve with :data:`CONTENT_TYPE`)."""
+    return generate_latest(registry)
