@@ -115,3 +115,47 @@ def test_sd_notify_messages_reach_the_socket_we_provide(kernel: None, tmp_path: 
     assert messages.count("WATCHDOG=1") >= 2
     assert any(m.startswith("STATUS=events exec=") for m in messages)
     assert "STOPPING=1" in messages and messages.index("STOPPING=1") > ready
+
+
+def test_metrics_endpoint_parses_and_has_depth_gauges(kernel: None, tmp_path: Path) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ready = tmp_path / "ready"
+    config = tmp_path / "tracehound.toml"
+    config.write_text('[metrics]\nlisten = "127.0.0.1:19464"\n')
+    agent = subprocess.Popen(
+        [*TRACEHOUND, "run", "--config", str(config), "--ready-file", str(ready),
+         "--no-seed", "--stats-interval", "0", "--evidence", str(tmp_path / "ev")],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(ready, agent)
+        subprocess.run(["/bin/true", "metrics-probe"], check=True)
+        time.sleep(0.5)
+        with urllib.request.urlopen("http://127.0.0.1:19464/metrics", timeout=10) as reply:
+            assert reply.status == 200
+            text = reply.read().decode()
+        with urllib.request.urlopen("http://127.0.0.1:19464/nope", timeout=10) as missing:
+            raise AssertionError(f"expected 404, got {missing.status}")
+    except urllib.error.HTTPError as err:
+        assert err.code == 404
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = agent.communicate(timeout=60)
+        finally:
+            if agent.poll() is None:
+                agent.kill()  # never leave a daemon holding the port
+    assert agent.returncode == 0, stderr
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    depth = {s.labels["queue"]: s.value for s in families["tracehound_queue_depth"].samples}
+    capacity = {s.labels["queue"]: s.value for s in families["tracehound_queue_capacity"].samples}
+    assert {"ring_bytes", "stream:evidence", "publisher"} <= set(depth) <= set(capacity), text
+    assert capacity["ring_bytes"] == 4096 * 1024
+    events = {s.labels["kind"]: s.value for s in families["tracehound_events"].samples
+              if s.name == "tracehound_events_total"}  # fmt: skip
+    assert events["exec"] >= 1
+    attached = [s.value for s in families["tracehound_probe_attached"].samples]
+    assert attached and all(v == 1 for v in attached)

@@ -18,6 +18,7 @@ import msgspec
 import trio
 
 from agent import notify
+from agent.api.metrics_server import serve_metrics
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.procfs import ProcessInfoCache, seed_processes
 from agent.capture.session import CaptureSession
@@ -29,9 +30,17 @@ from agent.commands.evidence_wiring import (
     redactor_from_args,
 )
 from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
-from agent.config import apply_defaults, load_config
+from agent.config import Config, apply_defaults, load_config
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
+from agent.metrics import (
+    EvidenceStatus,
+    MetricsSources,
+    QueueSample,
+    make_registry,
+    queue_of,
+    ring_queue,
+)
 from agent.redact import Redactor
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
@@ -102,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
             ready_file,
             evidence_dir,
             redactor,
+            config,
         )
     finally:
         capture.close()
@@ -112,6 +122,55 @@ def _write_out(option: str, path: Path, data: bytes) -> None:
         path.write_bytes(data)
     except OSError as err:
         raise RunError(f"{option} {path}: could not write: {err.strerror}") from err
+
+
+async def _start_metrics(
+    nursery: trio.Nursery,
+    scope: trio.CancelScope,
+    config: Config,
+    session: CaptureSession,
+    evidence_stream: StreamingSink | None,
+    pipeline: EvidencePipeline | None,
+) -> None:
+    """Serve /metrics; a port that cannot be bound costs the metrics, never
+    the capture (fail safe), and says so."""
+
+    def queues() -> list[QueueSample | None]:
+        out: list[QueueSample | None] = [ring_queue(session.drain)]
+        if evidence_stream is not None:
+            out.append(queue_of(f"stream:{evidence_stream.name}", evidence_stream))
+        if pipeline is not None:
+            out.append(queue_of("publisher", pipeline))
+        return out
+
+    def evidence() -> EvidenceStatus | None:
+        if pipeline is None:
+            return None
+        return EvidenceStatus(
+            records=pipeline.published,
+            last_checkpoint_age_seconds=None,
+            verify_ok=None,
+            unwritten=pipeline.unwritten,
+            failed=pipeline.failed is not None,
+        )
+
+    registry = make_registry(
+        MetricsSources(stats=session.stats, queues=queues, evidence=evidence), process=True
+    )
+    host, port = config.metrics.address
+
+    async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:  # cancelled when capture stops
+            await serve_metrics(registry, host, port, task_status=task_status)
+
+    try:
+        await nursery.start(serve)
+    except OSError as err:
+        _say(
+            f"metrics: cannot listen on {config.metrics.listen} ({err.strerror}); going on without"
+        )
+    else:
+        _say(f"metrics on http://{config.metrics.listen}/metrics")
 
 
 def _report(line: str) -> None:
@@ -171,6 +230,7 @@ async def _run(
     ready_file: Path | None,
     evidence_dir: Path | None,
     redactor: Redactor,
+    config: Config,
 ) -> int:
     aggregate = AggregatingSink()
     sinks: list[EventSink[object]] = [aggregate]
@@ -219,6 +279,11 @@ async def _run(
                         await sink.record(seen)
                 if ready_file is not None:
                     _write_out("--ready-file", ready_file, f"{os.getpid()}\n".encode())
+                metrics_scope = trio.CancelScope()
+                if config.metrics.enabled:
+                    await _start_metrics(
+                        capturing, metrics_scope, config, session, evidence_stream, pipeline
+                    )
                 _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
                 notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")
                 notify.ready()
@@ -233,6 +298,7 @@ async def _run(
                         notify.status("stopping: draining what is in flight")
                         break
                 watchdog_scope.cancel()  # stopping is not a hang
+                metrics_scope.cancel()
                 session.stop()
         stats = session.stats()
         sink.finish()
