@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.capture.loader import LoadOptions
 from agent.capture.probes import PROBES, Probe, with_tracepoint_overrides
-from agent.errors import UsageError
+from agent.errors import RunError, UsageError
 
 
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,3 +90,15 @@ def output_path(option: str, value: str | None) -> Path | None:
     if not os.access(path.parent, os.W_OK):
         raise UsageError(f"{option} {value}: directory {str(path.parent)!r} is not writable")
     return path
+
+
+def write_output(option: str, path: Path, data: bytes) -> None:
+    """Write a result file whole or not at all (a temporary file, then a
+    rename), failing in one line that names the option."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"{option} {path}: could not write: {err.strerror}") from err

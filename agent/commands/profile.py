@@ -25,7 +25,12 @@ from agent.commands.evidence_wiring import (
     redactor_from_args,
 )
 from agent.commands.launcher import Launched, exit_status, launch
-from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
+from agent.commands.options import (
+    add_capture_arguments,
+    load_options_from_args,
+    output_path,
+    write_output,
+)
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
 from agent.redact import Redactor
@@ -74,13 +79,7 @@ def _write(output: Path | None, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, output)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise RunError(f"--output {output}: could not write the profile: {err.strerror}") from err
+    write_output("--output", output, data)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -29,7 +29,12 @@ from agent.commands.evidence_wiring import (
     open_evidence,
     redactor_from_args,
 )
-from agent.commands.options import add_capture_arguments, load_options_from_args, output_path
+from agent.commands.options import (
+    add_capture_arguments,
+    load_options_from_args,
+    output_path,
+    write_output,
+)
 from agent.config import Config, apply_defaults, load_config
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
@@ -117,16 +122,8 @@ def main(args: argparse.Namespace) -> int:
         capture.close()
 
 
-def _write_out(option: str, path: Path, data: bytes) -> None:
-    try:
-        path.write_bytes(data)
-    except OSError as err:
-        raise RunError(f"{option} {path}: could not write: {err.strerror}") from err
-
-
 async def _start_metrics(
     nursery: trio.Nursery,
-    scope: trio.CancelScope,
     config: Config,
     session: CaptureSession,
     evidence_stream: StreamingSink | None,
@@ -159,12 +156,8 @@ async def _start_metrics(
     )
     host, port = config.metrics.address
 
-    async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with scope:  # cancelled when capture stops
-            await serve_metrics(registry, host, port, task_status=task_status)
-
     try:
-        await nursery.start(serve)
+        await nursery.start(serve_metrics, registry, host, port)
     except OSError as err:
         _say(
             f"metrics: cannot listen on {config.metrics.listen} ({err.strerror}); going on without"
@@ -178,17 +171,16 @@ def _report(line: str) -> None:
     notify.status(line)
 
 
-async def _watchdog(session: CaptureSession, interval: float, scope: trio.CancelScope) -> None:
+async def _watchdog(session: CaptureSession, interval: float) -> None:
     """Ping systemd's watchdog while the drain makes progress: a stuck drain
     (not just a live event loop) gets the service restarted."""
     last = -1
-    with scope:
-        while True:
-            passes = session.drain.passes
-            if passes != last:
-                notify.watchdog()
-                last = passes
-            await trio.sleep(interval)
+    while True:
+        passes = session.drain.passes
+        if passes != last:
+            notify.watchdog()
+            last = passes
+        await trio.sleep(interval)
 
 
 def _say(line: str) -> None:
@@ -278,35 +270,35 @@ async def _run(
                     for seen in await trio.to_thread.run_sync(seed_processes, cache):
                         await sink.record(seen)
                 if ready_file is not None:
-                    _write_out("--ready-file", ready_file, f"{os.getpid()}\n".encode())
-                metrics_scope = trio.CancelScope()
-                if config.metrics.enabled:
-                    await _start_metrics(
-                        capturing, metrics_scope, config, session, evidence_stream, pipeline
-                    )
-                _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
-                notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")
-                notify.ready()
-                interval = notify.watchdog_interval()
-                watchdog_scope = trio.CancelScope()
-                if interval is not None:
-                    capturing.start_soon(_watchdog, session, interval, watchdog_scope)
-                with trio.move_on_after(args.duration if args.duration else float("inf")):
-                    async for signum in signals:
-                        _say(f"{signal.Signals(signum).name}: stopping, draining what is in flight")
-                        notify.stopping()
-                        notify.status("stopping: draining what is in flight")
-                        break
-                watchdog_scope.cancel()  # stopping is not a hang
-                metrics_scope.cancel()
+                    write_output("--ready-file", ready_file, f"{os.getpid()}\n".encode())
+                # Tasks that live until capture stops: one nursery, cancelled
+                # at the stop signal (stopping must not wait on them).
+                async with trio.open_nursery() as helpers:
+                    if config.metrics.enabled:
+                        await _start_metrics(helpers, config, session, evidence_stream, pipeline)
+                    _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
+                    notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")
+                    notify.ready()
+                    interval = notify.watchdog_interval()
+                    if interval is not None:
+                        helpers.start_soon(_watchdog, session, interval)
+                    with trio.move_on_after(args.duration if args.duration else float("inf")):
+                        async for signum in signals:
+                            _say(
+                                f"{signal.Signals(signum).name}: stopping, draining what is in flight"
+                            )
+                            notify.stopping()
+                            notify.status("stopping: draining what is in flight")
+                            break
+                    helpers.cancel_scope.cancel()
                 session.stop()
         stats = session.stats()
         sink.finish()
     profile: Profile = aggregate.snapshot()
     if stats_file is not None:
-        _write_out("--stats-file", stats_file, msgspec.json.encode(stats) + b"\n")
+        write_output("--stats-file", stats_file, msgspec.json.encode(stats) + b"\n")
     if profile_file is not None:
-        _write_out("--profile-file", profile_file, encode_profile(profile))
+        write_output("--profile-file", profile_file, encode_profile(profile))
     _say("final " + session.stats_line())
     if not stats.balanced:
         _say("WARNING: the books do not balance: " + ", ".join(

@@ -34,12 +34,11 @@ from agent.capture.events import Event
 from agent.capture.ledger import KindAccount
 from agent.capture.loader import ProbeStatus
 from agent.evidence.mapper import TYPE_START, TYPE_STOP, Mapper
-from agent.evidence.store import EvidenceStore, FsyncPolicy, segment_files
-from agent.evidence.types import Anchor, CloudEvent
+from agent.evidence.store import RECOVERED, EvidenceStore, FsyncPolicy, segment_files
+from agent.evidence.types import TYPE_PREFIX, Anchor, CloudEvent
 from agent.redact import Redactor
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-EVIDENCE_PREFIX = "dev.tracehound."
 
 
 def previous_run(lines: Iterable[bytes]) -> dict[str, Any] | None:
@@ -61,11 +60,11 @@ def previous_run(lines: Iterable[bytes]) -> dict[str, Any] | None:
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue  # the verifier's business, not this summary's
         last_seq = record.seq
-        if record.type.startswith(EVIDENCE_PREFIX):
+        if record.type.startswith(TYPE_PREFIX):
             last_capture = record.type  # the store's own records don't count
         if record.type == TYPE_START:
             start_seq, torn = record.seq, []
-        elif record.type == "recovered" and isinstance(record.body, dict):
+        elif record.type == RECOVERED and isinstance(record.body, dict):
             torn.append({"seq": record.seq, **record.body})
     if last_capture is None or last_capture == TYPE_STOP:
         return None
