@@ -15,6 +15,11 @@ The names, types and labels are the contract written at the top of
     tracehound_evidence_store_failed               gauge    1 once the store failed
     tracehound_evidence_verify_ok                  gauge    1 passed, 0 failed; absent before any verify
     tracehound_evidence_checkpoint_age_seconds     gauge    absent until the source knows an age
+    tracehound_api_responses_total{code}           counter  local API responses, by HTTP status
+    tracehound_api_forbidden_total                 counter  API requests refused by peer credentials (403)
+    tracehound_api_clients                         gauge    API connections open now
+    tracehound_api_sse_dropped_total               counter  live-tail records a slow client's buffer refused
+    tracehound_config_reloads_total{result}        counter  SIGHUP reloads: applied, refused
     tracehound_metrics_source_ok{source}           gauge    0 when a source raised during this scrape
     tracehound_build_info{version}                 gauge    always 1
 
@@ -47,6 +52,7 @@ from agent.sinks.streaming import StreamingSink
 
 __all__ = [
     "CONTENT_TYPE",
+    "ApiStatus",
     "Bounded",
     "EvidenceStatus",
     "MetricsSources",
@@ -87,6 +93,16 @@ class EvidenceStatus(msgspec.Struct, frozen=True, kw_only=True):
     failed: bool = False
 
 
+class ApiStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The local API and the reloads, as the metrics see them (counters only grow)."""
+
+    responses: dict[int, int]
+    forbidden: int
+    clients: int
+    sse_dropped: int
+    reloads: dict[str, int]
+
+
 @dataclass(frozen=True, kw_only=True)
 class MetricsSources:
     """Where each scrape reads its numbers. Each is called once per scrape."""
@@ -94,6 +110,7 @@ class MetricsSources:
     stats: Callable[[], CaptureStats] | None = None
     queues: Callable[[], Iterable[QueueSample | None]] | None = None
     evidence: Callable[[], EvidenceStatus | None] | None = None
+    api: Callable[[], ApiStatus | None] | None = None
 
 
 def sink_queue(sink: StreamingSink) -> QueueSample:
@@ -164,6 +181,8 @@ class TracehoundCollector:
             readers.append(("queues", lambda: _queue_families(queues())))
         if (evidence := self.sources.evidence) is not None:
             readers.append(("evidence", lambda: _evidence_families(evidence())))
+        if (api := self.sources.api) is not None:
+            readers.append(("api", lambda: _api_families(api())))
         families: list[Metric] = []
         for name, read in readers:
             try:
@@ -260,6 +279,33 @@ def _evidence_families(status: EvidenceStatus | None) -> list[Metric]:
         age.add_metric([], status.last_checkpoint_age_seconds)
         out.append(age)
     return out
+
+
+def _api_families(status: ApiStatus | None) -> list[Metric]:
+    if status is None:
+        return []
+    responses = CounterMetricFamily(
+        "tracehound_api_responses", "Local API responses, by HTTP status", labels=["code"]
+    )
+    for code, count in sorted(status.responses.items()):
+        responses.add_metric([str(code)], count)
+    forbidden = CounterMetricFamily(
+        "tracehound_api_forbidden", "API requests refused because of the peer's uid/gid"
+    )
+    forbidden.add_metric([], status.forbidden)
+    clients = GaugeMetricFamily("tracehound_api_clients", "API connections open now")
+    clients.add_metric([], status.clients)
+    dropped = CounterMetricFamily(
+        "tracehound_api_sse_dropped",
+        "Live-tail records refused by a slow client's full buffer (the client is told)",
+    )
+    dropped.add_metric([], status.sse_dropped)
+    reloads = CounterMetricFamily(
+        "tracehound_config_reloads", "SIGHUP configuration reloads, by result", labels=["result"]
+    )
+    for result, count in sorted(status.reloads.items()):
+        reloads.add_metric([result], count)
+    return [responses, forbidden, clients, dropped, reloads]
 
 
 def make_registry(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 __all__ = [
     "notify",
@@ -75,6 +76,13 @@ def status(text: str, *, socket_path: str | None = None) -> bool:
 def watchdog(*, socket_path: str | None = None) -> bool:
     """``WATCHDOG=1``: the service is alive (send every :func:`watchdog_interval`)."""
     return notify("WATCHDOG=1", socket_path=socket_path)
+
+
+def reloading(*, socket_path: str | None = None) -> bool:
+    """``RELOADING=1`` with ``MONOTONIC_USEC``: a reload has begun; READY=1 ends it
+    (sd_notify(3); systemd wants the timestamp to tell this reload from the last)."""
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    return notify(f"RELOADING=1\nMONOTONIC_USEC={now}", socket_path=socket_path)
 
 
 def stopping(*, socket_path: str | None = None) -> bool:

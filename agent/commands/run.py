@@ -9,16 +9,22 @@ final stats, exit 0.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import trio
 
 from agent import notify
+from agent.api.app import DaemonApi
+from agent.api.live import LiveTail
 from agent.api.metrics_server import serve_metrics
+from agent.api.server import ApiServerStats, bind_socket, group_id, serve_api
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.procfs import ProcessInfoCache, seed_processes
 from agent.capture.session import CaptureSession
@@ -35,10 +41,12 @@ from agent.commands.options import (
     output_path,
     write_output,
 )
-from agent.config import Config, apply_defaults, load_config
+from agent.config import Config, ConfigError, apply_defaults, dump_config, load_config
+from agent.config.reload import plan_reload
 from agent.errors import RunError, UsageError
-from agent.evidence.pipeline import EvidencePipeline
+from agent.evidence.pipeline import EvidencePipeline, StoreOptions
 from agent.metrics import (
+    ApiStatus,
     EvidenceStatus,
     MetricsSources,
     QueueSample,
@@ -52,6 +60,12 @@ from agent.sinks.base import EventSink
 from agent.sinks.profile import Profile, encode_profile
 from agent.sinks.streaming import StreamingSink
 from agent.sinks.tee import TeeSink
+
+#: The daemon verifies its own log this long after start, then this often;
+#: the result is ``tracehound_evidence_verify_ok``. Each run reads the whole
+#: log (about 1 s per 10 MiB here), so not more often than that.
+FIRST_VERIFY_S = 10.0
+VERIFY_EVERY_S = 900.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,8 +101,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def main(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config) if args.config else None)
+    config_path = Path(args.config) if args.config else None
+    config = load_config(config_path)
+    as_given = copy.copy(args)  # before the file fills it in: what a reload re-applies to
     apply_defaults(args, config)
+    api_gid = group_id(config.api.group) if config.api.enabled else None
     stats_file = output_path("--stats-file", args.stats_file)
     profile_file = output_path("--profile-file", args.profile_file)
     events_file = output_path("--events", args.events)
@@ -116,46 +133,99 @@ def main(args: argparse.Namespace) -> int:
             ready_file,
             evidence_dir,
             redactor,
-            config,
+            _Settings(config=config, path=config_path, as_given=as_given, api_gid=api_gid),
         )
     finally:
         capture.close()
 
 
-async def _start_metrics(
-    nursery: trio.Nursery,
-    config: Config,
+class _Settings:
+    """The running configuration, which a SIGHUP reload may replace."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        path: Path | None,
+        as_given: argparse.Namespace,
+        api_gid: int | None,
+    ) -> None:
+        self.config = config
+        self.path = path
+        self.as_given = as_given
+        self.api_gid = api_gid
+        self.generation = 1
+        self.reloads = {"applied": 0, "refused": 0}
+        self.last_reload_error: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path) if self.path else None,
+            "generation": self.generation,
+            "reloads": dict(self.reloads),
+            "last_reload_error": self.last_reload_error,
+        }
+
+
+def _queues(
     session: CaptureSession,
     evidence_stream: StreamingSink | None,
     pipeline: EvidencePipeline | None,
-) -> None:
-    """Serve /metrics; a port that cannot be bound costs the metrics, never
-    the capture (fail safe), and says so."""
+    tail: LiveTail,
+) -> list[QueueSample | None]:
+    """Every bounded queue now: the ring, the streaming sinks, the mapper's
+    input, the publisher's, and all SSE clients' buffers together."""
+    out: list[QueueSample | None] = [ring_queue(session.drain)]
+    if evidence_stream is not None:
+        out.append(queue_of(f"stream:{evidence_stream.name}", evidence_stream))
+    if pipeline is not None:
+        out.append(queue_of("publisher", pipeline))
+    clients = tail.clients
+    out.append(
+        (
+            "sse_clients",
+            sum(len(c.buffer) for c in clients),
+            sum(c.buffer.capacity for c in clients),
+        )
+    )
+    return out
 
-    def queues() -> list[QueueSample | None]:
-        out: list[QueueSample | None] = [ring_queue(session.drain)]
-        if evidence_stream is not None:
-            out.append(queue_of(f"stream:{evidence_stream.name}", evidence_stream))
-        if pipeline is not None:
-            out.append(queue_of("publisher", pipeline))
-        return out
 
+def _metrics_sources(
+    session: CaptureSession,
+    queues: Any,
+    pipeline: EvidencePipeline | None,
+    api: DaemonApi,
+    server_stats: ApiServerStats,
+    settings: _Settings,
+) -> MetricsSources:
     def evidence() -> EvidenceStatus | None:
         if pipeline is None:
             return None
         return EvidenceStatus(
             records=pipeline.published,
-            last_checkpoint_age_seconds=None,
-            verify_ok=None,
+            last_checkpoint_age_seconds=pipeline.checkpoint_age_s,
+            verify_ok=None if api.last_verify is None else api.last_verify.ok,
             unwritten=pipeline.unwritten,
             failed=pipeline.failed is not None,
         )
 
-    registry = make_registry(
-        MetricsSources(stats=session.stats, queues=queues, evidence=evidence), process=True
-    )
-    host, port = config.metrics.address
+    def api_status() -> ApiStatus:
+        return ApiStatus(
+            responses=dict(server_stats.responses),
+            forbidden=server_stats.forbidden,
+            clients=server_stats.active,
+            sse_dropped=api.tail.dropped,
+            reloads=dict(settings.reloads),
+        )
 
+    return MetricsSources(stats=session.stats, queues=queues, evidence=evidence, api=api_status)
+
+
+async def _start_metrics(nursery: trio.Nursery, config: Config, registry: Any) -> None:
+    """Serve /metrics; a port that cannot be bound costs the metrics, never
+    the capture (fail safe), and says so."""
+    host, port = config.metrics.address
     try:
         await nursery.start(serve_metrics, registry, host, port)
     except OSError as err:
@@ -164,6 +234,88 @@ async def _start_metrics(
         )
     else:
         _say(f"metrics on http://{config.metrics.listen}/metrics")
+
+
+async def _start_api(
+    nursery: trio.Nursery, settings: _Settings, api: DaemonApi, stats: ApiServerStats
+) -> None:
+    """Serve the local API; a socket that cannot be made costs the API, never
+    the capture (fail safe), and says so."""
+    config = settings.config.api
+    path = Path(config.socket)
+    try:
+        sock = bind_socket(path, config.mode_bits, settings.api_gid)
+    except OSError as err:
+        _say(f"api: cannot serve on {path} ({err.strerror or err}); going on without")
+        return
+    await nursery.start(
+        functools.partial(serve_api, stats=stats), lambda: settings.config.api, api, sock, path
+    )
+    _say(f"api on {path} (mode {config.mode}{', group ' + config.group if config.group else ''})")
+
+
+async def _verify_periodically(api: DaemonApi) -> None:
+    await trio.sleep(FIRST_VERIFY_S)
+    while True:
+        try:
+            result = await api.verify()
+        except Exception as err:  # e.g. a segment pruned mid-read: next time
+            _say(f"evidence: periodic verify could not run: {err}")
+        else:
+            if not result.ok:
+                _say(f"evidence: VERIFY FAILED: {result.summary.splitlines()[0]}")
+        await trio.sleep(VERIFY_EVERY_S)
+
+
+async def _reload(
+    settings: _Settings, args: argparse.Namespace, pipeline: EvidencePipeline | None
+) -> None:
+    """SIGHUP: read the file again; apply it, or keep what runs and say why.
+
+    Either way the outcome goes into the evidence as a ``capture.config``
+    record, so the log shows which rules applied to which records.
+    """
+    try:
+        new = load_config(settings.path)
+        plan = plan_reload(settings.config, new)
+        if plan.refusal is not None:
+            raise ConfigError(f"{settings.path or 'built-in defaults'}: {plan.refusal}")
+        effective = copy.copy(settings.as_given)
+        apply_defaults(effective, new)
+        check_evidence_arguments(effective)
+        redactor = redactor_from_args(effective) if effective.redact_rules else None
+        if redactor is None and "evidence.redact_rules" in plan.changed:
+            redactor = new.evidence.redactor()
+    except UsageError as err:  # ConfigError is one
+        settings.reloads["refused"] += 1
+        settings.last_reload_error = str(err)
+        _say(f"SIGHUP: reload refused, the running configuration stays: {err}")
+        if pipeline is not None:
+            await pipeline.reconfigure({"reload": "refused", "reason": str(err)})
+        return
+    options = StoreOptions(
+        fsync=effective.evidence_fsync,
+        segment_max_bytes=int(effective.evidence_segment_mb * 2**20),
+        segment_max_age_s=effective.evidence_segment_hours * 3600,
+        retain_max_bytes=int(effective.evidence_retain_mb * 2**20),
+        checkpoint_every_records=effective.evidence_checkpoint_every,
+    )
+    if pipeline is not None:
+        record = {
+            "reload": "applied",
+            "generation": settings.generation + 1,
+            "changed": plan.changed,
+            # As TOML text: the evidence takes no floats (no canonical form).
+            "config": dump_config(new),
+        }
+        await pipeline.reconfigure(record, redactor, options)
+    settings.config = new
+    settings.generation += 1
+    settings.reloads["applied"] += 1
+    settings.last_reload_error = None
+    changed = ", ".join(plan.changed) or "nothing changed"
+    _say(f"SIGHUP: configuration reloaded (generation {settings.generation}): {changed}")
+    args.evidence_fsync = effective.evidence_fsync
 
 
 def _report(line: str) -> None:
@@ -222,8 +374,9 @@ async def _run(
     ready_file: Path | None,
     evidence_dir: Path | None,
     redactor: Redactor,
-    config: Config,
+    settings: _Settings,
 ) -> int:
+    config = settings.config
     aggregate = AggregatingSink()
     sinks: list[EventSink[object]] = [aggregate]
     stream: StreamingSink | None = None
@@ -257,43 +410,85 @@ async def _run(
     for status in capture.statuses:
         if not status.attached:
             _say(f"probe {status.name} missing: {status.reason}")
+    tail = LiveTail()
+    server_stats = ApiServerStats()
+    if pipeline is not None:
+        pipeline.on_published = tail.publish
+
+    def queues() -> list[QueueSample | None]:
+        return _queues(session, evidence_stream, pipeline, tail)
+
+    api = DaemonApi(
+        aggregate=aggregate,
+        session=session,
+        pipeline=pipeline,
+        state_dir=evidence_dir if pipeline is not None else None,
+        tail=tail,
+        registry=None,
+        server_stats=server_stats,
+        sse_buffer=config.api.sse_buffer,
+        queues=queues,
+        config_info=settings.info,
+    )
+    registry = make_registry(
+        _metrics_sources(session, queues, pipeline, api, server_stats, settings), process=True
+    )
+    if config.metrics.enabled:
+        api.registry = registry
     async with trio.open_nursery() as nursery:
         if stream is not None and events_file is not None:
             nursery.start_soon(_write_events, stream, events_file)
         if pipeline is not None:
             await nursery.start(pipeline.run)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        with trio.open_signal_receiver(*stop_signals, signal.SIGHUP) as signals:
             async with trio.open_nursery() as capturing:
                 await capturing.start(session.run)
-                if not args.no_seed:
-                    cache = ProcessInfoCache()
-                    for seen in await trio.to_thread.run_sync(seed_processes, cache):
-                        await sink.record(seen)
-                if ready_file is not None:
-                    write_output("--ready-file", ready_file, f"{os.getpid()}\n".encode())
                 # Tasks that live until capture stops: one nursery, cancelled
                 # at the stop signal (stopping must not wait on them).
                 async with trio.open_nursery() as helpers:
+                    if config.api.enabled:
+                        await _start_api(helpers, settings, api, server_stats)
+                    if not args.no_seed:
+                        cache = ProcessInfoCache()
+                        for seen in await trio.to_thread.run_sync(seed_processes, cache):
+                            await sink.record(seen)
+                    if ready_file is not None:
+                        write_output("--ready-file", ready_file, f"{os.getpid()}\n".encode())
                     if config.metrics.enabled:
-                        await _start_metrics(helpers, config, session, evidence_stream, pipeline)
+                        await _start_metrics(helpers, config, registry)
+                    if pipeline is not None:
+                        helpers.start_soon(_verify_periodically, api)
                     _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
                     notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")
+                    api.ready = True
                     notify.ready()
                     interval = notify.watchdog_interval()
                     if interval is not None:
                         helpers.start_soon(_watchdog, session, interval)
                     with trio.move_on_after(args.duration if args.duration else float("inf")):
                         async for signum in signals:
+                            if signum == signal.SIGHUP:
+                                notify.reloading()
+                                try:
+                                    await _reload(settings, args, pipeline)
+                                except Exception as err:  # a reload bug must not end capture
+                                    settings.reloads["refused"] += 1
+                                    _say(f"SIGHUP: reload failed ({err!r}); nothing changed")
+                                notify.ready()
+                                continue
                             _say(
                                 f"{signal.Signals(signum).name}: stopping, draining what is in flight"
                             )
-                            notify.stopping()
-                            notify.status("stopping: draining what is in flight")
                             break
+                    api.ready = False
+                    notify.stopping()
+                    notify.status("stopping: draining what is in flight")
                     helpers.cancel_scope.cancel()
                 session.stop()
         stats = session.stats()
         sink.finish()
+    tail.close()
     profile: Profile = aggregate.snapshot()
     if stats_file is not None:
         write_output("--stats-file", stats_file, msgspec.json.encode(stats) + b"\n")

@@ -387,6 +387,10 @@ class Mapper:
         """
         return self._emit(TYPE_START, None, {"config": dict(config)}, ts_ns)
 
+    def set_redactor(self, redactor: Redactor) -> None:
+        """Redact every record mapped from now on with ``redactor`` (a reload)."""
+        self._redactor = redactor
+
     def capture_config(self, config: Mapping[str, Any], *, ts_ns: int | None = None) -> CloudEvent:
         """A ``capture.config.v1`` record: the configuration changed to ``config``."""
         return self._emit(TYPE_CONFIG, None, {"config": dict(config)}, ts_ns)

@@ -183,9 +183,31 @@ class EvidencePipeline:
         self.failed: str | None = None
         self.unwritten = 0
         self._first_sealed = False
+        #: Called in the trio thread with each batch once it is in the log
+        #: (the API's live tail). Must not block or raise.
+        self.on_published: Callable[[list[CloudEvent], list[int]], None] | None = None
+        self._closed = False
         self._say: Callable[[str], None] = lambda line: print(
             f"tracehound: {line}", file=sys.stderr
         )
+
+    async def extent(self) -> list[tuple[Path, int]]:
+        """The log's committed extent (see :meth:`EvidenceStore.extent`),
+        taken between batches; empty once the store failed or closed."""
+        async with self._store_lock:
+            if self.failed is not None or self._closed:
+                return []
+            return self.store.extent()
+
+    @property
+    def checkpoint_age_s(self) -> float | None:
+        """Seconds since the last checkpoint; None once the store is gone."""
+        return None if self.failed is not None or self._closed else self.store.checkpoint_age_s
+
+    def _published(self, batch: list[CloudEvent], seqs: list[int]) -> None:
+        self.published += len(batch)
+        if self.on_published is not None:
+            self.on_published(batch, seqs)
 
     @property
     def depth(self) -> int:
@@ -222,6 +244,32 @@ class EvidencePipeline:
                 }
                 await self._put(self.mapper.capture_stop(summary))
 
+    async def reconfigure(
+        self,
+        config: Mapping[str, Any],
+        redactor: Redactor | None = None,
+        store_options: StoreOptions | None = None,
+    ) -> None:
+        """Record a configuration change, then apply ``redactor`` to every
+        event mapped after that record and ``store_options`` to the log's
+        writing (None: keep what runs).
+
+        The record carries the redaction counters of the rules it replaces,
+        so none of their work drops out of the evidence.
+        """
+        change = {
+            **config,
+            "redaction_before": msgspec.to_builtins(self.mapper.redaction_stats),
+        }
+        await self._put(self.mapper.capture_config(change))
+        if redactor is not None:
+            self.mapper.set_redactor(redactor)
+        if store_options is not None and self.failed is None and not self._closed:
+            async with self._store_lock:
+                options = msgspec.structs.asdict(store_options)
+                del options["checkpoint_every_s"]  # not configurable
+                self.store.configure(**options)
+
     async def _put(self, record: CloudEvent) -> None:
         if self.failed is not None:
             self.unwritten += 1
@@ -257,10 +305,11 @@ class EvidencePipeline:
                     self.failed = f"{err.strerror or err}"
                     return
 
-    def _write(self, batch: list[CloudEvent]) -> None:
-        for record in batch:
-            self.store.append(record.type, msgspec.to_builtins(record))
+    def _write(self, batch: list[CloudEvent]) -> list[int]:
+        """Append and commit ``batch``; the chain seq of each record."""
+        seqs = [self.store.append(r.type, msgspec.to_builtins(r)).seq for r in batch]
         self.store.commit()
+        return seqs
 
     async def _publisher(self) -> None:
         """Write batches; on a store error, fail safe.
@@ -296,20 +345,21 @@ class EvidencePipeline:
             with trio.CancelScope(shield=True):
                 async with self._store_lock:
                     if batch and self.failed is None:
-                        await trio.to_thread.run_sync(self._write, batch)
-                        self.published += len(batch)
+                        seqs = await trio.to_thread.run_sync(self._write, batch)
+                        self._published(batch, seqs)
                     if self.failed is None:
                         await trio.to_thread.run_sync(self.store.close)
+                    self._closed = True
 
     async def _write_batch(self, batch: list[CloudEvent]) -> None:
         async with self._store_lock:
-            await trio.to_thread.run_sync(self._write, batch)
+            seqs = await trio.to_thread.run_sync(self._write, batch)
             if not self._first_sealed and self.store.sealed:
                 # Seal at once: the key on disk is the verification key until
                 # the first seal ratchets it away.
                 await trio.to_thread.run_sync(self.store.checkpoint)
                 self._first_sealed = True
-        self.published += len(batch)
+        self._published(batch, seqs)
 
 
 class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):

@@ -298,6 +298,46 @@ class EvidenceStore:
         return self._writer.head
 
     @property
+    def checkpoint_age_s(self) -> float:
+        """Seconds since the last checkpoint was written (or the store opened):
+        the ``no checkpoint for too long`` alert reads it."""
+        return max(0.0, (self._clock() - self._last_checkpoint_ns) / 1e9)
+
+    def configure(
+        self,
+        *,
+        fsync: FsyncPolicy,
+        segment_max_bytes: int,
+        segment_max_age_s: float,
+        retain_max_bytes: int,
+        checkpoint_every_records: int,
+    ) -> None:
+        """Change the write policy of an open store (a configuration reload);
+        it applies from the next append. Raises ValueError like ``__init__``."""
+        if fsync not in get_args(FsyncPolicy):
+            raise ValueError(f"fsync must be one of always, batch, never; got {fsync!r}")
+        for name, value in (
+            ("segment_max_bytes", segment_max_bytes),
+            ("segment_max_age_s", segment_max_age_s),
+            ("retain_max_bytes", retain_max_bytes),
+            ("checkpoint_every_records", checkpoint_every_records),
+        ):
+            if isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        self._fsync = fsync
+        self._segment_max_bytes = segment_max_bytes
+        self._segment_max_age_ms = int(segment_max_age_s * 1000)
+        self._retain_max_bytes = retain_max_bytes
+        self._checkpoint_every_records = checkpoint_every_records
+
+    def extent(self) -> list[tuple[Path, int]]:
+        """Every segment file with its size now: a prefix of the log that holds
+        only whole, committed records when called between batches (the
+        pipeline calls it under its store lock), so a verifier can read it
+        while the log keeps growing."""
+        return [(path, path.stat().st_size) for _, path in segment_files(self._segments_dir)]
+
+    @property
     def segment_index(self) -> int:
         """Index of the segment being written."""
         return self._segment_index

@@ -1,0 +1,275 @@
+"""What each endpoint of the local API answers, from the running daemon's state.
+
+The server (:mod:`agent.api.server`) hands each routed request here. Every
+handler only reads: the aggregating sink's snapshot, the capture's books,
+the evidence log on disk (in a worker thread, so a large log never stalls
+the event loop, let alone the drain). The evidence endpoints answer 503
+when the daemon runs without an evidence log, saying how to turn it on.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+from prometheus_client import CollectorRegistry
+
+from agent.api.http import HttpError
+from agent.api.live import LiveTail, record_event
+from agent.api.routes import Route
+from agent.api.server import ApiServerStats, Peer, Reply, Send, StreamReply
+from agent.api.sse import sse_comment, sse_event
+from agent.capture.session import CaptureSession
+from agent.evidence.log_reader import events_after, find_event, recent_events
+from agent.evidence.pipeline import EvidencePipeline
+from agent.evidence.verify import VerifyInputError, VerifyReport, verify_extent
+from agent.metrics import CONTENT_TYPE, QueueSample, render
+from agent.sinks.aggregating import AggregatingSink
+from agent.sinks.profile import ProcessProfile, Profile, encode_profile
+
+__all__ = ["DaemonApi", "VerifyResult", "filter_profile"]
+
+#: Records per page when a reconnecting client is caught up from the log.
+RESUME_PAGE = 500
+#: A comment this often keeps a quiet stream open through proxies and shows
+#: a dead client as a write error.
+KEEPALIVE_S = 15.0
+_NO_EVIDENCE = (
+    "the evidence log is off; enable it with [evidence] enabled = true or run --evidence DIR"
+)
+
+
+class VerifyResult(msgspec.Struct, frozen=True):
+    """The last verification of the live log (for /v1/verify and the metrics)."""
+
+    ok: bool
+    at: float  # wall-clock seconds
+    records: int
+    summary: str
+
+
+def filter_profile(
+    profile: Profile, *, pid: int | None, comm: str | None, cgroup: int | None
+) -> Profile:
+    """Only the processes matching every filter given. Pure."""
+
+    def keep(process: ProcessProfile) -> bool:
+        return (
+            (pid is None or process.pid == pid)
+            and (comm is None or process.comm == comm)
+            and (cgroup is None or process.cgroup_id == cgroup)
+        )
+
+    if pid is None and comm is None and cgroup is None:
+        return profile
+    return msgspec.structs.replace(profile, processes=[p for p in profile.processes if keep(p)])
+
+
+def _json(value: object, status: int = 200) -> Reply:
+    return Reply(status, msgspec.json.encode(value) + b"\n")
+
+
+class DaemonApi:
+    """The handlers, over the daemon's live objects.
+
+    ``ready`` is set by the daemon once its probes are attached and the drain
+    runs; ``/readyz`` answers 503 until then (and again while stopping).
+    """
+
+    def __init__(
+        self,
+        *,
+        aggregate: AggregatingSink,
+        session: CaptureSession,
+        pipeline: EvidencePipeline | None,
+        state_dir: Path | None,
+        tail: LiveTail,
+        registry: CollectorRegistry | None,
+        server_stats: ApiServerStats,
+        sse_buffer: int,
+        queues: Callable[[], list[QueueSample | None]],
+        config_info: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.aggregate = aggregate
+        self.session = session
+        self.pipeline = pipeline
+        self.state_dir = state_dir
+        self.tail = tail
+        self.registry = registry
+        self.server_stats = server_stats
+        self.sse_buffer = sse_buffer
+        self.queues = queues
+        self.config_info = config_info
+        self.ready = False
+        self.last_verify: VerifyResult | None = None
+        self._verifying = trio.Lock()
+
+    async def __call__(self, route: Route, peer: Peer) -> Reply | StreamReply:
+        params = route.params
+        match route.name:
+            case "healthz":
+                return _json({"status": "ok"})
+            case "readyz":
+                if self.ready:
+                    return _json({"status": "ready"})
+                return _json({"status": "not ready", "detail": "probes not attached yet"}, 503)
+            case "snapshot":
+                return await self._snapshot(params)
+            case "stats":
+                return _json(self.stats())
+            case "events":
+                state_dir = self._need_evidence()
+                found = await trio.to_thread.run_sync(
+                    lambda: recent_events(
+                        state_dir,
+                        type=_str(params.get("type")),
+                        pid=_int(params.get("pid")),
+                        limit=int(params["limit"]),
+                    )
+                )
+                return _json({"events": [e.event for e in found]})
+            case "event":
+                state_dir = self._need_evidence()
+                wanted = str(params["id"])
+                event = await trio.to_thread.run_sync(find_event, state_dir, wanted)
+                if event is None:
+                    raise HttpError(404, f"no event {wanted} in the log (pruned, or never there)")
+                return _json(event.event)
+            case "stream":
+                self._need_evidence()
+                last = params.get("last_event_id")
+                return StreamReply(run=lambda send: self._stream(send, _str(last)))
+            case "verify":
+                result = await self.verify()
+                return _json(result, 200)
+            case "metrics":
+                if self.registry is None:
+                    raise HttpError(503, "metrics are off ([metrics] enabled = false)")
+                return Reply(200, render(self.registry), CONTENT_TYPE)
+        raise HttpError(404, "no such endpoint")  # pragma: no cover (routes are exhaustive)
+
+    def _need_evidence(self) -> Path:
+        if self.state_dir is None or self.pipeline is None:
+            raise HttpError(503, _NO_EVIDENCE)
+        return self.state_dir
+
+    async def _snapshot(self, params: dict[str, int | str]) -> Reply:
+        profile = filter_profile(
+            self.aggregate.snapshot(),
+            pid=_int(params.get("pid")),
+            comm=_str(params.get("comm")),
+            cgroup=_int(params.get("cgroup")),
+        )
+        body = await trio.to_thread.run_sync(encode_profile, profile)
+        return Reply(200, body)
+
+    def stats(self) -> dict[str, Any]:
+        """What /v1/stats answers: the capture's books, every queue, the API, evidence."""
+        pipeline = self.pipeline
+        evidence: dict[str, Any] | None = None
+        if pipeline is not None:
+            evidence = {
+                "records": pipeline.published,
+                "unwritten": pipeline.unwritten,
+                "failed": pipeline.failed,
+                "checkpoint_age_s": pipeline.checkpoint_age_s,
+                "last_verify": self.last_verify,
+            }
+        return {
+            "capture": self.session.stats(),
+            "queues": [
+                {"queue": q[0], "depth": q[1], "capacity": q[2]}
+                for q in self.queues()
+                if q is not None
+            ],
+            "evidence": evidence,
+            "api": {**self.server_stats.as_dict(), "sse_dropped": self.tail.dropped},
+            "config": self.config_info(),
+        }
+
+    async def verify(self) -> VerifyResult:
+        """Verify the log as written so far (chain and structure; the seals
+        need the verification key, which the host does not keep)."""
+        self._need_evidence()
+        pipeline = self.pipeline
+        assert pipeline is not None
+        async with self._verifying:  # one at a time: it reads the whole log
+            extent = await pipeline.extent()
+            if not extent:
+                raise HttpError(503, "the evidence log is closed or its store failed")
+            try:
+                report: VerifyReport = await trio.to_thread.run_sync(verify_extent, extent)
+            except (VerifyInputError, OSError) as err:
+                # A segment pruned while reading: not a broken chain, try again.
+                raise HttpError(503, f"could not read the log: {err}") from None
+            self.last_verify = VerifyResult(
+                ok=report.ok, at=time.time(), records=report.records, summary=report.summary()
+            )
+            return self.last_verify
+
+    async def _stream(self, send: Send, last_event_id: str | None) -> None:
+        """Live records; after ``last_event_id`` first, from the log.
+
+        The client subscribes before the log is read, so nothing published
+        meanwhile is missed; a record both read from the log after
+        subscribing and queued live is sent once (by its chain seq, which
+        orders the log and the live queue alike).
+        """
+        client = self.tail.subscribe(self.sse_buffer)
+        try:
+            await send(sse_comment("tracehound live tail"))
+            sent_up_to = -1  # chain seq of the last record sent from the log
+            if last_event_id is not None:
+                sent_up_to = await self._resume(send, last_event_id)
+            while True:
+                await client.wait(KEEPALIVE_S)
+                data = client.take(after_seq=sent_up_to)
+                if data:
+                    await send(data)
+                elif client.closed:
+                    return
+                else:
+                    await send(sse_comment())
+        finally:
+            self.tail.unsubscribe(client)
+
+    async def _resume(self, send: Send, last_event_id: str) -> int:
+        """Send every logged record after ``last_event_id``; the chain seq of
+        the last one sent (-1 if none)."""
+        assert self.state_dir is not None
+        state_dir = self.state_dir
+        sent_up_to = -1
+        cursor = last_event_id
+        while True:
+            page = await trio.to_thread.run_sync(
+                functools.partial(events_after, state_dir, cursor, max_events=RESUME_PAGE)
+            )
+            if page is None:
+                detail = msgspec.json.encode(
+                    {
+                        "last_event_id": last_event_id,
+                        "detail": "not in the log (pruned, or from another host); "
+                        "live records follow, earlier ones may be missing",
+                    }
+                ).decode()
+                await send(sse_event(detail, event="gap"))
+                return sent_up_to
+            if page:
+                await send(b"".join(record_event(e.event) for e in page))
+                sent_up_to = page[-1].seq
+                cursor = str(page[-1].event["id"])
+            if len(page) < RESUME_PAGE:
+                return sent_up_to
+
+
+def _int(value: int | str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _str(value: int | str | None) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,385 @@
+"""The local API server: HTTP/1.1 on a UNIX socket, the I/O edge.
+
+Framing, routing and SSE encoding are pure (:mod:`agent.api.http`,
+:mod:`agent.api.routes`, :mod:`agent.api.sse`); this module owns the socket
+and the limits that need a clock or a file descriptor:
+
+- **Who may ask.** The socket file has the configured mode and group, so the
+  kernel refuses everyone else at ``connect``. Past that, the peer's
+  credentials (``SO_PEERCRED``, taken by the kernel at connect, so they
+  cannot be forged) must be root, the daemon's own uid, an allowed uid or
+  an allowed primary gid; anyone else gets 403, counted.
+- **How much.** At most ``max_clients`` connections are served at once; one
+  more is answered 503 and closed. A request head is at most
+  ``max_request_bytes`` with ``max_headers`` lines (the parser enforces
+  both as bytes arrive). A client has ``idle_timeout_s`` to send a whole
+  request and to take each response; one that does not is closed.
+- **Never capture.** Handlers read state; nothing here can block the drain.
+  A handler that raises answers 500 and closes that connection only.
+
+The socket is bound in a private directory next to its final path, given
+its mode and group there, and renamed into place, so it is never reachable
+with looser permissions, even for an instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import os
+import socket
+import stat
+import struct
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import msgspec
+import trio
+
+from agent.api.http import (
+    HttpError,
+    Request,
+    RequestParser,
+    error_response,
+    response_bytes,
+    sse_response_head,
+)
+from agent.api.routes import Route, route
+from agent.config import ApiConfig, ConfigError
+
+__all__ = [
+    "ApiServerStats",
+    "Handler",
+    "Peer",
+    "Reply",
+    "StreamReply",
+    "bind_socket",
+    "group_id",
+    "is_allowed",
+    "peer_credentials",
+    "serve_api",
+]
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_READ_SIZE = 4096
+# After a last response: how long and how much unread input to swallow.
+_LINGER_S = 0.5
+_LINGER_BYTES = 1 << 16
+
+
+class Peer(msgspec.Struct, frozen=True):
+    """Who is on the other end, as the kernel recorded it at connect."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+class Reply(msgspec.Struct, frozen=True):
+    """A whole response: status, body and its type."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+Send = Callable[[bytes], Awaitable[None]]
+
+
+class StreamReply(msgspec.Struct, frozen=True):
+    """A Server-Sent Events response: ``run(send)`` writes events until it
+    returns (the daemon stopping) or ``send`` raises (the client left)."""
+
+    run: Callable[[Send], Awaitable[None]]
+
+
+Handler = Callable[[Route, Peer], Awaitable[Reply | StreamReply]]
+
+
+class ApiServerStats:
+    """The server's own counters, for the metrics and ``/v1/stats``."""
+
+    def __init__(self) -> None:
+        self.responses: Counter[int] = Counter()  # by status
+        self.forbidden = 0
+        self.busy = 0
+        self.timeouts = 0
+        self.connections = 0
+        self.active = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "responses": {str(k): v for k, v in sorted(self.responses.items())},
+            "forbidden": self.forbidden,
+            "busy": self.busy,
+            "timeouts": self.timeouts,
+            "connections": self.connections,
+            "active": self.active,
+        }
+
+
+def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> Peer:
+    """``SO_PEERCRED`` of a connected UNIX socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return Peer(pid=pid, uid=uid, gid=gid)
+
+
+def is_allowed(peer: Peer, config: ApiConfig, own_uid: int) -> bool:
+    """Root, the daemon's own uid, a configured uid or primary gid. Pure."""
+    return (
+        peer.uid in (0, own_uid) or peer.uid in config.allow_uids or peer.gid in config.allow_gids
+    )
+
+
+def group_id(group: str) -> int | None:
+    """``api.group`` as a gid: None for "" (the daemon's own), a number as
+    it is, a name looked up. Fails closed: an unknown name is refused at
+    start-up rather than leaving the socket with a group nobody meant.
+
+    Raises:
+        ConfigError: no such group on this host.
+    """
+    if not group:
+        return None
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"api.group: no group named {group!r} on this host") from None
+
+
+def bind_socket(path: Path, mode: int, gid: int | None) -> socket.socket:
+    """A listening UNIX socket at ``path`` with ``mode`` and group ``gid``.
+
+    The parent directory is made if missing, mode 0755: clients in the
+    socket's group must be able to reach it; the socket's own mode and
+    group are what keep others out. A socket file left by a
+    daemon that died is replaced; one that still answers belongs to a live
+    daemon and is not (OSError EADDRINUSE), nor is any other kind of file.
+
+    Raises:
+        OSError: the directory cannot be made, the path is taken, or the
+            bind, chmod or chown fails.
+    """
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _clear_stale(path)
+    private = Path(tempfile.mkdtemp(prefix=".api-", dir=path.parent))  # mode 0700
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        staged = private / "s"
+        sock.bind(os.fsencode(staged))
+        os.chmod(staged, mode)
+        if gid is not None:
+            os.chown(staged, -1, gid)
+        os.rename(staged, path)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        if (private / "s").exists():
+            (private / "s").unlink()
+        private.rmdir()
+    return sock
+
+
+def _clear_stale(path: Path) -> None:
+    try:
+        kind = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(kind):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fsencode(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)  # nobody listens: a dead daemon's socket
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"{path} is in use by a running daemon")
+
+
+async def serve_api(
+    settings: Callable[[], ApiConfig],
+    handler: Handler,
+    listener_socket: socket.socket,
+    path: Path,
+    *,
+    stats: ApiServerStats,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``listener_socket`` (from :func:`bind_socket`, at ``path``) until
+    cancelled; then the socket file is removed, so clients see the daemon is gone.
+
+    ``settings`` is read for each new connection, so a reload changes the
+    allowed ids and the limits for the next client on.
+    """
+    inode = path.stat().st_ino
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(listener_socket))
+    limiter = trio.CapacityLimiter(settings().max_clients)
+    own_uid = os.geteuid()
+
+    async def connection(stream: trio.SocketStream) -> None:
+        stats.connections += 1
+        config = settings()
+        if limiter.total_tokens != config.max_clients:
+            limiter.total_tokens = config.max_clients
+        async with stream:
+            try:
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                stats.busy += 1
+                await _send_quietly(stream, _error(stats, HttpError(503, "too many clients")), 1.0)
+                return
+            stats.active += 1
+            try:
+                peer = peer_credentials(stream.socket)
+                await _serve_connection(stream, peer, config, handler, stats, own_uid)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client went away
+            finally:
+                stats.active -= 1
+                limiter.release()
+
+    try:
+        task_status.started()
+        await trio.serve_listeners(connection, [listener])
+    finally:
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == inode:  # still ours, not a successor's
+                path.unlink()
+
+
+def _error(stats: ApiServerStats, error: HttpError, *, keep_alive: bool = False) -> bytes:
+    stats.responses[error.status] += 1
+    return error_response(error, keep_alive=keep_alive)
+
+
+async def _send_quietly(stream: trio.SocketStream, data: bytes, timeout: float) -> None:
+    """Send a last response, then close gently: closing a socket with unread
+    input makes the kernel reset it, and the peer may lose the response."""
+    with trio.move_on_after(timeout):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(data)
+            await stream.send_eof()
+    with trio.move_on_after(_LINGER_S):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            unread = 0
+            while unread < _LINGER_BYTES and (chunk := await stream.receive_some(_READ_SIZE)):
+                unread += len(chunk)
+
+
+async def _read_request(
+    stream: trio.SocketStream, parser: RequestParser, timeout: float
+) -> Request | None:
+    """The next request head; None if the client closed or stayed silent.
+
+    Raises HttpError for a bad head and for a client that stopped half-way
+    through one (408).
+    """
+    request = parser.feed(b"")  # a pipelined request already here
+    with trio.move_on_after(timeout):
+        while request is None:
+            data = await stream.receive_some(_READ_SIZE)
+            if not data:
+                return None
+            request = parser.feed(data)
+        return request
+    if parser.buffered:
+        raise HttpError(408, f"request not complete within {timeout:g} seconds")
+    raise TimeoutError
+
+
+async def _serve_connection(
+    stream: trio.SocketStream,
+    peer: Peer,
+    config: ApiConfig,
+    handler: Handler,
+    stats: ApiServerStats,
+    own_uid: int,
+) -> None:
+    parser = RequestParser(config.max_request_bytes, config.max_headers)
+    timeout = config.idle_timeout_s
+    while True:
+        try:
+            request = await _read_request(stream, parser, timeout)
+        except TimeoutError:
+            stats.timeouts += 1
+            return
+        except HttpError as err:
+            if err.status == 408:
+                stats.timeouts += 1
+            await _send_quietly(stream, _error(stats, err), timeout)
+            return
+        if request is None:
+            return
+        head_only = request.method == "HEAD"
+        if not is_allowed(peer, config, own_uid):
+            stats.forbidden += 1
+            refusal = HttpError(
+                403, f"uid {peer.uid} gid {peer.gid} may not use this API (api.allow_uids/gids)"
+            )
+            await _send_quietly(stream, _error(stats, refusal), timeout)
+            return
+        try:
+            reply = await handler(route(request), peer)
+        except HttpError as err:
+            data = _error(stats, err, keep_alive=request.keep_alive)
+            with trio.move_on_after(timeout) as sending:
+                await stream.send_all(_head_only(data) if head_only else data)
+            if sending.cancelled_caught or not request.keep_alive:
+                return
+            continue
+        except Exception as err:  # a bug must cost one answer, not the daemon
+            print(f"tracehound: api: {request.path}: {err!r}", file=sys.stderr, flush=True)
+            await _send_quietly(stream, _error(stats, HttpError(500, "internal error")), timeout)
+            return
+        stats.responses[200 if isinstance(reply, StreamReply) else reply.status] += 1
+        if isinstance(reply, StreamReply):
+            await _stream(stream, reply, head_only, timeout)
+            return
+        data = response_bytes(
+            reply.status,
+            reply.body,
+            reply.content_type,
+            keep_alive=request.keep_alive,
+            head_only=head_only,
+        )
+        with trio.move_on_after(timeout) as sending:
+            await stream.send_all(data)
+        if sending.cancelled_caught:
+            stats.timeouts += 1
+            return
+        if not request.keep_alive:
+            return
+
+
+def _head_only(response: bytes) -> bytes:
+    end = response.find(b"\r\n\r\n")
+    return response if end < 0 else response[: end + 4]
+
+
+async def _stream(
+    stream: trio.SocketStream, reply: StreamReply, head_only: bool, timeout: float
+) -> None:
+    """Write an SSE response; a client that does not take a write within
+    ``timeout`` is dropped (its buffer has been overflowing meanwhile)."""
+
+    async def send(data: bytes) -> None:
+        with trio.move_on_after(timeout) as sending:
+            await stream.send_all(data)
+        if sending.cancelled_caught:
+            raise trio.BrokenResourceError("client stopped reading")
+
+    await send(sse_response_head())
+    if head_only:
+        return
+    await reply.run(send)

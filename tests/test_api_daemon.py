@@ -1,0 +1,384 @@
+"""End to end: ``tracehound run`` with a temporary config and state directory,
+asked over its UNIX socket with real curl.
+
+One daemon serves the whole module (starting one costs seconds of BPF
+compilation); the tests run in file order, the reloads and the stop last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.evidence.log_reader import iter_events
+from agent.evidence.types import TYPE_PREFIX
+from tests.conftest import TRACEHOUND
+
+API_GROUP = 4242  # the socket's group: a peer must be in it to connect at all
+ALLOWED_GID = 4243  # a primary gid the config lets in
+NOBODY = 65534
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Daemon:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        # Under /run, not the 0700 pytest tree: unprivileged peers must be
+        # able to reach the socket for its mode and group to be what decides.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="tracehound-test-", dir="/run"))
+        self.run_dir.chmod(0o755)
+        self.sock = self.run_dir / "api" / "api.sock"
+        self.state = root / "state"
+        self.config = root / "tracehound.toml"
+        self.port = _free_port()
+        self.stderr = root / "stderr.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def config_text(self, *, extra_api: str = "", extra: str = "") -> str:
+        return f"""
+[capture]
+stats_interval = 0
+
+[evidence]
+enabled = true
+state_dir = "{self.state}"
+checkpoint_every = 50
+{extra}
+[api]
+socket = "{self.sock}"
+mode = "0660"
+group = "{API_GROUP}"
+allow_gids = [{ALLOWED_GID}]
+max_clients = 8
+idle_timeout_s = 2.0
+max_request_bytes = 4096
+max_headers = 20
+sse_buffer = 4096
+{extra_api}
+[metrics]
+listen = "127.0.0.1:{self.port}"
+"""
+
+    def curl(self, path: str, *args: str, user: tuple[int, int, int] | None = None,
+             timeout: float = 20) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        command = ["curl", "-sS", "--unix-socket", str(self.sock), *args, f"http://localhost{path}"]
+        if user is not None:
+            uid, gid, group = user
+            command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={group}",
+                       *command]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+    def get_json(self, path: str) -> object:
+        result = self.curl(path, "--fail-with-body")
+        assert result.returncode == 0, (path, result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+
+def wait_until(check: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("needs root")
+    d = Daemon(tmp_path_factory.mktemp("daemon"))
+    d.config.write_text(d.config_text())
+    ready = d.root / "ready"
+    with open(d.stderr, "wb") as err:
+        d.proc = subprocess.Popen(
+            [
+                *TRACEHOUND,
+                "run",
+                "--config",
+                str(d.config),
+                "--ready-file",
+                str(ready),
+                "--no-seed",
+            ],
+            stderr=err,
+        )
+    try:
+        wait_until(lambda: ready.exists() or d.proc.poll() is not None, "the daemon", 90)  # type: ignore[union-attr]
+        assert d.proc.poll() is None, d.log()
+        yield d
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        shutil.rmtree(d.run_dir, ignore_errors=True)
+
+
+def test_socket_mode_and_group_are_as_configured(kernel: None, daemon: Daemon) -> None:
+    info = daemon.sock.stat()
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o660
+    assert info.st_gid == API_GROUP
+    assert daemon.get_json("/healthz") == {"status": "ok"}
+    assert daemon.get_json("/readyz") == {"status": "ready"}
+
+
+def test_snapshot_stream_events_and_resume(kernel: None, daemon: Daemon) -> None:
+    tail = subprocess.Popen(
+        ["curl", "-sSN", "--unix-socket", str(daemon.sock), "http://localhost/v1/stream"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert tail.stdout is not None
+    try:
+        time.sleep(0.5)  # subscribed
+        subprocess.run(["/bin/echo", "tracehound-e2e-first"], check=True, capture_output=True)
+        exec_event = None
+        last_id = None
+        for line in tail.stdout:
+            if line.startswith("id: "):
+                last_id = line[4:].strip()
+            if line.startswith("data: ") and "tracehound-e2e-first" in line:
+                record = json.loads(line[6:])
+                if record["type"] == TYPE_PREFIX + "process.exec.v1":
+                    exec_event = record
+                    break
+        assert exec_event is not None and last_id == exec_event["id"]
+    finally:
+        tail.kill()
+        tail.wait()
+
+    # The snapshot shows the workload, and only what the filter asks for.
+    snapshot = daemon.get_json("/v1/snapshot?comm=echo")
+    assert isinstance(snapshot, dict)
+    procs = snapshot["processes"]
+    assert procs and all(p["comm"] == "echo" for p in procs)
+    assert any("tracehound-e2e-first" in p["argv"] for p in procs)
+
+    # The log answers for the same record, by query and by id.
+    pid = exec_event["data"]["pid"]
+    found = daemon.get_json(f"/v1/events?type=process.exec&pid={pid}&limit=10")
+    assert isinstance(found, dict)
+    assert [e["id"] for e in found["events"]] == [exec_event["id"]]
+    assert daemon.get_json(f"/v1/events/{exec_event['id']}") == exec_event
+    missing = daemon.curl("/v1/events/" + "0" * 32, "-w", "%{http_code}", "-o", "/dev/null")
+    assert missing.stdout == "404"
+
+    # Disconnected: these happen while no client listens.
+    for n in range(3):
+        subprocess.run(["/bin/echo", f"tracehound-e2e-missed-{n}"], check=True)
+    time.sleep(1.5)  # published
+    resumed = daemon.curl(
+        "/v1/stream", "-N", "-H", f"Last-Event-ID: {exec_event['id']}", "--max-time", "3"
+    )
+    ids = [line[4:] for line in resumed.stdout.splitlines() if line.startswith("id: ")]
+    logged = [e.event["id"] for e in iter_events(daemon.state)]
+    after = logged[logged.index(exec_event["id"]) + 1 :]
+    # Exactly the records after it, in log order: no gap, no repeat.
+    assert ids and ids == after[: len(ids)], (ids[:5], after[:5])
+    assert len(set(ids)) == len(ids)
+    data = resumed.stdout
+    for n in range(3):
+        assert f"tracehound-e2e-missed-{n}" in data
+
+
+def test_metrics_parse_and_have_queue_depths(kernel: None, daemon: Daemon) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    depth = families["tracehound_queue_depth"]
+    queues = {s.labels["queue"] for s in depth.samples}
+    assert {"ring_bytes", "stream:evidence", "publisher", "sse_clients"} <= queues
+    capacity = {s.labels["queue"]: s.value for s in families["tracehound_queue_capacity"].samples}
+    assert capacity["stream:evidence"] > 0 and capacity["publisher"] > 0
+    assert families["tracehound_evidence_records"].samples[0].value > 0
+    assert "tracehound_evidence_checkpoint_age_seconds" in families
+    assert families["tracehound_api_responses"].samples  # counted by status
+    # The same page is on the socket too.
+    assert "tracehound_queue_depth" in daemon.curl("/metrics").stdout
+
+
+def test_verify_endpoint(kernel: None, daemon: Daemon) -> None:
+    result = daemon.get_json("/v1/verify")
+    assert isinstance(result, dict)
+    assert result["ok"] is True and result["records"] > 0, result
+
+
+def test_unprivileged_peers(kernel: None, daemon: Daemon) -> None:
+    # In the socket's group but not allowed: the kernel lets it connect, we refuse.
+    refused = daemon.curl("/v1/stats", "-w", "\n%{http_code}", user=(NOBODY, NOBODY, API_GROUP))
+    assert refused.stdout.rstrip().endswith("403"), refused
+    assert "may not use this API" in refused.stdout
+    # Allowed by primary gid.
+    allowed = daemon.curl("/healthz", "-w", "\n%{http_code}", user=(NOBODY, ALLOWED_GID, API_GROUP))
+    assert allowed.stdout.rstrip().endswith("200"), allowed
+    # Not in the group: the socket's mode keeps it out before any HTTP.
+    outsider = daemon.curl("/healthz", user=(NOBODY, NOBODY, NOBODY))
+    assert outsider.returncode == 7, outsider  # curl: could not connect
+    stats = daemon.get_json("/v1/stats")
+    assert isinstance(stats, dict)
+    assert stats["api"]["forbidden"] >= 1
+
+
+def _raw(daemon: Daemon, data: bytes, *, wait: float = 5.0) -> bytes:
+    """Send raw bytes, return everything until the server closes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(wait)
+        sock.connect(str(daemon.sock))
+        if data:
+            sock.sendall(data)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
+
+
+def _status(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def test_hostile_clients(kernel: None, daemon: Daemon) -> None:
+    big = b"GET /healthz?x=" + b"a" * 8000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert _status(_raw(daemon, big)) == 414
+    flood = b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(50)) + b"\r\n"
+    assert _status(_raw(daemon, flood)) == 431
+    for path in (b"/v1/../etc/passwd", b"/v1/%2e%2e/x", b"/v1/snapshot%00", b"/\xff\xfe"):
+        response = _raw(daemon, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _status(response) == 400, (path, response[:200])
+    assert _status(_raw(daemon, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")) == 400
+
+    # A client that says nothing is closed after the idle timeout (2 s).
+    started = time.monotonic()
+    assert _raw(daemon, b"", wait=10) == b""
+    assert 1.5 < time.monotonic() - started < 8
+
+    # More clients than max_clients (8) at once: the extra one is told 503.
+    holders = []
+    for _ in range(8):
+        holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        holder.connect(str(daemon.sock))
+        holders.append(holder)
+    time.sleep(0.3)
+    try:
+        assert _status(_raw(daemon, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")) == 503
+    finally:
+        for holder in holders:
+            holder.close()
+
+    # A thousand connects in a row, half of them sending garbage.
+    for n in range(1000):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(daemon.sock))
+            if n % 2:
+                sock.sendall(b"\x00garbage\r\n\r\n")
+    time.sleep(2.5)  # the idle ones time out
+
+    # Capture never stalled, and the daemon still serves.
+    subprocess.run(["/bin/echo", "tracehound-e2e-after-hostile"], check=True, capture_output=True)
+
+    def seen() -> bool:
+        snap = daemon.get_json("/v1/snapshot?comm=echo")
+        assert isinstance(snap, dict)
+        return any("tracehound-e2e-after-hostile" in p["argv"] for p in snap["processes"])
+
+    wait_until(seen, "the exec after the hostile clients", 15)
+    stats = daemon.get_json("/v1/stats")
+    assert isinstance(stats, dict)
+    kinds = stats["capture"]["kinds"]
+    assert kinds["exec"]["delivered"] > 0
+    assert all(k["lost_kernel"] == 0 for k in kinds.values()), kinds  # the drain kept up
+    assert stats["api"]["timeouts"] >= 1 and stats["api"]["busy"] >= 1
+
+
+def _reload(daemon: Daemon, text: str) -> dict[str, object]:
+    daemon.config.write_text(text)
+    before = daemon.log().count("SIGHUP:")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: daemon.log().count("SIGHUP:") > before, "the reload to be said")
+    stats = daemon.get_json("/v1/stats")
+    assert isinstance(stats, dict)
+    config = stats["config"]
+    assert isinstance(config, dict)
+    return config
+
+
+def test_bad_reloads_keep_the_running_configuration(kernel: None, daemon: Daemon) -> None:
+    good = daemon.config.read_text()
+    config = _reload(
+        daemon, good.replace("stats_interval = 0", "stats_interval = 0\nring_pages = 8")
+    )
+    assert config["generation"] == 1 and config["reloads"] == {"applied": 0, "refused": 1}
+    assert "ring_pages" in str(config["last_reload_error"])
+    config = _reload(daemon, good.replace("stats_interval = 0", "stats_interval = 0\nargv_max = 4"))
+    assert config["reloads"] == {"applied": 0, "refused": 2}
+    assert "capture.argv_max changed: that takes a restart" in str(config["last_reload_error"])
+    assert "reload refused, the running configuration stays" in daemon.log()
+    # Still the old rules: the nobody peer is still refused.
+    refused = daemon.curl("/healthz", "-w", "\n%{http_code}", user=(NOBODY, NOBODY, API_GROUP))
+    assert refused.stdout.rstrip().endswith("403")
+
+
+def test_reload_applies_api_and_redaction(kernel: None, daemon: Daemon) -> None:
+    rule = (
+        'redact_rules = [{name = "e2e-secret", privacy = "sensitive",'
+        ' pattern = "hushhush-(\\\\w+)", group = 1, replacement = "[GONE]"}]\n'
+    )
+    text = daemon.config_text(extra_api=f"allow_uids = [{NOBODY}]\n", extra=rule)
+    config = _reload(daemon, text)
+    assert config["generation"] == 2, (config, daemon.log()[-2000:])
+    allowed = daemon.curl("/healthz", "-w", "\n%{http_code}", user=(NOBODY, NOBODY, API_GROUP))
+    assert allowed.stdout.rstrip().endswith("200"), allowed
+    subprocess.run(["/bin/echo", "hushhush-topsecret"], check=True, capture_output=True)
+
+    def redacted() -> bool:
+        found = daemon.get_json("/v1/events?type=process.exec&limit=50")
+        assert isinstance(found, dict)
+        argvs = [e["data"].get("argv", []) for e in found["events"]]
+        return any("hushhush-[GONE]" in argv for argv in argvs)
+
+    wait_until(redacted, "the exec redacted by the reloaded rule", 15)
+
+
+def test_sigterm_exits_zero_and_the_log_verifies(kernel: None, daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=60) == 0, daemon.log()[-3000:]
+    assert "Traceback" not in daemon.log()
+    assert not daemon.sock.exists()  # removed on the way out
+    verify = subprocess.run(
+        [*TRACEHOUND, "evidence", "verify", str(daemon.state)], capture_output=True, text=True
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.startswith("OK:")
+    types = [e.event["type"] for e in iter_events(daemon.state)]
+    assert types[-1] == TYPE_PREFIX + "capture.stop.v1"
+    configs = [
+        e.event["data"]["config"]
+        for e in iter_events(daemon.state)
+        if e.event["type"] == TYPE_PREFIX + "capture.config.v1"
+    ]
+    assert [c["reload"] for c in configs] == ["refused", "refused", "applied"]
+    assert "evidence.redact_rules" in configs[-1]["changed"]
+    assert "e2e-secret" in configs[-1]["config"]  # the rules that now apply, on record
