@@ -311,6 +311,61 @@ def test_hostile_clients(kernel: None, daemon: Daemon) -> None:
     assert stats["api"]["timeouts"] >= 1 and stats["api"]["busy"] >= 1
 
 
+def _cli(daemon: Daemon, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRACEHOUND, *args, "--socket", str(daemon.sock)],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_cli_snapshot_stats_tail(kernel: None, daemon: Daemon) -> None:
+    subprocess.run(["/bin/echo", "tracehound-e2e-cli"], check=True, capture_output=True)
+    time.sleep(1)
+    snap = _cli(daemon, "snapshot", "--comm", "echo")
+    assert snap.returncode == 0, snap.stderr
+    assert any("tracehound-e2e-cli" in p["argv"] for p in json.loads(snap.stdout)["processes"])
+    text = _cli(daemon, "snapshot", "--comm", "echo", "--text")
+    assert text.returncode == 0 and "tracehound-e2e-cli" in text.stdout, text.stderr
+    stats = _cli(daemon, "stats")
+    assert stats.returncode == 0 and json.loads(stats.stdout)["capture"]["kinds"]["exec"]
+
+    found = daemon.get_json("/v1/events?type=process.exec&limit=3")
+    assert isinstance(found, dict)
+    first = found["events"][0]["id"]
+    # Resume from the log: the two records after `first`, as NDJSON, in order.
+    tail = _cli(daemon, "tail", "--last-event-id", first, "--count", "2")
+    assert tail.returncode == 0, tail.stderr
+    logged = [e.event["id"] for e in iter_events(daemon.state)]
+    ids = [json.loads(line)["id"] for line in tail.stdout.splitlines()]
+    assert ids == logged[logged.index(first) + 1 :][:2]
+    # Live, filtered client side.
+    live = subprocess.Popen(
+        [*TRACEHOUND, "tail", "--type", "process.exec", "--count", "1", "--socket", str(daemon.sock)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)
+    subprocess.run(["/bin/echo", "tracehound-e2e-tail"], check=True, capture_output=True)
+    out, err = live.communicate(timeout=30)
+    assert live.returncode == 0, err
+    record = json.loads(out)
+    assert record["type"] == TYPE_PREFIX + "process.exec.v1"
+
+    missing = subprocess.run(
+        [*TRACEHOUND, "stats", "--socket", str(daemon.root / "nope.sock")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert missing.stderr.strip().count("\n") == 0 and "Traceback" not in missing.stderr
+    assert "cannot connect to" in missing.stderr and "is tracehound run running?" in missing.stderr
+    refused = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={API_GROUP}",
+         *TRACEHOUND, "stats", "--socket", str(daemon.sock)],
+        capture_output=True, text=True, env={**os.environ, "HOME": "/"},
+    )  # fmt: skip
+    assert refused.returncode == 1, refused
+    assert refused.stderr.startswith("tracehound: stats: 403: uid 65534"), refused.stderr
+
+
 def _reload(daemon: Daemon, text: str) -> dict[str, object]:
     daemon.config.write_text(text)
     before = daemon.log().count("SIGHUP:")
