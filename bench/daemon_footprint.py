@@ -129,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, width, strict=True)))
         lost = {k: v["generated"] - v["delivered"] for k, v in stats["kinds"].items()}
-        print(f"exit {code}; books balanced {stats['balanced']}; lost (all counted) per kind {lost}")
+        print(
+            f"exit {code}; books balanced {stats['balanced']}; lost (all counted) per kind {lost}"
+        )
         print("live-tail client: " + (sse[0] if sse else "no sse counter"))
     return 0
 
