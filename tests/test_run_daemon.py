@@ -96,6 +96,13 @@ def test_sd_notify_messages_reach_the_socket_we_provide(kernel: None, tmp_path: 
                 messages.append(listener.recv(4096).decode())
             except TimeoutError:
                 assert agent.poll() is None, agent.stderr.read() if agent.stderr else ""
+        agent.send_signal(signal.SIGHUP)  # a reload: RELOADING=1, then READY=1 again
+        end = time.monotonic() + 30
+        while time.monotonic() < end and messages.count("READY=1") < 2:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except TimeoutError:
+                assert agent.poll() is None, agent.stderr.read() if agent.stderr else ""
         agent.send_signal(signal.SIGTERM)
         end = time.monotonic() + 30
         while time.monotonic() < end and "STOPPING=1" not in messages:
@@ -114,7 +121,11 @@ def test_sd_notify_messages_reach_the_socket_we_provide(kernel: None, tmp_path: 
     assert any(m.startswith("STATUS=capturing:") for m in messages[:ready])
     assert messages.count("WATCHDOG=1") >= 2
     assert any(m.startswith("STATUS=events exec=") for m in messages)
-    assert "STOPPING=1" in messages and messages.index("STOPPING=1") > ready
+    reloading = [i for i, m in enumerate(messages) if m.startswith("RELOADING=1\nMONOTONIC_USEC=")]
+    assert len(reloading) == 1 and reloading[0] > ready
+    assert messages.count("READY=1") == 2
+    assert "SIGHUP: configuration reloaded (generation 2)" in stderr
+    assert "STOPPING=1" in messages and messages.index("STOPPING=1") > reloading[0]
 
 
 def test_metrics_endpoint_parses_and_has_depth_gauges(kernel: None, tmp_path: Path) -> None:
