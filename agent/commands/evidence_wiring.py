@@ -72,6 +72,18 @@ def check_evidence_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--evidence-retain-mb: must be at least --evidence-segment-mb")
 
 
+def store_options(args: argparse.Namespace) -> StoreOptions:
+    """The log's write policy from the ``--evidence-*`` options (checked first
+    by :func:`check_evidence_arguments`)."""
+    return StoreOptions(
+        fsync=args.evidence_fsync,
+        segment_max_bytes=int(args.evidence_segment_mb * 2**20),
+        segment_max_age_s=args.evidence_segment_hours * 3600,
+        retain_max_bytes=int(args.evidence_retain_mb * 2**20),
+        checkpoint_every_records=args.evidence_checkpoint_every,
+    )
+
+
 def evidence_directory(value: str | None) -> Path | None:
     """The state directory named by ``--evidence``; made if its parent exists."""
     if value is None:
@@ -114,13 +126,7 @@ def open_evidence(
             probes=list(capture.statuses),
             config=config,
             redactor=redactor,
-            store_options=StoreOptions(
-                fsync=args.evidence_fsync,
-                segment_max_bytes=int(args.evidence_segment_mb * 2**20),
-                segment_max_age_s=args.evidence_segment_hours * 3600,
-                retain_max_bytes=int(args.evidence_retain_mb * 2**20),
-                checkpoint_every_records=args.evidence_checkpoint_every,
-            ),
+            store_options=store_options(args),
             traceparent=traceparent,
             tracestate=tracestate,
         )

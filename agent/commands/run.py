@@ -34,6 +34,7 @@ from agent.commands.evidence_wiring import (
     evidence_directory,
     open_evidence,
     redactor_from_args,
+    store_options,
 )
 from agent.commands.options import (
     add_capture_arguments,
@@ -44,7 +45,7 @@ from agent.commands.options import (
 from agent.config import Config, ConfigError, apply_defaults, dump_config, load_config
 from agent.config.reload import plan_reload
 from agent.errors import RunError, UsageError
-from agent.evidence.pipeline import EvidencePipeline, StoreOptions
+from agent.evidence.pipeline import EvidencePipeline
 from agent.metrics import (
     ApiStatus,
     EvidenceStatus,
@@ -268,9 +269,7 @@ async def _verify_periodically(api: DaemonApi) -> None:
         await trio.sleep(VERIFY_EVERY_S)
 
 
-async def _reload(
-    settings: _Settings, args: argparse.Namespace, pipeline: EvidencePipeline | None
-) -> None:
+async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> None:
     """SIGHUP: read the file again; apply it, or keep what runs and say why.
 
     Either way the outcome goes into the evidence as a ``capture.config``
@@ -294,13 +293,7 @@ async def _reload(
         if pipeline is not None:
             await pipeline.reconfigure({"reload": "refused", "reason": str(err)})
         return
-    options = StoreOptions(
-        fsync=effective.evidence_fsync,
-        segment_max_bytes=int(effective.evidence_segment_mb * 2**20),
-        segment_max_age_s=effective.evidence_segment_hours * 3600,
-        retain_max_bytes=int(effective.evidence_retain_mb * 2**20),
-        checkpoint_every_records=effective.evidence_checkpoint_every,
-    )
+    options = store_options(effective)
     if pipeline is not None:
         record = {
             "reload": "applied",
@@ -316,7 +309,6 @@ async def _reload(
     settings.last_reload_error = None
     changed = ", ".join(plan.changed) or "nothing changed"
     _say(f"SIGHUP: configuration reloaded (generation {settings.generation}): {changed}")
-    args.evidence_fsync = effective.evidence_fsync
 
 
 def _report(line: str) -> None:
@@ -472,7 +464,7 @@ async def _run(
                             if signum == signal.SIGHUP:
                                 notify.reloading()
                                 try:
-                                    await _reload(settings, args, pipeline)
+                                    await _reload(settings, pipeline)
                                 except Exception as err:  # a reload bug must not end capture
                                     settings.reloads["refused"] += 1
                                     _say(f"SIGHUP: reload failed ({err!r}); nothing changed")

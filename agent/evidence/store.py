@@ -175,6 +175,15 @@ class StoreLockedError(Exception):
     """Another process holds the store's lock: two writers would fork the chain."""
 
 
+def _check_policy(fsync: str, **positive: float) -> None:
+    """Refuse an unknown fsync policy or a size, age or count that is not above 0."""
+    if fsync not in get_args(FsyncPolicy):
+        raise ValueError(f"fsync must be one of always, batch, never; got {fsync!r}")
+    for name, value in positive.items():
+        if isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+
+
 def segment_name(index: int) -> str:
     """File name of segment ``index``: 16 digits, so names sort like indexes."""
     return f"{index:016d}.ndjson"
@@ -220,17 +229,14 @@ class EvidenceStore:
         fsync: FsyncPolicy = "batch",
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        if fsync not in get_args(FsyncPolicy):
-            raise ValueError(f"fsync must be one of always, batch, never; got {fsync!r}")
-        for name, value in (
-            ("segment_max_bytes", segment_max_bytes),
-            ("segment_max_age_s", segment_max_age_s),
-            ("retain_max_bytes", retain_max_bytes),
-            ("checkpoint_every_records", checkpoint_every_records),
-            ("checkpoint_every_s", checkpoint_every_s),
-        ):
-            if isinstance(value, bool) or not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
+        _check_policy(
+            fsync,
+            segment_max_bytes=segment_max_bytes,
+            segment_max_age_s=segment_max_age_s,
+            retain_max_bytes=retain_max_bytes,
+            checkpoint_every_records=checkpoint_every_records,
+            checkpoint_every_s=checkpoint_every_s,
+        )
         self._dir = Path(state_dir)
         self._segments_dir = self._dir / "segments"
         self._segment_max_bytes = segment_max_bytes
@@ -314,16 +320,13 @@ class EvidenceStore:
     ) -> None:
         """Change the write policy of an open store (a configuration reload);
         it applies from the next append. Raises ValueError like ``__init__``."""
-        if fsync not in get_args(FsyncPolicy):
-            raise ValueError(f"fsync must be one of always, batch, never; got {fsync!r}")
-        for name, value in (
-            ("segment_max_bytes", segment_max_bytes),
-            ("segment_max_age_s", segment_max_age_s),
-            ("retain_max_bytes", retain_max_bytes),
-            ("checkpoint_every_records", checkpoint_every_records),
-        ):
-            if isinstance(value, bool) or not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
+        _check_policy(
+            fsync,
+            segment_max_bytes=segment_max_bytes,
+            segment_max_age_s=segment_max_age_s,
+            retain_max_bytes=retain_max_bytes,
+            checkpoint_every_records=checkpoint_every_records,
+        )
         self._fsync = fsync
         self._segment_max_bytes = segment_max_bytes
         self._segment_max_age_ms = int(segment_max_age_s * 1000)
