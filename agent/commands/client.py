@@ -1,23 +1,45 @@
 """``tracehound snapshot``, ``stats`` and ``tail``: ask the running daemon.
 
-Each talks to the local API (:mod:`agent.api.client`) on the socket named by
-``--socket``, else by the configuration's ``api.socket``. Errors are one
-line: the socket missing (is the daemon running?), no permission (the api
-group), the daemon's own refusal (403 and its reason), a garbled answer.
+Each talks to the local API (:mod:`agent.api.client`) on ``--socket``, else
+the configuration's ``api.socket`` (``--config FILE``, or the default file
+if there is one, or the built-in default). Every failure is one line and a
+non-zero exit: no daemon (the socket is missing or nobody listens), no
+permission (the socket's group), the daemon's refusal (``403: <reason>``),
+a garbled answer (not HTTP, not JSON, not a profile). A closed stdout
+(``tail | head``) ends quietly, and so does Ctrl-C during ``tail`` (130).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import functools
+import os
+import re
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
-from agent.api.client import ApiResponseError, Response, SseMessage, fetch, stream
+import msgspec
+
+from agent.api.client import (
+    ApiError,
+    ConnectError,
+    ResponseError,
+    SseMessage,
+    fetch,
+    stream,
+)
 from agent.config import load_config
 from agent.errors import RunError, UsageError
 from agent.evidence.log_reader import event_pid, type_matches
+from agent.evidence.types import TYPE_PREFIX
 from agent.sinks.profile import decode_profile, render_text
+
+TIMEOUT_S = 30.0
+_EVENT_ID = re.compile(r"[0-9a-f]{32}")
+Handler = Callable[[argparse.Namespace], int]
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,126 +50,181 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     snapshot.add_argument("--comm", help="only processes with this command name")
     snapshot.add_argument("--cgroup", type=int, help="only processes in this cgroup id")
     snapshot.add_argument("--text", action="store_true", help="a readable tree instead of JSON")
-    snapshot.set_defaults(handler=_snapshot)
+    snapshot.set_defaults(handler=_quiet_pipe(_snapshot))
     stats = subparsers.add_parser("stats", help="the daemon's books, queues and API counters")
-    stats.set_defaults(handler=_stats)
-    tail = subparsers.add_parser(
-        "tail", help="evidence records as they are written (NDJSON, one per line)"
-    )
+    stats.set_defaults(handler=_quiet_pipe(_stats))
+    tail = subparsers.add_parser("tail", help="evidence records as they come (NDJSON)")
     tail.add_argument("--type", help="only this type: full, or short like process.exec or file")
-    tail.add_argument("--pid", type=int, help="only records about this pid")
+    tail.add_argument("--pid", type=int, help="only records about this pid (data.pid)")
     tail.add_argument("--last-event-id", metavar="ID",
-                      help="first every record after ID, from the log (resume)")  # fmt: skip
-    tail.add_argument("--count", type=int, metavar="N", help="stop after N records")
-    tail.set_defaults(handler=_tail)
+                      help="first every logged record after ID (resume)")  # fmt: skip
+    tail.add_argument("--count", type=int, metavar="N", help="exit 0 after N records")
+    tail.set_defaults(handler=_quiet_pipe(_tail))
     for parser in (snapshot, stats, tail):
         parser.add_argument("--socket", metavar="PATH", help="the API socket (default: api.socket)")
         parser.add_argument("--config", metavar="FILE", help="read api.socket from this file")
 
 
+def _quiet_pipe(handler: Handler) -> Handler:
+    """A reader that went away (``| head``) is no error worth a traceback.
+
+    Exit 1, as the CLI does for a broken pipe, but with stdout pointed at
+    /dev/null first (the recipe in Python's signal docs): should anything be
+    left in stdout's buffer, the interpreter's final flush would fail too
+    and print "Exception ignored" on its way out.
+    """
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 1
+
+    return run
+
+
 def _socket(args: argparse.Namespace) -> str:
     if args.socket:
         return str(args.socket)
-    return load_config(Path(args.config) if args.config else None).api.socket
+    return load_config(Path(args.config) if args.config else None).api.socket  # ConfigError: 2
 
 
-def _connect_error(path: str, err: OSError) -> RunError:
-    if isinstance(err, FileNotFoundError | ConnectionRefusedError):
-        return RunError(f"cannot connect to {path}: {err.strerror} (is tracehound run running?)")
-    if isinstance(err, PermissionError):
-        return RunError(
-            f"cannot connect to {path}: {err.strerror} (ask to join the socket's group, api.group)"
-        )
-    return RunError(f"cannot talk to {path}: {err.strerror or err}")
-
-
-def _get(args: argparse.Namespace, path: str, query: dict[str, str | int]) -> Response:
-    where = _socket(args)
+@contextlib.contextmanager
+def _one_line(command: str, where: str) -> Iterator[None]:
+    """Turn whatever talking to ``where`` can raise into one RunError line."""
     try:
-        response = fetch(where, path, query)
+        yield
+    except ConnectError as err:
+        cause = err.cause
+        if isinstance(cause, PermissionError):
+            hint = "the API is for root and the socket's group (api.group): join it, or use sudo"
+        elif isinstance(cause, FileNotFoundError | ConnectionRefusedError):
+            hint = "is tracehound run running?"
+        else:
+            hint = "is --socket tracehound's API socket?"
+        raise RunError(f"{err} ({hint})") from None
+    except BrokenPipeError:
+        raise  # stdout's reader went away: see _quiet_pipe
+    except ApiError as err:
+        raise RunError(f"{command}: {err}") from None
+    except ResponseError as err:
+        raise RunError(f"{command}: garbled answer from {where}: {err}") from None
+    except TimeoutError:
+        raise RunError(f"{command}: no complete answer from {where} in {TIMEOUT_S:g} s") from None
     except OSError as err:
-        raise _connect_error(where, err) from None
-    except ApiResponseError as err:
-        raise RunError(f"{args.subcommand}: {where}: {err}") from None
-    _check(args.subcommand, response)
-    return response
+        raise RunError(f"{command}: connection to {where} failed: {err.strerror or err}") from None
 
 
-def _check(command: str, response: Response) -> None:
-    if response.status == 200:
-        return
+def _json(command: str, body: bytes) -> Any:
     try:
-        detail = str(json.loads(response.body)["detail"])
-    except (ValueError, KeyError, TypeError):
-        detail = response.body.decode("utf-8", "replace").strip()[:200]
-    raise RunError(f"{command}: {response.status}: {detail}")
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as err:
+        raise RunError(f"{command}: the daemon's answer is not JSON: {err}") from None
+
+
+def _get(command: str, args: argparse.Namespace, path: str, query: dict[str, str | int]) -> bytes:
+    where = _socket(args)
+    with _one_line(command, where):
+        response = fetch(where, path, query, TIMEOUT_S)
+        if response.status != 200:
+            raise ApiError.from_response(response)
+    return response.body
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    query = {k: v for k, v in (("pid", args.pid), ("comm", args.comm), ("cgroup", args.cgroup))
-             if v is not None}  # fmt: skip
-    body = _get(args, "/v1/snapshot", query).body
+    given = (("pid", args.pid), ("comm", args.comm), ("cgroup", args.cgroup))
+    body = _get("snapshot", args, "/v1/snapshot", {k: v for k, v in given if v is not None})
     if args.text:
         try:
             sys.stdout.write(render_text(decode_profile(body)))
-        except ValueError as err:
-            raise RunError(f"snapshot: the daemon's profile does not decode: {err}") from None
+        except msgspec.DecodeError as err:  # ValidationError included
+            raise RunError(f"snapshot: the daemon's answer is not a profile: {err}") from None
     else:
-        sys.stdout.buffer.write(body)
+        _json("snapshot", body)  # refuse garbage rather than pass it on
+        sys.stdout.buffer.write(body if body.endswith(b"\n") else body + b"\n")
+    sys.stdout.flush()
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-    body = _get(args, "/v1/stats", {}).body
-    print(json.dumps(json.loads(body), indent=2, sort_keys=True))
+    stats = _json("stats", _get("stats", args, "/v1/stats", {}))
+    if not isinstance(stats, dict):
+        raise RunError(f"stats: the daemon's answer is not a JSON object: {type(stats).__name__}")
+    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(stats, order="sorted")) + b"\n")
+    sys.stdout.flush()
     return 0
 
 
 def _tail(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise UsageError(f"--count: expected at least 1, got {args.count}")
+    last_id: str | None = args.last_event_id
+    if last_id is not None and _EVENT_ID.fullmatch(last_id) is None:
+        raise UsageError(f"--last-event-id: expected 32 lower-case hex digits, got {last_id!r}")
     where = _socket(args)
-    headers = {"Last-Event-ID": args.last_event_id} if args.last_event_id else {}
     printed = 0
-    last_id = args.last_event_id
+    messages = stream(where, "/v1/stream", [("Last-Event-ID", last_id)] if last_id else [])
     try:
-        for item in stream(where, "/v1/stream", headers):
-            if isinstance(item, Response):
-                _check("tail", item)
-                continue
-            printed += _show(item, args)
-            last_id = item.id or last_id
-            if args.count is not None and printed >= args.count:
-                return 0
-    except OSError as err:
-        raise _connect_error(where, err) from None
-    except ApiResponseError as err:
-        raise RunError(f"tail: {where}: {err}") from None
+        with _one_line("tail", where), contextlib.closing(messages):
+            for message in messages:
+                last_id = message.id or last_id
+                if _show(message, args, last_id):
+                    printed += 1
+                    if printed == args.count:
+                        return 0
     except KeyboardInterrupt:
-        return 130
-    print(f"tracehound: tail: the daemon closed the stream; resume with --last-event-id {last_id}",
-          file=sys.stderr)  # fmt: skip
-    return 0
+        return 130  # how a tail is meant to end: quietly
+    resume = f"; resume with --last-event-id {last_id}" if last_id else ""
+    raise RunError(f"tail: the daemon closed the stream{resume}")
 
 
-def _show(message: SseMessage, args: argparse.Namespace) -> int:
-    """Print one record if it passes the filters; 1 if printed."""
-    if message.event == "overflow":
-        dropped = json.loads(message.data).get("dropped")
-        print(f"tracehound: tail: {dropped} records dropped by the daemon for this slow client;"
-              " reconnect with --last-event-id to fetch them", file=sys.stderr)  # fmt: skip
-        return 0
-    if message.event == "gap":
-        print(f"tracehound: tail: {json.loads(message.data).get('detail')}", file=sys.stderr)
-        return 0
-    try:
-        record = json.loads(message.data)
-    except ValueError:
-        return 0
-    if args.type and not type_matches(args.type, str(record.get("type"))):
-        return 0
+def _show(message: SseMessage, args: argparse.Namespace, last_id: str | None) -> bool:
+    """Print one record if it passes the filters (True), or a notice to stderr."""
+    if message.event in ("overflow", "gap"):
+        _notice(message, last_id)
+        return False
+    if message.event != "message" and not message.event.startswith(TYPE_PREFIX):
+        return False  # a notice this version does not know: not a record
+    record = _loads(message.data)
+    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+        _garbled(f"an event that is not a CloudEvent: {message.data[:80]!r}")
+    if args.type and not type_matches(args.type, record["type"]):
+        return False
     if args.pid is not None and event_pid(record) != args.pid:
-        return 0
-    sys.stdout.write(message.data + "\n")
+        return False
+    line = message.data if "\n" not in message.data else msgspec.json.encode(record).decode()
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
-    return 1
+    return True
+
+
+def _notice(message: SseMessage, last_id: str | None) -> None:
+    data = _loads(message.data)
+    if not isinstance(data, dict):
+        _garbled(f"a malformed {message.event} notice: {message.data[:80]!r}")
+    if message.event == "gap":
+        text = f"{data.get('last_event_id')}: {data.get('detail')}"
+    else:
+        dropped = data.get("dropped")
+        resume = last_id or "<the last id printed>"
+        text = (
+            f"{dropped} events dropped by the daemon for this slow client;"
+            f" reconnect with --last-event-id {resume} to fetch them"
+        )
+    print(f"tracehound: tail: {text}", file=sys.stderr, flush=True)
+
+
+def _loads(text: str) -> Any:
+    """The JSON value of ``text``, or None if it is not JSON."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return None
+
+
+def _garbled(what: str) -> NoReturn:
+    raise ResponseError(f"the daemon sent {what}")
