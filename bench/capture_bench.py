@@ -71,6 +71,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench_args import positive_int, seconds
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 
@@ -931,37 +933,17 @@ def as_json(
 # Command line
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capture_bench.py",
         description="Slowdown imposed by `tracehound run`, measured side by side, "
         "with per-kind event accounting.",
     )
-    parser.add_argument("--opens", type=_positive, default=1_000_000, metavar="N",
+    parser.add_argument("--opens", type=positive_int, default=1_000_000, metavar="N",
                         help="open+close operations per open-flood run (default 1000000)")  # fmt: skip
-    parser.add_argument("--execs", type=_positive, default=2_000, metavar="M",
+    parser.add_argument("--execs", type=positive_int, default=2_000, metavar="M",
                         help="fork+exec operations per exec-flood run (default 2000)")  # fmt: skip
-    parser.add_argument("--rounds", type=_positive, default=3, metavar="R",
+    parser.add_argument("--rounds", type=positive_int, default=3, metavar="R",
                         help="rounds per workload, each one run without and one with (default 3)")  # fmt: skip
     parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS), default=None,
                         help="run only this workload; repeatable (default: open and exec)")  # fmt: skip
@@ -977,11 +959,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `tracehound run`, e.g. "
                              "--agent-arg=--disable-probe=syscalls.count; repeatable")  # fmt: skip
-    parser.add_argument("--ready-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+    parser.add_argument("--ready-timeout", type=seconds, default=60.0, metavar="SECONDS",
                         help="how long to wait for the agent's ready file (default 60)")  # fmt: skip
-    parser.add_argument("--stop-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+    parser.add_argument("--stop-timeout", type=seconds, default=60.0, metavar="SECONDS",
                         help="how long to wait for the agent to exit after SIGINT (default 60)")  # fmt: skip
-    parser.add_argument("--settle", type=_seconds, default=0.5, metavar="SECONDS",
+    parser.add_argument("--settle", type=seconds, default=0.5, metavar="SECONDS",
                         help="pause before each timed run (default 0.5)")  # fmt: skip
     return parser
 

@@ -30,9 +30,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.capture_bench import (
+from bench_args import positive_int, seconds
+from capture_bench import (
     BenchError,
     compile_workloads,
     default_agent_command,
@@ -71,9 +70,9 @@ def measure(pid: int, phase: str, run: object) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--idle", type=float, default=20.0, help="idle seconds (default 20)")
-    parser.add_argument("--opens", type=int, default=500_000, help="open flood size")
-    parser.add_argument("--execs", type=int, default=2_000, help="exec flood size")
+    parser.add_argument("--idle", type=seconds, default=20.0, help="idle seconds (default 20)")
+    parser.add_argument("--opens", type=positive_int, default=500_000, help="open flood size")
+    parser.add_argument("--execs", type=positive_int, default=2_000, help="exec flood size")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("daemon_footprint: needs root (it runs tracehound run)", file=sys.stderr)

@@ -79,6 +79,7 @@ from typing import Any, Literal
 
 import msgspec
 import trio
+from bench_args import positive_int
 
 from agent.capture.events import (
     Endpoint,
@@ -651,27 +652,17 @@ def as_json(
 # Command line
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evidence_bench.py",
         description="Records per second of the evidence mapper, publisher (store) and "
         "whole pipeline, on a synthetic event mix.",
     )
-    parser.add_argument("--events", type=_positive, default=50_000, metavar="N",
+    parser.add_argument("--events", type=positive_int, default=50_000, metavar="N",
                         help="synthetic events per run (default 50000)")  # fmt: skip
-    parser.add_argument("--rounds", type=_positive, default=3, metavar="R",
+    parser.add_argument("--rounds", type=positive_int, default=3, metavar="R",
                         help="runs of every stage; medians are reported (default 3)")  # fmt: skip
-    parser.add_argument("--always-records", type=_positive, default=2_000, metavar="M",
+    parser.add_argument("--always-records", type=positive_int, default=2_000, metavar="M",
                         help="records for the fsync=always publisher runs (default 2000)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, metavar="S",
                         help="seed of the synthetic event stream (default 1)")  # fmt: skip
