@@ -30,15 +30,21 @@ def _kernel_problem() -> str | None:
     return None
 
 
-@pytest.fixture
-def kernel() -> None:
-    """Depend on this in every test that loads BPF programs."""
+def require_kernel() -> None:
+    """Skip (fail under CI=true) unless BPF programs can load here; for
+    fixtures of wider scope than the ``kernel`` fixture's."""
     problem = _kernel_problem()
     if problem is None:
         return
     if os.environ.get("CI") == "true":
         pytest.fail(f"kernel test cannot run in CI: {problem}")
     pytest.skip(problem)
+
+
+@pytest.fixture
+def kernel() -> None:
+    """Depend on this in every test that loads BPF programs."""
+    require_kernel()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.evidence.log_reader import iter_events
 from agent.evidence.types import TYPE_PREFIX
-from tests.conftest import TRACEHOUND
+from tests.conftest import TRACEHOUND, require_kernel
 
 API_GROUP = 4242  # the socket's group: a peer must be in it to connect at all
 ALLOWED_GID = 4243  # a primary gid the config lets in
@@ -105,8 +105,7 @@ def wait_until(check: object, what: str, timeout: float = 30.0) -> None:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    if os.geteuid() != 0 and os.environ.get("CI") != "true":
-        pytest.skip("needs root")
+    require_kernel()
     d = Daemon(tmp_path_factory.mktemp("daemon"))
     d.config.write_text(d.config_text())
     ready = d.root / "ready"

@@ -22,7 +22,7 @@ import pytest
 
 from agent.evidence.canonical import canonical
 from agent.evidence.chain import ChainWriter
-from tests.conftest import REPO, TRACEHOUND, _kernel_problem
+from tests.conftest import REPO, TRACEHOUND, require_kernel
 
 CE_PREFIX = "dev.tracehound."
 ANCHOR = CE_PREFIX + "capture.anchor.v1"
@@ -77,15 +77,6 @@ def stream_records(state: Path, *extra: str) -> list[dict[str, Any]]:
     assert out.returncode == 0, out.stderr
     assert out.stdout.endswith("\n")
     return [json.loads(line) for line in out.stdout.splitlines()]
-
-
-def require_kernel() -> None:
-    problem = _kernel_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"kernel test cannot run in CI: {problem}")
-    pytest.skip(problem)
 
 
 def keygen(state: Path) -> str:

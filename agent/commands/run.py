@@ -14,11 +14,13 @@ import functools
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import trio
+from prometheus_client import CollectorRegistry
 
 from agent import notify
 from agent.api.app import DaemonApi
@@ -195,7 +197,7 @@ def _queues(
 
 def _metrics_sources(
     session: CaptureSession,
-    queues: Any,
+    queues: Callable[[], list[QueueSample | None]],
     pipeline: EvidencePipeline | None,
     api: DaemonApi,
     server_stats: ApiServerStats,
@@ -224,7 +226,9 @@ def _metrics_sources(
     return MetricsSources(stats=session.stats, queues=queues, evidence=evidence, api=api_status)
 
 
-async def _start_metrics(nursery: trio.Nursery, config: Config, registry: Any) -> None:
+async def _start_metrics(
+    nursery: trio.Nursery, config: Config, registry: CollectorRegistry
+) -> None:
     """Serve /metrics; a port that cannot be bound costs the metrics, never
     the capture (fail safe), and says so."""
     host, port = config.metrics.address

@@ -175,9 +175,10 @@ class StoreLockedError(Exception):
     """Another process holds the store's lock: two writers would fork the chain."""
 
 
-def _check_policy(fsync: str, **positive: float) -> None:
-    """Refuse an unknown fsync policy or a size, age or count that is not above 0."""
-    if fsync not in get_args(FsyncPolicy):
+def _check_policy(fsync: str | None, **positive: float) -> None:
+    """Refuse an unknown fsync policy (None: none given) or a size, age or
+    count that is not above 0."""
+    if fsync is not None and fsync not in get_args(FsyncPolicy):
         raise ValueError(f"fsync must be one of always, batch, never; got {fsync!r}")
     for name, value in positive.items():
         if isinstance(value, bool) or not value > 0:
@@ -229,22 +230,17 @@ class EvidenceStore:
         fsync: FsyncPolicy = "batch",
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        _check_policy(
-            fsync,
+        _check_policy(None, checkpoint_every_s=checkpoint_every_s)
+        self.configure(
+            fsync=fsync,
             segment_max_bytes=segment_max_bytes,
             segment_max_age_s=segment_max_age_s,
             retain_max_bytes=retain_max_bytes,
             checkpoint_every_records=checkpoint_every_records,
-            checkpoint_every_s=checkpoint_every_s,
         )
         self._dir = Path(state_dir)
         self._segments_dir = self._dir / "segments"
-        self._segment_max_bytes = segment_max_bytes
-        self._segment_max_age_ms = int(segment_max_age_s * 1000)
-        self._retain_max_bytes = retain_max_bytes
-        self._checkpoint_every_records = checkpoint_every_records
         self._checkpoint_every_ns = int(checkpoint_every_s * 1_000_000_000)
-        self._fsync: FsyncPolicy = fsync
         self._clock = clock
 
         self._buffer: list[bytes] = []
@@ -318,8 +314,12 @@ class EvidenceStore:
         retain_max_bytes: int,
         checkpoint_every_records: int,
     ) -> None:
-        """Change the write policy of an open store (a configuration reload);
-        it applies from the next append. Raises ValueError like ``__init__``."""
+        """Set the write policy: ``__init__`` does, and a configuration reload
+        changes it on an open store, from the next append.
+
+        Raises:
+            ValueError: an unknown fsync policy, or a value not above 0.
+        """
         _check_policy(
             fsync,
             segment_max_bytes=segment_max_bytes,
