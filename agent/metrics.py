@@ -5,14 +5,16 @@ The names, types and labels are the contract written at the top of
 
     tracehound_events_total{kind}                  counter  delivered, by kind
     tracehound_events_generated_total{kind}        counter  made by the kernel, by kind
-    tracehound_events_lost_total{kind,stage}       counter  stage: kernel, decode, sink
+    tracehound_events_lost_total{kind,stage}       counter  stage: kernel, decode, sink,
+                                                            evidence:map, evidence:store,
+                                                            events:encode
     tracehound_kernel_errors_total{error}          counter  kernel-side counts that are no record's loss
     tracehound_queue_depth{queue}                  gauge    items (ring: bytes) waiting
     tracehound_queue_capacity{queue}               gauge    the same queue's capacity
     tracehound_probe_attached{probe,kind}          gauge    1 attached, 0 missing
     tracehound_evidence_records_total              counter  records appended to the log
-    tracehound_evidence_unwritten_records_total    counter  mapped but never written (store failed)
-    tracehound_evidence_store_failed               gauge    1 once the store failed
+    tracehound_evidence_unwritten_records_total    counter  events and records the log lost (store failing)
+    tracehound_evidence_store_failed               gauge    1 while the store cannot write
     tracehound_evidence_verify_ok                  gauge    1 passed, 0 failed; absent before any verify
     tracehound_evidence_checkpoint_age_seconds     gauge    absent until the source knows an age
     tracehound_api_responses_total{code}           counter  local API responses, by HTTP status
@@ -82,8 +84,8 @@ class EvidenceStatus(msgspec.Struct, frozen=True, kw_only=True):
     ``last_checkpoint_age_seconds``: seconds since the last sealed
     checkpoint, ``None`` if unknown (the gauge is then absent).
     ``verify_ok``: result of the last chain verification, ``None`` if none ran.
-    ``unwritten``: records mapped but never written because the store failed.
-    ``failed``: the store has failed.
+    ``unwritten``: events and records the log lost while the store could not write.
+    ``failed``: the store cannot write now (it is retried; 0 again once it can).
     """
 
     records: int
@@ -203,7 +205,8 @@ def _stats_families(stats: CaptureStats) -> list[Metric]:
     lost = CounterMetricFamily(
         "tracehound_events_lost",
         "Events lost, by kind and stage (kernel: ring buffer or map full; "
-        "decode: malformed record; sink: dropped by the sink that dropped most)",
+        "decode: malformed record; sink: dropped by the sink that dropped most; "
+        "evidence:map, evidence:store, events:encode: taken from a sink, then failed)",
         labels=["kind", "stage"],
     )
     for kind, account in stats.kinds.items():
@@ -212,6 +215,9 @@ def _stats_families(stats: CaptureStats) -> list[Metric]:
         lost.add_metric([kind, "kernel"], account.lost_kernel)
         lost.add_metric([kind, "decode"], account.decode_errors)
         lost.add_metric([kind, "sink"], _sink_lost(account))
+    for kind, stages in stats.downstream.items():
+        for stage, count in stages.items():
+            lost.add_metric([kind, stage], count)
     errors = CounterMetricFamily(
         "tracehound_kernel_errors",
         "Kernel-side counts that are no record's loss (scope_full, exit_status_full)",
@@ -256,11 +262,11 @@ def _evidence_families(status: EvidenceStatus | None) -> list[Metric]:
     records.add_metric([], status.records)
     unwritten = CounterMetricFamily(
         "tracehound_evidence_unwritten_records",
-        "Records mapped but never written because the evidence store failed",
+        "Events and records the evidence log lost while its store could not write",
     )
     unwritten.add_metric([], status.unwritten)
     failed = GaugeMetricFamily(
-        "tracehound_evidence_store_failed", "1 once the evidence store has failed"
+        "tracehound_evidence_store_failed", "1 while the evidence store cannot write"
     )
     failed.add_metric([], 1 if status.failed else 0)
     out: list[Metric] = [records, unwritten, failed]

@@ -94,6 +94,7 @@ class DaemonApi:
         sse_buffer: int,
         queues: Callable[[], list[QueueSample | None]],
         config_info: Callable[[], dict[str, Any]],
+        present: Callable[[Profile], Profile],
     ) -> None:
         self.aggregate = aggregate
         self.session = session
@@ -105,6 +106,9 @@ class DaemonApi:
         self.sse_buffer = sse_buffer
         self.queues = queues
         self.config_info = config_info
+        #: Redacts a profile before it is served (never raw over the API).
+        self.present = present
+        self._presenting = trio.Lock()
         self.ready = False
         self.last_verify: VerifyResult | None = None
         self._verifying = trio.Lock()
@@ -115,9 +119,13 @@ class DaemonApi:
             case "healthz":
                 return _json({"status": "ok"})
             case "readyz":
-                if self.ready:
-                    return _json({"status": "ready"})
-                return _json({"status": "not ready", "detail": "probes not attached yet"}, 503)
+                if not self.ready:
+                    return _json({"status": "not ready", "detail": "probes not attached yet"}, 503)
+                failing = self.pipeline.failing if self.pipeline is not None else None
+                if failing is not None:
+                    detail = f"the evidence log cannot be written: {failing}"
+                    return _json({"status": "not ready", "detail": detail}, 503)
+                return _json({"status": "ready"})
             case "snapshot":
                 return await self._snapshot(params)
             case "stats":
@@ -159,13 +167,23 @@ class DaemonApi:
         return self.state_dir
 
     async def _snapshot(self, params: dict[str, int | str]) -> Reply:
+        """The profile so far, redacted in a worker thread (one at a time:
+        the redaction memo is not thread-safe). The comm filter applies to
+        the redacted names, so it cannot probe for a secret."""
         profile = filter_profile(
             self.aggregate.snapshot(),
             pid=_int(params.get("pid")),
-            comm=_str(params.get("comm")),
+            comm=None,
             cgroup=_int(params.get("cgroup")),
         )
-        body = await trio.to_thread.run_sync(encode_profile, profile)
+        comm = _str(params.get("comm"))
+
+        def render() -> bytes:
+            shown = filter_profile(self.present(profile), pid=None, comm=comm, cgroup=None)
+            return encode_profile(shown)
+
+        async with self._presenting:
+            body = await trio.to_thread.run_sync(render)
         return Reply(200, body)
 
     def stats(self) -> dict[str, Any]:
@@ -177,6 +195,7 @@ class DaemonApi:
                 "records": pipeline.published,
                 "unwritten": pipeline.unwritten,
                 "failed": pipeline.failed,
+                "store_failures": pipeline.failures,
                 "checkpoint_age_s": pipeline.checkpoint_age_s,
                 "last_verify": self.last_verify,
             }

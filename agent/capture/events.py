@@ -46,13 +46,22 @@ class EventBase(msgspec.Struct, frozen=True, tag_field="kind"):
 
 
 class ExecEvent(EventBase, frozen=True, tag="exec"):
-    """An execve/execveat, once its result is known. ``ret`` is 0 or -errno."""
+    """An execve/execveat, once its result is known. ``ret`` is 0 or -errno.
+
+    Truncation is marked, never hidden: ``argv_truncated`` if anything was
+    cut; ``args_cut`` lists the argv entries cut short, ``filename_cut``
+    says the filename was, ``argv_more`` that there were more entries than
+    were captured.
+    """
 
     ret: int
     filename: str
     argv: tuple[str, ...]
     argv_truncated: bool
     at: bool  # execveat
+    filename_cut: bool = False
+    args_cut: tuple[int, ...] = ()
+    argv_more: bool = False
 
 
 class ForkEvent(EventBase, frozen=True, tag="fork"):
@@ -81,6 +90,7 @@ class FileEvent(EventBase, frozen=True, tag="file"):
 
     ``path`` is as the process gave it, relative to ``dfd`` (-100: the
     working directory) when not absolute. ``path2`` is a rename's target.
+    ``path_cut``/``path2_cut``: the capture may have cut the path short.
     """
 
     op: str
@@ -92,6 +102,8 @@ class FileEvent(EventBase, frozen=True, tag="file"):
     path2: str
     flags: int
     mode: int
+    path_cut: bool = False
+    path2_cut: bool = False
 
 
 class NetEvent(EventBase, frozen=True, tag="net"):

@@ -40,10 +40,34 @@ class KindAccount(msgspec.Struct, frozen=True):
     balanced: bool
 
 
+class DownstreamLosses:
+    """Events a consumer took from its sink and then could not process: a
+    record that failed to map, encode or be stored. Counted per kind and
+    named stage (``evidence:map``, ``evidence:store``, ``events:encode``),
+    never fatal: the consumer goes on with the next event. They are in the
+    stats, the metrics (``tracehound_events_lost_total{stage}``) and the
+    evidence's ``capture.loss`` records."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def count(self, kind: str, stage: str, n: int = 1) -> None:
+        self._counts[(kind, stage)] += n
+
+    def table(self) -> dict[str, dict[str, int]]:
+        """``{kind: {stage: n}}``, sorted."""
+        out: dict[str, dict[str, int]] = {}
+        for (kind, stage), n in sorted(self._counts.items()):
+            out.setdefault(kind, {})[stage] = n
+        return out
+
+
 class Ledger:
     """User-space counters; the kernel's own are read by the loader."""
 
     def __init__(self) -> None:
+        #: Lost after a sink delivered them (see DownstreamLosses).
+        self.downstream = DownstreamLosses()
         self.received: Counter[str] = Counter()
         self.decode_errors: Counter[str] = Counter()
         #: Received but never handed to any sink (the drain was cancelled or

@@ -32,6 +32,8 @@ class CaptureStats(msgspec.Struct, frozen=True):
     #: out of a profile's scope, with their subtrees), exit_status_full.
     errors: dict[str, int]
     uptime_s: float
+    #: Taken from a sink, then lost in a consumer: {kind: {stage: n}}.
+    downstream: dict[str, dict[str, int]] = {}
 
 
 class CaptureSession:
@@ -69,6 +71,7 @@ class CaptureSession:
             balanced=all(b.balanced for b in books.values()),
             errors=self.capture.kernel_errors(),
             uptime_s=round(time.monotonic() - self._started, 3),
+            downstream=self.ledger.downstream.table(),
         )
 
     def stats_line(self, depth: str = "") -> str:

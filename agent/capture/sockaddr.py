@@ -7,6 +7,7 @@ import socket
 import struct
 
 from agent.capture.events import Endpoint
+from agent.safetext import decode_host
 
 _FAMILY = struct.Struct("<H")
 _PORT = struct.Struct("!H")
@@ -41,6 +42,6 @@ def decode_sockaddr(raw: bytes, length: int) -> Endpoint | None:
         if not path:
             return Endpoint("unix", "")
         if path[0] == 0:
-            return Endpoint("unix", "@" + path[1:].rstrip(b"\0").decode("utf-8", "replace"))
-        return Endpoint("unix", path.split(b"\0", 1)[0].decode("utf-8", "replace"))
+            return Endpoint("unix", "@" + decode_host(path[1:].rstrip(b"\0")))
+        return Endpoint("unix", decode_host(path.split(b"\0", 1)[0]))
     return Endpoint("other", f"family={family}")

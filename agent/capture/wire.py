@@ -66,15 +66,20 @@ class WireError(ValueError):
     """A record that does not match any layout: counted, never fatal."""
 
 
-def _cstr(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _cstr_at(data: bytes, start: int, size: int) -> str:
+def _cstr_at(data: bytes, start: int, size: int) -> tuple[str, bool]:
     """The NUL-terminated string in data[start:start+size], without copying
-    the whole field first (the hot path decodes two 256-byte paths)."""
+    the whole field first (the hot path decodes two 256-byte paths), and
+    whether the capture may have cut it.
+
+    Bytes that are not UTF-8 are kept (surrogateescape, see agent.safetext).
+    ``bpf_probe_read_user_str`` fills at most ``size - 1`` bytes and a NUL,
+    so a string that fills the field was cut, or is exactly that long: the
+    capture cannot tell, so it is marked cut (never silently whole).
+    """
     end = data.find(b"\0", start, start + size)
-    return data[start : end if end >= 0 else start + size].decode("utf-8", "surrogateescape")
+    if end < 0:
+        end = start + size
+    return data[start:end].decode("utf-8", "surrogateescape"), end - start >= size - 1
 
 
 # Numeric prefixes of the bodies, for decoding without copying the strings.
@@ -125,29 +130,33 @@ class WireDecoder:
         if len(data) < want:
             raise WireError(f"{KIND_NAMES[kind]} record of {len(data)} bytes, expected {want}")
         _, pid, ts_ns, tid, uid, gid, _pad, cgroup_id = HEADER_NUMS.unpack_from(data)
-        comm = _cstr_at(data, COMM_OFFSET, COMM_LEN)
+        comm = _cstr_at(data, COMM_OFFSET, COMM_LEN)[0]
         off = HEADER.size
         if kind == KIND_FILE:  # the hot one: positional, no string copies
             ret, op, nr, dfd, dfd2, flags, mode = FILE_NUMS.unpack_from(data, off)
+            path, path_cut = _cstr_at(data, FILE_PATH_OFFSET, PATH_LEN)
+            path2, path2_cut = _cstr_at(data, FILE_PATH_OFFSET + PATH_LEN, PATH_LEN)
             return FileEvent(
                 pid, tid, ts_ns, uid, gid, cgroup_id, comm,
                 FILE_OPS.get(op) or f"op{op}",
                 self.syscall_names.get(nr) or f"syscall_{nr}",
-                ret, dfd, _cstr_at(data, FILE_PATH_OFFSET, PATH_LEN),
-                dfd2, _cstr_at(data, FILE_PATH_OFFSET + PATH_LEN, PATH_LEN),
-                flags, mode,
+                ret, dfd, path, dfd2, path2, flags, mode, path_cut, path2_cut,
             )  # fmt: skip
         if kind == KIND_EXEC:
-            ret, argc, flags, at, filename = EXEC_BODY.unpack_from(data, off)
+            ret, argc, flags, at, _ = EXEC_BODY.unpack_from(data, off)
+            filename, filename_cut = _cstr_at(data, off + EXEC_BODY.size - PATH_LEN, PATH_LEN)
             base = off + EXEC_BODY.size
             step = self.arg_len
             argc = min(argc, self.argv_max)
-            argv = tuple(_cstr(data[base + i * step : base + (i + 1) * step]) for i in range(argc))
+            entries = [_cstr_at(data, base + i * step, step) for i in range(argc)]
             return ExecEvent(
                 pid, tid, ts_ns, uid, gid, cgroup_id, comm,
-                ret=ret, filename=_cstr(filename), argv=argv,
+                ret=ret, filename=filename, argv=tuple(text for text, _ in entries),
                 argv_truncated=bool(flags & (EXEC_ARGV_TRUNCATED | EXEC_ARG_TRUNCATED)),
                 at=bool(at),
+                filename_cut=filename_cut,
+                args_cut=tuple(i for i, (_, cut) in enumerate(entries) if cut),
+                argv_more=bool(flags & EXEC_ARGV_TRUNCATED),
             )  # fmt: skip
         if kind == KIND_NET:
             ret, op, fd, addrlen, backlog, sockaddr = NET_BODY.unpack_from(data, off)

@@ -8,6 +8,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from agent import failpoints
 from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
 from agent.errors import RunError, UsageError
@@ -123,6 +124,8 @@ def open_evidence(
             stream.receive_channel,
             books=lambda: session.stats().kinds,
             sink_books=session.sink.accounting,
+            losses=session.ledger.downstream,
+            failpoints=failpoints.from_environment(),
             probes=list(capture.statuses),
             config=config,
             redactor=redactor,

@@ -34,10 +34,12 @@ from agent.commands.options import (
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
 from agent.redact import Redactor
+from agent.redact.events import RedactionMemo, same_rules
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
 from agent.sinks.profile import Profile, decode_profile, encode_profile, is_complete, render_text
 from agent.sinks.profile_diff import diff, render_drift
+from agent.sinks.redacted_profile import redact_profile
 from agent.sinks.streaming import StreamingSink
 from agent.sinks.tee import TeeSink
 
@@ -53,6 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--format", choices=("json", "text"), default=None,
                         help="json (default for a profile) or text (default for diff)")  # fmt: skip
+    parser.add_argument("--no-redact", action="store_true",
+                        help="show secrets in argv and paths as captured in this profile (it says"
+                             " so itself); the evidence log is redacted all the same")  # fmt: skip
     add_capture_arguments(parser)
     add_evidence_arguments(parser, what="the run's evidence")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]  or  diff A B")
@@ -97,6 +102,10 @@ def main(args: argparse.Namespace) -> int:
         child = launch(command, shutil.which(command[0]))
         capture.add_to_scope(child.pid)
         profile, status = trio.run(_profile, capture, child, command, args, evidence_dir, redactor)
+        if args.no_redact:
+            profile = msgspec.structs.replace(profile, redaction="off")
+        else:
+            profile = redact_profile(profile, RedactionMemo(same_rules(redactor)))
         text = args.format == "text"
         data = render_text(profile).encode() if text else encode_profile(profile)
         _write(output, data)

@@ -27,6 +27,8 @@ from agent.api.app import DaemonApi
 from agent.api.live import LiveTail
 from agent.api.metrics_server import serve_metrics
 from agent.api.server import ApiServerStats, bind_socket, group_id, serve_api
+from agent.capture.events import kind_of
+from agent.capture.ledger import DownstreamLosses
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.procfs import ProcessInfoCache, seed_processes
 from agent.capture.session import CaptureSession
@@ -60,7 +62,9 @@ from agent.metrics import (
 from agent.redact import Redactor
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
+from agent.sinks.event_lines import EventLines
 from agent.sinks.profile import Profile, encode_profile
+from agent.sinks.redacted_profile import ProfileRedactor
 from agent.sinks.streaming import StreamingSink
 from agent.sinks.tee import TeeSink
 
@@ -70,6 +74,11 @@ from agent.sinks.tee import TeeSink
 #: ~25 s of one CPU), so not more often than that.
 FIRST_VERIFY_S = 10.0
 VERIFY_EVERY_S = 900.0
+
+#: ``run``'s exit status when the evidence log lost events because its store
+#: could not write (disk full, I/O error): the capture ran, the record has a
+#: counted hole. 1 and 2 mean the command failed or was misused.
+EXIT_EVIDENCE_LOST = 3
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -137,7 +146,13 @@ def main(args: argparse.Namespace) -> int:
             ready_file,
             evidence_dir,
             redactor,
-            _Settings(config=config, path=config_path, as_given=as_given, api_gid=api_gid),
+            _Settings(
+                config=config,
+                path=config_path,
+                as_given=as_given,
+                api_gid=api_gid,
+                redactor=redactor,
+            ),
         )
     finally:
         capture.close()
@@ -153,11 +168,14 @@ class _Settings:
         path: Path | None,
         as_given: argparse.Namespace,
         api_gid: int | None,
+        redactor: Redactor,
     ) -> None:
         self.config = config
         self.path = path
         self.as_given = as_given
         self.api_gid = api_gid
+        #: The redaction rules every output applies now (a reload replaces it).
+        self.redactor = redactor
         self.generation = 1
         self.reloads = {"applied": 0, "refused": 0}
         self.last_reload_error: str | None = None
@@ -307,6 +325,8 @@ async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> Non
             "config": dump_config(new),
         }
         await pipeline.reconfigure(record, redactor, options)
+    if redactor is not None:
+        settings.redactor = redactor
     settings.config = new
     settings.generation += 1
     settings.reloads["applied"] += 1
@@ -336,20 +356,26 @@ def _say(line: str) -> None:
     print(f"tracehound: {line}", file=sys.stderr, flush=True)
 
 
-async def _write_events(stream: StreamingSink, path: Path) -> None:
-    """The stream's consumer: NDJSON, written in batches in a worker thread.
+async def _write_events(
+    stream: StreamingSink, path: Path, lines: EventLines, losses: DownstreamLosses
+) -> None:
+    """The stream's consumer: NDJSON, redacted and escaped (EventLines),
+    written in batches in a worker thread.
 
-    A write that fails (disk full, I/O error) ends the consumer, never the
-    capture: the stream then counts every later event as dropped (fail safe
-    on delivery), and the stats say so.
+    An event that cannot be encoded is counted (stage ``events:encode``) and
+    skipped. A write that fails (disk full, I/O error) ends the consumer,
+    never the capture: the stream then counts every later event as dropped
+    (fail safe on delivery), and the stats say so.
     """
-    encoder = msgspec.json.Encoder()
     try:
         async with await trio.open_file(path, "wb") as out:
             buffer = bytearray()
             async for event in stream.receive_channel:
-                encoder.encode_into(event, buffer, len(buffer))
-                buffer += b"\n"
+                try:
+                    buffer += lines.line(event)
+                except Exception:  # one record must not end the stream
+                    losses.count(kind_of(event), "events:encode")
+                    continue
                 if len(buffer) >= 1 << 16 or not stream.depth:
                     await out.write(bytes(buffer))
                     buffer.clear()
@@ -409,6 +435,7 @@ async def _run(
             _say(f"probe {status.name} missing: {status.reason}")
     tail = LiveTail()
     server_stats = ApiServerStats()
+    present = ProfileRedactor(lambda: settings.redactor)
     if pipeline is not None:
         pipeline.on_published = tail.publish
 
@@ -426,6 +453,7 @@ async def _run(
         sse_buffer=config.api.sse_buffer,
         queues=queues,
         config_info=settings.info,
+        present=present,
     )
     registry = make_registry(
         _metrics_sources(session, queues, pipeline, api, server_stats, settings), process=True
@@ -434,7 +462,13 @@ async def _run(
         api.registry = registry
     async with trio.open_nursery() as nursery:
         if stream is not None and events_file is not None:
-            nursery.start_soon(_write_events, stream, events_file)
+            nursery.start_soon(
+                _write_events,
+                stream,
+                events_file,
+                EventLines(lambda: settings.redactor),
+                session.ledger.downstream,
+            )
         if pipeline is not None:
             await nursery.start(pipeline.run)
         stop_signals = (signal.SIGINT, signal.SIGTERM)
@@ -490,9 +524,16 @@ async def _run(
     if stats_file is not None:
         write_output("--stats-file", stats_file, msgspec.json.encode(stats) + b"\n")
     if profile_file is not None:
-        write_output("--profile-file", profile_file, encode_profile(profile))
+        write_output("--profile-file", profile_file, encode_profile(present(profile)))
     _say("final " + session.stats_line())
     if not stats.balanced:
         _say("WARNING: the books do not balance: " + ", ".join(
             k for k, b in stats.kinds.items() if not b.balanced))  # fmt: skip
+    if pipeline is not None and pipeline.lost_to_store:
+        where = "it is in the log" if pipeline.failing is None else "the next start writes it"
+        _say(
+            f"evidence: {pipeline.lost_to_store} events and records could not be written while"
+            f" the log's disk refused writes (counted by kind; {where})"
+        )
+        return EXIT_EVIDENCE_LOST
     return 0

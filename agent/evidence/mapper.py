@@ -28,6 +28,12 @@ the anchor, in integers. Records without a kernel timestamp (syscall counts,
 anchor's before any): "no later than this was seen", deterministic, and never
 earlier than what came before. A caller that knows better passes ``ts_ns``.
 
+Bytes that are not UTF-8 (in argv, paths, comm, socket paths) are written
+in escape form and the fields holding them are listed in ``data.escaped``
+(and ``data.endpoint.escaped``): see :mod:`agent.safetext`. Text the capture
+cut short is flagged (``args_cut``, ``filename_cut``, ``path_cut``,
+``path2_cut``).
+
 Nanosecond counts and cgroup ids are written as decimal strings (``ts_ns``,
 ``cgroup_id``): they pass 2**53 (wall time does, uptime does after 104 days),
 and canonical JSON accepts only integers every parser reads exactly.
@@ -35,7 +41,8 @@ and canonical JSON accepts only integers every parser reads exactly.
 Redaction: every argv entry, exec filename, file path (rename target too),
 UNIX or other non-IP socket address, process cmdline and exe, and comm, goes
 through the injected :class:`~agent.redact.Redactor` before it is put in a
-record. A field the redactor cannot handle comes back as its error marker and
+record, by :func:`agent.redact.events.redact_event` (the same function every
+other output uses). A field the redactor cannot handle comes back as its error marker and
 is counted there (:attr:`Mapper.redaction_stats`); the raw value is never
 stored in a record. Each record's ``data.redacted`` lists the rules that
 changed it (``"error"`` for a failure). IP addresses, ports and syscall names
@@ -64,7 +71,6 @@ import msgspec
 
 from agent import __version__
 from agent.capture.events import (
-    Endpoint,
     Event,
     EventBase,
     ExecEvent,
@@ -75,7 +81,7 @@ from agent.capture.events import (
     ProcessSeen,
     SyscallCounts,
 )
-from agent.evidence.canonical import MAX_SAFE_INTEGER, canonical
+from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, canonical
 from agent.evidence.types import (
     DATACONTENTTYPE,
     PRODUCER,
@@ -86,6 +92,8 @@ from agent.evidence.types import (
     format_rfc3339_ns,
 )
 from agent.redact import RedactionStats, Redactor
+from agent.redact.events import redact_event
+from agent.safetext import escape_fields
 
 __all__ = [
     "CAPTURE_TYPES",
@@ -294,21 +302,25 @@ class Mapper:
         :class:`TypeError` for something that is not a native event, and
         ValueError for a timestamp with no RFC 3339 form.
         """
-        if isinstance(event, ExecEvent):
-            return self._exec(event)
-        if isinstance(event, ForkEvent):
-            return self._fork(event)
-        if isinstance(event, ExitEvent):
-            return self._exit(event)
-        if isinstance(event, FileEvent):
-            return self._file(event)
-        if isinstance(event, NetEvent):
-            return self._net(event)
         if isinstance(event, SyscallCounts):
             return self._syscalls(event)
-        if isinstance(event, ProcessSeen):
-            return self._seen(event)
-        raise TypeError(f"not a capture event: {type(event).__name__}")
+        if not isinstance(
+            event, ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent | ProcessSeen
+        ):
+            raise TypeError(f"not a capture event: {type(event).__name__}")
+        redacted, fired = redact_event(self._redactor, event)
+        if isinstance(redacted, FileEvent):
+            return self._file(redacted, fired)
+        if isinstance(redacted, ExecEvent):
+            return self._exec(redacted, fired)
+        if isinstance(redacted, NetEvent):
+            return self._net(redacted, fired)
+        if isinstance(redacted, ForkEvent):
+            return self._fork(redacted, fired)
+        if isinstance(redacted, ExitEvent):
+            return self._exit(redacted, fired)
+        assert isinstance(redacted, ProcessSeen)
+        return self._seen(redacted, fired)
 
     def records(self, events: Iterable[Event]) -> Iterator[CloudEvent]:
         """The anchor record, then each event mapped: a whole stream, lazily.
@@ -326,12 +338,15 @@ class Mapper:
         counts: Mapping[str, Mapping[str, int]],
         window_start_ns: int,
         window_end_ns: int,
+        *,
+        cause: Mapping[str, Any] | None = None,
     ) -> CloudEvent:
         """A ``capture.loss.v1`` record: events lost, by kind and stage, in a window.
 
         ``counts`` is ``{kind: {stage: n}}`` (``{"exec": {"lost_kernel": 3}}``);
         the window is in kernel (boot-time) nanoseconds, its end the record's
         time. Zero counts are kept: "none lost at this stage" is evidence too.
+        ``cause``, when given, says why (the store failed, and since when).
         Raises ValueError for a negative or non-int count or a window that ends
         before it starts.
         """
@@ -357,6 +372,8 @@ class Mapper:
             "window_start": format_rfc3339_ns(self._wall_ns(window_start_ns)),
             "window_end": format_rfc3339_ns(self._wall_ns(window_end_ns)),
         }
+        if cause is not None:
+            data["cause"] = dict(cause)
         return self._emit(TYPE_LOSS, None, data, window_end_ns)
 
     def capture_degraded(
@@ -416,33 +433,33 @@ class Mapper:
         return self._emit(TYPE_STOP, None, data, ts_ns)
 
     # --- per-kind mapping --------------------------------------------------------
+    # Each takes the event already redacted (agent.redact.events decides which
+    # fields), and the names of the rules that changed it.
 
-    def _exec(self, event: ExecEvent) -> CloudEvent:
-        fired: set[str] = set()
-        argv = self._redactor.redact_argv(event.argv, "argv")
-        fired.update(argv.fired)
-        data = self._header(event, fired)
+    def _exec(self, event: ExecEvent, fired: tuple[str, ...]) -> CloudEvent:
+        data = self._header(event)
         data.update(
             {
                 "ret": event.ret,
-                "filename": self._text(event.filename, "filename", fired),
-                "argv": list(argv.argv),
+                "filename": event.filename,
+                "argv": list(event.argv),
                 "argv_truncated": event.argv_truncated,
+                "args_cut": list(event.args_cut),
+                "argv_more": event.argv_more,
+                "filename_cut": event.filename_cut,
                 "execveat": event.at,
             }
         )
         return self._kernel_record(TYPE_EXEC, f"pid/{event.pid}", data, fired, event.ts_ns)
 
-    def _fork(self, event: ForkEvent) -> CloudEvent:
-        fired: set[str] = set()
-        data = self._header(event, fired)
+    def _fork(self, event: ForkEvent, fired: tuple[str, ...]) -> CloudEvent:
+        data = self._header(event)
         data.update({"child_pid": event.child_pid, "clone_flags": _u64(event.clone_flags)})
         # The subject is what the event is about: the new process.
         return self._kernel_record(TYPE_FORK, f"pid/{event.child_pid}", data, fired, event.ts_ns)
 
-    def _exit(self, event: ExitEvent) -> CloudEvent:
-        fired: set[str] = set()
-        data = self._header(event, fired)
+    def _exit(self, event: ExitEvent, fired: tuple[str, ...]) -> CloudEvent:
+        data = self._header(event)
         data.update(
             {
                 "exit_code": event.exit_code if event.have_code else None,
@@ -451,36 +468,42 @@ class Mapper:
         )
         return self._kernel_record(TYPE_EXIT, f"pid/{event.pid}", data, fired, event.ts_ns)
 
-    def _file(self, event: FileEvent) -> CloudEvent:
-        fired: set[str] = set()
+    def _file(self, event: FileEvent, fired: tuple[str, ...]) -> CloudEvent:
         op = _file_op(event)
-        path = self._text(event.path, "path", fired)
-        data = self._header(event, fired)
+        data = self._header(event)
         data.update(
             {
                 "op": op,
                 "syscall": event.syscall,
                 "ret": event.ret,
                 "dfd": event.dfd,
-                "path": path,
+                "path": event.path,
+                "path_cut": event.path_cut,
                 "dfd2": event.dfd2 if op == "rename" else None,
-                "path2": self._text(event.path2, "path2", fired) if op == "rename" else None,
+                "path2": event.path2 if op == "rename" else None,
+                "path2_cut": event.path2_cut if op == "rename" else None,
                 "flags": event.flags,
                 "mode": event.mode,
             }
         )
-        subject = path or f"pid/{event.pid}"
+        subject = event.path or f"pid/{event.pid}"
         return self._kernel_record(file_type(op), subject, data, fired, event.ts_ns)
 
-    def _net(self, event: NetEvent) -> CloudEvent:
-        fired: set[str] = set()
-        data = self._header(event, fired)
+    def _net(self, event: NetEvent, fired: tuple[str, ...]) -> CloudEvent:
+        data = self._header(event)
+        endpoint = event.endpoint
         data.update(
             {
                 "op": event.op,
                 "ret": event.ret,
                 "fd": event.fd,
-                "endpoint": self._endpoint(event.endpoint, fired),
+                "endpoint": None
+                if endpoint is None
+                else {
+                    "family": endpoint.family,
+                    "address": endpoint.address,
+                    "port": endpoint.port,
+                },
                 "backlog": event.backlog if event.op == "listen" else None,
             }
         )
@@ -494,27 +517,24 @@ class Mapper:
         }
         return self._emit(TYPE_SYSCALLS, f"pid/{event.pid}", data, None)
 
-    def _seen(self, event: ProcessSeen) -> CloudEvent:
-        fired: set[str] = set()
-        cmdline = self._redactor.redact_argv(event.cmdline, "cmdline")
-        fired.update(cmdline.fired)
+    def _seen(self, event: ProcessSeen, fired: tuple[str, ...]) -> CloudEvent:
         data: dict[str, object] = {
             "pid": event.pid,
             "ppid": event.ppid,
-            "comm": self._text(event.comm, "comm", fired),
-            "exe": self._text(event.exe, "exe", fired),
-            "cmdline": list(cmdline.argv),
+            "comm": event.comm,
+            "exe": event.exe,
+            "cmdline": list(event.cmdline),
             "uid": event.uid,
             "user": event.user,
             "start_time_ms": _epoch_ms(event.start_time),
             "preexisting": event.preexisting,
-            "redacted": sorted(fired),
+            "redacted": list(fired),
         }
         return self._emit(TYPE_SEEN, f"pid/{event.pid}", data, None)
 
     # --- helpers -------------------------------------------------------------------
 
-    def _header(self, event: EventBase, fired: set[str]) -> dict[str, object]:
+    def _header(self, event: EventBase) -> dict[str, object]:
         """The fields every kernel record carries; ``redacted`` is filled in last."""
         return {
             "pid": event.pid,
@@ -522,32 +542,21 @@ class Mapper:
             "uid": event.uid,
             "gid": event.gid,
             "cgroup_id": str(event.cgroup_id),
-            "comm": self._text(event.comm, "comm", fired),
+            "comm": event.comm,
             "ts_ns": str(event.ts_ns),
         }
 
-    def _text(self, value: str, field: str, fired: set[str]) -> str:
-        result = self._redactor.redact_text_detail(value, field)
-        fired.update(result.fired)
-        return result.text
-
-    def _endpoint(self, endpoint: Endpoint | None, fired: set[str]) -> dict[str, object] | None:
-        if endpoint is None:
-            return None
-        address = endpoint.address
-        if endpoint.family not in ("ipv4", "ipv6"):
-            # A UNIX path (or an address of a family we cannot read) is free text.
-            address = self._text(address, "address", fired)
-        return {"family": endpoint.family, "address": address, "port": endpoint.port}
-
     def _kernel_record(
-        self, type_: str, subject: str, data: dict[str, object], fired: set[str], ts_ns: int
+        self, type_: str, subject: str, data: dict[str, object], fired: tuple[str, ...], ts_ns: int
     ) -> CloudEvent:
-        data["redacted"] = sorted(fired)
+        data["redacted"] = list(fired)
         return self._emit(type_, subject, data, ts_ns)
 
-    def _wall_ns(self, ts_ns: int) -> int:
+    def wall_ns(self, ts_ns: int) -> int:
+        """The wall-clock time (epoch ns) of a kernel timestamp, by the anchor."""
         return self.anchor.wall_ns + (ts_ns - self.anchor.boottime_ns)
+
+    _wall_ns = wall_ns
 
     def _emit(
         self, type_: str, subject: str | None, data: dict[str, object], ts_ns: int | None
@@ -561,7 +570,14 @@ class Mapper:
             raise ValueError(f"ts_ns must be an int, got {ts_ns!r}")
         when = self._latest_ns if ts_ns is None else ts_ns
         time = format_rfc3339_ns(self._wall_ns(when))
-        body = canonical(data)
+        try:
+            body = canonical(data)
+        except CanonicalError:
+            # Host text that is not UTF-8 has no canonical form: write it in
+            # escape form, named in data.escaped (agent.safetext). Anything
+            # else that is refused is refused again, naming the value.
+            data = escape_fields(data)
+            body = canonical(data)
         plain: dict[str, Any] = msgspec.json.decode(body)
         seq = self._next_seq
         thhash = blake3.blake3(body).hexdigest()

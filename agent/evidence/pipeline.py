@@ -14,7 +14,9 @@ Gaps are evidence: at start the anchor, a ``capture.start`` and a
 losses since the last report, by kind and stage, become a
 ``capture.loss`` record; at the end a last loss record and
 ``capture.stop``. A queue that is full pushes back on the stream, whose
-own policy then blocks or drops, and drops are counted and reported.
+own policy then blocks or drops, and drops are counted and reported. A
+record that fails, or a disk that refuses writes, costs what it costs,
+counted: never the pipeline (see :class:`EvidencePipeline`).
 """
 
 from __future__ import annotations
@@ -25,17 +27,26 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import trio
 
-from agent.capture.events import Event
-from agent.capture.ledger import KindAccount
+from agent.capture.events import Event, kind_of
+from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.capture.loader import ProbeStatus
+from agent.evidence.loss_slot import LossSlot, PendingLoss
 from agent.evidence.mapper import TYPE_START, TYPE_STOP, Mapper
-from agent.evidence.store import RECOVERED, EvidenceStore, FsyncPolicy, segment_files
-from agent.evidence.types import TYPE_PREFIX, Anchor, CloudEvent
+from agent.evidence.store import (
+    RECOVERED,
+    EvidenceStore,
+    FsyncPolicy,
+    StoreCorruptError,
+    StoreLockedError,
+    segment_files,
+)
+from agent.evidence.types import TYPE_PREFIX, Anchor, CloudEvent, format_rfc3339_ns
+from agent.failpoints import Failpoints
 from agent.redact import Redactor
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -101,8 +112,11 @@ def read_anchor() -> Anchor:
 def loss_counts(
     kinds: Mapping[str, KindAccount],
     sinks: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
+    downstream: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Cumulative losses per kind and stage: kernel, decode, each sink. Pure.
+    """Cumulative losses per kind and stage: kernel, decode, each sink, and
+    what consumers lost after a sink delivered (``downstream``, e.g.
+    ``evidence:map``). Pure.
 
     The ledger counts ``syscall`` in syscalls (not in readings) and has no
     books for /proc ``process`` records, so for those kinds each sink's own
@@ -119,6 +133,8 @@ def loss_counts(
         for kind in ("syscall", "process"):
             if kind in per_kind:
                 out.setdefault(kind, {})[f"sink:{name}"] = per_kind[kind][1]
+    for kind, stages in (downstream or {}).items():
+        out.setdefault(kind, {}).update(stages)
     return out
 
 
@@ -138,11 +154,71 @@ def loss_delta(
     return delta
 
 
+_KIND_OF_TYPE: Final = {
+    TYPE_PREFIX + "process.exec.v1": "exec",
+    TYPE_PREFIX + "process.fork.v1": "fork",
+    TYPE_PREFIX + "process.exit.v1": "exit",
+    TYPE_PREFIX + "process.syscalls.v1": "syscall",
+    TYPE_PREFIX + "process.seen.v1": "process",
+}
+
+
+def kind_of_record(record: CloudEvent) -> str:
+    """The ledger kind a record stands for (``capture`` for the records
+    about the capture itself), to count it when it is lost. Pure."""
+    found = _KIND_OF_TYPE.get(record.type)
+    if found is not None:
+        return found
+    if record.type.startswith(TYPE_PREFIX + "file."):
+        return "file"
+    if record.type.startswith(TYPE_PREFIX + "network."):
+        return "net"
+    return "capture"
+
+
+STORE_STAGE: Final = "evidence:store"
+"""The loss stage of records the log could not take (disk full, I/O error)."""
+MAP_STAGE: Final = "evidence:map"
+"""The loss stage of events the mapper could not turn into a record."""
+
+#: Seconds between attempts to reopen a failing store: doubling up to the last.
+RETRY_FIRST_S: Final = 0.5
+RETRY_MAX_S: Final = 10.0
+
+
+class _Written(msgspec.Struct, frozen=True):
+    """What one :meth:`EvidencePipeline._write` did: the records now in the
+    log (and their chain seqs), those the store refused, those lost with an
+    error, and the error."""
+
+    records: list[CloudEvent]
+    seqs: list[int]
+    refused: list[CloudEvent]
+    lost: list[CloudEvent]
+    error: OSError | None
+
+
 class EvidencePipeline:
     """Maps ``events`` and publishes them to ``store``.
 
     ``books`` returns the capture's current per-kind accounting (the
-    session's stats); ``probes`` are the capture's probe statuses.
+    session's stats); ``probes`` are the capture's probe statuses;
+    ``losses`` is where events lost after the stream delivered them are
+    counted (the session's ledger), so they reach the stats, the metrics
+    and the ``capture.loss`` records. ``reopen`` makes a new store for the
+    same directory (after a failure; None: never retry).
+
+    What no record can do: end the pipeline. An event the mapper cannot
+    map is counted (``evidence:map``) and skipped; a record the store
+    refuses (``evidence:store``) likewise. What the disk can do: refuse
+    writes (ENOSPC, EIO). Then the pipeline fails safe: capture goes on,
+    ``failing`` says why (``/readyz`` answers 503 with it), every event
+    meanwhile is counted per kind at ``evidence:store``, the count is kept
+    in a pre-allocated slot on disk (:mod:`.loss_slot`), and the store is
+    reopened with backoff; the first record written after that is a
+    ``capture.loss`` record with those counts and the cause. If the run
+    ends first, the next start writes it. :attr:`lost_to_store` > 0 makes
+    ``tracehound run`` exit non-zero.
     """
 
     def __init__(
@@ -155,6 +231,10 @@ class EvidencePipeline:
         probes: list[ProbeStatus],
         config: Mapping[str, Any],
         sink_books: Callable[[], Mapping[str, Mapping[str, tuple[int, int]]]] | None = None,
+        losses: DownstreamLosses | None = None,
+        reopen: Callable[[], EvidenceStore] | None = None,
+        slot: LossSlot | None = None,
+        failpoints: Failpoints | None = None,
         queue_capacity: int = 4096,
         batch_max: int = 512,
         loss_interval: float = 5.0,
@@ -165,47 +245,78 @@ class EvidencePipeline:
         self.store = store
         self.books = books
         self.sink_books = sink_books
+        self.losses = losses if losses is not None else DownstreamLosses()
         self.probes = probes
         self.config = dict(config)
         self.batch_max = batch_max
         self.loss_interval = loss_interval
         self.tick_interval = tick_interval
         self.capacity = queue_capacity
+        self._reopen = reopen
+        self._slot = slot
+        self._failpoints = failpoints or Failpoints()
         self._send, self._receive = trio.open_memory_channel[CloudEvent](queue_capacity)
         self._store_lock = trio.Lock()
+        # Loss reports: what the last report queued covered (_reported, from
+        # _window_start on), and what the last one *in the log* covered
+        # (_confirmed): after a failure, reporting starts again from there.
         self._reported: dict[str, dict[str, int]] = {}
         self._window_start = mapper.anchor.boottime_ns
+        self._confirmed: tuple[dict[str, dict[str, int]], int] = ({}, self._window_start)
+        self._after_commit: dict[str, Callable[[], None]] = {}
         self.mapped = 0
         self.published = 0
         #: Set by open_pipeline when the log's last run never stopped.
         self.unclean_previous_run: dict[str, Any] | None = None
-        #: Why the store failed, if it did; records mapped but never written.
-        self.failed: str | None = None
-        self.unwritten = 0
+        #: Set by open_pipeline: what a previous run could not write.
+        self.previous_pending: PendingLoss | None = None
+        #: Why the store cannot write now (None while it can).
+        self.failing: str | None = None
+        #: Times the store failed, and records/events the log lost that way.
+        self.failures = 0
+        self.lost_to_store = 0
         self._first_sealed = False
         #: Called in the trio thread with each batch once it is in the log
         #: (the API's live tail). Must not block or raise.
         self.on_published: Callable[[list[CloudEvent], list[int]], None] | None = None
         self._closed = False
+        self._ending = False
+        self._nursery: trio.Nursery | None = None
+        self._said: set[str] = set()
+        self._retrying = False
         self._say: Callable[[str], None] = lambda line: print(
-            f"tracehound: {line}", file=sys.stderr
+            f"tracehound: {line}", file=sys.stderr, flush=True
         )
+
+    @property
+    def failed(self) -> str | None:
+        """Why the store cannot write now, if it cannot (see :attr:`failing`)."""
+        return self.failing
+
+    @property
+    def unwritten(self) -> int:
+        """Records and events the log lost because the store could not write."""
+        return self.lost_to_store
 
     async def extent(self) -> list[tuple[Path, int]]:
         """The log's committed extent (see :meth:`EvidenceStore.extent`),
-        taken between batches; empty once the store failed or closed."""
+        taken between batches; empty while the store fails or once closed."""
         async with self._store_lock:
-            if self.failed is not None or self._closed:
+            if self.failing is not None or self._closed:
                 return []
             return self.store.extent()
 
     @property
     def checkpoint_age_s(self) -> float | None:
-        """Seconds since the last checkpoint; None once the store is gone."""
-        return None if self.failed is not None or self._closed else self.store.checkpoint_age_s
+        """Seconds since the last checkpoint; None while the store is gone."""
+        return None if self.failing is not None or self._closed else self.store.checkpoint_age_s
 
     def _published(self, batch: list[CloudEvent], seqs: list[int]) -> None:
         self.published += len(batch)
+        for record in batch:
+            action = self._after_commit.pop(record.id, None)
+            if action is not None:
+                action()
         if self.on_published is not None:
             self.on_published(batch, seqs)
 
@@ -218,11 +329,14 @@ class EvidencePipeline:
         """Runs until the event stream ends (the streaming sink finished),
         then writes the last loss and stop records and closes the store."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._publisher)
             async with self._send:
                 await self._put(self.mapper.anchor_record())
                 if self.unclean_previous_run is not None:
                     await self._put(self.mapper.capture_recovered(self.unclean_previous_run))
+                if self.previous_pending is not None:
+                    await self._put_previous_pending(self.previous_pending)
                 await self._put(self.mapper.capture_start(self.config))
                 await self._put(self.mapper.capture_degraded(self.probes))
                 task_status.started()
@@ -230,19 +344,35 @@ class EvidencePipeline:
                     periodic.start_soon(self._report_losses_periodically)
                     periodic.start_soon(self._tick_periodically)
                     async for event in self.events:
-                        if self.failed is not None:
-                            # Stop consuming: the stream counts the rest as dropped.
-                            await self.events.aclose()
-                            break
-                        await self._put(self.mapper.map(event))
-                        self.mapped += 1
+                        await self._map(event)
                     periodic.cancel_scope.cancel()
+                self._ending = True
+                if self.failing is not None:
+                    await self._retry_once()  # the disk may have room again by now
                 await self._report_losses()
                 summary = {
                     "mapped": self.mapped,
                     "redaction": msgspec.to_builtins(self.mapper.redaction_stats),
                 }
                 await self._put(self.mapper.capture_stop(summary))
+
+    async def _map(self, event: Event) -> None:
+        """Map one event and queue its record; whatever goes wrong costs this
+        event only, counted by kind and stage."""
+        kind = kind_of(event)
+        if self.failing is not None:
+            self._lost(kind)
+            return
+        try:
+            if self._failpoints:
+                self._failpoints.check("evidence.map", getattr(event, "comm", None))
+            record = self.mapper.map(event)
+        except Exception as err:  # one record must never end the pipeline
+            self.losses.count(kind, MAP_STAGE)
+            self._say_once("map", f"evidence: an event could not be mapped ({err!r}); counted")
+            return
+        await self._put(record)
+        self.mapped += 1
 
     async def reconfigure(
         self,
@@ -264,29 +394,63 @@ class EvidencePipeline:
         await self._put(self.mapper.capture_config(change))
         if redactor is not None:
             self.mapper.set_redactor(redactor)
-        if store_options is not None and self.failed is None and not self._closed:
-            async with self._store_lock:
-                options = msgspec.structs.asdict(store_options)
-                del options["checkpoint_every_s"]  # not configurable
-                self.store.configure(**options)
+        if store_options is not None:
+            self.store_options = store_options
+            if self.failing is None and not self._closed:
+                async with self._store_lock:
+                    options = msgspec.structs.asdict(store_options)
+                    del options["checkpoint_every_s"]  # not configurable
+                    self.store.configure(**options)
+
+    #: The write policy in force (a reload may change it); a reopened store gets it.
+    store_options: StoreOptions | None = None
 
     async def _put(self, record: CloudEvent) -> None:
-        if self.failed is not None:
-            self.unwritten += 1
+        if self.failing is not None:
+            self._lost(kind_of_record(record))
             return
         try:
             await self._send.send(record)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.unwritten += 1  # the publisher stopped: failed is set
+            self._lost(kind_of_record(record))
 
-    async def _report_losses(self) -> None:
-        now = loss_counts(self.books(), self.sink_books() if self.sink_books else None)
+    def _lost(self, kind: str, n: int = 1) -> None:
+        """``n`` events or records of ``kind`` the log did not get: the store failed."""
+        self.lost_to_store += n
+        self.losses.count(kind, STORE_STAGE, n)
+
+    def _current_losses(self) -> dict[str, dict[str, int]]:
+        return loss_counts(
+            self.books(),
+            self.sink_books() if self.sink_books else None,
+            self.losses.table(),
+        )
+
+    def _loss_record(self, cause: Mapping[str, Any] | None = None) -> CloudEvent | None:
+        """The next ``capture.loss`` record (None if nothing was lost since
+        the last report that reached the log); it counts as reported once
+        it is committed."""
+        now = self._current_losses()
         delta = loss_delta(now, self._reported)
         end = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        if delta:
-            await self._put(self.mapper.capture_loss(delta, self._window_start, end))
-        self._reported = now
-        self._window_start = end
+        if not delta:
+            self._reported, self._window_start = now, end
+            return None
+        record = self.mapper.capture_loss(delta, self._window_start, end, cause=cause)
+        self._reported, self._window_start = now, end
+
+        def confirmed() -> None:
+            self._confirmed = (now, end)
+
+        self._after_commit[record.id] = confirmed
+        return record
+
+    async def _report_losses(self) -> None:
+        if self.failing is not None:
+            return  # nothing reaches the log now; the report after recovery covers it
+        record = self._loss_record()
+        if record is not None:
+            await self._put(record)
 
     async def _report_losses_periodically(self) -> None:
         while True:
@@ -294,72 +458,246 @@ class EvidencePipeline:
             await self._report_losses()
 
     async def _tick_periodically(self) -> None:
-        while self.failed is None:
+        while True:
             await trio.sleep(self.tick_interval)
             async with self._store_lock:
-                if self.failed is not None:
-                    return
+                if self.failing is not None or self._closed:
+                    continue
                 try:
                     await trio.to_thread.run_sync(self.store.tick)
-                except OSError as err:  # the publisher reports it; stop ticking
-                    self.failed = f"{err.strerror or err}"
-                    return
+                except OSError as err:
+                    self._start_failing(err, [])
 
-    def _write(self, batch: list[CloudEvent]) -> list[int]:
-        """Append and commit ``batch``; the chain seq of each record."""
-        seqs = [self.store.append(r.type, msgspec.to_builtins(r)).seq for r in batch]
-        self.store.commit()
-        return seqs
+    def _write(self, batch: list[CloudEvent]) -> _Written:
+        """Append and commit ``batch`` (in a worker thread).
+
+        A record the store refuses (it has no canonical form) is left out;
+        an OSError (disk full, EIO) stops the batch, and then only what the
+        store says reached the file counts as written: nothing is reported
+        lost that is in the log, or written that is not.
+        """
+        appended: list[tuple[CloudEvent, int]] = []
+        refused: list[CloudEvent] = []
+        error: OSError | None = None
+        try:
+            for record in batch:
+                try:
+                    if self._failpoints:
+                        comm = record.data.get("comm")
+                        self._failpoints.check(
+                            "evidence.store", comm if isinstance(comm, str) else None
+                        )
+                    appended.append(
+                        (record, self.store.append(record.type, msgspec.to_builtins(record)).seq)
+                    )
+                except OSError:
+                    raise
+                except Exception:  # this record has no place in the log: skip it
+                    refused.append(record)
+            self.store.commit()
+        except OSError as err:
+            error = err
+        durable = self.store.written_seq
+        written = [(r, seq) for r, seq in appended if durable is not None and seq <= durable]
+        kept = {id(r) for r, _ in written} | {id(r) for r in refused}
+        return _Written(
+            records=[r for r, _ in written],
+            seqs=[seq for _, seq in written],
+            refused=refused,
+            lost=[r for r in batch if id(r) not in kept],
+            error=error,
+        )
 
     async def _publisher(self) -> None:
-        """Write batches; on a store error, fail safe.
+        """Write batches until the mapper's end closes the channel.
 
-        A write error (disk full, EIO) stops the publisher, never the
-        capture: the store has already cut its file back to the last good
-        record, the batch is not replayed, and closing this end makes the
-        mapper stop, whereupon the evidence stream counts every later event
-        as dropped. What was mapped and never written is counted in
-        ``unwritten``, and the failure is said once.
+        On a store error (disk full, EIO) capture is never stopped: see
+        :meth:`_start_failing`. When cancelled, what is still queued was
+        mapped: it is written too.
         """
         batch: list[CloudEvent] = []
         try:
             async with self._receive:
                 async for record in self._receive:
+                    if self.failing is not None:
+                        self._lost(kind_of_record(record))
+                        continue
                     batch.append(record)
                     if len(batch) >= self.batch_max or not self.depth:
                         await self._write_batch(batch)
                         batch = []
-        except OSError as err:
-            self.failed = f"{err.strerror or err}"
-            self.unwritten += len(batch)
-            self._say(f"--evidence: writing the log failed ({self.failed}); capture goes on,"
-                      " later events are counted as dropped")  # fmt: skip
-            return
         finally:
-            # Cancelled: what is still queued was mapped; write it too.
-            while self.failed is None:
+            while True:
                 try:
                     batch.append(self._receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             with trio.CancelScope(shield=True):
+                if batch:
+                    await self._write_batch(batch)
                 async with self._store_lock:
-                    if batch and self.failed is None:
-                        seqs = await trio.to_thread.run_sync(self._write, batch)
-                        self._published(batch, seqs)
-                    if self.failed is None:
-                        await trio.to_thread.run_sync(self.store.close)
+                    if self.failing is None:
+                        try:
+                            await trio.to_thread.run_sync(self.store.close)
+                        except OSError as err:  # the last seal; the records are in
+                            self.store.discard()
+                            self._say(f"evidence: closing the log failed ({err.strerror})")
+                    else:
+                        await self._save_pending(stopped=True)
                     self._closed = True
+                if self._nursery is not None:
+                    self._nursery.cancel_scope.cancel()  # the retry task, if any
 
     async def _write_batch(self, batch: list[CloudEvent]) -> None:
+        if self.failing is not None:
+            for record in batch:
+                self._lost(kind_of_record(record))
+            return
         async with self._store_lock:
-            seqs = await trio.to_thread.run_sync(self._write, batch)
-            if not self._first_sealed and self.store.sealed:
-                # Seal at once: the key on disk is the verification key until
-                # the first seal ratchets it away.
-                await trio.to_thread.run_sync(self.store.checkpoint)
-                self._first_sealed = True
-        self._published(batch, seqs)
+            result = await trio.to_thread.run_sync(self._write, batch)
+            error = result.error
+            if error is None and not self._first_sealed and self.store.sealed:
+                # Seal at once: the key on disk is the verification key
+                # until the first seal ratchets it away.
+                try:
+                    await trio.to_thread.run_sync(self.store.checkpoint)
+                    self._first_sealed = True
+                except OSError as err:
+                    error = err
+        self._settle(result, error)
+
+    def _settle(self, result: _Written, error: OSError | None) -> None:
+        """Publish what was written, count what was refused, and fail on ``error``."""
+        for record in result.refused:
+            self.losses.count(kind_of_record(record), STORE_STAGE)
+        if result.records:
+            self._published(result.records, result.seqs)
+        if error is not None:
+            self._start_failing(error, result.lost)
+
+    def _start_failing(self, err: OSError, lost: list[CloudEvent]) -> None:
+        """The store could not write: count ``lost`` records, forget the loss
+        reports that never reached the disk, and retry (once per outage)."""
+        first = self.failing is None and not self._retrying
+        self.failing = f"{err.strerror or err}"
+        if first:
+            self.failures += 1
+        self.store.discard()
+        for record in lost:
+            self._after_commit.pop(record.id, None)
+            self._lost(kind_of_record(record))
+        # Reports lost with the batch (or still queued) never reached the
+        # log: the next report covers everything since the last one that did.
+        self._after_commit.clear()
+        self._reported, self._window_start = self._confirmed
+        if not first:
+            return
+        self._say(
+            f"evidence: the log cannot be written ({self.failing}); capture goes on, what the log"
+            " misses is counted and will be written into it once the store can write again"
+        )
+        if self._nursery is not None and self._reopen is not None and not self._ending:
+            self._nursery.start_soon(self._retry)
+
+    async def _retry(self) -> None:
+        self._retrying = True
+        try:
+            delay = RETRY_FIRST_S
+            async with self._store_lock:
+                await self._save_pending()
+            while self.failing is not None and not self._ending:
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                await self._retry_once()
+        finally:
+            self._retrying = False
+
+    async def _retry_once(self) -> None:
+        """Reopen the store and write the loss report first; on success the
+        pipeline writes normally again."""
+        if self._reopen is None:
+            return
+        async with self._store_lock:
+            if self.failing is None or self._closed:
+                return
+            try:
+                store = await trio.to_thread.run_sync(self._reopen)
+            except (OSError, StoreLockedError, StoreCorruptError) as err:
+                self.failing = f"{getattr(err, 'strerror', None) or err}"
+                await self._save_pending()
+                return
+            self.store = store
+            reason = self.failing
+            self.failing = None
+            self._first_sealed = False  # seal the reopened store's head at once
+            record = self._loss_record({"store_failed": reason, "failures": self.failures})
+            result = await trio.to_thread.run_sync(self._write, [record] if record else [])
+            if result.error is None:
+                await self._clear_pending()
+        self._settle(result, result.error)
+        if result.error is None:
+            self._say("evidence: the log can be written again; the loss record is in it")
+        else:
+            async with self._store_lock:
+                await self._save_pending()
+
+    def _pending(self, *, stopped: bool) -> PendingLoss:
+        """What the log misses now: everything since the last report in it."""
+        before, start = self._confirmed
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        return PendingLoss(
+            reason=self.failing or "",
+            boot_id=self.mapper.anchor.boot_id,
+            window_start=format_rfc3339_ns(self.mapper.wall_ns(start)),
+            window_end=format_rfc3339_ns(self.mapper.wall_ns(now)),
+            counts=loss_delta(self._current_losses(), before),
+            stopped=stopped,
+        )
+
+    async def _save_pending(self, *, stopped: bool = False) -> None:
+        """Keep what the log misses in the slot (call with the store lock held)."""
+        if self._slot is None:
+            return
+        pending = self._pending(stopped=stopped)
+        try:
+            await trio.to_thread.run_sync(self._slot.write, pending)
+        except OSError as err:
+            self._say_once(
+                "slot", f"evidence: cannot keep the loss count on disk either ({err.strerror})"
+            )
+
+    async def _clear_pending(self) -> None:
+        if self._slot is None:
+            return
+        try:
+            await trio.to_thread.run_sync(self._slot.clear)
+        except OSError as err:
+            self._say(f"evidence: cannot clear {self._slot.path} ({err.strerror})")
+
+    async def _put_previous_pending(self, pending: PendingLoss) -> None:
+        """What the previous run could not write, as this run's first loss
+        record; the slot is cleared once it is in the log."""
+        cause = {
+            "store_failed": pending.reason,
+            "previous_run": True,
+            "boot_id": pending.boot_id,
+            "window_start": pending.window_start,
+            "window_end": pending.window_end,
+            "stopped": pending.stopped,
+        }
+        at = self.mapper.anchor.boottime_ns
+        record = self.mapper.capture_loss(pending.counts, at, at, cause=cause)
+        self._after_commit[record.id] = self._clear_slot_soon
+        await self._put(record)
+
+    def _clear_slot_soon(self) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._clear_pending)
+
+    def _say_once(self, key: str, line: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self._say(line)
 
 
 class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -383,12 +721,36 @@ def open_pipeline(
     redactor: Redactor | None = None,
     store_options: StoreOptions | None = None,
     sink_books: Callable[[], Mapping[str, Mapping[str, tuple[int, int]]]] | None = None,
+    losses: DownstreamLosses | None = None,
+    failpoints: Failpoints | None = None,
     traceparent: str | None = None,
     tracestate: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> EvidencePipeline:
-    """The pipeline for a state directory, with this host's anchor."""
+    """The pipeline for a state directory, with this host's anchor.
+
+    Reads what a previous run left: whether it stopped cleanly, and the
+    pending-loss slot (what it could not write). Raises what
+    :class:`EvidenceStore` raises when the store cannot be opened.
+    """
     opts = store_options or StoreOptions()
-    store = EvidenceStore(Path(state_dir), **msgspec.structs.asdict(opts))
+    holder: list[StoreOptions] = [opts]
+
+    def reopen() -> EvidenceStore:
+        return EvidenceStore(Path(state_dir), **msgspec.structs.asdict(holder[0]))
+
+    store = reopen()
+    slot = LossSlot(Path(state_dir))
+    notices: list[str] = []
+    try:
+        previous_pending = slot.read()
+    except ValueError as err:
+        notices.append(f"evidence: {err}; ignored")
+        previous_pending = None
+    try:
+        slot.prepare()
+    except OSError as err:
+        notices.append(f"evidence: cannot allocate {slot.path} ({err.strerror})")
     mapper = Mapper(
         host=socket.gethostname(),
         anchor=read_anchor(),
@@ -397,7 +759,32 @@ def open_pipeline(
         tracestate=tracestate,
     )
     pipeline = EvidencePipeline(
-        events, mapper, store, books=books, probes=probes, config=config, sink_books=sink_books
+        events,
+        mapper,
+        store,
+        books=books,
+        probes=probes,
+        config=config,
+        sink_books=sink_books,
+        losses=losses,
+        reopen=lambda: reopen_with(pipeline.store_options),
+        slot=slot,
+        failpoints=failpoints,
     )
-    pipeline.unclean_previous_run = previous_run(last_segment_lines(state_dir))
+
+    def reopen_with(options: StoreOptions | None) -> EvidenceStore:
+        if options is not None:
+            holder[0] = options
+        return reopen()
+
+    if say is not None:
+        pipeline._say = say
+    for line in notices:
+        pipeline._say(line)
+    pipeline.store_options = opts
+    pipeline.previous_pending = previous_pending
+    unclean = previous_run(last_segment_lines(state_dir))
+    if unclean is not None and previous_pending is not None:
+        unclean["store_failed"] = previous_pending.reason
+    pipeline.unclean_previous_run = unclean
     return pipeline

@@ -244,6 +244,9 @@ class EvidenceStore:
         self._clock = clock
 
         self._buffer: list[bytes] = []
+        #: Seq of the last record written to the file (None before any):
+        #: after an error, what is at or below it is in the log, the rest not.
+        self.written_seq: int | None = None
         self._file: IO[bytes] | None = None
         self._closed = False
         self._writer = ChainWriter()
@@ -406,6 +409,20 @@ class EvidenceStore:
                 self._sealer.erase()
             self._release()
 
+    def discard(self) -> None:
+        """Give up on this store after an error: close and unlock without
+        writing anything more (the file keeps only whole records: a failed
+        write was cut back). Idempotent; a new store reopens the log."""
+        if self._closed:
+            return
+        if self._file is not None:
+            self._abandon(None)
+        else:
+            self._closed = True
+            if self._sealer is not None:
+                self._sealer.erase()
+            self._release()
+
     def __enter__(self) -> EvidenceStore:
         return self
 
@@ -445,6 +462,8 @@ class EvidenceStore:
                 self._abandon(start)
                 raise
             self._buffer.clear()
+            head = self._writer.head
+            self.written_seq = head[0] if head is not None else None
         if sync:
             try:
                 os.fsync(self._file.fileno())

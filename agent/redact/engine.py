@@ -24,7 +24,7 @@ only an ``argv`` that is not iterable, which is the caller's bug.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Final, NamedTuple
 
 import msgspec
@@ -215,7 +215,9 @@ class Redactor:
 
     # --- public entry points -------------------------------------------------
 
-    def redact_argv(self, argv: Sequence[str], field: str = "argv") -> RedactedArgv:
+    def redact_argv(
+        self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
+    ) -> RedactedArgv:
         """Redact an exec argv; entry *i* of the result stands for entry *i* of ``argv``.
 
         ``field`` names the argv in failure counters. Program-scoped rules and
@@ -253,11 +255,11 @@ class Redactor:
             value_of = outcome.next_is_secret
         return RedactedArgv(tuple(out), tuple(sorted(fired)))
 
-    def redact_text(self, value: str, field: str) -> str:
+    def redact_text(self, value: str, field: str, *, cut: bool = False) -> str:
         """Redact one path or address; ``field`` names it in failure counters."""
-        return self.redact_text_detail(value, field).text
+        return self.redact_text_detail(value, field, cut=cut).text
 
-    def redact_text_detail(self, value: str, field: str) -> RedactedText:
+    def redact_text_detail(self, value: str, field: str, *, cut: bool = False) -> RedactedText:
         """As :meth:`redact_text`, and say which rules fired."""
         self._stats.fields += 1
         try:

@@ -88,6 +88,8 @@ class _FileAgg:
     target: str
     mode: int | None
     error: str
+    path_cut: bool
+    target_cut: bool
 
 
 @dataclass(slots=True)
@@ -107,6 +109,8 @@ class _Proc:
     comm: str = ""
     exe: str = ""
     argv: tuple[str, ...] = ()
+    argv_cut: tuple[int, ...] = ()
+    argv_more: bool = False
     uid: int = 0
     gid: int = 0
     cgroup_id: int = 0
@@ -236,6 +240,7 @@ class AggregatingSink:
             return FileRecord(
                 path=f.path, op=f.op, access=sorted(f.access), count=f.count,
                 first_ns=f.first_ns, target=f.target, mode=f.mode, error=f.error,
+                path_cut=f.path_cut, target_cut=f.target_cut,
             )  # fmt: skip
 
         def net_rec(n: _NetAgg) -> NetRecord:
@@ -253,6 +258,7 @@ class AggregatingSink:
             failed_network=[net_rec(n) for n in nets if n.error],
             syscalls=dict(sorted(p.syscalls.items())),
             evicted=dict(sorted(p.evicted.items())),
+            argv_cut=list(p.argv_cut), argv_more=p.argv_more,
         )  # fmt: skip
 
     # -- folding -------------------------------------------------------------
@@ -301,6 +307,7 @@ class AggregatingSink:
         if parent is not None:
             # A fork runs its parent's image until it execs.
             child.exe, child.argv = parent.exe, parent.argv
+            child.argv_cut, child.argv_more = parent.argv_cut, parent.argv_more
             if parent.comm == "":
                 parent.comm = event.comm
 
@@ -316,12 +323,16 @@ class AggregatingSink:
                     argv=list(event.argv),
                     argv_truncated=event.argv_truncated,
                     error=errno_name(event.ret) if event.ret < 0 else "",
+                    filename_cut=event.filename_cut,
+                    args_cut=list(event.args_cut),
+                    argv_more=event.argv_more,
                 )
             )
         if event.ret == 0:
             self._touch(proc, event)
             proc.exe = event.filename
             proc.argv = event.argv
+            proc.argv_cut, proc.argv_more = event.args_cut, event.argv_more
 
     def _exit(self, event: ExitEvent) -> None:
         proc = self._live.pop(event.pid, None)
@@ -387,7 +398,10 @@ class AggregatingSink:
         if agg is None:
             if not self._room(proc, "files", len(proc.files), self.max_files):
                 return
-            agg = _FileAgg(path, op, set(), 0, event.ts_ns, target, mode, error)
+            agg = _FileAgg(
+                path, op, set(), 0, event.ts_ns, target, mode, error,
+                event.path_cut, event.path2_cut if op == "rename" else False,
+            )  # fmt: skip
             proc.files[key] = agg
         agg.count += 1
         agg.access.update(access)

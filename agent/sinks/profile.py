@@ -3,27 +3,52 @@
 Each type is defined once here, as a msgspec Struct; ``encode_profile``
 gives deterministic JSON (the same events give byte-identical output), and
 ``render_text`` a human view of the same data.
+
+Host text is attacker-chosen: JSON keeps bytes that are not UTF-8 in the
+escape form of :mod:`agent.safetext` (each object names such fields in its
+``escaped`` list, and :func:`decode_profile` restores them); the text view
+escapes every field as ``ls -b`` does and shell-quotes argv, so no file name
+or argument can draw a line of its own.
 """
 
 from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
 
 import msgspec
 
 from agent.capture.events import Endpoint
 from agent.capture.ledger import KindAccount
 from agent.capture.loader import ProbeStatus
+from agent.safetext import (
+    ESCAPED_KEY,
+    escape_fields,
+    escape_text,
+    restore_json,
+    shell_join,
+    terminal_safe_json,
+    text_field,
+)
 
 PROFILE_VERSION = 1
 
 
 class ExecRecord(msgspec.Struct, frozen=True):
-    """One exec attempt. ``error`` is the errno name of a failed one."""
+    """One exec attempt. ``error`` is the errno name of a failed one.
+
+    ``argv_truncated`` if anything was cut: ``args_cut`` lists the entries
+    cut short, ``filename_cut`` the filename, ``argv_more`` says there were
+    more entries than were captured.
+    """
 
     ts_ns: int
     filename: str
     argv: list[str]
     argv_truncated: bool
     error: str = ""
+    filename_cut: bool = False
+    args_cut: list[int] = []
+    argv_more: bool = False
 
 
 class FileRecord(msgspec.Struct, frozen=True):
@@ -35,6 +60,7 @@ class FileRecord(msgspec.Struct, frozen=True):
     truncate, append, directory. ``path`` is as the process gave it; a
     relative path is relative to the working directory, or ``fd:N/`` names
     the directory fd it was relative to. ``target`` is a rename's new name.
+    ``path_cut``/``target_cut``: the capture may have cut that path short.
     """
 
     path: str
@@ -45,6 +71,8 @@ class FileRecord(msgspec.Struct, frozen=True):
     target: str = ""
     mode: int | None = None
     error: str = ""
+    path_cut: bool = False
+    target_cut: bool = False
 
 
 class NetRecord(msgspec.Struct, frozen=True):
@@ -85,11 +113,19 @@ class ProcessProfile(msgspec.Struct, frozen=True):
     failed_network: list[NetRecord]
     syscalls: dict[str, int]
     evicted: dict[str, int]
+    argv_cut: list[int] = []
+    argv_more: bool = False
+
+
+Redaction: TypeAlias = Literal["applied", "off"]
+"""Whether the profile's text went through redaction. ``off`` only with
+``tracehound profile --no-redact``, and the profile says so."""
 
 
 class Profile(msgspec.Struct, frozen=True):
     """``complete`` is true only when every probe attached, every kind's
-    books balance with no loss, and nothing was evicted."""
+    books balance with no loss, and nothing was evicted. ``redaction``
+    says whether secrets were redacted (always, unless ``--no-redact``)."""
 
     version: int
     command: list[str]
@@ -101,6 +137,7 @@ class Profile(msgspec.Struct, frozen=True):
     accounting: dict[str, KindAccount]
     notes: list[str]
     complete: bool
+    redaction: Redaction = "applied"
 
 
 def is_complete(profile: Profile) -> bool:
@@ -112,16 +149,37 @@ def is_complete(profile: Profile) -> bool:
     )  # fmt: skip
 
 
-_encoder = msgspec.json.Encoder(order="deterministic")
+_encoder: Final = msgspec.json.Encoder(order="deterministic")
+_plain_encoder: Final = msgspec.json.Encoder()
+_ESCAPED_MARK: Final = f'"{ESCAPED_KEY}":'.encode()
 
 
 def encode_profile(profile: Profile) -> bytes:
-    """Deterministic JSON: struct fields in definition order, dict keys sorted."""
-    return _encoder.encode(profile) + b"\n"
+    """Deterministic JSON: struct fields in definition order, dict keys sorted.
+
+    Text holding bytes that are not UTF-8 is written in escape form and named
+    in its object's ``escaped`` list (agent.safetext); the output is
+    terminal-safe. Never raises for any text the capture can hold.
+    """
+    try:
+        data = _encoder.encode(profile)
+    except UnicodeEncodeError:
+        # to_builtins keeps struct fields in order and sorts dict keys, as
+        # the encoder above does; escape_fields appends the escaped lists.
+        plain = msgspec.to_builtins(profile, order="deterministic")
+        data = _plain_encoder.encode(escape_fields(plain))
+    return terminal_safe_json(data) + b"\n"
 
 
 def decode_profile(data: bytes) -> Profile:
-    return msgspec.json.decode(data, type=Profile)
+    """Read a profile back, escaped fields restored to their original text.
+
+    Raises msgspec.DecodeError (not JSON) or msgspec.ValidationError (not a
+    profile).
+    """
+    if _ESCAPED_MARK not in data:
+        return msgspec.json.decode(data, type=Profile)
+    return msgspec.convert(restore_json(msgspec.json.decode(data)), Profile)
 
 
 def _exit_text(proc: ProcessProfile) -> str:
@@ -134,11 +192,29 @@ def _exit_text(proc: ProcessProfile) -> str:
     return "running"
 
 
+def endpoint_text(endpoint: Endpoint | None) -> str:
+    """An endpoint as one text token: a UNIX path escaped like any host text."""
+    if endpoint is None:
+        return "?"
+    if endpoint.family in ("ipv4", "ipv6"):
+        return endpoint.render()
+    if endpoint.family == "unix":
+        return f"unix:{escape_text(endpoint.address)}"
+    return f"{endpoint.family}:{escape_text(endpoint.address)}"
+
+
 def render_text(profile: Profile) -> str:
-    """A readable report: the process tree, then per process what it did."""
+    """A readable report: the process tree, then per process what it did.
+
+    Every field from the host is one escaped token (agent.safetext): argv
+    shell-quoted, paths and names escaped as ``ls -b`` does, text the
+    capture cut followed by ``[cut]``.
+    """
     lines: list[str] = []
+    if profile.redaction == "off":
+        lines.append("redaction: OFF (--no-redact): secrets are shown as captured")
     if profile.command:
-        lines.append(f"command: {' '.join(profile.command)}")
+        lines.append(f"command: {shell_join(profile.command)}")
     if profile.exit_status is not None:
         lines.append(f"exit status: {profile.exit_status}")
     # Processes are in start order. A process's parent is the latest earlier
@@ -153,25 +229,29 @@ def render_text(profile: Profile) -> str:
 
     def walk(proc: ProcessProfile, depth: int) -> None:
         pad = "  " * depth
-        argv = " ".join(proc.argv) or proc.comm
+        if proc.argv:
+            argv = shell_join(proc.argv, cut=proc.argv_cut, more=proc.argv_more)
+        else:
+            argv = escape_text(proc.comm)
         lines.append(f"{pad}- [{proc.pid}] {argv}  ({_exit_text(proc)})")
         for ex in proc.execs:
             if ex.error:
-                lines.append(f"{pad}    exec FAILED {ex.filename}: {ex.error}")
+                name = text_field(ex.filename, cut=ex.filename_cut)
+                lines.append(f"{pad}    exec FAILED {name}: {ex.error}")
         for f in proc.files:
             what = f.op + (f"({','.join(f.access)})" if f.access else "")
-            target = f" -> {f.target}" if f.target else ""
-            lines.append(f"{pad}    file {what} {f.path}{target}")
+            target = f" -> {text_field(f.target, cut=f.target_cut)}" if f.target else ""
+            lines.append(f"{pad}    file {what} {text_field(f.path, cut=f.path_cut)}{target}")
         for f in proc.failed_files:
-            lines.append(f"{pad}    file {f.op} FAILED {f.path}: {f.error}")
+            path = text_field(f.path, cut=f.path_cut)
+            lines.append(f"{pad}    file {f.op} FAILED {path}: {f.error}")
         for n in proc.network:
-            ep = n.endpoint.render() if n.endpoint else "?"
+            ep = endpoint_text(n.endpoint)
             lines.append(
                 f"{pad}    net {n.op} {ep}" + ("" if n.result == "ok" else f" ({n.result})")
             )
         for n in proc.failed_network:
-            ep = n.endpoint.render() if n.endpoint else "?"
-            lines.append(f"{pad}    net {n.op} FAILED {ep}: {n.error}")
+            lines.append(f"{pad}    net {n.op} FAILED {endpoint_text(n.endpoint)}: {n.error}")
         if proc.syscalls:
             top = sorted(proc.syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
             lines.append(f"{pad}    syscalls: " + ", ".join(f"{k}={v}" for k, v in top))
@@ -197,6 +277,6 @@ def render_text(profile: Profile) -> str:
         if count:
             lines.append(f"  evicted {what}: {count}")
     for note in profile.notes:
-        lines.append(f"  note: {note}")
+        lines.append(f"  note: {note}")  # our own words, not host text
     lines.append(f"complete: {'yes' if profile.complete else 'no'}")
     return "\n".join(lines) + "\n"

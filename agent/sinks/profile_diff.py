@@ -5,13 +5,17 @@ programs executed, file operations and network endpoints that appeared or
 vanished. Addresses a run cannot choose are left out of the comparison so
 that drift means behaviour, not noise: the client port of an accepted
 connection, and the port of a bind to port 0.
+
+Items are display text: paths and names escaped as ``ls -b`` does
+(agent.safetext), so a drift line cannot be forged by a file name.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from agent.sinks.profile import NetRecord, Profile
+from agent.safetext import escape_text, text_field
+from agent.sinks.profile import NetRecord, Profile, endpoint_text
 
 
 class Drift(msgspec.Struct, frozen=True):
@@ -34,7 +38,12 @@ class Drift(msgspec.Struct, frozen=True):
 
 def programs(profile: Profile) -> set[str]:
     """Every program a process of the profile ran (successful execs)."""
-    return {ex.filename for p in profile.processes for ex in p.execs if not ex.error}
+    return {
+        text_field(ex.filename, cut=ex.filename_cut)
+        for p in profile.processes
+        for ex in p.execs
+        if not ex.error
+    }
 
 
 def files(profile: Profile) -> set[str]:
@@ -42,7 +51,8 @@ def files(profile: Profile) -> set[str]:
     out: set[str] = set()
     for proc in profile.processes:
         for f in proc.files:
-            out.add(f"{f.op} {f.path}" + (f" -> {f.target}" if f.target else ""))
+            target = f" -> {text_field(f.target, cut=f.target_cut)}" if f.target else ""
+            out.add(f"{f.op} {text_field(f.path, cut=f.path_cut)}{target}")
     return out
 
 
@@ -51,8 +61,9 @@ def _endpoint_key(record: NetRecord) -> str | None:
     if ep is None:
         return None
     if record.op == "accept" or (record.op == "bind" and ep.port == 0):
-        return f"{record.op} {ep.family}:{ep.address}"  # the port is not the program's choice
-    return f"{record.op} {ep.render()}"
+        # The port is not the program's choice.
+        return f"{record.op} {ep.family}:{escape_text(ep.address)}"
+    return f"{record.op} {endpoint_text(ep)}"
 
 
 def endpoints(profile: Profile) -> set[str]:

@@ -356,6 +356,9 @@ def test_exec_data() -> None:
         "filename": "/bin/ls",
         "argv": ["ls", "-l"],
         "argv_truncated": False,
+        "args_cut": [],
+        "argv_more": False,
+        "filename_cut": False,
         "execveat": False,
         "redacted": [],
     }

@@ -1,0 +1,49 @@
+"""``run --events``: each native event as one NDJSON line, redacted and escaped.
+
+Pure: :class:`EventLines` turns an event into its line; the run command's
+writer task owns the file. Each line is the event's msgspec JSON (tagged by
+``kind``) after :func:`agent.redact.events.redact_event` (the same fields
+and rules as the evidence log), with host text that is not UTF-8 in the
+escape form of :mod:`agent.safetext` (named in the object's ``escaped``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import msgspec
+
+from agent.capture.events import Event
+from agent.redact import Redactor
+from agent.redact.events import RedactionMemo, redact_event, same_rules
+from agent.safetext import json_bytes
+
+__all__ = ["EventLines"]
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class EventLines:
+    """Makes ``--events`` lines with the rules ``rules()`` returns now (a
+    reload may change them), through a bounded memo of redaction results.
+
+    What can go wrong: :meth:`line` raises only for a bug (an event type it
+    does not know); the writer counts such an event as lost and goes on.
+    """
+
+    def __init__(self, rules: Callable[[], Redactor]) -> None:
+        self._rules = rules
+        self._source: Redactor | None = None
+        self._memo: RedactionMemo | None = None
+
+    @property
+    def memo(self) -> RedactionMemo | None:
+        return self._memo
+
+    def line(self, event: Event) -> bytes:
+        source = self._rules()
+        if self._memo is None or source is not self._source:
+            self._source, self._memo = source, RedactionMemo(same_rules(source))
+        redacted, _ = redact_event(self._memo, event)
+        return json_bytes(redacted, _ENCODER.encode, msgspec.to_builtins) + b"\n"

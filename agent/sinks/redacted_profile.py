@@ -1,0 +1,108 @@
+"""The profile as it may leave the agent: every free-text field redacted.
+
+The aggregating sink folds raw events (redacting there would put regex work
+on the drain's path); whatever shows a profile (``profile`` JSON and text,
+``/v1/snapshot``, ``snapshot``, ``run --profile-file``) passes it through
+:func:`redact_profile` first, with the same rules, fields and field names as
+every other output (:mod:`agent.redact.events`). A :class:`RedactionMemo`
+in front of the redactor makes a second snapshot of the same host cheap:
+paths and names repeat.
+
+Raw output exists only as ``tracehound profile --no-redact``, which skips
+this step and marks the profile ``redaction = "off"``; the API never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from agent.redact import Redactor
+from agent.redact.events import (
+    RedactionMemo,
+    TextRedactor,
+    comm_is_cut,
+    redact_endpoint,
+    same_rules,
+)
+from agent.sinks.profile import ExecRecord, FileRecord, NetRecord, ProcessProfile, Profile
+
+__all__ = ["ProfileRedactor", "redact_profile"]
+
+
+def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
+    """``profile`` with argv, command lines, names, paths and UNIX addresses
+    redacted. Never raises for any text (the redactor fails closed)."""
+    replace = msgspec.structs.replace
+
+    def text(value: str, field: str, cut: bool = False) -> str:
+        return redactor.redact_text_detail(value, field, cut=cut).text if value else value
+
+    def argv(values: list[str], field: str, cut: list[int]) -> list[str]:
+        return list(redactor.redact_argv(values, field, cut=cut).argv) if values else values
+
+    def exec_record(ex: ExecRecord) -> ExecRecord:
+        return replace(
+            ex,
+            filename=text(ex.filename, "filename", ex.filename_cut),
+            argv=argv(ex.argv, "argv", ex.args_cut),
+        )
+
+    def file_record(f: FileRecord) -> FileRecord:
+        return replace(
+            f,
+            path=text(f.path, "path", f.path_cut),
+            target=text(f.target, "path2", f.target_cut),
+        )
+
+    def net_record(n: NetRecord) -> NetRecord:
+        endpoint = redact_endpoint(redactor, n.endpoint, set())
+        return n if endpoint is n.endpoint else replace(n, endpoint=endpoint)
+
+    def process(p: ProcessProfile) -> ProcessProfile:
+        return replace(
+            p,
+            comm=text(p.comm, "comm", comm_is_cut(p.comm)),
+            exe=text(p.exe, "exe"),
+            argv=argv(p.argv, "argv", p.argv_cut),
+            execs=[exec_record(ex) for ex in p.execs],
+            files=[file_record(f) for f in p.files],
+            failed_files=[file_record(f) for f in p.failed_files],
+            network=[net_record(n) for n in p.network],
+            failed_network=[net_record(n) for n in p.failed_network],
+        )
+
+    return replace(
+        profile,
+        command=argv(profile.command, "argv", []),
+        processes=[process(p) for p in profile.processes],
+        redaction="applied",
+    )
+
+
+class ProfileRedactor:
+    """Redacts profiles with the current rules, through a memo kept between
+    calls (a second snapshot of the same host costs little).
+
+    ``rules`` returns the redactor whose rules apply now (a reload may change
+    it); a copy of it is made for this object, so its counters and memo are
+    never touched by another thread. Not thread-safe itself: callers
+    serialise (the API takes a lock around its worker-thread call).
+    """
+
+    def __init__(self, rules: Callable[[], Redactor]) -> None:
+        self._rules = rules
+        self._source: Redactor | None = None
+        self._memo: RedactionMemo | None = None
+
+    @property
+    def memo(self) -> RedactionMemo | None:
+        """The memo in use (its size and evictions are in /v1/stats)."""
+        return self._memo
+
+    def __call__(self, profile: Profile) -> Profile:
+        source = self._rules()
+        if self._memo is None or source is not self._source:
+            self._source, self._memo = source, RedactionMemo(same_rules(source))
+        return redact_profile(profile, self._memo)
