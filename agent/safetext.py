@@ -173,7 +173,9 @@ def _escape_node(value: Any) -> Any:
                 out[name] = text
                 if changed:
                     escaped.append(name)
-            elif type(item) is list and any(type(x) is str and has_raw_bytes(x) for x in item):
+            elif type(item) in (list, tuple) and any(
+                type(x) is str and has_raw_bytes(x) for x in item
+            ):
                 out[name] = [escape(x) if type(x) is str else _escape_node(x) for x in item]
                 escaped.append(name)
             else:
@@ -181,7 +183,7 @@ def _escape_node(value: Any) -> Any:
         if escaped:
             out[ESCAPED_KEY] = sorted(set(escaped) | set(value.get(ESCAPED_KEY) or ()))
         return out
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_escape_node(item) for item in value]
     if type(value) is str and has_raw_bytes(value):
         return escape(value)  # a bare string outside any object: no flag can name it

@@ -93,7 +93,7 @@ from agent.evidence.types import (
 )
 from agent.redact import RedactionStats, Redactor
 from agent.redact.events import redact_event
-from agent.safetext import escape_fields
+from agent.safetext import escape_fields, escape_json
 
 __all__ = [
     "CAPTURE_TYPES",
@@ -486,7 +486,9 @@ class Mapper:
                 "mode": event.mode,
             }
         )
-        subject = event.path or f"pid/{event.pid}"
+        # The envelope's subject is the path, in escape form if it needs one
+        # (data.escaped then names "path").
+        subject = escape_json(event.path)[0] or f"pid/{event.pid}"
         return self._kernel_record(file_type(op), subject, data, fired, event.ts_ns)
 
     def _net(self, event: NetEvent, fired: tuple[str, ...]) -> CloudEvent:

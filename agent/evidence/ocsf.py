@@ -34,6 +34,10 @@ network.bind.v1 / other    4001   99 Other (``activity_name`` "Bind");
                                   a bind opens no connection
 =========================  =====  ==========================================
 
+Host text that is not UTF-8 stays in the record's escape form (see
+:mod:`agent.safetext`) and ``unmapped.escaped`` names the fields holding
+it; ``process.cmd_line`` is the argv shell-quoted word by word.
+
 Every event carries ``status_id`` (1 Success, 2 Failure) and, on failure,
 ``status_code`` (the errno name or number). ``severity_id`` is 1
 Informational throughout: capture observes, it does not judge.
@@ -55,6 +59,7 @@ import posixpath
 from typing import Any, Final
 
 from agent.evidence.types import PRODUCER, TYPE_PREFIX, CloudEvent, parse_rfc3339_ns
+from agent.safetext import escaped_names, shell_join, unescape
 
 __all__ = [
     "CATEGORY_NETWORK",
@@ -198,7 +203,7 @@ def _process(ce: CloudEvent, op: str) -> dict[str, Any]:
             "pid": data["pid"],
             "tid": data["tid"],
             "name": data["comm"],
-            "cmd_line": " ".join(data["argv"]),
+            "cmd_line": _cmd_line(data),
             "file": {
                 "name": posixpath.basename(filename),
                 "path": filename,
@@ -214,6 +219,27 @@ def _process(ce: CloudEvent, op: str) -> dict[str, Any]:
             event["exit_code"] = data["exit_code"]
         if data["signal"] is not None:
             event["unmapped"] = {"signal": data["signal"]}
+    return _escaped(event, data)
+
+
+def _cmd_line(data: dict[str, Any]) -> str:
+    """The argv as one shell line, each word quoted (agent.safetext): joined
+    with bare spaces, ``a b`` and ``a`` ``b`` would read the same."""
+    argv = [str(entry) for entry in data["argv"]]
+    if "argv" in escaped_names(data):
+        argv = [unescape(entry) for entry in argv]
+    return shell_join(argv)
+
+
+def _escaped(event: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Carry which fields hold text in escape form (agent.safetext) into
+    ``unmapped.escaped``, so a consumer can restore the original bytes."""
+    names = escaped_names(data)
+    endpoint = data.get("endpoint")
+    if isinstance(endpoint, dict):
+        names += [f"endpoint.{name}" for name in escaped_names(endpoint)]
+    if names:
+        event.setdefault("unmapped", {})["escaped"] = sorted(names)
     return event
 
 
@@ -236,7 +262,7 @@ def _file(ce: CloudEvent, op: str) -> dict[str, Any]:
         "mode": data["mode"],
         "dfd": data["dfd"],
     }
-    return event
+    return _escaped(event, data)
 
 
 def _network(ce: CloudEvent, op: str) -> dict[str, Any]:
@@ -277,7 +303,7 @@ def _network(ce: CloudEvent, op: str) -> dict[str, Any]:
     event["dst_endpoint"] = dst or {}
     event["connection_info"] = {"direction_id": direction}
     event["unmapped"] = {"fd": data["fd"], "op": data["op"]}
-    return event
+    return _escaped(event, data)
 
 
 def _endpoint(endpoint: dict[str, Any] | None) -> dict[str, Any]:

@@ -149,6 +149,13 @@ def test_version_is_pinned() -> None:
     assert module.__doc__ is not None and "1.3.0" in module.__doc__
 
 
+def test_bytes_that_are_not_utf8_stay_reversible_and_named() -> None:
+    out = project(exec_event(argv=("cat", "a b", "x\udcff\n")))
+    assert out is not None
+    assert out["process"]["cmd_line"] == "cat 'a b' $'x\\377\\n'"
+    assert out["unmapped"]["escaped"] == ["argv"]
+
+
 def test_time_is_epoch_ms_floored() -> None:
     # Anchor wall time is ...800.123456789 s; +876543210 ns is ...800.999999999 s.
     out = project(exec_event(), ts_offset=876_543_210)
@@ -163,7 +170,8 @@ def test_exec_process_object() -> None:
     out = project(exec_event(argv=("app", f"--token={TOKEN}")))
     assert out is not None
     process = out["process"]
-    assert process["cmd_line"] == f"app {marker('github-token')}"
+    # Shell-quoted word by word: the marker has characters a shell reads.
+    assert process["cmd_line"] == f"app '{marker('github-token')}'"
     assert process["file"] == {"name": "ls", "path": "/bin/ls", "type_id": 1}
     assert TOKEN not in repr(out)
 
