@@ -8,12 +8,12 @@ import os
 import tomllib
 from pathlib import Path
 
-from agent import failpoints
 from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline, StoreOptions, open_pipeline
 from agent.evidence.store import StoreCorruptError, StoreLockedError
+from agent.failpoints import Failpoints
 from agent.redact import RedactionConfigError, Redactor
 from agent.sinks.streaming import StreamingSink
 
@@ -104,6 +104,7 @@ def open_evidence(
     capture: LoadedCapture,
     args: argparse.Namespace,
     redactor: Redactor,
+    faults: Failpoints,
 ) -> EvidencePipeline:
     config = {
         "command": args.subcommand,
@@ -125,7 +126,7 @@ def open_evidence(
             books=lambda: session.stats().kinds,
             sink_books=session.sink.accounting,
             losses=session.ledger.downstream,
-            failpoints=failpoints.from_environment(),
+            failpoints=faults,
             probes=list(capture.statuses),
             config=config,
             redactor=redactor,

@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 import trio
 
+from agent import failpoints
 from agent.capture.events import ProcessSeen
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.session import CaptureSession
@@ -33,6 +34,7 @@ from agent.commands.options import (
 )
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
+from agent.failpoints import Failpoints
 from agent.redact import Redactor
 from agent.redact.events import RedactionMemo, same_rules
 from agent.sinks.aggregating import AggregatingSink
@@ -96,12 +98,15 @@ def main(args: argparse.Namespace) -> int:
     check_evidence_arguments(args)
     redactor = redactor_from_args(args)
     options = load_options_from_args(args, scoped=True)
+    faults = failpoints.from_environment()
     check_privileges()
     capture = load(options)
     try:
         child = launch(command, shutil.which(command[0]))
         capture.add_to_scope(child.pid)
-        profile, status = trio.run(_profile, capture, child, command, args, evidence_dir, redactor)
+        profile, status = trio.run(
+            _profile, capture, child, command, args, evidence_dir, redactor, faults
+        )
         if args.no_redact:
             profile = msgspec.structs.replace(profile, redaction="off")
         else:
@@ -127,6 +132,7 @@ async def _profile(
     args: argparse.Namespace,
     evidence_dir: Path | None,
     redactor: Redactor,
+    faults: Failpoints,
 ) -> tuple[Profile, int]:
     aggregate = AggregatingSink()
     sink: EventSink[object] = aggregate
@@ -138,7 +144,9 @@ async def _profile(
     session = CaptureSession(capture, sink)
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
-        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args, redactor)
+        pipeline = open_evidence(
+            evidence_dir, evidence_stream, session, capture, args, redactor, faults
+        )
     uid = os.getuid()
     try:
         user = pwd.getpwuid(uid).pw_name

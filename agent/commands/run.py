@@ -22,7 +22,7 @@ import msgspec
 import trio
 from prometheus_client import CollectorRegistry
 
-from agent import notify
+from agent import failpoints, notify
 from agent.api.app import DaemonApi
 from agent.api.live import LiveTail
 from agent.api.metrics_server import serve_metrics
@@ -50,6 +50,7 @@ from agent.config import Config, ConfigError, apply_defaults, dump_config, load_
 from agent.config.reload import plan_reload
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
+from agent.failpoints import Failpoints
 from agent.metrics import (
     ApiStatus,
     EvidenceStatus,
@@ -133,6 +134,7 @@ def main(args: argparse.Namespace) -> int:
     if args.stats_interval < 0:
         raise UsageError(f"--stats-interval: expected 0 or more seconds, got {args.stats_interval}")
     options = load_options_from_args(args, scoped=False)
+    faults = failpoints.from_environment()
     check_privileges()
     capture = load(options)
     try:
@@ -152,6 +154,7 @@ def main(args: argparse.Namespace) -> int:
                 as_given=as_given,
                 api_gid=api_gid,
                 redactor=redactor,
+                faults=faults,
             ),
         )
     finally:
@@ -169,6 +172,7 @@ class _Settings:
         as_given: argparse.Namespace,
         api_gid: int | None,
         redactor: Redactor,
+        faults: Failpoints,
     ) -> None:
         self.config = config
         self.path = path
@@ -176,6 +180,8 @@ class _Settings:
         self.api_gid = api_gid
         #: The redaction rules every output applies now (a reload replaces it).
         self.redactor = redactor
+        #: Fault injection for tests (TRACEHOUND_FAILPOINTS); none by default.
+        self.faults = faults
         self.generation = 1
         self.reloads = {"applied": 0, "refused": 0}
         self.last_reload_error: str | None = None
@@ -425,7 +431,9 @@ async def _run(
     )  # fmt: skip
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
-        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args, redactor)
+        pipeline = open_evidence(
+            evidence_dir, evidence_stream, session, capture, args, redactor, settings.faults
+        )
     attached = sum(1 for s in capture.statuses if s.attached)
     if attached == 0:
         # Running blind must fail, so a supervisor restarts and alerts fire.
@@ -466,7 +474,7 @@ async def _run(
                 _write_events,
                 stream,
                 events_file,
-                EventLines(lambda: settings.redactor),
+                EventLines(lambda: settings.redactor, settings.faults),
                 session.ledger.downstream,
             )
         if pipeline is not None:

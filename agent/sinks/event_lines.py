@@ -15,6 +15,7 @@ from typing import Final
 import msgspec
 
 from agent.capture.events import Event
+from agent.failpoints import Failpoints
 from agent.redact import Redactor
 from agent.redact.events import RedactionMemo, redact_event, same_rules
 from agent.safetext import json_bytes
@@ -32,8 +33,9 @@ class EventLines:
     does not know); the writer counts such an event as lost and goes on.
     """
 
-    def __init__(self, rules: Callable[[], Redactor]) -> None:
+    def __init__(self, rules: Callable[[], Redactor], faults: Failpoints | None = None) -> None:
         self._rules = rules
+        self._faults = faults or Failpoints()
         self._source: Redactor | None = None
         self._memo: RedactionMemo | None = None
 
@@ -42,6 +44,8 @@ class EventLines:
         return self._memo
 
     def line(self, event: Event) -> bytes:
+        if self._faults:
+            self._faults.check("events.encode", getattr(event, "comm", None))
         source = self._rules()
         if self._memo is None or source is not self._source:
             self._source, self._memo = source, RedactionMemo(same_rules(source))
