@@ -532,6 +532,7 @@ FLOOD = (
 @pytest.fixture
 def lossy(tmp_path: Path, system_python: str) -> Iterator[tuple[Path, dict[str, Any]]]:
     state = tmp_path / "lossy"
+    keygen(state)
     out = cli("profile", "--ringbuf-pages", "1", "--evidence", str(state),
               "--output", str(tmp_path / "p.json"), "--", system_python, "-c", FLOOD,
               timeout=180)  # fmt: skip
@@ -547,7 +548,7 @@ def test_kernel_losses_are_recorded(kernel: None, lossy: tuple[Path, dict[str, A
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    out = verify(state)  # no keygen: chained, unsealed
+    out = verify(state)
     assert out.returncode == 0, out.stdout
     records = stream_records(state)
     losses = [r["body"]["data"] for r in records if r["type"] == LOSS]
@@ -571,6 +572,8 @@ def test_traceparent_from_the_environment_is_on_every_record(kernel: None, tmp_p
     import os as _os
 
     state = tmp_path / "traced"
+    keygen(state)
+    keygen(tmp_path / "bad")
     parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     env = {**_os.environ, "TRACEPARENT": parent, "TRACESTATE": "vendor=1"}
     done = subprocess.run(
@@ -588,6 +591,17 @@ def test_traceparent_from_the_environment_is_on_every_record(kernel: None, tmp_p
         capture_output=True, text=True, timeout=120, env={**env, "TRACEPARENT": "nonsense"},
     )  # fmt: skip
     assert bad.returncode == 2 and "TRACEPARENT" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_profile_evidence_without_a_key_is_refused_with_a_hint(tmp_path: Path) -> None:
+    state = tmp_path / "unsealed"
+    done = subprocess.run(
+        [*TRACEHOUND, "profile", "--evidence", str(state), "--", "/bin/true"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "evidence keygen --state-dir" in done.stderr
+    assert not (state / "segments").exists()  # refused before anything was written
 
 
 def test_stream_follow_prints_new_records_and_stops_cleanly(tmp_path: Path) -> None:

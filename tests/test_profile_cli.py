@@ -152,5 +152,6 @@ def test_text_format(kernel: None, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
     assert "exit status: 3" in result.stdout
-    assert "/bin/sh -c ls / >/dev/null; exit 3" in result.stdout
+    # argv is shell-quoted word by word: pasted into a shell it runs again.
+    assert "/bin/sh -c 'ls / >/dev/null; exit 3'" in result.stdout
     assert "ls /" in result.stdout and "complete: yes" in result.stdout

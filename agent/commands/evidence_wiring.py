@@ -12,7 +12,7 @@ from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline, StoreOptions, open_pipeline
-from agent.evidence.store import StoreCorruptError, StoreLockedError
+from agent.evidence.store import StoreCorruptError, StoreLockedError, key_path
 from agent.failpoints import Failpoints
 from agent.redact import RedactionConfigError, Redactor
 from agent.sinks.streaming import StreamingSink
@@ -95,6 +95,21 @@ def evidence_directory(value: str | None) -> Path | None:
     if not path.parent.is_dir():
         raise UsageError(f"--evidence {value}: directory {str(path.parent)!r} does not exist")
     return path
+
+
+def require_sealing_key(state_dir: Path, command: str) -> None:
+    """``profile --evidence DIR`` needs a sealing key in DIR: an unsealed log
+    proves nothing against whoever can write the directory, and a profile
+    run that silently wrote one would let its owner believe otherwise.
+    Refused with how to make one (the daemon, which may start before any
+    key exists, writes a chained log and says so instead)."""
+    if key_path(state_dir).exists():
+        return
+    raise UsageError(
+        f"{command} --evidence {state_dir}: no sealing key there; make one first with"
+        f" `tracehound evidence keygen --state-dir {state_dir} > verify.key`"
+        " (keep verify.key off this host: it verifies the seals)"
+    )
 
 
 def open_evidence(

@@ -24,6 +24,7 @@ from agent.commands.evidence_wiring import (
     evidence_directory,
     open_evidence,
     redactor_from_args,
+    require_sealing_key,
 )
 from agent.commands.launcher import Launched, exit_status, launch
 from agent.commands.options import (
@@ -95,6 +96,8 @@ def main(args: argparse.Namespace) -> int:
     command = _command(args)
     output = output_path("--output", args.output)
     evidence_dir = evidence_directory(args.evidence)
+    if evidence_dir is not None:
+        require_sealing_key(evidence_dir, "profile")
     check_evidence_arguments(args)
     redactor = redactor_from_args(args)
     options = load_options_from_args(args, scoped=True)
@@ -178,6 +181,12 @@ async def _profile(
     if error is not None:
         raise RunError(f"profile: could not run {command[0]!r}: {error.strerror}", 126)
     stats = stats_at_stop
+    if pipeline is not None and pipeline.lost_to_store:
+        sink.note(
+            f"the evidence log could not be written ({pipeline.failing or 'recovered'}):"
+            f" {pipeline.lost_to_store} events and records are missing from it, counted"
+            " in its capture.loss records"
+        )
     if survivors:
         sink.note(
             f"{survivors} processes of the tree were still running when the command exited;"

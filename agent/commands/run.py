@@ -434,6 +434,11 @@ async def _run(
         pipeline = open_evidence(
             evidence_dir, evidence_stream, session, capture, args, redactor, settings.faults
         )
+        if not pipeline.store.sealed:
+            _say(
+                f"evidence: {evidence_dir} has no sealing key: the log is chained, not sealed"
+                f" (tracehound evidence keygen --state-dir {evidence_dir} > verify.key)"
+            )
     attached = sum(1 for s in capture.statuses if s.attached)
     if attached == 0:
         # Running blind must fail, so a supervisor restarts and alerts fire.
