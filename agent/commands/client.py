@@ -31,7 +31,7 @@ from agent.api.client import (
     fetch,
     stream,
 )
-from agent.commands.arguments import bounded_int
+from agent.commands.arguments import bounded_int, shown
 from agent.config import load_config
 from agent.errors import RunError, UsageError
 from agent.evidence.log_reader import event_pid, type_matches
@@ -170,7 +170,9 @@ def _stats(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     last_id: str | None = args.last_event_id
     if last_id is not None and _EVENT_ID.fullmatch(last_id) is None:
-        raise UsageError(f"--last-event-id: expected 32 lower-case hex digits, got {last_id!r}")
+        raise UsageError(
+            f"--last-event-id: expected 32 lower-case hex digits, got {shown(last_id)}"
+        )
     where = _socket(args)
     printed = 0
     messages = stream(where, "/v1/stream", [("Last-Event-ID", last_id)] if last_id else [])

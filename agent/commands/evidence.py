@@ -249,7 +249,8 @@ def verify_main(args: argparse.Namespace) -> int:
             if not target.exists():
                 raise UsageError(f"evidence verify: {target}: no such file or directory")
             if not (target.is_dir() or target.is_file()):
-                # A FIFO or a device would be read forever: refused unopened.
+                # A FIFO or a device is no log and no bundle, and reading one may
+                # never end: refused unopened.
                 raise UsageError(
                     f"evidence verify: {target}: expected a state directory, a segment"
                     " or bundle file, or - for stdin"
