@@ -20,8 +20,13 @@ from agent.errors import RunError, UsageError
 def _one_line_error(parser: argparse.ArgumentParser) -> None:
     """Make argparse's errors ours: one line, raised, not printed with usage."""
 
+    # "run: argument --x: ...", printed after "tracehound: ": the program's
+    # name once, then the subcommand's.
+    where = parser.prog.removeprefix("tracehound").strip()
+    prefix = f"{where}: " if where else ""
+
     def error(message: str) -> NoReturn:
-        raise UsageError(f"{parser.prog}: {message}")
+        raise UsageError(f"{prefix}{message}")
 
     parser.error = error  # type: ignore[method-assign]
     for action in parser._actions:

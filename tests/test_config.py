@@ -252,10 +252,50 @@ def test_wrong_type(tmp_path: Path, text: str, expected: str) -> None:
             'capture.probe_tracepoints."file.open": expected "CATEGORY:EVENT"',
         ),
         ("[stream]\ncapacity = 0\n", "stream.capacity: expected 1 to 16777216, got 0"),
-        ("[evidence]\nsegment_mb = 0\n", "evidence.segment_mb: expected a number above 0, got 0.0"),
+        (
+            "[evidence]\nsegment_mb = 0\n",
+            "evidence.segment_mb: expected a number above 0, at most 1024, got 0.0",
+        ),
+        (
+            "[evidence]\nsegment_mb = 2048\n",
+            "evidence.segment_mb: expected a number above 0, at most 1024, got 2048.0",
+        ),
         (
             "[evidence]\nsegment_hours = nan\n",
-            "evidence.segment_hours: expected a number above 0, got nan",
+            "evidence.segment_hours: expected a number above 0, at most 8784, got nan",
+        ),
+        (
+            "[evidence]\nsegment_hours = inf\n",
+            "evidence.segment_hours: expected a number above 0, at most 8784, got inf",
+        ),
+        (
+            "[evidence]\nretain_mb = nan\n",
+            "evidence.retain_mb: expected a number above 0, at most 1048576, got nan",
+        ),
+        (
+            "[evidence]\nretain_mb = 1e7\n",
+            "evidence.retain_mb: expected a number above 0, at most 1048576, got 10000000.0",
+        ),
+        (
+            "[capture]\nstats_interval = nan\n",
+            "capture.stats_interval: expected 0 (never) to 86400 seconds, got nan",
+        ),
+        (
+            "[capture]\nstats_interval = inf\n",
+            "capture.stats_interval: expected 0 (never) to 86400 seconds, got inf",
+        ),
+        (
+            "[capture]\nringbuf_pages = 524288\n",
+            "capture.ringbuf_pages: expected a power of two from 1 to 262144, got 524288",
+        ),
+        ("[stream]\ncapacity = 16777217\n", "stream.capacity: expected 1 to 16777216, got"),
+        (
+            "[api]\nidle_timeout_s = nan\n",
+            "api.idle_timeout_s: expected a number of seconds above 0, at most 3600, got nan",
+        ),
+        (
+            "[api]\nidle_timeout_s = -inf\n",
+            "api.idle_timeout_s: expected a number of seconds above 0, at most 3600, got -inf",
         ),
         (
             "[evidence]\nretain_mb = 10\nsegment_mb = 20\n",
@@ -263,7 +303,11 @@ def test_wrong_type(tmp_path: Path, text: str, expected: str) -> None:
         ),
         (
             "[evidence]\ncheckpoint_every = 0\n",
-            "evidence.checkpoint_every: expected at least 1, got 0",
+            "evidence.checkpoint_every: expected 1 to 1048576, got 0",
+        ),
+        (
+            "[evidence]\ncheckpoint_every = 1048577\n",
+            "evidence.checkpoint_every: expected 1 to 1048576, got 1048577",
         ),
         ("[evidence]\nstate_dir = ''\n", "evidence.state_dir: expected a directory path"),
         ("[api]\nmode = '0999'\n", "api.mode: expected an octal mode such as \"0660\", got '0999'"),
@@ -288,6 +332,7 @@ def test_wrong_type(tmp_path: Path, text: str, expected: str) -> None:
         ("[metrics]\nlisten = '127.0.0.1:70000'\n", "metrics.listen: expected HOST:PORT"),
         ("[metrics]\nlisten = '::1:9464'\n", "metrics.listen: expected HOST:PORT"),
         ("[metrics]\nlisten = '[nope]:9464'\n", "metrics.listen: expected HOST:PORT"),
+        ("[metrics]\nlisten = 'localhost:\u00b2'\n", "metrics.listen: expected HOST:PORT"),
     ],
 )
 def test_out_of_range(tmp_path: Path, text: str, expected: str) -> None:
@@ -376,8 +421,73 @@ def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_directory_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r": cannot read: Is a directory$"):
+    with pytest.raises(ConfigError, match=r": not a regular file \(a directory\)$"):
         load_config(tmp_path)
+
+
+def test_a_file_over_1_mib_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "# padding\n" * 120_000)
+    with pytest.raises(
+        ConfigError, match=r"tracehound\.toml: larger than 1 MiB \(1200000 bytes\)$"
+    ):
+        load_config(path)
+
+
+def test_every_bounded_key_documents_its_maximum_in_the_example() -> None:
+    """`tracehound config example` tells the operator each bound, from agent.limits."""
+    from agent import limits
+
+    documented = {
+        "ringbuf_pages": limits.MAX_RINGBUF_PAGES,
+        "argv_max": limits.MAX_ARGV,
+        "stats_interval": limits.MAX_STATS_INTERVAL_S,
+        "capacity": limits.MAX_STREAM_CAPACITY,
+        "segment_mb": limits.MAX_SEGMENT_MB,
+        "segment_hours": limits.MAX_SEGMENT_HOURS,
+        "retain_mb": limits.MAX_RETAIN_MB,
+        "checkpoint_every": limits.MAX_CHECKPOINT_EVERY,
+        "max_request_bytes": limits.MAX_REQUEST_BYTES,
+        "max_headers": limits.MAX_HEADERS,
+        "max_clients": limits.MAX_CLIENTS,
+        "idle_timeout_s": limits.MAX_IDLE_TIMEOUT_S,
+        "sse_buffer": limits.MAX_SSE_BUFFER,
+    }
+    lines = example_config_text().splitlines()
+    for key, maximum in documented.items():
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{key} = "))
+        comment = []
+        for line in reversed(lines[:at]):
+            if not line.startswith("#"):
+                if comment:
+                    break
+                continue  # keys sharing one comment block above them
+            comment.append(line)
+        assert f"{maximum}" in " ".join(comment), (key, maximum, comment)
+
+
+def test_the_schema_refuses_one_past_each_maximum() -> None:
+    """The limits the example documents are the ones the schema enforces."""
+    from agent import limits
+
+    for section, key, value in (
+        (CaptureConfig, "argv_max", limits.MAX_ARGV + 1),
+        (CaptureConfig, "stats_interval", limits.MAX_STATS_INTERVAL_S + 0.5),
+        (StreamConfig, "capacity", limits.MAX_STREAM_CAPACITY + 1),
+        (EvidenceConfig, "segment_mb", limits.MAX_SEGMENT_MB + 0.5),
+        (EvidenceConfig, "segment_hours", limits.MAX_SEGMENT_HOURS + 0.5),
+        (EvidenceConfig, "checkpoint_every", limits.MAX_CHECKPOINT_EVERY + 1),
+        (ApiConfig, "max_request_bytes", limits.MAX_REQUEST_BYTES + 1),
+        (ApiConfig, "max_headers", limits.MAX_HEADERS + 1),
+        (ApiConfig, "max_clients", limits.MAX_CLIENTS + 1),
+        (ApiConfig, "idle_timeout_s", limits.MAX_IDLE_TIMEOUT_S + 0.5),
+        (ApiConfig, "sse_buffer", limits.MAX_SSE_BUFFER + 1),
+    ):
+        section(**{key: value - (1 if isinstance(value, int) else 0.5)})  # the maximum: fine
+        with pytest.raises(ConfigError, match=rf"\.{key}: expected "):
+            section(**{key: value})
+    EvidenceConfig(retain_mb=limits.MAX_RETAIN_MB)
+    with pytest.raises(ConfigError, match=r"^evidence\.retain_mb: "):
+        EvidenceConfig(retain_mb=limits.MAX_RETAIN_MB + 1)
 
 
 def test_config_error_is_a_usage_error() -> None:

@@ -21,6 +21,7 @@ import msgspec
 from agent.capture import wire
 from agent.capture.probes import PROBES, SOURCES, Probe
 from agent.capture.ringbuf import MappedRing
+from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
 
 TRACEFS = Path("/sys/kernel/tracing")
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
@@ -58,10 +59,12 @@ class LoadOptions:
 
     def validate(self) -> None:
         pages = self.ringbuf_pages
-        if pages < 1 or pages & (pages - 1):
-            raise CaptureError(f"ringbuf_pages must be a power of two, got {pages}")
-        if not 1 <= self.argv_max <= 64:
-            raise CaptureError(f"argv_max must be between 1 and 64, got {self.argv_max}")
+        if not 1 <= pages <= MAX_RINGBUF_PAGES or pages & (pages - 1):
+            raise CaptureError(
+                f"ringbuf_pages must be a power of two up to {MAX_RINGBUF_PAGES}, got {pages}"
+            )
+        if not 1 <= self.argv_max <= MAX_ARGV:
+            raise CaptureError(f"argv_max must be between 1 and {MAX_ARGV}, got {self.argv_max}")
         if not 16 <= self.arg_len <= 4096:
             raise CaptureError(f"arg_len must be between 16 and 4096, got {self.arg_len}")
 

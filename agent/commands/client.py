@@ -31,34 +31,42 @@ from agent.api.client import (
     fetch,
     stream,
 )
+from agent.commands.arguments import bounded_int, shown
 from agent.config import load_config
 from agent.errors import RunError, UsageError
 from agent.evidence.log_reader import event_pid, type_matches
 from agent.evidence.types import TYPE_PREFIX
+from agent.limits import MAX_CGROUP_ID, MAX_PID, MAX_SEQ
 from agent.sinks.profile import decode_profile, render_text
 
 TIMEOUT_S = 30.0
 _EVENT_ID = re.compile(r"[0-9a-f]{32}")
 Handler = Callable[[argparse.Namespace], int]
+_pid = bounded_int(1, MAX_PID, what="a pid")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     snapshot = subparsers.add_parser(
         "snapshot", help="the running daemon's profile (what ran, touched, talked to)"
     )
-    snapshot.add_argument("--pid", type=int, help="only this process")
+    snapshot.add_argument("--pid", type=_pid, help=f"only this process (1 to {MAX_PID})")
     snapshot.add_argument("--comm", help="only processes with this command name")
-    snapshot.add_argument("--cgroup", type=int, help="only processes in this cgroup id")
+    snapshot.add_argument("--cgroup", type=bounded_int(1, MAX_CGROUP_ID, what="a cgroup id"),
+                          metavar="ID",
+                          help=f"only processes in this cgroup id, 1 to {MAX_CGROUP_ID} (a u64)")  # fmt: skip
     snapshot.add_argument("--text", action="store_true", help="a readable tree instead of JSON")
     snapshot.set_defaults(handler=_quiet_pipe(_snapshot))
     stats = subparsers.add_parser("stats", help="the daemon's books, queues and API counters")
     stats.set_defaults(handler=_quiet_pipe(_stats))
     tail = subparsers.add_parser("tail", help="evidence records as they come (NDJSON)")
     tail.add_argument("--type", help="only this type: full, or short like process.exec or file")
-    tail.add_argument("--pid", type=int, help="only records about this pid (data.pid)")
+    tail.add_argument(
+        "--pid", type=_pid, help=f"only records about this pid (data.pid), 1 to {MAX_PID}"
+    )
     tail.add_argument("--last-event-id", metavar="ID",
                       help="first every logged record after ID (resume)")  # fmt: skip
-    tail.add_argument("--count", type=int, metavar="N", help="exit 0 after N records")
+    tail.add_argument("--count", type=bounded_int(1, MAX_SEQ), metavar="N",
+                      help=f"exit 0 after N records, 1 to {MAX_SEQ}")  # fmt: skip
     tail.set_defaults(handler=_quiet_pipe(_tail))
     for parser in (snapshot, stats, tail):
         parser.add_argument("--socket", metavar="PATH", help="the API socket (default: api.socket)")
@@ -160,11 +168,11 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    if args.count is not None and args.count < 1:
-        raise UsageError(f"--count: expected at least 1, got {args.count}")
     last_id: str | None = args.last_event_id
     if last_id is not None and _EVENT_ID.fullmatch(last_id) is None:
-        raise UsageError(f"--last-event-id: expected 32 lower-case hex digits, got {last_id!r}")
+        raise UsageError(
+            f"--last-event-id: expected 32 lower-case hex digits, got {shown(last_id)}"
+        )
     where = _socket(args)
     printed = 0
     messages = stream(where, "/v1/stream", [("Last-Event-ID", last_id)] if last_id else [])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import signal
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from agent.commands.arguments import bounded_int, expect_head
 from agent.errors import RunError, UsageError
 from agent.evidence.bundle import BundleError, export_bundle, verify_bundle
 from agent.evidence.chain import ChainRecord
@@ -27,8 +27,12 @@ from agent.evidence.ocsf import OcsfError, to_ocsf
 from agent.evidence.seal import KeyFormatError, decode_key
 from agent.evidence.store import EvidenceStore, segment_files
 from agent.evidence.verify import VerifyInputError, VerifyReport, verify_store, verify_stream
+from agent.input_file import InputFileError, read_input_file
+from agent.limits import MAX_SEQ
 
 DEFAULT_STATE_DIR = "/var/lib/tracehound/evidence"
+
+_seq = bounded_int(0, MAX_SEQ, what="a sequence number")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     stream = verbs.add_parser("stream", help="the log as NDJSON")
     state_dir(stream)
-    stream.add_argument("--from", dest="from_seq", type=int, default=0, metavar="SEQ")
+    stream.add_argument("--from", dest="from_seq", type=_seq, default=0, metavar="SEQ",
+                        help=f"start at this record, 0 (default) to {MAX_SEQ}")  # fmt: skip
     stream.add_argument("--follow", action="store_true", help="keep printing records as they come")
     stream.add_argument("--format", choices=("cloudevents", "ocsf"), default="cloudevents",
                         help="cloudevents: the chain records (verifiable, each body a"
@@ -58,8 +63,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     export = verbs.add_parser("export", help="a deterministic bundle of a range of the log")
     state_dir(export)
     export.add_argument("--output", "-o", required=True, metavar="BUNDLE")
-    export.add_argument("--from", dest="from_seq", type=int, metavar="SEQ")
-    export.add_argument("--to", dest="to_seq", type=int, metavar="SEQ")
+    export.add_argument("--from", dest="from_seq", type=_seq, metavar="SEQ",
+                        help=f"the first record, 0 to {MAX_SEQ} (default: the oldest kept)")  # fmt: skip
+    export.add_argument("--to", dest="to_seq", type=_seq, metavar="SEQ",
+                        help=f"the last record, --from to {MAX_SEQ} (default: the head)")  # fmt: skip
     export.set_defaults(handler=export_main)
 
     verify = verbs.add_parser("verify", help="check hashes, links, sequence and seals")
@@ -68,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify.add_argument(
         "--key", metavar="KEY", help="the verification key (thk1-...) or a file holding it"
     )
-    verify.add_argument("--expect-head", metavar="SEQ:HASH",
+    verify.add_argument("--expect-head", type=expect_head, metavar="SEQ:HASH",
                         help="a head remembered from earlier: the log must reach it")  # fmt: skip
     verify.set_defaults(handler=verify_main)
 
@@ -174,6 +181,10 @@ def stream_main(args: argparse.Namespace) -> int:
 
 
 def export_main(args: argparse.Namespace) -> int:
+    if args.from_seq is not None and args.to_seq is not None and args.from_seq > args.to_seq:
+        raise UsageError(
+            f"evidence export: --to: expected at least --from ({args.from_seq}), got {args.to_seq}"
+        )
     state = Path(args.state_dir)
     _segments(state)
     out = Path(args.output)
@@ -197,25 +208,15 @@ def _key(value: str | None) -> bytes | None:
     text = value
     if not value.strip().lower().startswith("thk"):
         try:
-            text = Path(value).read_text()
-        except OSError as err:
+            text = read_input_file(value).decode("utf-8")
+        except (InputFileError, UnicodeDecodeError) as err:
             # Never echo the value: it may be the key itself, missing its prefix.
-            raise UsageError(
-                f"--key: not a key (thk1-...) and not a readable file ({err.strerror})"
-            ) from err
+            problem = "not UTF-8" if isinstance(err, UnicodeDecodeError) else str(err)
+            raise UsageError(f"--key: not a key (thk1-...) nor a usable file: {problem}") from None
     try:
         return decode_key(text)
     except KeyFormatError as err:
         raise UsageError(f"--key: {err}") from err
-
-
-def _head(value: str | None) -> tuple[int, str] | None:
-    if value is None:
-        return None
-    seq, sep, digest = value.partition(":")
-    if not sep or not seq.isdigit() or re.fullmatch(r"[0-9a-fA-F]{64}", digest) is None:
-        raise UsageError(f"--expect-head {value!r}: expected SEQ:HASH, e.g. 41:<64 hex digits>")
-    return int(seq), digest.lower()
 
 
 def _stdin_lines() -> tuple[Iterator[bytes], bool]:
@@ -237,7 +238,7 @@ def _stdin_lines() -> tuple[Iterator[bytes], bool]:
 
 def verify_main(args: argparse.Namespace) -> int:
     key = _key(args.key)
-    head = _head(args.expect_head)
+    head: tuple[int, str] | None = args.expect_head  # parsed by expect_head
     report: VerifyReport
     try:
         if args.target == "-":
@@ -247,6 +248,13 @@ def verify_main(args: argparse.Namespace) -> int:
             target = Path(args.target)
             if not target.exists():
                 raise UsageError(f"evidence verify: {target}: no such file or directory")
+            if not (target.is_dir() or target.is_file()):
+                # A FIFO or a device is no log and no bundle, and reading one may
+                # never end: refused unopened.
+                raise UsageError(
+                    f"evidence verify: {target}: expected a state directory, a segment"
+                    " or bundle file, or - for stdin"
+                )
             if target.is_file() and _is_tar(target):
                 report = verify_bundle(target, key=key, expect_head=head)
             else:

@@ -10,10 +10,13 @@ from pathlib import Path
 
 from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
+from agent.commands.arguments import bounded_float, bounded_int
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline, StoreOptions, open_pipeline
 from agent.evidence.store import StoreCorruptError, StoreLockedError, key_path
 from agent.failpoints import Failpoints
+from agent.input_file import InputFileError, read_input_file
+from agent.limits import MAX_CHECKPOINT_EVERY, MAX_RETAIN_MB, MAX_SEGMENT_HOURS, MAX_SEGMENT_MB
 from agent.redact import RedactionConfigError, Redactor
 from agent.sinks.streaming import StreamingSink
 
@@ -27,14 +30,22 @@ def add_evidence_arguments(parser: argparse.ArgumentParser, *, what: str) -> Non
                             " built-in ones; a bad rule is refused at start")  # fmt: skip
     group.add_argument("--evidence-fsync", choices=("always", "batch", "never"), default="batch",
                        help="fsync after every record, every batch (default), or never")  # fmt: skip
-    group.add_argument("--evidence-segment-mb", type=float, default=64.0, metavar="MB",
-                       help="rotate segments at this size (default 64)")  # fmt: skip
-    group.add_argument("--evidence-segment-hours", type=float, default=24.0, metavar="H",
-                       help="rotate segments at this age (default 24)")  # fmt: skip
-    group.add_argument("--evidence-retain-mb", type=float, default=1024.0, metavar="MB",
-                       help="prune the oldest segments past this total, recorded (default 1024)")  # fmt: skip
-    group.add_argument("--evidence-checkpoint-every", type=int, default=1000, metavar="N",
-                       help="a sealed checkpoint every N records (and every 15 min)")  # fmt: skip
+    group.add_argument("--evidence-segment-mb", default=64.0, metavar="MB",
+                       type=bounded_float(0, MAX_SEGMENT_MB, above=True, unit="MiB"),
+                       help=f"rotate segments at this size, above 0, at most {MAX_SEGMENT_MB}"
+                            " (default 64)")  # fmt: skip
+    group.add_argument("--evidence-segment-hours", default=24.0, metavar="H",
+                       type=bounded_float(0, MAX_SEGMENT_HOURS, above=True, unit="hours"),
+                       help=f"rotate segments at this age, above 0, at most {MAX_SEGMENT_HOURS}"
+                            " (a year; default 24)")  # fmt: skip
+    group.add_argument("--evidence-retain-mb", default=1024.0, metavar="MB",
+                       type=bounded_float(0, MAX_RETAIN_MB, above=True, unit="MiB"),
+                       help="prune the oldest segments past this total, recorded; at least"
+                            f" --evidence-segment-mb, at most {MAX_RETAIN_MB} (default 1024)")  # fmt: skip
+    group.add_argument("--evidence-checkpoint-every", default=1000, metavar="N",
+                       type=bounded_int(1, MAX_CHECKPOINT_EVERY),
+                       help=f"a sealed checkpoint every N records, 1 to {MAX_CHECKPOINT_EVERY}"
+                            " (and every 15 min; default 1000)")  # fmt: skip
 
 
 def redactor_from_args(args: argparse.Namespace) -> Redactor:
@@ -44,9 +55,11 @@ def redactor_from_args(args: argparse.Namespace) -> Redactor:
         return Redactor.builtin()
     path = Path(args.redact_rules)
     try:
-        document = tomllib.loads(path.read_text())
-    except OSError as err:
-        raise UsageError(f"--redact-rules {path}: {err.strerror}") from err
+        document = tomllib.loads(read_input_file(path).decode("utf-8"))
+    except InputFileError as err:
+        raise UsageError(f"--redact-rules {path}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"--redact-rules {path}: not UTF-8 at byte {err.start}") from None
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"--redact-rules {path}: not valid TOML: {err}") from err
     unknown = sorted(set(document) - {"rule"})
@@ -61,16 +74,17 @@ def redactor_from_args(args: argparse.Namespace) -> Redactor:
 
 
 def check_evidence_arguments(args: argparse.Namespace) -> None:
-    for option, value in (
-        ("--evidence-segment-mb", args.evidence_segment_mb),
-        ("--evidence-segment-hours", args.evidence_segment_hours),
-        ("--evidence-retain-mb", args.evidence_retain_mb),
-        ("--evidence-checkpoint-every", args.evidence_checkpoint_every),
-    ):
-        if not value > 0:
-            raise UsageError(f"{option}: expected a number above 0, got {value}")
+    """What no single option's type can check: retention holds a segment.
+
+    Each value is in range already (its argparse type, or the config
+    schema for a value from the file); together they may still not fit,
+    e.g. ``--evidence-segment-mb 512`` with the file's ``retain_mb = 256``.
+    """
     if args.evidence_retain_mb < args.evidence_segment_mb:
-        raise UsageError("--evidence-retain-mb: must be at least --evidence-segment-mb")
+        raise UsageError(
+            f"--evidence-retain-mb: expected at least --evidence-segment-mb"
+            f" ({args.evidence_segment_mb:g}), got {args.evidence_retain_mb:g}"
+        )
 
 
 def store_options(args: argparse.Namespace) -> StoreOptions:

@@ -8,18 +8,21 @@ from pathlib import Path
 
 from agent.capture.loader import LoadOptions
 from agent.capture.probes import PROBES, Probe, with_tracepoint_overrides
+from agent.commands.arguments import bounded_int, power_of_two
 from agent.errors import RunError, UsageError
+from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
 
 
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("capture")
     group.add_argument(
-        "--ringbuf-pages", type=int, default=1024, metavar="N",
-        help="ring buffer size in 4 KiB pages, a power of two (default 1024: 4 MiB)",
+        "--ringbuf-pages", type=power_of_two(MAX_RINGBUF_PAGES), default=1024, metavar="N",
+        help=f"ring buffer size in 4 KiB pages, a power of two up to {MAX_RINGBUF_PAGES}"
+             " (1 GiB; default 1024: 4 MiB)",
     )  # fmt: skip
     group.add_argument(
-        "--argv-max", type=int, default=16, metavar="N",
-        help="argv entries captured per exec, 1-64 (default 16)",
+        "--argv-max", type=bounded_int(1, MAX_ARGV), default=16, metavar="N",
+        help=f"argv entries captured per exec, 1 to {MAX_ARGV} (default 16)",
     )  # fmt: skip
     group.add_argument(
         "--disable-probe", action="append", default=[], metavar="NAME",
@@ -64,15 +67,12 @@ def probes_from_args(args: argparse.Namespace) -> tuple[Probe, ...]:
 
 
 def load_options_from_args(args: argparse.Namespace, *, scoped: bool) -> LoadOptions:
-    pages = args.ringbuf_pages
-    if pages < 1 or pages & (pages - 1):
-        raise UsageError(f"--ringbuf-pages: expected a power of two, got {pages}")
-    if not 1 <= args.argv_max <= 64:
-        raise UsageError(f"--argv-max: expected 1 to 64, got {args.argv_max}")
+    """The capture's options; ``--ringbuf-pages`` and ``--argv-max`` were
+    range-checked by their argparse types (a config file's, by its schema)."""
     return LoadOptions(
         probes=probes_from_args(args),
         argv_max=args.argv_max,
-        ringbuf_pages=pages,
+        ringbuf_pages=args.ringbuf_pages,
         scoped=scoped,
     )
 

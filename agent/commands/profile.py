@@ -36,6 +36,8 @@ from agent.commands.options import (
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
+from agent.input_file import InputFileError, read_input_file
+from agent.limits import MAX_PROFILE_BYTES
 from agent.redact import Redactor
 from agent.redact.events import RedactionMemo, same_rules
 from agent.sinks.aggregating import AggregatingSink
@@ -241,9 +243,9 @@ async def _forward_signals(pid: int) -> None:
 
 def _read_profile(path: str) -> Profile:
     try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise UsageError(f"profile diff: {path}: {err.strerror}") from err
+        data = read_input_file(path, MAX_PROFILE_BYTES)
+    except InputFileError as err:
+        raise UsageError(f"profile diff: {path}: {err}") from None
     try:
         return decode_profile(data)
     except msgspec.ValidationError as err:

@@ -32,6 +32,7 @@ from agent.capture.ledger import DownstreamLosses
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.procfs import ProcessInfoCache, seed_processes
 from agent.capture.session import CaptureSession
+from agent.commands.arguments import bounded_float, bounded_int
 from agent.commands.evidence_wiring import (
     add_evidence_arguments,
     check_evidence_arguments,
@@ -51,6 +52,7 @@ from agent.config.reload import plan_reload
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
+from agent.limits import MAX_DURATION_S, MAX_STATS_INTERVAL_S, MAX_STREAM_CAPACITY
 from agent.metrics import (
     ApiStatus,
     EvidenceStatus,
@@ -88,8 +90,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="capture host-wide until interrupted",
         description="Capture exec, file, network and syscall activity host-wide.",
     )
-    parser.add_argument("--stats-interval", type=float, default=5.0, metavar="SECONDS",
-                        help="print a stats line this often (0: never; default 5)")  # fmt: skip
+    parser.add_argument("--stats-interval", default=5.0, metavar="SECONDS",
+                        type=bounded_float(0, MAX_STATS_INTERVAL_S, unit="seconds"),
+                        help=f"print a stats line this often, 0 (never) to {MAX_STATS_INTERVAL_S}"
+                             " (default 5)")  # fmt: skip
     parser.add_argument("--stats-file", metavar="FILE",
                         help="on exit, write the final stats (per-kind accounting, probes) as JSON")  # fmt: skip
     parser.add_argument("--ready-file", metavar="FILE",
@@ -98,12 +102,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="on exit, write the aggregated profile as JSON")  # fmt: skip
     parser.add_argument("--events", metavar="FILE",
                         help="also stream every event as NDJSON to FILE (through the streaming sink)")  # fmt: skip
-    parser.add_argument("--stream-capacity", type=int, default=8192, metavar="N",
-                        help="streaming sink capacity in events (default 8192)")  # fmt: skip
+    parser.add_argument("--stream-capacity", default=8192, metavar="N",
+                        type=bounded_int(1, MAX_STREAM_CAPACITY),
+                        help=f"streaming sink capacity in events, 1 to {MAX_STREAM_CAPACITY}"
+                             " (default 8192)")  # fmt: skip
     parser.add_argument("--stream-policy", choices=("block", "drop"), default="block",
                         help="when the stream is full: block (backpressure) or drop (counted)")  # fmt: skip
-    parser.add_argument("--duration", type=float, metavar="SECONDS",
-                        help="stop by itself after this long")  # fmt: skip
+    parser.add_argument("--duration", metavar="SECONDS",
+                        type=bounded_float(0, MAX_DURATION_S, above=True, unit="seconds"),
+                        help=f"stop by itself after this long, above 0, at most {MAX_DURATION_S}"
+                             " (a year)")  # fmt: skip
     parser.add_argument("--no-seed", action="store_true",
                         help="do not seed already-running processes from /proc")  # fmt: skip
     parser.add_argument("--config", metavar="FILE",
@@ -127,12 +135,6 @@ def main(args: argparse.Namespace) -> int:
     evidence_dir = evidence_directory(args.evidence)
     check_evidence_arguments(args)
     redactor = redactor_from_args(args) if args.redact_rules else config.evidence.redactor()
-    if args.duration is not None and not args.duration > 0:
-        raise UsageError(f"--duration: expected a number of seconds above 0, got {args.duration}")
-    if args.stream_capacity < 1:
-        raise UsageError(f"--stream-capacity: expected at least 1, got {args.stream_capacity}")
-    if args.stats_interval < 0:
-        raise UsageError(f"--stats-interval: expected 0 or more seconds, got {args.stats_interval}")
     options = load_options_from_args(args, scoped=False)
     faults = failpoints.from_environment()
     check_privileges()

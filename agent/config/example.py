@@ -7,9 +7,15 @@ example can never drift from the schema unnoticed.
 
 from __future__ import annotations
 
+from string import Template
+from typing import Final
+
+from agent import limits
+
 __all__ = ["example_config_text"]
 
-_EXAMPLE = """\
+# $NAME is agent.limits.NAME: each bound is written where it is defined.
+_EXAMPLE: Final = Template("""\
 # /etc/tracehound/tracehound.toml
 #
 # Every key is optional: what is left out keeps the default shown here, and
@@ -19,20 +25,22 @@ _EXAMPLE = """\
 # See what is in force: tracehound config show
 
 [capture]
-# Ring buffer size in 4 KiB pages; a power of two (1024 pages: 4 MiB).
+# Ring buffer size in 4 KiB pages: a power of two, at most $MAX_RINGBUF_PAGES
+# (1024 pages: 4 MiB).
 ringbuf_pages = 1024
-# argv entries captured per exec, 1 to 64.
+# argv entries captured per exec, 1 to $MAX_ARGV.
 argv_max = 16
 # Probes not to attach; the probes that extend one go with it.
 disable_probes = []
 # Attach a probe's first handler to another tracepoint (NAME = "CATEGORY:EVENT").
 probe_tracepoints = {}
 # probe_tracepoints = { "file.openat" = "syscalls:sys_enter_openat" }
-# Seconds between stats lines on stderr; 0 turns them off.
+# Seconds between stats lines on stderr, at most $MAX_STATS_INTERVAL_S; 0 turns them off.
 stats_interval = 5.0
 
 [stream]
-# Capacity in events of each streaming queue (events file, evidence).
+# Capacity in events of each streaming queue (events file, evidence),
+# 1 to $MAX_STREAM_CAPACITY.
 capacity = 8192
 # When a queue is full: "block" (backpressure) or "drop" (counted as lost).
 policy = "block"
@@ -44,12 +52,15 @@ enabled = true
 state_dir = "/var/lib/tracehound/evidence"
 # fsync after every record ("always"), every batch ("batch"), or "never".
 fsync = "batch"
-# Rotate a segment at this size (MiB) or age (hours).
+# Rotate a segment at this size (MiB, at most $MAX_SEGMENT_MB) or age (hours,
+# at most $MAX_SEGMENT_HOURS).
 segment_mb = 64.0
 segment_hours = 24.0
-# Prune the oldest segments past this total (MiB); the pruning is recorded.
+# Prune the oldest segments past this total (MiB, at least segment_mb, at
+# most $MAX_RETAIN_MB); the pruning is recorded.
 retain_mb = 1024.0
-# A sealed checkpoint every this many records (and every 15 minutes).
+# A sealed checkpoint every this many records, 1 to $MAX_CHECKPOINT_EVERY
+# (and every 15 minutes).
 checkpoint_every = 1000
 # Extra redaction rules, applied after the built-in ones. Fields: name,
 # privacy ("sensitive": mask group; "forbidden": drop the whole field),
@@ -71,12 +82,15 @@ group = ""
 # Peers (by SO_PEERCRED) allowed besides root and the daemon's own uid.
 allow_uids = []
 allow_gids = []
-# Limits: request size in bytes, header lines, clients at once, idle seconds.
+# Limits: request size in bytes ($MIN_REQUEST_BYTES to $MAX_REQUEST_BYTES), header
+# lines (1 to $MAX_HEADERS), clients at once (1 to $MAX_CLIENTS), idle seconds
+# (above 0, at most $MAX_IDLE_TIMEOUT_S).
 max_request_bytes = 16384
 max_headers = 64
 max_clients = 64
 idle_timeout_s = 30.0
-# Events buffered per live-tail (SSE) client; past that the client is told.
+# Events buffered per live-tail (SSE) client, 1 to $MAX_SSE_BUFFER; past that
+# the client is told.
 sse_buffer = 1024
 
 [metrics]
@@ -84,7 +98,7 @@ sse_buffer = 1024
 enabled = true
 # HOST:PORT; loopback by default, so only this host can scrape.
 listen = "127.0.0.1:9464"
-"""
+""").substitute(vars(limits))
 
 
 def example_config_text() -> str:

@@ -25,6 +25,7 @@ from typing import Any, Final
 import msgspec
 
 from agent.config.schema import DEFAULT_PATH, Config, ConfigError
+from agent.input_file import InputFileError, read_input_file
 
 __all__ = [
     "apply_defaults",
@@ -63,21 +64,23 @@ def load_config(path: Path | None = None, *, default: Path = Path(DEFAULT_PATH))
     file at all. A ``path`` given explicitly must exist: a typo in
     ``--config`` must not silently mean "defaults".
 
+    The file is read with :func:`~agent.input_file.read_input_file`: not a
+    regular file (``/dev/zero``, a FIFO) or larger than 1 MiB is refused at
+    once, never read or waited on.
+
     Raises:
-        ConfigError: the file cannot be read, is not TOML, or does not fit
-            the schema; the message names the file, the key and what was
-            expected.
+        ConfigError: the file cannot be read, is not a regular file, is too
+            large, is not TOML, or does not fit the schema; the message
+            names the file, the key and what was expected.
     """
     if path is None:
         if not default.exists():
             return Config()
         path = default
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+        data = read_input_file(path)
+    except InputFileError as err:
+        raise ConfigError(f"{path}: {err}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -26,6 +26,22 @@ import msgspec
 
 from agent.capture.probes import PROBES
 from agent.errors import UsageError
+from agent.limits import (
+    MAX_ARGV,
+    MAX_CHECKPOINT_EVERY,
+    MAX_CLIENTS,
+    MAX_HEADERS,
+    MAX_IDLE_TIMEOUT_S,
+    MAX_REQUEST_BYTES,
+    MAX_RETAIN_MB,
+    MAX_RINGBUF_PAGES,
+    MAX_SEGMENT_HOURS,
+    MAX_SEGMENT_MB,
+    MAX_SSE_BUFFER,
+    MAX_STATS_INTERVAL_S,
+    MAX_STREAM_CAPACITY,
+    MIN_REQUEST_BYTES,
+)
 from agent.redact import RedactionConfigError, Redactor, Rule
 
 __all__ = [
@@ -53,7 +69,6 @@ FsyncPolicy: TypeAlias = Literal["always", "batch", "never"]
 """When the evidence log is fsynced: after every record, every batch, or never."""
 
 _PROBE_NAMES: Final = frozenset(p.name for p in PROBES)
-_MAX_RINGBUF_PAGES: Final = 1 << 18  # 1 GiB of 4 KiB pages: beyond that, a typo
 _MAX_ID: Final = 2**32 - 2  # (uid_t)-1 means "no id"
 _SUN_PATH_MAX: Final = 107  # sockaddr_un.sun_path is 108 bytes with the NUL
 _MODE: Final = re.compile(r"(?:0o)?[0-7]{1,4}")
@@ -79,8 +94,14 @@ def _require(ok: bool, key: str, expected: str) -> None:
         raise ConfigError(f"{key}: {expected}")
 
 
-def _positive(value: float, key: str) -> None:
-    _require(math.isfinite(value) and value > 0, key, f"expected a number above 0, got {value}")
+def _positive(value: float, high: float, key: str) -> None:
+    """Above 0 and at most ``high``; nan and the infinities never pass
+    (a nan compares false with both bounds, so it is tested first)."""
+    _require(
+        math.isfinite(value) and 0 < value <= high,
+        key,
+        f"expected a number above 0, at most {high}, got {value}",
+    )
 
 
 def _in_range(value: int, low: int, high: int, key: str) -> None:
@@ -116,7 +137,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     """
     expected = f'expected HOST:PORT such as "127.0.0.1:9464" or "[::1]:9464", got {value!r}'
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise ValueError(expected)
     if host.startswith("[") and host.endswith("]"):
         try:
@@ -132,7 +153,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 class CaptureConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[capture]``: what the kernel side attaches and how big its buffer is."""
 
-    # Ring buffer size in 4 KiB pages, a power of two (1024 pages: 4 MiB).
+    # Ring buffer size in 4 KiB pages, a power of two, at most 262144 (1 GiB); 1024: 4 MiB.
     ringbuf_pages: int = 1024
     # argv entries captured per exec, 1 to 64.
     argv_max: int = 16
@@ -140,17 +161,17 @@ class CaptureConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     disable_probes: tuple[str, ...] = ()
     # Probe name to "CATEGORY:EVENT": attach that probe's first handler elsewhere.
     probe_tracepoints: dict[str, str] = {}
-    # Seconds between stats lines on stderr; 0 turns them off.
+    # Seconds between stats lines on stderr, at most 86400; 0 turns them off.
     stats_interval: float = 5.0
 
     def __post_init__(self) -> None:
         pages = self.ringbuf_pages
         _require(
-            1 <= pages <= _MAX_RINGBUF_PAGES and not pages & (pages - 1),
+            1 <= pages <= MAX_RINGBUF_PAGES and not pages & (pages - 1),
             "capture.ringbuf_pages",
-            f"expected a power of two from 1 to {_MAX_RINGBUF_PAGES}, got {pages}",
+            f"expected a power of two from 1 to {MAX_RINGBUF_PAGES}, got {pages}",
         )
-        _in_range(self.argv_max, 1, 64, "capture.argv_max")
+        _in_range(self.argv_max, 1, MAX_ARGV, "capture.argv_max")
         known = ", ".join(sorted(_PROBE_NAMES))
         for name in self.disable_probes:
             _require(
@@ -171,22 +192,22 @@ class CaptureConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             )
         interval = self.stats_interval
         _require(
-            math.isfinite(interval) and 0 <= interval <= 86400,
+            math.isfinite(interval) and 0 <= interval <= MAX_STATS_INTERVAL_S,
             "capture.stats_interval",
-            f"expected 0 (never) to 86400 seconds, got {interval}",
+            f"expected 0 (never) to {MAX_STATS_INTERVAL_S} seconds, got {interval}",
         )
 
 
 class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[stream]``: the bounded queue between the drain and the slow consumers."""
 
-    # Capacity in events of each streaming sink (events file, evidence).
+    # Capacity in events of each streaming sink (events file, evidence), 1 to 16777216.
     capacity: int = 8192
     # When it is full: "block" (backpressure onto the ring buffer) or "drop" (counted).
     policy: StreamPolicy = "block"
 
     def __post_init__(self) -> None:
-        _in_range(self.capacity, 1, 1 << 24, "stream.capacity")
+        _in_range(self.capacity, 1, MAX_STREAM_CAPACITY, "stream.capacity")
 
 
 class EvidenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -198,32 +219,29 @@ class EvidenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     state_dir: str = "/var/lib/tracehound/evidence"
     # fsync after every record ("always"), every batch ("batch") or "never".
     fsync: FsyncPolicy = "batch"
-    # Rotate a segment at this size in MiB.
+    # Rotate a segment at this size in MiB, above 0, at most 1024.
     segment_mb: float = 64.0
-    # Rotate a segment at this age in hours.
+    # Rotate a segment at this age in hours, above 0, at most 8784 (a year).
     segment_hours: float = 24.0
-    # Prune the oldest segments past this total in MiB (the pruning is recorded).
+    # Prune the oldest segments past this total in MiB, at least segment_mb, at
+    # most 1048576 (1 TiB); the pruning is recorded.
     retain_mb: float = 1024.0
-    # A sealed checkpoint every this many records (and every 15 minutes).
+    # A sealed checkpoint every this many records, 1 to 1048576 (and every 15 minutes).
     checkpoint_every: int = 1000
     # Extra redaction rules, after the built-in ones (fields as agent.redact.Rule).
     redact_rules: tuple[Rule, ...] = ()
 
     def __post_init__(self) -> None:
         _require(bool(self.state_dir), "evidence.state_dir", "expected a directory path")
-        _positive(self.segment_mb, "evidence.segment_mb")
-        _positive(self.segment_hours, "evidence.segment_hours")
-        _positive(self.retain_mb, "evidence.retain_mb")
+        _positive(self.segment_mb, MAX_SEGMENT_MB, "evidence.segment_mb")
+        _positive(self.segment_hours, MAX_SEGMENT_HOURS, "evidence.segment_hours")
+        _positive(self.retain_mb, MAX_RETAIN_MB, "evidence.retain_mb")
         _require(
             self.retain_mb >= self.segment_mb,
             "evidence.retain_mb",
             f"expected at least evidence.segment_mb ({self.segment_mb}), got {self.retain_mb}",
         )
-        _require(
-            self.checkpoint_every >= 1,
-            "evidence.checkpoint_every",
-            f"expected at least 1, got {self.checkpoint_every}",
-        )
+        _in_range(self.checkpoint_every, 1, MAX_CHECKPOINT_EVERY, "evidence.checkpoint_every")
         self.redactor()  # a bad rule is refused now, not at the first event
 
     def redactor(self) -> Redactor:
@@ -258,15 +276,15 @@ class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     allow_uids: tuple[int, ...] = ()
     # Peer primary gids (SO_PEERCRED) allowed.
     allow_gids: tuple[int, ...] = ()
-    # Largest request (request line and headers) in bytes; larger is refused (4xx).
+    # Largest request (request line and headers) in bytes, 1024 to 1048576; larger is refused (4xx).
     max_request_bytes: int = 16384
-    # Most header lines in a request.
+    # Most header lines in a request, 1 to 1000.
     max_headers: int = 64
-    # Most clients connected at once; more are refused.
+    # Most clients connected at once, 1 to 65536; more are refused.
     max_clients: int = 64
-    # Seconds a client may stay silent before it is disconnected (not SSE streams).
+    # Seconds a client may stay silent before it is disconnected (not SSE streams), at most 3600.
     idle_timeout_s: float = 30.0
-    # Events buffered per SSE client; on overflow the client is told and it is counted.
+    # Events buffered per SSE client, 1 to 1048576; on overflow the client is told and it is counted.
     sse_buffer: int = 1024
 
     def __post_init__(self) -> None:
@@ -289,15 +307,18 @@ class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         for key, ids in (("api.allow_uids", self.allow_uids), ("api.allow_gids", self.allow_gids)):
             for value in ids:
                 _in_range(value, 0, _MAX_ID, key)
-        _in_range(self.max_request_bytes, 1024, 1 << 20, "api.max_request_bytes")
-        _in_range(self.max_headers, 1, 1000, "api.max_headers")
-        _in_range(self.max_clients, 1, 65536, "api.max_clients")
-        _require(
-            math.isfinite(self.idle_timeout_s) and 0 < self.idle_timeout_s <= 3600,
-            "api.idle_timeout_s",
-            f"expected a number of seconds above 0, at most 3600, got {self.idle_timeout_s}",
+        _in_range(
+            self.max_request_bytes, MIN_REQUEST_BYTES, MAX_REQUEST_BYTES, "api.max_request_bytes"
         )
-        _in_range(self.sse_buffer, 1, 1 << 20, "api.sse_buffer")
+        _in_range(self.max_headers, 1, MAX_HEADERS, "api.max_headers")
+        _in_range(self.max_clients, 1, MAX_CLIENTS, "api.max_clients")
+        timeout = self.idle_timeout_s
+        _require(
+            math.isfinite(timeout) and 0 < timeout <= MAX_IDLE_TIMEOUT_S,
+            "api.idle_timeout_s",
+            f"expected a number of seconds above 0, at most {MAX_IDLE_TIMEOUT_S}, got {timeout}",
+        )
+        _in_range(self.sse_buffer, 1, MAX_SSE_BUFFER, "api.sse_buffer")
 
     @property
     def mode_bits(self) -> int:
