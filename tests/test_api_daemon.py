@@ -29,6 +29,7 @@ from tests.conftest import TRACEHOUND, require_kernel
 API_GROUP = 4242  # the socket's group: a peer must be in it to connect at all
 ALLOWED_GID = 4243  # a primary gid the config lets in
 NOBODY = 65534
+WORKLOADS = Path(__file__).parent / "workloads"
 
 
 def _free_port() -> int:
@@ -238,6 +239,44 @@ def test_unprivileged_peers(kernel: None, daemon: Daemon) -> None:
     stats = daemon.get_json("/v1/stats")
     assert isinstance(stats, dict)
     assert stats["api"]["forbidden"] >= 1
+
+
+def test_refused_peers_hold_no_client_slots(
+    kernel: None, daemon: Daemon, system_python: str
+) -> None:
+    """70 silent and 10 talking connections from a refused uid, all kept open,
+    against max_clients = 8: each is told 403 at once and closed, so root is
+    still served."""
+    before = daemon.get_json("/v1/stats")
+    assert isinstance(before, dict)
+    crowd = subprocess.Popen(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={API_GROUP}",
+         system_python, str(WORKLOADS / "refused_peers.py"), str(daemon.sock), "70", "10"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert crowd.stdin is not None and crowd.stdout is not None
+    try:
+        assert crowd.stdout.readline() == "open\n"
+        # All 80 are still connected on the crowd's side, well within idle_timeout_s.
+        ready = daemon.curl("/readyz", "-w", "\n%{http_code}")
+        assert ready.stdout.split() == ['{"status":"ready"}', "200"], ready
+        out, _ = crowd.communicate("read\n", timeout=30)
+    finally:
+        if crowd.poll() is None:
+            crowd.kill()
+            crowd.wait()
+    assert crowd.returncode == 0
+    answers = json.loads(out)
+    assert len(answers) == 80
+    want = {"status": 403, "detail": f"uid {NOBODY} gid {NOBODY} may not use this API"
+            " (api.allow_uids/gids)"}  # fmt: skip
+    assert [a for a in answers if a != want] == []
+    after = daemon.get_json("/v1/stats")
+    assert isinstance(after, dict)
+    api, was = after["api"], before["api"]
+    assert api["forbidden"] - was["forbidden"] == 80
+    assert api["responses"].get("403", 0) - was["responses"].get("403", 0) == 80
+    assert api["busy"] == was["busy"] and api["timeouts"] == was["timeouts"]
 
 
 def _raw(daemon: Daemon, data: bytes, *, wait: float = 5.0) -> bytes:

@@ -4,6 +4,7 @@ reload plans, the live tail's queue, snapshot filters, socket binding."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import trio
 
 from agent.api.app import filter_profile
 from agent.api.live import LiveTail
-from agent.api.server import Peer, bind_socket, group_id, is_allowed
+from agent.api.server import Peer, RefusedConnections, bind_socket, group_id, is_allowed
 from agent.config import ApiConfig, Config, ConfigError, parse_config
 from agent.config.reload import plan_reload
 from agent.evidence.mapper import Mapper
@@ -131,3 +132,50 @@ def test_bind_socket_mode_group_and_stale_file(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="not a socket"):
         bind_socket(plain, 0o600, None)
     assert plain.read_text() == "not a socket"
+
+
+async def test_refused_connections_are_bounded_and_timed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pairs = [socket.socketpair() for _ in range(3)]
+    held = RefusedConnections(capacity=2, hold_s=0.5)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(held.run)
+            for ours, _ in pairs:
+                held.hold(ours)
+            # The third made room by closing the oldest: never more than capacity.
+            assert len(held) == 2
+            assert [ours.fileno() == -1 for ours, _ in pairs] == [True, False, False]
+            await trio.sleep(0.4)
+            assert len(held) == 2
+            await trio.sleep(0.2)  # past hold_s: all closed, by the one task
+            assert len(held) == 0 and all(ours.fileno() == -1 for ours, _ in pairs)
+            for _, theirs in pairs:
+                assert theirs.recv(10) == b""  # a clean EOF
+            held.hold(pairs[0][1])
+            nursery.cancel_scope.cancel()
+        assert len(held) == 0 and pairs[0][1].fileno() == -1  # cancelled: all closed
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+
+def test_refused_connection_closes_without_a_reset() -> None:
+    """What the peer sent is read off before the close: unread input would
+    make the kernel report ECONNRESET to the peer instead of an EOF."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.sendall(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+        theirs.sendall(b"GET / HTTP/1.1\r\n\r\n" * 100)
+        RefusedConnections(capacity=0, hold_s=1.0).hold(ours)  # no room: closed now
+        assert ours.fileno() == -1
+        assert theirs.recv(100) == b"HTTP/1.1 403 Forbidden\r\n\r\n"
+        assert theirs.recv(100) == b""
+    undrained, peer = socket.socketpair()
+    with undrained, peer:  # the same without the drain: the reset this avoids
+        peer.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        undrained.close()
+        with pytest.raises(ConnectionResetError):
+            peer.recv(100)

@@ -501,21 +501,23 @@ class EvidenceStore:
         if self._segment_bytes >= self._segment_max_bytes or age_ms >= self._segment_max_age_ms:
             self._rotate()
 
-    def _checkpoint(self) -> Seal | None:
+    def _checkpoint(self, *, durable: bool = False) -> Seal | None:
         """Seal the head, append the seal, make it durable, then persist the ratcheted key.
 
         Record first, key second: after a crash in between, the log has a seal
         the key file has not caught up with, and :meth:`_open` ratchets the
         key forward to match. The other order could lose a seal for good.
+        ``durable``: fsync the log whatever the policy (before pruning).
         """
+        sync = durable or self._fsync != "never"
         if self._sealer is None:
-            self._flush(sync=self._fsync != "never")
+            self._flush(sync=sync)
             return None
         head = self._writer.head
         assert head is not None  # every segment starts with its header
         sealed = self._sealer.seal(*head)
         self._append_record(CHECKPOINT, sealed)
-        self._flush(sync=self._fsync != "never")
+        self._flush(sync=sync)
         self._persist_key()
         self._since_checkpoint = 0
         self._last_checkpoint_ns = self._clock()
@@ -562,10 +564,15 @@ class EvidenceStore:
     def _enforce_retention(self) -> None:
         """Delete the oldest whole segments (never the current) while over budget.
 
-        The ``segment.pruned`` record is made durable before any file is
-        deleted: a crash in between leaves segments that are recorded as
-        pruned but still there, which verifies; the other order would leave
-        an unexplained hole.
+        Order: the ``segment.pruned`` record, a checkpoint sealing it (when
+        sealed), fsync, and only then the deletions. A pruning record no seal
+        covers is a break for the verifier with a key (anyone on the host can
+        append chained records), so it must be sealed before it is needed to
+        explain a missing segment. A crash before the files go leaves
+        segments recorded as pruned but still there, which verifies; one
+        before the seal is durable leaves the record unsealed, and the next
+        open seals it (:meth:`_open`). The other order would leave a hole no
+        sealed record explains.
         """
         older = [(i, p) for i, p in segment_files(self._segments_dir) if i < self._segment_index]
         sizes = [p.stat().st_size for _, p in older]
@@ -580,7 +587,7 @@ class EvidenceStore:
             return
         pruned = [_describe_segment(index, path, size) for index, path, size in doomed]
         self._append_record(SEGMENT_PRUNED, SegmentsPruned(segments=pruned))
-        self._flush(sync=True)
+        self._checkpoint(durable=True)
         for _, path, _ in doomed:
             path.unlink()
         _fsync_dir(self._segments_dir)
@@ -604,20 +611,24 @@ class EvidenceStore:
     def _open(self) -> None:
         segments = segment_files(self._segments_dir)
         last_seal: Seal | None = None
+        unsealed_pruning = False
         if not segments:
             self._start_segment(0, None)
         else:
-            last_seal = self._recover(segments)
+            last_seal, unsealed_pruning = self._recover(segments)
             if last_seal is None:
                 last_seal = _last_seal(p for _, p in reversed(segments[:-1]))
         self._open_sealer(last_seal)
+        if unsealed_pruning and self._sealer is not None:
+            self._checkpoint(durable=True)  # the crash came between pruning and its seal
         self._enforce_retention()
 
-    def _recover(self, segments: list[tuple[int, Path]]) -> Seal | None:
+    def _recover(self, segments: list[tuple[int, Path]]) -> tuple[Seal | None, bool]:
         """Check the last segment, cut off a torn tail, resume the chain there.
 
-        Returns the last seal found in the last segment, for the sealer.
-        Only the last line may be bad (a crash tears at most what was being
+        Returns the last seal found in the last segment, for the sealer, and
+        whether a ``segment.pruned`` record follows it (only the last segment
+        can hold one: rotation seals first). Only the last line may be bad (a crash tears at most what was being
         written); anything else is :class:`StoreCorruptError`.
         """
         index, path = segments[-1]
@@ -627,6 +638,7 @@ class EvidenceStore:
         torn_at: int | None = None
         first: ChainRecord | None = None
         last_seal: Seal | None = None
+        unsealed_pruning = False
         for number, (offset, piece) in enumerate(pieces):
             is_last = number == len(pieces) - 1
             if not piece.endswith(b"\n"):
@@ -649,6 +661,9 @@ class EvidenceStore:
                 raise StoreCorruptError(f"{path}: does not begin with a {SEGMENT_START} record")
             if record.type == CHECKPOINT:
                 last_seal = msgspec.convert(record.body, Seal)
+                unsealed_pruning = False
+            elif record.type == SEGMENT_PRUNED:
+                unsealed_pruning = True
 
         torn: tuple[int, bytes] | None = None
         if torn_at is not None:
@@ -702,8 +717,8 @@ class EvidenceStore:
             )
             self._flush(sync=True)
             if lost_seal is not None:
-                last_seal = lost_seal
-        return last_seal
+                last_seal, unsealed_pruning = lost_seal, False
+        return last_seal, unsealed_pruning
 
     def _open_sealer(self, last_seal: Seal | None) -> None:
         """Load the key file; if the log holds seals it hasn't caught up with, ratchet on."""

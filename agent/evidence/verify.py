@@ -22,11 +22,18 @@ store's format shows:
   the same last ``(seq, hash)``; otherwise the missing history is reported as
   a gap. The report's ``history_from`` says where the retained history
   starts; seals are then checked from the first retained seal's epoch on.
+  With ``key``, every ``segment.pruned`` record must be covered by a
+  verified seal (the store seals right after writing one, before deleting
+  anything): records after the last seal are only chained, anyone on the
+  host can append them, and a pruning record there could explain away any
+  deleted history. Not for a partial log, whose start is taken on trust
+  anyway.
 
 Where a break's seq points (``first_break.seq``): for chain breaks, as
 :class:`~agent.evidence.chain.Break` says; for a seal failure, the first seq
 after the last head a verified seal vouches for (the first seq of the log if
-none), because a consistent rewrite can have started anywhere after it.
+none), because a consistent rewrite can have started anywhere after it;
+for an unsealed ``segment.pruned`` record, that record's seq.
 
 What is not caught: a log cut after its last seal, unless ``expect_head``
 (a head remembered from earlier) is given; a whole log deleted.
@@ -163,6 +170,8 @@ class LogVerifier:
         self._needs_pruned: tuple[int, int, str] | None = None
         self._starts_late = False
         self._pruned: dict[int, PrunedSegment] = {}
+        # The first segment.pruned record no verified seal covers yet: seq, file, line.
+        self._unsealed_pruning: tuple[int, str | None, int] | None = None
         self._recovered = 0
         self._segment: int | None = None
         self._file: str | None = None
@@ -276,6 +285,8 @@ class LogVerifier:
                 return
             for entry in pruned.segments:
                 self._pruned[entry.index] = entry
+            if self._unsealed_pruning is None:
+                self._unsealed_pruning = (record.seq, self._file, self._file_line)
         elif record.type == RECOVERED:
             self._recovered += 1
             recovered = _convert(record.body, Recovered)
@@ -359,12 +370,23 @@ class LogVerifier:
             )
             return
         self._sealed_head = seal.head
+        self._unsealed_pruning = None  # a seal covers every record before it
 
     def _check_end(self) -> None:
         self._file_line = 0
         self._file = None
         chain = self._chain
         head = chain.head if chain is not None else None
+        if self._key is not None and not self._partial and self._unsealed_pruning is not None:
+            seq, self._file, self._file_line = self._unsealed_pruning
+            self._fail(
+                seq,
+                "checkpoint",
+                "a segment.pruned record that no seal covers: anyone on the host could have "
+                "written it to explain away deleted segments (if the daemon stopped before "
+                "sealing it, its next start seals it)",
+            )
+            return
         if self._needs_pruned is not None:
             index, seq, digest = self._needs_pruned
             entry = self._pruned.get(index)
