@@ -481,6 +481,10 @@ class EvidencePipeline:
         error: OSError | None = None
         try:
             for record in batch:
+                head = self.store.head
+                # The seq this record gets: the append may write it and then
+                # fail on what follows it (a checkpoint's key file).
+                pending = (record, head[0] + 1 if head is not None else 0)
                 try:
                     if self._failpoints:
                         comm = record.data.get("comm")
@@ -491,6 +495,7 @@ class EvidencePipeline:
                         (record, self.store.append(record.type, msgspec.to_builtins(record)).seq)
                     )
                 except OSError:
+                    appended.append(pending)
                     raise
                 except Exception:  # this record has no place in the log: skip it
                     refused.append(record)
