@@ -8,7 +8,11 @@ secret substrings are checked to be absent from the output.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -475,3 +479,26 @@ def test_short_prefixes_need_a_few_characters() -> None:
     redactor = Redactor.builtin()
     for value in ("/srv/hf_ab", "/srv/npm_conf", "/x/AIza", "/x/eyJab", "/x/sk-abc"):
         assert redactor.redact_text(value, "path", cut=True) == value
+
+
+def test_a_real_comm_cut_by_the_kernel_is_dropped(tmp_path: Path) -> None:
+    """The kernel keeps 15 bytes of an executable's name as its comm: what capture reads."""
+    name = "sk_live_51QwErTyUiOpAsDfGhJkL"
+    program = tmp_path / name
+    shutil.copy("/bin/sleep", program)
+    with subprocess.Popen([str(program), "30"]) as child:
+        try:
+            comm = ""
+            for _ in range(200):  # until exec has replaced the fork's comm
+                comm = Path(f"/proc/{child.pid}/comm").read_text().rstrip("\n")
+                if comm.startswith("sk_"):
+                    break
+                time.sleep(0.01)
+        finally:
+            child.kill()
+    assert comm == name[:COMM_WIDTH]
+    redactor = Redactor.builtin()
+    was_cut = len(comm.encode("utf-8", "surrogateescape")) == COMM_WIDTH
+    assert was_cut
+    assert redactor.redact_text(comm, "comm") == comm  # too short for the full rule
+    assert redactor.redact_text(comm, "comm", cut=was_cut) == marker("stripe-secret-key-cut")
