@@ -6,7 +6,8 @@ Sans-I/O and deterministic. Every value is in one of three privacy classes:
 - sensitive: the secret part becomes ``***`` (``--token=abc`` to
   ``--token=***``; a URL loses its ``user:pass@``, keeps its host);
 - forbidden: the whole field becomes ``[REDACTED:<rule>]`` (private keys,
-  cloud and SaaS tokens, ``Authorization:`` values).
+  cloud and SaaS tokens, ``Authorization:`` values). A field the capture cut
+  short (``cut=``) also loses a token prefix that runs to its end.
 
 Fail closed: a field whose redaction fails becomes ``[REDACTED:error]`` and a
 counter in :attr:`Redactor.stats` rises; a bad configured rule stops start-up
@@ -15,7 +16,9 @@ with a :class:`RedactionConfigError` naming it.
 - ``rules``: :class:`Rule`, checking and compiling one.
 - ``builtin``: :data:`BUILTIN_RULES`, the shapes everyone gets.
 - ``config``: configured rules (a list of dicts) to Rules.
-- ``engine``: :class:`Redactor`, which applies a rule set.
+- ``engine``: :class:`Redactor`, which applies a rule set;
+  :meth:`Redactor.describe` lists it as :class:`RuleDigest` values (pattern
+  digests, never patterns) for the evidence log.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 from agent.redact.builtin import BUILTIN_RULES
 from agent.redact.config import parse_rules
 from agent.redact.engine import (
+    CUT_WINDOW_CHARS,
     DEFAULT_MAX_FIELD_CHARS,
     RedactedArgv,
     RedactedText,
@@ -37,12 +41,15 @@ from agent.redact.rules import (
     PrivacyClass,
     RedactionConfigError,
     Rule,
+    RuleDigest,
     compile_rule,
+    digest_rule,
     marker,
 )
 
 __all__ = [
     "BUILTIN_RULES",
+    "CUT_WINDOW_CHARS",
     "DEFAULT_MAX_FIELD_CHARS",
     "ERROR_MARKER",
     "MASK",
@@ -55,7 +62,9 @@ __all__ = [
     "RedactionStats",
     "Redactor",
     "Rule",
+    "RuleDigest",
     "compile_rule",
+    "digest_rule",
     "marker",
     "parse_rules",
 ]

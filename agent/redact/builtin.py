@@ -21,7 +21,14 @@ Choices that trade a little over-redaction for no leaks:
 - a ``login`` subcommand makes ``-p`` a password (``docker login -p X``);
 - an argv entry that starts with ``NAME_TOKEN=`` is masked to its end, since
   ``env 'PGPASSWORD=two words' psql`` is one entry (``ssh h 'PGPASSWORD=x cmd'``
-  loses ``cmd`` too).
+  loses ``cmd`` too);
+- a flag's value as the next argv entry goes whole: ``smbclient -U user%PW``
+  and ``lftp -u user,PW`` lose the user (glued, ``-Uuser%***`` keeps it), and
+  ``openssl -passin env:VAR`` loses the variable's name;
+- ``mount.cifs -o username=u,password=PW,vers=3.0`` loses the options after
+  the password (``username=u,password=***``): a password may hold a comma;
+- env is a shell here (its ``-S`` string is split like a shell line), so the
+  shell-line rules apply to every entry after an ``env``.
 
 Shapes deliberately left out, because they cannot be told from ordinary
 arguments without far more false positives: bare high-entropy strings
@@ -31,12 +38,17 @@ without a URL scheme (looks like ``image:tag@sha256:...``), a generic ``-p``
 and key material without its ``-----BEGIN`` line. Also not caught: a URL
 password holding an unencoded ``/``, ``?`` or ``#``; a header name and its
 value in two argv entries; flags named outside the word list (``--pw``,
-``--credentials``, ``twine -p``); a token cut shorter than its rule's minimum
-length by capture truncation. Add configured rules for local shapes.
+``--credentials``, ``twine -p``); a token cut shorter than its cut-only
+rule's minimum (``hf_`` plus fewer than 4 characters), or cut in a field the
+caller did not say was cut. Inside shell text, only the families of
+``shell-tool-password`` and the mysql, sshpass and curl rules are looked for
+(not ``sqlplus u/PW``, ``xfreerdp /p:PW``, ``nmcli ... password PW``). Add
+configured rules for local shapes.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from agent.redact.rules import MASK, Rule
@@ -46,6 +58,11 @@ __all__ = ["BUILTIN_RULES"]
 
 def _forbidden(name: str, pattern: str) -> Rule:
     return Rule(name=name, privacy="forbidden", pattern=pattern)
+
+
+def _cut(name: str, pattern: str) -> Rule:
+    """A forbidden rule for a cut field: ``pattern`` must run to the field's end."""
+    return Rule(name=name, privacy="forbidden", pattern=pattern + r"\Z", only_when_cut=True)
 
 
 def _sensitive(
@@ -106,12 +123,18 @@ _ENV_NAME: Final = (
 _HEADER: Final = r"""(?:(?<![^\s'"=,;])|(?<=-H))"""
 _HEADER_VALUE: Final = r"""["']?\s*:\s*\S"""
 
-# Where a program name starts inside shell text.
-_CMD: Final = r"""(?<![^\s'"/;&|(])"""
+# Where a program name starts inside shell text: after a separator, an "="
+# (env --split-string=mysql, CMD=mysql) or an "S" (env -Smysql). One
+# character class: an alternation of lookbehinds here doubles these rules'
+# cost on every shell line.
+_CMD: Final = r"""(?<![^\s'"/;&|(=S])"""
 
+# Programs whose arguments are shell text. env is one: its -S string (and a
+# shebang's "#!/usr/bin/env -S cmd args", one argv entry) is split like a
+# shell line, so the shell-line rules apply to what follows env.
 _SHELLS: Final = (
     "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "busybox",
-    "su", "runuser", "ssh", "watch",
+    "su", "runuser", "ssh", "watch", "env",
 )  # fmt: skip
 
 _MYSQL: Final = (
@@ -123,6 +146,76 @@ _MONGO: Final = (
     "mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport",
     "mongostat", "mongotop",
 )  # fmt: skip
+
+# OpenLDAP clients: -w PW (or -wPW) is the bind password in all of them.
+_LDAP: Final = (
+    "ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldapmodrdn", "ldapcompare",
+    "ldapwhoami", "ldapexop", "ldappasswd", "ldapvc",
+)  # fmt: skip
+
+# Samba clients taking -U user%PW (nmblookup's -U is an address: left out).
+_SAMBA: Final = (
+    "smbclient", "rpcclient", "smbcacls", "smbget", "smbtar", "net", "smbcquotas",
+    "smbtree", "samba-tool", "winexe",
+)  # fmt: skip
+
+# Oracle clients taking user/PW@db as an argument.
+_ORACLE: Final = (
+    "sqlplus", "sqlldr", "expdp", "impdp", "exp", "imp", "rman", "dgmgrl",
+)  # fmt: skip
+
+_FREERDP: Final = (
+    "xfreerdp", "xfreerdp3", "wlfreerdp", "wlfreerdp3", "sdl-freerdp", "sdl-freerdp3",
+)  # fmt: skip
+
+# Net-SNMP tools: -A auth pass, -X priv pass, -c community, -3m/-3M/-3k/-3K keys.
+_SNMP: Final = (
+    "snmpwalk", "snmpbulkwalk", "snmpget", "snmpgetnext", "snmpbulkget", "snmpset",
+    "snmptable", "snmptrap", "snmpinform", "snmpdelta", "snmpdf", "snmpstatus",
+    "snmptest", "snmpusm", "snmpvacm", "snmpnetstat",
+)  # fmt: skip
+
+_NCFTP: Final = ("ncftp", "ncftpget", "ncftpput", "ncftpls")
+_PUTTY: Final = ("plink", "pscp", "psftp", "putty")
+_MOSQUITTO: Final = ("mosquitto_pub", "mosquitto_sub", "mosquitto_rr")
+
+# The last word of a JSON or key=value field name that holds a secret, after
+# "_", "-" or "." (ansible_become_pass, x-api-key, db.password): "bypass",
+# "compass", "max_tokens" and "token_type" are not such names.
+_KEY_SECRET_WORD: Final = (
+    r"(?:password|passwd|pass|passphrase|pwd|secret|token|auth|api[-_]?key"
+    r"|private[-_]?key|secret[-_]?key|access[-_]?key)"
+)
+# The same as the capitalised last word of a camelCase name (becomePassword, apiKey).
+_CAMEL_SECRET_WORD: Final = (
+    r"(?:Password|Passwd|Pass|Passphrase|Secret|Token|Auth|ApiKey|Apikey|PrivateKey"
+    r"|SecretKey|AccessKey)"
+)
+_SECRET_KEY_NAME: Final = (
+    rf"(?:(?i:(?:[a-z0-9]+[-_.])*{_KEY_SECRET_WORD})"
+    rf"|[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)*?{_CAMEL_SECRET_WORD})"
+)
+
+# Inside shell text: a program of one of these families, then (within 512
+# characters of the same command) its password flag; the value follows.
+_SHELL_TOOL_FLAGS: Final = (
+    (_LDAP, r"-w\s*"),
+    (("ldappasswd",), r"-[as]\s*"),
+    (_SAMBA, r"(?:-U\s*|--user(?:=|\s+))"),
+    (("lftp", "open"), r"-u\s*"),
+    (("openssl",), r"-(?:k|K|hmac)\s+"),
+    (("ipmitool",), r"-[Pky]\s*"),
+    (_SNMP, r"-(?:[AXc]|3[mMkK])\s*"),
+    (_NCFTP, r"-p\s*"),
+    (_PUTTY, r"-pw\s+"),
+    (_MOSQUITTO, r"(?:-P\s*|--pw\s+)"),
+    (("redis-cli",), r"-a\s*"),
+    (_MONGO, r"-p\s*"),
+)
+_SHELL_TOOL: Final = "|".join(
+    rf"""(?:{"|".join(re.escape(name) for name in names)})(?=[\s'"])[^;&|\n]{{0,512}}?\s{flag}"""
+    for names, flag in _SHELL_TOOL_FLAGS
+)
 
 _FORBIDDEN: Final = (
     # Key material and headers.
@@ -180,6 +273,53 @@ _FORBIDDEN: Final = (
     _forbidden("jwt", r"eyJ[A-Za-z0-9_-]{8,2048}\.[A-Za-z0-9_-]{4}"),
 )
 
+# Tokens the capture cut short: a known prefix that runs to the field's end,
+# where the cut happened (comm at 15 bytes: an executable named
+# sk_live_51QwErTyUiOpAsDfGhJkL has comm sk_live_51QwErT). These apply only to
+# a field the caller says was cut; the minimum after the prefix is 0 for
+# prefixes no ordinary word has, a few characters for short ones ("hf_",
+# "npm_", "AIza") so a cut path ending in a short word is not taken for one.
+_CUT: Final = (
+    _cut("aws-access-key-id-cut", r"(?<![A-Z0-9])(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{4,}"),
+    _cut(
+        "aws-secret-access-key-cut",
+        r"""(?i)aws_?secret_?(?:access_?)?key["']?\s*[=:]\s*["']?[A-Za-z0-9/+=]*""",
+    ),
+    _cut("google-api-key-cut", _B + r"AIza[0-9A-Za-z_-]{4,}"),
+    _cut("google-oauth-token-cut", _B + r"ya29\.[0-9A-Za-z_-]*"),
+    _cut("google-oauth-client-secret-cut", r"GOCSPX-[0-9A-Za-z_-]*"),
+    _cut("azure-storage-key-cut", r"(?i)(?:AccountKey|SharedAccessKey)=[A-Za-z0-9+/]*"),
+    _cut("digitalocean-token-cut", r"do[por]_v1_[a-f0-9]*"),
+    _cut("vault-token-cut", _B + r"hv[sbr]\.[A-Za-z0-9_-]{4,}"),
+    _cut("github-token-cut", _B + r"gh[pousr]_[A-Za-z0-9]*"),
+    _cut("github-fine-grained-pat-cut", r"github_pat_[A-Za-z0-9_]*"),
+    _cut("gitlab-token-cut", _B + r"gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]*"),
+    _cut("npm-token-cut", _B + r"npm_[A-Za-z0-9]{6,}"),
+    _cut("pypi-token-cut", r"pypi-AgEI[A-Za-z0-9_-]*"),
+    _cut("docker-hub-token-cut", r"dckr_pat_[A-Za-z0-9_-]*"),
+    _cut("huggingface-token-cut", _B + r"hf_[A-Za-z0-9]{4,}"),
+    _cut("slack-token-cut", r"(?:xox[abprs]|xapp)-[A-Za-z0-9-]*"),
+    _cut(
+        "slack-webhook-cut",
+        r"(?i)hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]*",
+    ),
+    _cut("discord-webhook-cut", r"(?i)discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_-]*"),
+    _cut("telegram-bot-token-cut", r"(?<![0-9])[0-9]{8,10}:AA[A-Za-z0-9_-]*"),
+    _cut("stripe-secret-key-cut", _B + r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]*"),
+    _cut("stripe-webhook-secret-cut", r"whsec_[A-Za-z0-9]*"),
+    _cut("shopify-token-cut", r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]*"),
+    _cut("sendgrid-api-key-cut", _B + r"SG\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?"),
+    _cut("anthropic-api-key-cut", _B + r"sk-ant-[A-Za-z0-9_-]*"),
+    _cut(
+        "openai-api-key-cut",
+        _B + r"sk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_-]*|[A-Za-z0-9_-]{8,})",
+    ),
+    # A JWT cut inside its header (once a "." and 4 characters are in, the
+    # full rule has it).
+    _cut("jwt-cut", _B + r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]{0,3})?"),
+    _cut("age-secret-key-cut", r"AGE-SECRET-KEY-1[0-9A-Z]*"),
+)
+
 _SENSITIVE: Final = (
     # --password=VALUE, or --password VALUE across two argv entries.
     _sensitive(
@@ -195,11 +335,11 @@ _SENSITIVE: Final = (
         "password-assignment",
         rf"(?i)(?:password|passwd|passphrase|(?<![a-z0-9])(?:pass|pwd))\s*=\s*{_VALUE}",
     ),
-    # token=x, api_key=x&page=2, client_secret=x as words (httpie, curl -d).
+    # token=x, api_key=x&page=2, github_token=x (httpie, curl -d, ansible -e).
     _sensitive(
         "secret-assignment",
-        r"(?i)(?<![a-z0-9_.?&;-])(?:token|secret|api_key|apikey|client_secret|access_token"
-        rf"|auth_token|private_key)\s*=\s*{_VALUE}",
+        r"(?i)(?<![a-z0-9_.?&;-])(?:[a-z0-9]+[-_.])*(?:token|secret|api[-_]?key|apikey"
+        rf"|private[-_]?key|secret[-_]?key)\s*=\s*{_VALUE}",
     ),
     # aws configure set aws_secret_access_key VALUE
     _sensitive(
@@ -213,12 +353,9 @@ _SENSITIVE: Final = (
     _sensitive(
         "ssh-keygen-passphrase", r"(?s)\A-[NP](.+)?\Z", next_arg=True, programs=("ssh-keygen",)
     ),
-    # {"password": "x"} in a JSON body (curl -d).
-    _sensitive(
-        "json-secret-field",
-        r'(?i)"(?:password|passwd|passphrase|secret|token|access_token|refresh_token'
-        r'|id_token|api_key|apikey|client_secret|private_key)"\s*:\s*"([^"]*)',
-    ),
+    # {"password": "x"} in a JSON body (curl -d), {"ansible_become_pass": "x"}
+    # (ansible --extra-vars), {"apiKey": "x"}: any name ending in a secret word.
+    _sensitive("json-secret-field", rf'"{_SECRET_KEY_NAME}"\s*:\s*"([^"]*)'),
     # scheme://user:pass@host: the credentials go, the rest of the URL stays.
     _sensitive(
         "url-userinfo",
@@ -262,6 +399,58 @@ _SENSITIVE: Final = (
         "httpie-auth", r"(?s)\A-a(.+)?\Z", next_arg=True, programs=("http", "https", "httpie")
     ),
     _sensitive("login-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=("login",)),
+    # openssl enc -k PW, -K hexkey, dgst -hmac KEY (-kfile is a file: kept;
+    # -pass/-passin/-passout are secret-flag's, every form of their value).
+    _sensitive(
+        "openssl-key", r"(?s)\A-(?:k|K|hmac)(?:=(.*))?\Z", next_arg=True, programs=("openssl",)
+    ),
+    _sensitive("ldap-password", r"(?s)\A-w(.+)?\Z", next_arg=True, programs=_LDAP),
+    # ldappasswd -a OLDPW -s NEWPW (to ldapsearch, -a is deref and -s scope).
+    _sensitive(
+        "ldappasswd-password", r"(?s)\A-[as](.+)?\Z", next_arg=True, programs=("ldappasswd",)
+    ),
+    # -U user%PW: glued, the user stays; as the next entry, all of it goes.
+    _sensitive(
+        "samba-user",
+        r"(?s)\A(?:-U|--user(?==|\Z)=?)(?:[^%]*%(.+)|\Z)",
+        next_arg=True,
+        programs=_SAMBA,
+    ),
+    _sensitive("smbtar-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=("smbtar",)),
+    # lftp -u user,PW: glued, the user stays; as the next entry, all of it goes.
+    _sensitive("lftp-user", r"(?s)\A-u(?:[^,]*,(.+)|\Z)", next_arg=True, programs=("lftp",)),
+    # sqlplus scott/PW@db, sqlldr userid=scott/PW, rman target sys/PW@db.
+    _sensitive(
+        "oracle-password",
+        r"""(?s)\A(?:(?i:userid|target|catalog|auxiliary)=)?[^\s/@="'.~-][^\s/@="']*/"""
+        r"""("[^"]*"|[^\s@"]+)""",
+        programs=_ORACLE,
+    ),
+    # xfreerdp /p:PW, /gp:PW (gateway), /pth:HASH.
+    _sensitive("freerdp-password", r"(?s)\A[/-](?:p|gp|pth):(.+)\Z", programs=_FREERDP),
+    _sensitive("ipmitool-password", r"(?s)\A-[Pky](.+)?\Z", next_arg=True, programs=("ipmitool",)),
+    _sensitive("snmp-secret", r"(?s)\A-(?:[AXc]|3[mMkK])(.+)?\Z", next_arg=True, programs=_SNMP),
+    _sensitive("ncftp-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=_NCFTP),
+    _sensitive("putty-password", r"(?s)\A-pw(?:=(.*))?\Z", next_arg=True, programs=_PUTTY),
+    _sensitive(
+        "mosquitto-password",
+        r"(?s)\A(?:--pw|-P(.+)?)\Z",
+        next_arg=True,
+        programs=_MOSQUITTO,
+    ),
+    # useradd/usermod -p HASH: a crypt hash, crackable offline.
+    _sensitive(
+        "useradd-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=("useradd", "usermod")
+    ),
+    # nmcli dev wifi connect NET password PW; nmcli con modify X wifi-sec.psk PW.
+    _sensitive(
+        "nmcli-secret",
+        r"(?s)\A(?:password|(?:wifi-sec|802-11-wireless-security|802-1x|pppoe|gsm|cdma"
+        r"|wireguard)\.(?:psk|password|private-key-password|phase2-private-key-password"
+        r"|leap-password|wep-key[0-3]|pin|private-key))(?:=(.*))?\Z",
+        next_arg=True,
+        programs=("nmcli",),
+    ),
     # The same flags inside a shell command line (sh -c '...', ssh host '...').
     _sensitive(
         "shell-secret-flag",
@@ -283,7 +472,15 @@ _SENSITIVE: Final = (
         rf"{_CMD}curl\s(?:[^;&|\n]{{0,1024}}?\s)?(?:-[uU]\s*|--(?:proxy-)?user(?:\s+|=)){_VALUE}",
         programs=_SHELLS,
     ),
+    # ldapsearch -w, smbclient -U, lftp -u, openssl -k ... inside shell text
+    # (and lftp's own -c/-e command text: open -u user,PW).
+    _sensitive(
+        "shell-tool-password",
+        rf"{_CMD}(?:{_SHELL_TOOL}){_VALUE}",
+        programs=(*_SHELLS, "lftp"),
+    ),
 )
 
-BUILTIN_RULES: Final[tuple[Rule, ...]] = _FORBIDDEN + _SENSITIVE
-"""Every built-in rule, forbidden ones first. Names are unique."""
+BUILTIN_RULES: Final[tuple[Rule, ...]] = _FORBIDDEN + _CUT + _SENSITIVE
+"""Every built-in rule, forbidden ones first (the cut-only ones last of them).
+Names are unique."""

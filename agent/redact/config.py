@@ -68,4 +68,5 @@ _EXPECTED: Final = {
     "privacy": "; expected 'sensitive' or 'forbidden' (what no rule matches is public)",
     "group": "; expected a capture group number (0 is the whole match) or name",
     "programs": "; expected a list of program basenames such as ['mysql']",
+    "only_when_cut": "; expected true or false (true: only for fields the capture cut short)",
 }

@@ -9,9 +9,16 @@ Per field (one argv entry, one path, one address):
    (below): Python's ``re`` has no time limit, and a bound on length is what
    keeps a badly written rule from stalling capture;
 2. if a forbidden rule matches anywhere in it, the whole field becomes
-   ``[REDACTED:<rule>]``;
+   ``[REDACTED:<rule>]``; if the caller says the capture cut the field short
+   (``cut=``), the ``only_when_cut`` rules are tried next, on the field's last
+   :data:`CUT_WINDOW_CHARS` characters;
 3. otherwise each sensitive rule runs in turn, on the previous one's output,
    replacing its secret group in every match.
+
+Which rules apply to a field is worked out once: at construction for paths
+and addresses (every rule without ``programs``), and per argv only where a
+program-scoped rule's program appears in it. A field costs one regex search
+per applicable rule and nothing else.
 
 Fail closed: if anything raises while a field is redacted (a rule's matcher,
 a non-text value), the field becomes ``[REDACTED:error]`` and
@@ -20,6 +27,10 @@ the entry after a failed one becomes ``[REDACTED:error]`` too (reason
 ``after-failure``) when any rule uses ``next_arg``, because the failed entry
 may have been ``--password`` and the next one its value. Nothing else raises:
 only an ``argv`` that is not iterable, which is the caller's bug.
+
+Text is any ``str``: lone surrogates (bytes that were not UTF-8, decoded with
+``surrogateescape``) and control characters are matched like any other
+character and never raise.
 """
 
 from __future__ import annotations
@@ -37,11 +48,14 @@ from agent.redact.rules import (
     CompiledRule,
     RedactionConfigError,
     Rule,
+    RuleDigest,
     compile_rule,
+    digest_rule,
     marker,
 )
 
 __all__ = [
+    "CUT_WINDOW_CHARS",
     "DEFAULT_MAX_FIELD_CHARS",
     "RedactedArgv",
     "RedactedText",
@@ -54,6 +68,14 @@ DEFAULT_MAX_FIELD_CHARS: Final = 16384
 ``too-long``). Captured argv entries and paths are at most 4096 bytes (the
 BPF side cuts them), so this only trips on hostile or corrupt input; it also
 bounds the time a field can take (about 0.1 s for the worst built-in case)."""
+
+CUT_WINDOW_CHARS: Final = 1024
+"""How much of a cut field's end the ``only_when_cut`` rules see. Their
+patterns run to the field's end (``...\\Z``), which Python's ``re`` finds by
+trying every start: on a whole long field that is quadratic. A token that
+starts further back than this already has the length its full-length rule
+needs. Captured fields are cut at 15 (comm), 127 (argv) or 255 (paths) bytes,
+well inside the window."""
 
 _ERROR: Final = "error"
 _NEVER: Final = 1 << 62  # start index of a program-scoped rule whose program is absent
@@ -112,6 +134,17 @@ class _Outcome(NamedTuple):
     next_is_secret: CompiledRule | None  # the rule that makes the next argv entry a value
 
 
+class _Plan(NamedTuple):
+    """The rules that apply to one field, by how they are tried, each in order."""
+
+    forbidden: tuple[CompiledRule, ...]
+    cut_forbidden: tuple[CompiledRule, ...]  # forbidden, only_when_cut
+    sensitive: tuple[CompiledRule, ...]
+
+
+_NO_CUT: Final[frozenset[int]] = frozenset()
+
+
 def _basename(entry: str) -> str:
     return entry.rpartition("/")[2]
 
@@ -149,19 +182,25 @@ class Redactor:
             compiled.append(item)
         self.rules: Final[tuple[CompiledRule, ...]] = tuple(compiled)
         self.max_field_chars: Final = max_field_chars
-        # Forbidden rules are tried first, all of them; then sensitive ones in order.
+        # Forbidden rules are tried first, all of them, then the cut-only ones
+        # (for a cut field), then sensitive ones in order. A sensitive rule
+        # built unchecked with only_when_cut applies always (more, not less).
+        forbidden = [r for r in compiled if r.rule.privacy == "forbidden"]
         self._ordered: Final = tuple(
-            [r for r in compiled if r.rule.privacy == "forbidden"]
-            + [r for r in compiled if r.rule.privacy == "sensitive"]
+            [r for r in forbidden if not r.rule.only_when_cut]
+            + [r for r in forbidden if r.rule.only_when_cut]
+            + [r for r in compiled if r.rule.privacy != "forbidden"]
         )
-        self._forbidden_count: Final = sum(1 for r in compiled if r.rule.privacy == "forbidden")
         self._scoped: Final = {
             name: [i for i, r in enumerate(self._ordered) if name in r.rule.programs]
             for r in self._ordered
             for name in r.rule.programs
         }
         self._uses_next_arg: Final = any(r.rule.next_arg for r in compiled)
+        # Paths, addresses, and argv entries before any scoped program.
+        self._base_plan: Final = self._plan([_NEVER] * len(self._ordered), 0)
         self._stats = RedactionStats()
+        self._digests: tuple[RuleDigest, ...] | None = None
 
     @classmethod
     def builtin(cls, *, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> Redactor:
@@ -180,7 +219,7 @@ class Redactor:
 
         Each dict has the fields of :class:`Rule` (``name``, ``privacy``,
         ``pattern``, optionally ``group``, ``replacement``, ``next_arg``,
-        ``programs``); unknown keys are refused. ``builtin=False`` leaves the
+        ``programs``, ``only_when_cut``); unknown keys are refused. ``builtin=False`` leaves the
         built-in rules out, which is rarely what you want.
 
         Raises:
@@ -213,6 +252,22 @@ class Redactor:
             failures_by_field=dict(self._stats.failures_by_field),
         )
 
+    def describe(self) -> tuple[RuleDigest, ...]:
+        """Every rule, in the order given, as a :class:`RuleDigest`: no pattern text.
+
+        For ``capture.config`` evidence: which rules ran, in a form that
+        cannot print a secret someone put in a pattern. ``builtin`` is true
+        for a rule equal to one of :data:`BUILTIN_RULES`. A rule given as a
+        :class:`CompiledRule` is described by its rule; its matcher is not
+        looked at.
+        """
+        if self._digests is None:
+            builtin = frozenset(BUILTIN_RULES)
+            self._digests = tuple(
+                digest_rule(r.rule, builtin=r.rule in builtin) for r in self.rules
+            )
+        return self._digests
+
     # --- public entry points -------------------------------------------------
 
     def redact_argv(
@@ -221,16 +276,22 @@ class Redactor:
         """Redact an exec argv; entry *i* of the result stands for entry *i* of ``argv``.
 
         ``field`` names the argv in failure counters. Program-scoped rules and
-        ``next_arg`` apply here only.
+        ``next_arg`` apply here only. ``cut`` holds the indexes of entries the
+        capture cut short: those get the ``only_when_cut`` rules too (an index
+        that is no entry's is ignored).
         """
         entries = tuple(argv)
-        starts = self._scope_starts(entries)
+        cut_at = frozenset(cut) if cut else _NO_CUT
+        starts, switches = self._scope_starts(entries)
+        plan = self._base_plan
         out: list[str] = []
         fired: set[str] = set()
         value_of: CompiledRule | None = None  # the flag rule whose value this entry is
         after_failure = False
         for index, entry in enumerate(entries):
             self._stats.fields += 1
+            if index in switches:
+                plan = self._plan(starts, index)
             if after_failure:
                 after_failure = False
                 out.append(self._fail("after-failure", field))
@@ -242,7 +303,7 @@ class Redactor:
                 value_of = None
                 continue
             try:
-                outcome = self._redact_field(entry, index, starts)
+                outcome = self._redact_field(entry, plan, index in cut_at, argv=True)
             except _FieldFailed as failed:
                 out.append(self._fail(failed.reason, field))
                 fired.add(_ERROR)
@@ -256,14 +317,18 @@ class Redactor:
         return RedactedArgv(tuple(out), tuple(sorted(fired)))
 
     def redact_text(self, value: str, field: str, *, cut: bool = False) -> str:
-        """Redact one path or address; ``field`` names it in failure counters."""
+        """Redact one path or address; ``field`` names it in failure counters.
+
+        ``cut``: the capture cut the value short (a ``comm`` of 15 bytes, a
+        path of 255), so the ``only_when_cut`` rules apply too.
+        """
         return self.redact_text_detail(value, field, cut=cut).text
 
     def redact_text_detail(self, value: str, field: str, *, cut: bool = False) -> RedactedText:
         """As :meth:`redact_text`, and say which rules fired."""
         self._stats.fields += 1
         try:
-            outcome = self._redact_field(value, None, ())
+            outcome = self._redact_field(value, self._base_plan, cut, argv=False)
         except _FieldFailed as failed:
             return RedactedText(self._fail(failed.reason, field), (_ERROR,))
         for name in outcome.fired:
@@ -272,20 +337,41 @@ class Redactor:
 
     # --- internals -----------------------------------------------------------
 
-    def _scope_starts(self, entries: tuple[object, ...]) -> list[int]:
-        """For each rule in ``_ordered``, the first argv index it applies to."""
+    def _scope_starts(self, entries: tuple[object, ...]) -> tuple[list[int], set[int]]:
+        """For each rule in ``_ordered``, the first argv index it applies to; and
+        the indexes where a program-scoped rule starts to apply (where the plan changes)."""
         starts = [_NEVER if r.rule.programs else 0 for r in self._ordered]
+        switches: set[int] = set()
         if not self._scoped:
-            return starts
+            return starts, switches
         for index, entry in enumerate(entries):
             if not isinstance(entry, str):
                 continue
             for rule_index in self._scoped.get(_basename(entry), ()):
-                starts[rule_index] = min(starts[rule_index], index + 1)
-        return starts
+                if starts[rule_index] == _NEVER:
+                    starts[rule_index] = index + 1
+                    switches.add(index + 1)
+        return starts, switches
 
-    def _redact_field(self, value: object, index: int | None, starts: Sequence[int]) -> _Outcome:
-        """Redact one field. ``index`` is its argv position, None for a path or address.
+    def _plan(self, starts: Sequence[int], index: int) -> _Plan:
+        """The rules that apply to argv entry ``index``, given each rule's start."""
+        forbidden: list[CompiledRule] = []
+        cut_forbidden: list[CompiledRule] = []
+        sensitive: list[CompiledRule] = []
+        for position, compiled in enumerate(self._ordered):
+            rule = compiled.rule
+            if rule.programs and index < starts[position]:
+                continue
+            if rule.privacy != "forbidden":
+                sensitive.append(compiled)
+            elif rule.only_when_cut:
+                cut_forbidden.append(compiled)
+            else:
+                forbidden.append(compiled)
+        return _Plan(tuple(forbidden), tuple(cut_forbidden), tuple(sensitive))
+
+    def _redact_field(self, value: object, plan: _Plan, cut: bool, *, argv: bool) -> _Outcome:
+        """Redact one field with the rules of ``plan``; ``argv``: it is an argv entry.
 
         Raises only :class:`_FieldFailed`; whatever else goes wrong is turned
         into one, so the caller cannot pass a raw value on by mistake.
@@ -297,22 +383,25 @@ class Redactor:
         text = value
         fired: list[str] = []
         next_is_secret: CompiledRule | None = None
-        for position, compiled in enumerate(self._ordered):
-            rule = compiled.rule
-            if rule.programs and (index is None or index < starts[position]):
-                continue
-            try:
-                if position < self._forbidden_count:
-                    if compiled.matcher.search(text) is not None:
-                        return _Outcome(marker(rule.name), [rule.name], None)
-                    continue
+        compiled: CompiledRule | None = None
+        try:
+            for compiled in plan.forbidden:
+                if compiled.matcher.search(text) is not None:
+                    return _Outcome(marker(compiled.rule.name), [compiled.rule.name], None)
+            if cut and plan.cut_forbidden:
+                tail = text[-CUT_WINDOW_CHARS:]
+                for compiled in plan.cut_forbidden:
+                    if compiled.matcher.search(tail) is not None:
+                        return _Outcome(marker(compiled.rule.name), [compiled.rule.name], None)
+            for compiled in plan.sensitive:
                 text, changed, wants_next = _apply_sensitive(compiled, text)
-            except Exception:
-                raise _FieldFailed(f"rule:{rule.name}") from None
-            if changed:
-                fired.append(rule.name)
-            if wants_next and index is not None and next_is_secret is None:
-                next_is_secret = compiled
+                if changed:
+                    fired.append(compiled.rule.name)
+                if wants_next and argv and next_is_secret is None:
+                    next_is_secret = compiled
+        except Exception:
+            name = compiled.rule.name if compiled is not None else _ERROR
+            raise _FieldFailed(f"rule:{name}") from None
         return _Outcome(text, fired, next_is_secret)
 
     def _count_redacted(self, name: str) -> None:

@@ -12,6 +12,11 @@ happens to a field it matches:
   becomes ``***`` (or the rule's ``replacement``), and the rest of the field
   is kept: ``--token=abc`` becomes ``--token=***``, and a URL keeps its host.
 
+A forbidden rule may be ``only_when_cut``: it applies only to a field the
+capture cut short (``comm`` at 15 bytes, an argv entry or a path at its
+buffer's size), where a token's known prefix running to the field's end is
+all that is left of it, too short for the full-length rule.
+
 There is no ``"public"`` rule: a value no rule matches is public and is kept
 byte for byte. An allow-list rule would be a way to leak, so none exists.
 
@@ -30,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, TypeAlias
 
+import blake3
 import msgspec
 
 from agent.errors import UsageError
@@ -43,7 +49,9 @@ __all__ = [
     "PrivacyClass",
     "RedactionConfigError",
     "Rule",
+    "RuleDigest",
     "compile_rule",
+    "digest_rule",
     "marker",
 ]
 
@@ -102,6 +110,13 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
             ``/usr/bin/mysql`` and ``sudo mysql ...``), and never to paths or
             addresses. For flags like ``-p`` that are secrets to one program
             and harmless to every other (``mkdir -p``, ``ssh -p 22``).
+        only_when_cut: forbidden rules only: the rule applies only to a field
+            the caller says the capture cut short (``cut=`` in the engine),
+            and to no other. For a token prefix anchored at the field's end
+            (``sk_live_[0-9A-Za-z]*\\Z``), with a minimum length the
+            full-length rule cannot afford. The engine shows such a rule only
+            the last :data:`~agent.redact.engine.CUT_WINDOW_CHARS` characters
+            of the field, which bounds its time.
     """
 
     name: str
@@ -111,6 +126,53 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     replacement: str = MASK
     next_arg: bool = False
     programs: tuple[str, ...] = ()
+    only_when_cut: bool = False
+
+
+class RuleDigest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a rule is, for the evidence log, without its pattern.
+
+    A configured pattern may hold a literal secret (``corp_s3cr3t``), so only
+    its blake3 digest is given: enough to tell which rules ran and whether a
+    rule changed between two records, nothing to read the pattern back from.
+    What it cannot hide: a pattern short or guessable enough to be found by
+    hashing candidates (a literal ``hunter2``); use a shape, not a value.
+
+    Attributes:
+        name, privacy, group, replacement, next_arg, programs, only_when_cut:
+            as in :class:`Rule` (a replacement is written into every field the
+            rule changes, so it is no more secret here).
+        builtin: the rule is one of :data:`~agent.redact.BUILTIN_RULES`,
+            unchanged.
+        pattern_blake3: hex blake3 of the pattern's UTF-8 bytes (a lone
+            surrogate encoded as its three bytes, so any ``str`` digests).
+    """
+
+    name: str
+    privacy: PrivacyClass
+    builtin: bool
+    pattern_blake3: str
+    group: int | str = 0
+    replacement: str = MASK
+    next_arg: bool = False
+    programs: tuple[str, ...] = ()
+    only_when_cut: bool = False
+
+
+def digest_rule(rule: Rule, *, builtin: bool) -> RuleDigest:
+    """``rule`` as a :class:`RuleDigest`; never raises for any ``str`` pattern."""
+    pattern = rule.pattern.encode("utf-8", "surrogatepass")
+    return RuleDigest(
+        name=rule.name,
+        privacy=rule.privacy,
+        builtin=builtin,
+        pattern_blake3=blake3.blake3(pattern).hexdigest(),
+        group=rule.group,
+        replacement=rule.replacement,
+        next_arg=rule.next_arg,
+        programs=rule.programs,
+        only_when_cut=rule.only_when_cut,
+    )
 
 
 class Matcher(Protocol):
@@ -194,6 +256,12 @@ def _check_group(where: str, rule: Rule, compiled: re.Pattern[str]) -> None:
         if rule.next_arg:
             raise _fail(where, rule, "next_arg is for sensitive rules")
         return
+    if rule.only_when_cut:
+        raise _fail(
+            where,
+            rule,
+            "only_when_cut is for forbidden rules; a cut field's tail is dropped whole",
+        )
     group = rule.group
     if isinstance(group, bool) or not isinstance(group, int | str):
         raise _fail(where, rule, f"group must be a group number or name, got {group!r}")

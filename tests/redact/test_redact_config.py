@@ -140,6 +140,11 @@ def good(**changes: Any) -> dict[str, Any]:
             "programs must be basenames such as 'mysql', got '/usr/bin/mysql'",
         ),
         ([good(programs=[""])], "programs must be basenames"),
+        ([good(only_when_cut=True)], "('my-rule'): only_when_cut is for forbidden rules"),
+        (
+            [good(privacy="forbidden", pattern="x", only_when_cut="yes")],
+            "field 'only_when_cut': Expected `bool`, got `str`; expected true or false",
+        ),
     ],
 )
 def test_bad_config_is_refused_with_a_clear_message(config: object, message: str) -> None:
@@ -201,3 +206,32 @@ def test_replacement_is_literal() -> None:
         builtin=False,
     )
     assert redactor.redact_text("key:abc", "path") == r"key:\1"
+
+
+def test_a_configured_cut_only_rule_applies_to_cut_fields_only() -> None:
+    redactor = Redactor.from_config(
+        [
+            {
+                "name": "corp-token-cut",
+                "privacy": "forbidden",
+                "pattern": r"(?<![a-z0-9])corp_[0-9a-f]*\Z",
+                "only_when_cut": True,
+            }
+        ]
+    )
+    (rule,) = [r.rule for r in redactor.rules if r.rule.name == "corp-token-cut"]
+    assert rule.only_when_cut
+    assert redactor.redact_text("/tmp/corp_01ab", "path") == "/tmp/corp_01ab"
+    assert redactor.redact_text("/tmp/corp_01ab", "path", cut=True) == marker("corp-token-cut")
+    result = redactor.redact_argv(("app", "corp_01", "corp_02"), cut=(2,))
+    assert result.argv == ("app", "corp_01", marker("corp-token-cut"))
+    assert redactor.stats.fields_redacted == {"corp-token-cut": 2}
+
+
+def test_only_when_cut_defaults_to_false() -> None:
+    (rule,) = parse_rules([{"name": "a", "privacy": "forbidden", "pattern": "x"}])
+    assert rule.only_when_cut is False
+    (rule,) = parse_rules(
+        [{"name": "a", "privacy": "forbidden", "pattern": "x", "only_when_cut": True}]
+    )
+    assert rule == Rule(name="a", privacy="forbidden", pattern="x", only_when_cut=True)

@@ -8,7 +8,11 @@ secret substrings are checked to be absent from the output.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -184,6 +188,58 @@ CORPUS: tuple[Case, ...] = (
     argv("DigitalOcean token", ("doctl", "auth", "init", "-t", DIGITALOCEAN), ("doctl", "auth", "init", "-t", dropped("digitalocean-token")), DIGITALOCEAN, rule="digitalocean-token"),
     argv("Mailgun key", ("mg-send", MAILGUN), ("mg-send", dropped("mailgun-api-key")), MAILGUN, rule="mailgun-api-key"),
     argv("Azure storage connection string", ("az", "storage", "blob", "list", "--connection-string", f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={AZURE_KEY};EndpointSuffix=core.windows.net"), ("az", "storage", "blob", "list", "--connection-string", dropped("azure-storage-key")), AZURE_KEY, rule="azure-storage-key"),
+    # --- argv: more program-specific secrets ------------------------------
+    argv("openssl enc -k PW", ("openssl", "enc", "-aes256", "-k", "encPW1", "-in", "f"), ("openssl", "enc", "-aes256", "-k", MASK, "-in", "f"), "encPW1", rule="openssl-key"),
+    argv("openssl enc -K hexkey", ("openssl", "enc", "-aes-256-cbc", "-K", "00112233445566778899aabbccddeeff", "-iv", "0102"), ("openssl", "enc", "-aes-256-cbc", "-K", MASK, "-iv", "0102"), "00112233445566778899aabbccddeeff", rule="openssl-key"),
+    argv("openssl dgst -hmac KEY", ("openssl", "dgst", "-sha256", "-hmac", "hmacKey1", "body.json"), ("openssl", "dgst", "-sha256", "-hmac", MASK, "body.json"), "hmacKey1", rule="openssl-key"),
+    argv("openssl -pass pass:PW", ("openssl", "enc", "-d", "-aes256", "-pass", "pass:encPW2", "-in", "f.enc"), ("openssl", "enc", "-d", "-aes256", "-pass", MASK, "-in", "f.enc"), "encPW2", rule="secret-flag"),
+    argv("openssl -passin=pass:PW", ("openssl", "rsa", "-in", "k.pem", "-passin=pass:rsaPW1"), ("openssl", "rsa", "-in", "k.pem", "-passin=***"), "rsaPW1", rule="secret-flag"),
+    argv("openssl -passin env:VAR (masked too)", ("openssl", "rsa", "-in", "k.pem", "-passin", "env:KEY_PASS"), ("openssl", "rsa", "-in", "k.pem", "-passin", MASK), "env:KEY_PASS", rule="secret-flag"),
+    argv("ldapsearch -w PW", ("ldapsearch", "-x", "-D", "cn=admin,dc=example,dc=org", "-w", "ldapPW1", "-b", "dc=example,dc=org"), ("ldapsearch", "-x", "-D", "cn=admin,dc=example,dc=org", "-w", MASK, "-b", "dc=example,dc=org"), "ldapPW1", rule="ldap-password"),
+    argv("ldapadd -wPW glued", ("ldapadd", "-x", "-D", "cn=admin", "-wldapPW2", "-f", "add.ldif"), ("ldapadd", "-x", "-D", "cn=admin", "-w***", "-f", "add.ldif"), "ldapPW2", rule="ldap-password"),
+    argv("ldapmodify -w PW via sudo", ("sudo", "/usr/bin/ldapmodify", "-H", "ldap://ldap1", "-D", "cn=admin", "-w", "ldapPW3", "-f", "m.ldif"), ("sudo", "/usr/bin/ldapmodify", "-H", "ldap://ldap1", "-D", "cn=admin", "-w", MASK, "-f", "m.ldif"), "ldapPW3", rule="ldap-password"),
+    argv("ldappasswd -a OLD -s NEW", ("ldappasswd", "-x", "-D", "uid=bob,dc=x", "-w", "bindPW1", "-a", "oldPW1", "-s", "newPW1", "uid=bob,dc=x"), ("ldappasswd", "-x", "-D", "uid=bob,dc=x", "-w", MASK, "-a", MASK, "-s", MASK, "uid=bob,dc=x"), "bindPW1", "oldPW1", "newPW1", rule="ldappasswd-password"),
+    argv("smbclient -U user%PW", ("smbclient", "//fs1/share", "-U", "alice%smbPW1", "-c", "ls"), ("smbclient", "//fs1/share", "-U", MASK, "-c", "ls"), "smbPW1", rule="samba-user"),
+    argv("smbclient -Uuser%PW glued", ("smbclient", "//fs1/share", "-UCORP\\alice%smbPW2"), ("smbclient", "//fs1/share", "-UCORP\\alice%***"), "smbPW2", rule="samba-user"),
+    argv("rpcclient --user=user%PW", ("rpcclient", "--user=alice%smbPW3", "-c", "enumdomusers", "dc1"), ("rpcclient", "--user=alice%***", "-c", "enumdomusers", "dc1"), "smbPW3", rule="samba-user"),
+    argv("net ads join -U user%PW", ("net", "ads", "join", "-U", "Administrator%joinPW1"), ("net", "ads", "join", "-U", MASK), "joinPW1", rule="samba-user"),
+    argv("smbtar -p PW", ("smbtar", "-s", "fs1", "-x", "share", "-u", "alice", "-p", "tarPW1", "-t", "/dev/st0"), ("smbtar", "-s", "fs1", "-x", "share", "-u", "alice", "-p", MASK, "-t", "/dev/st0"), "tarPW1", rule="smbtar-password"),
+    argv("mount.cifs -o password= (later options go too)", ("mount.cifs", "//fs1/share", "/mnt", "-o", "username=alice,password=cifsPW1,vers=3.0"), ("mount.cifs", "//fs1/share", "/mnt", "-o", "username=alice,password=***"), "cifsPW1", rule="password-assignment"),
+    argv("lftp -u user,PW", ("lftp", "-u", "alice,lftpPW1", "sftp://files.example.com"), ("lftp", "-u", MASK, "sftp://files.example.com"), "lftpPW1", rule="lftp-user"),
+    argv("lftp -uuser,PW glued", ("lftp", "-ualice,lftpPW2", "ftp.example.com"), ("lftp", "-ualice,***", "ftp.example.com"), "lftpPW2", rule="lftp-user"),
+    argv("lftp -c 'open -u user,PW'", ("lftp", "-c", "open -u alice,lftpPW3 ftp.example.com; mirror pub"), ("lftp", "-c", "open -u *** ftp.example.com; mirror pub"), "lftpPW3", rule="shell-tool-password"),
+    argv("sqlplus user/PW@db", ("sqlplus", "-s", "scott/oraPW1@//db1:1521/orcl", "@report.sql"), ("sqlplus", "-s", "scott/***@//db1:1521/orcl", "@report.sql"), "oraPW1", rule="oracle-password"),
+    argv("sqlplus quoted password", ("sqlplus", 'system/"ora@PW2"@prod'), ("sqlplus", "system/***@prod"), "ora@PW2", rule="oracle-password"),
+    argv("expdp userid=user/PW", ("expdp", "userid=scott/oraPW3", "directory=DATA_PUMP_DIR", "dumpfile=x.dmp"), ("expdp", "userid=scott/***", "directory=DATA_PUMP_DIR", "dumpfile=x.dmp"), "oraPW3", rule="oracle-password"),
+    argv("rman target sys/PW@db", ("rman", "target", "sys/oraPW4@prod", "catalog", "rco/oraPW5@cat"), ("rman", "target", "sys/***@prod", "catalog", "rco/***@cat"), "oraPW4", "oraPW5", rule="oracle-password"),
+    argv("xfreerdp /p:PW", ("xfreerdp", "/u:alice", "/p:rdpPW1", "/v:win1.example.com"), ("xfreerdp", "/u:alice", "/p:***", "/v:win1.example.com"), "rdpPW1", rule="freerdp-password"),
+    argv("xfreerdp /gp: and /pth:", ("xfreerdp3", "/gu:bob", "/gp:gwPW1", "/pth:8846f7eaee8fb117ad06bdd830b7586c", "/v:h"), ("xfreerdp3", "/gu:bob", "/gp:***", "/pth:***", "/v:h"), "gwPW1", "8846f7eaee8fb117ad06bdd830b7586c", rule="freerdp-password"),
+    argv("ipmitool -P PW", ("ipmitool", "-I", "lanplus", "-H", "bmc1", "-U", "admin", "-P", "ipmiPW1", "chassis", "power", "status"), ("ipmitool", "-I", "lanplus", "-H", "bmc1", "-U", "admin", "-P", MASK, "chassis", "power", "status"), "ipmiPW1", rule="ipmitool-password"),
+    argv("ipmitool -PPW -y key", ("ipmitool", "-H", "bmc1", "-PipmiPW2", "-y", "0123abcd", "sel", "list"), ("ipmitool", "-H", "bmc1", "-P***", "-y", MASK, "sel", "list"), "ipmiPW2", "0123abcd", rule="ipmitool-password"),
+    argv("snmpwalk -A PW -X PW", ("snmpwalk", "-v3", "-l", "authPriv", "-u", "mon", "-a", "SHA", "-A", "snmpAuth1", "-x", "AES", "-X", "snmpPriv1", "sw1"), ("snmpwalk", "-v3", "-l", "authPriv", "-u", "mon", "-a", "SHA", "-A", MASK, "-x", "AES", "-X", MASK, "sw1"), "snmpAuth1", "snmpPriv1", rule="snmp-secret"),
+    argv("snmpget -c community", ("snmpget", "-v2c", "-c", "s3cretCommunity", "sw1", "sysUpTime.0"), ("snmpget", "-v2c", "-c", MASK, "sw1", "sysUpTime.0"), "s3cretCommunity", rule="snmp-secret"),
+    argv("ncftp -p PW", ("ncftpput", "-u", "alice", "-p", "ncftpPW1", "ftp.example.com", "/in", "f.txt"), ("ncftpput", "-u", "alice", "-p", MASK, "ftp.example.com", "/in", "f.txt"), "ncftpPW1", rule="ncftp-password"),
+    argv("wget --ftp-password PW", ("wget", "--ftp-user=alice", "--ftp-password", "wgetPW2", "ftp://ftp.example.com/f"), ("wget", "--ftp-user=alice", "--ftp-password", MASK, "ftp://ftp.example.com/f"), "wgetPW2", rule="secret-flag"),
+    argv("wget --proxy-password=PW", ("wget", "--proxy-user=bob", "--proxy-password=wgetPW3", "https://example.com/f"), ("wget", "--proxy-user=bob", "--proxy-password=***", "https://example.com/f"), "wgetPW3", rule="secret-flag"),
+    argv("plink -pw PW", ("plink", "-ssh", "-pw", "plinkPW1", "alice@host", "uptime"), ("plink", "-ssh", "-pw", MASK, "alice@host", "uptime"), "plinkPW1", rule="putty-password"),
+    argv("mosquitto_pub -P PW", ("mosquitto_pub", "-h", "broker", "-u", "dev", "-P", "mqttPW1", "-t", "a/b", "-m", "1"), ("mosquitto_pub", "-h", "broker", "-u", "dev", "-P", MASK, "-t", "a/b", "-m", "1"), "mqttPW1", rule="mosquitto-password"),
+    argv("mosquitto_sub --pw PW", ("mosquitto_sub", "-h", "broker", "--pw", "mqttPW2", "-t", "#"), ("mosquitto_sub", "-h", "broker", "--pw", MASK, "-t", "#"), "mqttPW2", rule="mosquitto-password"),
+    argv("useradd -p HASH", ("useradd", "-m", "-p", "$6$salt$abcdefHASH", "bob"), ("useradd", "-m", "-p", MASK, "bob"), "abcdefHASH", rule="useradd-password"),
+    argv("nmcli wifi connect password PW", ("nmcli", "device", "wifi", "connect", "HomeNet", "password", "wifiPW123"), ("nmcli", "device", "wifi", "connect", "HomeNet", "password", MASK), "wifiPW123", rule="nmcli-secret"),
+    argv("nmcli wifi-sec.psk PW", ("nmcli", "connection", "modify", "HomeNet", "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", "wifiPW456"), ("nmcli", "connection", "modify", "HomeNet", "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", MASK), "wifiPW456", rule="nmcli-secret"),
+    # --- argv: env -S, ansible ---------------------------------------------
+    argv("env -S 'mysql -pPW'", ("env", "-S", "mysql -uroot -penvSPW1 appdb"), ("env", "-S", "mysql -uroot -p*** appdb"), "envSPW1", rule="shell-mysql-password"),
+    argv("env -Smysql glued", ("/usr/bin/env", "-Smysql -uroot -penvSPW2 appdb"), ("/usr/bin/env", "-Smysql -uroot -p*** appdb"), "envSPW2", rule="shell-mysql-password"),
+    argv("env --split-string=", ("env", "--split-string=mysqldump -uroot -penvSPW3 appdb"), ("env", "--split-string=mysqldump -uroot -p*** appdb"), "envSPW3", rule="shell-mysql-password"),
+    argv("shebang env -S with --token", ("/usr/bin/env", "-S deploy --token envSTok1 --verbose", "./deploy.sh"), ("/usr/bin/env", "-S deploy --token *** --verbose", "./deploy.sh"), "envSTok1", rule="shell-secret-flag"),
+    argv("env -S 'ldapsearch -w PW'", ("env", "-S", "ldapsearch -x -D cn=admin -w envSPW4 -b dc=x"), ("env", "-S", "ldapsearch -x -D cn=admin -w *** -b dc=x"), "envSPW4", rule="shell-tool-password"),
+    argv("sh -c 'smbclient -U user%PW'", ("sh", "-c", "smbclient //fs1/s -U 'alice%shSmbPW' -c ls && echo ok"), ("sh", "-c", "smbclient //fs1/s -U '***' -c ls && echo ok"), "shSmbPW", rule="shell-tool-password"),
+    argv("bash -c 'redis-cli -a PW'", ("bash", "-c", "redis-cli -h cache -a shRedisPW ping | grep PONG"), ("bash", "-c", "redis-cli -h cache -a *** ping | grep PONG"), "shRedisPW", rule="shell-tool-password"),
+    argv("bash -c 'openssl enc -k PW'", ("bash", "-c", "openssl enc -d -aes256 -k shEncPW -in f.enc -kfile /dev/null"), ("bash", "-c", "openssl enc -d -aes256 -k *** -in f.enc -kfile /dev/null"), "shEncPW", rule="shell-tool-password"),
+    argv("ansible --extra-vars JSON become_pass", ("ansible-playbook", "site.yml", "--extra-vars", '{"ansible_become_pass": "becomePW1", "env": "prod"}'), ("ansible-playbook", "site.yml", "--extra-vars", '{"ansible_become_pass": "***", "env": "prod"}'), "becomePW1", rule="json-secret-field"),
+    argv("JSON camelCase and dotted names", ("curl", "-d", '{"clientSecret":"jsonKey1","db.password":"jsonPW2","csrf-token":"jsonTok3","name":"n"}', "https://api.example.com"), ("curl", "-d", '{"clientSecret":"***","db.password":"***","csrf-token":"***","name":"n"}', "https://api.example.com"), "jsonKey1", "jsonPW2", "jsonTok3", rule="json-secret-field"),
+    argv("ansible -e ansible_password=", ("ansible", "all", "-e", "ansible_password=ansPW1", "-m", "ping"), ("ansible", "all", "-e", "ansible_password=***", "-m", "ping"), "ansPW1", rule="password-assignment"),
+    argv("ansible -e key=value *_token / *_secret", ("ansible-playbook", "-e", "github_token=ansTok1 vault_secret=ansSec1 env=prod", "site.yml"), ("ansible-playbook", "-e", "github_token=*** vault_secret=*** env=prod", "site.yml"), "ansTok1", "ansSec1", rule="secret-assignment"),
     # --- paths -------------------------------------------------------------
     path("ghp_ in a path", f"/home/alice/.cache/tokens/{GHP}", dropped("github-token"), GHP, rule="github-token"),
     path("AWS key id in a file name", f"/tmp/upload-{AWS_KEY_ID}.json", dropped("aws-access-key-id"), AWS_KEY_ID, rule="aws-access-key-id"),
@@ -224,8 +280,10 @@ def test_corpus_is_broad() -> None:
 
 
 def test_every_builtin_rule_is_exercised() -> None:
-    """A new built-in rule needs a corpus case, or it is untested."""
-    assert {rule.name for rule in BUILTIN_RULES} == {case.rule for case in CORPUS}
+    """A new built-in rule needs a corpus case, or it is untested (cut-only ones: below)."""
+    assert {rule.name for rule in BUILTIN_RULES} == {case.rule for case in CORPUS} | {
+        case.rule for case in CUT_CORPUS
+    }
 
 
 def test_expected_outputs_hold_no_secret() -> None:
@@ -283,3 +341,164 @@ def test_same_input_same_output_across_redactors() -> None:
     for case in CORPUS:
         assert run(first, case) == run(second, case)
         assert run(first, case) == run(first, case)
+
+
+# --- fields the capture cut short ------------------------------------------------
+#
+# comm is cut at 15 bytes, argv entries at 127, paths at 255. A token cut there
+# is shorter than its full rule's minimum, so only the cut-only rule (applied
+# when the caller says the field was cut) catches what is left of it.
+
+COMM_WIDTH, ARG_WIDTH, PATH_WIDTH = 15, 127, 255
+
+
+def cut_field(head: str, token: str, width: int, keep: int) -> str:
+    """``head``, padding, ``/`` and the first ``keep`` characters of ``token``: ``width`` in all."""
+    value = head + "x" * (width - len(head) - 1 - keep) + "/" + token[:keep]
+    assert len(value) == width
+    return value
+
+
+@dataclass(frozen=True)
+class CutCase:
+    shape: str
+    kind: str  # "comm", "path", "address" or "argv" (then the entry at index 1 was cut)
+    given: str
+    rule: str
+    secret: str  # what is left of the token; must not survive
+
+
+def cut(shape: str, kind: str, given: str, rule: str, *, keep: int = 0) -> CutCase:
+    """A case whose secret is the last ``keep`` characters of ``given`` (default: after the prefix)."""
+    return CutCase(shape, kind, given, rule, given[-keep:] if keep else given)
+
+
+CUT_CORPUS: tuple[CutCase, ...] = (
+    cut("stripe key as an executable name", "comm", "sk_live_51QwErTyUiOpAsDfGhJkL"[:COMM_WIDTH], "stripe-secret-key-cut", keep=7),
+    cut("ghp_ as a comm", "comm", GHP[:COMM_WIDTH], "github-token-cut", keep=11),
+    cut("hf_ as a comm", "comm", HF[:COMM_WIDTH], "huggingface-token-cut", keep=12),
+    cut("npm_ as a comm", "comm", NPM[:COMM_WIDTH], "npm-token-cut", keep=11),
+    cut("glpat- as a comm", "comm", GLPAT[:COMM_WIDTH], "gitlab-token-cut", keep=9),
+    cut("xoxb- in a cut path", "path", cut_field("/tmp/slack", SLACK_TOKEN, PATH_WIDTH, 12), "slack-token-cut", keep=7),
+    cut("sk-proj- as a comm", "comm", OPENAI[:COMM_WIDTH], "openai-api-key-cut", keep=7),
+    cut("sk-ant- as a comm", "comm", ANTHROPIC[:COMM_WIDTH], "anthropic-api-key-cut", keep=8),
+    cut("dckr_pat_ as a comm", "comm", DOCKER_PAT[:COMM_WIDTH], "docker-hub-token-cut", keep=6),
+    cut("pypi- as a comm", "comm", PYPI[:COMM_WIDTH], "pypi-token-cut", keep=6),
+    cut("AKIA in a cut path", "path", cut_field("/tmp/upload-", AWS_KEY_ID, PATH_WIDTH, 10), "aws-access-key-id-cut", keep=10),
+    cut("aws_secret_access_key= in a cut path", "path", cut_field("/etc/app/", f"aws_secret_access_key={AWS_SECRET}", PATH_WIDTH, 30), "aws-secret-access-key-cut", keep=8),
+    cut("AIza in a cut path", "path", cut_field("/srv/keys/", GOOGLE_KEY, PATH_WIDTH, 12), "google-api-key-cut", keep=8),
+    cut("ya29. in a cut path", "path", cut_field("/tmp/oauth/", GOOGLE_OAUTH, PATH_WIDTH, 9), "google-oauth-token-cut", keep=4),
+    cut("GOCSPX- in a cut path", "path", cut_field("/tmp/", GOOGLE_CLIENT_SECRET, PATH_WIDTH, 12), "google-oauth-client-secret-cut", keep=5),
+    cut("AccountKey= in a cut argv entry", "argv", "DefaultEndpointsProtocol=https;AccountName=acct;" + cut_field("EndpointSuffix=x;", f"AccountKey={AZURE_KEY}", ARG_WIDTH - 48, 16), "azure-storage-key-cut", keep=5),
+    cut("dop_v1_ in a cut argv entry", "argv", cut_field("--config=/srv/do", DIGITALOCEAN, ARG_WIDTH, 20), "digitalocean-token-cut", keep=13),
+    cut("hvs. in a cut path", "path", cut_field("/run/vault", VAULT, PATH_WIDTH, 12), "vault-token-cut", keep=8),
+    cut("github_pat_ in a cut argv entry", "argv", cut_field("https://api.example.com/", GITHUB_PAT, ARG_WIDTH, 15), "github-fine-grained-pat-cut", keep=4),
+    cut("Slack webhook cut in its path", "argv", cut_field("--url=https://x.example/", SLACK_HOOK.removeprefix("https://"), ARG_WIDTH, 30), "slack-webhook-cut", keep=5),
+    cut("Discord webhook cut in its token", "address", cut_field("unix:/run/", DISCORD_HOOK.removeprefix("https://"), PATH_WIDTH, 48), "discord-webhook-cut", keep=4),
+    cut("Telegram bot token cut", "argv", cut_field("--notify=https://api.telegram.org", f"bot{TELEGRAM}", ARG_WIDTH, 20), "telegram-bot-token-cut", keep=7),
+    cut("whsec_ cut", "path", cut_field("/tmp/stripe", STRIPE_WHSEC, PATH_WIDTH, 12), "stripe-webhook-secret-cut", keep=6),
+    cut("shpat_ cut", "argv", cut_field("--store=", SHOPIFY, ARG_WIDTH, 16), "shopify-token-cut", keep=10),
+    cut("SendGrid key cut after its first part", "path", cut_field("/var/mail/", SENDGRID, PATH_WIDTH, 30), "sendgrid-api-key-cut", keep=8),
+    cut("JWT cut in its header", "path", cut_field("/var/lib/app/sessions", JWT, PATH_WIDTH, 20), "jwt-cut", keep=17),
+    cut("age key cut", "argv", cut_field("--identity-data=", AGE, ARG_WIDTH, 24), "age-secret-key-cut", keep=8),
+)  # fmt: skip
+
+
+def cut_id(case: CutCase) -> str:
+    return f"{case.kind}:{case.shape}"
+
+
+def run_cut(redactor: Redactor, case: CutCase, *, was_cut: bool) -> tuple[str, tuple[str, ...]]:
+    """Redact the case's field, saying it was cut or not; the field's output and what fired."""
+    if case.kind == "argv":
+        result = redactor.redact_argv(("app", case.given, "next"), cut=(1,) if was_cut else ())
+        assert result.argv[::2] == ("app", "next")
+        return result.argv[1], result.fired
+    detail = redactor.redact_text_detail(case.given, case.kind, cut=was_cut)
+    return detail.text, detail.fired
+
+
+def test_cut_corpus_names_every_cut_rule_once_per_shape() -> None:
+    shapes = [case.shape for case in CUT_CORPUS]
+    assert len(set(shapes)) == len(shapes)
+    cut_rules = {rule.name for rule in BUILTIN_RULES if rule.only_when_cut}
+    assert {case.rule for case in CUT_CORPUS} == cut_rules
+
+
+@pytest.mark.parametrize("case", CUT_CORPUS, ids=cut_id)
+def test_cut_token_is_dropped(case: CutCase) -> None:
+    redactor = Redactor.builtin()
+    text, fired = run_cut(redactor, case, was_cut=True)
+    assert text == marker(case.rule)
+    assert case.secret not in text
+    assert fired == (case.rule,)
+    assert redactor.stats.fields_redacted == {case.rule: 1}
+    assert redactor.redact_text(text, case.kind, cut=True) == text
+
+
+@pytest.mark.parametrize("case", CUT_CORPUS, ids=cut_id)
+def test_the_same_field_uncut_is_left_to_the_full_rules(case: CutCase) -> None:
+    """Too short for the full rule, so an uncut field is kept: cut-only rules never fire."""
+    redactor = Redactor.builtin()
+    text, fired = run_cut(redactor, case, was_cut=False)
+    assert (text, fired) == (case.given, ())
+
+
+def test_a_full_token_in_a_cut_field_keeps_its_own_rule() -> None:
+    """The full-length rules are tried first: a cut field holding a whole token names it."""
+    redactor = Redactor.builtin()
+    value = cut_field("/tmp/", GHP + "-cache.json", PATH_WIDTH, len(GHP) + 3)
+    assert redactor.redact_text(value, "path", cut=True) == marker("github-token")
+
+
+def test_only_the_listed_argv_entries_are_cut() -> None:
+    redactor = Redactor.builtin()
+    argv = ("stripe-cli", "sk_live_51QwE", "sk_live_51QwE", "--x", "sk_test_9")
+    result = redactor.redact_argv(argv, cut=[2, 4, 7, -1])
+    assert result.argv == (
+        "stripe-cli",
+        "sk_live_51QwE",
+        marker("stripe-secret-key-cut"),
+        "--x",
+        marker("stripe-secret-key-cut"),
+    )
+    assert result.fired == ("stripe-secret-key-cut",)
+    assert redactor.stats.fields_redacted == {"stripe-secret-key-cut": 2}
+    assert redactor.redact_argv(argv).argv == argv
+
+
+def test_a_cut_token_must_run_to_the_end() -> None:
+    """A short token-like word followed by more text was not cut: it is kept."""
+    redactor = Redactor.builtin()
+    for value in ("sk_live_51Q more", "ghp_x.json", "/tmp/hf_abcdef/x", "xoxb-1 "):
+        assert redactor.redact_text(value, "path", cut=True) == value
+
+
+def test_short_prefixes_need_a_few_characters() -> None:
+    """hf_, npm_, AIza, eyJ: a cut path that merely ends in such a word is kept."""
+    redactor = Redactor.builtin()
+    for value in ("/srv/hf_ab", "/srv/npm_conf", "/x/AIza", "/x/eyJab", "/x/sk-abc"):
+        assert redactor.redact_text(value, "path", cut=True) == value
+
+
+def test_a_real_comm_cut_by_the_kernel_is_dropped(tmp_path: Path) -> None:
+    """The kernel keeps 15 bytes of an executable's name as its comm: what capture reads."""
+    name = "sk_live_51QwErTyUiOpAsDfGhJkL"
+    program = tmp_path / name
+    shutil.copy("/bin/sleep", program)
+    with subprocess.Popen([str(program), "30"]) as child:
+        try:
+            comm = ""
+            for _ in range(200):  # until exec has replaced the fork's comm
+                comm = Path(f"/proc/{child.pid}/comm").read_text().rstrip("\n")
+                if comm.startswith("sk_"):
+                    break
+                time.sleep(0.01)
+        finally:
+            child.kill()
+    assert comm == name[:COMM_WIDTH]
+    redactor = Redactor.builtin()
+    was_cut = len(comm.encode("utf-8", "surrogateescape")) == COMM_WIDTH
+    assert was_cut
+    assert redactor.redact_text(comm, "comm") == comm  # too short for the full rule
+    assert redactor.redact_text(comm, "comm", cut=was_cut) == marker("stripe-secret-key-cut")

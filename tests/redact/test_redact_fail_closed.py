@@ -166,3 +166,19 @@ def test_keyboard_interrupt_is_not_swallowed() -> None:
     redactor = Redactor([CompiledRule(rule, Interrupting("zzz", "x", RuntimeError()))])
     with pytest.raises(KeyboardInterrupt):
         redactor.redact_text(SECRET, "path")
+
+
+def test_a_cut_only_rule_that_raises_fails_only_cut_fields() -> None:
+    """Uncut fields never consult a cut-only rule; a cut one fails closed on it."""
+    rule = Rule(name="planted", privacy="forbidden", pattern="zzz", only_when_cut=True)
+    redactor = Redactor(
+        [*BUILTIN_RULES, CompiledRule(rule, RaisingMatcher("zzz", "TRIGGER", RuntimeError()))]
+    )
+    assert redactor.redact_text(SECRET, "comm") == SECRET
+    assert redactor.redact_text(SECRET, "comm", cut=True) == ERROR_MARKER
+    result = redactor.redact_argv(("app", "--password", SECRET, SECRET, "x"), cut=(2, 3))
+    # entry 2 is --password's value (masked before any rule runs); entry 3 fails,
+    # and the entry after it is masked too
+    assert result.argv == ("app", "--password", MASK, ERROR_MARKER, ERROR_MARKER)
+    assert redactor.stats.failures == {"rule:planted": 2, "after-failure": 1}
+    assert redactor.stats.failures_by_field == {"comm": 1, "argv": 2}

@@ -84,6 +84,40 @@ ORDINARY_ARGV: tuple[tuple[str, ...], ...] = (
     ("sha256sum", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
     ("git", "show", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
     ("echo", "AKIA"),
+    # near misses for the program-specific rules: same programs, no secret
+    ("openssl", "enc", "-aes256", "-kfile", "/root/enc.key", "-in", "f", "-out", "f.enc"),
+    ("openssl", "s_client", "-connect", "host:443", "-servername", "host"),
+    ("ldapsearch", "-x", "-H", "ldap://ldap1", "-b", "dc=example,dc=org", "-s", "sub", "-a", "never", "(uid=bob)"),
+    ("ldapsearch", "-x", "-W", "-D", "cn=admin", "-y", "/root/.ldappw", "-o", "ldif-wrap=no"),
+    ("smbclient", "-L", "fs1", "-N"),
+    ("smbclient", "//fs1/share", "-A", "/root/.smbcred", "-Ualice", "-c", "ls"),
+    ("rpcclient", "--user=alice", "-c", "srvinfo", "dc1"),
+    ("nmblookup", "-U", "10.0.0.1", "-R", "WORKGROUP"),
+    ("mount.cifs", "//fs1/share", "/mnt", "-o", "credentials=/root/.cifs,vers=3.0,uid=1000"),
+    ("lftp", "-p", "2121", "-e", "mirror -R ./out /in; quit", "ftp.example.com"),
+    ("lftp", "-ualice", "ftp.example.com"),
+    ("env", "-S", "python3 -u -X dev", "script.py"),
+    ("env", "-i", "PATH=/usr/bin", "HOME=/root", "bash", "-l"),
+    ("/usr/bin/env", "-S deno run --allow-net --port 8080", "./server.ts"),
+    ("ansible-playbook", "-i", "hosts", "-e", "env=prod max_tokens=100 token_type=bearer bypass=1", "--ask-become-pass", "site.yml"),
+    ("ansible-playbook", "--vault-password-file", "/root/.vault", "-e", '{"env": "prod", "tokens": "3"}', "site.yml"),
+    ("curl", "-d", '{"bypass": "x", "compass": "n", "max_tokens": "100", "token_type": "bearer", "passes": "3", "password_policy": "strict", "secret_name": "db", "isPasswordSet": "no"}', "https://api.example.com"),
+    ("sqlplus", "/nolog"),
+    ("sqlplus", "-s", "/", "as", "sysdba", "@/opt/scripts/check.sql"),
+    ("sqlplus", "scott@orcl", "@./report.sql"),
+    ("expdp", "directory=DATA_PUMP_DIR", "dumpfile=x.dmp", "logfile=/tmp/x.log"),
+    ("xfreerdp", "/u:alice", "/v:win1.example.com", "/size:1920x1080", "+clipboard", "/cert:ignore"),
+    ("ipmitool", "-I", "lanplus", "-H", "bmc1", "-U", "admin", "-E", "-p", "623", "sensor", "list"),
+    ("snmpwalk", "-v3", "-l", "authPriv", "-u", "mon", "-a", "SHA", "-x", "AES", "sw1", "IF-MIB::ifDescr"),
+    ("ncftp", "-u", "alice", "-P", "2121", "ftp.example.com"),
+    ("wget", "--ask-password", "--user=alice", "ftp://ftp.example.com/f"),
+    ("plink", "-ssh", "-pwfile", "/root/.pw", "-P", "2222", "alice@host"),
+    ("mosquitto_sub", "-h", "broker", "-p", "8883", "-u", "dev", "-t", "#"),
+    ("useradd", "-m", "-s", "/bin/bash", "-G", "sudo", "bob"),
+    ("nmcli", "connection", "modify", "HomeNet", "wifi-sec.key-mgmt", "wpa-psk", "ipv4.method", "auto"),
+    ("nmcli", "device", "wifi", "connect", "HomeNet", "--ask"),
+    ("bash", "-c", "ldapsearch -x -LLL -b dc=x '(uid=bob)' && smbclient -L fs1 -N"),
+    ("sh", "-c", "openssl enc -aes256 -kfile /root/k -in f -out f.enc; redis-cli -h cache ping"),
     ("",),
     (),
 )  # fmt: skip
@@ -146,3 +180,18 @@ def test_ordinary_address_is_unchanged(value: str) -> None:
 def test_non_ascii_arguments_are_unchanged() -> None:
     argv = ("grep", "-r", "contraseña", "docs/", "Ünïcødé", "日本語", "\U0001f600")
     assert Redactor.builtin().redact_argv(argv).argv == argv
+
+
+@pytest.mark.parametrize("argv", ORDINARY_ARGV, ids=" ".join)
+def test_ordinary_argv_is_unchanged_when_cut(argv: tuple[str, ...]) -> None:
+    """The cut-only rules need a token prefix at the end: ordinary entries have none."""
+    result = Redactor.builtin().redact_argv(argv, cut=range(len(argv)))
+    assert (result.argv, result.fired) == (argv, ())
+
+
+def test_ordinary_text_is_unchanged_when_cut() -> None:
+    redactor = Redactor.builtin()
+    comms = ("systemd-journal", "kworker/u8:2-ev", "python3", "gnome-shell-cal", "sk_", "ghp")
+    for value in (*ORDINARY_PATHS, *ORDINARY_ADDRESSES, *comms):
+        assert redactor.redact_text_detail(value, "path", cut=True).text == value
+    assert redactor.stats.fields_redacted == {}

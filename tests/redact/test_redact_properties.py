@@ -102,3 +102,72 @@ def test_worst_case_input_is_bounded(unit: str) -> None:
     elapsed = time.perf_counter() - started
     assert result.argv[2] != ERROR_MARKER
     assert elapsed < 2.0, f"{unit!r}: {elapsed:.2f}s"
+
+
+# Not-UTF-8 bytes decoded with surrogateescape (U+DC80..U+DCFF) and control
+# characters, mixed with the pieces above: what a hostile argv or path holds.
+ODD_CHARS = st.one_of(
+    st.integers(0xDC80, 0xDCFF).map(chr),
+    st.integers(0, 0x1F).map(chr),
+    st.just("\x7f"),
+)
+ODD_FIELDS = st.lists(st.one_of(PIECES, ODD_CHARS), max_size=12).map("".join)
+ODD_ARGVS = st.lists(ODD_FIELDS, max_size=6).map(tuple)
+
+
+@settings(max_examples=400)
+@given(ODD_ARGVS, st.sets(st.integers(0, 5)))
+def test_surrogates_and_control_characters_never_raise(
+    argv: tuple[str, ...], cut: set[int]
+) -> None:
+    for was_cut in (set(), cut):
+        result = REDACTOR.redact_argv(argv, cut=was_cut)
+        assert len(result.argv) == len(argv)
+        assert "error" not in result.fired
+        assert REDACTOR.redact_argv(result.argv, cut=was_cut).argv == result.argv
+    for field in argv:
+        for was_cut in (False, True):
+            detail = REDACTOR.redact_text_detail(field, "path", cut=was_cut)
+            assert "error" not in detail.fired
+            assert REDACTOR.redact_text(detail.text, "path", cut=was_cut) == detail.text
+
+
+def test_secrets_next_to_surrogates_and_control_characters_are_redacted() -> None:
+    redactor = Redactor.builtin()
+    raw = b"--token=\xff\xfe\x00secret\x1b".decode("utf-8", "surrogateescape")
+    ghp = "ghp_R4nd0mFakeT0kenForTests0123456789abcd"
+    argv = ("app\udcff", raw, "--password", "\udc80pw\x07", f"\udce2{ghp}\n")
+    result = redactor.redact_argv(argv)
+    assert result.argv == (
+        "app\udcff",
+        "--token=***",
+        "--password",
+        "***",
+        "[REDACTED:github-token]",
+    )
+    comm = b"sk_live_\xe2\x82".decode("utf-8", "surrogateescape")  # cut inside a character
+    assert redactor.redact_text(comm, "comm", cut=True) == comm  # the token ended before it
+    assert redactor.redact_text("\udcffsk_live_51Qw", "comm", cut=True) == (
+        "[REDACTED:stripe-secret-key-cut]"
+    )
+    assert redactor.stats.failures == {}
+
+
+# More starting points for the rules added with cut fields and new programs.
+ADVERSARIAL_MORE = [
+    "ldapsearch ", "smbclient -U", "lftp ", "net ", "openssl -k", "-eyJ", "-ghp_", "sk_live_",
+    "-AKIA", "-hf_abcd", '"a_pass":', '"aB', "a/", "-S", "env -S ", "/p:", "sqlplus a/",
+    "1234567890:AA", "-SG.abcdefgh", "AccountKey=", "x_token=", "a.b-",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL + ADVERSARIAL_MORE)
+def test_worst_case_cut_input_is_bounded(unit: str) -> None:
+    """As above, with every field said to be cut, and after programs that scope rules."""
+    value = (unit * (DEFAULT_MAX_FIELD_CHARS // len(unit) + 1))[:DEFAULT_MAX_FIELD_CHARS]
+    started = time.perf_counter()
+    result = REDACTOR.redact_argv(("env", "sqlplus", "-c", value), cut=(3,))
+    REDACTOR.redact_text(value, "path", cut=True)
+    elapsed = time.perf_counter() - started
+    assert result.argv[3] != ERROR_MARKER
+    assert elapsed < 2.0, f"{unit!r}: {elapsed:.2f}s"
