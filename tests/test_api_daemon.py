@@ -473,5 +473,12 @@ def test_sigterm_exits_zero_and_the_log_verifies(kernel: None, daemon: Daemon) -
         if e.event["type"] == TYPE_PREFIX + "capture.config.v1"
     ]
     assert [c["reload"] for c in configs] == ["refused", "refused", "applied"]
+    # A refusal names the keys, never the values given.
+    assert configs[0]["keys"] == ["capture.ring_pages"] and configs[0]["why"] == "invalid"
+    assert configs[1]["keys"] == ["capture.argv_max"] and configs[1]["why"] == "needs a restart"
     assert "evidence.redact_rules" in configs[-1]["changed"]
-    assert "e2e-secret" in configs[-1]["config"]  # the rules that now apply, on record
+    # The rules that now apply are on record by name and digest, the pattern nowhere.
+    names = [r["name"] for r in configs[-1]["redaction"]["configured"]]
+    assert names == ["e2e-secret"]
+    log = b"".join(p.read_bytes() for p in (daemon.state / "segments").glob("*.ndjson"))
+    assert b"hushhush-(" not in log

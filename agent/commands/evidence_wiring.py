@@ -18,6 +18,7 @@ from agent.failpoints import Failpoints
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_CHECKPOINT_EVERY, MAX_RETAIN_MB, MAX_SEGMENT_HOURS, MAX_SEGMENT_MB
 from agent.redact import RedactionConfigError, Redactor
+from agent.redact.events import rules_summary
 from agent.sinks.streaming import StreamingSink
 
 
@@ -142,6 +143,8 @@ def open_evidence(
         "disabled_probes": sorted(args.disable_probe),
         "probe_tracepoints": sorted(args.probe_tracepoint),
         "redact_rules": args.redact_rules,
+        # Which rules redact this run's records: names and digests, never a pattern.
+        "redaction": rules_summary(redactor),
         "evidence_fsync": args.evidence_fsync,
     }
     # W3C Trace Context, as CI systems and OpenTelemetry export it: every

@@ -12,6 +12,7 @@ import argparse
 import copy
 import functools
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -63,6 +64,7 @@ from agent.metrics import (
     ring_queue,
 )
 from agent.redact import Redactor
+from agent.redact.events import rules_summary
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
 from agent.sinks.event_lines import EventLines
@@ -305,11 +307,14 @@ async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> Non
     Either way the outcome goes into the evidence as a ``capture.config``
     record, so the log shows which rules applied to which records.
     """
+    source = str(settings.path or "built-in defaults")
+    restart: list[str] = []
     try:
         new = load_config(settings.path)
         plan = plan_reload(settings.config, new)
         if plan.refusal is not None:
-            raise ConfigError(f"{settings.path or 'built-in defaults'}: {plan.refusal}")
+            restart = plan.restart
+            raise ConfigError(f"{source}: {plan.refusal}")
         effective = copy.copy(settings.as_given)
         apply_defaults(effective, new)
         check_evidence_arguments(effective)
@@ -321,17 +326,25 @@ async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> Non
         settings.last_reload_error = str(err)
         _say(f"SIGHUP: reload refused, the running configuration stays: {err}")
         if pipeline is not None:
-            await pipeline.reconfigure({"reload": "refused", "reason": str(err)})
+            # Where it went wrong, never the value: a refused value may be a
+            # secret someone pasted into the wrong key.
+            keys = restart or [_refused_key(str(err), source)]
+            why = "needs a restart" if restart else "invalid"
+            await pipeline.reconfigure({"reload": "refused", "keys": keys, "why": why})
         return
     options = store_options(effective)
     if pipeline is not None:
+        rules = redactor if redactor is not None else settings.redactor
         record = {
             "reload": "applied",
             "generation": settings.generation + 1,
             "changed": plan.changed,
-            # As TOML text: the evidence takes no floats (no canonical form).
-            "config": dump_config(new),
-        }
+            # As TOML text (the evidence takes no floats), without the
+            # redaction patterns: "redaction" names them by digest.
+            "config": dump_config(msgspec.structs.replace(
+                new, evidence=msgspec.structs.replace(new.evidence, redact_rules=()))),
+            "redaction": rules_summary(rules),
+        }  # fmt: skip
         await pipeline.reconfigure(record, redactor, options)
     if redactor is not None:
         settings.redactor = redactor
@@ -341,6 +354,17 @@ async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> Non
     settings.last_reload_error = None
     changed = ", ".join(plan.changed) or "nothing changed"
     _say(f"SIGHUP: configuration reloaded (generation {settings.generation}): {changed}")
+
+
+def _refused_key(message: str, source: str) -> str:
+    """The dotted key (or ``line N``) a configuration error names, from its
+    ``SOURCE: KEY: problem`` form; ``unknown`` when it names none."""
+    rest = message.removeprefix(f"{source}: ")
+    key = rest.split(": ", 1)[0]
+    return key if _CONFIG_KEY.fullmatch(key) else "unknown"
+
+
+_CONFIG_KEY = re.compile(r'line \d+|[a-z_]+(?:\.[a-z_]+|\[\d+\]|\."[A-Za-z0-9_.]+")*')
 
 
 def _report(line: str) -> None:

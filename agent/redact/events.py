@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from typing import Final, Protocol
 
+import blake3
 import msgspec
 
 from agent.capture.events import (
@@ -46,6 +47,7 @@ __all__ = [
     "comm_is_cut",
     "redact_endpoint",
     "redact_event",
+    "rules_summary",
     "same_rules",
 ]
 
@@ -204,3 +206,17 @@ class RedactionMemo:
             table = self._texts if len(self._texts) >= len(self._argvs) else self._argvs
             table.popitem(last=False)
             self.evictions += 1
+
+
+def rules_summary(redactor: Redactor) -> dict[str, object]:
+    """Which rules a redactor runs, for ``capture.start``/``capture.config``
+    evidence, without a single pattern: the built-in set as a count and one
+    blake3 over its digests (it changes only with the tracehound version),
+    every other rule as its :class:`~agent.redact.RuleDigest`."""
+    digests = redactor.describe()
+    builtin = [d for d in digests if d.builtin]
+    joined = b"".join(msgspec.json.encode(d) for d in builtin)
+    return {
+        "builtin": {"count": len(builtin), "blake3": blake3.blake3(joined).hexdigest()},
+        "configured": [msgspec.to_builtins(d) for d in digests if not d.builtin],
+    }
