@@ -21,18 +21,15 @@ from agent.commands.evidence_wiring import (
     add_evidence_arguments,
     check_evidence_arguments,
     evidence_directory,
+    evidence_source,
     open_evidence,
     redactor_from_args,
 )
 from agent.commands.launcher import Launched, exit_status, launch
-from agent.commands.options import (
-    add_capture_arguments,
-    load_options_from_args,
-    output_path,
-    write_output,
-)
+from agent.commands.options import add_capture_arguments, load_options_from_args
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
+from agent.output_target import check_output, write_output
 from agent.redact import Redactor
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
@@ -49,8 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Run CMD, trace only its process tree, and write what it did.",
     )
     parser.add_argument(
-        "--output", "-o", metavar="FILE", help="write the profile here (default: stdout)"
-    )
+        "--output", "-o", metavar="FILE",
+        help="write the profile here (default, or -: stdout); a FIFO or device is written"
+             " through, a file replaced, a symlink refused",
+    )  # fmt: skip
     parser.add_argument("--format", choices=("json", "text"), default=None,
                         help="json (default for a profile) or text (default for diff)")  # fmt: skip
     add_capture_arguments(parser)
@@ -74,38 +73,35 @@ def _command(args: argparse.Namespace) -> list[str]:
     return command
 
 
-def _write(output: Path | None, data: bytes) -> None:
-    if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return
-    write_output("--output", output, data)
-
-
 def main(args: argparse.Namespace) -> int:
     if args.command and args.command[0] == "diff":
         return diff_main(args.command[1:], args.format or "text")
     command = _command(args)
-    output = output_path("--output", args.output)
-    evidence_dir = evidence_directory(args.evidence)
+    output = check_output("--output", "-" if args.output is None else args.output)
+    assert output is not None
     check_evidence_arguments(args)
     redactor = redactor_from_args(args)
     options = load_options_from_args(args, scoped=True)
+    source = evidence_source(args.evidence, None) if args.evidence else ""
+    evidence_dir = evidence_directory(args.evidence, source)
     check_privileges()
     capture = load(options)
     try:
         child = launch(command, shutil.which(command[0]))
         capture.add_to_scope(child.pid)
-        profile, status = trio.run(_profile, capture, child, command, args, evidence_dir, redactor)
+        profile, status = trio.run(
+            _profile, capture, child, command, args, evidence_dir, source, redactor
+        )
         text = args.format == "text"
         data = render_text(profile).encode() if text else encode_profile(profile)
-        _write(output, data)
+        write_output(output, data)
     finally:
         capture.close()  # slow (detaching): after the profile is out
-    if output is not None:
+    if output.kind != "stdout":
         state = "complete" if profile.complete else "INCOMPLETE (see capture section)"
         print(
-            f"tracehound: profile of {len(profile.processes)} processes written to {output} ({state})",
+            f"tracehound: profile of {len(profile.processes)} processes written to"
+            f" {output.description} ({state})",
             file=sys.stderr,
         )
     return status
@@ -117,6 +113,7 @@ async def _profile(
     command: list[str],
     args: argparse.Namespace,
     evidence_dir: Path | None,
+    source: str,
     redactor: Redactor,
 ) -> tuple[Profile, int]:
     aggregate = AggregatingSink()
@@ -129,7 +126,9 @@ async def _profile(
     session = CaptureSession(capture, sink)
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
-        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args, redactor)
+        pipeline = open_evidence(
+            evidence_dir, evidence_stream, session, capture, args, redactor, source=source
+        )
     uid = os.getuid()
     try:
         user = pwd.getpwuid(uid).pw_name

@@ -34,17 +34,20 @@ from agent.commands.evidence_wiring import (
     add_evidence_arguments,
     check_evidence_arguments,
     evidence_directory,
+    evidence_source,
     open_evidence,
     redactor_from_args,
     store_options,
 )
-from agent.commands.options import (
-    add_capture_arguments,
-    load_options_from_args,
-    output_path,
-    write_output,
+from agent.commands.options import add_capture_arguments, load_options_from_args
+from agent.config import (
+    DEFAULT_PATH,
+    Config,
+    ConfigError,
+    apply_defaults,
+    dump_config,
+    load_config,
 )
-from agent.config import Config, ConfigError, apply_defaults, dump_config, load_config
 from agent.config.reload import plan_reload
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
@@ -56,6 +59,13 @@ from agent.metrics import (
     make_registry,
     queue_of,
     ring_queue,
+)
+from agent.output_target import (
+    OutputError,
+    OutputTarget,
+    check_output,
+    open_stream,
+    write_output,
 )
 from agent.redact import Redactor
 from agent.sinks.aggregating import AggregatingSink
@@ -108,13 +118,12 @@ def main(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else None
     config = load_config(config_path)
     as_given = copy.copy(args)  # before the file fills it in: what a reload re-applies to
-    apply_defaults(args, config)
+    from_file = apply_defaults(args, config)
     api_gid = group_id(config.api.group) if config.api.enabled else None
-    stats_file = output_path("--stats-file", args.stats_file)
-    profile_file = output_path("--profile-file", args.profile_file)
-    events_file = output_path("--events", args.events)
-    ready_file = output_path("--ready-file", args.ready_file)
-    evidence_dir = evidence_directory(args.evidence)
+    stats_file = check_output("--stats-file", args.stats_file)
+    profile_file = check_output("--profile-file", args.profile_file)
+    events_file = check_output("--events", args.events)
+    ready_file = check_output("--ready-file", args.ready_file)
     check_evidence_arguments(args)
     redactor = redactor_from_args(args) if args.redact_rules else config.evidence.redactor()
     if args.duration is not None and not args.duration > 0:
@@ -124,6 +133,9 @@ def main(args: argparse.Namespace) -> int:
     if args.stats_interval < 0:
         raise UsageError(f"--stats-interval: expected 0 or more seconds, got {args.stats_interval}")
     options = load_options_from_args(args, scoped=False)
+    config_file = str(config_path or DEFAULT_PATH) if "evidence" in from_file else None
+    source = evidence_source(args.evidence, config_file) if args.evidence else ""
+    evidence_dir = evidence_directory(args.evidence, source, gid=api_gid)
     check_privileges()
     capture = load(options)
     try:
@@ -131,16 +143,30 @@ def main(args: argparse.Namespace) -> int:
             _run,
             capture,
             args,
-            stats_file,
-            profile_file,
-            events_file,
-            ready_file,
+            _Outputs(stats_file, profile_file, events_file, ready_file),
             evidence_dir,
+            source,
             redactor,
             _Settings(config=config, path=config_path, as_given=as_given, api_gid=api_gid),
         )
     finally:
         capture.close()
+
+
+class _Outputs:
+    """The output options, as checked before capture started."""
+
+    def __init__(
+        self,
+        stats: OutputTarget | None,
+        profile: OutputTarget | None,
+        events: OutputTarget | None,
+        ready: OutputTarget | None,
+    ) -> None:
+        self.stats = stats
+        self.profile = profile
+        self.events = events
+        self.ready = ready
 
 
 class _Settings:
@@ -336,40 +362,44 @@ def _say(line: str) -> None:
     print(f"tracehound: {line}", file=sys.stderr, flush=True)
 
 
-async def _write_events(stream: StreamingSink, path: Path) -> None:
+async def _write_events(stream: StreamingSink, target: OutputTarget) -> None:
     """The stream's consumer: NDJSON, written in batches in a worker thread.
 
-    A write that fails (disk full, I/O error) ends the consumer, never the
-    capture: the stream then counts every later event as dropped (fail safe
-    on delivery), and the stats say so.
+    Opening (a FIFO waits for its reader) and writing run in threads. A
+    target that fails (changed since checked, disk full, I/O error, the
+    FIFO's reader gone) ends the consumer, never the capture: the stream
+    then counts every later event as dropped (fail safe on delivery), and
+    the stats say so.
     """
     encoder = msgspec.json.Encoder()
     try:
-        async with await trio.open_file(path, "wb") as out:
+        out = await trio.to_thread.run_sync(open_stream, target)
+        try:
             buffer = bytearray()
             async for event in stream.receive_channel:
                 encoder.encode_into(event, buffer, len(buffer))
                 buffer += b"\n"
                 if len(buffer) >= 1 << 16 or not stream.depth:
-                    await out.write(bytes(buffer))
+                    await trio.to_thread.run_sync(out.write, bytes(buffer))
                     buffer.clear()
             if buffer:
-                await out.write(bytes(buffer))
-    except OSError as err:
-        _say(
-            f"--events {path}: write failed ({err.strerror}); further events are counted as dropped"
-        )
+                await trio.to_thread.run_sync(out.write, bytes(buffer))
+        finally:
+            await trio.to_thread.run_sync(out.close)
+    except OutputError as err:
+        _say(f"{err}; further events are counted as dropped")
+        await stream.receive_channel.aclose()
+    except BrokenPipeError:
+        _say(f"{target.label}: the reader went away; further events are counted as dropped")
         await stream.receive_channel.aclose()
 
 
 async def _run(
     capture: LoadedCapture,
     args: argparse.Namespace,
-    stats_file: Path | None,
-    profile_file: Path | None,
-    events_file: Path | None,
-    ready_file: Path | None,
+    outputs: _Outputs,
     evidence_dir: Path | None,
+    source: str,
     redactor: Redactor,
     settings: _Settings,
 ) -> int:
@@ -378,7 +408,7 @@ async def _run(
     sinks: list[EventSink[object]] = [aggregate]
     stream: StreamingSink | None = None
     evidence_stream: StreamingSink | None = None
-    if events_file is not None:
+    if outputs.events is not None:
         stream = StreamingSink(args.stream_capacity, args.stream_policy, name="events")
         sinks.append(stream)
     if evidence_dir is not None:
@@ -399,7 +429,16 @@ async def _run(
     )  # fmt: skip
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
-        pipeline = open_evidence(evidence_dir, evidence_stream, session, capture, args, redactor)
+        pipeline = open_evidence(
+            evidence_dir,
+            evidence_stream,
+            session,
+            capture,
+            args,
+            redactor,
+            source=source,
+            group=settings.api_gid,
+        )
     attached = sum(1 for s in capture.statuses if s.attached)
     if attached == 0:
         # Running blind must fail, so a supervisor restarts and alerts fire.
@@ -433,8 +472,8 @@ async def _run(
     if config.metrics.enabled:
         api.registry = registry
     async with trio.open_nursery() as nursery:
-        if stream is not None and events_file is not None:
-            nursery.start_soon(_write_events, stream, events_file)
+        if stream is not None and outputs.events is not None:
+            nursery.start_soon(_write_events, stream, outputs.events)
         if pipeline is not None:
             await nursery.start(pipeline.run)
         stop_signals = (signal.SIGINT, signal.SIGTERM)
@@ -450,8 +489,10 @@ async def _run(
                         cache = ProcessInfoCache()
                         for seen in await trio.to_thread.run_sync(seed_processes, cache):
                             await sink.record(seen)
-                    if ready_file is not None:
-                        write_output("--ready-file", ready_file, f"{os.getpid()}\n".encode())
+                    if outputs.ready is not None:
+                        # In a thread: a FIFO's open waits for its reader.
+                        ready = f"{os.getpid()}\n".encode()
+                        await trio.to_thread.run_sync(write_output, outputs.ready, ready)
                     if config.metrics.enabled:
                         await _start_metrics(helpers, config, registry)
                     if pipeline is not None:
@@ -487,10 +528,10 @@ async def _run(
         sink.finish()
     tail.close()
     profile: Profile = aggregate.snapshot()
-    if stats_file is not None:
-        write_output("--stats-file", stats_file, msgspec.json.encode(stats) + b"\n")
-    if profile_file is not None:
-        write_output("--profile-file", profile_file, encode_profile(profile))
+    if outputs.stats is not None:
+        write_output(outputs.stats, msgspec.json.encode(stats) + b"\n")
+    if outputs.profile is not None:
+        write_output(outputs.profile, encode_profile(profile))
     _say("final " + session.stats_line())
     if not stats.balanced:
         _say("WARNING: the books do not balance: " + ", ".join(

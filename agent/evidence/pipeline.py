@@ -385,10 +385,14 @@ def open_pipeline(
     sink_books: Callable[[], Mapping[str, Mapping[str, tuple[int, int]]]] | None = None,
     traceparent: str | None = None,
     tracestate: str | None = None,
+    group: int | None = None,
 ) -> EvidencePipeline:
-    """The pipeline for a state directory, with this host's anchor."""
+    """The pipeline for a state directory, with this host's anchor.
+
+    ``group``: the gid that may read the log (see :class:`EvidenceStore`).
+    """
     opts = store_options or StoreOptions()
-    store = EvidenceStore(Path(state_dir), **msgspec.structs.asdict(opts))
+    store = EvidenceStore(Path(state_dir), **msgspec.structs.asdict(opts), group=group)
     mapper = Mapper(
         host=socket.gethostname(),
         anchor=read_anchor(),
