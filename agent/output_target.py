@@ -39,7 +39,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias, overload
 
 from agent.errors import RunError, UsageError, shown
 
@@ -112,6 +112,14 @@ def _what(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "a symlink"
     return "not a regular file"
+
+
+@overload
+def check_output(option: str, value: str) -> OutputTarget: ...
+@overload
+def check_output(option: str, value: None) -> None: ...
+@overload
+def check_output(option: str, value: str | None) -> OutputTarget | None: ...
 
 
 def check_output(option: str, value: str | None) -> OutputTarget | None:
@@ -207,7 +215,7 @@ class OutputStream:
         except BrokenPipeError:
             raise
         except OSError as err:
-            raise OutputError(f"{self._target.label}: could not write: {err.strerror}") from err
+            raise OutputError(f"{self._target.label}: write failed ({err.strerror})") from err
 
     def sync(self) -> None:
         """fsync a replaced file (the data is on disk before it counts as written)."""
@@ -215,7 +223,7 @@ class OutputStream:
             try:
                 os.fsync(self._fd)
             except OSError as err:
-                raise OutputError(f"{self._target.label}: could not write: {err.strerror}") from err
+                raise OutputError(f"{self._target.label}: write failed ({err.strerror})") from err
 
     def close(self) -> None:
         """Sync (a replaced file) and close. Idempotent; the fd is closed even

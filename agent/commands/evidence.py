@@ -147,7 +147,6 @@ def _lines(state: Path, follow: bool) -> Iterator[bytes]:
 def stream_main(args: argparse.Namespace) -> int:
     state = Path(args.state_dir)
     target = check_output("--output", "-" if args.output is None else args.output)
-    assert target is not None
     _segments(state)  # no log: the output is left as it was
     out = open_stream(target)
     # --follow ends with Ctrl-C or SIGTERM: both mean "stop", not "fail".
@@ -189,7 +188,6 @@ def export_main(args: argparse.Namespace) -> int:
     was); a FIFO or device gets nothing on a range error."""
     state = Path(args.state_dir)
     target = check_output("--output", args.output)
-    assert target is not None  # required by the parser
     _segments(state)
     try:
         with replace_output(target) as out:

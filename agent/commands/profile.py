@@ -78,7 +78,6 @@ def main(args: argparse.Namespace) -> int:
         return diff_main(args.command[1:], args.format or "text")
     command = _command(args)
     output = check_output("--output", "-" if args.output is None else args.output)
-    assert output is not None
     check_evidence_arguments(args)
     redactor = redactor_from_args(args)
     options = load_options_from_args(args, scoped=True)
