@@ -14,12 +14,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import msgspec
 
 from agent.commands.arguments import bounded_int, expect_head
-from agent.errors import RunError, UsageError
+from agent.errors import RunError, UsageError, shown
 from agent.evidence.bundle import BundleError, export_bundle, verify_bundle
 from agent.evidence.chain import ChainRecord
 from agent.evidence.mapper import decode as decode_cloudevent
@@ -29,6 +28,8 @@ from agent.evidence.store import EvidenceStore, segment_files
 from agent.evidence.verify import VerifyInputError, VerifyReport, verify_store, verify_stream
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_SEQ
+from agent.output_target import check_output, open_stream, replace_output
+from agent.state_dir import StateDirError
 
 DEFAULT_STATE_DIR = "/var/lib/tracehound/evidence"
 
@@ -57,12 +58,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     stream.add_argument("--format", choices=("cloudevents", "ocsf"), default="cloudevents",
                         help="cloudevents: the chain records (verifiable, each body a"
                              " CloudEvent); ocsf: OCSF 1.3.0 events only")  # fmt: skip
-    stream.add_argument("--output", "-o", metavar="FILE")
+    stream.add_argument("--output", "-o", metavar="FILE",
+                        help="write here (default, or -: stdout); a FIFO or device is written"
+                             " through, a file replaced, a symlink refused")  # fmt: skip
     stream.set_defaults(handler=stream_main)
 
     export = verbs.add_parser("export", help="a deterministic bundle of a range of the log")
     state_dir(export)
-    export.add_argument("--output", "-o", required=True, metavar="BUNDLE")
+    export.add_argument("--output", "-o", required=True, metavar="BUNDLE",
+                        help="the bundle's file (- for stdout); replaced whole or not at all")  # fmt: skip
     export.add_argument("--from", dest="from_seq", type=_seq, metavar="SEQ",
                         help=f"the first record, 0 to {MAX_SEQ} (default: the oldest kept)")  # fmt: skip
     export.add_argument("--to", dest="to_seq", type=_seq, metavar="SEQ",
@@ -80,19 +84,30 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify.set_defaults(handler=verify_main)
 
 
+def _print_key(key: str) -> None:
+    sys.stdout.write(key + "\n")
+    sys.stdout.flush()
+
+
 def keygen_main(args: argparse.Namespace) -> int:
+    """Make the state directory if need be (as on a fresh host), the key, and
+    print the verification key; a failure, printing included, leaves nothing
+    behind (a key whose verification key nobody got is worse than none)."""
     state = Path(args.state_dir)
-    if not state.parent.is_dir():
-        raise UsageError(f"--state-dir {state}: directory {str(state.parent)!r} does not exist")
     try:
-        key = EvidenceStore.keygen(state)
+        EvidenceStore.keygen(state, publish=_print_key)
+    except StateDirError as err:
+        raise UsageError(f"--state-dir {shown(state)}: {err}") from err
     except FileExistsError as err:
         raise RunError(
-            f"evidence keygen: {state} already has a sealing key; refusing to replace it"
+            f"evidence keygen: {shown(state)} already has a sealing key; refusing to replace it"
+        ) from err
+    except BrokenPipeError as err:
+        raise RunError(
+            "evidence keygen: stdout was closed before the key was printed; no key was made"
         ) from err
     except OSError as err:
-        raise RunError(f"evidence keygen: {state}: {err.strerror}") from err
-    print(key)
+        raise RunError(f"evidence keygen: {shown(state)}: {err.strerror}; no key was made") from err
     print(
         "tracehound: this verification key is printed once: store it off this host;"
         " it verifies every seal, and the host keeps only later keys",
@@ -136,18 +151,11 @@ def _lines(state: Path, follow: bool) -> Iterator[bytes]:
             time.sleep(0.25)
 
 
-def _output(path: str | None) -> BinaryIO:
-    if path is None:
-        return sys.stdout.buffer
-    try:
-        return open(path, "wb")
-    except OSError as err:
-        raise UsageError(f"--output {path}: {err.strerror}") from err
-
-
 def stream_main(args: argparse.Namespace) -> int:
     state = Path(args.state_dir)
-    out = _output(args.output)
+    target = check_output("--output", "-" if args.output is None else args.output)
+    _segments(state)  # no log: the output is left as it was
+    out = open_stream(target)
     # --follow ends with Ctrl-C or SIGTERM: both mean "stop", not "fail".
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     decoder = msgspec.json.Decoder(ChainRecord)
@@ -167,38 +175,43 @@ def stream_main(args: argparse.Namespace) -> int:
                     ) from err
                 if projected is not None:
                     out.write(msgspec.json.encode(projected) + b"\n")
-            out.flush()
     except KeyboardInterrupt:
         pass
     except msgspec.DecodeError as err:
         raise RunError(f"evidence stream: {state}: a record does not parse: {err}") from err
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader went away (``| head``): done. Python's own flush of
+        # stdout at exit must not fail on it again.
+        if target.kind == "stdout":
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
-        if out is not sys.stdout.buffer:
-            out.close()
+        out.close()
     return 0
 
 
 def export_main(args: argparse.Namespace) -> int:
+    """The bundle, whole or not at all: a regular file is replaced only once
+    the bundle is complete (a range error or a write error leaves it as it
+    was); a FIFO or device gets nothing on a range error."""
     if args.from_seq is not None and args.to_seq is not None and args.from_seq > args.to_seq:
         raise UsageError(
             f"evidence export: --to: expected at least --from ({args.from_seq}), got {args.to_seq}"
         )
     state = Path(args.state_dir)
+    target = check_output("--output", args.output)
     _segments(state)
-    out = Path(args.output)
-    if out.is_dir() or not out.parent.is_dir():
-        raise UsageError(f"--output {out}: expected a file path in an existing directory")
     try:
-        manifest = export_bundle(state, out, from_seq=args.from_seq, to_seq=args.to_seq)
+        with replace_output(target) as out:
+            manifest = export_bundle(state, out, from_seq=args.from_seq, to_seq=args.to_seq)
     except (BundleError, ValueError) as err:
         raise UsageError(f"evidence export: {err}") from err
-    except OSError as err:
-        raise UsageError(f"evidence export: --output {out}: {err.strerror}") from err
+    except BrokenPipeError:
+        raise
+    except OSError as err:  # reading the log: the output's errors are OutputError
+        raise UsageError(f"evidence export: {shown(state)}: {err.strerror}") from err
     head = msgspec.to_builtins(manifest).get("head")
-    shown = f"{head[0]}:{head[1]}" if isinstance(head, list | tuple) and len(head) == 2 else head
-    print(f"tracehound: bundle written to {out} (head {shown})", file=sys.stderr)
+    text = f"{head[0]}:{head[1]}" if isinstance(head, list | tuple) and len(head) == 2 else head
+    print(f"tracehound: bundle written to {target.description} (head {text})", file=sys.stderr)
     return 0
 
 

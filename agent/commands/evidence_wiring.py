@@ -11,7 +11,7 @@ from pathlib import Path
 from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
 from agent.commands.arguments import bounded_float, bounded_int
-from agent.errors import RunError, UsageError
+from agent.errors import RunError, UsageError, shown
 from agent.evidence.pipeline import EvidencePipeline, StoreOptions, open_pipeline
 from agent.evidence.store import StoreCorruptError, StoreLockedError, key_path
 from agent.failpoints import Failpoints
@@ -20,6 +20,7 @@ from agent.limits import MAX_CHECKPOINT_EVERY, MAX_RETAIN_MB, MAX_SEGMENT_HOURS,
 from agent.redact import RedactionConfigError, Redactor
 from agent.redact.events import rules_summary
 from agent.sinks.streaming import StreamingSink
+from agent.state_dir import StateDirError, make_state_dir
 
 
 def add_evidence_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:
@@ -100,16 +101,32 @@ def store_options(args: argparse.Namespace) -> StoreOptions:
     )
 
 
-def evidence_directory(value: str | None) -> Path | None:
-    """The state directory named by ``--evidence``; made if its parent exists."""
+def evidence_source(value: str, config_file: str | None) -> str:
+    """How errors name the state directory: ``--evidence DIR`` when given on
+    the command line, ``evidence.state_dir in FILE`` when the configuration
+    file (``config_file``, None: not from a file) decided it."""
+    if config_file is not None:
+        return f"evidence.state_dir in {shown(config_file)}"
+    return f"--evidence {shown(value)}"
+
+
+def evidence_directory(value: str | None, source: str, *, gid: int | None = None) -> Path | None:
+    """The state directory (None: no evidence), made now as on a fresh host
+    (parents 0755, itself 0700, or 0750 with group ``gid``), before any
+    capture work, so a path that cannot be used costs nothing.
+
+    Raises:
+        UsageError: one line starting with ``source`` (see
+            :func:`evidence_source`): a symlink, not a directory, or a
+            directory that cannot be made.
+    """
     if value is None:
         return None
-    path = Path(value)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--evidence {value}: exists and is not a directory")
-    if not path.parent.is_dir():
-        raise UsageError(f"--evidence {value}: directory {str(path.parent)!r} does not exist")
-    return path
+    try:
+        make_state_dir(value, gid=gid)
+    except StateDirError as err:
+        raise UsageError(f"{source}: {err}") from err
+    return Path(value)
 
 
 def require_sealing_key(state_dir: Path, command: str) -> None:
@@ -135,7 +152,13 @@ def open_evidence(
     args: argparse.Namespace,
     redactor: Redactor,
     faults: Failpoints,
+    *,
+    source: str,
+    group: int | None = None,
 ) -> EvidencePipeline:
+    """The pipeline over the log in ``state_dir`` (see
+    :func:`evidence_directory`; ``source`` and ``group`` as there); every
+    failure is one line starting with ``source``."""
     config = {
         "command": args.subcommand,
         "ringbuf_pages": args.ringbuf_pages,
@@ -165,12 +188,15 @@ def open_evidence(
             store_options=store_options(args),
             traceparent=traceparent,
             tracestate=tracestate,
+            group=group,
         )
     except StoreLockedError as err:
-        raise RunError(f"--evidence {state_dir}: in use by another tracehound ({err})") from err
+        raise RunError(f"{source}: in use by another tracehound ({err})") from err
     except StoreCorruptError as err:
-        raise RunError(f"--evidence {state_dir}: the log is damaged: {err}") from err
+        raise RunError(f"{source}: the log is damaged: {err}") from err
+    except StateDirError as err:
+        raise RunError(f"{source}: {err}") from err
     except OSError as err:
-        raise RunError(f"--evidence {state_dir}: {err.strerror}") from err
+        raise RunError(f"{source}: {err.strerror or err}") from err
     except ValueError as err:  # a malformed TRACEPARENT: refused, not dropped
         raise UsageError(f"TRACEPARENT/TRACESTATE: {err}") from err

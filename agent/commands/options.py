@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from agent.capture.loader import LoadOptions
 from agent.capture.probes import PROBES, Probe, with_tracepoint_overrides
 from agent.commands.arguments import bounded_int, power_of_two
-from agent.errors import RunError, UsageError
+from agent.errors import UsageError
 from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
 
 
@@ -75,30 +73,3 @@ def load_options_from_args(args: argparse.Namespace, *, scoped: bool) -> LoadOpt
         ringbuf_pages=args.ringbuf_pages,
         scoped=scoped,
     )
-
-
-def output_path(option: str, value: str | None) -> Path | None:
-    """An output file named on the command line, checked before any work is
-    done, so a bad path costs nothing that was captured."""
-    if value is None:
-        return None
-    path = Path(value)
-    if path.is_dir():
-        raise UsageError(f"{option} {value}: is a directory; expected a file path")
-    if not path.parent.is_dir():
-        raise UsageError(f"{option} {value}: directory {str(path.parent)!r} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise UsageError(f"{option} {value}: directory {str(path.parent)!r} is not writable")
-    return path
-
-
-def write_output(option: str, path: Path, data: bytes) -> None:
-    """Write a result file whole or not at all (a temporary file, then a
-    rename), failing in one line that names the option."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise RunError(f"{option} {path}: could not write: {err.strerror}") from err

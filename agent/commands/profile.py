@@ -22,22 +22,19 @@ from agent.commands.evidence_wiring import (
     add_evidence_arguments,
     check_evidence_arguments,
     evidence_directory,
+    evidence_source,
     open_evidence,
     redactor_from_args,
     require_sealing_key,
 )
 from agent.commands.launcher import Launched, exit_status, launch
-from agent.commands.options import (
-    add_capture_arguments,
-    load_options_from_args,
-    output_path,
-    write_output,
-)
+from agent.commands.options import add_capture_arguments, load_options_from_args
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_PROFILE_BYTES
+from agent.output_target import check_output, write_output
 from agent.redact import Redactor
 from agent.redact.events import RedactionMemo, same_rules
 from agent.sinks.aggregating import AggregatingSink
@@ -56,8 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Run CMD, trace only its process tree, and write what it did.",
     )
     parser.add_argument(
-        "--output", "-o", metavar="FILE", help="write the profile here (default: stdout)"
-    )
+        "--output", "-o", metavar="FILE",
+        help="write the profile here (default, or -: stdout); a FIFO or device is written"
+             " through, a file replaced, a symlink refused",
+    )  # fmt: skip
     parser.add_argument("--format", choices=("json", "text"), default=None,
                         help="json (default for a profile) or text (default for diff)")  # fmt: skip
     parser.add_argument("--no-redact", action="store_true",
@@ -84,33 +83,28 @@ def _command(args: argparse.Namespace) -> list[str]:
     return command
 
 
-def _write(output: Path | None, data: bytes) -> None:
-    if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return
-    write_output("--output", output, data)
-
-
 def main(args: argparse.Namespace) -> int:
     if args.command and args.command[0] == "diff":
         return diff_main(args.command[1:], args.format or "text")
     command = _command(args)
-    output = output_path("--output", args.output)
-    evidence_dir = evidence_directory(args.evidence)
-    if evidence_dir is not None:
-        require_sealing_key(evidence_dir, "profile")
+    output = check_output("--output", "-" if args.output is None else args.output)
     check_evidence_arguments(args)
+    if args.evidence and not Path(args.evidence).is_symlink():
+        # Before the directory is made: a refused run leaves nothing behind.
+        # (A symlink is refused by evidence_directory, naming its target.)
+        require_sealing_key(Path(args.evidence), "profile")
     redactor = redactor_from_args(args)
     options = load_options_from_args(args, scoped=True)
     faults = failpoints.from_environment()
+    source = evidence_source(args.evidence, None) if args.evidence else ""
+    evidence_dir = evidence_directory(args.evidence, source)
     check_privileges()
     capture = load(options)
     try:
         child = launch(command, shutil.which(command[0]))
         capture.add_to_scope(child.pid)
         profile, status = trio.run(
-            _profile, capture, child, command, args, evidence_dir, redactor, faults
+            _profile, capture, child, command, args, evidence_dir, source, redactor, faults
         )
         if args.no_redact:
             profile = msgspec.structs.replace(profile, redaction="off")
@@ -118,13 +112,14 @@ def main(args: argparse.Namespace) -> int:
             profile = redact_profile(profile, RedactionMemo(same_rules(redactor)))
         text = args.format == "text"
         data = render_text(profile).encode() if text else encode_profile(profile)
-        _write(output, data)
+        write_output(output, data)
     finally:
         capture.close()  # slow (detaching): after the profile is out
-    if output is not None:
+    if output.kind != "stdout":
         state = "complete" if profile.complete else "INCOMPLETE (see capture section)"
         print(
-            f"tracehound: profile of {len(profile.processes)} processes written to {output} ({state})",
+            f"tracehound: profile of {len(profile.processes)} processes written to"
+            f" {output.description} ({state})",
             file=sys.stderr,
         )
     return status
@@ -136,6 +131,7 @@ async def _profile(
     command: list[str],
     args: argparse.Namespace,
     evidence_dir: Path | None,
+    source: str,
     redactor: Redactor,
     faults: Failpoints,
 ) -> tuple[Profile, int]:
@@ -150,7 +146,7 @@ async def _profile(
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
         pipeline = open_evidence(
-            evidence_dir, evidence_stream, session, capture, args, redactor, faults
+            evidence_dir, evidence_stream, session, capture, args, redactor, faults, source=source
         )
     uid = os.getuid()
     try:

@@ -38,17 +38,20 @@ from agent.commands.evidence_wiring import (
     add_evidence_arguments,
     check_evidence_arguments,
     evidence_directory,
+    evidence_source,
     open_evidence,
     redactor_from_args,
     store_options,
 )
-from agent.commands.options import (
-    add_capture_arguments,
-    load_options_from_args,
-    output_path,
-    write_output,
+from agent.commands.options import add_capture_arguments, load_options_from_args
+from agent.config import (
+    DEFAULT_PATH,
+    Config,
+    ConfigError,
+    apply_defaults,
+    dump_config,
+    load_config,
 )
-from agent.config import Config, ConfigError, apply_defaults, dump_config, load_config
 from agent.config.reload import plan_reload
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
@@ -62,6 +65,13 @@ from agent.metrics import (
     make_registry,
     queue_of,
     ring_queue,
+)
+from agent.output_target import (
+    OutputError,
+    OutputTarget,
+    check_output,
+    open_stream,
+    write_output,
 )
 from agent.redact import Redactor
 from agent.redact.events import rules_summary
@@ -128,17 +138,19 @@ def main(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else None
     config = load_config(config_path)
     as_given = copy.copy(args)  # before the file fills it in: what a reload re-applies to
-    apply_defaults(args, config)
+    from_file = apply_defaults(args, config)
     api_gid = group_id(config.api.group) if config.api.enabled else None
-    stats_file = output_path("--stats-file", args.stats_file)
-    profile_file = output_path("--profile-file", args.profile_file)
-    events_file = output_path("--events", args.events)
-    ready_file = output_path("--ready-file", args.ready_file)
-    evidence_dir = evidence_directory(args.evidence)
+    stats_file = check_output("--stats-file", args.stats_file)
+    profile_file = check_output("--profile-file", args.profile_file)
+    events_file = check_output("--events", args.events)
+    ready_file = check_output("--ready-file", args.ready_file)
     check_evidence_arguments(args)
     redactor = redactor_from_args(args) if args.redact_rules else config.evidence.redactor()
     options = load_options_from_args(args, scoped=False)
     faults = failpoints.from_environment()
+    config_file = str(config_path or DEFAULT_PATH) if "evidence" in from_file else None
+    source = evidence_source(args.evidence, config_file) if args.evidence else ""
+    evidence_dir = evidence_directory(args.evidence, source, gid=api_gid)
     check_privileges()
     capture = load(options)
     try:
@@ -146,11 +158,9 @@ def main(args: argparse.Namespace) -> int:
             _run,
             capture,
             args,
-            stats_file,
-            profile_file,
-            events_file,
-            ready_file,
+            _Outputs(stats_file, profile_file, events_file, ready_file),
             evidence_dir,
+            source,
             redactor,
             _Settings(
                 config=config,
@@ -163,6 +173,22 @@ def main(args: argparse.Namespace) -> int:
         )
     finally:
         capture.close()
+
+
+class _Outputs:
+    """The output options, as checked before capture started."""
+
+    def __init__(
+        self,
+        stats: OutputTarget | None,
+        profile: OutputTarget | None,
+        events: OutputTarget | None,
+        ready: OutputTarget | None,
+    ) -> None:
+        self.stats = stats
+        self.profile = profile
+        self.events = events
+        self.ready = ready
 
 
 class _Settings:
@@ -389,18 +415,21 @@ def _say(line: str) -> None:
 
 
 async def _write_events(
-    stream: StreamingSink, path: Path, lines: EventLines, losses: DownstreamLosses
+    stream: StreamingSink, target: OutputTarget, lines: EventLines, losses: DownstreamLosses
 ) -> None:
     """The stream's consumer: NDJSON, redacted and escaped (EventLines),
     written in batches in a worker thread.
 
     An event that cannot be encoded is counted (stage ``events:encode``) and
-    skipped. A write that fails (disk full, I/O error) ends the consumer,
-    never the capture: the stream then counts every later event as dropped
-    (fail safe on delivery), and the stats say so.
+    skipped. Opening (a FIFO waits for its reader) and writing run in
+    threads. A target that fails (changed since checked, disk full, I/O
+    error, the FIFO's reader gone) ends the consumer, never the capture: the
+    stream then counts every later event as dropped (fail safe on
+    delivery), and the stats say so.
     """
     try:
-        async with await trio.open_file(path, "wb") as out:
+        out = await trio.to_thread.run_sync(open_stream, target)
+        try:
             buffer = bytearray()
             async for event in stream.receive_channel:
                 try:
@@ -409,25 +438,26 @@ async def _write_events(
                     losses.count(kind_of(event), "events:encode")
                     continue
                 if len(buffer) >= 1 << 16 or not stream.depth:
-                    await out.write(bytes(buffer))
+                    await trio.to_thread.run_sync(out.write, bytes(buffer))
                     buffer.clear()
             if buffer:
-                await out.write(bytes(buffer))
-    except OSError as err:
-        _say(
-            f"--events {path}: write failed ({err.strerror}); further events are counted as dropped"
-        )
+                await trio.to_thread.run_sync(out.write, bytes(buffer))
+        finally:
+            await trio.to_thread.run_sync(out.close)
+    except OutputError as err:
+        _say(f"{err}; further events are counted as dropped")
+        await stream.receive_channel.aclose()
+    except BrokenPipeError:
+        _say(f"{target.label}: the reader went away; further events are counted as dropped")
         await stream.receive_channel.aclose()
 
 
 async def _run(
     capture: LoadedCapture,
     args: argparse.Namespace,
-    stats_file: Path | None,
-    profile_file: Path | None,
-    events_file: Path | None,
-    ready_file: Path | None,
+    outputs: _Outputs,
     evidence_dir: Path | None,
+    source: str,
     redactor: Redactor,
     settings: _Settings,
 ) -> int:
@@ -436,7 +466,7 @@ async def _run(
     sinks: list[EventSink[object]] = [aggregate]
     stream: StreamingSink | None = None
     evidence_stream: StreamingSink | None = None
-    if events_file is not None:
+    if outputs.events is not None:
         stream = StreamingSink(args.stream_capacity, args.stream_policy, name="events")
         sinks.append(stream)
     if evidence_dir is not None:
@@ -458,7 +488,15 @@ async def _run(
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
         pipeline = open_evidence(
-            evidence_dir, evidence_stream, session, capture, args, redactor, settings.faults
+            evidence_dir,
+            evidence_stream,
+            session,
+            capture,
+            args,
+            redactor,
+            settings.faults,
+            source=source,
+            group=settings.api_gid,
         )
         if not pipeline.store.sealed:
             _say(
@@ -500,11 +538,11 @@ async def _run(
     if config.metrics.enabled:
         api.registry = registry
     async with trio.open_nursery() as nursery:
-        if stream is not None and events_file is not None:
+        if stream is not None and outputs.events is not None:
             nursery.start_soon(
                 _write_events,
                 stream,
-                events_file,
+                outputs.events,
                 EventLines(lambda: settings.redactor, settings.faults),
                 session.ledger.downstream,
             )
@@ -523,8 +561,10 @@ async def _run(
                         cache = ProcessInfoCache()
                         for seen in await trio.to_thread.run_sync(seed_processes, cache):
                             await sink.record(seen)
-                    if ready_file is not None:
-                        write_output("--ready-file", ready_file, f"{os.getpid()}\n".encode())
+                    if outputs.ready is not None:
+                        # In a thread: a FIFO's open waits for its reader.
+                        ready = f"{os.getpid()}\n".encode()
+                        await trio.to_thread.run_sync(write_output, outputs.ready, ready)
                     if config.metrics.enabled:
                         await _start_metrics(helpers, config, registry)
                     if pipeline is not None:
@@ -560,10 +600,10 @@ async def _run(
         sink.finish()
     tail.close()
     profile: Profile = aggregate.snapshot()
-    if stats_file is not None:
-        write_output("--stats-file", stats_file, msgspec.json.encode(stats) + b"\n")
-    if profile_file is not None:
-        write_output("--profile-file", profile_file, encode_profile(present(profile)))
+    if outputs.stats is not None:
+        write_output(outputs.stats, msgspec.json.encode(stats) + b"\n")
+    if outputs.profile is not None:
+        write_output(outputs.profile, encode_profile(present(profile)))
     _say("final " + session.stats_line())
     if not stats.balanced:
         _say("WARNING: the books do not balance: " + ", ".join(

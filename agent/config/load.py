@@ -270,7 +270,7 @@ def cli_defaults(config: Config) -> dict[str, object]:
     }
 
 
-def apply_defaults(args: argparse.Namespace, config: Config) -> None:
+def apply_defaults(args: argparse.Namespace, config: Config) -> frozenset[str]:
     """Fill ``args`` from ``config`` wherever an option still has its built-in default.
 
     For wiring after parsing, since the config file is only known then: an
@@ -279,8 +279,14 @@ def apply_defaults(args: argparse.Namespace, config: Config) -> None:
     user gave on the command line wins over the file. A flag given with the
     default value cannot be told from one not given, which is harmless:
     either way the file decides. Options ``args`` does not have are skipped.
+
+    Returns the dests the file decided, so an error about a value can name
+    where it came from (``evidence.state_dir in FILE``, not ``--evidence``).
     """
     builtin = cli_defaults(Config())
+    decided: set[str] = set()
     for dest, value in cli_defaults(config).items():
         if hasattr(args, dest) and getattr(args, dest) == builtin[dest]:
             setattr(args, dest, value)
+            decided.add(dest)
+    return frozenset(decided)

@@ -22,11 +22,10 @@ records are what is verified, chain and seals, as in :mod:`.verify`.
 
 from __future__ import annotations
 
-import io
-import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import blake3
 import msgspec
@@ -42,7 +41,9 @@ __all__ = [
     "BundleError",
     "BundleManifest",
     "BundleMember",
+    "ByteSink",
     "export_bundle",
+    "tar_chunks",
     "verify_bundle",
 ]
 
@@ -59,6 +60,13 @@ class BundleError(ValueError):
     def __init__(self, message: str, member: str | None = None) -> None:
         super().__init__(message)
         self.member = member
+
+
+class ByteSink(Protocol):
+    """Where a bundle goes: anything that takes bytes and writes them all
+    (a binary file, :class:`~agent.output_target.OutputStream`)."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 class BundleMember(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -88,16 +96,19 @@ class BundleManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def export_bundle(
     state_dir: Path | str,
-    out_path: Path | str,
+    out: ByteSink,
     *,
     from_seq: int | None = None,
     to_seq: int | None = None,
 ) -> BundleManifest:
-    """Write the bundle of ``[from_seq, to_seq]`` to ``out_path`` (atomically); return its manifest.
+    """Write the bundle of ``[from_seq, to_seq]`` to ``out``; return its manifest.
 
     Reads only complete lines, so a store being written meanwhile is fine.
     Raises :class:`BundleError` for an empty range or a ``to_seq`` past the
-    head (that export could not be repeated identically).
+    head (that export could not be repeated identically); then nothing was
+    written. Whole or not at all is the writer's to ensure (the commands
+    use :func:`~agent.output_target.replace_output`): an error from
+    ``out.write`` propagates, with part of the bundle written.
     """
     if from_seq is not None and to_seq is not None and from_seq > to_seq:
         raise BundleError(f"from_seq {from_seq} is after to_seq {to_seq}")
@@ -148,13 +159,25 @@ def export_bundle(
         ],
     )
     files = sorted([(MANIFEST, canonical(manifest) + b"\n"), *members])
-    out = Path(out_path)
-    tmp = out.with_name(out.name + ".tmp")
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in files:
-            tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
-    os.replace(tmp, out)
+    for chunk in tar_chunks(files):
+        out.write(chunk)
     return manifest
+
+
+def tar_chunks(files: list[tuple[str, bytes]]) -> Iterator[bytes]:
+    """The ustar archive of ``files`` (in the order given), in pieces: the
+    bytes ``tarfile`` writes for them with :func:`_tarinfo`'s fields (header,
+    data padded to 512 bytes, two zero blocks, zeros to a 10240-byte
+    record), without seeking, so a pipe or device can take it."""
+    size = 0
+    for name, data in files:
+        header = _tarinfo(name, len(data)).tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+        padding = -len(data) % tarfile.BLOCKSIZE
+        yield header + data + tarfile.NUL * padding
+        size += len(header) + len(data) + padding
+    end = tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+    size += len(end)
+    yield end + tarfile.NUL * (-size % tarfile.RECORDSIZE)
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:

@@ -264,6 +264,11 @@ class EvidencePipeline:
         self._window_start = mapper.anchor.boottime_ns
         self._confirmed: tuple[dict[str, dict[str, int]], int] = ({}, self._window_start)
         self._after_commit: dict[str, Callable[[], None]] = {}
+        # Loss reports not yet written, by id, with the outage count when they
+        # were made: one made before an outage is stale after it (the report
+        # written on recovery covers its window), so it is never written.
+        self._outages = 0
+        self._report_outage: dict[str, int] = {}
         self.mapped = 0
         self.published = 0
         #: Set by open_pipeline when the log's last run never stopped.
@@ -438,6 +443,7 @@ class EvidencePipeline:
             return None
         record = self.mapper.capture_loss(delta, self._window_start, end, cause=cause)
         self._reported, self._window_start = now, end
+        self._report_outage[record.id] = self._outages
 
         def confirmed() -> None:
             self._confirmed = (now, end)
@@ -553,12 +559,31 @@ class EvidencePipeline:
                 if self._nursery is not None:
                     self._nursery.cancel_scope.cancel()  # the retry task, if any
 
+    def _fresh(self, batch: list[CloudEvent]) -> list[CloudEvent]:
+        """``batch`` without loss reports made before the last outage: what
+        they counted is in the report written since (or still to come)."""
+        if not self._report_outage:
+            return batch
+        kept = []
+        for record in batch:
+            made = self._report_outage.pop(record.id, None)
+            if made is None or made == self._outages:
+                kept.append(record)
+        return kept
+
     async def _write_batch(self, batch: list[CloudEvent]) -> None:
         if self.failing is not None:
             for record in batch:
                 self._lost(kind_of_record(record))
             return
+        batch = self._fresh(batch)
+        if not batch:
+            return
         async with self._store_lock:
+            if self.failing is not None:  # failed while this batch waited for the lock
+                for record in batch:
+                    self._lost(kind_of_record(record))
+                return
             result = await trio.to_thread.run_sync(self._write, batch)
             error = result.error
             if error is None and not self._first_sealed and self.store.sealed:
@@ -585,6 +610,7 @@ class EvidencePipeline:
         reports that never reached the disk, and retry (once per outage)."""
         first = self.failing is None and not self._retrying
         self.failing = f"{err.strerror or err}"
+        self._outages += 1
         if first:
             self.failures += 1
         self.store.discard()
@@ -731,18 +757,20 @@ def open_pipeline(
     traceparent: str | None = None,
     tracestate: str | None = None,
     say: Callable[[str], None] | None = None,
+    group: int | None = None,
 ) -> EvidencePipeline:
     """The pipeline for a state directory, with this host's anchor.
 
     Reads what a previous run left: whether it stopped cleanly, and the
-    pending-loss slot (what it could not write). Raises what
+    pending-loss slot (what it could not write). ``group``: the gid that may
+    read the log (see :class:`EvidenceStore`). Raises what
     :class:`EvidenceStore` raises when the store cannot be opened.
     """
     opts = store_options or StoreOptions()
     holder: list[StoreOptions] = [opts]
 
     def reopen() -> EvidenceStore:
-        return EvidenceStore(Path(state_dir), **msgspec.structs.asdict(holder[0]))
+        return EvidenceStore(Path(state_dir), **msgspec.structs.asdict(holder[0]), group=group)
 
     store = reopen()
     slot = LossSlot(Path(state_dir))

@@ -9,9 +9,17 @@ Layout of ``state_dir``::
 
     segments/0000000000000000.ndjson   one canonical ChainRecord per line
     segments/0000000000000001.ndjson
-    keys/seal.key                      current sealing state (0600), if sealed
+    keys/seal.key                      current sealing state, if sealed
     recovered/<segment>-<offset>.torn  bytes cut off a torn tail, kept aside
     lock                               flock'ed by the one writer
+
+Modes: the state directory, ``segments/`` and ``recovered/`` are 0700 and
+their files 0600; given a ``group``, 0750 and 0640 with that group, so its
+members can read (verify, export) the log. ``keys/`` stays 0700 and its
+files 0600 whatever the group: the sealing key lets whoever reads it forge
+the seals to come. The lock stays 0600 too: anyone who can open it can
+flock it and keep the writer out. An existing log is brought to these
+modes when it is opened (a looser one, from before, is tightened).
 
 The chain (seq, prev) runs on across segments. Every segment starts with a
 ``segment.start`` record (:class:`SegmentStart`) naming its index and the
@@ -41,9 +49,12 @@ always written with fsync + rename.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
+import secrets
+import stat
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -64,6 +75,14 @@ from agent.evidence.chain import (
     record_hash,
 )
 from agent.evidence.seal import KEY_SIZE, Seal, Sealer, encode_key, keygen, next_epoch_key
+from agent.state_dir import (
+    DIR_MODE,
+    dir_mode,
+    ensure_dir,
+    make_state_dir,
+    remove_created,
+    set_owner_mode,
+)
 
 __all__ = [
     "CHECKPOINT",
@@ -98,6 +117,8 @@ FsyncPolicy: TypeAlias = Literal["always", "batch", "never"]
 
 SEGMENT_NAME: Final = re.compile(r"(\d{16})\.ndjson")
 """A segment file's name: its index in 16 digits."""
+SECRET_MODE: Final = 0o600
+"""Key files and the lock: the owner's alone, whatever the group."""
 _TAIL_BLOCK: Final = 64 * 1024
 
 
@@ -229,7 +250,19 @@ class EvidenceStore:
         checkpoint_every_s: float = 900,
         fsync: FsyncPolicy = "batch",
         clock: Callable[[], int] = time.time_ns,
+        group: int | None = None,
     ) -> None:
+        """Open (or create) the log in ``state_dir``.
+
+        ``group``: a gid whose members may read the log (the daemon passes
+        the API group): directories 0750 and files 0640 with that group
+        instead of 0700 and 0600.
+
+        Raises:
+            StateDirError: the state directory cannot be made or is a
+                symlink, not a directory, or shared (sticky).
+            StoreLockedError, StoreCorruptError, OSError, ValueError.
+        """
         _check_policy(None, checkpoint_every_s=checkpoint_every_s)
         self.configure(
             fsync=fsync,
@@ -257,10 +290,14 @@ class EvidenceStore:
         self._since_checkpoint = 0
         self._last_checkpoint_ns = clock()
         self._sealer: Sealer | None = None
+        self._group = group
+        self._file_mode = SECRET_MODE if group is None else 0o640
+        self._dir_mode = dir_mode(group)
 
-        self._segments_dir.mkdir(parents=True, exist_ok=True)
+        make_state_dir(self._dir, gid=group)
         self._lock = self._take_lock()
         try:
+            self._set_modes()
             self._open()
         except BaseException:
             self._release()
@@ -269,28 +306,60 @@ class EvidenceStore:
     # --- public --------------------------------------------------------------
 
     @staticmethod
-    def keygen(state_dir: Path | str) -> str:
+    def keygen(state_dir: Path | str, *, publish: Callable[[str], None] | None = None) -> str:
         """Create the initial sealing key in ``state_dir``; return the verification key text.
 
         The returned ``thk1-...`` text is the only copy of epoch 0's key once
         the store has sealed once: store it off the host. Refuses
         (:class:`FileExistsError`) if a key already exists, since replacing it
         would orphan the verification key already handed out.
+
+        The state directory and ``keys/`` are made if missing (parents
+        0755, as :func:`~agent.state_dir.make_state_dir`). On any failure
+        nothing is left behind: no key file, empty or partial, and none of
+        the directories made here. ``publish`` is given the verification key
+        text once the key is in place; if it raises (the key could not be
+        printed), the key is removed again: a sealing key whose
+        verification key nobody has is worse than none.
+
+        Raises:
+            FileExistsError: there is a key already.
+            StateDirError: the state directory cannot be made.
+            OSError: the key cannot be written.
         """
         path = key_path(state_dir)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if path.exists():
-            raise FileExistsError(f"{path}: a seal key already exists; refusing to replace it")
-        initial = keygen()
-        state = KeyState(epoch=0, key=initial.hex(), prev_seal=ZERO_HASH)
-        tmp = path.with_name(path.name + ".new")
-        _write_synced(tmp, canonical(state) + b"\n")
+        created = make_state_dir(state_dir)
+        made_keys = linked = False
+        tmp: Path | None = None
         try:
+            made_keys = ensure_dir(path.parent, DIR_MODE)
+            if os.path.lexists(path):
+                raise FileExistsError(f"{path}: a seal key already exists; refusing to replace it")
+            initial = keygen()
+            state = KeyState(epoch=0, key=initial.hex(), prev_seal=ZERO_HASH)
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.new")
+            _write_synced(tmp, canonical(state) + b"\n", SECRET_MODE, exclusive=True)
             os.link(tmp, path)  # fails if a key appeared meanwhile: never overwrite
-        finally:
+            linked = True
             tmp.unlink()
-        _fsync_dir(path.parent)
-        return encode_key(initial)
+            tmp = None
+            _fsync_dir(path.parent)
+            text = encode_key(initial)
+            if publish is not None:
+                publish(text)
+        except BaseException:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            if linked:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if made_keys:
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
+            remove_created(created)
+            raise
+        return text
 
     @property
     def sealed(self) -> bool:
@@ -532,7 +601,7 @@ class EvidenceStore:
         )
         path = key_path(self._dir)
         tmp = path.with_name(path.name + ".new")
-        _write_synced(tmp, canonical(state) + b"\n")
+        _write_synced(tmp, canonical(state) + b"\n", SECRET_MODE)
         os.replace(tmp, path)  # the old key's file is gone with the rename
         _fsync_dir(path.parent)
 
@@ -551,7 +620,7 @@ class EvidenceStore:
 
     def _start_segment(self, index: int, previous: SegmentLink | None) -> None:
         path = self._segments_dir / segment_name(index)
-        self._file = open(path, "ab")  # noqa: SIM115  (held open across calls)
+        self._file = self._open_segment(path)
         self._segment_index = index
         self._segment_bytes = self._file.seek(0, os.SEEK_END)
         self._segment_started_ms = self._clock() // 1_000_000
@@ -595,13 +664,48 @@ class EvidenceStore:
     # --- opening and recovery ----------------------------------------------------
 
     def _take_lock(self) -> int:
-        fd = os.open(self._dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._dir / "lock", flags, SECRET_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise StoreLockedError(f"{self._dir}: another process is writing this store") from None
+        try:
+            set_owner_mode(fd, SECRET_MODE, None)
+        except OSError:
+            os.close(fd)
+            raise
         return fd
+
+    def _set_modes(self) -> None:
+        """Bring the directories and files to this store's modes (see the
+        module): new ones are made so, older ones tightened here."""
+        ensure_dir(self._segments_dir, self._dir_mode, self._group)
+        for _, path in segment_files(self._segments_dir):
+            _set_file_mode(path, self._file_mode, self._group)
+        recovered = self._dir / "recovered"
+        if recovered.is_dir():
+            ensure_dir(recovered, self._dir_mode, self._group)
+            for path in recovered.iterdir():
+                _set_file_mode(path, self._file_mode, self._group)
+        keys = key_path(self._dir).parent
+        if keys.is_dir():
+            ensure_dir(keys, DIR_MODE)
+            for path in keys.iterdir():
+                _set_file_mode(path, SECRET_MODE, None)
+
+    def _open_segment(self, path: Path) -> IO[bytes]:
+        """A segment for appending, made with this store's mode and group;
+        never through a symlink."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, self._file_mode)
+        try:
+            set_owner_mode(fd, self._file_mode, self._group)
+        except OSError:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "ab")
 
     def _release(self) -> None:
         if self._lock >= 0:
@@ -669,8 +773,8 @@ class EvidenceStore:
         if torn_at is not None:
             torn = (torn_at, data[torn_at:])
             kept = self._dir / "recovered" / f"{path.stem}-{torn_at}.torn"
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            _write_synced(kept, torn[1])
+            ensure_dir(kept.parent, self._dir_mode, self._group)
+            _write_synced(kept, torn[1], self._file_mode, self._group)
             with open(path, "r+b") as handle:
                 handle.truncate(torn_at)
                 os.fsync(handle.fileno())
@@ -694,7 +798,7 @@ class EvidenceStore:
         else:
             assert first is not None
             self._writer = ChainWriter(head=head)
-            self._file = open(path, "ab")  # noqa: SIM115  (held open across calls)
+            self._file = self._open_segment(path)
             self._segment_index = index
             self._segment_bytes = self._file.seek(0, os.SEEK_END)
             self._segment_first_seq = first.seq
@@ -825,9 +929,37 @@ def _describe_segment(index: int, path: Path, size: int) -> PrunedSegment:
     )
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _set_file_mode(path: Path, mode: int, gid: int | None) -> None:
+    """Set a file's mode (and group) without following a symlink.
+
+    Raises:
+        StoreCorruptError: it is a symlink or not a regular file: not
+            something this store wrote.
+    """
     try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise StoreCorruptError(f"{path}: is a symlink, not a file this store wrote") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreCorruptError(f"{path}: is not a regular file")
+        set_owner_mode(fd, mode, gid)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(
+    path: Path, data: bytes, mode: int, gid: int | None = None, *, exclusive: bool = False
+) -> None:
+    """Write ``path`` whole and fsync it, mode exactly ``mode``; ``exclusive``:
+    the file must not exist yet (``O_EXCL``). Never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_EXCL if exclusive else os.O_TRUNC
+    fd = os.open(path, flags, mode)
+    try:
+        set_owner_mode(fd, mode, gid)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

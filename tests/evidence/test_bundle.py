@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence.bundle import BundleError, export_bundle, verify_bundle
+from agent.evidence.bundle import BundleError, BundleManifest, export_bundle, verify_bundle
 from agent.evidence.seal import decode_key
 from agent.evidence.store import EvidenceStore
 from agent.evidence.verify import verify_store
+
+
+def export(state: Path, out: Path, **kw: int) -> BundleManifest:
+    with open(out, "wb") as f:
+        return export_bundle(state, f, **kw)
 
 
 class Clock:
@@ -45,8 +50,8 @@ def sealed_log(tmp_path: Path) -> tuple[bytes, Path]:
 def test_export_twice_gives_identical_bytes(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
     _, state = sealed_log
     a, b = tmp_path / "a.tar", tmp_path / "b.tar"
-    manifest = export_bundle(state, a)
-    export_bundle(state, b)
+    manifest = export(state, a)
+    export(state, b)
     assert a.read_bytes() == b.read_bytes()
     with tarfile.open(a) as tar:
         members = tar.getmembers()
@@ -62,12 +67,12 @@ def test_same_range_is_identical_after_the_log_grows(
 ) -> None:
     key, state = sealed_log
     first = tmp_path / "first.tar"
-    manifest = export_bundle(state, first, from_seq=20, to_seq=40)
+    manifest = export(state, first, from_seq=20, to_seq=40)
     with open_store(state) as store:
         for i in range(30):
             store.append("note", {"n": 100 + i})
     second = tmp_path / "second.tar"
-    export_bundle(state, second, from_seq=20, to_seq=40)
+    export(state, second, from_seq=20, to_seq=40)
     assert first.read_bytes() == second.read_bytes()
     assert manifest.last_seq == 40 and manifest.first_seq <= 20
     report = verify_bundle(second, key=key)
@@ -78,7 +83,7 @@ def test_same_range_is_identical_after_the_log_grows(
 def test_verify_good_bundle(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
     key, state = sealed_log
     out = tmp_path / "b.tar"
-    manifest = export_bundle(state, out)
+    manifest = export(state, out)
     report = verify_bundle(out, key=key, expect_head=manifest.head)
     assert report.ok and report.seals_checked and report.seals == len(manifest.checkpoints)
     assert verify_store(out, key=key).ok  # dispatched by the tar header
@@ -90,7 +95,7 @@ def test_bundle_with_wrong_key_reports_a_seal_failure(
 ) -> None:
     _, state = sealed_log
     out = tmp_path / "b.tar"
-    export_bundle(state, out)
+    export(state, out)
     report = verify_bundle(out, key=bytes(32))
     assert not report.ok and report.first_break is not None
     assert report.first_break.kind == "checkpoint" and "mac" in report.first_break.reason
@@ -102,7 +107,7 @@ def test_truncated_bundle_is_a_clear_error(
 ) -> None:
     _, state = sealed_log
     out = tmp_path / "b.tar"
-    export_bundle(state, out)
+    export(state, out)
     data = out.read_bytes()
     manifest_end = 1024  # past the manifest's header block
     cut = max(int(len(data) * keep), manifest_end)
@@ -139,7 +144,7 @@ def _rewrite_member(path: Path, name: str, change: bytes, to: bytes) -> None:
 def test_altered_member_names_the_member(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
     _, state = sealed_log
     out = tmp_path / "b.tar"
-    manifest = export_bundle(state, out)
+    manifest = export(state, out)
     victim = manifest.members[1].path
     _rewrite_member(out, victim, b'{"n":', b'{"n" :')
     with pytest.raises(BundleError, match=victim) as err:
@@ -150,7 +155,7 @@ def test_altered_member_names_the_member(sealed_log: tuple[bytes, Path], tmp_pat
 def test_altered_manifest_is_a_clear_error(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
     _, state = sealed_log
     out = tmp_path / "b.tar"
-    export_bundle(state, out)
+    export(state, out)
     _rewrite_member(out, "manifest.json", b'"format"', b'"fromat"')
     with pytest.raises(BundleError, match="manifest"):
         verify_bundle(out)
@@ -166,17 +171,44 @@ def test_records_altered_with_manifest_rehashed_are_caught(
     assert b'"body":{"n":' in data
     segment.write_bytes(data.replace(b'"body":{"n":', b'"body":{"n":9', 1))
     out = tmp_path / "b.tar"
-    export_bundle(state, out)
+    export(state, out)
     report = verify_bundle(out)
     assert not report.ok and report.first_break is not None
     assert report.first_break.seq is not None and report.first_break.kind == "hash"
 
 
-def test_export_range_errors(sealed_log: tuple[bytes, Path], tmp_path: Path) -> None:
+def test_export_range_errors_write_nothing(sealed_log: tuple[bytes, Path]) -> None:
     _, state = sealed_log
+    out = io.BytesIO()
     with pytest.raises(BundleError, match="past the log's head"):
-        export_bundle(state, tmp_path / "x.tar", to_seq=10_000)
+        export_bundle(state, out, to_seq=10_000)
     with pytest.raises(BundleError, match="after"):
-        export_bundle(state, tmp_path / "x.tar", from_seq=9, to_seq=3)
+        export_bundle(state, out, from_seq=9, to_seq=3)
     with pytest.raises(BundleError, match="no records"):
-        export_bundle(state, tmp_path / "x.tar", from_seq=10_000)
+        export_bundle(state, out, from_seq=10_000)
+    assert out.getvalue() == b""
+
+
+@pytest.mark.parametrize(("from_seq", "to_seq"), [(None, None), (0, 0), (20, 40), (45, None)])
+def test_bundle_bytes_are_what_tarfile_writes(
+    sealed_log: tuple[bytes, Path], from_seq: int | None, to_seq: int | None
+) -> None:
+    """The bundle is written without seeking (a FIFO can take it), and its
+    bytes are those ``tarfile`` wrote for it before: the members read back
+    and archived again by tarfile, with the bundle's fields, are the same."""
+    _, state = sealed_log
+    out = io.BytesIO()
+    export_bundle(state, out, from_seq=from_seq, to_seq=to_seq)
+    data = out.getvalue()
+    assert len(data) % tarfile.RECORDSIZE == 0
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    again = io.BytesIO()
+    with tarfile.open(fileobj=again, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, body in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(body), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(body))
+    assert len(members) >= 2 and data == again.getvalue()
