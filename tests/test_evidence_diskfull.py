@@ -178,7 +178,9 @@ def test_disk_still_full_at_stop_is_written_at_the_next_start(
         second.close()
     recovered = evidence(state, "capture.recovered.v1")
     assert recovered and "No space left" in recovered[-1]["data"]["found"]["store_failed"]
-    causes = [r["data"]["cause"] for r in evidence(state, "capture.loss.v1") if "cause" in r["data"]]
+    causes = [
+        r["data"]["cause"] for r in evidence(state, "capture.loss.v1") if "cause" in r["data"]
+    ]
     carried = [
         r for r in evidence(state, "capture.loss.v1")
         if r["data"].get("cause", {}).get("previous_run")

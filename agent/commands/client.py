@@ -37,6 +37,7 @@ from agent.errors import RunError, UsageError
 from agent.evidence.log_reader import event_pid, type_matches
 from agent.evidence.types import TYPE_PREFIX
 from agent.limits import MAX_CGROUP_ID, MAX_PID, MAX_SEQ
+from agent.safetext import terminal_safe_json
 from agent.sinks.profile import decode_profile, render_text
 
 TIMEOUT_S = 30.0
@@ -153,6 +154,7 @@ def _snapshot(args: argparse.Namespace) -> int:
             raise RunError(f"snapshot: the daemon's answer is not a profile: {err}") from None
     else:
         _json("snapshot", body)  # refuse garbage rather than pass it on
+        body = terminal_safe_json(body)
         sys.stdout.buffer.write(body if body.endswith(b"\n") else body + b"\n")
     sys.stdout.flush()
     return 0
@@ -205,7 +207,8 @@ def _show(message: SseMessage, args: argparse.Namespace, last_id: str | None) ->
     if args.pid is not None and event_pid(record) != args.pid:
         return False
     line = message.data if "\n" not in message.data else msgspec.json.encode(record).decode()
-    sys.stdout.write(line + "\n")
+    # The same JSON value, with nothing in it a terminal would act on.
+    sys.stdout.buffer.write(terminal_safe_json(line.encode()) + b"\n")
     sys.stdout.flush()
     return True
 

@@ -29,6 +29,7 @@ from agent.evidence.verify import VerifyInputError, VerifyReport, verify_store, 
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_SEQ
 from agent.output_target import check_output, open_stream, replace_output
+from agent.safetext import terminal_safe_json
 from agent.state_dir import StateDirError
 
 DEFAULT_STATE_DIR = "/var/lib/tracehound/evidence"
@@ -174,7 +175,7 @@ def stream_main(args: argparse.Namespace) -> int:
                         f"evidence stream: record {record.seq} has no OCSF form: {err}"
                     ) from err
                 if projected is not None:
-                    out.write(msgspec.json.encode(projected) + b"\n")
+                    out.write(terminal_safe_json(msgspec.json.encode(projected)) + b"\n")
     except KeyboardInterrupt:
         pass
     except msgspec.DecodeError as err:

@@ -348,14 +348,18 @@ async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> Non
         if redactor is None and "evidence.redact_rules" in plan.changed:
             redactor = new.evidence.redactor()
     except UsageError as err:  # ConfigError is one
+        # Where it went wrong, never the value: a refused value may be a
+        # secret pasted into the wrong key, and this line goes to the
+        # journal, /v1/stats and the evidence. `config check` shows it.
+        keys = restart or [_refused_key(str(err), source)]
+        why = "needs a restart" if restart else "invalid"
+        reason = str(err) if restart else (
+            f"{source}: {keys[0]}: invalid (tracehound config check {source} says why)"
+        )  # fmt: skip
         settings.reloads["refused"] += 1
-        settings.last_reload_error = str(err)
-        _say(f"SIGHUP: reload refused, the running configuration stays: {err}")
+        settings.last_reload_error = reason
+        _say(f"SIGHUP: reload refused, the running configuration stays: {reason}")
         if pipeline is not None:
-            # Where it went wrong, never the value: a refused value may be a
-            # secret someone pasted into the wrong key.
-            keys = restart or [_refused_key(str(err), source)]
-            why = "needs a restart" if restart else "invalid"
             await pipeline.reconfigure({"reload": "refused", "keys": keys, "why": why})
         return
     options = store_options(effective)
