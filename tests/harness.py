@@ -7,6 +7,7 @@ tiny tmpfs, failpoints in its environment) makes one with :class:`Daemon`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import TRACEHOUND
+from tests.conftest import TRACEHOUND, require_kernel
 
 
 def free_port() -> int:
@@ -53,6 +54,9 @@ class Daemon:
         self.stderr = root / "stderr.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    #: The [api] settings besides the socket (a module may want others).
+    api_settings = 'mode = "0666"\nidle_timeout_s = 5.0'
+
     def config_text(self, *, extra: str = "", extra_api: str = "") -> str:
         return f"""
 [capture]
@@ -65,8 +69,7 @@ checkpoint_every = 50
 {extra}
 [api]
 socket = "{self.sock}"
-mode = "0666"
-idle_timeout_s = 5.0
+{self.api_settings}
 {extra_api}
 [metrics]
 listen = "127.0.0.1:{self.port}"
@@ -109,8 +112,16 @@ listen = "127.0.0.1:{self.port}"
         self.kill()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def curl(self, path: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    def curl(
+        self, path: str, *args: str, user: tuple[int, int, int] | None = None, timeout: float = 20
+    ) -> subprocess.CompletedProcess[str]:
+        """curl over the API socket; ``user`` (uid, gid, supplementary group)
+        runs it as that peer."""
         command = ["curl", "-sS", "--unix-socket", str(self.sock), *args, f"http://localhost{path}"]
+        if user is not None:
+            uid, gid, group = user
+            command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={group}",
+                       *command]  # fmt: skip
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
     def status(self, path: str) -> tuple[int, str]:
@@ -133,6 +144,18 @@ listen = "127.0.0.1:{self.port}"
 
     def log(self) -> str:
         return self.stderr.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def own_daemon(root: Path) -> Iterator[Daemon]:
+    """A daemon for one test (not started: the test starts it with its own
+    options), closed afterwards. Skips (fails under CI) without a kernel."""
+    require_kernel()
+    daemon = Daemon(root)
+    try:
+        yield daemon
+    finally:
+        daemon.close()
 
 
 def records(state: Path) -> Iterator[dict[str, Any]]:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.evidence.log_reader import iter_events
 from agent.evidence.types import TYPE_PREFIX
+from tests import harness
 from tests.conftest import TRACEHOUND, require_kernel
+from tests.harness import wait_until
 
 API_GROUP = 4242  # the socket's group: a peer must be in it to connect at all
 ALLOWED_GID = 4243  # a primary gid the config lets in
@@ -32,106 +32,28 @@ NOBODY = 65534
 WORKLOADS = Path(__file__).parent / "workloads"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Daemon(harness.Daemon):
+    """The module's daemon: a socket group, allowed gids and tight limits."""
 
-
-class Daemon:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        # Under /run, not the 0700 pytest tree: unprivileged peers must be
-        # able to reach the socket for its mode and group to be what decides.
-        self.run_dir = Path(tempfile.mkdtemp(prefix="tracehound-test-", dir="/run"))
-        self.run_dir.chmod(0o755)
-        self.sock = self.run_dir / "api" / "api.sock"
-        self.state = root / "state"
-        self.config = root / "tracehound.toml"
-        self.port = _free_port()
-        self.stderr = root / "stderr.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def config_text(self, *, extra_api: str = "", extra: str = "") -> str:
-        return f"""
-[capture]
-stats_interval = 0
-
-[evidence]
-enabled = true
-state_dir = "{self.state}"
-checkpoint_every = 50
-{extra}
-[api]
-socket = "{self.sock}"
-mode = "0660"
+    api_settings = f"""mode = "0660"
 group = "{API_GROUP}"
 allow_gids = [{ALLOWED_GID}]
 max_clients = 8
 idle_timeout_s = 2.0
 max_request_bytes = 4096
 max_headers = 20
-sse_buffer = 4096
-{extra_api}
-[metrics]
-listen = "127.0.0.1:{self.port}"
-"""
-
-    def curl(self, path: str, *args: str, user: tuple[int, int, int] | None = None,
-             timeout: float = 20) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        command = ["curl", "-sS", "--unix-socket", str(self.sock), *args, f"http://localhost{path}"]
-        if user is not None:
-            uid, gid, group = user
-            command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={group}",
-                       *command]  # fmt: skip
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-    def get_json(self, path: str) -> object:
-        result = self.curl(path, "--fail-with-body")
-        assert result.returncode == 0, (path, result.stdout, result.stderr)
-        return json.loads(result.stdout)
-
-    def log(self) -> str:
-        return self.stderr.read_text(errors="replace")
-
-
-def wait_until(check: object, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(check) and check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+sse_buffer = 4096"""
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     require_kernel()
     d = Daemon(tmp_path_factory.mktemp("daemon"))
-    d.config.write_text(d.config_text())
-    ready = d.root / "ready"
-    with open(d.stderr, "wb") as err:
-        d.proc = subprocess.Popen(
-            [
-                *TRACEHOUND,
-                "run",
-                "--config",
-                str(d.config),
-                "--ready-file",
-                str(ready),
-                "--no-seed",
-            ],
-            stderr=err,
-        )
     try:
-        wait_until(lambda: ready.exists() or d.proc.poll() is not None, "the daemon", 90)  # type: ignore[union-attr]
-        assert d.proc.poll() is None, d.log()
+        d.start()
         yield d
     finally:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
-        shutil.rmtree(d.run_dir, ignore_errors=True)
+        d.close()
 
 
 def test_socket_mode_and_group_are_as_configured(kernel: None, daemon: Daemon) -> None:

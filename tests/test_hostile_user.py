@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from agent.safetext import restore_json, to_bytes
-from tests.conftest import TRACEHOUND, require_kernel
-from tests.harness import Daemon, records, wait_until
+from tests.conftest import TRACEHOUND
+from tests.harness import Daemon, own_daemon, records, wait_until
 
 NOBODY = 65534
 FORGED_LINE = b"file open(read) shadow"
@@ -48,13 +48,9 @@ s.close()
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    require_kernel()
-    d = Daemon(tmp_path)
-    try:
+    with own_daemon(tmp_path) as d:
         d.start()
         yield d
-    finally:
-        d.close()
 
 
 def data_of(record: dict[str, Any]) -> dict[str, Any]:

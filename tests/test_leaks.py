@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TRACEHOUND, require_kernel
-from tests.harness import Daemon, evidence, wait_until
+from tests.conftest import TRACEHOUND
+from tests.harness import Daemon, evidence, own_daemon, wait_until
 from tests.redact.test_redact_corpus import CORPUS
 
 ARG_LEN = 128  # bytes per argv entry the capture keeps, NUL included
@@ -83,12 +83,8 @@ def captured_secrets() -> tuple[dict[str, list[object]], set[str]]:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    require_kernel()
-    d = Daemon(tmp_path)
-    try:
+    with own_daemon(tmp_path) as d:
         yield d
-    finally:
-        d.close()
 
 
 def test_no_secret_reaches_any_output(kernel: None, daemon: Daemon, system_python: str) -> None:

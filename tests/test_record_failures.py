@@ -19,18 +19,14 @@ from pathlib import Path
 import pytest
 
 from agent.failpoints import ENV
-from tests.conftest import TRACEHOUND, require_kernel
-from tests.harness import Daemon, evidence, wait_until
+from tests.conftest import TRACEHOUND
+from tests.harness import Daemon, evidence, own_daemon, wait_until
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    require_kernel()
-    d = Daemon(tmp_path)
-    try:
+    with own_daemon(tmp_path) as d:
         yield d
-    finally:
-        d.close()
 
 
 def downstream(daemon: Daemon) -> dict[str, dict[str, int]]:

@@ -21,7 +21,7 @@ raise for any text: the redactor fails closed field by field.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final, Protocol
 
 import blake3
@@ -42,6 +42,7 @@ from agent.redact.engine import RedactedArgv, RedactedText, Redactor
 __all__ = [
     "COMM_CUT_BYTES",
     "MEMO_CAPACITY",
+    "CurrentMemo",
     "RedactionMemo",
     "TextRedactor",
     "comm_is_cut",
@@ -220,3 +221,25 @@ def rules_summary(redactor: Redactor) -> dict[str, object]:
         "builtin": {"count": len(builtin), "blake3": blake3.blake3(joined).hexdigest()},
         "configured": [msgspec.to_builtins(d) for d in digests if not d.builtin],
     }
+
+
+class CurrentMemo:
+    """A :class:`RedactionMemo` for the rules that apply now: ``rules()``
+    returns the daemon's current redactor (a reload may replace it), and a
+    new memo over a copy of it (:func:`same_rules`) is made when it does."""
+
+    def __init__(self, rules: Callable[[], Redactor]) -> None:
+        self._rules = rules
+        self._source: Redactor | None = None
+        self._memo: RedactionMemo | None = None
+
+    @property
+    def memo(self) -> RedactionMemo | None:
+        """The memo in use, if any yet (its size and evictions, for stats)."""
+        return self._memo
+
+    def get(self) -> RedactionMemo:
+        source = self._rules()
+        if self._memo is None or source is not self._source:
+            self._source, self._memo = source, RedactionMemo(same_rules(source))
+        return self._memo

@@ -17,7 +17,7 @@ import msgspec
 from agent.capture.events import Event
 from agent.failpoints import Failpoints
 from agent.redact import Redactor
-from agent.redact.events import RedactionMemo, redact_event, same_rules
+from agent.redact.events import CurrentMemo, redact_event
 from agent.safetext import json_bytes
 
 __all__ = ["EventLines"]
@@ -34,20 +34,11 @@ class EventLines:
     """
 
     def __init__(self, rules: Callable[[], Redactor], faults: Failpoints | None = None) -> None:
-        self._rules = rules
+        self._memo = CurrentMemo(rules)
         self._faults = faults or Failpoints()
-        self._source: Redactor | None = None
-        self._memo: RedactionMemo | None = None
-
-    @property
-    def memo(self) -> RedactionMemo | None:
-        return self._memo
 
     def line(self, event: Event) -> bytes:
         if self._faults:
             self._faults.check("events.encode", getattr(event, "comm", None))
-        source = self._rules()
-        if self._memo is None or source is not self._source:
-            self._source, self._memo = source, RedactionMemo(same_rules(source))
-        redacted, _ = redact_event(self._memo, event)
+        redacted, _ = redact_event(self._memo.get(), event)
         return json_bytes(redacted, _ENCODER.encode, msgspec.to_builtins) + b"\n"

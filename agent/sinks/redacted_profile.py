@@ -19,13 +19,7 @@ from collections.abc import Callable
 import msgspec
 
 from agent.redact import Redactor
-from agent.redact.events import (
-    RedactionMemo,
-    TextRedactor,
-    comm_is_cut,
-    redact_endpoint,
-    same_rules,
-)
+from agent.redact.events import CurrentMemo, TextRedactor, comm_is_cut, redact_endpoint
 from agent.sinks.profile import ExecRecord, FileRecord, NetRecord, ProcessProfile, Profile
 
 __all__ = ["ProfileRedactor", "redact_profile"]
@@ -86,23 +80,13 @@ class ProfileRedactor:
     calls (a second snapshot of the same host costs little).
 
     ``rules`` returns the redactor whose rules apply now (a reload may change
-    it); a copy of it is made for this object, so its counters and memo are
-    never touched by another thread. Not thread-safe itself: callers
-    serialise (the API takes a lock around its worker-thread call).
+    it); the memo works on a copy of it, so its counters are never touched
+    by another thread. Not thread-safe itself: callers serialise (the API
+    takes a lock around its worker-thread call).
     """
 
     def __init__(self, rules: Callable[[], Redactor]) -> None:
-        self._rules = rules
-        self._source: Redactor | None = None
-        self._memo: RedactionMemo | None = None
-
-    @property
-    def memo(self) -> RedactionMemo | None:
-        """The memo in use (its size and evictions are in /v1/stats)."""
-        return self._memo
+        self._memo = CurrentMemo(rules)
 
     def __call__(self, profile: Profile) -> Profile:
-        source = self._rules()
-        if self._memo is None or source is not self._source:
-            self._source, self._memo = source, RedactionMemo(same_rules(source))
-        return redact_profile(profile, self._memo)
+        return redact_profile(profile, self._memo.get())
