@@ -160,13 +160,17 @@ def stream_main(args: argparse.Namespace) -> int:
     # --follow ends with Ctrl-C or SIGTERM: both mean "stop", not "fail".
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     decoder = msgspec.json.Decoder(ChainRecord)
+    # The chain's bytes are what verify checks: written as they are, unless
+    # a person reads them on a terminal (then C1 and bidi controls become
+    # \u escapes: the same JSON value, nothing the terminal acts on).
+    on_terminal = target.kind == "stdout" and sys.stdout.isatty()
     try:
         for line in _lines(state, args.follow):
             record = decoder.decode(line)
             if record.seq < args.from_seq:
                 continue
             if args.format == "cloudevents":
-                out.write(line)
+                out.write(terminal_safe_json(line) if on_terminal else line)
             elif record.type.startswith("dev.tracehound."):
                 try:
                     projected = to_ocsf(decode_cloudevent(msgspec.json.encode(record.body)))
