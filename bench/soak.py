@@ -264,15 +264,16 @@ def watch_line(stats: dict[str, Any]) -> str:
     """The /v1/stats counters worth watching, on one line."""
     parts: list[str] = []
     aggregate = stats.get("aggregate")
-    if aggregate:
-        held = aggregate.get("held", {})
-        ev = {k: v for k, v in aggregate.get("evictions", {}).items() if v}
+    if aggregate:  # what the snapshot holds, against its caps
+        held, caps = aggregate["held"], aggregate["caps"]
+        ev = {k: v for k, v in aggregate["evictions"].items() if v}
         parts.append(
-            f"held procs={held.get('processes', '?')} files={held.get('files', '?')}"
-            f" endpoints={held.get('endpoints', '?')} execs={held.get('execs', '?')}"
-            + (f" text={held['text_bytes'] // 1024}KiB" if "text_bytes" in held else "")
+            f"held procs={held['processes']}/{caps['processes']} (live {held['live']})"
+            f" files={held['files']} endpoints={held['endpoints']} execs={held['execs']}"
+            f" bytes={held['bytes'] / 2**20:.1f}/{caps['bytes'] / 2**20:.0f}MiB"
         )
         parts.append("evicted " + (" ".join(f"{k}={v}" for k, v in sorted(ev.items())) or "0"))
+        parts.append(f"reaped {aggregate.get('reaped', 0)}")
     queues = " ".join(f"{q['queue']}={q['depth']}/{q['capacity']}" for q in stats.get("queues", []))
     parts.append(f"queues {queues}")
     kinds = stats.get("capture", {}).get("kinds", {})
@@ -379,6 +380,10 @@ def soak(args: argparse.Namespace, root: Path) -> int:
         workers = []
         print("workload: " + "; ".join(said), flush=True)
         final_rss, final_hwm = memory_kib(daemon.pid)
+        if args.snapshot is not None:
+            with open(args.snapshot, "wb") as out:
+                subprocess.run(["curl", "-sS", "--unix-socket", str(sock),
+                                "http://localhost/v1/snapshot"], stdout=out, check=True)  # fmt: skip
         client_ok = sse.alive()
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=300)
@@ -441,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="evidence segment size in MB (default 4)")  # fmt: skip
     parser.add_argument("--retain-mb", type=seconds, default=300.0,
                         help="evidence retention in MB (default 300)")  # fmt: skip
+    parser.add_argument("--snapshot", metavar="FILE",
+                        help="save /v1/snapshot to FILE at the end, before the stop")  # fmt: skip
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (state, log, config) and say where")  # fmt: skip
     args = parser.parse_args(argv)
