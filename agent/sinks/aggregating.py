@@ -244,11 +244,16 @@ class AggregatingSink:
     @classmethod
     def for_daemon(cls) -> AggregatingSink:
         """The sink of ``tracehound run``: a window on what ran lately (the
-        evidence log keeps everything), in 16 MiB. At the soak's mix (about
-        4 KiB per short-lived process with its files and syscalls) that is
-        the last few thousand processes, and every one still running."""
-        return cls(max_processes=8192, max_total_files=1 << 16, max_total_endpoints=1 << 14,
-                   max_total_execs=1 << 14, max_bytes=16 << 20)  # fmt: skip
+        evidence log keeps everything), in 8 MiB (about 14 MB of RSS with
+        pymalloc's overhead). At the soak's mix, about 6 KiB per short-lived
+        process with its files and syscalls, that is the last 1000-1500
+        processes, and every one still running. Per process, fewer records
+        than ``profile`` keeps, so that a few long-lived processes touching
+        ever new paths cannot take the whole budget: 512 files (about
+        200 KiB), 256 endpoints, 32 execs."""
+        return cls(max_processes=4096, max_files=512, max_endpoints=256, max_execs=32,
+                   max_total_files=1 << 15, max_total_endpoints=1 << 13,
+                   max_total_execs=1 << 13, max_bytes=8 << 20)  # fmt: skip
 
     # -- EventSink -----------------------------------------------------------
     async def record(self, event: Event) -> None:
