@@ -22,6 +22,12 @@ The names, types and labels are the contract written at the top of
     tracehound_api_clients                         gauge    API connections open now
     tracehound_api_sse_dropped_total               counter  live-tail records a slow client's buffer refused
     tracehound_config_reloads_total{result}        counter  SIGHUP reloads: applied, refused
+    tracehound_aggregate_evictions_total{what}     counter  evicted to stay in the snapshot's caps:
+                                                            processes, files, endpoints, execs, notes
+    tracehound_aggregate_held{what}                gauge    held now: processes, live, files,
+                                                            endpoints, execs, bytes (estimated)
+    tracehound_aggregate_capacity{what}            gauge    the caps of the same (no ``live``)
+    tracehound_aggregate_reaped_total              counter  running processes found gone, exit unseen
     tracehound_metrics_source_ok{source}           gauge    0 when a source raised during this scrape
     tracehound_build_info{version}                 gauge    always 1
 
@@ -50,6 +56,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from agent import __version__
 from agent.capture.ledger import KindAccount
 from agent.capture.session import CaptureStats
+from agent.sinks.aggregating import AggregateStatus
 from agent.sinks.streaming import StreamingSink
 
 __all__ = [
@@ -113,6 +120,7 @@ class MetricsSources:
     queues: Callable[[], Iterable[QueueSample | None]] | None = None
     evidence: Callable[[], EvidenceStatus | None] | None = None
     api: Callable[[], ApiStatus | None] | None = None
+    aggregate: Callable[[], AggregateStatus | None] | None = None
 
 
 def sink_queue(sink: StreamingSink) -> QueueSample:
@@ -185,6 +193,8 @@ class TracehoundCollector:
             readers.append(("evidence", lambda: _evidence_families(evidence())))
         if (api := self.sources.api) is not None:
             readers.append(("api", lambda: _api_families(api())))
+        if (aggregate := self.sources.aggregate) is not None:
+            readers.append(("aggregate", lambda: _aggregate_families(aggregate())))
         families: list[Metric] = []
         for name, read in readers:
             try:
@@ -312,6 +322,40 @@ def _api_families(status: ApiStatus | None) -> list[Metric]:
     for result, count in sorted(status.reloads.items()):
         reloads.add_metric([result], count)
     return [responses, forbidden, clients, dropped, reloads]
+
+
+def _aggregate_families(status: AggregateStatus | None) -> list[Metric]:
+    if status is None:
+        return []
+    evictions = CounterMetricFamily(
+        "tracehound_aggregate_evictions",
+        "Evicted from the snapshot's aggregate to stay within its caps (oldest exited"
+        " processes first; records refused when nothing exited is left)",
+        labels=["what"],
+    )
+    for what, count in sorted(status.evictions.items()):
+        evictions.add_metric([what], count)
+    held = GaugeMetricFamily(
+        "tracehound_aggregate_held",
+        "What the snapshot's aggregate holds now (bytes: estimated memory)",
+        labels=["what"],
+    )
+    for what, count in sorted(status.held.items()):
+        held.add_metric([what], count)
+    capacity = GaugeMetricFamily(
+        "tracehound_aggregate_capacity",
+        "The caps of the snapshot's aggregate (bytes: estimated memory)",
+        labels=["what"],
+    )
+    for what, count in sorted(status.caps.items()):
+        capacity.add_metric([what], count)
+    reaped = CounterMetricFamily(
+        "tracehound_aggregate_reaped",
+        "Processes held as running that were found gone, their exit record never seen"
+        " (lost in the kernel): retired so they never fill the process cap",
+    )
+    reaped.add_metric([], status.reaped)
+    return [evictions, held, capacity, reaped]
 
 
 def make_registry(

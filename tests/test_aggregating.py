@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from agent.capture.events import (
     SyscallCounts,
     kind_of,
 )
+from agent.sinks import aggregating as agg
 from agent.sinks.aggregating import AggregatingSink, display_path, errno_name, open_access
 from agent.sinks.profile import ProcessProfile, Profile, decode_profile, encode_profile, render_text
 
@@ -474,6 +476,171 @@ def test_no_evictions_by_default(profile: Profile) -> None:
     assert all(p.evicted == {} for p in profile.processes)
 
 
+def expected_bytes(prof: Profile) -> int:
+    """What the budget should say the profile holds, recomputed from the
+    profile alone with the published cost model."""
+    total = 0
+    for p in prof.processes:
+        total += agg.PROCESS_BYTES + agg.text_bytes(p.exe, *p.argv) + 8 * len(p.argv)
+        for e in p.execs:
+            total += agg.EXEC_BYTES + agg.text_bytes(e.filename, *e.argv) + 8 * len(e.argv)
+        for f in (*p.files, *p.failed_files):
+            total += agg.FILE_BYTES + agg.text_bytes(f.path)
+            total += agg.text_bytes(f.target) if f.target else 0
+        for n in (*p.network, *p.failed_network):
+            total += agg.ENDPOINT_BYTES + (agg.text_bytes(n.endpoint.address) if n.endpoint else 0)
+        total += agg.SYSCALL_BYTES * len(p.syscalls)
+    return total
+
+
+def test_status_is_what_the_profile_holds() -> None:
+    sink = feed(synthetic_events(), max_processes=100, max_bytes=1 << 20)
+    prof = sink.snapshot()
+    status = sink.status()
+    assert status.held == {
+        "processes": len(prof.processes),
+        "live": sum(1 for p in prof.processes if p.exited_ns is None),
+        "files": sum(len(p.files) + len(p.failed_files) for p in prof.processes),
+        "endpoints": sum(len(p.network) + len(p.failed_network) for p in prof.processes),
+        "execs": sum(len(p.execs) for p in prof.processes),
+        "bytes": expected_bytes(prof),
+    }
+    assert status.held["files"] == 8 and status.held["processes"] == 3
+    assert status.caps == {"processes": 100, "files": 1 << 18, "endpoints": 1 << 16,
+                           "execs": 1 << 16, "bytes": 1 << 20}  # fmt: skip
+    assert status.evictions == {k: 0 for k in agg.EVICTION_KINDS}
+
+
+def test_text_bytes_counts_characters_and_their_width() -> None:
+    assert agg.text_bytes() == 0
+    assert agg.text_bytes("abc", "") == 2 * agg.STR_BYTES + 3
+    assert agg.text_bytes("é" * 10) == agg.STR_BYTES + 40  # not ASCII: 4 per character
+
+
+def test_total_cap_makes_room_by_evicting_the_oldest_exited() -> None:
+    """The snapshot keeps what ran last: a full total evicts the oldest exited
+    process (counted) rather than refusing every new process's records."""
+    events: list[Event] = []
+    for pid in (10, 11, 12):
+        events.append(fork(1, pid, pid))
+        events += [file_(pid, 100 * pid + i, f"/p{pid}/{i}") for i in range(3)]
+        events.append(exit_(pid, 100 * pid + 9))
+    sink = feed(events, max_total_files=6)
+    prof = sink.finish()
+    assert sorted(p.pid for p in prof.processes) == [1, 11, 12]
+    assert prof.evictions["processes"] == 1
+    assert prof.evictions["files"] == 0
+    assert sink.status().held["files"] == 6
+    assert sink.status().held["bytes"] == expected_bytes(prof)
+
+
+def test_max_bytes_evicts_exited_then_refuses_and_counts() -> None:
+    long = "/" + "é" * 200  # 850 estimated bytes of path
+    one = agg.FILE_BYTES + agg.text_bytes(long)
+    budget = 3 * agg.PROCESS_BYTES + 2 * one + 100
+    sink = AggregatingSink(max_bytes=budget)
+    for pid in range(10, 20):  # each exits holding one long path
+        for event in (fork(1, pid, pid), file_(pid, pid, long + str(pid)), exit_(pid, pid)):
+            sink.apply(event)
+            assert sink.status().held["bytes"] <= budget
+    prof = sink.snapshot()
+    kept = sorted(p.pid for p in prof.processes)
+    assert kept[0] == 1 and kept[1:] == list(range(20 - len(kept) + 1, 20))  # the newest
+    assert prof.evictions["processes"] == 10 - (len(kept) - 1)
+    assert prof.evictions["files"] == 0
+    # A live process with nothing exited left to evict: its records are refused.
+    sink.apply(fork(1, 30, 30))
+    for i in range(5):
+        sink.apply(file_(30, 31 + i, f"{long}/{i}"))
+        assert sink.status().held["bytes"] <= budget
+    prof = sink.snapshot()
+    p30 = by_pid(prof)[30]
+    assert [p.pid for p in prof.processes if p.exited_ns is not None] == []
+    assert len(p30.files) >= 1 and p30.evicted["files"] >= 1
+    assert len(p30.files) + p30.evicted["files"] == 5
+    assert prof.evictions["processes"] == 10
+    assert prof.evictions["files"] == p30.evicted["files"]
+    assert sink.status().held["bytes"] == expected_bytes(prof)
+
+
+def test_syscall_readings_are_charged_and_replaced() -> None:
+    sink = feed([fork(1, 10, 1), counts(10, final=False, read=1, write=2)])
+    before = sink.status().held["bytes"]
+    sink.apply(counts(10, final=False, read=5, write=6, openat=7))
+    assert sink.status().held["bytes"] == before + agg.SYSCALL_BYTES
+    sink.apply(counts(10, final=True, read=9))
+    prof = sink.finish()
+    assert by_pid(prof)[10].syscalls == {"read": 9}
+    assert sink.status().held["bytes"] == expected_bytes(prof)
+
+
+def test_reap_retires_processes_whose_exit_was_lost() -> None:
+    sink = feed([fork(1, 10, 5), fork(1, 11, 6), file_(10, 7, "/x")], max_processes=3)
+    assert sorted(sink.running()) == [(1, None), (10, 5), (11, 6)]
+    sink.apply(fork(1, 12, 8))  # full of running processes: refused
+    assert sink.evictions["processes"] == 1
+    # A pair that is not the held one (pid reused, or unknown) is left alone.
+    assert sink.reap([(10, 99), (42, None)], now_ns=100) == 0
+    assert sink.reap([(10, 5), (11, 6)], now_ns=100) == 2
+    assert sink.status().reaped == 2 and sink.status().held["live"] == 1
+    sink.apply(fork(1, 12, 101))  # room made by evicting a reaped one
+    prof = sink.snapshot()
+    assert sorted(p.pid for p in prof.processes) == [1, 11, 12]
+    assert by_pid(prof)[11].exited_ns == 100 and by_pid(prof)[11].exit_code is None
+    # Its exit record was only late: it fills in the same process.
+    sink.apply(exit_(11, 90, code=3))
+    prof = sink.snapshot()
+    assert [(p.exited_ns, p.exit_code) for p in prof.processes if p.pid == 11] == [(90, 3)]
+    assert sink.status().held["bytes"] == expected_bytes(prof)
+
+
+def test_an_exit_after_the_reap_is_another_process() -> None:
+    sink = feed([fork(1, 10, 5)])
+    sink.reap([(10, 5)], now_ns=50)
+    sink.apply(exit_(10, 60, code=1))  # pid 10 again, its fork lost
+    procs = [(p.exited_ns, p.exit_code) for p in sink.finish().processes if p.pid == 10]
+    assert sorted(procs) == [(50, None), (60, 1)]
+    assert sink.status().reaped == 1
+
+
+def test_the_estimate_follows_real_memory() -> None:
+    """The budget is in estimated bytes: they must be close to what the
+    sink really allocates (tracemalloc), for a workload like the soak's."""
+    import gc
+    import tracemalloc
+
+    names = tuple(f"sys_{n}" for n in range(60))
+
+    def events(n: int) -> Iterator[Event]:
+        for i in range(n):
+            pid = 1000 + i
+            yield fork(1, pid, 2 * i)
+            yield execve(pid, 2 * i, "/usr/bin/true", ("true", f"storm-{i}", "x" * (i % 50)))
+            for j in range(6):
+                yield file_(
+                    pid, 2 * i, f"/tmp/tracehound-soak-x/tree/procs-{i}/d{j}/file-{i}-{j}.tmp"
+                )
+            yield net(pid, 2 * i, "connect", Endpoint("ipv4", "127.0.0.1", 20000 + i))
+            yield exit_(pid, 2 * i + 1)
+            yield SyscallCounts(pid=pid, counts={k: 1000 + i for k in names[: 20 + i % 40]},
+                                final=True)  # fmt: skip
+
+    sink = AggregatingSink(max_bytes=1 << 30)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for event in events(3000):
+            sink.apply(event)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    estimated = sink.status().held["bytes"]
+    assert sink.status().held["processes"] == 3001
+    assert 0.8 <= estimated / used <= 1.5, (estimated, used)
+
+
 # -- known gaps ----------------------------------------------------------------
 
 
@@ -677,3 +844,23 @@ def test_random_sequences_respect_caps(specs: list[tuple[Any, ...]]) -> None:
         if prof.evictions["processes"] == 0:
             assert kept + prof.evictions[what] == total
             assert per_process == prof.evictions[what]
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(EVENT_SPECS, max_size=80), st.integers(0, 6000))
+def test_random_sequences_keep_the_budget(specs: list[tuple[Any, ...]], budget: int) -> None:
+    """Whatever comes, the sink's books are exactly what it holds, every cap
+    holds, and it is over its byte budget only with nothing exited left."""
+    caps = {"max_processes": 4, "max_total_files": 3, "max_total_endpoints": 3,
+            "max_total_execs": 2, "max_bytes": budget}  # fmt: skip
+    sink = AggregatingSink(**caps)
+    for event in materialize(specs):
+        sink.apply(event)
+        held = sink.status().held
+        assert held["processes"] <= 4
+        assert held["files"] <= 3 and held["endpoints"] <= 3 and held["execs"] <= 2
+        assert held["bytes"] <= budget or held["live"] == held["processes"]
+    prof = sink.finish()
+    assert sink.status().held["bytes"] == expected_bytes(prof)
+    assert sink.status().held["files"] == sum(len(p.files) + len(p.failed_files)
+                                              for p in prof.processes)  # fmt: skip

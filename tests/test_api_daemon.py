@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.evidence.log_reader import iter_events
 from agent.evidence.types import TYPE_PREFIX
+from agent.sinks.aggregating import EVICTION_KINDS, AggregatingSink
 from tests import harness
 from tests.conftest import TRACEHOUND, require_kernel
 from tests.harness import wait_until
@@ -139,6 +140,28 @@ def test_metrics_parse_and_have_queue_depths(kernel: None, daemon: Daemon) -> No
     assert families["tracehound_api_responses"].samples  # counted by status
     # The same page is on the socket too.
     assert "tracehound_queue_depth" in daemon.curl("/metrics").stdout
+
+
+def test_aggregate_caps_and_evictions_in_stats_and_metrics(kernel: None, daemon: Daemon) -> None:
+    import urllib.request
+
+    caps = AggregatingSink.for_daemon().status().caps
+    aggregate = daemon.get_json("/v1/stats")["aggregate"]  # type: ignore[index]
+    assert aggregate["caps"] == caps
+    held = aggregate["held"]
+    assert 0 < held["live"] <= held["processes"] <= caps["processes"]
+    assert 0 < held["bytes"] <= caps["bytes"]
+    assert set(aggregate["evictions"]) == set(EVICTION_KINDS)
+    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=10) as page:
+        families = {f.name: f for f in text_string_to_metric_families(page.read().decode())}
+    capacity = {
+        s.labels["what"]: s.value for s in families["tracehound_aggregate_capacity"].samples
+    }
+    assert capacity == caps
+    evicted = {s.labels["what"] for s in families["tracehound_aggregate_evictions"].samples}
+    assert evicted == set(EVICTION_KINDS)
+    scraped = {s.labels["what"]: s.value for s in families["tracehound_aggregate_held"].samples}
+    assert scraped["processes"] > 0 and scraped["bytes"] > 0
 
 
 def test_verify_endpoint(kernel: None, daemon: Daemon) -> None:

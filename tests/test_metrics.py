@@ -10,7 +10,7 @@ import prometheus_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import __version__
-from agent.capture.events import KINDS, ForkEvent
+from agent.capture.events import KINDS, ExitEvent, ForkEvent
 from agent.capture.ledger import Ledger
 from agent.capture.loader import ProbeStatus
 from agent.capture.session import CaptureStats
@@ -25,6 +25,7 @@ from agent.metrics import (
     ring_queue,
     sink_queue,
 )
+from agent.sinks.aggregating import EVICTION_KINDS, AggregatingSink
 from agent.sinks.streaming import StreamingSink
 
 ALERTS = Path(__file__).resolve().parent.parent / "deploy" / "alerts.yml"
@@ -344,3 +345,38 @@ def test_process_metrics_and_content_type() -> None:
     _, s = scrape(make_registry(MetricsSources(), process=True))
     assert "process_resident_memory_bytes" in names_of(s)
     assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+
+
+def exit_event(pid: int) -> ExitEvent:
+    return ExitEvent(pid=pid, tid=pid, ts_ns=pid, uid=0, gid=0, cgroup_id=0, comm="p",
+                     exit_code=0, signal=0, have_code=True, have_signal=False)  # fmt: skip
+
+
+def test_aggregate_caps_held_and_evictions_from_the_live_sink() -> None:
+    sink = AggregatingSink(max_processes=3, max_bytes=1 << 20)
+    registry = make_registry(MetricsSources(aggregate=sink.status))
+    for i in range(2, 7):  # children of 1 that exit: the oldest go to make room
+        sink.apply(fork(i))
+        sink.apply(exit_event(i))
+    types, first = scrape(registry)
+    assert types["tracehound_aggregate_evictions"] == "counter"
+    assert types["tracehound_aggregate_held"] == types["tracehound_aggregate_capacity"] == "gauge"
+    status = sink.status()
+    assert status.evictions["processes"] == 3  # 5 children, 1 parent, 3 held
+    for what in EVICTION_KINDS:
+        assert (
+            value(first, "tracehound_aggregate_evictions_total", what=what)
+            == (status.evictions[what])
+        )
+    for what, held in status.held.items():
+        assert value(first, "tracehound_aggregate_held", what=what) == held
+    assert value(first, "tracehound_aggregate_held", what="processes") == 3
+    assert value(first, "tracehound_aggregate_capacity", what="processes") == 3
+    assert value(first, "tracehound_aggregate_capacity", what="bytes") == 1 << 20
+    assert value(first, "tracehound_metrics_source_ok", source="aggregate") == 1
+    assert value(first, "tracehound_aggregate_reaped_total") == 0
+    sink.apply(fork(9))
+    sink.reap([(9, 9)], now_ns=10)
+    _, second = scrape(registry)
+    assert value(second, "tracehound_aggregate_evictions_total", what="processes") == 4
+    assert value(second, "tracehound_aggregate_reaped_total") == 1

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
-from agent.capture.procfs import ProcessInfoCache, read_process, seed_processes
+from agent.capture.procfs import (
+    ProcessInfoCache,
+    gone_processes,
+    read_process,
+    seed_processes,
+    started_ns,
+)
 
 
 def test_read_process_describes_a_real_process() -> None:
@@ -48,3 +55,32 @@ def test_seed_marks_everything_preexisting_and_skips_the_agent() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ProcessInfoCache(capacity=0)
+
+
+def test_started_ns_is_on_the_events_clock() -> None:
+    before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    child = subprocess.Popen(["/bin/sleep", "5"])
+    after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    try:
+        start = started_ns(child.pid)
+        assert start is not None
+        tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        assert before - tick <= start <= after + tick
+    finally:
+        child.kill()
+        child.wait()
+    assert started_ns(child.pid) is None
+
+
+def test_gone_processes_sees_exits_and_reused_pids() -> None:
+    child = subprocess.Popen(["/bin/sleep", "5"])
+    try:
+        start = started_ns(child.pid)
+        assert start is not None
+        alive, seeded = (child.pid, start + 1000), (child.pid, None)
+        reused = (child.pid, start - 10_000_000_000)  # another process had this pid
+        assert gone_processes([alive, seeded, reused]) == [reused]
+    finally:
+        child.kill()
+        child.wait()
+    assert gone_processes([alive, seeded]) == [alive, seeded]

@@ -187,7 +187,8 @@ class DaemonApi:
         return Reply(200, body)
 
     def stats(self) -> dict[str, Any]:
-        """What /v1/stats answers: the capture's books, every queue, the API, evidence."""
+        """What /v1/stats answers: the capture's books, every queue, what the
+        snapshot's aggregate holds and evicted, the API, evidence."""
         pipeline = self.pipeline
         evidence: dict[str, Any] | None = None
         if pipeline is not None:
@@ -206,6 +207,7 @@ class DaemonApi:
                 for q in self.queues()
                 if q is not None
             ],
+            "aggregate": self.aggregate.status(),
             "evidence": evidence,
             "api": {**self.server_stats.as_dict(), "sse_dropped": self.tail.dropped},
             "config": self.config_info(),

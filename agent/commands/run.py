@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from agent.api.server import ApiServerStats, bind_socket, group_id, serve_api
 from agent.capture.events import kind_of
 from agent.capture.ledger import DownstreamLosses
 from agent.capture.loader import LoadedCapture, check_privileges, load
-from agent.capture.procfs import ProcessInfoCache, seed_processes
+from agent.capture.procfs import ProcessInfoCache, gone_processes, seed_processes
 from agent.capture.session import CaptureSession
 from agent.commands.arguments import bounded_float, bounded_int
 from agent.commands.evidence_wiring import (
@@ -89,6 +90,9 @@ from agent.sinks.tee import TeeSink
 #: ~25 s of one CPU), so not more often than that.
 FIRST_VERIFY_S = 10.0
 VERIFY_EVERY_S = 900.0
+#: This often the daemon looks in /proc for processes the snapshot holds as
+#: running; one gone at two looks in a row (its exit record lost) is retired.
+REAP_EVERY_S = 30.0
 
 #: ``run``'s exit status when the evidence log lost events because its store
 #: could not write (disk full, I/O error): the capture ran, the record has a
@@ -277,7 +281,13 @@ def _metrics_sources(
             reloads=dict(settings.reloads),
         )
 
-    return MetricsSources(stats=session.stats, queues=queues, evidence=evidence, api=api_status)
+    return MetricsSources(
+        stats=session.stats,
+        queues=queues,
+        evidence=evidence,
+        api=api_status,
+        aggregate=api.aggregate.status,
+    )
 
 
 async def _start_metrics(
@@ -325,6 +335,19 @@ async def _verify_periodically(api: DaemonApi) -> None:
             if not result.ok:
                 _say(f"evidence: VERIFY FAILED: {result.summary.splitlines()[0]}")
         await trio.sleep(VERIFY_EVERY_S)
+
+
+async def _reap_periodically(aggregate: AggregatingSink, interval: float = REAP_EVERY_S) -> None:
+    """Retire the processes whose exit was lost, so they never fill the
+    snapshot's process cap. Gone twice in a row, not once: an exit record
+    may still be in the ring buffer at the first look."""
+    suspects: set[tuple[int, int | None]] = set()
+    while True:
+        await trio.sleep(interval)
+        gone = set(await trio.to_thread.run_sync(gone_processes, aggregate.running()))
+        twice = sorted(gone & suspects, key=lambda g: (g[0], g[1] or 0))
+        aggregate.reap(twice, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+        suspects = gone - set(twice)
 
 
 async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> None:
@@ -466,7 +489,7 @@ async def _run(
     settings: _Settings,
 ) -> int:
     config = settings.config
-    aggregate = AggregatingSink()
+    aggregate = AggregatingSink.for_daemon()
     sinks: list[EventSink[object]] = [aggregate]
     stream: StreamingSink | None = None
     evidence_stream: StreamingSink | None = None
@@ -573,6 +596,7 @@ async def _run(
                         await _start_metrics(helpers, config, registry)
                     if pipeline is not None:
                         helpers.start_soon(_verify_periodically, api)
+                    helpers.start_soon(_reap_periodically, aggregate)
                     _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
                     notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")
                     api.ready = True

@@ -1,11 +1,22 @@
 """AggregatingSink: folds events into a per-process Profile, in bounded memory.
 
 Caps (all counted when hit, and the counts are in the profile):
-  - ``max_processes``: processes held, live or exited. Past it the oldest
-    exited process is evicted; if none has exited, the new one is refused.
+  - ``max_processes``: processes held, live or exited.
   - ``max_files`` / ``max_endpoints`` / ``max_execs`` per process: distinct
     file records, network records, exec attempts kept.
+  - ``max_total_files`` / ``max_total_endpoints`` / ``max_total_execs``: the
+    same records over all processes held.
+  - ``max_bytes``: the estimated memory of everything held (see
+    :func:`text_bytes` and the ``*_BYTES`` constants): what bounds the sink
+    whatever the paths and argv an attacker picks.
   - ``max_notes``: capture notes kept.
+
+When a process-wide cap is full, the oldest exited process is evicted to
+make room (the snapshot keeps what ran most recently, and everything still
+running); only when no exited process is left is the new process or record
+refused. Either way the eviction is counted, in the profile's ``evictions``
+and in :meth:`AggregatingSink.status`.
+
 Aggregation is deterministic: the same events in the same order give the
 same Profile, byte for byte.
 """
@@ -13,8 +24,12 @@ same Profile, byte for byte.
 from __future__ import annotations
 
 import errno as errno_names
+from array import array
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import msgspec
 
 from agent.capture.events import (
     Endpoint,
@@ -48,9 +63,39 @@ O_DIRECTORY = 0o200000
 AT_REMOVEDIR = 0x200
 EINPROGRESS = errno_names.EINPROGRESS
 
+#: What the held objects cost, besides their text, in bytes (CPython 3.11 on
+#: 64 bits, measured with tracemalloc; tests/test_aggregating.py checks that
+#: the estimate stays close to what is really allocated). A process: its
+#: record, its empty dicts and list, its places in the sink's indexes.
+PROCESS_BYTES = 900
+#: A file record: the record, its key tuple, its slot in the process's dict.
+FILE_BYTES = 260
+#: A network record: the record, its key, its slot, the endpoint.
+ENDPOINT_BYTES = 300
+#: An exec record, plus 8 per argv entry (its list).
+EXEC_BYTES = 150
+#: One syscall's count (held compactly: a name pointer and a u64).
+SYSCALL_BYTES = 16
+#: A str's own overhead (the ASCII str header and its NUL).
+STR_BYTES = 50
+
+#: Eviction counters, in the order the profile lists them.
+EVICTION_KINDS = ("processes", "files", "endpoints", "execs", "notes")
+
+
+def text_bytes(*texts: str) -> int:
+    """Estimated bytes of ``texts`` as Python strs: header plus 1 byte per
+    character, 4 if any is not ASCII (an attacker's path is what it is). Pure."""
+    return sum(STR_BYTES + len(t) * (1 if t.isascii() else 4) for t in texts)
+
 
 def errno_name(ret: int) -> str:
     return errno_names.errorcode.get(-ret, f"E{-ret}")
+
+
+#: The words of :func:`open_access`, in sorted order; a record keeps them as bits.
+ACCESS_WORDS = ("append", "create", "directory", "exclusive-create", "read", "truncate", "write")
+_ACCESS_BIT = {word: 1 << i for i, word in enumerate(ACCESS_WORDS)}
 
 
 def open_access(flags: int) -> list[str]:
@@ -78,11 +123,27 @@ def display_path(path: str, dfd: int) -> str:
     return f"fd:{dfd}/{path}"
 
 
+class AggregateStatus(msgspec.Struct, frozen=True):
+    """What the aggregate holds now, against its caps, and what it evicted.
+
+    ``held`` and ``caps``: processes (``live`` of them running), files,
+    endpoints and execs (over all processes), ``bytes`` (estimated). Only
+    ``evictions`` are counters (they only grow); the rest are gauges. In
+    ``/v1/stats`` and the metrics.
+    """
+
+    held: dict[str, int]
+    caps: dict[str, int]
+    evictions: dict[str, int]
+    #: Running processes found gone without an exit record (a counter).
+    reaped: int = 0
+
+
 @dataclass(slots=True)
 class _FileAgg:
     path: str
     op: str
-    access: set[str]
+    access: int  # bits of ACCESS_WORDS
     count: int
     first_ns: int
     target: str
@@ -100,6 +161,10 @@ class _NetAgg:
     first_ns: int
     result: str
     error: str
+
+
+_NO_NAMES: tuple[str, ...] = ()
+_EMPTY_IMAGE = text_bytes("")  # no exe, no argv: what a new process's image costs
 
 
 @dataclass(slots=True)
@@ -123,12 +188,25 @@ class _Proc:
     files: dict[tuple[str, str, str, str], _FileAgg] = field(default_factory=dict)
     network: dict[tuple[str, Endpoint | None, str], _NetAgg] = field(default_factory=dict)
     bound: dict[int, Endpoint] = field(default_factory=dict)  # fd -> bind address
-    syscalls: dict[str, int] = field(default_factory=dict)
+    # The last syscall reading, compactly: names (the decoder's own strs) and counts.
+    syscall_names: tuple[str, ...] = _NO_NAMES
+    syscall_counts: array[int] | None = None
     evicted: Counter[str] = field(default_factory=Counter)
+    #: Estimated bytes held for this process (its share of the sink's total).
+    cost: int = 0
+    #: The part of ``cost`` that is its image (exe and argv), replaced on exec.
+    image_cost: int = 0
+    #: Retired by :meth:`AggregatingSink.reap`: found gone, its exit never seen.
+    reaped: bool = False
 
 
 class AggregatingSink:
-    """The default sink: builds a :class:`Profile`. Never waits."""
+    """The default sink: builds a :class:`Profile`. Never waits.
+
+    The defaults suit ``tracehound profile`` (one command, a complete
+    profile wanted): up to 32768 processes and 256 MiB. The daemon runs for
+    weeks and uses :meth:`for_daemon`.
+    """
 
     def __init__(
         self,
@@ -142,6 +220,7 @@ class AggregatingSink:
         max_total_files: int = 1 << 18,
         max_total_endpoints: int = 1 << 16,
         max_total_execs: int = 1 << 16,
+        max_bytes: int = 256 << 20,
     ) -> None:
         self.name = name
         self.max_processes = max_processes
@@ -149,19 +228,36 @@ class AggregatingSink:
         self.max_endpoints = max_endpoints
         self.max_execs = max_execs
         self.max_notes = max_notes
-        # Per-process caps times processes is no bound at all (~70 GB at the
-        # defaults): the totals are capped too.
+        # Per-process caps times processes is no bound at all: the totals
+        # are capped too, and so are the bytes all of it takes.
         self.max_total = {"files": max_total_files, "endpoints": max_total_endpoints,
                           "execs": max_total_execs}  # fmt: skip
+        self.max_bytes = max_bytes
         self.totals: Counter[str] = Counter()
+        self.held_bytes = 0
         self._live: dict[int, _Proc] = {}
         self._exited: OrderedDict[int, _Proc] = OrderedDict()  # keyed by a serial
         self._serial = 0
         self._last_exited: dict[int, _Proc] = {}  # pid -> its latest exited process
         self._notes: list[str] = []
         self.evictions: Counter[str] = Counter()
+        self.reaped = 0
         self.delivered: Counter[str] = Counter()
         self._finished = False
+
+    @classmethod
+    def for_daemon(cls) -> AggregatingSink:
+        """The sink of ``tracehound run``: a window on what ran lately (the
+        evidence log keeps everything), in 8 MiB (about 14 MB of RSS with
+        pymalloc's overhead). At the soak's mix, about 6 KiB per short-lived
+        process with its files and syscalls, that is the last 1000-1500
+        processes, and every one still running. Per process, fewer records
+        than ``profile`` keeps, so that a few long-lived processes touching
+        ever new paths cannot take the whole budget: 512 files (about
+        200 KiB), 256 endpoints, 32 execs."""
+        return cls(max_processes=4096, max_files=512, max_endpoints=256, max_execs=32,
+                   max_total_files=1 << 15, max_total_endpoints=1 << 13,
+                   max_total_execs=1 << 13, max_bytes=8 << 20)  # fmt: skip
 
     # -- EventSink -----------------------------------------------------------
     async def record(self, event: Event) -> None:
@@ -173,15 +269,7 @@ class AggregatingSink:
         if isinstance(event, FileEvent):
             self._file(event)
         elif isinstance(event, SyscallCounts):
-            # The last reading comes after the exit record: look there too.
-            # Counts alone never make a process (a phantom that would never
-            # exit); a final reading for a live one means its exit was lost.
-            proc = self._live.get(event.pid) or self._last_exited.get(event.pid)
-            if proc is not None:
-                proc.syscalls = dict(event.counts)
-                if event.final and self._live.get(event.pid) is proc:
-                    del self._live[event.pid]
-                    self._retire(proc)
+            self._syscalls(event)
         elif isinstance(event, NetEvent):
             self._net(event)
         elif isinstance(event, ExecEvent):
@@ -206,22 +294,65 @@ class AggregatingSink:
         self._finished = True
         return self.snapshot()
 
+    def status(self) -> AggregateStatus:
+        """What is held now against the caps, and the evictions so far. Cheap:
+        counters only, nothing is walked."""
+        return AggregateStatus(
+            held={
+                "processes": len(self._live) + len(self._exited),
+                "live": len(self._live),
+                **{what: self.totals[what] for what in self.max_total},
+                "bytes": self.held_bytes,
+            },
+            caps={"processes": self.max_processes, **self.max_total, "bytes": self.max_bytes},
+            evictions={k: self.evictions.get(k, 0) for k in EVICTION_KINDS},
+            reaped=self.reaped,
+        )
+
+    def running(self) -> list[tuple[int, int | None]]:
+        """``(pid, started_ns)`` of every process held as running, for a
+        caller that can look at /proc (see :meth:`reap`)."""
+        return [(p.pid, p.started_ns) for p in self._live.values()]
+
+    def reap(self, gone: Iterable[tuple[int, int | None]], now_ns: int) -> int:
+        """Retire the running processes ``gone`` (``(pid, started_ns)`` as
+        :meth:`running` gave them) that the caller found no longer exist;
+        how many were.
+
+        Their exit record was lost in the kernel, or they were seeded and
+        never seen to exit. Held as running they would never be evicted: on a
+        host that loses exits they would fill ``max_processes`` and every new
+        process would be refused. ``now_ns`` (CLOCK_BOOTTIME, the events'
+        clock) becomes their exit time: "gone by then". An exit record that
+        arrives later still fills in the code. A pair that no longer matches
+        (the process exited meanwhile, or its pid was reused) is left alone.
+        """
+        count = 0
+        for pid, started_ns in gone:
+            proc = self._live.get(pid)
+            if proc is None or proc.started_ns != started_ns:
+                continue
+            del self._live[pid]
+            proc.exited_ns = now_ns
+            proc.reaped = True
+            proc.bound.clear()
+            self._retire(proc)
+            count += 1
+        self.reaped += count
+        return count
+
     # -- what the profile says ----------------------------------------------
     def snapshot(self) -> Profile:
         """The profile so far (finish() is the last one). Deterministic."""
         procs = [*self._exited.values(), *self._live.values()]
         procs.sort(key=lambda p: (p.started_ns if p.started_ns is not None else -1, p.pid))
-        evictions = {
-            k: self.evictions.get(k, 0)
-            for k in ("processes", "files", "endpoints", "execs", "notes")
-        }
         return Profile(
             version=PROFILE_VERSION,
             command=[],
             root_pid=None,
             exit_status=None,
             processes=[self._freeze(p) for p in procs],
-            evictions=evictions,
+            evictions={k: self.evictions.get(k, 0) for k in EVICTION_KINDS},
             probes=[],
             accounting={},
             notes=list(self._notes),
@@ -237,8 +368,9 @@ class AggregatingSink:
         )
 
         def file_rec(f: _FileAgg) -> FileRecord:
+            access = [w for w in ACCESS_WORDS if f.access & _ACCESS_BIT[w]]
             return FileRecord(
-                path=f.path, op=f.op, access=sorted(f.access), count=f.count,
+                path=f.path, op=f.op, access=access, count=f.count,
                 first_ns=f.first_ns, target=f.target, mode=f.mode, error=f.error,
                 path_cut=f.path_cut, target_cut=f.target_cut,
             )  # fmt: skip
@@ -246,6 +378,7 @@ class AggregatingSink:
         def net_rec(n: _NetAgg) -> NetRecord:
             return NetRecord(n.op, n.endpoint, n.count, n.first_ns, n.result, n.error)
 
+        counts = p.syscall_counts or ()
         return ProcessProfile(
             pid=p.pid, ppid=p.ppid, comm=p.comm, exe=p.exe, argv=list(p.argv),
             uid=p.uid, gid=p.gid, cgroup_id=p.cgroup_id,
@@ -256,23 +389,85 @@ class AggregatingSink:
             failed_files=[file_rec(f) for f in files if f.error],
             network=[net_rec(n) for n in nets if not n.error],
             failed_network=[net_rec(n) for n in nets if n.error],
-            syscalls=dict(sorted(p.syscalls.items())),
+            syscalls=dict(sorted(zip(p.syscall_names, counts, strict=True))),
             evicted=dict(sorted(p.evicted.items())),
             argv_cut=list(p.argv_cut), argv_more=p.argv_more,
         )  # fmt: skip
 
+    # -- the budget ------------------------------------------------------------
+    def _make_room(self, cost: int, record: str | None = None) -> bool:
+        """Evict the oldest exited processes until ``cost`` more bytes and one
+        more ``record`` (files, endpoints, execs; None: one more process) fit.
+        False if they cannot: nothing exited is left."""
+        while (
+            self.held_bytes + cost > self.max_bytes
+            or (record is None and len(self._live) + len(self._exited) >= self.max_processes)
+            or (record is not None and self.totals[record] >= self.max_total[record])
+        ):
+            if not self._exited:
+                return False
+            self._evict_oldest_exited()
+        return True
+
+    def _trim(self) -> None:
+        """Back under ``max_bytes`` after a charge that is never refused (an
+        image, a syscall reading, a process retired over budget): evict the
+        oldest exited processes."""
+        while self.held_bytes > self.max_bytes and self._exited:
+            self._evict_oldest_exited()
+
+    def _charge(self, proc: _Proc, cost: int) -> None:
+        proc.cost += cost
+        self.held_bytes += cost
+
+    def _set_image(self, proc: _Proc, exe: str, argv: tuple[str, ...]) -> None:
+        """Give ``proc`` a new image; its cost replaces the old one's. Never
+        refused (a process's identity is what every other record hangs on):
+        the budget makes room the next time anything is added."""
+        proc.exe, proc.argv = exe, argv
+        cost = text_bytes(exe, *argv) + 8 * len(argv)
+        self._charge(proc, cost - proc.image_cost)
+        proc.image_cost = cost
+        self._trim()
+
+    def _evict_oldest_exited(self) -> None:
+        _, old = self._exited.popitem(last=False)
+        if self._last_exited.get(old.pid) is old:
+            del self._last_exited[old.pid]
+        self.totals["files"] -= len(old.files)
+        self.totals["endpoints"] -= len(old.network)
+        self.totals["execs"] -= len(old.execs)
+        self.held_bytes -= old.cost
+        self.evictions["processes"] += 1
+
+    def _room(self, proc: _Proc, what: str, held: int, cap: int, cost: int) -> bool:
+        """May ``proc`` hold one more ``what`` costing ``cost`` bytes? If so
+        it is charged; if not, the eviction is counted."""
+        if held >= cap or not self._make_room(cost, what):
+            proc.evicted[what] += 1
+            self.evictions[what] += 1
+            return False
+        self.totals[what] += 1
+        self._charge(proc, cost)
+        return True
+
     # -- folding -------------------------------------------------------------
+    def _new_proc(self, pid: int) -> _Proc | None:
+        """A process record, room made for it; None (counted) if there is none."""
+        if not self._make_room(PROCESS_BYTES):
+            self.evictions["processes"] += 1
+            return None
+        proc = _Proc(pid, image_cost=_EMPTY_IMAGE)
+        self._charge(proc, PROCESS_BYTES + _EMPTY_IMAGE)
+        return proc
+
     def _proc(self, pid: int, *, create: bool = True) -> _Proc | None:
         proc = self._live.get(pid)
         if proc is not None or not create:
             return proc
-        if len(self._live) + len(self._exited) >= self.max_processes:
-            if not self._exited:
-                self.evictions["processes"] += 1
-                return None
-            self._evict_oldest_exited()
-        proc = _Proc(pid)
-        self._live[pid] = proc
+        proc = self._new_proc(pid)
+        if proc is not None:
+            self._live[pid] = proc
         return proc
 
     def _touch(self, proc: _Proc, event: ExecEvent | FileEvent | NetEvent | ExitEvent) -> None:
@@ -287,8 +482,7 @@ class AggregatingSink:
             return
         proc.ppid = event.ppid
         proc.comm = proc.comm or event.comm
-        proc.exe = proc.exe or event.exe
-        proc.argv = proc.argv or event.cmdline
+        self._set_image(proc, proc.exe or event.exe, proc.argv or event.cmdline)
         proc.uid = event.uid
         proc.preexisting = event.preexisting
 
@@ -306,7 +500,7 @@ class AggregatingSink:
         child.uid, child.gid, child.cgroup_id = event.uid, event.gid, event.cgroup_id
         if parent is not None:
             # A fork runs its parent's image until it execs.
-            child.exe, child.argv = parent.exe, parent.argv
+            self._set_image(child, parent.exe, parent.argv)
             child.argv_cut, child.argv_more = parent.argv_cut, parent.argv_more
             if parent.comm == "":
                 parent.comm = event.comm
@@ -315,7 +509,8 @@ class AggregatingSink:
         proc = self._proc(event.pid)
         if proc is None:
             return
-        if self._room(proc, "execs", len(proc.execs), self.max_execs):
+        cost = EXEC_BYTES + text_bytes(event.filename, *event.argv) + 8 * len(event.argv)
+        if self._room(proc, "execs", len(proc.execs), self.max_execs, cost):
             proc.execs.append(
                 ExecRecord(
                     ts_ns=event.ts_ns,
@@ -330,41 +525,52 @@ class AggregatingSink:
             )
         if event.ret == 0:
             self._touch(proc, event)
-            proc.exe = event.filename
-            proc.argv = event.argv
+            self._set_image(proc, event.filename, event.argv)
             proc.argv_cut, proc.argv_more = event.args_cut, event.argv_more
 
     def _exit(self, event: ExitEvent) -> None:
         proc = self._live.pop(event.pid, None)
+        late = self._last_exited.get(event.pid)
+        if proc is None and late is not None and late.reaped:
+            assert late.exited_ns is not None
+            if event.ts_ns <= late.exited_ns:
+                # It exited before it was found gone, its record delayed: the same one.
+                late.reaped = False
+                self._set_exit(late, event)
+                return
         if proc is None:
-            proc = _Proc(event.pid)
-            if len(self._live) + len(self._exited) >= self.max_processes and not self._exited:
-                self.evictions["processes"] += 1
+            proc = self._new_proc(event.pid)
+            if proc is None:
                 return
         proc.comm = proc.comm or event.comm
-        proc.exited_ns = event.ts_ns
-        proc.exit_code = event.exit_code if event.have_code and not event.have_signal else None
-        proc.exit_signal = event.signal if event.have_signal else None
+        self._set_exit(proc, event)
         proc.bound.clear()
         self._retire(proc)
 
-    def _evict_oldest_exited(self) -> None:
-        _, old = self._exited.popitem(last=False)
-        if self._last_exited.get(old.pid) is old:
-            del self._last_exited[old.pid]
-        self.totals["files"] -= len(old.files)
-        self.totals["endpoints"] -= len(old.network)
-        self.totals["execs"] -= len(old.execs)
-        self.evictions["processes"] += 1
+    @staticmethod
+    def _set_exit(proc: _Proc, event: ExitEvent) -> None:
+        proc.exited_ns = event.ts_ns
+        proc.exit_code = event.exit_code if event.have_code and not event.have_signal else None
+        proc.exit_signal = event.signal if event.have_signal else None
 
-    def _room(self, proc: _Proc, what: str, held: int, cap: int) -> bool:
-        """May ``proc`` hold one more ``what``? If not, count the eviction."""
-        if held >= cap or self.totals[what] >= self.max_total[what]:
-            proc.evicted[what] += 1
-            self.evictions[what] += 1
-            return False
-        self.totals[what] += 1
-        return True
+    def _syscalls(self, event: SyscallCounts) -> None:
+        # The last reading comes after the exit record: look there too.
+        # Counts alone never make a process (a phantom that would never
+        # exit); a final reading for a live one means its exit was lost.
+        proc = self._live.get(event.pid) or self._last_exited.get(event.pid)
+        if proc is None:
+            return
+        # Never refused: a reading replaces the last one, and the kernel's
+        # map bounds what live processes hold; room is made from the exited.
+        before = len(proc.syscall_names)
+        proc.syscall_names = tuple(event.counts)
+        proc.syscall_counts = array("Q", event.counts.values())
+        self._charge(proc, SYSCALL_BYTES * (len(proc.syscall_names) - before))
+        if event.final and self._live.get(event.pid) is proc:
+            del self._live[event.pid]
+            self._retire(proc)
+        else:
+            self._trim()  # may evict proc itself if it exited: it is charged already
 
     def _retire(self, proc: _Proc) -> None:
         while len(self._live) + len(self._exited) >= self.max_processes and self._exited:
@@ -372,6 +578,7 @@ class AggregatingSink:
         self._serial += 1
         self._exited[self._serial] = proc
         self._last_exited[proc.pid] = proc
+        self._trim()
 
     def _file(self, event: FileEvent) -> None:
         proc = self._proc(event.pid)
@@ -380,10 +587,11 @@ class AggregatingSink:
         if not proc.comm:
             self._touch(proc, event)
         op = event.op
-        access: list[str] = []
+        access = 0
         mode: int | None = None
         if op == "open":
-            access = open_access(event.flags)
+            for word in open_access(event.flags):
+                access |= _ACCESS_BIT[word]
             if event.flags & O_CREAT:
                 mode = event.mode
         elif op == "unlink" and event.flags & AT_REMOVEDIR:
@@ -396,15 +604,16 @@ class AggregatingSink:
         key = (path, op, target, error)
         agg = proc.files.get(key)
         if agg is None:
-            if not self._room(proc, "files", len(proc.files), self.max_files):
+            cost = FILE_BYTES + text_bytes(path) + (text_bytes(target) if target else 0)
+            if not self._room(proc, "files", len(proc.files), self.max_files, cost):
                 return
             agg = _FileAgg(
-                path, op, set(), 0, event.ts_ns, target, mode, error,
+                path, op, 0, 0, event.ts_ns, target, mode, error,
                 event.path_cut, event.path2_cut if op == "rename" else False,
             )  # fmt: skip
             proc.files[key] = agg
         agg.count += 1
-        agg.access.update(access)
+        agg.access |= access
         if mode is not None:
             agg.mode = mode
 
@@ -430,7 +639,8 @@ class AggregatingSink:
         key = (event.op, endpoint, error)
         agg = proc.network.get(key)
         if agg is None:
-            if not self._room(proc, "endpoints", len(proc.network), self.max_endpoints):
+            cost = ENDPOINT_BYTES + (text_bytes(endpoint.address) if endpoint else 0)
+            if not self._room(proc, "endpoints", len(proc.network), self.max_endpoints, cost):
                 return
             agg = _NetAgg(event.op, endpoint, 0, event.ts_ns, result, error)
             proc.network[key] = agg
