@@ -715,7 +715,7 @@ class EvidenceStore:
     def _open(self) -> None:
         segments = segment_files(self._segments_dir)
         last_seal: Seal | None = None
-        unsealed_pruning = False
+        unsealed_pruning: tuple[int, SegmentsPruned] | None = None
         if not segments:
             self._start_segment(0, None)
         else:
@@ -723,17 +723,45 @@ class EvidenceStore:
             if last_seal is None:
                 last_seal = _last_seal(p for _, p in reversed(segments[:-1]))
         self._open_sealer(last_seal)
-        if unsealed_pruning and self._sealer is not None:
-            self._checkpoint(durable=True)  # the crash came between pruning and its seal
+        if unsealed_pruning is not None and self._sealer is not None:
+            self._finish_pruning(*unsealed_pruning, segments)
         self._enforce_retention()
 
-    def _recover(self, segments: list[tuple[int, Path]]) -> tuple[Seal | None, bool]:
+    def _finish_pruning(
+        self, seq: int, pruned: SegmentsPruned, segments: list[tuple[int, Path]]
+    ) -> None:
+        """Seal a ``segment.pruned`` record a crash left unsealed, then delete
+        what it names, as the interrupted retention would have.
+
+        Only this store's own crash leaves one, and then every segment it
+        names is still there (files go only after the seal is durable). One
+        whose segments are already gone was not written by this store: a
+        seal now would vouch for a forged explanation of deleted history,
+        so the store refuses to write (:class:`StoreCorruptError`).
+        """
+        present = {index: path for index, path in segments}
+        missing = [entry.index for entry in pruned.segments if entry.index not in present]
+        if missing:
+            raise StoreCorruptError(
+                f"the segment.pruned record at seq {seq} is not sealed and segment"
+                f" {missing[0]} it names is already gone: this store did not write it"
+                " (the log was edited); verify the log before writing to it"
+            )
+        self._checkpoint(durable=True)  # the crash came between pruning and its seal
+        for entry in pruned.segments:
+            present[entry.index].unlink()
+        _fsync_dir(self._segments_dir)
+
+    def _recover(
+        self, segments: list[tuple[int, Path]]
+    ) -> tuple[Seal | None, tuple[int, SegmentsPruned] | None]:
         """Check the last segment, cut off a torn tail, resume the chain there.
 
         Returns the last seal found in the last segment, for the sealer, and
-        whether a ``segment.pruned`` record follows it (only the last segment
-        can hold one: rotation seals first). Only the last line may be bad (a crash tears at most what was being
-        written); anything else is :class:`StoreCorruptError`.
+        the seq and body of a ``segment.pruned`` record after it, if any (only
+        the last segment can hold one: rotation seals first). Only the last
+        line may be bad (a crash tears at most what was being written);
+        anything else is :class:`StoreCorruptError`.
         """
         index, path = segments[-1]
         data = path.read_bytes()
@@ -742,7 +770,7 @@ class EvidenceStore:
         torn_at: int | None = None
         first: ChainRecord | None = None
         last_seal: Seal | None = None
-        unsealed_pruning = False
+        unsealed_pruning: tuple[int, SegmentsPruned] | None = None
         for number, (offset, piece) in enumerate(pieces):
             is_last = number == len(pieces) - 1
             if not piece.endswith(b"\n"):
@@ -765,9 +793,14 @@ class EvidenceStore:
                 raise StoreCorruptError(f"{path}: does not begin with a {SEGMENT_START} record")
             if record.type == CHECKPOINT:
                 last_seal = msgspec.convert(record.body, Seal)
-                unsealed_pruning = False
+                unsealed_pruning = None
             elif record.type == SEGMENT_PRUNED:
-                unsealed_pruning = True
+                try:
+                    unsealed_pruning = (record.seq, msgspec.convert(record.body, SegmentsPruned))
+                except msgspec.ValidationError:
+                    raise StoreCorruptError(
+                        f"{path}: line {number + 1}: a segment.pruned body of the wrong shape"
+                    ) from None
 
         torn: tuple[int, bytes] | None = None
         if torn_at is not None:
@@ -821,7 +854,7 @@ class EvidenceStore:
             )
             self._flush(sync=True)
             if lost_seal is not None:
-                last_seal, unsealed_pruning = lost_seal, False
+                last_seal, unsealed_pruning = lost_seal, None
         return last_seal, unsealed_pruning
 
     def _open_sealer(self, last_seal: Seal | None) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from agent.evidence.chain import ChainRecord, ChainWriter, Head
 from agent.evidence.seal import decode_key
-from agent.evidence.store import EvidenceStore, segment_files
+from agent.evidence.store import EvidenceStore, StoreCorruptError, segment_files
 from agent.evidence.verify import verify_store
 from tests.conftest import REPO, TRACEHOUND
 
@@ -119,6 +119,12 @@ def test_forged_pruning_record_after_the_last_seal_is_a_break(pruned: tuple[str,
     out = verify_cli(state, "--key", key, "--expect-head", f"{last.seq}:{last.hash}")
     assert out.returncode == 1, out.stdout + out.stderr
     assert out.stdout.startswith(f"BROKEN at seq {forged.seq} ({tail.name} line {at_line})")
+    # A restart must not seal the forgery: the store refuses to write on it.
+    with pytest.raises(StoreCorruptError, match=f"seq {forged.seq} is not sealed"):
+        open_store(state, retain_max_bytes=10**9)
+    again = verify_store(state, key=decode_key(key), expect_head=remembered)
+    assert not again.ok and again.first_break is not None
+    assert again.first_break.seq == forged.seq
 
 
 def test_forged_pruning_record_does_not_count_in_a_partial_stream(
