@@ -26,8 +26,9 @@ fi
 kernel="$(uname -r)"
 # python3-yaml, prometheus (for promtool), systemd (systemd-analyze) and
 # libcap2-bin (capsh) are for the deployment-file tests.
+# e2fsprogs: the evidence tests make a real ext4 that goes read-only.
 apt_wanted=(python3-bpfcc libbpfcc python3-venv gcc curl iproute2 util-linux
-            python3-yaml prometheus systemd libcap2-bin)
+            python3-yaml prometheus systemd libcap2-bin e2fsprogs)
 if [ ! -e "/lib/modules/$kernel/build" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
     apt_wanted+=(linux-headers-amd64)
 fi

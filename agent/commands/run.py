@@ -525,7 +525,7 @@ async def _run(
             source=source,
             group=settings.api_gid,
         )
-        if not pipeline.store.sealed:
+        if pipeline.sealed is False:
             _say(
                 f"evidence: {evidence_dir} has no sealing key: the log is chained, not sealed"
                 f" (tracehound evidence keygen --state-dir {evidence_dir} > verify.key)"

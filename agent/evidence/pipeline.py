@@ -36,13 +36,11 @@ from agent.capture.events import Event, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.capture.loader import ProbeStatus
 from agent.evidence.loss_slot import LossSlot, PendingLoss
-from agent.evidence.mapper import TYPE_START, TYPE_STOP, Mapper
+from agent.evidence.mapper import CAPTURE_TYPES, TYPE_LOSS, TYPE_START, TYPE_STOP, Mapper
 from agent.evidence.store import (
     RECOVERED,
     EvidenceStore,
     FsyncPolicy,
-    StoreCorruptError,
-    StoreLockedError,
     segment_files,
 )
 from agent.evidence.types import TYPE_PREFIX, Anchor, CloudEvent, format_rfc3339_ns
@@ -176,6 +174,11 @@ def kind_of_record(record: CloudEvent) -> str:
     return "capture"
 
 
+HELD_TYPES: Final = CAPTURE_TYPES - {TYPE_LOSS}
+"""Records about the capture itself: delayed while the store cannot write,
+never counted lost (unless more than :data:`HELD_MAX` wait)."""
+HELD_MAX: Final = 256
+
 STORE_STAGE: Final = "evidence:store"
 """The loss stage of records the log could not take (disk full, I/O error)."""
 MAP_STAGE: Final = "evidence:map"
@@ -206,26 +209,30 @@ class EvidencePipeline:
     ``losses`` is where events lost after the stream delivered them are
     counted (the session's ledger), so they reach the stats, the metrics
     and the ``capture.loss`` records. ``reopen`` makes a new store for the
-    same directory (after a failure; None: never retry).
+    same directory (after a failure; None: never retry). ``store`` is None
+    when it could not be opened (``failing`` then says why).
 
     What no record can do: end the pipeline. An event the mapper cannot
     map is counted (``evidence:map``) and skipped; a record the store
     refuses (``evidence:store``) likewise. What the disk can do: refuse
-    writes (ENOSPC, EIO). Then the pipeline fails safe: capture goes on,
-    ``failing`` says why (``/readyz`` answers 503 with it), every event
-    meanwhile is counted per kind at ``evidence:store``, the count is kept
-    in a pre-allocated slot on disk (:mod:`.loss_slot`), and the store is
-    reopened with backoff; the first record written after that is a
-    ``capture.loss`` record with those counts and the cause. If the run
-    ends first, the next start writes it. :attr:`lost_to_store` > 0 makes
-    ``tracehound run`` exit non-zero.
+    writes (ENOSPC, EIO, a filesystem gone read-only). Then the pipeline
+    fails safe: capture goes on, ``failing`` says why (``/readyz`` answers
+    503 with it), every event meanwhile is counted per kind at
+    ``evidence:store``, the count is kept in a pre-allocated slot on disk
+    (:mod:`.loss_slot`), and the store is reopened with backoff. The first
+    records written after that are the records about the capture itself
+    that waited (anchor, start, config: delayed, never dropped, up to
+    :data:`HELD_MAX`) and a ``capture.loss`` record with the counts and the
+    cause. Loss reports are never counted as lost: the next one covers
+    their window. If the run ends first, the next start writes the counts.
+    :attr:`lost_to_store` > 0 makes ``tracehound run`` exit non-zero.
     """
 
     def __init__(
         self,
         events: trio.MemoryReceiveChannel[Event],
         mapper: Mapper,
-        store: EvidenceStore,
+        store: EvidenceStore | None,
         *,
         books: Callable[[], Mapping[str, KindAccount]],
         probes: list[ProbeStatus],
@@ -235,14 +242,17 @@ class EvidencePipeline:
         reopen: Callable[[], EvidenceStore] | None = None,
         slot: LossSlot | None = None,
         failpoints: Failpoints | None = None,
+        failing: str | None = None,
         queue_capacity: int = 4096,
         batch_max: int = 512,
         loss_interval: float = 5.0,
         tick_interval: float = 1.0,
     ) -> None:
+        if store is None and failing is None:
+            raise ValueError("a pipeline without a store needs the reason (failing)")
         self.events = events
         self.mapper = mapper
-        self.store = store
+        self._store = store
         self.books = books
         self.sink_books = sink_books
         self.losses = losses if losses is not None else DownstreamLosses()
@@ -269,16 +279,22 @@ class EvidencePipeline:
         # written on recovery covers its window), so it is never written.
         self._outages = 0
         self._report_outage: dict[str, int] = {}
+        # Records about the capture itself that met a failing store: written
+        # first once it can write again.
+        self._held: list[CloudEvent] = []
         self.mapped = 0
         self.published = 0
         #: Set by open_pipeline when the log's last run never stopped.
         self.unclean_previous_run: dict[str, Any] | None = None
-        #: Set by open_pipeline: what a previous run could not write.
+        #: What a previous run could not write (set by open_pipeline); None
+        #: once this run's record of it is in the log.
         self.previous_pending: PendingLoss | None = None
+        self._previous_id: str | None = None
+        self._previous_done = False
         #: Why the store cannot write now (None while it can).
-        self.failing: str | None = None
-        #: Times the store failed, and records/events the log lost that way.
-        self.failures = 0
+        self.failing: str | None = failing
+        #: Times the store failed, and events/records the log lost that way.
+        self.failures = 0 if failing is None else 1
         self.lost_to_store = 0
         self._first_sealed = False
         #: Called in the trio thread with each batch once it is in the log
@@ -293,6 +309,21 @@ class EvidencePipeline:
             f"tracehound: {line}", file=sys.stderr, flush=True
         )
 
+    #: The write policy in force (a reload may change it); a reopened store gets it.
+    store_options: StoreOptions | None = None
+
+    @property
+    def store(self) -> EvidenceStore:
+        """The store being written; only while :attr:`failing` is None."""
+        if self._store is None:
+            raise RuntimeError("the evidence store is not open")
+        return self._store
+
+    @property
+    def sealed(self) -> bool | None:
+        """Whether the log is sealed (has a key); None while no store is open."""
+        return None if self._store is None else self._store.sealed
+
     @property
     def failed(self) -> str | None:
         """Why the store cannot write now, if it cannot (see :attr:`failing`)."""
@@ -300,7 +331,7 @@ class EvidencePipeline:
 
     @property
     def unwritten(self) -> int:
-        """Records and events the log lost because the store could not write."""
+        """Events and records the log lost because the store could not write."""
         return self.lost_to_store
 
     async def extent(self) -> list[tuple[Path, int]]:
@@ -336,12 +367,15 @@ class EvidencePipeline:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._publisher)
+            if self.failing is not None and self._reopen is not None:
+                self._say(f"evidence: the log cannot be opened ({self.failing}); capture goes on")
+                nursery.start_soon(self._retry)
             async with self._send:
                 await self._put(self.mapper.anchor_record())
                 if self.unclean_previous_run is not None:
                     await self._put(self.mapper.capture_recovered(self.unclean_previous_run))
                 if self.previous_pending is not None:
-                    await self._put_previous_pending(self.previous_pending)
+                    await self._put(self._previous_record(self.previous_pending))
                 await self._put(self.mapper.capture_start(self.config))
                 await self._put(self.mapper.capture_degraded(self.probes))
                 task_status.started()
@@ -401,28 +435,39 @@ class EvidencePipeline:
             self.mapper.set_redactor(redactor)
         if store_options is not None:
             self.store_options = store_options
-            if self.failing is None and not self._closed:
-                async with self._store_lock:
+            async with self._store_lock:
+                if self.failing is None and not self._closed:
                     options = msgspec.structs.asdict(store_options)
                     del options["checkpoint_every_s"]  # not configurable
                     self.store.configure(**options)
 
-    #: The write policy in force (a reload may change it); a reopened store gets it.
-    store_options: StoreOptions | None = None
-
     async def _put(self, record: CloudEvent) -> None:
         if self.failing is not None:
-            self._lost(kind_of_record(record))
+            self._record_lost(record)
             return
         try:
             await self._send.send(record)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._lost(kind_of_record(record))
+            self._record_lost(record)
 
     def _lost(self, kind: str, n: int = 1) -> None:
         """``n`` events or records of ``kind`` the log did not get: the store failed."""
         self.lost_to_store += n
         self.losses.count(kind, STORE_STAGE, n)
+
+    def _record_lost(self, record: CloudEvent) -> None:
+        """A record met a store that cannot write. A loss report is dropped
+        (the next one covers its window); a record about the capture itself
+        waits for the store; any other record is a counted loss."""
+        self._after_commit.pop(record.id, None)
+        if record.type == TYPE_LOSS and record.id != self._previous_id:
+            self._report_outage.pop(record.id, None)
+            return
+        held = record.type in HELD_TYPES or record.id == self._previous_id
+        if held and len(self._held) < HELD_MAX:
+            self._held.append(record)
+            return
+        self._lost(kind_of_record(record))
 
     def _current_losses(self) -> dict[str, dict[str, int]]:
         return loss_counts(
@@ -482,12 +527,13 @@ class EvidencePipeline:
         store says reached the file counts as written: nothing is reported
         lost that is in the log, or written that is not.
         """
+        store = self.store
         appended: list[tuple[CloudEvent, int]] = []
         refused: list[CloudEvent] = []
         error: OSError | None = None
         try:
             for record in batch:
-                head = self.store.head
+                head = store.head
                 # The seq this record gets: the append may write it and then
                 # fail on what follows it (a checkpoint's key file).
                 pending = (record, head[0] + 1 if head is not None else 0)
@@ -498,17 +544,17 @@ class EvidencePipeline:
                             "evidence.store", comm if isinstance(comm, str) else None
                         )
                     appended.append(
-                        (record, self.store.append(record.type, msgspec.to_builtins(record)).seq)
+                        (record, store.append(record.type, msgspec.to_builtins(record)).seq)
                     )
                 except OSError:
                     appended.append(pending)
                     raise
                 except Exception:  # this record has no place in the log: skip it
                     refused.append(record)
-            self.store.commit()
+            store.commit()
         except OSError as err:
             error = err
-        durable = self.store.written_seq
+        durable = store.written_seq
         written = [(r, seq) for r, seq in appended if durable is not None and seq <= durable]
         kept = {id(r) for r, _ in written} | {id(r) for r in refused}
         return _Written(
@@ -531,7 +577,7 @@ class EvidencePipeline:
             async with self._receive:
                 async for record in self._receive:
                     if self.failing is not None:
-                        self._lost(kind_of_record(record))
+                        self._record_lost(record)
                         continue
                     batch.append(record)
                     if len(batch) >= self.batch_max or not self.depth:
@@ -554,6 +600,11 @@ class EvidencePipeline:
                             self.store.discard()
                             self._say(f"evidence: closing the log failed ({err.strerror})")
                     else:
+                        # What waited for the store is lost now; the next
+                        # start learns of it from the slot.
+                        if self._held:
+                            self._lost("capture", len(self._held))
+                            self._held.clear()
                         await self._save_pending(stopped=True)
                     self._closed = True
                 if self._nursery is not None:
@@ -572,17 +623,13 @@ class EvidencePipeline:
         return kept
 
     async def _write_batch(self, batch: list[CloudEvent]) -> None:
-        if self.failing is not None:
-            for record in batch:
-                self._lost(kind_of_record(record))
-            return
         batch = self._fresh(batch)
         if not batch:
             return
         async with self._store_lock:
-            if self.failing is not None:  # failed while this batch waited for the lock
+            if self.failing is not None:  # it failed, maybe while this batch waited
                 for record in batch:
-                    self._lost(kind_of_record(record))
+                    self._record_lost(record)
                 return
             result = await trio.to_thread.run_sync(self._write, batch)
             error = result.error
@@ -594,16 +641,21 @@ class EvidencePipeline:
                     self._first_sealed = True
                 except OSError as err:
                     error = err
-        self._settle(result, error)
+            await self._settle(result, error)
 
-    def _settle(self, result: _Written, error: OSError | None) -> None:
-        """Publish what was written, count what was refused, and fail on ``error``."""
+    async def _settle(self, result: _Written, error: OSError | None) -> None:
+        """Publish what was written, count what was refused, and fail on
+        ``error``; once the previous run's counts are in the log, the slot is
+        cleared. Called with the store lock held."""
         for record in result.refused:
             self.losses.count(kind_of_record(record), STORE_STAGE)
         if result.records:
             self._published(result.records, result.seqs)
         if error is not None:
             self._start_failing(error, result.lost)
+        elif self._previous_done:
+            self._previous_done = False
+            await self._clear_pending()
 
     def _start_failing(self, err: OSError, lost: list[CloudEvent]) -> None:
         """The store could not write: count ``lost`` records, forget the loss
@@ -613,10 +665,10 @@ class EvidencePipeline:
         self._outages += 1
         if first:
             self.failures += 1
-        self.store.discard()
+        if self._store is not None:
+            self._store.discard()
         for record in lost:
-            self._after_commit.pop(record.id, None)
-            self._lost(kind_of_record(record))
+            self._record_lost(record)
         # Reports lost with the batch (or still queued) never reached the
         # log: the next report covers everything since the last one that did.
         self._after_commit.clear()
@@ -644,8 +696,8 @@ class EvidencePipeline:
             self._retrying = False
 
     async def _retry_once(self) -> None:
-        """Reopen the store and write the loss report first; on success the
-        pipeline writes normally again."""
+        """Reopen the store and write what waited, then the loss report; on
+        success the pipeline writes normally again."""
         if self._reopen is None:
             return
         async with self._store_lock:
@@ -653,35 +705,53 @@ class EvidencePipeline:
                 return
             try:
                 store = await trio.to_thread.run_sync(self._reopen)
-            except (OSError, StoreLockedError, StoreCorruptError) as err:
+            except Exception as err:  # ENOSPC, EIO, a read-only fs: still failing
                 self.failing = f"{getattr(err, 'strerror', None) or err}"
                 await self._save_pending()
                 return
-            self.store = store
+            self._store = store
             reason = self.failing
             self.failing = None
             self._first_sealed = False  # seal the reopened store's head at once
-            record = self._loss_record({"store_failed": reason, "failures": self.failures})
-            result = await trio.to_thread.run_sync(self._write, [record] if record else [])
-            if result.error is None:
-                await self._clear_pending()
-        self._settle(result, result.error)
+            batch, self._held = self._held, []
+            if self.previous_pending is not None and self._previous_id not in {r.id for r in batch}:
+                batch.append(self._previous_record(self.previous_pending))
+            loss = self._loss_record({"store_failed": reason, "failures": self.failures})
+            if loss is not None:
+                batch.append(loss)
+            result = await trio.to_thread.run_sync(self._write, batch)
+            await self._settle(result, result.error)
+            if result.error is not None:
+                await self._save_pending()
+            elif self.previous_pending is None:
+                await self._clear_pending()  # everything the slot held is in the log
+            else:
+                await self._save_pending()
         if result.error is None:
             self._say("evidence: the log can be written again; the loss record is in it")
-        else:
-            async with self._store_lock:
-                await self._save_pending()
 
     def _pending(self, *, stopped: bool) -> PendingLoss:
-        """What the log misses now: everything since the last report in it."""
+        """What the log misses now: everything since the last report in it,
+        plus what a previous run left that is not in the log yet."""
         before, start = self._confirmed
         now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        counts = loss_delta(self._current_losses(), before)
+        window_start = format_rfc3339_ns(self.mapper.wall_ns(start))
+        reason = self.failing or ""
+        previous = self.previous_pending
+        if previous is not None:
+            for kind, stages in previous.counts.items():
+                row = counts.setdefault(kind, {})
+                for stage, n in stages.items():
+                    row[stage] = row.get(stage, 0) + n
+            window_start = previous.window_start
+            reason = reason or previous.reason
         return PendingLoss(
-            reason=self.failing or "",
+            reason=reason,
             boot_id=self.mapper.anchor.boot_id,
-            window_start=format_rfc3339_ns(self.mapper.wall_ns(start)),
+            window_start=window_start,
             window_end=format_rfc3339_ns(self.mapper.wall_ns(now)),
-            counts=loss_delta(self._current_losses(), before),
+            counts=counts,
             stopped=stopped,
         )
 
@@ -705,9 +775,10 @@ class EvidencePipeline:
         except OSError as err:
             self._say(f"evidence: cannot clear {self._slot.path} ({err.strerror})")
 
-    async def _put_previous_pending(self, pending: PendingLoss) -> None:
-        """What the previous run could not write, as this run's first loss
-        record; the slot is cleared once it is in the log."""
+    def _previous_record(self, pending: PendingLoss) -> CloudEvent:
+        """What the previous run could not write, as a loss record of this
+        run (made once: the same record if the store fails before it is in);
+        the slot is cleared once it is in the log."""
         cause = {
             "store_failed": pending.reason,
             "previous_run": True,
@@ -717,13 +788,21 @@ class EvidencePipeline:
             "stopped": pending.stopped,
         }
         at = self.mapper.anchor.boottime_ns
-        record = self.mapper.capture_loss(pending.counts, at, at, cause=cause)
-        self._after_commit[record.id] = self._clear_slot_soon
-        await self._put(record)
+        if self._previous_record_made is None:
+            self._previous_record_made = self.mapper.capture_loss(
+                pending.counts, at, at, cause=cause
+            )
+        record = self._previous_record_made
+        self._previous_id = record.id
 
-    def _clear_slot_soon(self) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(self._clear_pending)
+        def done() -> None:
+            self.previous_pending = None
+            self._previous_done = True
+
+        self._after_commit[record.id] = done
+        return record
+
+    _previous_record_made: CloudEvent | None = None
 
     def _say_once(self, key: str, line: str) -> None:
         if key not in self._said:
@@ -772,9 +851,16 @@ def open_pipeline(
     def reopen() -> EvidenceStore:
         return EvidenceStore(Path(state_dir), **msgspec.structs.asdict(holder[0]), group=group)
 
-    store = reopen()
-    slot = LossSlot(Path(state_dir))
     notices: list[str] = []
+    failing: str | None = None
+    store: EvidenceStore | None
+    try:
+        store = reopen()
+    except OSError as err:
+        # A full or failing disk at start: capture runs, the store is retried.
+        # (A locked or damaged log is refused: that takes an operator.)
+        store, failing = None, f"{err.strerror or err}"
+    slot = LossSlot(Path(state_dir))
     try:
         previous_pending = slot.read()
     except ValueError as err:
@@ -803,6 +889,7 @@ def open_pipeline(
         reopen=lambda: reopen_with(pipeline.store_options),
         slot=slot,
         failpoints=failpoints,
+        failing=failing,
     )
 
     def reopen_with(options: StoreOptions | None) -> EvidenceStore:
