@@ -100,8 +100,9 @@ def test_bad_output_and_duration(args: tuple[str, ...], needle: str) -> None:
 
 
 def test_run_survives_an_events_file_that_fails(kernel: None) -> None:
-    """/dev/full fails every write: the stream's consumer ends, its events
-    are counted as dropped, and the capture goes on to a clean exit."""
+    """/dev/full fails every write: the stream's consumer ends, every event
+    it had taken is counted as lost (events:write), later ones as dropped,
+    and the capture goes on to a clean exit."""
     import json
     import tempfile
 
@@ -128,6 +129,13 @@ def test_run_survives_an_events_file_that_fails(kernel: None) -> None:
         k["sinks"]["events"]["dropped"] for k in books["kinds"].values() if "events" in k["sinks"]
     )
     assert dropped > 0
+    # Nothing reached /dev/full: whatever the writer took from its sink is
+    # counted where it was lost, none silently.
+    for kind, account in books["kinds"].items():
+        taken = account["sinks"].get("events", {}).get("delivered", 0)
+        lost = books["downstream"].get(kind, {})
+        if kind != "syscall":
+            assert taken == lost.get("events:write", 0) + lost.get("events:encode", 0), kind
 
 
 # --- every numeric option and every input file: refused at once, in one line ---------

@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -450,10 +451,12 @@ async def _write_events(
     An event that cannot be encoded is counted (stage ``events:encode``) and
     skipped. Opening (a FIFO waits for its reader) and writing run in
     threads. A target that fails (changed since checked, disk full, I/O
-    error, the FIFO's reader gone) ends the consumer, never the capture: the
-    stream then counts every later event as dropped (fail safe on
-    delivery), and the stats say so.
+    error, the FIFO's reader gone) ends the consumer, never the capture:
+    what it held and what was queued for it is counted (``events:write``),
+    and the stream then counts every later event as dropped (fail safe on
+    delivery), so the stats say so.
     """
+    held: Counter[str] = Counter()  # kinds of the events in the buffer
     try:
         out = await trio.to_thread.run_sync(open_stream, target)
         try:
@@ -464,18 +467,26 @@ async def _write_events(
                 except Exception:  # one record must not end the stream
                     losses.count(kind_of(event), "events:encode")
                     continue
+                held[kind_of(event)] += 1
                 if len(buffer) >= 1 << 16 or not stream.depth:
                     await trio.to_thread.run_sync(out.write, bytes(buffer))
                     buffer.clear()
+                    held.clear()
             if buffer:
                 await trio.to_thread.run_sync(out.write, bytes(buffer))
+                held.clear()
         finally:
             await trio.to_thread.run_sync(out.close)
-    except OutputError as err:
-        _say(f"{err}; further events are counted as dropped")
-        await stream.receive_channel.aclose()
-    except BrokenPipeError:
-        _say(f"{target.label}: the reader went away; further events are counted as dropped")
+    except (OutputError, BrokenPipeError) as err:
+        why = f"{target.label}: the reader went away" if isinstance(err, BrokenPipeError) else err
+        _say(f"{why}; what was not written and later events are counted as lost")
+        for kind, n in held.items():
+            losses.count(kind, "events:write", n)
+        while True:  # taken from the sink already: lost here, not dropped there
+            try:
+                losses.count(kind_of(stream.receive_channel.receive_nowait()), "events:write")
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
         await stream.receive_channel.aclose()
 
 
