@@ -28,6 +28,11 @@ The names, types and labels are the contract written at the top of
                                                             endpoints, execs, bytes (estimated)
     tracehound_aggregate_capacity{what}            gauge    the caps of the same (no ``live``)
     tracehound_aggregate_reaped_total              counter  running processes found gone, exit unseen
+    tracehound_cache_entries{cache}                gauge    entries a bounded cache holds (redaction
+                                                            memos: events, snapshot)
+    tracehound_cache_capacity{cache}               gauge    its most entries
+    tracehound_cache_bytes{cache}                  gauge    its estimated bytes
+    tracehound_cache_evictions_total{cache}        counter  entries it evicted
     tracehound_metrics_source_ok{source}           gauge    0 when a source raised during this scrape
     tracehound_build_info{version}                 gauge    always 1
 
@@ -45,7 +50,7 @@ which can change from one scrape to the next.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +61,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from agent import __version__
 from agent.capture.ledger import KindAccount
 from agent.capture.session import CaptureStats
+from agent.redact.events import MemoStats
 from agent.sinks.aggregating import AggregateStatus
 from agent.sinks.streaming import StreamingSink
 
@@ -121,6 +127,7 @@ class MetricsSources:
     evidence: Callable[[], EvidenceStatus | None] | None = None
     api: Callable[[], ApiStatus | None] | None = None
     aggregate: Callable[[], AggregateStatus | None] | None = None
+    caches: Callable[[], Mapping[str, MemoStats]] | None = None
 
 
 def sink_queue(sink: StreamingSink) -> QueueSample:
@@ -195,6 +202,8 @@ class TracehoundCollector:
             readers.append(("api", lambda: _api_families(api())))
         if (aggregate := self.sources.aggregate) is not None:
             readers.append(("aggregate", lambda: _aggregate_families(aggregate())))
+        if (caches := self.sources.caches) is not None:
+            readers.append(("caches", lambda: _cache_families(caches())))
         families: list[Metric] = []
         for name, read in readers:
             try:
@@ -322,6 +331,27 @@ def _api_families(status: ApiStatus | None) -> list[Metric]:
     for result, count in sorted(status.reloads.items()):
         reloads.add_metric([result], count)
     return [responses, forbidden, clients, dropped, reloads]
+
+
+def _cache_families(caches: Mapping[str, MemoStats]) -> list[Metric]:
+    entries = GaugeMetricFamily(
+        "tracehound_cache_entries", "Entries a bounded cache holds now", labels=["cache"]
+    )
+    capacity = GaugeMetricFamily(
+        "tracehound_cache_capacity", "Most entries the cache may hold", labels=["cache"]
+    )
+    size = GaugeMetricFamily(
+        "tracehound_cache_bytes", "Estimated bytes the cache holds now", labels=["cache"]
+    )
+    evictions = CounterMetricFamily(
+        "tracehound_cache_evictions", "Entries evicted to stay within the caps", labels=["cache"]
+    )
+    for name, stats in sorted(caches.items()):
+        entries.add_metric([name], stats.entries)
+        capacity.add_metric([name], stats.capacity)
+        size.add_metric([name], stats.bytes)
+        evictions.add_metric([name], stats.evictions)
+    return [entries, capacity, size, evictions]
 
 
 def _aggregate_families(status: AggregateStatus | None) -> list[Metric]:

@@ -67,6 +67,10 @@ def test_failing_records_are_counted_and_capture_goes_on(
         return any("after-the-poison" in e["data"]["argv"] for e in found)
 
     wait_until(echoed, "a later exec in the log")
+    # The --events writer's redaction memo is a bounded cache, in the stats and the metrics.
+    memo = daemon.get_json("/v1/stats")["caches"]["redact:events"]
+    assert 0 < memo["entries"] <= memo["capacity"] and memo["bytes"] <= memo["max_bytes"]
+    assert 'tracehound_cache_entries{cache="redact:events"}' in daemon.metrics()
     assert daemon.stop() == 0, daemon.log()
     assert "Traceback" not in daemon.log()
 

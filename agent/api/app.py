@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from agent.evidence.log_reader import events_after, find_event, recent_events
 from agent.evidence.pipeline import EvidencePipeline
 from agent.evidence.verify import VerifyInputError, VerifyReport, verify_extent
 from agent.metrics import CONTENT_TYPE, QueueSample, render
+from agent.redact.events import MemoStats
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.profile import ProcessProfile, Profile, encode_profile
 
@@ -95,6 +96,7 @@ class DaemonApi:
         queues: Callable[[], list[QueueSample | None]],
         config_info: Callable[[], dict[str, Any]],
         present: Callable[[Profile], Profile],
+        caches: Callable[[], Mapping[str, MemoStats]] = dict,
     ) -> None:
         self.aggregate = aggregate
         self.session = session
@@ -108,6 +110,8 @@ class DaemonApi:
         self.config_info = config_info
         #: Redacts a profile before it is served (never raw over the API).
         self.present = present
+        #: Every bounded cache (redaction memos) by name, for /v1/stats.
+        self.caches = caches
         self._presenting = trio.Lock()
         self.ready = False
         self.last_verify: VerifyResult | None = None
@@ -208,6 +212,7 @@ class DaemonApi:
                 if q is not None
             ],
             "aggregate": self.aggregate.status(),
+            "caches": dict(self.caches()),
             "evidence": evidence,
             "api": {**self.server_stats.as_dict(), "sse_dropped": self.tail.dropped},
             "config": self.config_info(),

@@ -76,7 +76,7 @@ from agent.output_target import (
     write_output,
 )
 from agent.redact import Redactor
-from agent.redact.events import rules_summary
+from agent.redact.events import MemoStats, rules_summary
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
 from agent.sinks.event_lines import EventLines
@@ -288,6 +288,7 @@ def _metrics_sources(
         evidence=evidence,
         api=api_status,
         aggregate=api.aggregate.status,
+        caches=api.caches,
     )
 
 
@@ -551,8 +552,16 @@ async def _run(
     tail = LiveTail()
     server_stats = ApiServerStats()
     present = ProfileRedactor(lambda: settings.redactor)
+    event_lines = EventLines(lambda: settings.redactor, settings.faults)
     if pipeline is not None:
         pipeline.on_published = tail.publish
+
+    def caches() -> dict[str, MemoStats]:
+        """Every bounded cache (the redaction memos), for stats and metrics."""
+        found = {"redact:snapshot": present.memo_stats()}
+        if stream is not None:
+            found["redact:events"] = event_lines.memo_stats()
+        return {name: stats for name, stats in found.items() if stats is not None}
 
     def queues() -> list[QueueSample | None]:
         return _queues(session, evidence_stream, pipeline, tail)
@@ -569,6 +578,7 @@ async def _run(
         queues=queues,
         config_info=settings.info,
         present=present,
+        caches=caches,
     )
     registry = make_registry(
         _metrics_sources(session, queues, pipeline, api, server_stats, settings), process=True
@@ -581,7 +591,7 @@ async def _run(
                 _write_events,
                 stream,
                 outputs.events,
-                EventLines(lambda: settings.redactor, settings.faults),
+                event_lines,
                 session.ledger.downstream,
             )
         if pipeline is not None:

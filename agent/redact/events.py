@@ -42,7 +42,9 @@ from agent.redact.engine import RedactedArgv, RedactedText, Redactor
 __all__ = [
     "COMM_CUT_BYTES",
     "MEMO_CAPACITY",
+    "MEMO_MAX_BYTES",
     "CurrentMemo",
+    "MemoStats",
     "RedactionMemo",
     "TextRedactor",
     "comm_is_cut",
@@ -57,6 +59,11 @@ COMM_CUT_BYTES: Final = 15
 
 MEMO_CAPACITY: Final = 16384
 """Results a :class:`RedactionMemo` keeps; the oldest go first, counted."""
+
+MEMO_MAX_BYTES: Final = 4 * 2**20
+"""About how much text a :class:`RedactionMemo` holds (an estimate)."""
+
+_ENTRY_BYTES: Final = 200  # a key tuple, a result struct, the dict slot
 
 
 class TextRedactor(Protocol):
@@ -149,63 +156,104 @@ def redact_event(redactor: TextRedactor, event: Event) -> tuple[Event, tuple[str
     return redacted, tuple(sorted(fired))
 
 
+class MemoStats(msgspec.Struct, frozen=True):
+    """A memo's size, caps and counters (``/v1/stats``, the cache metrics)."""
+
+    entries: int
+    capacity: int
+    bytes: int
+    max_bytes: int
+    hits: int
+    misses: int
+    evictions: int
+
+
 class RedactionMemo:
     """A bounded memo in front of a redactor, for outputs that see the same
     text again and again (library paths, comm names, a snapshot taken twice).
 
     Results are what the redactor returned for the same ``(field, value,
     cut)``, so they are the same text; only the redactor's counters see each
-    distinct value once. Holds at most ``capacity`` results (the oldest are
-    evicted first, counted in :attr:`evictions`). Not thread-safe, like the
-    redactor.
+    distinct value once. Holds at most ``capacity`` results and about
+    ``max_bytes`` of their text (an estimate: characters, plus a fixed cost
+    per entry); the oldest go first, counted in :attr:`evictions`. Not
+    thread-safe, like the redactor.
     """
 
-    def __init__(self, redactor: TextRedactor, capacity: int = MEMO_CAPACITY) -> None:
-        if capacity < 1:
-            raise ValueError(f"memo capacity must be at least 1, got {capacity}")
+    def __init__(
+        self,
+        redactor: TextRedactor,
+        capacity: int = MEMO_CAPACITY,
+        max_bytes: int = MEMO_MAX_BYTES,
+    ) -> None:
+        if capacity < 1 or max_bytes < 1:
+            raise ValueError(f"memo capacity and bytes must be positive: {capacity}, {max_bytes}")
         self.redactor = redactor
         self.capacity = capacity
-        self._texts: OrderedDict[tuple[str, str, bool], RedactedText] = OrderedDict()
-        self._argvs: OrderedDict[tuple[str, tuple[str, ...], tuple[int, ...]], RedactedArgv] = (
-            OrderedDict()
-        )
+        self.max_bytes = max_bytes
+        # One table, oldest first: key -> (result, its estimated cost).
+        self._entries: OrderedDict[
+            tuple[str, str | tuple[str, ...], bool | tuple[int, ...]],
+            tuple[RedactedText | RedactedArgv, int],
+        ] = OrderedDict()
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
         self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self._texts) + len(self._argvs)
+        return len(self._entries)
+
+    def stats(self) -> MemoStats:
+        return MemoStats(
+            entries=len(self._entries), capacity=self.capacity, bytes=self.bytes,
+            max_bytes=self.max_bytes, hits=self.hits, misses=self.misses,
+            evictions=self.evictions,
+        )  # fmt: skip
 
     def redact_text_detail(self, value: str, field: str, *, cut: bool = False) -> RedactedText:
         key = (field, value, cut)
-        found = self._texts.get(key)
+        found = self._entries.get(key)
         if found is not None:
             self.hits += 1
-            return found
+            result = found[0]
+            assert isinstance(result, RedactedText)
+            return result
         self.misses += 1
-        result = self.redactor.redact_text_detail(value, field, cut=cut)
-        self._texts[key] = result
-        self._trim()
-        return result
+        text = self.redactor.redact_text_detail(value, field, cut=cut)
+        self._keep(key, text, _ENTRY_BYTES + 2 * (len(value) + len(text.text)))
+        return text
 
     def redact_argv(
         self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
     ) -> RedactedArgv:
-        key = (field, tuple(argv), tuple(sorted(cut)))
-        found = self._argvs.get(key)
+        entries = tuple(argv)
+        key = (field, entries, tuple(sorted(cut)))
+        found = self._entries.get(key)
         if found is not None:
             self.hits += 1
-            return found
+            result = found[0]
+            assert isinstance(result, RedactedArgv)
+            return result
         self.misses += 1
-        result = self.redactor.redact_argv(argv, field, cut=cut)
-        self._argvs[key] = result
-        self._trim()
-        return result
+        redacted = self.redactor.redact_argv(entries, field, cut=cut)
+        size = sum(len(a) for a in entries) + sum(len(a) for a in redacted.argv)
+        self._keep(key, redacted, _ENTRY_BYTES + 2 * size + 16 * len(entries))
+        return redacted
 
-    def _trim(self) -> None:
-        while len(self._texts) + len(self._argvs) > self.capacity:
-            table = self._texts if len(self._texts) >= len(self._argvs) else self._argvs
-            table.popitem(last=False)
+    def _keep(
+        self,
+        key: tuple[str, str | tuple[str, ...], bool | tuple[int, ...]],
+        result: RedactedText | RedactedArgv,
+        cost: int,
+    ) -> None:
+        if cost > self.max_bytes:
+            return  # bigger than the whole memo: not kept, nothing evicted for it
+        self._entries[key] = (result, cost)
+        self.bytes += cost
+        while len(self._entries) > self.capacity or self.bytes > self.max_bytes:
+            _, (_, gone) = self._entries.popitem(last=False)
+            self.bytes -= gone
             self.evictions += 1
 
 

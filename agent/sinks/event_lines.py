@@ -17,7 +17,7 @@ import msgspec
 from agent.capture.events import Event
 from agent.failpoints import Failpoints
 from agent.redact import Redactor
-from agent.redact.events import CurrentMemo, redact_event
+from agent.redact.events import CurrentMemo, MemoStats, redact_event
 from agent.safetext import json_bytes
 
 __all__ = ["EventLines"]
@@ -36,6 +36,11 @@ class EventLines:
     def __init__(self, rules: Callable[[], Redactor], faults: Failpoints | None = None) -> None:
         self._memo = CurrentMemo(rules)
         self._faults = faults or Failpoints()
+
+    def memo_stats(self) -> MemoStats | None:
+        """The redaction memo's size and counters (None before the first line)."""
+        memo = self._memo.memo
+        return None if memo is None else memo.stats()
 
     def line(self, event: Event) -> bytes:
         if self._faults:

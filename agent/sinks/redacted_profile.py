@@ -19,7 +19,13 @@ from collections.abc import Callable
 import msgspec
 
 from agent.redact import Redactor
-from agent.redact.events import CurrentMemo, TextRedactor, comm_is_cut, redact_endpoint
+from agent.redact.events import (
+    CurrentMemo,
+    MemoStats,
+    TextRedactor,
+    comm_is_cut,
+    redact_endpoint,
+)
 from agent.sinks.profile import ExecRecord, FileRecord, NetRecord, ProcessProfile, Profile
 
 __all__ = ["ProfileRedactor", "redact_profile"]
@@ -87,6 +93,11 @@ class ProfileRedactor:
 
     def __init__(self, rules: Callable[[], Redactor]) -> None:
         self._memo = CurrentMemo(rules)
+
+    def memo_stats(self) -> MemoStats | None:
+        """The redaction memo's size and counters (None before the first use)."""
+        memo = self._memo.memo
+        return None if memo is None else memo.stats()
 
     def __call__(self, profile: Profile) -> Profile:
         return redact_profile(profile, self._memo.get())
