@@ -96,9 +96,10 @@ _C_ESCAPES: Final = {
     "\\": "\\\\",
 }
 # Characters a JSON string may hold raw that a terminal may act on, as UTF-8:
-# C1 controls (U+009B is CSI), line/paragraph separators, bidi controls.
+# C1 controls (U+009B is CSI), line/paragraph separators, bidi controls
+# (U+200E/F, U+202A-E, U+2066-9, U+061C).
 _TERMINAL_UNSAFE_BYTES: Final = re.compile(
-    b"\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9\x8e\x8f\xaa-\xae]|\xe2\x81[\xa6-\xa9]"
+    b"\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9\x8e\x8f\xaa-\xae]|\xe2\x81[\xa6-\xa9]|\xd8\x9c"
 )
 
 

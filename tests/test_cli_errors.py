@@ -272,3 +272,19 @@ def test_bad_input(
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+def test_run_names_a_bad_config_key_but_never_its_value(tmp_path: Path) -> None:
+    """The daemon's stderr is the journal: a value pasted into the wrong key
+    (a token) must not end up there; ``config check`` shows it to whoever
+    runs it."""
+    secret = "ghp_PastedIntoTheWrongKey0123456789abcdef"
+    config = tmp_path / "tracehound.toml"
+    config.write_text(f'[evidence]\nfsync = "{secret}"\n')
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "evidence.fsync" in result.stderr and "config check" in result.stderr
+    assert secret not in result.stderr
+    checked = run_cli("config", "check", str(config))
+    assert checked.returncode == 2 and secret in checked.stderr  # the operator's own tool

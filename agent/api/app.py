@@ -30,6 +30,7 @@ from agent.evidence.pipeline import EvidencePipeline
 from agent.evidence.verify import VerifyInputError, VerifyReport, verify_extent
 from agent.metrics import CONTENT_TYPE, QueueSample, render
 from agent.redact.events import MemoStats
+from agent.safetext import json_bytes
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.profile import ProcessProfile, Profile, encode_profile
 
@@ -72,7 +73,9 @@ def filter_profile(
 
 
 def _json(value: object, status: int = 200) -> Reply:
-    return Reply(status, msgspec.json.encode(value) + b"\n")
+    """A JSON answer; host text that is not UTF-8 (a config path, say) in
+    escape form, as in every output (agent.safetext)."""
+    return Reply(status, json_bytes(value, msgspec.json.encode, msgspec.to_builtins) + b"\n")
 
 
 class DaemonApi:

@@ -141,7 +141,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def main(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else None
-    config = load_config(config_path)
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:  # the daemon's stderr is the journal: no values there
+        raise ConfigError(_value_free(str(err), str(config_path or DEFAULT_PATH))) from None
     as_given = copy.copy(args)  # before the file fills it in: what a reload re-applies to
     from_file = apply_defaults(args, config)
     api_gid = group_id(config.api.group) if config.api.enabled else None
@@ -378,9 +381,7 @@ async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> Non
         # journal, /v1/stats and the evidence. `config check` shows it.
         keys = restart or [_refused_key(str(err), source)]
         why = "needs a restart" if restart else "invalid"
-        reason = str(err) if restart else (
-            f"{source}: {keys[0]}: invalid (tracehound config check {source} says why)"
-        )  # fmt: skip
+        reason = str(err) if restart else _value_free(str(err), source)
         settings.reloads["refused"] += 1
         settings.last_reload_error = reason
         _say(f"SIGHUP: reload refused, the running configuration stays: {reason}")
@@ -409,6 +410,16 @@ async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> Non
     settings.last_reload_error = None
     changed = ", ".join(plan.changed) or "nothing changed"
     _say(f"SIGHUP: configuration reloaded (generation {settings.generation}): {changed}")
+
+
+def _value_free(message: str, source: str) -> str:
+    """A configuration error without the value it refused (``..., got X``):
+    a value may be a secret pasted into the wrong key, and the daemon's
+    messages go to the journal and /v1/stats. ``config check`` shows it."""
+    head, sep, _ = message.partition(", got ")
+    if not sep:
+        return message
+    return f"{head} (the value is not shown here: tracehound config check {source} shows it)"
 
 
 def _refused_key(message: str, source: str) -> str:
