@@ -864,3 +864,25 @@ def test_random_sequences_keep_the_budget(specs: list[tuple[Any, ...]], budget: 
     assert sink.status().held["bytes"] == expected_bytes(prof)
     assert sink.status().held["files"] == sum(len(p.files) + len(p.failed_files)
                                               for p in prof.processes)  # fmt: skip
+
+
+async def test_an_event_that_cannot_be_folded_is_counted_not_fatal() -> None:
+    """A bug in folding (here: a profile record that cannot be built) costs
+    that event, counted as dropped, never the drain that awaits the sink."""
+    from agent.capture.events import ExecEvent
+
+    sink = AggregatingSink()
+
+    class Broken(list[object]):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    bad = ExecEvent(7, 7, 1, 0, 0, 0, "x", ret=0, filename="/x", argv=Broken(),  # type: ignore[arg-type]
+                    argv_truncated=False, at=False)  # fmt: skip
+    await sink.record(bad)
+    good = ExecEvent(8, 8, 2, 0, 0, 0, "y", ret=0, filename="/y", argv=("y",),
+                     argv_truncated=False, at=False)  # fmt: skip
+    await sink.record(good)
+    books = sink.accounting()[sink.name]
+    assert books["exec"] == (1, 1)
+    assert 8 in {p.pid for p in sink.snapshot().processes}  # folding goes on

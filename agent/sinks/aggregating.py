@@ -243,6 +243,8 @@ class AggregatingSink:
         self.evictions: Counter[str] = Counter()
         self.reaped = 0
         self.delivered: Counter[str] = Counter()
+        #: Events that could not be folded in (a bug, never an input): counted.
+        self.dropped: Counter[str] = Counter()
         self._finished = False
 
     @classmethod
@@ -261,7 +263,12 @@ class AggregatingSink:
 
     # -- EventSink -----------------------------------------------------------
     async def record(self, event: Event) -> None:
-        self.apply(event)
+        try:
+            self.apply(event)
+        except Exception:  # a bug folding one event must cost that event, not capture
+            kind = kind_of(event)
+            self.delivered[kind] -= 1
+            self.dropped[kind] += 1
 
     def apply(self, event: Event) -> None:
         """Fold one event in (synchronous: this sink never waits)."""
@@ -288,7 +295,8 @@ class AggregatingSink:
             self.evictions["notes"] += 1
 
     def accounting(self) -> dict[str, SinkCounts]:
-        return {self.name: {kind: (count, 0) for kind, count in self.delivered.items()}}
+        kinds = set(self.delivered) | set(self.dropped)
+        return {self.name: {k: (self.delivered[k], self.dropped[k]) for k in kinds}}
 
     def finish(self) -> Profile:
         self._finished = True
