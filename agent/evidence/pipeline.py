@@ -86,16 +86,27 @@ class _TailRecord(msgspec.Struct):
     body: Any = None
 
 
-def last_segment_lines(state_dir: str | os.PathLike[str]) -> list[bytes]:
-    """Lines of the two newest segments: enough to see how the last run ended
-    (a run that spans more segments started long ago and the scan says so
-    only if its start is still in view; the chain keeps the rest)."""
+def last_segment_lines(state_dir: str | os.PathLike[str], *, most: int = 16) -> list[bytes]:
+    """Lines of the newest segments, oldest first: the two newest, and more
+    back (up to ``most``) until one holds a record of the capture itself.
+    Enough to see how the last run ended, even when its last segments hold
+    only the store's own records (a header, a seal, a pruning); a run that
+    spans more started long ago, and the scan says so only if its start is
+    still in view (the chain keeps the rest)."""
     segments = segment_files(Path(state_dir) / "segments")
-    lines: list[bytes] = []
-    for _, path in segments[-2:]:
+    chunks: list[list[bytes]] = []
+    seen_capture = False
+    for _, path in reversed(segments[-most:]):
         with open(path, "rb") as f:
-            lines.extend(line for line in f if line.endswith(b"\n"))
-    return lines
+            lines = [line for line in f if line.endswith(b"\n")]
+        chunks.append(lines)
+        seen_capture = seen_capture or any(_CAPTURE_MARK in line for line in lines)
+        if len(chunks) >= 2 and seen_capture:
+            break
+    return [line for chunk in reversed(chunks) for line in chunk]
+
+
+_CAPTURE_MARK: Final = f'"type":"{TYPE_PREFIX}'.encode()
 
 
 def read_anchor() -> Anchor:

@@ -86,3 +86,17 @@ def test_dropped_readings_and_seed_records_become_losses() -> None:
     delta = loss_delta(loss_counts(books, sinks), {})
     assert delta["syscall"]["sink:evidence"] == 3
     assert delta["process"]["sink:evidence"] == 5
+
+
+def test_how_the_last_run_ended_is_found_past_segments_of_store_records(tmp_path: Path) -> None:
+    """A run whose last segments hold only the store's own records (headers,
+    seals) still shows as unclean: the scan goes back to a capture record."""
+    from agent.evidence.pipeline import last_segment_lines
+
+    state = tmp_path / "log"
+    with EvidenceStore(state, segment_max_bytes=600) as store:
+        store.append("dev.tracehound.capture.start.v1", {"config": {}})
+        for _ in range(4):  # rotations: segments of headers and nothing else
+            store._rotate()
+    found = previous_run(last_segment_lines(state))
+    assert found is not None and found["previous_start_seq"] is not None
