@@ -49,6 +49,7 @@ from agent.safetext import (
     shell_quote,
     terminal_safe_json,
     to_bytes,
+    unescape,
 )
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.event_lines import EventLines
@@ -125,6 +126,11 @@ def test_evidence_records_keep_every_byte(
         projected = to_ocsf(record)
         assert projected is not None
         msgspec.json.encode(projected)  # valid Unicode all through
+        if isinstance(event, FileEvent):  # OCSF keeps the bytes too, named as escaped
+            shown = projected["file"]["path"]
+            if "path" in projected.get("unmapped", {}).get("escaped", []):
+                shown = unescape(shown)
+            assert to_bytes(shown) == kept(path, PATH_LEN)
         # SSE framing carries the same canonical bytes, whatever is in them.
         messages = SseParser().feed(record_event(msgspec.to_builtins(record)))
         assert [m.data.encode() for m in messages] == [line]
@@ -165,6 +171,11 @@ def test_profile_and_event_lines_keep_every_byte_and_text_is_inert(
         line = lines.line(event)
         decoded = restore_json(msgspec.json.decode(line))
         assert decoded["comm"] == event.comm
+        if isinstance(event, ExecEvent):
+            assert tuple(decoded["argv"]) == event.argv
+            assert decoded["filename"] == event.filename
+        else:
+            assert decoded["path"] == event.path
     text = render_text(profile)
     for ch in text:
         assert ch == "\n" or ch.isprintable(), repr(ch)

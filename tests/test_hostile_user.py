@@ -49,8 +49,26 @@ s.close()
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     with own_daemon(tmp_path) as d:
-        d.start()
+        d.start("--events", str(tmp_path / "events.ndjson"))
         yield d
+
+
+def names_in(tail_out: Path) -> set[bytes]:
+    """The file paths a ``tracehound tail --type file`` printed, as bytes."""
+    return {
+        to_bytes(restore_json(json.loads(line))["data"]["path"])
+        for line in tail_out.read_bytes().splitlines()
+    }
+
+
+def evented(root: Path) -> set[bytes]:
+    """The file paths in the daemon's ``--events`` file, as bytes."""
+    lines = (root / "events.ndjson").read_bytes().splitlines()
+    return {
+        to_bytes(event["path"])
+        for event in (restore_json(json.loads(line)) for line in lines)
+        if event.get("kind") == "file"
+    }
 
 
 def data_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -65,12 +83,35 @@ def test_hostile_bytes_stay_data(kernel: None, daemon: Daemon, system_python: st
     script.write_text(
         f"COMM = {COMM!r}\nNAMES = {NAMES!r}\nARGV = {ARGV!r}\nSOCKET = {SOCKET!r}\n" + WORKLOAD
     )
-    done = subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-         system_python, str(script), str(play)],
-        capture_output=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    tail_out = daemon.root / "tail.ndjson"
+    with open(tail_out, "wb") as sink:
+        tail = subprocess.Popen(
+            [*TRACEHOUND, "tail", "--socket", str(daemon.sock), "--type", "file"], stdout=sink
+        )
+        try:
+            done = subprocess.run(
+                ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                 system_python, str(script), str(play)],
+                capture_output=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            wait_until(
+                lambda: {os.fsencode(play) + b"/" + n for n in NAMES} <= names_in(tail_out),
+                "the live tail to show every hostile name",
+                30,
+            )
+        finally:
+            tail.terminate()
+            tail.wait(10)
+    # The tail prints JSON a terminal cannot act on: escapes as \u, bytes restorable.
+    shown = tail_out.read_bytes()
+    assert b"\x1b" not in shown and b"\xc2\x9b" not in shown and b"\xff" not in shown
+    # --events keeps every byte too.
+    wait_until(
+        lambda: {os.fsencode(play) + b"/" + n for n in NAMES} <= evented(daemon.root),
+        "--events to hold every hostile name",
+        30,
+    )
     root = os.fsencode(play)
     wanted = {root + b"/" + name for name in NAMES}
 

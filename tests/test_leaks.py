@@ -33,6 +33,7 @@ ARGV_MAX = 64
 # A configured rule whose pattern is itself sensitive, and a refused value.
 PATTERN_SECRET = "leaktest-pattern-literal"
 REFUSED_VALUE = "ghp_RefusedValueMustNotBeLogged0123456789"
+APPLIED_PATTERN_SECRET = "leaktest-applied-literal"
 STRIPE_NAME = "sk_live_51QwErTyUiOpAsDfGhJkL"  # its comm is sk_live_51QwErT
 
 WORKLOAD = r"""
@@ -99,7 +100,7 @@ def test_no_secret_reaches_any_output(kernel: None, daemon: Daemon, system_pytho
     cases_file.write_text(json.dumps({**work, "stripe": str(stripe)}))
     workload = play / "workload.py"
     workload.write_text(WORKLOAD)
-    secrets |= {STRIPE_NAME[:15], PATTERN_SECRET, REFUSED_VALUE}
+    secrets |= {STRIPE_NAME[:15], PATTERN_SECRET, APPLIED_PATTERN_SECRET, REFUSED_VALUE}
 
     rule = (
         f'redact_rules = [{{name = "leaktest", privacy = "forbidden",'
@@ -129,6 +130,15 @@ def test_no_secret_reaches_any_output(kernel: None, daemon: Daemon, system_pytho
             assert daemon.proc is not None
             daemon.proc.send_signal(signal.SIGHUP)
             wait_until(lambda: "reload refused" in daemon.log(), "the refused reload")
+            # And one that applies, with a second rule: its pattern must not appear either.
+            two_rules = (
+                f'redact_rules = [{{name = "leaktest", privacy = "forbidden",'
+                f' pattern = "{PATTERN_SECRET}"}}, {{name = "leaktest2",'
+                f' privacy = "forbidden", pattern = "{APPLIED_PATTERN_SECRET}"}}]\n'
+            )
+            daemon.config.write_text(config.replace(rule, two_rules))
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: "configuration reloaded" in daemon.log(), "the applied reload")
             wait_until(lambda: b"/bin/true" in sse_out.read_bytes(), "the live tail")
             for name, path in (("snapshot-api", "/v1/snapshot"), ("stats-api", "/v1/stats")):
                 result = daemon.curl(path)
@@ -164,7 +174,9 @@ def test_no_secret_reaches_any_output(kernel: None, daemon: Daemon, system_pytho
         assert done.returncode == 0, (name, done.stderr, out)
     outputs |= {"bundle": bundle, "ocsf": ocsf}
     configs = [r["data"]["config"] for r in evidence(daemon.state, "capture.config.v1")]
-    assert [c["reload"] for c in configs] == ["refused"]
+    assert [c["reload"] for c in configs] == ["refused", "applied"]
+    names = [r["name"] for r in configs[-1]["redaction"]["configured"]]
+    assert names == ["leaktest", "leaktest2"]  # on record by name and digest
 
     # The profile command, JSON and text, with its own evidence log.
     state = tmp / "profile-evidence"
