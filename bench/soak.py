@@ -5,8 +5,10 @@ repository as the working directory, so it is this tree's code) as an
 operator would: the sealed evidence log on (a temporary state directory, a
 sealing key made with ``evidence keygen``, small segments and a bounded
 retention so the disk does not fill), the local API on a temporary socket,
-metrics on a free loopback port, and one live-tail client reading
-``/v1/stream`` over the socket for the whole run. Then, for ``--minutes``,
+metrics on a free loopback port, ``--events`` into a FIFO that a thread
+drains (the events writer and its redaction memo run, the disk does not
+fill), one live-tail client reading ``/v1/stream`` over the socket for the
+whole run, and a ``/v1/snapshot`` every ``--interval`` (the API's memo). Then, for ``--minutes``,
 worker processes under Debian's ``/usr/bin/python3`` run a varied workload
 in parallel:
 
@@ -30,7 +32,7 @@ stayed within ``--tolerance`` of the 1-minute value), then the daemon is
 stopped with SIGTERM (exit status must be 0) and the log is verified with
 ``evidence verify --key``. Exit status 0 only if all three pass.
 
-    sudo /work/main/.venv/bin/python bench/soak.py [--minutes 10] [--interval 30]
+    sudo .venv/bin/python bench/soak.py [--minutes 10] [--interval 30]
 """
 
 from __future__ import annotations
@@ -260,6 +262,27 @@ class SseCounter:
         self._thread.join(timeout=10)
 
 
+class FifoDrain:
+    """Reads the daemon's ``--events`` FIFO to its end in a thread, counting
+    lines: the events writer and its redaction memo run for the whole soak
+    without the disk filling up."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path, 0o600)
+        self.path = path
+        self.lines = 0
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with open(self.path, "rb") as fifo:  # waits for the daemon to open it
+            while chunk := fifo.read1(1 << 16):
+                self.lines += chunk.count(b"\n")
+
+    def stop(self) -> None:
+        self._thread.join(timeout=10)
+
+
 def watch_line(stats: dict[str, Any]) -> str:
     """The /v1/stats counters worth watching, on one line."""
     parts: list[str] = []
@@ -285,6 +308,11 @@ def watch_line(stats: dict[str, Any]) -> str:
     evidence = stats.get("evidence") or {}
     parts.append(f"log records {evidence.get('records', '?')}")
     parts.append(f"sse_dropped {stats.get('api', {}).get('sse_dropped', '?')}")
+    caches = stats.get("caches") or {}
+    parts.append("memos " + " ".join(
+        f"{name}={c['entries']}/{c['capacity']} {c['bytes'] / 2**20:.1f}MiB ev={c['evictions']}"
+        for name, c in sorted(caches.items())
+    ))  # fmt: skip
     return " | ".join(parts)
 
 
@@ -336,10 +364,12 @@ def soak(args: argparse.Namespace, root: Path) -> int:
     )
     script = root / "worker.py"
     script.write_text(WORKER)
+    events = FifoDrain(root / "events.fifo")
     command = agent("run", "--config", str(config), "--ready-file", str(ready),
-                    "--stats-file", str(stats_file))  # fmt: skip
+                    "--stats-file", str(stats_file), "--events", str(events.path))  # fmt: skip
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(command, cwd=REPO, stderr=log)
+    snapshots = 0
     sse: SseCounter | None = None
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -372,8 +402,13 @@ def soak(args: argparse.Namespace, root: Path) -> int:
                 rss_1m = rss
             if elapsed >= next_print:
                 next_print += args.interval
+                # A snapshot each time too: the API's redaction memo works.
+                subprocess.run(["curl", "-sS", "-o", "/dev/null", "--unix-socket", str(sock),
+                                "http://localhost/v1/snapshot"], check=True)  # fmt: skip
+                snapshots += 1
                 line = watch_line(api_get(sock, "/v1/stats"))
-                client = f"sse {sse.events} events{'' if sse.alive() else ' GONE'}"
+                client = (f"sse {sse.events} events{'' if sse.alive() else ' GONE'}"
+                          f" | --events {events.lines} lines | snapshots {snapshots}")  # fmt: skip
                 print(f"  t={elapsed:4.0f}s  RSS {rss / 1024:6.1f} MiB  peak {hwm / 1024:6.1f} MiB"
                       f"  | {line} | {client}", flush=True)  # fmt: skip
         said = stop_workers(workers)
@@ -396,6 +431,7 @@ def soak(args: argparse.Namespace, root: Path) -> int:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+        events.stop()
     verify = subprocess.run(agent("evidence", "verify", str(state), "--key", key),
                             cwd=REPO, capture_output=True, text=True)  # fmt: skip
     books = json.loads(stats_file.read_text()) if stats_file.exists() else None
