@@ -64,7 +64,9 @@ a regular file (or a new path) replaced by a fresh file."""
 
 _Identity: TypeAlias = tuple[int, int]
 _TEMP_TRIES: Final = 8
-_NAME_KEEP: Final = 200  # of the target's name in the temporary's: names stop at 255 bytes
+# Bytes of the target's name kept in the temporary's: a name stops at 255
+# bytes, and the temporary adds 18 (".", ".", 12 hex digits, ".tmp").
+_NAME_KEEP: Final = 200
 
 
 class OutputError(RunError):
@@ -304,11 +306,25 @@ def _open_through(target: OutputTarget) -> int:
     return fd
 
 
+def _name_prefix(name: str, limit: int) -> str:
+    """The longest start of ``name`` whose filesystem bytes (UTF-8, an
+    undecodable byte kept as itself) are at most ``limit``, cut between
+    characters: never half a UTF-8 sequence, so a valid name stays one.
+    Counted in bytes, since that is what the kernel's 255 limits: 120
+    ``é`` are 240 bytes."""
+    size = 0
+    for index, char in enumerate(name):
+        size += len(os.fsencode(char))
+        if size > limit:
+            return name[:index]
+    return name
+
+
 def _temporary(target: OutputTarget, dfd: int) -> tuple[int, str]:
     """A fresh 0600 file beside the target; a random name, so nobody can
     have planted it (and ``O_EXCL|O_NOFOLLOW`` refuses one that is there)."""
     assert target.path is not None
-    stem = target.path.name[:_NAME_KEEP]
+    stem = _name_prefix(target.path.name, _NAME_KEEP)
     for _ in range(_TEMP_TRIES):
         name = f".{stem}.{secrets.token_hex(6)}.tmp"
         try:

@@ -6,7 +6,16 @@ itself 0700 (0750, group set, when a group is to read it). A path that
 exists and is not a directory, or is a symlink, is refused: whoever runs on
 the host may have planted it. A shared directory (sticky bit, like
 ``/tmp``) is refused too: its mode must not be changed, and others could
-plant files in it.
+plant files in it. So is a directory some other user owns (they could
+rename ``keys/`` away and plant ``segments -> /etc``), and an existing
+state directory that holds anything but an evidence log's own entries
+(:data:`LOG_ENTRIES`): ``--state-dir /`` or a home directory given by
+mistake is refused, never chmodded. An empty value is refused too: it
+would mean the current directory.
+
+Modes are set only where they differ: a directory (or file) that is
+already right is not written to, so one on a filesystem mounted read-only
+is accepted as it is (``fchmod`` there fails even to set the same mode).
 
 :func:`make_state_dir` returns the directories it made, so a caller that
 fails later can take them away again (:func:`remove_created`): nothing left
@@ -28,6 +37,7 @@ from agent.errors import shown
 __all__ = [
     "DIR_MODE",
     "GROUP_DIR_MODE",
+    "LOG_ENTRIES",
     "PARENT_MODE",
     "StateDirError",
     "dir_mode",
@@ -41,6 +51,13 @@ DIR_MODE: Final = 0o700
 GROUP_DIR_MODE: Final = 0o750
 PARENT_MODE: Final = 0o755
 
+LOG_ENTRIES: Final = frozenset(
+    {"segments", "keys", "lock", "recovered", "pending-loss", "lost+found"}
+)
+"""What an evidence log's directory may already hold to be used (and its
+mode set): what the store and the pending-loss slot make, and the
+``lost+found`` of a filesystem made for the log alone."""
+
 
 class StateDirError(Exception):
     """A state directory cannot be made or used; the message is one line."""
@@ -53,15 +70,54 @@ def dir_mode(gid: int | None) -> int:
 
 def set_owner_mode(fd: int, mode: int, gid: int | None) -> None:
     """Give an open file or directory exactly ``mode`` (whatever the umask),
-    and group ``gid`` unless None. Raises OSError."""
-    if gid is not None:
+    and group ``gid`` unless None; nothing is changed (no ``fchown`` or
+    ``fchmod`` at all) where they are right already, since a read-only
+    filesystem refuses even a change to the same mode. Raises OSError."""
+    st = os.fstat(fd)
+    chowned = False
+    if gid is not None and st.st_gid != gid:
         os.fchown(fd, -1, gid)
-    os.fchmod(fd, mode)
+        chowned = True
+    # A chown may clear the set-id bits: the mode is set again after one.
+    if chowned or stat.S_IMODE(st.st_mode) != mode:
+        os.fchmod(fd, mode)
 
 
-def _secure(path: Path, mode: int, gid: int | None) -> None:
+def _kept_mode(current: int) -> int:
+    """For ``keep_group``: 0700, plus the group bits of a directory that is
+    at most 0750 (those of its own group, left as they are)."""
+    bits = stat.S_IMODE(current)
+    if bits & ~GROUP_DIR_MODE:
+        return DIR_MODE
+    return DIR_MODE | (bits & 0o050)
+
+
+def _foreign_entry(fd: int) -> str | None:
+    """The first entry (in directory order) that is no part of an evidence
+    log, or None; stops there, so a huge directory costs little."""
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.name not in LOG_ENTRIES:
+                return entry.name
+    return None
+
+
+def _secure(
+    path: Path,
+    mode: int,
+    gid: int | None,
+    *,
+    keep_group: bool = False,
+    log_dir: bool = False,
+) -> None:
     """Set an existing directory's mode and group, through an fd opened
-    without following a symlink (one swapped in meanwhile is refused)."""
+    without following a symlink (one swapped in meanwhile is refused).
+
+    Refused first, unchanged: a shared (sticky) directory, one owned by
+    another user, and (``log_dir``) one that holds anything but
+    :data:`LOG_ENTRIES`. ``keep_group``: ``mode`` is ignored, and the
+    directory keeps its group bits (see :func:`_kept_mode`).
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as err:
@@ -77,6 +133,25 @@ def _secure(path: Path, mode: int, gid: int | None) -> None:
                 f"{shown(path)} is a shared directory (sticky bit, like /tmp); expected a"
                 " directory of tracehound's own, e.g. /var/lib/tracehound/evidence"
             )
+        euid = os.geteuid()
+        if st.st_uid != euid:
+            raise StateDirError(
+                f"{shown(path)} is owned by uid {st.st_uid}, not by this user (uid {euid});"
+                " expected a directory of tracehound's own, e.g. /var/lib/tracehound/evidence"
+            )
+        if log_dir:
+            try:
+                foreign = _foreign_entry(fd)
+            except OSError as err:
+                raise StateDirError(f"{shown(path)}: cannot list it: {err.strerror}") from err
+            if foreign is not None:
+                raise StateDirError(
+                    f"{shown(path)} holds {shown(foreign)}, which is no part of an evidence"
+                    " log; expected an empty directory or an evidence log's (segments/,"
+                    " keys/, lock, recovered/, pending-loss)"
+                )
+        if keep_group:
+            mode = _kept_mode(st.st_mode)
         set_owner_mode(fd, mode, gid)
     except OSError as err:
         raise StateDirError(f"{shown(path)}: cannot set its mode: {err.strerror}") from err
@@ -95,8 +170,17 @@ def ensure_dir(path: Path, mode: int, gid: int | None = None) -> bool:
     if missing; its parent must exist. Returns True if it was made here.
 
     Raises:
-        StateDirError: a symlink, not a directory, or cannot be made.
+        StateDirError: a symlink, not a directory, shared, another user's,
+            or cannot be made.
     """
+    return _ensure(path, mode, gid)
+
+
+def _ensure(
+    path: Path, mode: int, gid: int | None, *, keep_group: bool = False, log_dir: bool = False
+) -> bool:
+    """:func:`ensure_dir`, with :func:`_secure`'s options for one that exists
+    (or appeared meanwhile)."""
     try:
         os.mkdir(path, mode)
         created = True
@@ -105,7 +189,7 @@ def ensure_dir(path: Path, mode: int, gid: int | None = None) -> bool:
     except OSError as err:
         raise StateDirError(f"cannot create {shown(path)}: {err.strerror}") from err
     try:
-        _secure(path, mode, gid)
+        _secure(path, mode, gid, keep_group=keep_group and not created, log_dir=log_dir)
     except StateDirError:
         if created:
             with contextlib.suppress(OSError):
@@ -114,20 +198,33 @@ def ensure_dir(path: Path, mode: int, gid: int | None = None) -> bool:
     return created
 
 
-def make_state_dir(path: Path | str, *, gid: int | None = None) -> list[Path]:
+def make_state_dir(
+    path: Path | str, *, gid: int | None = None, keep_group: bool = False
+) -> list[Path]:
     """Make ``path`` a state directory (see the module); return what was made, outermost first.
 
     An existing directory gets its mode (0700, or 0750 and group ``gid``)
-    set: a log left looser by an older version is tightened.
+    set: a log left looser by an older version is tightened. With
+    ``keep_group`` (``evidence keygen``, which knows no API group; ``gid``
+    must be None) an existing directory of mode at most 0750 keeps its
+    group and group bits, a looser one becomes 0700: a log the daemon
+    shares with its API group is neither loosened nor taken from it.
 
     Raises:
-        StateDirError: ``path`` or a parent is a symlink where a directory
-            is expected (``path`` itself) or not a directory, a shared
-            directory, or cannot be made; what was made is removed again.
+        StateDirError: ``path`` is empty, or it or a parent is a symlink
+            where a directory is expected (``path`` itself) or not a
+            directory, a shared directory, another user's, holds more than
+            an evidence log, or cannot be made; what was made is removed
+            again.
     """
+    if keep_group and gid is not None:
+        raise ValueError("keep_group is for a caller that names no group")
+    if not os.fspath(path):
+        raise StateDirError(
+            "an empty path (that would be the current directory); expected a directory"
+            " path, e.g. /var/lib/tracehound/evidence"
+        )
     target = Path(path)
-    if not str(target):
-        raise StateDirError("expected a directory path")
     try:
         st = os.lstat(target)
     except FileNotFoundError:
@@ -141,7 +238,7 @@ def make_state_dir(path: Path | str, *, gid: int | None = None) -> list[Path]:
             raise _symlink(target)
         if not stat.S_ISDIR(st.st_mode):
             raise StateDirError(f"{shown(target)} exists and is not a directory")
-        _secure(target, dir_mode(gid), gid)
+        _secure(target, dir_mode(gid), gid, keep_group=keep_group, log_dir=True)
         return []
     missing = [target]
     for parent in target.parents:
@@ -165,7 +262,7 @@ def make_state_dir(path: Path | str, *, gid: int | None = None) -> list[Path]:
         for parent in reversed(missing[1:]):
             if _make_parent(parent):
                 created.append(parent)
-        if ensure_dir(target, dir_mode(gid), gid):
+        if _ensure(target, dir_mode(gid), gid, keep_group=keep_group, log_dir=True):
             created.append(target)
     except StateDirError:
         remove_created(created)

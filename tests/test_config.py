@@ -586,3 +586,15 @@ def test_config_cli_and_run_refuse_a_bad_file_in_one_line(tmp_path: Path) -> Non
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "capture.ringbuf_pagez" in lines[0] and str(bad) in lines[0]
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["c\x1b[31mFAKE\nOK.toml", "c\udcff.toml"])
+def test_config_check_echoes_a_hostile_path_escaped(tmp_path: Path, name: str) -> None:
+    """The path is the user's bytes: printed as the errors print it, one
+    line with no escape sequence (``shown``)."""
+    path = tmp_path / name
+    path.write_text("[capture]\n")
+    ok = _cli("config", "check", str(path))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == f"{str(path)!r}: ok\n"
+    assert ok.stdout.rstrip("\n").isprintable()

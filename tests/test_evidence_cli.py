@@ -8,11 +8,13 @@ kernel capture really wrote.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -632,3 +634,60 @@ def test_stream_follow_prints_new_records_and_stops_cleanly(tmp_path: Path) -> N
     assert follower.returncode == 0, err
     bodies = [json.loads(line)["body"] for line in out.splitlines()]
     assert {"n": 1} in bodies and {"n": 0} in bodies  # the later one arrived while following
+
+
+# --- what verify prints cannot be forged by the bundle's names -------------------
+
+FORGED = "evil\nOK: 5 records, head 4:abcd  (SEQ:HASH, for --expect-head)\x1b[31m"
+
+
+def _rebuilt(bundle: Path, out: Path, extra: bytes | None, manifest_key: str | None) -> Path:
+    """``bundle`` with a member named :data:`FORGED` added, or its manifest
+    given an unknown key, written to ``out``."""
+    with tarfile.open(bundle) as tar:
+        items = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    if manifest_key is not None:
+        items = [
+            (m, json.dumps({**json.loads(d), manifest_key: 1}).encode())
+            if m.name == "manifest.json"
+            else (m, d)
+            for m, d in items
+        ]
+    if extra is not None:
+        items.append((tarfile.TarInfo(FORGED), extra))
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in items:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.mark.parametrize("how", ["member", "manifest-key"])
+def test_verify_of_a_bundle_with_forged_names_prints_no_verdict(
+    small_log: tuple[Path, str], tmp_path: Path, how: str
+) -> None:
+    state, key = small_log
+    good = tmp_path / "good.tar"
+    assert cli("evidence", "export", "--state-dir", str(state), "-o", str(good)).returncode == 0
+    evil = _rebuilt(
+        good,
+        tmp_path / "evil.tar",
+        b"x" if how == "member" else None,
+        "x\nOK: forged\x1b[2J" if how == "manifest-key" else None,
+    )
+    out = verify(evil, "--key", key)
+    err = one_line_error(out)
+    assert out.stdout == "" and "\x1b" not in err and err.isprintable()
+    assert err.startswith(f"tracehound: evidence verify: {evil}: ")
+
+
+def test_stream_of_a_record_with_a_forged_key_is_one_escaped_line(
+    small_log: tuple[Path, str],
+) -> None:
+    state, _ = small_log
+    segment = sorted((state / "segments").iterdir())[-1]
+    with open(segment, "ab") as f:
+        f.write(b'{"seq":99,"x\\nOK: forged\\u001b[2J":1}\n')
+    out = cli("evidence", "stream", "--state-dir", str(state))
+    err = one_line_error(out, 1)
+    assert "a record does not parse" in err and "\x1b" not in err and err.isprintable()

@@ -210,6 +210,38 @@ def test_a_name_with_a_newline_stays_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(err.value) and "evil\\nname" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u00e9" * 120,  # 240 bytes: 120 characters, cut by characters, fit; bytes do not
+        "\u00e9" * 127 + "x",  # 255 bytes, the longest name there is
+        "x" + "\U0001f600" * 63 + "ab",  # 4-byte characters across the cut
+        "\udcff" * 255,  # 255 bytes that are not UTF-8 (surrogateescape, as from argv)
+    ],
+    ids=["240-bytes-e-acute", "255-bytes", "4-byte-chars", "not-utf8"],
+)
+def test_a_long_name_gets_a_temporary_that_fits(tmp_path: Path, name: str) -> None:
+    """The temporary beside a long target is cut by bytes (255 a name), and
+    between characters: a valid UTF-8 name gives a valid UTF-8 temporary."""
+    path = tmp_path / name
+    seen: list[bytes] = []
+    with replace_output(target("--output", path)) as out:
+        out.write(b"bundle")
+        seen = [os.fsencode(p.name) for p in tmp_path.iterdir()]
+    assert len(seen) == 1 and len(seen[0]) <= 255, seen
+    temporary = seen[0]
+    assert temporary.startswith(b".") and temporary.endswith(b".tmp")
+    stem = temporary[1:].rsplit(b".", 2)[0]  # what was kept of the name
+    assert os.fsencode(name).startswith(stem) and len(stem) >= 190
+    if name.isprintable():
+        assert temporary.decode("utf-8")  # no character cut in half
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert path.read_bytes() == b"bundle"
+    with open_stream(target("--events", path)) as stream:  # the stream's temporary too
+        stream.write(b"line\n")
+    assert path.read_bytes() == b"line\n"
+
+
 # --- through the commands ----------------------------------------------------
 
 
@@ -260,6 +292,15 @@ def test_export_refuses_a_symlink_and_touches_nothing(small_log: Path, tmp_path:
         f"tracehound: --output {link}: is a symlink to {victim}; refusing to follow it\n"
     )
     assert listing(tmp_path) == before and victim.read_bytes() == b"precious"
+
+
+def test_export_to_a_240_byte_name(small_log: Path, tmp_path: Path) -> None:
+    """The review's case: ``export -o DIR/`` and 120 ``é``, a valid name."""
+    bundle = tmp_path / ("\u00e9" * 120)
+    out = cli("evidence", "export", "--state-dir", str(small_log), "-o", str(bundle))
+    assert out.returncode == 0, out.stderr
+    assert bundle.read_bytes()[257:262] == b"ustar"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([bundle.name, "state"])
 
 
 def test_export_range_error_keeps_the_old_bundle(small_log: Path, tmp_path: Path) -> None:

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from agent.evidence.store import EvidenceStore, key_path
-from agent.state_dir import StateDirError, make_state_dir, remove_created
+from agent.state_dir import (
+    StateDirError,
+    ensure_dir,
+    make_state_dir,
+    remove_created,
+    set_owner_mode,
+)
 from tests.conftest import REPO, TRACEHOUND
 
 
@@ -50,13 +56,16 @@ def tree(root: Path) -> dict[str, tuple[int, int, bytes | None]]:
     return out
 
 
-def cli(*args: str, stdout: object = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, stdout: object = subprocess.PIPE, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(
         [*TRACEHOUND, *args],
         stdout=stdout,  # type: ignore[arg-type]
         stderr=subprocess.PIPE,
         text=True,
-        cwd=REPO,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},  # this tree's code, from any cwd
         timeout=60,
     )
     assert "Traceback" not in out.stderr, out.stderr
@@ -123,6 +132,130 @@ def test_unusable_paths_are_refused_and_nothing_is_made(tmp_path: Path, kind: st
         make_state_dir(state)
     assert str(err.value).startswith(expected), str(err.value)
     assert tree(tmp_path) == before
+
+
+def state_of(path: Path) -> tuple[int, int, int, list[str]]:
+    """A directory's mode, owner, group and names: what a refusal must leave."""
+    st = path.lstat()
+    return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, sorted(os.listdir(path))
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory() -> None:
+    with pytest.raises(StateDirError) as err:
+        make_state_dir("")
+    assert str(err.value).startswith("an empty path (that would be the current directory)")
+
+
+NOBODY = 65534
+
+
+def test_a_directory_of_another_user_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """uid 65534 owning the log could rename keys/ away and plant segments -> /etc."""
+    state = tmp_path / "evidence"
+    state.mkdir()
+    state.chmod(0o755)
+    os.chown(state, NOBODY, NOBODY)
+    before = state_of(state)
+    with pytest.raises(StateDirError) as err:
+        make_state_dir(state)
+    assert str(err.value) == (
+        f"{state} is owned by uid {NOBODY}, not by this user (uid {os.geteuid()}); expected a"
+        " directory of tracehound's own, e.g. /var/lib/tracehound/evidence"
+    )
+    assert state_of(state) == before
+
+
+def test_a_log_subdirectory_of_another_user_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "evidence"
+    with EvidenceStore(state) as store:
+        store.append("note", {"n": 1})
+    os.chown(state / "segments", NOBODY, NOBODY)
+    with pytest.raises(StateDirError) as err:
+        EvidenceStore(state)
+    assert str(err.value).startswith(f"{state / 'segments'} is owned by uid {NOBODY},")
+    with pytest.raises(StateDirError):
+        ensure_dir(state / "segments", 0o700)
+    assert (state / "segments").stat().st_uid == NOBODY
+
+
+@pytest.mark.parametrize("foreign", ["notes.txt", ".bashrc", "evil\nOK: 5 records\x1b[31m"])
+def test_a_populated_directory_is_refused_not_chmodded(tmp_path: Path, foreign: str) -> None:
+    """``--state-dir`` given a home directory or / by mistake: refused, mode kept."""
+    state = tmp_path / "home"
+    state.mkdir()
+    state.chmod(0o755)
+    (state / "segments").mkdir()  # a log's own names do not make it one
+    (state / foreign).write_text("someone's")
+    before = state_of(state)
+    with pytest.raises(StateDirError) as err:
+        make_state_dir(state)
+    message = str(err.value)
+    quoted = foreign if foreign.isprintable() else repr(foreign)
+    assert message.startswith(f"{state} holds {quoted}, which is no part of an evidence log")
+    assert message.isprintable()  # one line, no escape sequence
+    assert message.endswith("(segments/, keys/, lock, recovered/, pending-loss)")
+    assert state_of(state) == before
+
+
+def test_an_evidence_log_or_an_empty_directory_is_used(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o755)
+    assert make_state_dir(empty) == [] and mode(empty) == 0o700
+    log = tmp_path / "log"
+    log.mkdir(mode=0o755)
+    for name in ("segments", "keys", "recovered", "lost+found"):
+        (log / name).mkdir()
+    for name in ("lock", "pending-loss"):
+        (log / name).write_bytes(b"")
+    assert make_state_dir(log) == [] and mode(log) == 0o700
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs at ``tmp_path/ro``; the test remounts it read-only."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mount)])
+    if done.returncode != 0:
+        pytest.fail("could not mount a tmpfs (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def remount_ro(mount: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+
+
+def test_a_correct_directory_on_a_read_only_filesystem_is_accepted(
+    read_only: Path, gid: int
+) -> None:
+    """fchmod fails on a read-only filesystem even to set the same mode: a
+    directory that is right already must not be written to at all."""
+    state = read_only / "evidence"
+    shared = read_only / "shared"
+    with EvidenceStore(state) as store:
+        store.append("note", {"n": 1})
+    make_state_dir(shared, gid=gid)
+    looser = read_only / "looser"
+    looser.mkdir(mode=0o755)
+    looser.chmod(0o755)
+    remount_ro(read_only)
+    assert make_state_dir(state) == [] and make_state_dir(shared, gid=gid) == []
+    assert ensure_dir(state / "segments", 0o700) is False
+    segment = next((state / "segments").iterdir())
+    fd = os.open(segment, os.O_RDONLY)
+    try:
+        set_owner_mode(fd, 0o600, None)  # right already: no fchmod
+        with pytest.raises(OSError):
+            set_owner_mode(fd, 0o640, None)  # a change: the filesystem refuses it
+    finally:
+        os.close(fd)
+    with pytest.raises(StateDirError) as err:
+        make_state_dir(looser)
+    assert str(err.value) == f"{looser}: cannot set its mode: Read-only file system"
+    assert mode(looser) == 0o755
 
 
 def test_remove_created_takes_away_only_what_is_empty(tmp_path: Path) -> None:
@@ -228,6 +361,85 @@ def test_keygen_on_a_fresh_host_makes_the_parents(tmp_path: Path) -> None:
     assert mode(key_path(state)) == 0o600 and mode(state) == 0o700
     assert mode(tmp_path / "var") == 0o755
     assert sorted(p.name for p in key_path(state).parent.iterdir()) == ["seal.key"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("evidence", "keygen", "--state-dir", ""),
+        ("evidence", "stream", "--state-dir", ""),
+        ("evidence", "export", "--state-dir", "", "-o", "-"),
+        ("evidence", "verify", ""),
+        ("profile", "--evidence", "", "--", "/bin/true"),
+        ("run", "--evidence", ""),
+    ],
+    ids=["keygen", "stream", "export", "verify", "profile", "run"],
+)
+def test_an_empty_state_dir_is_refused_and_the_current_directory_kept(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """``Path('')`` is ``.``: keygen chmodded the current directory 0700 and
+    made keys/ in it."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(mode=0o755)
+    cwd.chmod(0o755)
+    (cwd / "work.txt").write_text("mine")
+    before = tree(tmp_path), state_of(cwd)
+    out = cli(*args, cwd=cwd)
+    assert out.returncode == 2 and out.stdout == ""
+    line = one_line(out)
+    option = "--evidence" if "--evidence" in args else "--state-dir"
+    if args[1] == "verify":
+        assert line.startswith("evidence verify: expected a state directory"), line
+    else:
+        assert line.startswith(f"{option}"), line
+    assert "empty" in line
+    assert (tree(tmp_path), state_of(cwd)) == before
+
+
+def test_keygen_refuses_a_populated_or_foreign_directory(tmp_path: Path) -> None:
+    populated = tmp_path / "populated"
+    populated.mkdir(mode=0o755)
+    populated.chmod(0o755)
+    (populated / "report.pdf").write_text("x")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o755)
+    os.chown(foreign, NOBODY, NOBODY)
+    before = tree(tmp_path), state_of(populated), state_of(foreign)
+    for state, problem in (
+        (populated, f"{populated} holds report.pdf, which is no part of an evidence log"),
+        (foreign, f"{foreign} is owned by uid {NOBODY}, not by this user"),
+    ):
+        out = cli("evidence", "keygen", "--state-dir", str(state))
+        assert out.returncode == 2 and out.stdout == ""
+        assert one_line(out).startswith(f"--state-dir {state}: {problem}"), out.stderr
+    assert (tree(tmp_path), state_of(populated), state_of(foreign)) == before
+
+
+def test_keygen_keeps_a_log_shared_with_its_group(tmp_path: Path, gid: int) -> None:
+    """The daemon shares the log with its API group (0750); keygen, which
+    knows no group, must neither take the group's access nor change it."""
+    state = tmp_path / "evidence"
+    EvidenceStore(state, group=gid).close()
+    assert (mode(state), state.stat().st_gid) == (0o750, gid)
+    out = cli("evidence", "keygen", "--state-dir", str(state))
+    assert out.returncode == 0, out.stderr
+    assert (mode(state), state.stat().st_gid) == (0o750, gid)
+    assert (mode(state / "segments"), (state / "segments").stat().st_gid) == (0o750, gid)
+    assert mode(key_path(state).parent) == 0o700 and mode(key_path(state)) == 0o600
+
+
+@pytest.mark.parametrize(("before", "after"), [(0o755, 0o700), (0o770, 0o700), (0o740, 0o740)])
+def test_keygen_tightens_a_looser_directory_only(
+    tmp_path: Path, gid: int, before: int, after: int
+) -> None:
+    state = tmp_path / "evidence"
+    state.mkdir()
+    os.chown(state, -1, gid)
+    state.chmod(before)
+    out = cli("evidence", "keygen", "--state-dir", str(state))
+    assert out.returncode == 0, out.stderr
+    assert (mode(state), state.stat().st_gid) == (after, gid)
 
 
 def test_keygen_under_a_regular_file_leaves_nothing(tmp_path: Path) -> None:

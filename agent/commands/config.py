@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from agent.config import dump_config, example_config_text, load_config
+from agent.errors import shown
 
 DEFAULT_CONFIG = "/etc/tracehound/tracehound.toml"
 
@@ -26,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def check_main(args: argparse.Namespace) -> int:
     load_config(Path(args.file))  # raises ConfigError: one line, exit 2
-    print(f"{args.file}: ok")
+    print(f"{shown(args.file)}: ok")  # the name is the user's bytes: escaped
     return 0
 
 

@@ -90,11 +90,22 @@ def _print_key(key: str) -> None:
     sys.stdout.flush()
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    """``--state-dir``, refused when empty: ``Path('')`` is the current
+    directory, which nobody means (and keygen would make it a log)."""
+    if not args.state_dir:
+        raise UsageError(
+            "--state-dir: expected a directory path, got an empty value"
+            f" (the default is {DEFAULT_STATE_DIR})"
+        )
+    return Path(args.state_dir)
+
+
 def keygen_main(args: argparse.Namespace) -> int:
     """Make the state directory if need be (as on a fresh host), the key, and
     print the verification key; a failure, printing included, leaves nothing
     behind (a key whose verification key nobody got is worse than none)."""
-    state = Path(args.state_dir)
+    state = _state_dir(args)
     try:
         EvidenceStore.keygen(state, publish=_print_key)
     except StateDirError as err:
@@ -120,7 +131,9 @@ def keygen_main(args: argparse.Namespace) -> int:
 def _segments(state: Path) -> list[Path]:
     segments = state / "segments"
     if not segments.is_dir():
-        raise UsageError(f"--state-dir {state}: no evidence log there (no segments/ directory)")
+        raise UsageError(
+            f"--state-dir {shown(state)}: no evidence log there (no segments/ directory)"
+        )
     return [path for _, path in segment_files(segments)]
 
 
@@ -153,7 +166,7 @@ def _lines(state: Path, follow: bool) -> Iterator[bytes]:
 
 
 def stream_main(args: argparse.Namespace) -> int:
-    state = Path(args.state_dir)
+    state = _state_dir(args)
     target = check_output("--output", "-" if args.output is None else args.output)
     _segments(state)  # no log: the output is left as it was
     out = open_stream(target)
@@ -176,14 +189,16 @@ def stream_main(args: argparse.Namespace) -> int:
                     projected = to_ocsf(decode_cloudevent(msgspec.json.encode(record.body)))
                 except (OcsfError, ValueError, msgspec.ValidationError) as err:
                     raise RunError(
-                        f"evidence stream: record {record.seq} has no OCSF form: {err}"
+                        f"evidence stream: record {record.seq} has no OCSF form: {shown(str(err))}"
                     ) from err
                 if projected is not None:
                     out.write(terminal_safe_json(msgspec.json.encode(projected)) + b"\n")
     except KeyboardInterrupt:
         pass
     except msgspec.DecodeError as err:
-        raise RunError(f"evidence stream: {state}: a record does not parse: {err}") from err
+        raise RunError(
+            f"evidence stream: {shown(state)}: a record does not parse: {shown(str(err))}"
+        ) from err
     except BrokenPipeError:
         # The reader went away (``| head``): done. Python's own flush of
         # stdout at exit must not fail on it again.
@@ -202,14 +217,14 @@ def export_main(args: argparse.Namespace) -> int:
         raise UsageError(
             f"evidence export: --to: expected at least --from ({args.from_seq}), got {args.to_seq}"
         )
-    state = Path(args.state_dir)
+    state = _state_dir(args)
     target = check_output("--output", args.output)
     _segments(state)
     try:
         with replace_output(target) as out:
             manifest = export_bundle(state, out, from_seq=args.from_seq, to_seq=args.to_seq)
     except (BundleError, ValueError) as err:
-        raise UsageError(f"evidence export: {err}") from err
+        raise UsageError(f"evidence export: {shown(str(err))}") from err
     except BrokenPipeError:
         raise
     except OSError as err:  # reading the log: the output's errors are OutputError
@@ -258,6 +273,12 @@ def verify_main(args: argparse.Namespace) -> int:
     key = _key(args.key)
     head: tuple[int, str] | None = args.expect_head  # parsed by expect_head
     report: VerifyReport
+    if not args.target:
+        raise UsageError(
+            "evidence verify: expected a state directory, a segment or bundle file, or - for"
+            " stdin; got an empty value"
+        )
+    where = shown(args.target)
     try:
         if args.target == "-":
             lines, partial = _stdin_lines()
@@ -265,28 +286,27 @@ def verify_main(args: argparse.Namespace) -> int:
         else:
             target = Path(args.target)
             if not target.exists():
-                raise UsageError(f"evidence verify: {target}: no such file or directory")
+                raise UsageError(f"evidence verify: {where}: no such file or directory")
             if not (target.is_dir() or target.is_file()):
                 # A FIFO or a device is no log and no bundle, and reading one may
                 # never end: refused unopened.
                 raise UsageError(
-                    f"evidence verify: {target}: expected a state directory, a segment"
+                    f"evidence verify: {where}: expected a state directory, a segment"
                     " or bundle file, or - for stdin"
                 )
             if target.is_file() and _is_tar(target):
                 report = verify_bundle(target, key=key, expect_head=head)
             else:
                 report = verify_store(target, key=key, expect_head=head)
-    except BundleError as err:
-        raise UsageError(f"evidence verify: {args.target}: {err}") from err
-    except VerifyInputError as err:
-        raise UsageError(f"evidence verify: {args.target}: {err}") from err
+    except (BundleError, VerifyInputError) as err:
+        # Their messages name the file already, and escape what they quote.
+        raise UsageError(f"evidence verify: {shown(str(err))}") from err
     if report.records == 0 and (
         report.first_break is None or report.first_break.kind == "malformed"
     ):
         # Nothing that even looks like a chain record: bad input, not a log
         # that verified (or a log with a break).
-        raise UsageError(f"evidence verify: {args.target}: not an evidence log (no chain records)")
+        raise UsageError(f"evidence verify: {where}: not an evidence log (no chain records)")
     print(report.summary())
     return 0 if report.first_break is None else 1
 

@@ -81,7 +81,15 @@ def check_evidence_arguments(args: argparse.Namespace) -> None:
     Each value is in range already (its argparse type, or the config
     schema for a value from the file); together they may still not fit,
     e.g. ``--evidence-segment-mb 512`` with the file's ``retain_mb = 256``.
+    An empty ``--evidence`` is refused here, before anything: ``Path('')``
+    is the current directory, which would become the log (the config
+    schema refuses an empty ``evidence.state_dir`` itself).
     """
+    if args.evidence == "":
+        raise UsageError(
+            "--evidence: expected a directory path, got an empty value"
+            " (that would be the current directory)"
+        )
     if args.evidence_retain_mb < args.evidence_segment_mb:
         raise UsageError(
             f"--evidence-retain-mb: expected at least --evidence-segment-mb"

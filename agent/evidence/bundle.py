@@ -15,6 +15,12 @@ header. Nothing depends on the clock or on the records written after
 ``to_seq`` the range ends at the head at export time, which moves as the log
 grows.
 
+Every name a message quotes (the bundle's path, a member's name, a
+manifest's path, a foreign parser's error text) goes through
+:func:`~agent.errors.shown`: they are the bundle maker's bytes, and
+``verify`` prints the message to a terminal, where a newline or an escape
+sequence would draw a fake ``OK:`` line.
+
 The manifest is not itself protected (whoever rewrites a member can rewrite
 it too): it catches damage in transit and says what the bundle claims. The
 records are what is verified, chain and seals, as in :mod:`.verify`.
@@ -30,6 +36,7 @@ from typing import Final, Protocol
 import blake3
 import msgspec
 
+from agent.errors import shown
 from agent.evidence.canonical import canonical
 from agent.evidence.chain import ChainRecord, Head, Hex64, Seq
 from agent.evidence.seal import Seal
@@ -54,7 +61,9 @@ MANIFEST: Final = "manifest.json"
 class BundleError(ValueError):
     """A bundle can't be exported or read; ``member`` names the culprit when there is one.
 
-    The message is one line, meant for a person: ``verify`` prints it as is.
+    The message is one line, meant for a person: ``verify`` prints it as
+    is, so whatever it quotes from the bundle is escaped (:func:`shown`);
+    ``member`` is the name as it is, for a program.
     """
 
     def __init__(self, message: str, member: str | None = None) -> None:
@@ -206,32 +215,37 @@ def verify_bundle(
     The bundle may start mid-log (``history_from`` says where).
     """
     contents = _read_members(Path(path))
+    where = shown(path)
     raw_manifest = contents.pop(MANIFEST, None)
     if raw_manifest is None:
-        raise BundleError(f"{path}: no {MANIFEST} in the bundle", MANIFEST)
+        raise BundleError(f"{where}: no {MANIFEST} in the bundle", MANIFEST)
     try:
         manifest = msgspec.json.decode(raw_manifest, type=BundleManifest)
     except msgspec.DecodeError as exc:
-        raise BundleError(f"{path}: {MANIFEST} is not a valid manifest: {exc}", MANIFEST) from None
+        # msgspec quotes the bundle's own text (an unknown key, say).
+        raise BundleError(
+            f"{where}: {MANIFEST} is not a valid manifest: {shown(str(exc))}", MANIFEST
+        ) from None
     if manifest.format != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: unknown bundle format {manifest.format!r}", MANIFEST)
+        raise BundleError(f"{where}: unknown bundle format {shown(manifest.format)}", MANIFEST)
     listed = {member.path for member in manifest.members}
     for extra in sorted(set(contents) - listed):
-        raise BundleError(f"{path}: member {extra} is not listed in the manifest", extra)
+        raise BundleError(f"{where}: member {shown(extra)} is not listed in the manifest", extra)
     verifier = LogVerifier(key=key, expect_head=expect_head, partial=True)
     for member in sorted(manifest.members, key=lambda m: m.path):
         data = contents.get(member.path)
+        named = shown(member.path)
         if data is None:
-            raise BundleError(f"{path}: member {member.path} is missing", member.path)
+            raise BundleError(f"{where}: member {named} is missing", member.path)
         if len(data) != member.size or blake3.blake3(data).hexdigest() != member.blake3:
             raise BundleError(
-                f"{path}: member {member.path} does not match its manifest hash (altered)",
+                f"{where}: member {named} does not match its manifest hash (altered)",
                 member.path,
             )
         name = member.path.rsplit("/", 1)[-1]
         match = SEGMENT_NAME.fullmatch(name)
         if match is None:
-            raise BundleError(f"{path}: member {member.path} is not a segment file", member.path)
+            raise BundleError(f"{where}: member {named} is not a segment file", member.path)
         verifier.start_file(member.path, int(match.group(1)))
         for line in data.splitlines(keepends=True):
             if verifier.feed_line(line) is not None:
@@ -239,7 +253,7 @@ def verify_bundle(
     report = verifier.finish()
     if report.ok and report.head != manifest.head:
         raise BundleError(
-            f"{path}: {MANIFEST} names head seq {manifest.head[0]}, but the records end at "
+            f"{where}: {MANIFEST} names head seq {manifest.head[0]}, but the records end at "
             f"{report.head}",
             MANIFEST,
         )
@@ -250,23 +264,26 @@ def _read_members(path: Path) -> dict[str, bytes]:
     """All regular members' bytes by name; tarfile's exceptions become :class:`BundleError`."""
     contents: dict[str, bytes] = {}
     current: str | None = None
+    where = shown(path)
     try:
         with tarfile.open(path, "r:") as tar:
             for info in tar:
                 current = info.name
                 if not info.isreg():
                     raise BundleError(
-                        f"{path}: member {info.name} is not a regular file", info.name
+                        f"{where}: member {shown(info.name)} is not a regular file", info.name
                     )
                 if info.name in contents:
-                    raise BundleError(f"{path}: member {info.name} appears twice", info.name)
+                    raise BundleError(
+                        f"{where}: member {shown(info.name)} appears twice", info.name
+                    )
                 handle = tar.extractfile(info)
                 assert handle is not None  # regular files always have data
                 contents[info.name] = handle.read()
                 current = None
     except (tarfile.TarError, EOFError, OSError) as exc:
-        where = f"member {current}: " if current else ""
+        member = f"member {shown(current)}: " if current else ""
         raise BundleError(
-            f"{path}: {where}truncated or not a bundle ({exc})".replace("\n", " "), current
+            f"{where}: {member}truncated or not a bundle ({shown(str(exc))})", current
         ) from None
     return contents

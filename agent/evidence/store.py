@@ -328,7 +328,8 @@ class EvidenceStore:
             OSError: the key cannot be written.
         """
         path = key_path(state_dir)
-        created = make_state_dir(state_dir)
+        # No API group known here: a log directory shared with one keeps it.
+        created = make_state_dir(state_dir, keep_group=True)
         made_keys = linked = False
         tmp: Path | None = None
         try:

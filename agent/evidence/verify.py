@@ -35,6 +35,12 @@ after the last head a verified seal vouches for (the first seq of the log if
 none), because a consistent rewrite can have started anywhere after it;
 for an unsealed ``segment.pruned`` record, that record's seq.
 
+Messages: a break's ``reason`` and the report's ``where`` are printed by
+``evidence verify``; the file names in them (a bundle's member names
+included) and the text a parser quotes from a record are the log's bytes,
+so they go through :func:`~agent.errors.shown` (a newline or an escape
+sequence cannot draw a fake ``OK:`` line).
+
 What is not caught: a log cut after its last seal, unless ``expect_head``
 (a head remembered from earlier) is given; a whole log deleted.
 """
@@ -47,6 +53,7 @@ from typing import IO, Final, TypeVar
 
 import msgspec
 
+from agent.errors import shown
 from agent.evidence.chain import ZERO_HASH, Break, BreakKind, ChainRecord, ChainVerifier, Head
 from agent.evidence.seal import Seal, SealError, SealVerifier
 from agent.evidence.store import (
@@ -257,9 +264,10 @@ class LogVerifier:
 
     def _fail(self, seq: int | None, kind: BreakKind, reason: str) -> Break:
         line = self._file_line if self._file_line else None
-        self._broken = Break(seq=seq, line=line, kind=kind, reason=reason)
+        # The chain's reasons may quote a record's text (a parser's error).
+        self._broken = Break(seq=seq, line=line, kind=kind, reason=shown(reason))
         if self._file is not None:
-            self._where = f"{self._file} line {self._file_line}"
+            self._where = f"{shown(self._file)} line {self._file_line}"
         elif line is not None:
             self._where = f"line {line}"
         else:
@@ -458,10 +466,10 @@ def verify_store(
             segdir = path / "segments" if (path / "segments").is_dir() else path
             files = [p for _, p in segment_files(segdir)]
             if not files:
-                raise VerifyInputError(f"{path}: no segment files (NNNNNNNNNNNNNNNN.ndjson)")
+                raise VerifyInputError(f"{shown(path)}: no segment files (NNNNNNNNNNNNNNNN.ndjson)")
             return _verify_files(files, key=key, expect_head=expect_head)
         if not path.is_file():
-            raise VerifyInputError(f"{path}: no such file or directory")
+            raise VerifyInputError(f"{shown(path)}: no such file or directory")
         if _looks_like_tar(path):
             from agent.evidence.bundle import verify_bundle  # bundle imports this module
 

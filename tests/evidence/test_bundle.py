@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
+import blake3
 import pytest
 
 from agent.evidence.bundle import BundleError, BundleManifest, export_bundle, verify_bundle
@@ -212,3 +215,139 @@ def test_bundle_bytes_are_what_tarfile_writes(
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(body))
     assert len(members) >= 2 and data == again.getvalue()
+
+
+# --- names and foreign text in messages ----------------------------------------
+# Whoever made the bundle chose its member names, its manifest's paths and
+# keys; verify prints the messages that quote them. A name holding a newline
+# and an escape sequence must not print a fake verdict line or reach the
+# terminal raw.
+
+FORGED = "evil\nOK: 5 records, head 4:abcd  (SEQ:HASH, for --expect-head)\x1b[31m"
+
+
+def members_of(path: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
+    with tarfile.open(path) as tar:
+        return [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar.getmembers()]  # type: ignore[union-attr]
+
+
+def write_tar(path: Path, items: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in items:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+
+
+def member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def edit_manifest(items: list[tuple[tarfile.TarInfo, bytes]], edit: Any) -> None:
+    for index, (info, data) in enumerate(items):
+        if info.name == "manifest.json":
+            manifest = json.loads(data)
+            edit(manifest)
+            items[index] = (info, json.dumps(manifest).encode())
+
+
+def assert_safe(text: str) -> None:
+    """One line, nothing a terminal acts on, and the forged name only escaped."""
+    assert text.isprintable(), repr(text)
+    assert "\x1b" not in text and "\n" not in text
+
+
+def bundle_error(path: Path) -> BundleError:
+    with pytest.raises(BundleError) as err:
+        verify_bundle(path)
+    assert_safe(str(err.value))
+    return err.value
+
+
+@pytest.fixture
+def bundle(sealed_log: tuple[bytes, Path], tmp_path: Path) -> Path:
+    _, state = sealed_log
+    out = tmp_path / "b.tar"
+    export(state, out)
+    return out
+
+
+def test_an_extra_member_with_a_forged_name_is_named_escaped(bundle: Path) -> None:
+    items = members_of(bundle)
+    write_tar(bundle, [*items, member(FORGED, b"x")])
+    err = bundle_error(bundle)
+    assert err.member == FORGED  # for a program: the name as it is
+    assert f"member {FORGED!r} is not listed in the manifest" in str(err)
+
+
+def test_an_unknown_manifest_key_does_not_reach_the_message_raw(bundle: Path) -> None:
+    """msgspec's 'unknown field' error quotes the key as it is."""
+    items = members_of(bundle)
+    edit_manifest(items, lambda m: m.update({"x\nOK: forged\x1b[2J": 1}))
+    write_tar(bundle, items)
+    assert "is not a valid manifest" in str(bundle_error(bundle))
+
+
+@pytest.mark.parametrize("field", ["path", "format"])
+def test_forged_manifest_values_are_escaped(bundle: Path, field: str) -> None:
+    items = members_of(bundle)
+    if field == "path":
+        edit_manifest(items, lambda m: m["members"].append({**m["members"][0], "path": FORGED}))
+        expected = f"member {FORGED!r} is missing"
+    else:
+        edit_manifest(items, lambda m: m.update(format=FORGED))
+        expected = f"unknown bundle format {FORGED!r}"
+    write_tar(bundle, items)
+    assert expected in str(bundle_error(bundle))
+
+
+def test_a_forged_name_that_is_not_a_regular_file_is_escaped(bundle: Path) -> None:
+    link = tarfile.TarInfo(FORGED)
+    link.type = tarfile.SYMTYPE
+    link.linkname = "/etc/passwd"
+    write_tar(bundle, [*members_of(bundle), (link, b"")])
+    assert f"member {FORGED!r} is not a regular file" in str(bundle_error(bundle))
+
+
+def test_a_bundle_cut_inside_a_forged_member_is_escaped(bundle: Path) -> None:
+    write_tar(bundle, [*members_of(bundle), member(FORGED, b"x" * 5000)])
+    data = bundle.read_bytes()
+    bundle.write_bytes(data[: len(data.rstrip(b"\0")) - 4000])
+    err = bundle_error(bundle)
+    assert err.member == FORGED and "truncated or not a bundle" in str(err)
+
+
+def test_a_break_in_a_member_with_a_forged_name_reports_it_escaped(bundle: Path) -> None:
+    """The manifest lists the renamed members with their hashes (it is not
+    protected), so the records are verified: the break's ``where`` names
+    the member, escaped, and no line of the summary is a fake verdict."""
+    items = members_of(bundle)
+    renamed: list[tuple[tarfile.TarInfo, bytes]] = []
+    new_paths: dict[str, str] = {}
+    for info, data in items:
+        if info.name.startswith("segments/"):
+            new_paths[info.name] = f"{FORGED}/{info.name.removeprefix('segments/')}"
+            if len(new_paths) == 1:  # the first segment: a note altered
+                data = data.replace(b'"body":{"n":', b'"body":{"n":9', 1)
+            renamed.append((tarfile.TarInfo(new_paths[info.name]), data))
+        else:
+            renamed.append((info, data))
+    hashes = {i.name: blake3.blake3(d).hexdigest() for i, d in renamed}
+    sizes = {i.name: len(d) for i, d in renamed}
+
+    def rename(manifest: dict[str, Any]) -> None:
+        for entry in manifest["members"]:
+            entry["path"] = new_paths[entry["path"]]
+            entry["blake3"] = hashes[entry["path"]]
+            entry["size"] = sizes[entry["path"]]
+
+    edit_manifest(renamed, rename)
+    write_tar(bundle, renamed)
+    report = verify_bundle(bundle)
+    assert not report.ok and report.first_break is not None and report.where is not None
+    first = min(new_paths.values())
+    assert report.where == f"{first!r} line 2", report.where
+    lines = report.summary().split("\n")
+    assert lines[0].startswith("BROKEN at seq ")
+    for line in lines:
+        assert_safe(line)
+        assert not line.startswith("OK:")

@@ -293,3 +293,54 @@ def test_report_is_json_encodable(sealed_log: tuple[bytes, Path]) -> None:
     key, state = sealed_log
     report = verify_store(state, key=key)
     assert json.loads(msgspec.json.encode(report))["ok"] is True
+
+
+# --- names and foreign text in the report ----------------------------------------
+# verify prints ``where`` and the break's reason; a file name or a record's
+# text must not draw a fake verdict line or reach the terminal raw.
+
+FORGED = "evil\nOK: 5 records, head 4:abcd  (SEQ:HASH, for --expect-head)\x1b[31m"
+
+
+def assert_safe_report(text: str) -> None:
+    for line in text.split("\n"):
+        assert line.isprintable() and not line.startswith("OK:"), repr(line)
+
+
+def test_a_break_in_a_file_with_a_forged_name_names_it_escaped(
+    sealed_log: tuple[bytes, Path], tmp_path: Path
+) -> None:
+    _, state = sealed_log
+    first = segment_files(state / "segments")[0][1]
+    forged = tmp_path / f"{FORGED}.ndjson"
+    lines = first.read_bytes().splitlines(keepends=True)
+    forged.write_bytes(b"".join([lines[0], b"garbage\n", *lines[1:]]))
+    report = verify_store([forged])
+    assert not report.ok and report.where == f"{forged.name!r} line 2"
+    assert_safe_report(report.summary())
+
+
+def test_an_unknown_key_in_a_record_is_quoted_escaped(
+    sealed_log: tuple[bytes, Path], tmp_path: Path
+) -> None:
+    """msgspec's 'unknown field' error quotes the key; the reason escapes it."""
+    _, state = sealed_log
+    files = load(state)
+    _, lines = files[-1]
+    record = json.loads(lines[-1])
+    record["x\nOK: forged\x1b[2J"] = 1
+    lines.append(json.dumps(record).encode() + b"\n")
+    save(files)
+    report = verify_store(state)
+    assert report.first_break is not None and report.first_break.kind == "malformed"
+    assert report.first_break.reason.startswith("'not a chain record: ")
+    assert report.first_break.reason.isprintable()
+    assert_safe_report(report.summary())
+
+
+def test_nothing_to_verify_in_a_forged_directory_is_escaped(tmp_path: Path) -> None:
+    forged = tmp_path / FORGED
+    forged.mkdir()
+    with pytest.raises(VerifyInputError) as err:
+        verify_store(forged)
+    assert str(err.value) == f"{str(forged)!r}: no segment files (NNNNNNNNNNNNNNNN.ndjson)"
