@@ -598,3 +598,8 @@ def test_config_check_echoes_a_hostile_path_escaped(tmp_path: Path, name: str) -
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == f"{str(path)!r}: ok\n"
     assert ok.stdout.rstrip("\n").isprintable()
+    # And an error about it, on stderr, is one escaped line too.
+    path.write_text("[capture]\nringbuf_pages = 3\n")
+    bad = _cli("config", "check", str(path))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert bad.stderr.rstrip("\n").isprintable() and "capture.ringbuf_pages" in bad.stderr

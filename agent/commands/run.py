@@ -55,7 +55,7 @@ from agent.config import (
     load_config,
 )
 from agent.config.reload import plan_reload
-from agent.errors import RunError, UsageError
+from agent.errors import RunError, UsageError, shown
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
 from agent.limits import MAX_DURATION_S, MAX_STATS_INTERVAL_S, MAX_STREAM_CAPACITY
@@ -144,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as err:  # the daemon's stderr is the journal: no values there
-        raise ConfigError(_value_free(str(err), str(config_path or DEFAULT_PATH))) from None
+        raise ConfigError(_value_free(str(err), shown(config_path or DEFAULT_PATH))) from None
     as_given = copy.copy(args)  # before the file fills it in: what a reload re-applies to
     from_file = apply_defaults(args, config)
     api_gid = group_id(config.api.group) if config.api.enabled else None
@@ -361,7 +361,7 @@ async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> Non
     Either way the outcome goes into the evidence as a ``capture.config``
     record, so the log shows which rules applied to which records.
     """
-    source = str(settings.path or "built-in defaults")
+    source = shown(settings.path) if settings.path else "built-in defaults"
     restart: list[str] = []
     try:
         new = load_config(settings.path)

@@ -25,6 +25,7 @@ from typing import Any, Final
 import msgspec
 
 from agent.config.schema import DEFAULT_PATH, Config, ConfigError
+from agent.errors import shown
 from agent.input_file import InputFileError, read_input_file
 
 __all__ = [
@@ -77,15 +78,16 @@ def load_config(path: Path | None = None, *, default: Path = Path(DEFAULT_PATH))
         if not default.exists():
             return Config()
         path = default
+    name = shown(path)  # an operator's path may hold anything: one line, escaped
     try:
         data = read_input_file(path)
     except InputFileError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{name}: {err}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: not UTF-8 at byte {err.start}") from None
-    return parse_config(text, str(path))
+        raise ConfigError(f"{name}: not valid TOML: not UTF-8 at byte {err.start}") from None
+    return parse_config(text, name)
 
 
 def parse_config(text: str, source: str) -> Config:
