@@ -36,6 +36,7 @@ import os
 import secrets
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,23 +279,41 @@ def _changed(target: OutputTarget, now: str) -> OutputError:
     return OutputError(f"{target.label}: {now} since it was checked; refusing to write")
 
 
-def _open_through(target: OutputTarget) -> int:
+READER_WAIT_S: Final = 30.0
+"""How long writing to a FIFO waits for its reader before it fails."""
+
+
+def _open_through(target: OutputTarget, wait_s: float = READER_WAIT_S) -> int:
     """Open the checked device or FIFO for writing: no truncation, no symlink,
     and the same inode as at check time (else refused, nothing written).
-    Opening a FIFO waits for its reader."""
+
+    A FIFO with no reader is waited for at most ``wait_s`` (non-blocking
+    opens, retried), then refused: a blocking open would hang a thread that
+    nothing can cancel, and with it the daemon's start or stop.
+    """
     assert target.path is not None
     dfd = _open_directory(target)
+    deadline = time.monotonic() + wait_s
     try:
-        try:
-            fd = os.open(
-                target.path.name,
-                os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC,
-                dir_fd=dfd,
-            )
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                raise _changed(target, "became a symlink") from err
-            raise OutputError(f"{target.label}: cannot open: {err.strerror}") from err
+        while True:
+            try:
+                fd = os.open(
+                    target.path.name,
+                    os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK,
+                    dir_fd=dfd,
+                )
+                break
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise _changed(target, "became a symlink") from err
+                if err.errno == errno.ENXIO and time.monotonic() < deadline:
+                    time.sleep(0.1)  # a FIFO nobody reads yet
+                    continue
+                if err.errno == errno.ENXIO:
+                    raise OutputError(
+                        f"{target.label}: a FIFO with no reader after {wait_s:g} s"
+                    ) from err
+                raise OutputError(f"{target.label}: cannot open: {err.strerror}") from err
     finally:
         os.close(dfd)
     st = os.fstat(fd)
@@ -303,6 +322,7 @@ def _open_through(target: OutputTarget) -> int:
     ):
         os.close(fd)
         raise _changed(target, "was replaced")
+    os.set_blocking(fd, True)  # writes may wait for the reader; opening no longer does
     return fd
 
 

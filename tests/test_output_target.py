@@ -368,3 +368,19 @@ def test_run_outputs_follow_the_rules(kernel: None, tmp_path: Path) -> None:
     assert (tmp_path / "stats.old").read_bytes() == b"old stats"
     assert b'"kind"' in events.join() and stat.S_ISFIFO(events.path.lstat().st_mode)
     assert stat.S_ISCHR(ready.lstat().st_mode)
+
+
+def test_a_fifo_with_no_reader_is_refused_after_a_bounded_wait(tmp_path: Path) -> None:
+    """Waiting for a reader forever would hang a thread nothing can cancel
+    (the daemon's start or stop with it): it waits, then fails in one line."""
+    import time as _time
+
+    from agent.output_target import OutputError, _open_through, check_output
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    target = check_output("--ready-file", str(fifo))
+    began = _time.monotonic()
+    with pytest.raises(OutputError, match=r"no reader after 0\.3 s"):
+        _open_through(target, wait_s=0.3)
+    assert 0.3 <= _time.monotonic() - began < 5
