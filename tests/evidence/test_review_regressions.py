@@ -79,7 +79,7 @@ def test_a_crash_is_seen_even_when_the_start_scrolled_away() -> None:
 
 def test_dropped_readings_and_seed_records_become_losses() -> None:
     from agent.capture.ledger import Ledger
-    from agent.evidence.pipeline import loss_counts, loss_delta
+    from agent.evidence.loss_books import loss_counts, loss_delta
 
     sinks = {"evidence": {"syscall": (7, 3), "process": (0, 5)}}
     books = Ledger().account({"syscall": (10, 0)}, sinks)
