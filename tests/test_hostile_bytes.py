@@ -229,3 +229,21 @@ def test_a_log_of_hostile_records_verifies(tmp_path: Path) -> None:
         for record in records:
             store.append(record.type, msgspec.to_builtins(record))
     assert verify_store(tmp_path / "log").ok
+
+
+def test_redacting_a_profile_copies_only_what_changed() -> None:
+    """A snapshot of a busy host is mostly records nothing is redacted in:
+    those are kept as they are (no copies, no memory peak), the rest change."""
+    sink = AggregatingSink()
+    secret = "ghp_R4nd0mFakeT0kenForTests0123456789abcd"
+    for path in ("/etc/hostname", f"/tmp/{secret}"):
+        sink.apply(DECODER.decode(file_record(b"app", path.encode(), b"")))
+    profile = sink.snapshot()
+    redacted = redact_profile(profile, Redactor.builtin())
+    before, after = profile.processes[0].files, redacted.processes[0].files
+    kept = [a for a, b in zip(before, after, strict=True) if a is b]
+    assert [f.path for f in kept] == ["/etc/hostname"]
+    assert secret not in repr(redacted) and secret in repr(profile)
+    snapshot = sink.snapshot()
+    plain = redact_profile(snapshot, NO_RULES)  # no rule: nothing changes, nothing is copied
+    assert all(a is b for a, b in zip(plain.processes, snapshot.processes, strict=True))

@@ -250,16 +250,17 @@ class AggregatingSink:
     @classmethod
     def for_daemon(cls) -> AggregatingSink:
         """The sink of ``tracehound run``: a window on what ran lately (the
-        evidence log keeps everything), in 8 MiB (about 14 MB of RSS with
-        pymalloc's overhead). At the soak's mix, about 6 KiB per short-lived
-        process with its files and syscalls, that is the last 1000-1500
-        processes, and every one still running. Per process, fewer records
+        evidence log keeps everything), in 4 MiB (an estimate: with pymalloc's
+        overhead and a snapshot's copies in flight, about 20 MB of RSS at
+        most, which bench/soak.py measures). At the soak's mix, about 6 KiB
+        per short-lived process with its files and syscalls, that is the last
+        600-800 processes, and every one still running. Per process, fewer records
         than ``profile`` keeps, so that a few long-lived processes touching
         ever new paths cannot take the whole budget: 512 files (about
         200 KiB), 256 endpoints, 32 execs."""
         return cls(max_processes=4096, max_files=512, max_endpoints=256, max_execs=32,
                    max_total_files=1 << 15, max_total_endpoints=1 << 13,
-                   max_total_execs=1 << 13, max_bytes=8 << 20)  # fmt: skip
+                   max_total_execs=1 << 13, max_bytes=4 << 20)  # fmt: skip
 
     # -- EventSink -----------------------------------------------------------
     async def record(self, event: Event) -> None:

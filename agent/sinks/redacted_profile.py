@@ -15,6 +15,7 @@ this step and marks the profile ``redaction = "off"``; the API never does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 
@@ -33,52 +34,69 @@ __all__ = ["ProfileRedactor", "redact_profile"]
 
 def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
     """``profile`` with argv, command lines, names, paths and UNIX addresses
-    redacted. Never raises for any text (the redactor fails closed)."""
+    redacted. Never raises for any text (the redactor fails closed).
+
+    A record nothing was redacted in is kept as it is, not copied: a
+    snapshot of a busy host is tens of thousands of records, nearly all
+    unchanged, and copies of them are what a snapshot's memory peak is made of.
+    """
     replace = msgspec.structs.replace
 
     def text(value: str, field: str, cut: bool = False) -> str:
-        return redactor.redact_text_detail(value, field, cut=cut).text if value else value
+        if not value:
+            return value
+        redacted = redactor.redact_text_detail(value, field, cut=cut).text
+        return value if redacted == value else redacted
 
     def argv(values: list[str], field: str, cut: list[int]) -> list[str]:
-        return list(redactor.redact_argv(values, field, cut=cut).argv) if values else values
+        if not values:
+            return values
+        redacted = redactor.redact_argv(values, field, cut=cut).argv
+        return values if list(redacted) == values else list(redacted)
 
     def exec_record(ex: ExecRecord) -> ExecRecord:
-        return replace(
-            ex,
-            filename=text(ex.filename, "filename", ex.filename_cut),
-            argv=argv(ex.argv, "argv", ex.args_cut),
-        )
+        filename = text(ex.filename, "filename", ex.filename_cut)
+        args = argv(ex.argv, "argv", ex.args_cut)
+        if filename is ex.filename and args is ex.argv:
+            return ex
+        return replace(ex, filename=filename, argv=args)
 
     def file_record(f: FileRecord) -> FileRecord:
-        return replace(
-            f,
-            path=text(f.path, "path", f.path_cut),
-            target=text(f.target, "path2", f.target_cut),
-        )
+        path = text(f.path, "path", f.path_cut)
+        target = text(f.target, "path2", f.target_cut)
+        return f if path is f.path and target is f.target else replace(f, path=path, target=target)
 
     def net_record(n: NetRecord) -> NetRecord:
         endpoint = redact_endpoint(redactor, n.endpoint, set())
         return n if endpoint is n.endpoint else replace(n, endpoint=endpoint)
 
+    def each(items: list[_R], redact: Callable[[_R], _R]) -> list[_R]:
+        out = [redact(item) for item in items]
+        return items if all(a is b for a, b in zip(out, items, strict=True)) else out
+
     def process(p: ProcessProfile) -> ProcessProfile:
-        return replace(
-            p,
-            comm=text(p.comm, "comm", comm_is_cut(p.comm)),
-            exe=text(p.exe, "exe"),
-            argv=argv(p.argv, "argv", p.argv_cut),
-            execs=[exec_record(ex) for ex in p.execs],
-            files=[file_record(f) for f in p.files],
-            failed_files=[file_record(f) for f in p.failed_files],
-            network=[net_record(n) for n in p.network],
-            failed_network=[net_record(n) for n in p.failed_network],
-        )
+        changed = {
+            "comm": text(p.comm, "comm", comm_is_cut(p.comm)),
+            "exe": text(p.exe, "exe"),
+            "argv": argv(p.argv, "argv", p.argv_cut),
+            "execs": each(p.execs, exec_record),
+            "files": each(p.files, file_record),
+            "failed_files": each(p.failed_files, file_record),
+            "network": each(p.network, net_record),
+            "failed_network": each(p.failed_network, net_record),
+        }
+        changed = {k: v for k, v in changed.items() if v is not getattr(p, k)}
+        return replace(p, **changed) if changed else p
 
     return replace(
         profile,
         command=argv(profile.command, "argv", []),
-        processes=[process(p) for p in profile.processes],
+        processes=each(profile.processes, process),
         redaction="applied",
     )
+
+
+_R = TypeVar("_R")
 
 
 class ProfileRedactor:
