@@ -9,6 +9,7 @@ to attach is detached again and reported with the kernel's reason.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
@@ -255,19 +256,33 @@ class LoadedCapture:
         for key, value in items:
             yield int(key.pid), int(key.nr), int(getattr(value, "value", value))
 
-    def forget_syscall_counts(self, keys: Iterable[tuple[int, int]]) -> None:
-        """Delete counters (pid, nr) of processes that have exited."""
+    def pop_syscall_counts(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+        """Delete counters ``(pid, nr)`` of processes that have exited, and
+        return each one's count at the moment it was deleted.
+
+        One ``BPF_MAP_LOOKUP_AND_DELETE_ELEM`` per key, so nothing counted
+        between the last reading and the delete is lost: it is in the value
+        returned (if the pid was reused meanwhile, the newcomer's first
+        syscalls are counted to the process that had the pid, never lost).
+        A key already gone is left out.
+        """
+        import ctypes
+
+        from bcc.libbcc import lib
+
         table = self._bpf[b"th_syscall_counts"]
-        wanted = list(keys)
-        if not wanted:
-            return
-        batch = (table.Key * len(wanted))(*(table.Key(pid, nr) for pid, nr in wanted))
-        try:
-            table.items_delete_batch(batch)
-        except Exception:  # some keys were already gone: one by one
-            for pid, nr in wanted:
+        popped: dict[tuple[int, int], int] = {}
+        for pid, nr in keys:
+            key, leaf = table.Key(pid, nr), table.Leaf()
+            if lib.bpf_lookup_and_delete(table.map_fd, ctypes.byref(key), ctypes.byref(leaf)) == 0:
+                popped[(pid, nr)] = int(getattr(leaf, "value", leaf))
+            elif ctypes.get_errno() not in (errno.ENOENT, 0):
+                # A kernel without lookup-and-delete on hash maps (before
+                # 5.14): read, then delete; a count in between is the risk.
                 with contextlib.suppress(KeyError):
-                    del table[table.Key(pid, nr)]
+                    popped[(pid, nr)] = int(table[key].value)
+                    del table[key]
+        return popped
 
     def _has_table(self, name: bytes) -> bool:
         try:

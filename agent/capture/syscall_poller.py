@@ -3,8 +3,9 @@
 Counts are aggregated in the kernel (bpf/syscalls.bpf.c); this task reads
 the map every ``interval`` seconds and sends each process whose counts
 changed a cumulative :class:`SyscallCounts`. A process that exited gets a
-last reading marked ``final``, and its counters are deleted from the map:
-that is what keeps the map from filling up on a long-running host.
+last reading marked ``final``, read from the map as its counters are
+deleted (so nothing it counted between two readings is lost): that is what
+keeps the map from filling up on a long-running host.
 """
 
 from __future__ import annotations
@@ -55,16 +56,25 @@ class SyscallPoller:
         # forever: one that no longer exists is final too.
         gone = {pid for pid in current if pid not in changed and not os.path.exists(f"/proc/{pid}")}
         final = (exited_now | gone) & set(current)
+        # The last counts of a finished process are read as they are deleted:
+        # whatever it counted since the reading above is in them.
+        popped = self.capture.pop_syscall_counts(
+            [(pid, nr) for pid in sorted(final) for nr in current[pid]]
+        )
+        for (pid, nr), count in popped.items():
+            old = self._last.get((pid, nr), 0)
+            if count != old:
+                changed.add(pid)
+                self.ledger.received["syscall"] += count - old
+            current[pid][nr] = count
         for pid in sorted(changed | final):
             counts = {
                 self._names.get(nr, f"syscall_{nr}"): c for nr, c in sorted(current[pid].items())
             }
             await self.sink.record(SyscallCounts(pid=pid, counts=counts, final=pid in final))
         for pid in final:
-            keys = [(pid, nr) for nr in current[pid]]
-            self.capture.forget_syscall_counts(keys)
-            for key in keys:
-                self._last.pop(key, None)
+            for nr in current[pid]:
+                self._last.pop((pid, nr), None)
         # Exits seen during this poll's awaits wait for the next one.
         self._exited -= exited_now
 
