@@ -28,6 +28,7 @@ from agent.capture.session import CaptureSession
 from agent.evidence.log_reader import events_after, find_event, recent_events
 from agent.evidence.pipeline import EvidencePipeline
 from agent.evidence.verify import VerifyInputError, VerifyReport, verify_extent
+from agent.memory import release_free_memory
 from agent.metrics import CONTENT_TYPE, QueueSample, render
 from agent.redact.events import MemoStats
 from agent.safetext import json_bytes
@@ -187,7 +188,10 @@ class DaemonApi:
 
         def render() -> bytes:
             shown = filter_profile(self.present(profile), pid=None, comm=comm, cgroup=None)
-            return encode_profile(shown)
+            body = encode_profile(shown)
+            del shown
+            release_free_memory()  # the snapshot's copies are a peak, not a need
+            return body
 
         async with self._presenting:
             body = await trio.to_thread.run_sync(render)

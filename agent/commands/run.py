@@ -59,6 +59,7 @@ from agent.errors import RunError, UsageError, shown
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
 from agent.limits import MAX_DURATION_S, MAX_STATS_INTERVAL_S, MAX_STREAM_CAPACITY
+from agent.memory import TRIM_EVERY_S, release_free_memory
 from agent.metrics import (
     ApiStatus,
     EvidenceStatus,
@@ -450,6 +451,13 @@ async def _watchdog(session: CaptureSession, interval: float) -> None:
         await trio.sleep(interval)
 
 
+async def _release_memory_periodically() -> None:
+    """Return freed heap pages to the system once a minute (agent.memory)."""
+    while True:
+        await trio.sleep(TRIM_EVERY_S)
+        await trio.to_thread.run_sync(release_free_memory)
+
+
 def _say(line: str) -> None:
     print(f"tracehound: {line}", file=sys.stderr, flush=True)
 
@@ -628,6 +636,7 @@ async def _run(
                         await _start_metrics(helpers, config, registry)
                     if pipeline is not None:
                         helpers.start_soon(_verify_periodically, api)
+                    helpers.start_soon(_release_memory_periodically)
                     helpers.start_soon(_reap_periodically, aggregate)
                     _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
                     notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")

@@ -60,7 +60,7 @@ COMM_CUT_BYTES: Final = 15
 MEMO_CAPACITY: Final = 16384
 """Results a :class:`RedactionMemo` keeps; the oldest go first, counted."""
 
-MEMO_MAX_BYTES: Final = 2 * 2**20
+MEMO_MAX_BYTES: Final = 2**20
 """About how much text a :class:`RedactionMemo` holds (an estimate)."""
 
 _ENTRY_BYTES: Final = 200  # a key tuple, a result struct, the dict slot
