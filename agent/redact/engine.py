@@ -158,17 +158,44 @@ class _Count:
         self.remaining = max(rule.rule.positional, 1)
         self.skipping = True  # options are skipped until the first positional entry
 
-    def step(self, entry: object) -> bool:
-        """Count the next entry; true if it is to be masked (the Nth positional or later)."""
+    def step(self, entry: object, shown: str) -> bool:
+        """Count the next entry, given as ``entry`` and redacted as ``shown``; true
+        if it is the secret (the Nth positional entry) or after it.
+
+        An option is an entry that starts with ``-`` both as given and as
+        shown: one a rule turned into a marker counts. So redacting the output
+        again skips at least as much, and masks nothing more.
+        """
         if self.remaining == 0:
             return True
-        if self.skipping and isinstance(entry, str) and len(entry) > 1 and entry[0] == "-":
+        if self.skipping and _is_option(entry) and _is_option(shown):
             if entry == "--":
                 self.skipping = False
             return False
         self.skipping = False
         self.remaining -= 1
         return self.remaining == 0
+
+
+def _is_option(value: object) -> bool:
+    return isinstance(value, str) and len(value) > 1 and value[0] == "-"
+
+
+def _masking(counts: list[_Count]) -> CompiledRule | None:
+    """The positional rule that masks every entry from here on, if any."""
+    for count in counts:
+        if count.remaining == 0:
+            return count.rule
+    return None
+
+
+def _step(counts: list[_Count], entry: object, shown: str) -> CompiledRule | None:
+    """Step every count over one entry; the first rule whose secret it is, if any."""
+    secret_of: CompiledRule | None = None
+    for count in counts:
+        if count.step(entry, shown) and secret_of is None:
+            secret_of = count.rule
+    return secret_of
 
 
 class _Plan(NamedTuple):
@@ -332,20 +359,16 @@ class Redactor:
             self._stats.fields += 1
             if index in switches:
                 plan = self._plan(starts, index)
-            positional: CompiledRule | None = None  # the rule whose secret this entry is
-            for count in counts:
-                if count.step(entry) and positional is None:
-                    positional = count.rule
             if after_failure:
                 after_failure = False
                 out.append(self._fail("after-failure", field))
+                _step(counts, entry, out[-1])
                 continue
-            masked_by = value_of or positional
+            masked_by = value_of or _masking(counts)
             if masked_by is not None:
-                out.append(masked_by.rule.replacement or MASK)
-                fired.add(masked_by.rule.name)
-                self._count_redacted(masked_by.rule.name)
+                out.append(self._mask(masked_by, fired))
                 value_of = None
+                _step(counts, entry, out[-1])
                 continue
             try:
                 outcome = self._redact_field(entry, plan, index in cut_at, argv=True)
@@ -353,7 +376,12 @@ class Redactor:
                 out.append(self._fail(failed.reason, field))
                 fired.add(_ERROR)
                 after_failure = self._uses_next_arg
+                _step(counts, entry, out[-1])
                 _trigger(counts, plan.positional)  # it may have been the trigger
+                continue
+            secret_of = _step(counts, entry, outcome.text) if counts else None
+            if secret_of is not None:  # the Nth positional entry: its own redaction is moot
+                out.append(self._mask(secret_of, fired))
                 continue
             out.append(outcome.text)
             fired.update(outcome.fired)
@@ -461,6 +489,12 @@ class Redactor:
             name = compiled.rule.name if compiled is not None else _ERROR
             raise _FieldFailed(f"rule:{name}") from None
         return _Outcome(text, fired, next_is_secret, triggered)
+
+    def _mask(self, compiled: CompiledRule, fired: set[str]) -> str:
+        """What an argv entry that ``compiled`` says is a secret becomes, counted."""
+        fired.add(compiled.rule.name)
+        self._count_redacted(compiled.rule.name)
+        return compiled.rule.replacement or MASK
 
     def _count_redacted(self, name: str) -> None:
         counts = self._stats.fields_redacted

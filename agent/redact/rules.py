@@ -125,8 +125,9 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
             kept as it is, and the Nth positional entry after it, and every
             entry after that one, become ``replacement`` whole (``***`` if
             ``replacement`` is empty). Counting starts at the entry after the
-            trigger: entries that start with ``-`` (options) are skipped until
-            the first positional one, and ``--`` ends the skipping; from the
+            trigger: entries that start with ``-`` (options; one that another
+            rule turned into a marker is not) are skipped until the first
+            positional one, and ``--`` ends the skipping; from the
             first positional entry on, every entry counts. So an option that
             takes a value (``-C 10``) or options among the positional entries
             move the masking earlier, never later; what they cost is an entry

@@ -10,6 +10,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.redact import MASK, RedactionConfigError, Redactor, Rule, parse_rules
 
@@ -119,6 +121,21 @@ def test_redacting_again_changes_nothing() -> None:
     assert redactor_.redact_argv(once).argv == once
 
 
+def test_an_option_turned_into_a_marker_counts() -> None:
+    """-ghp_... looks like an option, but is shown as a marker: it counts, so the
+    output, redacted again, is the same (counted as an option, pw1 would be kept
+    the first time and masked the second)."""
+    with_builtin = Redactor.from_config([ADDUSER])
+    ghp = "-ghp_R4nd0mFakeT0kenForTests0123456789abcd"
+    once = with_builtin.redact_argv(("acme", "adduser", ghp, "bob", "pw1"))
+    assert once.argv == ("acme", "adduser", "[REDACTED:github-token]", MASK, MASK)
+    assert with_builtin.redact_argv(once.argv).argv == once.argv
+    # a masked option (--password's value) counts too
+    once = with_builtin.redact_argv(("acme", "adduser", "--password", "-x", "bob"))
+    assert once.argv == ("acme", "adduser", "--password", MASK, MASK)
+    assert with_builtin.redact_argv(once.argv).argv == once.argv
+
+
 def test_config_accepts_positional_and_the_digest_shows_it() -> None:
     (rule,) = parse_rules([ADDUSER])
     assert rule == Rule(
@@ -158,3 +175,27 @@ def test_bad_positional_config_is_refused(changes: dict[str, Any], message: str)
 def test_direct_rules_are_checked_too() -> None:
     with pytest.raises(RedactionConfigError, match=re.escape("redaction rule #0 ('p')")):
         Redactor([Rule(name="p", privacy="sensitive", pattern="x", positional=-2)])
+
+
+# Entries near the counting's edges: options, "--", "-", triggers, secrets and
+# what other rules turn into markers or masks.
+ENTRIES = st.sampled_from(
+    [
+        "-b", "-nb", "-n", "-C", "10", "--", "-", "add_user", "alias", "user", "login", "set",
+        "f", "u", "pw", "--password", "-x", "-ghp_R4nd0mFakeT0kenForTests0123456789abcd",
+        "--token=x", "***", "[REDACTED:error]", "htpasswd", "rabbitmqctl", "mc", "vault",
+    ]
+)  # fmt: skip
+PROGRAMS = st.sampled_from(["htpasswd", "rabbitmqctl", "mc", "vault"])
+
+
+@settings(max_examples=400)
+@given(PROGRAMS, st.lists(ENTRIES, max_size=10))
+def test_positional_output_is_a_fixed_point(program: str, rest: list[str]) -> None:
+    builtin = Redactor.builtin()
+    argv = (program, *rest)
+    once = builtin.redact_argv(argv)
+    assert len(once.argv) == len(argv)
+    assert builtin.redact_argv(once.argv).argv == once.argv
+    # masking only ever replaces whole entries after the program, never the program
+    assert once.argv[0] == program
