@@ -28,22 +28,42 @@ Choices that trade a little over-redaction for no leaks:
 - ``mount.cifs -o username=u,password=PW,vers=3.0`` loses the options after
   the password (``username=u,password=***``): a password may hold a comma;
 - env is a shell here (its ``-S`` string is split like a shell line), so the
-  shell-line rules apply to every entry after an ``env``.
+  shell-line rules apply to every entry after an ``env``;
+- a program-scoped flag may end a getopt bundle of the program's options that
+  take no value (``ldapsearch -xw PW``, ``curl -su u:PW``, ``smbclient -NU
+  u%PW``); the letters allowed before it are listed per program, and a value
+  of a flag outside the list that happens to spell a bundle is masked;
+- secrets by position (``htpasswd -b f u PW``, ``rabbitmqctl add_user u PW``,
+  ``mc alias set n URL AK SK``, ``vault login TOKEN``) take every entry after
+  them too, and an option with a value between the trigger and the secret
+  moves the masking earlier: ``htpasswd -b -C 10 f u pw`` loses ``u``, ``mc
+  config host add ... SK --api S3v4`` loses ``--api S3v4``, and ``vault login
+  -method=userpass username=u`` loses ``username=u``;
+- a YAML key's plain value runs to the line's end (``password: a b # c`` loses
+  the comment), to the next ``,`` ``}`` ``]`` after ``{`` or ``,``, and to a
+  quote inside shell text.
 
 Shapes deliberately left out, because they cannot be told from ordinary
 arguments without far more false positives: bare high-entropy strings
 (a 40-hex-digit token looks like a git commit id), ``user:pass@host``
 without a URL scheme (looks like ``image:tag@sha256:...``), a generic ``-p``
-(``mkdir -p``, ``ssh -p 22``), positional passwords (``htpasswd -b f u pw``),
-and key material without its ``-----BEGIN`` line. Also not caught: a URL
-password holding an unencoded ``/``, ``?`` or ``#``; a header name and its
-value in two argv entries; flags named outside the word list (``--pw``,
-``--credentials``, ``twine -p``); a token cut shorter than its cut-only
-rule's minimum (``hf_`` plus fewer than 4 characters), or cut in a field the
-caller did not say was cut. Inside shell text, only the families of
-``shell-tool-password`` and the mysql, sshpass and curl rules are looked for
-(not ``sqlplus u/PW``, ``xfreerdp /p:PW``, ``nmcli ... password PW``). Add
-configured rules for local shapes.
+(``mkdir -p``, ``ssh -p 22``), positional passwords whose position no option
+or subcommand fixes (``smbclient //h/s PW``, ``isql dsn user PW``, ``net use
+\\\\h\\s PW``), YAML ``key: value`` outside ansible's argv (``auth: fix
+login`` is a commit message; inside shell text only ``ansible_*`` names are
+looked for), and key material without its ``-----BEGIN`` line. Also not
+caught: a URL password holding an unencoded ``/``, ``?`` or ``#``; a header
+name and its value in two argv entries; flags named outside the word list
+(``--pw``, ``--credentials``, ``twine -p``); a token cut shorter than its
+cut-only rule's minimum (``hf_`` plus fewer than 4 characters), or cut in a
+field the caller did not say was cut. Inside shell text, only the families
+of ``shell-tool-password`` and the mysql, sshpass, curl and ansible rules are
+looked for (not ``sqlplus u/PW``, ``xfreerdp /p:PW``, ``nmcli ... password
+PW``, nor any secret by position). Bundles of short options are followed for
+the getopt programs whose ``_NO_VALUE`` letters are listed below, not for
+mongo, redis-cli, 7z, sqlcmd, docker login, openssl, smbtar, snmp, ncftp,
+putty or mosquitto tools (their parsers take no bundles, or none is usual).
+Add configured rules for local shapes.
 """
 
 from __future__ import annotations
@@ -83,6 +103,24 @@ def _sensitive(
         next_arg=next_arg,
         programs=programs,
     )
+
+
+def _positional(name: str, trigger: str, nth: int, programs: tuple[str, ...]) -> Rule:
+    """The ``nth`` positional entry after an entry matching ``trigger``, and all after it."""
+    return Rule(name=name, privacy="sensitive", pattern=trigger, positional=nth, programs=programs)
+
+
+def _bundled(no_value: str, flag: str, *, most: int | None = None) -> str:
+    """A short ``flag`` (``w``, ``[as]``) alone or last in a getopt bundle.
+
+    ``no_value`` lists the letters of the program's short options that take
+    no value, which may come before the flag in one entry (``-xw``); a letter
+    that takes one makes the rest of the entry its value (in ``-Dw``, ``w`` is
+    ``-D``'s). ``most`` bounds the bundle, for patterns searched at many
+    starting points (shell text); anchored argv patterns need no bound.
+    """
+    repeat = "*" if most is None else f"{{0,{most}}}"
+    return f"-[{no_value}]{repeat}{flag}"
 
 
 # Not preceded by a letter or digit: a token glued to a word is not a token,
@@ -178,6 +216,27 @@ _SNMP: Final = (
 _NCFTP: Final = ("ncftp", "ncftpget", "ncftpput", "ncftpls")
 _PUTTY: Final = ("plink", "pscp", "psftp", "putty")
 _MOSQUITTO: Final = ("mosquitto_pub", "mosquitto_sub", "mosquitto_rr")
+_ZIP: Final = ("zip", "unzip", "zipcloak")
+_ANSIBLE: Final = ("ansible", "ansible-playbook", "ansible-pull", "ansible-console")
+
+# Short options that take no value, by program (family): what may come before
+# a secret-taking flag in one getopt bundle (ldapsearch -xw PW, curl -su u:PW,
+# smbclient -NU u%PW). A letter that takes a value in one of a family's
+# programs is left out when its value could plausibly start with the flag's
+# letter (ldapsearch -SwhenCreated, unzip -dProjects, mysql -Rprompt); the
+# others are in: at worst they mask a value that was no secret.
+_LDAP_NO_VALUE: Final = "AILMNQVWZacnrtuvx"
+_LDAPPASSWD_NO_VALUE: Final = "AIMNQSVWZcnvx"
+_CURL_NO_VALUE: Final = "#012346BGIJLMNORSVZafgijklnpqsv"
+_SSHPASS_NO_VALUE: Final = "Vhv"
+_SAMBA_NO_VALUE: Final = "BENPVegkq"
+_LFTP_NO_VALUE: Final = "d"
+_MYSQL_NO_VALUE: Final = "ABCEFNQVXcfnqstvx"
+_ZIP_NO_VALUE: Final = "0-9@ACDFJKLMRSTUVXacefgjklmoqrtuvyz"
+_HTTPIE_NO_VALUE: Final = "FISbcdfhjqvx"
+_SSH_KEYGEN_NO_VALUE: Final = "ABHKLQUceghiklpquvy"
+_USERADD_NO_VALUE: Final = "DLMNUamor"
+_IPMITOOL_NO_VALUE: Final = "46EVYachv"
 
 # The last word of a JSON or key=value field name that holds a secret, after
 # "_", "-" or "." (ansible_become_pass, x-api-key, db.password): "bypass",
@@ -196,15 +255,46 @@ _SECRET_KEY_NAME: Final = (
     rf"|[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)*?{_CAMEL_SECRET_WORD})"
 )
 
+# A value after a JSON, Python or YAML flow key ("password": ..., {'pass': ...}),
+# as group 1: a double-quoted string (escapes skipped, so \" does not end
+# it), a single-quoted one, or a bare scalar (a number, a YAML plain value).
+_FLOW_VALUE: Final = (
+    r"""["']?((?:(?<=")[^"\\]*(?:\\[\s\S][^"\\]*)*|(?<=')[^']*"""
+    r"""|(?<!["'])[^\s"',{}\[\]][^\s"',}\]]*))"""
+)
+
+# A YAML key's value, as group "value": quoted, or a plain scalar, which runs
+# to the line's end after a block key ("password: two words") and to the next
+# "," "}" or "]" after a flow key ({password: x, y: 1}); a key is a flow key
+# when "{" or "," comes right before it (group "flow").
+_YAML_KEY: Final = r"""(?:(?P<flow>[{,])\s*|(?<![^\s'"]))"""
+_YAML_VALUE: Final = (
+    r"""\s*:\s+["']?(?P<value>(?:(?<=")[^"\\]*(?:\\[\s\S][^"\\]*)*|(?<=')[^']*"""
+    r"""|(?<!["'])(?(flow)[^,}\]\n]+|[^\n]+)))"""
+)
+# The same inside shell text, where a plain value also ends at a quote (the
+# shell's: -e 'ansible_become_pass: PW' site.yml). The key is found by its
+# literal start (re skips ahead to it: shell lines are many, and hardly any
+# holds "ansible_"), so the text before it is looked at behind: "{" or ","
+# right before it or one space before, group "flow" or "flow1".
+_SHELL_ANSIBLE_KEY: Final = (
+    r"""ansible_(?:(?<=(?P<flow>[{,])ansible_)|(?<=(?P<flow1>[{,])\sansible_)"""
+    r"""|(?<![^\s'"]ansible_))"""
+)
+_SHELL_YAML_VALUE: Final = (
+    r"""\s*:\s+["']?(?P<value>(?:(?<=")[^"\\]*(?:\\[\s\S][^"\\]*)*|(?<=')[^']*"""
+    r"""|(?<!["'])(?(flow)[^,}\]\n'"]+|(?(flow1)[^,}\]\n'"]+|[^\n'"]+))))"""
+)
+
 # Inside shell text: a program of one of these families, then (within 512
 # characters of the same command) its password flag; the value follows.
 _SHELL_TOOL_FLAGS: Final = (
-    (_LDAP, r"-w\s*"),
-    (("ldappasswd",), r"-[as]\s*"),
-    (_SAMBA, r"(?:-U\s*|--user(?:=|\s+))"),
-    (("lftp", "open"), r"-u\s*"),
+    (_LDAP, _bundled(_LDAP_NO_VALUE, "w", most=16) + r"\s*"),
+    (("ldappasswd",), _bundled(_LDAPPASSWD_NO_VALUE, "[as]", most=16) + r"\s*"),
+    (_SAMBA, rf"(?:{_bundled(_SAMBA_NO_VALUE, 'U', most=16)}\s*|--user(?:=|\s+))"),
+    (("lftp", "open"), _bundled(_LFTP_NO_VALUE, "u", most=16) + r"\s*"),
     (("openssl",), r"-(?:k|K|hmac)\s+"),
-    (("ipmitool",), r"-[Pky]\s*"),
+    (("ipmitool",), _bundled(_IPMITOOL_NO_VALUE, "[Pky]", most=16) + r"\s*"),
     (_SNMP, r"-(?:[AXc]|3[mMkK])\s*"),
     (_NCFTP, r"-p\s*"),
     (_PUTTY, r"-pw\s+"),
@@ -351,11 +441,27 @@ _SENSITIVE: Final = (
     ),
     # ssh-keygen -N new-passphrase / -P old-passphrase
     _sensitive(
-        "ssh-keygen-passphrase", r"(?s)\A-[NP](.+)?\Z", next_arg=True, programs=("ssh-keygen",)
+        "ssh-keygen-passphrase",
+        rf"(?s)\A{_bundled(_SSH_KEYGEN_NO_VALUE, '[NP]')}(.+)?\Z",
+        next_arg=True,
+        programs=("ssh-keygen",),
     ),
     # {"password": "x"} in a JSON body (curl -d), {"ansible_become_pass": "x"}
     # (ansible --extra-vars), {"apiKey": "x"}: any name ending in a secret word.
-    _sensitive("json-secret-field", rf'"{_SECRET_KEY_NAME}"\s*:\s*"([^"]*)'),
+    _sensitive("json-secret-field", rf'"{_SECRET_KEY_NAME}"\s*:\s*{_FLOW_VALUE}'),
+    # The same with single quotes: {'password': 'x'} (Python, YAML flow). A
+    # rule of its own: a pattern that starts with one literal character is
+    # searched for far faster than one that starts with a choice of two.
+    _sensitive("single-quoted-secret-field", rf"'{_SECRET_KEY_NAME}'\s*:\s*{_FLOW_VALUE}"),
+    # ansible -e 'ansible_become_pass: x', -e '{db_password: x}': YAML keys,
+    # unquoted. Only for ansible: elsewhere "auth: fix the login" is a commit
+    # message.
+    _sensitive(
+        "yaml-secret-field",
+        rf"{_YAML_KEY}{_SECRET_KEY_NAME}{_YAML_VALUE}",
+        group="value",
+        programs=_ANSIBLE,
+    ),
     # scheme://user:pass@host: the credentials go, the rest of the URL stays.
     _sensitive(
         "url-userinfo",
@@ -371,12 +477,25 @@ _SENSITIVE: Final = (
         r"""|x-amz-credential|x-goog-signature|x-goog-credential)=([^&#\s'"]*)""",
     ),
     # Program-specific flags whose meaning elsewhere is harmless.
-    _sensitive("mysql-password", r"(?s)\A-p(.+)\Z", programs=_MYSQL),
-    _sensitive("sshpass-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=("sshpass",)),
+    # Flags that may end a bundle of short options (-xw PW) are _bundled.
+    _sensitive(
+        "mysql-password",
+        rf"(?s)\A{_bundled(_MYSQL_NO_VALUE, 'p')}(.+)\Z",
+        programs=_MYSQL,
+    ),
+    _sensitive(
+        "sshpass-password",
+        rf"(?s)\A{_bundled(_SSHPASS_NO_VALUE, 'p')}(.+)?\Z",
+        next_arg=True,
+        programs=("sshpass",),
+    ),
     _sensitive("mongo-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=_MONGO),
     _sensitive("redis-cli-password", r"(?s)\A-a(.+)?\Z", next_arg=True, programs=("redis-cli",)),
     _sensitive(
-        "zip-password", r"(?s)\A-P(.+)?\Z", next_arg=True, programs=("zip", "unzip", "zipcloak")
+        "zip-password",
+        rf"(?s)\A{_bundled(_ZIP_NO_VALUE, 'P')}(.+)?\Z",
+        next_arg=True,
+        programs=_ZIP,
     ),
     _sensitive(
         "archive-password",
@@ -388,15 +507,21 @@ _SENSITIVE: Final = (
     ),
     _sensitive(
         "curl-user",
-        r"(?s)\A(?:-[uU]|--(?:proxy-)?user(?==|\Z)=?)(.+)?\Z",
+        rf"(?s)\A(?:{_bundled(_CURL_NO_VALUE, '[uU]')}|--(?:proxy-)?user(?==|\Z)=?)(.+)?\Z",
         next_arg=True,
         programs=("curl",),
     ),
     _sensitive(
-        "curl-cookie", r"(?s)\A(?:-b|--cookie(?==|\Z)=?)(.+)?\Z", next_arg=True, programs=("curl",)
+        "curl-cookie",
+        rf"(?s)\A(?:{_bundled(_CURL_NO_VALUE, 'b')}|--cookie(?==|\Z)=?)(.+)?\Z",
+        next_arg=True,
+        programs=("curl",),
     ),
     _sensitive(
-        "httpie-auth", r"(?s)\A-a(.+)?\Z", next_arg=True, programs=("http", "https", "httpie")
+        "httpie-auth",
+        rf"(?s)\A{_bundled(_HTTPIE_NO_VALUE, 'a')}(.+)?\Z",
+        next_arg=True,
+        programs=("http", "https", "httpie"),
     ),
     _sensitive("login-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=("login",)),
     # openssl enc -k PW, -K hexkey, dgst -hmac KEY (-kfile is a file: kept;
@@ -404,21 +529,34 @@ _SENSITIVE: Final = (
     _sensitive(
         "openssl-key", r"(?s)\A-(?:k|K|hmac)(?:=(.*))?\Z", next_arg=True, programs=("openssl",)
     ),
-    _sensitive("ldap-password", r"(?s)\A-w(.+)?\Z", next_arg=True, programs=_LDAP),
+    _sensitive(
+        "ldap-password",
+        rf"(?s)\A{_bundled(_LDAP_NO_VALUE, 'w')}(.+)?\Z",
+        next_arg=True,
+        programs=_LDAP,
+    ),
     # ldappasswd -a OLDPW -s NEWPW (to ldapsearch, -a is deref and -s scope).
     _sensitive(
-        "ldappasswd-password", r"(?s)\A-[as](.+)?\Z", next_arg=True, programs=("ldappasswd",)
+        "ldappasswd-password",
+        rf"(?s)\A{_bundled(_LDAPPASSWD_NO_VALUE, '[as]')}(.+)?\Z",
+        next_arg=True,
+        programs=("ldappasswd",),
     ),
     # -U user%PW: glued, the user stays; as the next entry, all of it goes.
     _sensitive(
         "samba-user",
-        r"(?s)\A(?:-U|--user(?==|\Z)=?)(?:[^%]*%(.+)|\Z)",
+        rf"(?s)\A(?:{_bundled(_SAMBA_NO_VALUE, 'U')}|--user(?==|\Z)=?)(?:[^%]*%(.+)|\Z)",
         next_arg=True,
         programs=_SAMBA,
     ),
     _sensitive("smbtar-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=("smbtar",)),
     # lftp -u user,PW: glued, the user stays; as the next entry, all of it goes.
-    _sensitive("lftp-user", r"(?s)\A-u(?:[^,]*,(.+)|\Z)", next_arg=True, programs=("lftp",)),
+    _sensitive(
+        "lftp-user",
+        rf"(?s)\A{_bundled(_LFTP_NO_VALUE, 'u')}(?:[^,]*,(.+)|\Z)",
+        next_arg=True,
+        programs=("lftp",),
+    ),
     # sqlplus scott/PW@db, sqlldr userid=scott/PW, rman target sys/PW@db.
     _sensitive(
         "oracle-password",
@@ -428,7 +566,12 @@ _SENSITIVE: Final = (
     ),
     # xfreerdp /p:PW, /gp:PW (gateway), /pth:HASH.
     _sensitive("freerdp-password", r"(?s)\A[/-](?:p|gp|pth):(.+)\Z", programs=_FREERDP),
-    _sensitive("ipmitool-password", r"(?s)\A-[Pky](.+)?\Z", next_arg=True, programs=("ipmitool",)),
+    _sensitive(
+        "ipmitool-password",
+        rf"(?s)\A{_bundled(_IPMITOOL_NO_VALUE, '[Pky]')}(.+)?\Z",
+        next_arg=True,
+        programs=("ipmitool",),
+    ),
     _sensitive("snmp-secret", r"(?s)\A-(?:[AXc]|3[mMkK])(.+)?\Z", next_arg=True, programs=_SNMP),
     _sensitive("ncftp-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=_NCFTP),
     _sensitive("putty-password", r"(?s)\A-pw(?:=(.*))?\Z", next_arg=True, programs=_PUTTY),
@@ -440,7 +583,10 @@ _SENSITIVE: Final = (
     ),
     # useradd/usermod -p HASH: a crypt hash, crackable offline.
     _sensitive(
-        "useradd-password", r"(?s)\A-p(.+)?\Z", next_arg=True, programs=("useradd", "usermod")
+        "useradd-password",
+        rf"(?s)\A{_bundled(_USERADD_NO_VALUE, 'p')}(.+)?\Z",
+        next_arg=True,
+        programs=("useradd", "usermod"),
     ),
     # nmcli dev wifi connect NET password PW; nmcli con modify X wifi-sec.psk PW.
     _sensitive(
@@ -451,6 +597,27 @@ _SENSITIVE: Final = (
         next_arg=True,
         programs=("nmcli",),
     ),
+    # Secrets given by position: the trigger entry stays, the Nth positional
+    # entry after it and every later one go (see Rule.positional).
+    # htpasswd -b FILE USER PW, htpasswd -nb USER PW (-n: no file). htpasswd
+    # takes its options first, so counting from -b (or -n) is exact, but for
+    # a value-taking -C/-r between them (htpasswd -b -C 10 f u pw loses u).
+    _positional("htpasswd-password", r"\A-[2-5BDcdimnpsv]*b", 3, ("htpasswd",)),
+    _positional("htpasswd-password-nofile", r"\A-[2-5BDbcdimpsv]*n", 2, ("htpasswd",)),
+    # rabbitmqctl add_user USER PW, change_password USER PW, authenticate_user USER PW.
+    _positional(
+        "rabbitmqctl-password",
+        r"\A(?:add_user|change_password|authenticate_user)\Z",
+        2,
+        ("rabbitmqctl",),
+    ),
+    # mc alias set NAME URL ACCESSKEY SECRETKEY (and the older mc config host
+    # add NAME URL ...): counted from "alias"/"host", the secret key is 5th.
+    _positional("mc-secret-key", r"\A(?:alias|host)\Z", 5, ("mc", "mcli")),
+    # mc admin user add TARGET USER PASSWORD.
+    _positional("mc-user-password", r"\Auser\Z", 4, ("mc", "mcli")),
+    # vault login TOKEN (vault login -method=userpass username=u loses u too).
+    _positional("vault-login-token", r"\Alogin\Z", 1, ("vault", "bao")),
     # The same flags inside a shell command line (sh -c '...', ssh host '...').
     _sensitive(
         "shell-secret-flag",
@@ -459,17 +626,28 @@ _SENSITIVE: Final = (
     ),
     _sensitive(
         "shell-mysql-password",
-        rf"{_CMD}(?:{'|'.join(_MYSQL)})(?=[\s'\"])[^;&|\n]{{0,512}}?\s-p{_VALUE}",
+        rf"{_CMD}(?:{'|'.join(_MYSQL)})(?=[\s'\"])[^;&|\n]{{0,512}}?"
+        rf"\s{_bundled(_MYSQL_NO_VALUE, 'p', most=16)}{_VALUE}",
         programs=_SHELLS,
     ),
     _sensitive(
         "shell-sshpass-password",
-        rf"{_CMD}sshpass\s+(?:\S+\s+){{0,16}}?-p\s*{_VALUE}",
+        rf"{_CMD}sshpass\s+(?:\S+\s+){{0,16}}?{_bundled(_SSHPASS_NO_VALUE, 'p', most=8)}\s*{_VALUE}",
         programs=_SHELLS,
     ),
     _sensitive(
         "shell-curl-user",
-        rf"{_CMD}curl\s(?:[^;&|\n]{{0,1024}}?\s)?(?:-[uU]\s*|--(?:proxy-)?user(?:\s+|=)){_VALUE}",
+        rf"{_CMD}curl\s(?:[^;&|\n]{{0,1024}}?\s)?"
+        rf"(?:{_bundled(_CURL_NO_VALUE, '[uU]', most=16)}\s*|--(?:proxy-)?user(?:\s+|=)){_VALUE}",
+        programs=_SHELLS,
+    ),
+    # ansible_become_pass: x, {ansible_password: x} (YAML) inside shell text:
+    # only ansible's own variable names, which no commit message holds.
+    _sensitive(
+        "shell-ansible-secret",
+        rf"{_SHELL_ANSIBLE_KEY}[a-z0-9_]*?(?:pass|password|passwd|passphrase|secret|token)"
+        rf"{_SHELL_YAML_VALUE}",
+        group="value",
         programs=_SHELLS,
     ),
     # ldapsearch -w, smbclient -U, lftp -u, openssl -k ... inside shell text

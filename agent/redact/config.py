@@ -68,5 +68,7 @@ _EXPECTED: Final = {
     "privacy": "; expected 'sensitive' or 'forbidden' (what no rule matches is public)",
     "group": "; expected a capture group number (0 is the whole match) or name",
     "programs": "; expected a list of program basenames such as ['mysql']",
+    "positional": "; expected a whole number: 0 (off), or which positional argv entry after "
+    "the match is the secret (1 is the first)",
     "only_when_cut": "; expected true or false (true: only for fields the capture cut short)",
 }

@@ -15,17 +15,27 @@ Per field (one argv entry, one path, one address):
 3. otherwise each sensitive rule runs in turn, on the previous one's output,
    replacing its secret group in every match.
 
+In argv, two kinds of rule also mask later entries whole: a ``next_arg`` rule
+the entry right after its flag (``--password PW``), and a ``positional`` rule
+its Nth positional entry after the entry it matched, and every entry after
+that one (``rabbitmqctl add_user USER PW``; counting is described in
+:class:`~agent.redact.rules.Rule`). A masked entry is a value: it is not
+redacted further, and triggers nothing.
+
 Which rules apply to a field is worked out once: at construction for paths
 and addresses (every rule without ``programs``), and per argv only where a
 program-scoped rule's program appears in it. A field costs one regex search
-per applicable rule and nothing else.
+per applicable rule and nothing else; an argv in which no positional rule
+has matched costs nothing more.
 
 Fail closed: if anything raises while a field is redacted (a rule's matcher,
 a non-text value), the field becomes ``[REDACTED:error]`` and
 ``stats.failures[<reason>]`` rises; the raw value is never returned. In argv,
 the entry after a failed one becomes ``[REDACTED:error]`` too (reason
 ``after-failure``) when any rule uses ``next_arg``, because the failed entry
-may have been ``--password`` and the next one its value. Nothing else raises:
+may have been ``--password`` and the next one its value; and every positional
+rule that applies to the failed entry counts it as its trigger, because the
+failed entry may have been ``add_user``. Nothing else raises:
 only an ``argv`` that is not iterable, which is the caller's bug.
 
 Text is any ``str``: lone surrogates (bytes that were not UTF-8, decoded with
@@ -132,6 +142,60 @@ class _Outcome(NamedTuple):
     text: str
     fired: list[str]
     next_is_secret: CompiledRule | None  # the rule that makes the next argv entry a value
+    triggered: list[CompiledRule]  # positional rules whose pattern matched this argv entry
+
+
+class _Count:
+    """How far one triggered positional rule is from its secret, within one argv.
+
+    See :class:`~agent.redact.rules.Rule` (``positional``) for what counts.
+    """
+
+    __slots__ = ("remaining", "rule", "skipping")
+
+    def __init__(self, rule: CompiledRule) -> None:
+        self.rule = rule
+        self.remaining = max(rule.rule.positional, 1)
+        self.skipping = True  # options are skipped until the first positional entry
+
+    def step(self, entry: object, shown: str) -> bool:
+        """Count the next entry, given as ``entry`` and redacted as ``shown``; true
+        if it is the secret (the Nth positional entry) or after it.
+
+        An option is an entry that starts with ``-`` both as given and as
+        shown: one a rule turned into a marker counts. So redacting the output
+        again skips at least as much, and masks nothing more.
+        """
+        if self.remaining == 0:
+            return True
+        if self.skipping and _is_option(entry) and _is_option(shown):
+            if entry == "--":
+                self.skipping = False
+            return False
+        self.skipping = False
+        self.remaining -= 1
+        return self.remaining == 0
+
+
+def _is_option(value: object) -> bool:
+    return isinstance(value, str) and len(value) > 1 and value[0] == "-"
+
+
+def _masking(counts: list[_Count]) -> CompiledRule | None:
+    """The positional rule that masks every entry from here on, if any."""
+    for count in counts:
+        if count.remaining == 0:
+            return count.rule
+    return None
+
+
+def _step(counts: list[_Count], entry: object, shown: str) -> CompiledRule | None:
+    """Step every count over one entry; the first rule whose secret it is, if any."""
+    secret_of: CompiledRule | None = None
+    for count in counts:
+        if count.step(entry, shown) and secret_of is None:
+            secret_of = count.rule
+    return secret_of
 
 
 class _Plan(NamedTuple):
@@ -140,6 +204,7 @@ class _Plan(NamedTuple):
     forbidden: tuple[CompiledRule, ...]
     cut_forbidden: tuple[CompiledRule, ...]  # forbidden, only_when_cut
     sensitive: tuple[CompiledRule, ...]
+    positional: tuple[CompiledRule, ...]  # sensitive, positional: argv only
 
 
 _NO_CUT: Final[frozenset[int]] = frozenset()
@@ -219,7 +284,8 @@ class Redactor:
 
         Each dict has the fields of :class:`Rule` (``name``, ``privacy``,
         ``pattern``, optionally ``group``, ``replacement``, ``next_arg``,
-        ``programs``, ``only_when_cut``); unknown keys are refused. ``builtin=False`` leaves the
+        ``programs``, ``positional``, ``only_when_cut``); unknown keys are
+        refused. ``builtin=False`` leaves the
         built-in rules out, which is rarely what you want.
 
         Raises:
@@ -275,8 +341,8 @@ class Redactor:
     ) -> RedactedArgv:
         """Redact an exec argv; entry *i* of the result stands for entry *i* of ``argv``.
 
-        ``field`` names the argv in failure counters. Program-scoped rules and
-        ``next_arg`` apply here only. ``cut`` holds the indexes of entries the
+        ``field`` names the argv in failure counters. Program-scoped rules,
+        ``next_arg`` and ``positional`` apply here only. ``cut`` holds the indexes of entries the
         capture cut short: those get the ``only_when_cut`` rules too (an index
         that is no entry's is ignored).
         """
@@ -288,6 +354,7 @@ class Redactor:
         fired: set[str] = set()
         value_of: CompiledRule | None = None  # the flag rule whose value this entry is
         after_failure = False
+        counts: list[_Count] = []  # positional rules triggered so far, in this argv
         for index, entry in enumerate(entries):
             self._stats.fields += 1
             if index in switches:
@@ -295,12 +362,13 @@ class Redactor:
             if after_failure:
                 after_failure = False
                 out.append(self._fail("after-failure", field))
+                _step(counts, entry, out[-1])
                 continue
-            if value_of is not None:
-                out.append(value_of.rule.replacement or MASK)
-                fired.add(value_of.rule.name)
-                self._count_redacted(value_of.rule.name)
+            masked_by = value_of or _masking(counts)
+            if masked_by is not None:
+                out.append(self._mask(masked_by, fired))
                 value_of = None
+                _step(counts, entry, out[-1])
                 continue
             try:
                 outcome = self._redact_field(entry, plan, index in cut_at, argv=True)
@@ -308,12 +376,20 @@ class Redactor:
                 out.append(self._fail(failed.reason, field))
                 fired.add(_ERROR)
                 after_failure = self._uses_next_arg
+                _step(counts, entry, out[-1])
+                _trigger(counts, plan.positional)  # it may have been the trigger
+                continue
+            secret_of = _step(counts, entry, outcome.text) if counts else None
+            if secret_of is not None:  # the Nth positional entry: its own redaction is moot
+                out.append(self._mask(secret_of, fired))
                 continue
             out.append(outcome.text)
             fired.update(outcome.fired)
             for name in outcome.fired:
                 self._count_redacted(name)
             value_of = outcome.next_is_secret
+            if outcome.triggered:
+                _trigger(counts, outcome.triggered)
         return RedactedArgv(tuple(out), tuple(sorted(fired)))
 
     def redact_text(self, value: str, field: str, *, cut: bool = False) -> str:
@@ -358,17 +434,18 @@ class Redactor:
         forbidden: list[CompiledRule] = []
         cut_forbidden: list[CompiledRule] = []
         sensitive: list[CompiledRule] = []
+        positional: list[CompiledRule] = []
         for position, compiled in enumerate(self._ordered):
             rule = compiled.rule
             if rule.programs and index < starts[position]:
                 continue
-            if rule.privacy != "forbidden":
-                sensitive.append(compiled)
-            elif rule.only_when_cut:
-                cut_forbidden.append(compiled)
+            if rule.privacy == "forbidden":
+                (cut_forbidden if rule.only_when_cut else forbidden).append(compiled)
+            elif rule.positional:
+                positional.append(compiled)
             else:
-                forbidden.append(compiled)
-        return _Plan(tuple(forbidden), tuple(cut_forbidden), tuple(sensitive))
+                sensitive.append(compiled)
+        return _Plan(tuple(forbidden), tuple(cut_forbidden), tuple(sensitive), tuple(positional))
 
     def _redact_field(self, value: object, plan: _Plan, cut: bool, *, argv: bool) -> _Outcome:
         """Redact one field with the rules of ``plan``; ``argv``: it is an argv entry.
@@ -383,17 +460,26 @@ class Redactor:
         text = value
         fired: list[str] = []
         next_is_secret: CompiledRule | None = None
+        triggered: list[CompiledRule] = []
         compiled: CompiledRule | None = None
         try:
+            if argv:
+                for compiled in plan.positional:
+                    if compiled.matcher.search(text) is not None:
+                        triggered.append(compiled)
             for compiled in plan.forbidden:
                 if compiled.matcher.search(text) is not None:
-                    return _Outcome(marker(compiled.rule.name), [compiled.rule.name], None)
+                    name = compiled.rule.name
+                    return _Outcome(marker(name), [name], None, triggered)
             if cut and plan.cut_forbidden:
                 tail = text[-CUT_WINDOW_CHARS:]
                 for compiled in plan.cut_forbidden:
                     if compiled.matcher.search(tail) is not None:
-                        return _Outcome(marker(compiled.rule.name), [compiled.rule.name], None)
+                        name = compiled.rule.name
+                        return _Outcome(marker(name), [name], None, triggered)
             for compiled in plan.sensitive:
+                if compiled.matcher.search(text) is None:
+                    continue  # most fields: one search, not a finditer and its loop
                 text, changed, wants_next = _apply_sensitive(compiled, text)
                 if changed:
                     fired.append(compiled.rule.name)
@@ -402,7 +488,13 @@ class Redactor:
         except Exception:
             name = compiled.rule.name if compiled is not None else _ERROR
             raise _FieldFailed(f"rule:{name}") from None
-        return _Outcome(text, fired, next_is_secret)
+        return _Outcome(text, fired, next_is_secret, triggered)
+
+    def _mask(self, compiled: CompiledRule, fired: set[str]) -> str:
+        """What an argv entry that ``compiled`` says is a secret becomes, counted."""
+        fired.add(compiled.rule.name)
+        self._count_redacted(compiled.rule.name)
+        return compiled.rule.replacement or MASK
 
     def _count_redacted(self, name: str) -> None:
         counts = self._stats.fields_redacted
@@ -414,6 +506,17 @@ class Redactor:
         by_field = self._stats.failures_by_field
         by_field[field] = by_field.get(field, 0) + 1
         return ERROR_MARKER
+
+
+def _trigger(counts: list[_Count], rules: Iterable[CompiledRule]) -> None:
+    """Start counting for each of ``rules`` not already counting in this argv.
+
+    A rule's first trigger is kept: its count can only be nearer the secret
+    than a later trigger's, so a later one would mask nothing more.
+    """
+    for compiled in rules:
+        if all(count.rule is not compiled for count in counts):
+            counts.append(_Count(compiled))
 
 
 def _apply_sensitive(compiled: CompiledRule, text: str) -> tuple[str, bool, bool]:

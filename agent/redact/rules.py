@@ -12,6 +12,11 @@ happens to a field it matches:
   becomes ``***`` (or the rule's ``replacement``), and the rest of the field
   is kept: ``--token=abc`` becomes ``--token=***``, and a URL keeps its host.
 
+A sensitive rule may be ``positional``: a match marks an argv entry (a
+subcommand such as ``add_user``, a flag such as ``htpasswd -b``) after which
+a later argv entry, by position, is the secret (``rabbitmqctl add_user USER
+PW``), and that entry goes whole.
+
 A forbidden rule may be ``only_when_cut``: it applies only to a field the
 capture cut short (``comm`` at 15 bytes, an argv entry or a path at its
 buffer's size), where a token's known prefix running to the field's end is
@@ -109,7 +114,27 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
             after one whose basename is one of these (``mysql`` covers
             ``/usr/bin/mysql`` and ``sudo mysql ...``), and never to paths or
             addresses. For flags like ``-p`` that are secrets to one program
-            and harmless to every other (``mkdir -p``, ``ssh -p 22``).
+            and harmless to every other (``mkdir -p``, ``ssh -p 22``). A flag
+            in a bundle of short options (``ldapsearch -xw PW``) is the
+            pattern's to allow: ``\\A-[xZ]*w(.+)?\\Z``, listing only the
+            program's letters that take no value (in ``-Dw`` the ``w`` is
+            ``-D``'s value, not a flag).
+        positional: sensitive rules only, argv only; 0 (the default) is off.
+            When N, an argv entry the pattern matches (the *trigger*: a
+            subcommand such as ``\\Aadd_user\\Z``, a flag such as ``-b``) is
+            kept as it is, and the Nth positional entry after it, and every
+            entry after that one, become ``replacement`` whole (``***`` if
+            ``replacement`` is empty). Counting starts at the entry after the
+            trigger: entries that start with ``-`` (options; one that another
+            rule turned into a marker is not) are skipped until the first
+            positional one, and ``--`` ends the skipping; from the
+            first positional entry on, every entry counts. So an option that
+            takes a value (``-C 10``) or options among the positional entries
+            move the masking earlier, never later; what they cost is an entry
+            masked that was no secret. (With N = 1, a secret that starts with
+            ``-`` is taken for an option and kept.) Only the first trigger of a rule in an argv counts (a later one could only
+            mask less). ``group`` must be 0 and ``next_arg`` false: nothing in
+            the trigger itself is replaced.
         only_when_cut: forbidden rules only: the rule applies only to a field
             the caller says the capture cut short (``cut=`` in the engine),
             and to no other. For a token prefix anchored at the field's end
@@ -126,6 +151,7 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     replacement: str = MASK
     next_arg: bool = False
     programs: tuple[str, ...] = ()
+    positional: int = 0
     only_when_cut: bool = False
 
 
@@ -139,7 +165,8 @@ class RuleDigest(msgspec.Struct, frozen=True, kw_only=True):
     hashing candidates (a literal ``hunter2``); use a shape, not a value.
 
     Attributes:
-        name, privacy, group, replacement, next_arg, programs, only_when_cut:
+        name, privacy, group, replacement, next_arg, programs, positional,
+        only_when_cut:
             as in :class:`Rule` (a replacement is written into every field the
             rule changes, so it is no more secret here).
         builtin: the rule is one of :data:`~agent.redact.BUILTIN_RULES`,
@@ -156,6 +183,7 @@ class RuleDigest(msgspec.Struct, frozen=True, kw_only=True):
     replacement: str = MASK
     next_arg: bool = False
     programs: tuple[str, ...] = ()
+    positional: int = 0
     only_when_cut: bool = False
 
 
@@ -171,6 +199,7 @@ def digest_rule(rule: Rule, *, builtin: bool) -> RuleDigest:
         replacement=rule.replacement,
         next_arg=rule.next_arg,
         programs=rule.programs,
+        positional=rule.positional,
         only_when_cut=rule.only_when_cut,
     )
 
@@ -208,8 +237,9 @@ def compile_rule(rule: Rule, where: str = "") -> CompiledRule:
     Raises:
         RedactionConfigError: the name is malformed or reserved, the privacy
             class is unknown, the pattern does not compile or matches the
-            empty string, the group does not exist, or a sensitive-only
-            setting is given to a forbidden rule.
+            empty string, the group does not exist, a sensitive-only
+            setting is given to a forbidden rule, or ``positional`` is not a
+            count or is combined with a group or ``next_arg``.
     """
     where = where or "<rule>"
     if not RULE_NAME.fullmatch(rule.name):
@@ -255,6 +285,8 @@ def _check_group(where: str, rule: Rule, compiled: re.Pattern[str]) -> None:
             )
         if rule.next_arg:
             raise _fail(where, rule, "next_arg is for sensitive rules")
+        if rule.positional != 0:
+            raise _fail(where, rule, "positional is for sensitive rules")
         return
     if rule.only_when_cut:
         raise _fail(
@@ -277,6 +309,9 @@ def _check_group(where: str, rule: Rule, compiled: re.Pattern[str]) -> None:
         raise _fail(
             where, rule, f"group {group!r} does not exist; the pattern's named groups: {names}"
         )
+    if rule.positional != 0:
+        _check_positional(where, rule)
+        return
     if rule.next_arg and group == 0:
         raise _fail(
             where,
@@ -284,3 +319,23 @@ def _check_group(where: str, rule: Rule, compiled: re.Pattern[str]) -> None:
             "next_arg needs an optional capture group for the inline value "
             "(as in --token(?:=(.*))?); group 0 always takes part in a match",
         )
+
+
+def _check_positional(where: str, rule: Rule) -> None:
+    positional = rule.positional
+    if isinstance(positional, bool) or not isinstance(positional, int) or positional < 0:
+        raise _fail(
+            where,
+            rule,
+            f"positional must be 0 (off) or which positional entry is the secret "
+            f"(1 is the first), got {positional!r}",
+        )
+    if rule.group != 0:
+        raise _fail(
+            where,
+            rule,
+            "a positional rule keeps the entry it matches; leave group 0 "
+            "(the secret is a later entry, masked whole)",
+        )
+    if rule.next_arg:
+        raise _fail(where, rule, "next_arg and positional cannot be combined; choose one")

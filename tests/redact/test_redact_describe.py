@@ -17,13 +17,18 @@ def test_builtin_rules_are_described_in_order() -> None:
         assert digest.builtin
         assert digest.privacy == rule.privacy
         assert digest.pattern_blake3 == blake3.blake3(rule.pattern.encode()).hexdigest()
-        assert (digest.group, digest.next_arg, digest.programs, digest.only_when_cut) == (
-            rule.group,
-            rule.next_arg,
-            rule.programs,
-            rule.only_when_cut,
-        )
+        assert (
+            digest.group,
+            digest.next_arg,
+            digest.programs,
+            digest.positional,
+            digest.only_when_cut,
+        ) == (rule.group, rule.next_arg, rule.programs, rule.positional, rule.only_when_cut)
     assert sum(d.only_when_cut for d in digests) == sum(r.only_when_cut for r in BUILTIN_RULES) > 0
+    assert [d.positional for d in digests if d.positional] == [
+        r.positional for r in BUILTIN_RULES if r.positional
+    ]
+    assert sum(d.positional > 0 for d in digests) >= 5
 
 
 def test_a_configured_pattern_is_never_printed() -> None:

@@ -159,6 +159,9 @@ def test_keyboard_interrupt_is_not_swallowed() -> None:
     """Only Exceptions become markers; an interrupt ends the call with nothing returned."""
 
     class Interrupting(RaisingMatcher):
+        def search(self, string: str, /) -> re.Match[str] | None:
+            raise KeyboardInterrupt
+
         def finditer(self, string: str, /) -> Iterator[re.Match[str]]:
             raise KeyboardInterrupt
 
@@ -182,3 +185,32 @@ def test_a_cut_only_rule_that_raises_fails_only_cut_fields() -> None:
     assert result.argv == ("app", "--password", MASK, ERROR_MARKER, ERROR_MARKER)
     assert redactor.stats.failures == {"rule:planted": 2, "after-failure": 1}
     assert redactor.stats.failures_by_field == {"comm": 1, "argv": 2}
+
+
+def test_a_failed_entry_counts_as_a_positional_trigger() -> None:
+    """The failed entry may have been add_user: its secret, by position, goes too."""
+    adduser = Rule(
+        name="adduser", privacy="sensitive", pattern=r"\Aadd_user\Z", positional=2, programs=("mq",)
+    )
+    redactor = Redactor([planted(), adduser])
+    result = redactor.redact_argv(("mq", "TRIGGER", "alice", "mqPW1"))
+    assert result.argv == ("mq", ERROR_MARKER, "alice", MASK)
+    assert result.fired == ("adduser", "error")
+    # before the program the positional rule does not apply: nothing more goes
+    assert redactor.redact_argv(("TRIGGER", "alice", "pw", "mq")).argv == (
+        ERROR_MARKER,
+        "alice",
+        "pw",
+        "mq",
+    )
+
+
+def test_a_positional_matcher_that_raises_fails_closed() -> None:
+    rule = Rule(name="adduser", privacy="sensitive", pattern=r"\Aadd_user\Z", positional=1)
+    raising = CompiledRule(rule, RaisingMatcher(r"\Aadd_user\Z", "TRIGGER", RuntimeError(SECRET)))
+    redactor = Redactor([raising])
+    result = redactor.redact_argv(("mq", "TRIGGER", "pw", "more"))
+    assert result.argv == ("mq", ERROR_MARKER, MASK, MASK)
+    assert redactor.stats.failures == {"rule:adduser": 1}
+    assert redactor.redact_argv(("mq", "add_user", "pw")).argv == ("mq", "add_user", MASK)
+    assert redactor.redact_text("TRIGGER", "path") == "TRIGGER"  # argv only: never searched

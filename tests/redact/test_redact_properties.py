@@ -21,6 +21,8 @@ PIECES = st.sampled_from(
         "KEY", "pwd", "password", '{"password":', "Authorization:", " Bearer ", "eyJabcdefghij",
         ".", "eyJxyz1234", "_", "ghp_", "0123456789abcdefghijKLMNOP", "AKIA", "IOSFODNN7EXAMPLE",
         "sk-", "hf_", "mysql", "sshpass", "curl", "-u", "bash", "-c", "https", "***", "x", "A",
+        "-xw", "-su", "ldapsearch", "htpasswd", "-b", "add_user", "rabbitmqctl", "--", "{", ",",
+        "ansible", "ansible_become_pass", ": ", "'password'", "\\",
     ]
 )  # fmt: skip
 FIELDS = st.one_of(st.lists(PIECES, max_size=10).map("".join), st.text(max_size=30))
@@ -158,6 +160,10 @@ ADVERSARIAL_MORE = [
     "ldapsearch ", "smbclient -U", "lftp ", "net ", "openssl -k", "-eyJ", "-ghp_", "sk_live_",
     "-AKIA", "-hf_abcd", '"a_pass":', '"aB', "a/", "-S", "env -S ", "/p:", "sqlplus a/",
     "1234567890:AA", "-SG.abcdefgh", "AccountKey=", "x_token=", "a.b-",
+    # bundles of short options, YAML and Python mappings
+    " -x", "-xxxxxxxxxxxxxxxxxxxxxxxx", "ldapsearch -x", "curl -s", "sshpass -v", "smbclient -N",
+    "lftp -d", "mysql -B", "ansible_", "ansible_a_pass", "{a_pass: ", ",a_pass:", "'a_pass': ",
+    "a_pass: ", "\na_pass:", "{'", "a_pass", "\"\\", ": \"\\\"",
 ]  # fmt: skip
 
 
@@ -167,7 +173,9 @@ def test_worst_case_cut_input_is_bounded(unit: str) -> None:
     value = (unit * (DEFAULT_MAX_FIELD_CHARS // len(unit) + 1))[:DEFAULT_MAX_FIELD_CHARS]
     started = time.perf_counter()
     result = REDACTOR.redact_argv(("env", "sqlplus", "-c", value), cut=(3,))
+    scoped = REDACTOR.redact_argv(("ansible", "ldapsearch", "curl", "htpasswd", value, "mc", value))
     REDACTOR.redact_text(value, "path", cut=True)
     elapsed = time.perf_counter() - started
     assert result.argv[3] != ERROR_MARKER
+    assert ERROR_MARKER not in scoped.argv
     assert elapsed < 2.0, f"{unit!r}: {elapsed:.2f}s"
