@@ -65,7 +65,10 @@ checkpoint_every = 1000
 # Extra redaction rules, applied after the built-in ones. Fields: name,
 # privacy ("sensitive": mask group; "forbidden": drop the whole field),
 # pattern (a Python regular expression), and optionally group, replacement,
-# next_arg, programs. A rule that does not compile stops start-up.
+# next_arg, programs, positional (sensitive rules: the Nth positional argv
+# entry after a match is the secret) and only_when_cut (forbidden rules:
+# only fields the capture cut short). A rule that does not compile stops
+# start-up.
 redact_rules = [
   { name = "internal-token", privacy = "sensitive", pattern = '--internal-token=(\\S+)', group = 1 },
 ]
