@@ -53,6 +53,11 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         yield d
 
 
+def sse_capacity(daemon: Daemon) -> int:
+    queues = daemon.get_json("/v1/stats")["queues"]
+    return sum(q["capacity"] for q in queues if q["queue"] == "sse_clients")
+
+
 def names_in(tail_out: Path) -> set[bytes]:
     """The file paths a ``tracehound tail --type file`` printed, as bytes."""
     return {
@@ -89,6 +94,9 @@ def test_hostile_bytes_stay_data(kernel: None, daemon: Daemon, system_python: st
             [*TRACEHOUND, "tail", "--socket", str(daemon.sock), "--type", "file"], stdout=sink
         )
         try:
+            # The live tail sees only what comes after it subscribed: wait for
+            # its buffer to exist (the sse_clients queue has a capacity then).
+            wait_until(lambda: sse_capacity(daemon) > 0, "the tail to subscribe")
             done = subprocess.run(
                 ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                  system_python, str(script), str(play)],

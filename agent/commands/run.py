@@ -665,8 +665,10 @@ async def _run(
                     notify.status("stopping: draining what is in flight")
                     helpers.cancel_scope.cancel()
                 session.stop()
-        stats = session.stats()
-        sink.finish()
+        sink.finish()  # the streams end; their consumers finish in this nursery
+    # After the nursery: the evidence pipeline and the --events writer are
+    # done, so what they lost at the very end is in these books too.
+    stats = session.stats()
     tail.close()
     profile: Profile = aggregate.snapshot()
     if outputs.stats is not None:
@@ -678,7 +680,7 @@ async def _run(
         _say("WARNING: the books do not balance: " + ", ".join(
             k for k, b in stats.kinds.items() if not b.balanced))  # fmt: skip
     if pipeline is not None and pipeline.lost_to_store:
-        where = "it is in the log" if pipeline.failing is None else "the next start writes it"
+        where = "the next start writes it" if pipeline.owes_the_log else "it is in the log"
         _say(
             f"evidence: {pipeline.lost_to_store} events and records could not be written while"
             f" the log's disk refused writes (counted by kind; {where})"

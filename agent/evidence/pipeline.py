@@ -271,6 +271,14 @@ class EvidencePipeline:
         return None if self._store is None else self._store.sealed
 
     @property
+    def owes_the_log(self) -> bool:
+        """Are there counts the log does not hold yet (the next start writes
+        them from the slot)? False once everything lost is in a loss record."""
+        if self.previous_pending is not None:
+            return True
+        return bool(loss_delta(self._current_losses(), self._confirmed[0]))
+
+    @property
     def failed(self) -> str | None:
         """Why the store cannot write now, if it cannot (see :attr:`failing`)."""
         return self.failing
@@ -812,6 +820,8 @@ def open_pipeline(
     except ValueError as err:
         notices.append(f"evidence: {err}; ignored")
         previous_pending = None
+    if previous_pending is not None and not previous_pending.counts:
+        previous_pending = None  # the outage ended with everything in the log
     try:
         slot.prepare()
     except OSError as err:
