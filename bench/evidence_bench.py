@@ -15,14 +15,15 @@ The kinds are laid out in those exact proportions and shuffled, so every run
 with the same ``--events`` and ``--seed`` maps exactly the same stream. Three
 stages are measured, each ``--rounds`` times, and the median is reported:
 
-1. **mapper**: ``Mapper.map`` + ``encode`` of every event (the anchor record
+1. **mapper**: ``Mapper.map`` of every event (it returns the record with its
+   canonical bytes, encoded once) (the anchor record
    first, as a stream must start), in one thread, nothing else. This is the
    CPU cost of turning an event into canonical CloudEvents bytes:
    redaction, canonical JSON, two blake3 hashes.
 2. **publisher**: appending already-mapped records to an
    :class:`~agent.evidence.store.EvidenceStore` in a fresh directory, the way
-   ``EvidencePipeline`` does it (``store.append(record.type,
-   msgspec.to_builtins(record))``, a ``commit`` every 512 records, the
+   ``EvidencePipeline`` does it (``store.append_body(type, body)``: the
+   record's bytes as the mapper made them, a ``commit`` every 512 records, the
    pipeline's batch size), timed from the first append through ``close()``
    (final checkpoint and fsync). Six variants: fsync ``never``, ``batch`` and
    ``always``, each unsealed (no key file: chain only) and sealed (``keygen``
@@ -77,7 +78,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import msgspec
 import trio
 from bench_args import positive_int
 
@@ -91,14 +91,15 @@ from agent.capture.events import (
     NetEvent,
     SyscallCounts,
 )
-from agent.evidence.mapper import Mapper, encode
+from agent.evidence.mapper import Mapper
 from agent.evidence.pipeline import EvidencePipeline
 from agent.evidence.seal import decode_key
 from agent.evidence.store import EvidenceStore, FsyncPolicy
-from agent.evidence.types import Anchor, CloudEvent
+from agent.evidence.types import Anchor, EvidenceRecord
 from agent.evidence.verify import VerifyReport, verify_store
 
 BATCH = 512  # records per commit: EvidencePipeline's default batch_max
+DRAIN_BATCH = 4096  # events per hand-off: the drain's DEFAULT_BATCH_MAX
 HOST = "bench-host"
 ANCHOR = Anchor(
     boot_id="6f1c2f0e-3a7b-4c55-9d2e-8b1a0c4d5e6f",
@@ -326,7 +327,7 @@ def _timed(fn: Callable[[], None]) -> float:
         gc.enable()
 
 
-def map_all(events: Sequence[Event]) -> list[CloudEvent]:
+def map_all(events: Sequence[Event]) -> list[EvidenceRecord]:
     """The records a fresh mapper makes of ``events``, anchor record first."""
     mapper = Mapper(host=HOST, anchor=ANCHOR)
     return [mapper.anchor_record(), *(mapper.map(e) for e in events)]
@@ -338,9 +339,9 @@ def run_mapper(events: Sequence[Event]) -> float:
     def work() -> None:
         mapper = Mapper(host=HOST, anchor=ANCHOR)
         append = sink.append
-        append(encode(mapper.anchor_record()))
+        append(mapper.anchor_record().body)
         for event in events:
-            append(encode(mapper.map(event)))
+            append(mapper.map(event).body)  # the record comes with its bytes
 
     seconds = _timed(work)
     if len(sink) != len(events) + 1:
@@ -363,7 +364,7 @@ def _fresh_state(base: Path, name: str, sealed: bool) -> tuple[Path, bytes | Non
 
 
 def run_publisher(
-    records: Sequence[CloudEvent], fsync: FsyncPolicy, sealed: bool, base: Path
+    records: Sequence[EvidenceRecord], fsync: FsyncPolicy, sealed: bool, base: Path
 ) -> tuple[float, int, VerifyReport]:
     state, key = _fresh_state(base, f"pub-{fsync}", sealed)
     try:
@@ -372,10 +373,10 @@ def run_publisher(
             raise BenchError(f"{state}: store sealed={store.sealed}, wanted {sealed}")
 
         def work() -> None:
-            append, to_builtins = store.append, msgspec.to_builtins
+            append = store.append_body
             pending = 0
             for record in records:
-                append(record.type, to_builtins(record))
+                append(record.event.type, record.body)
                 pending += 1
                 if pending == BATCH and fsync != "always":
                     store.commit()
@@ -397,9 +398,10 @@ def run_pipeline(
     try:
         store = EvidenceStore(state, fsync=fsync)
         mapper = Mapper(host=HOST, anchor=ANCHOR)
-        send, receive = trio.open_memory_channel[Event](math.inf)
-        for event in events:
-            send.send_nowait(event)
+        # The drain's batches: as many events as it reads off the ring at once.
+        send, receive = trio.open_memory_channel[list[Event]](math.inf)
+        for start in range(0, len(events), DRAIN_BATCH):
+            send.send_nowait(list(events[start : start + DRAIN_BATCH]))
         send.close()
         pipeline = EvidencePipeline(
             receive, mapper, store, books=lambda: {}, probes=[], config={"bench": "evidence"}

@@ -35,9 +35,10 @@ from agent.evidence.log_reader import (
     recent_events,
     type_matches,
 )
-from agent.evidence.mapper import Mapper
+from agent.evidence.mapper import encode
 from agent.evidence.store import EvidenceStore, segment_files
 from agent.evidence.types import TYPE_PREFIX, Anchor, CloudEvent
+from tests.evidence.plain_mapper import plain_mapper
 
 BOOT_NS = 1_000_000_000_000
 ANCHOR = Anchor(boot_id="b00t", wall_ns=1_714_564_800_000_000_000, boottime_ns=BOOT_NS)
@@ -104,7 +105,7 @@ def _write_log(state: Path, count: int = 90) -> list[CloudEvent]:
     """A sealed log of the anchor, ``count`` events and two config records, in
     small segments with frequent checkpoints; returns the CloudEvents in order."""
     EvidenceStore.keygen(state)
-    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper = plain_mapper(host="h", anchor=ANCHOR)
     records = [mapper.anchor_record()]
     records += [mapper.map(_event(n)) for n in range(count)]
     # A nested "pid" that is not data.pid: the pid filter must not pick it up.
@@ -112,7 +113,7 @@ def _write_log(state: Path, count: int = 90) -> list[CloudEvent]:
     records.append(mapper.capture_config({"last": True}))
     with EvidenceStore(state, segment_max_bytes=4096, checkpoint_every_records=7) as store:
         for n, record in enumerate(records):
-            store.append(record.type, msgspec.to_builtins(record))
+            store.append_body(record.type, encode(record))
             if n == 50:  # CloudEvent-shaped, but its record type says it is not evidence
                 store.append("note", {**msgspec.to_builtins(record), "id": NOTE_ID})
             store.commit()
@@ -248,7 +249,7 @@ def test_a_torn_final_line_is_skipped(log: tuple[Path, list[CloudEvent]]) -> Non
     newest = segment_files(state / "segments")[-1][1]
     last = _lines(newest)[-1]
     # The next record, valid and whole but with no newline yet: not durable.
-    mapper = Mapper(host="h", anchor=Anchor(boot_id="other", wall_ns=1, boottime_ns=1))
+    mapper = plain_mapper(host="h", anchor=Anchor(boot_id="other", wall_ns=1, boottime_ns=1))
     pending = mapper.anchor_record()
     _, line = ChainWriter(head=(last["seq"], last["hash"])).append(
         pending.type, msgspec.to_builtins(pending)
@@ -289,15 +290,15 @@ def test_deleted_segments_are_skipped(log: tuple[Path, list[CloudEvent]]) -> Non
 
 def test_reads_alongside_the_writer_see_committed_records_only(tmp_path: Path) -> None:
     state = tmp_path / "live"
-    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper = plain_mapper(host="h", anchor=ANCHOR)
     records = [mapper.anchor_record(), *(mapper.map(_event(n)) for n in range(30))]
     # One segment: rotating would flush the buffered records early.
     with EvidenceStore(state, checkpoint_every_records=1000) as store:
         for record in records[:20]:
-            store.append(record.type, msgspec.to_builtins(record))
+            store.append_body(record.type, encode(record))
         store.commit()
         for record in records[20:]:
-            store.append(record.type, msgspec.to_builtins(record))  # buffered, not written
+            store.append_body(record.type, encode(record))  # buffered, not written
         assert _ids(list(iter_events(state))) == [r.id for r in records[:20]]
         assert events_after(state, records[19].id, max_events=5) == []
         store.commit()

@@ -61,8 +61,8 @@ class World:
             await self.sink.record(fork(i))
 
     def consume(self, n: int) -> None:
-        for _ in range(n):
-            self.sink.receive_channel.receive_nowait()
+        """Take what is queued; it must be ``n`` events."""
+        assert len(self.sink.receive_channel.receive_nowait()) == n
 
     def stats(self) -> CaptureStats:
         books = self.ledger.account(self.kernel, self.sink.accounting())

@@ -85,8 +85,8 @@ async def test_depth_never_exceeds_capacity(
 
     async def consumer() -> None:
         nonlocal max_depth
-        async for event in sink.receive_channel:
-            received.append(event)
+        async for batch in sink.receive_channel:
+            received.extend(batch)
             max_depth = max(max_depth, sink.depth)
             await trio.sleep(rng.random() / 5)  # slower than the producer, on average
 
@@ -123,7 +123,7 @@ async def test_bound_holds_with_no_consumer(
         for event in mixed(10):
             await sink.record(event)
     assert sink.depth == 3
-    assert sink.receive_channel.statistics().current_buffer_used == 3
+    assert len(sink.receive_channel.receive_nowait()) == 3
 
 
 # -- block -----------------------------------------------------------------------
@@ -144,13 +144,13 @@ async def test_block_waits_for_the_consumer_then_continues() -> None:
         assert not done.is_set()
         assert sink.depth == 1
         assert sink.delivered == {"fork": 1}
-        first = await sink.receive_channel.receive()
+        (first,) = await sink.receive_channel.receive()
         await trio.testing.wait_all_tasks_blocked()
         assert done.is_set()
     assert isinstance(first, ForkEvent) and first.child_pid == 1
     assert sink.delivered == {"fork": 2}
     assert not sink.dropped
-    nxt = sink.receive_channel.receive_nowait()
+    (nxt,) = sink.receive_channel.receive_nowait()
     assert isinstance(nxt, ForkEvent) and nxt.child_pid == 2
 
 
@@ -201,7 +201,7 @@ async def test_drop_counts_per_kind(autojump_clock: trio.testing.MockClock) -> N
     assert sink.delivered == {"fork": 1, "exit": 1}
     assert sink.dropped == {"fork": 2, "exit": 2}
     assert totals(sink) == Counter(kind_of(e) for e in offered)
-    got = [sink.receive_channel.receive_nowait(), sink.receive_channel.receive_nowait()]
+    got = sink.receive_channel.receive_nowait()  # everything queued, as one batch
     assert got == offered[:2]
     # Room again: the next one is delivered.
     await sink.record(fork(7))
@@ -251,7 +251,7 @@ async def test_finish_ends_the_stream_after_buffered_events() -> None:
     assert list(stats.delivered) == sorted(stats.delivered)
     assert stats.dropped == {}
     assert stats.consumer_gone is False
-    received = [event async for event in sink.receive_channel]
+    received = [event async for batch in sink.receive_channel for event in batch]
     assert received == offered
     assert list(sink.notes) == ["probe x missing"]
 
@@ -282,3 +282,33 @@ def test_notes_are_bounded() -> None:
 
 def test_accounting_empty() -> None:
     assert StreamingSink(1).accounting() == {"streaming": {}}
+
+
+async def test_batches_keep_order_and_split_at_the_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A batch larger than the room left is split: what fits is queued at
+    once, the rest waits (block) or is dropped and counted (drop)."""
+    offered = mixed(10)
+    blocking = StreamingSink(4, "block")
+    received: list[Event] = []
+
+    async def consume() -> None:
+        async for batch in blocking.receive_channel:
+            assert len(batch) <= 4
+            received.extend(batch)
+            await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await blocking.record_many(offered[:7])
+        await blocking.record_many(offered[7:])
+        blocking.finish()
+    assert received == offered
+    assert sum(blocking.delivered.values()) == 10 and not blocking.dropped
+
+    dropping = StreamingSink(4, "drop")
+    await dropping.record_many(offered[:7])
+    assert dropping.receive_channel.receive_nowait() == offered[:4]
+    assert totals(dropping) == Counter(kind_of(e) for e in offered[:7])
+    assert sum(dropping.dropped.values()) == 3

@@ -31,7 +31,7 @@ from agent.evidence.verify import VerifyInputError, VerifyReport, verify_extent
 from agent.memory import release_free_memory
 from agent.metrics import CONTENT_TYPE, QueueSample, render
 from agent.redact.events import MemoStats
-from agent.safetext import json_bytes
+from agent.safetext import json_bytes, terminal_safe_json
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.profile import ProcessProfile, Profile, encode_profile
 
@@ -148,14 +148,16 @@ class DaemonApi:
                         limit=int(params["limit"]),
                     )
                 )
-                return _json({"events": [e.event for e in found]})
+                # The records' bytes as the log holds them, not encoded again.
+                listing = b'{"events":[' + b",".join(e.raw for e in found) + b"]}\n"
+                return Reply(200, terminal_safe_json(listing))
             case "event":
                 state_dir = self._need_evidence()
                 wanted = str(params["id"])
                 event = await trio.to_thread.run_sync(find_event, state_dir, wanted)
                 if event is None:
                     raise HttpError(404, f"no event {wanted} in the log (pruned, or never there)")
-                return _json(event.event)
+                return Reply(200, terminal_safe_json(event.raw + b"\n"))
             case "stream":
                 self._need_evidence()
                 last = params.get("last_event_id")
@@ -293,7 +295,11 @@ class DaemonApi:
                 await send(sse_event(detail, event="gap"))
                 return sent_up_to
             if page:
-                await send(b"".join(record_event(e.event) for e in page))
+                await send(
+                    b"".join(
+                        record_event(e.raw, str(e.event["type"]), str(e.event["id"])) for e in page
+                    )
+                )
                 sent_up_to = page[-1].seq
                 cursor = str(page[-1].event["id"])
             if len(page) < RESUME_PAGE:

@@ -13,26 +13,22 @@ saw can always fetch what it missed from the log.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import msgspec
 import trio
 
 from agent.api.sse import SseClientBuffer, sse_event
-from agent.evidence.canonical import canonical
-from agent.evidence.types import CloudEvent
+from agent.evidence.types import EvidenceRecord
 
 __all__ = ["LiveClient", "LiveTail", "record_event"]
 
 
-def record_event(record: Mapping[str, Any]) -> bytes:
+def record_event(body: bytes, type: str, id: str) -> bytes:
     """One evidence record as an SSE event: ``id`` is the record's id (the
-    client's Last-Event-ID), ``event`` its type, ``data`` its canonical JSON,
-    the same bytes whether it comes live or from the log."""
-    return sse_event(
-        canonical(dict(record)).decode("utf-8"), event=str(record["type"]), id=str(record["id"])
-    )
+    client's Last-Event-ID), ``event`` its type, ``data`` its canonical JSON
+    as the log holds it (``body``, never encoded again), the same bytes
+    whether it comes live or from the log."""
+    return sse_event(body.decode("utf-8"), event=type, id=id)
 
 
 class LiveClient:
@@ -102,13 +98,13 @@ class LiveTail:
             self._clients.discard(client)
             self._dropped_by_gone += client.buffer.dropped
 
-    def publish(self, records: Sequence[CloudEvent], seqs: Sequence[int]) -> None:
+    def publish(self, records: Sequence[EvidenceRecord], seqs: Sequence[int]) -> None:
         """Offer ``records`` (at chain positions ``seqs``) to every client;
-        encoded once, and only if anyone listens."""
+        framed once from their bytes, and only if anyone listens."""
         if not self._clients:
             return
         items = [
-            (seq, record_event(msgspec.to_builtins(record)))
+            (seq, record_event(record.body, record.event.type, record.event.id))
             for seq, record in zip(seqs, records, strict=True)
         ]
         for client in self._clients:

@@ -82,21 +82,17 @@ class Drain:
             batch.append(event)
 
     async def _deliver(self) -> None:
+        """Hand the batch over in one await: a sink that waits (backpressure)
+        or is cancelled counts what it could not take itself."""
         batch, self._batch = self._batch, []
-        record = self.sink.record
+        if not batch:
+            return
+        await self.sink.record_many(batch)
         on_exit = self.on_exit
-        done = 0
-        try:
+        if on_exit is not None:
             for event in batch:
-                await record(event)
-                done += 1
-                if on_exit is not None and type(event) is ExitEvent:
+                if type(event) is ExitEvent:
                     on_exit(event.pid)
-        finally:
-            # Cancelled or failed mid-batch: the event in hand was counted by
-            # the sink that gave up on it; the rest never reached any sink.
-            for event in batch[done + 1 :]:
-                self.ledger.abandoned[kind_of(event)] += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         ring = self._ring = self.capture.mapped_ring()

@@ -481,13 +481,14 @@ async def _write_events(
         out = await trio.to_thread.run_sync(open_stream, target)
         try:
             buffer = bytearray()
-            async for event in stream.receive_channel:
-                try:
-                    buffer += lines.line(event)
-                except Exception:  # one record must not end the stream
-                    losses.count(kind_of(event), "events:encode")
-                    continue
-                held[kind_of(event)] += 1
+            async for batch in stream.receive_channel:
+                for event in batch:
+                    try:
+                        buffer += lines.line(event)
+                    except Exception:  # one record must not end the stream
+                        losses.count(kind_of(event), "events:encode")
+                        continue
+                    held[kind_of(event)] += 1
                 if len(buffer) >= 1 << 16 or not stream.depth:
                     await trio.to_thread.run_sync(out.write, bytes(buffer))
                     buffer.clear()
@@ -504,7 +505,8 @@ async def _write_events(
             losses.count(kind, "events:write", n)
         while True:  # taken from the sink already: lost here, not dropped there
             try:
-                losses.count(kind_of(stream.receive_channel.receive_nowait()), "events:write")
+                for event in stream.receive_channel.receive_nowait():
+                    losses.count(kind_of(event), "events:write")
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
         await stream.receive_channel.aclose()

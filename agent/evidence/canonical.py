@@ -47,7 +47,14 @@ from typing import Final, TypeAlias
 
 import msgspec
 
-__all__ = ["MAX_DEPTH", "MAX_SAFE_INTEGER", "CanonicalError", "JSONValue", "canonical"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_SAFE_INTEGER",
+    "CanonicalError",
+    "JSONValue",
+    "canonical",
+    "check_plain",
+]
 
 JSONValue: TypeAlias = "bool | int | str | list[JSONValue] | dict[str, JSONValue] | None"
 """What :func:`canonical` accepts (plus tuples and msgspec Structs)."""
@@ -137,6 +144,30 @@ def canonical(value: object) -> bytes:
 
 
 _FAST: Final = msgspec.json.Encoder(order="sorted")
+
+
+def check_plain(value: object, path: str = "$") -> None:
+    """Refuse ``value`` unless msgspec's sorted encoding of it is its JCS form.
+
+    The evidence payloads' free-form parts (configuration, summaries) are
+    encoded by msgspec directly; this is the check that keeps them inside
+    the domain where that is exact: builtins only, ASCII keys, integers in
+    the safe range, no floats, no lone surrogates. Raises
+    :class:`CanonicalError` naming the offending value, ``path`` first
+    (``$.config.x``).
+    """
+    if _plain(value, 0):
+        try:
+            _FAST.encode(value)
+            return
+        except (UnicodeEncodeError, msgspec.EncodeError):
+            pass
+    try:
+        _encode(value, [], 0)
+    except _Refused as refused:
+        where = _format_path(refused.segments)
+        raise CanonicalError(path + where[1:], refused.problem) from None
+    raise CanonicalError(path, "outside the evidence encoder's domain (a non-ASCII key?)")
 
 
 def _plain(value: object, depth: int) -> bool:

@@ -58,6 +58,7 @@ Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INTEGER)]
 """A sequence number: non-negative and exact in every JSON parser."""
 
 _HEX64: Final = re.compile("[0-9a-f]{64}")
+_ENCODER: Final = msgspec.json.Encoder(order="sorted")
 
 Head: TypeAlias = tuple[int, str]
 """A position in a chain: ``(seq, hash)`` of one record."""
@@ -142,28 +143,47 @@ class ChainWriter:
         path like ``$.body.x``) or :class:`ValueError` (empty ``type``, seq
         past the safe range), and then the writer's state is unchanged.
         """
-        if not isinstance(type, str) or not type:
-            raise ValueError(f"record type must be a non-empty str, got {type!r}")
-        check_seq(self._next_seq, "next seq")
         try:
-            plain_body = msgspec.json.decode(canonical(body))
+            body_bytes = canonical(body)
         except CanonicalError as exc:
             raise CanonicalError("$.body" + exc.path[1:], exc.problem) from None
-        unhashed: dict[str, object] = {
-            "seq": self._next_seq,
-            "prev": self._prev,
-            "type": type,
-            "body": plain_body,
-        }
-        digest = blake3.blake3(canonical(unhashed)).hexdigest()
-        line = canonical({**unhashed, "hash": digest}) + b"\n"
+        seq, prev = self._next_seq, self._prev
+        digest, line = self.append_body(type, body_bytes)
         record = ChainRecord(
-            seq=self._next_seq, prev=self._prev, hash=digest, type=type, body=plain_body
+            seq=seq, prev=prev, hash=digest, type=type, body=msgspec.json.decode(body_bytes)
         )
-        self._head = (self._next_seq, digest)
-        self._prev = digest
-        self._next_seq += 1
         return record, line
+
+    def append_body(self, type: str, body: bytes) -> tuple[str, bytes]:
+        """Make the next record around ``body``, already canonical JSON bytes
+        (a mapped record's, encoded once); return its hash and its line.
+
+        The line is composed, not encoded: ``{"body":<body>,"hash":...,
+        "prev":...,"seq":...,"type":...}`` is the canonical form of the
+        record, keys in order, because ``body`` is canonical and the other
+        values are hex digests, an integer and the JSON string of ``type``
+        (tests hold the two forms equal). Raises :class:`ValueError` for an
+        empty ``type`` or a seq past the safe range; the state is then
+        unchanged (:class:`CanonicalError` for a ``type`` with no UTF-8
+        form). ``body`` is trusted to be canonical: a verifier would
+        report a record made from anything else.
+        """
+        if not isinstance(type, str) or not type:
+            raise ValueError(f"record type must be a non-empty str, got {type!r}")
+        seq = self._next_seq
+        check_seq(seq, "next seq")
+        try:
+            type_json = _ENCODER.encode(type)
+        except UnicodeEncodeError:
+            raise CanonicalError("$.type", "the type holds a lone surrogate") from None
+        tail = b'","seq":%d,"type":%s}' % (seq, type_json)
+        prev = self._prev.encode()
+        digest = blake3.blake3(b'{"body":%s,"prev":"%s%s' % (body, prev, tail)).hexdigest()
+        line = b'{"body":%s,"hash":"%s","prev":"%s%s\n' % (body, digest.encode(), prev, tail)
+        self._head = (seq, digest)
+        self._prev = digest
+        self._next_seq = seq + 1
+        return digest, line
 
 
 BreakKind: TypeAlias = Literal[

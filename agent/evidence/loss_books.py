@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Final
 
 from agent.capture.ledger import KindAccount
-from agent.evidence.types import TYPE_PREFIX, CloudEvent
+from agent.evidence.record_types import TYPE_EXEC, TYPE_EXIT, TYPE_FORK, TYPE_SEEN, TYPE_SYSCALLS
+from agent.evidence.types import TYPE_PREFIX
 
 __all__ = ["MAP_STAGE", "STORE_STAGE", "kind_of_record", "loss_counts", "loss_delta"]
 
@@ -63,23 +64,24 @@ def loss_delta(
 
 
 _KIND_OF_TYPE: Final = {
-    TYPE_PREFIX + "process.exec.v1": "exec",
-    TYPE_PREFIX + "process.fork.v1": "fork",
-    TYPE_PREFIX + "process.exit.v1": "exit",
-    TYPE_PREFIX + "process.syscalls.v1": "syscall",
-    TYPE_PREFIX + "process.seen.v1": "process",
+    TYPE_EXEC: "exec",
+    TYPE_FORK: "fork",
+    TYPE_EXIT: "exit",
+    TYPE_SYSCALLS: "syscall",
+    TYPE_SEEN: "process",
 }
 
 
-def kind_of_record(record: CloudEvent) -> str:
-    """The ledger kind a record stands for (``capture`` for the records
-    about the capture itself), to count it when it is lost. Pure."""
-    found = _KIND_OF_TYPE.get(record.type)
+def kind_of_record(record_type: str) -> str:
+    """The ledger kind a record of ``record_type`` stands for (``capture``
+    for the records about the capture itself), to count it when it is
+    lost. Pure."""
+    found = _KIND_OF_TYPE.get(record_type)
     if found is not None:
         return found
-    if record.type.startswith(TYPE_PREFIX + "file."):
+    if record_type.startswith(TYPE_PREFIX + "file."):
         return "file"
-    if record.type.startswith(TYPE_PREFIX + "network."):
+    if record_type.startswith(TYPE_PREFIX + "network."):
         return "net"
     return "capture"
 

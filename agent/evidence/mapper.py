@@ -38,6 +38,13 @@ Nanosecond counts and cgroup ids are written as decimal strings (``ts_ns``,
 ``cgroup_id``): they pass 2**53 (wall time does, uptime does after 104 days),
 and canonical JSON accepts only integers every parser reads exactly.
 
+Encoding: each record is encoded once. The payload is a typed Struct
+(:mod:`agent.evidence.payloads`), its canonical bytes give ``thhash``, and
+the envelope is written around those bytes (``msgspec.Raw``): the mapper
+returns an :class:`~agent.evidence.types.EvidenceRecord`, the CloudEvent and
+its bytes, and everything downstream (chain, store, live tail) uses the
+bytes as they are.
+
 Redaction: every argv entry, exec filename, file path (rename target too),
 UNIX or other non-IP socket address, process cmdline and exe, and comm, goes
 through the injected :class:`~agent.redact.Redactor` before it is put in a
@@ -49,8 +56,10 @@ changed it (``"error"`` for a failure). IP addresses, ports and syscall names
 are not redacted.
 
 What can go wrong: a kernel timestamp so far from the anchor that its wall
-time falls outside years 1 to 9999 raises ValueError; a ``capture_*`` payload
-holding a float, a huge integer or another non-JSON value raises
+time falls outside years 1 to 9999 raises ValueError; so does a kernel
+integer outside +-(2**53 - 1) where the record has no string form for it; a
+``capture_*`` payload holding a float, a huge integer, a non-ASCII key or
+another value outside the canonical domain raises
 :class:`~agent.evidence.canonical.CanonicalError` naming it (``$.config.x``).
 In both cases no ``thseq`` is used up: the stream stays gapless.
 
@@ -72,7 +81,6 @@ import msgspec
 from agent import __version__
 from agent.capture.events import (
     Event,
-    EventBase,
     ExecEvent,
     ExitEvent,
     FileEvent,
@@ -81,85 +89,73 @@ from agent.capture.events import (
     ProcessSeen,
     SyscallCounts,
 )
-from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, canonical
+from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
+from agent.evidence.payloads import (
+    AnchorData,
+    ConfigData,
+    DegradedData,
+    EndpointData,
+    ExecData,
+    ExitData,
+    FileData,
+    ForkData,
+    LossData,
+    MissingProbe,
+    NetData,
+    Payload,
+    RecoveredData,
+    SeenData,
+    StartData,
+    StopData,
+    SyscallsData,
+    encode_payload,
+)
+from agent.evidence.record_types import (
+    TYPE_ANCHOR,
+    TYPE_CONFIG,
+    TYPE_DEGRADED,
+    TYPE_EXEC,
+    TYPE_EXIT,
+    TYPE_FORK,
+    TYPE_LOSS,
+    TYPE_RECOVERED,
+    TYPE_SEEN,
+    TYPE_START,
+    TYPE_STOP,
+    TYPE_SYSCALLS,
+    file_type,
+    net_type,
+)
 from agent.evidence.types import (
     DATACONTENTTYPE,
     PRODUCER,
     SPECVERSION,
-    TYPE_PREFIX,
     Anchor,
     CloudEvent,
+    EvidenceRecord,
     format_rfc3339_ns,
 )
 from agent.redact import RedactionStats, Redactor
 from agent.redact.events import redact_event
-from agent.safetext import escape_fields, escape_json
+from agent.safetext import escape_json
 
-__all__ = [
-    "CAPTURE_TYPES",
-    "FILE_OPS",
-    "NET_OPS",
-    "TYPE_ANCHOR",
-    "TYPE_CONFIG",
-    "TYPE_DEGRADED",
-    "TYPE_EXEC",
-    "TYPE_EXIT",
-    "TYPE_FORK",
-    "TYPE_LOSS",
-    "TYPE_RECOVERED",
-    "TYPE_SEEN",
-    "TYPE_START",
-    "TYPE_STOP",
-    "TYPE_SYSCALLS",
-    "Mapper",
-    "MapperStateError",
-    "ProbeStatusLike",
-    "decode",
-    "encode",
-    "file_type",
-    "net_type",
-]
-
-TYPE_EXEC: Final = TYPE_PREFIX + "process.exec.v1"
-TYPE_FORK: Final = TYPE_PREFIX + "process.fork.v1"
-TYPE_EXIT: Final = TYPE_PREFIX + "process.exit.v1"
-TYPE_SEEN: Final = TYPE_PREFIX + "process.seen.v1"
-TYPE_SYSCALLS: Final = TYPE_PREFIX + "process.syscalls.v1"
-TYPE_ANCHOR: Final = TYPE_PREFIX + "capture.anchor.v1"
-TYPE_LOSS: Final = TYPE_PREFIX + "capture.loss.v1"
-TYPE_DEGRADED: Final = TYPE_PREFIX + "capture.degraded.v1"
-TYPE_START: Final = TYPE_PREFIX + "capture.start.v1"
-TYPE_STOP: Final = TYPE_PREFIX + "capture.stop.v1"
-TYPE_CONFIG: Final = TYPE_PREFIX + "capture.config.v1"
-TYPE_RECOVERED: Final = TYPE_PREFIX + "capture.recovered.v1"
-
-CAPTURE_TYPES: Final = frozenset(
-    {TYPE_ANCHOR, TYPE_LOSS, TYPE_DEGRADED, TYPE_START, TYPE_STOP, TYPE_CONFIG, TYPE_RECOVERED}
-)
-"""The records about the capture itself rather than about what it saw."""
-
-FILE_OPS: Final = ("open", "unlink", "rmdir", "rename", "chmod", "mkdir")
-"""File operations with a type of their own; anything else is ``file.other.v1``."""
-
-NET_OPS: Final = ("connect", "accept", "bind", "listen")
-"""Socket operations with a type of their own; anything else is ``network.other.v1``."""
+__all__ = ["Mapper", "MapperStateError", "ProbeStatusLike", "decode", "encode"]
 
 _AT_REMOVEDIR: Final = 0x200  # unlinkat(2) flag: the target is a directory
 _ID_HEX_DIGITS: Final = 32
 _TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _MAX_TRACESTATE: Final = 512  # W3C Trace Context: at most 32 members, 512 chars is ample
+_ENCODER: Final = msgspec.json.Encoder(order="sorted")
+_NS_PER_SECOND: Final = 1_000_000_000
 
 
 class MapperStateError(RuntimeError):
-    """The mapper was used out of order: a record asked for before the anchor record."""
+    """A record was asked for before the anchor record was taken."""
 
 
 class ProbeStatusLike(Protocol):
-    """What :meth:`Mapper.capture_degraded` reads of a probe status.
-
-    :class:`agent.capture.loader.ProbeStatus` fits; the mapper does not import
-    the loader (which pulls in the BPF side) just for this shape.
-    """
+    """What :meth:`Mapper.capture_degraded` reads of a probe status (duck-typed,
+    so the loader's ``ProbeStatus`` and test doubles both fit)."""
 
     @property
     def name(self) -> str: ...
@@ -174,29 +170,23 @@ class ProbeStatusLike(Protocol):
     def reason(self) -> str: ...
 
 
-def file_type(op: str) -> str:
-    """The record type of a file operation (``open`` -> ``dev.tracehound.file.open.v1``)."""
-    return f"{TYPE_PREFIX}file.{op if op in FILE_OPS else 'other'}.v1"
-
-
-def net_type(op: str) -> str:
-    """The record type of a socket operation (``connect`` -> ``...network.connect.v1``)."""
-    return f"{TYPE_PREFIX}network.{op if op in NET_OPS else 'other'}.v1"
-
-
-def encode(ce: CloudEvent) -> bytes:
+def encode(ce: CloudEvent[Any]) -> bytes:
     """The canonical (RFC 8785) JSON bytes of a record, without a trailing newline.
 
-    Equal records give equal bytes; these are the bytes to hash, store and send.
+    For a record read back or built by hand; the mapper's own records come
+    with their bytes (:class:`EvidenceRecord`) and are never encoded again.
+    Raises :class:`~agent.evidence.canonical.CanonicalError` outside the
+    canonical domain.
     """
-    return canonical(ce)
+    check_plain(msgspec.to_builtins(ce.data))
+    return _ENCODER.encode(ce)
 
 
-def decode(raw: bytes | str) -> CloudEvent:
+def decode(raw: bytes | str) -> CloudEvent[dict[str, Any]]:
     """Read one record back. Raises :class:`msgspec.ValidationError` (a ``DecodeError``)
     for JSON that is not a record, unknown attributes included; it checks the
     shape only, not ``thhash`` or ``id``."""
-    return msgspec.json.decode(raw, type=CloudEvent)
+    return msgspec.json.decode(raw, type=CloudEvent[dict[str, Any]])
 
 
 class Mapper:
@@ -249,6 +239,9 @@ class Mapper:
             raise ValueError("tracestate must be a str of at most 512 characters")
         if source is not None and (not isinstance(source, str) or not source):
             raise ValueError(f"source must be a non-empty str, got {source!r}")
+        for name, text in (("host", host), ("source", source), ("version", version)):
+            if text is not None and escape_json(text)[1]:
+                raise ValueError(f"{name} must be valid Unicode text, got {text!r}")
         self.host: Final = host
         self.anchor: Final = anchor
         self.version: Final = version
@@ -261,14 +254,30 @@ class Mapper:
         self._next_seq = 0
         self._latest_ns = anchor.boottime_ns
         self._anchor_taken = False
+        # The part of every record's identity array that never changes:
+        # [source, boot id, anchor wall ns, ...
+        self._identity_prefix = (
+            b"["
+            + _ENCODER.encode(self.source)
+            + b","
+            + _ENCODER.encode(anchor.boot_id)
+            + b","
+            + _ENCODER.encode(str(anchor.wall_ns))
+            + b","
+        )
+        # The wall-clock second last formatted, and its text up to the dot:
+        # records come in bursts within one second, and the calendar
+        # arithmetic is the dearest part of a time.
+        self._second = -1
+        self._second_text = ""
         self._anchor = self._emit(
             TYPE_ANCHOR,
             None,
-            {
-                "boot_id": anchor.boot_id,
-                "wall_ns": str(anchor.wall_ns),
-                "boottime_ns": str(anchor.boottime_ns),
-            },
+            AnchorData(
+                boot_id=anchor.boot_id,
+                wall_ns=str(anchor.wall_ns),
+                boottime_ns=str(anchor.boottime_ns),
+            ),
             anchor.boottime_ns,
         )
 
@@ -284,7 +293,7 @@ class Mapper:
         """The ``thseq`` the next record will get."""
         return self._next_seq
 
-    def anchor_record(self) -> CloudEvent:
+    def anchor_record(self) -> EvidenceRecord:
         """Record 0, the anchor. Take it first; after that the other methods work.
 
         Always the same record: calling it again returns it again and uses no
@@ -293,36 +302,35 @@ class Mapper:
         self._anchor_taken = True
         return self._anchor
 
-    encode = staticmethod(encode)
-
-    def map(self, event: Event) -> CloudEvent:
+    def map(self, event: Event) -> EvidenceRecord:
         """Map one native event to the next record.
 
         Raises :class:`MapperStateError` before :meth:`anchor_record`,
         :class:`TypeError` for something that is not a native event, and
-        ValueError for a timestamp with no RFC 3339 form.
+        ValueError for a timestamp with no RFC 3339 form or a kernel integer
+        outside the canonical range.
         """
-        if isinstance(event, SyscallCounts):
+        if type(event) is SyscallCounts:
             return self._syscalls(event)
         if not isinstance(
             event, ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent | ProcessSeen
         ):
             raise TypeError(f"not a capture event: {type(event).__name__}")
         redacted, fired = redact_event(self._redactor, event)
-        if isinstance(redacted, FileEvent):
+        if type(redacted) is FileEvent:
             return self._file(redacted, fired)
-        if isinstance(redacted, ExecEvent):
+        if type(redacted) is ExecEvent:
             return self._exec(redacted, fired)
-        if isinstance(redacted, NetEvent):
+        if type(redacted) is NetEvent:
             return self._net(redacted, fired)
-        if isinstance(redacted, ForkEvent):
+        if type(redacted) is ForkEvent:
             return self._fork(redacted, fired)
-        if isinstance(redacted, ExitEvent):
+        if type(redacted) is ExitEvent:
             return self._exit(redacted, fired)
-        assert isinstance(redacted, ProcessSeen)
+        assert type(redacted) is ProcessSeen
         return self._seen(redacted, fired)
 
-    def records(self, events: Iterable[Event]) -> Iterator[CloudEvent]:
+    def records(self, events: Iterable[Event]) -> Iterator[EvidenceRecord]:
         """The anchor record, then each event mapped: a whole stream, lazily.
 
         Once per mapper: a second call would yield the anchor (seq 0) again in
@@ -340,7 +348,7 @@ class Mapper:
         window_end_ns: int,
         *,
         cause: Mapping[str, Any] | None = None,
-    ) -> CloudEvent:
+    ) -> EvidenceRecord:
         """A ``capture.loss.v1`` record: events lost, by kind and stage, in a window.
 
         ``counts`` is ``{kind: {stage: n}}`` (``{"exec": {"lost_kernel": 3}}``);
@@ -364,21 +372,21 @@ class Mapper:
                 row[str(stage)] = count
                 total += count
             table[str(kind)] = row
-        data: dict[str, object] = {
-            "counts": table,
-            "total": total,
-            "window_start_ns": str(window_start_ns),
-            "window_end_ns": str(window_end_ns),
-            "window_start": format_rfc3339_ns(self._wall_ns(window_start_ns)),
-            "window_end": format_rfc3339_ns(self._wall_ns(window_end_ns)),
-        }
-        if cause is not None:
-            data["cause"] = dict(cause)
+        check_plain(table, "$.counts")
+        data = LossData(
+            counts=table,
+            total=_int53(total, "total"),
+            window_start_ns=str(window_start_ns),
+            window_end_ns=str(window_end_ns),
+            window_start=format_rfc3339_ns(self._wall_ns(window_start_ns)),
+            window_end=format_rfc3339_ns(self._wall_ns(window_end_ns)),
+            cause=None if cause is None else _plain_dict(cause, "$.cause"),
+        )
         return self._emit(TYPE_LOSS, None, data, window_end_ns)
 
     def capture_degraded(
         self, probe_statuses: Iterable[ProbeStatusLike], *, ts_ns: int | None = None
-    ) -> CloudEvent:
+    ) -> EvidenceRecord:
         """A ``capture.degraded.v1`` record: which probes are missing, and why.
 
         Lists every probe that did not attach (sorted by name, with its kind
@@ -387,172 +395,197 @@ class Mapper:
         """
         statuses = sorted(probe_statuses, key=lambda s: (s.name, s.kind))
         missing = [
-            {"name": s.name, "kind": s.kind, "reason": s.reason} for s in statuses if not s.attached
+            MissingProbe(name=s.name, kind=s.kind, reason=s.reason)
+            for s in statuses
+            if not s.attached
         ]
-        data: dict[str, object] = {
-            "missing": missing,
-            "attached": sum(1 for s in statuses if s.attached),
-            "total": len(statuses),
-        }
+        data = DegradedData(
+            missing=missing,
+            attached=sum(1 for s in statuses if s.attached),
+            total=len(statuses),
+        )
         return self._emit(TYPE_DEGRADED, None, data, ts_ns)
 
-    def capture_start(self, config: Mapping[str, Any], *, ts_ns: int | None = None) -> CloudEvent:
+    def capture_start(
+        self, config: Mapping[str, Any], *, ts_ns: int | None = None
+    ) -> EvidenceRecord:
         """A ``capture.start.v1`` record with the configuration capture started with.
 
-        ``config`` must be canonical-JSON-safe (no floats) and is written as
+        ``config`` must be in the canonical domain (no floats) and is written as
         given: it is not redacted, so keep secrets out of it.
         """
-        return self._emit(TYPE_START, None, {"config": dict(config)}, ts_ns)
+        data = StartData(config=_plain_dict(config, "$.config"))
+        return self._emit(TYPE_START, None, data, ts_ns)
 
     def set_redactor(self, redactor: Redactor) -> None:
         """Redact every record mapped from now on with ``redactor`` (a reload)."""
         self._redactor = redactor
 
-    def capture_config(self, config: Mapping[str, Any], *, ts_ns: int | None = None) -> CloudEvent:
+    def capture_config(
+        self, config: Mapping[str, Any], *, ts_ns: int | None = None
+    ) -> EvidenceRecord:
         """A ``capture.config.v1`` record: the configuration changed to ``config``."""
-        return self._emit(TYPE_CONFIG, None, {"config": dict(config)}, ts_ns)
+        data = ConfigData(config=_plain_dict(config, "$.config"))
+        return self._emit(TYPE_CONFIG, None, data, ts_ns)
 
     def capture_recovered(
         self, found: Mapping[str, Any], *, ts_ns: int | None = None
-    ) -> CloudEvent:
+    ) -> EvidenceRecord:
         """A ``capture.recovered.v1`` record: the previous run ended without a
         ``capture.stop`` (a crash, SIGKILL, power loss); ``found`` says what
         the log showed, including any torn tail the store set aside."""
-        return self._emit(TYPE_RECOVERED, None, {"found": dict(found)}, ts_ns)
+        data = RecoveredData(found=_plain_dict(found, "$.found"))
+        return self._emit(TYPE_RECOVERED, None, data, ts_ns)
 
-    def capture_stop(self, summary: Mapping[str, Any], *, ts_ns: int | None = None) -> CloudEvent:
+    def capture_stop(
+        self, summary: Mapping[str, Any], *, ts_ns: int | None = None
+    ) -> EvidenceRecord:
         """A ``capture.stop.v1`` record: ``summary`` plus the redaction counters so far.
 
         The redaction counters make failures visible in the evidence itself,
         not only in metrics: a reader sees how many fields became markers.
         """
-        data: dict[str, object] = {
-            "summary": dict(summary),
-            "redaction": msgspec.to_builtins(self._redactor.stats, order="deterministic"),
-        }
+        redaction = msgspec.to_builtins(self._redactor.stats, order="deterministic")
+        data = StopData(
+            summary=_plain_dict(summary, "$.summary"),
+            redaction=_plain_dict(redaction, "$.redaction"),
+        )
         return self._emit(TYPE_STOP, None, data, ts_ns)
 
     # --- per-kind mapping --------------------------------------------------------
     # Each takes the event already redacted (agent.redact.events decides which
     # fields), and the names of the rules that changed it.
 
-    def _exec(self, event: ExecEvent, fired: tuple[str, ...]) -> CloudEvent:
-        data = self._header(event)
-        data.update(
-            {
-                "ret": event.ret,
-                "filename": event.filename,
-                "argv": list(event.argv),
-                "argv_truncated": event.argv_truncated,
-                "args_cut": list(event.args_cut),
-                "argv_more": event.argv_more,
-                "filename_cut": event.filename_cut,
-                "execveat": event.at,
-            }
+    def _exec(self, event: ExecEvent, fired: tuple[str, ...]) -> EvidenceRecord:
+        data = ExecData(
+            pid=event.pid,
+            tid=event.tid,
+            uid=event.uid,
+            gid=event.gid,
+            cgroup_id=str(event.cgroup_id),
+            comm=event.comm,
+            ts_ns=str(event.ts_ns),
+            redacted=list(fired),
+            ret=_int53(event.ret, "ret"),
+            filename=event.filename,
+            argv=list(event.argv),
+            argv_truncated=event.argv_truncated,
+            args_cut=list(event.args_cut),
+            argv_more=event.argv_more,
+            filename_cut=event.filename_cut,
+            execveat=event.at,
         )
-        return self._kernel_record(TYPE_EXEC, f"pid/{event.pid}", data, fired, event.ts_ns)
+        return self._emit(TYPE_EXEC, f"pid/{event.pid}", data, event.ts_ns)
 
-    def _fork(self, event: ForkEvent, fired: tuple[str, ...]) -> CloudEvent:
-        data = self._header(event)
-        data.update({"child_pid": event.child_pid, "clone_flags": _u64(event.clone_flags)})
+    def _fork(self, event: ForkEvent, fired: tuple[str, ...]) -> EvidenceRecord:
+        data = ForkData(
+            pid=event.pid,
+            tid=event.tid,
+            uid=event.uid,
+            gid=event.gid,
+            cgroup_id=str(event.cgroup_id),
+            comm=event.comm,
+            ts_ns=str(event.ts_ns),
+            redacted=list(fired),
+            child_pid=event.child_pid,
+            clone_flags=_u64(event.clone_flags),
+        )
         # The subject is what the event is about: the new process.
-        return self._kernel_record(TYPE_FORK, f"pid/{event.child_pid}", data, fired, event.ts_ns)
+        return self._emit(TYPE_FORK, f"pid/{event.child_pid}", data, event.ts_ns)
 
-    def _exit(self, event: ExitEvent, fired: tuple[str, ...]) -> CloudEvent:
-        data = self._header(event)
-        data.update(
-            {
-                "exit_code": event.exit_code if event.have_code else None,
-                "signal": event.signal if event.have_signal else None,
-            }
+    def _exit(self, event: ExitEvent, fired: tuple[str, ...]) -> EvidenceRecord:
+        data = ExitData(
+            pid=event.pid,
+            tid=event.tid,
+            uid=event.uid,
+            gid=event.gid,
+            cgroup_id=str(event.cgroup_id),
+            comm=event.comm,
+            ts_ns=str(event.ts_ns),
+            redacted=list(fired),
+            exit_code=event.exit_code if event.have_code else None,
+            signal=event.signal if event.have_signal else None,
         )
-        return self._kernel_record(TYPE_EXIT, f"pid/{event.pid}", data, fired, event.ts_ns)
+        return self._emit(TYPE_EXIT, f"pid/{event.pid}", data, event.ts_ns)
 
-    def _file(self, event: FileEvent, fired: tuple[str, ...]) -> CloudEvent:
+    def _file(self, event: FileEvent, fired: tuple[str, ...]) -> EvidenceRecord:
         op = _file_op(event)
-        data = self._header(event)
-        data.update(
-            {
-                "op": op,
-                "syscall": event.syscall,
-                "ret": event.ret,
-                "dfd": event.dfd,
-                "path": event.path,
-                "path_cut": event.path_cut,
-                "dfd2": event.dfd2 if op == "rename" else None,
-                "path2": event.path2 if op == "rename" else None,
-                "path2_cut": event.path2_cut if op == "rename" else None,
-                "flags": event.flags,
-                "mode": event.mode,
-            }
+        rename = op == "rename"
+        count = getattr(event, "count", 1)
+        data = FileData(
+            pid=event.pid,
+            tid=event.tid,
+            uid=event.uid,
+            gid=event.gid,
+            cgroup_id=str(event.cgroup_id),
+            comm=event.comm,
+            ts_ns=str(event.ts_ns),
+            redacted=list(fired),
+            op=op,
+            syscall=event.syscall,
+            ret=_int53(event.ret, "ret"),
+            dfd=event.dfd,
+            path=event.path,
+            path_cut=event.path_cut,
+            dfd2=event.dfd2 if rename else None,
+            path2=event.path2 if rename else None,
+            path2_cut=event.path2_cut if rename else None,
+            flags=event.flags,
+            mode=event.mode,
+            count=count,
+            last_ts_ns=str(getattr(event, "last_ts_ns", 0)) if count > 1 else None,
         )
         # The envelope's subject is the path, in escape form if it needs one
         # (data.escaped then names "path").
         subject = escape_json(event.path)[0] or f"pid/{event.pid}"
-        return self._kernel_record(file_type(op), subject, data, fired, event.ts_ns)
+        return self._emit(file_type(op), subject, data, event.ts_ns)
 
-    def _net(self, event: NetEvent, fired: tuple[str, ...]) -> CloudEvent:
-        data = self._header(event)
+    def _net(self, event: NetEvent, fired: tuple[str, ...]) -> EvidenceRecord:
         endpoint = event.endpoint
-        data.update(
-            {
-                "op": event.op,
-                "ret": event.ret,
-                "fd": event.fd,
-                "endpoint": None
-                if endpoint is None
-                else {
-                    "family": endpoint.family,
-                    "address": endpoint.address,
-                    "port": endpoint.port,
-                },
-                "backlog": event.backlog if event.op == "listen" else None,
-            }
+        count = getattr(event, "count", 1)
+        data = NetData(
+            pid=event.pid,
+            tid=event.tid,
+            uid=event.uid,
+            gid=event.gid,
+            cgroup_id=str(event.cgroup_id),
+            comm=event.comm,
+            ts_ns=str(event.ts_ns),
+            redacted=list(fired),
+            op=event.op,
+            ret=_int53(event.ret, "ret"),
+            fd=event.fd,
+            endpoint=None
+            if endpoint is None
+            else EndpointData(family=endpoint.family, address=endpoint.address, port=endpoint.port),
+            backlog=event.backlog if event.op == "listen" else None,
+            count=count,
+            last_ts_ns=str(getattr(event, "last_ts_ns", 0)) if count > 1 else None,
         )
-        return self._kernel_record(net_type(event.op), f"pid/{event.pid}", data, fired, event.ts_ns)
+        return self._emit(net_type(event.op), f"pid/{event.pid}", data, event.ts_ns)
 
-    def _syscalls(self, event: SyscallCounts) -> CloudEvent:
-        data: dict[str, object] = {
-            "pid": event.pid,
-            "counts": {str(name): _u64(count) for name, count in event.counts.items()},
-            "final": event.final,
-        }
+    def _syscalls(self, event: SyscallCounts) -> EvidenceRecord:
+        counts = {str(name): _u64(count) for name, count in event.counts.items()}
+        check_plain(counts, "$.data.counts")  # names from the syscall table: ASCII
+        data = SyscallsData(pid=event.pid, counts=counts, final=event.final)
         return self._emit(TYPE_SYSCALLS, f"pid/{event.pid}", data, None)
 
-    def _seen(self, event: ProcessSeen, fired: tuple[str, ...]) -> CloudEvent:
-        data: dict[str, object] = {
-            "pid": event.pid,
-            "ppid": event.ppid,
-            "comm": event.comm,
-            "exe": event.exe,
-            "cmdline": list(event.cmdline),
-            "uid": event.uid,
-            "user": event.user,
-            "start_time_ms": _epoch_ms(event.start_time),
-            "preexisting": event.preexisting,
-            "redacted": list(fired),
-        }
+    def _seen(self, event: ProcessSeen, fired: tuple[str, ...]) -> EvidenceRecord:
+        data = SeenData(
+            pid=event.pid,
+            ppid=event.ppid,
+            comm=event.comm,
+            exe=event.exe,
+            cmdline=list(event.cmdline),
+            uid=event.uid,
+            user=event.user,
+            start_time_ms=_epoch_ms(event.start_time),
+            preexisting=event.preexisting,
+            redacted=list(fired),
+        )
         return self._emit(TYPE_SEEN, f"pid/{event.pid}", data, None)
 
     # --- helpers -------------------------------------------------------------------
-
-    def _header(self, event: EventBase) -> dict[str, object]:
-        """The fields every kernel record carries; ``redacted`` is filled in last."""
-        return {
-            "pid": event.pid,
-            "tid": event.tid,
-            "uid": event.uid,
-            "gid": event.gid,
-            "cgroup_id": str(event.cgroup_id),
-            "comm": event.comm,
-            "ts_ns": str(event.ts_ns),
-        }
-
-    def _kernel_record(
-        self, type_: str, subject: str, data: dict[str, object], fired: tuple[str, ...], ts_ns: int
-    ) -> CloudEvent:
-        data["redacted"] = list(fired)
-        return self._emit(type_, subject, data, ts_ns)
 
     def wall_ns(self, ts_ns: int) -> int:
         """The wall-clock time (epoch ns) of a kernel timestamp, by the anchor."""
@@ -560,36 +593,42 @@ class Mapper:
 
     _wall_ns = wall_ns
 
+    def _time(self, wall_ns: int) -> str:
+        """:func:`format_rfc3339_ns`, with the calendar part kept per second."""
+        second, nanos = divmod(wall_ns, _NS_PER_SECOND)
+        if second != self._second:
+            text = format_rfc3339_ns(second * _NS_PER_SECOND)
+            self._second_text = text[: text.index(".") + 1]
+            self._second = second
+        return f"{self._second_text}{nanos:09d}Z"
+
     def _emit(
-        self, type_: str, subject: str | None, data: dict[str, object], ts_ns: int | None
-    ) -> CloudEvent:
-        """Make the next record. Everything that can fail runs before the seq is used."""
-        if type_ != TYPE_ANCHOR and not self._anchor_taken:
+        self, type_: str, subject: str | None, data: Payload, ts_ns: int | None
+    ) -> EvidenceRecord:
+        """Make the next record, encoding its payload once and building the
+        envelope around those bytes. Everything that can fail runs before the
+        seq is used."""
+        if not self._anchor_taken and type_ != TYPE_ANCHOR:
             raise MapperStateError(
                 "take anchor_record() first: record 0 of every stream is the anchor"
             )
         if ts_ns is not None and (isinstance(ts_ns, bool) or not isinstance(ts_ns, int)):
             raise ValueError(f"ts_ns must be an int, got {ts_ns!r}")
         when = self._latest_ns if ts_ns is None else ts_ns
-        time = format_rfc3339_ns(self._wall_ns(when))
-        try:
-            body = canonical(data)
-        except CanonicalError:
-            # Host text that is not UTF-8 has no canonical form: write it in
-            # escape form, named in data.escaped (agent.safetext). Anything
-            # else that is refused is refused again, naming the value.
-            data = escape_fields(data)
-            body = canonical(data)
-        plain: dict[str, Any] = msgspec.json.decode(body)
+        time = self._time(self.anchor.wall_ns + (when - self.anchor.boottime_ns))
+        data, data_bytes = encode_payload(data)
         seq = self._next_seq
-        thhash = blake3.blake3(body).hexdigest()
+        thhash = blake3.blake3(data_bytes).hexdigest()
         # The anchor makes ids unique per run (two runs on one boot number
         # their records from 0 alike) and stays the same when the same
         # capture is mapped again, so a retried record keeps its id.
-        identity = canonical(
-            [self.source, self.anchor.boot_id, str(self.anchor.wall_ns), seq, type_, thhash]
+        identity = b'%s%d,%s,"%s"]' % (
+            self._identity_prefix,
+            seq,
+            _ENCODER.encode(type_),
+            thhash.encode(),
         )
-        record = CloudEvent(
+        event: CloudEvent[Any] = CloudEvent(
             specversion=SPECVERSION,
             id=blake3.blake3(identity).hexdigest()[:_ID_HEX_DIGITS],
             source=self.source,
@@ -597,7 +636,7 @@ class Mapper:
             time=time,
             subject=subject,
             datacontenttype=DATACONTENTTYPE,
-            data=plain,
+            data=msgspec.Raw(data_bytes),
             thseq=seq,
             thhash=thhash,
             thproducer=PRODUCER,
@@ -607,10 +646,11 @@ class Mapper:
             traceparent=self._traceparent,
             tracestate=self._tracestate,
         )
+        body = _ENCODER.encode(event)
         self._next_seq = seq + 1
         if ts_ns is not None and ts_ns > self._latest_ns:
             self._latest_ns = ts_ns
-        return record
+        return EvidenceRecord(msgspec.structs.replace(event, data=data), body)
 
 
 def _file_op(event: FileEvent) -> str:
@@ -625,6 +665,21 @@ def _file_op(event: FileEvent) -> str:
 def _u64(value: int) -> int | str:
     """An integer as is if every JSON parser reads it exactly, else as a decimal string."""
     return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
+
+
+def _int53(value: int, name: str) -> int:
+    """A kernel integer the record holds as a JSON number: refused outside
+    +-(2**53 - 1) rather than written in a form some parser would round."""
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    raise CanonicalError(f"$.data.{name}", f"integer {value} is outside +-(2**53 - 1)")
+
+
+def _plain_dict(value: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """A free-form mapping for a payload, held to the canonical domain."""
+    plain = dict(value)
+    check_plain(plain, path)
+    return plain
 
 
 def _epoch_ms(seconds: float) -> int | None:

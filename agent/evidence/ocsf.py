@@ -47,9 +47,13 @@ snapshot is not an activity), ``process.syscalls.v1`` (counters), and every
 ``capture.*`` record (the sensor's own health). Those are only in the
 CloudEvents stream; a consumer that needs gaps must read that stream.
 
-What can go wrong: a record whose ``data`` lacks a field its type needs
-(a record not made by :mod:`agent.evidence.mapper`, or a newer type version)
-raises :class:`OcsfError`, naming the record and the field; nothing is guessed.
+A folded record (``data.count`` > 1: that many identical events) carries
+the OCSF ``count`` attribute.
+
+What can go wrong: a record whose ``data`` is not its type's payload (a
+field missing or mistyped: a record not made by :mod:`agent.evidence.mapper`,
+or a newer type version) raises :class:`OcsfError`, naming the record and
+the field; nothing is guessed.
 """
 
 from __future__ import annotations
@@ -58,8 +62,12 @@ import errno
 import posixpath
 from typing import Any, Final
 
+import msgspec
+
+from agent.evidence.payloads import EndpointData, ExecData, ExitData, FileData, ForkData, NetData
+from agent.evidence.record_types import PAYLOAD_TYPES
 from agent.evidence.types import PRODUCER, TYPE_PREFIX, CloudEvent, parse_rfc3339_ns
-from agent.safetext import escaped_names, shell_join, unescape
+from agent.safetext import shell_join, unescape
 
 __all__ = [
     "CATEGORY_NETWORK",
@@ -119,12 +127,15 @@ class OcsfError(ValueError):
     """A record cannot be projected: a field its type needs is missing or mistyped."""
 
 
-def to_ocsf(ce: CloudEvent) -> dict[str, Any] | None:
+def to_ocsf(ce: CloudEvent[Any]) -> dict[str, Any] | None:
     """Project one record to an OCSF 1.3.0 event dict, or None if it has no class.
 
-    The result is plain JSON (canonical-safe: integers, no floats). Its
-    ``metadata.uid`` is the record's ``id``, so the OCSF event and the
-    evidence record it came from can always be matched up.
+    ``ce.data`` is the record's typed payload (:mod:`agent.evidence.payloads`),
+    as the mapper makes it, or its plain JSON, as read back from the log:
+    that is checked against the payload type first. The result is plain
+    JSON (canonical-safe: integers, no floats). Its ``metadata.uid`` is the
+    record's ``id``, so the OCSF event and the evidence record it came from
+    can always be matched up.
     """
     if not ce.type.startswith(TYPE_PREFIX):
         return None
@@ -132,19 +143,29 @@ def to_ocsf(ce: CloudEvent) -> dict[str, Any] | None:
     op, _, version = rest.rpartition(".")
     if version != "v1":
         return None
-    try:
-        if family == "process" and op in _PROCESS_ACTIVITY:
-            return _process(ce, op)
-        if family == "file":
-            return _file(ce, op)
-        if family == "network":
-            return _network(ce, op)
-    except (KeyError, TypeError) as exc:
-        raise OcsfError(f"record {ce.id} ({ce.type}): missing or mistyped field {exc}") from None
+    if not (family == "process" and op in _PROCESS_ACTIVITY) and family not in ("file", "network"):
+        return None
+    payload_type = PAYLOAD_TYPES.get(ce.type)
+    if payload_type is None:
+        return None
+    data = ce.data
+    if not isinstance(data, payload_type):
+        try:
+            data = msgspec.convert(data, payload_type)
+        except msgspec.ValidationError as exc:
+            raise OcsfError(f"record {ce.id} ({ce.type}): {exc}") from None
+    if isinstance(data, ExecData | ForkData | ExitData):
+        return _process(ce, data)
+    if isinstance(data, FileData):
+        return _file(ce, op, data)
+    if isinstance(data, NetData):
+        return _network(ce, op, data)
     return None
 
 
-def _base(ce: CloudEvent, class_uid: int, activity: tuple[int, str], ret: int) -> dict[str, Any]:
+def _base(
+    ce: CloudEvent[Any], class_uid: int, activity: tuple[int, str], ret: int
+) -> dict[str, Any]:
     """The attributes every class here requires, plus status from a syscall result."""
     activity_id, activity_name = activity
     class_name, category_uid, category_name = _CLASS_NAMES[class_uid]
@@ -179,65 +200,62 @@ def _base(ce: CloudEvent, class_uid: int, activity: tuple[int, str], ret: int) -
     return event
 
 
-def _actor(data: dict[str, Any]) -> dict[str, Any]:
+def _actor(data: ExecData | ForkData | ExitData | FileData | NetData) -> dict[str, Any]:
     """The process that did it: the event header's pid, thread, command and user."""
     return {
         "process": {
-            "pid": data["pid"],
-            "tid": data["tid"],
-            "name": data["comm"],
-            "user": {"uid": str(data["uid"])},
+            "pid": data.pid,
+            "tid": data.tid,
+            "name": data.comm,
+            "user": {"uid": str(data.uid)},
         },
-        "user": {"uid": str(data["uid"])},
+        "user": {"uid": str(data.uid)},
     }
 
 
-def _process(ce: CloudEvent, op: str) -> dict[str, Any]:
-    data = ce.data
-    ret = int(data["ret"]) if op == "exec" else 0
-    event = _base(ce, CLASS_PROCESS, _PROCESS_ACTIVITY[op], ret)
-    event["actor"] = _actor(data)
-    if op == "exec":
-        filename: str = data["filename"]
+def _process(ce: CloudEvent[Any], data: ExecData | ForkData | ExitData) -> dict[str, Any]:
+    if isinstance(data, ExecData):
+        event = _base(ce, CLASS_PROCESS, _PROCESS_ACTIVITY["exec"], data.ret)
+        event["actor"] = _actor(data)
         event["process"] = {
-            "pid": data["pid"],
-            "tid": data["tid"],
-            "name": data["comm"],
+            "pid": data.pid,
+            "tid": data.tid,
+            "name": data.comm,
             "cmd_line": _cmd_line(data),
             "file": {
-                "name": posixpath.basename(filename),
-                "path": filename,
+                "name": posixpath.basename(data.filename),
+                "path": data.filename,
                 "type_id": _FILE_REGULAR,
             },
-            "user": {"uid": str(data["uid"])},
+            "user": {"uid": str(data.uid)},
         }
-    elif op == "fork":
-        event["process"] = {"pid": data["child_pid"], "parent_process": {"pid": data["pid"]}}
+    elif isinstance(data, ForkData):
+        event = _base(ce, CLASS_PROCESS, _PROCESS_ACTIVITY["fork"], 0)
+        event["actor"] = _actor(data)
+        event["process"] = {"pid": data.child_pid, "parent_process": {"pid": data.pid}}
     else:
-        event["process"] = {"pid": data["pid"], "name": data["comm"]}
-        if data["exit_code"] is not None:
-            event["exit_code"] = data["exit_code"]
-        if data["signal"] is not None:
-            event["unmapped"] = {"signal": data["signal"]}
-    return _escaped(event, data)
+        event = _base(ce, CLASS_PROCESS, _PROCESS_ACTIVITY["exit"], 0)
+        event["actor"] = _actor(data)
+        event["process"] = {"pid": data.pid, "name": data.comm}
+        if data.exit_code is not None:
+            event["exit_code"] = data.exit_code
+        if data.signal is not None:
+            event["unmapped"] = {"signal": data.signal}
+    return _escaped(event, data.escaped)
 
 
-def _cmd_line(data: dict[str, Any]) -> str:
+def _cmd_line(data: ExecData) -> str:
     """The argv as one shell line, each word quoted (agent.safetext): joined
     with bare spaces, ``a b`` and ``a`` ``b`` would read the same."""
-    argv = [str(entry) for entry in data["argv"]]
-    if "argv" in escaped_names(data):
+    argv = data.argv
+    if "argv" in data.escaped:
         argv = [unescape(entry) for entry in argv]
     return shell_join(argv)
 
 
-def _escaped(event: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+def _escaped(event: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """Carry which fields hold text in escape form (agent.safetext) into
     ``unmapped.escaped``, so a consumer can restore the original bytes."""
-    names = escaped_names(data)
-    endpoint = data.get("endpoint")
-    if isinstance(endpoint, dict):
-        names += [f"endpoint.{name}" for name in escaped_names(endpoint)]
     if names:
         event.setdefault("unmapped", {})["escaped"] = sorted(names)
     return event
@@ -247,27 +265,27 @@ def _file_object(path: str, type_id: int) -> dict[str, Any]:
     return {"name": posixpath.basename(path) or path, "path": path, "type_id": type_id}
 
 
-def _file(ce: CloudEvent, op: str) -> dict[str, Any]:
-    data = ce.data
+def _file(ce: CloudEvent[Any], op: str, data: FileData) -> dict[str, Any]:
     activity = _FILE_ACTIVITY.get(op, _FILE_ACTIVITY["other"])
-    event = _base(ce, CLASS_FILE_SYSTEM, activity, int(data["ret"]))
+    event = _base(ce, CLASS_FILE_SYSTEM, activity, data.ret)
     event["actor"] = _actor(data)
     folder = op in ("mkdir", "rmdir")
-    event["file"] = _file_object(data["path"], _FILE_FOLDER if folder else _FILE_UNKNOWN)
-    if op == "rename" and data["path2"] is not None:
-        event["file_result"] = _file_object(data["path2"], _FILE_UNKNOWN)
+    event["file"] = _file_object(data.path, _FILE_FOLDER if folder else _FILE_UNKNOWN)
+    if op == "rename" and data.path2 is not None:
+        event["file_result"] = _file_object(data.path2, _FILE_UNKNOWN)
     event["unmapped"] = {
-        "syscall": data["syscall"],
-        "flags": data["flags"],
-        "mode": data["mode"],
-        "dfd": data["dfd"],
+        "syscall": data.syscall,
+        "flags": data.flags,
+        "mode": data.mode,
+        "dfd": data.dfd,
     }
-    return _escaped(event, data)
+    if data.count > 1:
+        event["count"] = data.count
+    return _escaped(event, data.escaped)
 
 
-def _network(ce: CloudEvent, op: str) -> dict[str, Any]:
-    data = ce.data
-    ret = int(data["ret"])
+def _network(ce: CloudEvent[Any], op: str, data: NetData) -> dict[str, Any]:
+    ret = data.ret
     activity: tuple[int, str]
     if op == "connect":
         if ret == -errno.ECONNREFUSED:
@@ -291,7 +309,7 @@ def _network(ce: CloudEvent, op: str) -> dict[str, Any]:
     event = _base(ce, CLASS_NETWORK, activity, status_ret)
     event["actor"] = _actor(data)
     local: dict[str, Any] = {"hostname": ce.thhost}
-    peer = _endpoint(data["endpoint"])
+    peer = _endpoint(data.endpoint)
     if op == "connect":
         src, dst = local, peer
     elif op == "accept":
@@ -302,18 +320,22 @@ def _network(ce: CloudEvent, op: str) -> dict[str, Any]:
     event["src_endpoint"] = src or {}
     event["dst_endpoint"] = dst or {}
     event["connection_info"] = {"direction_id": direction}
-    event["unmapped"] = {"fd": data["fd"], "op": data["op"]}
-    return _escaped(event, data)
+    event["unmapped"] = {"fd": data.fd, "op": data.op}
+    if data.count > 1:
+        event["count"] = data.count
+    names = list(data.escaped)
+    if data.endpoint is not None:
+        names += [f"endpoint.{name}" for name in data.endpoint.escaped]
+    return _escaped(event, names)
 
 
-def _endpoint(endpoint: dict[str, Any] | None) -> dict[str, Any]:
+def _endpoint(endpoint: EndpointData | None) -> dict[str, Any]:
     """An OCSF network endpoint: ip and port, or a UNIX path as its name."""
     if endpoint is None:
         return {}
-    family = endpoint["family"]
-    if family in ("ipv4", "ipv6"):
-        return {"ip": endpoint["address"], "port": endpoint["port"]}
-    return {"name": f"{family}:{endpoint['address']}"}
+    if endpoint.family in ("ipv4", "ipv6"):
+        return {"ip": endpoint.address, "port": endpoint.port}
+    return {"name": f"{endpoint.family}:{endpoint.address}"}
 
 
 def _errno_name(ret: int) -> str:

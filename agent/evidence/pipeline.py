@@ -25,7 +25,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,18 +43,23 @@ from agent.evidence.loss_books import (
     loss_delta,
 )
 from agent.evidence.loss_slot import LossSlot, PendingLoss
-from agent.evidence.mapper import CAPTURE_TYPES, TYPE_LOSS, TYPE_START, TYPE_STOP, Mapper
+from agent.evidence.mapper import Mapper
+from agent.evidence.record_types import CAPTURE_TYPES, TYPE_LOSS, TYPE_START, TYPE_STOP
 from agent.evidence.store import (
     RECOVERED,
     EvidenceStore,
     FsyncPolicy,
     segment_files,
 )
-from agent.evidence.types import TYPE_PREFIX, Anchor, CloudEvent, format_rfc3339_ns
+from agent.evidence.types import TYPE_PREFIX, Anchor, EvidenceRecord, format_rfc3339_ns
 from agent.failpoints import Failpoints
 from agent.redact import Redactor
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+WRITE_MAX: Final = 8192
+"""Most records the publisher writes (and fsyncs) at once: the mapper's
+pieces that wait are joined up to this many."""
 
 
 def previous_run(lines: Iterable[bytes]) -> dict[str, Any] | None:
@@ -140,10 +145,10 @@ class _Written(msgspec.Struct, frozen=True):
     log (and their chain seqs), those the store refused, those lost with an
     error, and the error."""
 
-    records: list[CloudEvent]
+    records: list[EvidenceRecord]
     seqs: list[int]
-    refused: list[CloudEvent]
-    lost: list[CloudEvent]
+    refused: list[EvidenceRecord]
+    lost: list[EvidenceRecord]
     error: OSError | None
 
 
@@ -176,7 +181,7 @@ class EvidencePipeline:
 
     def __init__(
         self,
-        events: trio.MemoryReceiveChannel[Event],
+        events: AsyncIterable[list[Event]],
         mapper: Mapper,
         store: EvidenceStore | None,
         *,
@@ -211,7 +216,12 @@ class EvidencePipeline:
         self._reopen = reopen
         self._slot = slot
         self._failpoints = failpoints or Failpoints()
-        self._send, self._receive = trio.open_memory_channel[CloudEvent](queue_capacity)
+        # Batches of records, bounded in records: at most capacity // batch_max
+        # batches of at most batch_max records each wait for the publisher.
+        self._send, self._receive = trio.open_memory_channel[list[EvidenceRecord]](
+            max(1, queue_capacity // batch_max)
+        )
+        self._depth = 0
         self._store_lock = trio.Lock()
         # Loss reports: what the last report queued covered (_reported, from
         # _window_start on), and what the last one *in the log* covered
@@ -227,7 +237,7 @@ class EvidencePipeline:
         self._report_outage: dict[str, int] = {}
         # Records about the capture itself that met a failing store: written
         # first once it can write again.
-        self._held: list[CloudEvent] = []
+        self._held: list[EvidenceRecord] = []
         self.mapped = 0
         self.published = 0
         #: Set by open_pipeline when the log's last run never stopped.
@@ -245,7 +255,7 @@ class EvidencePipeline:
         self._first_sealed = False
         #: Called in the trio thread with each batch once it is in the log
         #: (the API's live tail). Must not block or raise.
-        self.on_published: Callable[[list[CloudEvent], list[int]], None] | None = None
+        self.on_published: Callable[[list[EvidenceRecord], list[int]], None] | None = None
         self._closed = False
         self._ending = False
         self._nursery: trio.Nursery | None = None
@@ -301,10 +311,10 @@ class EvidencePipeline:
         """Seconds since the last checkpoint; None while the store is gone."""
         return None if self.failing is not None or self._closed else self.store.checkpoint_age_s
 
-    def _published(self, batch: list[CloudEvent], seqs: list[int]) -> None:
+    def _published(self, batch: list[EvidenceRecord], seqs: list[int]) -> None:
         self.published += len(batch)
         for record in batch:
-            action = self._after_commit.pop(record.id, None)
+            action = self._after_commit.pop(record.event.id, None)
             if action is not None:
                 action()
         if self.on_published is not None:
@@ -313,7 +323,7 @@ class EvidencePipeline:
     @property
     def depth(self) -> int:
         """Records mapped and waiting for the publisher."""
-        return self._send.statistics().current_buffer_used
+        return self._depth
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs until the event stream ends (the streaming sink finished),
@@ -325,19 +335,20 @@ class EvidencePipeline:
                 self._say(f"evidence: the log cannot be opened ({self.failing}); capture goes on")
                 nursery.start_soon(self._retry)
             async with self._send:
-                await self._put(self.mapper.anchor_record())
+                first = [self.mapper.anchor_record()]
                 if self.unclean_previous_run is not None:
-                    await self._put(self.mapper.capture_recovered(self.unclean_previous_run))
+                    first.append(self.mapper.capture_recovered(self.unclean_previous_run))
                 if self.previous_pending is not None:
-                    await self._put(self._previous_record(self.previous_pending))
-                await self._put(self.mapper.capture_start(self.config))
-                await self._put(self.mapper.capture_degraded(self.probes))
+                    first.append(self._previous_record(self.previous_pending))
+                first.append(self.mapper.capture_start(self.config))
+                first.append(self.mapper.capture_degraded(self.probes))
+                await self._put_many(first)
                 task_status.started()
                 async with trio.open_nursery() as periodic:
                     periodic.start_soon(self._report_losses_periodically)
                     periodic.start_soon(self._tick_periodically)
-                    async for event in self.events:
-                        await self._map(event)
+                    async for batch in self.events:
+                        await self._map_batch(batch)
                     periodic.cancel_scope.cancel()
                 self._ending = True
                 if self.failing is not None:
@@ -349,23 +360,26 @@ class EvidencePipeline:
                 }
                 await self._put(self.mapper.capture_stop(summary))
 
-    async def _map(self, event: Event) -> None:
-        """Map one event and queue its record; whatever goes wrong costs this
-        event only, counted by kind and stage."""
-        kind = kind_of(event)
+    async def _map_batch(self, events: list[Event]) -> None:
+        """Map a batch and queue its records in one hand-off; whatever goes
+        wrong with one event costs that event only, counted by kind and stage."""
         if self.failing is not None:
-            self._lost(kind)
+            for event in events:
+                self._lost(kind_of(event))
             return
-        try:
-            if self._failpoints:
-                self._failpoints.check("evidence.map", getattr(event, "comm", None))
-            record = self.mapper.map(event)
-        except Exception as err:  # one record must never end the pipeline
-            self.losses.count(kind, MAP_STAGE)
-            self._say_once("map", f"evidence: an event could not be mapped ({err!r}); counted")
-            return
-        await self._put(record)
-        self.mapped += 1
+        records: list[EvidenceRecord] = []
+        mapper_map = self.mapper.map
+        failpoints = self._failpoints
+        for event in events:
+            try:
+                if failpoints:
+                    failpoints.check("evidence.map", getattr(event, "comm", None))
+                records.append(mapper_map(event))
+            except Exception as err:  # one record must never end the pipeline
+                self.losses.count(kind_of(event), MAP_STAGE)
+                self._say_once("map", f"evidence: an event could not be mapped ({err!r}); counted")
+        self.mapped += len(records)
+        await self._put_many(records)
 
     async def reconfigure(
         self,
@@ -395,33 +409,49 @@ class EvidencePipeline:
                     del options["checkpoint_every_s"]  # not configurable
                     self.store.configure(**options)
 
-    async def _put(self, record: CloudEvent) -> None:
-        if self.failing is not None:
-            self._record_lost(record)
-            return
-        try:
-            await self._send.send(record)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._record_lost(record)
+    async def _put(self, record: EvidenceRecord) -> None:
+        await self._put_many([record])
+
+    async def _put_many(self, records: list[EvidenceRecord]) -> None:
+        """Queue ``records`` for the publisher, in pieces of at most
+        ``batch_max``; waits while the queue is full (backpressure)."""
+        step = self.batch_max
+        for start in range(0, len(records), step):
+            piece = records[start : start + step]
+            if self.failing is not None:
+                for record in piece:
+                    self._record_lost(record)
+                continue
+            self._depth += len(piece)
+            try:
+                await self._send.send(piece)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._depth -= len(piece)
+                for record in piece:
+                    self._record_lost(record)
+            except trio.Cancelled:
+                self._depth -= len(piece)
+                raise
 
     def _lost(self, kind: str, n: int = 1) -> None:
         """``n`` events or records of ``kind`` the log did not get: the store failed."""
         self.lost_to_store += n
         self.losses.count(kind, STORE_STAGE, n)
 
-    def _record_lost(self, record: CloudEvent) -> None:
+    def _record_lost(self, record: EvidenceRecord) -> None:
         """A record met a store that cannot write. A loss report is dropped
         (the next one covers its window); a record about the capture itself
         waits for the store; any other record is a counted loss."""
-        self._after_commit.pop(record.id, None)
-        if record.type == TYPE_LOSS and record.id != self._previous_id:
-            self._report_outage.pop(record.id, None)
+        event = record.event
+        self._after_commit.pop(event.id, None)
+        if event.type == TYPE_LOSS and event.id != self._previous_id:
+            self._report_outage.pop(event.id, None)
             return
-        held = record.type in HELD_TYPES or record.id == self._previous_id
+        held = event.type in HELD_TYPES or event.id == self._previous_id
         if held and len(self._held) < HELD_MAX:
             self._held.append(record)
             return
-        self._lost(kind_of_record(record))
+        self._lost(kind_of_record(event.type))
 
     def _current_losses(self) -> dict[str, dict[str, int]]:
         return loss_counts(
@@ -430,7 +460,7 @@ class EvidencePipeline:
             self.losses.table(),
         )
 
-    def _loss_record(self, cause: Mapping[str, Any] | None = None) -> CloudEvent | None:
+    def _loss_record(self, cause: Mapping[str, Any] | None = None) -> EvidenceRecord | None:
         """The next ``capture.loss`` record (None if nothing was lost since
         the last report that reached the log); it counts as reported once
         it is committed."""
@@ -442,12 +472,12 @@ class EvidencePipeline:
             return None
         record = self.mapper.capture_loss(delta, self._window_start, end, cause=cause)
         self._reported, self._window_start = now, end
-        self._report_outage[record.id] = self._outages
+        self._report_outage[record.event.id] = self._outages
 
         def confirmed() -> None:
             self._confirmed = (now, end)
 
-        self._after_commit[record.id] = confirmed
+        self._after_commit[record.event.id] = confirmed
         return record
 
     async def _report_losses(self) -> None:
@@ -473,7 +503,7 @@ class EvidencePipeline:
                 except OSError as err:
                     self._start_failing(err, [])
 
-    def _write(self, batch: list[CloudEvent]) -> _Written:
+    def _write(self, batch: list[EvidenceRecord]) -> _Written:
         """Append and commit ``batch`` (in a worker thread).
 
         A record the store refuses (it has no canonical form) is left out;
@@ -482,8 +512,8 @@ class EvidencePipeline:
         lost that is in the log, or written that is not.
         """
         store = self.store
-        appended: list[tuple[CloudEvent, int]] = []
-        refused: list[CloudEvent] = []
+        appended: list[tuple[EvidenceRecord, int]] = []
+        refused: list[EvidenceRecord] = []
         error: OSError | None = None
         try:
             for record in batch:
@@ -493,13 +523,11 @@ class EvidencePipeline:
                 pending = (record, head[0] + 1 if head is not None else 0)
                 try:
                     if self._failpoints:
-                        comm = record.data.get("comm")
+                        comm = getattr(record.event.data, "comm", None)
                         self._failpoints.check(
                             "evidence.store", comm if isinstance(comm, str) else None
                         )
-                    appended.append(
-                        (record, store.append(record.type, msgspec.to_builtins(record)).seq)
-                    )
+                    appended.append((record, store.append_body(record.event.type, record.body)))
                 except OSError:
                     appended.append(pending)
                     raise
@@ -526,23 +554,33 @@ class EvidencePipeline:
         :meth:`_start_failing`. When cancelled, what is still queued was
         mapped: it is written too.
         """
-        batch: list[CloudEvent] = []
+        batch: list[EvidenceRecord] = []
         try:
             async with self._receive:
-                async for record in self._receive:
+                async for piece in self._receive:
+                    # Group commit: with the pieces already waiting, one write
+                    # and one fsync for all of them (up to WRITE_MAX records).
+                    batch = piece
+                    while len(batch) < WRITE_MAX:
+                        try:
+                            batch = batch + self._receive.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    self._depth -= len(batch)
                     if self.failing is not None:
-                        self._record_lost(record)
-                        continue
-                    batch.append(record)
-                    if len(batch) >= self.batch_max or not self.depth:
+                        for record in batch:
+                            self._record_lost(record)
+                    else:
                         await self._write_batch(batch)
-                        batch = []
+                    batch = []
         finally:
             while True:
                 try:
-                    batch.append(self._receive.receive_nowait())
+                    piece = self._receive.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
+                self._depth -= len(piece)
+                batch.extend(piece)
             with trio.CancelScope(shield=True):
                 if batch:
                     await self._write_batch(batch)
@@ -564,19 +602,19 @@ class EvidencePipeline:
                 if self._nursery is not None:
                     self._nursery.cancel_scope.cancel()  # the retry task, if any
 
-    def _fresh(self, batch: list[CloudEvent]) -> list[CloudEvent]:
+    def _fresh(self, batch: list[EvidenceRecord]) -> list[EvidenceRecord]:
         """``batch`` without loss reports made before the last outage: what
         they counted is in the report written since (or still to come)."""
         if not self._report_outage:
             return batch
         kept = []
         for record in batch:
-            made = self._report_outage.pop(record.id, None)
+            made = self._report_outage.pop(record.event.id, None)
             if made is None or made == self._outages:
                 kept.append(record)
         return kept
 
-    async def _write_batch(self, batch: list[CloudEvent]) -> None:
+    async def _write_batch(self, batch: list[EvidenceRecord]) -> None:
         batch = self._fresh(batch)
         if not batch:
             return
@@ -602,7 +640,7 @@ class EvidencePipeline:
         ``error``; once the previous run's counts are in the log, the slot is
         cleared. Called with the store lock held."""
         for record in result.refused:
-            self.losses.count(kind_of_record(record), STORE_STAGE)
+            self.losses.count(kind_of_record(record.event.type), STORE_STAGE)
         if result.records:
             self._published(result.records, result.seqs)
         if error is not None:
@@ -611,7 +649,7 @@ class EvidencePipeline:
             self._previous_done = False
             await self._clear_pending()
 
-    def _start_failing(self, err: OSError, lost: list[CloudEvent]) -> None:
+    def _start_failing(self, err: OSError, lost: list[EvidenceRecord]) -> None:
         """The store could not write: count ``lost`` records, forget the loss
         reports that never reached the disk, and retry (once per outage)."""
         first = self.failing is None and not self._retrying
@@ -668,7 +706,9 @@ class EvidencePipeline:
             self.failing = None
             self._first_sealed = False  # seal the reopened store's head at once
             batch, self._held = self._held, []
-            if self.previous_pending is not None and self._previous_id not in {r.id for r in batch}:
+            if self.previous_pending is not None and self._previous_id not in {
+                r.event.id for r in batch
+            }:
                 batch.append(self._previous_record(self.previous_pending))
             loss = self._loss_record({"store_failed": reason, "failures": self.failures})
             if loss is not None:
@@ -729,7 +769,7 @@ class EvidencePipeline:
         except OSError as err:
             self._say(f"evidence: cannot clear {self._slot.path} ({err.strerror})")
 
-    def _previous_record(self, pending: PendingLoss) -> CloudEvent:
+    def _previous_record(self, pending: PendingLoss) -> EvidenceRecord:
         """What the previous run could not write, as a loss record of this
         run (made once: the same record if the store fails before it is in);
         the slot is cleared once it is in the log."""
@@ -747,16 +787,16 @@ class EvidencePipeline:
                 pending.counts, at, at, cause=cause
             )
         record = self._previous_record_made
-        self._previous_id = record.id
+        self._previous_id = record.event.id
 
         def done() -> None:
             self.previous_pending = None
             self._previous_done = True
 
-        self._after_commit[record.id] = done
+        self._after_commit[record.event.id] = done
         return record
 
-    _previous_record_made: CloudEvent | None = None
+    _previous_record_made: EvidenceRecord | None = None
 
     def _say_once(self, key: str, line: str) -> None:
         if key not in self._said:
@@ -777,7 +817,7 @@ class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):
 
 def open_pipeline(
     state_dir: str | os.PathLike[str],
-    events: trio.MemoryReceiveChannel[Event],
+    events: AsyncIterable[list[Event]],
     *,
     books: Callable[[], Mapping[str, KindAccount]],
     probes: list[ProbeStatus],

@@ -441,6 +441,23 @@ class EvidenceStore:
             self.commit()
         return record
 
+    def append_body(self, type: str, body: bytes) -> int:
+        """Append a record whose body is canonical JSON bytes already (a
+        mapped record's :attr:`~agent.evidence.types.EvidenceRecord.body`,
+        written as it is); return its seq. Otherwise like :meth:`append`."""
+        self._check_open()
+        if type in RESERVED_TYPES:
+            raise ValueError(f"record type {type!r} is reserved for the store itself")
+        seq = self._writer.next_seq
+        _, line = self._writer.append_body(type, body)
+        self._buffer.append(line)
+        self._segment_bytes += len(line)
+        self._since_checkpoint += 1
+        self._maybe_roll()
+        if self._fsync == "always":
+            self.commit()
+        return seq
+
     def append_many(self, items: Iterable[tuple[str, object]]) -> list[ChainRecord]:
         """Append ``(type, body)`` pairs, then commit once."""
         records = [self.append(type, body) for type, body in items]

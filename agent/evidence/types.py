@@ -19,7 +19,7 @@ What can go wrong: a time before 0001-01-01 or after 9999-12-31 has no RFC
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -31,6 +31,7 @@ __all__ = [
     "TYPE_PREFIX",
     "Anchor",
     "CloudEvent",
+    "EvidenceRecord",
     "format_rfc3339_ns",
     "parse_rfc3339_ns",
 ]
@@ -81,8 +82,16 @@ class Anchor(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     boottime_ns: int
 
 
+DataT = TypeVar("DataT")
+
+
 class CloudEvent(
-    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+    msgspec.Struct,
+    Generic[DataT],
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+    forbid_unknown_fields=True,
 ):
     """One evidence record: a CloudEvents 1.0 envelope (JSON format) and its payload.
 
@@ -102,9 +111,10 @@ class CloudEvent(
     of the encoding entirely (``omit_defaults``), so their absence does not
     change a record's bytes.
 
-    ``data`` holds plain JSON values only (no floats, integers within
-    +-(2**53 - 1)): it is what a reader decodes from the record, not the
-    native event it came from.
+    ``data`` is generic: the mapper puts the typed payload of the record's
+    kind there (:mod:`agent.evidence.payloads`); a reader that decodes a
+    record as plain ``CloudEvent`` gets a ``dict`` of plain JSON values, and
+    ``CloudEvent[msgspec.Raw]`` keeps the payload's bytes as they are.
     """
 
     specversion: str
@@ -113,7 +123,7 @@ class CloudEvent(
     type: str
     time: str
     datacontenttype: str
-    data: dict[str, Any]
+    data: DataT
     thseq: int
     thhash: str
     thproducer: str
@@ -123,6 +133,15 @@ class CloudEvent(
     subject: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
+
+
+class EvidenceRecord(NamedTuple):
+    """A record as the mapper made it: the CloudEvent (its ``data`` a typed
+    payload) and its canonical bytes, encoded once. Everything downstream
+    (the chain, the store, the live tail) uses ``body`` as it is."""
+
+    event: CloudEvent[Any]
+    body: bytes
 
 
 def format_rfc3339_ns(epoch_ns: int) -> str:

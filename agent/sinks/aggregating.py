@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno as errno_names
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -264,6 +264,13 @@ class AggregatingSink:
 
     # -- EventSink -----------------------------------------------------------
     async def record(self, event: Event) -> None:
+        self._record(event)
+
+    async def record_many(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self._record(event)
+
+    def _record(self, event: Event) -> None:
         try:
             self.apply(event)
         except Exception:  # a bug folding one event must cost that event, not capture

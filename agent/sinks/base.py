@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
 from agent.capture.events import Event
@@ -15,7 +16,9 @@ SinkCounts = dict[str, tuple[int, int]]
 class EventSink(Protocol[ResultT_co]):
     """A consumer of capture events.
 
-    ``record`` is awaited once per event, in the order the kernel produced
+    ``record_many`` is awaited once per batch (the drain's, as read off the
+    ring buffer), ``record`` once per single event (the syscall poller's,
+    /proc seeding); both deliver in the order the kernel produced
     them per CPU. It must not checkpoint unless it has to wait: a sink that
     never waits (AggregatingSink) costs the drain no scheduling; a sink that
     waits (StreamingSink's ``block`` policy) is backpressure, and the kernel's
@@ -32,6 +35,8 @@ class EventSink(Protocol[ResultT_co]):
     name: str
 
     async def record(self, event: Event) -> None: ...
+
+    async def record_many(self, events: Sequence[Event]) -> None: ...
 
     def note(self, message: str) -> None: ...
 

@@ -28,6 +28,10 @@ class TeeSink:
         for sink in self.sinks:
             await sink.record(event)
 
+    async def record_many(self, events: Sequence[Event]) -> None:
+        for sink in self.sinks:
+            await sink.record_many(events)
+
     def note(self, message: str) -> None:
         for sink in self.sinks:
             sink.note(message)

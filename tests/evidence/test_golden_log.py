@@ -8,8 +8,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import msgspec
-
 from agent.evidence.canonical import canonical
 from agent.evidence.mapper import Mapper
 from agent.evidence.store import EvidenceStore, KeyState, key_path, segment_files
@@ -54,7 +52,7 @@ def write_log(state_dir: Path) -> bytes:
     records.append(mapper.capture_config({"changed": ["redact"], "config": "x = 1\n"}))
     records.append(mapper.capture_stop({"mapped": len(records)}, ts_ns=last + 1))
     for n, record in enumerate(records, 1):
-        store.append(record.type, msgspec.to_builtins(record))
+        store.append_body(record.event.type, record.body)
         if n % COMMIT_EVERY == 0:
             store.commit()
     store.close()

@@ -26,6 +26,7 @@ from agent.evidence.mapper import Mapper
 from agent.evidence.ocsf import OCSF_VERSION, OcsfError, to_ocsf
 from agent.evidence.types import Anchor, CloudEvent
 from agent.redact import marker
+from tests.evidence.plain_mapper import plain, plain_mapper
 
 ANCHOR = Anchor(boot_id="boot-1", wall_ns=1_714_564_800_123_456_789, boottime_ns=10**12)
 HEADER: dict[str, Any] = {
@@ -46,7 +47,10 @@ def project(event: Event, ts_offset: int = 0) -> dict[str, Any] | None:
     mapper.anchor_record()
     if hasattr(event, "ts_ns"):
         event = msgspec.structs.replace(event, ts_ns=ANCHOR.boottime_ns + ts_offset)
-    return to_ocsf(mapper.map(event))
+    record = mapper.map(event)
+    typed, read_back = to_ocsf(record.event), to_ocsf(plain(record))
+    assert typed == read_back  # the typed payload and the log's JSON project alike
+    return typed
 
 
 def exec_event(ret: int = 0, argv: tuple[str, ...] = ("ls", "-l")) -> ExecEvent:
@@ -134,7 +138,7 @@ def test_class_activity_and_required_fields(event: Event, class_uid: int, activi
 
 
 def test_metadata_uid_is_the_record_id() -> None:
-    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper = plain_mapper(host="h", anchor=ANCHOR)
     mapper.anchor_record()
     record = mapper.map(exec_event())
     out = to_ocsf(record)
@@ -236,7 +240,7 @@ def test_in_progress_connect_is_not_a_failure() -> None:
 
 
 def test_records_without_a_class_give_none() -> None:
-    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper = plain_mapper(host="h", anchor=ANCHOR)
     records = [
         mapper.anchor_record(),
         mapper.map(SyscallCounts(pid=1, counts={"read": 1}, final=False)),
@@ -263,7 +267,7 @@ def test_records_without_a_class_give_none() -> None:
 
 
 def test_foreign_or_newer_types_give_none() -> None:
-    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper = plain_mapper(host="h", anchor=ANCHOR)
     mapper.anchor_record()
     record = mapper.map(exec_event())
     assert to_ocsf(msgspec.structs.replace(record, type="com.example.exec.v1")) is None
@@ -271,7 +275,7 @@ def test_foreign_or_newer_types_give_none() -> None:
 
 
 def test_a_record_missing_a_field_raises_ocsf_error() -> None:
-    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper = plain_mapper(host="h", anchor=ANCHOR)
     mapper.anchor_record()
     record: CloudEvent = mapper.map(exec_event())
     broken = msgspec.structs.replace(

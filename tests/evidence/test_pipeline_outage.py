@@ -56,7 +56,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def pipeline(state: Path, receive: trio.MemoryReceiveChannel[FileEvent]) -> EvidencePipeline:
+def pipeline(state: Path, receive: trio.MemoryReceiveChannel[list[FileEvent]]) -> EvidencePipeline:
     said: list[str] = []
     made = open_pipeline(
         state,
@@ -86,13 +86,13 @@ def store_losses(state: Path) -> int:
 async def test_a_disk_full_at_start_does_not_stop_capture(disk: Path) -> None:
     fill(disk)
     state = disk / "ev"
-    send, receive = trio.open_memory_channel[FileEvent](100)
+    send, receive = trio.open_memory_channel[list[FileEvent]](100)
     p = pipeline(state, receive)
     assert p.failing is not None and "No space" in p.failing and p.sealed is None
     async with trio.open_nursery() as nursery:
         await nursery.start(p.run)
         for _ in range(20):
-            await send.send(EVENT)
+            await send.send([EVENT])
         await trio.sleep(0.2)
         assert p.failing is not None and p.lost_to_store == 20
         for filler in disk.glob("filler*"):
@@ -100,7 +100,7 @@ async def test_a_disk_full_at_start_does_not_stop_capture(disk: Path) -> None:
         with trio.fail_after(20):
             while p.failing is not None:
                 await trio.sleep(0.1)
-        await send.send(EVENT)
+        await send.send([EVENT])
         await send.aclose()
     # What waited (anchor, start, degraded) came first, then the loss record.
     seen = types(state)
@@ -138,21 +138,21 @@ async def test_a_filesystem_gone_read_only_is_an_outage_not_a_crash(
 ) -> None:
     mount, trigger = ext4
     state = mount / "ev"
-    send, receive = trio.open_memory_channel[FileEvent](100)
+    send, receive = trio.open_memory_channel[list[FileEvent]](100)
     p = pipeline(state, receive)
     async with trio.open_nursery() as nursery:
         await nursery.start(p.run)
-        await send.send(EVENT)
+        await send.send([EVENT])
         await trio.sleep(0.3)
         trigger.write_text("1\n")  # ext4_error: remounted read-only
         with trio.fail_after(10):
             while p.failing is None:
-                await send.send(EVENT)
+                await send.send([EVENT])
                 await trio.sleep(0.05)
         await trio.sleep(1.5)  # reopen attempts meet the read-only fs: still failing
         assert p.failing is not None and "Read-only" in p.failing
         for _ in range(10):
-            await send.send(EVENT)
+            await send.send([EVENT])
         await send.aclose()
     # Capture ran to its end; what the log missed is counted.
     assert p.lost_to_store >= 10
@@ -161,16 +161,16 @@ async def test_a_filesystem_gone_read_only_is_an_outage_not_a_crash(
 
 async def test_failed_reopens_count_nothing_that_was_not_lost(disk: Path) -> None:
     state = disk / "ev"
-    send, receive = trio.open_memory_channel[FileEvent](100)
+    send, receive = trio.open_memory_channel[list[FileEvent]](100)
     p = pipeline(state, receive)
     async with trio.open_nursery() as nursery:
         await nursery.start(p.run)
         await trio.sleep(0.3)
         fill(disk)
-        await send.send(EVENT)  # the write that finds the disk full
+        await send.send([EVENT])  # the write that finds the disk full
         with trio.fail_after(10):
             while p.failing is None:
-                await send.send(EVENT)
+                await send.send([EVENT])
                 await trio.sleep(0.05)
         lost = p.lost_to_store
         await trio.sleep(2.0)  # reopen attempts: each made a loss report that failed
@@ -195,12 +195,12 @@ async def test_a_previous_runs_counts_survive_a_disk_still_full(disk: Path) -> N
     )  # fmt: skip
     slot.write(earlier)
     fill(disk)
-    send, receive = trio.open_memory_channel[FileEvent](100)
+    send, receive = trio.open_memory_channel[list[FileEvent]](100)
     p = pipeline(state, receive)
     async with trio.open_nursery() as nursery:
         await nursery.start(p.run)
         for _ in range(3):
-            await send.send(EVENT)
+            await send.send([EVENT])
         await trio.sleep(0.3)
         await send.aclose()
     kept = slot.read()
@@ -208,7 +208,7 @@ async def test_a_previous_runs_counts_survive_a_disk_still_full(disk: Path) -> N
     # Room again: the next start writes both runs' counts, once.
     for filler in disk.glob("filler*"):
         filler.unlink()
-    send, receive = trio.open_memory_channel[FileEvent](100)
+    send, receive = trio.open_memory_channel[list[FileEvent]](100)
     p = pipeline(state, receive)
     async with trio.open_nursery() as nursery:
         await nursery.start(p.run)
