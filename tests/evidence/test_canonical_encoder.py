@@ -142,16 +142,32 @@ def test_records_and_chain_lines_are_rfc8785(
         mapper.anchor_record(),
         mapper.map(
             FileEvent(
-                **head, cgroup_id=2**64 - 1, comm=comm, op="rename", syscall="renameat2",
-                ret=ret, dfd=-100, path=path, dfd2=3, path2=path2, flags=0, mode=0,
+                **head,
+                cgroup_id=2**64 - 1,
+                comm=comm,
+                op="rename",
+                syscall="renameat2",
+                ret=ret,
+                dfd=-100,
+                path=path,
+                dfd2=3,
+                path2=path2,
+                flags=0,
+                mode=0,
             )
-        ),  # fmt: skip
+        ),
         mapper.map(
             NetEvent(
-                **head, cgroup_id=1, comm=comm, op="connect", ret=ret, fd=3,
-                endpoint=Endpoint("unix", address, port), backlog=0,
+                **head,
+                cgroup_id=1,
+                comm=comm,
+                op="connect",
+                ret=ret,
+                fd=3,
+                endpoint=Endpoint("unix", address, port),
+                backlog=0,
             )
-        ),  # fmt: skip
+        ),
         mapper.capture_start({"path": path, "n": ret}),
     ]
     writer = ChainWriter()
