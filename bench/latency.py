@@ -89,6 +89,7 @@ from capture_bench import (
     compile_workloads,
     default_agent_command,
     host_line,
+    host_warnings,
     parse_stats,
 )
 
@@ -641,6 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write(f"tracehound latency bench: {host_line()}\n")
     out.write(f"daemon: {shlex.join([*command, 'run'])} on its defaults, evidence via {via}\n")
     out.write(f"target (printed, not asserted): {TARGET_TEXT}\n")
+    for warning in host_warnings():
+        out.write(f"WARNING: {warning}\n")
     out.flush()
     signal.signal(signal.SIGTERM, _terminate)
     sys.setswitchinterval(0.0005)  # the observers' timestamps wait less for the GIL
