@@ -72,6 +72,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench_args import positive_int, seconds
+from bench_daemon import (
+    EVENT_KINDS,
+    EVIDENCE_VIA,
+    DaemonFiles,
+    DaemonSetupError,
+    EvidenceVia,
+    LogBooks,
+    check_log_written,
+    prepare_daemon,
+    read_log_books,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -87,8 +98,14 @@ COUNT_FIELDS: tuple[str, ...] = (
 )
 
 TARGET_WORKLOAD = "open"
-TARGET_RATIO = 1.3
-TARGET_TEXT = f"open flood slowdown at most {TARGET_RATIO:.1f}x with every event accounted for"
+TARGET_RATIO = 1.35
+TARGET_TEXT = (
+    f"open flood slowdown at most {TARGET_RATIO:.2f}x with every event accounted for;"
+    " zero events lost (stats books and the log's capture.loss records) in the"
+    " distinct-path, open and exec floods"
+)
+# The paced flood must run at least this share of the rate asked to count.
+PACE_KEPT = 0.98
 
 # "Other CPUs" above this during a "without" run: the host is not idle.
 BUSY_CPUS = 0.25
@@ -96,6 +113,7 @@ BUSY_CPUS = 0.25
 AGENT_MODE = 'agent started once per "with" round (a fresh agent, fresh stats, for each)'
 
 RESULT_LINE = re.compile(r"ops=(\d+) elapsed_ns=(\d+)")
+PACED_LINE = re.compile(r"rate=(\d+) lag_max_ns=(\d+)")
 
 
 class BenchError(Exception):
@@ -116,12 +134,14 @@ def _terminate(signum: int, frame: object) -> None:
 
 @dataclass(frozen=True)
 class Workload:
-    key: str  # "open", "exec"
+    key: str  # "open", "exec", "paced"
     title: str
     source: str  # file name under bench/
     what: str
     # Events one run of the workload must produce at least, per kind.
     expects_per_op: dict[str, int]
+    # Paced at a fixed rate (bench/paced_open.c) rather than as fast as it can.
+    paced: bool = False
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -139,7 +159,32 @@ WORKLOADS: dict[str, Workload] = {
         what="fork + execve(/bin/true) + wait",
         expects_per_op={"fork": 1, "exec": 1, "exit": 1},
     ),
+    "paced": Workload(
+        key="paced",
+        title="distinct-path flood",
+        source="paced_open.c",
+        what="open() of distinct absent paths, paced",
+        expects_per_op={"file": 1},
+        paced=True,
+    ),
 }
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The paced flood's rate (events/s) and length (s)."""
+
+    rate: int
+    seconds: float
+
+    @property
+    def ops(self) -> int:
+        return max(1, round(self.rate * self.seconds))
+
+    def argv(self) -> list[str]:
+        # A directory that does not exist: every path is distinct, yet the
+        # lookup stops at the first component (no dentry per path).
+        return [str(self.rate), f"{self.seconds:g}", f"/thbench-absent-{os.getpid()}/f"]
 
 
 def compile_workloads(keys: Sequence[str], outdir: Path) -> dict[str, Path]:
@@ -194,17 +239,23 @@ class Timing:
     # in a "with" run, and any background activity): host busy time minus
     # the workload's own CPU time, over its wall time.
     others_cpus: float
+    # The paced flood only: the rate it achieved, and how far it fell behind.
+    rate: float | None = None
+    lag_max_ms: float | None = None
 
 
-def run_workload(binary: Path, ops: int) -> Timing:
-    """Run one workload; return its loop's ns per operation."""
+def run_workload(binary: Path, ops: int, argv: Sequence[str] | None = None) -> Timing:
+    """Run one workload (``binary OPS``, or ``binary *argv`` for the paced
+    flood, which must then do ``ops``); return its loop's ns per operation."""
     busy0, own0, wall0 = _busy_cpu_seconds(), _children_cpu_seconds(), time.monotonic()
-    done = subprocess.run([str(binary), str(ops)], capture_output=True, text=True, check=False)
+    args = [str(binary), *(argv if argv is not None else [str(ops)])]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
     wall = time.monotonic() - wall0
     others = (_busy_cpu_seconds() - busy0) - (_children_cpu_seconds() - own0)
     if done.returncode != 0:
         raise BenchError(
-            f"{binary.name} {ops} exited with status {done.returncode}:\n{done.stderr.strip()}"
+            f"{shlex.join(args[-len(args) + 1 :])} ({binary.name}) exited with status"
+            f" {done.returncode}: {done.stderr.strip()}"
         )
     match = RESULT_LINE.search(done.stdout)
     if match is None:
@@ -214,7 +265,13 @@ def run_workload(binary: Path, ops: int) -> Timing:
         raise BenchError(f"{binary.name}: ran {count} ops, asked for {ops}")
     cpus = float(os.cpu_count() or 1)
     others_cpus = min(cpus, max(0.0, others) / max(wall, 1e-9))  # tick granularity
-    return Timing(ns_per_op=elapsed / count, others_cpus=others_cpus)
+    paced = PACED_LINE.search(done.stdout)
+    return Timing(
+        ns_per_op=elapsed / count,
+        others_cpus=others_cpus,
+        rate=None if paced is None else float(paced.group(1)),
+        lag_max_ms=None if paced is None else int(paced.group(2)) / 1e6,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -357,33 +414,32 @@ class AgentSettings:
     extra_args: list[str]
     ready_timeout: float
     stop_timeout: float
+    # How the evidence log is pointed at the round's directory (bench_daemon.py).
+    via: EvidenceVia = "flag"
 
 
 @contextmanager
-def running_agent(settings: AgentSettings, workdir: Path) -> Iterator[Path]:
-    """Start ``tracehound run``, yield once it is ready, stop it with SIGINT.
+def running_agent(settings: AgentSettings, workdir: Path) -> Iterator[DaemonFiles]:
+    """Start ``tracehound run`` on its defaults, evidence on; yield once it is
+    ready, stop it with SIGINT.
 
-    Yields the path its stats file will be written to (readable once the
-    ``with`` block has exited without error).
+    The daemon gets a sealed, empty log of its own in ``workdir`` and a
+    configuration that only moves the API socket and the metrics port (see
+    bench_daemon.py). Yields its files: the stats file and the log are
+    complete once the ``with`` block has exited without error.
     """
-    workdir.mkdir(parents=True)
-    ready = workdir / "ready"
-    stats = workdir / "stats.json"
-    stderr_path = workdir / "agent.stderr"
-    cmd = [
-        *settings.command,
-        "run",
-        "--ready-file",
-        str(ready),
-        "--stats-file",
-        str(stats),
-        *settings.extra_args,
-    ]
+    try:
+        files = prepare_daemon(workdir, settings.command, settings.via)
+    except DaemonSetupError as err:
+        raise BenchError(str(err)) from None
+    ready, stderr_path = files.ready, files.stderr
+    cmd = [*settings.command, *files.run_args(), *settings.extra_args]
     with open(stderr_path, "wb") as err_out:
         try:
             proc = subprocess.Popen(
                 cmd,
                 cwd=REPO,
+                env=files.env(),
                 stdin=subprocess.DEVNULL,
                 stdout=err_out,
                 stderr=err_out,
@@ -407,7 +463,11 @@ def running_agent(settings: AgentSettings, workdir: Path) -> Iterator[Path]:
                     f"{_tail(stderr_path)}"
                 )
             time.sleep(0.05)
-        yield stats
+        try:
+            check_log_written(files)
+        except DaemonSetupError as err:
+            raise BenchError(str(err)) from None
+        yield files
         if proc.poll() is not None:
             raise BenchError(
                 f"the agent died during the workload (status {proc.returncode}); its stderr:\n"
@@ -458,6 +518,10 @@ class WorkloadResult:
     without_others: list[float] = field(default_factory=list)
     with_others: list[float] = field(default_factory=list)
     stats: list[AgentStats] = field(default_factory=list)
+    logs: list[LogBooks] = field(default_factory=list)  # one per "with" round
+    # The paced flood: the rate each "with" run achieved, and the rate asked.
+    with_rates: list[float] = field(default_factory=list)
+    asked_rate: int | None = None
 
     @property
     def median_without(self) -> float:
@@ -520,6 +584,49 @@ class WorkloadResult:
         generated = sum(b.generated for b in books)
         return sum(b.lost for b in books) / generated if generated else None
 
+    def lost_in_stats(self) -> int | None:
+        """Events of the workload's kinds lost at any stage, per the stats books."""
+        if not self.stats:
+            return None
+        return sum(self.totals.get(k, KindBooks()).lost for k in self.workload.expects_per_op)
+
+    def lost_in_log(self) -> int | None:
+        """Events of the workload's kinds the log's capture.loss records declare lost."""
+        if not self.logs:
+            return None
+        return sum(log.lost(k) for log in self.logs for k in self.workload.expects_per_op)
+
+    @property
+    def zero_loss(self) -> bool | None:
+        stats, log = self.lost_in_stats(), self.lost_in_log()
+        if stats is None or log is None:
+            return None
+        return stats == 0 and log == 0 and not self.shortfalls()
+
+    def log_mismatches(self) -> list[str]:
+        """Per round and kind: generated (stats) != in the log + lost before the log."""
+        out: list[str] = []
+        for index, (stats, log) in enumerate(zip(self.stats, self.logs, strict=True)):
+            for kind in EVENT_KINDS:
+                books = stats.kinds.get(kind)
+                if books is None:
+                    continue
+                logged = log.events.get(kind, 0) + log.lost_before_log(kind)
+                if logged != books.generated:
+                    out.append(
+                        f"round {index + 1} {kind}: generated {books.generated:,}, log holds"
+                        f" {log.events.get(kind, 0):,} + declares {log.lost_before_log(kind):,}"
+                        f" lost = {logged:,} ({logged - books.generated:+,})"
+                    )
+        return out
+
+    @property
+    def pace_kept(self) -> bool | None:
+        """The paced flood ran at (98% of) the asked rate in every "with" round."""
+        if self.asked_rate is None or not self.with_rates:
+            return None
+        return min(self.with_rates) >= 0.98 * self.asked_rate
+
     def missing_kinds(self) -> list[str]:
         return [k for k in KINDS if self.stats and any(k not in s.kinds for s in self.stats)]
 
@@ -552,10 +659,15 @@ def measure(
     settle: float,
     log: TextIO,
     floor: bool = False,
+    pacing: Pacing | None = None,
 ) -> WorkloadResult:
     result = WorkloadResult(workload=workload, ops=ops)
-    log.write(f"  warm-up: {binary.name} {max(1, ops // 10)} (untimed)\n")
-    run_workload(binary, max(1, ops // 10))
+    argv = None if pacing is None else pacing.argv()
+    if pacing is None:
+        log.write(f"  warm-up: {binary.name} {max(1, ops // 10)} (untimed)\n")
+        run_workload(binary, max(1, ops // 10))
+    else:
+        result.asked_rate = pacing.rate
     for index in range(rounds):
         order: tuple[str, ...] = ("without", "with") if index % 2 == 0 else ("with", "without")
         if agent is None:
@@ -565,7 +677,7 @@ def measure(
         for side in order:
             time.sleep(settle)
             if side == "without":
-                timing = run_workload(binary, ops)
+                timing = run_workload(binary, ops, argv)
                 result.without_ns.append(timing.ns_per_op)
                 result.without_others.append(timing.others_cpus)
             elif side == "floor":
@@ -573,20 +685,31 @@ def measure(
 
                 with reference_tracer():
                     time.sleep(settle)
-                    timing = run_workload(binary, ops)
+                    timing = run_workload(binary, ops, argv)
                 result.floor_ns.append(timing.ns_per_op)
             else:
                 assert agent is not None
                 workdir = scratch / f"{workload.key}-round{index + 1}"
-                with running_agent(agent, workdir) as stats_path:
+                with running_agent(agent, workdir) as files:
                     time.sleep(settle)
-                    timing = run_workload(binary, ops)
+                    timing = run_workload(binary, ops, argv)
                 result.with_ns.append(timing.ns_per_op)
                 result.with_others.append(timing.others_cpus)
-                result.stats.append(parse_stats(stats_path))
+                result.stats.append(parse_stats(files.stats))
+                try:
+                    result.logs.append(read_log_books(files.evidence))
+                except DaemonSetupError as err:
+                    raise BenchError(str(err)) from None
+                if timing.rate is not None:
+                    result.with_rates.append(timing.rate)
+                # A round's log can be hundreds of MB: counted, it can go.
+                shutil.rmtree(files.evidence, ignore_errors=True)
+            paced = "" if timing.rate is None else (
+                f", {timing.rate:,.0f}/s, behind by at most {timing.lag_max_ms:.1f} ms"
+            )  # fmt: skip
             log.write(
                 f"  round {index + 1}/{rounds} {side:>7}: {timing.ns_per_op:,.1f} ns/op"
-                f" (other CPU load {timing.others_cpus:.2f})\n"
+                f" (other CPU load {timing.others_cpus:.2f}{paced})\n"
             )
             log.flush()
     return result
@@ -731,6 +854,7 @@ def report_workload(result: WorkloadResult, rounds: int) -> str:
         out.extend(f"    {line}" for line in shortfalls)
     else:
         out.append(f"  workload seen by the agent in every round: yes ({expected} per round)")
+    out.extend(_log_report(result))
     missing = result.missing_probes()
     if missing:
         out.append("  probes not attached:")
@@ -741,19 +865,107 @@ def report_workload(result: WorkloadResult, rounds: int) -> str:
     return "\n".join(out)
 
 
-def target_verdict(results: dict[str, WorkloadResult]) -> tuple[bool | None, str]:
-    result = results.get(TARGET_WORKLOAD)
-    if result is None or result.ratio is None:
-        return None, "not measured"
-    seen = not result.shortfalls()
-    met = result.ratio <= TARGET_RATIO and bool(result.accounted) and seen
-    detail = (
-        f"slowdown {_fmt_ratio(result.ratio)}, every event accounted for:"
-        f" {_yes_no(result.accounted)}"
+def _log_report(result: WorkloadResult) -> list[str]:
+    """The log's own books beside the stats: events it holds, losses it declares."""
+    if not result.logs:
+        return []
+    out = [f'  the evidence log, summed over the {len(result.logs)} "with" rounds:']
+    rows = [["kind", "generated", "in the log", "records", "lost (log)", "stages (log)"]]
+    for kind in EVENT_KINDS:
+        generated = sum(s.kinds.get(kind, KindBooks()).generated for s in result.stats)
+        events = sum(log.events.get(kind, 0) for log in result.logs)
+        records = sum(log.records.get(kind, 0) for log in result.logs)
+        merged = LogBooks()
+        for log in result.logs:
+            for stage_kind, stages in log.losses.items():
+                row = merged.losses.setdefault(stage_kind, {})
+                for stage, n in stages.items():
+                    row[stage] = row.get(stage, 0) + n
+        rows.append([kind, f"{generated:,}", f"{events:,}", f"{records:,}",
+                     f"{merged.lost(kind):,}", merged.stages(kind)])  # fmt: skip
+    out.append(_table(rows, indent="    "))
+    mismatches = result.log_mismatches()
+    if mismatches:
+        out.append("  log books vs stats (generated = in the log + lost before it): NO")
+        out.extend(f"    {line}" for line in mismatches)
+    else:
+        out.append("  log books vs stats (generated = in the log + lost before it): yes")
+    unreadable = sum(log.unreadable for log in result.logs)
+    if unreadable:
+        out.append(f"  WARNING: {unreadable} log lines could not be read as records")
+    out.append(
+        f"  zero loss for {'+'.join(result.workload.expects_per_op)}: {_yes_no(result.zero_loss)}"
+        f" (stats {result.lost_in_stats():,}, log {result.lost_in_log():,})"
     )
-    if not seen:
-        detail += ", but the agent did not see the whole workload"
-    return met, ("met" if met else "NOT met") + f" ({detail})"
+    return out
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    met: bool | None
+    detail: str
+
+    @property
+    def verdict(self) -> str:
+        word = {None: "not measured", True: "met", False: "NOT met"}[self.met]
+        return f"{word} ({self.detail})" if self.detail else word
+
+    def as_json(self) -> dict[str, Any]:
+        return {"text": self.text, "met": self.met, "verdict": self.verdict}
+
+
+def _loss_detail(result: WorkloadResult) -> str:
+    text = (
+        f"lost {result.lost_in_stats():,} per the stats, {result.lost_in_log():,} per the log"
+        f" ({'+'.join(result.workload.expects_per_op)})"
+    )
+    if result.shortfalls():
+        text += ", and the agent did not see the whole workload"
+    return text
+
+
+def targets(results: dict[str, WorkloadResult]) -> list[Target]:
+    """Issue 9's capture targets, each with its verdict (printed, never asserted)."""
+    out: list[Target] = []
+    paced = results.get("paced")
+    if paced is not None:
+        text = (
+            f"distinct-path flood at {paced.asked_rate or 0:,}/s ({paced.ops:,} events):"
+            " zero events lost at any stage"
+        )
+        if paced.zero_loss is None:
+            out.append(Target(text, None, ""))
+        else:
+            rates = f"{min(paced.with_rates):,.0f}/s at worst" if paced.with_rates else "n/a"
+            met = bool(paced.zero_loss and paced.pace_kept)
+            detail = _loss_detail(paced) + f"; pace {rates}"
+            if not paced.pace_kept:
+                detail += f" (under {PACE_KEPT:.0%} of the rate asked: not a valid run)"
+            out.append(Target(text, met, detail))
+    for key, what in (("open", "open flood of one path"), ("exec", "exec flood")):
+        result = results.get(key)
+        if result is None:
+            continue
+        text = f"{what} ({result.ops:,}): zero events lost"
+        zero = result.zero_loss
+        out.append(Target(text, zero, "" if zero is None else _loss_detail(result)))
+    result = results.get(TARGET_WORKLOAD)
+    if result is not None:
+        text = f"open flood slowdown at most {TARGET_RATIO:.2f}x, evidence on"
+        if result.ratio is None:
+            out.append(Target(text, None, ""))
+        else:
+            met = (
+                result.ratio <= TARGET_RATIO and bool(result.accounted) and not result.shortfalls()
+            )
+            detail = (
+                f"slowdown {_fmt_ratio(result.ratio)}, reference floor"
+                f" {_fmt_ratio(result.floor_ratio)}, every event accounted for:"
+                f" {_yes_no(result.accounted)}"
+            )
+            out.append(Target(text, met, detail))
+    return out
 
 
 def host_warnings() -> list[str]:
@@ -871,15 +1083,15 @@ def markdown(results: dict[str, WorkloadResult], rounds: int, with_agent: bool) 
     busy = [r.workload.title for r in results.values() if r.host_busy]
     if busy:
         lines += ["", f"Caution: the host was busy during the {', '.join(busy)} runs."]
-    _, verdict = target_verdict(results)
-    lines += ["", f"Target: {TARGET_TEXT}: {verdict}."]
+    lines += ["", "Targets (issue 9):", ""]
+    lines += [f"- {t.text}: {t.verdict}." for t in targets(results)]
     return "\n".join(lines)
 
 
 def as_json(
     results: dict[str, WorkloadResult], rounds: int, agent: AgentSettings | None
 ) -> dict[str, Any]:
-    met, verdict = target_verdict(results)
+    verdicts = targets(results)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": {
@@ -899,8 +1111,8 @@ def as_json(
             "text": TARGET_TEXT,
             "workload": TARGET_WORKLOAD,
             "max_ratio": TARGET_RATIO,
-            "met": met,
-            "verdict": verdict,
+            "targets": [t.as_json() for t in verdicts],
+            "met": None if any(t.met is None for t in verdicts) else all(t.met for t in verdicts),
         },
         "workloads": {
             r.workload.key: {
@@ -918,6 +1130,22 @@ def as_json(
                 "accounted": r.accounted,
                 "workload_kinds_lost_fraction": r.workload_loss,
                 "workload_seen": None if not r.stats else not r.shortfalls(),
+                "zero_loss": r.zero_loss,
+                "lost_per_stats": r.lost_in_stats(),
+                "lost_per_log": r.lost_in_log(),
+                "log_books_match_stats": None if not r.logs else not r.log_mismatches(),
+                "log_per_round": [
+                    {
+                        "events": log.events,
+                        "records": log.records,
+                        "losses": log.losses,
+                        "lines": log.lines,
+                        "unreadable": log.unreadable,
+                    }
+                    for log in r.logs
+                ],
+                "paced_rate_asked": r.asked_rate,
+                "paced_rate_with": r.with_rates,
                 "kinds": {k: b.as_json() for k, b in r.totals.items()},
                 "kinds_per_round": [{k: b.as_json() for k, b in s.kinds.items()} for s in r.stats],
                 "probes_missing": [
@@ -939,14 +1167,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Slowdown imposed by `tracehound run`, measured side by side, "
         "with per-kind event accounting.",
     )
-    parser.add_argument("--opens", type=positive_int, default=1_000_000, metavar="N",
-                        help="open+close operations per open-flood run (default 1000000)")  # fmt: skip
-    parser.add_argument("--execs", type=positive_int, default=2_000, metavar="M",
-                        help="fork+exec operations per exec-flood run (default 2000)")  # fmt: skip
+    parser.add_argument("--opens", type=positive_int, default=600_000, metavar="N",
+                        help="open+close operations per open-flood run (default 600000)")  # fmt: skip
+    parser.add_argument("--execs", type=positive_int, default=1_000, metavar="M",
+                        help="fork+exec operations per exec-flood run (default 1000)")  # fmt: skip
+    parser.add_argument("--paced-rate", type=positive_int, default=100_000, metavar="N",
+                        help="distinct-path flood: opens per second (default 100000)")  # fmt: skip
+    parser.add_argument("--paced-seconds", type=seconds, default=5.0, metavar="SECONDS",
+                        help="distinct-path flood: how long (default 5)")  # fmt: skip
+    parser.add_argument("--evidence-via", choices=EVIDENCE_VIA, default="flag",
+                        help="point the evidence log at each round's directory with --evidence"
+                             " (flag, default), TRACEHOUND_EVIDENCE_DIR (env: evidence on by"
+                             " default), or both")  # fmt: skip
     parser.add_argument("--rounds", type=positive_int, default=3, metavar="R",
                         help="rounds per workload, each one run without and one with (default 3)")  # fmt: skip
     parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS), default=None,
-                        help="run only this workload; repeatable (default: open and exec)")  # fmt: skip
+                        help="run only this workload; repeatable (default: paced, open, exec)")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", type=Path,
                         help="also write the figures as JSON to FILE")  # fmt: skip
     parser.add_argument("--no-floor", action="store_true",
@@ -970,8 +1206,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    keys: list[str] = list(dict.fromkeys(args.workload or ["open", "exec"]))
-    ops = {"open": args.opens, "exec": args.execs}
+    keys: list[str] = list(dict.fromkeys(args.workload or ["paced", "open", "exec"]))
+    if args.paced_seconds <= 0:
+        print("capture_bench: --paced-seconds must be above 0", file=sys.stderr)
+        return 2
+    pacing = Pacing(rate=args.paced_rate, seconds=args.paced_seconds)
+    ops = {"open": args.opens, "exec": args.execs, "paced": pacing.ops}
     agent: AgentSettings | None = None
     if not args.no_agent:
         if os.geteuid() != 0:
@@ -987,6 +1227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra_args=list(args.agent_arg),
             ready_timeout=args.ready_timeout,
             stop_timeout=args.stop_timeout,
+            via=args.evidence_via,
         )
 
     out = sys.stdout
@@ -995,6 +1236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = shlex.join([*agent.command, "run", "--ready-file", "F", "--stats-file", "S"])
         extra = (" " + shlex.join(agent.extra_args)) if agent.extra_args else ""
         out.write(f"agent: {cmd}{extra}; {AGENT_MODE}; stopped with SIGINT\n")
+        out.write(
+            f"agent on its defaults, evidence on (a sealed log per round, via {agent.via});"
+            " its config only moves the API socket and the metrics port\n"
+        )
     else:
         out.write("agent: none (--no-agent): only the 'without' side is measured\n")
     if agent is not None:
@@ -1031,6 +1276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.settle,
                     out,
                     floor=key == "open" and agent is not None and not args.no_floor,
+                    pacing=pacing if workload.paced else None,
                 )
     except BenchError as err:
         print(f"capture_bench: error: {err}", file=sys.stderr)
@@ -1044,8 +1290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.write(report_workload(result, args.rounds) + "\n\n")
     out.write("summary (medians):\n")
     out.write(summary_table(results) + "\n")
-    _, verdict = target_verdict(results)
-    out.write(f"target: {TARGET_TEXT}: {verdict}\n")
+    out.write("targets (issue 9):\n")
+    for target in targets(results):
+        out.write(f"  {target.text}: {target.verdict}\n")
     out.write(f"bench took {time.monotonic() - started:.0f} s\n\n")
     out.write("--- markdown for README.md ---\n")
     out.write(markdown(results, args.rounds, agent is not None) + "\n")

@@ -14,6 +14,13 @@ Prints a table and the daemon's books (lost per kind) so a figure from a
 run that lost events is not taken for a good one.
 
     sudo .venv/bin/python bench/daemon_footprint.py [--idle 20] [--opens 500000] [--execs 2000]
+
+First, READY time (issue 9: within 1 s), from the daemon's exec to its
+sd_notify ``READY=1`` (the bench binds the ``$NOTIFY_SOCKET`` datagram
+socket), side by side: with a fresh, empty log and with a last segment of
+``--ready-segment-mib`` (64) MiB of sealed records, made beforehand with
+EvidenceStore; alternating, ``--ready-rounds`` (3) of each, medians.
+``--ready-rounds 0`` skips it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench_args import positive_int, seconds
+from bench_daemon import DaemonSetupError, prepare_daemon
 from capture_bench import (
     BenchError,
     compile_workloads,
@@ -68,15 +80,159 @@ def measure(pid: int, phase: str, run: object) -> list[str]:
     return [phase, f"{wall:.1f} s", f"{cpu / wall:.3f}", f"{rss / 1024:.0f} MiB", f"{peak / 1024:.0f} MiB"]  # fmt: skip
 
 
+REPO = Path(__file__).resolve().parent.parent
+READY_TARGET_S = 1.0
+
+
+def prefill_log(state_dir: Path, size: int) -> tuple[int, int]:
+    """A sealed log in ``state_dir`` whose only segment holds just under ``size``
+    bytes of distinct file.open records, as the daemon writes them.
+
+    Written through EvidenceStore (its own checkpoints every 1000 records)
+    with the segment limit above ``size``, so it is one segment. Returns
+    (records, segment bytes).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from agent.evidence.store import EvidenceStore
+
+    EvidenceStore.keygen(state_dir)
+    boot_id = "b490f5db-7b85-4fcf-8136-23245853c1df"
+
+    def body(i: int) -> dict[str, object]:
+        ts = 12_000_000_000_000 + i * 1000
+        return {
+            "data": {"cgroup_id": "1", "comm": "make", "flags": 524288, "gid": 0, "mode": 0,
+                     "op": "open", "path": f"/usr/lib/x86_64-linux-gnu/prefill/{i:08d}.so",
+                     "path_cut": False, "pid": 4000 + i % 30000, "redacted": [], "ret": 3,
+                     "tid": 4000 + i % 30000, "ts_ns": str(ts), "uid": 0},
+            "datacontenttype": "application/json", "id": f"{i:032x}",
+            "source": "tracehound://bench", "specversion": "1.0", "subject": f"pid/{4000 + i}",
+            "thbootid": boot_id, "thhost": "bench", "thproducer": "tracehound", "thseq": i,
+            "thversion": "0.1.0", "time": "2026-12-01T11:55:44.278663103Z",
+            "type": "dev.tracehound.file.open.v1",
+        }  # fmt: skip
+
+    records = 0
+    with EvidenceStore(state_dir, segment_max_bytes=size + (16 << 20)) as store:
+        segment = lambda: store.extent()[-1][1]  # noqa: E731
+        while segment() < size - 2_000_000:  # batches while far from the end
+            store.append_many(
+                ("dev.tracehound.file.open.v1", body(records + n)) for n in range(1000)
+            )
+            records += 1000
+        line = max(1, segment() // max(records, 1)) + 1024  # a generous record + seal
+        while segment() + line < size:
+            store.append("dev.tracehound.file.open.v1", body(records))
+            store.commit()
+            records += 1
+        return records, segment()
+
+
+def time_to_ready(command: Sequence[str], root: Path, prefilled: Path | None,
+                  timeout: float) -> float:  # fmt: skip
+    """Seconds from exec to ``READY=1`` of one daemon (then stopped with SIGTERM).
+
+    ``prefilled``: a log to copy in as the daemon's evidence directory
+    (copied afresh each round: the daemon appends to it), else a fresh one.
+    """
+    files = prepare_daemon(root, command, "flag", keygen=prefilled is None)
+    if prefilled is not None:
+        shutil.copytree(prefilled, files.evidence, symlinks=True)
+    notify_path = root / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        env = {**files.env(), "NOTIFY_SOCKET": str(notify_path)}
+        with open(files.stderr, "wb") as err:
+            started = time.monotonic()
+            agent = subprocess.Popen([*command, *files.run_args(), "--stats-interval", "0"], cwd=REPO,
+                                     env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                     start_new_session=True)  # fmt: skip
+        try:
+            deadline = started + timeout
+            while True:
+                notify.settimeout(max(0.01, min(0.2, deadline - time.monotonic())))
+                try:
+                    message = notify.recv(4096)
+                except TimeoutError:
+                    message = b""
+                if b"READY=1" in message.split(b"\n"):
+                    ready_s = time.monotonic() - started
+                    break
+                if agent.poll() is not None:
+                    lines = files.stderr.read_text(errors="replace").strip().splitlines()
+                    raise BenchError(f"the daemon exited with status {agent.returncode} before"
+                                     f" READY=1: {lines[-1] if lines else 'no stderr'}")  # fmt: skip
+                if time.monotonic() > deadline:
+                    raise BenchError(f"no READY=1 from the daemon within {timeout:g} s")
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=120)
+        finally:
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGKILL)
+                agent.wait()
+    shutil.rmtree(root, ignore_errors=True)
+    return ready_s
+
+
+def ready_bench(command: Sequence[str], rounds: int, segment_mib: int) -> int:
+    """Print READY fresh and with a ``segment_mib`` MiB last segment, side by side."""
+    size = segment_mib << 20
+    with tempfile.TemporaryDirectory(prefix="tracehound-ready-") as tmp:
+        root = Path(tmp)
+        try:
+            started = time.monotonic()
+            records, written = prefill_log(root / "prefilled", size)
+            print(f"READY: prefilled a log of {records:,} records, one {written / 2**20:.1f} MiB"
+                  f" segment, in {time.monotonic() - started:.1f} s")  # fmt: skip
+            fresh: list[float] = []
+            full: list[float] = []
+            for index in range(rounds):
+                order = ("fresh", "full") if index % 2 == 0 else ("full", "fresh")
+                for side in order:
+                    where = root / f"{side}-{index}"
+                    if side == "fresh":
+                        fresh.append(time_to_ready(command, where, None, 120))
+                    else:
+                        full.append(time_to_ready(command, where, root / "prefilled", 120))
+        except (BenchError, DaemonSetupError, OSError, ValueError) as err:
+            print(f"daemon_footprint: READY: {err}", file=sys.stderr)
+            return 1
+
+    def cell(values: list[float]) -> str:
+        runs = ", ".join(f"{v:.2f}" for v in values)
+        return f"{statistics.median(values):.2f} s (runs {runs})"
+
+    print(f"READY (exec to sd_notify READY=1), median of {rounds}, target <= {READY_TARGET_S:g} s:")
+    print(f"  {'fresh log:':<26}{cell(fresh)}")
+    print(f"  {f'{segment_mib} MiB last segment:':<26}{cell(full)}")
+    met = max(statistics.median(fresh), statistics.median(full)) <= READY_TARGET_S
+    print(f"  target READY within {READY_TARGET_S:g} s, fresh and with a {segment_mib} MiB last"
+          f" segment: {'met' if met else 'NOT met'}")  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=seconds, default=20.0, help="idle seconds (default 20)")
     parser.add_argument("--opens", type=positive_int, default=500_000, help="open flood size")
     parser.add_argument("--execs", type=positive_int, default=2_000, help="exec flood size")
+    parser.add_argument("--ready-rounds", type=int, default=3, metavar="N",
+                        help="READY measurements of each kind (default 3; 0 skips them)")  # fmt: skip
+    parser.add_argument("--ready-segment-mib", type=positive_int, default=64, metavar="MIB",
+                        help="size of the prefilled last segment (default 64)")  # fmt: skip
+    parser.add_argument("--agent", metavar="CMD",
+                        help="command that runs tracehound (default: this venv's console script,"
+                             " else PYTHON -m agent)")  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("daemon_footprint: needs root (it runs tracehound run)", file=sys.stderr)
         return 2
+    if args.ready_rounds < 0:
+        print("daemon_footprint: --ready-rounds must be 0 or more", file=sys.stderr)
+        return 2
+    agent_command = shlex.split(args.agent) if args.agent else default_agent_command()
+    if args.ready_rounds and ready_bench(agent_command, args.ready_rounds, args.ready_segment_mib):
+        return 1
     with tempfile.TemporaryDirectory(prefix="tracehound-footprint-") as tmp:
         root = Path(tmp)
         try:
@@ -90,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f'[evidence]\nenabled = true\nstate_dir = "{root / "state"}"\n'
             f'[api]\nsocket = "{sock}"\n[metrics]\nlisten = "127.0.0.1:19464"\n'
         )
-        command = [*default_agent_command(), "run", "--config", str(config), "--no-seed",
+        command = [*agent_command, "run", "--config", str(config), "--no-seed",
                    "--ready-file", str(ready), "--stats-file", str(stats_file),
                    "--stats-interval", "0"]  # fmt: skip
         with open(root / "agent.log", "wb") as log:
