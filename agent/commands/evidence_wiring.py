@@ -12,8 +12,9 @@ from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
 from agent.commands.arguments import bounded_float, bounded_int
 from agent.errors import RunError, UsageError, shown
+from agent.evidence.layout import StoreCorruptError, key_path
 from agent.evidence.pipeline import EvidencePipeline, StoreOptions, open_pipeline
-from agent.evidence.store import StoreCorruptError, StoreLockedError, key_path
+from agent.evidence.store import StoreLockedError
 from agent.failpoints import Failpoints
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_CHECKPOINT_EVERY, MAX_RETAIN_MB, MAX_SEGMENT_HOURS, MAX_SEGMENT_MB

@@ -35,6 +35,7 @@ import trio
 from agent.capture.events import Event, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.capture.loader import ProbeStatus
+from agent.evidence.layout import RECOVERED, segment_files
 from agent.evidence.loss_books import (
     MAP_STAGE,
     STORE_STAGE,
@@ -44,12 +45,7 @@ from agent.evidence.loss_books import (
 )
 from agent.evidence.loss_slot import LossSlot, PendingLoss
 from agent.evidence.mapper import CAPTURE_TYPES, TYPE_LOSS, TYPE_START, TYPE_STOP, Mapper
-from agent.evidence.store import (
-    RECOVERED,
-    EvidenceStore,
-    FsyncPolicy,
-    segment_files,
-)
+from agent.evidence.store import EvidenceStore, FsyncPolicy
 from agent.evidence.types import TYPE_PREFIX, Anchor, CloudEvent, format_rfc3339_ns
 from agent.failpoints import Failpoints
 from agent.redact import Redactor
