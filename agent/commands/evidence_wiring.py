@@ -45,10 +45,11 @@ def add_evidence_arguments(parser: argparse.ArgumentParser, *, what: str) -> Non
                        type=bounded_float(0, MAX_RETAIN_MB, above=True, unit="MiB"),
                        help="prune the oldest segments past this total, recorded; at least"
                             f" --evidence-segment-mb, at most {MAX_RETAIN_MB} (default 1024)")  # fmt: skip
-    group.add_argument("--evidence-checkpoint-every", default=1000, metavar="N",
-                       type=bounded_int(1, MAX_CHECKPOINT_EVERY),
-                       help=f"a sealed checkpoint every N records, 1 to {MAX_CHECKPOINT_EVERY}"
-                            " (and every 15 min; default 1000)")  # fmt: skip
+    group.add_argument("--evidence-checkpoint-every", default=0, metavar="N",
+                       type=bounded_int(0, MAX_CHECKPOINT_EVERY),
+                       help="also seal every N records, up to"
+                            f" {MAX_CHECKPOINT_EVERY} (default 0: a seal a second after the"
+                            " last while records come, and at stop)")  # fmt: skip
 
 
 def redactor_from_args(args: argparse.Namespace) -> Redactor:

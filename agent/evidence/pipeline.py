@@ -387,9 +387,7 @@ class EvidencePipeline:
             self.store_options = store_options
             async with self._store_lock:
                 if self.failing is None and not self._closed:
-                    options = msgspec.structs.asdict(store_options)
-                    del options["checkpoint_every_s"]  # not configurable
-                    self.store.configure(**options)
+                    self.store.configure(**msgspec.structs.asdict(store_options))
 
     async def _put(self, record: CloudEvent) -> None:
         if self.failing is not None:
@@ -767,8 +765,7 @@ class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):
     segment_max_bytes: int = 64 * 2**20
     segment_max_age_s: float = 24 * 3600
     retain_max_bytes: int = 2**30
-    checkpoint_every_records: int = 1000
-    checkpoint_every_s: float = 900
+    checkpoint_every_records: int = 0
 
 
 def open_pipeline(

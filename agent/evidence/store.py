@@ -10,6 +10,21 @@ tests drive it with plain files.
 Modes (see :mod:`.layout`): an existing log is brought to them when it is
 opened (a looser one, from before, is tightened).
 
+Seals (when sealed): a checkpoint is written
+
+- at the first append (or :meth:`EvidenceStore.tick`) at least
+  ``seal_interval_s`` (:data:`SEAL_INTERVAL_S`, 1 s) after the last one,
+  when records wait for a seal: under load one seal a second, whatever the
+  rate (each costs a flush, an fsync and the key file's rewrite: two more
+  fsyncs and a rename); a quiet log is sealed about a second after its last
+  record (the daemon ticks every second), not 15 minutes later;
+- every ``checkpoint_every_records`` records too, if that is set (0: not),
+  for whoever wants seals by count (tests, the golden log);
+- at rotation, before retention prunes, and at :meth:`EvidenceStore.close`.
+
+The first seal of a run is the pipeline's to ask for at once
+(:meth:`EvidenceStore.checkpoint`): the key on disk is the verification key
+until then.
 
 Durability (``fsync``):
 
@@ -33,7 +48,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Literal, TypeAlias, get_args
+from typing import IO, Final, Literal, TypeAlias, get_args
 
 import blake3
 import msgspec
@@ -71,9 +86,13 @@ from agent.evidence.recovery import (
 from agent.evidence.seal import Seal, Sealer
 from agent.state_dir import DIR_MODE, dir_mode, ensure_dir, make_state_dir, set_owner_mode
 
-__all__ = ["EvidenceStore", "FsyncPolicy", "StoreLockedError"]
+__all__ = ["SEAL_INTERVAL_S", "EvidenceStore", "FsyncPolicy", "StoreLockedError"]
 
 FsyncPolicy: TypeAlias = Literal["always", "batch", "never"]
+
+SEAL_INTERVAL_S: Final = 1.0
+"""Seconds from one seal to the next while records come: bounds the seals'
+cost at any rate, and what an intruder who takes the host can rewrite."""
 
 
 class StoreLockedError(Exception):
@@ -82,12 +101,18 @@ class StoreLockedError(Exception):
 
 def _check_policy(fsync: str | None, **positive: float) -> None:
     """Refuse an unknown fsync policy (None: none given) or a size, age or
-    count that is not above 0."""
+    interval that is not above 0."""
     if fsync is not None and fsync not in get_args(FsyncPolicy):
         raise ValueError(f"fsync must be one of always, batch, never; got {fsync!r}")
     for name, value in positive.items():
         if isinstance(value, bool) or not value > 0:
             raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def _check_count(name: str, value: int) -> None:
+    """Refuse a count that is not an int of 0 or more (0: off)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be 0 (off) or more, got {value!r}")
 
 
 class EvidenceStore:
@@ -108,8 +133,8 @@ class EvidenceStore:
         segment_max_bytes: int = 64 * 1024 * 1024,
         segment_max_age_s: float = 24 * 3600,
         retain_max_bytes: int = 1024 * 1024 * 1024,
-        checkpoint_every_records: int = 1000,
-        checkpoint_every_s: float = 900,
+        checkpoint_every_records: int = 0,
+        seal_interval_s: float = SEAL_INTERVAL_S,
         fsync: FsyncPolicy = "batch",
         clock: Callable[[], int] = time.time_ns,
         group: int | None = None,
@@ -125,7 +150,7 @@ class EvidenceStore:
                 symlink, not a directory, or shared (sticky).
             StoreLockedError, StoreCorruptError, OSError, ValueError.
         """
-        _check_policy(None, checkpoint_every_s=checkpoint_every_s)
+        _check_policy(None, seal_interval_s=seal_interval_s)
         self.configure(
             fsync=fsync,
             segment_max_bytes=segment_max_bytes,
@@ -135,7 +160,7 @@ class EvidenceStore:
         )
         self._dir = Path(state_dir)
         self._segments_dir = self._dir / "segments"
-        self._checkpoint_every_ns = int(checkpoint_every_s * 1_000_000_000)
+        self._seal_interval_ns = int(seal_interval_s * 1_000_000_000)
         self._clock = clock
 
         self._buffer: list[bytes] = []
@@ -203,8 +228,8 @@ class EvidenceStore:
             segment_max_bytes=segment_max_bytes,
             segment_max_age_s=segment_max_age_s,
             retain_max_bytes=retain_max_bytes,
-            checkpoint_every_records=checkpoint_every_records,
         )
+        _check_count("checkpoint_every_records", checkpoint_every_records)
         self._fsync = fsync
         self._segment_max_bytes = segment_max_bytes
         self._segment_max_age_ms = int(segment_max_age_s * 1000)
@@ -258,7 +283,8 @@ class EvidenceStore:
         self._flush(sync=self._fsync != "never")
 
     def tick(self) -> None:
-        """Write a checkpoint or rotate if one is due by time; call it periodically when idle."""
+        """Write a checkpoint or rotate if one is due by time; call it about
+        every second, so the last records of a burst are sealed soon."""
         self._check_open()
         self._maybe_roll()
 
@@ -363,18 +389,21 @@ class EvidenceStore:
 
     def _maybe_roll(self) -> None:
         now = self._clock()
-        if (
-            self._sealer is not None
-            and self._since_checkpoint
-            and (
-                self._since_checkpoint >= self._checkpoint_every_records
-                or now - self._last_checkpoint_ns >= self._checkpoint_every_ns
-            )
-        ):
+        if self._seal_due(now):
             self._checkpoint()
         age_ms = now // 1_000_000 - self._segment_started_ms
         if self._segment_bytes >= self._segment_max_bytes or age_ms >= self._segment_max_age_ms:
             self._rotate()
+
+    def _seal_due(self, now: int) -> bool:
+        """Records wait for a seal, and the seal interval has passed since
+        the last one (or the count, if set, is reached): see the module."""
+        if self._sealer is None or not self._since_checkpoint:
+            return False
+        every = self._checkpoint_every_records
+        if every and self._since_checkpoint >= every:
+            return True
+        return now - self._last_checkpoint_ns >= self._seal_interval_ns
 
     def _checkpoint(self, *, durable: bool = False) -> Seal | None:
         """Seal the head, append the seal, make it durable, then persist the ratcheted key.

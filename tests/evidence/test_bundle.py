@@ -35,7 +35,7 @@ def open_store(state: Path) -> EvidenceStore:
         segment_max_age_s=3600,
         retain_max_bytes=10**9,
         checkpoint_every_records=5,
-        checkpoint_every_s=3600,
+        seal_interval_s=3600,
         clock=Clock(),
     )
 

@@ -28,7 +28,7 @@ PRUNING: dict[str, Any] = {
     "segment_max_age_s": 3600,
     "retain_max_bytes": 8000,
     "checkpoint_every_records": 5,
-    "checkpoint_every_s": 3600,
+    "seal_interval_s": 3600,
 }
 
 

@@ -37,7 +37,7 @@ def open_store(path: Path, clock: Clock | None = None, **overrides: Any) -> Evid
         "segment_max_age_s": 3600,
         "retain_max_bytes": 10**9,
         "checkpoint_every_records": 5,
-        "checkpoint_every_s": 3600,
+        "seal_interval_s": 3600,
         "fsync": "batch",
         "clock": clock or Clock(),
     }
@@ -197,7 +197,7 @@ def test_rotation_by_age(key_and_state: tuple[bytes, Path]) -> None:
 def test_checkpoint_by_time(key_and_state: tuple[bytes, Path]) -> None:
     _, state = key_and_state
     clock = Clock()
-    with open_store(state, clock, checkpoint_every_s=10, checkpoint_every_records=1000) as store:
+    with open_store(state, clock, seal_interval_s=10, checkpoint_every_records=1000) as store:
         write_notes(store, 2)
         clock.advance(11)
         store.tick()

@@ -36,7 +36,7 @@ def sealed_log(tmp_path: Path) -> tuple[bytes, Path]:
         segment_max_age_s=3600,
         retain_max_bytes=10**9,
         checkpoint_every_records=5,
-        checkpoint_every_s=3600,
+        seal_interval_s=3600,
         clock=Clock(),
     ) as store:
         for i in range(60):
