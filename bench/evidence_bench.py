@@ -91,6 +91,7 @@ from agent.capture.events import (
     NetEvent,
     SyscallCounts,
 )
+from agent.evidence.keys import create_key
 from agent.evidence.mapper import Mapper
 from agent.evidence.pipeline import EvidencePipeline
 from agent.evidence.seal import decode_key
@@ -359,7 +360,7 @@ def _verify(state: Path, key: bytes | None) -> VerifyReport:
 
 def _fresh_state(base: Path, name: str, sealed: bool) -> tuple[Path, bytes | None]:
     state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
-    key = decode_key(EvidenceStore.keygen(state)) if sealed else None
+    key = decode_key(create_key(state)) if sealed else None
     return state, key
 
 

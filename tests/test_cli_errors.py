@@ -179,8 +179,8 @@ _BAD_INPUT = [
     (("profile", "--evidence-retain-mb", "-inf", "--", "true"), "--evidence-retain-mb", "expected one argument"),
     (("run", "--evidence-retain-mb", "32", "--evidence-segment-mb", "64"), "--evidence-retain-mb",
      "at least --evidence-segment-mb (64), got 32"),
-    (("run", "--evidence-checkpoint-every", "0"), "--evidence-checkpoint-every", "1 to 1048576"),
-    (("run", "--evidence-checkpoint-every", "1048577"), "--evidence-checkpoint-every", "1 to 1048576"),
+    (("run", "--evidence-checkpoint-every", "-1"), "--evidence-checkpoint-every", "0 to 1048576"),
+    (("run", "--evidence-checkpoint-every", "1048577"), "--evidence-checkpoint-every", "0 to 1048576"),
     (("profile", "--evidence-checkpoint-every", "nan", "--", "true"), "--evidence-checkpoint-every", "an integer"),
     # evidence
     (("evidence", "stream", "--from", "9007199254740992"), "--from", "0 to 9007199254740991"),

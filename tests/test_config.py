@@ -302,12 +302,12 @@ def test_wrong_type(tmp_path: Path, text: str, expected: str) -> None:
             "evidence.retain_mb: expected at least evidence.segment_mb (20.0), got 10.0",
         ),
         (
-            "[evidence]\ncheckpoint_every = 0\n",
-            "evidence.checkpoint_every: expected 1 to 1048576, got 0",
+            "[evidence]\ncheckpoint_every = -1\n",
+            "evidence.checkpoint_every: expected 0 to 1048576, got -1",
         ),
         (
             "[evidence]\ncheckpoint_every = 1048577\n",
-            "evidence.checkpoint_every: expected 1 to 1048576, got 1048577",
+            "evidence.checkpoint_every: expected 0 to 1048576, got 1048577",
         ),
         ("[evidence]\nstate_dir = ''\n", "evidence.state_dir: expected a directory path"),
         ("[api]\nmode = '0999'\n", "api.mode: expected an octal mode such as \"0660\", got '0999'"),

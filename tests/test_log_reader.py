@@ -26,6 +26,8 @@ from agent.capture.events import (
 )
 from agent.evidence.canonical import canonical
 from agent.evidence.chain import ChainWriter
+from agent.evidence.keys import create_key
+from agent.evidence.layout import segment_files
 from agent.evidence.log_reader import (
     LoggedEvent,
     event_pid,
@@ -36,7 +38,7 @@ from agent.evidence.log_reader import (
     type_matches,
 )
 from agent.evidence.mapper import encode
-from agent.evidence.store import EvidenceStore, segment_files
+from agent.evidence.store import EvidenceStore
 from agent.evidence.types import TYPE_PREFIX, Anchor, CloudEvent
 from tests.evidence.plain_mapper import plain_mapper
 
@@ -104,7 +106,7 @@ def _event(n: int) -> Event:
 def _write_log(state: Path, count: int = 90) -> list[CloudEvent]:
     """A sealed log of the anchor, ``count`` events and two config records, in
     small segments with frequent checkpoints; returns the CloudEvents in order."""
-    EvidenceStore.keygen(state)
+    create_key(state)
     mapper = plain_mapper(host="h", anchor=ANCHOR)
     records = [mapper.anchor_record()]
     records += [mapper.map(_event(n)) for n in range(count)]

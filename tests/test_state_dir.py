@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence.store import EvidenceStore, key_path
+from agent.evidence.keys import create_key
+from agent.evidence.layout import key_path
+from agent.evidence.store import EvidenceStore
 from agent.state_dir import (
     StateDirError,
     ensure_dir,
@@ -285,7 +287,7 @@ def store_paths(state: Path) -> dict[str, Path]:
 
 
 def sealed_store_with_a_torn_tail(state: Path, *, group: int | None = None) -> None:
-    EvidenceStore.keygen(state)
+    create_key(state)
     with EvidenceStore(state, checkpoint_every_records=3, group=group) as store:
         for i in range(10):
             store.append("note", {"n": i})

@@ -19,13 +19,20 @@ import msgspec
 
 from agent.commands.arguments import bounded_int, expect_head
 from agent.errors import RunError, UsageError, shown
-from agent.evidence.bundle import BundleError, export_bundle, verify_bundle
+from agent.evidence.bundle import BundleError, export_bundle
 from agent.evidence.chain import ChainRecord
+from agent.evidence.keys import create_key
+from agent.evidence.layout import segment_files
 from agent.evidence.mapper import decode as decode_cloudevent
 from agent.evidence.ocsf import OcsfError, to_ocsf
 from agent.evidence.seal import KeyFormatError, decode_key
-from agent.evidence.store import EvidenceStore, segment_files
-from agent.evidence.verify import VerifyInputError, VerifyReport, verify_store, verify_stream
+from agent.evidence.verify import (
+    VerifyInputError,
+    VerifyReport,
+    verify_bundle,
+    verify_store,
+    verify_stream,
+)
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_SEQ
 from agent.output_target import check_output, open_stream, replace_output
@@ -107,7 +114,7 @@ def keygen_main(args: argparse.Namespace) -> int:
     behind (a key whose verification key nobody got is worse than none)."""
     state = _state_dir(args)
     try:
-        EvidenceStore.keygen(state, publish=_print_key)
+        create_key(state, publish=_print_key)
     except StateDirError as err:
         raise UsageError(f"--state-dir {shown(state)}: {err}") from err
     except FileExistsError as err:

@@ -12,8 +12,9 @@ from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
 from agent.commands.arguments import bounded_float, bounded_int
 from agent.errors import RunError, UsageError, shown
+from agent.evidence.layout import StoreCorruptError, key_path
 from agent.evidence.pipeline import EvidencePipeline, StoreOptions, open_pipeline
-from agent.evidence.store import StoreCorruptError, StoreLockedError, key_path
+from agent.evidence.store import StoreLockedError
 from agent.failpoints import Failpoints
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_CHECKPOINT_EVERY, MAX_RETAIN_MB, MAX_SEGMENT_HOURS, MAX_SEGMENT_MB
@@ -44,10 +45,11 @@ def add_evidence_arguments(parser: argparse.ArgumentParser, *, what: str) -> Non
                        type=bounded_float(0, MAX_RETAIN_MB, above=True, unit="MiB"),
                        help="prune the oldest segments past this total, recorded; at least"
                             f" --evidence-segment-mb, at most {MAX_RETAIN_MB} (default 1024)")  # fmt: skip
-    group.add_argument("--evidence-checkpoint-every", default=1000, metavar="N",
-                       type=bounded_int(1, MAX_CHECKPOINT_EVERY),
-                       help=f"a sealed checkpoint every N records, 1 to {MAX_CHECKPOINT_EVERY}"
-                            " (and every 15 min; default 1000)")  # fmt: skip
+    group.add_argument("--evidence-checkpoint-every", default=0, metavar="N",
+                       type=bounded_int(0, MAX_CHECKPOINT_EVERY),
+                       help="also seal every N records, up to"
+                            f" {MAX_CHECKPOINT_EVERY} (default 0: a seal a second after the"
+                            " last while records come, and at stop)")  # fmt: skip
 
 
 def redactor_from_args(args: argparse.Namespace) -> Redactor:

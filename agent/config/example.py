@@ -59,9 +59,10 @@ segment_hours = 24.0
 # Prune the oldest segments past this total (MiB, at least segment_mb, at
 # most $MAX_RETAIN_MB); the pruning is recorded.
 retain_mb = 1024.0
-# A sealed checkpoint every this many records, 1 to $MAX_CHECKPOINT_EVERY
-# (and every 15 minutes).
-checkpoint_every = 1000
+# The log is sealed (a checkpoint) a second after the last seal while records
+# come, whatever the rate, and at stop. Also one every this many records, if
+# set: 1 to $MAX_CHECKPOINT_EVERY; 0 seals by time only.
+checkpoint_every = 0
 # Extra redaction rules, applied after the built-in ones. Fields: name,
 # privacy ("sensitive": mask group; "forbidden": drop the whole field),
 # pattern (a Python regular expression), and optionally group, replacement,

@@ -226,8 +226,9 @@ class EvidenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # Prune the oldest segments past this total in MiB, at least segment_mb, at
     # most 1048576 (1 TiB); the pruning is recorded.
     retain_mb: float = 1024.0
-    # A sealed checkpoint every this many records, 1 to 1048576 (and every 15 minutes).
-    checkpoint_every: int = 1000
+    # Seals come a second after the last while records do, and at stop; also
+    # one every this many records if set, 1 to 1048576 (0: by time only).
+    checkpoint_every: int = 0
     # Extra redaction rules, after the built-in ones (fields as agent.redact.Rule).
     redact_rules: tuple[Rule, ...] = ()
 
@@ -241,7 +242,7 @@ class EvidenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             "evidence.retain_mb",
             f"expected at least evidence.segment_mb ({self.segment_mb}), got {self.retain_mb}",
         )
-        _in_range(self.checkpoint_every, 1, MAX_CHECKPOINT_EVERY, "evidence.checkpoint_every")
+        _in_range(self.checkpoint_every, 0, MAX_CHECKPOINT_EVERY, "evidence.checkpoint_every")
         self.redactor()  # a bad rule is refused now, not at the first event
 
     def redactor(self) -> Redactor:

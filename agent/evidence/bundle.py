@@ -23,7 +23,10 @@ sequence would draw a fake ``OK:`` line.
 
 The manifest is not itself protected (whoever rewrites a member can rewrite
 it too): it catches damage in transit and says what the bundle claims. The
-records are what is verified, chain and seals, as in :mod:`.verify`.
+records are what is verified, chain and seals:
+:func:`agent.evidence.verify.verify_bundle` (this module writes bundles and
+defines their format; it imports no verifier, so the two never import each
+other).
 """
 
 from __future__ import annotations
@@ -36,22 +39,20 @@ from typing import Final, Protocol
 import blake3
 import msgspec
 
-from agent.errors import shown
 from agent.evidence.canonical import canonical
-from agent.evidence.chain import ChainRecord, Head, Hex64, Seq
+from agent.evidence.chain import ChainRecord, Hex64, Seq
+from agent.evidence.layout import CHECKPOINT, segment_files
 from agent.evidence.seal import Seal
-from agent.evidence.store import CHECKPOINT, SEGMENT_NAME, segment_files
-from agent.evidence.verify import LogVerifier, VerifyReport
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "MANIFEST",
     "BundleError",
     "BundleManifest",
     "BundleMember",
     "ByteSink",
     "export_bundle",
     "tar_chunks",
-    "verify_bundle",
 ]
 
 BUNDLE_FORMAT: Final = "tracehound-bundle/1"
@@ -198,92 +199,3 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     info.uname = info.gname = ""
     info.type = tarfile.REGTYPE
     return info
-
-
-def verify_bundle(
-    path: Path | str,
-    *,
-    key: bytes | None = None,
-    expect_head: Head | None = None,
-) -> VerifyReport:
-    """Check a bundle's members against its manifest, then verify its records.
-
-    Raises :class:`BundleError` (one line, naming the member) for a bundle
-    that is truncated, not a tar, lacks or has an unreadable manifest, or
-    has a member missing, extra, or with another size or hash. A bundle that
-    reads fine but whose records are broken gives a report with ``ok`` False.
-    The bundle may start mid-log (``history_from`` says where).
-    """
-    contents = _read_members(Path(path))
-    where = shown(path)
-    raw_manifest = contents.pop(MANIFEST, None)
-    if raw_manifest is None:
-        raise BundleError(f"{where}: no {MANIFEST} in the bundle", MANIFEST)
-    try:
-        manifest = msgspec.json.decode(raw_manifest, type=BundleManifest)
-    except msgspec.DecodeError as exc:
-        # msgspec quotes the bundle's own text (an unknown key, say).
-        raise BundleError(
-            f"{where}: {MANIFEST} is not a valid manifest: {shown(str(exc))}", MANIFEST
-        ) from None
-    if manifest.format != BUNDLE_FORMAT:
-        raise BundleError(f"{where}: unknown bundle format {shown(manifest.format)}", MANIFEST)
-    listed = {member.path for member in manifest.members}
-    for extra in sorted(set(contents) - listed):
-        raise BundleError(f"{where}: member {shown(extra)} is not listed in the manifest", extra)
-    verifier = LogVerifier(key=key, expect_head=expect_head, partial=True)
-    for member in sorted(manifest.members, key=lambda m: m.path):
-        data = contents.get(member.path)
-        named = shown(member.path)
-        if data is None:
-            raise BundleError(f"{where}: member {named} is missing", member.path)
-        if len(data) != member.size or blake3.blake3(data).hexdigest() != member.blake3:
-            raise BundleError(
-                f"{where}: member {named} does not match its manifest hash (altered)",
-                member.path,
-            )
-        name = member.path.rsplit("/", 1)[-1]
-        match = SEGMENT_NAME.fullmatch(name)
-        if match is None:
-            raise BundleError(f"{where}: member {named} is not a segment file", member.path)
-        verifier.start_file(member.path, int(match.group(1)))
-        for line in data.splitlines(keepends=True):
-            if verifier.feed_line(line) is not None:
-                return verifier.finish()
-    report = verifier.finish()
-    if report.ok and report.head != manifest.head:
-        raise BundleError(
-            f"{where}: {MANIFEST} names head seq {manifest.head[0]}, but the records end at "
-            f"{report.head}",
-            MANIFEST,
-        )
-    return report
-
-
-def _read_members(path: Path) -> dict[str, bytes]:
-    """All regular members' bytes by name; tarfile's exceptions become :class:`BundleError`."""
-    contents: dict[str, bytes] = {}
-    current: str | None = None
-    where = shown(path)
-    try:
-        with tarfile.open(path, "r:") as tar:
-            for info in tar:
-                current = info.name
-                if not info.isreg():
-                    raise BundleError(
-                        f"{where}: member {shown(info.name)} is not a regular file", info.name
-                    )
-                if info.name in contents:
-                    raise BundleError(
-                        f"{where}: member {shown(info.name)} appears twice", info.name
-                    )
-                handle = tar.extractfile(info)
-                assert handle is not None  # regular files always have data
-                contents[info.name] = handle.read()
-                current = None
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        member = f"member {shown(current)}: " if current else ""
-        raise BundleError(
-            f"{where}: {member}truncated or not a bundle ({shown(str(exc))})", current
-        ) from None
-    return contents

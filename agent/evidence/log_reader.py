@@ -34,7 +34,7 @@ from typing import Any, Final
 import msgspec
 
 from agent.evidence.canonical import CanonicalError, canonical
-from agent.evidence.store import segment_files
+from agent.evidence.layout import segment_files
 from agent.evidence.types import TYPE_PREFIX
 
 __all__ = [

@@ -35,6 +35,7 @@ import trio
 from agent.capture.events import Event, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.capture.loader import ProbeStatus
+from agent.evidence.layout import RECOVERED, segment_files
 from agent.evidence.loss_books import (
     MAP_STAGE,
     STORE_STAGE,
@@ -45,12 +46,7 @@ from agent.evidence.loss_books import (
 from agent.evidence.loss_slot import LossSlot, PendingLoss
 from agent.evidence.mapper import Mapper
 from agent.evidence.record_types import CAPTURE_TYPES, TYPE_LOSS, TYPE_START, TYPE_STOP
-from agent.evidence.store import (
-    RECOVERED,
-    EvidenceStore,
-    FsyncPolicy,
-    segment_files,
-)
+from agent.evidence.store import EvidenceStore, FsyncPolicy
 from agent.evidence.types import TYPE_PREFIX, Anchor, EvidenceRecord, format_rfc3339_ns
 from agent.failpoints import Failpoints
 from agent.redact import Redactor
@@ -405,9 +401,7 @@ class EvidencePipeline:
             self.store_options = store_options
             async with self._store_lock:
                 if self.failing is None and not self._closed:
-                    options = msgspec.structs.asdict(store_options)
-                    del options["checkpoint_every_s"]  # not configurable
-                    self.store.configure(**options)
+                    self.store.configure(**msgspec.structs.asdict(store_options))
 
     async def _put(self, record: EvidenceRecord) -> None:
         await self._put_many([record])
@@ -811,8 +805,7 @@ class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):
     segment_max_bytes: int = 64 * 2**20
     segment_max_age_s: float = 24 * 3600
     retain_max_bytes: int = 2**30
-    checkpoint_every_records: int = 1000
-    checkpoint_every_s: float = 900
+    checkpoint_every_records: int = 0
 
 
 def open_pipeline(

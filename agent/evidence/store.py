@@ -1,36 +1,30 @@
 """The evidence log on disk: segments, group commit, seals, rotation, retention, recovery.
 
-This is the I/O layer over the sans-I/O cores (:mod:`.chain`, :mod:`.seal`).
-It is synchronous on purpose: a trio task calls it with
+This is the I/O layer over the sans-I/O cores (:mod:`.chain`, :mod:`.seal`,
+:mod:`.recovery`); the layout it writes is :mod:`.layout` (file names,
+modes, the store's own record types), its key file :mod:`.keys`. It is
+synchronous on purpose: a trio task calls it with
 ``trio.to_thread.run_sync`` (or directly, accepting a short block) and the
 tests drive it with plain files.
 
-Layout of ``state_dir``::
+Modes (see :mod:`.layout`): an existing log is brought to them when it is
+opened (a looser one, from before, is tightened).
 
-    segments/0000000000000000.ndjson   one canonical ChainRecord per line
-    segments/0000000000000001.ndjson
-    keys/seal.key                      current sealing state, if sealed
-    recovered/<segment>-<offset>.torn  bytes cut off a torn tail, kept aside
-    lock                               flock'ed by the one writer
+Seals (when sealed): a checkpoint is written
 
-Modes: the state directory, ``segments/`` and ``recovered/`` are 0700 and
-their files 0600; given a ``group``, 0750 and 0640 with that group, so its
-members can read (verify, export) the log. ``keys/`` stays 0700 and its
-files 0600 whatever the group: the sealing key lets whoever reads it forge
-the seals to come. The lock stays 0600 too: anyone who can open it can
-flock it and keep the writer out. An existing log is brought to these
-modes when it is opened (a looser one, from before, is tightened).
+- at the first append (or :meth:`EvidenceStore.tick`) at least
+  ``seal_interval_s`` (:data:`SEAL_INTERVAL_S`, 1 s) after the last one,
+  when records wait for a seal: under load one seal a second, whatever the
+  rate (each costs a flush, an fsync and the key file's rewrite: two more
+  fsyncs and a rename); a quiet log is sealed about a second after its last
+  record (the daemon ticks every second), not 15 minutes later;
+- every ``checkpoint_every_records`` records too, if that is set (0: not),
+  for whoever wants seals by count (tests, the golden log);
+- at rotation, before retention prunes, and at :meth:`EvidenceStore.close`.
 
-The chain (seq, prev) runs on across segments. Every segment starts with a
-``segment.start`` record (:class:`SegmentStart`) naming its index and the
-previous segment's last ``(seq, hash)``, so removing a whole segment leaves a
-header that names a predecessor which is not there, and a seq jump.
-
-Record types this layer writes (callers may not use them, see
-:data:`RESERVED_TYPES`): ``segment.start``, ``checkpoint`` (body: a
-:class:`~agent.evidence.seal.Seal` over the record just before it),
-``segment.pruned`` (:class:`SegmentsPruned`), ``recovered``
-(:class:`Recovered`).
+The first seal of a run is the pipeline's to ask for at once
+(:meth:`EvidenceStore.checkpoint`): the key on disk is the verification key
+until then.
 
 Durability (``fsync``):
 
@@ -49,12 +43,8 @@ always written with fsync + rename.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
-import re
-import secrets
-import stat
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -63,133 +53,46 @@ from typing import IO, Final, Literal, TypeAlias, get_args
 import blake3
 import msgspec
 
-from agent.evidence.canonical import canonical
-from agent.evidence.chain import (
-    ZERO_HASH,
-    ChainRecord,
-    ChainVerifier,
-    ChainWriter,
-    Head,
-    Hex64,
-    Seq,
-    record_hash,
+from agent.evidence.chain import ChainRecord, ChainWriter, Head
+from agent.evidence.durable import fsync_dir, set_file_mode, write_synced
+from agent.evidence.keys import persist_key, read_key_state, resume_sealer
+from agent.evidence.layout import (
+    CHECKPOINT,
+    RECOVERED,
+    RESERVED_TYPES,
+    SECRET_MODE,
+    SEGMENT_PRUNED,
+    SEGMENT_START,
+    PrunedSegment,
+    Recovered,
+    SegmentLink,
+    SegmentsPruned,
+    SegmentStart,
+    StoreCorruptError,
+    file_mode,
+    key_path,
+    segment_files,
+    segment_name,
 )
-from agent.evidence.seal import KEY_SIZE, Seal, Sealer, encode_key, keygen, next_epoch_key
-from agent.state_dir import (
-    DIR_MODE,
-    dir_mode,
-    ensure_dir,
-    make_state_dir,
-    remove_created,
-    set_owner_mode,
+from agent.evidence.recovery import (
+    TAIL_BLOCK,
+    find_last_checkpoint,
+    last_line,
+    lost_seal,
+    read_header,
+    scan_tail,
+    try_record,
 )
+from agent.evidence.seal import Seal, Sealer
+from agent.state_dir import DIR_MODE, dir_mode, ensure_dir, make_state_dir, set_owner_mode
 
-__all__ = [
-    "CHECKPOINT",
-    "RECOVERED",
-    "RESERVED_TYPES",
-    "SEGMENT_NAME",
-    "SEGMENT_PRUNED",
-    "SEGMENT_START",
-    "EvidenceStore",
-    "FsyncPolicy",
-    "KeyState",
-    "PrunedSegment",
-    "Recovered",
-    "SegmentLink",
-    "SegmentStart",
-    "SegmentsPruned",
-    "StoreCorruptError",
-    "StoreLockedError",
-    "key_path",
-    "segment_files",
-    "segment_name",
-]
-
-SEGMENT_START: Final = "segment.start"
-CHECKPOINT: Final = "checkpoint"
-SEGMENT_PRUNED: Final = "segment.pruned"
-RECOVERED: Final = "recovered"
-RESERVED_TYPES: Final = frozenset({SEGMENT_START, CHECKPOINT, SEGMENT_PRUNED, RECOVERED})
-"""Record types only the store writes: a caller forging them could fake structure."""
+__all__ = ["SEAL_INTERVAL_S", "EvidenceStore", "FsyncPolicy", "StoreLockedError"]
 
 FsyncPolicy: TypeAlias = Literal["always", "batch", "never"]
 
-SEGMENT_NAME: Final = re.compile(r"(\d{16})\.ndjson")
-"""A segment file's name: its index in 16 digits."""
-SECRET_MODE: Final = 0o600
-"""Key files and the lock: the owner's alone, whatever the group."""
-_TAIL_BLOCK: Final = 64 * 1024
-
-
-class SegmentLink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The last record of a segment: what the next segment's header links to."""
-
-    index: Seq
-    seq: Seq
-    hash: Hex64
-
-
-class SegmentStart(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Body of ``segment.start``: this segment's index and its predecessor's end.
-
-    ``previous`` is None only for segment 0 of a log. ``started_ms`` is wall
-    time in milliseconds (nanoseconds exceed JSON's safe integer range); age
-    rotation counts from it, also after a restart.
-    """
-
-    index: Seq
-    previous: SegmentLink | None
-    started_ms: Seq
-
-
-class PrunedSegment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One segment deleted by retention: what it held, so the gap is explained."""
-
-    index: Seq
-    first_seq: Seq
-    last_seq: Seq
-    last_hash: Hex64
-    bytes: Seq
-
-
-class SegmentsPruned(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Body of ``segment.pruned``: the segments deleted (oldest first)."""
-
-    segments: list[PrunedSegment]
-
-
-class Recovered(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Body of ``recovered``: a torn tail found at open and moved aside.
-
-    ``seal``: if the torn bytes were a complete checkpoint whose newline never
-    made it to disk, its seal, carried over. The key file has already
-    ratcheted past that epoch, so without this the seals would show a gap.
-    """
-
-    segment: str
-    offset: Seq
-    length: Seq
-    blake3: Hex64
-    kept_as: str
-    seal: Seal | None = None
-
-
-class KeyState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Contents of ``keys/seal.key``: the sealer's current epoch, key and last MAC."""
-
-    epoch: Seq
-    key: Hex64
-    prev_seal: Hex64
-
-
-class StoreCorruptError(Exception):
-    """The log on disk is damaged in a way a crash cannot explain; the store won't write.
-
-    A crash tears at most the last line. A bad line before the last one
-    means something else changed the file: run the verifier, don't paper
-    over it with new records.
-    """
+SEAL_INTERVAL_S: Final = 1.0
+"""Seconds from one seal to the next while records come: bounds the seals'
+cost at any rate, and what an intruder who takes the host can rewrite."""
 
 
 class StoreLockedError(Exception):
@@ -198,7 +101,7 @@ class StoreLockedError(Exception):
 
 def _check_policy(fsync: str | None, **positive: float) -> None:
     """Refuse an unknown fsync policy (None: none given) or a size, age or
-    count that is not above 0."""
+    interval that is not above 0."""
     if fsync is not None and fsync not in get_args(FsyncPolicy):
         raise ValueError(f"fsync must be one of always, batch, never; got {fsync!r}")
     for name, value in positive.items():
@@ -206,26 +109,10 @@ def _check_policy(fsync: str | None, **positive: float) -> None:
             raise ValueError(f"{name} must be positive, got {value!r}")
 
 
-def segment_name(index: int) -> str:
-    """File name of segment ``index``: 16 digits, so names sort like indexes."""
-    return f"{index:016d}.ndjson"
-
-
-def segment_files(segments_dir: Path) -> list[tuple[int, Path]]:
-    """The segment files in ``segments_dir`` as ``(index, path)``, oldest first."""
-    found: list[tuple[int, Path]] = []
-    if not segments_dir.is_dir():
-        return found
-    for entry in segments_dir.iterdir():
-        match = SEGMENT_NAME.fullmatch(entry.name)
-        if match is not None and entry.is_file():
-            found.append((int(match.group(1)), entry))
-    return sorted(found)
-
-
-def key_path(state_dir: Path | str) -> Path:
-    """Where the sealing key of ``state_dir`` lives."""
-    return Path(state_dir) / "keys" / "seal.key"
+def _check_count(name: str, value: int) -> None:
+    """Refuse a count that is not an int of 0 or more (0: off)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be 0 (off) or more, got {value!r}")
 
 
 class EvidenceStore:
@@ -246,8 +133,8 @@ class EvidenceStore:
         segment_max_bytes: int = 64 * 1024 * 1024,
         segment_max_age_s: float = 24 * 3600,
         retain_max_bytes: int = 1024 * 1024 * 1024,
-        checkpoint_every_records: int = 1000,
-        checkpoint_every_s: float = 900,
+        checkpoint_every_records: int = 0,
+        seal_interval_s: float = SEAL_INTERVAL_S,
         fsync: FsyncPolicy = "batch",
         clock: Callable[[], int] = time.time_ns,
         group: int | None = None,
@@ -263,7 +150,7 @@ class EvidenceStore:
                 symlink, not a directory, or shared (sticky).
             StoreLockedError, StoreCorruptError, OSError, ValueError.
         """
-        _check_policy(None, checkpoint_every_s=checkpoint_every_s)
+        _check_policy(None, seal_interval_s=seal_interval_s)
         self.configure(
             fsync=fsync,
             segment_max_bytes=segment_max_bytes,
@@ -273,7 +160,7 @@ class EvidenceStore:
         )
         self._dir = Path(state_dir)
         self._segments_dir = self._dir / "segments"
-        self._checkpoint_every_ns = int(checkpoint_every_s * 1_000_000_000)
+        self._seal_interval_ns = int(seal_interval_s * 1_000_000_000)
         self._clock = clock
 
         self._buffer: list[bytes] = []
@@ -291,7 +178,7 @@ class EvidenceStore:
         self._last_checkpoint_ns = clock()
         self._sealer: Sealer | None = None
         self._group = group
-        self._file_mode = SECRET_MODE if group is None else 0o640
+        self._file_mode = file_mode(group)
         self._dir_mode = dir_mode(group)
 
         make_state_dir(self._dir, gid=group)
@@ -304,63 +191,6 @@ class EvidenceStore:
             raise
 
     # --- public --------------------------------------------------------------
-
-    @staticmethod
-    def keygen(state_dir: Path | str, *, publish: Callable[[str], None] | None = None) -> str:
-        """Create the initial sealing key in ``state_dir``; return the verification key text.
-
-        The returned ``thk1-...`` text is the only copy of epoch 0's key once
-        the store has sealed once: store it off the host. Refuses
-        (:class:`FileExistsError`) if a key already exists, since replacing it
-        would orphan the verification key already handed out.
-
-        The state directory and ``keys/`` are made if missing (parents
-        0755, as :func:`~agent.state_dir.make_state_dir`). On any failure
-        nothing is left behind: no key file, empty or partial, and none of
-        the directories made here. ``publish`` is given the verification key
-        text once the key is in place; if it raises (the key could not be
-        printed), the key is removed again: a sealing key whose
-        verification key nobody has is worse than none.
-
-        Raises:
-            FileExistsError: there is a key already.
-            StateDirError: the state directory cannot be made.
-            OSError: the key cannot be written.
-        """
-        path = key_path(state_dir)
-        # No API group known here: a log directory shared with one keeps it.
-        created = make_state_dir(state_dir, keep_group=True)
-        made_keys = linked = False
-        tmp: Path | None = None
-        try:
-            made_keys = ensure_dir(path.parent, DIR_MODE)
-            if os.path.lexists(path):
-                raise FileExistsError(f"{path}: a seal key already exists; refusing to replace it")
-            initial = keygen()
-            state = KeyState(epoch=0, key=initial.hex(), prev_seal=ZERO_HASH)
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.new")
-            _write_synced(tmp, canonical(state) + b"\n", SECRET_MODE, exclusive=True)
-            os.link(tmp, path)  # fails if a key appeared meanwhile: never overwrite
-            linked = True
-            tmp.unlink()
-            tmp = None
-            _fsync_dir(path.parent)
-            text = encode_key(initial)
-            if publish is not None:
-                publish(text)
-        except BaseException:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-            if linked:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            if made_keys:
-                with contextlib.suppress(OSError):
-                    path.parent.rmdir()
-            remove_created(created)
-            raise
-        return text
 
     @property
     def sealed(self) -> bool:
@@ -398,8 +228,8 @@ class EvidenceStore:
             segment_max_bytes=segment_max_bytes,
             segment_max_age_s=segment_max_age_s,
             retain_max_bytes=retain_max_bytes,
-            checkpoint_every_records=checkpoint_every_records,
         )
+        _check_count("checkpoint_every_records", checkpoint_every_records)
         self._fsync = fsync
         self._segment_max_bytes = segment_max_bytes
         self._segment_max_age_ms = int(segment_max_age_s * 1000)
@@ -470,7 +300,8 @@ class EvidenceStore:
         self._flush(sync=self._fsync != "never")
 
     def tick(self) -> None:
-        """Write a checkpoint or rotate if one is due by time; call it periodically when idle."""
+        """Write a checkpoint or rotate if one is due by time; call it about
+        every second, so the last records of a burst are sealed soon."""
         self._check_open()
         self._maybe_roll()
 
@@ -575,18 +406,21 @@ class EvidenceStore:
 
     def _maybe_roll(self) -> None:
         now = self._clock()
-        if (
-            self._sealer is not None
-            and self._since_checkpoint
-            and (
-                self._since_checkpoint >= self._checkpoint_every_records
-                or now - self._last_checkpoint_ns >= self._checkpoint_every_ns
-            )
-        ):
+        if self._seal_due(now):
             self._checkpoint()
         age_ms = now // 1_000_000 - self._segment_started_ms
         if self._segment_bytes >= self._segment_max_bytes or age_ms >= self._segment_max_age_ms:
             self._rotate()
+
+    def _seal_due(self, now: int) -> bool:
+        """Records wait for a seal, and the seal interval has passed since
+        the last one (or the count, if set, is reached): see the module."""
+        if self._sealer is None or not self._since_checkpoint:
+            return False
+        every = self._checkpoint_every_records
+        if every and self._since_checkpoint >= every:
+            return True
+        return now - self._last_checkpoint_ns >= self._seal_interval_ns
 
     def _checkpoint(self, *, durable: bool = False) -> Seal | None:
         """Seal the head, append the seal, make it durable, then persist the ratcheted key.
@@ -612,16 +446,7 @@ class EvidenceStore:
 
     def _persist_key(self) -> None:
         assert self._sealer is not None
-        state = KeyState(
-            epoch=self._sealer.epoch,
-            key=self._sealer.export_key().hex(),
-            prev_seal=self._sealer.prev_seal,
-        )
-        path = key_path(self._dir)
-        tmp = path.with_name(path.name + ".new")
-        _write_synced(tmp, canonical(state) + b"\n", SECRET_MODE)
-        os.replace(tmp, path)  # the old key's file is gone with the rename
-        _fsync_dir(path.parent)
+        persist_key(self._dir, self._sealer)
 
     def _rotate(self) -> None:
         """Close the segment (checkpoint first), start the next one, then apply retention."""
@@ -646,7 +471,7 @@ class EvidenceStore:
         body = SegmentStart(index=index, previous=previous, started_ms=self._segment_started_ms)
         self._append_record(SEGMENT_START, body)
         self._flush(sync=self._fsync != "never")
-        _fsync_dir(self._segments_dir)
+        fsync_dir(self._segments_dir)
 
     def _enforce_retention(self) -> None:
         """Delete the oldest whole segments (never the current) while over budget.
@@ -677,7 +502,7 @@ class EvidenceStore:
         self._checkpoint(durable=True)
         for _, path, _ in doomed:
             path.unlink()
-        _fsync_dir(self._segments_dir)
+        fsync_dir(self._segments_dir)
 
     # --- opening and recovery ----------------------------------------------------
 
@@ -701,17 +526,17 @@ class EvidenceStore:
         module): new ones are made so, older ones tightened here."""
         ensure_dir(self._segments_dir, self._dir_mode, self._group)
         for _, path in segment_files(self._segments_dir):
-            _set_file_mode(path, self._file_mode, self._group)
+            set_file_mode(path, self._file_mode, self._group)
         recovered = self._dir / "recovered"
         if recovered.is_dir():
             ensure_dir(recovered, self._dir_mode, self._group)
             for path in recovered.iterdir():
-                _set_file_mode(path, self._file_mode, self._group)
+                set_file_mode(path, self._file_mode, self._group)
         keys = key_path(self._dir).parent
         if keys.is_dir():
             ensure_dir(keys, DIR_MODE)
             for path in keys.iterdir():
-                _set_file_mode(path, SECRET_MODE, None)
+                set_file_mode(path, SECRET_MODE, None)
 
     def _open_segment(self, path: Path) -> IO[bytes]:
         """A segment for appending, made with this store's mode and group;
@@ -768,12 +593,13 @@ class EvidenceStore:
         self._checkpoint(durable=True)  # the crash came between pruning and its seal
         for entry in pruned.segments:
             present[entry.index].unlink()
-        _fsync_dir(self._segments_dir)
+        fsync_dir(self._segments_dir)
 
     def _recover(
         self, segments: list[tuple[int, Path]]
     ) -> tuple[Seal | None, tuple[int, SegmentsPruned] | None]:
-        """Check the last segment, cut off a torn tail, resume the chain there.
+        """Check the last segment from its last checkpoint on, cut off a torn
+        tail, resume the chain there (what is checked: :mod:`.recovery`).
 
         Returns the last seal found in the last segment, for the sealer, and
         the seq and body of a ``segment.pruned`` record after it, if any (only
@@ -782,56 +608,28 @@ class EvidenceStore:
         anything else is :class:`StoreCorruptError`.
         """
         index, path = segments[-1]
-        data = path.read_bytes()
-        pieces = _split_lines(data)
-        verifier: ChainVerifier | None = None
-        torn_at: int | None = None
-        first: ChainRecord | None = None
-        last_seal: Seal | None = None
-        unsealed_pruning: tuple[int, SegmentsPruned] | None = None
-        for number, (offset, piece) in enumerate(pieces):
-            is_last = number == len(pieces) - 1
-            if not piece.endswith(b"\n"):
-                torn_at = offset
-                break
-            if verifier is None:
-                first = _try_record(piece)
-                genesis = None if first is None or first.seq == 0 else (first.seq - 1, first.prev)
-                verifier = ChainVerifier(genesis=genesis)
-            if verifier.feed_line(piece) is not None:
-                if not is_last:
-                    raise StoreCorruptError(
-                        f"{path}: line {number + 1} is not a valid next record, and it is not "
-                        "the last line: not a crash; verify the log before writing to it"
-                    )
-                torn_at = offset
-                break
-            record = msgspec.json.decode(piece, type=ChainRecord)
-            if number == 0 and record.type != SEGMENT_START:
-                raise StoreCorruptError(f"{path}: does not begin with a {SEGMENT_START} record")
-            if record.type == CHECKPOINT:
-                last_seal = msgspec.convert(record.body, Seal)
-                unsealed_pruning = None
-            elif record.type == SEGMENT_PRUNED:
-                try:
-                    unsealed_pruning = (record.seq, msgspec.convert(record.body, SegmentsPruned))
-                except msgspec.ValidationError:
-                    raise StoreCorruptError(
-                        f"{path}: line {number + 1}: a segment.pruned body of the wrong shape"
-                    ) from None
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            found = find_last_checkpoint(lambda at, n: _read_at(handle, at, n), size)
+            base = 0 if found is None else found[0]
+            data = _read_at(handle, base, size - base)
+            header = (
+                None if base == 0 else read_header(_read_at(handle, 0, -1, line=True), str(path))
+            )
+        scan = scan_tail(data, base=base, at_start=base == 0, name=str(path))
 
         torn: tuple[int, bytes] | None = None
-        if torn_at is not None:
-            torn = (torn_at, data[torn_at:])
+        if scan.torn_at is not None:
+            torn_at = scan.torn_at
+            torn = (torn_at, data[torn_at - base :])
             kept = self._dir / "recovered" / f"{path.stem}-{torn_at}.torn"
             ensure_dir(kept.parent, self._dir_mode, self._group)
-            _write_synced(kept, torn[1], self._file_mode, self._group)
+            write_synced(kept, torn[1], self._file_mode, self._group)
             with open(path, "r+b") as handle:
                 handle.truncate(torn_at)
                 os.fsync(handle.fileno())
 
-        head = verifier.head if verifier is not None else None
-        if head is None:
+        if scan.head is None:
             # Nothing good left in the last segment: rewrite its header.
             previous: SegmentLink | None = None
             if len(segments) > 1:
@@ -847,18 +645,22 @@ class EvidenceStore:
                 handle.truncate(0)
             self._start_segment(index, previous)
         else:
-            assert first is not None
-            self._writer = ChainWriter(head=head)
+            if header is None:
+                assert scan.first is not None
+                first, start = scan.first, msgspec.convert(scan.first.body, SegmentStart)
+            else:
+                first, start = header
+            self._writer = ChainWriter(head=scan.head)
             self._file = self._open_segment(path)
             self._segment_index = index
             self._segment_bytes = self._file.seek(0, os.SEEK_END)
             self._segment_first_seq = first.seq
-            start = msgspec.convert(first.body, SegmentStart)
             self._segment_started_ms = start.started_ms
 
+        last_seal, unsealed_pruning = scan.last_seal, scan.unsealed_pruning
         if torn is not None:
             offset, raw = torn
-            lost_seal = _lost_seal(raw, self._writer.head)
+            carried = lost_seal(raw, self._writer.head)
             self._append_record(
                 RECOVERED,
                 Recovered(
@@ -867,70 +669,35 @@ class EvidenceStore:
                     length=len(raw),
                     blake3=blake3.blake3(raw).hexdigest(),
                     kept_as=f"recovered/{path.stem}-{offset}.torn",
-                    seal=lost_seal,
+                    seal=carried,
                 ),
             )
             self._flush(sync=True)
-            if lost_seal is not None:
-                last_seal, unsealed_pruning = lost_seal, None
+            if carried is not None:
+                last_seal, unsealed_pruning = carried, None
         return last_seal, unsealed_pruning
 
     def _open_sealer(self, last_seal: Seal | None) -> None:
         """Load the key file; if the log holds seals it hasn't caught up with, ratchet on."""
-        path = key_path(self._dir)
-        if not path.exists():
+        state = read_key_state(self._dir)
+        if state is None:
             return
-        state = msgspec.json.decode(path.read_bytes(), type=KeyState)
-        key = bytes.fromhex(state.key)
-        if len(key) != KEY_SIZE:
-            raise StoreCorruptError(f"{path}: not a {KEY_SIZE}-byte key")
-        epoch, prev_seal = state.epoch, state.prev_seal
-        if last_seal is not None and last_seal.epoch >= epoch:
-            for _ in range(last_seal.epoch + 1 - epoch):
-                key = next_epoch_key(key)
-            epoch, prev_seal = last_seal.epoch + 1, last_seal.mac
-        self._sealer = Sealer(key, epoch=epoch, prev_seal=prev_seal)
-        if epoch != state.epoch:
+        self._sealer, behind = resume_sealer(state, last_seal)
+        if behind:
             self._persist_key()
 
 
-def _lost_seal(raw: bytes, head: Head | None) -> Seal | None:
-    """The seal in ``raw`` if it is a whole, valid checkpoint record over ``head``."""
-    record = _try_record(raw.rstrip(b"\n"))
-    if record is None or head is None or record.type != CHECKPOINT:
-        return None
-    if record.prev != head[1] or record.seq != head[0] + 1 or record_hash(record) != record.hash:
-        return None
-    try:
-        seal = msgspec.convert(record.body, Seal)
-    except msgspec.ValidationError:
-        return None
-    return seal if seal.head == head else None
-
-
-def _split_lines(data: bytes) -> list[tuple[int, bytes]]:
-    """``(offset, line)`` pairs; each line keeps its ``\\n``, a torn last one has none."""
-    pieces: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos < len(data):
-        newline = data.find(b"\n", pos)
-        end = len(data) if newline < 0 else newline + 1
-        pieces.append((pos, data[pos:end]))
-        pos = end
-    return pieces
-
-
-def _try_record(line: bytes) -> ChainRecord | None:
-    try:
-        return msgspec.json.decode(line, type=ChainRecord)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
+def _read_at(handle: IO[bytes], offset: int, size: int, *, line: bool = False) -> bytes:
+    """``size`` bytes at ``offset`` (all to the end if negative), or with
+    ``line`` the one line there."""
+    handle.seek(offset)
+    return handle.readline() if line else handle.read(size)
 
 
 def _first_record(path: Path) -> ChainRecord:
     with open(path, "rb") as handle:
         line = handle.readline()
-    record = _try_record(line)
+    record = try_record(line)
     if record is None:
         raise StoreCorruptError(f"{path}: the first line is not a chain record")
     return record
@@ -939,37 +706,31 @@ def _first_record(path: Path) -> ChainRecord:
 def _last_record(path: Path) -> ChainRecord:
     """The last complete line of ``path``, read backwards from the end in blocks."""
     with open(path, "rb") as handle:
-        end = handle.seek(0, os.SEEK_END)
+        pos = handle.seek(0, os.SEEK_END)
         tail = b""
-        pos = end
-        while pos > 0:
-            step = min(_TAIL_BLOCK, pos)
+        line: bytes | None = None
+        while pos > 0 and line is None:
+            step = min(TAIL_BLOCK, pos)
             pos -= step
-            handle.seek(pos)
-            tail = handle.read(step) + tail
-            body = tail[:-1] if tail.endswith(b"\n") else tail
-            cut = body.rfind(b"\n")
-            if cut >= 0:
-                tail = body[cut + 1 :]
-                break
-        line = tail.rstrip(b"\n")
-    record = _try_record(line)
+            tail = _read_at(handle, pos, step) + tail
+            line = last_line(tail)
+        if line is None:  # the file is one line
+            line = tail.rstrip(b"\n")
+    record = try_record(line)
     if record is None:
         raise StoreCorruptError(f"{path}: the last line is not a chain record")
     return record
 
 
 def _last_seal(paths: Iterable[Path]) -> Seal | None:
-    """The newest checkpoint's seal in ``paths`` (newest segment first), or None."""
+    """The newest checkpoint's seal in ``paths`` (newest segment first), or None;
+    each segment searched backwards from its end."""
     for path in paths:
-        found: Seal | None = None
         with open(path, "rb") as handle:
-            for line in handle:
-                record = _try_record(line)
-                if record is not None and record.type == CHECKPOINT:
-                    found = msgspec.convert(record.body, Seal)
+            size = handle.seek(0, os.SEEK_END)
+            found = find_last_checkpoint(lambda at, n: _read_at(handle, at, n), size)
         if found is not None:
-            return found
+            return msgspec.convert(found[1].body, Seal)
     return None
 
 
@@ -978,51 +739,3 @@ def _describe_segment(index: int, path: Path, size: int) -> PrunedSegment:
     return PrunedSegment(
         index=index, first_seq=first.seq, last_seq=last.seq, last_hash=last.hash, bytes=size
     )
-
-
-def _set_file_mode(path: Path, mode: int, gid: int | None) -> None:
-    """Set a file's mode (and group) without following a symlink.
-
-    Raises:
-        StoreCorruptError: it is a symlink or not a regular file: not
-            something this store wrote.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise StoreCorruptError(f"{path}: is a symlink, not a file this store wrote") from None
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StoreCorruptError(f"{path}: is not a regular file")
-        set_owner_mode(fd, mode, gid)
-    finally:
-        os.close(fd)
-
-
-def _write_synced(
-    path: Path, data: bytes, mode: int, gid: int | None = None, *, exclusive: bool = False
-) -> None:
-    """Write ``path`` whole and fsync it, mode exactly ``mode``; ``exclusive``:
-    the file must not exist yet (``O_EXCL``). Never through a symlink."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    flags |= os.O_EXCL if exclusive else os.O_TRUNC
-    fd = os.open(path, flags, mode)
-    try:
-        set_owner_mode(fd, mode, gid)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with contextlib.suppress(OSError):  # some filesystems refuse directory fsync
-            os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -47,16 +47,18 @@ What is not caught: a log cut after its last seal, unless ``expect_head``
 
 from __future__ import annotations
 
+import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final, TypeVar
 
+import blake3
 import msgspec
 
 from agent.errors import shown
+from agent.evidence.bundle import BUNDLE_FORMAT, MANIFEST, BundleError, BundleManifest
 from agent.evidence.chain import ZERO_HASH, Break, BreakKind, ChainRecord, ChainVerifier, Head
-from agent.evidence.seal import Seal, SealError, SealVerifier
-from agent.evidence.store import (
+from agent.evidence.layout import (
     CHECKPOINT,
     RECOVERED,
     SEGMENT_NAME,
@@ -68,11 +70,13 @@ from agent.evidence.store import (
     SegmentStart,
     segment_files,
 )
+from agent.evidence.seal import Seal, SealError, SealVerifier
 
 __all__ = [
     "LogVerifier",
     "VerifyInputError",
     "VerifyReport",
+    "verify_bundle",
     "verify_extent",
     "verify_store",
     "verify_stream",
@@ -457,7 +461,7 @@ def verify_store(
 
     A directory: its ``segments/`` (or itself), each file checked against
     the index in its name. One file: a bundle (by its tar header, see
-    :func:`agent.evidence.bundle.verify_bundle`) or NDJSON lines as a stream.
+    :func:`verify_bundle`) or NDJSON lines as a stream.
     Raises :class:`VerifyInputError` when there is nothing to verify.
     """
     if isinstance(source, str | Path):
@@ -471,8 +475,6 @@ def verify_store(
         if not path.is_file():
             raise VerifyInputError(f"{shown(path)}: no such file or directory")
         if _looks_like_tar(path):
-            from agent.evidence.bundle import verify_bundle  # bundle imports this module
-
             return verify_bundle(path, key=key, expect_head=expect_head)
         with open(path, "rb") as handle:
             return verify_stream(handle, key=key, expect_head=expect_head)
@@ -492,6 +494,66 @@ def verify_extent(extent: Sequence[tuple[Path, int]], *, key: bytes | None = Non
         raise VerifyInputError("no segment files to verify")
     return _verify_files([path for path, _ in extent], key=key, expect_head=None,
                          sizes=[size for _, size in extent])  # fmt: skip
+
+
+def verify_bundle(
+    path: Path | str,
+    *,
+    key: bytes | None = None,
+    expect_head: Head | None = None,
+) -> VerifyReport:
+    """Check a bundle's members against its manifest, then verify its records.
+
+    Raises :class:`BundleError` (one line, naming the member) for a bundle
+    that is truncated, not a tar, lacks or has an unreadable manifest, or
+    has a member missing, extra, or with another size or hash. A bundle that
+    reads fine but whose records are broken gives a report with ``ok`` False.
+    The bundle may start mid-log (``history_from`` says where).
+    """
+    contents = _read_members(Path(path))
+    where = shown(path)
+    raw_manifest = contents.pop(MANIFEST, None)
+    if raw_manifest is None:
+        raise BundleError(f"{where}: no {MANIFEST} in the bundle", MANIFEST)
+    try:
+        manifest = msgspec.json.decode(raw_manifest, type=BundleManifest)
+    except msgspec.DecodeError as exc:
+        # msgspec quotes the bundle's own text (an unknown key, say).
+        raise BundleError(
+            f"{where}: {MANIFEST} is not a valid manifest: {shown(str(exc))}", MANIFEST
+        ) from None
+    if manifest.format != BUNDLE_FORMAT:
+        raise BundleError(f"{where}: unknown bundle format {shown(manifest.format)}", MANIFEST)
+    listed = {member.path for member in manifest.members}
+    for extra in sorted(set(contents) - listed):
+        raise BundleError(f"{where}: member {shown(extra)} is not listed in the manifest", extra)
+    verifier = LogVerifier(key=key, expect_head=expect_head, partial=True)
+    for member in sorted(manifest.members, key=lambda m: m.path):
+        data = contents.get(member.path)
+        named = shown(member.path)
+        if data is None:
+            raise BundleError(f"{where}: member {named} is missing", member.path)
+        if len(data) != member.size or blake3.blake3(data).hexdigest() != member.blake3:
+            raise BundleError(
+                f"{where}: member {named} does not match its manifest hash (altered)",
+                member.path,
+            )
+        name = member.path.rsplit("/", 1)[-1]
+        match = SEGMENT_NAME.fullmatch(name)
+        if match is None:
+            raise BundleError(f"{where}: member {named} is not a segment file", member.path)
+        verifier.start_file(member.path, int(match.group(1)))
+        for line in data.splitlines(keepends=True):
+            if verifier.feed_line(line) is not None:
+                return verifier.finish()
+    report = verifier.finish()
+    if report.ok and report.head != manifest.head:
+        raise BundleError(
+            f"{where}: {MANIFEST} names head seq {manifest.head[0]}, but the records end at "
+            f"{report.head}",
+            MANIFEST,
+        )
+    return report
 
 
 def _verify_files(
@@ -550,3 +612,32 @@ def _convert(body: object, kind: type[_T]) -> _T | None:
         return msgspec.convert(body, kind)
     except msgspec.ValidationError:
         return None
+
+
+def _read_members(path: Path) -> dict[str, bytes]:
+    """All regular members' bytes by name; tarfile's exceptions become :class:`BundleError`."""
+    contents: dict[str, bytes] = {}
+    current: str | None = None
+    where = shown(path)
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                current = info.name
+                if not info.isreg():
+                    raise BundleError(
+                        f"{where}: member {shown(info.name)} is not a regular file", info.name
+                    )
+                if info.name in contents:
+                    raise BundleError(
+                        f"{where}: member {shown(info.name)} appears twice", info.name
+                    )
+                handle = tar.extractfile(info)
+                assert handle is not None  # regular files always have data
+                contents[info.name] = handle.read()
+                current = None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        member = f"member {shown(current)}: " if current else ""
+        raise BundleError(
+            f"{where}: {member}truncated or not a bundle ({shown(str(exc))})", current
+        ) from None
+    return contents

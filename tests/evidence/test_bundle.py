@@ -11,10 +11,11 @@ from typing import Any
 import blake3
 import pytest
 
-from agent.evidence.bundle import BundleError, BundleManifest, export_bundle, verify_bundle
+from agent.evidence.bundle import BundleError, BundleManifest, export_bundle
+from agent.evidence.keys import create_key
 from agent.evidence.seal import decode_key
 from agent.evidence.store import EvidenceStore
-from agent.evidence.verify import verify_store
+from agent.evidence.verify import verify_bundle, verify_store
 
 
 def export(state: Path, out: Path, **kw: int) -> BundleManifest:
@@ -34,7 +35,7 @@ def open_store(state: Path) -> EvidenceStore:
         segment_max_age_s=3600,
         retain_max_bytes=10**9,
         checkpoint_every_records=5,
-        checkpoint_every_s=3600,
+        seal_interval_s=3600,
         clock=Clock(),
     )
 
@@ -42,7 +43,7 @@ def open_store(state: Path) -> EvidenceStore:
 @pytest.fixture
 def sealed_log(tmp_path: Path) -> tuple[bytes, Path]:
     state = tmp_path / "state"
-    key = decode_key(EvidenceStore.keygen(state))
+    key = decode_key(create_key(state))
     with open_store(state) as store:
         for i in range(50):
             store.append("note", {"n": i})

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from agent.evidence.canonical import canonical
+from agent.evidence.layout import KeyState, key_path, segment_files
 from agent.evidence.mapper import Mapper
-from agent.evidence.store import EvidenceStore, KeyState, key_path, segment_files
+from agent.evidence.store import EvidenceStore
 from agent.redact import Redactor
 from tests.evidence.golden_events import (
     ANCHOR,

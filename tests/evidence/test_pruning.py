@@ -15,8 +15,10 @@ import msgspec
 import pytest
 
 from agent.evidence.chain import ChainRecord, ChainWriter, Head
+from agent.evidence.keys import create_key
+from agent.evidence.layout import StoreCorruptError, segment_files
 from agent.evidence.seal import decode_key
-from agent.evidence.store import EvidenceStore, StoreCorruptError, segment_files
+from agent.evidence.store import EvidenceStore
 from agent.evidence.verify import verify_store
 from tests.conftest import REPO, TRACEHOUND
 
@@ -26,7 +28,7 @@ PRUNING: dict[str, Any] = {
     "segment_max_age_s": 3600,
     "retain_max_bytes": 8000,
     "checkpoint_every_records": 5,
-    "checkpoint_every_s": 3600,
+    "seal_interval_s": 3600,
 }
 
 
@@ -62,7 +64,7 @@ def verify_cli(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def pruned(tmp_path: Path) -> tuple[str, Path]:
     """A sealed log that retention has pruned several times."""
     state = tmp_path / "state"
-    key = EvidenceStore.keygen(state)
+    key = create_key(state)
     with open_store(state) as store:
         write_notes(store, 80)
     files = segment_files(state / "segments")
@@ -171,7 +173,7 @@ def crashed(tmp_path: Path) -> tuple[bytes, Path]:
     """A store that died in pruning, after its seal, before any deletion
     (a real process exit, nothing cleaned up)."""
     state = tmp_path / "state"
-    key = decode_key(EvidenceStore.keygen(state))
+    key = decode_key(create_key(state))
     code = CRASH_IN_PRUNING.format(options=json.dumps(PRUNING))
     child = subprocess.run([sys.executable, "-c", code, str(state)], cwd=REPO, timeout=60)
     assert child.returncode == 3

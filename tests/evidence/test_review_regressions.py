@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 
 from agent.evidence.chain import ChainWriter
+from agent.evidence.keys import create_key
+from agent.evidence.layout import key_path
 from agent.evidence.pipeline import previous_run
 from agent.evidence.seal import decode_key
-from agent.evidence.store import EvidenceStore, key_path
+from agent.evidence.store import EvidenceStore
 from agent.evidence.verify import verify_store, verify_stream
 
 
@@ -16,7 +18,7 @@ def test_an_unsealed_tail_is_called_out(tmp_path: Path) -> None:
     """Records appended after the last seal (here: with the key file gone)
     verify, but the report says how many are not sealed."""
     state = tmp_path / "log"
-    key = decode_key(EvidenceStore.keygen(state))
+    key = decode_key(create_key(state))
     with EvidenceStore(state, checkpoint_every_records=5) as store:
         for i in range(12):
             store.append("dev.tracehound.test.v1", {"i": i})
@@ -35,7 +37,7 @@ def test_an_unsealed_tail_is_called_out(tmp_path: Path) -> None:
 
 def test_a_fully_sealed_log_has_no_warning(tmp_path: Path) -> None:
     state = tmp_path / "log"
-    key = decode_key(EvidenceStore.keygen(state))
+    key = decode_key(create_key(state))
     with EvidenceStore(state) as store:
         store.append("dev.tracehound.test.v1", {"i": 1})
     assert "NOT sealed" not in verify_store(state, key=key).summary()
@@ -54,7 +56,7 @@ def test_a_forged_huge_epoch_fails_fast(tmp_path: Path) -> None:
         "mac": "0" * 64,
     }
     lines.append(writer.append("checkpoint", forged)[1])
-    key = decode_key(EvidenceStore.keygen(tmp_path / "k"))
+    key = decode_key(create_key(tmp_path / "k"))
     started = time.monotonic()
     report = verify_stream(lines, key=key)
     assert time.monotonic() - started < 5

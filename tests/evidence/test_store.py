@@ -11,15 +11,10 @@ import blake3
 import msgspec
 import pytest
 
+from agent.evidence.keys import create_key
+from agent.evidence.layout import KeyState, StoreCorruptError, key_path, segment_files
 from agent.evidence.seal import decode_key
-from agent.evidence.store import (
-    EvidenceStore,
-    KeyState,
-    StoreCorruptError,
-    StoreLockedError,
-    key_path,
-    segment_files,
-)
+from agent.evidence.store import EvidenceStore, StoreLockedError
 from agent.evidence.verify import verify_store
 
 
@@ -42,7 +37,7 @@ def open_store(path: Path, clock: Clock | None = None, **overrides: Any) -> Evid
         "segment_max_age_s": 3600,
         "retain_max_bytes": 10**9,
         "checkpoint_every_records": 5,
-        "checkpoint_every_s": 3600,
+        "seal_interval_s": 3600,
         "fsync": "batch",
         "clock": clock or Clock(),
     }
@@ -66,7 +61,7 @@ def write_notes(store: EvidenceStore, n: int, start: int = 0) -> None:
 @pytest.fixture
 def key_and_state(tmp_path: Path) -> tuple[bytes, Path]:
     state = tmp_path / "state"
-    return decode_key(EvidenceStore.keygen(state)), state
+    return decode_key(create_key(state)), state
 
 
 def test_sealed_store_chains_and_checkpoints(key_and_state: tuple[bytes, Path]) -> None:
@@ -115,7 +110,7 @@ def test_keygen_refuses_a_second_key_and_the_key_ratchets(
     path = key_path(state)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with pytest.raises(FileExistsError):
-        EvidenceStore.keygen(state)
+        create_key(state)
     with open_store(state) as store:
         write_notes(store, 5)
     on_disk = msgspec.json.decode(path.read_bytes(), type=KeyState)
@@ -202,7 +197,7 @@ def test_rotation_by_age(key_and_state: tuple[bytes, Path]) -> None:
 def test_checkpoint_by_time(key_and_state: tuple[bytes, Path]) -> None:
     _, state = key_and_state
     clock = Clock()
-    with open_store(state, clock, checkpoint_every_s=10, checkpoint_every_records=1000) as store:
+    with open_store(state, clock, seal_interval_s=10, checkpoint_every_records=1000) as store:
         write_notes(store, 2)
         clock.advance(11)
         store.tick()
@@ -305,14 +300,44 @@ def test_only_header_torn_is_rewritten(key_and_state: tuple[bytes, Path]) -> Non
     assert report.ok and report.recovered == 1, report.summary()
 
 
-def test_bad_line_before_the_last_is_not_recovered(key_and_state: tuple[bytes, Path]) -> None:
+def _crashed_store(state: Path, notes: int) -> Path:
+    """A store left as a crash leaves it: ``notes`` records committed, no
+    final checkpoint (the last checkpoint after the 5th record)."""
+    store = open_store(state)
+    write_notes(store, notes)
+    store.discard()  # unlock without the closing seal, as a crash would
+    return segment_files(state / "segments")[-1][1]
+
+
+def test_bad_line_after_the_last_checkpoint_is_not_recovered(
+    key_and_state: tuple[bytes, Path],
+) -> None:
     _, state = key_and_state
-    path, _ = _torn_store(state)
+    path = _crashed_store(state, 8)  # header, 5 notes, checkpoint, 3 notes
     lines = path.read_bytes().splitlines(keepends=True)
-    lines[2] = lines[2].replace(b"hello", b"jello")
+    assert json.loads(lines[6])["type"] == "checkpoint"
+    lines[7] = lines[7].replace(b"hello", b"jello")  # after it, not the last line
     path.write_bytes(b"".join(lines))
     with pytest.raises(StoreCorruptError, match="not a crash"):
         open_store(state)
+
+
+def test_bad_line_before_the_last_checkpoint_is_left_to_the_verifier(
+    key_and_state: tuple[bytes, Path],
+) -> None:
+    """The open checks only from the last checkpoint on; sealed history
+    before it is the background verify's (and ``evidence verify``'s)."""
+    key, state = key_and_state
+    path = _crashed_store(state, 8)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"hello", b"jello")
+    path.write_bytes(b"".join(lines))
+    with open_store(state) as store:
+        write_notes(store, 2, start=100)
+        assert store.head is not None and store.head[0] == len(lines) + 1
+    report = verify_store(state, key=key)
+    assert not report.ok and report.first_break is not None
+    assert report.first_break.seq == 2 and report.first_break.kind == "hash"
 
 
 def test_key_file_behind_the_log_is_ratcheted_on_open(key_and_state: tuple[bytes, Path]) -> None:

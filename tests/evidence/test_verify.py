@@ -11,8 +11,10 @@ import msgspec
 import pytest
 
 from agent.evidence.chain import ChainRecord, ChainWriter, Head
+from agent.evidence.keys import create_key
+from agent.evidence.layout import KeyState, key_path, segment_files
 from agent.evidence.seal import Sealer, decode_key
-from agent.evidence.store import EvidenceStore, KeyState, key_path, segment_files
+from agent.evidence.store import EvidenceStore
 from agent.evidence.verify import VerifyInputError, verify_store, verify_stream
 
 Files = list[tuple[Path, list[bytes]]]
@@ -27,14 +29,14 @@ class Clock:
 def sealed_log(tmp_path: Path) -> tuple[bytes, Path]:
     """A sealed log of 60 notes over several segments, a checkpoint every 5 records."""
     state = tmp_path / "state"
-    key = decode_key(EvidenceStore.keygen(state))
+    key = decode_key(create_key(state))
     with EvidenceStore(
         state,
         segment_max_bytes=2500,
         segment_max_age_s=3600,
         retain_max_bytes=10**9,
         checkpoint_every_records=5,
-        checkpoint_every_s=3600,
+        seal_interval_s=3600,
         clock=Clock(),
     ) as store:
         for i in range(60):
