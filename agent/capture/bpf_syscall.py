@@ -283,6 +283,9 @@ class BpfMap:
             yield key
             key = self.next_key(key)
 
+    def __iter__(self) -> Iterator[bytes]:
+        return self.keys()
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) key by key; a key deleted between the two calls is skipped."""
         for key in self.keys():
