@@ -16,6 +16,7 @@ close-on-exec.
 
 from __future__ import annotations
 
+import array
 import os
 import socket
 import struct
@@ -44,15 +45,30 @@ def send(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
     sock.sendmsg([b"M", _COUNT.pack(len(fds)), payload])
 
 
+def _recv(sock: socket.socket, fds: list[int]) -> tuple[bytes, int]:
+    """One message; its descriptors appended to ``fds`` as they arrive.
+
+    ``recvmsg`` itself, not ``socket.recv_fds``: that one drops its
+    ``flags`` argument (Python 3.11), and MSG_CMSG_CLOEXEC matters here,
+    so a descriptor never leaks into a process started meanwhile.
+    """
+    item = array.array("i")
+    data, ancillary, flags, _ = sock.recvmsg(
+        MAX_PAYLOAD + 8, socket.CMSG_SPACE(FDS_PER_MESSAGE * item.itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    for level, kind, blob in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            item.frombytes(blob[: len(blob) - len(blob) % item.itemsize])
+    fds.extend(item)
+    return data, flags
+
+
 def receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     """The payload and every descriptor, in the order sent."""
     fds: list[int] = []
     try:
         while True:
-            data, got, flags, _ = socket.recv_fds(
-                sock, MAX_PAYLOAD + 8, FDS_PER_MESSAGE, socket.MSG_CMSG_CLOEXEC
-            )
-            fds.extend(got)
+            data, flags = _recv(sock, fds)
             if flags & socket.MSG_CTRUNC:
                 raise HandoffError("descriptors were cut off in transit (too many open files?)")
             if not data:
