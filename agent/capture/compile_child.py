@@ -143,6 +143,8 @@ def main(argv: Sequence[str]) -> None:
     try:
         with socket.socket(fileno=int(argv[0])) as sock:
             serve(sock)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the daemon says it
+        code = 130
     except BaseException as err:  # a bug or a vanished daemon: say so, exit non-zero
         print(f"tracehound compile child: {_first_line(err)}", file=sys.stderr)
         code = 1
