@@ -13,7 +13,6 @@ again and reported with the kernel's reason.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import socket
@@ -326,9 +325,7 @@ class LoadedCapture:
             key = _SYSCALL_KEY.pack(pid, nr)
             try:
                 value = table.lookup_and_delete(key)
-            except bpf_syscall.BpfError as err:
-                if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP, 524):
-                    raise
+            except bpf_syscall.BpfError:
                 # A kernel without lookup-and-delete on hash maps (before
                 # 5.14): read, then delete; a count in between is the risk.
                 value = table.lookup(key)
