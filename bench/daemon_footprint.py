@@ -10,8 +10,9 @@ memory (now, and the peak ``VmHWM``) over each phase:
     open   the open flood (--opens open+close)
     exec   the exec flood (--execs fork+exec+wait)
 
-Prints a table and the daemon's books (lost per kind) so a figure from a
-run that lost events is not taken for a good one.
+Prints a table, the time from SIGTERM to the daemon's exit, and the
+daemon's books (lost per kind) so a figure from a run that lost events is
+not taken for a good one.
 
     sudo .venv/bin/python bench/daemon_footprint.py [--idle 20] [--opens 500000] [--execs 2000]
 
@@ -272,8 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with urllib.request.urlopen("http://127.0.0.1:19464/metrics", timeout=10) as page:
                 sse = [ln for ln in page.read().decode().splitlines()
                        if ln.startswith("tracehound_api_sse_dropped_total")]  # fmt: skip
+            stop0 = time.monotonic()
             agent.send_signal(signal.SIGTERM)
             code = agent.wait(timeout=120)
+            stop_s = time.monotonic() - stop0
         finally:
             if tail is not None:
                 tail.kill()
@@ -288,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"exit {code}; books balanced {stats['balanced']}; lost (all counted) per kind {lost}"
         )
         print("live-tail client: " + (sse[0] if sse else "no sse counter"))
+        print(f"stop: SIGTERM to exit {stop_s:.2f} s")
     return 0
 
 

@@ -170,3 +170,44 @@ def test_metrics_endpoint_parses_and_has_depth_gauges(kernel: None, tmp_path: Pa
     assert events["exec"] >= 1
     attached = [s.value for s in families["tracehound_probe_attached"].samples]
     assert attached and all(v == 1 for v in attached)
+
+
+def test_daemon_maps_no_compiler_and_still_captures(kernel: None, tmp_path: Path) -> None:
+    """bcc (and its libLLVM/libclang) lives only in the compile child: the
+    daemon holds fds, yet an exec and an open are seen end to end."""
+    ready, stats_file = tmp_path / "ready", tmp_path / "stats.json"
+    events = tmp_path / "events.ndjson"
+    agent = subprocess.Popen(
+        [*TRACEHOUND, "run", "--ready-file", str(ready), "--stats-file", str(stats_file),
+         "--events", str(events), "--stats-interval", "0", "--no-seed"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(ready, agent)
+        maps = Path(f"/proc/{agent.pid}/maps").read_text()
+        libraries = {line.split()[-1] for line in maps.splitlines() if ".so" in line}
+        heavy = sorted(lib for lib in libraries if any(
+            name in lib for name in ("libLLVM", "libclang", "libbcc")))  # fmt: skip
+        assert not heavy, heavy
+        assert any("libc.so" in lib for lib in libraries), "the check reads real mappings"
+        children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
+        assert not children, "the compile child has exited"
+        marker = tmp_path / "lean-marker"
+        subprocess.run(
+            ["/bin/sh", "-c", f": > {marker}; /bin/true tracehound-lean-arg"], check=True
+        )
+        time.sleep(0.3)
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    stats = json.loads(stats_file.read_text())
+    assert stats["balanced"] is True, stats["kinds"]
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert any(
+        e["kind"] == "exec" and e["argv"] == ["/bin/true", "tracehound-lean-arg"] for e in lines
+    )
+    assert any(e["kind"] == "file" and e["path"] == str(marker) for e in lines)

@@ -34,8 +34,9 @@ class Drain:
 
     ``on_exit`` is told each process that exited (the syscall poller uses it
     to read that process's final counts). Call :meth:`stop` to turn the
-    probes' handlers off, empty the ring buffer, and return from :meth:`run`
-    (detaching is the loader's close(), after the results are out).
+    probes' handlers off, start detaching them in the background, empty the
+    ring buffer, and return from :meth:`run` (the loader's close() waits for
+    the detach to finish and frees the maps, after the results are out).
     """
 
     def __init__(
@@ -114,7 +115,10 @@ class Drain:
                 await trio.lowlevel.checkpoint()
             # Turn every handler off at once; let syscalls already past their
             # check land (a handler runs for microseconds); then empty the ring.
+            # Detaching (slow: RCU grace periods) runs in threads meanwhile:
+            # a disabled handler makes no record, attached or not.
             self.capture.disable()
+            self.capture.start_detach()
             await trio.sleep(self.settle)
             while ring.pending():
                 self._decode_batch(ring.read(self.batch_max))

@@ -1,25 +1,33 @@
-"""Compile tracehound's BPF programs with bcc, attach them, report on each.
+"""Plan, compile and attach tracehound's BPF programs; report on each probe.
 
-This is the only module that talks to bcc. It never lets a missing
-tracepoint crash the agent: a probe whose tracepoints are not all present is
-left out of the compiled program and reported as missing; a probe that fails
-to attach is detached again and reported with the kernel's reason.
+The compiling is done by bcc in a short-lived child process
+(:mod:`agent.capture.compile_child`, the only module that imports bcc); this
+process keeps the file descriptors it hands over and reads the maps with
+plain bpf(2) calls (:mod:`agent.capture.bpf_syscall`), so the daemon never
+maps libLLVM and libclang. A missing tracepoint never crashes the agent: a
+probe whose tracepoints are not all present is left out of the compiled
+program and reported as missing; a probe that fails to attach is detached
+again and reported with the kernel's reason.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
-from agent.capture import wire
+import agent
+from agent.capture import bpf_syscall, handoff, wire
 from agent.capture.probes import PROBES, SOURCES, Probe
 from agent.capture.ringbuf import MappedRing
 from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
@@ -167,45 +175,88 @@ def compile_flags(options: LoadOptions, probes: Iterable[Probe]) -> list[str]:
     return flags
 
 
-class LoadedCapture:
-    """A compiled, attached capture program. Use :func:`load` to make one.
+#: The maps the daemon reads or writes after loading, handed over by fd.
+MAPS_HANDED_OVER: tuple[str, ...] = (
+    "th_events",
+    "th_scope",
+    "th_enabled",
+    "th_generated",
+    "th_lost",
+    "th_errors",
+    "th_syscall_counts",
+)
+#: (type, key size, value size) each map must have, checked against the
+#: kernel's own description of the fd: a mismatch refuses to start.
+_MAP_SHAPES: dict[str, tuple[int, int, int]] = {
+    "th_events": (bpf_syscall.BPF_MAP_TYPE_RINGBUF, 0, 0),
+    "th_scope": (bpf_syscall.BPF_MAP_TYPE_HASH, 4, 1),
+    "th_enabled": (bpf_syscall.BPF_MAP_TYPE_ARRAY, 4, 4),
+    "th_generated": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
+    "th_lost": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
+    "th_errors": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
+    "th_syscall_counts": (bpf_syscall.BPF_MAP_TYPE_HASH, 8, 8),
+}
+_OPTIONAL_MAPS = frozenset({"th_syscall_counts"})  # only with the syscalls.count probe
 
-    Call :meth:`detach` to stop new events (then drain what is left), and
-    :meth:`close` to release everything. Not thread-safe: use it from the
-    trio thread.
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_SYSCALL_KEY = struct.Struct("<II")  # struct th_syscall_key {u32 pid; u32 nr;}
+_ERROR_SLOTS = ("scope_full", "exit_status_full")
+
+
+class Manifest(msgspec.Struct, frozen=True):
+    """What the compile child hands over with the fds: ``maps`` names the
+    first fds, ``attachments`` the tracepoint of each one after them."""
+
+    maps: list[str] = []
+    attachments: list[str] = []
+    statuses: list[ProbeStatus] = []
+    #: Syscall numbers to names, from bcc's table (the daemon has no bcc).
+    syscall_names: dict[int, str] = {}
+    #: Set when nothing could be loaded: the one-line reason, and no fds.
+    error: str = ""
+
+
+class LoadedCapture:
+    """A compiled, attached capture program, held by file descriptors only.
+    Use :func:`load` to make one.
+
+    Call :meth:`disable` to stop every handler, :meth:`start_detach` to
+    begin releasing the attachments (in the background), and :meth:`close`
+    to finish that and release everything. Map operations are not
+    thread-safe: use them from the trio thread.
     """
 
-    def __init__(self, bpf: Any, options: LoadOptions, statuses: list[ProbeStatus]) -> None:
-        self._bpf = bpf
+    def __init__(
+        self,
+        maps: dict[str, bpf_syscall.BpfMap],
+        attachments: list[int],
+        options: LoadOptions,
+        statuses: list[ProbeStatus],
+        syscall_names: dict[int, str],
+    ) -> None:
+        self._maps = maps
+        self._attachments = attachments
+        self._detaching: list[threading.Thread] = []
         self.options = options
         self.statuses = sorted(statuses)
-        self._attached: list[tuple[Probe, str]] = [
-            (probe, tp)
-            for status in self.statuses
-            if status.attached
-            for probe in options.probes
-            if probe.name == status.name
-            for tp, _ in probe.attach
-        ]
         self._closed = False
-        self.decoder = wire.WireDecoder(options.argv_max, options.arg_len, _syscall_names())
+        self.decoder = wire.WireDecoder(options.argv_max, options.arg_len, syscall_names)
 
     # -- scope -------------------------------------------------------------
     def add_to_scope(self, pid: int) -> None:
         """Trace ``pid`` and, from now on, every process it forks."""
-        scope = self._bpf[b"th_scope"]
-        scope[scope.Key(pid)] = scope.Leaf(1)
+        self._maps["th_scope"].update(_U32.pack(pid), b"\x01")
 
     def scope_size(self) -> int:
         """Processes in scope now (they leave it when they exit)."""
-        return sum(1 for _ in self._bpf[b"th_scope"])
+        return sum(1 for _ in self._maps["th_scope"])
 
     # -- the ring buffer -----------------------------------------------------
     def mapped_ring(self) -> MappedRing:
         """The ring buffer, mapped for reading in this process. Its ``fd``
         polls readable when records are waiting."""
-        table = self._bpf[b"th_events"]
-        return MappedRing(int(table.map_fd), self.options.ringbuf_pages * RING_PAGE_SIZE)
+        return MappedRing(self._maps["th_events"].fd, self.options.ringbuf_pages * RING_PAGE_SIZE)
 
     # -- on and off ----------------------------------------------------------
     def enable(self) -> None:
@@ -217,27 +268,26 @@ class LoadedCapture:
         self._set_enabled(0)
 
     def _set_enabled(self, value: int) -> None:
-        table = self._bpf[b"th_enabled"]
-        table[table.Key(0)] = table.Leaf(value)
+        self._maps["th_enabled"].update(_U32.pack(0), _U32.pack(value))
 
     # -- counters ----------------------------------------------------------
+    def _per_cpu_sum(self, name: str, slot: int) -> int:
+        table = self._maps[name]
+        value = table.lookup(_U32.pack(slot))
+        if value is None:
+            return 0
+        return sum(_U64.unpack(cpu)[0] for cpu in table.per_cpu_values(value))
+
     def kernel_errors(self) -> dict[str, int]:
         """Problems counted in the kernel that are not a record's loss."""
-        table = self._bpf[b"th_errors"]
-        return {
-            name: int(table.sum(table.Key(slot)).value)
-            for slot, name in enumerate(("scope_full", "exit_status_full"))
-        }
+        return {name: self._per_cpu_sum("th_errors", i) for i, name in enumerate(_ERROR_SLOTS)}
 
     def kernel_counters(self) -> dict[str, tuple[int, int]]:
         """Per kind: (generated, lost) summed over CPUs, as the kernel counts."""
-        gen = self._bpf[b"th_generated"]
-        lost = self._bpf[b"th_lost"]
-        out: dict[str, tuple[int, int]] = {}
-        for number, name in wire.KIND_NAMES.items():
-            key = gen.Key(number)
-            out[name] = (int(gen.sum(key).value), int(lost.sum(key).value))
-        return out
+        return {
+            name: (self._per_cpu_sum("th_generated", number), self._per_cpu_sum("th_lost", number))
+            for number, name in wire.KIND_NAMES.items()
+        }
 
     def syscall_counts(self) -> Iterator[tuple[int, int, int]]:
         """(pid, syscall number, count) for every counter in the kernel map.
@@ -246,15 +296,16 @@ class LoadedCapture:
         can hold tens of thousands); per-key iteration only if the kernel
         refuses batch operations.
         """
-        if not self._has_table(b"th_syscall_counts"):
+        table = self._maps.get("th_syscall_counts")
+        if table is None:
             return
-        table = self._bpf[b"th_syscall_counts"]
         try:
-            items = list(table.items_lookup_batch())
-        except Exception:  # fall back to the slow, sure way
+            items = table.lookup_batch()
+        except bpf_syscall.BatchUnsupported:  # fall back to the slow, sure way
             items = list(table.items())
         for key, value in items:
-            yield int(key.pid), int(key.nr), int(getattr(value, "value", value))
+            pid, nr = _SYSCALL_KEY.unpack(key)
+            yield pid, nr, _U64.unpack(value)[0]
 
     def pop_syscall_counts(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
         """Delete counters ``(pid, nr)`` of processes that have exited, and
@@ -266,78 +317,71 @@ class LoadedCapture:
         syscalls are counted to the process that had the pid, never lost).
         A key already gone is left out.
         """
-        import ctypes
-
-        from bcc.libbcc import lib
-
-        table = self._bpf[b"th_syscall_counts"]
+        table = self._maps.get("th_syscall_counts")
         popped: dict[tuple[int, int], int] = {}
+        if table is None:
+            return popped
         for pid, nr in keys:
-            key, leaf = table.Key(pid, nr), table.Leaf()
-            if lib.bpf_lookup_and_delete(table.map_fd, ctypes.byref(key), ctypes.byref(leaf)) == 0:
-                popped[(pid, nr)] = int(getattr(leaf, "value", leaf))
-            elif ctypes.get_errno() not in (errno.ENOENT, 0):
+            key = _SYSCALL_KEY.pack(pid, nr)
+            try:
+                value = table.lookup_and_delete(key)
+            except bpf_syscall.BpfError:
                 # A kernel without lookup-and-delete on hash maps (before
                 # 5.14): read, then delete; a count in between is the risk.
-                with contextlib.suppress(KeyError):
-                    popped[(pid, nr)] = int(table[key].value)
-                    del table[key]
+                value = table.lookup(key)
+                if value is not None:
+                    table.delete(key)
+            if value is not None:
+                popped[(pid, nr)] = _U64.unpack(value)[0]
         return popped
 
-    def _has_table(self, name: bytes) -> bool:
-        try:
-            self._bpf[name]
-        except KeyError:
-            return False
-        return True
-
     # -- teardown ------------------------------------------------------------
+    def start_detach(self) -> None:
+        """Begin detaching every tracepoint, in the background; returns at once.
+
+        Releasing a tracepoint's last perf event waits for RCU grace periods
+        in the kernel (~70 ms each here, 50 tracepoints): closing them from
+        one thread each lets those waits overlap, and the caller drains and
+        writes meanwhile. Call :meth:`disable` first so no handler runs
+        half-detached; the maps stay readable until :meth:`close`.
+        """
+        attachments, self._attachments = self._attachments, []
+        for fd in attachments:
+            thread = threading.Thread(target=_close_quietly, args=(fd,), name="th-detach")
+            thread.start()
+            self._detaching.append(thread)
+
     def detach(self) -> None:
-        """Detach every tracepoint: no new record is made after this."""
-        for probe, tp in self._attached:
-            with contextlib.suppress(Exception):
-                _detach(self._bpf, probe, tp)
-        self._attached = []
+        """Detach every tracepoint: no new record is made after this returns."""
+        self.start_detach()
+        threads, self._detaching = self._detaching, []
+        for thread in threads:
+            thread.join()
 
     def close(self) -> None:
-        """Detach and free everything. Slow (each tracepoint detach waits for
-        an RCU grace period, ~70 ms here), so callers write their results
-        first. SIGINT/SIGTERM are held off meanwhile: an interrupt inside
-        bcc's detach would leave a half-closed fd behind."""
+        """Detach and free everything. SIGINT/SIGTERM are held off meanwhile
+        (from the main thread) so an interrupt cannot cut the release short."""
         if self._closed:
             return
         self._closed = True
-        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        main = threading.current_thread() is threading.main_thread()
+        held = (
+            {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+            if main
+            else {}
+        )
         try:
             self.detach()
-            self._bpf.cleanup()
+            for table in self._maps.values():
+                table.close()
         finally:
             for sig, handler in held.items():
                 signal.signal(sig, handler)
 
 
-def _syscall_names() -> dict[int, str]:
-    from bcc import syscall as bcc_syscall
-
-    return {
-        int(nr): (name.decode() if isinstance(name, bytes) else str(name))
-        for nr, name in bcc_syscall.syscalls.items()
-    }
-
-
-def _attach(bpf: Any, probe: Probe, tracepoint: str, fn_name: str) -> None:
-    if probe.raw:
-        event = tracepoint.partition(":")[2]
-        bpf.attach_raw_tracepoint(tp=event.encode(), fn_name=fn_name.encode())
-    else:
-        bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=fn_name.encode())
-
-
-def _detach(bpf: Any, probe: Probe, tracepoint: str) -> None:
-    if probe.raw:
-        bpf.detach_raw_tracepoint(tp=tracepoint.partition(":")[2].encode())
-    else:
-        bpf.detach_tracepoint(tp=tracepoint.encode())
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def check_privileges() -> None:
@@ -351,42 +395,121 @@ def check_privileges() -> None:
         )
 
 
+def _package_root() -> str:
+    """The directory holding the ``agent`` package this process runs: the
+    child imports the very same code, never one found on its cwd."""
+    return str(Path(agent.__file__).resolve().parent.parent)
+
+
+#: The child's whole program: ``python -I`` (no cwd, no PYTHON* variables
+#: on the path), then this package's root first. A broken install says so
+#: in one line, not a traceback.
+_CHILD_BOOT = """import sys
+sys.path.insert(0, sys.argv[1])
+try:
+    from agent.capture.compile_child import main
+except Exception as err:
+    sys.exit(f"tracehound compile child: cannot import the agent: {err}")
+main(sys.argv[2:])
+"""
+
+
+def _spawn_child(options: LoadOptions) -> tuple[Manifest, list[int]]:
+    """Run the compile child and take what it hands over."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        with ours:
+            try:
+                child = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-I",
+                        "-c",
+                        _CHILD_BOOT,
+                        _package_root(),
+                        str(theirs.fileno()),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=2,  # bcc's chatter never into a profile written to stdout
+                    pass_fds=(theirs.fileno(),),
+                )
+            except OSError as err:
+                raise CaptureError(f"could not start the BPF compile child: {err}") from err
+            finally:
+                theirs.close()
+            try:
+                ours.sendmsg([msgspec.json.encode(options)])
+                payload, fds = handoff.receive(ours)
+            except (handoff.HandoffError, OSError) as err:
+                child.kill()
+                status = child.wait()
+                raise CaptureError(
+                    f"the BPF compile child failed (exit status {status}): {err}"
+                ) from None
+            except BaseException:
+                child.kill()
+                child.wait()
+                raise
+            child.wait()
+    finally:
+        theirs.close()
+    try:
+        manifest = msgspec.json.decode(payload, type=Manifest)
+    except msgspec.DecodeError as err:
+        for fd in fds:
+            os.close(fd)
+        raise CaptureError(f"the BPF compile child sent a bad manifest: {err}") from None
+    return manifest, fds
+
+
+def _open_maps(manifest: Manifest, fds: list[int]) -> dict[str, bpf_syscall.BpfMap]:
+    """The handed-over maps, each checked against the shape the daemon reads."""
+    maps: dict[str, bpf_syscall.BpfMap] = {}
+    for name, fd in zip(manifest.maps, fds, strict=False):
+        table = bpf_syscall.BpfMap(fd, name)
+        maps[name] = table
+        expected = _MAP_SHAPES.get(name)
+        if expected is None:
+            raise CaptureError(f"the BPF compile child handed over an unknown map {name!r}")
+        if (table.map_type, table.key_size, table.value_size) != expected:
+            raise CaptureError(
+                f"BPF map {name}: type/key/value {table.map_type}/{table.key_size}/"
+                f"{table.value_size}, expected {'/'.join(map(str, expected))}"
+            )
+    missing = set(_MAP_SHAPES) - _OPTIONAL_MAPS - set(maps)
+    if missing:
+        raise CaptureError(f"the BPF compile child did not hand over {', '.join(sorted(missing))}")
+    return maps
+
+
 def load(options: LoadOptions) -> LoadedCapture:
-    """Compile and attach. Raises CaptureError when nothing can work; a
-    missing or failing probe only shows in the returned statuses."""
+    """Compile and attach, in a child process (:mod:`agent.capture.compile_child`).
+
+    Raises CaptureError when nothing can work; a missing or failing probe
+    only shows in the returned statuses. This process never imports bcc.
+    """
     options.validate()
     check_privileges()
-    try:
-        from bcc import BPF
-    except ImportError as err:
+    manifest, fds = _spawn_child(options)
+    if manifest.error:
+        for fd in fds:
+            os.close(fd)
+        raise CaptureError(manifest.error)
+    if len(fds) != len(manifest.maps) + len(manifest.attachments):
+        for fd in fds:
+            os.close(fd)
         raise CaptureError(
-            "the bcc Python bindings are missing: install Debian's python3-bpfcc"
-            " (sudo make run does), and use a venv made with --system-site-packages"
-        ) from err
-
-    present, statuses = plan_probes(options.probes)
-    if not present:
-        raise CaptureError("none of the configured probes' tracepoints exist on this kernel")
+            f"the BPF compile child sent {len(fds)} descriptors for"
+            f" {len(manifest.maps)} maps and {len(manifest.attachments)} attachments"
+        )
+    attachments = fds[len(manifest.maps) :]
     try:
-        bpf = BPF(text=program_text(present).encode(), cflags=compile_flags(options, present))
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CaptureError(f"compiling the BPF programs failed: {first}") from err
-
-    for probe in present:
-        done: list[str] = []
-        try:
-            for tracepoint, fn_name in probe.attach:
-                _attach(bpf, probe, tracepoint, fn_name)
-                done.append(tracepoint)
-        except Exception as err:
-            for tracepoint in done:
-                with contextlib.suppress(Exception):
-                    _detach(bpf, probe, tracepoint)
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-            statuses.append(ProbeStatus(probe.name, probe.kind, False, f"attach failed: {reason}"))
-        else:
-            statuses.append(ProbeStatus(probe.name, probe.kind, True))
-    capture = LoadedCapture(bpf, options, statuses)
+        maps = _open_maps(manifest, fds)
+    except BaseException:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
+    capture = LoadedCapture(maps, attachments, options, manifest.statuses, manifest.syscall_names)
     capture.enable()
     return capture

@@ -94,7 +94,8 @@ class WireDecoder:
 
     ``argv_max`` and ``arg_len`` are the TH_ARGV_MAX and TH_ARG_LEN the
     program was compiled with; ``syscall_names`` maps syscall numbers to
-    names (from bcc's table in production, any mapping in tests).
+    names (bcc's table, sent by the compile child, in production; any
+    mapping in tests).
     """
 
     def __init__(

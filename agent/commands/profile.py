@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
         data = render_text(profile).encode() if text else encode_profile(profile)
         write_output(output, data)
     finally:
-        capture.close()  # slow (detaching): after the profile is out
+        capture.close()  # waits for the detach the drain started: after the profile is out
     if output.kind != "stdout":
         state = "complete" if profile.complete else "INCOMPLETE (see capture section)"
         print(
