@@ -3,7 +3,8 @@
 ``block``: ``record`` waits for room. The drain stops, the kernel's ring
 buffer fills, and the kernel counts what no longer fits (per kind): the
 loss is real but never silent. ``drop``: the event is dropped here and
-counted per kind.
+counted per kind. Counts are in kernel events (a folded event is its
+``count``), so the ledger's law holds whatever folding did.
 
 Memory never grows past ``capacity`` events (plus the one a blocked
 ``record`` holds), whatever the consumer does. A consumer that closed its
@@ -19,7 +20,7 @@ from typing import Literal
 import msgspec
 import trio
 
-from agent.capture.events import Event, kind_of
+from agent.capture.events import Event, event_count, kind_of
 from agent.sinks.base import SinkCounts
 
 FullPolicy = Literal["block", "drop"]
@@ -62,30 +63,32 @@ class StreamingSink:
         return self._send.statistics().current_buffer_used
 
     async def record(self, event: Event) -> None:
+        # Counted in kernel events: a dropped folded event loses all it stands for.
         kind = kind_of(event)
+        n = event_count(event)
         if self.consumer_gone:
-            self.dropped[kind] += 1
+            self.dropped[kind] += n
             return
         try:
             self._send.send_nowait(event)
         except trio.WouldBlock:
             if self.policy == "drop":
-                self.dropped[kind] += 1
+                self.dropped[kind] += n
                 return
             try:
                 await self._send.send(event)
             except trio.Cancelled:
-                self.dropped[kind] += 1  # never silently: the wait was cut short
+                self.dropped[kind] += n  # never silently: the wait was cut short
                 raise
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.consumer_gone = True
-                self.dropped[kind] += 1
+                self.dropped[kind] += n
                 return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.consumer_gone = True
-            self.dropped[kind] += 1
+            self.dropped[kind] += n
             return
-        self.delivered[kind] += 1
+        self.delivered[kind] += n
 
     def note(self, message: str) -> None:
         self.notes.append(message)
