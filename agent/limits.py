@@ -23,6 +23,14 @@ of ``arg_len`` bytes, and the BPF loop over them must pass the verifier."""
 MAX_STATS_INTERVAL_S: Final = 86400
 """Seconds between stats lines: a day; 0 turns them off."""
 
+MAX_FOLD_WINDOW_MS: Final = 60_000
+"""Fold window in ms: a minute. A folded record is delivered when its window
+closes, so a longer one only delays what the live tail and the log see."""
+
+MAX_FOLD_CAPACITY: Final = 1 << 16
+"""Keys in the drain's fold table: about 1 KiB each at worst (a key and its
+decoded first event), 64 MiB in all."""
+
 MAX_STREAM_CAPACITY: Final = 1 << 24
 """Events per streaming queue: 16 Mi events is already gigabytes of RAM."""
 

@@ -251,7 +251,36 @@ def _stats_families(stats: CaptureStats) -> list[Metric]:
     )
     for probe in stats.probes:
         probes.add_metric([probe.name, probe.kind], 1 if probe.attached else 0)
-    return [events, generated, lost, errors, probes]
+    return [events, generated, lost, errors, probes, *_fold_families(stats)]
+
+
+def _fold_families(stats: CaptureStats) -> list[Metric]:
+    """The drain's fold table (none when folding is off): repeats held, records
+    that stand for several events, the repeats inside them, events passed
+    unfolded because the table was full."""
+    fold = stats.fold
+    if fold is None:
+        return []
+    held = GaugeMetricFamily(
+        "tracehound_fold_pending", "Repeats held to be folded, not yet delivered", labels=["kind"]
+    )
+    folded = CounterMetricFamily(
+        "tracehound_fold_records", "Folded records delivered (count above 1)", labels=["kind"]
+    )
+    absorbed = CounterMetricFamily(
+        "tracehound_fold_absorbed", "Repeats delivered inside folded records", labels=["kind"]
+    )
+    overflow = CounterMetricFamily(
+        "tracehound_fold_overflow",
+        "Events passed unfolded because the fold table was full (never lost)",
+        labels=["kind"],
+    )
+    for kind in ("file", "net"):
+        held.add_metric([kind], fold.pending.get(kind, 0))
+        folded.add_metric([kind], fold.folded.get(kind, 0))
+        absorbed.add_metric([kind], fold.absorbed.get(kind, 0))
+        overflow.add_metric([kind], fold.overflow.get(kind, 0))
+    return [held, folded, absorbed, overflow]
 
 
 def _queue_families(queues: Iterable[QueueSample | None]) -> list[Metric]:

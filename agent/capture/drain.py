@@ -7,6 +7,13 @@ records straight from the mapped ring (agent.capture.ringbuf: no per-record
 ctypes callback), decode into msgspec Structs, hand the batch to the sink.
 It does nothing else: mapping, hashing and I/O belong to other tasks.
 
+With folding on (``fold``), the records go through a
+:class:`~agent.capture.fold.FoldTable` instead: repeats of a file or
+network event inside the window are counted, not decoded, and delivered
+as one event carrying their ``count``. Windows are closed on each pass
+(at least every ``poll_interval``), and all of them at stop, before
+:meth:`Drain.run` returns.
+
 What can go wrong: a record that does not decode is counted per kind as a
 decode error, never raised; a sink that blocks (StreamingSink with the ``block`` policy) stops the drain,
 the ring buffer fills, and the kernel counts the overflow as lost.
@@ -14,11 +21,13 @@ the ring buffer fills, and the kernel counts the overflow as lost.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import trio
 
 from agent.capture.events import ExitEvent, KernelEvent, kind_of
+from agent.capture.fold import FoldSettings, FoldStats, FoldTable
 from agent.capture.ledger import Ledger
 from agent.capture.loader import LoadedCapture
 from agent.capture.ringbuf import MappedRing
@@ -49,6 +58,7 @@ class Drain:
         on_exit: Callable[[int], None] | None = None,
         poll_interval: float = 0.05,
         settle: float = 0.05,
+        fold: FoldSettings | None = None,
     ) -> None:
         self.capture = capture
         self.sink = sink
@@ -65,8 +75,27 @@ class Drain:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._decode = capture.decoder.decode
+        self.fold: FoldTable | None = None
+        if fold is not None and fold.enabled:
+            self.fold = FoldTable(
+                self._decode,
+                window_ns=fold.window_ms * 1_000_000,
+                capacity=fold.capacity,
+                received=ledger.received,
+                decode_errors=ledger.decode_errors,
+                pending=ledger.folding,
+            )
+
+    def fold_stats(self) -> FoldStats | None:
+        """The fold table's counters, None when folding is off."""
+        return None if self.fold is None else self.fold.stats()
 
     def _decode_batch(self, records: list[bytes]) -> None:
+        fold = self.fold
+        if fold is not None:
+            fold.feed(records, self._batch)
+            fold.expire(time.clock_gettime_ns(time.CLOCK_BOOTTIME), self._batch)
+            return
         decode = self._decode
         received = self.ledger.received
         batch = self._batch
@@ -122,6 +151,9 @@ class Drain:
             await trio.sleep(self.settle)
             while ring.pending():
                 self._decode_batch(ring.read(self.batch_max))
+                await self._deliver()
+            if self.fold is not None:
+                self.fold.flush(self._batch)
                 await self._deliver()
         finally:
             trio.lowlevel.notify_closing(ring.fd)

@@ -91,6 +91,8 @@ class FileEvent(EventBase, frozen=True, tag="file"):
     ``path`` is as the process gave it, relative to ``dfd`` (-100: the
     working directory) when not absolute. ``path2`` is a rename's target.
     ``path_cut``/``path2_cut``: the capture may have cut the path short.
+
+    ``count``/``last_ts_ns``: see :class:`NetEvent`.
     """
 
     op: str
@@ -104,6 +106,8 @@ class FileEvent(EventBase, frozen=True, tag="file"):
     mode: int
     path_cut: bool = False
     path2_cut: bool = False
+    count: int = 1
+    last_ts_ns: int = 0
 
 
 class NetEvent(EventBase, frozen=True, tag="net"):
@@ -111,6 +115,13 @@ class NetEvent(EventBase, frozen=True, tag="net"):
 
     ``endpoint`` is the peer (connect, accept) or the local address (bind);
     None when unknown (listen, or accept without an address buffer).
+
+    ``count``: how many identical kernel events this one stands for (the
+    drain folds repeats, see :mod:`agent.capture.fold`): 1 for an event as
+    the kernel made it, with ``last_ts_ns`` 0; above 1 for a folded one,
+    whose ``ts_ns`` is the first repeat's time and ``last_ts_ns`` the last
+    one's. The defaults keep an unfolded event what it was before folding
+    existed, field for field.
     """
 
     op: str
@@ -118,6 +129,8 @@ class NetEvent(EventBase, frozen=True, tag="net"):
     fd: int
     endpoint: Endpoint | None
     backlog: int
+    count: int = 1
+    last_ts_ns: int = 0
 
 
 class SyscallCounts(msgspec.Struct, frozen=True, tag="syscalls", tag_field="kind"):
@@ -169,3 +182,13 @@ _KIND_OF: dict[type, str] = {
 def kind_of(event: Event) -> str:
     """The ledger kind of an event (``process`` for /proc records)."""
     return _KIND_OF[type(event)]
+
+
+def event_count(event: Event) -> int:
+    """How many kernel events ``event`` stands for: its ``count`` when it is
+    a file or network event (folded ones stand for many), else 1. What every
+    sink adds to its books, delivered or dropped, so the ledger's law
+    (generated = delivered + lost) holds in kernel events, not in records."""
+    if type(event) is FileEvent or type(event) is NetEvent:
+        return event.count
+    return 1

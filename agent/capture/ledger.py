@@ -7,6 +7,12 @@ drained after the probes were detached, for every kind and every sink:
 
     generated == lost_kernel + decode_errors + dropped + delivered
 
+Counted in kernel events, not records: a folded record (see
+:mod:`agent.capture.fold`) is ``count`` events delivered or dropped. While
+capture runs, repeats the drain holds to fold are ``folding``: received,
+not yet at any sink, so the law holds at any moment with them added; the
+drain flushes them at stop, and ``folding`` is then 0.
+
 ``syscall`` is the exception in shape, not in rigour: syscalls are counted in
 a kernel map, so ``received``/``delivered`` are the counts read from that map
 (a reading supersedes the one before it; sinks get the cumulative values).
@@ -38,6 +44,8 @@ class KindAccount(msgspec.Struct, frozen=True):
     dropped_sink: int
     sinks: dict[str, SinkAccount]
     balanced: bool
+    #: Received repeats the drain holds to fold (a gauge; 0 once stopped).
+    folding: int = 0
 
 
 class DownstreamLosses:
@@ -73,6 +81,8 @@ class Ledger:
         #: Received but never handed to any sink (the drain was cancelled or
         #: a sink failed mid-batch): a drop at every sink.
         self.abandoned: Counter[str] = Counter()
+        #: Received repeats held by the drain's fold table, not yet delivered.
+        self.folding: Counter[str] = Counter()
 
     def account(
         self,
@@ -90,6 +100,7 @@ class Ledger:
             generated, lost = kernel.get(kind, (0, 0))
             received = self.received[kind]
             errors = self.decode_errors[kind]
+            held = self.folding[kind]
             per_sink = {
                 name: SinkAccount(*counts.get(kind, (0, 0)))
                 for name, counts in sorted(sinks.items())
@@ -98,10 +109,10 @@ class Ledger:
                 # Counts read from the kernel map; sinks carry them whole.
                 per_sink = {name: SinkAccount(received, 0) for name in per_sink}
             worst = min(per_sink.values(), key=lambda s: (s.delivered, -s.dropped), default=None)
-            delivered = worst.delivered if worst else received - errors
+            delivered = worst.delivered if worst else received - errors - held
             dropped = worst.dropped if worst else 0
             balanced = generated == lost + received and all(
-                received == errors + s.delivered + s.dropped for s in per_sink.values()
+                received == errors + held + s.delivered + s.dropped for s in per_sink.values()
             )
             books[kind] = KindAccount(
                 generated=generated,
@@ -112,5 +123,6 @@ class Ledger:
                 dropped_sink=dropped,
                 sinks=per_sink,
                 balanced=balanced,
+                folding=held,
             )
         return books

@@ -16,6 +16,7 @@ import msgspec
 import trio
 
 from agent.capture.drain import Drain
+from agent.capture.fold import FoldSettings, FoldStats
 from agent.capture.ledger import KindAccount, Ledger
 from agent.capture.loader import LoadedCapture, ProbeStatus
 from agent.capture.syscall_poller import SyscallPoller
@@ -34,6 +35,8 @@ class CaptureStats(msgspec.Struct, frozen=True):
     uptime_s: float
     #: Taken from a sink, then lost in a consumer: {kind: {stage: n}}.
     downstream: dict[str, dict[str, int]] = {}
+    #: The drain's fold table (None: folding is off).
+    fold: FoldStats | None = None
 
 
 class CaptureSession:
@@ -45,12 +48,15 @@ class CaptureSession:
         syscall_interval: float = 1.0,
         stats_interval: float | None = None,
         report: Callable[[str], None] | None = None,
+        fold: FoldSettings | None = None,
     ) -> None:
         self.capture = capture
         self.sink = sink
         self.ledger = Ledger()
         self.poller = SyscallPoller(capture, sink, self.ledger, interval=syscall_interval)
-        self.drain = Drain(capture, sink, self.ledger, on_exit=self.poller.process_exited)
+        self.drain = Drain(
+            capture, sink, self.ledger, on_exit=self.poller.process_exited, fold=fold
+        )
         self.stats_interval = stats_interval
         self.report = report
         self._started = time.monotonic()
@@ -72,6 +78,7 @@ class CaptureSession:
             errors=self.capture.kernel_errors(),
             uptime_s=round(time.monotonic() - self._started, 3),
             downstream=self.ledger.downstream.table(),
+            fold=self.drain.fold_stats(),
         )
 
     def stats_line(self, depth: str = "") -> str:

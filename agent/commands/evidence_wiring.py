@@ -174,6 +174,9 @@ def open_evidence(
         "ringbuf_pages": args.ringbuf_pages,
         "argv_max": args.argv_max,
         "disabled_probes": sorted(args.disable_probe),
+        # Folding on (window > 0): file and network records may stand for `count` events.
+        "fold_window_ms": args.fold_window_ms,
+        "fold_capacity": args.fold_capacity,
         "probe_tracepoints": sorted(args.probe_tracepoint),
         "redact_rules": args.redact_rules,
         # Which rules redact this run's records: names and digests, never a pattern.

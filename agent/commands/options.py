@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from agent.capture.fold import FoldSettings
 from agent.capture.loader import LoadOptions
 from agent.capture.probes import PROBES, Probe, with_tracepoint_overrides
 from agent.commands.arguments import bounded_int, power_of_two
+from agent.config.schema import CaptureConfig
 from agent.errors import UsageError
-from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
+from agent.limits import MAX_ARGV, MAX_FOLD_CAPACITY, MAX_FOLD_WINDOW_MS, MAX_RINGBUF_PAGES
+
+_CAPTURE_DEFAULTS = CaptureConfig()
 
 
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +29,19 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--disable-probe", action="append", default=[], metavar="NAME",
         help="do not attach this probe (e.g. syscalls.count); repeatable",
+    )  # fmt: skip
+    group.add_argument(
+        "--fold-window-ms", type=bounded_int(0, MAX_FOLD_WINDOW_MS),
+        default=_CAPTURE_DEFAULTS.fold_window_ms, metavar="MS",
+        help="identical file/network events of a thread within MS milliseconds become one"
+             f" record with their count, 0 to {MAX_FOLD_WINDOW_MS}; 0: no folding"
+             f" (default {_CAPTURE_DEFAULTS.fold_window_ms})",
+    )  # fmt: skip
+    group.add_argument(
+        "--fold-capacity", type=bounded_int(1, MAX_FOLD_CAPACITY),
+        default=_CAPTURE_DEFAULTS.fold_capacity, metavar="N",
+        help=f"distinct events held for folding, 1 to {MAX_FOLD_CAPACITY}; past it events pass"
+             f" unfolded, counted (default {_CAPTURE_DEFAULTS.fold_capacity})",
     )  # fmt: skip
     group.add_argument(
         "--probe-tracepoint", action="append", default=[], metavar="NAME=CATEGORY:EVENT",
@@ -73,3 +90,9 @@ def load_options_from_args(args: argparse.Namespace, *, scoped: bool) -> LoadOpt
         ringbuf_pages=args.ringbuf_pages,
         scoped=scoped,
     )
+
+
+def fold_from_args(args: argparse.Namespace) -> FoldSettings:
+    """The drain's folding, from ``--fold-window-ms``/``--fold-capacity`` (or
+    the configuration's ``[capture]`` keys, applied to ``args`` by ``run``)."""
+    return FoldSettings(window_ms=args.fold_window_ms, capacity=args.fold_capacity)

@@ -28,7 +28,7 @@ from agent.commands.evidence_wiring import (
     require_sealing_key,
 )
 from agent.commands.launcher import Launched, exit_status, launch
-from agent.commands.options import add_capture_arguments, load_options_from_args
+from agent.commands.options import add_capture_arguments, fold_from_args, load_options_from_args
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
@@ -142,7 +142,7 @@ async def _profile(
         # block: a profile run waits for its evidence rather than lose it.
         evidence_stream = StreamingSink(8192, "block", name="evidence")
         sink = TeeSink([aggregate, evidence_stream])
-    session = CaptureSession(capture, sink)
+    session = CaptureSession(capture, sink, fold=fold_from_args(args))
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:
         pipeline = open_evidence(

@@ -30,7 +30,7 @@ from agent.api.app import DaemonApi
 from agent.api.live import LiveTail
 from agent.api.metrics_server import serve_metrics
 from agent.api.server import ApiServerStats, bind_socket, group_id, serve_api
-from agent.capture.events import kind_of
+from agent.capture.events import event_count, kind_of
 from agent.capture.ledger import DownstreamLosses
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.procfs import ProcessInfoCache, gone_processes, seed_processes
@@ -45,7 +45,7 @@ from agent.commands.evidence_wiring import (
     redactor_from_args,
     store_options,
 )
-from agent.commands.options import add_capture_arguments, load_options_from_args
+from agent.commands.options import add_capture_arguments, fold_from_args, load_options_from_args
 from agent.config import (
     DEFAULT_PATH,
     Config,
@@ -486,9 +486,9 @@ async def _write_events(
                     try:
                         buffer += lines.line(event)
                     except Exception:  # one record must not end the stream
-                        losses.count(kind_of(event), "events:encode")
+                        losses.count(kind_of(event), "events:encode", event_count(event))
                         continue
-                    held[kind_of(event)] += 1
+                    held[kind_of(event)] += event_count(event)
                 if len(buffer) >= 1 << 16 or not stream.depth:
                     await trio.to_thread.run_sync(out.write, bytes(buffer))
                     buffer.clear()
@@ -506,7 +506,7 @@ async def _write_events(
         while True:  # taken from the sink already: lost here, not dropped there
             try:
                 for event in stream.receive_channel.receive_nowait():
-                    losses.count(kind_of(event), "events:write")
+                    losses.count(kind_of(event), "events:write", event_count(event))
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
         await stream.receive_channel.aclose()
@@ -544,6 +544,7 @@ async def _run(
         capture, sink,
         stats_interval=args.stats_interval or None,
         report=lambda line: _report(line + depths()),
+        fold=fold_from_args(args),
     )  # fmt: skip
     pipeline: EvidencePipeline | None = None
     if evidence_stream is not None and evidence_dir is not None:

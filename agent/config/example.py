@@ -37,6 +37,14 @@ probe_tracepoints = {}
 # probe_tracepoints = { "file.openat" = "syscalls:sys_enter_openat" }
 # Seconds between stats lines on stderr, at most $MAX_STATS_INTERVAL_S; 0 turns them off.
 stats_interval = 5.0
+# Identical file and network events of one thread (same operation, paths,
+# flags, mode, result) within this many milliseconds become one record
+# carrying their exact count; the first is delivered at once. 0 to
+# $MAX_FOLD_WINDOW_MS; 0 turns folding off.
+fold_window_ms = 100
+# Distinct events held for folding, 1 to $MAX_FOLD_CAPACITY; past it events
+# pass unfolded (counted in the stats), never lost.
+fold_capacity = 4096
 
 [stream]
 # Capacity in events of each streaming queue (events file, evidence),

@@ -261,6 +261,8 @@ def cli_defaults(config: Config) -> dict[str, object]:
         "disable_probe": list(capture.disable_probes),
         "probe_tracepoint": [f"{k}={v}" for k, v in sorted(capture.probe_tracepoints.items())],
         "stats_interval": capture.stats_interval,
+        "fold_window_ms": capture.fold_window_ms,
+        "fold_capacity": capture.fold_capacity,
         "stream_capacity": stream.capacity,
         "stream_policy": stream.policy,
         "evidence": evidence.state_dir if evidence.enabled else None,

@@ -30,6 +30,8 @@ from agent.limits import (
     MAX_ARGV,
     MAX_CHECKPOINT_EVERY,
     MAX_CLIENTS,
+    MAX_FOLD_CAPACITY,
+    MAX_FOLD_WINDOW_MS,
     MAX_HEADERS,
     MAX_IDLE_TIMEOUT_S,
     MAX_REQUEST_BYTES,
@@ -163,6 +165,11 @@ class CaptureConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     probe_tracepoints: dict[str, str] = {}
     # Seconds between stats lines on stderr, at most 86400; 0 turns them off.
     stats_interval: float = 5.0
+    # Identical file/network events of a thread within this many ms become one
+    # record carrying their count, 0 to 60000; 0 turns folding off.
+    fold_window_ms: int = 100
+    # Distinct events the fold table holds, 1 to 65536; past it events pass unfolded (counted).
+    fold_capacity: int = 4096
 
     def __post_init__(self) -> None:
         pages = self.ringbuf_pages
@@ -196,6 +203,13 @@ class CaptureConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             "capture.stats_interval",
             f"expected 0 (never) to {MAX_STATS_INTERVAL_S} seconds, got {interval}",
         )
+        _require(
+            0 <= self.fold_window_ms <= MAX_FOLD_WINDOW_MS,
+            "capture.fold_window_ms",
+            f"expected 0 (no folding) to {MAX_FOLD_WINDOW_MS} milliseconds,"
+            f" got {self.fold_window_ms}",
+        )
+        _in_range(self.fold_capacity, 1, MAX_FOLD_CAPACITY, "capture.fold_capacity")
 
 
 class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -511,7 +511,7 @@ class Mapper:
     def _file(self, event: FileEvent, fired: tuple[str, ...]) -> EvidenceRecord:
         op = _file_op(event)
         rename = op == "rename"
-        count = getattr(event, "count", 1)
+        count = event.count
         data = FileData(
             pid=event.pid,
             tid=event.tid,
@@ -533,7 +533,7 @@ class Mapper:
             flags=event.flags,
             mode=event.mode,
             count=count,
-            last_ts_ns=str(getattr(event, "last_ts_ns", 0)) if count > 1 else None,
+            last_ts_ns=str(event.last_ts_ns) if count > 1 else None,
         )
         # The envelope's subject is the path, in escape form if it needs one
         # (data.escaped then names "path").
@@ -542,7 +542,7 @@ class Mapper:
 
     def _net(self, event: NetEvent, fired: tuple[str, ...]) -> EvidenceRecord:
         endpoint = event.endpoint
-        count = getattr(event, "count", 1)
+        count = event.count
         data = NetData(
             pid=event.pid,
             tid=event.tid,
@@ -560,7 +560,7 @@ class Mapper:
             else EndpointData(family=endpoint.family, address=endpoint.address, port=endpoint.port),
             backlog=event.backlog if event.op == "listen" else None,
             count=count,
-            last_ts_ns=str(getattr(event, "last_ts_ns", 0)) if count > 1 else None,
+            last_ts_ns=str(event.last_ts_ns) if count > 1 else None,
         )
         return self._emit(net_type(event.op), f"pid/{event.pid}", data, event.ts_ns)
 

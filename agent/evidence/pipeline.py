@@ -32,7 +32,7 @@ from typing import Any, Final
 import msgspec
 import trio
 
-from agent.capture.events import Event, kind_of
+from agent.capture.events import Event, event_count, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.capture.loader import ProbeStatus
 from agent.evidence.layout import RECOVERED, segment_files
@@ -361,7 +361,7 @@ class EvidencePipeline:
         wrong with one event costs that event only, counted by kind and stage."""
         if self.failing is not None:
             for event in events:
-                self._lost(kind_of(event))
+                self._lost(kind_of(event), event_count(event))
             return
         records: list[EvidenceRecord] = []
         mapper_map = self.mapper.map
@@ -372,7 +372,7 @@ class EvidencePipeline:
                     failpoints.check("evidence.map", getattr(event, "comm", None))
                 records.append(mapper_map(event))
             except Exception as err:  # one record must never end the pipeline
-                self.losses.count(kind_of(event), MAP_STAGE)
+                self.losses.count(kind_of(event), MAP_STAGE, event_count(event))
                 self._say_once("map", f"evidence: an event could not be mapped ({err!r}); counted")
         self.mapped += len(records)
         await self._put_many(records)
@@ -445,7 +445,7 @@ class EvidencePipeline:
         if held and len(self._held) < HELD_MAX:
             self._held.append(record)
             return
-        self._lost(kind_of_record(event.type))
+        self._lost(kind_of_record(event.type), getattr(event.data, "count", 1))
 
     def _current_losses(self) -> dict[str, dict[str, int]]:
         return loss_counts(
@@ -634,7 +634,11 @@ class EvidencePipeline:
         ``error``; once the previous run's counts are in the log, the slot is
         cleared. Called with the store lock held."""
         for record in result.refused:
-            self.losses.count(kind_of_record(record.event.type), STORE_STAGE)
+            self.losses.count(
+                kind_of_record(record.event.type),
+                STORE_STAGE,
+                getattr(record.event.data, "count", 1),
+            )
         if result.records:
             self._published(result.records, result.seqs)
         if error is not None:

@@ -41,6 +41,7 @@ from agent.capture.events import (
     NetEvent,
     ProcessSeen,
     SyscallCounts,
+    event_count,
     kind_of,
 )
 from agent.sinks.base import SinkCounts
@@ -275,12 +276,15 @@ class AggregatingSink:
             self.apply(event)
         except Exception:  # a bug folding one event must cost that event, not capture
             kind = kind_of(event)
-            self.delivered[kind] -= 1
-            self.dropped[kind] += 1
+            n = event_count(event)
+            self.delivered[kind] -= n
+            self.dropped[kind] += n
 
     def apply(self, event: Event) -> None:
-        """Fold one event in (synchronous: this sink never waits)."""
-        self.delivered[kind_of(event)] += 1
+        """Fold one event in (synchronous: this sink never waits). A folded
+        event (``count`` above 1) counts as that many, in the books and in
+        its file or network record."""
+        self.delivered[kind_of(event)] += event_count(event)
         if isinstance(event, FileEvent):
             self._file(event)
         elif isinstance(event, SyscallCounts):
@@ -628,7 +632,7 @@ class AggregatingSink:
                 event.path_cut, event.path2_cut if op == "rename" else False,
             )  # fmt: skip
             proc.files[key] = agg
-        agg.count += 1
+        agg.count += event.count
         agg.access |= access
         if mode is not None:
             agg.mode = mode
@@ -660,4 +664,4 @@ class AggregatingSink:
                 return
             agg = _NetAgg(event.op, endpoint, 0, event.ts_ns, result, error)
             proc.network[key] = agg
-        agg.count += 1
+        agg.count += event.count

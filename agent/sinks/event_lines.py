@@ -5,6 +5,10 @@ writer task owns the file. Each line is the event's msgspec JSON (tagged by
 ``kind``) after :func:`agent.redact.events.redact_event` (the same fields
 and rules as the evidence log), with host text that is not UTF-8 in the
 escape form of :mod:`agent.safetext` (named in the object's ``escaped``).
+
+A folded file or network event's line carries ``count`` (the kernel events
+it stands for) and ``last_ts_ns``; an unfolded one's line leaves them out
+(``count`` is then 1), so it is byte for byte what it was before folding.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from agent.safetext import json_bytes
 __all__ = ["EventLines"]
 
 _ENCODER: Final = msgspec.json.Encoder()
+#: How an unfolded event's line ends: the two fields at their defaults, last
+#: in the Struct (agent.capture.events), so nothing host-made can follow them.
+_UNFOLDED_TAIL: Final = b',"count":1,"last_ts_ns":0}'
 
 
 class EventLines:
@@ -46,4 +53,7 @@ class EventLines:
         if self._faults:
             self._faults.check("events.encode", getattr(event, "comm", None))
         redacted, _ = redact_event(self._memo.get(), event)
-        return json_bytes(redacted, _ENCODER.encode, msgspec.to_builtins) + b"\n"
+        data = json_bytes(redacted, _ENCODER.encode, msgspec.to_builtins)
+        if data.endswith(_UNFOLDED_TAIL):
+            data = data[: -len(_UNFOLDED_TAIL)] + b"}"
+        return data + b"\n"

@@ -7,7 +7,8 @@ bound is in events, whatever the batches' sizes.
 ``block``: ``record_many`` waits for room. The drain stops, the kernel's ring
 buffer fills, and the kernel counts what no longer fits (per kind): the
 loss is real but never silent. ``drop``: the event is dropped here and
-counted per kind.
+counted per kind. Counts are in kernel events (a folded event is its
+``count``), so the ledger's law holds whatever folding did.
 
 Memory never grows past ``capacity`` events (plus the rest of the batch a
 blocked ``record_many`` holds), whatever the consumer does. A consumer that closed its
@@ -24,7 +25,7 @@ from typing import Literal
 import msgspec
 import trio
 
-from agent.capture.events import Event, kind_of
+from agent.capture.events import Event, event_count, kind_of
 from agent.sinks.base import SinkCounts
 
 FullPolicy = Literal["block", "drop"]
@@ -157,14 +158,14 @@ class StreamingSink:
         self._queue.append(batch)
         self._depth += len(batch)
         delivered = self.delivered
-        for event in batch:
-            delivered[kind_of(event)] += 1
+        for event in batch:  # in kernel events: a folded one is its count
+            delivered[kind_of(event)] += event_count(event)
         self._has_events.set()
 
     def _drop(self, events: Sequence[Event]) -> None:
         dropped = self.dropped
-        for event in events:
-            dropped[kind_of(event)] += 1
+        for event in events:  # a dropped folded event loses all it stands for
+            dropped[kind_of(event)] += event_count(event)
 
     def _take(self) -> list[Event]:
         queue = self._queue
