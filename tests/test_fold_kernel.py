@@ -66,7 +66,7 @@ def capture_run(
         records: list[Event] = []
         while True:
             try:
-                records.append(stream.receive_channel.receive_nowait())
+                records.extend(stream.receive_channel.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
     finally:
