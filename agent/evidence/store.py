@@ -12,12 +12,13 @@ opened (a looser one, from before, is tightened).
 
 Seals (when sealed): a checkpoint is written
 
-- at the first append (or :meth:`EvidenceStore.tick`) at least
-  ``seal_interval_s`` (:data:`SEAL_INTERVAL_S`, 1 s) after the last one,
-  when records wait for a seal: under load one seal a second, whatever the
-  rate (each costs a flush, an fsync and the key file's rewrite: two more
-  fsyncs and a rename); a quiet log is sealed about a second after its last
-  record (the daemon ticks every second), not 15 minutes later;
+- at the first :meth:`EvidenceStore.commit` (or :meth:`EvidenceStore.tick`)
+  at least ``seal_interval_s`` (:data:`SEAL_INTERVAL_S`, 1 s) after the
+  last one, when records wait for a seal: under load one seal a second,
+  whatever the rate, riding on that batch's write and fsync (what it adds
+  is the record and the key file's rewrite: two fsyncs and a rename); a
+  quiet log is sealed about a second after its last record (the daemon
+  ticks every second), not 15 minutes later;
 - every ``checkpoint_every_records`` records too, if that is set (0: not),
   for whoever wants seals by count (tests, the golden log);
 - at rotation, before retention prunes, and at :meth:`EvidenceStore.close`.
@@ -266,7 +267,7 @@ class EvidenceStore:
             raise ValueError(f"record type {type!r} is reserved for the store itself")
         record = self._append_record(type, body)
         self._since_checkpoint += 1
-        self._maybe_roll()
+        self._maybe_roll(seal_by_time=False)
         if self._fsync == "always":
             self.commit()
         return record
@@ -283,7 +284,7 @@ class EvidenceStore:
         self._buffer.append(line)
         self._segment_bytes += len(line)
         self._since_checkpoint += 1
-        self._maybe_roll()
+        self._maybe_roll(seal_by_time=False)
         if self._fsync == "always":
             self.commit()
         return seq
@@ -295,9 +296,18 @@ class EvidenceStore:
         return records
 
     def commit(self) -> None:
-        """Write and flush the buffered records; fsync unless the policy is ``"never"``."""
+        """Write and flush the buffered records; fsync unless the policy is ``"never"``.
+
+        A seal that is due by time goes with the batch: the checkpoint record
+        is appended after the batch's records and one write and one fsync
+        carry both (then the ratcheted key is persisted), so sealing costs a
+        record and a key write per interval, not a write and an fsync more.
+        """
         self._check_open()
-        self._flush(sync=self._fsync != "never")
+        if self._seal_due(self._clock()):
+            self._checkpoint()
+        else:
+            self._flush(sync=self._fsync != "never")
 
     def tick(self) -> None:
         """Write a checkpoint or rotate if one is due by time; call it about
@@ -404,23 +414,26 @@ class EvidenceStore:
             self._sealer.erase()
         self._release()
 
-    def _maybe_roll(self) -> None:
+    def _maybe_roll(self, *, seal_by_time: bool = True) -> None:
+        """Seal or rotate if due. An append passes ``seal_by_time=False``:
+        the interval's seal then waits for the batch's :meth:`commit`."""
         now = self._clock()
-        if self._seal_due(now):
+        if self._seal_due(now, by_time=seal_by_time):
             self._checkpoint()
         age_ms = now // 1_000_000 - self._segment_started_ms
         if self._segment_bytes >= self._segment_max_bytes or age_ms >= self._segment_max_age_ms:
             self._rotate()
 
-    def _seal_due(self, now: int) -> bool:
+    def _seal_due(self, now: int, *, by_time: bool = True) -> bool:
         """Records wait for a seal, and the seal interval has passed since
-        the last one (or the count, if set, is reached): see the module."""
+        the last one (``by_time``), or the count, if set, is reached: see
+        the module."""
         if self._sealer is None or not self._since_checkpoint:
             return False
         every = self._checkpoint_every_records
         if every and self._since_checkpoint >= every:
             return True
-        return now - self._last_checkpoint_ns >= self._seal_interval_ns
+        return by_time and now - self._last_checkpoint_ns >= self._seal_interval_ns
 
     def _checkpoint(self, *, durable: bool = False) -> Seal | None:
         """Seal the head, append the seal, make it durable, then persist the ratcheted key.
