@@ -45,13 +45,16 @@ character and never raise.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
-from typing import Final, NamedTuple
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import ClassVar, Final, NamedTuple, TypeVar
 
 import msgspec
 
 from agent.redact.builtin import BUILTIN_RULES
 from agent.redact.config import parse_rules
+from agent.redact.plan import Plan, Step
+from agent.redact.prefilter import check_for
 from agent.redact.rules import (
     ERROR_MARKER,
     MASK,
@@ -70,6 +73,7 @@ __all__ = [
     "RedactedArgv",
     "RedactedText",
     "RedactionStats",
+    "RedactionTally",
     "Redactor",
 ]
 
@@ -89,6 +93,9 @@ well inside the window."""
 
 _ERROR: Final = "error"
 _NEVER: Final = 1 << 62  # start index of a program-scoped rule whose program is absent
+_PLANS: Final = 64  # argv plans kept (one per set of scoped programs seen), least recent out
+
+_T = TypeVar("_T")
 
 
 class RedactedArgv(msgspec.Struct, frozen=True):
@@ -126,6 +133,37 @@ class RedactionStats(msgspec.Struct):
     fields_redacted: dict[str, int] = msgspec.field(default_factory=dict)
     failures: dict[str, int] = msgspec.field(default_factory=dict)
     failures_by_field: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class RedactionTally(msgspec.Struct, frozen=True):
+    """What one call added to a redactor's counters, so that a memo answering
+    the same call again can add exactly the same (:meth:`Redactor.replay`).
+
+    The fields are those of :class:`RedactionStats`, as sorted pairs.
+    """
+
+    fields: int = 0
+    fields_redacted: tuple[tuple[str, int], ...] = ()
+    failures: tuple[tuple[str, int], ...] = ()
+    failures_by_field: tuple[tuple[str, int], ...] = ()
+
+    def size(self) -> int:
+        """How many counters it moves besides ``fields``."""
+        return len(self.fields_redacted) + len(self.failures) + len(self.failures_by_field)
+
+
+def _tally(stats: RedactionStats) -> RedactionTally:
+    return RedactionTally(
+        stats.fields,
+        tuple(sorted(stats.fields_redacted.items())),
+        tuple(sorted(stats.failures.items())),
+        tuple(sorted(stats.failures_by_field.items())),
+    )
+
+
+def _add(counts: dict[str, int], pairs: tuple[tuple[str, int], ...]) -> None:
+    for key, count in pairs:
+        counts[key] = counts.get(key, 0) + count
 
 
 class _FieldFailed(Exception):
@@ -198,15 +236,6 @@ def _step(counts: list[_Count], entry: object, shown: str) -> CompiledRule | Non
     return secret_of
 
 
-class _Plan(NamedTuple):
-    """The rules that apply to one field, by how they are tried, each in order."""
-
-    forbidden: tuple[CompiledRule, ...]
-    cut_forbidden: tuple[CompiledRule, ...]  # forbidden, only_when_cut
-    sensitive: tuple[CompiledRule, ...]
-    positional: tuple[CompiledRule, ...]  # sensitive, positional: argv only
-
-
 _NO_CUT: Final[frozenset[int]] = frozenset()
 
 
@@ -223,8 +252,16 @@ class Redactor:
     later while redacting. ``CompiledRule`` objects are taken as they are,
     unchecked (tests use this to plant a matcher that raises).
 
+    Each field is first scanned once for the literals the applicable rules
+    need (:mod:`agent.redact.prefilter`); only rules that could match it
+    are tried, in the usual order, so the output and the counters are those
+    of trying every rule. A rule the prefilter knows nothing about is tried
+    on every field.
+
     Not thread-safe: the counters are updated without a lock.
     """
+
+    _prefilter: ClassVar[bool] = True  # False: every rule tried on every field (tests, bench)
 
     def __init__(
         self,
@@ -261,7 +298,14 @@ class Redactor:
             for r in self._ordered
             for name in r.rule.programs
         }
+        self._scoped_positions: Final = tuple(
+            i for i, r in enumerate(self._ordered) if r.rule.programs
+        )
         self._uses_next_arg: Final = any(r.rule.next_arg for r in compiled)
+        self._steps: Final[tuple[Step, ...]] = tuple(
+            (r, check_for(r.matcher) if self._prefilter else None) for r in self._ordered
+        )
+        self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()
         # Paths, addresses, and argv entries before any scoped program.
         self._base_plan: Final = self._plan([_NEVER] * len(self._ordered), 0)
         self._stats = RedactionStats()
@@ -377,7 +421,7 @@ class Redactor:
                 fired.add(_ERROR)
                 after_failure = self._uses_next_arg
                 _step(counts, entry, out[-1])
-                _trigger(counts, plan.positional)  # it may have been the trigger
+                _trigger(counts, [r for r, _ in plan.positional])  # it may have been the trigger
                 continue
             secret_of = _step(counts, entry, outcome.text) if counts else None
             if secret_of is not None:  # the Nth positional entry: its own redaction is moot
@@ -411,6 +455,49 @@ class Redactor:
             self._count_redacted(name)
         return RedactedText(outcome.text, tuple(sorted(set(outcome.fired))))
 
+    # --- for memos -----------------------------------------------------------
+
+    def redact_text_tallied(
+        self, value: str, field: str, *, cut: bool = False
+    ) -> tuple[RedactedText, RedactionTally]:
+        """:meth:`redact_text_detail`, and what it added to the counters."""
+        return self._tallied(lambda: self.redact_text_detail(value, field, cut=cut))
+
+    def redact_argv_tallied(
+        self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
+    ) -> tuple[RedactedArgv, RedactionTally]:
+        """:meth:`redact_argv`, and what it added to the counters."""
+        return self._tallied(lambda: self.redact_argv(argv, field, cut=cut))
+
+    def replay(self, tally: RedactionTally) -> None:
+        """Add ``tally`` to the counters, as if its call had run again.
+
+        For a memo answering a call it has seen: the output is a function of
+        the call's arguments, and so are the counters it moves, so
+        replaying the first call's tally leaves the counters exactly where
+        running the rules again would.
+        """
+        stats = self._stats
+        stats.fields += tally.fields
+        if tally.fields_redacted:
+            _add(stats.fields_redacted, tally.fields_redacted)
+        if tally.failures:
+            _add(stats.failures, tally.failures)
+        if tally.failures_by_field:
+            _add(stats.failures_by_field, tally.failures_by_field)
+
+    def _tallied(self, run: Callable[[], _T]) -> tuple[_T, RedactionTally]:
+        """Run ``run`` against fresh counters, then add them to ours."""
+        outer = self._stats
+        self._stats = inner = RedactionStats()
+        try:
+            result = run()
+        finally:
+            self._stats = outer
+        tally = _tally(inner)
+        self.replay(tally)
+        return result, tally
+
     # --- internals -----------------------------------------------------------
 
     def _scope_starts(self, entries: tuple[object, ...]) -> tuple[list[int], set[int]]:
@@ -429,26 +516,44 @@ class Redactor:
                     switches.add(index + 1)
         return starts, switches
 
-    def _plan(self, starts: Sequence[int], index: int) -> _Plan:
-        """The rules that apply to argv entry ``index``, given each rule's start."""
-        forbidden: list[CompiledRule] = []
-        cut_forbidden: list[CompiledRule] = []
-        sensitive: list[CompiledRule] = []
-        positional: list[CompiledRule] = []
-        for position, compiled in enumerate(self._ordered):
-            rule = compiled.rule
+    def _plan(self, starts: Sequence[int], index: int) -> Plan:
+        """The rules that apply to argv entry ``index``, given each rule's start.
+
+        Cached by which program-scoped rules apply (the rest always do): the
+        plan's gates are compiled regexes, built once per set of programs.
+        """
+        key = tuple(p for p in self._scoped_positions if index >= starts[p])
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        forbidden: list[Step] = []
+        cut_forbidden: list[Step] = []
+        sensitive: list[Step] = []
+        positional: list[Step] = []
+        for position, step in enumerate(self._steps):
+            rule = step[0].rule
             if rule.programs and index < starts[position]:
                 continue
             if rule.privacy == "forbidden":
-                (cut_forbidden if rule.only_when_cut else forbidden).append(compiled)
+                (cut_forbidden if rule.only_when_cut else forbidden).append(step)
             elif rule.positional:
-                positional.append(compiled)
+                positional.append(step)
             else:
-                sensitive.append(compiled)
-        return _Plan(tuple(forbidden), tuple(cut_forbidden), tuple(sensitive), tuple(positional))
+                sensitive.append(step)
+        plan = Plan(forbidden, cut_forbidden, sensitive, positional)
+        self._plans[key] = plan
+        if len(self._plans) > _PLANS:
+            self._plans.popitem(last=False)
+        return plan
 
-    def _redact_field(self, value: object, plan: _Plan, cut: bool, *, argv: bool) -> _Outcome:
+    def _redact_field(self, value: object, plan: Plan, cut: bool, *, argv: bool) -> _Outcome:
         """Redact one field with the rules of ``plan``; ``argv``: it is an argv entry.
+
+        A stage tries only its rules without a check when the gate found
+        nothing (no checked rule can match), else every rule whose check
+        passes; a rule that changes the text makes every later sensitive
+        rule a candidate again, checked against the new text.
 
         Raises only :class:`_FieldFailed`; whatever else goes wrong is turned
         into one, so the caller cannot pass a raw value on by mistake.
@@ -463,26 +568,54 @@ class Redactor:
         triggered: list[CompiledRule] = []
         compiled: CompiledRule | None = None
         try:
+            cut_here = cut and bool(plan.cut_forbidden)
+            whole_tail = len(text) <= CUT_WINDOW_CHARS
+            if cut_here and whole_tail:  # the tail is the field: one scan for both
+                hit, low = plan.scan_both(text)
+            else:
+                hit, low = plan.scan(text)
             if argv:
-                for compiled in plan.positional:
+                for compiled, check in plan.positional if hit else plan.unchecked_positional:
+                    if check is not None and not check.could_match(text, low):
+                        continue
                     if compiled.matcher.search(text) is not None:
                         triggered.append(compiled)
-            for compiled in plan.forbidden:
+            for compiled, check in plan.forbidden if hit else plan.unchecked_forbidden:
+                if check is not None and not check.could_match(text, low):
+                    continue
                 if compiled.matcher.search(text) is not None:
                     name = compiled.rule.name
                     return _Outcome(marker(name), [name], None, triggered)
-            if cut and plan.cut_forbidden:
-                tail = text[-CUT_WINDOW_CHARS:]
-                for compiled in plan.cut_forbidden:
+            if cut_here:
+                tail, cut_hit, cut_low = text, hit, low
+                if not whole_tail:
+                    tail = text[-CUT_WINDOW_CHARS:]
+                    cut_hit, cut_low = plan.scan_cut(tail)
+                steps = plan.cut_forbidden if cut_hit else plan.unchecked_cut_forbidden
+                for compiled, check in steps:
+                    if check is not None and not check.could_match(tail, cut_low):
+                        continue
                     if compiled.matcher.search(tail) is not None:
                         name = compiled.rule.name
                         return _Outcome(marker(name), [name], None, triggered)
-            for compiled in plan.sensitive:
+            sensitive = plan.sensitive
+            visit = plan.sensitive_all if hit else plan.sensitive_unchecked
+            at = 0
+            while at < len(visit):
+                index = visit[at]
+                at += 1
+                compiled, check = sensitive[index]
+                if check is not None and not check.could_match(text, low):
+                    continue
                 if compiled.matcher.search(text) is None:
                     continue  # most fields: one search, not a finditer and its loop
                 text, changed, wants_next = _apply_sensitive(compiled, text)
                 if changed:
                     fired.append(compiled.rule.name)
+                    # New text: every later rule may match it, checked against it.
+                    low = text.lower() if text.isascii() else None
+                    if visit is not plan.sensitive_all:
+                        visit, at = plan.sensitive_all, index + 1
                 if wants_next and argv and next_is_secret is None:
                     next_is_secret = compiled
         except Exception:
@@ -548,3 +681,11 @@ def _apply_sensitive(compiled: CompiledRule, text: str) -> tuple[str, bool, bool
     pieces.append(text[cursor:])
     redacted = "".join(pieces)
     return redacted, redacted != text, wants_next
+
+
+class _PlainRedactor(Redactor):
+    """The same engine with no prefilter: every rule tried on every field it
+    applies to, as before the prefilter existed. What the prefiltered path
+    must agree with, output and counters (the property tests, the bench)."""
+
+    _prefilter = False

@@ -1,0 +1,243 @@
+"""Ruling redaction rules out of a field in one scan, before any rule runs.
+
+Most fields (library paths, comm names, ordinary argv) hold no secret, and
+trying ~100 patterns one after another on each costs tens of microseconds.
+Every pattern has literals that any match of it contains
+(:mod:`agent.redact.literals`): ``ghp_`` for a GitHub token, ``password``
+(ignoring case) for a password assignment, a leading ``-`` for a flag. A
+:class:`Gate` searches a field once for any of those literals, of every rule
+of a set; when there is none, no rule of the set can match, and none runs.
+When there is one, each rule's :class:`Check` (all of its necessary
+literals) says which rules could match, and only those run, in their usual
+order, so the output is the same.
+
+Fail closed: a rule whose pattern yields no necessary literal (or is not a
+real ``re`` pattern, such as a test's planted matcher) gets no check and
+runs on every field it applies to. Only "cannot match" is ever concluded
+here, never "matches".
+
+Case: a literal from an ignore-case part of a pattern is found ignoring case
+as ``re`` does. On ASCII text that is ASCII case (the fast path: one
+``lower()`` and ``in`` tests, and a gate regex with ``[pP]`` classes); ``re``
+also folds a few non-ASCII characters onto ASCII letters (U+017F, the long
+s, matches ``s``; the Kelvin sign ``k``), so text that is not ASCII is searched with
+regexes compiled in ``re``'s own ignore-case mode instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from agent.redact.literals import Atom, Needs, needs_of
+
+__all__ = ["Check", "Gate", "check_for", "gate_for"]
+
+# ASCII characters from most to least common in paths, argv and comm; the
+# gate scans for one character per literal, the rarest (unlisted ones rank
+# rarest of all).
+# (Measured over 75,000 paths under /usr and /etc and this host's cmdlines.)
+_COMMON: Final = (
+    '/olesictrudapn_g-byh.mk1f2v3x6S4jEw0C8ALM5qGzI97TRPND+BOFV"UXW H@YK:,JQZ{}()=|>;\\&['
+)
+_RANK: Final = {c: i for i, c in enumerate(_COMMON)}
+
+
+def _rank(atom: Atom, index: int) -> int:
+    char = atom.text[index]
+    if atom.ci and char.isalpha():
+        return min(_RANK.get(char.lower(), len(_COMMON)), _RANK.get(char.upper(), len(_COMMON)))
+    return _RANK.get(char, len(_COMMON))
+
+
+def _unicode(atom: Atom) -> str:
+    """``atom`` as a regex in ``re``'s own (Unicode) ignore-case semantics."""
+    text = re.escape(atom.text)
+    return f"(?i:{text})" if atom.ci else text
+
+
+def _ascii(text: str, ci: bool) -> str:
+    """``text`` as a regex for ASCII text: a letter ignoring case as ``[pP]``."""
+    if not ci:
+        return re.escape(text)
+    return "".join(
+        f"[{c.lower()}{c.upper()}]" if c.isascii() and c.isalpha() else re.escape(c) for c in text
+    )
+
+
+def _ascii_safe(atoms: Iterable[Atom]) -> bool:
+    """Can ASCII case rules find these in ASCII text? Not for an ignore-case
+    literal that is not ASCII (``re`` folds U+017F onto ``s``)."""
+    return all(a.text.isascii() or not a.ci for a in atoms)
+
+
+def _rarity(atoms: frozenset[Atom]) -> int:
+    """How rare the commonest of ``atoms``'s rarest characters is (higher: rarer)."""
+    return min(max(_rank(a, i) for i in range(len(a.text))) for a in atoms)
+
+
+def _primary(needs: Needs) -> tuple[bool, frozenset[Atom]] | None:
+    """The one set a gate searches for: the anchored one if any (it is only
+    looked for at the field's start), else the floating one whose literals
+    have the rarest characters (the gate stops only at those). Only sets the
+    gate can search ASCII text for; None if there is none."""
+    if needs.anchored and _ascii_safe(needs.anchored):
+        return True, needs.anchored
+    usable = [s for s in needs.floating if _ascii_safe(s)]
+    if not usable:
+        return None
+    return False, max(usable, key=lambda s: (_rarity(s), -len(s)))
+
+
+class _Set:
+    """One necessary set of a check: does ``text`` contain one of its literals?"""
+
+    __slots__ = ("_ascii", "_cased", "_folded", "_regex", "_test")
+
+    def __init__(self, atoms: frozenset[Atom], *, anchored: bool) -> None:
+        self._ascii = _ascii_safe(atoms)
+        self._cased = tuple(sorted(a.text for a in atoms if not a.ci))
+        self._folded = tuple(sorted(a.text.lower() for a in atoms if a.ci))
+        body = "|".join(_unicode(a) for a in sorted(atoms))
+        # match() is anchored at 0; search() finds a floating literal anywhere.
+        pattern = re.compile(f"(?:{body})")
+        self._regex = pattern.match if anchored else pattern.search
+        if anchored:
+            self._test = self._starts
+        else:
+            self._test = self._contains
+
+    def holds(self, text: str, low: str | None) -> bool:
+        """``low`` is ``text.lower()`` when ``text`` is ASCII, else None."""
+        if low is None or not self._ascii:
+            return self._regex(text) is not None
+        return self._test(text, low)
+
+    def _starts(self, text: str, low: str) -> bool:
+        return text.startswith(self._cased) or low.startswith(self._folded)
+
+    def _contains(self, text: str, low: str) -> bool:
+        return any(a in text for a in self._cased) or any(a in low for a in self._folded)
+
+
+class Check:
+    """Could a rule's pattern match a text? False only when it cannot: some
+    literal every match needs is absent. ``primary`` is the set a
+    :class:`Gate` looks for on the rule's behalf."""
+
+    __slots__ = ("_sets", "needs", "primary")
+
+    def __init__(self, needs: Needs, primary: tuple[bool, frozenset[Atom]]) -> None:
+        self.needs = needs
+        self.primary = primary
+        sets = [_Set(needs.anchored, anchored=True)] if needs.anchored else []
+        sets.extend(_Set(atoms, anchored=False) for atoms in needs.floating)
+        self._sets: Final = tuple(sets)
+
+    def could_match(self, text: str, low: str | None) -> bool:
+        """``low`` is ``text.lower()`` when ``text`` is ASCII, else None."""
+        return all(needed.holds(text, low) for needed in self._sets)
+
+
+def check_for(matcher: object) -> Check | None:
+    """The check for a rule's matcher; None (the rule always runs) when the
+    matcher is not a compiled ``re`` pattern or no literal is known for it.
+
+    Cached by pattern, so a copy of a redactor
+    (:func:`~agent.redact.events.same_rules`) costs no analysis.
+    """
+    try:
+        return _check(matcher)
+    except TypeError:  # a matcher that cannot be hashed (a test's): it always runs
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _check(matcher: object) -> Check | None:
+    if not isinstance(matcher, re.Pattern) or not isinstance(matcher.pattern, str):
+        return None
+    needs = needs_of(matcher)
+    if needs is None:
+        return None
+    primary = _primary(needs)
+    return None if primary is None else Check(needs, primary)
+
+
+class Gate:
+    """One scan for any rule of a set: :meth:`may_match` is False only when no
+    rule of ``checks`` can match ``text``. Rules without a check are not its
+    business (the engine runs them anyway)."""
+
+    __slots__ = ("_anchored_cased", "_anchored_folded", "_ascii_regex", "_unicode_regex")
+
+    def __init__(self, checks: Iterable[Check]) -> None:
+        anchored: set[Atom] = set()
+        floating: set[Atom] = set()
+        for check in checks:
+            is_anchored, atoms = check.primary
+            (anchored if is_anchored else floating).update(atoms)
+        self._anchored_cased = tuple(sorted(a.text for a in anchored if not a.ci))
+        self._anchored_folded = tuple(sorted(a.text.lower() for a in anchored if a.ci))
+        self._ascii_regex = _ascii_gate(floating)
+        parts = [f"\\A(?:{'|'.join(_unicode(a) for a in sorted(anchored))})"] if anchored else []
+        parts.extend(_unicode(a) for a in sorted(floating))
+        self._unicode_regex = re.compile("|".join(parts)) if parts else None
+
+    def may_match(self, text: str) -> tuple[bool, str | None]:
+        """Whether a rule could match, and ``text.lower()`` if ``text`` is ASCII
+        and one could (what the checks are then given)."""
+        if not text.isascii():
+            regex = self._unicode_regex
+            return regex is not None and regex.search(text) is not None, None
+        if self._ascii_regex is not None and self._ascii_regex.search(text) is not None:
+            return True, text.lower()
+        if self._anchored_cased and text.startswith(self._anchored_cased):
+            return True, text.lower()
+        if self._anchored_folded:
+            low = text.lower()
+            if low.startswith(self._anchored_folded):
+                return True, low
+        return False, None
+
+
+@functools.lru_cache(maxsize=256)
+def gate_for(checks: tuple[Check, ...]) -> Gate | None:
+    """The gate over ``checks`` (None for none); cached, since every argv that
+    names the same programs has the same rules."""
+    return Gate(checks) if checks else None
+
+
+def _ascii_gate(atoms: Iterable[Atom]) -> re.Pattern[str] | None:
+    """A regex finding any of ``atoms`` in ASCII text, fast in ``re``.
+
+    ``re`` skips ahead to where a pattern can start only when it knows the
+    set of first characters, and tries every alternative at every other
+    place. So each literal is written from its rarest character (an
+    alternative per character, each starting with that character as a plain
+    literal), with what comes before it checked behind: ``password`` is
+    found at a ``w`` or ``W``, as ``w(?<=[pP][aA][sS][sS][wW])[oO][rR][dD]``.
+    """
+    by_char: dict[str, set[str]] = {}
+    for atom in atoms:
+        at = max(range(len(atom.text)), key=lambda i: (_rank(atom, i), -i))
+        char = atom.text[at]
+        before, after = atom.text[:at], atom.text[at + 1 :]
+        rest = _ascii(after, atom.ci)
+        if before:
+            rest = f"(?<={_ascii(before + char, atom.ci)}){rest}"
+        firsts = {char.lower(), char.upper()} if atom.ci and char.isalpha() else {char}
+        for first in firsts:
+            by_char.setdefault(first, set()).add(rest)
+    if not by_char:
+        return None
+    alternatives = []
+    for first in sorted(by_char):
+        rests = by_char[first]
+        head = re.escape(first)
+        if "" in rests:
+            alternatives.append(head)
+        else:
+            alternatives.append(f"{head}(?:{'|'.join(sorted(rests))})")
+    return re.compile("|".join(alternatives))
