@@ -73,22 +73,45 @@ def _ascii_safe(atoms: Iterable[Atom]) -> bool:
     return all(a.text.isascii() or not a.ci for a in atoms)
 
 
-def _rarity(atoms: frozenset[Atom]) -> int:
-    """How rare the commonest of ``atoms``'s rarest characters is (higher: rarer)."""
-    return min(max(_rank(a, i) for i in range(len(a.text))) for a in atoms)
+def _frequency(char: str, ci: bool) -> float:
+    """About how often ``char`` is a given character of a field (Zipf over
+    :data:`_COMMON`'s order; an unlisted one rarer than any listed)."""
+    if ci and char.isalpha() and char.lower() != char.upper():
+        return _frequency(char.lower(), False) + _frequency(char.upper(), False)
+    rank = _RANK.get(char)
+    return 0.001 if rank is None else 0.1 / (1 + rank / 3)
+
+
+def _hit_rate(atoms: frozenset[Atom]) -> float:
+    """About how likely a position of a field starts one of ``atoms``: what a
+    gate searching for them stops at, and then costs every check."""
+    total = 0.0
+    for atom in atoms:
+        odds = 1.0
+        for char in atom.text:
+            odds *= _frequency(char, atom.ci)
+        total += odds
+    return total
+
+
+_FIELD_CHARS: Final = 32  # a typical field's length: where a floating literal may start
 
 
 def _primary(needs: Needs) -> tuple[bool, frozenset[Atom]] | None:
-    """The one set a gate searches for: the anchored one if any (it is only
-    looked for at the field's start), else the floating one whose literals
-    have the rarest characters (the gate stops only at those). Only sets the
-    gate can search ASCII text for; None if there is none."""
+    """The one set a gate searches for: the one least likely to be found in
+    an ordinary field (an anchored set is looked for at the field's start
+    only; a floating one anywhere). Only sets the gate can search ASCII text
+    for; None if there is none."""
+    options: list[tuple[float, int, bool, frozenset[Atom]]] = []
     if needs.anchored and _ascii_safe(needs.anchored):
-        return True, needs.anchored
-    usable = [s for s in needs.floating if _ascii_safe(s)]
-    if not usable:
+        options.append((_hit_rate(needs.anchored), len(needs.anchored), True, needs.anchored))
+    for atoms in needs.floating:
+        if _ascii_safe(atoms):
+            options.append((_hit_rate(atoms) * _FIELD_CHARS, len(atoms), False, atoms))
+    if not options:
         return None
-    return False, max(usable, key=lambda s: (_rarity(s), -len(s)))
+    _, _, anchored, atoms = min(options, key=lambda o: (o[0], o[1], not o[2]))
+    return anchored, atoms
 
 
 class _Set:
