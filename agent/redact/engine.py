@@ -152,7 +152,13 @@ class RedactionTally(msgspec.Struct, frozen=True):
         return len(self.fields_redacted) + len(self.failures) + len(self.failures_by_field)
 
 
+_FIELDS_ONLY: Final = tuple(RedactionTally(n) for n in range(64))  # most calls: nothing redacted
+
+
 def _tally(stats: RedactionStats) -> RedactionTally:
+    moved = stats.fields_redacted or stats.failures or stats.failures_by_field
+    if not moved and stats.fields < len(_FIELDS_ONLY):
+        return _FIELDS_ONLY[stats.fields]
     return RedactionTally(
         stats.fields,
         tuple(sorted(stats.fields_redacted.items())),
@@ -298,6 +304,7 @@ class Redactor:
             for r in self._ordered
             for name in r.rule.programs
         }
+        self._initial_starts: Final = tuple(_NEVER if r.rule.programs else 0 for r in self._ordered)
         self._scoped_positions: Final = tuple(
             i for i, r in enumerate(self._ordered) if r.rule.programs
         )
@@ -451,6 +458,8 @@ class Redactor:
             outcome = self._redact_field(value, self._base_plan, cut, argv=False)
         except _FieldFailed as failed:
             return RedactedText(self._fail(failed.reason, field), (_ERROR,))
+        if not outcome.fired:
+            return RedactedText(outcome.text)
         for name in outcome.fired:
             self._count_redacted(name)
         return RedactedText(outcome.text, tuple(sorted(set(outcome.fired))))
@@ -503,7 +512,7 @@ class Redactor:
     def _scope_starts(self, entries: tuple[object, ...]) -> tuple[list[int], set[int]]:
         """For each rule in ``_ordered``, the first argv index it applies to; and
         the indexes where a program-scoped rule starts to apply (where the plan changes)."""
-        starts = [_NEVER if r.rule.programs else 0 for r in self._ordered]
+        starts = list(self._initial_starts)
         switches: set[int] = set()
         if not self._scoped:
             return starts, switches
@@ -550,10 +559,9 @@ class Redactor:
     def _redact_field(self, value: object, plan: Plan, cut: bool, *, argv: bool) -> _Outcome:
         """Redact one field with the rules of ``plan``; ``argv``: it is an argv entry.
 
-        A stage tries only its rules without a check when the gate found
-        nothing (no checked rule can match), else every rule whose check
-        passes; a rule that changes the text makes every later sensitive
-        rule a candidate again, checked against the new text.
+        Only the steps :meth:`Plan.live` names are tried (the others cannot
+        match), in order; a rule that changes the text makes every later
+        sensitive rule a candidate again, checked against the new text.
 
         Raises only :class:`_FieldFailed`; whatever else goes wrong is turned
         into one, so the caller cannot pass a raw value on by mistake.
@@ -570,52 +578,41 @@ class Redactor:
         try:
             cut_here = cut and bool(plan.cut_forbidden)
             whole_tail = len(text) <= CUT_WINDOW_CHARS
-            if cut_here and whole_tail:  # the tail is the field: one scan for both
-                hit, low = plan.scan_both(text)
-            else:
-                hit, low = plan.scan(text)
+            # The tail is the field: one scan for both, else one for each.
+            live = plan.live(text, plan.both_gate if cut_here and whole_tail else plan.gate)
             if argv:
-                for compiled, check in plan.positional if hit else plan.unchecked_positional:
-                    if check is not None and not check.could_match(text, low):
-                        continue
+                for index in live.positional:
+                    compiled = plan.positional[index][0]
                     if compiled.matcher.search(text) is not None:
                         triggered.append(compiled)
-            for compiled, check in plan.forbidden if hit else plan.unchecked_forbidden:
-                if check is not None and not check.could_match(text, low):
-                    continue
+            for index in live.forbidden:
+                compiled = plan.forbidden[index][0]
                 if compiled.matcher.search(text) is not None:
                     name = compiled.rule.name
                     return _Outcome(marker(name), [name], None, triggered)
             if cut_here:
-                tail, cut_hit, cut_low = text, hit, low
+                tail, cut_live = text, live.cut_forbidden
                 if not whole_tail:
                     tail = text[-CUT_WINDOW_CHARS:]
-                    cut_hit, cut_low = plan.scan_cut(tail)
-                steps = plan.cut_forbidden if cut_hit else plan.unchecked_cut_forbidden
-                for compiled, check in steps:
-                    if check is not None and not check.could_match(tail, cut_low):
-                        continue
+                    cut_live = plan.live(tail, plan.cut_gate).cut_forbidden
+                for index in cut_live:
+                    compiled = plan.cut_forbidden[index][0]
                     if compiled.matcher.search(tail) is not None:
                         name = compiled.rule.name
                         return _Outcome(marker(name), [name], None, triggered)
-            sensitive = plan.sensitive
-            visit = plan.sensitive_all if hit else plan.sensitive_unchecked
+            visit = live.sensitive
             at = 0
             while at < len(visit):
                 index = visit[at]
                 at += 1
-                compiled, check = sensitive[index]
-                if check is not None and not check.could_match(text, low):
-                    continue
+                compiled = plan.sensitive[index][0]
                 if compiled.matcher.search(text) is None:
                     continue  # most fields: one search, not a finditer and its loop
                 text, changed, wants_next = _apply_sensitive(compiled, text)
                 if changed:
                     fired.append(compiled.rule.name)
-                    # New text: every later rule may match it, checked against it.
-                    low = text.lower() if text.isascii() else None
-                    if visit is not plan.sensitive_all:
-                        visit, at = plan.sensitive_all, index + 1
+                    # New text: a later rule may match it though it could not the old one.
+                    visit, at = plan.sensitive_after(text, index), 0
                 if wants_next and argv and next_is_secret is None:
                     next_is_secret = compiled
         except Exception:

@@ -180,7 +180,7 @@ def _alternatives(branches: Sequence[Iterable[tuple[Any, Any]]], ci: bool) -> _I
 def _node(op: Any, av: Any, ci: bool) -> _Info:
     """One parse-tree node; whatever is not known is :data:`_NOTHING`."""
     if op is _C.LITERAL:
-        return _Info(frozenset({Atom(chr(av), ci)}), ())
+        return _Info(frozenset({_char(chr(av), ci)}), ())
     if op is _C.IN:
         return _class(av, ci)
     if op is _C.SUBPATTERN:
@@ -200,6 +200,12 @@ def _node(op: Any, av: Any, ci: bool) -> _Info:
     return _NOTHING  # ANY, NOT_LITERAL, GROUPREF, and anything unknown
 
 
+def _char(char: str, ci: bool) -> Atom:
+    """One character; ignoring case only where that matters: ``re`` folds no
+    character onto an ASCII character that is not a letter (``-``, ``=``)."""
+    return Atom(char, ci and not (char.isascii() and not char.isalpha()))
+
+
 def _class(items: Sequence[tuple[Any, Any]], ci: bool) -> _Info:
     """A character class of a few literal characters (no negation, no category)."""
     chars: set[str] = set()
@@ -212,7 +218,7 @@ def _class(items: Sequence[tuple[Any, Any]], ci: bool) -> _Info:
             return _NOTHING
         if len(chars) > _MAX_CLASS:
             return _NOTHING
-    return _Info(frozenset(Atom(c, ci) for c in chars), ())
+    return _Info(frozenset(_char(c, ci) for c in chars), ())
 
 
 def _repeat(av: tuple[Any, Any, Any], ci: bool) -> _Info:

@@ -2,59 +2,59 @@
 prefilter that rules them out (see :mod:`agent.redact.prefilter`).
 
 A :class:`Plan` holds four stages of :data:`Step` (a rule and its check,
-None for a rule that must always run), and the gates that rule every
-checked rule of a stage out in one scan. Built once per set of applicable
-rules: at construction for paths and addresses, and per set of programs
-seen in an argv (cached by the engine).
+None for a rule that must always run) and the gates over their checks.
+For a field, :meth:`Plan.live` says which steps of each stage to try, in
+order: every step without a check, and the checked steps whose check passes
+among the gate's candidates; when the gate finds nothing, only the
+unchecked ones. Built once per set of applicable rules: at construction for
+paths and addresses, and per set of programs seen in an argv (cached by the
+engine).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final, TypeAlias
+from collections.abc import Iterable, Sequence
+from typing import Final, NamedTuple, TypeAlias
 
-from agent.redact.prefilter import Check, gate_for
+from agent.redact.prefilter import Check, Gate, gate_for
 from agent.redact.rules import CompiledRule
 
-__all__ = ["Plan", "Step"]
+__all__ = ["Live", "Plan", "Step"]
 
 Step: TypeAlias = tuple[CompiledRule, Check | None]
 """A rule and its check; None: the rule runs wherever it applies."""
 
-_MISS: Final[tuple[bool, str | None]] = (False, None)
+_POSITIONAL, _FORBIDDEN, _CUT, _SENSITIVE = range(4)
 
 
-def _unchecked(steps: tuple[Step, ...]) -> tuple[Step, ...]:
-    return tuple(step for step in steps if step[1] is None)
+class Live(NamedTuple):
+    """Indexes into each stage of a :class:`Plan` of the steps to try, in order."""
+
+    positional: tuple[int, ...]
+    forbidden: tuple[int, ...]
+    cut_forbidden: tuple[int, ...]
+    sensitive: tuple[int, ...]
 
 
-def _checks(*stages: tuple[Step, ...]) -> tuple[Check, ...]:
-    return tuple(check for steps in stages for _, check in steps if check is not None)
+def _unchecked(steps: tuple[Step, ...]) -> tuple[int, ...]:
+    return tuple(i for i, (_, check) in enumerate(steps) if check is None)
 
 
 class Plan:
-    """The rules that apply to one field, by how they are tried, each in order.
-
-    ``forbidden``, ``cut_forbidden`` (forbidden, ``only_when_cut``),
-    ``sensitive`` and ``positional`` (argv only) are every step; the
-    ``unchecked_*`` ones only those without a check, which are all that can
-    match a field the gate found nothing in. ``sensitive_all`` and
-    ``sensitive_unchecked`` index ``sensitive``.
-    """
+    """The rules that apply to one field, by how they are tried, each in order:
+    ``positional`` (argv only), ``forbidden``, ``cut_forbidden`` (forbidden,
+    ``only_when_cut``) and ``sensitive``."""
 
     __slots__ = (
-        "_both_gate",
-        "_cut_gate",
-        "_gate",
+        "_where",
+        "both_gate",
         "cut_forbidden",
+        "cut_gate",
         "forbidden",
+        "gate",
         "positional",
         "sensitive",
-        "sensitive_all",
-        "sensitive_unchecked",
-        "unchecked_cut_forbidden",
-        "unchecked_forbidden",
-        "unchecked_positional",
+        "unchecked",
     )
 
     def __init__(
@@ -64,33 +64,65 @@ class Plan:
         sensitive: Sequence[Step],
         positional: Sequence[Step],
     ) -> None:
+        self.positional: Final = tuple(positional)
         self.forbidden: Final = tuple(forbidden)
         self.cut_forbidden: Final = tuple(cut_forbidden)
         self.sensitive: Final = tuple(sensitive)
-        self.positional: Final = tuple(positional)
-        self.unchecked_forbidden: Final = _unchecked(self.forbidden)
-        self.unchecked_cut_forbidden: Final = _unchecked(self.cut_forbidden)
-        self.unchecked_positional: Final = _unchecked(self.positional)
-        self.sensitive_all: Final = tuple(range(len(self.sensitive)))
-        self.sensitive_unchecked: Final = tuple(
-            i for i, (_, check) in enumerate(self.sensitive) if check is None
+        stages = (self.positional, self.forbidden, self.cut_forbidden, self.sensitive)
+        self.unchecked: Final = Live(*(_unchecked(steps) for steps in stages))
+        # Where each check's rules are (one check may serve two rules with one pattern).
+        where: dict[Check, list[tuple[int, int]]] = {}
+        for stage, steps in enumerate(stages):
+            for index, (_, check) in enumerate(steps):
+                if check is not None:
+                    where.setdefault(check, []).append((stage, index))
+        self._where: Final = {check: tuple(spots) for check, spots in where.items()}
+        main = tuple(
+            dict.fromkeys(
+                c
+                for steps in (self.positional, self.forbidden, self.sensitive)
+                for _, c in steps
+                if c is not None
+            )
         )
-        main = _checks(self.forbidden, self.sensitive, self.positional)
-        cut = _checks(self.cut_forbidden)
-        self._gate: Final = gate_for(main)
-        self._cut_gate: Final = gate_for(cut)
-        self._both_gate: Final = gate_for(main + cut)
+        cut = tuple(dict.fromkeys(c for _, c in self.cut_forbidden if c is not None))
+        self.gate: Final = gate_for(main)
+        """Over the positional, forbidden and sensitive rules' checks."""
+        self.cut_gate: Final = gate_for(cut)
+        """Over the cut-only rules' checks, for a cut field's tail."""
+        self.both_gate: Final = gate_for(tuple(dict.fromkeys(main + cut)))
+        """Both in one scan, for a cut field that is its own tail."""
 
-    def scan(self, text: str) -> tuple[bool, str | None]:
-        """Could a checked forbidden, sensitive or positional rule match
-        ``text``? And ``text.lower()`` for the checks, when ``text`` is ASCII."""
-        return _MISS if self._gate is None else self._gate.may_match(text)
+    def live(self, text: str, gate: Gate | None) -> Live:
+        """The steps to try on ``text``, given the gate over the stages asked about."""
+        if gate is None:
+            return self.unchecked
+        hit, low = gate.may_match(text)
+        if not hit:
+            return self.unchecked
+        return self._passing(text, low, gate.candidates(text, low), -1)
 
-    def scan_cut(self, tail: str) -> tuple[bool, str | None]:
-        """The same for the ``only_when_cut`` rules, on a cut field's tail."""
-        return _MISS if self._cut_gate is None else self._cut_gate.may_match(tail)
+    def sensitive_after(self, text: str, index: int) -> tuple[int, ...]:
+        """The sensitive steps after ``index`` to try on ``text``, a text a
+        rule just changed (it may now hold what a later rule looks for)."""
+        low = text.lower() if text.isascii() else None
+        gate = self.gate
+        candidates: Iterable[Check] = () if gate is None else gate.candidates(text, low)
+        return self._passing(text, low, candidates, index).sensitive
 
-    def scan_both(self, text: str) -> tuple[bool, str | None]:
-        """:meth:`scan` and :meth:`scan_cut` in one, for a cut field that is
-        its own tail (no longer than the cut window)."""
-        return _MISS if self._both_gate is None else self._both_gate.may_match(text)
+    def _passing(self, text: str, low: str | None, candidates: Iterable[Check], after: int) -> Live:
+        """The unchecked steps, and those of ``candidates`` whose check passes
+        (in the sensitive stage, only after index ``after``)."""
+        picked: list[list[int]] = [list(indexes) for indexes in self.unchecked]
+        if after >= 0:
+            picked[_SENSITIVE] = [i for i in picked[_SENSITIVE] if i > after]
+        added = False
+        for check in candidates:
+            if check.could_match(text, low):
+                for stage, index in self._where.get(check, ()):
+                    if stage != _SENSITIVE or index > after:
+                        picked[stage].append(index)
+                        added = True
+        if not added and after < 0:
+            return self.unchecked
+        return Live(*(tuple(sorted(indexes)) for indexes in picked))

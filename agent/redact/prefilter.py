@@ -95,54 +95,44 @@ def _hit_rate(atoms: frozenset[Atom]) -> float:
 
 
 _FIELD_CHARS: Final = 32  # a typical field's length: where a floating literal may start
+_HIT_COST: Final = 40  # a gate hit (candidates, checks) against a stop at a character
+
+
+def _stop_rate(atoms: frozenset[Atom]) -> float:
+    """About how likely a position of a field holds a character a gate must
+    stop at for ``atoms`` (their rarest characters)."""
+    chars = {char for atom in atoms for char in _anchor(atom)[1]}
+    return sum(_frequency(char, False) for char in chars)
 
 
 def _primary(needs: Needs) -> tuple[bool, frozenset[Atom]] | None:
-    """The one set a gate searches for: the one least likely to be found in
-    an ordinary field (an anchored set is looked for at the field's start
-    only; a floating one anywhere). Only sets the gate can search ASCII text
-    for; None if there is none."""
+    """The one set a gate searches for: the cheapest for ordinary fields. An
+    anchored set is looked for at the field's start only, costing a hit
+    when it is there; a floating one costs a stop wherever its rarest
+    characters are, and a hit wherever it is. Only sets the gate can search
+    ASCII text for; None if there is none."""
     options: list[tuple[float, int, bool, frozenset[Atom]]] = []
     if needs.anchored and _ascii_safe(needs.anchored):
-        options.append((_hit_rate(needs.anchored), len(needs.anchored), True, needs.anchored))
+        cost = _hit_rate(needs.anchored) * _HIT_COST
+        options.append((cost, len(needs.anchored), True, needs.anchored))
     for atoms in needs.floating:
         if _ascii_safe(atoms):
-            options.append((_hit_rate(atoms) * _FIELD_CHARS, len(atoms), False, atoms))
+            cost = (_hit_rate(atoms) * _HIT_COST + _stop_rate(atoms)) * _FIELD_CHARS
+            options.append((cost, len(atoms), False, atoms))
     if not options:
         return None
     _, _, anchored, atoms = min(options, key=lambda o: (o[0], o[1], not o[2]))
     return anchored, atoms
 
 
-class _Set:
-    """One necessary set of a check: does ``text`` contain one of its literals?"""
-
-    __slots__ = ("_ascii", "_cased", "_folded", "_regex", "_test")
-
-    def __init__(self, atoms: frozenset[Atom], *, anchored: bool) -> None:
-        self._ascii = _ascii_safe(atoms)
-        self._cased = tuple(sorted(a.text for a in atoms if not a.ci))
-        self._folded = tuple(sorted(a.text.lower() for a in atoms if a.ci))
-        body = "|".join(_unicode(a) for a in sorted(atoms))
-        # match() is anchored at 0; search() finds a floating literal anywhere.
-        pattern = re.compile(f"(?:{body})")
-        self._regex = pattern.match if anchored else pattern.search
-        if anchored:
-            self._test = self._starts
-        else:
-            self._test = self._contains
-
-    def holds(self, text: str, low: str | None) -> bool:
-        """``low`` is ``text.lower()`` when ``text`` is ASCII, else None."""
-        if low is None or not self._ascii:
-            return self._regex(text) is not None
-        return self._test(text, low)
-
-    def _starts(self, text: str, low: str) -> bool:
-        return text.startswith(self._cased) or low.startswith(self._folded)
-
-    def _contains(self, text: str, low: str) -> bool:
-        return any(a in text for a in self._cased) or any(a in low for a in self._folded)
+def _anchor(atom: Atom) -> tuple[int, frozenset[str]]:
+    """Where a gate finds ``atom``: its rarest character's index, and the
+    characters of ASCII text that can be it (both cases for a letter
+    ignoring case)."""
+    at = max(range(len(atom.text)), key=lambda i: (_rank(atom, i), -i))
+    char = atom.text[at]
+    firsts = {char.lower(), char.upper()} if atom.ci and char.isalpha() else {char}
+    return at, frozenset(firsts)
 
 
 class Check:
@@ -150,18 +140,52 @@ class Check:
     literal every match needs is absent. ``primary`` is the set a
     :class:`Gate` looks for on the rule's behalf."""
 
-    __slots__ = ("_sets", "needs", "primary")
+    __slots__ = ("_ascii", "_regexes", "needs", "primary")
 
     def __init__(self, needs: Needs, primary: tuple[bool, frozenset[Atom]]) -> None:
         self.needs = needs
         self.primary = primary
-        sets = [_Set(needs.anchored, anchored=True)] if needs.anchored else []
-        sets.extend(_Set(atoms, anchored=False) for atoms in needs.floating)
-        self._sets: Final = tuple(sets)
+        sets = [(True, needs.anchored)] if needs.anchored else []
+        sets.extend((False, atoms) for atoms in needs.floating)
+        # ASCII text: (anchored, literals as they are, ignore-case ones
+        # lowered); none when a set needs re's own semantics even there.
+        fast = all(_ascii_safe(atoms) for _, atoms in sets)
+        self._ascii: Final = tuple(
+            (
+                anchored,
+                tuple(sorted(a.text for a in atoms if not a.ci)),
+                tuple(sorted(a.text.lower() for a in atoms if a.ci)),
+            )
+            for anchored, atoms in (sets if fast else ())
+        )
+        # Any text: each set as a regex, match() for anchored, search() for floating.
+        self._regexes: Final = tuple(
+            (re.compile("|".join(_unicode(a) for a in sorted(atoms))), anchored)
+            for anchored, atoms in sets
+        )
 
     def could_match(self, text: str, low: str | None) -> bool:
         """``low`` is ``text.lower()`` when ``text`` is ASCII, else None."""
-        return all(needed.holds(text, low) for needed in self._sets)
+        if low is not None and self._ascii:
+            for anchored, cased, folded in self._ascii:
+                if anchored:
+                    if not (text.startswith(cased) or low.startswith(folded)):
+                        return False
+                    continue
+                for literal in cased:
+                    if literal in text:
+                        break
+                else:
+                    for literal in folded:
+                        if literal in low:
+                            break
+                    else:
+                        return False
+            return True
+        for regex, anchored in self._regexes:
+            if (regex.match(text) if anchored else regex.search(text)) is None:
+                return False
+        return True
 
 
 def check_for(matcher: object) -> Check | None:
@@ -189,20 +213,56 @@ def _check(matcher: object) -> Check | None:
 
 
 class Gate:
-    """One scan for any rule of a set: :meth:`may_match` is False only when no
-    rule of ``checks`` can match ``text``. Rules without a check are not its
-    business (the engine runs them anyway)."""
+    """One scan for any rule of a set of checks.
 
-    __slots__ = ("_anchored_cased", "_anchored_folded", "_ascii_regex", "_unicode_regex")
+    :meth:`may_match` is False only when no rule of ``checks`` can match a
+    text. When it is True, :meth:`candidates` narrows the checks worth
+    asking to those whose gate literal's rarest character is in the text,
+    or which start the text (dictionary lookups, not a check per rule).
+    Rules without a check are not its business (the engine runs them anyway).
+    """
+
+    __slots__ = (
+        "_anchored_cased",
+        "_anchored_folded",
+        "_ascii_regex",
+        "_by_char",
+        "_by_folded",
+        "_by_prefix",
+        "_chars",
+        "_folded_lengths",
+        "_prefix_lengths",
+        "_unicode_regex",
+        "checks",
+    )
 
     def __init__(self, checks: Iterable[Check]) -> None:
+        self.checks: Final = tuple(checks)
         anchored: set[Atom] = set()
         floating: set[Atom] = set()
-        for check in checks:
+        by_char: dict[str, set[Check]] = {}
+        by_prefix: dict[str, set[Check]] = {}
+        by_folded: dict[str, set[Check]] = {}
+        for check in self.checks:
             is_anchored, atoms = check.primary
             (anchored if is_anchored else floating).update(atoms)
+            for atom in atoms:
+                if is_anchored:
+                    table, key = (
+                        (by_folded, atom.text.lower()) if atom.ci else (by_prefix, atom.text)
+                    )
+                    table.setdefault(key, set()).add(check)
+                else:
+                    for char in _anchor(atom)[1]:
+                        by_char.setdefault(char, set()).add(check)
         self._anchored_cased = tuple(sorted(a.text for a in anchored if not a.ci))
         self._anchored_folded = tuple(sorted(a.text.lower() for a in anchored if a.ci))
+        self._by_char = {c: frozenset(v) for c, v in by_char.items()}
+        self._chars = frozenset(by_char)
+        self._by_prefix = {k: frozenset(v) for k, v in by_prefix.items()}
+        self._prefix_lengths = tuple(sorted({len(k) for k in by_prefix}))
+        self._by_folded = {k: frozenset(v) for k, v in by_folded.items()}
+        self._folded_lengths = tuple(sorted({len(k) for k in by_folded}))
         self._ascii_regex = _ascii_gate(floating)
         parts = [f"\\A(?:{'|'.join(_unicode(a) for a in sorted(anchored))})"] if anchored else []
         parts.extend(_unicode(a) for a in sorted(floating))
@@ -224,6 +284,25 @@ class Gate:
                 return True, low
         return False, None
 
+    def candidates(self, text: str, low: str | None) -> Iterable[Check]:
+        """The checks that could pass on ``text`` (``low`` as for
+        :meth:`Check.could_match`): every one when ``text`` is not ASCII
+        (``re`` folds some non-ASCII characters onto ASCII letters)."""
+        if low is None:
+            return self.checks
+        found: set[Check] = set()
+        for char in self._chars.intersection(text):
+            found.update(self._by_char[char])
+        for length in self._prefix_lengths:
+            hit = self._by_prefix.get(text[:length])
+            if hit is not None:
+                found.update(hit)
+        for length in self._folded_lengths:
+            hit = self._by_folded.get(low[:length])
+            if hit is not None:
+                found.update(hit)
+        return found
+
 
 @functools.lru_cache(maxsize=256)
 def gate_for(checks: tuple[Check, ...]) -> Gate | None:
@@ -239,24 +318,25 @@ def _ascii_gate(atoms: Iterable[Atom]) -> re.Pattern[str] | None:
     set of first characters, and tries every alternative at every other
     place. So each literal is written from its rarest character (an
     alternative per character, each starting with that character as a plain
-    literal), with what comes before it checked behind: ``password`` is
-    found at a ``w`` or ``W``, as ``w(?<=[pP][aA][sS][sS][wW])[oO][rR][dD]``.
+    literal), the rest after it, and then the whole literal checked behind:
+    ``password`` is found at a ``w`` or ``W``, as
+    ``w[oO][rR][dD](?<=[pP][aA][sS][sS][wW][oO][rR][dD])``.
     """
     by_char: dict[str, set[str]] = {}
     for atom in atoms:
-        at = max(range(len(atom.text)), key=lambda i: (_rank(atom, i), -i))
-        char = atom.text[at]
+        at, firsts = _anchor(atom)
         before, after = atom.text[:at], atom.text[at + 1 :]
         rest = _ascii(after, atom.ci)
-        if before:
-            rest = f"(?<={_ascii(before + char, atom.ci)}){rest}"
-        firsts = {char.lower(), char.upper()} if atom.ci and char.isalpha() else {char}
+        if before:  # looked at last, once the rest matched: most places fail sooner
+            rest += f"(?<={_ascii(atom.text, atom.ci)})"
         for first in firsts:
             by_char.setdefault(first, set()).add(rest)
     if not by_char:
         return None
     alternatives = []
-    for first in sorted(by_char):
+    # Commonest first: at most places where a literal's character is found,
+    # that alternative is tried after fewer others.
+    for first in sorted(by_char, key=lambda c: (_RANK.get(c, len(_COMMON)), c)):
         rests = by_char[first]
         head = re.escape(first)
         if "" in rests:
