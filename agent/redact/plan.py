@@ -113,16 +113,14 @@ class Plan:
     def _passing(self, text: str, low: str | None, candidates: Iterable[Check], after: int) -> Live:
         """The unchecked steps, and those of ``candidates`` whose check passes
         (in the sensitive stage, only after index ``after``)."""
+        passing = [check for check in candidates if check.could_match(text, low)]
+        if not passing and after < 0:
+            return self.unchecked
         picked: list[list[int]] = [list(indexes) for indexes in self.unchecked]
         if after >= 0:
             picked[_SENSITIVE] = [i for i in picked[_SENSITIVE] if i > after]
-        added = False
-        for check in candidates:
-            if check.could_match(text, low):
-                for stage, index in self._where.get(check, ()):
-                    if stage != _SENSITIVE or index > after:
-                        picked[stage].append(index)
-                        added = True
-        if not added and after < 0:
-            return self.unchecked
+        for check in passing:
+            for stage, index in self._where.get(check, ()):
+                if stage != _SENSITIVE or index > after:
+                    picked[stage].append(index)
         return Live(*(tuple(sorted(indexes)) for indexes in picked))

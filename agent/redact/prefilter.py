@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Callable, Iterable
+from typing import Final, TypeAlias
 
 from agent.redact.literals import Atom, Needs, needs_of
 
@@ -82,14 +82,22 @@ def _frequency(char: str, ci: bool) -> float:
     return 0.001 if rank is None else 0.1 / (1 + rank / 3)
 
 
-def _hit_rate(atoms: frozenset[Atom]) -> float:
-    """About how likely a position of a field starts one of ``atoms``: what a
-    gate searching for them stops at, and then costs every check."""
+# How often a field starts with a character, where that differs from
+# anywhere else: argv options, absolute paths.
+_AT_START: Final = {"-": 0.3, "/": 0.5}
+
+
+def _hit_rate(atoms: frozenset[Atom], *, at_start: bool = False) -> float:
+    """About how likely a position of a field (its first, ``at_start``)
+    starts one of ``atoms``: what costs a gate hit and the checks."""
     total = 0.0
     for atom in atoms:
         odds = 1.0
-        for char in atom.text:
-            odds *= _frequency(char, atom.ci)
+        for index, char in enumerate(atom.text):
+            if at_start and index == 0 and char in _AT_START:
+                odds *= _AT_START[char]
+            else:
+                odds *= _frequency(char, atom.ci)
         total += odds
     return total
 
@@ -113,7 +121,7 @@ def _primary(needs: Needs) -> tuple[bool, frozenset[Atom]] | None:
     ASCII text for; None if there is none."""
     options: list[tuple[float, int, bool, frozenset[Atom]]] = []
     if needs.anchored and _ascii_safe(needs.anchored):
-        cost = _hit_rate(needs.anchored) * _HIT_COST
+        cost = _hit_rate(needs.anchored, at_start=True) * _HIT_COST
         options.append((cost, len(needs.anchored), True, needs.anchored))
     for atoms in needs.floating:
         if _ascii_safe(atoms):
@@ -135,29 +143,51 @@ def _anchor(atom: Atom) -> tuple[int, frozenset[str]]:
     return at, frozenset(firsts)
 
 
+_Probe: TypeAlias = Callable[[str, str], bool]
+"""Does an ASCII text (given as is and lowered) hold one literal of a set?"""
+
+_FEW: Final = 2  # up to this many literals, ``in`` tests; more: one regex search
+
+
+def _probe(anchored: bool, atoms: frozenset[Atom]) -> _Probe:
+    """A set's test for ASCII text, where ignoring case is ASCII case: a
+    literal ignoring case is looked for, lowered, in the lowered text."""
+    cased = tuple(sorted(a.text for a in atoms if not a.ci))
+    folded = tuple(sorted(a.text.lower() for a in atoms if a.ci))
+    if anchored:
+        return lambda text, low: text.startswith(cased) or low.startswith(folded)
+    if len(cased) + len(folded) <= _FEW:
+        return lambda text, low: any(a in text for a in cased) or any(a in low for a in folded)
+    find_cased = re.compile("|".join(map(re.escape, cased))).search if cased else None
+    find_folded = re.compile("|".join(map(re.escape, folded))).search if folded else None
+    return lambda text, low: (
+        (find_cased is not None and find_cased(text) is not None)
+        or (find_folded is not None and find_folded(low) is not None)
+    )
+
+
 class Check:
     """Could a rule's pattern match a text? False only when it cannot: some
     literal every match needs is absent. ``primary`` is the set a
     :class:`Gate` looks for on the rule's behalf."""
 
-    __slots__ = ("_ascii", "_regexes", "needs", "primary")
+    __slots__ = ("_probes", "_regexes", "needs", "primary")
 
     def __init__(self, needs: Needs, primary: tuple[bool, frozenset[Atom]]) -> None:
         self.needs = needs
         self.primary = primary
         sets = [(True, needs.anchored)] if needs.anchored else []
         sets.extend((False, atoms) for atoms in needs.floating)
-        # ASCII text: (anchored, literals as they are, ignore-case ones
-        # lowered); none when a set needs re's own semantics even there.
-        fast = all(_ascii_safe(atoms) for _, atoms in sets)
-        self._ascii: Final = tuple(
-            (
-                anchored,
-                tuple(sorted(a.text for a in atoms if not a.ci)),
-                tuple(sorted(a.text.lower() for a in atoms if a.ci)),
+        # The least likely to be in a field first: most checks fail at once.
+        sets.sort(
+            key=lambda spec: (
+                _hit_rate(spec[1], at_start=True) if spec[0] else _hit_rate(spec[1]) * _FIELD_CHARS
             )
-            for anchored, atoms in (sets if fast else ())
         )
+        # ASCII text: a probe per set; none when a set needs re's own
+        # semantics even there (an ignore-case literal that is not ASCII).
+        fast = all(_ascii_safe(atoms) for _, atoms in sets)
+        self._probes: Final = tuple(_probe(*spec) for spec in (sets if fast else ()))
         # Any text: each set as a regex, match() for anchored, search() for floating.
         self._regexes: Final = tuple(
             (re.compile("|".join(_unicode(a) for a in sorted(atoms))), anchored)
@@ -166,21 +196,10 @@ class Check:
 
     def could_match(self, text: str, low: str | None) -> bool:
         """``low`` is ``text.lower()`` when ``text`` is ASCII, else None."""
-        if low is not None and self._ascii:
-            for anchored, cased, folded in self._ascii:
-                if anchored:
-                    if not (text.startswith(cased) or low.startswith(folded)):
-                        return False
-                    continue
-                for literal in cased:
-                    if literal in text:
-                        break
-                else:
-                    for literal in folded:
-                        if literal in low:
-                            break
-                    else:
-                        return False
+        if low is not None and self._probes:
+            for probe in self._probes:  # noqa: SIM110 - a loop: no generator per call
+                if not probe(text, low):
+                    return False
             return True
         for regex, anchored in self._regexes:
             if (regex.match(text) if anchored else regex.search(text)) is None:
