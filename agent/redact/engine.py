@@ -23,10 +23,14 @@ that one (``rabbitmqctl add_user USER PW``; counting is described in
 redacted further, and triggers nothing.
 
 Which rules apply to a field is worked out once: at construction for paths
-and addresses (every rule without ``programs``), and per argv only where a
-program-scoped rule's program appears in it. A field costs one regex search
-per applicable rule and nothing else; an argv in which no positional rule
-has matched costs nothing more.
+and addresses (every rule without ``programs``), and per set of scoped
+programs an argv names (a :class:`~agent.redact.plan.Plan`, cached). A field
+costs one scan for the literals those rules need
+(:mod:`agent.redact.prefilter`); only the rules whose literals are all there
+are tried, one regex search each, in the order above, so the output and the
+counters are those of trying every rule. A rule the prefilter knows no
+literal of is tried on every field it applies to. An argv in which no
+positional rule has matched costs nothing more.
 
 Fail closed: if anything raises while a field is redacted (a rule's matcher,
 a non-text value), the field becomes ``[REDACTED:error]`` and

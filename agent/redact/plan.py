@@ -25,6 +25,7 @@ Step: TypeAlias = tuple[CompiledRule, Check | None]
 """A rule and its check; None: the rule runs wherever it applies."""
 
 _POSITIONAL, _FORBIDDEN, _CUT, _SENSITIVE = range(4)
+_FEW_LATER: Final = 12  # up to this many later rules, a check each beats the gate's candidates
 
 
 class Live(NamedTuple):
@@ -104,11 +105,19 @@ class Plan:
 
     def sensitive_after(self, text: str, index: int) -> tuple[int, ...]:
         """The sensitive steps after ``index`` to try on ``text``, a text a
-        rule just changed (it may now hold what a later rule looks for)."""
+        rule just changed (it may now hold what a later rule looks for).
+
+        A few later rules: each one's check; more: the gate's candidates first.
+        """
         low = text.lower() if text.isascii() else None
-        gate = self.gate
-        candidates: Iterable[Check] = () if gate is None else gate.candidates(text, low)
-        return self._passing(text, low, candidates, index).sensitive
+        later = self.sensitive[index + 1 :]
+        if len(later) <= _FEW_LATER or self.gate is None:
+            return tuple(
+                i
+                for i, (_, check) in enumerate(later, index + 1)
+                if check is None or check.could_match(text, low)
+            )
+        return self._passing(text, low, self.gate.candidates(text, low), index).sensitive
 
     def _passing(self, text: str, low: str | None, candidates: Iterable[Check], after: int) -> Live:
         """The unchecked steps, and those of ``candidates`` whose check passes

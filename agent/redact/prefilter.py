@@ -236,8 +236,9 @@ class Gate:
 
     :meth:`may_match` is False only when no rule of ``checks`` can match a
     text. When it is True, :meth:`candidates` narrows the checks worth
-    asking to those whose gate literal's rarest character is in the text,
-    or which start the text (dictionary lookups, not a check per rule).
+    asking to those whose gate literal is in the text: found where the gate
+    regex matches (made zero width, so overlapping literals are all found),
+    or starting the text.
     Rules without a check are not its business (the engine runs them anyway).
     """
 
@@ -248,8 +249,8 @@ class Gate:
         "_by_char",
         "_by_folded",
         "_by_prefix",
-        "_chars",
         "_folded_lengths",
+        "_locator",
         "_prefix_lengths",
         "_unicode_regex",
         "checks",
@@ -259,7 +260,7 @@ class Gate:
         self.checks: Final = tuple(checks)
         anchored: set[Atom] = set()
         floating: set[Atom] = set()
-        by_char: dict[str, set[Check]] = {}
+        by_char: dict[str, dict[tuple[str, int, bool], set[Check]]] = {}
         by_prefix: dict[str, set[Check]] = {}
         by_folded: dict[str, set[Check]] = {}
         for check in self.checks:
@@ -272,17 +273,24 @@ class Gate:
                     )
                     table.setdefault(key, set()).add(check)
                 else:
-                    for char in _anchor(atom)[1]:
-                        by_char.setdefault(char, set()).add(check)
+                    at, firsts = _anchor(atom)
+                    for char in firsts:
+                        spot = (atom.text, at, atom.ci)
+                        by_char.setdefault(char, {}).setdefault(spot, set()).add(check)
         self._anchored_cased = tuple(sorted(a.text for a in anchored if not a.ci))
         self._anchored_folded = tuple(sorted(a.text.lower() for a in anchored if a.ci))
-        self._by_char = {c: frozenset(v) for c, v in by_char.items()}
-        self._chars = frozenset(by_char)
+        # By the character a literal is found at: a regex matched there that
+        # says, group by group, which checks' literals are there.
+        self._by_char = {c: _found_at(c, spots) for c, spots in by_char.items()}
         self._by_prefix = {k: frozenset(v) for k, v in by_prefix.items()}
         self._prefix_lengths = tuple(sorted({len(k) for k in by_prefix}))
         self._by_folded = {k: frozenset(v) for k, v in by_folded.items()}
         self._folded_lengths = tuple(sorted({len(k) for k in by_folded}))
         self._ascii_regex = _ascii_gate(floating)
+        # The same, zero width: every place a floating literal starts, overlaps
+        # included (slower: run only once the gate has found one).
+        gate = self._ascii_regex
+        self._locator = None if gate is None else re.compile(f"(?=(?:{gate.pattern}))")
         parts = [f"\\A(?:{'|'.join(_unicode(a) for a in sorted(anchored))})"] if anchored else []
         parts.extend(_unicode(a) for a in sorted(floating))
         self._unicode_regex = re.compile("|".join(parts)) if parts else None
@@ -310,8 +318,17 @@ class Gate:
         if low is None:
             return self.checks
         found: set[Check] = set()
-        for char in self._chars.intersection(text):
-            found.update(self._by_char[char])
+        if self._locator is not None:
+            for place in self._locator.finditer(text):
+                at = place.start()
+                regex, owners = self._by_char[text[at]]
+                here = regex.match(text, at)
+                if here is None:  # cannot be: the character is there
+                    return self.checks
+                spans = here.regs
+                for index, checks in enumerate(owners, 1):
+                    if spans[index][0] >= 0:
+                        found.update(checks)
         for length in self._prefix_lengths:
             hit = self._by_prefix.get(text[:length])
             if hit is not None:
@@ -321,6 +338,26 @@ class Gate:
             if hit is not None:
                 found.update(hit)
         return found
+
+
+def _found_at(
+    char: str, spots: dict[tuple[str, int, bool], set[Check]]
+) -> tuple[re.Pattern[str], tuple[frozenset[Check], ...]]:
+    """A regex matched where ``char`` is in a text, with one optional empty
+    group per set of owner checks, taking part when one of that set's
+    literals (found at ``char``) is there: all of them at once, overlaps
+    included, in one match."""
+    by_owners: dict[frozenset[Check], list[str]] = {}
+    for (text, at, ci), checks in spots.items():
+        test = f"(?={_ascii(text[at + 1 :], ci)})" if at + 1 < len(text) else ""
+        if at:
+            test += f"(?<={_ascii(text[: at + 1], ci)})"
+        by_owners.setdefault(frozenset(checks), []).append(test)
+    owner_sets = tuple(by_owners)
+    groups = "".join(
+        f"(?:(?:{'|'.join(by_owners[o])})(?P<g{i}>))?" for i, o in enumerate(owner_sets)
+    )
+    return re.compile(re.escape(char) + groups), owner_sets
 
 
 @functools.lru_cache(maxsize=256)
