@@ -583,7 +583,7 @@ class Redactor:
             cut_here = cut and bool(plan.cut_forbidden)
             whole_tail = len(text) <= CUT_WINDOW_CHARS
             # The tail is the field: one scan for both, else one for each.
-            live = plan.live(text, plan.both_gate if cut_here and whole_tail else plan.gate)
+            live = plan.live(text, plan.both_gates if cut_here and whole_tail else plan.gates)
             if argv:
                 for index in live.positional:
                     compiled = plan.positional[index][0]
@@ -598,7 +598,7 @@ class Redactor:
                 tail, cut_live = text, live.cut_forbidden
                 if not whole_tail:
                     tail = text[-CUT_WINDOW_CHARS:]
-                    cut_live = plan.live(tail, plan.cut_gate).cut_forbidden
+                    cut_live = plan.live(tail, plan.cut_gates).cut_forbidden
                 for index in cut_live:
                     compiled = plan.cut_forbidden[index][0]
                     if compiled.matcher.search(tail) is not None:

@@ -4,11 +4,13 @@ prefilter that rules them out (see :mod:`agent.redact.prefilter`).
 A :class:`Plan` holds four stages of :data:`Step` (a rule and its check,
 None for a rule that must always run) and the gates over their checks.
 For a field, :meth:`Plan.live` says which steps of each stage to try, in
-order: every step without a check, and the checked steps whose check passes
-among the gate's candidates; when the gate finds nothing, only the
-unchecked ones. Built once per set of applicable rules: at construction for
-paths and addresses, and per set of programs seen in an argv (cached by the
-engine).
+order, each once: every step without a check, and the checked steps whose
+check passes among the gates' candidates; when no gate finds anything, only
+the unchecked ones. There is a gate per ``programs`` list among the rules
+(the rules every field gets are one), so a field costs one scan plus one per
+scoped group its argv has named. Built once per set of applicable rules: at
+construction for paths and addresses, and per set of programs seen in an
+argv (cached by the engine).
 """
 
 from __future__ import annotations
@@ -41,6 +43,26 @@ def _unchecked(steps: tuple[Step, ...]) -> tuple[int, ...]:
     return tuple(i for i, (_, check) in enumerate(steps) if check is None)
 
 
+def _groups(*stages: tuple[Step, ...]) -> dict[tuple[str, ...], tuple[Check, ...]]:
+    """The checks of ``stages``, by the programs their rules are scoped to.
+
+    A gate per group, not per plan: an argv's plan is one of as many sets of
+    programs as an attacker cares to name, but its groups are among the
+    rules' few ``programs`` lists, so the gates (compiled regexes, cached)
+    are few, and an argv of new programs compiles nothing.
+    """
+    groups: dict[tuple[str, ...], dict[Check, None]] = {}
+    for steps in stages:
+        for compiled, check in steps:
+            if check is not None:
+                groups.setdefault(compiled.rule.programs, {})[check] = None
+    return {programs: tuple(checks) for programs, checks in groups.items()}
+
+
+def _gates(groups: Iterable[tuple[Check, ...]]) -> tuple[Gate, ...]:
+    return tuple(gate for gate in map(gate_for, groups) if gate is not None)
+
+
 class Plan:
     """The rules that apply to one field, by how they are tried, each in order:
     ``positional`` (argv only), ``forbidden``, ``cut_forbidden`` (forbidden,
@@ -48,11 +70,11 @@ class Plan:
 
     __slots__ = (
         "_where",
-        "both_gate",
+        "both_gates",
         "cut_forbidden",
-        "cut_gate",
+        "cut_gates",
         "forbidden",
-        "gate",
+        "gates",
         "positional",
         "sensitive",
         "unchecked",
@@ -78,58 +100,61 @@ class Plan:
                 if check is not None:
                     where.setdefault(check, []).append((stage, index))
         self._where: Final = {check: tuple(spots) for check, spots in where.items()}
-        main = tuple(
-            dict.fromkeys(
-                c
-                for steps in (self.positional, self.forbidden, self.sensitive)
-                for _, c in steps
-                if c is not None
-            )
-        )
-        cut = tuple(dict.fromkeys(c for _, c in self.cut_forbidden if c is not None))
-        self.gate: Final = gate_for(main)
+        main = _groups(self.positional, self.forbidden, self.sensitive)
+        cut = _groups(self.cut_forbidden)
+        self.gates: Final = _gates(main.values())
         """Over the positional, forbidden and sensitive rules' checks."""
-        self.cut_gate: Final = gate_for(cut)
+        self.cut_gates: Final = _gates(cut.values())
         """Over the cut-only rules' checks, for a cut field's tail."""
-        self.both_gate: Final = gate_for(tuple(dict.fromkeys(main + cut)))
-        """Both in one scan, for a cut field that is its own tail."""
+        both = dict(main)
+        for programs, checks in cut.items():
+            both[programs] = tuple(dict.fromkeys(both.get(programs, ()) + checks))
+        self.both_gates: Final = _gates(both.values())
+        """Both, for a cut field that is its own tail (one scan for the rules
+        every field gets)."""
 
-    def live(self, text: str, gate: Gate | None) -> Live:
-        """The steps to try on ``text``, given the gate over the stages asked about."""
-        if gate is None:
+    def live(self, text: str, gates: tuple[Gate, ...]) -> Live:
+        """The steps to try on ``text``, given the gates over the stages asked about."""
+        low: str | None = None
+        candidates: list[Check] = []
+        for gate in gates:
+            hit, found_low = gate.may_match(text)
+            if hit:
+                low = found_low
+                candidates.extend(gate.candidates(text, low))
+        if not candidates:
             return self.unchecked
-        hit, low = gate.may_match(text)
-        if not hit:
-            return self.unchecked
-        return self._passing(text, low, gate.candidates(text, low), -1)
+        return self._passing(text, low, candidates, -1)
 
     def sensitive_after(self, text: str, index: int) -> tuple[int, ...]:
         """The sensitive steps after ``index`` to try on ``text``, a text a
         rule just changed (it may now hold what a later rule looks for).
 
-        A few later rules: each one's check; more: the gate's candidates first.
+        A few later rules: each one's check; more: the gates' candidates first.
         """
         low = text.lower() if text.isascii() else None
         later = self.sensitive[index + 1 :]
-        if len(later) <= _FEW_LATER or self.gate is None:
+        if len(later) <= _FEW_LATER:
             return tuple(
                 i
                 for i, (_, check) in enumerate(later, index + 1)
                 if check is None or check.could_match(text, low)
             )
-        return self._passing(text, low, self.gate.candidates(text, low), index).sensitive
+        candidates = [c for gate in self.gates for c in gate.candidates(text, low)]
+        return self._passing(text, low, candidates, index).sensitive
 
     def _passing(self, text: str, low: str | None, candidates: Iterable[Check], after: int) -> Live:
         """The unchecked steps, and those of ``candidates`` whose check passes
         (in the sensitive stage, only after index ``after``)."""
-        passing = [check for check in candidates if check.could_match(text, low)]
+        # A check may come from two gates (one pattern, two programs lists).
+        passing = [c for c in dict.fromkeys(candidates) if c.could_match(text, low)]
         if not passing and after < 0:
             return self.unchecked
-        picked: list[list[int]] = [list(indexes) for indexes in self.unchecked]
+        picked: list[set[int]] = [set(indexes) for indexes in self.unchecked]
         if after >= 0:
-            picked[_SENSITIVE] = [i for i in picked[_SENSITIVE] if i > after]
+            picked[_SENSITIVE] = {i for i in picked[_SENSITIVE] if i > after}
         for check in passing:
             for stage, index in self._where.get(check, ()):
                 if stage != _SENSITIVE or index > after:
-                    picked[stage].append(index)
+                    picked[stage].add(index)
         return Live(*(tuple(sorted(indexes)) for indexes in picked))

@@ -133,6 +133,7 @@ def _primary(needs: Needs) -> tuple[bool, frozenset[Atom]] | None:
     return anchored, atoms
 
 
+@functools.lru_cache(maxsize=8192)
 def _anchor(atom: Atom) -> tuple[int, frozenset[str]]:
     """Where a gate finds ``atom``: its rarest character's index, and the
     characters of ASCII text that can be it (both cases for a letter
@@ -171,7 +172,7 @@ class Check:
     literal every match needs is absent. ``primary`` is the set a
     :class:`Gate` looks for on the rule's behalf."""
 
-    __slots__ = ("_probes", "_regexes", "needs", "primary")
+    __slots__ = ("_probes", "_regexes", "_sets", "needs", "primary")
 
     def __init__(self, needs: Needs, primary: tuple[bool, frozenset[Atom]]) -> None:
         self.needs = needs
@@ -188,11 +189,8 @@ class Check:
         # semantics even there (an ignore-case literal that is not ASCII).
         fast = all(_ascii_safe(atoms) for _, atoms in sets)
         self._probes: Final = tuple(_probe(*spec) for spec in (sets if fast else ()))
-        # Any text: each set as a regex, match() for anchored, search() for floating.
-        self._regexes: Final = tuple(
-            (re.compile("|".join(_unicode(a) for a in sorted(atoms))), anchored)
-            for anchored, atoms in sets
-        )
+        self._sets: Final = tuple(sets)
+        self._regexes: tuple[tuple[re.Pattern[str], bool], ...] | None = None  # when needed
 
     def could_match(self, text: str, low: str | None) -> bool:
         """``low`` is ``text.lower()`` when ``text`` is ASCII, else None."""
@@ -201,6 +199,11 @@ class Check:
                 if not probe(text, low):
                     return False
             return True
+        if self._regexes is None:  # any text: each set as a regex, match() if anchored
+            self._regexes = tuple(
+                (re.compile("|".join(_unicode(a) for a in sorted(atoms))), anchored)
+                for anchored, atoms in self._sets
+            )
         for regex, anchored in self._regexes:
             if (regex.match(text) if anchored else regex.search(text)) is None:
                 return False
@@ -249,9 +252,12 @@ class Gate:
         "_by_char",
         "_by_folded",
         "_by_prefix",
+        "_floating",
         "_folded_lengths",
         "_locator",
         "_prefix_lengths",
+        "_spots",
+        "_unicode_pattern",
         "_unicode_regex",
         "checks",
     )
@@ -280,28 +286,42 @@ class Gate:
         self._anchored_cased = tuple(sorted(a.text for a in anchored if not a.ci))
         self._anchored_folded = tuple(sorted(a.text.lower() for a in anchored if a.ci))
         # By the character a literal is found at: a regex matched there that
-        # says, group by group, which checks' literals are there.
-        self._by_char = {c: _found_at(c, spots) for c, spots in by_char.items()}
+        # says, group by group, which checks' literals are there (compiled
+        # when first needed, as are the locator and the Unicode regex: a gate
+        # is built at start-up, and most fields never need them).
+        self._spots = by_char
+        self._by_char: dict[str, tuple[re.Pattern[str], tuple[frozenset[Check], ...]]] = {}
         self._by_prefix = {k: frozenset(v) for k, v in by_prefix.items()}
         self._prefix_lengths = tuple(sorted({len(k) for k in by_prefix}))
         self._by_folded = {k: frozenset(v) for k, v in by_folded.items()}
         self._folded_lengths = tuple(sorted({len(k) for k in by_folded}))
-        self._ascii_regex = _ascii_gate(floating)
+        self._floating = frozenset(floating)
+        self._ascii_regex: re.Pattern[str] | None = None  # compiled at the first field
         # The same, zero width: every place a floating literal starts, overlaps
         # included (slower: run only once the gate has found one).
-        gate = self._ascii_regex
-        self._locator = None if gate is None else re.compile(f"(?=(?:{gate.pattern}))")
+        self._locator: re.Pattern[str] | None = None
         parts = [f"\\A(?:{'|'.join(_unicode(a) for a in sorted(anchored))})"] if anchored else []
         parts.extend(_unicode(a) for a in sorted(floating))
-        self._unicode_regex = re.compile("|".join(parts)) if parts else None
+        self._unicode_pattern = "|".join(parts)
+        self._unicode_regex: re.Pattern[str] | None = None
+
+    def _ascii_gate(self) -> re.Pattern[str] | None:
+        """The gate regex for ASCII text (None: no floating literal), compiled once."""
+        if self._ascii_regex is None and self._floating:
+            self._ascii_regex = _ascii_gate(self._floating)
+        return self._ascii_regex
 
     def may_match(self, text: str) -> tuple[bool, str | None]:
         """Whether a rule could match, and ``text.lower()`` if ``text`` is ASCII
         and one could (what the checks are then given)."""
         if not text.isascii():
-            regex = self._unicode_regex
-            return regex is not None and regex.search(text) is not None, None
-        if self._ascii_regex is not None and self._ascii_regex.search(text) is not None:
+            if not self._unicode_pattern:
+                return False, None
+            if self._unicode_regex is None:
+                self._unicode_regex = re.compile(self._unicode_pattern)
+            return self._unicode_regex.search(text) is not None, None
+        regex = self._ascii_gate()
+        if regex is not None and regex.search(text) is not None:
             return True, text.lower()
         if self._anchored_cased and text.startswith(self._anchored_cased):
             return True, text.lower()
@@ -318,10 +338,17 @@ class Gate:
         if low is None:
             return self.checks
         found: set[Check] = set()
-        if self._locator is not None:
+        regex = self._ascii_gate()
+        if regex is not None:
+            if self._locator is None:
+                self._locator = re.compile(f"(?=(?:{regex.pattern}))")
             for place in self._locator.finditer(text):
                 at = place.start()
-                regex, owners = self._by_char[text[at]]
+                char = text[at]
+                found_at = self._by_char.get(char)
+                if found_at is None:
+                    found_at = self._by_char[char] = _found_at(char, self._spots[char])
+                regex, owners = found_at
                 here = regex.match(text, at)
                 if here is None:  # cannot be: the character is there
                     return self.checks

@@ -111,12 +111,19 @@ def test_argv_agrees(argv: tuple[str, ...], cut: set[int]) -> None:
     _same(FAST.redact_argv(argv, cut=cut), PLAIN.redact_argv(argv, cut=cut))
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(sorted({p for r in BUILTIN_RULES for p in r.programs}))), ARGVS)
-def test_argv_after_programs_agrees(programs: list[str], argv: tuple[str, ...]) -> None:
-    """Program-scoped rules, positional and next_arg ones, and getopt bundles."""
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(sorted({p for r in BUILTIN_RULES for p in r.programs}))),
+    ARGVS,
+    st.sets(st.integers(0, 12), max_size=4),
+)
+def test_argv_after_programs_agrees(
+    programs: list[str], argv: tuple[str, ...], cut: set[int]
+) -> None:
+    """Program-scoped rules, positional and next_arg ones, getopt bundles, and
+    cut entries (scanned by other gates than uncut ones)."""
     entries = (*programs, *argv)
-    _same(FAST.redact_argv(entries), PLAIN.redact_argv(entries))
+    _same(FAST.redact_argv(entries, cut=cut), PLAIN.redact_argv(entries, cut=cut))
 
 
 def test_every_corpus_case_agrees() -> None:
@@ -164,7 +171,8 @@ def test_no_rule_is_ruled_out_of_text_it_matches(text: str) -> None:
     the gate's candidates."""
     low = text.lower() if text.isascii() else None
     plan = FAST._base_plan
-    gates = {"main": plan.gate, "cut": plan.cut_gate, "both": plan.both_gate}
+    assert len(plan.gates) == len(plan.cut_gates) == len(plan.both_gates) == 1
+    gates = {"main": plan.gates[0], "cut": plan.cut_gates[0], "both": plan.both_gates[0]}
     for rule, pattern in COMPILED:
         if pattern.search(text) is None:
             continue
@@ -190,7 +198,7 @@ def test_every_builtin_rule_is_prefiltered() -> None:
 def test_ordinary_fields_cost_one_scan() -> None:
     """Library paths and comm names: the gate rules every built-in rule out."""
     plan = FAST._base_plan
-    assert plan.gate is not None and plan.both_gate is not None
+    (gate,), (both,) = plan.gates, plan.both_gates  # one scan, cut or not
     assert plan.unchecked == ((), (), (), ())
     for value in (
         "/usr/lib/x86_64-linux-gnu/libc.so.6",
@@ -202,11 +210,11 @@ def test_ordinary_fields_cost_one_scan() -> None:
         "kworker/u4:2",
         "/home/user/src/project/build/CMakeFiles/target.dir/main.cpp.o",
     ):
-        assert plan.gate.may_match(value) == (False, None), value
-        assert plan.both_gate.may_match(value) == (False, None), value
-        assert plan.live(value, plan.both_gate) == ((), (), (), ()), value
+        assert gate.may_match(value) == (False, None), value
+        assert both.may_match(value) == (False, None), value
+        assert plan.live(value, plan.both_gates) == ((), (), (), ()), value
     for value in ("--password=x", "ghp_x", "Authorization: x", "https://u:p@h"):
-        assert plan.gate.may_match(value)[0], value
+        assert gate.may_match(value)[0], value
 
 
 # --- configured rules: folding, and rules with nothing to look for ----------------
@@ -298,3 +306,64 @@ def test_re_folds_no_character_onto_ascii_punctuation_or_digits() -> None:
         if folded.fullmatch(chr(c)) is not None and cased.fullmatch(chr(c)) is None
     ]
     assert extra == []
+
+
+def test_a_pattern_shared_by_two_program_lists_runs_once() -> None:
+    """``\\A-p(.+)?\\Z`` is mongo's, login's, smbtar's and ncftp's: one check
+    in several gates; the rule still runs once, counted once."""
+    for argv in (("mongo", "login", "-pSecret"), ("ncftp", "smbtar", "login", "-p", "pw")):
+        _same(FAST.redact_argv(argv), PLAIN.redact_argv(argv))
+
+
+def test_new_sets_of_programs_compile_no_gate() -> None:
+    """A plan per set of programs an argv names, but gates per programs list:
+    an attacker naming new combinations costs no regex compilation."""
+    from agent.redact.prefilter import gate_for
+
+    redactor = Redactor.builtin()
+    programs = sorted({p for r in BUILTIN_RULES for p in r.programs})
+    redactor.redact_argv(tuple(programs))  # every group's gate, once
+    before = gate_for.cache_info()
+    for first, second in zip(programs, reversed(programs), strict=True):
+        redactor.redact_argv((first, second, "-x", "--password=pw"))
+    after = gate_for.cache_info()
+    assert after.misses == before.misses
+    assert after.hits > before.hits
+
+
+def test_two_rules_with_one_pattern_each_run_once() -> None:
+    """Two rules with the same pattern share a check, in two gates; each rule
+    still runs once (a replacement that matches again would show a second run)."""
+    rules = tuple(
+        Rule(
+            name=f"grow-{n}",
+            privacy="sensitive",
+            pattern="a(b)",
+            group=1,
+            replacement="ab",
+            programs=(f"prog{n}",),
+        )
+        for n in (1, 2)
+    )
+    fast, plain = _pair(*rules)
+    argv = ("prog1", "prog2", "ab")
+    result = fast.redact_argv(argv)
+    assert result == plain.redact_argv(argv)
+    assert result.argv[2] == "aaab"
+    assert fast.stats == plain.stats
+
+
+def test_a_cut_entry_changed_by_a_rule_before_its_gates_ever_scanned() -> None:
+    """A cut entry is scanned by the gates that include the cut-only rules;
+    once a rule changes it, the later rules' candidates come from the other
+    gates, which may not have scanned any field yet (they compile lazily)."""
+    from agent.redact.prefilter import gate_for
+
+    gate_for.cache_clear()
+    fast, plain = Redactor.builtin(), _PlainRedactor.builtin()
+    argv = ("sh", "-c", "cd /; PGPASSWORD=pw1 psql; mysql -pS3cret; wget https://u:pw2@h/?token=t")
+    result = fast.redact_argv(argv, cut={0, 1, 2})  # every entry: no uncut scan
+    assert result == plain.redact_argv(argv, cut={0, 1, 2})
+    fired = {"env-secret-inline", "url-userinfo", "query-secret", "shell-mysql-password"}
+    assert fired <= set(result.fired)
+    assert fast.stats == plain.stats
