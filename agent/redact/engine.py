@@ -50,8 +50,8 @@ character and never raise.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import ClassVar, Final, NamedTuple, TypeVar
+from collections.abc import Collection, Iterable, Sequence
+from typing import ClassVar, Final, NamedTuple
 
 import msgspec
 
@@ -98,8 +98,6 @@ well inside the window."""
 _ERROR: Final = "error"
 _NEVER: Final = 1 << 62  # start index of a program-scoped rule whose program is absent
 _PLANS: Final = 64  # argv plans kept (one per set of scoped programs seen), least recent out
-
-_T = TypeVar("_T")
 
 
 class RedactedArgv(msgspec.Struct, frozen=True):
@@ -320,6 +318,7 @@ class Redactor:
         # Paths, addresses, and argv entries before any scoped program.
         self._base_plan: Final = self._plan([_NEVER] * len(self._ordered), 0)
         self._stats = RedactionStats()
+        self._spare = RedactionStats()  # a tallied call's counters, before they are added
         self._digests: tuple[RuleDigest, ...] | None = None
 
     @classmethod
@@ -474,13 +473,29 @@ class Redactor:
         self, value: str, field: str, *, cut: bool = False
     ) -> tuple[RedactedText, RedactionTally]:
         """:meth:`redact_text_detail`, and what it added to the counters."""
-        return self._tallied(lambda: self.redact_text_detail(value, field, cut=cut))
+        outer, self._stats = self._stats, self._spare
+        try:
+            result = self.redact_text_detail(value, field, cut=cut)
+        except BaseException:
+            self._discard_spare()
+            raise
+        finally:
+            self._stats = outer
+        return result, self._settle()
 
     def redact_argv_tallied(
         self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
     ) -> tuple[RedactedArgv, RedactionTally]:
         """:meth:`redact_argv`, and what it added to the counters."""
-        return self._tallied(lambda: self.redact_argv(argv, field, cut=cut))
+        outer, self._stats = self._stats, self._spare
+        try:
+            result = self.redact_argv(argv, field, cut=cut)
+        except BaseException:
+            self._discard_spare()
+            raise
+        finally:
+            self._stats = outer
+        return result, self._settle()
 
     def replay(self, tally: RedactionTally) -> None:
         """Add ``tally`` to the counters, as if its call had run again.
@@ -499,17 +514,22 @@ class Redactor:
         if tally.failures_by_field:
             _add(stats.failures_by_field, tally.failures_by_field)
 
-    def _tallied(self, run: Callable[[], _T]) -> tuple[_T, RedactionTally]:
-        """Run ``run`` against fresh counters, then add them to ours."""
-        outer = self._stats
-        self._stats = inner = RedactionStats()
-        try:
-            result = run()
-        finally:
-            self._stats = outer
-        tally = _tally(inner)
+    def _settle(self) -> RedactionTally:
+        """What the spare counters hold, added to ours; the spare emptied."""
+        spare = self._spare
+        tally = _tally(spare)
         self.replay(tally)
-        return result, tally
+        if tally.size():
+            self._discard_spare()
+        spare.fields = 0
+        return tally
+
+    def _discard_spare(self) -> None:
+        spare = self._spare
+        spare.fields = 0
+        spare.fields_redacted.clear()
+        spare.failures.clear()
+        spare.failures_by_field.clear()
 
     # --- internals -----------------------------------------------------------
 

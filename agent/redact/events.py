@@ -219,10 +219,16 @@ class RedactionMemo:
 
     def redact_text_detail(self, value: str, field: str, *, cut: bool = False) -> RedactedText:
         key: _Key = (field, value, bool(cut))  # the redactor reads cut as a truth value
-        found = self._lookup(key)
+        try:
+            found = self._entries.get(key)
+        except TypeError:  # a value that cannot be a key: answered, never kept
+            found = None
         if found is not None:
-            assert isinstance(found, RedactedText)
-            return found
+            self.hits += 1
+            self.redactor.replay(found[1])
+            result = found[0]
+            assert isinstance(result, RedactedText)  # a text key holds a text result
+            return result
         self.misses += 1
         text, tally = self.redactor.redact_text_tallied(value, field, cut=cut)
         self._keep(key, text, tally, 2 * (_chars(value) + len(text.text)))
