@@ -240,8 +240,8 @@ class Gate:
     :meth:`may_match` is False only when no rule of ``checks`` can match a
     text. When it is True, :meth:`candidates` narrows the checks worth
     asking to those whose gate literal is in the text: found where the gate
-    regex matches (made zero width, so overlapping literals are all found),
-    or starting the text.
+    regex matches (searched again from the next character each time, so
+    overlapping literals are all found), or starting the text.
     Rules without a check are not its business (the engine runs them anyway).
     """
 
@@ -254,7 +254,6 @@ class Gate:
         "_by_prefix",
         "_floating",
         "_folded_lengths",
-        "_locator",
         "_prefix_lengths",
         "_spots",
         "_unicode_pattern",
@@ -287,7 +286,7 @@ class Gate:
         self._anchored_folded = tuple(sorted(a.text.lower() for a in anchored if a.ci))
         # By the character a literal is found at: a regex matched there that
         # says, group by group, which checks' literals are there (compiled
-        # when first needed, as are the locator and the Unicode regex: a gate
+        # when first needed, as are the gate regex and the Unicode one: a gate
         # is built at start-up, and most fields never need them).
         self._spots = by_char
         self._by_char: dict[str, tuple[re.Pattern[str], tuple[frozenset[Check], ...]]] = {}
@@ -299,7 +298,6 @@ class Gate:
         self._ascii_regex: re.Pattern[str] | None = None  # compiled at the first field
         # The same, zero width: every place a floating literal starts, overlaps
         # included (slower: run only once the gate has found one).
-        self._locator: re.Pattern[str] | None = None
         parts = [f"\\A(?:{'|'.join(_unicode(a) for a in sorted(anchored))})"] if anchored else []
         parts.extend(_unicode(a) for a in sorted(floating))
         self._unicode_pattern = "|".join(parts)
@@ -340,22 +338,22 @@ class Gate:
         found: set[Check] = set()
         regex = self._ascii_gate()
         if regex is not None:
-            if self._locator is None:
-                self._locator = re.compile(f"(?=(?:{regex.pattern}))")
-            for place in self._locator.finditer(text):
+            place = regex.search(text)
+            while place is not None:  # every place a floating literal is found, overlaps included
                 at = place.start()
                 char = text[at]
                 found_at = self._by_char.get(char)
                 if found_at is None:
                     found_at = self._by_char[char] = _found_at(char, self._spots[char])
-                regex, owners = found_at
-                here = regex.match(text, at)
+                spot, owners = found_at
+                here = spot.match(text, at)
                 if here is None:  # cannot be: the character is there
                     return self.checks
                 spans = here.regs
                 for index, checks in enumerate(owners, 1):
                     if spans[index][0] >= 0:
                         found.update(checks)
+                place = regex.search(text, at + 1)
         for length in self._prefix_lengths:
             hit = self._by_prefix.get(text[:length])
             if hit is not None:
