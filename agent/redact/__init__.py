@@ -34,6 +34,7 @@ from agent.redact.engine import (
     RedactedArgv,
     RedactedText,
     RedactionStats,
+    RedactionTally,
     Redactor,
 )
 from agent.redact.rules import (
@@ -63,6 +64,7 @@ __all__ = [
     "RedactedText",
     "RedactionConfigError",
     "RedactionStats",
+    "RedactionTally",
     "Redactor",
     "Rule",
     "RuleDigest",
