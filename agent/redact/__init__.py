@@ -19,6 +19,9 @@ with a :class:`RedactionConfigError` naming it.
 - ``engine``: :class:`Redactor`, which applies a rule set;
   :meth:`Redactor.describe` lists it as :class:`RuleDigest` values (pattern
   digests, never patterns) for the evidence log.
+- ``literals``, ``prefilter``, ``plan``: the literals every match of a
+  pattern needs, the one scan that rules out every rule lacking them, and
+  the per-field plan of which rules to try.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from agent.redact.engine import (
     RedactedArgv,
     RedactedText,
     RedactionStats,
+    RedactionTally,
     Redactor,
 )
 from agent.redact.rules import (
@@ -60,6 +64,7 @@ __all__ = [
     "RedactedText",
     "RedactionConfigError",
     "RedactionStats",
+    "RedactionTally",
     "Redactor",
     "Rule",
     "RuleDigest",

@@ -23,10 +23,14 @@ that one (``rabbitmqctl add_user USER PW``; counting is described in
 redacted further, and triggers nothing.
 
 Which rules apply to a field is worked out once: at construction for paths
-and addresses (every rule without ``programs``), and per argv only where a
-program-scoped rule's program appears in it. A field costs one regex search
-per applicable rule and nothing else; an argv in which no positional rule
-has matched costs nothing more.
+and addresses (every rule without ``programs``), and per set of scoped
+programs an argv names (a :class:`~agent.redact.plan.Plan`, cached). A field
+costs one scan for the literals those rules need
+(:mod:`agent.redact.prefilter`); only the rules whose literals are all there
+are tried, one regex search each, in the order above, so the output and the
+counters are those of trying every rule. A rule the prefilter knows no
+literal of is tried on every field it applies to. An argv in which no
+positional rule has matched costs nothing more.
 
 Fail closed: if anything raises while a field is redacted (a rule's matcher,
 a non-text value), the field becomes ``[REDACTED:error]`` and
@@ -45,13 +49,16 @@ character and never raise.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
-from typing import Final, NamedTuple
+from typing import ClassVar, Final, NamedTuple
 
 import msgspec
 
 from agent.redact.builtin import BUILTIN_RULES
 from agent.redact.config import parse_rules
+from agent.redact.plan import Plan, Step
+from agent.redact.prefilter import check_for
 from agent.redact.rules import (
     ERROR_MARKER,
     MASK,
@@ -70,6 +77,7 @@ __all__ = [
     "RedactedArgv",
     "RedactedText",
     "RedactionStats",
+    "RedactionTally",
     "Redactor",
 ]
 
@@ -89,6 +97,7 @@ well inside the window."""
 
 _ERROR: Final = "error"
 _NEVER: Final = 1 << 62  # start index of a program-scoped rule whose program is absent
+_PLANS: Final = 64  # argv plans kept (one per set of scoped programs seen), least recent out
 
 
 class RedactedArgv(msgspec.Struct, frozen=True):
@@ -126,6 +135,43 @@ class RedactionStats(msgspec.Struct):
     fields_redacted: dict[str, int] = msgspec.field(default_factory=dict)
     failures: dict[str, int] = msgspec.field(default_factory=dict)
     failures_by_field: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class RedactionTally(msgspec.Struct, frozen=True):
+    """What one call added to a redactor's counters, so that a memo answering
+    the same call again can add exactly the same (:meth:`Redactor.replay`).
+
+    The fields are those of :class:`RedactionStats`, as sorted pairs.
+    """
+
+    fields: int = 0
+    fields_redacted: tuple[tuple[str, int], ...] = ()
+    failures: tuple[tuple[str, int], ...] = ()
+    failures_by_field: tuple[tuple[str, int], ...] = ()
+
+    def size(self) -> int:
+        """How many counters it moves besides ``fields``."""
+        return len(self.fields_redacted) + len(self.failures) + len(self.failures_by_field)
+
+
+_FIELDS_ONLY: Final = tuple(RedactionTally(n) for n in range(64))  # most calls: nothing redacted
+
+
+def _tally(stats: RedactionStats) -> RedactionTally:
+    moved = stats.fields_redacted or stats.failures or stats.failures_by_field
+    if not moved and stats.fields < len(_FIELDS_ONLY):
+        return _FIELDS_ONLY[stats.fields]
+    return RedactionTally(
+        stats.fields,
+        tuple(sorted(stats.fields_redacted.items())),
+        tuple(sorted(stats.failures.items())),
+        tuple(sorted(stats.failures_by_field.items())),
+    )
+
+
+def _add(counts: dict[str, int], pairs: tuple[tuple[str, int], ...]) -> None:
+    for key, count in pairs:
+        counts[key] = counts.get(key, 0) + count
 
 
 class _FieldFailed(Exception):
@@ -198,15 +244,6 @@ def _step(counts: list[_Count], entry: object, shown: str) -> CompiledRule | Non
     return secret_of
 
 
-class _Plan(NamedTuple):
-    """The rules that apply to one field, by how they are tried, each in order."""
-
-    forbidden: tuple[CompiledRule, ...]
-    cut_forbidden: tuple[CompiledRule, ...]  # forbidden, only_when_cut
-    sensitive: tuple[CompiledRule, ...]
-    positional: tuple[CompiledRule, ...]  # sensitive, positional: argv only
-
-
 _NO_CUT: Final[frozenset[int]] = frozenset()
 
 
@@ -223,8 +260,16 @@ class Redactor:
     later while redacting. ``CompiledRule`` objects are taken as they are,
     unchecked (tests use this to plant a matcher that raises).
 
+    Each field is first scanned once for the literals the applicable rules
+    need (:mod:`agent.redact.prefilter`); only rules that could match it
+    are tried, in the usual order, so the output and the counters are those
+    of trying every rule. A rule the prefilter knows nothing about is tried
+    on every field.
+
     Not thread-safe: the counters are updated without a lock.
     """
+
+    _prefilter: ClassVar[bool] = True  # False: every rule tried on every field (tests, bench)
 
     def __init__(
         self,
@@ -261,10 +306,19 @@ class Redactor:
             for r in self._ordered
             for name in r.rule.programs
         }
+        self._initial_starts: Final = tuple(_NEVER if r.rule.programs else 0 for r in self._ordered)
+        self._scoped_positions: Final = tuple(
+            i for i, r in enumerate(self._ordered) if r.rule.programs
+        )
         self._uses_next_arg: Final = any(r.rule.next_arg for r in compiled)
+        self._steps: Final[tuple[Step, ...]] = tuple(
+            (r, check_for(r.matcher) if self._prefilter else None) for r in self._ordered
+        )
+        self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()
         # Paths, addresses, and argv entries before any scoped program.
         self._base_plan: Final = self._plan([_NEVER] * len(self._ordered), 0)
         self._stats = RedactionStats()
+        self._spare = RedactionStats()  # a tallied call's counters, before they are added
         self._digests: tuple[RuleDigest, ...] | None = None
 
     @classmethod
@@ -377,7 +431,7 @@ class Redactor:
                 fired.add(_ERROR)
                 after_failure = self._uses_next_arg
                 _step(counts, entry, out[-1])
-                _trigger(counts, plan.positional)  # it may have been the trigger
+                _trigger(counts, [r for r, _ in plan.positional])  # it may have been the trigger
                 continue
             secret_of = _step(counts, entry, outcome.text) if counts else None
             if secret_of is not None:  # the Nth positional entry: its own redaction is moot
@@ -407,16 +461,82 @@ class Redactor:
             outcome = self._redact_field(value, self._base_plan, cut, argv=False)
         except _FieldFailed as failed:
             return RedactedText(self._fail(failed.reason, field), (_ERROR,))
+        if not outcome.fired:
+            return RedactedText(outcome.text)
         for name in outcome.fired:
             self._count_redacted(name)
         return RedactedText(outcome.text, tuple(sorted(set(outcome.fired))))
+
+    # --- for memos -----------------------------------------------------------
+
+    def redact_text_tallied(
+        self, value: str, field: str, *, cut: bool = False
+    ) -> tuple[RedactedText, RedactionTally]:
+        """:meth:`redact_text_detail`, and what it added to the counters."""
+        outer, self._stats = self._stats, self._spare
+        try:
+            result = self.redact_text_detail(value, field, cut=cut)
+        except BaseException:
+            self._discard_spare()
+            raise
+        finally:
+            self._stats = outer
+        return result, self._settle()
+
+    def redact_argv_tallied(
+        self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
+    ) -> tuple[RedactedArgv, RedactionTally]:
+        """:meth:`redact_argv`, and what it added to the counters."""
+        outer, self._stats = self._stats, self._spare
+        try:
+            result = self.redact_argv(argv, field, cut=cut)
+        except BaseException:
+            self._discard_spare()
+            raise
+        finally:
+            self._stats = outer
+        return result, self._settle()
+
+    def replay(self, tally: RedactionTally) -> None:
+        """Add ``tally`` to the counters, as if its call had run again.
+
+        For a memo answering a call it has seen: the output is a function of
+        the call's arguments, and so are the counters it moves, so
+        replaying the first call's tally leaves the counters exactly where
+        running the rules again would.
+        """
+        stats = self._stats
+        stats.fields += tally.fields
+        if tally.fields_redacted:
+            _add(stats.fields_redacted, tally.fields_redacted)
+        if tally.failures:
+            _add(stats.failures, tally.failures)
+        if tally.failures_by_field:
+            _add(stats.failures_by_field, tally.failures_by_field)
+
+    def _settle(self) -> RedactionTally:
+        """What the spare counters hold, added to ours; the spare emptied."""
+        spare = self._spare
+        tally = _tally(spare)
+        self.replay(tally)
+        if tally.size():
+            self._discard_spare()
+        spare.fields = 0
+        return tally
+
+    def _discard_spare(self) -> None:
+        spare = self._spare
+        spare.fields = 0
+        spare.fields_redacted.clear()
+        spare.failures.clear()
+        spare.failures_by_field.clear()
 
     # --- internals -----------------------------------------------------------
 
     def _scope_starts(self, entries: tuple[object, ...]) -> tuple[list[int], set[int]]:
         """For each rule in ``_ordered``, the first argv index it applies to; and
         the indexes where a program-scoped rule starts to apply (where the plan changes)."""
-        starts = [_NEVER if r.rule.programs else 0 for r in self._ordered]
+        starts = list(self._initial_starts)
         switches: set[int] = set()
         if not self._scoped:
             return starts, switches
@@ -429,26 +549,43 @@ class Redactor:
                     switches.add(index + 1)
         return starts, switches
 
-    def _plan(self, starts: Sequence[int], index: int) -> _Plan:
-        """The rules that apply to argv entry ``index``, given each rule's start."""
-        forbidden: list[CompiledRule] = []
-        cut_forbidden: list[CompiledRule] = []
-        sensitive: list[CompiledRule] = []
-        positional: list[CompiledRule] = []
-        for position, compiled in enumerate(self._ordered):
-            rule = compiled.rule
+    def _plan(self, starts: Sequence[int], index: int) -> Plan:
+        """The rules that apply to argv entry ``index``, given each rule's start.
+
+        Cached by which program-scoped rules apply (the rest always do): the
+        plan's gates are compiled regexes, built once per set of programs.
+        """
+        key = tuple(p for p in self._scoped_positions if index >= starts[p])
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        forbidden: list[Step] = []
+        cut_forbidden: list[Step] = []
+        sensitive: list[Step] = []
+        positional: list[Step] = []
+        for position, step in enumerate(self._steps):
+            rule = step[0].rule
             if rule.programs and index < starts[position]:
                 continue
             if rule.privacy == "forbidden":
-                (cut_forbidden if rule.only_when_cut else forbidden).append(compiled)
+                (cut_forbidden if rule.only_when_cut else forbidden).append(step)
             elif rule.positional:
-                positional.append(compiled)
+                positional.append(step)
             else:
-                sensitive.append(compiled)
-        return _Plan(tuple(forbidden), tuple(cut_forbidden), tuple(sensitive), tuple(positional))
+                sensitive.append(step)
+        plan = Plan(forbidden, cut_forbidden, sensitive, positional)
+        self._plans[key] = plan
+        if len(self._plans) > _PLANS:
+            self._plans.popitem(last=False)
+        return plan
 
-    def _redact_field(self, value: object, plan: _Plan, cut: bool, *, argv: bool) -> _Outcome:
+    def _redact_field(self, value: object, plan: Plan, cut: bool, *, argv: bool) -> _Outcome:
         """Redact one field with the rules of ``plan``; ``argv``: it is an argv entry.
+
+        Only the steps :meth:`Plan.live` names are tried (the others cannot
+        match), in order; a rule that changes the text makes every later
+        sensitive rule a candidate again, checked against the new text.
 
         Raises only :class:`_FieldFailed`; whatever else goes wrong is turned
         into one, so the caller cannot pass a raw value on by mistake.
@@ -463,26 +600,43 @@ class Redactor:
         triggered: list[CompiledRule] = []
         compiled: CompiledRule | None = None
         try:
+            cut_here = cut and bool(plan.cut_forbidden)
+            whole_tail = len(text) <= CUT_WINDOW_CHARS
+            # The tail is the field: one scan for both, else one for each.
+            live = plan.live(text, plan.both_gates if cut_here and whole_tail else plan.gates)
             if argv:
-                for compiled in plan.positional:
+                for index in live.positional:
+                    compiled = plan.positional[index][0]
                     if compiled.matcher.search(text) is not None:
                         triggered.append(compiled)
-            for compiled in plan.forbidden:
+            for index in live.forbidden:
+                compiled = plan.forbidden[index][0]
                 if compiled.matcher.search(text) is not None:
                     name = compiled.rule.name
                     return _Outcome(marker(name), [name], None, triggered)
-            if cut and plan.cut_forbidden:
-                tail = text[-CUT_WINDOW_CHARS:]
-                for compiled in plan.cut_forbidden:
+            if cut_here:
+                tail, cut_live = text, live.cut_forbidden
+                if not whole_tail:
+                    tail = text[-CUT_WINDOW_CHARS:]
+                    cut_live = plan.live(tail, plan.cut_gates).cut_forbidden
+                for index in cut_live:
+                    compiled = plan.cut_forbidden[index][0]
                     if compiled.matcher.search(tail) is not None:
                         name = compiled.rule.name
                         return _Outcome(marker(name), [name], None, triggered)
-            for compiled in plan.sensitive:
+            visit = live.sensitive
+            at = 0
+            while at < len(visit):
+                index = visit[at]
+                at += 1
+                compiled = plan.sensitive[index][0]
                 if compiled.matcher.search(text) is None:
                     continue  # most fields: one search, not a finditer and its loop
                 text, changed, wants_next = _apply_sensitive(compiled, text)
                 if changed:
                     fired.append(compiled.rule.name)
+                    # New text: a later rule may match it though it could not the old one.
+                    visit, at = plan.sensitive_after(text, index), 0
                 if wants_next and argv and next_is_secret is None:
                     next_is_secret = compiled
         except Exception:
@@ -548,3 +702,11 @@ def _apply_sensitive(compiled: CompiledRule, text: str) -> tuple[str, bool, bool
     pieces.append(text[cursor:])
     redacted = "".join(pieces)
     return redacted, redacted != text, wants_next
+
+
+class _PlainRedactor(Redactor):
+    """The same engine with no prefilter: every rule tried on every field it
+    applies to, as before the prefilter existed. What the prefiltered path
+    must agree with, output and counters (the property tests, the bench)."""
+
+    _prefilter = False

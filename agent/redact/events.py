@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeAlias
 
 import blake3
 import msgspec
@@ -37,7 +37,7 @@ from agent.capture.events import (
     NetEvent,
     ProcessSeen,
 )
-from agent.redact.engine import RedactedArgv, RedactedText, Redactor
+from agent.redact.engine import RedactedArgv, RedactedText, RedactionTally, Redactor
 
 __all__ = [
     "COMM_CUT_BYTES",
@@ -63,7 +63,8 @@ MEMO_CAPACITY: Final = 16384
 MEMO_MAX_BYTES: Final = 2**20
 """About how much text a :class:`RedactionMemo` holds (an estimate)."""
 
-_ENTRY_BYTES: Final = 200  # a key tuple, a result struct, the dict slot
+_ENTRY_BYTES: Final = 200  # a key tuple, a result struct, its tally, the dict slot
+_COUNTER_BYTES: Final = 100  # one (name, count) pair a tally holds
 
 
 class TextRedactor(Protocol):
@@ -168,21 +169,27 @@ class MemoStats(msgspec.Struct, frozen=True):
     evictions: int
 
 
+_Key: TypeAlias = tuple[str, object, object]  # (field, value or argv, cut)
+
+
 class RedactionMemo:
     """A bounded memo in front of a redactor, for outputs that see the same
     text again and again (library paths, comm names, a snapshot taken twice).
 
     Results are what the redactor returned for the same ``(field, value,
-    cut)``, so they are the same text; only the redactor's counters see each
-    distinct value once. Holds at most ``capacity`` results and about
-    ``max_bytes`` of their text (an estimate: characters, plus a fixed cost
-    per entry); the oldest go first, counted in :attr:`evictions`. Not
-    thread-safe, like the redactor.
+    cut)``, and a result answered from the memo moves the redactor's
+    counters exactly as running the rules again would: the memo keeps what
+    the first call added (a :class:`~agent.redact.RedactionTally`) and
+    replays it. Holds at most ``capacity`` results and about ``max_bytes``
+    (an estimate: characters, plus a fixed cost per entry and per counter);
+    the oldest go first, counted in :attr:`evictions`. A value that cannot
+    be a key (not hashable) is redacted without the memo, counted as a miss.
+    Not thread-safe, like the redactor.
     """
 
     def __init__(
         self,
-        redactor: TextRedactor,
+        redactor: Redactor,
         capacity: int = MEMO_CAPACITY,
         max_bytes: int = MEMO_MAX_BYTES,
     ) -> None:
@@ -191,10 +198,9 @@ class RedactionMemo:
         self.redactor = redactor
         self.capacity = capacity
         self.max_bytes = max_bytes
-        # One table, oldest first: key -> (result, its estimated cost).
+        # One table, oldest first: key -> (result, what it counted, its estimated cost).
         self._entries: OrderedDict[
-            tuple[str, str | tuple[str, ...], bool | tuple[int, ...]],
-            tuple[RedactedText | RedactedArgv, int],
+            _Key, tuple[RedactedText | RedactedArgv, RedactionTally, int]
         ] = OrderedDict()
         self.bytes = 0
         self.hits = 0
@@ -212,49 +218,77 @@ class RedactionMemo:
         )  # fmt: skip
 
     def redact_text_detail(self, value: str, field: str, *, cut: bool = False) -> RedactedText:
-        key = (field, value, cut)
-        found = self._entries.get(key)
+        key: _Key = (field, value, bool(cut))  # the redactor reads cut as a truth value
+        try:
+            found = self._entries.get(key)
+        except TypeError:  # a value that cannot be a key: answered, never kept
+            found = None
         if found is not None:
             self.hits += 1
+            self.redactor.replay(found[1])
             result = found[0]
-            assert isinstance(result, RedactedText)
+            assert isinstance(result, RedactedText)  # a text key holds a text result
             return result
         self.misses += 1
-        text = self.redactor.redact_text_detail(value, field, cut=cut)
-        self._keep(key, text, _ENTRY_BYTES + 2 * (len(value) + len(text.text)))
+        text, tally = self.redactor.redact_text_tallied(value, field, cut=cut)
+        self._keep(key, text, tally, 2 * (_chars(value) + len(text.text)))
         return text
 
     def redact_argv(
         self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
     ) -> RedactedArgv:
         entries = tuple(argv)
-        key = (field, entries, tuple(sorted(cut)))
-        found = self._entries.get(key)
+        try:
+            cut_at = frozenset(cut)  # as the redactor reads it: a set of indexes
+        except TypeError:
+            cut_at = None
+        if cut_at is None:
+            self.misses += 1
+            return self.redactor.redact_argv(entries, field, cut=cut)
+        key: _Key = (field, entries, cut_at)
+        found = self._lookup(key)
         if found is not None:
-            self.hits += 1
-            result = found[0]
-            assert isinstance(result, RedactedArgv)
-            return result
+            assert isinstance(found, RedactedArgv)
+            return found
         self.misses += 1
-        redacted = self.redactor.redact_argv(entries, field, cut=cut)
-        size = sum(len(a) for a in entries) + sum(len(a) for a in redacted.argv)
-        self._keep(key, redacted, _ENTRY_BYTES + 2 * size + 16 * len(entries))
+        redacted, tally = self.redactor.redact_argv_tallied(entries, field, cut=cut_at)
+        size = sum(map(_chars, entries)) + sum(map(len, redacted.argv))
+        self._keep(key, redacted, tally, 2 * size + 16 * (len(entries) + len(cut_at)))
         return redacted
 
+    def _lookup(self, key: _Key) -> RedactedText | RedactedArgv | None:
+        """The kept result for ``key``, its counters replayed; None on a miss
+        (a key that cannot be hashed is one, and is never kept)."""
+        try:
+            found = self._entries.get(key)
+        except TypeError:
+            return None
+        if found is None:
+            return None
+        self.hits += 1
+        self.redactor.replay(found[1])
+        return found[0]
+
     def _keep(
-        self,
-        key: tuple[str, str | tuple[str, ...], bool | tuple[int, ...]],
-        result: RedactedText | RedactedArgv,
-        cost: int,
+        self, key: _Key, result: RedactedText | RedactedArgv, tally: RedactionTally, size: int
     ) -> None:
+        cost = _ENTRY_BYTES + size + _COUNTER_BYTES * tally.size()
         if cost > self.max_bytes:
             return  # bigger than the whole memo: not kept, nothing evicted for it
-        self._entries[key] = (result, cost)
+        try:
+            self._entries[key] = (result, tally, cost)
+        except TypeError:
+            return  # a value that cannot be a key: answered, not kept
         self.bytes += cost
         while len(self._entries) > self.capacity or self.bytes > self.max_bytes:
-            _, (_, gone) = self._entries.popitem(last=False)
+            _, (_, _, gone) = self._entries.popitem(last=False)
             self.bytes -= gone
             self.evictions += 1
+
+
+def _chars(value: object) -> int:
+    """A value's length in characters for the estimate (0 for a non-text one)."""
+    return len(value) if isinstance(value, str) else 0
 
 
 def rules_summary(redactor: Redactor) -> dict[str, object]:
