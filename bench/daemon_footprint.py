@@ -89,14 +89,15 @@ def prefill_log(state_dir: Path, size: int) -> tuple[int, int]:
     """A sealed log in ``state_dir`` whose only segment holds just under ``size``
     bytes of distinct file.open records, as the daemon writes them.
 
-    Written through EvidenceStore (its own checkpoints every 1000 records)
+    Written through EvidenceStore (its own seals, one a second and at close)
     with the segment limit above ``size``, so it is one segment. Returns
     (records, segment bytes).
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from agent.evidence.keys import create_key
     from agent.evidence.store import EvidenceStore
 
-    EvidenceStore.keygen(state_dir)
+    create_key(state_dir)
     boot_id = "b490f5db-7b85-4fcf-8136-23245853c1df"
 
     def body(i: int) -> dict[str, object]:

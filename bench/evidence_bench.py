@@ -377,7 +377,7 @@ def run_publisher(
             append = store.append_body
             pending = 0
             for record in records:
-                append(record.event.type, record.body)
+                append(record.type, record.body)
                 pending += 1
                 if pending == BATCH and fsync != "always":
                     store.commit()

@@ -104,7 +104,7 @@ class LiveTail:
         if not self._clients:
             return
         items = [
-            (seq, record_event(record.body, record.event.type, record.event.id))
+            (seq, record_event(record.body, record.type, record.id))
             for seq, record in zip(seqs, records, strict=True)
         ]
         for client in self._clients:

@@ -581,6 +581,8 @@ async def _run(
     def caches() -> dict[str, MemoStats]:
         """Every bounded cache (the redaction memos), for stats and metrics."""
         found = {"redact:snapshot": present.memo_stats()}
+        if pipeline is not None:
+            found["redact:evidence"] = pipeline.mapper.memo_stats()
         if stream is not None:
             found["redact:events"] = event_lines.memo_stats()
         return {name: stats for name, stats in found.items() if stats is not None}

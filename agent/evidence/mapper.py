@@ -47,7 +47,8 @@ bytes as they are.
 
 Redaction: every argv entry, exec filename, file path (rename target too),
 UNIX or other non-IP socket address, process cmdline and exe, and comm, goes
-through the injected :class:`~agent.redact.Redactor` before it is put in a
+through the injected :class:`~agent.redact.Redactor` (behind a bounded
+memo of its results, which replays the same counters) before it is put in a
 record, by :func:`agent.redact.events.redact_event` (the same function every
 other output uses). A field the redactor cannot handle comes back as its error marker and
 is counted there (:attr:`Mapper.redaction_stats`); the raw value is never
@@ -136,7 +137,7 @@ from agent.evidence.types import (
     format_rfc3339_ns,
 )
 from agent.redact import RedactionStats, Redactor
-from agent.redact.events import redact_event
+from agent.redact.events import MemoStats, RedactionMemo, redact_event
 from agent.safetext import escape_json
 
 __all__ = ["Mapper", "MapperStateError", "ProbeStatusLike", "decode", "encode"]
@@ -249,6 +250,9 @@ class Mapper:
             source if source is not None else f"tracehound://{quote(host, safe='')}"
         )
         self._redactor = redactor if redactor is not None else Redactor.builtin()
+        # Library paths, comm, the same argv again: most fields repeat, and a
+        # hit costs a lookup. The memo replays the rules' counters exactly.
+        self._memo = RedactionMemo(self._redactor)
         self._traceparent = traceparent
         self._tracestate = tracestate
         self._next_seq = 0
@@ -264,6 +268,24 @@ class Mapper:
             + b","
             + _ENCODER.encode(str(anchor.wall_ns))
             + b","
+        )
+        # The envelope's members that never change, as bytes, in key order
+        # around the ones that do (see _envelope).
+        encoded = _ENCODER.encode
+        self._after_data = b',"datacontenttype":' + encoded(DATACONTENTTYPE) + b',"id":"'
+        self._after_id = (
+            b'","source":' + encoded(self.source) + b',"specversion":' + encoded(SPECVERSION)
+        )
+        self._after_subject = b',"thbootid":' + encoded(anchor.boot_id) + b',"thhash":"'
+        self._after_hash = (
+            b'","thhost":' + encoded(host) + b',"thproducer":' + encoded(PRODUCER) + b',"thseq":'
+        )
+        self._after_seq = b',"thversion":' + encoded(version) + b',"time":"'
+        self._trace = b"".join(
+            (
+                b"" if traceparent is None else b',"traceparent":' + encoded(traceparent),
+                b"" if tracestate is None else b',"tracestate":' + encoded(tracestate),
+            )
         )
         # The wall-clock second last formatted, and its text up to the dot:
         # records come in bursts within one second, and the calendar
@@ -287,6 +309,10 @@ class Mapper:
     def redaction_stats(self) -> RedactionStats:
         """The redactor's counters (a snapshot): fields seen, redacted, failed."""
         return self._redactor.stats
+
+    def memo_stats(self) -> MemoStats:
+        """The redaction memo's size, caps and counters (a bounded cache)."""
+        return self._memo.stats()
 
     @property
     def next_seq(self) -> int:
@@ -316,7 +342,7 @@ class Mapper:
             event, ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent | ProcessSeen
         ):
             raise TypeError(f"not a capture event: {type(event).__name__}")
-        redacted, fired = redact_event(self._redactor, event)
+        redacted, fired = redact_event(self._memo, event)
         if type(redacted) is FileEvent:
             return self._file(redacted, fired)
         if type(redacted) is ExecEvent:
@@ -420,6 +446,7 @@ class Mapper:
     def set_redactor(self, redactor: Redactor) -> None:
         """Redact every record mapped from now on with ``redactor`` (a reload)."""
         self._redactor = redactor
+        self._memo = RedactionMemo(redactor)
 
     def capture_config(
         self, config: Mapping[str, Any], *, ts_ns: int | None = None
@@ -628,29 +655,53 @@ class Mapper:
             _ENCODER.encode(type_),
             thhash.encode(),
         )
-        event: CloudEvent[Any] = CloudEvent(
-            specversion=SPECVERSION,
-            id=blake3.blake3(identity).hexdigest()[:_ID_HEX_DIGITS],
-            source=self.source,
-            type=type_,
-            time=time,
-            subject=subject,
-            datacontenttype=DATACONTENTTYPE,
-            data=msgspec.Raw(data_bytes),
-            thseq=seq,
-            thhash=thhash,
-            thproducer=PRODUCER,
-            thversion=self.version,
-            thhost=self.host,
-            thbootid=self.anchor.boot_id,
-            traceparent=self._traceparent,
-            tracestate=self._tracestate,
-        )
-        body = _ENCODER.encode(event)
+        record_id = blake3.blake3(identity).hexdigest()[:_ID_HEX_DIGITS]
+        body = self._envelope(type_, record_id, subject, data_bytes, thhash, seq, time)
         self._next_seq = seq + 1
         if ts_ns is not None and ts_ns > self._latest_ns:
             self._latest_ns = ts_ns
-        return EvidenceRecord(msgspec.structs.replace(event, data=data), body)
+        return EvidenceRecord(type_, record_id, data, body)
+
+    def _envelope(
+        self,
+        type_: str,
+        record_id: str,
+        subject: str | None,
+        data: bytes,
+        thhash: str,
+        seq: int,
+        time: str,
+    ) -> bytes:
+        """The CloudEvent's canonical bytes around the payload's: members in
+        key order (``data``, ``datacontenttype``, ``id``, ``source``,
+        ``specversion``, ``subject``, ``thbootid``, ``thhash``, ``thhost``,
+        ``thproducer``, ``thseq``, ``thversion``, ``time``, ``traceparent``,
+        ``tracestate``, ``type``), the constant ones encoded once per mapper,
+        ``None`` members left out as :class:`CloudEvent` leaves them out. The
+        same bytes msgspec writes for the :class:`CloudEvent` (the tests hold
+        the two equal, and both to RFC 8785), without building it."""
+        subject_member = b"" if subject is None else b',"subject":' + _ENCODER.encode(subject)
+        return b"".join(
+            (
+                b'{"data":',
+                data,
+                self._after_data,
+                record_id.encode(),
+                self._after_id,
+                subject_member,
+                self._after_subject,
+                thhash.encode(),
+                self._after_hash,
+                str(seq).encode(),
+                self._after_seq,
+                time.encode(),
+                b'"',
+                self._trace,
+                b',"type":',
+                _ENCODER.encode(type_),
+                b"}",
+            )
+        )
 
 
 def _file_op(event: FileEvent) -> str:

@@ -310,7 +310,7 @@ class EvidencePipeline:
     def _published(self, batch: list[EvidenceRecord], seqs: list[int]) -> None:
         self.published += len(batch)
         for record in batch:
-            action = self._after_commit.pop(record.event.id, None)
+            action = self._after_commit.pop(record.id, None)
             if action is not None:
                 action()
         if self.on_published is not None:
@@ -436,16 +436,15 @@ class EvidencePipeline:
         """A record met a store that cannot write. A loss report is dropped
         (the next one covers its window); a record about the capture itself
         waits for the store; any other record is a counted loss."""
-        event = record.event
-        self._after_commit.pop(event.id, None)
-        if event.type == TYPE_LOSS and event.id != self._previous_id:
-            self._report_outage.pop(event.id, None)
+        self._after_commit.pop(record.id, None)
+        if record.type == TYPE_LOSS and record.id != self._previous_id:
+            self._report_outage.pop(record.id, None)
             return
-        held = event.type in HELD_TYPES or event.id == self._previous_id
+        held = record.type in HELD_TYPES or record.id == self._previous_id
         if held and len(self._held) < HELD_MAX:
             self._held.append(record)
             return
-        self._lost(kind_of_record(event.type), getattr(event.data, "count", 1))
+        self._lost(kind_of_record(record.type), getattr(record.payload, "count", 1))
 
     def _current_losses(self) -> dict[str, dict[str, int]]:
         return loss_counts(
@@ -466,12 +465,12 @@ class EvidencePipeline:
             return None
         record = self.mapper.capture_loss(delta, self._window_start, end, cause=cause)
         self._reported, self._window_start = now, end
-        self._report_outage[record.event.id] = self._outages
+        self._report_outage[record.id] = self._outages
 
         def confirmed() -> None:
             self._confirmed = (now, end)
 
-        self._after_commit[record.event.id] = confirmed
+        self._after_commit[record.id] = confirmed
         return record
 
     async def _report_losses(self) -> None:
@@ -517,11 +516,11 @@ class EvidencePipeline:
                 pending = (record, head[0] + 1 if head is not None else 0)
                 try:
                     if self._failpoints:
-                        comm = getattr(record.event.data, "comm", None)
+                        comm = getattr(record.payload, "comm", None)
                         self._failpoints.check(
                             "evidence.store", comm if isinstance(comm, str) else None
                         )
-                    appended.append((record, store.append_body(record.event.type, record.body)))
+                    appended.append((record, store.append_body(record.type, record.body)))
                 except OSError:
                     appended.append(pending)
                     raise
@@ -603,7 +602,7 @@ class EvidencePipeline:
             return batch
         kept = []
         for record in batch:
-            made = self._report_outage.pop(record.event.id, None)
+            made = self._report_outage.pop(record.id, None)
             if made is None or made == self._outages:
                 kept.append(record)
         return kept
@@ -635,9 +634,9 @@ class EvidencePipeline:
         cleared. Called with the store lock held."""
         for record in result.refused:
             self.losses.count(
-                kind_of_record(record.event.type),
+                kind_of_record(record.type),
                 STORE_STAGE,
-                getattr(record.event.data, "count", 1),
+                getattr(record.payload, "count", 1),
             )
         if result.records:
             self._published(result.records, result.seqs)
@@ -704,9 +703,7 @@ class EvidencePipeline:
             self.failing = None
             self._first_sealed = False  # seal the reopened store's head at once
             batch, self._held = self._held, []
-            if self.previous_pending is not None and self._previous_id not in {
-                r.event.id for r in batch
-            }:
+            if self.previous_pending is not None and self._previous_id not in {r.id for r in batch}:
                 batch.append(self._previous_record(self.previous_pending))
             loss = self._loss_record({"store_failed": reason, "failures": self.failures})
             if loss is not None:
@@ -785,13 +782,13 @@ class EvidencePipeline:
                 pending.counts, at, at, cause=cause
             )
         record = self._previous_record_made
-        self._previous_id = record.event.id
+        self._previous_id = record.id
 
         def done() -> None:
             self.previous_pending = None
             self._previous_done = True
 
-        self._after_commit[record.event.id] = done
+        self._after_commit[record.id] = done
         return record
 
     _previous_record_made: EvidenceRecord | None = None

@@ -136,12 +136,23 @@ class CloudEvent(
 
 
 class EvidenceRecord(NamedTuple):
-    """A record as the mapper made it: the CloudEvent (its ``data`` a typed
-    payload) and its canonical bytes, encoded once. Everything downstream
-    (the chain, the store, the live tail) uses ``body`` as it is."""
+    """A record as the mapper made it: its ``type``, ``id`` and typed
+    ``payload`` (what the pipeline and tests read), and ``body``, the
+    CloudEvent's canonical bytes, made once. Everything downstream (the
+    chain, the store, the live tail) uses ``body`` as it is; :attr:`event`
+    reads the CloudEvent back from it for whoever wants the whole envelope.
+    """
 
-    event: CloudEvent[Any]
+    type: str
+    id: str
+    payload: Any
     body: bytes
+
+    @property
+    def event(self) -> CloudEvent[Any]:
+        """The CloudEvent, decoded from :attr:`body`, with the typed payload as ``data``."""
+        envelope = msgspec.json.decode(self.body, type=CloudEvent[msgspec.Raw])
+        return msgspec.structs.replace(envelope, data=self.payload)
 
 
 def format_rfc3339_ns(epoch_ns: int) -> str:

@@ -35,6 +35,7 @@ from agent.evidence.payloads import (
 from agent.evidence.types import Anchor
 from agent.redact import Redactor
 
+ENCODER = msgspec.json.Encoder(order="sorted")
 ANCHOR = Anchor(boot_id="boot", wall_ns=1_700_000_000_000_000_000, boottime_ns=5 * 10**12)
 
 safe_int = st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
@@ -136,7 +137,13 @@ def test_payload_bytes_are_rfc8785(payload: Any) -> None:
 def test_records_and_chain_lines_are_rfc8785(
     comm: str, path: str, path2: str, ret: int, address: str, port: int
 ) -> None:
-    mapper = Mapper(host="h\u00e9", anchor=ANCHOR, redactor=Redactor([]))
+    mapper = Mapper(
+        host="h\u00e9",
+        anchor=ANCHOR,
+        redactor=Redactor([]),
+        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        tracestate=comm.replace("\x00", "") or "s",
+    )
     head = {"pid": 1, "tid": 1, "ts_ns": ANCHOR.boottime_ns + 7, "uid": 0, "gid": 0}
     records = [
         mapper.anchor_record(),
@@ -174,8 +181,12 @@ def test_records_and_chain_lines_are_rfc8785(
     for record in records:
         assert record.body == rfc8785.dumps(msgspec.json.decode(record.body))
         seq, prev = writer.next_seq, writer.head[1] if writer.head else "0" * 64
-        digest, line = writer.append_body(record.event.type, record.body)
-        fields = {"seq": seq, "prev": prev, "type": record.event.type}
+        # The composed envelope is what msgspec writes for the CloudEvent too.
+        assert record.body == ENCODER.encode(msgspec.structs.replace(
+            record.event, data=msgspec.Raw(ENCODER.encode(record.payload))
+        ))  # fmt: skip
+        digest, line = writer.append_body(record.type, record.body)
+        fields = {"seq": seq, "prev": prev, "type": record.type}
         fields["body"] = msgspec.json.decode(record.body)
         assert line == rfc8785.dumps({**fields, "hash": digest}) + b"\n"
 
@@ -194,7 +205,7 @@ def test_raw_bytes_are_escaped_and_named_not_encoded_otherwise() -> None:
     data = msgspec.json.decode(record.body)["data"]
     assert data["path"] == "/tmp/x\\xff"
     assert data["escaped"] == ["path"]
-    assert record.event.data.escaped == ["path"]  # the typed record says the same
+    assert record.payload.escaped == ["path"]  # the typed record says the same
     assert record.body == rfc8785.dumps(msgspec.json.decode(record.body))
 
 

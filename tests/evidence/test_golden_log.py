@@ -53,7 +53,7 @@ def write_log(state_dir: Path) -> bytes:
     records.append(mapper.capture_config({"changed": ["redact"], "config": "x = 1\n"}))
     records.append(mapper.capture_stop({"mapped": len(records)}, ts_ns=last + 1))
     for n, record in enumerate(records, 1):
-        store.append_body(record.event.type, record.body)
+        store.append_body(record.type, record.body)
         if n % COMMIT_EVERY == 0:
             store.commit()
     store.close()
