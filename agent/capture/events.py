@@ -4,6 +4,11 @@ These are what the drain hands to sinks. They mirror the wire records of
 ``bpf/tracehound.h`` (decoded by :mod:`agent.capture.wire`) plus the records
 user space makes itself: syscall counts read from the kernel's map, and
 processes seeded from /proc at start-up.
+
+They hold only text, numbers, and tuples or dicts of those, never a
+reference back to anything, so they cannot be part of a reference cycle:
+``gc=False`` keeps the hundreds of thousands a flood makes each second out
+of the garbage collector's generations.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import msgspec
 
 
-class Endpoint(msgspec.Struct, frozen=True, order=True):
+class Endpoint(msgspec.Struct, frozen=True, order=True, gc=False):
     """A socket address, decoded from a raw sockaddr.
 
     ``family`` is ``"ipv4"``, ``"ipv6"``, ``"unix"`` or ``"other"``;
@@ -33,7 +38,7 @@ class Endpoint(msgspec.Struct, frozen=True, order=True):
         return f"{self.family}:{self.address}"
 
 
-class EventBase(msgspec.Struct, frozen=True, tag_field="kind"):
+class EventBase(msgspec.Struct, frozen=True, tag_field="kind", gc=False):
     """Fields every kernel record carries (``struct th_header``)."""
 
     pid: int
@@ -45,7 +50,7 @@ class EventBase(msgspec.Struct, frozen=True, tag_field="kind"):
     comm: str
 
 
-class ExecEvent(EventBase, frozen=True, tag="exec"):
+class ExecEvent(EventBase, frozen=True, tag="exec", gc=False):
     """An execve/execveat, once its result is known. ``ret`` is 0 or -errno.
 
     Truncation is marked, never hidden: ``argv_truncated`` if anything was
@@ -64,14 +69,14 @@ class ExecEvent(EventBase, frozen=True, tag="exec"):
     argv_more: bool = False
 
 
-class ForkEvent(EventBase, frozen=True, tag="fork"):
+class ForkEvent(EventBase, frozen=True, tag="fork", gc=False):
     """A new process (not a thread); the header is the parent's."""
 
     child_pid: int
     clone_flags: int
 
 
-class ExitEvent(EventBase, frozen=True, tag="exit"):
+class ExitEvent(EventBase, frozen=True, tag="exit", gc=False):
     """The last thread of a process exited.
 
     ``exit_code`` is valid when ``have_code`` (the process called exit_group
@@ -85,7 +90,7 @@ class ExitEvent(EventBase, frozen=True, tag="exit"):
     have_signal: bool
 
 
-class FileEvent(EventBase, frozen=True, tag="file"):
+class FileEvent(EventBase, frozen=True, tag="file", gc=False):
     """A file operation. ``op``: open, unlink, rename, chmod, mkdir.
 
     ``path`` is as the process gave it, relative to ``dfd`` (-100: the
@@ -110,7 +115,7 @@ class FileEvent(EventBase, frozen=True, tag="file"):
     last_ts_ns: int = 0
 
 
-class NetEvent(EventBase, frozen=True, tag="net"):
+class NetEvent(EventBase, frozen=True, tag="net", gc=False):
     """connect, accept, bind or listen on socket ``fd``.
 
     ``endpoint`` is the peer (connect, accept) or the local address (bind);
@@ -133,7 +138,7 @@ class NetEvent(EventBase, frozen=True, tag="net"):
     last_ts_ns: int = 0
 
 
-class SyscallCounts(msgspec.Struct, frozen=True, tag="syscalls", tag_field="kind"):
+class SyscallCounts(msgspec.Struct, frozen=True, tag="syscalls", tag_field="kind", gc=False):
     """Cumulative syscall counts of one process, read from the kernel's map.
 
     Counts only grow while the process lives; ``final`` is set on the last
@@ -145,7 +150,7 @@ class SyscallCounts(msgspec.Struct, frozen=True, tag="syscalls", tag_field="kind
     final: bool
 
 
-class ProcessSeen(msgspec.Struct, frozen=True, tag="process", tag_field="kind"):
+class ProcessSeen(msgspec.Struct, frozen=True, tag="process", tag_field="kind", gc=False):
     """A process known from /proc rather than from an event: it was running
     before capture started (``preexisting``), or it was looked up to fill in
     what its events do not say."""
