@@ -7,27 +7,33 @@ import argparse
 from agent.capture.loader import LoadOptions
 from agent.capture.probes import PROBES, Probe, with_tracepoint_overrides
 from agent.commands.arguments import bounded_int, power_of_two
+from agent.config.schema import CaptureConfig
 from agent.errors import UsageError
 from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
 
 
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
+    """The capture options. Each defaults to ``None`` (not given), filled
+    from the configuration by :func:`agent.config.apply_defaults`: the
+    schema holds the defaults, the help only quotes them."""
+    builtin = CaptureConfig()
+    pages = builtin.ringbuf_pages
     group = parser.add_argument_group("capture")
     group.add_argument(
-        "--ringbuf-pages", type=power_of_two(MAX_RINGBUF_PAGES), default=1024, metavar="N",
+        "--ringbuf-pages", type=power_of_two(MAX_RINGBUF_PAGES), metavar="N",
         help=f"ring buffer size in 4 KiB pages, a power of two up to {MAX_RINGBUF_PAGES}"
-             " (1 GiB; default 1024: 4 MiB)",
+             f" (1 GiB; default {pages}: {pages * 4096 // 2**20} MiB)",
     )  # fmt: skip
     group.add_argument(
-        "--argv-max", type=bounded_int(1, MAX_ARGV), default=16, metavar="N",
-        help=f"argv entries captured per exec, 1 to {MAX_ARGV} (default 16)",
+        "--argv-max", type=bounded_int(1, MAX_ARGV), metavar="N",
+        help=f"argv entries captured per exec, 1 to {MAX_ARGV} (default {builtin.argv_max})",
     )  # fmt: skip
     group.add_argument(
-        "--disable-probe", action="append", default=[], metavar="NAME",
+        "--disable-probe", action="append", metavar="NAME",
         help="do not attach this probe (e.g. syscalls.count); repeatable",
     )  # fmt: skip
     group.add_argument(
-        "--probe-tracepoint", action="append", default=[], metavar="NAME=CATEGORY:EVENT",
+        "--probe-tracepoint", action="append", metavar="NAME=CATEGORY:EVENT",
         help="attach probe NAME's first handler to another tracepoint; repeatable",
     )  # fmt: skip
 

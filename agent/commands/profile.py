@@ -29,6 +29,7 @@ from agent.commands.evidence_wiring import (
 )
 from agent.commands.launcher import Launched, exit_status, launch
 from agent.commands.options import add_capture_arguments, load_options_from_args
+from agent.config import Config, EvidenceConfig, apply_defaults
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
@@ -87,6 +88,9 @@ def main(args: argparse.Namespace) -> int:
     if args.command and args.command[0] == "diff":
         return diff_main(args.command[1:], args.format or "text")
     command = _command(args)
+    # No configuration file: the schema's defaults, but the evidence log
+    # only when asked for (--evidence DIR, which then needs a sealing key).
+    apply_defaults(args, Config(evidence=EvidenceConfig(enabled=False)))
     output = check_output("--output", "-" if args.output is None else args.output)
     check_evidence_arguments(args)
     if args.evidence and not Path(args.evidence).is_symlink():

@@ -50,11 +50,13 @@ from agent.config import (
     DEFAULT_PATH,
     Config,
     ConfigError,
+    EvidenceConfig,
     apply_defaults,
     dump_config,
     load_config,
 )
 from agent.config.reload import plan_reload
+from agent.config.schema import DEFAULT_EVIDENCE_DIR, default_evidence_dir
 from agent.errors import RunError, UsageError, shown
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
@@ -108,10 +110,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="capture host-wide until interrupted",
         description="Capture exec, file, network and syscall activity host-wide.",
     )
-    parser.add_argument("--stats-interval", default=5.0, metavar="SECONDS",
+    # The defaults are the schema's; the help only quotes them.
+    builtin = Config(evidence=EvidenceConfig(state_dir=DEFAULT_EVIDENCE_DIR))
+    parser.add_argument("--stats-interval", metavar="SECONDS",
                         type=bounded_float(0, MAX_STATS_INTERVAL_S, unit="seconds"),
                         help=f"print a stats line this often, 0 (never) to {MAX_STATS_INTERVAL_S}"
-                             " (default 5)")  # fmt: skip
+                             f" (default {builtin.capture.stats_interval:g})")  # fmt: skip
     parser.add_argument("--stats-file", metavar="FILE",
                         help="on exit, write the final stats (per-kind accounting, probes) as JSON")  # fmt: skip
     parser.add_argument("--ready-file", metavar="FILE",
@@ -120,12 +124,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="on exit, write the aggregated profile as JSON")  # fmt: skip
     parser.add_argument("--events", metavar="FILE",
                         help="also stream every event as NDJSON to FILE (through the streaming sink)")  # fmt: skip
-    parser.add_argument("--stream-capacity", default=8192, metavar="N",
+    parser.add_argument("--stream-capacity", metavar="N",
                         type=bounded_int(1, MAX_STREAM_CAPACITY),
                         help=f"streaming sink capacity in events, 1 to {MAX_STREAM_CAPACITY}"
-                             " (default 8192)")  # fmt: skip
-    parser.add_argument("--stream-policy", choices=("block", "drop"), default="block",
-                        help="when the stream is full: block (backpressure) or drop (counted)")  # fmt: skip
+                             f" (default {builtin.stream.capacity})")  # fmt: skip
+    parser.add_argument("--stream-policy", choices=("block", "drop"),
+                        help="when the stream is full: block (backpressure) or drop (counted;"
+                             f" default {builtin.stream.policy})")  # fmt: skip
     parser.add_argument("--duration", metavar="SECONDS",
                         type=bounded_float(0, MAX_DURATION_S, above=True, unit="seconds"),
                         help=f"stop by itself after this long, above 0, at most {MAX_DURATION_S}"
@@ -136,12 +141,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="configuration file (default /etc/tracehound/tracehound.toml if it"
                              " exists); options given here win over it")  # fmt: skip
     add_capture_arguments(parser)
-    add_evidence_arguments(parser, what="every event")
+    add_evidence_arguments(parser, what="every event", default_on=True)
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else None
+    default_evidence_dir()  # raises ConfigError naming the variable, not the file
     try:
         config = load_config(config_path)
     except ConfigError as err:  # the daemon's stderr is the journal: no values there
