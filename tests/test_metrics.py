@@ -209,6 +209,8 @@ async def test_counters_are_monotonic_across_scrapes() -> None:
     await world.produce(3, lost=2)
     world.ledger.decode_errors["fork"] += 1
     world.ledger.received["fork"] += 1
+    world.ledger.abandoned["fork"] += 1
+    world.ledger.received["fork"] += 1
     world.errors["scope_full"] += 4
     records[0] += 10
     _, second = scrape(registry)
@@ -229,6 +231,10 @@ async def test_counters_are_monotonic_across_scrapes() -> None:
     assert (
         "tracehound_events_lost_total",
         frozenset({("kind", "fork"), ("stage", "decode")}),
+    ) in grew
+    assert (
+        "tracehound_events_lost_total",
+        frozenset({("kind", "fork"), ("stage", "abandoned")}),
     ) in grew
     assert (
         "tracehound_events_lost_total",

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from agent.capture import wire
+from agent.capture import kinds, wire
 from agent.capture.probes import PROBES, SOURCES, Probe
 from agent.capture.ringbuf import MappedRing
 from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
@@ -234,7 +234,7 @@ class LoadedCapture:
         gen = self._bpf[b"th_generated"]
         lost = self._bpf[b"th_lost"]
         out: dict[str, tuple[int, int]] = {}
-        for number, name in wire.KIND_NAMES.items():
+        for number, name in kinds.KIND_NAMES.items():
             key = gen.Key(number)
             out[name] = (int(gen.sum(key).value), int(lost.sum(key).value))
         return out

@@ -77,9 +77,7 @@ class CaptureSession:
     def stats_line(self, depth: str = "") -> str:
         books = self.stats().kinds
         events = " ".join(f"{k}={b.delivered}" for k, b in books.items())
-        lost = " ".join(
-            f"{k}={b.lost_kernel + b.decode_errors + b.dropped_sink}" for k, b in books.items()
-        )
+        lost = " ".join(f"{k}={b.lost}" for k, b in books.items())
         missing = sum(1 for s in self.capture.statuses if not s.attached)
         line = f"events {events} | lost {lost}"
         ring = self.drain.ring_depth()
