@@ -55,7 +55,6 @@ class CaptureSession:
         self.report = report
         self._started = time.monotonic()
         self._stop = trio.Event()
-        self._finished = trio.Event()
         for status in capture.statuses:
             if not status.attached:
                 sink.note(f"probe {status.name} missing: {status.reason}")
@@ -106,9 +105,4 @@ class CaptureSession:
             self.drain.stop()
             await self.drain.wait_stopped()
             await self.poller.poll_once()
-            self._finished.set()
             nursery.cancel_scope.cancel()
-
-    async def wait_finished(self) -> None:
-        """Until run() has delivered everything: the books are final then."""
-        await self._finished.wait()
