@@ -161,6 +161,7 @@ def test_snapshot_stream_events_and_resume(kernel: None, daemon: Daemon) -> None
 def test_metrics_parse_and_have_queue_depths(kernel: None, daemon: Daemon) -> None:
     import urllib.request
 
+    assert daemon.get_json("/healthz") == {"status": "ok"}  # one response to count, at least
     with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=10) as page:
         text = page.read().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -171,7 +172,8 @@ def test_metrics_parse_and_have_queue_depths(kernel: None, daemon: Daemon) -> No
     assert capacity["stream:evidence"] > 0 and capacity["publisher"] > 0
     assert families["tracehound_evidence_records"].samples[0].value > 0
     assert "tracehound_evidence_checkpoint_age_seconds" in families
-    assert families["tracehound_api_responses"].samples  # counted by status
+    answered = {s.labels["code"]: s.value for s in families["tracehound_api_responses"].samples}
+    assert answered.get("200", 0) >= 1, answered  # counted by status
     # The same page is on the socket too.
     assert "tracehound_queue_depth" in daemon.curl("/metrics").stdout
 
