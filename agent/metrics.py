@@ -5,7 +5,7 @@ The names, types and labels are the contract written at the top of
 
     tracehound_events_total{kind}                  counter  delivered, by kind
     tracehound_events_generated_total{kind}        counter  made by the kernel, by kind
-    tracehound_events_lost_total{kind,stage}       counter  stage: kernel, decode, sink,
+    tracehound_events_lost_total{kind,stage}       counter  stage: kernel, decode, abandoned, sink,
                                                             evidence:map, evidence:store,
                                                             events:encode
     tracehound_kernel_errors_total{error}          counter  kernel-side counts that are no record's loss
@@ -224,7 +224,7 @@ def _stats_families(stats: CaptureStats) -> list[Metric]:
     lost = CounterMetricFamily(
         "tracehound_events_lost",
         "Events lost, by kind and stage (kernel: ring buffer or map full; "
-        "decode: malformed record; sink: dropped by the sink that dropped most; "
+        "decode: malformed record; abandoned: received, never given to a sink; sink: dropped by the sink that dropped most; "
         "evidence:map, evidence:store, events:encode: taken from a sink, then failed)",
         labels=["kind", "stage"],
     )
@@ -233,6 +233,7 @@ def _stats_families(stats: CaptureStats) -> list[Metric]:
         generated.add_metric([kind], account.generated)
         lost.add_metric([kind, "kernel"], account.lost_kernel)
         lost.add_metric([kind, "decode"], account.decode_errors)
+        lost.add_metric([kind, "abandoned"], account.abandoned)
         lost.add_metric([kind, "sink"], _sink_lost(account))
     for kind, stages in stats.downstream.items():
         for stage, count in stages.items():

@@ -10,12 +10,38 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.config.schema import EVIDENCE_DIR_ENV
+
 REPO = Path(__file__).resolve().parent.parent
 TRACEHOUND = [sys.executable, "-m", "agent"]
+
+# `tracehound run` writes its evidence log by default, to /var/lib/tracehound:
+# no test may (two daemons would fight over the store's lock, and a host's
+# real log is not the tests' to write). Every process the tests start
+# inherits a default of their own: one per session here, one per test below.
+_SESSION_EVIDENCE = tempfile.mkdtemp(prefix="tracehound-test-evidence-")
+os.environ[EVIDENCE_DIR_ENV] = os.path.join(_SESSION_EVIDENCE, "evidence")
+
+
+@pytest.fixture(autouse=True)
+def _own_default_evidence_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Each test's daemons write their default log in a directory of its own."""
+    monkeypatch.setenv(
+        EVIDENCE_DIR_ENV, str(tmp_path_factory.mktemp("default-evidence") / "evidence")
+    )
+    yield
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(_SESSION_EVIDENCE, ignore_errors=True)
 
 
 def _kernel_problem() -> str | None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from agent.config.schema import EVIDENCE_DIR_ENV
 from tests.conftest import TRACEHOUND, require_kernel
 
 
@@ -85,7 +86,12 @@ listen = "127.0.0.1:{self.port}"
         self.config.write_text(config if config is not None else self.config_text())
         ready = self.root / "ready"
         ready.unlink(missing_ok=True)
-        environ = {**os.environ, **(env or {})}
+        # A config without [evidence] must not reach /var/lib/tracehound.
+        environ = {
+            **os.environ,
+            EVIDENCE_DIR_ENV: str(self.root / "default-evidence"),
+            **(env or {}),
+        }
         with open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
                 [*TRACEHOUND, "run", "--config", str(self.config), "--ready-file", str(ready),

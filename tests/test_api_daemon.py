@@ -2,20 +2,25 @@
 asked over its UNIX socket with real curl.
 
 One daemon serves the whole module (starting one costs seconds of BPF
-compilation); the tests run in file order, the reloads and the stop last.
+compilation). No test depends on another having run, or not: a reload puts
+the module's configuration back, counts are compared with their value
+before, and the stop has a daemon of its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -46,6 +51,24 @@ max_headers = 20
 sse_buffer = 4096"""
 
 
+def sse_clients(daemon: Daemon) -> int:
+    """How many SSE buffers the daemon holds (its ``sse_clients`` queue's
+    capacity is the sum of theirs)."""
+    stats = daemon.get_json("/v1/stats")
+    assert isinstance(stats, dict)
+    found = [q for q in stats["queues"] if q["queue"] == "sse_clients"]
+    return int(found[0]["capacity"]) // 4096 if found else 0  # sse_buffer = 4096
+
+
+def logged_argv(daemon: Daemon) -> list[list[str]]:
+    """The argv of every exec record in the daemon's log so far."""
+    return [
+        e.event["data"]["argv"]
+        for e in iter_events(daemon.state)
+        if e.event["type"] == TYPE_PREFIX + "process.exec.v1"
+    ]
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     require_kernel()
@@ -67,17 +90,22 @@ def test_socket_mode_and_group_are_as_configured(kernel: None, daemon: Daemon) -
 
 
 def test_snapshot_stream_events_and_resume(kernel: None, daemon: Daemon) -> None:
+    subscribed = sse_clients(daemon) + 1
     tail = subprocess.Popen(
         ["curl", "-sSN", "--unix-socket", str(daemon.sock), "http://localhost/v1/stream"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert tail.stdout is not None
+    # Read from the start: a client that stops reading is let go by the daemon.
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in tail.stdout], daemon=True).start()
     try:
-        time.sleep(0.5)  # subscribed
+        wait_until(lambda: sse_clients(daemon) >= subscribed, "the SSE client to subscribe")
         subprocess.run(["/bin/echo", "tracehound-e2e-first"], check=True, capture_output=True)
         exec_event = None
         last_id = None
-        for line in tail.stdout:
+        while True:
+            line = lines.get(timeout=30)
             if line.startswith("id: "):
                 last_id = line[4:].strip()
             if line.startswith("data: ") and "tracehound-e2e-first" in line:
@@ -109,7 +137,13 @@ def test_snapshot_stream_events_and_resume(kernel: None, daemon: Daemon) -> None
     # Disconnected: these happen while no client listens.
     for n in range(3):
         subprocess.run(["/bin/echo", f"tracehound-e2e-missed-{n}"], check=True)
-    time.sleep(1.5)  # published
+    wait_until(
+        lambda: all(
+            any(f"tracehound-e2e-missed-{n}" in argv for argv in logged_argv(daemon))
+            for n in range(3)
+        ),
+        "the missed execs in the log",
+    )
     resumed = daemon.curl(
         "/v1/stream", "-N", "-H", f"Last-Event-ID: {exec_event['id']}", "--max-time", "3"
     )
@@ -127,6 +161,7 @@ def test_snapshot_stream_events_and_resume(kernel: None, daemon: Daemon) -> None
 def test_metrics_parse_and_have_queue_depths(kernel: None, daemon: Daemon) -> None:
     import urllib.request
 
+    assert daemon.get_json("/healthz") == {"status": "ok"}  # one response to count, at least
     with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=10) as page:
         text = page.read().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -137,7 +172,8 @@ def test_metrics_parse_and_have_queue_depths(kernel: None, daemon: Daemon) -> No
     assert capacity["stream:evidence"] > 0 and capacity["publisher"] > 0
     assert families["tracehound_evidence_records"].samples[0].value > 0
     assert "tracehound_evidence_checkpoint_age_seconds" in families
-    assert families["tracehound_api_responses"].samples  # counted by status
+    answered = {s.labels["code"]: s.value for s in families["tracehound_api_responses"].samples}
+    assert answered.get("200", 0) >= 1, answered  # counted by status
     # The same page is on the socket too.
     assert "tracehound_queue_depth" in daemon.curl("/metrics").stdout
 
@@ -262,9 +298,13 @@ def test_hostile_clients(kernel: None, daemon: Daemon) -> None:
         holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         holder.connect(str(daemon.sock))
         holders.append(holder)
-    time.sleep(0.3)
     try:
-        assert _status(_raw(daemon, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")) == 503
+        # Once the server has taken all eight (it accepts asynchronously).
+        wait_until(
+            lambda: _status(_raw(daemon, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")) == 503,
+            "the ninth client to be told 503",
+            10,
+        )
     finally:
         for holder in holders:
             holder.close()
@@ -275,7 +315,8 @@ def test_hostile_clients(kernel: None, daemon: Daemon) -> None:
             sock.connect(str(daemon.sock))
             if n % 2:
                 sock.sendall(b"\x00garbage\r\n\r\n")
-    time.sleep(2.5)  # the idle ones time out
+    # The slots they held are free again.
+    wait_until(lambda: daemon.status("/healthz")[0] == 200, "the API to serve again", 15)
 
     # Capture never stalled, and the daemon still serves.
     subprocess.run(["/bin/echo", "tracehound-e2e-after-hostile"], check=True, capture_output=True)
@@ -303,10 +344,13 @@ def _cli(daemon: Daemon, *args: str, timeout: float = 30) -> subprocess.Complete
 
 def test_cli_snapshot_stats_tail(kernel: None, daemon: Daemon) -> None:
     subprocess.run(["/bin/echo", "tracehound-e2e-cli"], check=True, capture_output=True)
-    time.sleep(1)
-    snap = _cli(daemon, "snapshot", "--comm", "echo")
-    assert snap.returncode == 0, snap.stderr
-    assert any("tracehound-e2e-cli" in p["argv"] for p in json.loads(snap.stdout)["processes"])
+
+    def in_snapshot() -> bool:
+        snap = _cli(daemon, "snapshot", "--comm", "echo")
+        assert snap.returncode == 0, snap.stderr
+        return any("tracehound-e2e-cli" in p["argv"] for p in json.loads(snap.stdout)["processes"])
+
+    wait_until(in_snapshot, "the exec in the CLI's snapshot", 15)
     text = _cli(daemon, "snapshot", "--comm", "echo", "--text")
     assert text.returncode == 0 and "tracehound-e2e-cli" in text.stdout, text.stderr
     stats = _cli(daemon, "stats")
@@ -326,8 +370,12 @@ def test_cli_snapshot_stats_tail(kernel: None, daemon: Daemon) -> None:
         [*TRACEHOUND, "tail", "--type", "process.exec", "--count", "1", "--socket", str(daemon.sock)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(1.5)
-    subprocess.run(["/bin/echo", "tracehound-e2e-tail"], check=True, capture_output=True)
+
+    def tail_saw_one() -> bool:  # execs until the live tail (subscribed by then) took one
+        subprocess.run(["/bin/echo", "tracehound-e2e-tail"], check=True, capture_output=True)
+        return live.poll() is not None
+
+    wait_until(tail_saw_one, "the live tail to print an exec", 30)
     out, err = live.communicate(timeout=30)
     assert live.returncode == 0, err
     record = json.loads(out)
@@ -362,20 +410,38 @@ def _reload(daemon: Daemon, text: str) -> dict[str, object]:
     return config
 
 
+def _nobody_status(daemon: Daemon) -> str:
+    return daemon.curl("/healthz", "-w", "\n%{http_code}", user=(NOBODY, NOBODY, API_GROUP)).stdout
+
+
+def _config_info(daemon: Daemon) -> dict[str, Any]:
+    stats = daemon.get_json("/v1/stats")
+    assert isinstance(stats, dict)
+    return dict(stats["config"])
+
+
 def test_bad_reloads_keep_the_running_configuration(kernel: None, daemon: Daemon) -> None:
     good = daemon.config.read_text()
-    config = _reload(
-        daemon, good.replace("stats_interval = 0", "stats_interval = 0\nring_pages = 8")
-    )
-    assert config["generation"] == 1 and config["reloads"] == {"applied": 0, "refused": 1}
-    assert "ring_pages" in str(config["last_reload_error"])
-    config = _reload(daemon, good.replace("stats_interval = 0", "stats_interval = 0\nargv_max = 4"))
-    assert config["reloads"] == {"applied": 0, "refused": 2}
-    assert "capture.argv_max changed: that takes a restart" in str(config["last_reload_error"])
-    assert "reload refused, the running configuration stays" in daemon.log()
-    # Still the old rules: the nobody peer is still refused.
-    refused = daemon.curl("/healthz", "-w", "\n%{http_code}", user=(NOBODY, NOBODY, API_GROUP))
-    assert refused.stdout.rstrip().endswith("403")
+    before = _config_info(daemon)
+    nobody = _nobody_status(daemon).rstrip()[-3:]
+    try:
+        config = _reload(
+            daemon, good.replace("stats_interval = 0", "stats_interval = 0\nring_pages = 8")
+        )
+        applied, refused = before["reloads"]["applied"], before["reloads"]["refused"]
+        assert config["generation"] == before["generation"]
+        assert config["reloads"] == {"applied": applied, "refused": refused + 1}
+        assert "ring_pages" in str(config["last_reload_error"])
+        config = _reload(
+            daemon, good.replace("stats_interval = 0", "stats_interval = 0\nargv_max = 4")
+        )
+        assert config["reloads"] == {"applied": applied, "refused": refused + 2}
+        assert "capture.argv_max changed: that takes a restart" in str(config["last_reload_error"])
+        assert "reload refused, the running configuration stays" in daemon.log()
+        # Still the running rules: the nobody peer is answered as before.
+        assert _nobody_status(daemon).rstrip().endswith(nobody)
+    finally:
+        daemon.config.write_text(good)
 
 
 def test_reload_applies_api_and_redaction(kernel: None, daemon: Daemon) -> None:
@@ -384,22 +450,48 @@ def test_reload_applies_api_and_redaction(kernel: None, daemon: Daemon) -> None:
         ' pattern = "hushhush-(\\\\w+)", group = 1, replacement = "[GONE]"}]\n'
     )
     text = daemon.config_text(extra_api=f"allow_uids = [{NOBODY}]\n", extra=rule)
-    config = _reload(daemon, text)
-    assert config["generation"] == 2, (config, daemon.log()[-2000:])
-    allowed = daemon.curl("/healthz", "-w", "\n%{http_code}", user=(NOBODY, NOBODY, API_GROUP))
-    assert allowed.stdout.rstrip().endswith("200"), allowed
-    subprocess.run(["/bin/echo", "hushhush-topsecret"], check=True, capture_output=True)
+    generation = _config_info(daemon)["generation"]
+    try:
+        config = _reload(daemon, text)
+        assert config["generation"] == generation + 1, (config, daemon.log()[-2000:])
+        assert _nobody_status(daemon).rstrip().endswith("200")
+        subprocess.run(["/bin/echo", "hushhush-topsecret"], check=True, capture_output=True)
 
-    def redacted() -> bool:
-        found = daemon.get_json("/v1/events?type=process.exec&limit=50")
-        assert isinstance(found, dict)
-        argvs = [e["data"].get("argv", []) for e in found["events"]]
-        return any("hushhush-[GONE]" in argv for argv in argvs)
+        def redacted() -> bool:
+            found = daemon.get_json("/v1/events?type=process.exec&limit=50")
+            assert isinstance(found, dict)
+            argvs = [e["data"].get("argv", []) for e in found["events"]]
+            return any("hushhush-[GONE]" in argv for argv in argvs)
 
-    wait_until(redacted, "the exec redacted by the reloaded rule", 15)
+        wait_until(redacted, "the exec redacted by the reloaded rule", 15)
+    finally:
+        # The module's configuration again, for whichever test runs next.
+        config = _reload(daemon, daemon.config_text())
+    assert config["generation"] == generation + 2
+    assert _nobody_status(daemon).rstrip().endswith("403")
 
 
-def test_sigterm_exits_zero_and_the_log_verifies(kernel: None, daemon: Daemon) -> None:
+def test_sigterm_exits_zero_and_the_log_verifies(tmp_path: Path) -> None:
+    """A daemon of its own (the module's keeps serving): reloads refused
+    twice and applied once are on record, then SIGTERM."""
+    require_kernel()
+    daemon = Daemon(tmp_path)
+    try:
+        daemon.start()
+        _stop_after_reloads(daemon)
+    finally:
+        daemon.close()
+
+
+def _stop_after_reloads(daemon: Daemon) -> None:
+    good = daemon.config.read_text()
+    _reload(daemon, good.replace("stats_interval = 0", "stats_interval = 0\nring_pages = 8"))
+    _reload(daemon, good.replace("stats_interval = 0", "stats_interval = 0\nargv_max = 4"))
+    rule = (
+        'redact_rules = [{name = "e2e-secret", privacy = "sensitive",'
+        ' pattern = "hushhush-(\\\\w+)", group = 1, replacement = "[GONE]"}]\n'
+    )
+    assert _reload(daemon, daemon.config_text(extra=rule))["generation"] == 2
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(timeout=60) == 0, daemon.log()[-3000:]

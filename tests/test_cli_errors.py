@@ -108,18 +108,19 @@ def test_run_survives_an_events_file_that_fails(kernel: None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         stats = f"{tmp}/stats.json"
+        # Activity for as long as the daemon runs, however long it takes to
+        # start on a loaded machine (a fixed loop could be over before).
         activity = subprocess.Popen(
-            [
-                "/bin/sh",
-                "-c",
-                "for i in $(seq 150); do cat /etc/hostname >/dev/null; sleep 0.02; done",
-            ]
+            ["/bin/sh", "-c", "while :; do cat /etc/hostname >/dev/null; sleep 0.02; done"]
         )
-        result = run_cli(
-            "run", "--duration", "2", "--stats-interval", "0", "--no-seed",
-            "--events", "/dev/full", "--stats-file", stats,
-        )  # fmt: skip
-        activity.wait(timeout=60)
+        try:
+            result = run_cli(
+                "run", "--duration", "2", "--stats-interval", "0", "--no-seed",
+                "--events", "/dev/full", "--stats-file", stats,
+            )  # fmt: skip
+        finally:
+            activity.kill()
+            activity.wait(timeout=60)
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
         assert "--events /dev/full: write failed" in result.stderr

@@ -27,6 +27,7 @@ from agent.config import (
     parse_listen,
     parse_mode,
 )
+from agent.config.schema import DEFAULT_EVIDENCE_DIR, EVIDENCE_DIR_ENV
 from agent.errors import UsageError
 from agent.redact import Rule
 
@@ -93,7 +94,10 @@ def refused(tmp_path: Path, text: str) -> str:
 # --- defaults and full files -------------------------------------------------
 
 
-def test_no_file_gives_the_builtin_defaults(tmp_path: Path) -> None:
+def test_no_file_gives_the_builtin_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(EVIDENCE_DIR_ENV, raising=False)
     config = load_config(None, default=tmp_path / "absent.toml")
     assert config == Config()
     assert config.capture.ringbuf_pages == 1024
@@ -142,10 +146,45 @@ def test_a_full_file_loads(tmp_path: Path) -> None:
     assert config.metrics.address == ("::1", 9100)
 
 
+def test_the_example_states_the_real_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `config example` shows is what runs with no file: every value
+    in it equals the schema's default (evidence on, in /var/lib)."""
+    monkeypatch.delenv(EVIDENCE_DIR_ENV, raising=False)
+    config = parse_config(example_config_text(), "example")
+    assert config == Config()
+    assert config.evidence.enabled
+    assert config.evidence.state_dir == DEFAULT_EVIDENCE_DIR == "/var/lib/tracehound/evidence"
+    # The environment moves the default, never the example.
+    monkeypatch.setenv(EVIDENCE_DIR_ENV, "/tmp/elsewhere")
+    assert Config().evidence.state_dir == "/tmp/elsewhere"
+    assert f'state_dir = "{DEFAULT_EVIDENCE_DIR}"' in example_config_text()
+
+
+def test_the_environment_moves_only_the_default_evidence_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EVIDENCE_DIR_ENV, str(tmp_path / "ev"))
+    assert load_config(None, default=tmp_path / "absent.toml").evidence.state_dir == str(
+        tmp_path / "ev"
+    )
+    named = write(tmp_path, "[evidence]\nstate_dir = '/srv/log'\n")
+    assert load_config(named).evidence.state_dir == "/srv/log"  # the file wins
+    for bad in ("", "relative/dir"):
+        monkeypatch.setenv(EVIDENCE_DIR_ENV, bad)
+        with pytest.raises(ConfigError) as caught:
+            load_config(named)
+        # Named alone: the file is not what is wrong.
+        assert str(caught.value) == (
+            f"{EVIDENCE_DIR_ENV}: expected an absolute directory path, got {bad!r}"
+        )
+
+
 def test_the_example_loads_and_shows_every_key() -> None:
     text = example_config_text()
-    config = parse_config(text, "example")
-    assert config.evidence.enabled
+    # The commented-out rule shows a working form.
+    rule = text.replace("# redact_rules = [\n#", "redact_rules = [\n").replace("\n# ]", "\n]")
+    rule = rule.replace("redact_rules = []\n", "")
+    config = parse_config(rule, "example")
     assert [r.name for r in config.evidence.redact_rules] == ["internal-token"]
     for section in Config.__struct_fields__:
         table = getattr(config, section)
@@ -536,11 +575,15 @@ def _run_parser() -> argparse.ArgumentParser:
     raise AssertionError("no run subcommand")
 
 
-def test_builtin_defaults_match_the_run_options() -> None:
-    """apply_defaults relies on this: the parser's defaults are the built-in config."""
+def test_every_option_with_a_config_key_defaults_to_not_given() -> None:
+    """The schema holds the defaults; the parser only says "not given"
+    (None), so apply_defaults can tell a flag given from one left out."""
     parser = _run_parser()
-    for dest, value in cli_defaults(Config()).items():
-        assert parser.get_default(dest) == value, dest
+    for dest in cli_defaults(Config()):
+        assert parser.get_default(dest) is None, dest
+    args = parser.parse_args([])
+    apply_defaults(args, Config())
+    assert {dest: getattr(args, dest) for dest in cli_defaults(Config())} == cli_defaults(Config())
 
 
 def test_apply_defaults_lets_the_command_line_win(tmp_path: Path) -> None:
@@ -557,6 +600,45 @@ def test_apply_defaults_lets_the_command_line_win(tmp_path: Path) -> None:
     assert args.evidence_fsync == "always"
     assert args.evidence_checkpoint_every == 10
     assert msgspec.to_builtins(args.stats_interval) == 0.0
+
+
+def test_an_explicit_value_wins_even_when_it_is_the_builtin_default(tmp_path: Path) -> None:
+    """--stats-interval 5 (the schema's default) over the file's 0: given
+    wins; and the file's 0 over the schema's 5 when not given."""
+    parser = _run_parser()
+    config = load_config(write(tmp_path, FULL))
+    builtin = Config()
+    given = [
+        "--stats-interval", str(builtin.capture.stats_interval),
+        "--ringbuf-pages", str(builtin.capture.ringbuf_pages),
+        "--stream-policy", builtin.stream.policy,
+        "--evidence-fsync", builtin.evidence.fsync,
+    ]  # fmt: skip
+    args = parser.parse_args(given)
+    decided = apply_defaults(args, config)
+    assert args.stats_interval == builtin.capture.stats_interval != config.capture.stats_interval
+    assert args.ringbuf_pages == builtin.capture.ringbuf_pages != config.capture.ringbuf_pages
+    assert args.stream_policy == builtin.stream.policy != config.stream.policy
+    assert args.evidence_fsync == builtin.evidence.fsync != config.evidence.fsync
+    assert not {"stats_interval", "ringbuf_pages", "stream_policy", "evidence_fsync"} & decided
+    left_out = parser.parse_args([])
+    assert "stats_interval" in apply_defaults(left_out, config)
+    assert left_out.stats_interval == config.capture.stats_interval == 0
+
+
+def test_no_evidence_wins_over_the_file_and_the_default(tmp_path: Path) -> None:
+    parser = _run_parser()
+    for config in (Config(), load_config(write(tmp_path, FULL))):
+        assert config.evidence.enabled
+        on = parser.parse_args([])
+        apply_defaults(on, config)
+        assert on.evidence == config.evidence.state_dir
+        off = parser.parse_args(["--no-evidence"])
+        apply_defaults(off, config)
+        assert off.evidence is None
+    assert parser.parse_args(["--evidence", "/x"]).evidence == "/x"
+    with pytest.raises(UsageError, match="--no-evidence: not allowed with argument --evidence"):
+        parser.parse_args(["--evidence", "/x", "--no-evidence"])
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

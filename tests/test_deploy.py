@@ -187,10 +187,9 @@ def test_unit_file_settings() -> None:
     assert settings["Type"] == "notify"
     assert settings["NotifyAccess"] == "main"
     assert settings["WatchdogSec"] == "30"
-    assert settings["ExecStart"] == (
-        "/opt/tracehound/.venv/bin/tracehound run --stats-interval 60"
-        " --evidence /var/lib/tracehound/evidence"
-    )
+    # Evidence on by default, in the StateDirectory: no flag that the file
+    # could not override.
+    assert settings["ExecStart"] == "/opt/tracehound/.venv/bin/tracehound run --stats-interval 60"
     # SIGHUP reloads (agent/commands/run.py), so systemctl reload works.
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert settings["RuntimeDirectoryMode"] == "0755"  # API group members reach the socket

@@ -607,10 +607,12 @@ def test_profile_evidence_without_a_key_is_refused_with_a_hint(tmp_path: Path) -
 
 
 def test_stream_follow_prints_new_records_and_stops_cleanly(tmp_path: Path) -> None:
+    import queue
     import signal as _signal
-    import time as _time
+    import threading
 
     from agent.evidence.store import EvidenceStore
+    from tests.harness import wait_until
 
     state = tmp_path / "follow"
     with EvidenceStore(state) as store:
@@ -620,14 +622,30 @@ def test_stream_follow_prints_new_records_and_stops_cleanly(tmp_path: Path) -> N
         [*TRACEHOUND, "evidence", "stream", "--follow", "--state-dir", str(state)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert follower.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in follower.stdout], daemon=True)
+    reader.start()
+    printed: list[str] = []
+
+    def shown(body: dict[str, int]) -> bool:
+        while not lines.empty():
+            printed.append(lines.get())
+        return any(json.loads(line)["body"] == body for line in printed)
+
     try:
-        _time.sleep(1.0)
+        wait_until(lambda: shown({"n": 0}), "the follower to print the first record")
         with EvidenceStore(state) as store:
             store.append("dev.tracehound.test.v1", {"n": 1})
             store.commit()
-        _time.sleep(1.0)
+        wait_until(lambda: shown({"n": 1}), "the follower to print the later record")
         follower.send_signal(_signal.SIGTERM)
-        out, err = follower.communicate(timeout=30)
+        follower.wait(timeout=30)
+        reader.join(timeout=30)  # stdout ended with the process
+        shown({})  # what is left in the queue
+        out = "".join(printed)
+        assert follower.stderr is not None
+        err = follower.stderr.read()
     finally:
         if follower.poll() is None:
             follower.kill()

@@ -21,7 +21,29 @@ def test_every_kind_is_present_and_empty_books_balance() -> None:
     books = Ledger().account({}, {})
     assert list(books) == list(KINDS)
     for acct in books.values():
-        assert acct == KindAccount(0, 0, 0, 0, 0, 0, {}, True)
+        assert acct == KindAccount(
+            generated=0, lost_kernel=0, received=0, decode_errors=0, abandoned=0,
+            delivered=0, dropped_sink=0, sinks={}, balanced=True,
+        )  # fmt: skip
+
+
+def test_abandoned_events_are_in_the_books() -> None:
+    """Received, then never handed to a sink (drain cancelled mid-batch):
+    counted, so the books balance, and shown as lost; left out, they don't."""
+    led = ledger({"file": 10})
+    led.abandoned["file"] = 3
+    sinks = {"agg": {"file": (7, 0)}, "stream": {"file": (5, 2)}}
+    acct = led.account({"file": (12, 2)}, sinks)["file"]
+    assert acct.balanced
+    assert acct.abandoned == 3
+    assert (acct.delivered, acct.dropped_sink) == (5, 2)
+    assert acct.lost == 2 + 0 + 3 + 2
+    led.abandoned["file"] = 2  # one event unaccounted for
+    assert not led.account({"file": (12, 2)}, sinks)["file"].balanced
+    # With no sink at all, what was abandoned is not delivered.
+    alone = ledger({"exec": 4})
+    alone.abandoned["exec"] = 1
+    assert alone.account({"exec": (4, 0)}, {})["exec"].delivered == 3
 
 
 def test_balanced_with_kernel_loss() -> None:

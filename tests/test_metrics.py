@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import prometheus_client
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import __version__
+from agent.api.metrics_server import MetricsServerStats, serve_metrics
 from agent.capture.events import KINDS, ExitEvent, ForkEvent
 from agent.capture.ledger import Ledger
 from agent.capture.loader import ProbeStatus
@@ -209,6 +213,8 @@ async def test_counters_are_monotonic_across_scrapes() -> None:
     await world.produce(3, lost=2)
     world.ledger.decode_errors["fork"] += 1
     world.ledger.received["fork"] += 1
+    world.ledger.abandoned["fork"] += 1
+    world.ledger.received["fork"] += 1
     world.errors["scope_full"] += 4
     records[0] += 10
     _, second = scrape(registry)
@@ -229,6 +235,10 @@ async def test_counters_are_monotonic_across_scrapes() -> None:
     assert (
         "tracehound_events_lost_total",
         frozenset({("kind", "fork"), ("stage", "decode")}),
+    ) in grew
+    assert (
+        "tracehound_events_lost_total",
+        frozenset({("kind", "fork"), ("stage", "abandoned")}),
     ) in grew
     assert (
         "tracehound_events_lost_total",
@@ -344,7 +354,41 @@ def test_label_values_are_escaped() -> None:
 def test_process_metrics_and_content_type() -> None:
     _, s = scrape(make_registry(MetricsSources(), process=True))
     assert "process_resident_memory_bytes" in names_of(s)
-    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def test_the_endpoint_serves_the_exposition_with_its_content_type() -> None:
+    """Over a real socket: 200 with CONTENT_TYPE and a body Prometheus'
+    parser reads; another path is 404; the server's counters say so."""
+    registry = make_registry(MetricsSources(), process=True)
+    stats = MetricsServerStats()
+
+    async def ask(port: int, path: str) -> bytes:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            reply = b""
+            while chunk := await stream.receive_some(65536):
+                reply += chunk
+        return reply
+
+    async with trio.open_nursery() as nursery:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        await nursery.start(
+            functools.partial(serve_metrics, stats=stats), registry, "127.0.0.1", port
+        )
+        reply = await ask(port, "/metrics")
+        missing = await ask(port, "/other")
+        nursery.cancel_scope.cancel()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 200 OK"
+    assert f"Content-Type: {CONTENT_TYPE}" in lines
+    families = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert "process_resident_memory_bytes" in families
+    assert missing.startswith(b"HTTP/1.1 404 ")
+    assert (stats.served, stats.rejected, stats.refused) == (1, 1, 0)
 
 
 def exit_event(pid: int) -> ExitEvent:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TRACEHOUND
+from tests.harness import wait_until
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -31,20 +32,24 @@ def test_run_captures_and_stops_cleanly(
 ) -> None:
     ready, stats_file = tmp_path / "ready", tmp_path / "stats.json"
     events, profile_file = tmp_path / "events.ndjson", tmp_path / "profile.json"
-    agent = subprocess.Popen(
-        [*TRACEHOUND, "run", "--ready-file", str(ready), "--stats-file", str(stats_file),
-         "--events", str(events), "--profile-file", str(profile_file), "--stats-interval", "0.5"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        agent = subprocess.Popen(
+            [*TRACEHOUND, "run", "--ready-file", str(ready), "--stats-file", str(stats_file),
+             "--events", str(events), "--profile-file", str(profile_file),
+             "--stats-interval", "0.5"],
+            stderr=err, text=True,
+        )  # fmt: skip
     try:
         wait_for(ready, agent)
         marker = tmp_path / "run-marker"
         subprocess.run(
             ["/bin/sh", "-c", f"echo hi > {marker}; /bin/true tracehound-run-arg"], check=True
         )
-        time.sleep(1.2)  # at least one stats line
+        wait_until(lambda: "events exec=" in log.read_text(), "a stats line", 30)
         agent.send_signal(stop_signal)
-        _, stderr = agent.communicate(timeout=60)
+        agent.wait(timeout=60)
+        stderr = log.read_text()
     finally:
         if agent.poll() is None:
             agent.kill()
@@ -144,10 +149,16 @@ def test_metrics_endpoint_parses_and_has_depth_gauges(kernel: None, tmp_path: Pa
     try:
         wait_for(ready, agent)
         subprocess.run(["/bin/true", "metrics-probe"], check=True)
-        time.sleep(0.5)
-        with urllib.request.urlopen("http://127.0.0.1:19464/metrics", timeout=10) as reply:
-            assert reply.status == 200
-            text = reply.read().decode()
+        page: list[str] = []
+
+        def scraped_the_exec() -> bool:
+            with urllib.request.urlopen("http://127.0.0.1:19464/metrics", timeout=10) as reply:
+                assert reply.status == 200
+                page[:] = [reply.read().decode()]
+            return 'tracehound_events_total{kind="exec"} 0.0' not in page[0]
+
+        wait_until(scraped_the_exec, "the exec in the metrics", 30)
+        text = page[0]
         with urllib.request.urlopen("http://127.0.0.1:19464/nope", timeout=10) as missing:
             raise AssertionError(f"expected 404, got {missing.status}")
     except urllib.error.HTTPError as err:

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.capture import events, wire
+from agent.capture import events, kinds, wire
 from agent.capture.loader import LoadOptions
-from agent.sinks import aggregating
 
 REPO = Path(__file__).resolve().parent.parent
 BPF = REPO / "bpf"
@@ -37,11 +36,11 @@ BODY_OF: dict[str, struct.Struct] = {
     "th_net_event": wire.NET_BODY,
 }
 KIND_OF: dict[str, int] = {
-    "th_exec_event": wire.KIND_EXEC,
-    "th_fork_event": wire.KIND_FORK,
-    "th_exit_event": wire.KIND_EXIT,
-    "th_file_event": wire.KIND_FILE,
-    "th_net_event": wire.KIND_NET,
+    "th_exec_event": kinds.KIND_EXEC,
+    "th_fork_event": kinds.KIND_FORK,
+    "th_exit_event": kinds.KIND_EXIT,
+    "th_file_event": kinds.KIND_FILE,
+    "th_net_event": kinds.KIND_NET,
 }
 
 
@@ -268,7 +267,7 @@ def test_exec_size_matches_sizeof_for_unaligned_argv_bounds(layout_dir: Path) ->
     # argv_max=3, arg_len=17 pass LoadOptions.validate().
     LoadOptions(argv_max=3, arg_len=17).validate()
     layout = compile_layout(layout_dir, ("-DTH_ARGV_MAX=3", "-DTH_ARG_LEN=17"))
-    assert wire.WireDecoder(3, 17).sizes[wire.KIND_EXEC] == layout.sizes["th_exec_event"]
+    assert wire.WireDecoder(3, 17).sizes[kinds.KIND_EXEC] == layout.sizes["th_exec_event"]
 
 
 @pytest.fixture(scope="module")
@@ -292,29 +291,64 @@ def test_constants_were_all_printed(constants: dict[str, int]) -> None:
 
 
 def test_kind_numbers_match(constants: dict[str, int]) -> None:
-    kinds = _group(constants, "TH_KIND_")
-    assert kinds == wire.KIND_NAMES
-    for value, name in kinds.items():
-        assert getattr(wire, f"KIND_{name.upper()}") == value
-    assert constants["TH_NR_KINDS"] == wire.NR_KINDS == max(kinds) + 1
+    numbered = _group(constants, "TH_KIND_")
+    assert numbered == kinds.KIND_NAMES
+    for value, name in numbered.items():
+        assert getattr(kinds, f"KIND_{name.upper()}") == value
+    assert constants["TH_NR_KINDS"] == kinds.NR_KINDS == max(numbered) + 1
     # The ledger's kinds are the kernel's, in the kernel's order.
-    assert tuple(kinds[k] for k in sorted(kinds)) == events.KINDS
+    assert tuple(numbered[k] for k in sorted(numbered)) == kinds.KINDS == events.KINDS
 
 
 def test_file_and_net_ops_match(constants: dict[str, int]) -> None:
-    assert _group(constants, "TH_FILE_") == wire.FILE_OPS
-    assert _group(constants, "TH_NET_") == wire.NET_OPS
+    assert _group(constants, "TH_FILE_") == kinds.FILE_OPS
+    assert _group(constants, "TH_NET_") == kinds.NET_OPS
+    # The operations records name: the kernel's, plus rmdir (an unlink of a
+    # directory); the evidence's types and the profile's words are these.
+    assert set(kinds.FILE_OPERATIONS) == {*kinds.FILE_OPS.values(), "rmdir"}
+    assert tuple(kinds.NET_OPS[n] for n in sorted(kinds.NET_OPS)) == kinds.NET_OPERATIONS
+    unlink = next(n for n, op in kinds.FILE_OPS.items() if op == "unlink")
+    assert kinds.file_operation(kinds.FILE_OPS[unlink], kinds.AT_REMOVEDIR) == "rmdir"
+    assert kinds.file_operation("unlink", 0) == "unlink"
+
+
+def test_the_probes_pass_the_kernels_at_removedir_for_rmdir() -> None:
+    """file.bpf.c sets AT_REMOVEDIR in rmdir()'s record: file_operation
+    relies on it, with the value the kernel's unlinkat(2) uses."""
+    source = (BPF / "file.bpf.c").read_text()
+    found = re.search(r"^#define AT_REMOVEDIR (0x[0-9a-fA-F]+|\d+)$", source, flags=re.M)
+    assert found is not None and int(found.group(1), 0) == kinds.AT_REMOVEDIR
+    rmdir = re.search(r"^TH_FILE_SYSCALL\(rmdir, TH_FILE_UNLINK,.*AT_REMOVEDIR", source, re.M)
+    assert rmdir is not None, "rmdir() no longer records AT_REMOVEDIR"
+
+
+def test_open_flags_match_the_kernel_abi(layout_dir: Path) -> None:
+    """The open(2)/*at(2) values the records carry, from <fcntl.h> (the
+    profile's access words and the evidence's flags are read with these)."""
+    names = ["O_ACCMODE", "O_CREAT", "O_EXCL", "O_TRUNC", "O_APPEND", "O_DIRECTORY",
+             "AT_FDCWD", "AT_REMOVEDIR"]  # fmt: skip
+    src = layout_dir / "fcntl.c"
+    src.write_text(
+        "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdio.h>\nint main(void) {\n"
+        + "".join(f'    printf("{n} %lld\\n", (long long)({n}));\n' for n in names)
+        + "    return 0;\n}\n"
+    )
+    exe = layout_dir / "fcntl"
+    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(exe), str(src)], check=True)
+    printed = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    values = {name: int(value) for name, value in (line.split() for line in printed.splitlines())}
+    assert values == {name: getattr(kinds, name) for name in names}
 
 
 def test_flag_constants_match(constants: dict[str, int]) -> None:
-    assert constants["TH_EXEC_ARGV_TRUNCATED"] == wire.EXEC_ARGV_TRUNCATED
-    assert constants["TH_EXEC_ARG_TRUNCATED"] == wire.EXEC_ARG_TRUNCATED
-    assert constants["TH_EXIT_HAVE_CODE"] == wire.EXIT_HAVE_CODE
-    assert constants["TH_EXIT_HAVE_SIGNAL"] == wire.EXIT_HAVE_SIGNAL
+    assert constants["TH_EXEC_ARGV_TRUNCATED"] == kinds.EXEC_ARGV_TRUNCATED
+    assert constants["TH_EXEC_ARG_TRUNCATED"] == kinds.EXEC_ARG_TRUNCATED
+    assert constants["TH_EXIT_HAVE_CODE"] == kinds.EXIT_HAVE_CODE
+    assert constants["TH_EXIT_HAVE_SIGNAL"] == kinds.EXIT_HAVE_SIGNAL
     exec_flags = {v for n, v in constants.items() if n.startswith("TH_EXEC_")}
     exit_flags = {v for n, v in constants.items() if n.startswith("TH_EXIT_")}
-    assert exec_flags == {wire.EXEC_ARGV_TRUNCATED, wire.EXEC_ARG_TRUNCATED}
-    assert exit_flags == {wire.EXIT_HAVE_CODE, wire.EXIT_HAVE_SIGNAL}
+    assert exec_flags == {kinds.EXEC_ARGV_TRUNCATED, kinds.EXEC_ARG_TRUNCATED}
+    assert exit_flags == {kinds.EXIT_HAVE_CODE, kinds.EXIT_HAVE_SIGNAL}
 
 
 def test_lengths_and_defaults_match(layout_dir: Path, constants: dict[str, int]) -> None:
@@ -323,7 +357,7 @@ def test_lengths_and_defaults_match(layout_dir: Path, constants: dict[str, int])
     assert constants["TH_SOCKADDR_LEN"] == wire.SOCKADDR_LEN
     assert constants["TH_ARGV_MAX"] == wire.DEFAULT_ARGV_MAX
     assert constants["TH_ARG_LEN"] == wire.DEFAULT_ARG_LEN
-    assert constants["TH_AT_FDCWD"] == aggregating.AT_FDCWD
+    assert constants["TH_AT_FDCWD"] == kinds.AT_FDCWD
     opts = LoadOptions()
     assert constants["TH_ARGV_MAX"] == opts.argv_max
     assert constants["TH_ARG_LEN"] == opts.arg_len

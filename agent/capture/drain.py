@@ -28,10 +28,11 @@ import trio
 
 from agent.capture.events import ExitEvent, KernelEvent, kind_of
 from agent.capture.fold import FoldSettings, FoldStats, FoldTable
+from agent.capture.kinds import KIND_NAMES
 from agent.capture.ledger import Ledger
 from agent.capture.loader import LoadedCapture
 from agent.capture.ringbuf import MappedRing
-from agent.capture.wire import KIND_NAMES, WireError
+from agent.capture.wire import WireError
 from agent.sinks.base import EventSink
 
 #: Records read per pass before the sink gets them: bounds the batch.

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import msgspec
 
+from agent.capture import kinds
+
 
 class Endpoint(msgspec.Struct, frozen=True, order=True, gc=False):
     """A socket address, decoded from a raw sockaddr.
@@ -169,8 +171,7 @@ class ProcessSeen(msgspec.Struct, frozen=True, tag="process", tag_field="kind", 
 KernelEvent = ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent
 Event = KernelEvent | SyscallCounts | ProcessSeen
 
-#: Every kind the loss ledger keeps books for, in the kernel's numbering order.
-KINDS: tuple[str, ...] = ("exec", "fork", "exit", "file", "net", "syscall")
+KINDS = kinds.KINDS  # the ledger's kinds (agent.capture.kinds defines them)
 
 
 _KIND_OF: dict[type, str] = {

@@ -55,19 +55,8 @@ from dataclasses import dataclass
 import msgspec
 
 from agent.capture.events import FileEvent, KernelEvent, NetEvent
-from agent.capture.wire import (
-    FILE_BODY,
-    FILE_PATH_OFFSET,
-    HEADER,
-    KIND_EXEC,
-    KIND_EXIT,
-    KIND_FILE,
-    KIND_NAMES,
-    KIND_NET,
-    NET_BODY,
-    PATH_LEN,
-    WireError,
-)
+from agent.capture.kinds import KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_NAMES, KIND_NET
+from agent.capture.wire import FILE_BODY, FILE_PATH_OFFSET, HEADER, NET_BODY, PATH_LEN, WireError
 
 __all__ = ["FoldSettings", "FoldStats", "FoldTable"]
 

@@ -1,11 +1,13 @@
 """Loss accounting: every event the kernel makes is delivered or counted.
 
 Stages, in order: the kernel (``generated``, ``lost_kernel`` when a ring-buffer
-reserve fails or a map is full), the drain (``received``; ``decode_errors``),
-then each sink (``delivered`` or ``dropped``). Once the ring buffer has been
-drained after the probes were detached, for every kind and every sink:
+reserve fails or a map is full), the drain (``received``; ``decode_errors``;
+``abandoned``: received, then never handed to any sink because the drain was
+cancelled or a sink failed mid-batch), then each sink (``delivered`` or
+``dropped``). Once the ring buffer has been drained after the probes were
+detached, for every kind and every sink:
 
-    generated == lost_kernel + decode_errors + dropped + delivered
+    generated == lost_kernel + decode_errors + abandoned + dropped + delivered
 
 Counted in kernel events, not records: a folded record (see
 :mod:`agent.capture.fold`) is ``count`` events delivered or dropped. While
@@ -32,20 +34,28 @@ class SinkAccount(msgspec.Struct, frozen=True):
     dropped: int
 
 
-class KindAccount(msgspec.Struct, frozen=True):
+class KindAccount(msgspec.Struct, frozen=True, kw_only=True):
     """The books of one kind. ``balanced``: every generated event is accounted
-    for, at every sink."""
+    for, at every sink. ``abandoned`` defaults to 0 so profiles written
+    before it was counted still decode (``profile diff``)."""
 
     generated: int
     lost_kernel: int
     received: int
     decode_errors: int
+    abandoned: int = 0
     delivered: int
     dropped_sink: int
     sinks: dict[str, SinkAccount]
     balanced: bool
     #: Received repeats the drain holds to fold (a gauge; 0 once stopped).
     folding: int = 0
+
+    @property
+    def lost(self) -> int:
+        """Every loss of this kind before or at the sink that dropped most:
+        kernel, decode, abandoned, sink (not the consumers' downstream)."""
+        return self.lost_kernel + self.decode_errors + self.abandoned + self.dropped_sink
 
 
 class DownstreamLosses:
@@ -101,6 +111,7 @@ class Ledger:
             received = self.received[kind]
             errors = self.decode_errors[kind]
             held = self.folding[kind]
+            abandoned = self.abandoned[kind]
             per_sink = {
                 name: SinkAccount(*counts.get(kind, (0, 0)))
                 for name, counts in sorted(sinks.items())
@@ -109,16 +120,18 @@ class Ledger:
                 # Counts read from the kernel map; sinks carry them whole.
                 per_sink = {name: SinkAccount(received, 0) for name in per_sink}
             worst = min(per_sink.values(), key=lambda s: (s.delivered, -s.dropped), default=None)
-            delivered = worst.delivered if worst else received - errors - held
+            delivered = worst.delivered if worst else received - errors - held - abandoned
             dropped = worst.dropped if worst else 0
             balanced = generated == lost + received and all(
-                received == errors + held + s.delivered + s.dropped for s in per_sink.values()
+                received == errors + held + abandoned + s.delivered + s.dropped
+                for s in per_sink.values()
             )
             books[kind] = KindAccount(
                 generated=generated,
                 lost_kernel=lost,
                 received=received,
                 decode_errors=errors,
+                abandoned=abandoned,
                 delivered=delivered,
                 dropped_sink=dropped,
                 sinks=per_sink,

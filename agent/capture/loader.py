@@ -27,7 +27,7 @@ from pathlib import Path
 import msgspec
 
 import agent
-from agent.capture import bpf_syscall, handoff, wire
+from agent.capture import bpf_syscall, handoff, kinds, wire
 from agent.capture.probes import PROBES, SOURCES, Probe
 from agent.capture.ringbuf import MappedRing
 from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
@@ -286,7 +286,7 @@ class LoadedCapture:
         """Per kind: (generated, lost) summed over CPUs, as the kernel counts."""
         return {
             name: (self._per_cpu_sum("th_generated", number), self._per_cpu_sum("th_lost", number))
-            for number, name in wire.KIND_NAMES.items()
+            for number, name in kinds.KIND_NAMES.items()
         }
 
     def syscall_counts(self) -> Iterator[tuple[int, int, int]]:

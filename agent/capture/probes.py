@@ -69,26 +69,7 @@ PROBES: tuple[Probe, ...] = (
             ("signal:signal_deliver", "th_signal_deliver"),
         ),
     ),
-    *(
-        _syscall("file", "file", name)
-        for name in (
-            "open",
-            "openat",
-            "openat2",
-            "creat",
-            "unlink",
-            "unlinkat",
-            "rmdir",
-            "rename",
-            "renameat",
-            "renameat2",
-            "chmod",
-            "fchmodat",
-            "fchmodat2",
-            "mkdir",
-            "mkdirat",
-        )
-    ),
+    *(_syscall("file", "file", name) for name in FILE_SYSCALLS),
     *(_syscall("net", "net", name) for name in ("connect", "accept", "accept4", "bind", "listen")),
     Probe(
         "net.listen_addr",

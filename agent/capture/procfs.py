@@ -49,9 +49,6 @@ class ProcessInfoCache:
             self.evictions += 1
         return entry
 
-    def forget(self, pid: int) -> None:
-        self._entries.pop(pid, None)
-
 
 def read_process(pid: int, *, preexisting: bool) -> ProcessSeen | None:
     try:

@@ -61,7 +61,6 @@ class CaptureSession:
         self.report = report
         self._started = time.monotonic()
         self._stop = trio.Event()
-        self._finished = trio.Event()
         for status in capture.statuses:
             if not status.attached:
                 sink.note(f"probe {status.name} missing: {status.reason}")
@@ -84,9 +83,7 @@ class CaptureSession:
     def stats_line(self, depth: str = "") -> str:
         books = self.stats().kinds
         events = " ".join(f"{k}={b.delivered}" for k, b in books.items())
-        lost = " ".join(
-            f"{k}={b.lost_kernel + b.decode_errors + b.dropped_sink}" for k, b in books.items()
-        )
+        lost = " ".join(f"{k}={b.lost}" for k, b in books.items())
         missing = sum(1 for s in self.capture.statuses if not s.attached)
         line = f"events {events} | lost {lost}"
         ring = self.drain.ring_depth()
@@ -115,9 +112,4 @@ class CaptureSession:
             self.drain.stop()
             await self.drain.wait_stopped()
             await self.poller.poll_once()
-            self._finished.set()
             nursery.cancel_scope.cancel()
-
-    async def wait_finished(self) -> None:
-        """Until run() has delivered everything: the books are final then."""
-        await self._finished.wait()

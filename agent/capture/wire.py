@@ -21,32 +21,23 @@ from agent.capture.events import (
     KernelEvent,
     NetEvent,
 )
+
+# Kinds, operations and flags: defined once, in agent.capture.kinds.
+from agent.capture.kinds import (  # re-exported: defined once there
+    EXEC_ARG_TRUNCATED,
+    EXEC_ARGV_TRUNCATED,
+    EXIT_HAVE_CODE,
+    EXIT_HAVE_SIGNAL,
+    FILE_OPS,
+    KIND_EXEC,
+    KIND_EXIT,
+    KIND_FILE,
+    KIND_FORK,
+    KIND_NAMES,
+    KIND_NET,
+    NET_OPS,
+)
 from agent.capture.sockaddr import decode_sockaddr
-
-# Kinds, as numbered by TH_KIND_* in tracehound.h.
-KIND_EXEC = 1
-KIND_FORK = 2
-KIND_EXIT = 3
-KIND_FILE = 4
-KIND_NET = 5
-KIND_SYSCALL = 6
-NR_KINDS = 7
-KIND_NAMES: dict[int, str] = {
-    KIND_EXEC: "exec",
-    KIND_FORK: "fork",
-    KIND_EXIT: "exit",
-    KIND_FILE: "file",
-    KIND_NET: "net",
-    KIND_SYSCALL: "syscall",
-}
-
-FILE_OPS = {1: "open", 2: "unlink", 3: "rename", 4: "chmod", 5: "mkdir"}
-NET_OPS = {1: "connect", 2: "accept", 3: "bind", 4: "listen"}
-
-EXEC_ARGV_TRUNCATED = 1
-EXEC_ARG_TRUNCATED = 2
-EXIT_HAVE_CODE = 1
-EXIT_HAVE_SIGNAL = 2
 
 COMM_LEN = 16
 PATH_LEN = 256

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.config import dump_config, example_config_text, load_config
+from agent.config import DEFAULT_PATH, dump_config, example_config_text, load_config
 from agent.errors import shown
-
-DEFAULT_CONFIG = "/etc/tracehound/tracehound.toml"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     check.set_defaults(handler=check_main)
     show = verbs.add_parser("show", help="the effective configuration, as TOML")
     show.add_argument("--config", metavar="FILE",
-                      help=f"the file to read (default {DEFAULT_CONFIG} if it exists)")  # fmt: skip
+                      help=f"the file to read (default {DEFAULT_PATH} if it exists)")  # fmt: skip
     show.set_defaults(handler=show_main)
     example = verbs.add_parser("example", help="a commented example configuration")
     example.set_defaults(handler=example_main)

@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 
 from agent.commands.arguments import bounded_int, expect_head
+from agent.config.schema import DEFAULT_EVIDENCE_DIR, EVIDENCE_DIR_ENV, default_evidence_dir
 from agent.errors import RunError, UsageError, shown
 from agent.evidence.bundle import BundleError, export_bundle
 from agent.evidence.chain import ChainRecord
@@ -39,8 +40,6 @@ from agent.output_target import check_output, open_stream, replace_output
 from agent.safetext import terminal_safe_json
 from agent.state_dir import StateDirError
 
-DEFAULT_STATE_DIR = "/var/lib/tracehound/evidence"
-
 _seq = bounded_int(0, MAX_SEQ, what="a sequence number")
 
 
@@ -51,8 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     def state_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
-                       help=f"the evidence log's directory (default {DEFAULT_STATE_DIR})")  # fmt: skip
+        p.add_argument("--state-dir", metavar="DIR",
+                       help=f"the evidence log's directory (default {DEFAULT_EVIDENCE_DIR},"
+                            f" or ${EVIDENCE_DIR_ENV})")  # fmt: skip
 
     keygen = verbs.add_parser("keygen", help="create the sealing key; print the verification key")
     state_dir(keygen)
@@ -82,8 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     export.set_defaults(handler=export_main)
 
     verify = verbs.add_parser("verify", help="check hashes, links, sequence and seals")
-    verify.add_argument("target", nargs="?", default=DEFAULT_STATE_DIR,
-                        help="a state directory, a segment file, a bundle, or - for stdin")  # fmt: skip
+    verify.add_argument("target", nargs="?",
+                        help="a state directory, a segment file, a bundle, or - for stdin"
+                             f" (default {DEFAULT_EVIDENCE_DIR}, or ${EVIDENCE_DIR_ENV})")  # fmt: skip
     verify.add_argument(
         "--key", metavar="KEY", help="the verification key (thk1-...) or a file holding it"
     )
@@ -98,12 +99,15 @@ def _print_key(key: str) -> None:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    """``--state-dir``, refused when empty: ``Path('')`` is the current
-    directory, which nobody means (and keygen would make it a log)."""
+    """``--state-dir``, or the daemon's default; refused when empty:
+    ``Path('')`` is the current directory, which nobody means (and keygen
+    would make it a log)."""
+    if args.state_dir is None:
+        return Path(default_evidence_dir())
     if not args.state_dir:
         raise UsageError(
             "--state-dir: expected a directory path, got an empty value"
-            f" (the default is {DEFAULT_STATE_DIR})"
+            f" (the default is {default_evidence_dir()})"
         )
     return Path(args.state_dir)
 
@@ -280,6 +284,8 @@ def verify_main(args: argparse.Namespace) -> int:
     key = _key(args.key)
     head: tuple[int, str] | None = args.expect_head  # parsed by expect_head
     report: VerifyReport
+    if args.target is None:
+        args.target = default_evidence_dir()
     if not args.target:
         raise UsageError(
             "evidence verify: expected a state directory, a segment or bundle file, or - for"

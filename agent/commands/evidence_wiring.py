@@ -11,6 +11,12 @@ from pathlib import Path
 from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
 from agent.commands.arguments import bounded_float, bounded_int
+from agent.config.schema import (
+    DEFAULT_EVIDENCE_DIR,
+    EVIDENCE_DIR_ENV,
+    EvidenceConfig,
+    default_evidence_dir,
+)
 from agent.errors import RunError, UsageError, shown
 from agent.evidence.layout import StoreCorruptError, key_path
 from agent.evidence.pipeline import EvidencePipeline, StoreOptions, open_pipeline
@@ -24,32 +30,46 @@ from agent.sinks.streaming import StreamingSink
 from agent.state_dir import StateDirError, make_state_dir
 
 
-def add_evidence_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:
+def add_evidence_arguments(
+    parser: argparse.ArgumentParser, *, what: str, default_on: bool = False
+) -> None:
+    """The evidence options. Each defaults to ``None`` (not given), filled
+    from the configuration by :func:`agent.config.apply_defaults`; the
+    help quotes the schema's defaults. ``default_on``: the log is on unless
+    turned off (``run``), so ``--no-evidence`` is offered."""
+    builtin = EvidenceConfig(state_dir=DEFAULT_EVIDENCE_DIR)
     group = parser.add_argument_group("evidence")
-    group.add_argument("--evidence", metavar="DIR",
-                       help=f"also write {what} to the sealed evidence log in DIR")  # fmt: skip
+    where = group.add_mutually_exclusive_group() if default_on else group
+    on = f" (default {DEFAULT_EVIDENCE_DIR}: evidence.state_dir)" if default_on else ""
+    where.add_argument("--evidence", metavar="DIR",
+                       help=f"write {what} to the sealed evidence log in DIR{on}")  # fmt: skip
+    if default_on:
+        where.add_argument("--no-evidence", action="store_true",
+                           help="write no evidence log (as [evidence] enabled = false)")  # fmt: skip
     group.add_argument("--redact-rules", metavar="FILE",
                        help="TOML file of extra redaction rules ([[rule]] tables), after the"
                             " built-in ones; a bad rule is refused at start")  # fmt: skip
-    group.add_argument("--evidence-fsync", choices=("always", "batch", "never"), default="batch",
-                       help="fsync after every record, every batch (default), or never")  # fmt: skip
-    group.add_argument("--evidence-segment-mb", default=64.0, metavar="MB",
+    group.add_argument("--evidence-fsync", choices=("always", "batch", "never"),
+                       help="fsync after every record, every batch, or never"
+                            f" (default {builtin.fsync})")  # fmt: skip
+    group.add_argument("--evidence-segment-mb", metavar="MB",
                        type=bounded_float(0, MAX_SEGMENT_MB, above=True, unit="MiB"),
                        help=f"rotate segments at this size, above 0, at most {MAX_SEGMENT_MB}"
-                            " (default 64)")  # fmt: skip
-    group.add_argument("--evidence-segment-hours", default=24.0, metavar="H",
+                            f" (default {builtin.segment_mb:g})")  # fmt: skip
+    group.add_argument("--evidence-segment-hours", metavar="H",
                        type=bounded_float(0, MAX_SEGMENT_HOURS, above=True, unit="hours"),
                        help=f"rotate segments at this age, above 0, at most {MAX_SEGMENT_HOURS}"
-                            " (a year; default 24)")  # fmt: skip
-    group.add_argument("--evidence-retain-mb", default=1024.0, metavar="MB",
+                            f" (a year; default {builtin.segment_hours:g})")  # fmt: skip
+    group.add_argument("--evidence-retain-mb", metavar="MB",
                        type=bounded_float(0, MAX_RETAIN_MB, above=True, unit="MiB"),
                        help="prune the oldest segments past this total, recorded; at least"
-                            f" --evidence-segment-mb, at most {MAX_RETAIN_MB} (default 1024)")  # fmt: skip
-    group.add_argument("--evidence-checkpoint-every", default=0, metavar="N",
+                            f" --evidence-segment-mb, at most {MAX_RETAIN_MB}"
+                            f" (default {builtin.retain_mb:g})")  # fmt: skip
+    group.add_argument("--evidence-checkpoint-every", metavar="N",
                        type=bounded_int(0, MAX_CHECKPOINT_EVERY),
-                       help="also seal every N records, up to"
-                            f" {MAX_CHECKPOINT_EVERY} (default 0: a seal a second after the"
-                            " last while records come, and at stop)")  # fmt: skip
+                       help=f"also seal every N records, 0 to {MAX_CHECKPOINT_EVERY} (default"
+                            f" {builtin.checkpoint_every}: a seal a second after the last while"
+                            " records come, and at stop)")  # fmt: skip
 
 
 def redactor_from_args(args: argparse.Namespace) -> Redactor:
@@ -114,10 +134,17 @@ def store_options(args: argparse.Namespace) -> StoreOptions:
 def evidence_source(value: str, config_file: str | None) -> str:
     """How errors name the state directory: ``--evidence DIR`` when given on
     the command line, ``evidence.state_dir in FILE`` when the configuration
-    file (``config_file``, None: not from a file) decided it."""
-    if config_file is not None:
+    file (``config_file``, None: not from a file) decided it, and the
+    default (or :data:`EVIDENCE_DIR_ENV`, which moves it) when nothing did."""
+    if config_file is None:
+        return f"--evidence {shown(value)}"
+    if value != default_evidence_dir():
         return f"evidence.state_dir in {shown(config_file)}"
-    return f"--evidence {shown(value)}"
+    if EVIDENCE_DIR_ENV in os.environ:
+        return f"{EVIDENCE_DIR_ENV} {shown(value)}"
+    return (
+        f"the default evidence directory {shown(value)} (choose with --evidence or --no-evidence)"
+    )
 
 
 def evidence_directory(value: str | None, source: str, *, gid: int | None = None) -> Path | None:

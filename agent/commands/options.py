@@ -16,35 +16,38 @@ _CAPTURE_DEFAULTS = CaptureConfig()
 
 
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
+    """The capture options. Each defaults to ``None`` (not given), filled
+    from the configuration by :func:`agent.config.apply_defaults`: the
+    schema holds the defaults, the help only quotes them."""
+    builtin = CaptureConfig()
+    pages = builtin.ringbuf_pages
     group = parser.add_argument_group("capture")
     group.add_argument(
-        "--ringbuf-pages", type=power_of_two(MAX_RINGBUF_PAGES), default=1024, metavar="N",
+        "--ringbuf-pages", type=power_of_two(MAX_RINGBUF_PAGES), metavar="N",
         help=f"ring buffer size in 4 KiB pages, a power of two up to {MAX_RINGBUF_PAGES}"
-             " (1 GiB; default 1024: 4 MiB)",
+             f" (1 GiB; default {pages}: {pages * 4096 // 2**20} MiB)",
     )  # fmt: skip
     group.add_argument(
-        "--argv-max", type=bounded_int(1, MAX_ARGV), default=16, metavar="N",
-        help=f"argv entries captured per exec, 1 to {MAX_ARGV} (default 16)",
+        "--argv-max", type=bounded_int(1, MAX_ARGV), metavar="N",
+        help=f"argv entries captured per exec, 1 to {MAX_ARGV} (default {builtin.argv_max})",
     )  # fmt: skip
     group.add_argument(
-        "--disable-probe", action="append", default=[], metavar="NAME",
+        "--disable-probe", action="append", metavar="NAME",
         help="do not attach this probe (e.g. syscalls.count); repeatable",
     )  # fmt: skip
     group.add_argument(
-        "--fold-window-ms", type=bounded_int(0, MAX_FOLD_WINDOW_MS),
-        default=_CAPTURE_DEFAULTS.fold_window_ms, metavar="MS",
+        "--fold-window-ms", type=bounded_int(0, MAX_FOLD_WINDOW_MS), metavar="MS",
         help="identical file/network events of a thread within MS milliseconds become one"
              f" record with their count, 0 to {MAX_FOLD_WINDOW_MS}; 0: no folding"
              f" (default {_CAPTURE_DEFAULTS.fold_window_ms})",
     )  # fmt: skip
     group.add_argument(
-        "--fold-capacity", type=bounded_int(1, MAX_FOLD_CAPACITY),
-        default=_CAPTURE_DEFAULTS.fold_capacity, metavar="N",
+        "--fold-capacity", type=bounded_int(1, MAX_FOLD_CAPACITY), metavar="N",
         help=f"distinct events held for folding, 1 to {MAX_FOLD_CAPACITY}; past it events pass"
              f" unfolded, counted (default {_CAPTURE_DEFAULTS.fold_capacity})",
     )  # fmt: skip
     group.add_argument(
-        "--probe-tracepoint", action="append", default=[], metavar="NAME=CATEGORY:EVENT",
+        "--probe-tracepoint", action="append", metavar="NAME=CATEGORY:EVENT",
         help="attach probe NAME's first handler to another tracepoint; repeatable",
     )  # fmt: skip
 

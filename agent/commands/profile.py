@@ -29,6 +29,7 @@ from agent.commands.evidence_wiring import (
 )
 from agent.commands.launcher import Launched, exit_status, launch
 from agent.commands.options import add_capture_arguments, fold_from_args, load_options_from_args
+from agent.config import Config, EvidenceConfig, StreamConfig, apply_defaults
 from agent.errors import RunError, UsageError
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
@@ -37,13 +38,12 @@ from agent.limits import MAX_PROFILE_BYTES
 from agent.output_target import check_output, write_output
 from agent.redact import Redactor
 from agent.redact.events import RedactionMemo, same_rules
+from agent.runtime import Runtime
 from agent.sinks.aggregating import AggregatingSink
-from agent.sinks.base import EventSink
 from agent.sinks.profile import Profile, decode_profile, encode_profile, is_complete, render_text
 from agent.sinks.profile_diff import diff, render_drift
 from agent.sinks.redacted_profile import redact_profile
 from agent.sinks.streaming import StreamingSink
-from agent.sinks.tee import TeeSink
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,6 +87,9 @@ def main(args: argparse.Namespace) -> int:
     if args.command and args.command[0] == "diff":
         return diff_main(args.command[1:], args.format or "text")
     command = _command(args)
+    # No configuration file: the schema's defaults, but the evidence log
+    # only when asked for (--evidence DIR, which then needs a sealing key).
+    apply_defaults(args, Config(evidence=EvidenceConfig(enabled=False)))
     output = check_output("--output", "-" if args.output is None else args.output)
     check_evidence_arguments(args)
     if args.evidence and not Path(args.evidence).is_symlink():
@@ -136,18 +139,23 @@ async def _profile(
     faults: Failpoints,
 ) -> tuple[Profile, int]:
     aggregate = AggregatingSink()
-    sink: EventSink[object] = aggregate
-    evidence_stream: StreamingSink | None = None
-    if evidence_dir is not None:
-        # block: a profile run waits for its evidence rather than lose it.
-        evidence_stream = StreamingSink(8192, "block", name="evidence")
-        sink = TeeSink([aggregate, evidence_stream])
-    session = CaptureSession(capture, sink, fold=fold_from_args(args))
-    pipeline: EvidencePipeline | None = None
-    if evidence_stream is not None and evidence_dir is not None:
-        pipeline = open_evidence(
-            evidence_dir, evidence_stream, session, capture, args, redactor, faults, source=source
+
+    def open_log(stream: StreamingSink, session: CaptureSession) -> EvidencePipeline:
+        assert evidence_dir is not None
+        return open_evidence(
+            evidence_dir, stream, session, capture, args, redactor, faults, source=source
         )
+
+    # The streams block: a profile run waits for its evidence rather than lose it.
+    runtime = Runtime(
+        capture,
+        aggregate,
+        stream_capacity=StreamConfig().capacity,
+        stream_policy="block",
+        evidence=open_log if evidence_dir is not None else None,
+        fold=fold_from_args(args),
+    )
+    sink, pipeline = runtime.sink, runtime.pipeline
     uid = os.getuid()
     try:
         user = pwd.getpwuid(uid).pw_name
@@ -160,25 +168,18 @@ async def _profile(
             uid=uid, user=user, start_time=time.time(), preexisting=False,
         )
     )  # fmt: skip
-    async with trio.open_nursery() as nursery:
-        if pipeline is not None:
-            await nursery.start(pipeline.run)
-        await nursery.start(session.run)
+    async with runtime.running():
         error = child.release()
         async with trio.open_nursery() as waiting:
             waiting.start_soon(_forward_signals, child.pid)
             wait_status = await _wait_child(child.pid)
             waiting.cancel_scope.cancel()
         survivors = capture.scope_size()
-        # run() returns once everything in flight was delivered.
-        session.stop()
-        await session.wait_finished()
-        stats_at_stop = session.stats()
-        if evidence_stream is not None:
-            evidence_stream.finish()  # the pipeline writes its stop record and closes
+    # The runtime delivered everything in flight and let the evidence
+    # pipeline finish: what it lost at the very end is in these books too.
+    stats = runtime.stats()
     if error is not None:
         raise RunError(f"profile: could not run {command[0]!r}: {error.strerror}", 126)
-    stats = stats_at_stop
     if pipeline is not None and pipeline.lost_to_store:
         sink.note(
             f"the evidence log could not be written ({pipeline.failing or 'recovered'}):"

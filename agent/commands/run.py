@@ -50,11 +50,13 @@ from agent.config import (
     DEFAULT_PATH,
     Config,
     ConfigError,
+    EvidenceConfig,
     apply_defaults,
     dump_config,
     load_config,
 )
 from agent.config.reload import plan_reload
+from agent.config.schema import DEFAULT_EVIDENCE_DIR, default_evidence_dir
 from agent.errors import RunError, UsageError, shown
 from agent.evidence.pipeline import EvidencePipeline
 from agent.failpoints import Failpoints
@@ -78,13 +80,12 @@ from agent.output_target import (
 )
 from agent.redact import Redactor
 from agent.redact.events import MemoStats, rules_summary
+from agent.runtime import Runtime
 from agent.sinks.aggregating import AggregatingSink
-from agent.sinks.base import EventSink
 from agent.sinks.event_lines import EventLines
 from agent.sinks.profile import Profile, encode_profile
 from agent.sinks.redacted_profile import ProfileRedactor
 from agent.sinks.streaming import StreamingSink
-from agent.sinks.tee import TeeSink
 
 #: The daemon verifies its own log this long after start, then this often;
 #: the result is ``tracehound_evidence_verify_ok``. Each run reads the whole
@@ -108,10 +109,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="capture host-wide until interrupted",
         description="Capture exec, file, network and syscall activity host-wide.",
     )
-    parser.add_argument("--stats-interval", default=5.0, metavar="SECONDS",
+    # The defaults are the schema's; the help only quotes them.
+    builtin = Config(evidence=EvidenceConfig(state_dir=DEFAULT_EVIDENCE_DIR))
+    parser.add_argument("--stats-interval", metavar="SECONDS",
                         type=bounded_float(0, MAX_STATS_INTERVAL_S, unit="seconds"),
                         help=f"print a stats line this often, 0 (never) to {MAX_STATS_INTERVAL_S}"
-                             " (default 5)")  # fmt: skip
+                             f" (default {builtin.capture.stats_interval:g})")  # fmt: skip
     parser.add_argument("--stats-file", metavar="FILE",
                         help="on exit, write the final stats (per-kind accounting, probes) as JSON")  # fmt: skip
     parser.add_argument("--ready-file", metavar="FILE",
@@ -120,12 +123,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="on exit, write the aggregated profile as JSON")  # fmt: skip
     parser.add_argument("--events", metavar="FILE",
                         help="also stream every event as NDJSON to FILE (through the streaming sink)")  # fmt: skip
-    parser.add_argument("--stream-capacity", default=8192, metavar="N",
+    parser.add_argument("--stream-capacity", metavar="N",
                         type=bounded_int(1, MAX_STREAM_CAPACITY),
                         help=f"streaming sink capacity in events, 1 to {MAX_STREAM_CAPACITY}"
-                             " (default 8192)")  # fmt: skip
-    parser.add_argument("--stream-policy", choices=("block", "drop"), default="block",
-                        help="when the stream is full: block (backpressure) or drop (counted)")  # fmt: skip
+                             f" (default {builtin.stream.capacity})")  # fmt: skip
+    parser.add_argument("--stream-policy", choices=("block", "drop"),
+                        help="when the stream is full: block (backpressure) or drop (counted;"
+                             f" default {builtin.stream.policy})")  # fmt: skip
     parser.add_argument("--duration", metavar="SECONDS",
                         type=bounded_float(0, MAX_DURATION_S, above=True, unit="seconds"),
                         help=f"stop by itself after this long, above 0, at most {MAX_DURATION_S}"
@@ -136,12 +140,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="configuration file (default /etc/tracehound/tracehound.toml if it"
                              " exists); options given here win over it")  # fmt: skip
     add_capture_arguments(parser)
-    add_evidence_arguments(parser, what="every event")
+    add_evidence_arguments(parser, what="every event", default_on=True)
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else None
+    default_evidence_dir()  # raises ConfigError naming the variable, not the file
     try:
         config = load_config(config_path)
     except ConfigError as err:  # the daemon's stderr is the journal: no values there
@@ -159,8 +164,10 @@ def main(args: argparse.Namespace) -> int:
     faults = failpoints.from_environment()
     config_file = str(config_path or DEFAULT_PATH) if "evidence" in from_file else None
     source = evidence_source(args.evidence, config_file) if args.evidence else ""
-    evidence_dir = evidence_directory(args.evidence, source, gid=api_gid)
+    # Before the state directory is made: on its defaults, run makes one in
+    # /var/lib, and a user without root must hear what is really wrong.
     check_privileges()
+    evidence_dir = evidence_directory(args.evidence, source, gid=api_gid)
     capture = load(options)
     try:
         return trio.run(
@@ -523,47 +530,36 @@ async def _run(
 ) -> int:
     config = settings.config
     aggregate = AggregatingSink.for_daemon()
-    sinks: list[EventSink[object]] = [aggregate]
-    stream: StreamingSink | None = None
-    evidence_stream: StreamingSink | None = None
-    if outputs.events is not None:
-        stream = StreamingSink(args.stream_capacity, args.stream_policy, name="events")
-        sinks.append(stream)
-    if evidence_dir is not None:
-        evidence_stream = StreamingSink(args.stream_capacity, args.stream_policy, name="evidence")
-        sinks.append(evidence_stream)
-    sink: EventSink[object] = aggregate if len(sinks) == 1 else TeeSink(sinks)
+    event_lines = EventLines(lambda: settings.redactor, settings.faults)
 
-    def depths() -> str:
-        parts = [f"{s.name} {s.depth}/{s.capacity}" for s in (stream, evidence_stream) if s]
-        if pipeline is not None:
-            parts.append(f"publisher {pipeline.depth}/{pipeline.capacity}")
-        return "".join(f" | {p}" for p in parts)
+    async def write_events(stream: StreamingSink) -> None:
+        assert outputs.events is not None
+        await _write_events(stream, outputs.events, event_lines, runtime.session.ledger.downstream)
 
-    session = CaptureSession(
-        capture, sink,
+    def open_log(stream: StreamingSink, session: CaptureSession) -> EvidencePipeline:
+        assert evidence_dir is not None
+        return open_evidence(
+            evidence_dir, stream, session, capture, args, redactor, settings.faults,
+            source=source, group=settings.api_gid,
+        )  # fmt: skip
+
+    runtime = Runtime(
+        capture,
+        aggregate,
+        stream_capacity=args.stream_capacity,
+        stream_policy=args.stream_policy,
+        events=write_events if outputs.events is not None else None,
+        evidence=open_log if evidence_dir is not None else None,
         stats_interval=args.stats_interval or None,
-        report=lambda line: _report(line + depths()),
+        report=_report,
         fold=fold_from_args(args),
-    )  # fmt: skip
-    pipeline: EvidencePipeline | None = None
-    if evidence_stream is not None and evidence_dir is not None:
-        pipeline = open_evidence(
-            evidence_dir,
-            evidence_stream,
-            session,
-            capture,
-            args,
-            redactor,
-            settings.faults,
-            source=source,
-            group=settings.api_gid,
+    )
+    session, pipeline, stream = runtime.session, runtime.pipeline, runtime.events_stream
+    if pipeline is not None and pipeline.sealed is False:
+        _say(
+            f"evidence: {evidence_dir} has no sealing key: the log is chained, not sealed"
+            f" (tracehound evidence keygen --state-dir {evidence_dir} > verify.key)"
         )
-        if pipeline.sealed is False:
-            _say(
-                f"evidence: {evidence_dir} has no sealing key: the log is chained, not sealed"
-                f" (tracehound evidence keygen --state-dir {evidence_dir} > verify.key)"
-            )
     attached = sum(1 for s in capture.statuses if s.attached)
     if attached == 0:
         # Running blind must fail, so a supervisor restarts and alerts fire.
@@ -574,7 +570,6 @@ async def _run(
     tail = LiveTail()
     server_stats = ApiServerStats()
     present = ProfileRedactor(lambda: settings.redactor)
-    event_lines = EventLines(lambda: settings.redactor, settings.faults)
     if pipeline is not None:
         pipeline.on_published = tail.publish
 
@@ -588,7 +583,7 @@ async def _run(
         return {name: stats for name, stats in found.items() if stats is not None}
 
     def queues() -> list[QueueSample | None]:
-        return _queues(session, evidence_stream, pipeline, tail)
+        return _queues(session, runtime.evidence_stream, pipeline, tail)
 
     api = DaemonApi(
         aggregate=aggregate,
@@ -609,71 +604,56 @@ async def _run(
     )
     if config.metrics.enabled:
         api.registry = registry
-    async with trio.open_nursery() as nursery:
-        if stream is not None and outputs.events is not None:
-            nursery.start_soon(
-                _write_events,
-                stream,
-                outputs.events,
-                event_lines,
-                session.ledger.downstream,
-            )
-        if pipeline is not None:
-            await nursery.start(pipeline.run)
-        stop_signals = (signal.SIGINT, signal.SIGTERM)
-        with trio.open_signal_receiver(*stop_signals, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as capturing:
-                await capturing.start(session.run)
-                # Tasks that live until capture stops: one nursery, cancelled
-                # at the stop signal (stopping must not wait on them).
-                async with trio.open_nursery() as helpers:
-                    if config.api.enabled:
-                        await _start_api(helpers, settings, api, server_stats)
-                    if not args.no_seed:
-                        cache = ProcessInfoCache()
-                        for seen in await trio.to_thread.run_sync(seed_processes, cache):
-                            await sink.record(seen)
-                    if outputs.ready is not None:
-                        # In a thread: a FIFO's open waits for its reader.
-                        ready = f"{os.getpid()}\n".encode()
-                        await trio.to_thread.run_sync(write_output, outputs.ready, ready)
-                    if config.metrics.enabled:
-                        await _start_metrics(helpers, config, registry)
-                    if pipeline is not None:
-                        helpers.start_soon(_verify_periodically, api)
-                    helpers.start_soon(_release_memory_periodically)
-                    helpers.start_soon(_reap_periodically, aggregate)
-                    _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
-                    notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")
-                    api.ready = True
-                    notify.ready()
-                    interval = notify.watchdog_interval()
-                    if interval is not None:
-                        helpers.start_soon(_watchdog, session, interval)
-                    with trio.move_on_after(args.duration if args.duration else float("inf")):
-                        async for signum in signals:
-                            if signum == signal.SIGHUP:
-                                notify.reloading()
-                                try:
-                                    await _reload(settings, pipeline)
-                                except Exception as err:  # a reload bug must not end capture
-                                    settings.reloads["refused"] += 1
-                                    _say(f"SIGHUP: reload failed ({err!r}); nothing changed")
-                                notify.ready()
-                                continue
-                            _say(
-                                f"{signal.Signals(signum).name}: stopping, draining what is in flight"
-                            )
-                            break
-                    api.ready = False
-                    notify.stopping()
-                    notify.status("stopping: draining what is in flight")
-                    helpers.cancel_scope.cancel()
-                session.stop()
-        sink.finish()  # the streams end; their consumers finish in this nursery
-    # After the nursery: the evidence pipeline and the --events writer are
-    # done, so what they lost at the very end is in these books too.
-    stats = session.stats()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    with trio.open_signal_receiver(*stop_signals, signal.SIGHUP) as signals:
+        # Tasks that live until capture stops: one nursery, cancelled at the
+        # stop signal (stopping must not wait on them), inside the runtime.
+        async with runtime.running(), trio.open_nursery() as helpers:
+            if config.api.enabled:
+                await _start_api(helpers, settings, api, server_stats)
+            if not args.no_seed:
+                cache = ProcessInfoCache()
+                for seen in await trio.to_thread.run_sync(seed_processes, cache):
+                    await runtime.sink.record(seen)
+            if outputs.ready is not None:
+                # In a thread: a FIFO's open waits for its reader.
+                ready = f"{os.getpid()}\n".encode()
+                await trio.to_thread.run_sync(write_output, outputs.ready, ready)
+            if config.metrics.enabled:
+                await _start_metrics(helpers, config, registry)
+            if pipeline is not None:
+                helpers.start_soon(_verify_periodically, api)
+            helpers.start_soon(_release_memory_periodically)
+            helpers.start_soon(_reap_periodically, aggregate)
+            _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
+            notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")
+            api.ready = True
+            notify.ready()
+            interval = notify.watchdog_interval()
+            if interval is not None:
+                helpers.start_soon(_watchdog, session, interval)
+            with trio.move_on_after(args.duration if args.duration else float("inf")):
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        notify.reloading()
+                        try:
+                            await _reload(settings, pipeline)
+                        except Exception as err:  # a reload bug must not end capture
+                            settings.reloads["refused"] += 1
+                            _say(f"SIGHUP: reload failed ({err!r}); nothing changed")
+                        notify.ready()
+                        continue
+                    _say(f"{signal.Signals(signum).name}: stopping, draining what is in flight")
+                    break
+            api.ready = False
+            notify.stopping()
+            notify.status("stopping: draining what is in flight")
+            helpers.cancel_scope.cancel()
+        # The runtime stopped the session, ended the streams and waited for
+        # their consumers (Runtime.running).
+    # The evidence pipeline and the --events writer are done, so what they
+    # lost at the very end is in these books too.
+    stats = runtime.stats()
     tail.close()
     profile: Profile = aggregate.snapshot()
     if outputs.stats is not None:

@@ -11,6 +11,8 @@ from string import Template
 from typing import Final
 
 from agent import limits
+from agent.config.load import toml_value
+from agent.config.schema import DEFAULT_EVIDENCE_DIR, Config, EvidenceConfig
 
 __all__ = ["example_config_text"]
 
@@ -26,94 +28,109 @@ _EXAMPLE: Final = Template("""\
 
 [capture]
 # Ring buffer size in 4 KiB pages: a power of two, at most $MAX_RINGBUF_PAGES
-# (1024 pages: 4 MiB).
-ringbuf_pages = 1024
+# (4 KiB each).
+ringbuf_pages = $capture_ringbuf_pages
 # argv entries captured per exec, 1 to $MAX_ARGV.
-argv_max = 16
+argv_max = $capture_argv_max
 # Probes not to attach; the probes that extend one go with it.
-disable_probes = []
+disable_probes = $capture_disable_probes
 # Attach a probe's first handler to another tracepoint (NAME = "CATEGORY:EVENT").
-probe_tracepoints = {}
+probe_tracepoints = $capture_probe_tracepoints
 # probe_tracepoints = { "file.openat" = "syscalls:sys_enter_openat" }
 # Seconds between stats lines on stderr, at most $MAX_STATS_INTERVAL_S; 0 turns them off.
-stats_interval = 5.0
+stats_interval = $capture_stats_interval
 # Identical file and network events of one thread (same operation, paths,
 # flags, mode, result) within this many milliseconds become one record
 # carrying their exact count; the first is delivered at once. 0 to
 # $MAX_FOLD_WINDOW_MS; 0 turns folding off.
-fold_window_ms = 100
+fold_window_ms = $capture_fold_window_ms
 # Distinct events held for folding, 1 to $MAX_FOLD_CAPACITY; past it events
 # pass unfolded (counted in the stats), never lost.
-fold_capacity = 4096
+fold_capacity = $capture_fold_capacity
 
 [stream]
 # Capacity in events of each streaming queue (events file, evidence),
 # 1 to $MAX_STREAM_CAPACITY.
-capacity = 8192
+capacity = $stream_capacity
 # When a queue is full: "block" (backpressure) or "drop" (counted as lost).
-policy = "block"
+policy = $stream_policy
 
 [evidence]
 # Write every event to the sealed, hash-chained evidence log.
-enabled = true
+enabled = $evidence_enabled
 # Where the log lives (systemd's StateDirectory=tracehound).
-state_dir = "/var/lib/tracehound/evidence"
+state_dir = $evidence_state_dir
 # fsync after every record ("always"), every batch ("batch"), or "never".
-fsync = "batch"
+fsync = $evidence_fsync
 # Rotate a segment at this size (MiB, at most $MAX_SEGMENT_MB) or age (hours,
 # at most $MAX_SEGMENT_HOURS).
-segment_mb = 64.0
-segment_hours = 24.0
+segment_mb = $evidence_segment_mb
+segment_hours = $evidence_segment_hours
 # Prune the oldest segments past this total (MiB, at least segment_mb, at
 # most $MAX_RETAIN_MB); the pruning is recorded.
-retain_mb = 1024.0
+retain_mb = $evidence_retain_mb
 # The log is sealed (a checkpoint) a second after the last seal while records
 # come, whatever the rate, and at stop. Also one every this many records, if
 # set: 1 to $MAX_CHECKPOINT_EVERY; 0 seals by time only.
-checkpoint_every = 0
+checkpoint_every = $evidence_checkpoint_every
 # Extra redaction rules, applied after the built-in ones. Fields: name,
 # privacy ("sensitive": mask group; "forbidden": drop the whole field),
 # pattern (a Python regular expression), and optionally group, replacement,
 # next_arg, programs, positional (sensitive rules: the Nth positional argv
 # entry after a match is the secret) and only_when_cut (forbidden rules:
 # only fields the capture cut short). A rule that does not compile stops
-# start-up.
-redact_rules = [
-  { name = "internal-token", privacy = "sensitive", pattern = '--internal-token=(\\S+)', group = 1 },
-]
+# start-up. For example:
+# redact_rules = [
+#   { name = "internal-token", privacy = "sensitive", pattern = '--internal-token=(\\S+)', group = 1 },
+# ]
+redact_rules = $evidence_redact_rules
 
 [api]
 # Serve the local HTTP API (snapshot, stats, events, live tail) at all.
-enabled = true
+enabled = $api_enabled
 # The UNIX socket (systemd's RuntimeDirectory=tracehound).
-socket = "/run/tracehound/api.sock"
+socket = $api_socket
 # Socket permissions, as an octal string.
-mode = "0660"
+mode = $api_mode
 # Group owning the socket; "" keeps the daemon's own.
-group = ""
+group = $api_group
 # Peers (by SO_PEERCRED) allowed besides root and the daemon's own uid.
-allow_uids = []
-allow_gids = []
+allow_uids = $api_allow_uids
+allow_gids = $api_allow_gids
 # Limits: request size in bytes ($MIN_REQUEST_BYTES to $MAX_REQUEST_BYTES), header
 # lines (1 to $MAX_HEADERS), clients at once (1 to $MAX_CLIENTS), idle seconds
 # (above 0, at most $MAX_IDLE_TIMEOUT_S).
-max_request_bytes = 16384
-max_headers = 64
-max_clients = 64
-idle_timeout_s = 30.0
+max_request_bytes = $api_max_request_bytes
+max_headers = $api_max_headers
+max_clients = $api_max_clients
+idle_timeout_s = $api_idle_timeout_s
 # Events buffered per live-tail (SSE) client, 1 to $MAX_SSE_BUFFER; past that
 # the client is told.
-sse_buffer = 1024
+sse_buffer = $api_sse_buffer
 
 [metrics]
 # Serve Prometheus metrics at http://LISTEN/metrics.
-enabled = true
+enabled = $metrics_enabled
 # HOST:PORT; loopback by default, so only this host can scrape.
-listen = "127.0.0.1:9464"
-""").substitute(vars(limits))
+listen = $metrics_listen
+""")
+
+
+def _defaults() -> dict[str, str]:
+    """``SECTION_KEY`` -> the schema's default as TOML, for every key: the
+    example quotes the defaults, it never restates them. The evidence
+    directory is the built-in one, whatever TRACEHOUND_EVIDENCE_DIR says."""
+    builtin = Config(evidence=EvidenceConfig(state_dir=DEFAULT_EVIDENCE_DIR))
+    out: dict[str, str] = {}
+    for section in builtin.__struct_fields__:
+        table = getattr(builtin, section)
+        for key in table.__struct_fields__:
+            out[f"{section}_{key}"] = toml_value(getattr(table, key))
+    return out
 
 
 def example_config_text() -> str:
-    """A commented example configuration, every key shown (evidence and one
-    redaction rule switched on, to show their form); it loads as it is."""
-    return _EXAMPLE
+    """A commented example configuration, every key shown with its default
+    (and one redaction rule, commented out, to show their form); it loads as
+    it is, and loads as the defaults."""
+    return _EXAMPLE.substitute(vars(limits), **_defaults())

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import msgspec
 
-from agent.config.schema import DEFAULT_PATH, Config, ConfigError
+from agent.config.schema import DEFAULT_PATH, Config, ConfigError, default_evidence_dir
 from agent.errors import shown
 from agent.input_file import InputFileError, read_input_file
 
@@ -34,6 +34,7 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_config",
+    "toml_value",
 ]
 
 _TOML_POSITION: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
@@ -72,8 +73,11 @@ def load_config(path: Path | None = None, *, default: Path = Path(DEFAULT_PATH))
     Raises:
         ConfigError: the file cannot be read, is not a regular file, is too
             large, is not TOML, or does not fit the schema; the message
-            names the file, the key and what was expected.
+            names the file, the key and what was expected; or
+            ``TRACEHOUND_EVIDENCE_DIR`` is set but not an absolute path
+            (named alone: it is not the file's fault).
     """
+    default_evidence_dir()  # the environment's mistake, before any file is blamed
     if path is None:
         if not default.exists():
             return Config()
@@ -196,10 +200,10 @@ def dump_config(config: Config) -> str:
             value = getattr(table, name)
             if isinstance(value, tuple) and value and isinstance(value[0], msgspec.Struct):
                 lines.append(f"{_key(name)} = [")
-                lines += [f"  {_value(item)}," for item in value]
+                lines += [f"  {toml_value(item)}," for item in value]
                 lines.append("]")
             else:
-                lines.append(f"{_key(name)} = {_value(value)}")
+                lines.append(f"{_key(name)} = {toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -226,7 +230,8 @@ def _string(text: str) -> str:
     return "".join(out)
 
 
-def _value(value: object) -> str:
+def toml_value(value: object) -> str:
+    """``value`` as a TOML value (the types the schema uses)."""
     if isinstance(value, bool):  # before int: bool is an int
         return "true" if value else "false"
     if isinstance(value, int):
@@ -236,23 +241,24 @@ def _value(value: object) -> str:
     if isinstance(value, str):
         return _string(value)
     if isinstance(value, tuple | list):
-        return "[" + ", ".join(_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, Mapping):
         items = sorted(value.items())
-        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in items) + "}"
+        return "{" + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in items) + "}"
     if isinstance(value, msgspec.Struct):
         fields = value.__struct_fields__
-        return "{" + ", ".join(f"{_key(f)} = {_value(getattr(value, f))}" for f in fields) + "}"
+        return "{" + ", ".join(f"{_key(f)} = {toml_value(getattr(value, f))}" for f in fields) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
 def cli_defaults(config: Config) -> dict[str, object]:
-    """The configuration as defaults for today's ``run``/``profile`` options.
+    """The configuration as values for the ``run``/``profile`` options.
 
-    Keyed by argparse ``dest``; give it to ``parser.set_defaults(**...)`` (or
-    apply it to a Namespace for options the user did not give) so a flag
-    on the command line still wins over the file. Redaction rules are not
-    here: use ``config.evidence.redactor()``.
+    Keyed by argparse ``dest``. Every such option's parser default is
+    ``None`` (not given), and :func:`apply_defaults` fills those from here:
+    the schema is the only place a default is written. ``evidence`` is the
+    directory when the log is on, ``None`` when it is off. Redaction rules
+    are not here: use ``config.evidence.redactor()``.
     """
     capture, stream, evidence = config.capture, config.stream, config.evidence
     return {
@@ -275,22 +281,23 @@ def cli_defaults(config: Config) -> dict[str, object]:
 
 
 def apply_defaults(args: argparse.Namespace, config: Config) -> frozenset[str]:
-    """Fill ``args`` from ``config`` wherever an option still has its built-in default.
+    """Fill every option of ``args`` that was not given (``None``) from ``config``.
 
-    For wiring after parsing, since the config file is only known then: an
-    option whose value equals the built-in default (``cli_defaults(Config())``,
-    which is what the parser's defaults are) takes the file's value; one the
-    user gave on the command line wins over the file. A flag given with the
-    default value cannot be told from one not given, which is harmless:
-    either way the file decides. Options ``args`` does not have are skipped.
+    So an option given on the command line always wins over the file, even
+    when it equals the built-in default, and a value in the file wins over
+    the schema's default (``config`` holds both). ``--no-evidence``
+    (``args.no_evidence``) keeps ``evidence`` off whatever the file says.
+    Options ``args`` does not have are skipped, so ``profile`` and ``run``
+    share this.
 
-    Returns the dests the file decided, so an error about a value can name
+    Returns the dests ``config`` decided, so an error about a value can name
     where it came from (``evidence.state_dir in FILE``, not ``--evidence``).
     """
-    builtin = cli_defaults(Config())
     decided: set[str] = set()
     for dest, value in cli_defaults(config).items():
-        if hasattr(args, dest) and getattr(args, dest) == builtin[dest]:
+        if dest == "evidence" and getattr(args, "no_evidence", False):
+            continue
+        if hasattr(args, dest) and getattr(args, dest) is None:
             setattr(args, dest, value)
             decided.add(dest)
     return frozenset(decided)

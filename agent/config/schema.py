@@ -47,7 +47,9 @@ from agent.limits import (
 from agent.redact import RedactionConfigError, Redactor, Rule
 
 __all__ = [
+    "DEFAULT_EVIDENCE_DIR",
     "DEFAULT_PATH",
+    "EVIDENCE_DIR_ENV",
     "ApiConfig",
     "CaptureConfig",
     "Config",
@@ -63,6 +65,14 @@ __all__ = [
 
 DEFAULT_PATH: Final = "/etc/tracehound/tracehound.toml"
 """Where the daemon looks for its configuration when none is named."""
+
+DEFAULT_EVIDENCE_DIR: Final = "/var/lib/tracehound/evidence"
+"""Where the evidence log lives unless configured (systemd's StateDirectory)."""
+
+EVIDENCE_DIR_ENV: Final = "TRACEHOUND_EVIDENCE_DIR"
+"""An environment variable that moves the *default* evidence directory (a
+file's ``state_dir`` and ``--evidence`` still win): for tests and
+throw-away runs, so two daemons never share, and fight over, one log."""
 
 StreamPolicy: TypeAlias = Literal["block", "drop"]
 """When a streaming queue is full: block the producer (backpressure) or drop (counted)."""
@@ -224,13 +234,34 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         _in_range(self.capacity, 1, MAX_STREAM_CAPACITY, "stream.capacity")
 
 
+def default_evidence_dir() -> str:
+    """:data:`DEFAULT_EVIDENCE_DIR`, or what :data:`EVIDENCE_DIR_ENV` says.
+
+    Read each time a section is built, so a test can set it per process.
+
+    Raises:
+        ConfigError: the variable is set but not an absolute path (fail
+            closed: an empty value would otherwise mean the current directory).
+    """
+    value = os.environ.get(EVIDENCE_DIR_ENV)
+    if value is None:
+        return DEFAULT_EVIDENCE_DIR
+    _require(
+        value.startswith("/"),
+        EVIDENCE_DIR_ENV,
+        f"expected an absolute directory path, got {value!r}",
+    )
+    return value
+
+
 class EvidenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[evidence]``: the sealed, hash-chained log and what is redacted before it."""
 
     # Write every event to the sealed evidence log in state_dir.
-    enabled: bool = False
-    # Directory of the log's segments and checkpoints (systemd's StateDirectory).
-    state_dir: str = "/var/lib/tracehound/evidence"
+    enabled: bool = True
+    # Directory of the log's segments and checkpoints (systemd's StateDirectory);
+    # TRACEHOUND_EVIDENCE_DIR moves this default.
+    state_dir: str = msgspec.field(default_factory=default_evidence_dir)
     # fsync after every record ("always"), every batch ("batch") or "never".
     fsync: FsyncPolicy = "batch"
     # Rotate a segment at this size in MiB, above 0, at most 1024.
@@ -369,7 +400,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     # The bounded streaming queues.
     stream: StreamConfig = StreamConfig()
     # The sealed evidence log and redaction.
-    evidence: EvidenceConfig = EvidenceConfig()
+    evidence: EvidenceConfig = msgspec.field(default_factory=EvidenceConfig)
     # The local UNIX-socket API.
     api: ApiConfig = ApiConfig()
     # The Prometheus endpoint.

@@ -35,6 +35,8 @@ def loss_counts(
     out: dict[str, dict[str, int]] = {}
     for kind, books in kinds.items():
         row = {"kernel": books.lost_kernel, "decode": books.decode_errors}
+        if books.abandoned:  # only when it happened: the log's bytes stay as they were
+            row["abandoned"] = books.abandoned
         for sink, account in books.sinks.items():
             row[f"sink:{sink}"] = account.dropped
         out[kind] = row

@@ -90,6 +90,7 @@ from agent.capture.events import (
     ProcessSeen,
     SyscallCounts,
 )
+from agent.capture.kinds import AT_REMOVEDIR
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
 from agent.evidence.payloads import (
     AnchorData,
@@ -142,7 +143,6 @@ from agent.safetext import escape_json
 
 __all__ = ["Mapper", "MapperStateError", "ProbeStatusLike", "decode", "encode"]
 
-_AT_REMOVEDIR: Final = 0x200  # unlinkat(2) flag: the target is a directory
 _ID_HEX_DIGITS: Final = 32
 _TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _MAX_TRACESTATE: Final = 512  # W3C Trace Context: at most 32 members, 512 chars is ample
@@ -707,7 +707,7 @@ class Mapper:
 def _file_op(event: FileEvent) -> str:
     """The operation as typed: ``unlink`` of a directory is ``rmdir``."""
     if event.op == "unlink" and (
-        event.syscall == "rmdir" or (event.syscall == "unlinkat" and event.flags & _AT_REMOVEDIR)
+        event.syscall == "rmdir" or (event.syscall == "unlinkat" and event.flags & AT_REMOVEDIR)
     ):
         return "rmdir"
     return event.op

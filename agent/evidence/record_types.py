@@ -11,6 +11,7 @@ from typing import Final
 
 import msgspec
 
+from agent.capture.kinds import FILE_OPERATIONS, NET_OPERATIONS
 from agent.evidence.payloads import (
     AnchorData,
     ConfigData,
@@ -32,8 +33,6 @@ from agent.evidence.types import TYPE_PREFIX
 
 __all__ = [
     "CAPTURE_TYPES",
-    "FILE_OPS",
-    "NET_OPS",
     "PAYLOAD_TYPES",
     "TYPE_ANCHOR",
     "TYPE_CONFIG",
@@ -70,14 +69,10 @@ CAPTURE_TYPES: Final = frozenset(
 )
 """The records about the capture itself rather than about what it saw."""
 
-FILE_OPS: Final = ("open", "unlink", "rmdir", "rename", "chmod", "mkdir")
-"""File operations with a type of their own; anything else is ``file.other.v1``."""
-
-NET_OPS: Final = ("connect", "accept", "bind", "listen")
-"""Socket operations with a type of their own; anything else is ``network.other.v1``."""
-
-_FILE_TYPES: Final = {op: f"{TYPE_PREFIX}file.{op}.v1" for op in FILE_OPS}
-_NET_TYPES: Final = {op: f"{TYPE_PREFIX}network.{op}.v1" for op in NET_OPS}
+# File and socket operations with a type of their own (agent.capture.kinds
+# names them once); anything else is file.other.v1 / network.other.v1.
+_FILE_TYPES: Final = {op: f"{TYPE_PREFIX}file.{op}.v1" for op in FILE_OPERATIONS}
+_NET_TYPES: Final = {op: f"{TYPE_PREFIX}network.{op}.v1" for op in NET_OPERATIONS}
 TYPE_FILE_OTHER: Final = TYPE_PREFIX + "file.other.v1"
 TYPE_NET_OTHER: Final = TYPE_PREFIX + "network.other.v1"
 

@@ -44,6 +44,16 @@ from agent.capture.events import (
     event_count,
     kind_of,
 )
+from agent.capture.kinds import (
+    AT_FDCWD,
+    O_ACCMODE,
+    O_APPEND,
+    O_CREAT,
+    O_DIRECTORY,
+    O_EXCL,
+    O_TRUNC,
+    file_operation,
+)
 from agent.sinks.base import SinkCounts
 from agent.sinks.profile import (
     PROFILE_VERSION,
@@ -54,14 +64,6 @@ from agent.sinks.profile import (
     Profile,
 )
 
-AT_FDCWD = -100
-O_ACCMODE = 0o3
-O_CREAT = 0o100
-O_EXCL = 0o200
-O_TRUNC = 0o1000
-O_APPEND = 0o2000
-O_DIRECTORY = 0o200000
-AT_REMOVEDIR = 0x200
 EINPROGRESS = errno_names.EINPROGRESS
 
 #: What the held objects cost, besides their text, in bytes (CPython 3.11 on
@@ -614,10 +616,10 @@ class AggregatingSink:
                 access |= _ACCESS_BIT[word]
             if event.flags & O_CREAT:
                 mode = event.mode
-        elif op == "unlink" and event.flags & AT_REMOVEDIR:
-            op = "rmdir"
         elif op in ("chmod", "mkdir"):
             mode = event.mode
+        else:
+            op = file_operation(op, event.flags)
         path = display_path(event.path, event.dfd)
         target = display_path(event.path2, event.dfd2) if op == "rename" else ""
         error = errno_name(int(event.ret)) if event.ret < 0 else ""

@@ -143,8 +143,7 @@ class Profile(msgspec.Struct, frozen=True):
 def is_complete(profile: Profile) -> bool:
     return (
         all(p.attached for p in profile.probes)
-        and all(a.balanced and a.lost_kernel == 0 and a.dropped_sink == 0
-                for a in profile.accounting.values())
+        and all(a.balanced and a.lost == 0 for a in profile.accounting.values())
         and not any(profile.evictions.values())
     )  # fmt: skip
 
@@ -270,7 +269,7 @@ def render_text(profile: Profile) -> str:
     for kind, acct in profile.accounting.items():
         lines.append(
             f"  {kind}: generated={acct.generated} delivered={acct.delivered}"
-            f" lost={acct.lost_kernel + acct.decode_errors + acct.dropped_sink}"
+            f" lost={acct.lost}"
             f"{'' if acct.balanced else ' UNBALANCED'}"
         )
     for what, count in sorted(profile.evictions.items()):

@@ -146,11 +146,18 @@ def test_metadata_uid_is_the_record_id() -> None:
     assert out["metadata"]["uid"] == record.id
 
 
-def test_version_is_pinned() -> None:
-    assert OCSF_VERSION == "1.3.0"
+def test_every_event_says_the_schema_version_it_follows() -> None:
+    """The class and activity ids are OCSF 1.3.0's, and every event says so
+    (the module's documentation names the same version)."""
+    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper.anchor_record()
+    out = to_ocsf(mapper.map(exec_event()))
+    assert out is not None
+    assert out["metadata"]["version"] == OCSF_VERSION
+    assert (out["class_uid"], OCSF_VERSION) == (1007, "1.3.0")
     import agent.evidence.ocsf as module
 
-    assert module.__doc__ is not None and "1.3.0" in module.__doc__
+    assert module.__doc__ is not None and OCSF_VERSION in module.__doc__
 
 
 def test_bytes_that_are_not_utf8_stay_reversible_and_named() -> None:

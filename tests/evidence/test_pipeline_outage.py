@@ -93,7 +93,9 @@ async def test_a_disk_full_at_start_does_not_stop_capture(disk: Path) -> None:
         await nursery.start(p.run)
         for _ in range(20):
             await send.send([EVENT])
-        await trio.sleep(0.2)
+        with trio.fail_after(10):
+            while p.lost_to_store < 20:
+                await trio.sleep(0.02)
         assert p.failing is not None and p.lost_to_store == 20
         for filler in disk.glob("filler*"):
             filler.unlink()
