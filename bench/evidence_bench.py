@@ -13,7 +13,7 @@ event is measured here, on a synthetic but realistic mix of native events
 
 The kinds are laid out in those exact proportions and shuffled, so every run
 with the same ``--events`` and ``--seed`` maps exactly the same stream. Three
-stages are measured, each ``--rounds`` times, and the median is reported:
+stages (and a floor) are measured, each ``--rounds`` times, and the median is reported:
 
 1. **mapper**: ``Mapper.map`` of every event (it returns the record with its
    canonical bytes, encoded once) (the anchor record
@@ -27,8 +27,8 @@ stages are measured, each ``--rounds`` times, and the median is reported:
    pipeline's batch size), timed from the first append through ``close()``
    (final checkpoint and fsync). Six variants: fsync ``never``, ``batch`` and
    ``always``, each unsealed (no key file: chain only) and sealed (``keygen``
-   first, untimed: a checkpoint every 1,000 records, each one fsyncing the
-   ratcheted key file, whatever the policy). ``always`` fsyncs every record,
+   first, untimed: a seal a second after the last, riding on a commit, and
+   at close; each one also fsyncs the ratcheted key file). ``always`` fsyncs every record,
    so it runs on the first ``--always-records`` records only (default 2,000).
 3. **pipeline**: the whole ``EvidencePipeline`` under trio, the mapper and
    publisher tasks together (the publisher's writes in a worker thread), as
@@ -78,6 +78,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import blake3
+import msgspec
 import trio
 from bench_args import positive_int
 
@@ -364,6 +366,34 @@ def _fresh_state(base: Path, name: str, sealed: bool) -> tuple[Path, bytes | Non
     return state, key
 
 
+def run_floor(records: Sequence[EvidenceRecord], base: Path) -> tuple[float, int, VerifyReport]:
+    """The least the per-record work can cost: encode the typed payload, hash
+    it, chain and append the record (fsync=batch, sealed), nothing else (no
+    redaction, no mapping, no trio): the floor beside the pipeline."""
+    state, key = _fresh_state(base, "floor", True)
+    try:
+        store = EvidenceStore(state, fsync="batch")
+        encode = msgspec.json.Encoder(order="sorted").encode
+
+        def work() -> None:
+            append = store.append_body
+            pending = 0
+            for record in records:
+                blake3.blake3(encode(record.payload)).hexdigest()
+                append(record.type, record.body)
+                pending += 1
+                if pending == BATCH:
+                    store.commit()
+                    pending = 0
+            store.commit()
+            store.close()
+
+        seconds = _timed(work)
+        return seconds, _log_size(state), _verify(state, key)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def run_publisher(
     records: Sequence[EvidenceRecord], fsync: FsyncPolicy, sealed: bool, base: Path
 ) -> tuple[float, int, VerifyReport]:
@@ -447,7 +477,14 @@ def measure(
 ) -> tuple[list[Result], list[str]]:
     """All stages, ``rounds`` times each, interleaved round by round."""
     records = map_all(events)
-    mapper = Result("mapper", "mapper", "mapper: map + encode", len(events) + 1)
+    mapper = Result("mapper", "mapper", "mapper: map + redact + encode", len(events) + 1)
+    floor = Result(
+        "floor",
+        "floor",
+        "floor: encode + hash + append, fsync=batch, sealed",
+        len(records),
+        note="no redaction, no mapping, no trio",
+    )
     publishers: list[Result] = []
     for fsync, sealed in PUBLISHER_VARIANTS:
         count = min(always_records, len(records)) if fsync == "always" else len(records)
@@ -473,6 +510,14 @@ def measure(
         out.write(f"round {r}/{rounds}: mapper")
         out.flush()
         mapper.seconds.append(run_mapper(events))
+        out.write(", floor")
+        out.flush()
+        seconds, size, report = run_floor(records, base)
+        floor.seconds.append(seconds)
+        floor.log_bytes.append(size)
+        floor.verified.append(report.ok and report.seals_checked)
+        if not floor.verified[-1]:
+            failures.append(f"{floor.title}, round {r}: {report.summary()}")
         for (fsync, sealed), result in zip(PUBLISHER_VARIANTS, publishers, strict=True):
             out.write(f", {fsync}/{_seal_text(sealed)}")
             out.flush()
@@ -498,7 +543,7 @@ def measure(
         pipeline_report = report.summary().splitlines()[0]
         out.write(f" ({pipeline_report})\n")
         out.flush()
-    return [mapper, *publishers, pipeline], failures
+    return [mapper, floor, *publishers, pipeline], failures
 
 
 # --------------------------------------------------------------------------
@@ -601,13 +646,16 @@ def markdown(results: Sequence[Result], args: argparse.Namespace, base: Path, fs
         )
     lines += [
         "",
-        "Mapper: `Mapper.map` + `encode` (redaction, canonical JSON, blake3), anchor record"
-        " first. Publisher: `EvidenceStore.append` of pre-mapped records as the pipeline"
-        f" does it, a commit every {BATCH}, timed through `close()`; sealed = a checkpoint"
-        f" every 1,000 records; fsync=always on the first {always:,} records only."
-        " Pipeline: `EvidencePipeline` under trio, fed from a pre-filled channel, timed"
-        " until `run()` returns (store closed); its records include its anchor, start,"
-        " degraded and stop records. Every log checked with `verify_store`"
+        "Mapper: `Mapper.map` (redaction through its memo, the typed payload encoded once,"
+        " the envelope composed around it, two blake3), anchor record first. Floor: the"
+        " least per-record work (encode the payload, blake3 it, chain and append the"
+        " record's bytes), fsync=batch, sealed. Publisher: `EvidenceStore.append_body` of"
+        f" pre-mapped records as the pipeline does it, a commit every {BATCH}, timed through"
+        " `close()`; sealed = a seal a second after the last, riding on a commit;"
+        f" fsync=always on the first {always:,} records only. Pipeline: `EvidencePipeline`"
+        " under trio, fed from a pre-filled channel in the drain's batches, timed until"
+        " `run()` returns (store closed); its records include its anchor, start, degraded"
+        " and stop records. Every log checked with `verify_store`"
         " (with the key when sealed).",
     ]
     return "\n".join(lines)

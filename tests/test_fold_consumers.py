@@ -124,7 +124,9 @@ def parsed(*argv: str) -> argparse.Namespace:
 
 
 def test_fold_settings_come_from_the_file_unless_the_command_line_says() -> None:
-    assert fold_from_args(parsed()).window_ms == CaptureConfig().fold_window_ms == 100
+    builtin = parsed()
+    apply_defaults(builtin, Config())  # what run and profile do before reading options
+    assert fold_from_args(builtin).window_ms == CaptureConfig().fold_window_ms == 100
     file = Config(capture=CaptureConfig(fold_window_ms=0, fold_capacity=17))
     args = parsed()
     apply_defaults(args, file)

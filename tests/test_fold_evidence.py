@@ -38,7 +38,9 @@ def test_an_open_flood_folds_and_the_books_close_in_the_log(tmp_path: Path) -> N
     target = tmp_path / "flood-target"
     stats_file = tmp_path / "stats.json"
     with own_daemon(tmp_path) as daemon:
-        daemon.start("--stats-file", str(stats_file))
+        # 64 MiB of ring: the flood outruns the drain on a loaded machine, and
+        # the workload's exact count needs every one of its records kept.
+        daemon.start("--stats-file", str(stats_file), "--ringbuf-pages", "16384")
         _flood(target, FLOOD)
         for _ in range(20):  # an exec flood beside it: execs never fold
             subprocess.run(["/bin/true", "tracehound-fold-exec"], check=True)

@@ -172,7 +172,9 @@ FLOODS = (
 )
 
 
-@pytest.mark.parametrize("pages", [1024, 1], ids=["roomy", "one-page"])
+# Roomy: 64 MiB holds every record of the floods even when the drain falls
+# behind on a loaded machine, so the exact counts below can be asserted.
+@pytest.mark.parametrize("pages", [16384, 1], ids=["roomy", "one-page"])
 def test_the_law_holds_per_kind_after_floods_of_each_kind(
     kernel: None, system_python: str, tmp_path: Path, pages: int
 ) -> None:
