@@ -312,3 +312,28 @@ async def test_batches_keep_order_and_split_at_the_bound(
     assert dropping.receive_channel.receive_nowait() == offered[:4]
     assert totals(dropping) == Counter(kind_of(e) for e in offered[:7])
     assert sum(dropping.dropped.values()) == 3
+
+
+async def test_every_blocked_producer_wakes_when_the_consumer_takes() -> None:
+    """The drain and the syscall poller can both wait for room at once: one
+    take must wake both (a lost wakeup once stalled the drain for good)."""
+    sink = StreamingSink(1, "block")
+    await sink.record(fork(0))
+    done: list[str] = []
+
+    async def produce(name: str, event: Event) -> None:
+        await sink.record(event)
+        done.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(produce, "drain", fork(1))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(produce, "poller", exit_(2))
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == []
+        with trio.fail_after(5):
+            while len(done) < 2:
+                sink.receive_channel.receive_nowait()
+                await trio.testing.wait_all_tasks_blocked()
+    assert sorted(done) == ["drain", "poller"]
+    assert sum(sink.delivered.values()) == 3 and not sink.dropped

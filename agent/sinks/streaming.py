@@ -177,11 +177,17 @@ class StreamingSink:
 
     async def _wait_for_events(self) -> None:
         if not self._queue and not self._finished and not self.consumer_gone:
-            self._has_events = trio.Event()
+            if self._has_events.is_set():
+                self._has_events = trio.Event()
             await self._has_events.wait()
 
     async def _wait_for_room(self) -> None:
-        self._has_room = trio.Event()
+        # Several producers may wait at once (the drain, the syscall poller,
+        # /proc seeding): they share one unset event, so the consumer's next
+        # take wakes every one of them. Replacing it for each waiter would
+        # strand the earlier ones on an event nobody sets any more.
+        if self._has_room.is_set():
+            self._has_room = trio.Event()
         await self._has_room.wait()
 
     def _consumer_closed(self) -> None:
