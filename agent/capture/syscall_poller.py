@@ -6,6 +6,10 @@ changed a cumulative :class:`SyscallCounts`. A process that exited gets a
 last reading marked ``final``, read from the map as its counters are
 deleted (so nothing it counted between two readings is lost): that is what
 keeps the map from filling up on a long-running host.
+
+The map is read in a worker thread (a busy host's map holds tens of
+thousands of counters): the trio loop, and so the drain and the live tail,
+never waits for it.
 """
 
 from __future__ import annotations
@@ -42,15 +46,28 @@ class SyscallPoller:
         self._exited.add(pid)
 
     async def poll_once(self) -> None:
+        """One reading: the map is read (and finished processes' counters
+        deleted) in a worker thread, since a busy host's map holds tens of
+        thousands of counters and a bpf(2) call per exited one; the readings
+        then reach the sink in one batch. Only this task touches ``_last``
+        and the ledger's ``syscall`` count."""
         exited_now = set(self._exited)
+        readings = await trio.to_thread.run_sync(self._collect, exited_now)
+        if readings:
+            await self.sink.record_many(readings)
+        # Exits seen during this poll's awaits wait for the next one.
+        self._exited -= exited_now
+
+    def _collect(self, exited_now: set[int]) -> list[SyscallCounts]:
         current: dict[int, dict[int, int]] = defaultdict(dict)
         changed: set[int] = set()
+        received = 0
         for pid, nr, count in self.capture.syscall_counts():
             current[pid][nr] = count
             old = self._last.get((pid, nr), 0)
             if count != old:
                 changed.add(pid)
-                self.ledger.received["syscall"] += count - old
+                received += count - old
                 self._last[(pid, nr)] = count
         # A process whose exit record was lost would keep its counters
         # forever: one that no longer exists is final too.
@@ -65,18 +82,24 @@ class SyscallPoller:
             old = self._last.get((pid, nr), 0)
             if count != old:
                 changed.add(pid)
-                self.ledger.received["syscall"] += count - old
+                received += count - old
             current[pid][nr] = count
-        for pid in sorted(changed | final):
-            counts = {
-                self._names.get(nr, f"syscall_{nr}"): c for nr, c in sorted(current[pid].items())
-            }
-            await self.sink.record(SyscallCounts(pid=pid, counts=counts, final=pid in final))
+        self.ledger.received["syscall"] += received
+        readings = [
+            SyscallCounts(
+                pid=pid,
+                counts={
+                    self._names.get(nr, f"syscall_{nr}"): c
+                    for nr, c in sorted(current[pid].items())
+                },
+                final=pid in final,
+            )
+            for pid in sorted(changed | final)
+        ]
         for pid in final:
             for nr in current[pid]:
                 self._last.pop((pid, nr), None)
-        # Exits seen during this poll's awaits wait for the next one.
-        self._exited -= exited_now
+        return readings
 
     async def run(self) -> None:
         while True:

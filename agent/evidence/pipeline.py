@@ -357,25 +357,32 @@ class EvidencePipeline:
                 await self._put(self.mapper.capture_stop(summary))
 
     async def _map_batch(self, events: list[Event]) -> None:
-        """Map a batch and queue its records in one hand-off; whatever goes
-        wrong with one event costs that event only, counted by kind and stage."""
+        """Map a batch and queue its records, ``batch_max`` at a time (one
+        hand-off each, which is also where the publisher and the live tail
+        get their turn: a drain batch of 4096 must not hold the loop for its
+        whole mapping); whatever goes wrong with one event costs that event
+        only, counted by kind and stage."""
         if self.failing is not None:
             for event in events:
                 self._lost(kind_of(event), event_count(event))
             return
-        records: list[EvidenceRecord] = []
         mapper_map = self.mapper.map
         failpoints = self._failpoints
-        for event in events:
-            try:
-                if failpoints:
-                    failpoints.check("evidence.map", getattr(event, "comm", None))
-                records.append(mapper_map(event))
-            except Exception as err:  # one record must never end the pipeline
-                self.losses.count(kind_of(event), MAP_STAGE, event_count(event))
-                self._say_once("map", f"evidence: an event could not be mapped ({err!r}); counted")
-        self.mapped += len(records)
-        await self._put_many(records)
+        step = self.batch_max
+        for start in range(0, len(events), step):
+            records: list[EvidenceRecord] = []
+            for event in events[start : start + step]:
+                try:
+                    if failpoints:
+                        failpoints.check("evidence.map", getattr(event, "comm", None))
+                    records.append(mapper_map(event))
+                except Exception as err:  # one record must never end the pipeline
+                    self.losses.count(kind_of(event), MAP_STAGE, event_count(event))
+                    self._say_once(
+                        "map", f"evidence: an event could not be mapped ({err!r}); counted"
+                    )
+            self.mapped += len(records)
+            await self._put_many(records)
 
     async def reconfigure(
         self,
