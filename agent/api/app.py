@@ -10,6 +10,7 @@ when the daemon runs without an evidence log, saying how to turn it on.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ import msgspec
 import trio
 from prometheus_client import CollectorRegistry
 
+import agent
 from agent.api.http import HttpError
 from agent.api.live import LiveTail, record_event
 from agent.api.routes import Route
@@ -27,7 +29,8 @@ from agent.api.sse import sse_comment, sse_event
 from agent.capture.session import CaptureSession
 from agent.evidence.log_reader import events_after, find_event, recent_events
 from agent.evidence.pipeline import EvidencePipeline
-from agent.evidence.verify import VerifyInputError, VerifyReport, verify_extent
+from agent.evidence.verify import VerifyReport
+from agent.evidence.verify_child import decode_report
 from agent.memory import release_free_memory
 from agent.metrics import CONTENT_TYPE, QueueSample, render
 from agent.redact.events import MemoStats
@@ -77,6 +80,35 @@ def _json(value: object, status: int = 200) -> Reply:
     """A JSON answer; host text that is not UTF-8 (a config path, say) in
     escape form, as in every output (agent.safetext)."""
     return Reply(status, json_bytes(value, msgspec.json.encode, msgspec.to_builtins) + b"\n")
+
+
+async def _verify_in_child(extent: list[tuple[Path, int]]) -> VerifyReport:
+    """Verify ``extent`` in a child process (:mod:`agent.evidence.verify_child`):
+    a verify in a thread would hold the GIL against the drain for its whole
+    run. Raises :class:`HttpError` 503 when the log could not be read (a
+    segment pruned meanwhile: not a broken chain, try again)."""
+    listing = msgspec.json.encode([(str(path), size) for path, size in extent])
+    # -I: nothing from the working directory or the environment; the child
+    # imports exactly the running agent package.
+    command = [sys.executable, "-I", "-c", _VERIFY_CHILD, _PACKAGE_ROOT]
+    result = await trio.run_process(
+        command, stdin=listing, capture_stdout=True, capture_stderr=True, check=False
+    )
+    if result.returncode != 0:
+        why = result.stderr.decode(errors="replace").strip().splitlines()
+        raise HttpError(503, why[-1] if why else f"the verifier exited {result.returncode}")
+    try:
+        return decode_report(result.stdout)
+    except msgspec.ValidationError as err:
+        raise HttpError(503, f"the verifier's answer is not a report: {err}") from None
+
+
+#: Where the running agent package lives: the child imports this very code.
+_PACKAGE_ROOT = str(Path(agent.__file__).resolve().parent.parent)
+_VERIFY_CHILD = (
+    "import sys; sys.path.insert(0, sys.argv[1]);"
+    " from agent.evidence.verify_child import main; sys.exit(main())"
+)
 
 
 class DaemonApi:
@@ -237,11 +269,7 @@ class DaemonApi:
             extent = await pipeline.extent()
             if not extent:
                 raise HttpError(503, "the evidence log is closed or its store failed")
-            try:
-                report: VerifyReport = await trio.to_thread.run_sync(verify_extent, extent)
-            except (VerifyInputError, OSError) as err:
-                # A segment pruned while reading: not a broken chain, try again.
-                raise HttpError(503, f"could not read the log: {err}") from None
+            report = await _verify_in_child(extent)
             self.last_verify = VerifyResult(
                 ok=report.ok, at=time.time(), records=report.records, summary=report.summary()
             )
