@@ -41,6 +41,7 @@ class SyscallPoller:
         self._last: dict[tuple[int, int], int] = {}
         self._exited: set[int] = set()
         self._names = capture.decoder.syscall_names
+        self._one_at_a_time = trio.Lock()
 
     def process_exited(self, pid: int) -> None:
         self._exited.add(pid)
@@ -51,12 +52,16 @@ class SyscallPoller:
         thousands of counters and a bpf(2) call per exited one; the readings
         then reach the sink in one batch. Only this task touches ``_last``
         and the ledger's ``syscall`` count."""
-        exited_now = set(self._exited)
-        readings = await trio.to_thread.run_sync(self._collect, exited_now)
-        if readings:
-            await self.sink.record_many(readings)
-        # Exits seen during this poll's awaits wait for the next one.
-        self._exited -= exited_now
+        # One reading at a time: the final one at stop must not interleave
+        # with a periodic one still in its thread (both would count the same
+        # increments).
+        async with self._one_at_a_time:
+            exited_now = set(self._exited)
+            readings = await trio.to_thread.run_sync(self._collect, exited_now)
+            if readings:
+                await self.sink.record_many(readings)
+            # Exits seen during this poll's awaits wait for the next one.
+            self._exited -= exited_now
 
     def _collect(self, exited_now: set[int]) -> list[SyscallCounts]:
         current: dict[int, dict[int, int]] = defaultdict(dict)
