@@ -42,9 +42,13 @@ async def _wait(pid: int) -> None:
 
 
 def capture_run(
-    argv: list[str], fold: FoldSettings, *, ringbuf_pages: int = 1024
+    argv: list[str], fold: FoldSettings, *, ringbuf_pages: int = 16384
 ) -> tuple[list[Event], CaptureStats, AggregatingSink]:
-    """Run ``argv`` in scope; every record the sinks got, and the final books."""
+    """Run ``argv`` in scope; every record the sinks got, and the final books.
+
+    The ring is 64 MiB by default: the floods outrun the drain on a loaded
+    machine, and the exact counts the tests assert need every record kept.
+    """
     capture = load(LoadOptions(ringbuf_pages=ringbuf_pages, scoped=True))
     try:
         aggregate = AggregatingSink()
@@ -172,8 +176,6 @@ FLOODS = (
 )
 
 
-# Roomy: 64 MiB holds every record of the floods even when the drain falls
-# behind on a loaded machine, so the exact counts below can be asserted.
 @pytest.mark.parametrize("pages", [16384, 1], ids=["roomy", "one-page"])
 def test_the_law_holds_per_kind_after_floods_of_each_kind(
     kernel: None, system_python: str, tmp_path: Path, pages: int
