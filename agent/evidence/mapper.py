@@ -82,6 +82,7 @@ import msgspec
 from agent import __version__
 from agent.capture.events import (
     Event,
+    EventBase,
     ExecEvent,
     ExitEvent,
     FileEvent,
@@ -485,14 +486,7 @@ class Mapper:
 
     def _exec(self, event: ExecEvent, fired: tuple[str, ...]) -> EvidenceRecord:
         data = ExecData(
-            pid=event.pid,
-            tid=event.tid,
-            uid=event.uid,
-            gid=event.gid,
-            cgroup_id=str(event.cgroup_id),
-            comm=event.comm,
-            ts_ns=str(event.ts_ns),
-            redacted=list(fired),
+            **_header(event, fired),
             ret=_int53(event.ret, "ret"),
             filename=event.filename,
             argv=list(event.argv),
@@ -506,14 +500,7 @@ class Mapper:
 
     def _fork(self, event: ForkEvent, fired: tuple[str, ...]) -> EvidenceRecord:
         data = ForkData(
-            pid=event.pid,
-            tid=event.tid,
-            uid=event.uid,
-            gid=event.gid,
-            cgroup_id=str(event.cgroup_id),
-            comm=event.comm,
-            ts_ns=str(event.ts_ns),
-            redacted=list(fired),
+            **_header(event, fired),
             child_pid=event.child_pid,
             clone_flags=_u64(event.clone_flags),
         )
@@ -522,14 +509,7 @@ class Mapper:
 
     def _exit(self, event: ExitEvent, fired: tuple[str, ...]) -> EvidenceRecord:
         data = ExitData(
-            pid=event.pid,
-            tid=event.tid,
-            uid=event.uid,
-            gid=event.gid,
-            cgroup_id=str(event.cgroup_id),
-            comm=event.comm,
-            ts_ns=str(event.ts_ns),
-            redacted=list(fired),
+            **_header(event, fired),
             exit_code=event.exit_code if event.have_code else None,
             signal=event.signal if event.have_signal else None,
         )
@@ -540,14 +520,7 @@ class Mapper:
         rename = op == "rename"
         count = event.count
         data = FileData(
-            pid=event.pid,
-            tid=event.tid,
-            uid=event.uid,
-            gid=event.gid,
-            cgroup_id=str(event.cgroup_id),
-            comm=event.comm,
-            ts_ns=str(event.ts_ns),
-            redacted=list(fired),
+            **_header(event, fired),
             op=op,
             syscall=event.syscall,
             ret=_int53(event.ret, "ret"),
@@ -571,14 +544,7 @@ class Mapper:
         endpoint = event.endpoint
         count = event.count
         data = NetData(
-            pid=event.pid,
-            tid=event.tid,
-            uid=event.uid,
-            gid=event.gid,
-            cgroup_id=str(event.cgroup_id),
-            comm=event.comm,
-            ts_ns=str(event.ts_ns),
-            redacted=list(fired),
+            **_header(event, fired),
             op=event.op,
             ret=_int53(event.ret, "ret"),
             fd=event.fd,
@@ -702,6 +668,20 @@ class Mapper:
                 b"}",
             )
         )
+
+
+def _header(event: EventBase, fired: tuple[str, ...]) -> dict[str, Any]:
+    """The fields every kernel record's payload starts with (``_Kernel``)."""
+    return {
+        "pid": event.pid,
+        "tid": event.tid,
+        "uid": event.uid,
+        "gid": event.gid,
+        "cgroup_id": str(event.cgroup_id),
+        "comm": event.comm,
+        "ts_ns": str(event.ts_ns),
+        "redacted": list(fired),
+    }
 
 
 def _file_op(event: FileEvent) -> str:
