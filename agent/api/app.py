@@ -10,7 +10,6 @@ when the daemon runs without an evidence log, saying how to turn it on.
 from __future__ import annotations
 
 import functools
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,13 +19,13 @@ import msgspec
 import trio
 from prometheus_client import CollectorRegistry
 
-import agent
 from agent.api.http import HttpError
 from agent.api.live import LiveTail, record_event
 from agent.api.routes import Route
 from agent.api.server import ApiServerStats, Peer, Reply, Send, StreamReply
 from agent.api.sse import sse_comment, sse_event
 from agent.capture.session import CaptureSession
+from agent.child_command import child_command
 from agent.evidence.log_reader import events_after, find_event, recent_events
 from agent.evidence.pipeline import EvidencePipeline
 from agent.evidence.verify import VerifyReport
@@ -88,11 +87,12 @@ async def _verify_in_child(extent: list[tuple[Path, int]]) -> VerifyReport:
     run. Raises :class:`HttpError` 503 when the log could not be read (a
     segment pruned meanwhile: not a broken chain, try again)."""
     listing = msgspec.json.encode([(str(path), size) for path, size in extent])
-    # -I: nothing from the working directory or the environment; the child
-    # imports exactly the running agent package.
-    command = [sys.executable, "-I", "-c", _VERIFY_CHILD, _PACKAGE_ROOT]
     result = await trio.run_process(
-        command, stdin=listing, capture_stdout=True, capture_stderr=True, check=False
+        child_command("agent.evidence.verify_child"),
+        stdin=listing,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     if result.returncode != 0:
         why = result.stderr.decode(errors="replace").strip().splitlines()
@@ -101,14 +101,6 @@ async def _verify_in_child(extent: list[tuple[Path, int]]) -> VerifyReport:
         return decode_report(result.stdout)
     except msgspec.ValidationError as err:
         raise HttpError(503, f"the verifier's answer is not a report: {err}") from None
-
-
-#: Where the running agent package lives: the child imports this very code.
-_PACKAGE_ROOT = str(Path(agent.__file__).resolve().parent.parent)
-_VERIFY_CHILD = (
-    "import sys; sys.path.insert(0, sys.argv[1]);"
-    " from agent.evidence.verify_child import main; sys.exit(main())"
-)
 
 
 class DaemonApi:

@@ -18,7 +18,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ from pathlib import Path
 
 import msgspec
 
-import agent
 from agent.capture import bpf_syscall, handoff, kinds, wire
 from agent.capture.probes import PROBES, SOURCES, Probe
 from agent.capture.ringbuf import MappedRing
+from agent.child_command import child_command
 from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
 
 TRACEFS = Path("/sys/kernel/tracing")
@@ -395,25 +394,6 @@ def check_privileges() -> None:
         )
 
 
-def _package_root() -> str:
-    """The directory holding the ``agent`` package this process runs: the
-    child imports the very same code, never one found on its cwd."""
-    return str(Path(agent.__file__).resolve().parent.parent)
-
-
-#: The child's whole program: ``python -I`` (no cwd, no PYTHON* variables
-#: on the path), then this package's root first. A broken install says so
-#: in one line, not a traceback.
-_CHILD_BOOT = """import sys
-sys.path.insert(0, sys.argv[1])
-try:
-    from agent.capture.compile_child import main
-except Exception as err:
-    sys.exit(f"tracehound compile child: cannot import the agent: {err}")
-main(sys.argv[2:])
-"""
-
-
 def _spawn_child(options: LoadOptions) -> tuple[Manifest, list[int]]:
     """Run the compile child and take what it hands over."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -421,14 +401,7 @@ def _spawn_child(options: LoadOptions) -> tuple[Manifest, list[int]]:
         with ours:
             try:
                 child = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-I",
-                        "-c",
-                        _CHILD_BOOT,
-                        _package_root(),
-                        str(theirs.fileno()),
-                    ],
+                    child_command("agent.capture.compile_child", str(theirs.fileno())),
                     stdin=subprocess.DEVNULL,
                     stdout=2,  # bcc's chatter never into a profile written to stdout
                     pass_fds=(theirs.fileno(),),

@@ -50,11 +50,10 @@ class SyscallPoller:
         """One reading: the map is read (and finished processes' counters
         deleted) in a worker thread, since a busy host's map holds tens of
         thousands of counters and a bpf(2) call per exited one; the readings
-        then reach the sink in one batch. Only this task touches ``_last``
-        and the ledger's ``syscall`` count."""
-        # One reading at a time: the final one at stop must not interleave
-        # with a periodic one still in its thread (both would count the same
-        # increments).
+        then reach the sink in one batch. Readings run one at a time: the
+        final one at stop must not interleave with a periodic one still in
+        its thread (both would count the same increments); so ``_last`` and
+        the ledger's ``syscall`` count have one writer at any moment."""
         async with self._one_at_a_time:
             exited_now = set(self._exited)
             readings = await trio.to_thread.run_sync(self._collect, exited_now)

@@ -405,8 +405,8 @@ class Mapper:
             total=_int53(total, "total"),
             window_start_ns=str(window_start_ns),
             window_end_ns=str(window_end_ns),
-            window_start=format_rfc3339_ns(self._wall_ns(window_start_ns)),
-            window_end=format_rfc3339_ns(self._wall_ns(window_end_ns)),
+            window_start=format_rfc3339_ns(self.wall_ns(window_start_ns)),
+            window_end=format_rfc3339_ns(self.wall_ns(window_end_ns)),
             cause=None if cause is None else _plain_dict(cause, "$.cause"),
         )
         return self._emit(TYPE_LOSS, None, data, window_end_ns)
@@ -584,8 +584,6 @@ class Mapper:
         """The wall-clock time (epoch ns) of a kernel timestamp, by the anchor."""
         return self.anchor.wall_ns + (ts_ns - self.anchor.boottime_ns)
 
-    _wall_ns = wall_ns
-
     def _time(self, wall_ns: int) -> str:
         """:func:`format_rfc3339_ns`, with the calendar part kept per second."""
         second, nanos = divmod(wall_ns, _NS_PER_SECOND)
@@ -608,21 +606,17 @@ class Mapper:
         if ts_ns is not None and (isinstance(ts_ns, bool) or not isinstance(ts_ns, int)):
             raise ValueError(f"ts_ns must be an int, got {ts_ns!r}")
         when = self._latest_ns if ts_ns is None else ts_ns
-        time = self._time(self.anchor.wall_ns + (when - self.anchor.boottime_ns))
+        time = self._time(self.wall_ns(when))
         data, data_bytes = encode_payload(data)
         seq = self._next_seq
         thhash = blake3.blake3(data_bytes).hexdigest()
         # The anchor makes ids unique per run (two runs on one boot number
         # their records from 0 alike) and stays the same when the same
         # capture is mapped again, so a retried record keeps its id.
-        identity = b'%s%d,%s,"%s"]' % (
-            self._identity_prefix,
-            seq,
-            _ENCODER.encode(type_),
-            thhash.encode(),
-        )
+        type_json = _ENCODER.encode(type_)
+        identity = b'%s%d,%s,"%s"]' % (self._identity_prefix, seq, type_json, thhash.encode())
         record_id = blake3.blake3(identity).hexdigest()[:_ID_HEX_DIGITS]
-        body = self._envelope(type_, record_id, subject, data_bytes, thhash, seq, time)
+        body = self._envelope(type_json, record_id, subject, data_bytes, thhash, seq, time)
         self._next_seq = seq + 1
         if ts_ns is not None and ts_ns > self._latest_ns:
             self._latest_ns = ts_ns
@@ -630,7 +624,7 @@ class Mapper:
 
     def _envelope(
         self,
-        type_: str,
+        type_json: bytes,
         record_id: str,
         subject: str | None,
         data: bytes,
@@ -664,7 +658,7 @@ class Mapper:
                 b'"',
                 self._trace,
                 b',"type":',
-                _ENCODER.encode(type_),
+                type_json,
                 b"}",
             )
         )

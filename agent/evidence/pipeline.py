@@ -451,7 +451,7 @@ class EvidencePipeline:
         if held and len(self._held) < HELD_MAX:
             self._held.append(record)
             return
-        self._lost(kind_of_record(record.type), getattr(record.payload, "count", 1))
+        self._lost(kind_of_record(record.type), _events_in(record))
 
     def _current_losses(self) -> dict[str, dict[str, int]]:
         return loss_counts(
@@ -560,10 +560,10 @@ class EvidencePipeline:
                 async for piece in self._receive:
                     # Group commit: with the pieces already waiting, one write
                     # and one fsync for all of them (up to WRITE_MAX records).
-                    batch = piece
+                    batch = piece  # ours alone: the mapper made it for this hand-off
                     while len(batch) < WRITE_MAX:
                         try:
-                            batch = batch + self._receive.receive_nowait()
+                            batch.extend(self._receive.receive_nowait())
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
                     self._depth -= len(batch)
@@ -640,11 +640,7 @@ class EvidencePipeline:
         ``error``; once the previous run's counts are in the log, the slot is
         cleared. Called with the store lock held."""
         for record in result.refused:
-            self.losses.count(
-                kind_of_record(record.type),
-                STORE_STAGE,
-                getattr(record.payload, "count", 1),
-            )
+            self.losses.count(kind_of_record(record.type), STORE_STAGE, _events_in(record))
         if result.records:
             self._published(result.records, result.seqs)
         if error is not None:
@@ -804,6 +800,13 @@ class EvidencePipeline:
         if key not in self._said:
             self._said.add(key)
             self._say(line)
+
+
+def _events_in(record: EvidenceRecord) -> int:
+    """The kernel events a record stands for (a folded one's ``count``), so a
+    lost record is counted as what it held."""
+    count = getattr(record.payload, "count", 1)
+    return count if isinstance(count, int) else 1
 
 
 class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,6 +15,7 @@ stdout, or one line to stderr and exits 1 when the extent cannot be read.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -32,7 +33,8 @@ def decode_report(data: bytes) -> VerifyReport:
     return msgspec.json.decode(data, type=VerifyReport)
 
 
-def main() -> int:
+def main(argv: Sequence[str] = ()) -> int:
+    """Verify the extent read from stdin (``argv``: none)."""
     extent = [(Path(path), size) for path, size in _EXTENT.decode(sys.stdin.buffer.read())]
     try:
         report = verify_extent(extent)
@@ -44,4 +46,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -50,8 +50,8 @@ character and never raise.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
-from typing import ClassVar, Final, NamedTuple
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import ClassVar, Final, NamedTuple, TypeVar
 
 import msgspec
 
@@ -80,6 +80,8 @@ __all__ = [
     "RedactionTally",
     "Redactor",
 ]
+
+_T = TypeVar("_T")
 
 DEFAULT_MAX_FIELD_CHARS: Final = 16384
 """Longest field redacted; a longer one becomes ``[REDACTED:error]`` (reason
@@ -473,23 +475,20 @@ class Redactor:
         self, value: str, field: str, *, cut: bool = False
     ) -> tuple[RedactedText, RedactionTally]:
         """:meth:`redact_text_detail`, and what it added to the counters."""
-        outer, self._stats = self._stats, self._spare
-        try:
-            result = self.redact_text_detail(value, field, cut=cut)
-        except BaseException:
-            self._discard_spare()
-            raise
-        finally:
-            self._stats = outer
-        return result, self._settle()
+        return self._tallied(lambda: self.redact_text_detail(value, field, cut=cut))
 
     def redact_argv_tallied(
         self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
     ) -> tuple[RedactedArgv, RedactionTally]:
         """:meth:`redact_argv`, and what it added to the counters."""
+        return self._tallied(lambda: self.redact_argv(argv, field, cut=cut))
+
+    def _tallied(self, call: Callable[[], _T]) -> tuple[_T, RedactionTally]:
+        """Run ``call`` against the spare counters; its result and what it
+        counted (added to ours, see :meth:`_settle`)."""
         outer, self._stats = self._stats, self._spare
         try:
-            result = self.redact_argv(argv, field, cut=cut)
+            result = call()
         except BaseException:
             self._discard_spare()
             raise
