@@ -519,3 +519,39 @@ def _stop_after_reloads(daemon: Daemon) -> None:
     assert names == ["e2e-secret"]
     log = b"".join(p.read_bytes() for p in (daemon.state / "segments").glob("*.ndjson"))
     assert b"hushhush-(" not in log
+
+
+def test_events_served_from_the_log_bytes_are_redacted_and_terminal_safe(
+    kernel: None, daemon: Daemon
+) -> None:
+    """/v1/events and /v1/events/{id} serve the log's own bytes (not encoded
+    again): those are redacted, hold raw bytes in escape form, and reach a
+    terminal with no control or bidi character it would act on."""
+    token = "ghp_" + "Q1w2E3r4T5y6U7i8O9p0A1s2D3f4G5h6J7k8"
+    hostile = b"tracehound-e2e-raw\xff\x1b[31m\xe2\x80\xa8\xe2\x80\xae\nfake line"
+    subprocess.run([b"/bin/echo", hostile, f"--token={token}".encode()], check=True)
+
+    def served() -> bytes:
+        """The listing's raw bytes, once the record is in it (else empty)."""
+        raw = subprocess.run(
+            ["curl", "-sS", "--unix-socket", str(daemon.sock),
+             "http://localhost/v1/events?type=process.exec&limit=200"],
+            capture_output=True, timeout=20,
+        ).stdout  # fmt: skip
+        return raw if b"tracehound-e2e-raw" in raw else b""
+
+    wait_until(served, "the hostile exec in the log")
+    listing = served()
+    body, _, rest = listing.partition(b"\n")
+    assert rest == b""  # one line: nothing in a field can break it
+    for unsafe in (b"\x1b", b"\xe2\x80\xa8", b"\xe2\x80\xae", b"\xff"):
+        assert unsafe not in listing
+    assert token.encode() not in listing
+    [record] = [e for e in json.loads(body)["events"] if "tracehound-e2e-raw" in str(e)]
+    data = record["data"]
+    assert "argv" in data["escaped"]
+    assert data["argv"][1].startswith("tracehound-e2e-raw\\xff\x1b[31m\u2028\u202e\n")
+    assert token not in json.dumps(data)
+    single = daemon.curl(f"/v1/events/{record['id']}")
+    assert json.loads(single.stdout) == record
+    assert "\x1b" not in single.stdout and "\u2028" not in single.stdout
