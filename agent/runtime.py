@@ -33,7 +33,7 @@ from agent.capture.fold import FoldSettings
 from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession, CaptureStats
 from agent.config.schema import StreamPolicy
-from agent.evidence.pipeline import EvidencePipeline
+from agent.evidence.worker import EvidenceWorker
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.base import EventSink
 from agent.sinks.streaming import StreamingSink
@@ -41,7 +41,7 @@ from agent.sinks.tee import TeeSink
 
 __all__ = ["EventsConsumer", "OpenPipeline", "Runtime"]
 
-OpenPipeline = Callable[[StreamingSink, CaptureSession], EvidencePipeline]
+OpenPipeline = Callable[[StreamingSink, CaptureSession], EvidenceWorker]
 """Opens the evidence pipeline over its stream, reading the session's books."""
 
 EventsConsumer = Callable[[StreamingSink], Awaitable[None]]
@@ -89,7 +89,7 @@ class Runtime:
             report=None if report is None else (lambda line: report(line + self.depths())),
             fold=fold,
         )
-        self.pipeline: EvidencePipeline | None = None
+        self.pipeline: EvidenceWorker | None = None
         if evidence is not None and self.evidence_stream is not None:
             self.pipeline = evidence(self.evidence_stream, self.session)
 

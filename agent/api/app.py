@@ -27,9 +27,9 @@ from agent.api.sse import sse_comment, sse_event
 from agent.capture.session import CaptureSession
 from agent.child_command import child_command
 from agent.evidence.log_reader import events_after, find_event, recent_events
-from agent.evidence.pipeline import EvidencePipeline
 from agent.evidence.verify import VerifyReport
 from agent.evidence.verify_child import decode_report
+from agent.evidence.worker import EvidenceWorker
 from agent.memory import release_free_memory
 from agent.metrics import CONTENT_TYPE, QueueSample, render
 from agent.redact.events import MemoStats
@@ -115,7 +115,7 @@ class DaemonApi:
         *,
         aggregate: AggregatingSink,
         session: CaptureSession,
-        pipeline: EvidencePipeline | None,
+        pipeline: EvidenceWorker | None,
         state_dir: Path | None,
         tail: LiveTail,
         registry: CollectorRegistry | None,
@@ -236,6 +236,8 @@ class DaemonApi:
                 "store_failures": pipeline.failures,
                 "checkpoint_age_s": pipeline.checkpoint_age_s,
                 "last_verify": self.last_verify,
+                # Committed records the worker could not send back to the live tail.
+                "tail_dropped": pipeline.tail_dropped,
             }
         return {
             "capture": self.session.stats(),

@@ -8,6 +8,8 @@ import os
 import tomllib
 from pathlib import Path
 
+import msgspec
+
 from agent.capture.loader import LoadedCapture
 from agent.capture.session import CaptureSession
 from agent.commands.arguments import bounded_float, bounded_int
@@ -17,11 +19,11 @@ from agent.config.schema import (
     EvidenceConfig,
     default_evidence_dir,
 )
-from agent.errors import RunError, UsageError, shown
-from agent.evidence.layout import StoreCorruptError, key_path
-from agent.evidence.pipeline import EvidencePipeline, StoreOptions, open_pipeline
-from agent.evidence.store import StoreLockedError
-from agent.failpoints import Failpoints
+from agent.errors import UsageError, shown
+from agent.evidence.layout import key_path
+from agent.evidence.pipeline import StoreOptions
+from agent.evidence.worker import EvidenceWorker, WorkerProcess
+from agent.evidence.worker_protocol import Start
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_CHECKPOINT_EVERY, MAX_RETAIN_MB, MAX_SEGMENT_HOURS, MAX_SEGMENT_MB
 from agent.redact import RedactionConfigError, Redactor
@@ -188,14 +190,17 @@ def open_evidence(
     capture: LoadedCapture,
     args: argparse.Namespace,
     redactor: Redactor,
-    faults: Failpoints,
+    worker: WorkerProcess,
     *,
     source: str,
     group: int | None = None,
-) -> EvidencePipeline:
+) -> EvidenceWorker:
     """The pipeline over the log in ``state_dir`` (see
-    :func:`evidence_directory`; ``source`` and ``group`` as there); every
-    failure is one line starting with ``source``."""
+    :func:`evidence_directory`; ``source`` and ``group`` as there), run by
+    ``worker`` (started with :func:`agent.evidence.worker.spawn`); it opens
+    the log when it starts, and every failure then is one line starting
+    with ``source``. Fault injection (TRACEHOUND_FAILPOINTS) reaches the
+    worker through its environment."""
     config = {
         "command": args.subcommand,
         "ringbuf_pages": args.ringbuf_pages,
@@ -210,33 +215,25 @@ def open_evidence(
         "redaction": rules_summary(redactor),
         "evidence_fsync": args.evidence_fsync,
     }
-    # W3C Trace Context, as CI systems and OpenTelemetry export it: every
-    # record of this run carries it, so evidence joins the trace.
-    traceparent = os.environ.get("TRACEPARENT") or None
-    tracestate = os.environ.get("TRACESTATE") or None
-    try:
-        return open_pipeline(
-            state_dir,
-            stream.receive_channel,
-            books=lambda: session.stats().kinds,
-            sink_books=session.sink.accounting,
-            losses=session.ledger.downstream,
-            failpoints=faults,
-            probes=list(capture.statuses),
-            config=config,
-            redactor=redactor,
-            store_options=store_options(args),
-            traceparent=traceparent,
-            tracestate=tracestate,
-            group=group,
-        )
-    except StoreLockedError as err:
-        raise RunError(f"{source}: in use by another tracehound ({err})") from err
-    except StoreCorruptError as err:
-        raise RunError(f"{source}: the log is damaged: {err}") from err
-    except StateDirError as err:
-        raise RunError(f"{source}: {err}") from err
-    except OSError as err:
-        raise RunError(f"{source}: {err.strerror or err}") from err
-    except ValueError as err:  # a malformed TRACEPARENT: refused, not dropped
-        raise UsageError(f"TRACEPARENT/TRACESTATE: {err}") from err
+    start = Start(
+        state_dir=str(state_dir),
+        source=source,
+        probes=list(capture.statuses),
+        config=msgspec.to_builtins(config),
+        rules=[compiled.rule for compiled in redactor.rules],
+        max_field_chars=redactor.max_field_chars,
+        store=store_options(args),
+        # W3C Trace Context, as CI systems and OpenTelemetry export it: every
+        # record of this run carries it, so evidence joins the trace.
+        traceparent=os.environ.get("TRACEPARENT") or None,
+        tracestate=os.environ.get("TRACESTATE") or None,
+        group=group,
+    )
+    return EvidenceWorker(
+        worker,
+        stream.receive_channel,
+        start,
+        books=lambda: session.stats().kinds,
+        sink_books=session.sink.accounting,
+        losses=session.ledger.downstream,
+    )

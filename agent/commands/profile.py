@@ -31,8 +31,8 @@ from agent.commands.launcher import Launched, exit_status, launch
 from agent.commands.options import add_capture_arguments, fold_from_args, load_options_from_args
 from agent.config import Config, EvidenceConfig, StreamConfig, apply_defaults
 from agent.errors import RunError, UsageError
-from agent.evidence.pipeline import EvidencePipeline
-from agent.failpoints import Failpoints
+from agent.evidence.worker import EvidenceWorker, WorkerProcess
+from agent.evidence.worker import spawn as spawn_worker
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_PROFILE_BYTES
 from agent.output_target import check_output, write_output
@@ -98,16 +98,23 @@ def main(args: argparse.Namespace) -> int:
         require_sealing_key(Path(args.evidence), "profile")
     redactor = redactor_from_args(args)
     options = load_options_from_args(args, scoped=True)
-    faults = failpoints.from_environment()
+    failpoints.from_environment()  # a malformed TRACEHOUND_FAILPOINTS is refused here, at start
     source = evidence_source(args.evidence, None) if args.evidence else ""
     evidence_dir = evidence_directory(args.evidence, source)
     check_privileges()
-    capture = load(options)
+    # Started before the BPF compile, so its interpreter start overlaps it.
+    worker = spawn_worker() if evidence_dir is not None else None
+    try:
+        capture = load(options)
+    except BaseException:
+        if worker is not None:
+            worker.close()
+        raise
     try:
         child = launch(command, shutil.which(command[0]))
         capture.add_to_scope(child.pid)
         profile, status = trio.run(
-            _profile, capture, child, command, args, evidence_dir, source, redactor, faults
+            _profile, capture, child, command, args, evidence_dir, worker, source, redactor
         )
         if args.no_redact:
             profile = msgspec.structs.replace(profile, redaction="off")
@@ -117,6 +124,8 @@ def main(args: argparse.Namespace) -> int:
         data = render_text(profile).encode() if text else encode_profile(profile)
         write_output(output, data)
     finally:
+        if worker is not None:
+            worker.close()
         capture.close()  # waits for the detach the drain started: after the profile is out
     if output.kind != "stdout":
         state = "complete" if profile.complete else "INCOMPLETE (see capture section)"
@@ -134,16 +143,16 @@ async def _profile(
     command: list[str],
     args: argparse.Namespace,
     evidence_dir: Path | None,
+    worker: WorkerProcess | None,
     source: str,
     redactor: Redactor,
-    faults: Failpoints,
 ) -> tuple[Profile, int]:
     aggregate = AggregatingSink()
 
-    def open_log(stream: StreamingSink, session: CaptureSession) -> EvidencePipeline:
-        assert evidence_dir is not None
+    def open_log(stream: StreamingSink, session: CaptureSession) -> EvidenceWorker:
+        assert evidence_dir is not None and worker is not None
         return open_evidence(
-            evidence_dir, stream, session, capture, args, redactor, faults, source=source
+            evidence_dir, stream, session, capture, args, redactor, worker, source=source
         )
 
     # The streams block: a profile run waits for its evidence rather than lose it.
@@ -180,6 +189,11 @@ async def _profile(
     stats = runtime.stats()
     if error is not None:
         raise RunError(f"profile: could not run {command[0]!r}: {error.strerror}", 126)
+    if pipeline is not None and pipeline.died is not None:
+        sink.note(
+            f"the evidence log is incomplete: {pipeline.died}; {pipeline.lost_to_worker}"
+            " events never reached it (counted in the capture section)"
+        )
     if pipeline is not None and pipeline.lost_to_store:
         sink.note(
             f"the evidence log could not be written ({pipeline.failing or 'recovered'}):"

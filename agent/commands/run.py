@@ -58,7 +58,8 @@ from agent.config import (
 from agent.config.reload import plan_reload
 from agent.config.schema import DEFAULT_EVIDENCE_DIR, default_evidence_dir
 from agent.errors import RunError, UsageError, shown
-from agent.evidence.pipeline import EvidencePipeline
+from agent.evidence.worker import EvidenceWorker, WorkerProcess
+from agent.evidence.worker import spawn as spawn_worker
 from agent.failpoints import Failpoints
 from agent.limits import MAX_DURATION_S, MAX_STATS_INTERVAL_S, MAX_STREAM_CAPACITY
 from agent.memory import TRIM_EVERY_S, release_free_memory
@@ -168,7 +169,14 @@ def main(args: argparse.Namespace) -> int:
     # /var/lib, and a user without root must hear what is really wrong.
     check_privileges()
     evidence_dir = evidence_directory(args.evidence, source, gid=api_gid)
-    capture = load(options)
+    # Started before the BPF compile, so its interpreter start overlaps it.
+    worker = spawn_worker() if evidence_dir is not None else None
+    try:
+        capture = load(options)
+    except BaseException:
+        if worker is not None:
+            worker.close()
+        raise
     try:
         return trio.run(
             _run,
@@ -176,8 +184,8 @@ def main(args: argparse.Namespace) -> int:
             args,
             _Outputs(stats_file, profile_file, events_file, ready_file),
             evidence_dir,
+            worker,
             source,
-            redactor,
             _Settings(
                 config=config,
                 path=config_path,
@@ -188,6 +196,8 @@ def main(args: argparse.Namespace) -> int:
             ),
         )
     finally:
+        if worker is not None:
+            worker.close()
         capture.close()
 
 
@@ -244,7 +254,7 @@ class _Settings:
 def _queues(
     session: CaptureSession,
     evidence_stream: StreamingSink | None,
-    pipeline: EvidencePipeline | None,
+    pipeline: EvidenceWorker | None,
     tail: LiveTail,
 ) -> list[QueueSample | None]:
     """Every bounded queue now: the ring, the streaming sinks, the mapper's
@@ -268,7 +278,7 @@ def _queues(
 def _metrics_sources(
     session: CaptureSession,
     queues: Callable[[], list[QueueSample | None]],
-    pipeline: EvidencePipeline | None,
+    pipeline: EvidenceWorker | None,
     api: DaemonApi,
     server_stats: ApiServerStats,
     settings: _Settings,
@@ -363,7 +373,7 @@ async def _reap_periodically(aggregate: AggregatingSink, interval: float = REAP_
         suspects = gone - set(twice)
 
 
-async def _reload(settings: _Settings, pipeline: EvidencePipeline | None) -> None:
+async def _reload(settings: _Settings, pipeline: EvidenceWorker | None) -> None:
     """SIGHUP: read the file again; apply it, or keep what runs and say why.
 
     Either way the outcome goes into the evidence as a ``capture.config``
@@ -524,8 +534,8 @@ async def _run(
     args: argparse.Namespace,
     outputs: _Outputs,
     evidence_dir: Path | None,
+    worker: WorkerProcess | None,
     source: str,
-    redactor: Redactor,
     settings: _Settings,
 ) -> int:
     config = settings.config
@@ -536,10 +546,10 @@ async def _run(
         assert outputs.events is not None
         await _write_events(stream, outputs.events, event_lines, runtime.session.ledger.downstream)
 
-    def open_log(stream: StreamingSink, session: CaptureSession) -> EvidencePipeline:
-        assert evidence_dir is not None
+    def open_log(stream: StreamingSink, session: CaptureSession) -> EvidenceWorker:
+        assert evidence_dir is not None and worker is not None
         return open_evidence(
-            evidence_dir, stream, session, capture, args, redactor, settings.faults,
+            evidence_dir, stream, session, capture, args, settings.redactor, worker,
             source=source, group=settings.api_gid,
         )  # fmt: skip
 
@@ -555,11 +565,6 @@ async def _run(
         fold=fold_from_args(args),
     )
     session, pipeline, stream = runtime.session, runtime.pipeline, runtime.events_stream
-    if pipeline is not None and pipeline.sealed is False:
-        _say(
-            f"evidence: {evidence_dir} has no sealing key: the log is chained, not sealed"
-            f" (tracehound evidence keygen --state-dir {evidence_dir} > verify.key)"
-        )
     attached = sum(1 for s in capture.statuses if s.attached)
     if attached == 0:
         # Running blind must fail, so a supervisor restarts and alerts fire.
@@ -577,7 +582,7 @@ async def _run(
         """Every bounded cache (the redaction memos), for stats and metrics."""
         found = {"redact:snapshot": present.memo_stats()}
         if pipeline is not None:
-            found["redact:evidence"] = pipeline.mapper.memo_stats()
+            found["redact:evidence"] = pipeline.memo_stats()
         if stream is not None:
             found["redact:events"] = event_lines.memo_stats()
         return {name: stats for name, stats in found.items() if stats is not None}
@@ -609,6 +614,11 @@ async def _run(
         # Tasks that live until capture stops: one nursery, cancelled at the
         # stop signal (stopping must not wait on them), inside the runtime.
         async with runtime.running(), trio.open_nursery() as helpers:
+            if pipeline is not None and pipeline.sealed is False:
+                _say(
+                    f"evidence: {evidence_dir} has no sealing key: the log is chained, not"
+                    f" sealed (tracehound evidence keygen --state-dir {evidence_dir} > verify.key)"
+                )
             if config.api.enabled:
                 await _start_api(helpers, settings, api, server_stats)
             if not args.no_seed:
@@ -664,6 +674,12 @@ async def _run(
     if not stats.balanced:
         _say("WARNING: the books do not balance: " + ", ".join(
             k for k, b in stats.kinds.items() if not b.balanced))  # fmt: skip
+    if pipeline is not None and pipeline.died is not None:
+        _say(
+            f"evidence: {pipeline.died}: {pipeline.lost_to_worker} events never reached the"
+            " log (counted by kind at evidence:worker; the next start records the unclean end)"
+        )
+        return EXIT_EVIDENCE_LOST
     if pipeline is not None and pipeline.lost_to_store:
         where = "the next start writes it" if pipeline.owes_the_log else "it is in the log"
         _say(

@@ -253,6 +253,11 @@ class EvidencePipeline:
         #: (the API's live tail). Must not block or raise.
         self.on_published: Callable[[list[EvidenceRecord], list[int]], None] | None = None
         self._closed = False
+        #: Whether the end of ``events`` is the end of the capture. False
+        #: when what fed them died (the daemon of an evidence worker): then
+        #: no ``capture.stop`` is written, and the next start records the
+        #: unclean end as it would after a crash of the pipeline itself.
+        self.capture_stopped = True
         self._ending = False
         self._nursery: trio.Nursery | None = None
         self._said: set[str] = set()
@@ -350,11 +355,12 @@ class EvidencePipeline:
                 if self.failing is not None:
                     await self._retry_once()  # the disk may have room again by now
                 await self._report_losses()
-                summary = {
-                    "mapped": self.mapped,
-                    "redaction": msgspec.to_builtins(self.mapper.redaction_stats),
-                }
-                await self._put(self.mapper.capture_stop(summary))
+                if self.capture_stopped:
+                    summary = {
+                        "mapped": self.mapped,
+                        "redaction": msgspec.to_builtins(self.mapper.redaction_stats),
+                    }
+                    await self._put(self.mapper.capture_stop(summary))
 
     async def _map_batch(self, events: list[Event]) -> None:
         """Map a batch and queue its records, ``batch_max`` at a time (one

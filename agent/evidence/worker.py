@@ -1,0 +1,468 @@
+"""The daemon's side of the evidence worker (see :mod:`.worker_protocol`).
+
+One core is not enough for capture and evidence at once: the drain decodes
+and folds, the aggregate profiles, and mapping, redacting, encoding,
+hashing and writing every record cost several times that. So the evidence
+pipeline runs in a child process (:mod:`.worker_child`), and
+:class:`EvidenceWorker` stands in for it here: it forwards each batch of
+the evidence stream (one msgpack encode per batch), sends the capture's
+books a few times a second, and mirrors what the worker reports (depth,
+failures, losses, the last seal's age) for the stats, the metrics,
+``/readyz`` and the exit status. Committed records come back for the live
+tail.
+
+Backpressure is the stream's: a worker that falls behind stops reading,
+the socket fills, the forwarder waits, the evidence stream fills and then
+blocks or drops by its policy (``[stream] policy``), counted there as
+today. Capture never waits on the worker in any other way.
+
+The child is started early (:func:`spawn`), before the BPF programs are
+compiled, so its interpreter start overlaps that; it opens the log only
+when :meth:`EvidenceWorker.run` sends the start.
+
+What can go wrong:
+- the log cannot be opened (locked, damaged): the worker refuses and
+  :meth:`EvidenceWorker.run` raises the same one-line :class:`RunError` (or
+  :class:`UsageError`) the in-process pipeline did, before capture starts;
+- the worker dies mid-run (a bug, the OOM killer): :attr:`failing` says so
+  (``/readyz`` 503), what the worker had not confirmed taking and every
+  later event are counted lost at the stage ``evidence:worker``, and
+  capture goes on (fail safe on delivery). The next start finds the log's
+  unclean end and records it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterable, Callable, Mapping
+from pathlib import Path
+
+import msgspec
+import trio
+
+from agent.capture.events import Event, event_count, kind_of
+from agent.capture.ledger import DownstreamLosses, KindAccount
+from agent.child_command import child_command
+from agent.errors import RunError, UsageError
+from agent.evidence.pipeline import StoreOptions
+from agent.evidence.types import EvidenceRecord
+from agent.evidence.worker_protocol import (
+    CONTROL,
+    EVENTS,
+    PUBLISHED,
+    PUBLISHED_TYPE,
+    REPORT,
+    WORKER_OWN_STAGES,
+    Books,
+    Extent,
+    FrameReader,
+    Opened,
+    ProtocolError,
+    Reconfigure,
+    Refused,
+    Reply,
+    Report,
+    Start,
+    Status,
+    encode_events,
+    frame,
+)
+from agent.redact import Redactor
+from agent.redact.events import MemoStats
+
+__all__ = ["WORKER_STAGE", "EvidenceWorker", "WorkerProcess", "spawn"]
+
+WORKER_STAGE = "evidence:worker"
+"""The loss stage of events the worker never confirmed: it died."""
+
+#: Seconds a worker may take to finish once the daemon has let go of it.
+CLOSE_TIMEOUT_S = 60.0
+#: Seconds between the books the daemon sends (loss records are made from them).
+BOOKS_INTERVAL = 0.25
+
+_encode = msgspec.msgpack.Encoder().encode
+_reports = msgspec.msgpack.Decoder(Report)
+_published = msgspec.msgpack.Decoder(PUBLISHED_TYPE)
+
+
+class WorkerProcess:
+    """A started worker: the process and the daemon's end of its socket."""
+
+    def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.process = process
+        self.sock = sock
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """The daemon is done with the worker: close our end (a worker never
+        started sees that before any start and exits 0; a running one
+        finishes its last records first) and wait for it to exit, killing
+        it only if it takes longer than ``timeout``. Idempotent."""
+        self.sock.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def spawn() -> WorkerProcess:
+    """Start the worker process; it waits for :class:`Start`."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        process = subprocess.Popen(
+            child_command("agent.evidence.worker_child", str(theirs.fileno())),
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return WorkerProcess(process, ours)
+
+
+class EvidenceWorker:
+    """The evidence pipeline, run by a worker process: the same surface as
+    :class:`~agent.evidence.pipeline.EvidencePipeline` for the daemon.
+
+    ``events``: the evidence stream's batches; ``books``/``sink_books``: the
+    session's books and the sinks' per-kind counts, sent to the worker;
+    ``losses``: the session's downstream losses, where the worker's own
+    (``evidence:map``, ``evidence:store``) are mirrored, and its death counted.
+    """
+
+    def __init__(
+        self,
+        worker: WorkerProcess,
+        events: AsyncIterable[list[Event]],
+        start: Start,
+        *,
+        books: Callable[[], Mapping[str, KindAccount]],
+        sink_books: Callable[[], Mapping[str, Mapping[str, tuple[int, int]]]],
+        losses: DownstreamLosses,
+    ) -> None:
+        self._worker = worker
+        self._events = events
+        self._start = start
+        self._books = books
+        self._sink_books = sink_books
+        self.losses = losses
+        self._stream: trio.SocketStream | None = None
+        self._send_lock = trio.StrictFIFOLock()
+        self._reader = FrameReader()
+        self._requests = itertools.count(1)
+        self._replies: dict[int, tuple[trio.Event, list[Reply]]] = {}
+        self._sent: Counter[str] = Counter()
+        self._mirrored: dict[str, dict[str, int]] = {}
+        self._status: Status | None = None
+        self._status_at = 0.0
+        self._final = trio.Event()
+        self._dead: str | None = None
+        self._said: set[str] = set()
+        self._lost_to_worker = 0
+        self.capacity = 0
+        self.sealed: bool | None = None
+        #: Called in the trio thread with each batch once it is in the log
+        #: (the API's live tail). Must not block or raise.
+        self.on_published: Callable[[list[EvidenceRecord], list[int]], None] | None = None
+        #: The write policy in force (a reload may change it).
+        self.store_options: StoreOptions | None = start.store
+
+    # -- what the daemon reads ------------------------------------------------
+    @property
+    def failing(self) -> str | None:
+        """Why the log cannot be written now (None while it can)."""
+        if self._dead is not None:
+            return self._dead
+        return None if self._status is None else self._status.failing
+
+    failed = failing
+
+    @property
+    def depth(self) -> int:
+        """Records mapped and waiting to be written, in the worker."""
+        return 0 if self._status is None else self._status.depth
+
+    @property
+    def published(self) -> int:
+        return 0 if self._status is None else self._status.published
+
+    @property
+    def mapped(self) -> int:
+        return 0 if self._status is None else self._status.mapped
+
+    @property
+    def failures(self) -> int:
+        return (0 if self._status is None else self._status.failures) + (self._dead is not None)
+
+    @property
+    def lost_to_store(self) -> int:
+        """Events and records the log lost because its disk refused writes."""
+        return 0 if self._status is None else self._status.lost_to_store
+
+    @property
+    def lost_to_worker(self) -> int:
+        """Events the log lost because the worker died (0 while it lives)."""
+        return self._lost_to_worker
+
+    @property
+    def died(self) -> str | None:
+        """Why the worker is gone before its end, if it is."""
+        return self._dead
+
+    @property
+    def unwritten(self) -> int:
+        """Everything the log lost either way."""
+        return self.lost_to_store + self._lost_to_worker
+
+    @property
+    def owes_the_log(self) -> bool:
+        return self._dead is not None or (self._status is not None and self._status.owes_the_log)
+
+    @property
+    def checkpoint_age_s(self) -> float | None:
+        """Seconds since the last seal (as of the last status, aged since)."""
+        status = self._status
+        if status is None or status.checkpoint_age_s is None or self._dead is not None:
+            return None
+        return status.checkpoint_age_s + (time.monotonic() - self._status_at)
+
+    @property
+    def tail_dropped(self) -> int:
+        return 0 if self._status is None else self._status.tail_dropped
+
+    def memo_stats(self) -> MemoStats | None:
+        """The worker's redaction memo (a bounded cache), as last reported."""
+        return None if self._status is None else self._status.memo
+
+    # -- requests -------------------------------------------------------------
+    async def extent(self) -> list[tuple[Path, int]]:
+        """The log's committed extent (see :meth:`EvidenceStore.extent`);
+        empty while it fails or once the worker is gone."""
+        reply = await self._request(lambda n: Extent(request=n))
+        if reply is None or reply.extent is None:
+            return []
+        return [(Path(path), size) for path, size in reply.extent]
+
+    async def reconfigure(
+        self,
+        config: Mapping[str, object],
+        redactor: Redactor | None = None,
+        store_options: StoreOptions | None = None,
+    ) -> None:
+        """As :meth:`EvidencePipeline.reconfigure`, in the worker."""
+        rules = None if redactor is None else [c.rule for c in redactor.rules]
+        chars = 0 if redactor is None else redactor.max_field_chars
+        await self._request(
+            lambda n: Reconfigure(
+                request=n, config=dict(config), rules=rules, max_field_chars=chars,
+                store=store_options,
+            )
+        )  # fmt: skip
+        if store_options is not None:
+            self.store_options = store_options
+
+    async def _request(self, make: Callable[[int], object]) -> Reply | None:
+        if self._dead is not None or self._final.is_set():
+            return None
+        number = next(self._requests)
+        done = trio.Event()
+        answer: list[Reply] = []
+        self._replies[number] = (done, answer)
+        try:
+            await self._send(CONTROL, _encode(make(number)))
+            await done.wait()
+        finally:
+            self._replies.pop(number, None)
+        return answer[0] if answer else None
+
+    # -- the conversation -----------------------------------------------------
+    async def _send(self, tag: int, payload: bytes) -> None:
+        stream = self._stream
+        if stream is None or self._dead is not None:
+            raise trio.BrokenResourceError("the evidence worker is gone")
+        async with self._send_lock:
+            await stream.send_all(frame(tag, payload))
+
+    async def _report(self) -> Report | None:
+        """The next report from the worker; None at its end."""
+        while True:
+            frames = self._pending_frames
+            while frames:
+                tag, payload = frames.pop(0)
+                if tag == REPORT:
+                    return _reports.decode(payload)
+                if tag == PUBLISHED:
+                    self._publish(payload)
+                    continue
+                raise ProtocolError(f"a frame tagged {tag} from the worker")
+            assert self._stream is not None
+            try:
+                data = await self._stream.receive_some(1 << 20)
+            except trio.BrokenResourceError:
+                data = b""
+            if not data:
+                return None
+            self._pending_frames.extend(self._reader.feed(data))
+
+    _pending_frames: list[tuple[int, bytes]]
+
+    def _publish(self, payload: bytes) -> None:
+        if self.on_published is None:
+            return
+        rows = _published.decode(payload)
+        self.on_published(
+            [EvidenceRecord(type_, id_, None, body) for _, type_, id_, body in rows],
+            [seq for seq, _, _, _ in rows],
+        )
+
+    def _mirror(self, status: Status) -> None:
+        """Take a status: the worker's losses into the session's books."""
+        for kind, stages in status.losses.items():
+            seen = self._mirrored.setdefault(kind, {})
+            for stage, n in stages.items():
+                if n > seen.get(stage, 0):
+                    self.losses.count(kind, stage, n - seen.get(stage, 0))
+                    seen[stage] = n
+        self._status, self._status_at = status, time.monotonic()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the worker's log; forward the stream until it ends; wait
+        for the worker to write its last records and exit.
+
+        Raises:
+            RunError, UsageError: the worker could not open the log (one line).
+        """
+        self._pending_frames = []
+        sock = trio.socket.from_stdlib_socket(self._worker.sock)
+        async with trio.SocketStream(sock) as stream:
+            self._stream = stream
+            await self._send(CONTROL, _encode(self._start))
+            first = await self._report()
+            if isinstance(first, Refused):
+                await self._reap()
+                raise (UsageError if first.usage else RunError)(first.message)
+            if not isinstance(first, Opened):
+                await self._reap()
+                raise RunError(f"{self._start.source}: the evidence worker did not start")
+            self.sealed, self.capacity = first.sealed, first.capacity
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen)
+                books = trio.CancelScope()
+                nursery.start_soon(self._send_books_periodically, books)
+                await self._forward()
+                books.cancel()
+                await self._finish()
+            await self._reap()
+
+    async def _forward(self) -> None:
+        """Each batch of the stream to the worker; once it is gone, counted."""
+        sent = self._sent
+        async for batch in self._events:
+            if self._dead is None:
+                try:
+                    payload = encode_events(batch)
+                except Exception as err:  # no event may end the forwarding
+                    self._say_once(f"evidence: a batch could not be sent ({err!r}); counted")
+                else:
+                    for event in batch:
+                        sent[kind_of(event)] += event_count(event)
+                    try:
+                        await self._send(EVENTS, payload)
+                        continue
+                    except trio.BrokenResourceError:
+                        self._died("the evidence worker's socket closed")
+                        continue  # counted with what it never confirmed
+            for event in batch:
+                self._worker_lost(kind_of(event), event_count(event))
+
+    async def _finish(self) -> None:
+        """The stream ended: the final books, then the end of what we send;
+        the worker writes its last records and sends its final status."""
+        if self._dead is None:
+            try:
+                await self._send(CONTROL, _encode(self._books_now(final=True)))
+                assert self._stream is not None
+                await self._stream.send_eof()
+            except trio.BrokenResourceError:
+                self._died("the evidence worker's socket closed")
+        await self._final.wait()
+
+    def _books_now(self, *, final: bool = False) -> Books:
+        downstream = {
+            kind: kept
+            for kind, stages in self.losses.table().items()
+            if (kept := {s: n for s, n in stages.items() if s not in WORKER_OWN_STAGES})
+        }
+        sinks = {name: dict(per_kind) for name, per_kind in self._sink_books().items()}
+        return Books(kinds=dict(self._books()), sinks=sinks, downstream=downstream, final=final)
+
+    async def _send_books_periodically(self, scope: trio.CancelScope) -> None:
+        with scope:
+            while self._dead is None:
+                await trio.sleep(BOOKS_INTERVAL)
+                try:
+                    await self._send(CONTROL, _encode(self._books_now()))
+                except trio.BrokenResourceError:
+                    return
+
+    async def _listen(self) -> None:
+        """Reports until the worker's final status (or its death)."""
+        try:
+            while True:
+                report = await self._report()
+                if report is None:
+                    self._died("the evidence worker exited before its last records")
+                    return
+                if isinstance(report, Status):
+                    self._mirror(report)
+                    if report.final:
+                        return
+                elif isinstance(report, Reply):
+                    waiting = self._replies.get(report.request)
+                    if waiting is not None:
+                        waiting[1].append(report)
+                        waiting[0].set()
+                else:
+                    raise ProtocolError(f"a {type(report).__name__} report mid-run")
+        except (ProtocolError, msgspec.DecodeError, msgspec.ValidationError) as err:
+            self._died(f"the evidence worker's reports do not decode ({err})")
+        finally:
+            self._final.set()
+            for done, _ in self._replies.values():
+                done.set()
+
+    def _worker_lost(self, kind: str, n: int) -> None:
+        self._lost_to_worker += n
+        self.losses.count(kind, WORKER_STAGE, n)
+
+    def _say_once(self, line: str) -> None:
+        key = line.split("(", 1)[0]
+        if key not in self._said:
+            self._said.add(key)
+            print(f"tracehound: {line}", file=sys.stderr, flush=True)
+
+    def _died(self, why: str) -> None:
+        """The worker is gone: what it never confirmed taking is lost here."""
+        if self._dead is not None:
+            return
+        self._dead = why
+        self._final.set()
+        taken = self._status.taken if self._status is not None else {}
+        for kind, n in self._sent.items():
+            if n > taken.get(kind, 0):
+                self._worker_lost(kind, n - taken.get(kind, 0))
+        for done, _ in self._replies.values():
+            done.set()
+        print(f"tracehound: evidence: {why}; capture goes on, counted", file=sys.stderr, flush=True)
+
+    async def _reap(self) -> None:
+        process = self._worker.process
+        await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
