@@ -91,7 +91,7 @@ from agent.capture.events import (
     ProcessSeen,
     SyscallCounts,
 )
-from agent.capture.kinds import AT_REMOVEDIR
+from agent.capture.kinds import file_operation
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
 from agent.evidence.payloads import (
     AnchorData,
@@ -516,7 +516,7 @@ class Mapper:
         return self._emit(TYPE_EXIT, f"pid/{event.pid}", data, event.ts_ns)
 
     def _file(self, event: FileEvent, fired: tuple[str, ...]) -> EvidenceRecord:
-        op = _file_op(event)
+        op = file_operation(event.op, event.flags)
         rename = op == "rename"
         count = event.count
         data = FileData(
@@ -676,15 +676,6 @@ def _header(event: EventBase, fired: tuple[str, ...]) -> dict[str, Any]:
         "ts_ns": str(event.ts_ns),
         "redacted": list(fired),
     }
-
-
-def _file_op(event: FileEvent) -> str:
-    """The operation as typed: ``unlink`` of a directory is ``rmdir``."""
-    if event.op == "unlink" and (
-        event.syscall == "rmdir" or (event.syscall == "unlinkat" and event.flags & AT_REMOVEDIR)
-    ):
-        return "rmdir"
-    return event.op
 
 
 def _u64(value: int) -> int | str:

@@ -27,6 +27,7 @@ from agent.capture.events import (
     ProcessSeen,
     SyscallCounts,
 )
+from agent.capture.kinds import AT_REMOVEDIR
 from agent.capture.loader import ProbeStatus
 from agent.evidence.types import Anchor
 
@@ -81,6 +82,12 @@ _FILE_OPS = [
 ]
 
 
+def _as_probed(syscall: str, flags: int) -> int:
+    """The flags a probe records: rmdir(2) always carries AT_REMOVEDIR
+    (bpf/file.bpf.c passes it, as unlinkat(2) does for a directory)."""
+    return flags | AT_REMOVEDIR if syscall == "rmdir" else flags
+
+
 def _text(rng: random.Random) -> str:
     pool = rng.choice([_HOSTILE, _SECRETS, _PATHS])
     return rng.choice(pool)
@@ -123,7 +130,7 @@ def golden_events(n: int = 400, seed: int = 20261201) -> Iterator[Event]:
                 path=_text(rng),
                 dfd2=rng.choice([-100, 4]),
                 path2=_text(rng) if op == "rename" else "",
-                flags=rng.choice([0, 0o100, 0o2000000, 0x200]),
+                flags=_as_probed(syscall, rng.choice([0, 0o100, 0o2000000, 0x200])),
                 mode=rng.choice([0, 0o644, 0o4755]),
                 path_cut=rng.random() < 0.1,
                 path2_cut=op == "rename" and rng.random() < 0.1,

@@ -103,7 +103,7 @@ def sample_events() -> list[Event]:
         file_event("open", flags=0o100),
         file_event("unlink", "/tmp/a"),
         file_event("unlink", "/tmp/d", syscall="unlinkat", flags=0x200),
-        file_event("unlink", "/tmp/e", syscall="rmdir"),
+        file_event("unlink", "/tmp/e", syscall="rmdir", flags=0x200),  # as the probe records it
         file_event("rename", "/tmp/a", path2="/tmp/b", syscall="renameat2"),
         file_event("chmod", "/tmp/b", mode=0o600),
         file_event("mkdir", "/tmp/c", mode=0o755),

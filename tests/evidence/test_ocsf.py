@@ -89,7 +89,7 @@ CASES: list[tuple[Event, int, int]] = [
     (file_event("open", flags=0o100), 1001, 14),
     (file_event("mkdir"), 1001, 1),
     (file_event("unlink"), 1001, 4),
-    (file_event("unlink", syscall="rmdir"), 1001, 4),
+    (file_event("unlink", syscall="rmdir", flags=0x200), 1001, 4),
     (file_event("rename", path2="/etc/hosts.new"), 1001, 5),
     (file_event("chmod", mode=0o644), 1001, 7),
     (file_event("op9"), 1001, 99),
