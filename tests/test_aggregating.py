@@ -886,3 +886,15 @@ async def test_an_event_that_cannot_be_folded_is_counted_not_fatal() -> None:
     books = sink.accounting()[sink.name]
     assert books["exec"] == (1, 1)
     assert 8 in {p.pid for p in sink.snapshot().processes}  # folding goes on
+
+
+def test_access_bits_say_what_open_access_says_for_every_flag_word() -> None:
+    """The memoised bits a file record keeps agree with the words, for
+    every combination of the flags that matter and any other bits set."""
+    from agent.sinks.aggregating import ACCESS_WORDS, access_bits, open_access
+
+    for low in range(1 << 12):
+        for extra in (0, 0o2000000, 0o40000000, 0xFFFF0000):
+            flags = (low << 0) | extra
+            words = [w for i, w in enumerate(ACCESS_WORDS) if access_bits(flags) >> i & 1]
+            assert words == sorted(open_access(flags)), oct(flags)

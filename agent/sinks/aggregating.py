@@ -120,6 +120,25 @@ def open_access(flags: int) -> list[str]:
     return words
 
 
+#: The flag bits :func:`open_access` reads: the access bits of every open
+#: depend only on these, so a table of them is bounded by construction.
+_ACCESS_FLAGS = O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_DIRECTORY
+_ACCESS_BITS: dict[int, int] = {}
+
+
+def access_bits(flags: int) -> int:
+    """:func:`open_access` as bits (:data:`ACCESS_WORDS` order), memoised
+    on the flags it reads (7 bits: at most 128 entries). Pure."""
+    relevant = flags & _ACCESS_FLAGS
+    bits = _ACCESS_BITS.get(relevant)
+    if bits is None:
+        bits = 0
+        for word in open_access(relevant):
+            bits |= _ACCESS_BIT[word]
+        _ACCESS_BITS[relevant] = bits
+    return bits
+
+
 def display_path(path: str, dfd: int) -> str:
     if path.startswith("/") or dfd == AT_FDCWD:
         return path
@@ -603,7 +622,7 @@ class AggregatingSink:
         self._trim()
 
     def _file(self, event: FileEvent) -> None:
-        proc = self._proc(event.pid)
+        proc = self._live.get(event.pid) or self._proc(event.pid)
         if proc is None:
             return
         if not proc.comm:
@@ -612,8 +631,7 @@ class AggregatingSink:
         access = 0
         mode: int | None = None
         if op == "open":
-            for word in open_access(event.flags):
-                access |= _ACCESS_BIT[word]
+            access = access_bits(event.flags)
             if event.flags & O_CREAT:
                 mode = event.mode
         elif op in ("chmod", "mkdir"):
@@ -626,6 +644,10 @@ class AggregatingSink:
         key = (path, op, target, error)
         agg = proc.files.get(key)
         if agg is None:
+            if len(proc.files) >= self.max_files:  # a flood of new paths: counted, cheaply
+                proc.evicted["files"] += 1
+                self.evictions["files"] += 1
+                return
             cost = FILE_BYTES + text_bytes(path) + (text_bytes(target) if target else 0)
             if not self._room(proc, "files", len(proc.files), self.max_files, cost):
                 return
