@@ -69,7 +69,10 @@ __all__ = ["main", "open_log"]
 STATUS_INTERVAL = 0.1
 #: Batches of events read from the socket and not yet mapped: past this the
 #: worker stops reading, the socket fills and the daemon's stream pushes back.
-INBOX_BATCHES = 4
+#: Two keep the mapper busy; every batch more is only latency (a drain batch
+#: is up to 4096 events: a tenth of a second of mapping each), and the
+#: daemon's evidence stream is where the buffering is sized and measured.
+INBOX_BATCHES = 2
 #: Committed batches waiting to go back for the live tail; past this they
 #: are dropped here (the tail's clients would drop them anyway; counted).
 TAIL_BATCHES = 64
