@@ -171,3 +171,79 @@ def test_no_cache_directory_means_compiling(kernel: None, tmp_path: Path) -> Non
     finally:
         capture.close()
     assert len(reports) == 1 and reports[0].endswith("compiling without the program cache")
+
+
+TAIL_CALLS = r"""
+BPF_PROG_ARRAY(th_progs, 8);
+BPF_ARRAY(th_hits, u64, 2);
+
+static __always_inline void th_hit(u32 slot)
+{
+    u64 *count = th_hits.lookup(&slot);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+}
+
+int th_target(struct bpf_raw_tracepoint_args *ctx)
+{
+    th_hit(1);
+    return 0;
+}
+
+int th_dispatch(struct bpf_raw_tracepoint_args *ctx)
+{
+    th_hit(0);
+    th_progs.call(ctx, 5);
+    return 0;
+}
+"""
+
+
+def test_prog_array_slots_are_recorded_and_refilled(kernel: None) -> None:
+    """Tail calls: what the compile put in a prog array's slots is taken
+    from the kernel, and a replay fills the same slots with its own
+    programs, so the dispatcher reaches its target again."""
+    import ctypes
+    import struct
+
+    from bcc import BPF
+
+    from agent.capture import bpf_info, compile_child, replay
+    from agent.capture.bpf_syscall import BpfMap
+    from agent.capture.loader import TRACEFS
+    from agent.capture.program_cache import ProgSlot
+
+    bpf = BPF(text=TAIL_CALLS.encode())
+    try:
+        target = bpf.load_func(b"th_target", BPF.RAW_TRACEPOINT)
+        bpf[b"th_progs"][ctypes.c_int(5)] = ctypes.c_int(target.fd)
+        bpf.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"th_dispatch")
+        fd = int(bpf.raw_tracepoint_fds[b"sys_enter"])
+        entry = compile_child.cache_entry(bpf, [("raw_syscalls:sys_enter", fd)], {})
+    finally:
+        bpf.cleanup()
+    names = [p.name for p in entry.programs]
+    maps = [m.name for m in entry.maps]
+    assert sorted(names) == ["th_dispatch", "th_target"]
+    assert entry.prog_slots == [ProgSlot(maps.index("th_progs"), 5, names.index("th_target"))]
+    (attachment,) = entry.attachments
+    assert (attachment.kind, attachment.tracepoint) == ("raw_tracepoint", "raw_syscalls:sys_enter")
+    assert entry.programs[attachment.program].name == "th_dispatch"
+
+    loaded = replay.load_entry(entry)
+    attachments: list[int] = []
+    try:
+        target_id = bpf_info.prog_type_and_id(loaded.programs[names.index("th_target")])[1]
+        attachments = replay.attach(entry, loaded, TRACEFS)
+        loaded.close_programs()  # the slot and the attachment hold them now
+        progs = BpfMap(loaded.maps["th_progs"], "th_progs")
+        assert bpf_info.prog_array_slots(progs) == {5: target_id}
+        hits = BpfMap(loaded.maps["th_hits"], "th_hits")
+        for _ in range(100):
+            os.getppid()
+        counts = [struct.unpack("<Q", hits.lookup(struct.pack("<I", i)) or b"")[0] for i in (0, 1)]
+        assert counts[0] >= 100 and counts[1] >= 100, counts
+    finally:
+        for fd in attachments:
+            os.close(fd)
+        loaded.close()

@@ -229,7 +229,8 @@ def _store(
     syscall_names: dict[int, str],
 ) -> str:
     """Store this compile in the program cache; what became of it, one line."""
-    failed = [s.name for s in statuses if not s.attached and s.reason.startswith("attach failed")]
+    planned = {probe.name for probe in present}
+    failed = [s.name for s in statuses if s.name in planned and not s.attached]
     if failed:
         return f"not stored: probe {failed[0]} failed to attach"
     try:

@@ -266,7 +266,7 @@ class CacheReport(msgspec.Struct, frozen=True):
     program cache, no compile), ``miss`` (compiled; ``reason`` says why,
     ``stored`` what became of storing it) or ``off`` (no cache directory)."""
 
-    state: str
+    state: Literal["hit", "miss", "off"]
     reason: str = ""
     stored: str = ""
 
@@ -578,6 +578,7 @@ def _from_cache(
             entry = directory.read(key)
         except CacheFileError as err:
             report(f"program cache: {err}; ignored, compiling")
+            directory.remove(key)  # refused once, not at every start
             return None, f"refused: {err}", str(cache_dir)
     if entry is None:
         return None, "no entry", str(cache_dir)
@@ -635,6 +636,8 @@ def load(
             with contextlib.suppress(OSError):
                 os.close(fd)
         raise
+    if manifest.cache.startswith("not stored"):
+        report(f"program cache: {manifest.cache}")
     report_cache = (
         CacheReport("miss", reason, manifest.cache) if directory is not None else CacheReport("off")
     )
