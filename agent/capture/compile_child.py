@@ -60,6 +60,7 @@ from agent.capture.loader import (
 from agent.capture.probes import Probe
 from agent.capture.program_cache import (
     BPF_MAP_TYPE_PROG_ARRAY,
+    AttachKind,
     Attachment,
     CachedMap,
     CachedProgram,
@@ -70,8 +71,14 @@ from agent.capture.program_cache import (
     map_references,
 )
 
-#: Program types a replay reproduces (expected_attach_type 0, no attach BTF).
-_REPLAYABLE_TYPES = {5: "tracepoint", 17: "raw_tracepoint"}
+#: Program types a replay reproduces: BPF_PROG_TYPE_TRACEPOINT and
+#: BPF_PROG_TYPE_RAW_TRACEPOINT (expected_attach_type 0, no attach BTF).
+_REPLAYABLE_TYPES = frozenset({5, 17})
+#: What BPF_TASK_FD_QUERY's fd_type says an attachment is.
+_ATTACH_KIND: dict[int, AttachKind] = {
+    bpf_info.FD_TYPE_TRACEPOINT: "tracepoint",
+    bpf_info.FD_TYPE_RAW_TRACEPOINT: "raw_tracepoint",
+}
 
 
 def _first_line(err: BaseException) -> str:
@@ -141,6 +148,7 @@ def cache_entry(
     from bcc.libbcc import lib
 
     maps: list[CachedMap] = []
+    map_fds: list[int] = []
     index_of_fd: dict[int, int] = {}
     btf_ids: list[int] = []
     for name, fd in _tables(bpf):
@@ -151,6 +159,7 @@ def cache_entry(
                 btf_ids.append(info.btf_id)
             btf = btf_ids.index(info.btf_id)
         index_of_fd[fd] = len(maps)
+        map_fds.append(fd)
         maps.append(
             CachedMap(
                 name=name,
@@ -193,18 +202,18 @@ def cache_entry(
     for tracepoint, fd in attachments:
         query = bpf_info.fd_query(fd)
         event = tracepoint.partition(":")[2]
-        kind = {bpf_info.FD_TYPE_TRACEPOINT: "tracepoint", bpf_info.FD_TYPE_RAW_TRACEPOINT: "raw_tracepoint"}.get(query.fd_type)  # fmt: skip
+        kind = _ATTACH_KIND.get(query.fd_type)
         if kind is None or query.name != event or query.prog_id not in index_of_prog:
             raise Uncacheable(
                 f"attachment to {tracepoint}: not a tracepoint program of this compile"
             )
-        attached.append(Attachment(index_of_prog[query.prog_id], kind, tracepoint))  # type: ignore[arg-type]
+        attached.append(Attachment(index_of_prog[query.prog_id], kind, tracepoint))
     slots: list[ProgSlot] = []
     for number, table in enumerate(maps):
         if table.map_type != BPF_MAP_TYPE_PROG_ARRAY:
             continue
-        fd = next(fd for fd, i in index_of_fd.items() if i == number)
-        for slot, prog_id in sorted(bpf_info.prog_array_slots(BpfMap(fd, table.name)).items()):
+        contents = bpf_info.prog_array_slots(BpfMap(map_fds[number], table.name))
+        for slot, prog_id in sorted(contents.items()):
             if prog_id not in index_of_prog:
                 raise Uncacheable(f"prog array {table.name}: slot {slot} holds a foreign program")
             slots.append(ProgSlot(number, slot, index_of_prog[prog_id]))

@@ -40,10 +40,10 @@ import blake3
 import msgspec
 
 __all__ = [
-    "ATTACH_KINDS",
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_FILE_BYTES",
+    "AttachKind",
     "Attachment",
     "CacheEntry",
     "CacheFormatError",
@@ -73,11 +73,10 @@ BPF_PSEUDO_MAP_FD: Final = 1  # src_reg of an ld_imm64 whose imm is a map fd
 BPF_MAP_TYPE_PROG_ARRAY: Final = 3
 BPF_OBJ_NAME_LEN: Final = 16
 
-AttachKind = Literal["tracepoint", "raw_tracepoint"]
 #: ``tracepoint``: a perf event of PERF_TYPE_TRACEPOINT with the program
 #: set on it (what bcc's attach_tracepoint does); ``raw_tracepoint``:
 #: BPF_RAW_TRACEPOINT_OPEN.
-ATTACH_KINDS: Final[tuple[str, ...]] = ("tracepoint", "raw_tracepoint")
+AttachKind = Literal["tracepoint", "raw_tracepoint"]
 
 
 class CacheFormatError(ValueError):

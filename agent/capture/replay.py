@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import Final
 
 from agent.capture.bpf_syscall import BpfError, bpf_call
-from agent.capture.program_cache import BPF_OBJ_NAME_LEN, CachedMap, CachedProgram, CacheEntry
+from agent.capture.program_cache import (
+    BPF_INSN_BYTES,
+    BPF_OBJ_NAME_LEN,
+    CachedMap,
+    CachedProgram,
+    CacheEntry,
+)
 
 __all__ = ["Loaded", "ReplayError", "attach", "load_entry"]
 
@@ -207,7 +213,7 @@ def _create_map(table: CachedMap, btf_fds: list[int]) -> int:
 def _patched(prog: CachedProgram, map_fds: list[int]) -> ctypes.Array[ctypes.c_char]:
     insns = ctypes.create_string_buffer(prog.insns, len(prog.insns))
     for ref in prog.maps:
-        struct.pack_into("<i", insns, ref.insn * 8 + 4, map_fds[ref.map])
+        struct.pack_into("<i", insns, ref.insn * BPF_INSN_BYTES + 4, map_fds[ref.map])
     return insns
 
 
@@ -225,7 +231,7 @@ def _load_program(prog: CachedProgram, license: bytes, map_fds: list[int]) -> in
     def attempt(log: ctypes.Array[ctypes.c_char] | None) -> int:
         attr = _ProgLoadAttr(
             prog_type=prog.prog_type,
-            insn_cnt=len(prog.insns) // 8,
+            insn_cnt=len(prog.insns) // BPF_INSN_BYTES,
             insns=ctypes.addressof(insns),
             license=ctypes.addressof(lic),
             prog_name=prog.name.encode()[: BPF_OBJ_NAME_LEN - 1],
