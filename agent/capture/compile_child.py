@@ -305,7 +305,9 @@ def compile_and_attach(options: LoadOptions, cache_dir: str = "") -> tuple[Manif
         map_fds.append(int(table.map_fd))
     syscall_names = _syscall_names()
     stored = ""
-    if cache_dir:
+    if cache_dir and len(attached) != len(fds):
+        stored = f"not stored: {len(fds)} attachments for {len(attached)} tracepoints"
+    elif cache_dir:
         pairs = list(zip(attached, fds, strict=True))
         stored = _store(cache_dir, options, present, statuses, bpf, pairs, syscall_names)
     manifest = Manifest(
