@@ -252,7 +252,18 @@ def _stats_families(stats: CaptureStats) -> list[Metric]:
     )
     for probe in stats.probes:
         probes.add_metric([probe.name, probe.kind], 1 if probe.attached else 0)
-    return [events, generated, lost, errors, probes, *_fold_families(stats)]
+    families: list[Metric] = [events, generated, lost, errors, probes]
+    if stats.cache is not None:
+        cache = GaugeMetricFamily(
+            "tracehound_program_cache",
+            "1 for how this start got its BPF programs: hit (the program cache,"
+            " no compile), miss (compiled) or off (no cache)",
+            labels=["state"],
+        )
+        for state in ("hit", "miss", "off"):
+            cache.add_metric([state], 1 if stats.cache.state == state else 0)
+        families.append(cache)
+    return [*families, *_fold_families(stats)]
 
 
 def _fold_families(stats: CaptureStats) -> list[Metric]:

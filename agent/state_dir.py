@@ -199,7 +199,7 @@ def _ensure(
 
 
 def make_state_dir(
-    path: Path | str, *, gid: int | None = None, keep_group: bool = False
+    path: Path | str, *, gid: int | None = None, keep_group: bool = False, log_dir: bool = True
 ) -> list[Path]:
     """Make ``path`` a state directory (see the module); return what was made, outermost first.
 
@@ -209,6 +209,8 @@ def make_state_dir(
     must be None) an existing directory of mode at most 0750 keeps its
     group and group bits, a looser one becomes 0700: a log the daemon
     shares with its API group is neither loosened nor taken from it.
+    ``log_dir=False``: a state directory of another kind (the program
+    cache), whose entries are not checked against :data:`LOG_ENTRIES`.
 
     Raises:
         StateDirError: ``path`` is empty, or it or a parent is a symlink
@@ -238,7 +240,7 @@ def make_state_dir(
             raise _symlink(target)
         if not stat.S_ISDIR(st.st_mode):
             raise StateDirError(f"{shown(target)} exists and is not a directory")
-        _secure(target, dir_mode(gid), gid, keep_group=keep_group, log_dir=True)
+        _secure(target, dir_mode(gid), gid, keep_group=keep_group, log_dir=log_dir)
         return []
     missing = [target]
     for parent in target.parents:
@@ -262,7 +264,7 @@ def make_state_dir(
         for parent in reversed(missing[1:]):
             if _make_parent(parent):
                 created.append(parent)
-        if _ensure(target, dir_mode(gid), gid, keep_group=keep_group, log_dir=True):
+        if _ensure(target, dir_mode(gid), gid, keep_group=keep_group, log_dir=log_dir):
             created.append(target)
     except StateDirError:
         remove_created(created)

@@ -38,12 +38,9 @@
 #ifndef TH_SCOPE_MAX
 #define TH_SCOPE_MAX 65536      /* processes in a profile's scope */
 #endif
-/* Who the agent is (never traced), and whether capture is scoped to the
- * process trees in th_scope (profile): constants compiled in by the loader,
- * not a map, because every handler asks on every call. */
-#ifndef TH_AGENT_PID
-#define TH_AGENT_PID 0
-#endif
+/* Whether capture is scoped to the process trees in th_scope (profile): a
+ * constant compiled in by the loader, because every handler asks on every
+ * call. (Who the agent is comes from th_enabled: see struct th_control.) */
 #ifndef TH_SCOPED
 #define TH_SCOPED 0
 #endif
@@ -162,6 +159,16 @@ struct th_syscall_key {
     __u32 nr;
 };
 
+/* What user space tells every handler, in th_enabled[0]: capture is on while
+ * enabled is 1, and the agent's own process (agent_pid) is never traced. A
+ * map value, not compiled-in constants, so one compiled program serves every
+ * run (the loader's program cache); handlers read it with the one lookup
+ * they make anyway. The loader writes it before attaching. */
+struct th_control {
+    __u32 enabled;
+    __u32 agent_pid;
+};
+
 #ifdef TH_BCC
 /* ---------------------------------------------------------------------
  * Maps and helpers shared by every program. Only compiled by bcc (the loader defines TH_BCC).
@@ -171,10 +178,10 @@ BPF_HASH(th_scope, __u32, __u8, TH_SCOPE_MAX);
 BPF_PERCPU_ARRAY(th_generated, __u64, TH_NR_KINDS);
 BPF_PERCPU_ARRAY(th_lost, __u64, TH_NR_KINDS);
 BPF_PERCPU_ARRAY(th_since_wakeup, __u64, 1);
-/* Capture is on while th_enabled[0] is 1. Stopping clears it first: every
- * handler stops at once, where detaching 50 tracepoints one by one takes
- * seconds (an RCU grace period each) with some kinds still attached. */
-BPF_ARRAY(th_enabled, __u32, 1);
+/* Capture is on while th_enabled[0].enabled is 1. Stopping clears it first:
+ * every handler stops at once, where detaching 50 tracepoints one by one
+ * takes seconds (an RCU grace period each) with some kinds still attached. */
+BPF_ARRAY(th_enabled, struct th_control, 1);
 /* Problems that are not a record's loss: TH_ERR_SCOPE_FULL counts children
  * that could not be put in a profile's scope (their whole subtree goes
  * untraced), TH_ERR_EXIT_STATUS_FULL exit statuses that found no room. */
@@ -221,10 +228,10 @@ static __always_inline void th_error(u32 slot)
 static __always_inline int th_traced(u32 pid)
 {
     u32 zero = 0;
-    u32 *enabled = th_enabled.lookup(&zero);
-    if (!enabled || !*enabled)
+    struct th_control *control = th_enabled.lookup(&zero);
+    if (!control || !control->enabled)
         return 0;
-    if (pid == TH_AGENT_PID)
+    if (pid == control->agent_pid)
         return 0;
     if (TH_SCOPED && !th_scope.lookup(&pid))
         return 0;

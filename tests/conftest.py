@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.capture.cache_store import CACHE_DIR_ENV
 from agent.config.schema import EVIDENCE_DIR_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,6 +28,9 @@ TRACEHOUND = [sys.executable, "-m", "agent"]
 # inherits a default of their own: one per session here, one per test below.
 _SESSION_EVIDENCE = tempfile.mkdtemp(prefix="tracehound-test-evidence-")
 os.environ[EVIDENCE_DIR_ENV] = os.path.join(_SESSION_EVIDENCE, "evidence")
+# The program cache likewise (/var/lib/tracehound/cache by default): one for
+# the whole session, so the tests' many starts compile each program set once.
+os.environ[CACHE_DIR_ENV] = os.path.join(_SESSION_EVIDENCE, "program-cache")
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from agent import __version__
 from agent.api.metrics_server import MetricsServerStats, serve_metrics
 from agent.capture.events import KINDS, ExitEvent, ForkEvent
 from agent.capture.ledger import Ledger
-from agent.capture.loader import ProbeStatus
+from agent.capture.loader import CacheReport, ProbeStatus
 from agent.capture.session import CaptureStats
 from agent.metrics import (
     CONTENT_TYPE,
@@ -55,6 +55,7 @@ class World:
         self.ledger = Ledger()
         self.kernel: dict[str, tuple[int, int]] = {}
         self.errors: dict[str, int] = {"scope_full": 1}
+        self.cache = CacheReport("miss", "no entry", "stored")
 
     async def produce(self, n: int, lost: int = 0) -> None:
         """``n`` fork events reach the drain and the sink; ``lost`` more never left the kernel."""
@@ -76,6 +77,7 @@ class World:
             balanced=all(b.balanced for b in books.values()),
             errors=dict(self.errors),
             uptime_s=1.0,
+            cache=self.cache,
         )
 
     def queues(self) -> list[QueueSample | None]:
@@ -154,6 +156,12 @@ async def test_page_from_live_objects() -> None:
 
     assert value(s, "tracehound_probe_attached", probe="sched_process_fork", kind="fork") == 1
     assert value(s, "tracehound_probe_attached", probe="tcp_connect", kind="net") == 0
+    assert value(s, "tracehound_program_cache", state="miss") == 1
+    assert value(s, "tracehound_program_cache", state="hit") == 0
+    world.cache = CacheReport("hit")
+    _, s = scrape(make_registry(sources(world)))
+    assert value(s, "tracehound_program_cache", state="hit") == 1
+    assert value(s, "tracehound_program_cache", state="miss") == 0
 
     assert value(s, "tracehound_evidence_records_total") == 7
     assert value(s, "tracehound_evidence_verify_ok") == 1

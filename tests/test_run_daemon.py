@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,3 +226,54 @@ def test_daemon_maps_no_compiler_and_still_captures(kernel: None, tmp_path: Path
         e["kind"] == "exec" and e["argv"] == ["/bin/true", "tracehound-lean-arg"] for e in lines
     )
     assert any(e["kind"] == "file" and e["path"] == str(marker) for e in lines)
+
+
+def _run_once(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[dict[str, Any], list[Any]]:
+    """One short `tracehound run`: its stats file and its events (an exec
+    and an open made while it ran among them)."""
+    ready, stats_file = tmp_path / f"{name}.ready", tmp_path / f"{name}.stats.json"
+    events = tmp_path / f"{name}.ndjson"
+    agent = subprocess.Popen(
+        [*TRACEHOUND, "run", "--ready-file", str(ready), "--stats-file", str(stats_file),
+         "--events", str(events), "--stats-interval", "0", "--no-seed"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        wait_for(ready, agent)
+        marker = tmp_path / f"{name}-marker"
+        subprocess.run(["/bin/sh", "-c", f": > {marker}; /bin/true {name}-arg"], check=True)
+        time.sleep(0.3)
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 0, stderr
+    assert "Traceback" not in stderr and "program cache" not in stderr, stderr
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert any(e["kind"] == "exec" and e["argv"] == ["/bin/true", f"{name}-arg"] for e in lines)
+    assert any(e["kind"] == "file" and e["path"] == str(marker) for e in lines)
+    stats: dict[str, Any] = json.loads(stats_file.read_text())
+    assert stats["balanced"] is True, stats["kinds"]
+    return stats, lines
+
+
+def test_a_second_run_loads_from_the_program_cache(kernel: None, tmp_path: Path) -> None:
+    """The first run compiles and stores; the second loads what was stored,
+    says so in its stats, and captures just the same."""
+    import os
+    import stat
+
+    from agent.capture.cache_store import CACHE_DIR_ENV
+
+    cache = tmp_path / "state" / "cache"
+    env = {**os.environ, CACHE_DIR_ENV: str(cache)}
+    first, _ = _run_once(tmp_path, "first", env)
+    assert first["cache"] == {"state": "miss", "reason": "no entry", "stored": "stored"}
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    (stored,) = cache.iterdir()
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    second, _ = _run_once(tmp_path, "second", env)
+    assert second["cache"] == {"state": "hit", "reason": "", "stored": ""}
+    assert second["probes"] == first["probes"]
+    assert [p.name for p in cache.iterdir()] == [stored.name]

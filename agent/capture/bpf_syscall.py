@@ -37,6 +37,7 @@ __all__ = [
     "BatchUnsupported",
     "BpfError",
     "BpfMap",
+    "bpf_call",
     "create_map",
     "possible_cpus",
 ]
@@ -157,6 +158,14 @@ def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
         err = ctypes.get_errno()
         raise BpfError(err, f"bpf(2) {what}: {os.strerror(err)}")
     return ret
+
+
+def bpf_call(cmd: int, attr: ctypes.Structure, what: str) -> int:
+    """bpf(2) command ``cmd`` with ``attr`` (a ctypes bpf_attr variant of
+    the command's exact layout); its result. Raises BpfError naming ``what``.
+    For the modules that load and describe programs (:mod:`agent.capture.replay`,
+    :mod:`agent.capture.bpf_info`)."""
+    return _bpf(cmd, attr, what)
 
 
 def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:

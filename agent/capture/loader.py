@@ -8,6 +8,14 @@ maps libLLVM and libclang. A missing tracepoint never crashes the agent: a
 probe whose tracepoints are not all present is left out of the compiled
 program and reported as missing; a probe that fails to attach is detached
 again and reported with the kernel's reason.
+
+A compile takes 1.4-1.8 s, so the child also stores what it gave the kernel
+in the program cache (:mod:`agent.capture.program_cache`, on disk by
+:mod:`agent.capture.cache_store`), and the next start with the same key
+(program text, flags, bcc, kernel, BTF, tracehound) loads that itself
+(:mod:`agent.capture.replay`): no child, no bcc. A cache file refused or a
+replay the kernel refuses is reported in one line and the start compiles, as
+without a cache. :attr:`LoadedCapture.cache` says which way it went.
 """
 
 from __future__ import annotations
@@ -18,15 +26,19 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
-from agent.capture import bpf_syscall, handoff, kinds, wire
+from agent.capture import bpf_syscall, handoff, kinds, replay, wire
+from agent.capture.cache_store import CacheDir, CacheFileError, cache_dir_setting, key_inputs
 from agent.capture.probes import PROBES, SOURCES, Probe
+from agent.capture.program_cache import CacheEntry, cache_key
 from agent.capture.ringbuf import MappedRing
 from agent.child_command import child_command
 from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
@@ -151,7 +163,12 @@ def program_text(probes: Iterable[Probe], bpf_dir: Path = BPF_DIR) -> str:
     return "".join(f'#line 1 "{name}"\n' + (bpf_dir / name).read_text() + "\n" for name in parts)
 
 
-def compile_flags(options: LoadOptions, probes: Iterable[Probe]) -> list[str]:
+def compile_flags(
+    options: LoadOptions, probes: Iterable[Probe], *, probe_fields: bool = True
+) -> list[str]:
+    """bcc's flags for compiling ``probes``. ``probe_fields=False`` leaves
+    out the :data:`FIELD_FEATURES` macros, which need a tracefs format file
+    read each (see :func:`program_key`)."""
     flags = [
         f"-I{BPF_DIR}",
         "-DTH_BCC",
@@ -162,16 +179,31 @@ def compile_flags(options: LoadOptions, probes: Iterable[Probe]) -> list[str]:
         f"-DTH_SCOPE_MAX={options.scope_max}",
         f"-DTH_SYSCALL_KEYS_MAX={options.syscall_keys_max}",
         f"-DTH_WAKEUP_EVERY={wakeup_every(options)}",
-        f"-DTH_AGENT_PID={options.agent_pid}",
         f"-DTH_SCOPED={1 if options.scoped else 0}",
     ]
     flags += [f"-D{probe.macro}" for probe in probes]
-    flags += [
-        f"-D{macro}"
-        for macro, (tracepoint, field) in sorted(FIELD_FEATURES.items())
-        if tracepoint_has_field(tracepoint, field)
-    ]
+    if probe_fields:
+        flags += [
+            f"-D{macro}"
+            for macro, (tracepoint, field) in sorted(FIELD_FEATURES.items())
+            if tracepoint_has_field(tracepoint, field)
+        ]
     return flags
+
+
+def program_key(options: LoadOptions, probes: list[Probe]) -> bytes:
+    """The program cache's key for compiling ``probes`` with ``options`` on
+    this host (see :class:`~agent.capture.program_cache.KeyInputs`).
+
+    The flags in it leave out the tracepoint field probes: a tracepoint's
+    format is the kernel's, whose build and BTF are in the key already, and
+    reading a format file waits for tracefs's event_mutex, which another
+    process detaching its tracepoints holds for ~70 ms per tracepoint
+    (measured: 1 s for one read, while a start takes 40 ms without it).
+    """
+    attach = [(tp, fn, probe.raw) for probe in probes for tp, fn in probe.attach]
+    flags = compile_flags(options, probes, probe_fields=False)
+    return cache_key(key_inputs(program_text(probes), flags, attach))
 
 
 #: The maps the daemon reads or writes after loading, handed over by fd.
@@ -189,7 +221,7 @@ MAPS_HANDED_OVER: tuple[str, ...] = (
 _MAP_SHAPES: dict[str, tuple[int, int, int]] = {
     "th_events": (bpf_syscall.BPF_MAP_TYPE_RINGBUF, 0, 0),
     "th_scope": (bpf_syscall.BPF_MAP_TYPE_HASH, 4, 1),
-    "th_enabled": (bpf_syscall.BPF_MAP_TYPE_ARRAY, 4, 4),
+    "th_enabled": (bpf_syscall.BPF_MAP_TYPE_ARRAY, 4, 8),
     "th_generated": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
     "th_lost": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
     "th_errors": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
@@ -199,6 +231,8 @@ _OPTIONAL_MAPS = frozenset({"th_syscall_counts"})  # only with the syscalls.coun
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+#: struct th_control {u32 enabled; u32 agent_pid;}: th_enabled's one value.
+CONTROL = struct.Struct("<II")
 _SYSCALL_KEY = struct.Struct("<II")  # struct th_syscall_key {u32 pid; u32 nr;}
 _ERROR_SLOTS = ("scope_full", "exit_status_full")
 
@@ -214,6 +248,32 @@ class Manifest(msgspec.Struct, frozen=True):
     syscall_names: dict[int, str] = {}
     #: Set when nothing could be loaded: the one-line reason, and no fds.
     error: str = ""
+    #: What became of storing the compile in the program cache: "stored",
+    #: "not stored: <why>", or empty when no cache directory was given.
+    cache: str = ""
+
+
+class CompileRequest(msgspec.Struct, frozen=True):
+    """What the daemon asks of the compile child: the options, and the
+    program cache directory to store the compile in ("" for none)."""
+
+    options: LoadOptions
+    cache_dir: str = ""
+
+
+class CacheReport(msgspec.Struct, frozen=True):
+    """How this start got its programs. ``state``: ``hit`` (loaded from the
+    program cache, no compile), ``miss`` (compiled; ``reason`` says why,
+    ``stored`` what became of storing it) or ``off`` (no cache directory)."""
+
+    state: Literal["hit", "miss", "off"]
+    reason: str = ""
+    stored: str = ""
+
+
+def write_control(table: bpf_syscall.BpfMap, *, enabled: bool, agent_pid: int) -> None:
+    """Set th_enabled's value: whether handlers run, and whose events they skip."""
+    table.update(_U32.pack(0), CONTROL.pack(1 if enabled else 0, agent_pid))
 
 
 class LoadedCapture:
@@ -233,9 +293,16 @@ class LoadedCapture:
         options: LoadOptions,
         statuses: list[ProbeStatus],
         syscall_names: dict[int, str],
+        *,
+        held: Iterable[int] = (),
+        cache: CacheReport | None = None,
     ) -> None:
         self._maps = maps
         self._attachments = attachments
+        #: Map fds kept open only so the maps live as long as the capture
+        #: (a prog array is emptied when its last fd is closed).
+        self._held = list(held)
+        self.cache = cache if cache is not None else CacheReport("off")
         self._detaching: list[threading.Thread] = []
         self.options = options
         self.statuses = sorted(statuses)
@@ -267,7 +334,9 @@ class LoadedCapture:
         self._set_enabled(0)
 
     def _set_enabled(self, value: int) -> None:
-        self._maps["th_enabled"].update(_U32.pack(0), _U32.pack(value))
+        write_control(
+            self._maps["th_enabled"], enabled=bool(value), agent_pid=self.options.agent_pid
+        )
 
     # -- counters ----------------------------------------------------------
     def _per_cpu_sum(self, name: str, slot: int) -> int:
@@ -373,6 +442,9 @@ class LoadedCapture:
             self.detach()
             for table in self._maps.values():
                 table.close()
+            extra, self._held = self._held, []
+            for fd in extra:
+                _close_quietly(fd)
         finally:
             for sig, handler in held.items():
                 signal.signal(sig, handler)
@@ -394,7 +466,7 @@ def check_privileges() -> None:
         )
 
 
-def _spawn_child(options: LoadOptions) -> tuple[Manifest, list[int]]:
+def _spawn_child(options: LoadOptions, cache_dir: str = "") -> tuple[Manifest, list[int]]:
     """Run the compile child and take what it hands over."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
@@ -411,7 +483,7 @@ def _spawn_child(options: LoadOptions) -> tuple[Manifest, list[int]]:
             finally:
                 theirs.close()
             try:
-                ours.sendmsg([msgspec.json.encode(options)])
+                ours.sendmsg([msgspec.json.encode(CompileRequest(options, cache_dir))])
                 payload, fds = handoff.receive(ours)
             except (handoff.HandoffError, OSError) as err:
                 child.kill()
@@ -435,15 +507,17 @@ def _spawn_child(options: LoadOptions) -> tuple[Manifest, list[int]]:
     return manifest, fds
 
 
-def _open_maps(manifest: Manifest, fds: list[int]) -> dict[str, bpf_syscall.BpfMap]:
+def _open_maps(
+    names: list[str], fds: list[int], source: str = "the BPF compile child"
+) -> dict[str, bpf_syscall.BpfMap]:
     """The handed-over maps, each checked against the shape the daemon reads."""
     maps: dict[str, bpf_syscall.BpfMap] = {}
-    for name, fd in zip(manifest.maps, fds, strict=False):
+    for name, fd in zip(names, fds, strict=False):
         table = bpf_syscall.BpfMap(fd, name)
         maps[name] = table
         expected = _MAP_SHAPES.get(name)
         if expected is None:
-            raise CaptureError(f"the BPF compile child handed over an unknown map {name!r}")
+            raise CaptureError(f"{source} handed over an unknown map {name!r}")
         if (table.map_type, table.key_size, table.value_size) != expected:
             raise CaptureError(
                 f"BPF map {name}: type/key/value {table.map_type}/{table.key_size}/"
@@ -451,19 +525,98 @@ def _open_maps(manifest: Manifest, fds: list[int]) -> dict[str, bpf_syscall.BpfM
             )
     missing = set(_MAP_SHAPES) - _OPTIONAL_MAPS - set(maps)
     if missing:
-        raise CaptureError(f"the BPF compile child did not hand over {', '.join(sorted(missing))}")
+        raise CaptureError(f"{source} did not hand over {', '.join(sorted(missing))}")
     return maps
 
 
-def load(options: LoadOptions) -> LoadedCapture:
-    """Compile and attach, in a child process (:mod:`agent.capture.compile_child`).
+def _report(line: str) -> None:
+    print(f"tracehound: {line}", file=sys.stderr, flush=True)
+
+
+def _replay(
+    entry: CacheEntry, options: LoadOptions, present: list[Probe], missing: list[ProbeStatus]
+) -> LoadedCapture:
+    """Load and attach a cached compile in this process. Raises
+    replay.ReplayError (or CaptureError for maps of the wrong shape) with
+    nothing left loaded."""
+    loaded = replay.load_entry(entry)
+    maps: dict[str, bpf_syscall.BpfMap] = {}
+    try:
+        names = [name for name in MAPS_HANDED_OVER if name in loaded.maps]
+        maps = _open_maps(names, [loaded.maps[n] for n in names], "the program cache")
+        # Before the first handler can run: whose events are skipped.
+        write_control(maps["th_enabled"], enabled=False, agent_pid=options.agent_pid)
+        attachments = replay.attach(entry, loaded, TRACEFS)
+    except BaseException:
+        loaded.close()  # the maps' fds among them
+        raise
+    loaded.close_programs()  # attached or in a prog array: they stay loaded
+    held = [fd for name, fd in loaded.maps.items() if name not in maps]
+    statuses = [*missing, *(ProbeStatus(p.name, p.kind, True) for p in present)]
+    return LoadedCapture(
+        maps, attachments, options, statuses, entry.syscall_names, held=held,
+        cache=CacheReport("hit"),
+    )  # fmt: skip
+
+
+def _from_cache(
+    options: LoadOptions, cache_dir: Path, report: Callable[[str], None]
+) -> tuple[LoadedCapture | None, str, str]:
+    """(the capture, None on a miss; why it missed; the directory to store
+    a compile in, "" when it cannot be used)."""
+    try:
+        directory = CacheDir(cache_dir)
+    except CacheFileError as err:
+        report(f"{err}; compiling without the program cache")
+        return None, f"no cache directory: {err}", ""
+    with directory:
+        present, missing = plan_probes(options.probes)
+        if not present:
+            return None, "no probe to load", str(cache_dir)
+        key = program_key(options, present)
+        try:
+            entry = directory.read(key)
+        except CacheFileError as err:
+            report(f"program cache: {err}; ignored, compiling")
+            directory.remove(key)  # refused once, not at every start
+            return None, f"refused: {err}", str(cache_dir)
+    if entry is None:
+        return None, "no entry", str(cache_dir)
+    try:
+        return _replay(entry, options, present, missing), "", str(cache_dir)
+    except (replay.ReplayError, CaptureError, bpf_syscall.BpfError) as err:
+        report(f"program cache: loading the cached programs failed: {err}; compiling")
+        return None, f"replay failed: {err}", str(cache_dir)
+
+
+def load(
+    options: LoadOptions,
+    *,
+    cache_dir: Path | Literal["default"] | None = "default",
+    report: Callable[[str], None] = _report,
+) -> LoadedCapture:
+    """Load and attach: from the program cache when it holds this very
+    compile, else by compiling in a child process
+    (:mod:`agent.capture.compile_child`), which then stores it there.
+
+    ``cache_dir``: the program cache's directory, None for none, by default
+    what :func:`~agent.capture.cache_store.cache_dir_setting` says.
+    ``report``: where one-line warnings go (a refused cache file, a
+    replay the kernel refused), by default stderr.
 
     Raises CaptureError when nothing can work; a missing or failing probe
     only shows in the returned statuses. This process never imports bcc.
     """
     options.validate()
     check_privileges()
-    manifest, fds = _spawn_child(options)
+    directory = cache_dir_setting() if cache_dir == "default" else cache_dir
+    reason, store_in = "", ""
+    if directory is not None:
+        capture, reason, store_in = _from_cache(options, directory, report)
+        if capture is not None:
+            capture.enable()
+            return capture
+    manifest, fds = _spawn_child(options, store_in)
     if manifest.error:
         for fd in fds:
             os.close(fd)
@@ -477,12 +630,19 @@ def load(options: LoadOptions) -> LoadedCapture:
         )
     attachments = fds[len(manifest.maps) :]
     try:
-        maps = _open_maps(manifest, fds)
+        maps = _open_maps(manifest.maps, fds)
     except BaseException:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         raise
-    capture = LoadedCapture(maps, attachments, options, manifest.statuses, manifest.syscall_names)
+    if manifest.cache.startswith("not stored"):
+        report(f"program cache: {manifest.cache}")
+    report_cache = (
+        CacheReport("miss", reason, manifest.cache) if directory is not None else CacheReport("off")
+    )
+    capture = LoadedCapture(
+        maps, attachments, options, manifest.statuses, manifest.syscall_names, cache=report_cache
+    )
     capture.enable()
     return capture

@@ -18,7 +18,7 @@ import trio
 from agent.capture.drain import Drain
 from agent.capture.fold import FoldSettings, FoldStats
 from agent.capture.ledger import KindAccount, Ledger
-from agent.capture.loader import LoadedCapture, ProbeStatus
+from agent.capture.loader import CacheReport, LoadedCapture, ProbeStatus
 from agent.capture.syscall_poller import SyscallPoller
 from agent.sinks.base import EventSink
 
@@ -37,6 +37,8 @@ class CaptureStats(msgspec.Struct, frozen=True):
     downstream: dict[str, dict[str, int]] = {}
     #: The drain's fold table (None: folding is off).
     fold: FoldStats | None = None
+    #: How the programs were loaded: from the program cache (hit) or compiled.
+    cache: CacheReport | None = None
 
 
 class CaptureSession:
@@ -78,6 +80,7 @@ class CaptureSession:
             uptime_s=round(time.monotonic() - self._started, 3),
             downstream=self.ledger.downstream.table(),
             fold=self.drain.fold_stats(),
+            cache=self.capture.cache,
         )
 
     def stats_line(self, depth: str = "") -> str:
