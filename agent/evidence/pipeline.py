@@ -25,7 +25,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,7 +35,7 @@ import trio
 from agent.capture.events import Event, event_count, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.capture.loader import ProbeStatus
-from agent.evidence.layout import RECOVERED, segment_files
+from agent.evidence.last_run import last_segment_lines, previous_run
 from agent.evidence.loss_books import (
     MAP_STAGE,
     STORE_STAGE,
@@ -45,9 +45,9 @@ from agent.evidence.loss_books import (
 )
 from agent.evidence.loss_slot import LossSlot, PendingLoss
 from agent.evidence.mapper import Mapper
-from agent.evidence.record_types import CAPTURE_TYPES, TYPE_LOSS, TYPE_START, TYPE_STOP
+from agent.evidence.record_types import CAPTURE_TYPES, TYPE_LOSS
 from agent.evidence.store import EvidenceStore, FsyncPolicy
-from agent.evidence.types import TYPE_PREFIX, Anchor, EvidenceRecord, format_rfc3339_ns
+from agent.evidence.types import Anchor, EvidenceRecord, format_rfc3339_ns
 from agent.failpoints import Failpoints
 from agent.redact import Redactor
 
@@ -56,65 +56,6 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 WRITE_MAX: Final = 8192
 """Most records the publisher writes (and fsyncs) at once: the mapper's
 pieces that wait are joined up to this many."""
-
-
-def previous_run(lines: Iterable[bytes]) -> dict[str, Any] | None:
-    """How the previous run in a log ended, from its records in order. Pure.
-
-    Clean when the last evidence record (the store's own segment headers and
-    checkpoints aside) is ``capture.stop``; then None.
-    Otherwise what was found: where that run started (None if its start has
-    scrolled out of the segments read), the last record it wrote, and the
-    torn tails the store set aside when it reopened the log.
-    """
-    start_seq: int | None = None
-    last_capture: str | None = None
-    last_seq: int | None = None
-    torn: list[dict[str, Any]] = []
-    for line in lines:
-        try:
-            record = msgspec.json.decode(line, type=_TailRecord)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue  # the verifier's business, not this summary's
-        last_seq = record.seq
-        if record.type.startswith(TYPE_PREFIX):
-            last_capture = record.type  # the store's own records don't count
-        if record.type == TYPE_START:
-            start_seq, torn = record.seq, []
-        elif record.type == RECOVERED and isinstance(record.body, dict):
-            torn.append({"seq": record.seq, **record.body})
-    if last_capture is None or last_capture == TYPE_STOP:
-        return None
-    return {"previous_start_seq": start_seq, "last_seq": last_seq, "torn_tails": torn}
-
-
-class _TailRecord(msgspec.Struct):
-    seq: int
-    type: str
-    body: Any = None
-
-
-def last_segment_lines(state_dir: str | os.PathLike[str], *, most: int = 16) -> list[bytes]:
-    """Lines of the newest segments, oldest first: the two newest, and more
-    back (up to ``most``) until one holds a record of the capture itself.
-    Enough to see how the last run ended, even when its last segments hold
-    only the store's own records (a header, a seal, a pruning); a run that
-    spans more started long ago, and the scan says so only if its start is
-    still in view (the chain keeps the rest)."""
-    segments = segment_files(Path(state_dir) / "segments")
-    chunks: list[list[bytes]] = []
-    seen_capture = False
-    for _, path in reversed(segments[-most:]):
-        with open(path, "rb") as f:
-            lines = [line for line in f if line.endswith(b"\n")]
-        chunks.append(lines)
-        seen_capture = seen_capture or any(_CAPTURE_MARK in line for line in lines)
-        if len(chunks) >= 2 and seen_capture:
-            break
-    return [line for chunk in reversed(chunks) for line in chunk]
-
-
-_CAPTURE_MARK: Final = f'"type":"{TYPE_PREFIX}'.encode()
 
 
 def read_anchor() -> Anchor:
