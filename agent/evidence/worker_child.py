@@ -1,8 +1,8 @@
 """The evidence worker: the evidence pipeline in a process of its own.
 
-The daemon starts this module (:class:`agent.evidence.worker.EvidenceWorker`
-does, through :func:`agent.child_command.child_command`) with one end of a
-socketpair, and speaks :mod:`agent.evidence.worker_protocol` over it. Here
+The daemon forks a process that runs :func:`serve` here
+(:func:`agent.evidence.worker.spawn`) with one end of a socketpair, and
+speaks :mod:`agent.evidence.worker_protocol` over it. Here
 an :class:`~agent.evidence.pipeline.EvidencePipeline` runs as it would in
 the daemon, on a core of its own: its events come from the socket, its
 books are the latest the daemon sent, its losses go back in every status.
@@ -21,8 +21,6 @@ is 1.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import sys
 from collections import Counter
@@ -63,7 +61,7 @@ from agent.failpoints import from_environment
 from agent.redact import Redactor
 from agent.state_dir import StateDirError
 
-__all__ = ["main", "open_log"]
+__all__ = ["open_log", "serve"]
 
 #: Seconds between status messages: the daemon's view of depth and losses.
 STATUS_INTERVAL = 0.1
@@ -325,12 +323,11 @@ class _Worker:
         return 1 if self.failed else 0
 
 
-def main(argv: Sequence[str]) -> int:
-    """``argv``: the socket's fd number."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sock = socket.socket(fileno=int(argv[0]))
-    os.set_inheritable(sock.fileno(), False)
+def serve(sock: socket.socket) -> int:
+    """Be the worker over ``sock`` until the daemon lets go; the exit status.
+
+    Runs in the process :func:`agent.evidence.worker.spawn` forked, which
+    ignores SIGINT and SIGTERM (see the module's note)."""
     return trio.run(_serve, sock)
 
 
@@ -341,7 +338,3 @@ async def _serve(sock: socket.socket) -> int:
             return await _Worker(stream).run()
         except trio.BrokenResourceError:
             return 1  # the daemon is gone: nothing to tell
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
