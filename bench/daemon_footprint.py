@@ -4,7 +4,9 @@ Starts ``tracehound run`` as an operator would (evidence log, local API,
 metrics; a temporary state directory and socket), with one live-tail client
 attached through the API as a tail would be, then measures from
 ``/proc/PID``: CPU (user+system over wall time, in CPUs) and resident
-memory (now, and the peak ``VmHWM``) over each phase:
+memory (now, and the peak ``VmHWM``), and its evidence worker's CPU and
+memory, with the two processes' PSS together (shared pages once), over each
+phase:
 
     idle   nothing run on purpose, for --idle seconds
     open   the open flood (--opens open+close)
@@ -77,14 +79,45 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
+def worker_of(pid: int) -> int | None:
+    """The daemon's evidence worker (a forked child named th-evidence), if any."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return next(
+            (int(c) for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "th-evidence"),
+            None,
+        )
+    except OSError:
+        return None
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size in KiB: shared pages counted once across processes."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 def measure(pid: int, phase: str, run: object) -> list[str]:
+    """One phase's row: the daemon's CPU and memory, its evidence worker's,
+    and the two together as PSS (the worker is a fork: it shares pages)."""
+    worker = worker_of(pid)
     cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    wcpu0 = cpu_seconds(worker) if worker else 0.0
     if callable(run):
         run()
     cpu = cpu_seconds(pid) - cpu0
     wall = time.monotonic() - wall0
     rss, peak = memory_kib(pid)
-    return [phase, f"{wall:.1f} s", f"{cpu / wall:.3f}", f"{rss / 1024:.0f} MiB", f"{peak / 1024:.0f} MiB"]  # fmt: skip
+    row = [phase, f"{wall:.1f} s", f"{cpu / wall:.3f}", f"{rss / 1024:.0f} MiB", f"{peak / 1024:.0f} MiB"]  # fmt: skip
+    if worker is None:
+        return [*row, "-", "-", f"{pss_kib(pid) / 1024:.0f} MiB"]
+    wcpu = cpu_seconds(worker) - wcpu0
+    wrss, _ = memory_kib(worker)
+    both = (pss_kib(pid) + pss_kib(worker)) / 1024
+    return [*row, f"{wcpu / wall:.3f}", f"{wrss / 1024:.0f} MiB", f"{both:.0f} MiB"]
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -282,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stdout=subprocess.DEVNULL,
             )
             time.sleep(2)  # settle after start-up (compilation is not idle)
-            rows = [["phase", "wall", "CPUs", "RSS", "peak RSS"]]
+            rows = [["phase", "wall", "CPUs", "RSS", "peak RSS", "worker CPUs", "worker RSS",
+                     "PSS both"]]  # fmt: skip
             rows.append(measure(agent.pid, "idle", lambda: time.sleep(args.idle)))
             rows.append(measure(agent.pid, f"open flood ({args.opens:,})",
                                 lambda: run_workload(binaries["open"], args.opens)))  # fmt: skip
