@@ -17,6 +17,9 @@
  * nr % 64 of word nr / 64): a syscall nobody traces leaves before any map is
  * touched. A tail call into an empty slot (a probe that failed to attach)
  * falls through. Slots must be filled before capture is enabled.
+ * TH_COMPAT_EXEC_EXIT_NR, when defined, is the slot of an exec exit handler
+ * (execve's or execveat's: they do the same). ia32 syscalls are not traced
+ * (as the per-syscall tracepoints never fired for them either).
  */
 #include "tracehound.h"
 
@@ -103,14 +106,26 @@ int th_raw_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* Every syscall of the host leaves here: the number is read from the saved
- * registers, and all but the traced ones return at once. ia32 syscalls are
- * not filtered: an exit handler only reports a syscall whose entry its
- * handler saw (its task slot is active), and the one 64-bit syscall that
- * can leave as ia32 is an execve that switched the process to 32 bits. */
+ * registers, and all but the traced ones return at once (ia32 ones too,
+ * although their exit handlers would find no entry saved: a task slot is
+ * only active between a 64-bit entry and its exit). One exception: an
+ * execve that loaded a 32-bit program leaves as an ia32 syscall, its
+ * orig_ax rewritten to the ia32 execve number (__set_personality_ia32);
+ * the exec handler takes it, or its 64-bit entry would stay pending. */
+#define TH_IA32_EXECVE 11 /* arch/x86/entry/syscalls/syscall_32.tbl */
 int th_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     long nr = th_syscall_nr(ctx);
-    if (!TH_NR_IN(nr, TH_EXIT_MASK_))
+    if (!TH_NR_IN(nr, TH_EXIT_MASK_)) {
+#ifdef TH_COMPAT_EXEC_EXIT_NR
+        /* 11 is munmap for a 64-bit syscall: only that one pays the check. */
+        if (nr != TH_IA32_EXECVE || !th_compat_syscall())
+            return 0;
+        th_exit_progs.call(ctx, TH_COMPAT_EXEC_EXIT_NR);
+#endif
+        return 0;
+    }
+    if (th_compat_syscall())
         return 0;
     th_exit_progs.call(ctx, nr);
     return 0;

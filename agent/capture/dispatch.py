@@ -141,3 +141,18 @@ def mask_flags(probes: Iterable[Probe]) -> list[str]:
         for i, word in enumerate(mask)
         if word
     ]
+
+
+#: The handlers that can take an exec that switched the process to 32 bits
+#: (it leaves with the ia32 execve number): both do the same, either will do.
+_EXEC_EXIT_HANDLERS = ("th_exit_execve", "th_exit_execveat")
+
+
+def compat_exec_flags(probes: Iterable[Probe]) -> list[str]:
+    """``-DTH_COMPAT_EXEC_EXIT_NR=<nr>``: the exit slot of an exec handler,
+    if one is planned (see bpf/dispatch.bpf.c)."""
+    exits = {s.fn: s.nr for p in probes for s in slots_of(p) if s.direction == "exit"}
+    for fn in _EXEC_EXIT_HANDLERS:
+        if fn in exits:
+            return [f"-DTH_COMPAT_EXEC_EXIT_NR={exits[fn]}"]
+    return []

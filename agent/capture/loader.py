@@ -197,6 +197,7 @@ def compile_flags(
     probes = list(probes)
     flags += [f"-D{probe.macro}" for probe in probes]
     flags += dispatch.mask_flags(probes)
+    flags += dispatch.compat_exec_flags(probes)
     if probe_fields:
         flags += [
             f"-D{macro}"
