@@ -38,7 +38,10 @@ static __always_inline int th_file_enter(struct th_file_args *a)
     return 0;
 }
 
-static __always_inline int th_file_exit(struct bpf_raw_tracepoint_args *ctx)
+/* nr: the syscall number, a constant the loader compiles in for each exit
+ * handler (TH_NR_<handler>: the slot it fills), rather than a second read of
+ * the registers. */
+static __always_inline int th_file_exit(struct bpf_raw_tracepoint_args *ctx, u32 nr)
 {
     struct th_file_args *a = th_file_pending.task_storage_get(TH_CURRENT_TASK(), 0, 0);
     if (!a || !a->active)
@@ -52,7 +55,7 @@ static __always_inline int th_file_exit(struct bpf_raw_tracepoint_args *ctx)
     th_fill_header(&ev->h, TH_KIND_FILE);
     ev->ret = th_syscall_ret(ctx);
     ev->op = a->op;
-    ev->nr = (u32)th_syscall_nr(ctx);
+    ev->nr = nr;
     ev->dfd = a->dfd;
     ev->dfd2 = a->dfd2;
     ev->flags = a->flags;
@@ -97,7 +100,7 @@ static __always_inline int th_file_exit(struct bpf_raw_tracepoint_args *ctx)
     }                                                                         \
     int th_exit_##name(struct bpf_raw_tracepoint_args *ctx)                   \
     {                                                                         \
-        return th_file_exit(ctx);                                             \
+        return th_file_exit(ctx, TH_NR_th_exit_##name);                       \
     }
 
 #define CWD TH_AT_FDCWD
@@ -132,7 +135,7 @@ int th_enter_openat2(struct bpf_raw_tracepoint_args *ctx)
 }
 int th_exit_openat2(struct bpf_raw_tracepoint_args *ctx)
 {
-    return th_file_exit(ctx);
+    return th_file_exit(ctx, TH_NR_th_exit_openat2);
 }
 #endif
 #ifdef TH_PROBE_FILE_UNLINK

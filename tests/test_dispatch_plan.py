@@ -88,6 +88,18 @@ def test_the_exec_that_turns_32_bit_has_an_exit_slot() -> None:
     assert "-DTH_COMPAT_EXEC_EXIT_NR=59" in compile_flags(LoadOptions(), PROBES)
 
 
+def test_exit_handlers_know_their_slot_number() -> None:
+    flags = dispatch.number_flags([probe_named("file.openat"), probe_named("exec.exit")])
+    assert flags == ["-DTH_NR_th_exit_openat=257"]
+    # The number is the slot's: an override moves a probe's first (enter)
+    # pair only, so its exit handler stays at mkdir's.
+    moved = with_tracepoint_overrides({"file.mkdir": "syscalls:sys_enter_mkdirat"})
+    mkdir = next(p for p in moved if p.name == "file.mkdir")
+    assert [(s.direction, s.nr) for s in dispatch.slots_of(mkdir)] == [("enter", 258), ("exit", 83)]
+    assert dispatch.number_flags([mkdir]) == ["-DTH_NR_th_exit_mkdir=83"]
+    assert "-DTH_NR_th_exit_openat2=437" in compile_flags(LoadOptions(), PROBES)
+
+
 def test_unknown_syscall_is_reported_missing() -> None:
     probes = with_tracepoint_overrides({"file.mkdir": "syscalls:sys_enter_tracehound_nope"})
     present, missing = plan_probes(probes, everything_exists)

@@ -143,6 +143,18 @@ def mask_flags(probes: Iterable[Probe]) -> list[str]:
     ]
 
 
+def number_flags(probes: Iterable[Probe]) -> list[str]:
+    """``-DTH_NR_<handler>=<nr>`` for every exit handler: the number of the
+    slot it fills, for handlers that report it (a compile-time constant
+    instead of another read of the registers)."""
+    return [
+        f"-DTH_NR_{slot.fn}={slot.nr}"
+        for probe in probes
+        for slot in slots_of(probe)
+        if slot.direction == "exit"
+    ]
+
+
 #: The handlers that can take an exec that switched the process to 32 bits
 #: (it leaves with the ia32 execve number): both do the same, either will do.
 _EXEC_EXIT_HANDLERS = ("th_exit_execve", "th_exit_execveat")

@@ -198,6 +198,7 @@ def compile_flags(
     flags += [f"-D{probe.macro}" for probe in probes]
     flags += dispatch.mask_flags(probes)
     flags += dispatch.compat_exec_flags(probes)
+    flags += dispatch.number_flags(probes)
     if probe_fields:
         flags += [
             f"-D{macro}"
