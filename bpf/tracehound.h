@@ -6,7 +6,10 @@
  * Rules for everything under bpf/ (see CONTRIBUTING.md):
  *   - tracepoints and BPF helpers only: this kernel has no kprobes, and the
  *     kernel headers bcc compiles against may be from another kernel version,
- *     so a kernel struct dereference could read the wrong offset;
+ *     so a kernel struct dereference could read the wrong offset. The two
+ *     layouts read are fixed ones, each checked against the running kernel's
+ *     BTF by a test: x86_64 struct pt_regs (the UAPI layout, TH_REGS_*) and
+ *     thread_info.status (a typed load the verifier checks too);
  *   - syscall handlers are not attached one tracepoint each: one raw
  *     tracepoint program on sys_enter and one on sys_exit (dispatch.bpf.c)
  *     tail-call them by syscall number; they read the syscall's arguments
