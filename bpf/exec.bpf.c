@@ -5,7 +5,9 @@
  * exit (once per process, with the exit status or the fatal signal).
  *
  * Each handler sits behind its probe's TH_PROBE_* macro, which the loader
- * defines only when every tracepoint that probe needs exists.
+ * defines only when every tracepoint that probe needs exists. The syscall
+ * handlers (th_enter_* / th_exit_*) are raw tracepoint programs tail-called
+ * by dispatch.bpf.c, which has already checked that the process is traced.
  */
 #include "tracehound.h"
 
@@ -45,9 +47,6 @@ BPF_TASK_STORAGE(th_exec_pending, struct th_exec_slot);
 static __always_inline int th_exec_enter(const char *filename,
                                          const char *const *argv, u32 at)
 {
-    u32 pid = bpf_get_current_pid_tgid() >> 32;
-    if (!th_traced(pid))
-        return 0;
     struct th_exec_slot *slot =
         th_exec_pending.task_storage_get(TH_CURRENT_TASK(), 0, TH_SLOT_CREATE);
     if (!slot) {
@@ -103,28 +102,39 @@ static __always_inline int th_exec_exit(long ret)
 #endif
 
 #ifdef TH_PROBE_EXEC_EXECVE
-int th_enter_execve(struct th_sys_enter_ctx *ctx)
+int th_enter_execve(struct bpf_raw_tracepoint_args *ctx)
 {
-    return th_exec_enter((const char *)ctx->args[0],
-                         (const char *const *)ctx->args[1], 0);
+    u64 args[6];
+    if (th_syscall_args(ctx, args)) {
+        th_count(TH_KIND_EXEC, 1);
+        return 0;
+    }
+    return th_exec_enter((const char *)args[0], (const char *const *)args[1], 0);
 }
 
-int th_exit_execve(struct th_sys_exit_ctx *ctx)
+/* Also reached when the exec switched the process to 32-bit (TS_COMPAT is
+ * set from then on): the exit dispatcher does not filter ia32 syscalls, as
+ * this slot is only active after a 64-bit execve's entry. */
+int th_exit_execve(struct bpf_raw_tracepoint_args *ctx)
 {
-    return th_exec_exit(ctx->ret);
+    return th_exec_exit(th_syscall_ret(ctx));
 }
 #endif
 
 #ifdef TH_PROBE_EXEC_EXECVEAT
-int th_enter_execveat(struct th_sys_enter_ctx *ctx)
+int th_enter_execveat(struct bpf_raw_tracepoint_args *ctx)
 {
-    return th_exec_enter((const char *)ctx->args[1],
-                         (const char *const *)ctx->args[2], 1);
+    u64 args[6];
+    if (th_syscall_args(ctx, args)) {
+        th_count(TH_KIND_EXEC, 1);
+        return 0;
+    }
+    return th_exec_enter((const char *)args[1], (const char *const *)args[2], 1);
 }
 
-int th_exit_execveat(struct th_sys_exit_ctx *ctx)
+int th_exit_execveat(struct bpf_raw_tracepoint_args *ctx)
 {
-    return th_exec_exit(ctx->ret);
+    return th_exec_exit(th_syscall_ret(ctx));
 }
 #endif
 
@@ -176,11 +186,10 @@ static __always_inline int th_is_fatal_by_default(int sig)
     return sig >= 32 || ((TH_FATAL_SIGNALS >> sig) & 1);
 }
 
+/* From a syscall handler: the dispatcher checked th_traced. */
 static __always_inline int th_note_exit_code(long code, u32 flags)
 {
     u32 pid = bpf_get_current_pid_tgid() >> 32;
-    if (!th_traced(pid))
-        return 0;
     struct th_exit_status *old = th_exit_pending.lookup(&pid);
     if (old && (old->flags & TH_EXIT_BY_GROUP))
         return 0; /* a thread's exit() racing exit_group(): the group's code wins */
@@ -192,16 +201,22 @@ static __always_inline int th_note_exit_code(long code, u32 flags)
     return 0;
 }
 
-int th_enter_exit_group(struct th_sys_enter_ctx *ctx)
+int th_enter_exit_group(struct bpf_raw_tracepoint_args *ctx)
 {
-    return th_note_exit_code(ctx->args[0], TH_EXIT_BY_GROUP);
+    u64 args[6];
+    if (th_syscall_args(ctx, args))
+        return 0; /* the exit record still comes, without the code */
+    return th_note_exit_code(args[0], TH_EXIT_BY_GROUP);
 }
 
-int th_enter_exit(struct th_sys_enter_ctx *ctx)
+int th_enter_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     /* exit() ends one thread; its code is the process's only if this is the
      * last thread, which sched_process_exit tells below. */
-    return th_note_exit_code(ctx->args[0], 0);
+    u64 args[6];
+    if (th_syscall_args(ctx, args))
+        return 0;
+    return th_note_exit_code(args[0], 0);
 }
 
 int th_signal_generate(struct tracepoint__signal__signal_generate *args)

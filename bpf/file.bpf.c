@@ -6,7 +6,9 @@
  * x86_64 glibc still issues the legacy syscalls (rename(), mkdir(), chmod(),
  * unlink() and creat() each have their own), so each family traces all of
  * its members. Arguments are saved at entry; paths are read at exit from the
- * saved pointers, into the ring-buffer record itself.
+ * saved pointers, into the ring-buffer record itself. Every handler is a raw
+ * tracepoint program tail-called by dispatch.bpf.c, which has already
+ * checked that the process is traced.
  */
 #include "tracehound.h"
 
@@ -25,8 +27,6 @@ BPF_TASK_STORAGE(th_file_pending, struct th_file_args);
 
 static __always_inline int th_file_enter(struct th_file_args *a)
 {
-    if (!th_traced(bpf_get_current_pid_tgid() >> 32))
-        return 0;
     struct th_file_args *slot =
         th_file_pending.task_storage_get(TH_CURRENT_TASK(), 0, TH_SLOT_CREATE);
     if (!slot) {
@@ -38,7 +38,10 @@ static __always_inline int th_file_enter(struct th_file_args *a)
     return 0;
 }
 
-static __always_inline int th_file_exit(struct th_sys_exit_ctx *ctx)
+/* nr: the syscall number, a constant the loader compiles in for each exit
+ * handler (TH_NR_<handler>: the slot it fills), rather than a second read of
+ * the registers. */
+static __always_inline int th_file_exit(struct bpf_raw_tracepoint_args *ctx, u32 nr)
 {
     struct th_file_args *a = th_file_pending.task_storage_get(TH_CURRENT_TASK(), 0, 0);
     if (!a || !a->active)
@@ -50,9 +53,9 @@ static __always_inline int th_file_exit(struct th_sys_exit_ctx *ctx)
         return 0;
     }
     th_fill_header(&ev->h, TH_KIND_FILE);
-    ev->ret = ctx->ret;
+    ev->ret = th_syscall_ret(ctx);
     ev->op = a->op;
-    ev->nr = ctx->nr;
+    ev->nr = nr;
     ev->dfd = a->dfd;
     ev->dfd2 = a->dfd2;
     ev->flags = a->flags;
@@ -73,10 +76,18 @@ static __always_inline int th_file_exit(struct th_sys_exit_ctx *ctx)
  * defines th_enter_<syscall> and th_exit_<syscall>. The argument expressions
  * may use A(i), the syscall's i-th argument.
  */
-#define A(i) (ctx->args[i])
+#define A(i) (args[i])
+/* The syscall's arguments into args[], or the record counted lost. */
+#define TH_FILE_ARGS()                                                        \
+    u64 args[6];                                                              \
+    if (th_syscall_args(ctx, args)) {                                         \
+        th_count(TH_KIND_FILE, 1);                                            \
+        return 0;                                                             \
+    }
 #define TH_FILE_SYSCALL(name, OP, DFD, PATH, DFD2, PATH2, FLAGS, MODE)         \
-    int th_enter_##name(struct th_sys_enter_ctx *ctx)                         \
+    int th_enter_##name(struct bpf_raw_tracepoint_args *ctx)                  \
     {                                                                         \
+        TH_FILE_ARGS();                                                       \
         struct th_file_args a = {};                                           \
         a.op = OP;                                                            \
         a.dfd = (s32)(DFD);                                                   \
@@ -87,9 +98,9 @@ static __always_inline int th_file_exit(struct th_sys_exit_ctx *ctx)
         a.mode = (u32)(MODE);                                                 \
         return th_file_enter(&a);                                             \
     }                                                                         \
-    int th_exit_##name(struct th_sys_exit_ctx *ctx)                           \
+    int th_exit_##name(struct bpf_raw_tracepoint_args *ctx)                   \
     {                                                                         \
-        return th_file_exit(ctx);                                             \
+        return th_file_exit(ctx, TH_NR_th_exit_##name);                       \
     }
 
 #define CWD TH_AT_FDCWD
@@ -108,8 +119,9 @@ TH_FILE_SYSCALL(creat, TH_FILE_OPEN, CWD, A(0), CWD, 0, O_CREAT_WRONLY_TRUNC, A(
 #ifdef TH_PROBE_FILE_OPENAT2
 /* openat2(dfd, path, struct open_how *how, size): flags and mode are the
  * first two u64s of open_how, read from user memory at entry. */
-int th_enter_openat2(struct th_sys_enter_ctx *ctx)
+int th_enter_openat2(struct bpf_raw_tracepoint_args *ctx)
 {
+    TH_FILE_ARGS();
     struct th_file_args a = {};
     u64 how[2] = {};
     bpf_probe_read_user(&how, sizeof(how), (void *)A(2));
@@ -121,9 +133,9 @@ int th_enter_openat2(struct th_sys_enter_ctx *ctx)
     a.mode = (u32)how[1];
     return th_file_enter(&a);
 }
-int th_exit_openat2(struct th_sys_exit_ctx *ctx)
+int th_exit_openat2(struct bpf_raw_tracepoint_args *ctx)
 {
-    return th_file_exit(ctx);
+    return th_file_exit(ctx, TH_NR_th_exit_openat2);
 }
 #endif
 #ifdef TH_PROBE_FILE_UNLINK

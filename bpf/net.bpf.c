@@ -5,6 +5,8 @@
  * from the pointer saved at entry; user space decodes AF_INET, AF_INET6 and
  * AF_UNIX. accept's peer is only known when the caller passed a buffer for
  * it; its true length is read back from the caller's addrlen at exit.
+ * Every syscall handler is a raw tracepoint program tail-called by
+ * dispatch.bpf.c, which has already checked that the process is traced.
  */
 #include "tracehound.h"
 
@@ -24,8 +26,6 @@ BPF_TASK_STORAGE(th_net_pending, struct th_net_args);
 
 static __always_inline int th_net_enter(struct th_net_args *a)
 {
-    if (!th_traced(bpf_get_current_pid_tgid() >> 32))
-        return 0;
     struct th_net_args *slot =
         th_net_pending.task_storage_get(TH_CURRENT_TASK(), 0, TH_SLOT_CREATE);
     if (!slot) {
@@ -37,7 +37,7 @@ static __always_inline int th_net_enter(struct th_net_args *a)
     return 0;
 }
 
-static __always_inline int th_net_exit(struct th_sys_exit_ctx *ctx)
+static __always_inline int th_net_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     struct th_net_args *a = th_net_pending.task_storage_get(TH_CURRENT_TASK(), 0, 0);
     if (!a || !a->active)
@@ -49,7 +49,8 @@ static __always_inline int th_net_exit(struct th_sys_exit_ctx *ctx)
         return 0;
     }
     th_fill_header(&ev->h, TH_KIND_NET);
-    ev->ret = ctx->ret;
+    long ret = th_syscall_ret(ctx);
+    ev->ret = ret;
     ev->op = a->op;
     ev->fd = a->fd;
     ev->backlog = a->backlog;
@@ -72,7 +73,7 @@ static __always_inline int th_net_exit(struct th_sys_exit_ctx *ctx)
     }
     /* A failed connect or bind still names the address it tried; a failed
      * accept has no peer. */
-    int wanted = a->op == TH_NET_ACCEPT ? ctx->ret >= 0 : 1;
+    int wanted = a->op == TH_NET_ACCEPT ? ret >= 0 : 1;
     if (a->addr && len > 0 && wanted) {
         /* bpf_probe_read_user needs a constant size here: read the whole
          * window and report how much of it is valid. */
@@ -86,11 +87,19 @@ static __always_inline int th_net_exit(struct th_sys_exit_ctx *ctx)
     return 0;
 }
 
-#define A(i) (ctx->args[i])
+#define A(i) (args[i])
+/* The syscall's arguments into args[], or the record counted lost. */
+#define TH_NET_ARGS()                                                         \
+    u64 args[6];                                                              \
+    if (th_syscall_args(ctx, args)) {                                         \
+        th_count(TH_KIND_NET, 1);                                             \
+        return 0;                                                             \
+    }
 
 #ifdef TH_PROBE_NET_CONNECT
-int th_enter_connect(struct th_sys_enter_ctx *ctx)
+int th_enter_connect(struct bpf_raw_tracepoint_args *ctx)
 {
+    TH_NET_ARGS();
     struct th_net_args a = {};
     a.op = TH_NET_CONNECT;
     a.fd = (s32)A(0);
@@ -98,12 +107,13 @@ int th_enter_connect(struct th_sys_enter_ctx *ctx)
     a.addrlen = (u32)A(2);
     return th_net_enter(&a);
 }
-int th_exit_connect(struct th_sys_exit_ctx *ctx) { return th_net_exit(ctx); }
+int th_exit_connect(struct bpf_raw_tracepoint_args *ctx) { return th_net_exit(ctx); }
 #endif
 
 #ifdef TH_PROBE_NET_BIND
-int th_enter_bind(struct th_sys_enter_ctx *ctx)
+int th_enter_bind(struct bpf_raw_tracepoint_args *ctx)
 {
+    TH_NET_ARGS();
     struct th_net_args a = {};
     a.op = TH_NET_BIND;
     a.fd = (s32)A(0);
@@ -111,12 +121,13 @@ int th_enter_bind(struct th_sys_enter_ctx *ctx)
     a.addrlen = (u32)A(2);
     return th_net_enter(&a);
 }
-int th_exit_bind(struct th_sys_exit_ctx *ctx) { return th_net_exit(ctx); }
+int th_exit_bind(struct bpf_raw_tracepoint_args *ctx) { return th_net_exit(ctx); }
 #endif
 
 #if defined(TH_PROBE_NET_ACCEPT) || defined(TH_PROBE_NET_ACCEPT4)
-static __always_inline int th_accept_enter(struct th_sys_enter_ctx *ctx)
+static __always_inline int th_accept_enter(struct bpf_raw_tracepoint_args *ctx)
 {
+    TH_NET_ARGS();
     struct th_net_args a = {};
     a.op = TH_NET_ACCEPT;
     a.fd = (s32)A(0);
@@ -126,24 +137,25 @@ static __always_inline int th_accept_enter(struct th_sys_enter_ctx *ctx)
 }
 #endif
 #ifdef TH_PROBE_NET_ACCEPT
-int th_enter_accept(struct th_sys_enter_ctx *ctx) { return th_accept_enter(ctx); }
-int th_exit_accept(struct th_sys_exit_ctx *ctx) { return th_net_exit(ctx); }
+int th_enter_accept(struct bpf_raw_tracepoint_args *ctx) { return th_accept_enter(ctx); }
+int th_exit_accept(struct bpf_raw_tracepoint_args *ctx) { return th_net_exit(ctx); }
 #endif
 #ifdef TH_PROBE_NET_ACCEPT4
-int th_enter_accept4(struct th_sys_enter_ctx *ctx) { return th_accept_enter(ctx); }
-int th_exit_accept4(struct th_sys_exit_ctx *ctx) { return th_net_exit(ctx); }
+int th_enter_accept4(struct bpf_raw_tracepoint_args *ctx) { return th_accept_enter(ctx); }
+int th_exit_accept4(struct bpf_raw_tracepoint_args *ctx) { return th_net_exit(ctx); }
 #endif
 
 #ifdef TH_PROBE_NET_LISTEN
-int th_enter_listen(struct th_sys_enter_ctx *ctx)
+int th_enter_listen(struct bpf_raw_tracepoint_args *ctx)
 {
+    TH_NET_ARGS();
     struct th_net_args a = {};
     a.op = TH_NET_LISTEN;
     a.fd = (s32)A(0);
     a.backlog = (u32)A(1);
     return th_net_enter(&a);
 }
-int th_exit_listen(struct th_sys_exit_ctx *ctx) { return th_net_exit(ctx); }
+int th_exit_listen(struct bpf_raw_tracepoint_args *ctx) { return th_net_exit(ctx); }
 #endif
 
 #if defined(TH_PROBE_NET_LISTEN) && defined(TH_PROBE_NET_LISTEN_ADDR)

@@ -6,7 +6,15 @@
  * Rules for everything under bpf/ (see CONTRIBUTING.md):
  *   - tracepoints and BPF helpers only: this kernel has no kprobes, and the
  *     kernel headers bcc compiles against may be from another kernel version,
- *     so a kernel struct dereference could read the wrong offset;
+ *     so a kernel struct dereference could read the wrong offset. The two
+ *     layouts read are fixed ones, each checked against the running kernel's
+ *     BTF by a test: x86_64 struct pt_regs (the UAPI layout, TH_REGS_*) and
+ *     thread_info.status (a typed load the verifier checks too);
+ *   - syscall handlers are not attached one tracepoint each: one raw
+ *     tracepoint program on sys_enter and one on sys_exit (dispatch.bpf.c)
+ *     tail-call them by syscall number; they read the syscall's arguments
+ *     from the saved registers (th_syscall_args) and its result from the
+ *     raw tracepoint's args[1] (th_syscall_ret);
  *   - syscall arguments are carried from entry to exit in task-local
  *     storage (TH_CURRENT_TASK), one slot per task and concern;
  *   - user strings are read at syscall exit from a pointer saved at entry
@@ -50,6 +58,35 @@
 #ifndef TH_SYSCALL_KEYS_MAX
 #define TH_SYSCALL_KEYS_MAX 65536 /* (process, syscall) counters */
 #endif
+
+/* x86_64 struct pt_regs, as the raw sys_enter/sys_exit tracepoints pass it
+ * (args[0]): the byte offsets of the registers a syscall's number and
+ * arguments arrive in. They are the UAPI layout (arch/x86/include/uapi/asm/
+ * ptrace.h: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ...,
+ * 8 bytes each), a fixed ABI that ptrace(PTRACE_GETREGS) hands out too;
+ * tests/test_syscall_dispatch.py checks them against the running kernel's
+ * BTF. The syscall ABI puts arguments 0-5 in di, si, dx, r10, r8, r9. */
+#define TH_REGS_R10 56
+#define TH_REGS_R9 64
+#define TH_REGS_R8 72
+#define TH_REGS_DX 96
+#define TH_REGS_SI 104
+#define TH_REGS_DI 112
+#define TH_REGS_ORIG_AX 120
+/* Slots of each syscall dispatch table, indexed by x86_64 syscall number:
+ * every number tracehound traces is below it (the highest, fchmodat2, is
+ * 452); x32 numbers (bit 30 set) fall outside and are never dispatched. */
+#define TH_SYSCALL_SLOTS 512
+/* Where the 32-bit syscall flag is: task_struct starts with its thread_info
+ * (x86 CONFIG_THREAD_INFO_IN_TASK) = {flags, syscall_work, status, cpu}, so
+ * thread_info.status is at byte 16 on every kernel that has syscall_work
+ * and BPF task storage (5.11 on: the only kernels tracehound loads on).
+ * TS_COMPAT in it marks an ia32 syscall (int 0x80, or a 32-bit process):
+ * its number and registers follow another table and ABI. The load goes
+ * through bpf_get_current_task_btf(), so the verifier checks it against the
+ * kernel's BTF; tests/test_syscall_dispatch.py checks the offset too. */
+#define TH_TASK_STATUS_OFFSET 16
+#define TH_TS_COMPAT 0x0002
 
 #define TH_COMM_LEN 16
 #define TH_PATH_LEN 256
@@ -187,22 +224,49 @@ BPF_ARRAY(th_enabled, struct th_control, 1);
  * untraced), TH_ERR_EXIT_STATUS_FULL exit statuses that found no room. */
 BPF_PERCPU_ARRAY(th_errors, __u64, TH_NR_ERRORS);
 
-/* The raw layout of every syscalls:sys_enter_* / sys_exit_* tracepoint: the
- * syscall tracepoint ABI, the same for all of them, so one handler shape
- * serves every syscall in the tables below. */
-struct th_sys_enter_ctx {
-    __u64 common;
-    __s32 nr;
-    __u32 _pad0;
-    __u64 args[6];
-};
+/* The syscall's arguments 0-5, from the registers saved at syscall entry:
+ * ctx is the raw sys_enter tracepoint's (struct pt_regs *regs, long id).
+ * One read of the window r10..di covers all six. 0, or -1 if the registers
+ * could not be read (never seen: they are the current task's, in kernel
+ * memory). */
+#define TH_REG(window, off) (window)[((off) - TH_REGS_R10) / 8]
+static __always_inline int th_syscall_args(struct bpf_raw_tracepoint_args *ctx, u64 args[6])
+{
+    u64 window[(TH_REGS_DI - TH_REGS_R10) / 8 + 1];
+    if (bpf_probe_read_kernel(window, sizeof(window), (void *)(ctx->args[0] + TH_REGS_R10)))
+        return -1;
+    args[0] = TH_REG(window, TH_REGS_DI);
+    args[1] = TH_REG(window, TH_REGS_SI);
+    args[2] = TH_REG(window, TH_REGS_DX);
+    args[3] = TH_REG(window, TH_REGS_R10);
+    args[4] = TH_REG(window, TH_REGS_R8);
+    args[5] = TH_REG(window, TH_REGS_R9);
+    return 0;
+}
 
-struct th_sys_exit_ctx {
-    __u64 common;
-    __s32 nr;
-    __u32 _pad0;
-    __s64 ret;
-};
+/* The syscall number, from regs->orig_ax (valid at entry and at exit); -1
+ * if it could not be read. */
+static __always_inline long th_syscall_nr(struct bpf_raw_tracepoint_args *ctx)
+{
+    long nr = -1;
+    if (bpf_probe_read_kernel(&nr, sizeof(nr), (void *)(ctx->args[0] + TH_REGS_ORIG_AX)))
+        return -1;
+    return nr;
+}
+
+/* The syscall's result: the raw sys_exit tracepoint's (regs, long ret). */
+static __always_inline long th_syscall_ret(struct bpf_raw_tracepoint_args *ctx)
+{
+    return (long)ctx->args[1];
+}
+
+/* Is the current syscall an ia32 one (TS_COMPAT)? A typed load, checked by
+ * the verifier against the kernel's BTF (see TH_TASK_STATUS_OFFSET). */
+static __always_inline int th_compat_syscall(void)
+{
+    const char *task = (const char *)bpf_get_current_task_btf();
+    return (*(const u32 *)(task + TH_TASK_STATUS_OFFSET) & TH_TS_COMPAT) != 0;
+}
 
 static __always_inline void th_count(u32 kind, int lost)
 {

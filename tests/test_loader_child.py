@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.capture import dispatch
 from agent.capture.loader import CaptureError, LoadOptions, load
 from agent.capture.probes import PROBES, Probe
 
@@ -30,7 +31,14 @@ def test_handed_over_fds_keep_capturing_after_the_child_exits(kernel: None, tmp_
     before = _perf_event_fds()
     capture = load(LoadOptions(), cache_dir=None)  # the compile child itself, not the cache
     try:
-        tracepoints = sum(len(p.attach) for p in PROBES if not p.raw)
+        tracepoints = sum(
+            1
+            for p in PROBES
+            if not p.raw
+            for tp, fn in p.attach
+            if dispatch.slot_for(tp, fn) is None
+        )
+        assert tracepoints == 5, "syscalls go through the dispatch tables, not perf events"
         assert _perf_event_fds() - before == tracepoints, "one perf event per tracepoint"
         assert all(s.attached for s in capture.statuses)
         marker = tmp_path / "loader-child-marker"

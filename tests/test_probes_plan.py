@@ -20,7 +20,14 @@ from agent.capture.loader import (
     program_text,
     tracepoint_exists,
 )
-from agent.capture.probes import PROBES, SOURCES, Probe, probe_named, with_tracepoint_overrides
+from agent.capture.probes import (
+    DISPATCH_SOURCE,
+    PROBES,
+    SOURCES,
+    Probe,
+    probe_named,
+    with_tracepoint_overrides,
+)
 
 ALL_TRACEPOINTS = frozenset(tp for p in PROBES for tp, _ in p.attach)
 BOGUS = "syscalls:sys_enter_tracehound_does_not_exist"
@@ -240,25 +247,31 @@ def concerns_in(text: str) -> list[str]:
 
 def test_program_text_only_needed_concerns() -> None:
     text = program_text([probe_named("file.openat"), probe_named("file.mkdir")])
-    assert concerns_in(text) == ["tracehound.h", "file.bpf.c"]
+    assert concerns_in(text) == ["tracehound.h", "file.bpf.c", DISPATCH_SOURCE]
     assert (BPF_DIR / "file.bpf.c").read_text() in text
     assert "th_exec_enter" not in text
 
 
 def test_program_text_all_concerns_sorted_once() -> None:
     text = program_text(reversed(PROBES))
-    assert concerns_in(text) == ["tracehound.h", *(SOURCES[c] for c in sorted(SOURCES))]
+    assert concerns_in(text) == [
+        "tracehound.h",
+        *(SOURCES[c] for c in sorted(SOURCES)),
+        DISPATCH_SOURCE,
+    ]
 
 
 def test_program_text_pastes_files_verbatim(tmp_path: Path) -> None:
     (tmp_path / "tracehound.h").write_text("HEADER")
     for concern, name in SOURCES.items():
         (tmp_path / name).write_text(f"BODY {concern}")
+    (tmp_path / DISPATCH_SOURCE).write_text("DISPATCH")
     text = program_text([probe_named("syscalls.count"), probe_named("net.bind")], tmp_path)
     assert text == (
         '#line 1 "tracehound.h"\nHEADER\n'
         '#line 1 "net.bpf.c"\nBODY net\n'
         '#line 1 "syscalls.bpf.c"\nBODY syscalls\n'
+        '#line 1 "dispatch.bpf.c"\nDISPATCH\n'
     )
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "BPF_MAP_TYPE_HASH",
     "BPF_MAP_TYPE_PERCPU_ARRAY",
     "BPF_MAP_TYPE_PERCPU_HASH",
+    "BPF_MAP_TYPE_PROG_ARRAY",
     "BPF_MAP_TYPE_RINGBUF",
     "BatchUnsupported",
     "BpfError",
@@ -55,6 +56,7 @@ _MAP_LOOKUP_BATCH: Final = 24
 # enum bpf_map_type
 BPF_MAP_TYPE_HASH: Final = 1
 BPF_MAP_TYPE_ARRAY: Final = 2
+BPF_MAP_TYPE_PROG_ARRAY: Final = 3  # a lookup from user space gives the program's id
 BPF_MAP_TYPE_PERCPU_HASH: Final = 5
 BPF_MAP_TYPE_PERCPU_ARRAY: Final = 6
 BPF_MAP_TYPE_LRU_PERCPU_HASH: Final = 10

@@ -70,6 +70,7 @@ _STALE_TEMP_S: Final = 600.0
 #: (a new attach rule, a new format) makes every older entry a miss.
 _CODE_FILES: Final = (
     "capture/compile_child.py",
+    "capture/dispatch.py",  # which handler fills which dispatch slot
     "capture/loader.py",
     "capture/probes.py",
     "capture/program_cache.py",

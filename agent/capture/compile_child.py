@@ -5,9 +5,10 @@ libraries and leaves the compiler's heap behind, which a daemon would carry
 for its whole life to do a few map reads afterwards. So the daemon starts
 this module in a child (:func:`agent.capture.loader.load` does), sends it
 the :class:`~agent.capture.loader.LoadOptions`, and gets back over the
-socketpair the descriptors it needs (the maps it reads, and the attachment
-of every tracepoint: perf-event fds and raw-tracepoint fds, which keep the
-programs attached for as long as someone holds them) with a
+socketpair the descriptors it needs (the maps it reads, the syscall dispatch
+tables, and the attachment of every tracepoint: perf-event fds and
+raw-tracepoint fds, which keep the programs attached for as long as someone
+holds them) with a
 :class:`~agent.capture.loader.Manifest` that says what each one is.
 
 The child then leaves with ``os._exit``: bcc's atexit cleanup would
@@ -41,7 +42,7 @@ from typing import Any
 
 import msgspec
 
-from agent.capture import bpf_info, handoff
+from agent.capture import bpf_info, dispatch, handoff
 from agent.capture.bpf_syscall import BpfError, BpfMap
 from agent.capture.cache_store import CacheDir, CacheFileError
 from agent.capture.loader import (
@@ -86,23 +87,91 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _attach(bpf: Any, probe: Probe, tracepoint: str, fn_name: str) -> int:
-    """Attach one handler; the attachment's fd."""
-    if probe.raw:
-        event = tracepoint.partition(":")[2].encode()
-        bpf.attach_raw_tracepoint(tp=event, fn_name=fn_name.encode())
-        return int(bpf.raw_tracepoint_fds[event])
-    bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=fn_name.encode())
-    return int(bpf.tracepoint_fds[tracepoint.encode()])
+class _Attacher:
+    """Attaches probes on one compiled ``BPF`` object, and keeps the fds.
+
+    A syscall's (tracepoint, handler) pair fills a dispatch slot (the
+    handler loaded as a raw tracepoint program, put in its program array)
+    and needs its direction's dispatcher; the dispatchers and other raw
+    tracepoints attach once each, whoever asks first (the syscall counter
+    shares the sys_enter dispatcher); other pairs are perf tracepoints.
+    """
+
+    def __init__(self, bpf: Any) -> None:
+        self.bpf = bpf
+        self.fds: list[int] = []
+        self.attachments: list[str] = []
+        self._raw: dict[tuple[str, str], int | Exception] = {}
+
+    def _raw_attach(self, tracepoint: str, fn_name: str) -> None:
+        """Attach a raw tracepoint, once; raises the first attempt's error again."""
+        key = (tracepoint, fn_name)
+        if key not in self._raw:
+            event = tracepoint.partition(":")[2].encode()
+            try:
+                self.bpf.attach_raw_tracepoint(tp=event, fn_name=fn_name.encode())
+            except Exception as err:
+                self._raw[key] = err
+            else:
+                fd = int(self.bpf.raw_tracepoint_fds[event])
+                self._raw[key] = fd
+                self.fds.append(fd)
+                self.attachments.append(tracepoint)
+        outcome = self._raw[key]
+        if isinstance(outcome, Exception):
+            raise outcome
+
+    def _fill(self, slot: dispatch.Slot) -> None:
+        from bcc import BPF
+
+        self._raw_attach(*(dispatch.SYS_ENTER if slot.direction == "enter" else dispatch.SYS_EXIT))
+        program = self.bpf.load_func(slot.fn.encode(), BPF.RAW_TRACEPOINT)
+        self.bpf[slot.table.encode()][ctypes.c_int(slot.nr)] = ctypes.c_int(program.fd)
+
+    def _clear(self, slot: dispatch.Slot) -> None:
+        with contextlib.suppress(Exception):
+            del self.bpf[slot.table.encode()][ctypes.c_int(slot.nr)]
+
+    def attach(self, probe: Probe) -> ProbeStatus:
+        """Attach every pair of a probe, or none of them: its status."""
+        perf: list[tuple[str, int]] = []
+        slots: list[dispatch.Slot] = []
+        try:
+            for tracepoint, fn_name in probe.attach:
+                slot = dispatch.slot_for(tracepoint, fn_name)
+                if slot is not None:
+                    self._fill(slot)
+                    slots.append(slot)
+                elif probe.raw:
+                    self._raw_attach(tracepoint, fn_name)
+                else:
+                    self.bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=fn_name.encode())
+                    perf.append((tracepoint, int(self.bpf.tracepoint_fds[tracepoint.encode()])))
+        except Exception as err:
+            for slot in slots:
+                self._clear(slot)
+            for _, fd in perf:  # nobody else holds these: closing detaches
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            return ProbeStatus(probe.name, probe.kind, False, f"attach failed: {_first_line(err)}")
+        for tracepoint, fd in perf:
+            self.fds.append(fd)
+            self.attachments.append(tracepoint)
+        return ProbeStatus(probe.name, probe.kind, True)
 
 
 def _syscall_names() -> dict[int, str]:
+    """bcc's table, completed with the numbers the dispatch knows (bcc 0.26
+    stops at 334)."""
     from bcc import syscall as bcc_syscall
 
-    return {
+    names = {
         int(nr): (name.decode() if isinstance(name, bytes) else str(name))
         for nr, name in bcc_syscall.syscalls.items()
     }
+    for name, nr in dispatch.SYSCALL_NUMBERS.items():
+        names.setdefault(nr, name)
+    return names
 
 
 class Uncacheable(Exception):
@@ -276,23 +345,9 @@ def compile_and_attach(options: LoadOptions, cache_dir: str = "") -> tuple[Manif
     control = BpfMap(int(bpf[b"th_enabled"].map_fd), "th_enabled")
     write_control(control, enabled=False, agent_pid=options.agent_pid)
 
-    attached: list[str] = []
-    fds: list[int] = []
-    for probe in present:
-        done: list[int] = []
-        try:
-            for tracepoint, fn_name in probe.attach:
-                done.append(_attach(bpf, probe, tracepoint, fn_name))
-        except Exception as err:
-            for fd in done:  # nobody else holds these: closing detaches
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            reason = f"attach failed: {_first_line(err)}"
-            statuses.append(ProbeStatus(probe.name, probe.kind, False, reason))
-        else:
-            fds.extend(done)
-            attached.extend(tp for tp, _ in probe.attach)
-            statuses.append(ProbeStatus(probe.name, probe.kind, True))
+    attacher = _Attacher(bpf)
+    statuses.extend(attacher.attach(probe) for probe in present)
+    attached, fds = attacher.attachments, attacher.fds
 
     maps: list[str] = []
     map_fds: list[int] = []

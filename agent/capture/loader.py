@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import signal
 import socket
 import struct
@@ -35,9 +36,9 @@ from typing import Literal
 
 import msgspec
 
-from agent.capture import bpf_syscall, handoff, kinds, replay, wire
+from agent.capture import bpf_syscall, dispatch, handoff, kinds, replay, wire
 from agent.capture.cache_store import CacheDir, CacheFileError, cache_dir_setting, key_inputs
-from agent.capture.probes import PROBES, SOURCES, Probe
+from agent.capture.probes import DISPATCH_SOURCE, PROBES, SOURCES, Probe
 from agent.capture.program_cache import CacheEntry, cache_key
 from agent.capture.ringbuf import MappedRing
 from agent.child_command import child_command
@@ -128,16 +129,27 @@ def tracepoint_exists(tracepoint: str, tracefs: Path = TRACEFS) -> bool:
 def plan_probes(
     probes: Iterable[Probe], exists: Callable[[str], bool] = tracepoint_exists
 ) -> tuple[list[Probe], list[ProbeStatus]]:
-    """Split probes into those to compile and those missing a tracepoint. Pure."""
+    """Split probes into those to compile and those missing a tracepoint
+    (or a syscall slot: unknown number, or taken by an earlier probe). Pure."""
     present: list[Probe] = []
     missing: list[ProbeStatus] = []
+    taken: dict[tuple[str, int], str] = {}  # dispatch slot -> the probe filling it
     for probe in probes:
         absent = [tp for tp, _ in probe.attach if not exists(tp)]
+        problems = [p for tp, _ in probe.attach if (p := dispatch.slot_problem(tp))]
+        slots = [] if absent or problems else list(dispatch.slots_of(probe))
+        clashes = [taken[(s.direction, s.nr)] for s in slots if (s.direction, s.nr) in taken]
         if absent:
             reason = "tracepoint not found: " + ", ".join(absent)
-            missing.append(ProbeStatus(probe.name, probe.kind, False, reason))
+        elif problems:
+            reason = "; ".join(problems)
+        elif clashes:
+            reason = "syscall slot already taken by probe " + ", ".join(sorted(set(clashes)))
         else:
             present.append(probe)
+            taken.update({(s.direction, s.nr): probe.name for s in slots})
+            continue
+        missing.append(ProbeStatus(probe.name, probe.kind, False, reason))
     # A probe that extends another's C code goes when that one is absent.
     while True:
         names = {p.name for p in present}
@@ -156,10 +168,11 @@ def program_text(probes: Iterable[Probe], bpf_dir: Path = BPF_DIR) -> str:
 
     The files are pasted in rather than #included because bcc rewrites map
     method calls and generates tracepoint argument structs only in its main
-    file. ``#line`` keeps compiler messages pointing at the real file.
+    file. ``#line`` keeps compiler messages pointing at the real file. The
+    syscall dispatchers come last: they call into the syscall counter.
     """
     concerns = sorted({probe.concern for probe in probes})
-    parts = ["tracehound.h", *(SOURCES[c] for c in concerns)]
+    parts = ["tracehound.h", *(SOURCES[c] for c in concerns), DISPATCH_SOURCE]
     return "".join(f'#line 1 "{name}"\n' + (bpf_dir / name).read_text() + "\n" for name in parts)
 
 
@@ -181,7 +194,11 @@ def compile_flags(
         f"-DTH_WAKEUP_EVERY={wakeup_every(options)}",
         f"-DTH_SCOPED={1 if options.scoped else 0}",
     ]
+    probes = list(probes)
     flags += [f"-D{probe.macro}" for probe in probes]
+    flags += dispatch.mask_flags(probes)
+    flags += dispatch.compat_exec_flags(probes)
+    flags += dispatch.number_flags(probes)
     if probe_fields:
         flags += [
             f"-D{macro}"
@@ -215,6 +232,9 @@ MAPS_HANDED_OVER: tuple[str, ...] = (
     "th_lost",
     "th_errors",
     "th_syscall_counts",
+    # The dispatch tables: the kernel empties a program array when the last
+    # user-space reference to it goes, so the daemon holds them to the end.
+    *dispatch.PROG_ARRAYS.values(),
 )
 #: (type, key size, value size) each map must have, checked against the
 #: kernel's own description of the fd: a mismatch refuses to start.
@@ -226,6 +246,7 @@ _MAP_SHAPES: dict[str, tuple[int, int, int]] = {
     "th_lost": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
     "th_errors": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
     "th_syscall_counts": (bpf_syscall.BPF_MAP_TYPE_HASH, 8, 8),
+    **{name: (bpf_syscall.BPF_MAP_TYPE_PROG_ARRAY, 4, 4) for name in dispatch.PROG_ARRAYS.values()},
 }
 _OPTIONAL_MAPS = frozenset({"th_syscall_counts"})  # only with the syscalls.count probe
 
@@ -403,15 +424,30 @@ class LoadedCapture:
                 popped[(pid, nr)] = _U64.unpack(value)[0]
         return popped
 
+    def dispatch_slots(self) -> dict[str, list[int]]:
+        """Per direction (``enter``, ``exit``), the syscall numbers whose
+        handler the kernel's dispatch table holds now: read back, so a table
+        the kernel emptied (its last reference gone) shows as empty."""
+        slots: dict[str, list[int]] = {}
+        for direction, name in dispatch.PROG_ARRAYS.items():
+            table = self._maps[name]
+            slots[direction] = [
+                nr for nr in range(table.max_entries) if table.lookup(_U32.pack(nr)) is not None
+            ]
+        return slots
+
     # -- teardown ------------------------------------------------------------
     def start_detach(self) -> None:
         """Begin detaching every tracepoint, in the background; returns at once.
 
-        Releasing a tracepoint's last perf event waits for RCU grace periods
-        in the kernel (~70 ms each here, 50 tracepoints): closing them from
-        one thread each lets those waits overlap, and the caller drains and
-        writes meanwhile. Call :meth:`disable` first so no handler runs
-        half-detached; the maps stay readable until :meth:`close`.
+        The syscall dispatchers are raw tracepoints, released at once; each
+        remaining perf-event tracepoint (fork, exit, signals, listen address)
+        waits for RCU grace periods in the kernel (~70 ms each here, under a
+        global mutex): closing them from one thread each let those waits
+        overlap (5 of them: ~0.22 s, against ~0.39 s one after another), and
+        the caller drains and writes meanwhile. Call :meth:`disable` first so
+        no handler runs half-detached; the maps (the dispatch tables among
+        them) stay readable until :meth:`close`.
         """
         attachments, self._attachments = self._attachments, []
         for fd in attachments:
@@ -459,6 +495,11 @@ def check_privileges() -> None:
     """Refuse early, with what to do, when capture cannot possibly work."""
     if os.geteuid() != 0:
         raise CaptureError("tracehound needs root to load BPF programs: run it with sudo")
+    machine = platform.machine()
+    if machine != "x86_64":  # the syscall dispatch reads x86_64 registers and numbers
+        raise CaptureError(
+            f"tracehound's BPF programs support x86_64 only, this machine is {machine}"
+        )
     if not (TRACEFS / "events").is_dir():
         raise CaptureError(
             f"tracefs is not mounted at {TRACEFS}: run `mount -t tracefs nodev {TRACEFS}`"

@@ -5,17 +5,26 @@ tracepoints it attaches to and the C functions (in bpf/) that serve them. The
 loader includes a probe's C code only when all of its tracepoints exist
 (``TH_PROBE_<NAME>`` is defined), attaches it, and reports for each probe
 whether it attached and why not. A missing probe disables only its events.
+
+A ``syscalls:sys_enter_X`` / ``sys_exit_X`` pair is not attached as that
+perf tracepoint: its handler goes in slot nr(X) of a dispatch table, reached
+from one raw tracepoint program per direction (:mod:`agent.capture.dispatch`);
+the tracefs event only tells whether the syscall exists. "Attached" then
+means its slots were filled and its dispatchers attached.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.capture.dispatch import SYS_ENTER
+
 
 @dataclass(frozen=True)
 class Probe:
     """``name`` is ``concern.what`` (``file.openat``); ``attach`` pairs each
-    tracepoint (``category:event``) with the C function that serves it.
+    tracepoint (``category:event``) with the C function that serves it
+    (a syscall's tracepoint names a dispatch slot instead, see above).
     ``raw``: attach as raw tracepoints (by event name), which skip building
     the argument record: cheaper, for handlers that need only raw args."""
 
@@ -77,7 +86,9 @@ PROBES: tuple[Probe, ...] = (
         (("sock:inet_sock_set_state", "th_sock_set_state"),),
         requires=("net.listen",),
     ),
-    Probe("syscalls.count", "syscall", (("raw_syscalls:sys_enter", "th_raw_sys_enter"),), raw=True),
+    # Counted by the sys_enter dispatcher itself (bpf/dispatch.bpf.c), which
+    # every syscall runs through anyway: this probe attaches that program.
+    Probe("syscalls.count", "syscall", (SYS_ENTER,), raw=True),
 )
 
 #: The C source file of each concern, in bpf/.
@@ -87,6 +98,8 @@ SOURCES: dict[str, str] = {
     "net": "net.bpf.c",
     "syscalls": "syscalls.bpf.c",
 }
+#: The syscall dispatchers (:mod:`agent.capture.dispatch`), in every program.
+DISPATCH_SOURCE = "dispatch.bpf.c"
 
 
 def probe_named(name: str) -> Probe:
