@@ -35,7 +35,7 @@ import trio
 from agent.capture.events import Event, event_count, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.capture.loader import ProbeStatus
-from agent.evidence.last_run import last_segment_lines, previous_run
+from agent.evidence.last_run import last_segments, previous_run
 from agent.evidence.loss_books import (
     MAP_STAGE,
     STORE_STAGE,
@@ -850,7 +850,7 @@ def open_pipeline(
         pipeline._say(line)
     pipeline.store_options = opts
     pipeline.previous_pending = previous_pending
-    unclean = previous_run(last_segment_lines(state_dir))
+    unclean = previous_run(last_segments(state_dir))
     if unclean is not None and previous_pending is not None:
         unclean["store_failed"] = previous_pending.reason
     pipeline.unclean_previous_run = unclean

@@ -3,6 +3,7 @@ that defines it: every line decoded, in order."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import msgspec
@@ -67,9 +68,14 @@ def logs(draw: st.DrawFn) -> list[bytes]:
 
 
 @settings(max_examples=500, deadline=None)
-@given(logs())
-def test_backwards_is_the_forward_reading(lines: list[bytes]) -> None:
-    assert previous_run(lines) == forward(lines)
+@given(logs(), st.lists(st.integers(0, 40), max_size=3), st.booleans())
+def test_backwards_is_the_forward_reading(lines: list[bytes], cuts: list[int], torn: bool) -> None:
+    """Cut into segments anywhere between lines; a torn last line is no record."""
+    bounds = sorted({0, len(lines), *(c for c in cuts if c <= len(lines))})
+    segments = [b"".join(lines[a:b]) for a, b in itertools.pairwise(bounds)]
+    if torn:
+        segments.append(b'{"body":null,"seq":99,"type":"' + TYPE_STOP.encode())
+    assert previous_run(segments) == forward(lines)
 
 
 def test_a_run_that_crashed_after_a_restart_keeps_only_its_own_torn_tails() -> None:
@@ -85,9 +91,9 @@ def test_a_run_that_crashed_after_a_restart_keeps_only_its_own_torn_tails() -> N
         line(5, CHECKPOINT),
         line(6, RECOVERED, {"bytes": 3}),
     ]
-    assert previous_run(lines) == {
+    assert previous_run([b"".join(lines)]) == {
         "previous_start_seq": 2,
         "last_seq": 6,
         "torn_tails": [{"seq": 3, "bytes": 2}, {"seq": 6, "bytes": 3}],
     }
-    assert previous_run([*lines, line(7, TYPE_STOP), line(8, CHECKPOINT)]) is None
+    assert previous_run([b"".join(lines), line(7, TYPE_STOP) + line(8, CHECKPOINT)]) is None
