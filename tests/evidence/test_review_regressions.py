@@ -7,8 +7,8 @@ from pathlib import Path
 
 from agent.evidence.chain import ChainWriter
 from agent.evidence.keys import create_key
+from agent.evidence.last_run import previous_run
 from agent.evidence.layout import key_path
-from agent.evidence.pipeline import previous_run
 from agent.evidence.seal import decode_key
 from agent.evidence.store import EvidenceStore
 from agent.evidence.verify import verify_store, verify_stream
@@ -93,12 +93,12 @@ def test_dropped_readings_and_seed_records_become_losses() -> None:
 def test_how_the_last_run_ended_is_found_past_segments_of_store_records(tmp_path: Path) -> None:
     """A run whose last segments hold only the store's own records (headers,
     seals) still shows as unclean: the scan goes back to a capture record."""
-    from agent.evidence.pipeline import last_segment_lines
+    from agent.evidence.last_run import last_segments
 
     state = tmp_path / "log"
     with EvidenceStore(state, segment_max_bytes=600) as store:
         store.append("dev.tracehound.capture.start.v1", {"config": {}})
         for _ in range(4):  # rotations: segments of headers and nothing else
             store._rotate()
-    found = previous_run(last_segment_lines(state))
+    found = previous_run(last_segments(state))
     assert found is not None and found["previous_start_seq"] is not None
