@@ -22,6 +22,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from agent.capture import bpf_abi as abi
 from agent.capture.bpf_syscall import BpfError, BpfMap, bpf_call
 
 __all__ = [
@@ -36,9 +37,6 @@ __all__ = [
     "prog_type_and_id",
 ]
 
-_OBJ_GET_INFO_BY_FD: Final = 15
-_BTF_GET_FD_BY_ID: Final = 19
-_TASK_FD_QUERY: Final = 20
 
 # enum bpf_task_fd_type
 FD_TYPE_RAW_TRACEPOINT: Final = 0
@@ -48,71 +46,9 @@ _U32: Final = struct.Struct("<I")
 _MAX_BTF_BYTES: Final = 16 << 20
 
 
-class _InfoAttr(ctypes.Structure):
-    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]  # fmt: skip
-
-
-class _MapInfo(ctypes.Structure):
-    """struct bpf_map_info up to map_extra."""
-
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
-        ("ifindex", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_id", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-    ]
-
-
-class _ProgInfo(ctypes.Structure):
-    """The head of struct bpf_prog_info: type and id."""
-
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32)]
-
-
-class _BtfInfo(ctypes.Structure):
-    _fields_ = [
-        ("btf", ctypes.c_uint64),
-        ("btf_size", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("name", ctypes.c_uint64),
-        ("name_len", ctypes.c_uint32),
-        ("kernel_btf", ctypes.c_uint32),
-    ]
-
-
-class _GetFdAttr(ctypes.Structure):
-    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]  # fmt: skip
-
-
-class _FdQueryAttr(ctypes.Structure):
-    _fields_ = [
-        ("pid", ctypes.c_uint32),
-        ("fd", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("buf_len", ctypes.c_uint32),
-        ("buf", ctypes.c_uint64),
-        ("prog_id", ctypes.c_uint32),
-        ("fd_type", ctypes.c_uint32),
-        ("probe_offset", ctypes.c_uint64),
-        ("probe_addr", ctypes.c_uint64),
-    ]
-
-
 def _info(fd: int, info: ctypes.Structure, what: str) -> None:
-    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-    bpf_call(_OBJ_GET_INFO_BY_FD, attr, what)
+    attr = abi.InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    bpf_call(abi.BPF_OBJ_GET_INFO_BY_FD, attr, what)
 
 
 @dataclass(frozen=True)
@@ -133,7 +69,7 @@ class MapInfo:
 
 
 def map_info(fd: int) -> MapInfo:
-    info = _MapInfo()
+    info = abi.MapInfo()
     _info(fd, info, f"map info of fd {fd}")
     return MapInfo(
         map_type=int(info.type),
@@ -152,22 +88,22 @@ def map_info(fd: int) -> MapInfo:
 
 def prog_type_and_id(fd: int) -> tuple[int, int]:
     """The program type and the kernel's id of the program ``fd`` holds."""
-    info = _ProgInfo()
+    info = abi.ProgInfo()
     _info(fd, info, f"program info of fd {fd}")
     return int(info.type), int(info.id)
 
 
 def btf_blob(btf_id: int) -> bytes:
     """The raw BTF (header, types, strings) loaded as object ``btf_id``."""
-    fd = bpf_call(_BTF_GET_FD_BY_ID, _GetFdAttr(id=btf_id), f"open BTF id {btf_id}")
+    fd = bpf_call(abi.BPF_BTF_GET_FD_BY_ID, abi.GetFdAttr(id=btf_id), f"open BTF id {btf_id}")
     try:
-        info = _BtfInfo()
+        info = abi.BtfInfo()
         _info(fd, info, f"BTF info of id {btf_id}")
         size = int(info.btf_size)
         if not 0 < size <= _MAX_BTF_BYTES:
             raise BpfError(errno.E2BIG, f"BTF id {btf_id}: {size} bytes")
         buf = ctypes.create_string_buffer(size)
-        info = _BtfInfo(btf=ctypes.addressof(buf), btf_size=size)
+        info = abi.BtfInfo(btf=ctypes.addressof(buf), btf_size=size)
         _info(fd, info, f"BTF of id {btf_id}")
         return buf.raw[: int(info.btf_size)]
     finally:
@@ -187,8 +123,8 @@ def fd_query(fd: int) -> FdQuery:
     """``BPF_TASK_FD_QUERY`` on one of this process's attachment fds (a
     perf event with a program set, or a raw tracepoint link)."""
     buf = ctypes.create_string_buffer(256)
-    attr = _FdQueryAttr(pid=os.getpid(), fd=fd, buf_len=len(buf), buf=ctypes.addressof(buf))
-    bpf_call(_TASK_FD_QUERY, attr, f"query attachment fd {fd}")
+    attr = abi.FdQueryAttr(pid=os.getpid(), fd=fd, buf_len=len(buf), buf=ctypes.addressof(buf))
+    bpf_call(abi.BPF_TASK_FD_QUERY, attr, f"query attachment fd {fd}")
     return FdQuery(int(attr.prog_id), int(attr.fd_type), buf.value.decode(errors="replace"))
 
 

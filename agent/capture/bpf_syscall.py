@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from agent.capture import bpf_abi as abi
+
 __all__ = [
     "BPF_ANY",
     "BPF_MAP_TYPE_ARRAY",
@@ -43,15 +45,6 @@ __all__ = [
     "possible_cpus",
 ]
 
-# enum bpf_cmd (include/uapi/linux/bpf.h)
-_MAP_CREATE: Final = 0
-_MAP_LOOKUP_ELEM: Final = 1
-_MAP_UPDATE_ELEM: Final = 2
-_MAP_DELETE_ELEM: Final = 3
-_MAP_GET_NEXT_KEY: Final = 4
-_OBJ_GET_INFO_BY_FD: Final = 15
-_MAP_LOOKUP_AND_DELETE_ELEM: Final = 21
-_MAP_LOOKUP_BATCH: Final = 24
 
 # enum bpf_map_type
 BPF_MAP_TYPE_HASH: Final = 1
@@ -79,59 +72,6 @@ class BpfError(OSError):
 
 class BatchUnsupported(BpfError):
     """The kernel has no batch operations for this map (before 5.6, or the type)."""
-
-
-class _ElemAttr(ctypes.Structure):
-    """The bpf_attr of the *_ELEM commands: map_fd, key, value (or next_key), flags."""
-
-    _fields_ = [
-        ("map_fd", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-        ("key", ctypes.c_uint64),
-        ("value", ctypes.c_uint64),
-        ("flags", ctypes.c_uint64),
-    ]
-
-
-class _BatchAttr(ctypes.Structure):
-    _fields_ = [
-        ("in_batch", ctypes.c_uint64),
-        ("out_batch", ctypes.c_uint64),
-        ("keys", ctypes.c_uint64),
-        ("values", ctypes.c_uint64),
-        ("count", ctypes.c_uint32),
-        ("map_fd", ctypes.c_uint32),
-        ("elem_flags", ctypes.c_uint64),
-        ("flags", ctypes.c_uint64),
-    ]
-
-
-class _InfoAttr(ctypes.Structure):
-    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]  # fmt: skip
-
-
-class _MapInfo(ctypes.Structure):
-    """The head of struct bpf_map_info (the kernel fills what fits)."""
-
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
-    ]
-
-
-class _CreateAttr(ctypes.Structure):
-    _fields_ = [
-        ("map_type", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-    ]
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -193,9 +133,9 @@ class BpfMap:
     """
 
     def __init__(self, fd: int, name: str = "") -> None:
-        info = _MapInfo()
-        attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-        _bpf(_OBJ_GET_INFO_BY_FD, attr, f"map info of fd {fd}")
+        info = abi.MapInfo()
+        attr = abi.InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+        _bpf(abi.BPF_OBJ_GET_INFO_BY_FD, attr, f"map info of fd {fd}")
         self.fd = fd
         self.name = name or info.name.decode(errors="replace")
         self.map_type = int(info.type)
@@ -222,7 +162,9 @@ class BpfMap:
     def _elem(self, cmd: int, key: bytes, what: str) -> bytes | None:
         kbuf = self._key(key)
         vbuf = ctypes.create_string_buffer(self.value_bytes)
-        attr = _ElemAttr(map_fd=self.fd, key=ctypes.addressof(kbuf), value=ctypes.addressof(vbuf))
+        attr = abi.ElemAttr(
+            map_fd=self.fd, key=ctypes.addressof(kbuf), value=ctypes.addressof(vbuf)
+        )
         try:
             _bpf(cmd, attr, f"{what} in map {self.name}")
         except BpfError as err:
@@ -233,12 +175,12 @@ class BpfMap:
 
     def lookup(self, key: bytes) -> bytes | None:
         """The value (all CPUs' slots for a per-CPU map), None if absent."""
-        return self._elem(_MAP_LOOKUP_ELEM, key, "lookup")
+        return self._elem(abi.BPF_MAP_LOOKUP_ELEM, key, "lookup")
 
     def lookup_and_delete(self, key: bytes) -> bytes | None:
         """Read and delete in one step (hash maps since 5.14): a count made
         between a read and a delete cannot fall in between. None if absent."""
-        return self._elem(_MAP_LOOKUP_AND_DELETE_ELEM, key, "lookup-and-delete")
+        return self._elem(abi.BPF_MAP_LOOKUP_AND_DELETE_ELEM, key, "lookup-and-delete")
 
     def per_cpu_values(self, value: bytes) -> list[bytes]:
         """A per-CPU value cut into its CPUs' slots (each value_size bytes)."""
@@ -251,17 +193,17 @@ class BpfMap:
             )
         kbuf = self._key(key)
         vbuf = ctypes.create_string_buffer(value, self.value_bytes)
-        attr = _ElemAttr(
+        attr = abi.ElemAttr(
             map_fd=self.fd, key=ctypes.addressof(kbuf), value=ctypes.addressof(vbuf), flags=flags
         )
-        _bpf(_MAP_UPDATE_ELEM, attr, f"update in map {self.name}")
+        _bpf(abi.BPF_MAP_UPDATE_ELEM, attr, f"update in map {self.name}")
 
     def delete(self, key: bytes) -> bool:
         """Delete ``key``; False if it was not there."""
         kbuf = self._key(key)
-        attr = _ElemAttr(map_fd=self.fd, key=ctypes.addressof(kbuf))
+        attr = abi.ElemAttr(map_fd=self.fd, key=ctypes.addressof(kbuf))
         try:
-            _bpf(_MAP_DELETE_ELEM, attr, f"delete in map {self.name}")
+            _bpf(abi.BPF_MAP_DELETE_ELEM, attr, f"delete in map {self.name}")
         except BpfError as err:
             if err.errno == errno.ENOENT:
                 return False
@@ -272,13 +214,13 @@ class BpfMap:
         """The key after ``key`` (the first with None), None at the end."""
         kbuf = self._key(key) if key is not None else None
         nbuf = ctypes.create_string_buffer(self.key_size)
-        attr = _ElemAttr(
+        attr = abi.ElemAttr(
             map_fd=self.fd,
             key=ctypes.addressof(kbuf) if kbuf is not None else 0,
             value=ctypes.addressof(nbuf),
         )
         try:
-            _bpf(_MAP_GET_NEXT_KEY, attr, f"next key in map {self.name}")
+            _bpf(abi.BPF_MAP_GET_NEXT_KEY, attr, f"next key in map {self.name}")
         except BpfError as err:
             if err.errno == errno.ENOENT:
                 return None
@@ -320,7 +262,7 @@ class BpfMap:
         out: list[tuple[bytes, bytes]] = []
         first = True
         while True:
-            attr = _BatchAttr(
+            attr = abi.BatchAttr(
                 in_batch=0 if first else ctypes.addressof(cursor_in),
                 out_batch=ctypes.addressof(cursor_out),
                 keys=ctypes.addressof(keys),
@@ -330,7 +272,7 @@ class BpfMap:
             )
             done = False
             try:
-                _bpf(_MAP_LOOKUP_BATCH, attr, f"batch lookup in map {self.name}")
+                _bpf(abi.BPF_MAP_LOOKUP_BATCH, attr, f"batch lookup in map {self.name}")
             except BpfError as err:
                 if err.errno == errno.ENOENT:  # the last chunk (possibly empty)
                     done = True
@@ -360,10 +302,10 @@ class BpfMap:
 def create_map(map_type: int, key_size: int, value_size: int, max_entries: int) -> BpfMap:
     """A new map owned by the caller (BPF_MAP_CREATE). The daemon's maps are
     made by bcc in the compile child; this is for tests and probes."""
-    attr = _CreateAttr(
+    attr = abi.MapCreateAttr(
         map_type=map_type, key_size=key_size, value_size=value_size, max_entries=max_entries
     )
-    fd = _bpf(_MAP_CREATE, attr, f"create map type {map_type}")
+    fd = _bpf(abi.BPF_MAP_CREATE, attr, f"create map type {map_type}")
     os.set_inheritable(fd, False)
     try:
         return BpfMap(fd)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from agent.capture import bpf_abi as abi
 from agent.capture.bpf_syscall import BpfError, bpf_call
 from agent.capture.program_cache import (
     BPF_INSN_BYTES,
@@ -41,11 +42,6 @@ from agent.capture.program_cache import (
 
 __all__ = ["Loaded", "ReplayError", "attach", "load_entry"]
 
-_MAP_CREATE: Final = 0
-_MAP_UPDATE_ELEM: Final = 2
-_PROG_LOAD: Final = 5
-_RAW_TRACEPOINT_OPEN: Final = 17
-_BTF_LOAD: Final = 18
 
 _PERF_TYPE_TRACEPOINT: Final = 2
 _PERF_SAMPLE_RAW: Final = 1 << 10
@@ -67,66 +63,6 @@ _U32: Final = struct.Struct("<I")
 
 class ReplayError(RuntimeError):
     """A cached program could not be loaded or attached; one line."""
-
-
-class _MapCreateAttr(ctypes.Structure):
-    _fields_ = [
-        ("map_type", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("inner_map_fd", ctypes.c_uint32),
-        ("numa_node", ctypes.c_uint32),
-        ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
-        ("map_ifindex", ctypes.c_uint32),
-        ("btf_fd", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-    ]
-
-
-class _ProgLoadAttr(ctypes.Structure):
-    _fields_ = [
-        ("prog_type", ctypes.c_uint32),
-        ("insn_cnt", ctypes.c_uint32),
-        ("insns", ctypes.c_uint64),
-        ("license", ctypes.c_uint64),
-        ("log_level", ctypes.c_uint32),
-        ("log_size", ctypes.c_uint32),
-        ("log_buf", ctypes.c_uint64),
-        ("kern_version", ctypes.c_uint32),
-        ("prog_flags", ctypes.c_uint32),
-        ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
-        ("prog_ifindex", ctypes.c_uint32),
-        ("expected_attach_type", ctypes.c_uint32),
-    ]
-
-
-class _BtfLoadAttr(ctypes.Structure):
-    _fields_ = [
-        ("btf", ctypes.c_uint64),
-        ("btf_log_buf", ctypes.c_uint64),
-        ("btf_size", ctypes.c_uint32),
-        ("btf_log_size", ctypes.c_uint32),
-        ("btf_log_level", ctypes.c_uint32),
-    ]
-
-
-class _ElemAttr(ctypes.Structure):
-    _fields_ = [
-        ("map_fd", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-        ("key", ctypes.c_uint64),
-        ("value", ctypes.c_uint64),
-        ("flags", ctypes.c_uint64),
-    ]
-
-
-class _RawTracepointAttr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32)]
 
 
 class _PerfEventAttr(ctypes.Structure):
@@ -182,15 +118,15 @@ def _why(err: BpfError) -> str:
 
 def _load_btf(blob: bytes, number: int) -> int:
     buf = ctypes.create_string_buffer(blob, len(blob))
-    attr = _BtfLoadAttr(btf=ctypes.addressof(buf), btf_size=len(blob))
+    attr = abi.BtfLoadAttr(btf=ctypes.addressof(buf), btf_size=len(blob))
     try:
-        return bpf_call(_BTF_LOAD, attr, f"load BTF {number}")
+        return bpf_call(abi.BPF_BTF_LOAD, attr, f"load BTF {number}")
     except BpfError as err:
         raise ReplayError(f"BPF_BTF_LOAD of BTF {number}: {_why(err)}") from None
 
 
 def _create_map(table: CachedMap, btf_fds: list[int]) -> int:
-    attr = _MapCreateAttr(
+    attr = abi.MapCreateAttr(
         map_type=table.map_type,
         key_size=table.key_size,
         value_size=table.value_size,
@@ -205,7 +141,7 @@ def _create_map(table: CachedMap, btf_fds: list[int]) -> int:
         attr.btf_value_type_id = table.btf_value_type_id
         attr.btf_vmlinux_value_type_id = table.btf_vmlinux_value_type_id
     try:
-        return bpf_call(_MAP_CREATE, attr, f"create map {table.name}")
+        return bpf_call(abi.BPF_MAP_CREATE, attr, f"create map {table.name}")
     except BpfError as err:
         raise ReplayError(f"BPF_MAP_CREATE of map {table.name}: {_why(err)}") from None
 
@@ -229,7 +165,7 @@ def _load_program(prog: CachedProgram, license: bytes, map_fds: list[int]) -> in
     lic = ctypes.create_string_buffer(license)
 
     def attempt(log: ctypes.Array[ctypes.c_char] | None) -> int:
-        attr = _ProgLoadAttr(
+        attr = abi.ProgLoadAttr(
             prog_type=prog.prog_type,
             insn_cnt=len(prog.insns) // BPF_INSN_BYTES,
             insns=ctypes.addressof(insns),
@@ -239,7 +175,7 @@ def _load_program(prog: CachedProgram, license: bytes, map_fds: list[int]) -> in
         )
         if log is not None:
             attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
-        return bpf_call(_PROG_LOAD, attr, f"load program {prog.name}")
+        return bpf_call(abi.BPF_PROG_LOAD, attr, f"load program {prog.name}")
 
     try:
         return attempt(None)
@@ -259,9 +195,9 @@ def _load_program(prog: CachedProgram, license: bytes, map_fds: list[int]) -> in
 def _fill_slot(array_fd: int, array: str, slot: int, prog_fd: int) -> None:
     key = ctypes.create_string_buffer(_U32.pack(slot), 4)
     value = ctypes.create_string_buffer(_U32.pack(prog_fd), 4)
-    attr = _ElemAttr(map_fd=array_fd, key=ctypes.addressof(key), value=ctypes.addressof(value))
+    attr = abi.ElemAttr(map_fd=array_fd, key=ctypes.addressof(key), value=ctypes.addressof(value))
     try:
-        bpf_call(_MAP_UPDATE_ELEM, attr, f"fill slot {slot} of {array}")
+        bpf_call(abi.BPF_MAP_UPDATE_ELEM, attr, f"fill slot {slot} of {array}")
     except BpfError as err:
         raise ReplayError(f"prog array {array}: slot {slot}: {_why(err)}") from None
 
@@ -350,9 +286,9 @@ def _attach_tracepoint(tracepoint: str, prog_fd: int, tracefs: Path) -> int:
 
 def _attach_raw(tracepoint: str, prog_fd: int) -> int:
     name = ctypes.create_string_buffer(tracepoint.partition(":")[2].encode())
-    attr = _RawTracepointAttr(name=ctypes.addressof(name), prog_fd=prog_fd)
+    attr = abi.RawTracepointAttr(name=ctypes.addressof(name), prog_fd=prog_fd)
     try:
-        fd = bpf_call(_RAW_TRACEPOINT_OPEN, attr, f"attach raw tracepoint {tracepoint}")
+        fd = bpf_call(abi.BPF_RAW_TRACEPOINT_OPEN, attr, f"attach raw tracepoint {tracepoint}")
     except BpfError as err:
         raise ReplayError(f"BPF_RAW_TRACEPOINT_OPEN of {tracepoint}: {_why(err)}") from None
     return fd
