@@ -374,6 +374,13 @@ class Redactor:
             failures_by_field=dict(self._stats.failures_by_field),
         )
 
+    def live_counters(self) -> RedactionStats:
+        """The counters themselves, not a copy: for a memo in front of this
+        redactor that adds a replayed call's ``fields`` without a call
+        (:class:`~agent.redact.events.RedactionMemo`). Always the same
+        object; only ever add to it what :meth:`replay` would."""
+        return self._stats
+
     def describe(self) -> tuple[RuleDigest, ...]:
         """Every rule, in the order given, as a :class:`RuleDigest`: no pattern text.
 
