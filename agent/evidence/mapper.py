@@ -163,6 +163,7 @@ __all__ = ["Mapper", "MapperStateError", "ProbeStatusLike", "decode", "encode"]
 
 _ID_BYTES: Final = 16  # an id is the first 32 hex digits of its blake3
 _hex: Final = binascii.b2a_hex
+_tuple_new: Final = tuple.__new__  # an EvidenceRecord made without its Python __new__
 _TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _MAX_TRACESTATE: Final = 512  # W3C Trace Context: at most 32 members, 512 chars is ample
 _ENCODER: Final = msgspec.json.Encoder(order="sorted")
@@ -757,7 +758,7 @@ class Mapper:
         self._next_seq = seq + 1
         if ts_ns is not None and ts_ns > self._latest_ns:
             self._latest_ns = ts_ns
-        return EvidenceRecord(type_, record_id, payload, body)
+        return _tuple_new(EvidenceRecord, (type_, record_id, payload, body))
 
 
 def _header(event: EventBase, fired: tuple[str, ...]) -> dict[str, Any]:

@@ -76,6 +76,13 @@ _NET: Final = (
     b'"pid":%d,"redacted":%s,"ret":%d,"tid":%d,"ts_ns":"%d","uid":%d}'
 )
 _ENDPOINT: Final = b'{"address":%s,"family":%s,"port":%d}'
+# The JSON of the commonest operation and syscall names, made once.
+_OPS: Final = {
+    name: json_text(name)
+    for name in ("open", "openat", "openat2", "creat", "unlink", "unlinkat", "rename", "renameat",
+                 "renameat2", "mkdir", "mkdirat", "rmdir", "chmod", "fchmodat", "connect",
+                 "accept", "accept4", "bind", "listen")
+}  # fmt: skip
 
 
 def redacted_bytes(fired: tuple[str, ...]) -> bytes:
@@ -100,11 +107,11 @@ def file_bytes(
     """A :class:`~agent.evidence.payloads.FileData`'s bytes (``op`` as typed:
     ``rmdir`` for a directory's unlink), or None (see the module)."""
     ret = event.ret
-    if not _safe(ret):
+    if not -MAX_SAFE_INTEGER <= ret <= MAX_SAFE_INTEGER:
         return None
     try:
         rename = op == "rename"
-        count, last = _folded(event.count, event.last_ts_ns)
+        count, last = (b"", b"") if event.count == 1 else _folded(event.count, event.last_ts_ns)
         return _FILE % (
             event.cgroup_id,
             json_text(comm),
@@ -115,15 +122,15 @@ def file_bytes(
             event.gid,
             last,
             event.mode,
-            json_text(op),
+            _OPS.get(op) or json_text(op),
             json_text(path),
             json_text(path2) if rename else _NULL,
             _BOOL[bool(event.path2_cut)] if rename else _NULL,
-            _BOOL[bool(event.path_cut)],
+            b"true" if event.path_cut else b"false",
             event.pid,
             redacted_bytes(fired),
             ret,
-            json_text(event.syscall),
+            _OPS.get(event.syscall) or json_text(event.syscall),
             event.tid,
             event.ts_ns,
             event.uid,

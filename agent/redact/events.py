@@ -109,6 +109,10 @@ class FieldRedactor(Protocol):
 
     def text(self, value: str, field: str, cut: bool) -> RedactedText: ...
 
+    def comm(self, value: str) -> RedactedText:
+        """``text(value, "comm", comm_is_cut(value))``."""
+        ...
+
     def argv(self, argv: Sequence[str], field: str, cut: Collection[int]) -> RedactedArgv: ...
 
 
@@ -122,6 +126,9 @@ class _Direct:
 
     def text(self, value: str, field: str, cut: bool) -> RedactedText:
         return self._redactor.redact_text_detail(value, field, cut=cut)
+
+    def comm(self, value: str) -> RedactedText:
+        return self._redactor.redact_text_detail(value, "comm", cut=comm_is_cut(value))
 
     def argv(self, argv: Sequence[str], field: str, cut: Collection[int]) -> RedactedArgv:
         return self._redactor.redact_argv(argv, field, cut=cut)
@@ -148,9 +155,7 @@ _NOTHING: Final = RedactedText("")
 
 def redact_comm(redactor: FieldRedactor, comm: str) -> RedactedText:
     """A task's ``comm``, cut when it fills the kernel's 15 bytes."""
-    if not comm:
-        return _NOTHING
-    return redactor.text(comm, "comm", comm_is_cut(comm))
+    return redactor.comm(comm) if comm else _NOTHING
 
 
 def redact_file(redactor: FieldRedactor, event: FileEvent) -> tuple[str, str, str, tuple[str, ...]]:
@@ -241,7 +246,7 @@ class MemoStats(msgspec.Struct, frozen=True):
     evictions: int
 
 
-_Key: TypeAlias = tuple[str, object, object]  # (field, value or argv, cut)
+_Key: TypeAlias = tuple[object, ...]  # (field, value or argv, cut), or (comm,)
 _NO_CUT: Final[frozenset[int]] = frozenset()
 
 
@@ -317,6 +322,25 @@ class RedactionMemo:
             self.redactor.replay(found[1])
         result = found[0]
         assert isinstance(result, RedactedText)  # a text key holds a text result
+        return result
+
+    def comm(self, value: str) -> RedactedText:
+        """``text(value, "comm", comm_is_cut(value))``: whether a comm is cut
+        follows from the comm, so it is worked out on a miss only."""
+        key: _Key = (value,)  # the one key of one element: comm names are most of a memo's hits
+        try:
+            found = self._entries.get(key)
+        except TypeError:
+            found = None
+        if found is None:
+            return self._text_missed(key, value, "comm", comm_is_cut(value))
+        self.hits += 1
+        if found[3] >= 0:
+            self._live.fields += found[3]
+        else:
+            self.redactor.replay(found[1])
+        result = found[0]
+        assert isinstance(result, RedactedText)
         return result
 
     def _text_missed(self, key: _Key, value: str, field: str, cut: bool) -> RedactedText:
