@@ -115,15 +115,18 @@ class ChainWriter:
     """
 
     def __init__(self, head: Head | None = None, *, start_seq: int = 0) -> None:
+        #: The seq the next :meth:`append` will use. Read it, never set it (a
+        #: plain attribute, not a property: the store reads it per record).
+        self.next_seq: int
         if head is not None:
             seq, digest = head
             check_seq(seq, "head seq")
             check_hex64(digest, "head hash")
-            self._next_seq = seq + 1
+            self.next_seq = seq + 1
             self._prev = digest.encode()
         else:
             check_seq(start_seq, "start_seq")
-            self._next_seq = start_seq
+            self.next_seq = start_seq
             self._prev = ZERO_HASH.encode()
         self._started = head is not None  # is there a head (a record, or one resumed from)?
         self._type_json: dict[str, bytes] = {}  # each type's JSON string, checked once
@@ -133,12 +136,7 @@ class ChainWriter:
     @property
     def head(self) -> Head | None:
         """``(seq, hash)`` of the last record appended (or resumed from); None if none."""
-        return (self._next_seq - 1, self._prev.decode()) if self._started else None
-
-    @property
-    def next_seq(self) -> int:
-        """The seq the next :meth:`append` will use."""
-        return self._next_seq
+        return (self.next_seq - 1, self._prev.decode()) if self._started else None
 
     def append(self, type: str, body: object) -> tuple[ChainRecord, bytes]:
         """Make the next record; return it and its line (canonical JSON + ``b"\\n"``).
@@ -153,7 +151,7 @@ class ChainWriter:
             body_bytes = canonical(body)
         except CanonicalError as exc:
             raise CanonicalError("$.body" + exc.path[1:], exc.problem) from None
-        seq, prev = self._next_seq, self._prev.decode()
+        seq, prev = self.next_seq, self._prev.decode()
         digest, line = self.append_body(type, body_bytes)
         record = ChainRecord(
             seq=seq, prev=prev, hash=digest, type=type, body=msgspec.json.decode(body_bytes)
@@ -186,18 +184,23 @@ class ChainWriter:
             type_json = None
         if type_json is None:
             type_json = self._check_type(type)
-        seq = self._next_seq
+        seq = self.next_seq
         if seq > MAX_SAFE_INTEGER:
             check_seq(seq, "next seq")
         prev = self._prev
-        tail = b'","seq":%d,"type":%s}' % (seq, type_json)
         reset, update, digest = self._hasher
         reset()
-        update(b'{"body":%s,"prev":"%s%s' % (body, prev, tail))
+        update(b'{"body":%s,"prev":"%s","seq":%d,"type":%s}' % (body, prev, seq, type_json))
         hashed = _hex(digest())
-        line = b'{"body":%s,"hash":"%s","prev":"%s%s\n' % (body, hashed, prev, tail)
+        line = b'{"body":%s,"hash":"%s","prev":"%s","seq":%d,"type":%s}\n' % (
+            body,
+            hashed,
+            prev,
+            seq,
+            type_json,
+        )
         self._prev = hashed
-        self._next_seq = seq + 1
+        self.next_seq = seq + 1
         self._started = True
         return line
 

@@ -92,7 +92,7 @@ from agent.capture.events import (
     ProcessSeen,
     SyscallCounts,
 )
-from agent.capture.kinds import AT_REMOVEDIR
+from agent.capture.kinds import AT_REMOVEDIR, FILE_OPERATIONS
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
 from agent.evidence.payload_bytes import (
     exec_bytes,
@@ -163,6 +163,8 @@ __all__ = ["Mapper", "MapperStateError", "ProbeStatusLike", "decode", "encode"]
 
 _ID_BYTES: Final = 16  # an id is the first 32 hex digits of its blake3
 _hex: Final = binascii.b2a_hex
+_FILE_TYPES: Final = {op: file_type(op) for op in FILE_OPERATIONS}
+_INT_ONLY: Final = frozenset({int})
 _tuple_new: Final = tuple.__new__  # an EvidenceRecord made without its Python __new__
 _TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _MAX_TRACESTATE: Final = 512  # W3C Trace Context: at most 32 members, 512 chars is ample
@@ -524,14 +526,16 @@ class Mapper:
 
     def _map_file(self, event: FileEvent) -> EvidenceRecord:
         comm, path, path2, fired = redact_file(self._memo, event)
-        op = _file_op(event)
+        op = event.op
+        if op == "unlink":
+            op = _file_op(event)
         data = file_bytes(event, op, comm, path, path2, fired) if self._compose_payloads else None
         if data is None:
             redacted = msgspec.structs.replace(event, comm=comm, path=path, path2=path2)
             return self._file(redacted, fired)
         # The subject is the path (valid text: it was composed) or the pid.
         subject = b',"subject":' + json_text(path) if path else b',"subject":"pid/%d"' % event.pid
-        return self._compose(file_type(op), subject, data, event.ts_ns)
+        return self._compose(_FILE_TYPES.get(op) or file_type(op), subject, data, event.ts_ns)
 
     def _map_exec(self, event: ExecEvent) -> EvidenceRecord:
         comm, filename, argv, fired = redact_exec(self._memo, event)
@@ -647,16 +651,26 @@ class Mapper:
         return self._emit(net_type(event.op), f"pid/{event.pid}", data, event.ts_ns)
 
     def _syscalls(self, event: SyscallCounts) -> EvidenceRecord:
-        counts = {str(name): _u64(count) for name, count in event.counts.items()}
-        if self._compose_payloads and "".join(counts).isascii():
-            # ASCII names (the syscall table's), values ints in the safe
-            # range or decimal strings: what check_plain would pass.
+        raw = event.counts
+        values = raw.values()
+        try:  # the usual table: str names, ASCII, int counts within +-(2**53 - 1)
+            plain = (
+                set(map(type, values)) <= _INT_ONLY
+                and min(values, default=0) >= -MAX_SAFE_INTEGER
+                and max(values, default=0) <= MAX_SAFE_INTEGER
+                and "".join(raw).isascii()
+            )
+        except TypeError:  # a name that is not a str
+            plain = False
+        if plain and self._compose_payloads:
+            # What check_plain would pass, written as the Struct would be.
             data = b'{"counts":%s,"final":%s,"pid":%d}' % (
-                json_text(counts),
+                json_text(raw),
                 b"true" if event.final else b"false",
                 event.pid,
             )
             return self._compose(TYPE_SYSCALLS, b',"subject":"pid/%d"' % event.pid, data, None)
+        counts = {str(name): _u64(count) for name, count in raw.items()}
         check_plain(counts, "$.data.counts")  # names from the syscall table: ASCII
         payload = SyscallsData(pid=event.pid, counts=counts, final=event.final)
         return self._emit(TYPE_SYSCALLS, f"pid/{event.pid}", payload, None)

@@ -163,7 +163,8 @@ def redact_file(redactor: FieldRedactor, event: FileEvent) -> tuple[str, str, st
     comm = redact_comm(redactor, event.comm)
     path = redactor.text(event.path, "path", event.path_cut) if event.path else _NOTHING
     path2 = redactor.text(event.path2, "path2", event.path2_cut) if event.path2 else _NOTHING
-    return comm.text, path.text, path2.text, _joined(comm.fired + path.fired + path2.fired)
+    fired = comm.fired + path.fired + path2.fired if comm.fired or path.fired or path2.fired else ()
+    return comm.text, path.text, path2.text, _joined(fired) if fired else ()
 
 
 def redact_exec(
