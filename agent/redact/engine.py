@@ -482,7 +482,17 @@ class Redactor:
         self, value: str, field: str, *, cut: bool = False
     ) -> tuple[RedactedText, RedactionTally]:
         """:meth:`redact_text_detail`, and what it added to the counters."""
-        return self._tallied(lambda: self.redact_text_detail(value, field, cut=cut))
+        # _tallied without the closure: a memo's misses (distinct paths) are
+        # all this call.
+        outer, self._stats = self._stats, self._spare
+        try:
+            result = self.redact_text_detail(value, field, cut=cut)
+        except BaseException:
+            self._discard_spare()
+            raise
+        finally:
+            self._stats = outer
+        return result, self._settle()
 
     def redact_argv_tallied(
         self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
@@ -523,6 +533,13 @@ class Redactor:
     def _settle(self) -> RedactionTally:
         """What the spare counters hold, added to ours; the spare emptied."""
         spare = self._spare
+        fields = spare.fields
+        if not (spare.fields_redacted or spare.failures or spare.failures_by_field) and (
+            fields < len(_FIELDS_ONLY)
+        ):  # the usual call: fields looked at, nothing redacted or failed
+            self._stats.fields += fields
+            spare.fields = 0
+            return _FIELDS_ONLY[fields]
         tally = _tally(spare)
         self.replay(tally)
         if tally.size():

@@ -347,7 +347,8 @@ class RedactionMemo:
     def _text_missed(self, key: _Key, value: str, field: str, cut: bool) -> RedactedText:
         self.misses += 1
         text, tally = self.redactor.redact_text_tallied(value, field, cut=cut)
-        self._keep(key, text, tally, 2 * (_chars(value) + len(text.text)))
+        chars = len(value) if type(value) is str else 0
+        self._keep(key, text, tally, 2 * (chars + len(text.text)))
         return text
 
     def argv(self, argv: Sequence[str], field: str, cut: Collection[int]) -> RedactedArgv:
@@ -383,15 +384,18 @@ class RedactionMemo:
     ) -> None:
         moved = tally.size()
         cost = _ENTRY_BYTES + size + _COUNTER_BYTES * moved
-        if cost > self.max_bytes:
+        max_bytes = self.max_bytes
+        if cost > max_bytes:
             return  # bigger than the whole memo: not kept, nothing evicted for it
+        entries = self._entries
         try:
-            self._entries[key] = (result, tally, cost, -1 if moved else tally.fields)
+            entries[key] = (result, tally, cost, -1 if moved else tally.fields)
         except TypeError:
             return  # a value that cannot be a key: answered, not kept
         self.bytes += cost
-        while len(self._entries) > self.capacity or self.bytes > self.max_bytes:
-            _, (_, _, gone, _) = self._entries.popitem(last=False)
+        capacity = self.capacity
+        while len(entries) > capacity or self.bytes > max_bytes:
+            _, (_, _, gone, _) = entries.popitem(last=False)
             self.bytes -= gone
             self.evictions += 1
 
