@@ -38,19 +38,24 @@ Nanosecond counts and cgroup ids are written as decimal strings (``ts_ns``,
 ``cgroup_id``): they pass 2**53 (wall time does, uptime does after 104 days),
 and canonical JSON accepts only integers every parser reads exactly.
 
-Encoding: each record is encoded once. The payload is a typed Struct
-(:mod:`agent.evidence.payloads`), its canonical bytes give ``thhash``, and
-the envelope is written around those bytes (``msgspec.Raw``): the mapper
-returns an :class:`~agent.evidence.types.EvidenceRecord`, the CloudEvent and
-its bytes, and everything downstream (chain, store, live tail) uses the
-bytes as they are.
+Encoding: each record is encoded once. Its payload is of a typed Struct
+(:mod:`agent.evidence.payloads`); a kernel event's payload bytes are
+composed straight from the redacted values in that Struct's canonical form
+(:mod:`agent.evidence.payload_bytes`: building and encoding the Struct
+costs more than the rest of the record but its hashes), any other payload's
+are the Struct's, encoded. Those bytes give ``thhash``, and the envelope is
+written around them: the mapper returns an
+:class:`~agent.evidence.types.EvidenceRecord`, its type, id and bytes (the
+Struct, when built, or decoded from the bytes when asked), and everything
+downstream (chain, store, live tail) uses the bytes as they are.
 
 Redaction: every argv entry, exec filename, file path (rename target too),
 UNIX or other non-IP socket address, process cmdline and exe, and comm, goes
 through the injected :class:`~agent.redact.Redactor` (behind a bounded
 memo of its results, which replays the same counters) before it is put in a
-record, by :func:`agent.redact.events.redact_event` (the same function every
-other output uses). A field the redactor cannot handle comes back as its error marker and
+record, by the per-kind functions of :mod:`agent.redact.events` (the ones
+:func:`~agent.redact.events.redact_event`, which every other output uses, is
+made of). A field the redactor cannot handle comes back as its error marker and
 is counted there (:attr:`Mapper.redaction_stats`); the raw value is never
 stored in a record. Each record's ``data.redacted`` lists the rules that
 changed it (``"error"`` for a failure). IP addresses, ports and syscall names
@@ -383,7 +388,8 @@ class Mapper:
         """Map one native event to the next record.
 
         Raises :class:`MapperStateError` before :meth:`anchor_record`,
-        :class:`TypeError` for something that is not a native event, and
+        :class:`TypeError` for something that is not a native event (one of
+        the kinds of :mod:`agent.capture.events` exactly, not a subclass), and
         ValueError for a timestamp with no RFC 3339 form or a kernel integer
         outside the canonical range.
         """
