@@ -522,12 +522,15 @@ class EvidencePipeline:
                 self._append_checked(batch, seqs)
             else:
                 while len(seqs) < len(batch):
+                    done = len(seqs)
                     try:
-                        store.append_bodies(batch[len(seqs) :] if seqs else batch, seqs)
+                        store.append_bodies(batch[done:] if done else batch, seqs)
                     except OSError:
                         raise
-                    except Exception:  # after the record was chained: it is refused all the same
-                        seqs[-1] = -1
+                    except Exception:
+                        if len(seqs) == done:  # not one record's doing (a closed store)
+                            raise
+                        seqs[-1] = -1  # raised once it was chained: refused all the same
             store.commit()
         except OSError as err:
             error = err
