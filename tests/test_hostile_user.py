@@ -58,17 +58,23 @@ def sse_capacity(daemon: Daemon) -> int:
     return sum(q["capacity"] for q in queues if q["queue"] == "sse_clients")
 
 
+def whole_lines(path: Path) -> list[bytes]:
+    """The complete lines of a file another process is still writing (its
+    last line may be cut where a write buffer ended)."""
+    data = path.read_bytes()
+    return data[: data.rfind(b"\n") + 1].splitlines()
+
+
 def names_in(tail_out: Path) -> set[bytes]:
     """The file paths a ``tracehound tail --type file`` printed, as bytes."""
     return {
-        to_bytes(restore_json(json.loads(line))["data"]["path"])
-        for line in tail_out.read_bytes().splitlines()
+        to_bytes(restore_json(json.loads(line))["data"]["path"]) for line in whole_lines(tail_out)
     }
 
 
 def evented(root: Path) -> set[bytes]:
     """The file paths in the daemon's ``--events`` file, as bytes."""
-    lines = (root / "events.ndjson").read_bytes().splitlines()
+    lines = whole_lines(root / "events.ndjson")
     return {
         to_bytes(event["path"])
         for event in (restore_json(json.loads(line)) for line in lines)

@@ -23,6 +23,7 @@ verifier takes the bytes read; neither touches a file.
 
 from __future__ import annotations
 
+import binascii
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, Literal, TypeAlias
@@ -59,6 +60,8 @@ Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INTEGER)]
 
 _HEX64: Final = re.compile("[0-9a-f]{64}")
 _ENCODER: Final = msgspec.json.Encoder(order="sorted")
+_hex: Final = binascii.b2a_hex
+_TYPES_KEPT: Final = 256  # record types whose JSON a writer keeps (tracehound writes ~30)
 
 Head: TypeAlias = tuple[int, str]
 """A position in a chain: ``(seq, hash)`` of one record."""
@@ -112,27 +115,28 @@ class ChainWriter:
     """
 
     def __init__(self, head: Head | None = None, *, start_seq: int = 0) -> None:
+        #: The seq the next :meth:`append` will use. Read it, never set it (a
+        #: plain attribute, not a property: the store reads it per record).
+        self.next_seq: int
         if head is not None:
             seq, digest = head
             check_seq(seq, "head seq")
             check_hex64(digest, "head hash")
-            self._next_seq = seq + 1
-            self._prev = digest
+            self.next_seq = seq + 1
+            self._prev = digest.encode()
         else:
             check_seq(start_seq, "start_seq")
-            self._next_seq = start_seq
-            self._prev = ZERO_HASH
-        self._head: Head | None = head
+            self.next_seq = start_seq
+            self._prev = ZERO_HASH.encode()
+        self._started = head is not None  # is there a head (a record, or one resumed from)?
+        self._type_json: dict[str, bytes] = {}  # each type's JSON string, checked once
+        hasher = blake3.blake3()  # reset per record: cheaper than a new one
+        self._hasher = (hasher.reset, hasher.update, hasher.digest)
 
     @property
     def head(self) -> Head | None:
         """``(seq, hash)`` of the last record appended (or resumed from); None if none."""
-        return self._head
-
-    @property
-    def next_seq(self) -> int:
-        """The seq the next :meth:`append` will use."""
-        return self._next_seq
+        return (self.next_seq - 1, self._prev.decode()) if self._started else None
 
     def append(self, type: str, body: object) -> tuple[ChainRecord, bytes]:
         """Make the next record; return it and its line (canonical JSON + ``b"\\n"``).
@@ -147,7 +151,7 @@ class ChainWriter:
             body_bytes = canonical(body)
         except CanonicalError as exc:
             raise CanonicalError("$.body" + exc.path[1:], exc.problem) from None
-        seq, prev = self._next_seq, self._prev
+        seq, prev = self.next_seq, self._prev.decode()
         digest, line = self.append_body(type, body_bytes)
         record = ChainRecord(
             seq=seq, prev=prev, hash=digest, type=type, body=msgspec.json.decode(body_bytes)
@@ -168,22 +172,50 @@ class ChainWriter:
         form). ``body`` is trusted to be canonical: a verifier would
         report a record made from anything else.
         """
+        line = self.append_line(type, body)
+        return self._prev.decode(), line
+
+    def append_line(self, type: str, body: bytes) -> bytes:
+        """:meth:`append_body`, returning the line only (the store's call:
+        the hash is in the line, and :attr:`head` has it)."""
+        try:
+            type_json = self._type_json.get(type)
+        except TypeError:  # not even hashable: _check_type says what is wrong
+            type_json = None
+        if type_json is None:
+            type_json = self._check_type(type)
+        seq = self.next_seq
+        if seq > MAX_SAFE_INTEGER:
+            check_seq(seq, "next seq")
+        prev = self._prev
+        reset, update, digest = self._hasher
+        reset()
+        update(b'{"body":%s,"prev":"%s","seq":%d,"type":%s}' % (body, prev, seq, type_json))
+        hashed = _hex(digest())
+        line = b'{"body":%s,"hash":"%s","prev":"%s","seq":%d,"type":%s}\n' % (
+            body,
+            hashed,
+            prev,
+            seq,
+            type_json,
+        )
+        self._prev = hashed
+        self.next_seq = seq + 1
+        self._started = True
+        return line
+
+    def _check_type(self, type: str) -> bytes:
+        """The JSON string of a record type, kept once it passed (a few
+        types serve a whole log). Raises as :meth:`append_body` says."""
         if not isinstance(type, str) or not type:
             raise ValueError(f"record type must be a non-empty str, got {type!r}")
-        seq = self._next_seq
-        check_seq(seq, "next seq")
         try:
             type_json = _ENCODER.encode(type)
         except UnicodeEncodeError:
             raise CanonicalError("$.type", "the type holds a lone surrogate") from None
-        tail = b'","seq":%d,"type":%s}' % (seq, type_json)
-        prev = self._prev.encode()
-        digest = blake3.blake3(b'{"body":%s,"prev":"%s%s' % (body, prev, tail)).hexdigest()
-        line = b'{"body":%s,"hash":"%s","prev":"%s%s\n' % (body, digest.encode(), prev, tail)
-        self._head = (seq, digest)
-        self._prev = digest
-        self._next_seq = seq + 1
-        return digest, line
+        if len(self._type_json) < _TYPES_KEPT:
+            self._type_json[type] = type_json
+        return type_json
 
 
 BreakKind: TypeAlias = Literal[

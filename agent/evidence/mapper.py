@@ -38,19 +38,24 @@ Nanosecond counts and cgroup ids are written as decimal strings (``ts_ns``,
 ``cgroup_id``): they pass 2**53 (wall time does, uptime does after 104 days),
 and canonical JSON accepts only integers every parser reads exactly.
 
-Encoding: each record is encoded once. The payload is a typed Struct
-(:mod:`agent.evidence.payloads`), its canonical bytes give ``thhash``, and
-the envelope is written around those bytes (``msgspec.Raw``): the mapper
-returns an :class:`~agent.evidence.types.EvidenceRecord`, the CloudEvent and
-its bytes, and everything downstream (chain, store, live tail) uses the
-bytes as they are.
+Encoding: each record is encoded once. Its payload is of a typed Struct
+(:mod:`agent.evidence.payloads`); a kernel event's payload bytes are
+composed straight from the redacted values in that Struct's canonical form
+(:mod:`agent.evidence.payload_bytes`: building and encoding the Struct
+costs more than the rest of the record but its hashes), any other payload's
+are the Struct's, encoded. Those bytes give ``thhash``, and the envelope is
+written around them: the mapper returns an
+:class:`~agent.evidence.types.EvidenceRecord`, its type, id and bytes (the
+Struct, when built, or decoded from the bytes when asked), and everything
+downstream (chain, store, live tail) uses the bytes as they are.
 
 Redaction: every argv entry, exec filename, file path (rename target too),
 UNIX or other non-IP socket address, process cmdline and exe, and comm, goes
 through the injected :class:`~agent.redact.Redactor` (behind a bounded
 memo of its results, which replays the same counters) before it is put in a
-record, by :func:`agent.redact.events.redact_event` (the same function every
-other output uses). A field the redactor cannot handle comes back as its error marker and
+record, by the per-kind functions of :mod:`agent.redact.events` (the ones
+:func:`~agent.redact.events.redact_event`, which every other output uses, is
+made of). A field the redactor cannot handle comes back as its error marker and
 is counted there (:attr:`Mapper.redaction_stats`); the raw value is never
 stored in a record. Each record's ``data.redacted`` lists the rules that
 changed it (``"error"`` for a failure). IP addresses, ports and syscall names
@@ -70,10 +75,11 @@ one task.
 
 from __future__ import annotations
 
+import binascii
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from fractions import Fraction
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 from urllib.parse import quote
 
 import blake3
@@ -91,8 +97,16 @@ from agent.capture.events import (
     ProcessSeen,
     SyscallCounts,
 )
-from agent.capture.kinds import file_operation
+from agent.capture.kinds import FILE_OPERATIONS, file_operation
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
+from agent.evidence.payload_bytes import (
+    exec_bytes,
+    exit_bytes,
+    file_bytes,
+    fork_bytes,
+    json_text,
+    net_bytes,
+)
 from agent.evidence.payloads import (
     AnchorData,
     ConfigData,
@@ -139,12 +153,24 @@ from agent.evidence.types import (
     format_rfc3339_ns,
 )
 from agent.redact import RedactionStats, Redactor
-from agent.redact.events import MemoStats, RedactionMemo, redact_event
+from agent.redact.events import (
+    MemoStats,
+    RedactionMemo,
+    redact_comm,
+    redact_exec,
+    redact_file,
+    redact_net,
+    redact_seen,
+)
 from agent.safetext import escape_json
 
 __all__ = ["Mapper", "MapperStateError", "ProbeStatusLike", "decode", "encode"]
 
-_ID_HEX_DIGITS: Final = 32
+_ID_BYTES: Final = 16  # an id is the first 32 hex digits of its blake3
+_hex: Final = binascii.b2a_hex
+_FILE_TYPES: Final = {op: file_type(op) for op in FILE_OPERATIONS}
+_INT_ONLY: Final = frozenset({int})
+_tuple_new: Final = tuple.__new__  # an EvidenceRecord made without its Python __new__
 _TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _MAX_TRACESTATE: Final = 512  # W3C Trace Context: at most 32 members, 512 chars is ample
 _ENCODER: Final = msgspec.json.Encoder(order="sorted")
@@ -270,29 +296,58 @@ class Mapper:
             + _ENCODER.encode(str(anchor.wall_ns))
             + b","
         )
-        # The envelope's members that never change, as bytes, in key order
-        # around the ones that do (see _envelope).
+        # The envelope: one bytes format, its members in key order around the
+        # ones that change (see _compose), the constant ones encoded once
+        # (their "%" doubled: a source is percent-encoded, a host may hold one).
         encoded = _ENCODER.encode
-        self._after_data = b',"datacontenttype":' + encoded(DATACONTENTTYPE) + b',"id":"'
-        self._after_id = (
-            b'","source":' + encoded(self.source) + b',"specversion":' + encoded(SPECVERSION)
-        )
-        self._after_subject = b',"thbootid":' + encoded(anchor.boot_id) + b',"thhash":"'
-        self._after_hash = (
-            b'","thhost":' + encoded(host) + b',"thproducer":' + encoded(PRODUCER) + b',"thseq":'
-        )
-        self._after_seq = b',"thversion":' + encoded(version) + b',"time":"'
-        self._trace = b"".join(
+
+        def fixed(*parts: bytes) -> bytes:
+            return b"".join(parts).replace(b"%", b"%%")
+
+        self._format = b"".join(
             (
-                b"" if traceparent is None else b',"traceparent":' + encoded(traceparent),
-                b"" if tracestate is None else b',"tracestate":' + encoded(tracestate),
+                b'{"data":%s',
+                fixed(b',"datacontenttype":', encoded(DATACONTENTTYPE), b',"id":"'),
+                b"%s",
+                fixed(
+                    b'","source":', encoded(self.source), b',"specversion":', encoded(SPECVERSION)
+                ),
+                b"%s",  # the subject member, if any
+                fixed(b',"thbootid":', encoded(anchor.boot_id), b',"thhash":"'),
+                b"%s",
+                fixed(b'","thhost":', encoded(host), b',"thproducer":', encoded(PRODUCER)),
+                b',"thseq":%d',
+                fixed(b',"thversion":', encoded(version), b',"time":"'),
+                b'%s%09dZ"',
+                fixed(
+                    b"" if traceparent is None else b',"traceparent":' + encoded(traceparent),
+                    b"" if tracestate is None else b',"tracestate":' + encoded(tracestate),
+                ),
+                b',"type":%s}',
             )
         )
+        self._type_json: dict[str, bytes] = {}
+        # One hasher, reset per hash: a new blake3 object costs more than the
+        # hashing of a record's few hundred bytes.
+        hasher = blake3.blake3()
+        self._hasher = (hasher.reset, hasher.update, hasher.digest)
+        # wall_ns + (ts_ns - boottime_ns), as one addition per record.
+        self._wall_offset = anchor.wall_ns - anchor.boottime_ns
         # The wall-clock second last formatted, and its text up to the dot:
         # records come in bursts within one second, and the calendar
         # arithmetic is the dearest part of a time.
         self._second = -1
-        self._second_text = ""
+        self._second_text = b""
+        # Each kind of native event to the method that maps it.
+        self._makers: dict[type[Any], Callable[[Any], EvidenceRecord]] = {
+            FileEvent: self._map_file,
+            ExecEvent: self._map_exec,
+            ForkEvent: self._map_fork,
+            ExitEvent: self._map_exit,
+            NetEvent: self._map_net,
+            SyscallCounts: self._syscalls,
+            ProcessSeen: self._map_seen,
+        }
         self._anchor = self._emit(
             TYPE_ANCHOR,
             None,
@@ -333,29 +388,15 @@ class Mapper:
         """Map one native event to the next record.
 
         Raises :class:`MapperStateError` before :meth:`anchor_record`,
-        :class:`TypeError` for something that is not a native event, and
+        :class:`TypeError` for something that is not a native event (one of
+        the kinds of :mod:`agent.capture.events` exactly, not a subclass), and
         ValueError for a timestamp with no RFC 3339 form or a kernel integer
         outside the canonical range.
         """
-        if type(event) is SyscallCounts:
-            return self._syscalls(event)
-        if not isinstance(
-            event, ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent | ProcessSeen
-        ):
+        maker = self._makers.get(type(event))
+        if maker is None:
             raise TypeError(f"not a capture event: {type(event).__name__}")
-        redacted, fired = redact_event(self._memo, event)
-        if type(redacted) is FileEvent:
-            return self._file(redacted, fired)
-        if type(redacted) is ExecEvent:
-            return self._exec(redacted, fired)
-        if type(redacted) is NetEvent:
-            return self._net(redacted, fired)
-        if type(redacted) is ForkEvent:
-            return self._fork(redacted, fired)
-        if type(redacted) is ExitEvent:
-            return self._exit(redacted, fired)
-        assert type(redacted) is ProcessSeen
-        return self._seen(redacted, fired)
+        return maker(event)
 
     def records(self, events: Iterable[Event]) -> Iterator[EvidenceRecord]:
         """The anchor record, then each event mapped: a whole stream, lazily.
@@ -481,8 +522,64 @@ class Mapper:
         return self._emit(TYPE_STOP, None, data, ts_ns)
 
     # --- per-kind mapping --------------------------------------------------------
-    # Each takes the event already redacted (agent.redact.events decides which
-    # fields), and the names of the rules that changed it.
+    # Each kernel kind: its free text redacted (agent.redact.events says which
+    # fields), the payload's bytes composed (agent.evidence.payload_bytes),
+    # the envelope around them. A shape the composer leaves alone (raw bytes
+    # to escape, an integer out of range) takes the Struct path below with
+    # the values already redacted: redacting again would count twice.
+
+    _compose_payloads: ClassVar[bool] = True  # False: always build the Struct (tests)
+
+    def _map_file(self, event: FileEvent) -> EvidenceRecord:
+        comm, path, path2, fired = redact_file(self._memo, event)
+        op = file_operation(event.op, event.flags)
+        data = file_bytes(event, op, comm, path, path2, fired) if self._compose_payloads else None
+        if data is None:
+            redacted = msgspec.structs.replace(event, comm=comm, path=path, path2=path2)
+            return self._file(redacted, fired)
+        # The subject is the path (valid text: it was composed) or the pid.
+        subject = b',"subject":' + json_text(path) if path else b',"subject":"pid/%d"' % event.pid
+        return self._compose(_FILE_TYPES.get(op) or file_type(op), subject, data, event.ts_ns)
+
+    def _map_exec(self, event: ExecEvent) -> EvidenceRecord:
+        comm, filename, argv, fired = redact_exec(self._memo, event)
+        data = exec_bytes(event, comm, filename, argv, fired) if self._compose_payloads else None
+        if data is None:
+            redacted = msgspec.structs.replace(event, comm=comm, filename=filename, argv=argv)
+            return self._exec(redacted, fired)
+        return self._compose(TYPE_EXEC, b',"subject":"pid/%d"' % event.pid, data, event.ts_ns)
+
+    def _map_fork(self, event: ForkEvent) -> EvidenceRecord:
+        comm = redact_comm(self._memo, event.comm)
+        data = fork_bytes(event, comm.text, comm.fired) if self._compose_payloads else None
+        if data is None:
+            return self._fork(msgspec.structs.replace(event, comm=comm.text), comm.fired)
+        subject = b',"subject":"pid/%d"' % event.child_pid  # the new process
+        return self._compose(TYPE_FORK, subject, data, event.ts_ns)
+
+    def _map_exit(self, event: ExitEvent) -> EvidenceRecord:
+        comm = redact_comm(self._memo, event.comm)
+        data = exit_bytes(event, comm.text, comm.fired) if self._compose_payloads else None
+        if data is None:
+            return self._exit(msgspec.structs.replace(event, comm=comm.text), comm.fired)
+        return self._compose(TYPE_EXIT, b',"subject":"pid/%d"' % event.pid, data, event.ts_ns)
+
+    def _map_net(self, event: NetEvent) -> EvidenceRecord:
+        comm, endpoint, fired = redact_net(self._memo, event)
+        data = net_bytes(event, comm, endpoint, fired) if self._compose_payloads else None
+        if data is None:
+            return self._net(msgspec.structs.replace(event, comm=comm, endpoint=endpoint), fired)
+        subject = b',"subject":"pid/%d"' % event.pid
+        return self._compose(net_type(event.op), subject, data, event.ts_ns)
+
+    def _map_seen(self, event: ProcessSeen) -> EvidenceRecord:
+        comm, exe, cmdline, fired = redact_seen(self._memo, event)
+        return self._seen(
+            msgspec.structs.replace(event, comm=comm, exe=exe, cmdline=cmdline), fired
+        )
+
+    # The Struct path: each takes the event already redacted, and the names
+    # of the rules that changed it.
 
     def _exec(self, event: ExecEvent, fired: tuple[str, ...]) -> EvidenceRecord:
         data = ExecData(
@@ -558,10 +655,29 @@ class Mapper:
         return self._emit(net_type(event.op), f"pid/{event.pid}", data, event.ts_ns)
 
     def _syscalls(self, event: SyscallCounts) -> EvidenceRecord:
-        counts = {str(name): _u64(count) for name, count in event.counts.items()}
+        raw = event.counts
+        values = raw.values()
+        try:  # the usual table: str names, ASCII, int counts within +-(2**53 - 1)
+            plain = (
+                set(map(type, values)) <= _INT_ONLY
+                and min(values, default=0) >= -MAX_SAFE_INTEGER
+                and max(values, default=0) <= MAX_SAFE_INTEGER
+                and "".join(raw).isascii()
+            )
+        except TypeError:  # a name that is not a str
+            plain = False
+        if plain and self._compose_payloads:
+            # What check_plain would pass, written as the Struct would be.
+            data = b'{"counts":%s,"final":%s,"pid":%d}' % (
+                json_text(raw),
+                b"true" if event.final else b"false",
+                event.pid,
+            )
+            return self._compose(TYPE_SYSCALLS, b',"subject":"pid/%d"' % event.pid, data, None)
+        counts = {str(name): _u64(count) for name, count in raw.items()}
         check_plain(counts, "$.data.counts")  # names from the syscall table: ASCII
-        data = SyscallsData(pid=event.pid, counts=counts, final=event.final)
-        return self._emit(TYPE_SYSCALLS, f"pid/{event.pid}", data, None)
+        payload = SyscallsData(pid=event.pid, counts=counts, final=event.final)
+        return self._emit(TYPE_SYSCALLS, f"pid/{event.pid}", payload, None)
 
     def _seen(self, event: ProcessSeen, fired: tuple[str, ...]) -> EvidenceRecord:
         data = SeenData(
@@ -584,84 +700,83 @@ class Mapper:
         """The wall-clock time (epoch ns) of a kernel timestamp, by the anchor."""
         return self.anchor.wall_ns + (ts_ns - self.anchor.boottime_ns)
 
-    def _time(self, wall_ns: int) -> str:
-        """:func:`format_rfc3339_ns`, with the calendar part kept per second."""
-        second, nanos = divmod(wall_ns, _NS_PER_SECOND)
-        if second != self._second:
-            text = format_rfc3339_ns(second * _NS_PER_SECOND)
-            self._second_text = text[: text.index(".") + 1]
-            self._second = second
-        return f"{self._second_text}{nanos:09d}Z"
-
     def _emit(
         self, type_: str, subject: str | None, data: Payload, ts_ns: int | None
     ) -> EvidenceRecord:
-        """Make the next record, encoding its payload once and building the
-        envelope around those bytes. Everything that can fail runs before the
-        seq is used."""
+        """Make the next record from a payload Struct, encoding it once."""
         if not self._anchor_taken and type_ != TYPE_ANCHOR:
             raise MapperStateError(
                 "take anchor_record() first: record 0 of every stream is the anchor"
             )
-        if ts_ns is not None and (isinstance(ts_ns, bool) or not isinstance(ts_ns, int)):
-            raise ValueError(f"ts_ns must be an int, got {ts_ns!r}")
-        when = self._latest_ns if ts_ns is None else ts_ns
-        time = self._time(self.wall_ns(when))
         data, data_bytes = encode_payload(data)
+        member = b"" if subject is None else b',"subject":' + _ENCODER.encode(subject)
+        return self._compose(type_, member, data_bytes, ts_ns, data)
+
+    def _compose(
+        self,
+        type_: str,
+        subject: bytes,
+        data: bytes,
+        ts_ns: int | None,
+        payload: Payload | None = None,
+    ) -> EvidenceRecord:
+        """Make the next record around its payload's canonical bytes ``data``:
+        ``subject`` is the subject member (``b',"subject":"pid/7"'``, or
+        empty), ``payload`` the Struct if one was built (else the record
+        decodes it from its bytes when asked). The CloudEvent's members in key
+        order (``data``, ``datacontenttype``, ``id``, ``source``,
+        ``specversion``, ``subject``, ``thbootid``, ``thhash``, ``thhost``,
+        ``thproducer``, ``thseq``, ``thversion``, ``time``, ``traceparent``,
+        ``tracestate``, ``type``), ``None`` ones left out as
+        :class:`CloudEvent` leaves them out: the same bytes msgspec writes for
+        the :class:`CloudEvent` (the tests hold the two equal, and both to
+        RFC 8785), without building it. Everything that can fail runs before
+        the seq is used."""
+        if not self._anchor_taken and type_ != TYPE_ANCHOR:
+            raise MapperStateError(
+                "take anchor_record() first: record 0 of every stream is the anchor"
+            )
+        if ts_ns is None:
+            when = self._latest_ns
+        elif type(ts_ns) is int:
+            when = ts_ns
+        else:
+            raise ValueError(f"ts_ns must be an int, got {ts_ns!r}")
+        second, nanos = divmod(self._wall_offset + when, _NS_PER_SECOND)
+        if second != self._second:
+            # The calendar part, once per second (raises outside years 1 to 9999).
+            text = format_rfc3339_ns(second * _NS_PER_SECOND).encode()
+            self._second_text = text[: text.index(b".") + 1]
+            self._second = second
+        type_json = self._type_json.get(type_)
+        if type_json is None:
+            type_json = self._type_json[type_] = _ENCODER.encode(type_)
         seq = self._next_seq
-        thhash = blake3.blake3(data_bytes).hexdigest()
+        reset, update, digest = self._hasher
+        reset()
+        update(data)
+        thhash = _hex(digest())
         # The anchor makes ids unique per run (two runs on one boot number
         # their records from 0 alike) and stays the same when the same
-        # capture is mapped again, so a retried record keeps its id.
-        type_json = _ENCODER.encode(type_)
-        identity = b'%s%d,%s,"%s"]' % (self._identity_prefix, seq, type_json, thhash.encode())
-        record_id = blake3.blake3(identity).hexdigest()[:_ID_HEX_DIGITS]
-        body = self._envelope(type_json, record_id, subject, data_bytes, thhash, seq, time)
+        # capture is mapped again, so a retried record keeps its id. blake3's
+        # output is extendable: its first 16 bytes are the 32-byte digest's.
+        reset()
+        update(b'%s%d,%s,"%s"]' % (self._identity_prefix, seq, type_json, thhash))
+        record_id = digest(_ID_BYTES).hex()
+        body = self._format % (
+            data,
+            record_id.encode(),
+            subject,
+            thhash,
+            seq,
+            self._second_text,
+            nanos,
+            type_json,
+        )
         self._next_seq = seq + 1
         if ts_ns is not None and ts_ns > self._latest_ns:
             self._latest_ns = ts_ns
-        return EvidenceRecord(type_, record_id, data, body)
-
-    def _envelope(
-        self,
-        type_json: bytes,
-        record_id: str,
-        subject: str | None,
-        data: bytes,
-        thhash: str,
-        seq: int,
-        time: str,
-    ) -> bytes:
-        """The CloudEvent's canonical bytes around the payload's: members in
-        key order (``data``, ``datacontenttype``, ``id``, ``source``,
-        ``specversion``, ``subject``, ``thbootid``, ``thhash``, ``thhost``,
-        ``thproducer``, ``thseq``, ``thversion``, ``time``, ``traceparent``,
-        ``tracestate``, ``type``), the constant ones encoded once per mapper,
-        ``None`` members left out as :class:`CloudEvent` leaves them out. The
-        same bytes msgspec writes for the :class:`CloudEvent` (the tests hold
-        the two equal, and both to RFC 8785), without building it."""
-        subject_member = b"" if subject is None else b',"subject":' + _ENCODER.encode(subject)
-        return b"".join(
-            (
-                b'{"data":',
-                data,
-                self._after_data,
-                record_id.encode(),
-                self._after_id,
-                subject_member,
-                self._after_subject,
-                thhash.encode(),
-                self._after_hash,
-                str(seq).encode(),
-                self._after_seq,
-                time.encode(),
-                b'"',
-                self._trace,
-                b',"type":',
-                type_json,
-                b"}",
-            )
-        )
+        return _tuple_new(EvidenceRecord, (type_, record_id, payload, body))
 
 
 def _header(event: EventBase, fired: tuple[str, ...]) -> dict[str, Any]:

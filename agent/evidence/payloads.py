@@ -1,9 +1,11 @@
 """The evidence payloads: one msgspec Struct per record kind, the ``data`` of a CloudEvent.
 
-Defined here, once: the mapper fills them, :func:`encode_payload` turns one
-into its canonical bytes (the only encoding a record's payload ever gets),
-and readers (OCSF, the API) decode a record's ``data`` back into the type its
-``type`` names (:mod:`agent.evidence.record_types`).
+Defined here, once: :func:`encode_payload` turns one into its canonical
+bytes, and readers (OCSF, the API) decode a record's ``data`` back into the
+type its ``type`` names (:mod:`agent.evidence.record_types`). The mapper
+fills the rarer ones; for a kernel event's it writes the same bytes without
+building the Struct (:mod:`agent.evidence.payload_bytes`, held
+byte-identical to :func:`encode_payload` by its tests).
 
 Canonical form. The bytes are RFC 8785 (JCS) for this value domain, made by
 ``msgspec.json.Encoder(order="sorted")`` (fields in code-point order, which

@@ -255,8 +255,9 @@ class EvidencePipeline:
 
     def _published(self, batch: list[EvidenceRecord], seqs: list[int]) -> None:
         self.published += len(batch)
-        for record in batch:
-            action = self._after_commit.pop(record.id, None)
+        pending = self._after_commit  # a few records about the capture, most batches none
+        for record in batch if pending else ():
+            action = pending.pop(record.id, None)
             if action is not None:
                 action()
         if self.on_published is not None:
@@ -315,14 +316,16 @@ class EvidencePipeline:
             return
         mapper_map = self.mapper.map
         failpoints = self._failpoints
+        armed = bool(failpoints)
         step = self.batch_max
         for start in range(0, len(events), step):
             records: list[EvidenceRecord] = []
+            keep = records.append
             for event in events[start : start + step]:
                 try:
-                    if failpoints:
+                    if armed:
                         failpoints.check("evidence.map", getattr(event, "comm", None))
-                    records.append(mapper_map(event))
+                    keep(mapper_map(event))
                 except Exception as err:  # one record must never end the pipeline
                     self.losses.count(kind_of(event), MAP_STAGE, event_count(event))
                     self._say_once(
@@ -459,40 +462,57 @@ class EvidencePipeline:
         lost that is in the log, or written that is not.
         """
         store = self.store
-        appended: list[tuple[EvidenceRecord, int]] = []
-        refused: list[EvidenceRecord] = []
+        seqs: list[int] = []  # per record of the batch, as far as it got: its seq, -1 refused
         error: OSError | None = None
         try:
-            for record in batch:
-                head = store.head
-                # The seq this record gets: the append may write it and then
-                # fail on what follows it (a checkpoint's key file).
-                pending = (record, head[0] + 1 if head is not None else 0)
-                try:
-                    if self._failpoints:
-                        comm = getattr(record.payload, "comm", None)
-                        self._failpoints.check(
-                            "evidence.store", comm if isinstance(comm, str) else None
-                        )
-                    appended.append((record, store.append_body(record.type, record.body)))
-                except OSError:
-                    appended.append(pending)
-                    raise
-                except Exception:  # this record has no place in the log: skip it
-                    refused.append(record)
+            if self._failpoints:
+                self._append_checked(batch, seqs)
+            else:
+                while len(seqs) < len(batch):
+                    done = len(seqs)
+                    try:
+                        store.append_bodies(batch[done:] if done else batch, seqs)
+                    except OSError:
+                        raise
+                    except Exception:
+                        if len(seqs) == done:  # not one record's doing (a closed store)
+                            raise
+                        seqs[-1] = -1  # raised once it was chained: refused all the same
             store.commit()
         except OSError as err:
             error = err
         durable = store.written_seq
-        written = [(r, seq) for r, seq in appended if durable is not None and seq <= durable]
-        kept = {id(r) for r, _ in written} | {id(r) for r in refused}
+        if error is None and -1 not in seqs:  # the usual batch: every record is in
+            return _Written(records=batch, seqs=seqs, refused=[], lost=[], error=None)
+        last = -1 if durable is None else durable
+        written = [(r, seq) for r, seq in zip(batch, seqs, strict=False) if 0 <= seq <= last]
+        refused = [r for r, seq in zip(batch, seqs, strict=False) if seq < 0]
+        lost = [r for r, seq in zip(batch, seqs, strict=False) if seq > last]
+        lost += batch[len(seqs) :]  # never reached
         return _Written(
             records=[r for r, _ in written],
             seqs=[seq for _, seq in written],
             refused=refused,
-            lost=[r for r in batch if id(r) not in kept],
+            lost=lost,
             error=error,
         )
+
+    def _append_checked(self, batch: list[EvidenceRecord], seqs: list[int]) -> None:
+        """Append ``batch`` one record at a time, each through the
+        ``evidence.store`` failpoint first (tests make a record fail there)."""
+        store = self.store
+        for record in batch:
+            comm = getattr(record.payload, "comm", None)
+            try:
+                self._failpoints.check("evidence.store", comm if isinstance(comm, str) else None)
+            except OSError:
+                head = store.head  # the seq this record would have had: it is lost
+                seqs.append(head[0] + 1 if head is not None else 0)
+                raise
+            except Exception:
+                seqs.append(-1)
+                continue
+            store.append_bodies([record], seqs)
 
     async def _publisher(self) -> None:
         """Write batches until the mapper's end closes the channel.

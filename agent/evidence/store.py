@@ -49,7 +49,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Final, Literal, TypeAlias, get_args
+from typing import IO, Final, Literal, Protocol, TypeAlias, get_args
 
 import blake3
 import msgspec
@@ -94,6 +94,16 @@ FsyncPolicy: TypeAlias = Literal["always", "batch", "never"]
 SEAL_INTERVAL_S: Final = 1.0
 """Seconds from one seal to the next while records come: bounds the seals'
 cost at any rate, and what an intruder who takes the host can rewrite."""
+
+
+class _Body(Protocol):
+    """A record to append as it is: its type and its canonical bytes."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
 
 
 class StoreLockedError(Exception):
@@ -280,14 +290,36 @@ class EvidenceStore:
         if type in RESERVED_TYPES:
             raise ValueError(f"record type {type!r} is reserved for the store itself")
         seq = self._writer.next_seq
-        _, line = self._writer.append_body(type, body)
-        self._buffer.append(line)
-        self._segment_bytes += len(line)
-        self._since_checkpoint += 1
-        self._maybe_roll(seal_by_time=False)
-        if self._fsync == "always":
-            self.commit()
+        self._appended(self._writer.append_line(type, body))
         return seq
+
+    def append_bodies(self, records: Iterable[_Body], seqs: list[int]) -> None:
+        """:meth:`append_body` of each record's ``type`` and ``body`` (an
+        :class:`~agent.evidence.types.EvidenceRecord`'s), in order, for the
+        price of one call, adding to ``seqs`` the seq each one got as it
+        goes. A record the store refuses (a reserved or empty type, a body
+        that is not bytes) gets -1 and the rest go on. An error once a
+        record is chained (the disk, at a checkpoint or rotation it made
+        due) is raised with that record's seq already in ``seqs``:
+        :attr:`written_seq` then says which seqs reached the file.
+        """
+        self._check_open()
+        writer = self._writer
+        line_of = writer.append_line
+        add = seqs.append
+        appended = self._appended
+        for record in records:
+            type = record.type
+            seq = writer.next_seq
+            try:
+                if type in RESERVED_TYPES:
+                    raise ValueError(f"record type {type!r} is reserved for the store itself")
+                line = line_of(type, record.body)
+            except Exception:  # this record has no place in the log; the caller counts it
+                add(-1)
+                continue
+            add(seq)
+            appended(line)
 
     def append_many(self, items: Iterable[tuple[str, object]]) -> list[ChainRecord]:
         """Append ``(type, body)`` pairs, then commit once."""
@@ -362,6 +394,25 @@ class EvidenceStore:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the evidence store is closed")
+
+    def _appended(self, line: bytes) -> None:
+        """Buffer a record's line just chained; then seal by count or rotate
+        if due (a seal by time waits for the batch's :meth:`commit`, see
+        :meth:`_maybe_roll`), and commit at once under ``"always"``."""
+        self._buffer.append(line)
+        self._segment_bytes += len(line)
+        self._since_checkpoint += 1
+        now = self._clock()
+        every = self._checkpoint_every_records
+        if every and self._since_checkpoint >= every and self._sealer is not None:
+            self._checkpoint()
+        if (
+            self._segment_bytes >= self._segment_max_bytes
+            or now // 1_000_000 - self._segment_started_ms >= self._segment_max_age_ms
+        ):
+            self._rotate()
+        if self._fsync == "always":
+            self.commit()
 
     def _append_record(self, type: str, body: object) -> ChainRecord:
         record, line = self._writer.append(type, body)

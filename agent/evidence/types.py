@@ -136,17 +136,34 @@ class CloudEvent(
 
 
 class EvidenceRecord(NamedTuple):
-    """A record as the mapper made it: its ``type``, ``id`` and typed
-    ``payload`` (what the pipeline and tests read), and ``body``, the
+    """A record as the mapper made it: its ``type``, ``id`` and ``body``, the
     CloudEvent's canonical bytes, made once. Everything downstream (the
-    chain, the store, the live tail) uses ``body`` as it is; :attr:`event`
-    reads the CloudEvent back from it for whoever wants the whole envelope.
+    chain, the store, the live tail) uses ``body`` as it is; :attr:`payload`
+    and :attr:`event` read the rest back from it for whoever wants them.
+
+    ``typed`` is the payload Struct when the mapper built one (records about
+    the capture itself), else None: a kernel event's payload bytes are
+    composed without it (:mod:`agent.evidence.payload_bytes`), and
+    :attr:`payload` decodes it from ``body`` when asked.
     """
 
     type: str
     id: str
-    payload: Any
+    typed: Any
     body: bytes
+
+    @property
+    def payload(self) -> Any:
+        """The typed payload (:mod:`agent.evidence.payloads`): ``typed``, or
+        decoded from :attr:`body` into the Struct the record's type names.
+        Raises :class:`msgspec.ValidationError` for bytes that are not one."""
+        if self.typed is not None:
+            return self.typed
+        # record_types imports this module: imported here, when first needed.
+        from agent.evidence.record_types import decode_payload
+
+        raw = msgspec.json.decode(self.body, type=CloudEvent[msgspec.Raw]).data
+        return decode_payload(self.type, raw)
 
     @property
     def event(self) -> CloudEvent[Any]:

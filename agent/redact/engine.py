@@ -374,6 +374,13 @@ class Redactor:
             failures_by_field=dict(self._stats.failures_by_field),
         )
 
+    def live_counters(self) -> RedactionStats:
+        """The counters themselves, not a copy: for a memo in front of this
+        redactor that adds a replayed call's ``fields`` without a call
+        (:class:`~agent.redact.events.RedactionMemo`). Always the same
+        object; only ever add to it what :meth:`replay` would."""
+        return self._stats
+
     def describe(self) -> tuple[RuleDigest, ...]:
         """Every rule, in the order given, as a :class:`RuleDigest`: no pattern text.
 
@@ -459,8 +466,16 @@ class Redactor:
     def redact_text_detail(self, value: str, field: str, *, cut: bool = False) -> RedactedText:
         """As :meth:`redact_text`, and say which rules fired."""
         self._stats.fields += 1
+        plan = self._base_plan
+        if (
+            not cut
+            and type(value) is str
+            and len(value) <= self.max_field_chars
+            and plan.clean(value)
+        ):  # most paths: one scan finds no literal any rule needs
+            return RedactedText(value)
         try:
-            outcome = self._redact_field(value, self._base_plan, cut, argv=False)
+            outcome = self._redact_field(value, plan, cut, argv=False)
         except _FieldFailed as failed:
             return RedactedText(self._fail(failed.reason, field), (_ERROR,))
         if not outcome.fired:
@@ -475,7 +490,17 @@ class Redactor:
         self, value: str, field: str, *, cut: bool = False
     ) -> tuple[RedactedText, RedactionTally]:
         """:meth:`redact_text_detail`, and what it added to the counters."""
-        return self._tallied(lambda: self.redact_text_detail(value, field, cut=cut))
+        # _tallied without the closure: a memo's misses (distinct paths) are
+        # all this call.
+        outer, self._stats = self._stats, self._spare
+        try:
+            result = self.redact_text_detail(value, field, cut=cut)
+        except BaseException:
+            self._discard_spare()
+            raise
+        finally:
+            self._stats = outer
+        return result, self._settle()
 
     def redact_argv_tallied(
         self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
@@ -516,6 +541,13 @@ class Redactor:
     def _settle(self) -> RedactionTally:
         """What the spare counters hold, added to ours; the spare emptied."""
         spare = self._spare
+        fields = spare.fields
+        if not (spare.fields_redacted or spare.failures or spare.failures_by_field) and (
+            fields < len(_FIELDS_ONLY)
+        ):  # the usual call: fields looked at, nothing redacted or failed
+            self._stats.fields += fields
+            spare.fields = 0
+            return _FIELDS_ONLY[fields]
         tally = _tally(spare)
         self.replay(tally)
         if tally.size():

@@ -96,65 +96,143 @@ def redact_endpoint(
     redactor: TextRedactor, endpoint: Endpoint | None, fired: set[str]
 ) -> Endpoint | None:
     """A socket address with its free text (not an IP address) redacted."""
+    redacted, names = _endpoint(_fields_of(redactor), endpoint)
+    fired.update(names)
+    return redacted
+
+
+class FieldRedactor(Protocol):
+    """What the per-kind functions below call: one text field or one argv,
+    positional arguments, the result with the rules that fired.
+    :class:`RedactionMemo` is one; :func:`redact_event` adapts any
+    :class:`TextRedactor` to it."""
+
+    def text(self, value: str, field: str, cut: bool) -> RedactedText: ...
+
+    def comm(self, value: str) -> RedactedText:
+        """``text(value, "comm", comm_is_cut(value))``."""
+        ...
+
+    def argv(self, argv: Sequence[str], field: str, cut: Collection[int]) -> RedactedArgv: ...
+
+
+class _Direct:
+    """A :class:`TextRedactor` as a :class:`FieldRedactor`."""
+
+    __slots__ = ("_redactor",)
+
+    def __init__(self, redactor: TextRedactor) -> None:
+        self._redactor = redactor
+
+    def text(self, value: str, field: str, cut: bool) -> RedactedText:
+        return self._redactor.redact_text_detail(value, field, cut=cut)
+
+    def comm(self, value: str) -> RedactedText:
+        return self._redactor.redact_text_detail(value, "comm", cut=comm_is_cut(value))
+
+    def argv(self, argv: Sequence[str], field: str, cut: Collection[int]) -> RedactedArgv:
+        return self._redactor.redact_argv(argv, field, cut=cut)
+
+
+def _fields_of(redactor: TextRedactor) -> FieldRedactor:
+    return redactor if isinstance(redactor, RedactionMemo) else _Direct(redactor)
+
+
+def _joined(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Rule names fired on several fields (concatenated), each once, sorted."""
+    return tuple(sorted(set(names))) if names else ()
+
+
+_NOTHING: Final = RedactedText("")
+
+
+# One function per kind of event says which of its fields are free text, under
+# which names they are counted, and which count as cut: redact_event builds
+# the redacted event from them, and the evidence mapper (which needs only the
+# redacted values) calls them directly. Empty text is not a field: left as is
+# (the empty string), not counted.
+
+
+def redact_comm(redactor: FieldRedactor, comm: str) -> RedactedText:
+    """A task's ``comm``, cut when it fills the kernel's 15 bytes."""
+    return redactor.comm(comm) if comm else _NOTHING
+
+
+def redact_file(redactor: FieldRedactor, event: FileEvent) -> tuple[str, str, str, tuple[str, ...]]:
+    """A file event's ``comm``, ``path`` and ``path2``, redacted, and the rules that fired."""
+    comm = redact_comm(redactor, event.comm)
+    path = redactor.text(event.path, "path", event.path_cut) if event.path else _NOTHING
+    path2 = redactor.text(event.path2, "path2", event.path2_cut) if event.path2 else _NOTHING
+    fired = comm.fired + path.fired + path2.fired if comm.fired or path.fired or path2.fired else ()
+    return comm.text, path.text, path2.text, _joined(fired) if fired else ()
+
+
+def redact_exec(
+    redactor: FieldRedactor, event: ExecEvent
+) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    """An exec's ``comm``, ``filename`` and ``argv``, redacted, and the rules that fired."""
+    argv = redactor.argv(event.argv, "argv", event.args_cut)
+    comm = redact_comm(redactor, event.comm)
+    filename = (
+        redactor.text(event.filename, "filename", event.filename_cut)
+        if event.filename
+        else _NOTHING
+    )
+    return comm.text, filename.text, argv.argv, _joined(argv.fired + comm.fired + filename.fired)
+
+
+def redact_net(
+    redactor: FieldRedactor, event: NetEvent
+) -> tuple[str, Endpoint | None, tuple[str, ...]]:
+    """A socket event's ``comm`` and address (not an IP one), redacted, and the rules that fired."""
+    comm = redact_comm(redactor, event.comm)
+    endpoint, fired = _endpoint(redactor, event.endpoint)
+    return comm.text, endpoint, _joined(comm.fired + fired)
+
+
+def _endpoint(
+    redactor: FieldRedactor, endpoint: Endpoint | None
+) -> tuple[Endpoint | None, tuple[str, ...]]:
     if endpoint is None or endpoint.family in ("ipv4", "ipv6"):
-        return endpoint
-    result = redactor.redact_text_detail(endpoint.address, "address")
-    fired.update(result.fired)
+        return endpoint, ()
+    result = redactor.text(endpoint.address, "address", False)
     if result.text == endpoint.address:
-        return endpoint
-    return Endpoint(endpoint.family, result.text, endpoint.port)
+        return endpoint, result.fired
+    return Endpoint(endpoint.family, result.text, endpoint.port), result.fired
+
+
+def redact_seen(
+    redactor: FieldRedactor, event: ProcessSeen
+) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    """A /proc record's ``comm``, ``exe`` and ``cmdline``, redacted, and the rules that fired."""
+    cmdline = redactor.argv(event.cmdline, "cmdline", ())
+    comm = redact_comm(redactor, event.comm)
+    exe = redactor.text(event.exe, "exe", False) if event.exe else _NOTHING
+    return comm.text, exe.text, cmdline.argv, _joined(cmdline.fired + comm.fired + exe.fired)
 
 
 def redact_event(redactor: TextRedactor, event: Event) -> tuple[Event, tuple[str, ...]]:
     """``event`` with every free-text field redacted, and the rules that
     changed something (sorted; ``"error"`` for a field that failed)."""
-    fired: set[str] = set()
-
-    def text(value: str, field: str, cut: bool = False) -> str:
-        if not value:
-            return value
-        result = redactor.redact_text_detail(value, field, cut=cut)
-        fired.update(result.fired)
-        return result.text
-
+    fields = _fields_of(redactor)
     replace = msgspec.structs.replace
-    redacted: Event
+    fired: tuple[str, ...]
     if isinstance(event, FileEvent):
-        redacted = replace(
-            event,
-            comm=text(event.comm, "comm", comm_is_cut(event.comm)),
-            path=text(event.path, "path", event.path_cut),
-            path2=text(event.path2, "path2", event.path2_cut),
-        )
-    elif isinstance(event, ExecEvent):
-        argv = redactor.redact_argv(event.argv, "argv", cut=event.args_cut)
-        fired.update(argv.fired)
-        redacted = replace(
-            event,
-            comm=text(event.comm, "comm", comm_is_cut(event.comm)),
-            filename=text(event.filename, "filename", event.filename_cut),
-            argv=argv.argv,
-        )
-    elif isinstance(event, NetEvent):
-        redacted = replace(
-            event,
-            comm=text(event.comm, "comm", comm_is_cut(event.comm)),
-            endpoint=redact_endpoint(redactor, event.endpoint, fired),
-        )
-    elif isinstance(event, ForkEvent | ExitEvent):
-        redacted = replace(event, comm=text(event.comm, "comm", comm_is_cut(event.comm)))
-    elif isinstance(event, ProcessSeen):
-        cmdline = redactor.redact_argv(event.cmdline, "cmdline")
-        fired.update(cmdline.fired)
-        redacted = replace(
-            event,
-            comm=text(event.comm, "comm", comm_is_cut(event.comm)),
-            exe=text(event.exe, "exe"),
-            cmdline=cmdline.argv,
-        )
-    else:  # syscall counts: names and numbers only
-        redacted = event
-    return redacted, tuple(sorted(fired))
+        comm, path, path2, fired = redact_file(fields, event)
+        return replace(event, comm=comm, path=path, path2=path2), fired
+    if isinstance(event, ExecEvent):
+        comm, filename, argv, fired = redact_exec(fields, event)
+        return replace(event, comm=comm, filename=filename, argv=argv), fired
+    if isinstance(event, NetEvent):
+        comm, endpoint, fired = redact_net(fields, event)
+        return replace(event, comm=comm, endpoint=endpoint), fired
+    if isinstance(event, ForkEvent | ExitEvent):
+        result = redact_comm(fields, event.comm)
+        return replace(event, comm=result.text), result.fired
+    if isinstance(event, ProcessSeen):
+        comm, exe, cmdline, fired = redact_seen(fields, event)
+        return replace(event, comm=comm, exe=exe, cmdline=cmdline), fired
+    return event, ()  # syscall counts: names and numbers only
 
 
 class MemoStats(msgspec.Struct, frozen=True):
@@ -169,7 +247,8 @@ class MemoStats(msgspec.Struct, frozen=True):
     evictions: int
 
 
-_Key: TypeAlias = tuple[str, object, object]  # (field, value or argv, cut)
+_Key: TypeAlias = tuple[object, ...]  # (field, value or argv, cut), or (comm,)
+_NO_CUT: Final[frozenset[int]] = frozenset()
 
 
 class RedactionMemo:
@@ -198,10 +277,13 @@ class RedactionMemo:
         self.redactor = redactor
         self.capacity = capacity
         self.max_bytes = max_bytes
-        # One table, oldest first: key -> (result, what it counted, its estimated cost).
+        # One table, oldest first: key -> (result, what it counted, its
+        # estimated cost, and the fields it counted if that is all it counted,
+        # else -1: most hits then add to the live counters, no replay call).
         self._entries: OrderedDict[
-            _Key, tuple[RedactedText | RedactedArgv, RedactionTally, int]
+            _Key, tuple[RedactedText | RedactedArgv, RedactionTally, int, int]
         ] = OrderedDict()
+        self._live = redactor.live_counters()
         self.bytes = 0
         self.hits = 0
         self.misses = 0
@@ -218,70 +300,102 @@ class RedactionMemo:
         )  # fmt: skip
 
     def redact_text_detail(self, value: str, field: str, *, cut: bool = False) -> RedactedText:
-        key: _Key = (field, value, bool(cut))  # the redactor reads cut as a truth value
-        try:
-            found = self._entries.get(key)
-        except TypeError:  # a value that cannot be a key: answered, never kept
-            found = None
-        if found is not None:
-            self.hits += 1
-            self.redactor.replay(found[1])
-            result = found[0]
-            assert isinstance(result, RedactedText)  # a text key holds a text result
-            return result
-        self.misses += 1
-        text, tally = self.redactor.redact_text_tallied(value, field, cut=cut)
-        self._keep(key, text, tally, 2 * (_chars(value) + len(text.text)))
-        return text
+        return self.text(value, field, bool(cut))  # the redactor reads cut as a truth value
 
     def redact_argv(
         self, argv: Sequence[str], field: str = "argv", *, cut: Collection[int] = ()
     ) -> RedactedArgv:
-        entries = tuple(argv)
-        try:
-            cut_at = frozenset(cut)  # as the redactor reads it: a set of indexes
-        except TypeError:
-            cut_at = None
-        if cut_at is None:
-            self.misses += 1
-            return self.redactor.redact_argv(entries, field, cut=cut)
-        key: _Key = (field, entries, cut_at)
-        found = self._lookup(key)
-        if found is not None:
-            assert isinstance(found, RedactedArgv)
-            return found
-        self.misses += 1
-        redacted, tally = self.redactor.redact_argv_tallied(entries, field, cut=cut_at)
-        size = sum(map(_chars, entries)) + sum(map(len, redacted.argv))
-        self._keep(key, redacted, tally, 2 * size + 16 * (len(entries) + len(cut_at)))
-        return redacted
+        return self.argv(argv, field, cut)
 
-    def _lookup(self, key: _Key) -> RedactedText | RedactedArgv | None:
-        """The kept result for ``key``, its counters replayed; None on a miss
-        (a key that cannot be hashed is one, and is never kept)."""
+    def text(self, value: str, field: str, cut: bool) -> RedactedText:
+        """:meth:`redact_text_detail`, positional (the mapper's per-field call)."""
+        key: _Key = (field, value, cut)
+        try:
+            found = self._entries.get(key)
+        except TypeError:  # a value that cannot be a key: answered, never kept
+            found = None
+        if found is None:
+            return self._text_missed(key, value, field, cut)
+        self.hits += 1
+        if found[3] >= 0:  # it counted fields only: add them, no replay call
+            self._live.fields += found[3]
+        else:
+            self.redactor.replay(found[1])
+        result = found[0]
+        assert isinstance(result, RedactedText)  # a text key holds a text result
+        return result
+
+    def comm(self, value: str) -> RedactedText:
+        """``text(value, "comm", comm_is_cut(value))``: whether a comm is cut
+        follows from the comm, so it is worked out on a miss only."""
+        key: _Key = (value,)  # the one key of one element: comm names are most of a memo's hits
         try:
             found = self._entries.get(key)
         except TypeError:
-            return None
+            found = None
         if found is None:
-            return None
+            return self._text_missed(key, value, "comm", comm_is_cut(value))
         self.hits += 1
-        self.redactor.replay(found[1])
-        return found[0]
+        if found[3] >= 0:
+            self._live.fields += found[3]
+        else:
+            self.redactor.replay(found[1])
+        result = found[0]
+        assert isinstance(result, RedactedText)
+        return result
+
+    def _text_missed(self, key: _Key, value: str, field: str, cut: bool) -> RedactedText:
+        self.misses += 1
+        text, tally = self.redactor.redact_text_tallied(value, field, cut=cut)
+        chars = len(value) if type(value) is str else 0
+        self._keep(key, text, tally, 2 * (chars + len(text.text)))
+        return text
+
+    def argv(self, argv: Sequence[str], field: str, cut: Collection[int]) -> RedactedArgv:
+        """:meth:`redact_argv`, positional."""
+        entries = tuple(argv)
+        try:
+            cut_at = frozenset(cut) if cut else _NO_CUT  # as the redactor reads it: a set
+        except TypeError:
+            self.misses += 1
+            return self.redactor.redact_argv(entries, field, cut=cut)
+        key: _Key = (field, entries, cut_at)
+        try:
+            found = self._entries.get(key)
+        except TypeError:
+            found = None
+        if found is None:
+            self.misses += 1
+            redacted, tally = self.redactor.redact_argv_tallied(entries, field, cut=cut_at)
+            size = sum(map(_chars, entries)) + sum(map(len, redacted.argv))
+            self._keep(key, redacted, tally, 2 * size + 16 * (len(entries) + len(cut_at)))
+            return redacted
+        self.hits += 1
+        if found[3] >= 0:
+            self._live.fields += found[3]
+        else:
+            self.redactor.replay(found[1])
+        result = found[0]
+        assert isinstance(result, RedactedArgv)
+        return result
 
     def _keep(
         self, key: _Key, result: RedactedText | RedactedArgv, tally: RedactionTally, size: int
     ) -> None:
-        cost = _ENTRY_BYTES + size + _COUNTER_BYTES * tally.size()
-        if cost > self.max_bytes:
+        moved = tally.size()
+        cost = _ENTRY_BYTES + size + _COUNTER_BYTES * moved
+        max_bytes = self.max_bytes
+        if cost > max_bytes:
             return  # bigger than the whole memo: not kept, nothing evicted for it
+        entries = self._entries
         try:
-            self._entries[key] = (result, tally, cost)
+            entries[key] = (result, tally, cost, -1 if moved else tally.fields)
         except TypeError:
             return  # a value that cannot be a key: answered, not kept
         self.bytes += cost
-        while len(self._entries) > self.capacity or self.bytes > self.max_bytes:
-            _, (_, _, gone) = self._entries.popitem(last=False)
+        capacity = self.capacity
+        while len(entries) > capacity or self.bytes > max_bytes:
+            _, (_, _, gone, _) = entries.popitem(last=False)
             self.bytes -= gone
             self.evictions += 1
 

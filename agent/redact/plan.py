@@ -70,6 +70,7 @@ class Plan:
 
     __slots__ = (
         "_where",
+        "all_checked",
         "both_gates",
         "cut_forbidden",
         "cut_gates",
@@ -112,6 +113,23 @@ class Plan:
         self.both_gates: Final = _gates(both.values())
         """Both, for a cut field that is its own tail (one scan for the rules
         every field gets)."""
+        self.all_checked: Final = not (self.unchecked.forbidden or self.unchecked.sensitive)
+        """Every forbidden and sensitive rule has a check: a text field (not an
+        argv entry, not cut) no gate finds anything in is left as it is
+        without trying a rule (see :meth:`clean`)."""
+
+    def clean(self, text: str) -> bool:
+        """Can no rule of the forbidden and sensitive stages match ``text``, a
+        field that is not cut? True only when every one of them has a check
+        (:attr:`all_checked`) and no gate finds any literal: exactly when
+        :meth:`live` would name no step to try. One scan per gate, nothing
+        else: a distinct path's cost."""
+        if not self.all_checked:
+            return False
+        for gate in self.gates:  # noqa: SIM110 (a loop: all() would add a generator per field)
+            if gate.may_match(text)[0]:
+                return False
+        return True
 
     def live(self, text: str, gates: tuple[Gate, ...]) -> Live:
         """The steps to try on ``text``, given the gates over the stages asked about."""

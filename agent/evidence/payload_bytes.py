@@ -1,0 +1,243 @@
+"""The canonical bytes of the kernel payloads, composed without building them.
+
+Every kernel event becomes a record; building its payload Struct
+(:mod:`agent.evidence.payloads`) with twenty keyword arguments and encoding
+it with sorted keys costs more than everything else the mapper does for it
+but the hashes. The payload's bytes are a fixed sequence of members, so for
+the common shapes they are composed here instead: one ``%`` format per kind
+whose constant parts are the member names in key order, with the values put
+in as msgspec writes them (a string by the same encoder, an integer in
+decimal, ``true``/``false``/``null``).
+
+What is composed is exactly what :func:`~agent.evidence.payloads.encode_payload`
+writes for the Struct the mapper would have built from the same values: the
+Struct stays the type's one definition (readers decode into it), and
+``tests/evidence/test_payload_bytes.py`` holds the two byte-identical over
+random events and values, as ``test_canonical_encoder.py`` holds both to
+RFC 8785. Each function returns None for a shape it does not compose: text
+holding raw bytes (lone surrogates: their fields need the escape form and an
+``escaped`` list) or a kernel integer outside what the Struct path accepts.
+The mapper then builds the Struct, which escapes or refuses as it always did.
+
+The values given are the ones already redacted; the event supplies the rest.
+Pure functions, no state.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from agent.capture.events import Endpoint, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent
+from agent.evidence.canonical import MAX_SAFE_INTEGER
+
+__all__ = [
+    "exec_bytes",
+    "exit_bytes",
+    "file_bytes",
+    "fork_bytes",
+    "json_text",
+    "net_bytes",
+    "redacted_bytes",
+]
+
+_ENCODER: Final = msgspec.json.Encoder(order="sorted")
+json_text: Final = _ENCODER.encode
+"""A value as the payload encoder writes it (raises UnicodeEncodeError for a
+lone surrogate)."""
+
+_BOOL: Final = (b"false", b"true")
+_NULL: Final = b"null"
+
+# Member names in code-point order (RFC 8785 for these ASCII names), the
+# defaults that the Struct leaves out (count, last_ts_ns, escaped) spliced in
+# where they sort when present.
+_FILE: Final = (
+    b'{"cgroup_id":"%d","comm":%s%s,"dfd":%d,"dfd2":%s,"flags":%d,"gid":%d%s,"mode":%d,"op":%s,'
+    b'"path":%s,"path2":%s,"path2_cut":%s,"path_cut":%s,"pid":%d,"redacted":%s,"ret":%d,'
+    b'"syscall":%s,"tid":%d,"ts_ns":"%d","uid":%d}'
+)
+_EXEC: Final = (
+    b'{"args_cut":%s,"argv":%s,"argv_more":%s,"argv_truncated":%s,"cgroup_id":"%d","comm":%s,'
+    b'"execveat":%s,"filename":%s,"filename_cut":%s,"gid":%d,"pid":%d,"redacted":%s,"ret":%d,'
+    b'"tid":%d,"ts_ns":"%d","uid":%d}'
+)
+_FORK: Final = (
+    b'{"cgroup_id":"%d","child_pid":%d,"clone_flags":%s,"comm":%s,"gid":%d,"pid":%d,'
+    b'"redacted":%s,"tid":%d,"ts_ns":"%d","uid":%d}'
+)
+_EXIT: Final = (
+    b'{"cgroup_id":"%d","comm":%s,"exit_code":%s,"gid":%d,"pid":%d,"redacted":%s,"signal":%s,'
+    b'"tid":%d,"ts_ns":"%d","uid":%d}'
+)
+_NET: Final = (
+    b'{"backlog":%s,"cgroup_id":"%d","comm":%s%s,"endpoint":%s,"fd":%d,"gid":%d%s,"op":%s,'
+    b'"pid":%d,"redacted":%s,"ret":%d,"tid":%d,"ts_ns":"%d","uid":%d}'
+)
+_ENDPOINT: Final = b'{"address":%s,"family":%s,"port":%d}'
+# The JSON of the commonest operation and syscall names, made once.
+_OPS: Final = {
+    name: json_text(name)
+    for name in ("open", "openat", "openat2", "creat", "unlink", "unlinkat", "rename", "renameat",
+                 "renameat2", "mkdir", "mkdirat", "rmdir", "chmod", "fchmodat", "connect",
+                 "accept", "accept4", "bind", "listen")
+}  # fmt: skip
+
+
+def redacted_bytes(fired: tuple[str, ...]) -> bytes:
+    """The ``redacted`` member's value: the rules that fired, as a JSON array."""
+    return b"[]" if not fired else json_text(fired)
+
+
+def _safe(value: int) -> bool:
+    return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+
+
+def _folded(count: int, last_ts_ns: int) -> tuple[bytes, bytes]:
+    """The ``count`` and ``last_ts_ns`` members, each empty when the Struct leaves it out."""
+    if count == 1:
+        return b"", b""
+    return b',"count":%d' % count, b',"last_ts_ns":"%d"' % last_ts_ns if count > 1 else b""
+
+
+def file_bytes(
+    event: FileEvent, op: str, comm: str, path: str, path2: str, fired: tuple[str, ...]
+) -> bytes | None:
+    """A :class:`~agent.evidence.payloads.FileData`'s bytes (``op`` as typed:
+    ``rmdir`` for a directory's unlink), or None (see the module)."""
+    ret = event.ret
+    if not -MAX_SAFE_INTEGER <= ret <= MAX_SAFE_INTEGER:
+        return None
+    try:
+        rename = op == "rename"
+        count, last = (b"", b"") if event.count == 1 else _folded(event.count, event.last_ts_ns)
+        return _FILE % (
+            event.cgroup_id,
+            json_text(comm),
+            count,
+            event.dfd,
+            b"%d" % event.dfd2 if rename else _NULL,
+            event.flags,
+            event.gid,
+            last,
+            event.mode,
+            _OPS.get(op) or json_text(op),
+            json_text(path),
+            json_text(path2) if rename else _NULL,
+            _BOOL[bool(event.path2_cut)] if rename else _NULL,
+            b"true" if event.path_cut else b"false",
+            event.pid,
+            redacted_bytes(fired),
+            ret,
+            _OPS.get(event.syscall) or json_text(event.syscall),
+            event.tid,
+            event.ts_ns,
+            event.uid,
+        )
+    except UnicodeEncodeError:
+        return None
+
+
+def exec_bytes(
+    event: ExecEvent, comm: str, filename: str, argv: tuple[str, ...], fired: tuple[str, ...]
+) -> bytes | None:
+    """An :class:`~agent.evidence.payloads.ExecData`'s bytes, or None."""
+    ret = event.ret
+    if not _safe(ret):
+        return None
+    try:
+        return _EXEC % (
+            json_text(event.args_cut),
+            json_text(argv),
+            _BOOL[bool(event.argv_more)],
+            _BOOL[bool(event.argv_truncated)],
+            event.cgroup_id,
+            json_text(comm),
+            _BOOL[bool(event.at)],
+            json_text(filename),
+            _BOOL[bool(event.filename_cut)],
+            event.gid,
+            event.pid,
+            redacted_bytes(fired),
+            ret,
+            event.tid,
+            event.ts_ns,
+            event.uid,
+        )
+    except UnicodeEncodeError:
+        return None
+
+
+def fork_bytes(event: ForkEvent, comm: str, fired: tuple[str, ...]) -> bytes | None:
+    """A :class:`~agent.evidence.payloads.ForkData`'s bytes, or None. Clone
+    flags past 2**53 are a decimal string, as the Struct path writes them."""
+    flags = event.clone_flags
+    try:
+        return _FORK % (
+            event.cgroup_id,
+            event.child_pid,
+            b"%d" % flags if _safe(flags) else b'"%d"' % flags,
+            json_text(comm),
+            event.gid,
+            event.pid,
+            redacted_bytes(fired),
+            event.tid,
+            event.ts_ns,
+            event.uid,
+        )
+    except UnicodeEncodeError:
+        return None
+
+
+def exit_bytes(event: ExitEvent, comm: str, fired: tuple[str, ...]) -> bytes | None:
+    """An :class:`~agent.evidence.payloads.ExitData`'s bytes, or None."""
+    try:
+        return _EXIT % (
+            event.cgroup_id,
+            json_text(comm),
+            b"%d" % event.exit_code if event.have_code else _NULL,
+            event.gid,
+            event.pid,
+            redacted_bytes(fired),
+            b"%d" % event.signal if event.have_signal else _NULL,
+            event.tid,
+            event.ts_ns,
+            event.uid,
+        )
+    except UnicodeEncodeError:
+        return None
+
+
+def net_bytes(
+    event: NetEvent, comm: str, endpoint: Endpoint | None, fired: tuple[str, ...]
+) -> bytes | None:
+    """A :class:`~agent.evidence.payloads.NetData`'s bytes, or None."""
+    ret = event.ret
+    if not _safe(ret):
+        return None
+    try:
+        count, last = _folded(event.count, event.last_ts_ns)
+        op = event.op
+        return _NET % (
+            b"%d" % event.backlog if op == "listen" else _NULL,
+            event.cgroup_id,
+            json_text(comm),
+            count,
+            _NULL
+            if endpoint is None
+            else _ENDPOINT
+            % (json_text(endpoint.address), json_text(endpoint.family), endpoint.port),
+            event.fd,
+            event.gid,
+            last,
+            json_text(op),
+            event.pid,
+            redacted_bytes(fired),
+            ret,
+            event.tid,
+            event.ts_ns,
+            event.uid,
+        )
+    except UnicodeEncodeError:
+        return None
