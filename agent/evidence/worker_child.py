@@ -21,6 +21,7 @@ is 1.
 
 from __future__ import annotations
 
+import math
 import socket
 import sys
 from collections import Counter
@@ -71,9 +72,12 @@ STATUS_INTERVAL = 0.1
 #: is up to 4096 events: a tenth of a second of mapping each), and the
 #: daemon's evidence stream is where the buffering is sized and measured.
 INBOX_BATCHES = 2
-#: Committed batches waiting to go back for the live tail; past this they
-#: are dropped here (the tail's clients would drop them anyway; counted).
-TAIL_BATCHES = 64
+#: Bytes of committed records waiting to go back for the live tail; past
+#: this a batch is dropped here (counted; the records are in the log, and
+#: the tail's clients would drop them anyway). By bytes, not batches: a
+#: batch of 4096 records is ~4 MiB, and a daemon busy draining a flood
+#: reads them back slower than they come.
+TAIL_BYTES = 8 * 2**20
 
 _control = msgspec.msgpack.Decoder(Control)
 _encode = msgspec.msgpack.Encoder().encode
@@ -157,7 +161,8 @@ class _Worker:
         self.books = Books(kinds={}, sinks={})
         self.losses = _JoinedLosses(lambda: self.books.downstream)
         self.taken: Counter[str] = Counter()
-        self.tail_send, self.tail_receive = trio.open_memory_channel[bytes](TAIL_BATCHES)
+        self.tail_send, self.tail_receive = trio.open_memory_channel[bytes](math.inf)
+        self.tail_bytes = 0  # waiting in tail_send, at most TAIL_BYTES
         self.inbox_send, self.inbox_receive = trio.open_memory_channel[list[Event]](INBOX_BATCHES)
         self.pipeline: EvidencePipeline | None = None
         self.failed = False
@@ -224,17 +229,20 @@ class _Worker:
 
     def published(self, records: list[EvidenceRecord], seqs: list[int]) -> None:
         """The pipeline committed ``records``: back to the daemon's live
-        tail. Never waits: past :data:`TAIL_BATCHES` waiting, dropped (the
+        tail. Never waits: past :data:`TAIL_BYTES` waiting, dropped (the
         records are in the log; a tail client fetches them from there)."""
+        if self.tail_bytes + sum(len(r.body) for r in records) > TAIL_BYTES:
+            self.tail_dropped += len(records)
+            return
         rows = [(seq, r.type, r.id, r.body) for seq, r in zip(seqs, records, strict=True)]
-        try:
-            self.tail_send.send_nowait(_encode(rows))
-        except trio.WouldBlock:
-            self.tail_dropped += len(rows)
+        payload = _encode(rows)
+        self.tail_bytes += len(payload)
+        self.tail_send.send_nowait(payload)
 
     async def send_published(self) -> None:
         async for payload in self.tail_receive:
             await self.send(PUBLISHED, payload)
+            self.tail_bytes -= len(payload)
 
     async def send_status_periodically(self, scope: trio.CancelScope) -> None:
         with scope:

@@ -4,8 +4,11 @@ redactor, and the worker's joined loss books."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgspec
 import pytest
+import trio
 
 from agent.capture.events import (
     Endpoint,
@@ -152,3 +155,24 @@ def test_the_workers_loss_table_joins_the_daemons_without_sending_its_own_back()
         "file": {"evidence:store": 5},
     }
     assert losses.own() == {"exec": {"evidence:map": 2}, "file": {"evidence:store": 5}}
+
+
+def test_records_waiting_for_the_live_tail_are_bounded_in_bytes_and_counted() -> None:
+    """A daemon too busy to read them back makes the worker drop whole
+    batches past TAIL_BYTES, counted, never grow without bound."""
+    from agent.evidence.types import EvidenceRecord
+    from agent.evidence.worker_child import TAIL_BYTES, _Worker
+
+    worker = _Worker(cast(trio.SocketStream, None))
+    body = b"x" * 4096
+    batch = [
+        EvidenceRecord("dev.tracehound.file.open.v1", f"{i:032x}", None, body) for i in range(256)
+    ]
+    sent = 0
+    for round_ in range(3 * TAIL_BYTES // (len(body) * len(batch))):
+        worker.published(batch, list(range(round_ * 256, round_ * 256 + 256)))
+        sent += len(batch)
+    assert 0 < worker.tail_bytes <= TAIL_BYTES
+    assert worker.tail_dropped > 0 and worker.tail_dropped % len(batch) == 0
+    waiting = sent - worker.tail_dropped
+    assert waiting * len(body) <= TAIL_BYTES
