@@ -84,7 +84,11 @@ def worker_of(pid: int) -> int | None:
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         return next(
-            (int(c) for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "th-evidence"),
+            (
+                int(c)
+                for c in children
+                if Path(f"/proc/{c}/comm").read_text().strip() == "th-evidence"
+            ),
             None,
         )
     except OSError:
