@@ -248,6 +248,9 @@ class MemoStats(msgspec.Struct, frozen=True):
 
 
 _Key: TypeAlias = tuple[object, ...]  # (field, value or argv, cut), or (comm,)
+#: A memo entry: the result, what it counted, its estimated cost, and the
+#: fields it counted if that is all it counted, else -1.
+_Entry: TypeAlias = tuple[RedactedText | RedactedArgv, RedactionTally, int, int]
 _NO_CUT: Final[frozenset[int]] = frozenset()
 
 
@@ -280,9 +283,7 @@ class RedactionMemo:
         # One table, oldest first: key -> (result, what it counted, its
         # estimated cost, and the fields it counted if that is all it counted,
         # else -1: most hits then add to the live counters, no replay call).
-        self._entries: OrderedDict[
-            _Key, tuple[RedactedText | RedactedArgv, RedactionTally, int, int]
-        ] = OrderedDict()
+        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
         self._live = redactor.live_counters()
         self.bytes = 0
         self.hits = 0
@@ -316,12 +317,7 @@ class RedactionMemo:
             found = None
         if found is None:
             return self._text_missed(key, value, field, cut)
-        self.hits += 1
-        if found[3] >= 0:  # it counted fields only: add them, no replay call
-            self._live.fields += found[3]
-        else:
-            self.redactor.replay(found[1])
-        result = found[0]
+        result = self._hit(found)
         assert isinstance(result, RedactedText)  # a text key holds a text result
         return result
 
@@ -335,14 +331,19 @@ class RedactionMemo:
             found = None
         if found is None:
             return self._text_missed(key, value, "comm", comm_is_cut(value))
+        result = self._hit(found)
+        assert isinstance(result, RedactedText)
+        return result
+
+    def _hit(self, found: _Entry) -> RedactedText | RedactedArgv:
+        """A memo hit: the counters the rules would have moved, then the
+        result. An entry that only counted fields adds them, no replay call."""
         self.hits += 1
         if found[3] >= 0:
             self._live.fields += found[3]
         else:
             self.redactor.replay(found[1])
-        result = found[0]
-        assert isinstance(result, RedactedText)
-        return result
+        return found[0]
 
     def _text_missed(self, key: _Key, value: str, field: str, cut: bool) -> RedactedText:
         self.misses += 1
@@ -370,12 +371,7 @@ class RedactionMemo:
             size = sum(map(_chars, entries)) + sum(map(len, redacted.argv))
             self._keep(key, redacted, tally, 2 * size + 16 * (len(entries) + len(cut_at)))
             return redacted
-        self.hits += 1
-        if found[3] >= 0:
-            self._live.fields += found[3]
-        else:
-            self.redactor.replay(found[1])
-        result = found[0]
+        result = self._hit(found)
         assert isinstance(result, RedactedArgv)
         return result
 
