@@ -15,7 +15,14 @@ from agent.capture.ledger import KindAccount
 from agent.evidence.record_types import TYPE_EXEC, TYPE_EXIT, TYPE_FORK, TYPE_SEEN, TYPE_SYSCALLS
 from agent.evidence.types import TYPE_PREFIX
 
-__all__ = ["MAP_STAGE", "STORE_STAGE", "kind_of_record", "loss_counts", "loss_delta"]
+__all__ = [
+    "MAP_STAGE",
+    "STORE_STAGE",
+    "WORKER_STAGE",
+    "kind_of_record",
+    "loss_counts",
+    "loss_delta",
+]
 
 
 def loss_counts(
@@ -92,3 +99,5 @@ STORE_STAGE: Final = "evidence:store"
 """The loss stage of records the log could not take (disk full, I/O error)."""
 MAP_STAGE: Final = "evidence:map"
 """The loss stage of events the mapper could not turn into a record."""
+WORKER_STAGE: Final = "evidence:worker"
+"""The loss stage of events the evidence worker never confirmed taking: it died."""

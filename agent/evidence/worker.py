@@ -42,7 +42,7 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterable, Callable, Mapping
 from pathlib import Path
 
@@ -52,6 +52,7 @@ import trio
 from agent.capture.events import Event, event_count, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.errors import RunError, UsageError
+from agent.evidence.loss_books import WORKER_STAGE
 from agent.evidence.pipeline import StoreOptions
 from agent.evidence.types import EvidenceRecord
 from agent.evidence.worker_protocol import (
@@ -78,10 +79,8 @@ from agent.evidence.worker_protocol import (
 from agent.redact import Redactor
 from agent.redact.events import MemoStats
 
-__all__ = ["WORKER_COMM", "WORKER_STAGE", "EvidenceWorker", "WorkerProcess", "spawn"]
+__all__ = ["WORKER_COMM", "EvidenceWorker", "WorkerProcess", "spawn"]
 
-WORKER_STAGE = "evidence:worker"
-"""The loss stage of events the worker never confirmed: it died."""
 
 #: Seconds a worker may take to finish once the daemon has let go of it.
 CLOSE_TIMEOUT_S = 60.0
@@ -216,9 +215,14 @@ class EvidenceWorker:
         self._stream: trio.SocketStream | None = None
         self._send_lock = trio.StrictFIFOLock()
         self._reader = FrameReader()
+        self._pending_frames: list[tuple[int, bytes]] = []  # read, not yet handled
         self._requests = itertools.count(1)
         self._replies: dict[int, tuple[trio.Event, list[Reply]]] = {}
-        self._sent: Counter[str] = Counter()
+        #: Per batch sent and not yet confirmed taken (a status says how many
+        #: batches the worker has read): what it held, by kind, in kernel
+        #: events. At most the batches a status interval carries.
+        self._unconfirmed: deque[Counter[str]] = deque()
+        self._sent_batches = 0
         self._mirrored: dict[str, dict[str, int]] = {}
         self._status: Status | None = None
         self._status_at = 0.0
@@ -371,8 +375,6 @@ class EvidenceWorker:
                 return None
             self._pending_frames.extend(self._reader.feed(data))
 
-    _pending_frames: list[tuple[int, bytes]]
-
     def _publish(self, payload: bytes) -> None:
         if self.on_published is None:
             return
@@ -390,6 +392,9 @@ class EvidenceWorker:
                 if n > seen.get(stage, 0):
                     self.losses.count(kind, stage, n - seen.get(stage, 0))
                     seen[stage] = n
+        confirmed = self._sent_batches - len(self._unconfirmed)
+        for _ in range(min(status.taken - confirmed, len(self._unconfirmed))):
+            self._unconfirmed.popleft()
         self._status, self._status_at = status, time.monotonic()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -399,7 +404,6 @@ class EvidenceWorker:
         Raises:
             RunError, UsageError: the worker could not open the log (one line).
         """
-        self._pending_frames = []
         sock = trio.socket.from_stdlib_socket(self._worker.sock)
         async with trio.SocketStream(sock) as stream:
             self._stream = stream
@@ -424,16 +428,20 @@ class EvidenceWorker:
 
     async def _forward(self) -> None:
         """Each batch of the stream to the worker; once it is gone, counted."""
-        sent = self._sent
         async for batch in self._events:
             if self._dead is None:
                 try:
                     payload = encode_events(batch)
                 except Exception as err:  # no event may end the forwarding
-                    self._say_once(f"evidence: a batch could not be sent ({err!r}); counted")
+                    self._say_once(
+                        "encode", f"evidence: a batch could not be sent ({err!r}); counted"
+                    )
                 else:
+                    held: Counter[str] = Counter()
                     for event in batch:
-                        sent[kind_of(event)] += event_count(event)
+                        held[kind_of(event)] += event_count(event)
+                    self._unconfirmed.append(held)
+                    self._sent_batches += 1
                     try:
                         await self._send(EVENTS, payload)
                         continue
@@ -503,8 +511,7 @@ class EvidenceWorker:
         self._lost_to_worker += n
         self.losses.count(kind, WORKER_STAGE, n)
 
-    def _say_once(self, line: str) -> None:
-        key = line.split("(", 1)[0]
+    def _say_once(self, key: str, line: str) -> None:
         if key not in self._said:
             self._said.add(key)
             print(f"tracehound: {line}", file=sys.stderr, flush=True)
@@ -515,10 +522,10 @@ class EvidenceWorker:
             return
         self._dead = why
         self._final.set()
-        taken = self._status.taken if self._status is not None else {}
-        for kind, n in self._sent.items():
-            if n > taken.get(kind, 0):
-                self._worker_lost(kind, n - taken.get(kind, 0))
+        for held in self._unconfirmed:
+            for kind, n in held.items():
+                self._worker_lost(kind, n)
+        self._unconfirmed.clear()
         for done, _ in self._replies.values():
             done.set()
         print(f"tracehound: evidence: {why}; capture goes on, counted", file=sys.stderr, flush=True)

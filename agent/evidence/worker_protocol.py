@@ -173,11 +173,12 @@ class Refused(msgspec.Struct, tag="refused", kw_only=True):
 class Status(msgspec.Struct, tag="status", kw_only=True):
     """The worker's side of the books and its state, several times a second.
 
-    ``taken``: events received from the daemon, by kind (in kernel events);
-    ``losses``: the worker's own losses by kind and stage (cumulative).
+    ``taken``: event batches received from the daemon (the daemon knows
+    what each held); ``losses``: the worker's own losses by kind and stage
+    (cumulative).
     """
 
-    taken: dict[str, int]
+    taken: int
     losses: dict[str, dict[str, int]]
     mapped: int
     published: int

@@ -4,7 +4,7 @@ redactor, and the worker's joined loss books."""
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -176,3 +176,44 @@ def test_records_waiting_for_the_live_tail_are_bounded_in_bytes_and_counted() ->
     assert worker.tail_dropped > 0 and worker.tail_dropped % len(batch) == 0
     waiting = sent - worker.tail_dropped
     assert waiting * len(body) <= TAIL_BYTES
+
+
+def test_a_dead_workers_unconfirmed_batches_are_counted_by_kind() -> None:
+    """What the daemon sent but the worker never said it took is lost at
+    evidence:worker when it dies, by kind and in kernel events (a folded
+    event counts as its count); what it confirmed is not counted again."""
+    import socket
+
+    from agent.capture.ledger import DownstreamLosses
+    from agent.evidence.worker import EvidenceWorker, WorkerProcess
+    from agent.evidence.worker_protocol import Status
+
+    batches = _batch()[:3]  # exec, a file event folding 3000, net
+    first, second = [batches[0]], [batches[1], batches[2]]
+    ours, theirs = socket.socketpair()
+    losses = DownstreamLosses()
+
+    async def main() -> None:
+        send, receive = trio.open_memory_channel[list[Any]](2)
+        worker = EvidenceWorker(
+            WorkerProcess(0, ours), receive,
+            Start(state_dir="/x", source="--evidence /x", probes=[], config={}, rules=[],
+                  max_field_chars=1, store=StoreOptions()),
+            books=dict, sink_books=dict, losses=losses,
+        )  # fmt: skip
+        worker._stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        async with send:
+            await send.send(first)
+            await send.send(second)
+        await worker._forward()
+        status = Status(
+            taken=1, losses={}, mapped=1, published=1, depth=0, failing=None, failures=0,
+            lost_to_store=0, owes_the_log=False, sealed=None, checkpoint_age_s=None, memo=None,
+        )  # fmt: skip
+        worker._mirror(status)  # the worker took the first batch
+        worker._died("killed")
+        assert worker.lost_to_worker == 3001
+
+    trio.run(main)
+    theirs.close()
+    assert losses.table() == {"file": {"evidence:worker": 3000}, "net": {"evidence:worker": 1}}
