@@ -4,12 +4,15 @@
  * programs put on the wire, and of the maps they share.
  *
  * Rules for everything under bpf/ (see CONTRIBUTING.md):
- *   - tracepoints and BPF helpers only: this kernel has no kprobes, and the
- *     kernel headers bcc compiles against may be from another kernel version,
- *     so a kernel struct dereference could read the wrong offset. The two
- *     layouts read are fixed ones, each checked against the running kernel's
- *     BTF by a test: x86_64 struct pt_regs (the UAPI layout, TH_REGS_*) and
- *     thread_info.status (a typed load the verifier checks too);
+ *   - tracepoints and BPF helpers; no kernel header is included (bcc
+ *     compiles against an empty stub source directory). A kernel struct is
+ *     read only at an offset the loader took from the running kernel's BTF
+ *     and passed as TH_OFF_<STRUCT>_<MEMBER> (agent/capture/kernel_layout.py
+ *     lists every one), only when TH_LAYOUT is 1, and only while the
+ *     start-up self-check (layout.bpf.c) found the offsets right
+ *     (th_enriched()). Two fixed layouts are read besides, each checked
+ *     against BTF by a test: x86_64 struct pt_regs (the UAPI layout,
+ *     TH_REGS_*) and thread_info.status (a typed load the verifier checks);
  *   - syscall handlers are not attached one tracepoint each: one raw
  *     tracepoint program on sys_enter and one on sys_exit (dispatch.bpf.c)
  *     tail-call them by syscall number; they read the syscall's arguments
@@ -88,8 +91,18 @@
 #define TH_TASK_STATUS_OFFSET 16
 #define TH_TS_COMPAT 0x0002
 
+#ifndef TH_LAYOUT
+#define TH_LAYOUT 0             /* kernel struct offsets from BTF compiled in */
+#endif
+
 #define TH_COMM_LEN 16
 #define TH_PATH_LEN 256
+/* An absolute path the kernel resolved: PATH_MAX bytes, NUL included. */
+#define TH_PATH_MAX 4096
+/* Components a path walk follows before it gives up and marks the path cut. */
+#ifndef TH_PATH_DEPTH
+#define TH_PATH_DEPTH 48
+#endif
 #define TH_SOCKADDR_LEN 112     /* sizeof(struct sockaddr_un) rounded up to 8 */
 #define TH_AT_FDCWD -100
 
@@ -191,6 +204,31 @@ struct th_net_event {
     __u8 sockaddr[TH_SOCKADDR_LEN];
 };
 
+/* How a path walk ended (th_path_walk's flags; carried on the wire beside
+ * every resolved path). 0: whole and absolute. */
+#define TH_PATH_CUT 1          /* longer than TH_PATH_MAX or TH_PATH_DEPTH: the leading part is missing */
+#define TH_PATH_UNREADABLE 2   /* a kernel read failed mid-walk: the rest is unknown */
+#define TH_PATH_UNREACHABLE 4  /* not below the process's root (another mount namespace, a pseudo fs) */
+#define TH_PATH_NO_LAYOUT 8    /* enrichment is off (no BTF, or the self-check failed): not resolved */
+#define TH_PATH_NO_BASE 16     /* the base (cwd or the dirfd's file) could not be found */
+
+/* The start-up self-check's findings (layout.bpf.c), in th_layout_check[0]:
+ * the calling process's facts read through the BTF offsets, for user space
+ * to compare with /proc (agent/capture/layout_check.py). */
+struct th_layout_check {
+    __u32 ran;            /* 1 once the check program ran */
+    __u32 compiled;       /* TH_LAYOUT */
+    __u32 tgid;           /* task->tgid */
+    __u32 ppid;           /* task->real_parent->tgid */
+    __u64 cgroup_id;      /* task->cgroups->dfl_cgrp->kn->id */
+    __u64 cgroup_helper;  /* bpf_get_current_cgroup_id(), what it must equal */
+    __u32 uid;            /* task->real_cred->uid */
+    __u32 cwd_flags;      /* TH_PATH_* */
+    __u32 cwd_len;        /* bytes of cwd, no NUL */
+    __u32 _pad0;
+    char cwd[TH_PATH_MAX];
+};
+
 struct th_syscall_key {
     __u32 pid;
     __u32 nr;
@@ -204,6 +242,8 @@ struct th_syscall_key {
 struct th_control {
     __u32 enabled;
     __u32 agent_pid;
+    __u32 enriched;   /* 1: the self-check passed, struct reads are trusted */
+    __u32 _pad0;
 };
 
 #ifdef TH_BCC
@@ -300,6 +340,18 @@ static __always_inline int th_traced(u32 pid)
     if (TH_SCOPED && !th_scope.lookup(&pid))
         return 0;
     return 1;
+}
+
+/* Whether struct-based enrichment is on: the offsets are compiled in and the
+ * start-up self-check found them right. Off, every field it would fill is
+ * marked unresolved instead (TH_PATH_NO_LAYOUT and the like). */
+static __always_inline int th_enriched(void)
+{
+    if (!TH_LAYOUT)
+        return 0;
+    u32 zero = 0;
+    struct th_control *control = th_enabled.lookup(&zero);
+    return control && control->enriched;
 }
 
 /* Syscall arguments are kept from entry to exit in task-local storage: a

@@ -4,10 +4,9 @@
 #
 #   - bcc from Debian (python3-bpfcc, libbpfcc): the PyPI package "bcc" is an
 #     unrelated project and must never be installed.
-#   - kernel headers: bcc compiles at run time against them. When the running
-#     kernel ships none (no /lib/modules/$(uname -r)/build), Debian's generic
-#     headers are installed and linked in. Our programs only use tracepoint
-#     arguments and helpers, so a header/kernel version mismatch is harmless.
+#   - no kernel headers: bcc compiles against bpf/kernel-stub (the few types
+#     its own headers need), and every kernel struct offset comes from the
+#     running kernel's BTF (headers of another version give wrong offsets).
 #   - tracefs mounted at /sys/kernel/tracing.
 #   - a venv at .venv made from Debian's /usr/bin/python3 with
 #     --system-site-packages (so it sees bcc), with tracehound installed into
@@ -23,15 +22,11 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-kernel="$(uname -r)"
 # python3-yaml, prometheus (for promtool), systemd (systemd-analyze) and
 # libcap2-bin (capsh) are for the deployment-file tests.
 # e2fsprogs: the evidence tests make a real ext4 that goes read-only.
 apt_wanted=(python3-bpfcc libbpfcc python3-venv gcc curl iproute2 util-linux
             python3-yaml prometheus systemd libcap2-bin e2fsprogs)
-if [ ! -e "/lib/modules/$kernel/build" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
-    apt_wanted+=(linux-headers-amd64)
-fi
 apt_missing=()
 for pkg in "${apt_wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
@@ -46,18 +41,6 @@ else
     say "Debian packages present: ${apt_wanted[*]}"
 fi
 
-if [ ! -e "/lib/modules/$kernel/build" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
-    build="$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1)"
-    common="$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -1)"
-    if [ -z "$build" ] || [ -z "$common" ]; then
-        echo "setup: no kernel headers found under /usr/src after installing linux-headers-amd64" >&2
-        exit 1
-    fi
-    say "kernel $kernel has no headers of its own: linking $build (tracepoint programs only, see notes)"
-    mkdir -p "/lib/modules/$kernel"
-    ln -sfn "$build" "/lib/modules/$kernel/build"
-    ln -sfn "$common" "/lib/modules/$kernel/source"
-fi
 
 if [ ! -e /sys/kernel/tracing/events ]; then
     say "mounting tracefs at /sys/kernel/tracing"

@@ -22,7 +22,9 @@ from agent.capture.loader import (
 )
 from agent.capture.probes import (
     DISPATCH_SOURCE,
+    LIBRARY_SOURCES,
     PROBES,
+    SELFCHECK_SOURCE,
     SOURCES,
     Probe,
     probe_named,
@@ -247,7 +249,13 @@ def concerns_in(text: str) -> list[str]:
 
 def test_program_text_only_needed_concerns() -> None:
     text = program_text([probe_named("file.openat"), probe_named("file.mkdir")])
-    assert concerns_in(text) == ["tracehound.h", "file.bpf.c", DISPATCH_SOURCE]
+    assert concerns_in(text) == [
+        "tracehound.h",
+        *LIBRARY_SOURCES,
+        "file.bpf.c",
+        SELFCHECK_SOURCE,
+        DISPATCH_SOURCE,
+    ]
     assert (BPF_DIR / "file.bpf.c").read_text() in text
     assert "th_exec_enter" not in text
 
@@ -256,7 +264,9 @@ def test_program_text_all_concerns_sorted_once() -> None:
     text = program_text(reversed(PROBES))
     assert concerns_in(text) == [
         "tracehound.h",
+        *LIBRARY_SOURCES,
         *(SOURCES[c] for c in sorted(SOURCES)),
+        SELFCHECK_SOURCE,
         DISPATCH_SOURCE,
     ]
 
@@ -266,11 +276,15 @@ def test_program_text_pastes_files_verbatim(tmp_path: Path) -> None:
     for concern, name in SOURCES.items():
         (tmp_path / name).write_text(f"BODY {concern}")
     (tmp_path / DISPATCH_SOURCE).write_text("DISPATCH")
+    (tmp_path / "path.bpf.c").write_text("PATHS")
+    (tmp_path / SELFCHECK_SOURCE).write_text("CHECK")
     text = program_text([probe_named("syscalls.count"), probe_named("net.bind")], tmp_path)
     assert text == (
         '#line 1 "tracehound.h"\nHEADER\n'
+        '#line 1 "path.bpf.c"\nPATHS\n'
         '#line 1 "net.bpf.c"\nBODY net\n'
         '#line 1 "syscalls.bpf.c"\nBODY syscalls\n'
+        '#line 1 "layout.bpf.c"\nCHECK\n'
         '#line 1 "dispatch.bpf.c"\nDISPATCH\n'
     )
 

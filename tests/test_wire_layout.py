@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.capture import events, kinds, loader, wire
+from agent.capture import events, kinds, layout_check, loader, wire
 from agent.capture.loader import LoadOptions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +86,13 @@ def constant_names(macros: str) -> list[str]:
 HAVE_GCC = shutil.which("gcc") is not None
 STRUCTS = parse_structs(_preprocess("-E", "-P")) if HAVE_GCC else {}
 #: th_control is no record, but user space writes it (loader.CONTROL): laid out here too.
-RECORD_STRUCTS = ["th_header", "th_control", *sorted(n for n in STRUCTS if n.endswith("_event"))]
+#: th_layout_check neither: user space reads it (layout_check.CHECK).
+RECORD_STRUCTS = [
+    "th_header",
+    "th_control",
+    "th_layout_check",
+    *sorted(n for n in STRUCTS if n.endswith("_event")),
+]
 CONSTANT_NAMES = constant_names(_preprocess("-dM", "-E")) if HAVE_GCC else []
 
 
@@ -268,9 +274,19 @@ def test_control_value_matches_what_the_loader_writes(layout_dir: Path) -> None:
     """th_enabled's value: the loader packs (enabled, agent_pid) as CONTROL."""
     layout = compile_layout(layout_dir, ())
     c_fields = layout.fields["th_control"]
-    assert [f[0] for f in c_fields] == ["enabled", "agent_pid"]
+    assert [f[0] for f in c_fields] == ["enabled", "agent_pid", "enriched", "_pad0"]
     assert [(off, size, signed) for _, off, size, signed in c_fields] == py_items(loader.CONTROL)
     assert layout.sizes["th_control"] == loader.CONTROL.size
+
+
+def test_layout_check_matches_what_user_space_reads(layout_dir: Path) -> None:
+    """The self-check's result: layout_check.CHECK decodes struct th_layout_check."""
+    layout = compile_layout(layout_dir, ())
+    c_fields = layout.fields["th_layout_check"]
+    assert [(off, size, signed) for _, off, size, signed in c_fields] == py_items(
+        layout_check.CHECK
+    )
+    assert layout.sizes["th_layout_check"] == layout_check.CHECK.size
 
 
 def test_exec_size_matches_sizeof_for_unaligned_argv_bounds(layout_dir: Path) -> None:

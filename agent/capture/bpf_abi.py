@@ -23,6 +23,7 @@ BPF_MAP_UPDATE_ELEM: Final = 2
 BPF_MAP_DELETE_ELEM: Final = 3
 BPF_MAP_GET_NEXT_KEY: Final = 4
 BPF_PROG_LOAD: Final = 5
+BPF_PROG_TEST_RUN: Final = 10
 BPF_OBJ_GET_INFO_BY_FD: Final = 15
 BPF_RAW_TRACEPOINT_OPEN: Final = 17
 BPF_BTF_LOAD: Final = 18
@@ -104,6 +105,29 @@ class BtfLoadAttr(ctypes.Structure):
         ("btf_size", ctypes.c_uint32),
         ("btf_log_size", ctypes.c_uint32),
         ("btf_log_level", ctypes.c_uint32),
+    ]
+
+
+class TestRunAttr(ctypes.Structure):
+    """The ``test`` member of bpf_attr for BPF_PROG_TEST_RUN up to ``cpu``.
+    A raw tracepoint program runs once in the calling task; every data and
+    repeat field must be zero for that type."""
+
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("data_in", ctypes.c_uint64),
+        ("data_out", ctypes.c_uint64),
+        ("repeat", ctypes.c_uint32),
+        ("duration", ctypes.c_uint32),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_uint64),
+        ("ctx_out", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
     ]
 
 

@@ -85,7 +85,8 @@ class Btf:
                 # A name can have a forward-declared twin with no members:
                 # keep the first one with members.
                 known = self._structs.get(t.name)
-                if known is None or (types[known] is not None and types[known].vlen == 0):  # type: ignore[union-attr]
+                previous = types[known] if known is not None else None
+                if previous is None or previous.vlen == 0:
                     self._structs[t.name] = type_id
 
     def has_struct(self, name: str) -> bool:
@@ -158,7 +159,7 @@ class Btf:
             return 8
         if t.kind == ARRAY:
             elem, _index, count = _ARRAY.unpack_from(self._section, t.extra)
-            return count * self.size_of(elem)
+            return int(count) * self.size_of(int(elem))
         if t.kind in (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT, DATASEC):
             return t.size_or_type
         return 0

@@ -42,10 +42,11 @@ from typing import Any
 
 import msgspec
 
-from agent.capture import bpf_info, dispatch, handoff
+from agent.capture import bpf_info, dispatch, handoff, kernel_layout, layout_check
 from agent.capture.bpf_syscall import BpfError, BpfMap
 from agent.capture.cache_store import CacheDir, CacheFileError
 from agent.capture.loader import (
+    KERNEL_STUB,
     MAPS_HANDED_OVER,
     CaptureError,
     CompileRequest,
@@ -336,7 +337,15 @@ def compile_and_attach(options: LoadOptions, cache_dir: str = "") -> tuple[Manif
     if not present:
         raise CaptureError("none of the configured probes' tracepoints exist on this kernel")
     try:
-        bpf = BPF(text=program_text(present).encode(), cflags=compile_flags(options, present))
+        layout = kernel_layout.running_kernel_layout()
+    except ValueError as err:  # a test skew that does not parse: fail closed
+        raise CaptureError(str(err)) from None
+    # No kernel headers: every struct offset comes from BTF (the stub has
+    # only what bcc's own headers need).
+    os.environ["BCC_KERNEL_SOURCE"] = str(KERNEL_STUB)
+    try:
+        flags = compile_flags(options, present, layout=layout)
+        bpf = BPF(text=program_text(present).encode(), cflags=flags)
     except Exception as err:
         raise CaptureError(f"compiling the BPF programs failed: {_first_line(err)}") from err
 
@@ -344,6 +353,7 @@ def compile_and_attach(options: LoadOptions, cache_dir: str = "") -> tuple[Manif
     # until the daemon turns it on).
     control = BpfMap(int(bpf[b"th_enabled"].map_fd), "th_enabled")
     write_control(control, enabled=False, agent_pid=options.agent_pid)
+    layout_problem = _layout_check(bpf) if layout.usable else layout.problem
 
     attacher = _Attacher(bpf)
     statuses.extend(attacher.attach(probe) for probe in present)
@@ -371,8 +381,25 @@ def compile_and_attach(options: LoadOptions, cache_dir: str = "") -> tuple[Manif
         statuses=sorted(statuses),
         syscall_names=syscall_names,
         cache=stored,
+        layout=layout_problem,
     )
     return manifest, map_fds + fds
+
+
+def _layout_check(bpf: Any) -> str:
+    """Run the layout self-check here (the daemon's child: its cwd, its
+    cgroup); "" when the offsets read this process right."""
+    from bcc import BPF
+
+    try:
+        program = bpf.load_func(layout_check.PROGRAM.encode(), BPF.RAW_TRACEPOINT)
+    except Exception as err:
+        return f"the layout self-check did not load: {_first_line(err)}"
+    table = BpfMap(os.dup(int(bpf[layout_check.RESULT_MAP.encode()].map_fd)), "th_layout_check")
+    try:
+        return layout_check.run(int(program.fd), table)
+    finally:
+        table.close()
 
 
 def serve(sock: socket.socket) -> None:

@@ -36,9 +36,25 @@ from typing import Literal
 
 import msgspec
 
-from agent.capture import bpf_syscall, dispatch, handoff, kinds, replay, wire
+from agent.capture import (
+    bpf_syscall,
+    dispatch,
+    handoff,
+    kernel_layout,
+    kinds,
+    layout_check,
+    replay,
+    wire,
+)
 from agent.capture.cache_store import CacheDir, CacheFileError, cache_dir_setting, key_inputs
-from agent.capture.probes import DISPATCH_SOURCE, PROBES, SOURCES, Probe
+from agent.capture.probes import (
+    DISPATCH_SOURCE,
+    LIBRARY_SOURCES,
+    PROBES,
+    SELFCHECK_SOURCE,
+    SOURCES,
+    Probe,
+)
 from agent.capture.program_cache import CacheEntry, cache_key
 from agent.capture.ringbuf import MappedRing
 from agent.child_command import child_command
@@ -46,6 +62,8 @@ from agent.limits import MAX_ARGV, MAX_RINGBUF_PAGES
 
 TRACEFS = Path("/sys/kernel/tracing")
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+#: What bcc is pointed at instead of kernel headers (bpf/kernel-stub/README.md).
+KERNEL_STUB = BPF_DIR / "kernel-stub"
 
 RING_PAGE_SIZE = 4096  # the ring buffer's size is counted in 4 KiB pages
 
@@ -169,19 +187,33 @@ def program_text(probes: Iterable[Probe], bpf_dir: Path = BPF_DIR) -> str:
     The files are pasted in rather than #included because bcc rewrites map
     method calls and generates tracepoint argument structs only in its main
     file. ``#line`` keeps compiler messages pointing at the real file. The
-    syscall dispatchers come last: they call into the syscall counter.
+    struct readers and path walk (path.bpf.c) come first, for every concern;
+    the layout self-check and the syscall dispatchers come last (they call
+    into the syscall counter).
     """
     concerns = sorted({probe.concern for probe in probes})
-    parts = ["tracehound.h", *(SOURCES[c] for c in concerns), DISPATCH_SOURCE]
+    parts = [
+        "tracehound.h",
+        *LIBRARY_SOURCES,
+        *(SOURCES[c] for c in concerns),
+        SELFCHECK_SOURCE,
+        DISPATCH_SOURCE,
+    ]
     return "".join(f'#line 1 "{name}"\n' + (bpf_dir / name).read_text() + "\n" for name in parts)
 
 
 def compile_flags(
-    options: LoadOptions, probes: Iterable[Probe], *, probe_fields: bool = True
+    options: LoadOptions,
+    probes: Iterable[Probe],
+    *,
+    probe_fields: bool = True,
+    layout: kernel_layout.Layout | None = None,
 ) -> list[str]:
     """bcc's flags for compiling ``probes``. ``probe_fields=False`` leaves
     out the :data:`FIELD_FEATURES` macros, which need a tracefs format file
-    read each (see :func:`program_key`)."""
+    read each (see :func:`program_key`). ``layout``: the kernel struct
+    offsets to compile in; None puts in their place what they are derived
+    from besides the kernel's BTF (for the cache key: no BTF parse)."""
     flags = [
         f"-I{BPF_DIR}",
         "-DTH_BCC",
@@ -199,6 +231,10 @@ def compile_flags(
     flags += dispatch.mask_flags(probes)
     flags += dispatch.compat_exec_flags(probes)
     flags += dispatch.number_flags(probes)
+    if layout is None:
+        flags.append(f"-DTH_LAYOUT_SPEC={kernel_layout.spec_digest()}")
+    else:
+        flags += layout.flags()
     if probe_fields:
         flags += [
             f"-D{macro}"
@@ -241,7 +277,7 @@ MAPS_HANDED_OVER: tuple[str, ...] = (
 _MAP_SHAPES: dict[str, tuple[int, int, int]] = {
     "th_events": (bpf_syscall.BPF_MAP_TYPE_RINGBUF, 0, 0),
     "th_scope": (bpf_syscall.BPF_MAP_TYPE_HASH, 4, 1),
-    "th_enabled": (bpf_syscall.BPF_MAP_TYPE_ARRAY, 4, 8),
+    "th_enabled": (bpf_syscall.BPF_MAP_TYPE_ARRAY, 4, 16),  # struct th_control (CONTROL)
     "th_generated": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
     "th_lost": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
     "th_errors": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
@@ -252,8 +288,9 @@ _OPTIONAL_MAPS = frozenset({"th_syscall_counts"})  # only with the syscalls.coun
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-#: struct th_control {u32 enabled; u32 agent_pid;}: th_enabled's one value.
-CONTROL = struct.Struct("<II")
+#: struct th_control {u32 enabled; u32 agent_pid; u32 enriched; u32 _pad0;}:
+#: th_enabled's one value.
+CONTROL = struct.Struct("<IIII")
 _SYSCALL_KEY = struct.Struct("<II")  # struct th_syscall_key {u32 pid; u32 nr;}
 _ERROR_SLOTS = ("scope_full", "exit_status_full")
 
@@ -272,6 +309,8 @@ class Manifest(msgspec.Struct, frozen=True):
     #: What became of storing the compile in the program cache: "stored",
     #: "not stored: <why>", or empty when no cache directory was given.
     cache: str = ""
+    #: Why struct-based enrichment is off ("" when the self-check passed).
+    layout: str = ""
 
 
 class CompileRequest(msgspec.Struct, frozen=True):
@@ -292,9 +331,18 @@ class CacheReport(msgspec.Struct, frozen=True):
     stored: str = ""
 
 
-def write_control(table: bpf_syscall.BpfMap, *, enabled: bool, agent_pid: int) -> None:
-    """Set th_enabled's value: whether handlers run, and whose events they skip."""
-    table.update(_U32.pack(0), CONTROL.pack(1 if enabled else 0, agent_pid))
+def write_control(
+    table: bpf_syscall.BpfMap, *, enabled: bool, agent_pid: int, enriched: bool = False
+) -> None:
+    """Set th_enabled's value: whether handlers run, whose events they skip,
+    and whether they may read kernel structs (the layout self-check passed)."""
+    table.update(_U32.pack(0), CONTROL.pack(int(enabled), agent_pid, int(enriched), 0))
+
+
+def layout_status(problem: str) -> ProbeStatus:
+    """The layout self-check, reported like a probe: "attached" when struct
+    reads are trusted, else why not."""
+    return ProbeStatus(layout_check.PROBE_NAME, layout_check.PROBE_KIND, not problem, problem)
 
 
 class LoadedCapture:
@@ -317,8 +365,11 @@ class LoadedCapture:
         *,
         held: Iterable[int] = (),
         cache: CacheReport | None = None,
+        layout: str = "",
     ) -> None:
         self._maps = maps
+        #: Why struct-based enrichment is off, "" when it is on.
+        self.layout_problem = layout
         self._attachments = attachments
         #: Map fds kept open only so the maps live as long as the capture
         #: (a prog array is emptied when its last fd is closed).
@@ -326,7 +377,7 @@ class LoadedCapture:
         self.cache = cache if cache is not None else CacheReport("off")
         self._detaching: list[threading.Thread] = []
         self.options = options
-        self.statuses = sorted(statuses)
+        self.statuses = sorted([*statuses, layout_status(layout)])
         self._closed = False
         self.decoder = wire.WireDecoder(options.argv_max, options.arg_len, syscall_names)
 
@@ -356,7 +407,10 @@ class LoadedCapture:
 
     def _set_enabled(self, value: int) -> None:
         write_control(
-            self._maps["th_enabled"], enabled=bool(value), agent_pid=self.options.agent_pid
+            self._maps["th_enabled"],
+            enabled=bool(value),
+            agent_pid=self.options.agent_pid,
+            enriched=not self.layout_problem,
         )
 
     # -- counters ----------------------------------------------------------
@@ -587,6 +641,7 @@ def _replay(
         maps = _open_maps(names, [loaded.maps[n] for n in names], "the program cache")
         # Before the first handler can run: whose events are skipped.
         write_control(maps["th_enabled"], enabled=False, agent_pid=options.agent_pid)
+        layout = _replayed_layout_check(entry, loaded)
         attachments = replay.attach(entry, loaded, TRACEFS)
     except BaseException:
         loaded.close()  # the maps' fds among them
@@ -596,8 +651,23 @@ def _replay(
     statuses = [*missing, *(ProbeStatus(p.name, p.kind, True) for p in present)]
     return LoadedCapture(
         maps, attachments, options, statuses, entry.syscall_names, held=held,
-        cache=CacheReport("hit"),
+        cache=CacheReport("hit"), layout=layout,
     )  # fmt: skip
+
+
+def _replayed_layout_check(entry: CacheEntry, loaded: replay.Loaded) -> str:
+    """Run the cached compile's layout self-check in this process: "" if
+    the offsets it has compiled in read this process right, else why not."""
+    names = [prog.name for prog in entry.programs]
+    if layout_check.PROGRAM not in names or layout_check.RESULT_MAP not in loaded.maps:
+        return "the cached programs have no layout self-check"
+    problem = layout_check.run_by_fd(
+        loaded.programs[names.index(layout_check.PROGRAM)], loaded.maps[layout_check.RESULT_MAP]
+    )
+    if problem == layout_check.NOT_COMPILED:
+        # Compiled without offsets: say why, as the compile that did it said.
+        problem = kernel_layout.running_kernel_layout().problem or problem
+    return problem
 
 
 def _from_cache(
@@ -650,6 +720,10 @@ def load(
     """
     options.validate()
     check_privileges()
+    try:
+        kernel_layout.skew_setting()  # the test hook: refused whole if it does not parse
+    except ValueError as err:
+        raise CaptureError(str(err)) from None
     directory = cache_dir_setting() if cache_dir == "default" else cache_dir
     reason, store_in = "", ""
     if directory is not None:
@@ -683,7 +757,13 @@ def load(
         CacheReport("miss", reason, manifest.cache) if directory is not None else CacheReport("off")
     )
     capture = LoadedCapture(
-        maps, attachments, options, manifest.statuses, manifest.syscall_names, cache=report_cache
+        maps,
+        attachments,
+        options,
+        manifest.statuses,
+        manifest.syscall_names,
+        cache=report_cache,
+        layout=manifest.layout,
     )
     capture.enable()
     return capture

@@ -100,6 +100,10 @@ SOURCES: dict[str, str] = {
 }
 #: The syscall dispatchers (:mod:`agent.capture.dispatch`), in every program.
 DISPATCH_SOURCE = "dispatch.bpf.c"
+#: Kernel struct readers and the path walk, for every concern's use.
+LIBRARY_SOURCES = ("path.bpf.c",)
+#: The start-up self-check of the struct offsets (:mod:`agent.capture.layout_check`).
+SELFCHECK_SOURCE = "layout.bpf.c"
 
 
 def probe_named(name: str) -> Probe:

@@ -1,0 +1,198 @@
+"""The kernel struct offsets tracehound's BPF programs read, from BTF.
+
+Every kernel struct the programs look into (the task, its parent, cwd, open
+files, mm, credentials, cgroup; dentries and mounts for path walks) is
+listed once in :data:`FIELDS`. At compile time :func:`resolve` finds each in
+the running kernel's BTF (:mod:`agent.capture.btf`) and :meth:`Layout.flags`
+hands bcc one ``-DTH_OFF_<STRUCT>_<MEMBER>=<byte offset>`` per field: the C
+code never includes a kernel header, so it cannot read through a layout of
+another kernel version.
+
+If BTF is missing, or a required field is absent or not the size the C code
+reads, the layout is refused whole (``-DTH_LAYOUT=0``): the programs then
+compile without any struct read, and every field they would have filled is
+marked unresolved. Wrong offsets that BTF cannot reveal (a bug here) are
+caught at start by the self-check (:mod:`agent.capture.layout_check`).
+
+Test hook: ``TRACEHOUND_TEST_LAYOUT_SKEW="task_struct.real_parent=8"`` adds
+8 bytes to that offset, so a test can show that the self-check refuses a
+wrong layout and capture goes on without enrichment. Only whoever starts
+the agent sets its environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+import blake3
+
+from agent.capture import btf
+
+SKEW_ENV: Final = "TRACEHOUND_TEST_LAYOUT_SKEW"
+
+
+@dataclass(frozen=True)
+class Field:
+    """``struct.path`` (``path`` may go through embedded structs, dotted).
+
+    ``alternatives``: other names the member has had (``kernfs_node.parent``
+    is ``__parent`` from 6.15), tried in order. ``size``: the size the C code
+    reads, checked against BTF (None: any). ``required``: without it the
+    whole layout is refused; an optional field's absence only leaves
+    ``TH_HAVE_<macro>`` undefined, for the C code that can do without it.
+    """
+
+    struct: str
+    path: str
+    size: int | None = None
+    alternatives: tuple[str, ...] = ()
+    required: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.struct}.{self.path}"
+
+    @property
+    def macro(self) -> str:
+        return f"TH_OFF_{self.struct}_{self.path}".upper().replace(".", "_")
+
+
+_PTR: Final = 8
+
+#: Every kernel struct member the BPF programs read, and nothing else.
+FIELDS: tuple[Field, ...] = (
+    # the task: who it is, who its parent is, what it can reach
+    Field("task_struct", "tgid", 4),
+    Field("task_struct", "real_parent", _PTR),
+    Field("task_struct", "fs", _PTR),
+    Field("task_struct", "files", _PTR),
+    Field("task_struct", "mm", _PTR),
+    Field("task_struct", "real_cred", _PTR),
+    Field("task_struct", "loginuid", 4),
+    Field("task_struct", "cgroups", _PTR),
+    Field("css_set", "dfl_cgrp", _PTR),
+    Field("cgroup", "kn", _PTR),
+    Field("kernfs_node", "id", 8),
+    # credentials (kuid_t / kgid_t: one u32 each)
+    *(Field("cred", name, 4) for name in ("uid", "gid", "suid", "sgid", "euid", "egid")),
+    *(Field("cred", name, 4) for name in ("fsuid", "fsgid")),
+    # working directory and root; open files
+    Field("fs_struct", "root", 16),
+    Field("fs_struct", "pwd", 16),
+    Field("path", "mnt", _PTR),
+    Field("path", "dentry", _PTR),
+    Field("files_struct", "fdt", _PTR),
+    Field("fdtable", "max_fds", 4),
+    Field("fdtable", "fd", _PTR),
+    Field("file", "f_path", 16),
+    Field("file", "f_inode", _PTR),
+    Field("file", "private_data", _PTR),
+    # path walks: dentries up to the mount root, mounts up to the root
+    Field("dentry", "d_parent", _PTR),
+    Field("dentry", "d_name.name", _PTR),
+    Field("dentry", "d_name.len", 4),
+    Field("dentry", "d_inode", _PTR),
+    Field("inode", "i_ino", 8),
+    Field("vfsmount", "mnt_root", _PTR),
+    Field("mount", "mnt", None),  # embedded struct vfsmount: its offset is container_of's
+    Field("mount", "mnt_parent", _PTR),
+    Field("mount", "mnt_mountpoint", _PTR),
+    # the executable and the argument area of the new image
+    Field("mm_struct", "exe_file", _PTR),
+    Field("mm_struct", "arg_start", 8),
+    Field("mm_struct", "arg_end", 8),
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What :func:`resolve` found: the offset of every field it could place
+    (by macro), and why the layout is refused, if it is ("" when usable)."""
+
+    offsets: Mapping[str, int] = field(default_factory=dict)
+    problem: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return not self.problem
+
+    def flags(self) -> list[str]:
+        """bcc's -D flags for this layout."""
+        if not self.usable:
+            return ["-DTH_LAYOUT=0"]
+        flags = ["-DTH_LAYOUT=1"]
+        for macro, offset in sorted(self.offsets.items()):
+            flags.append(f"-D{macro}={offset}")
+            flags.append(f"-DTH_HAVE_{macro.removeprefix('TH_OFF_')}=1")
+        return flags
+
+
+def parse_skew(text: str) -> dict[str, int]:
+    """``"task_struct.real_parent=8,cred.uid=-4"`` -> {field name: bytes}.
+    Raises ValueError naming the entry that does not parse."""
+    skew: dict[str, int] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, amount = entry.partition("=")
+        try:
+            if not sep or "." not in name:
+                raise ValueError
+            skew[name] = int(amount)
+        except ValueError:
+            raise ValueError(f"{SKEW_ENV}: {entry!r} is not <struct>.<member>=<bytes>") from None
+    return skew
+
+
+def skew_setting(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
+    return parse_skew(environ.get(SKEW_ENV, ""))
+
+
+def resolve(
+    types: btf.Btf | None,
+    fields: Iterable[Field] = FIELDS,
+    skew: Mapping[str, int] | None = None,
+) -> Layout:
+    """Place every field in ``types`` (None: the kernel has no BTF). Pure."""
+    if types is None:
+        return Layout(problem="the kernel publishes no BTF (/sys/kernel/btf/vmlinux)")
+    skew = skew or {}
+    offsets: dict[str, int] = {}
+    for wanted in fields:
+        found = None
+        for path in (wanted.path, *wanted.alternatives):
+            found = types.member(wanted.struct, path)
+            if found is not None:
+                break
+        if found is None:
+            if wanted.required:
+                return Layout(offsets, f"BTF has no {wanted.name}")
+            continue
+        if wanted.size is not None and found.size != wanted.size:
+            return Layout(
+                offsets,
+                f"BTF says {wanted.name} is {found.size} bytes, the programs read {wanted.size}",
+            )
+        offsets[wanted.macro] = found.offset + skew.get(wanted.name, 0)
+    return Layout(offsets)
+
+
+def running_kernel_layout(environ: Mapping[str, str] = os.environ) -> Layout:
+    """The layout of the running kernel (about 0.25 s: the BTF parse)."""
+    try:
+        types = btf.load()
+    except OSError:
+        return resolve(None)
+    except btf.BtfError as err:
+        return Layout(problem=f"the kernel's BTF could not be read: {err}")
+    return resolve(types, FIELDS, skew_setting(environ))
+
+
+def spec_digest(environ: Mapping[str, str] = os.environ) -> str:
+    """What the layout flags depend on besides the kernel's BTF (which the
+    program cache key holds already): the field table and the test skew.
+    The cache key carries this instead of the offsets, so a start that
+    finds its compile in the cache does not parse BTF at all."""
+    text = repr((FIELDS, sorted(skew_setting(environ).items())))
+    return blake3.blake3(text.encode()).hexdigest()[:16]

@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * path.bpf.c: reading kernel structs at BTF offsets, and the path walk.
+ *
+ * Every offset is a TH_OFF_* constant the loader took from the running
+ * kernel's BTF (agent/capture/kernel_layout.py); with TH_LAYOUT 0 none of
+ * this is compiled and callers mark what they would have filled as not
+ * resolved (TH_PATH_NO_LAYOUT). Reads go through bpf_probe_read_kernel: a
+ * bad pointer fails the read (the walk marks TH_PATH_UNREADABLE), it never
+ * faults.
+ *
+ * The walk is d_path()'s, from a (dentry, vfsmount) pair up to the
+ * process's root: names are written right to left into a scratch buffer,
+ * from d_name up the d_parent chain; at a mount's root it crosses to the
+ * mountpoint in the parent mount. It takes no rename lock: a rename racing
+ * the walk can give a torn path (as Tetragon's walk can). How it ended is in
+ * the TH_PATH_* flags, never hidden.
+ */
+#include "tracehound.h"
+
+/* Bytes of scratch a walk writes into: names land right to left in the
+ * first TH_PATH_MAX bytes; the second half is slack that lets the verifier
+ * bound a write of up to NAME_MAX bytes at any offset of the first. */
+#define TH_PATH_SCRATCH (2 * TH_PATH_MAX)
+#define TH_NAME_MAX 255
+
+/* The state of one walk, kept in the map value rather than on the stack:
+ * each step reloads it, so the verifier sees the same unknown values at the
+ * top of every step and prunes, where values tracked in registers made an
+ * unrolled walk of 16 steps exceed its budget (bcc cannot compile the
+ * bpf_loop callback that would avoid it: it emits no function relocation). */
+struct th_walk {
+    u64 dentry;
+    u64 vfsmnt;
+    u64 mnt;          /* container_of(vfsmnt, struct mount, mnt) */
+    u64 root_dentry;
+    u64 root_mnt;
+    u32 pos;          /* the next name ends here, in buf */
+    u32 flags;
+    u32 done;
+    u32 _pad0;
+};
+
+struct th_path_scratch {
+    struct th_walk w;
+    char buf[TH_PATH_SCRATCH];
+};
+/* One per CPU: a walk runs to completion without sleeping. Programs that
+ * walk two paths per record (renames) use slots 0 and 1. */
+BPF_PERCPU_ARRAY(th_path_bufs, struct th_path_scratch, 2);
+
+/* Where a walk's result is: th_path_bufs[slot].buf[start .. start + len),
+ * no NUL. */
+struct th_path_result {
+    u32 start;
+    u32 len;
+    u32 flags; /* TH_PATH_* */
+};
+
+#if TH_LAYOUT
+static __always_inline u64 th_kptr(u64 base, u32 offset)
+{
+    u64 value = 0;
+    if (base)
+        bpf_probe_read_kernel(&value, sizeof(value), (const void *)(base + offset));
+    return value;
+}
+
+static __always_inline u32 th_ku32(u64 base, u32 offset)
+{
+    u32 value = 0;
+    if (base)
+        bpf_probe_read_kernel(&value, sizeof(value), (const void *)(base + offset));
+    return value;
+}
+
+static __always_inline u64 th_current_task(void)
+{
+    return (u64)bpf_get_current_task();
+}
+
+/* The tgid of the task's real parent (who forked it, or its reaper). */
+static __always_inline u32 th_task_ppid(u64 task)
+{
+    return th_ku32(th_kptr(task, TH_OFF_TASK_STRUCT_REAL_PARENT), TH_OFF_TASK_STRUCT_TGID);
+}
+
+/* The struct file installed at fd in the task's table, 0 if none. */
+static __always_inline u64 th_task_fd_file(u64 task, s32 fd)
+{
+    if (fd < 0)
+        return 0;
+    u64 fdt = th_kptr(th_kptr(task, TH_OFF_TASK_STRUCT_FILES), TH_OFF_FILES_STRUCT_FDT);
+    if (!fdt || (u32)fd >= th_ku32(fdt, TH_OFF_FDTABLE_MAX_FDS))
+        return 0;
+    u64 array = th_kptr(fdt, TH_OFF_FDTABLE_FD);
+    return th_kptr(array, (u32)fd * 8);
+}
+
+/* One step of the walk: one name, or one mount crossed. 1: the walk ended. */
+static __always_inline int th_walk_step(struct th_path_scratch *scratch)
+{
+    struct th_walk *w = &scratch->w;
+    if (w->dentry == w->root_dentry && w->vfsmnt == w->root_mnt) {
+        w->done = 1;
+        return 1;
+    }
+    u64 mnt_root = th_kptr(w->vfsmnt, TH_OFF_VFSMOUNT_MNT_ROOT);
+    if (w->dentry == mnt_root) {
+        /* The root of this mount: go on from where it is mounted. */
+        u64 parent = th_kptr(w->mnt, TH_OFF_MOUNT_MNT_PARENT);
+        if (!parent) {
+            w->flags |= TH_PATH_UNREADABLE;
+        } else if (parent == w->mnt) {
+            /* The top of the mount tree without meeting the root: the
+             * process is chrooted elsewhere, or it is another namespace's. */
+            if (w->root_dentry)
+                w->flags |= TH_PATH_UNREACHABLE;
+        } else {
+            w->dentry = th_kptr(w->mnt, TH_OFF_MOUNT_MNT_MOUNTPOINT);
+            w->mnt = parent;
+            w->vfsmnt = parent + TH_OFF_MOUNT_MNT;
+            return 0;
+        }
+        w->done = 1;
+        return 1;
+    }
+    u64 parent = th_kptr(w->dentry, TH_OFF_DENTRY_D_PARENT);
+    if (!parent || parent == w->dentry) {
+        /* No parent: unreadable; its own parent: a filesystem root that is
+         * no mount's root (a pseudo fs such as pipe:, or a detached tree). */
+        w->flags |= parent ? TH_PATH_UNREACHABLE : TH_PATH_UNREADABLE;
+        w->done = 1;
+        return 1;
+    }
+    u32 len = th_ku32(w->dentry, TH_OFF_DENTRY_D_NAME_LEN);
+    u64 name = th_kptr(w->dentry, TH_OFF_DENTRY_D_NAME_NAME);
+    if (len > TH_NAME_MAX || !name) {
+        w->flags |= TH_PATH_UNREADABLE;
+        w->done = 1;
+        return 1;
+    }
+    u32 pos = w->pos;
+    if (len + 1 > pos || pos > TH_PATH_MAX) {
+        w->flags |= TH_PATH_CUT;
+        w->done = 1;
+        return 1;
+    }
+    pos -= len;
+    if (bpf_probe_read_kernel(scratch->buf + (pos & (TH_PATH_MAX - 1)), len & TH_NAME_MAX,
+                              (const void *)name)) {
+        w->flags |= TH_PATH_UNREADABLE;
+        w->done = 1;
+        return 1;
+    }
+    pos -= 1;
+    scratch->buf[pos & (TH_PATH_MAX - 1)] = '/';
+    w->pos = pos;
+    w->dentry = parent;
+    return 0;
+}
+
+/* Walk (dentry, vfsmnt) up to (root_dentry, root_mnt), the process's root,
+ * into th_path_bufs[slot]. The result is absolute ("/" at least). */
+static __always_inline void th_path_walk(u64 dentry, u64 vfsmnt, u64 root_dentry, u64 root_mnt,
+                                         u32 slot, struct th_path_result *out)
+{
+    out->start = TH_PATH_MAX;
+    out->len = 0;
+    out->flags = TH_PATH_UNREADABLE;
+    struct th_path_scratch *scratch = th_path_bufs.lookup(&slot);
+    if (!scratch)
+        return;
+    struct th_walk *w = &scratch->w;
+    w->dentry = dentry;
+    w->vfsmnt = vfsmnt;
+    w->mnt = vfsmnt - TH_OFF_MOUNT_MNT;
+    w->root_dentry = root_dentry;
+    w->root_mnt = root_mnt;
+    w->pos = TH_PATH_MAX;
+    w->flags = 0;
+    w->done = 0;
+    if (!dentry || !vfsmnt) {
+        w->flags = TH_PATH_UNREADABLE;
+        w->done = 1;
+    }
+#pragma unroll
+    for (int i = 0; i < TH_PATH_DEPTH; i++) {
+        if (w->done || th_walk_step(scratch))
+            break;
+    }
+    if (!w->done)
+        w->flags |= TH_PATH_CUT; /* deeper than TH_PATH_DEPTH */
+    u32 pos = w->pos;
+    if (pos >= TH_PATH_MAX) {
+        pos = TH_PATH_MAX - 1;
+        scratch->buf[TH_PATH_MAX - 1] = '/';
+    }
+    out->start = pos;
+    out->len = TH_PATH_MAX - pos;
+    out->flags = w->flags;
+}
+
+/* Walk a struct path (f_path, fs->pwd) of the task, up to the task's root. */
+static __always_inline void th_walk_struct_path(u64 task, u64 path, u32 slot,
+                                                struct th_path_result *out)
+{
+    u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
+    u64 root_mnt = th_kptr(fs, TH_OFF_FS_STRUCT_ROOT + TH_OFF_PATH_MNT);
+    u64 root_dentry = th_kptr(fs, TH_OFF_FS_STRUCT_ROOT + TH_OFF_PATH_DENTRY);
+    th_path_walk(th_kptr(path, TH_OFF_PATH_DENTRY), th_kptr(path, TH_OFF_PATH_MNT), root_dentry,
+                 root_mnt, slot, out);
+}
+
+/* The task's working directory. */
+static __always_inline void th_walk_cwd(u64 task, u32 slot, struct th_path_result *out)
+{
+    u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
+    if (!fs) {
+        out->start = TH_PATH_MAX;
+        out->len = 0;
+        out->flags = TH_PATH_NO_BASE;
+        return;
+    }
+    th_walk_struct_path(task, fs + TH_OFF_FS_STRUCT_PWD, slot, out);
+}
+
+/* The file open at fd in the task. */
+static __always_inline void th_walk_fd(u64 task, s32 fd, u32 slot, struct th_path_result *out)
+{
+    u64 file = th_task_fd_file(task, fd);
+    if (!file) {
+        out->start = TH_PATH_MAX;
+        out->len = 0;
+        out->flags = TH_PATH_NO_BASE;
+        return;
+    }
+    th_walk_struct_path(task, file + TH_OFF_FILE_F_PATH, slot, out);
+}
+#endif /* TH_LAYOUT */
