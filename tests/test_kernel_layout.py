@@ -129,7 +129,7 @@ def test_the_skew_hook_parses_or_is_refused() -> None:
         "task_struct.tgid": 64,
         "cred.uid": -4,
     }
-    with pytest.raises(ValueError, match="'tgid=x' is not <struct>.<member>=<bytes>"):
+    with pytest.raises(ValueError, match=r"'tgid=x' is not <struct>\.<member>=<bytes>"):
         kernel_layout.parse_skew("tgid=x")
 
 
