@@ -34,11 +34,26 @@ network.bind.v1 / other    4001   99 Other (``activity_name`` "Bind");
                                   a bind opens no connection
 =========================  =====  ==========================================
 
+Checked against the schema, not memory: ``tests/ocsf/schema_1_3_0.json``
+holds the 1.3.0 release's facts (class and category uids, activity ids,
+required attributes with what base_event, the category and the profiles
+add, enums, object constraints), extracted from the ``ocsf/ocsf-schema``
+repository at tag 1.3.0 by ``tests/ocsf/extract_schema.py``, and
+``tests/ocsf/test_ocsf_schema.py`` validates every record type's
+projection against them. What that check fixed: Network Activity's
+``actor`` and ``device`` are the ``host`` profile's, so network events say
+``metadata.profiles: ["host"]``; ``type_name`` is ``type_uid``'s caption
+(``Network Activity: Other`` for 99, the source's word stays in
+``activity_name``); an endpoint object must name something, so an unknown
+source endpoint is left out and a destination the capture could not read
+is ``{"name": "unresolved"}`` (``dst_endpoint`` is required).
+
 Host text that is not UTF-8 stays in the record's escape form (see
 :mod:`agent.safetext`) and ``unmapped.escaped`` names the fields holding
 it; ``process.cmd_line`` is the argv shell-quoted word by word.
 
-Every event carries ``status_id`` (1 Success, 2 Failure) and, on failure,
+Every event carries ``status_id`` (1 Success, 2 Failure), its caption
+``status`` and, on failure,
 ``status_code`` (the errno name or number). ``severity_id`` is 1
 Informational throughout: capture observes, it does not judge.
 

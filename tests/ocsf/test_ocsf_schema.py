@@ -304,3 +304,15 @@ def test_an_unknown_class_is_refused() -> None:
     event = copy.deepcopy(_first(CLASS_PROCESS))
     event["class_uid"] = 1099
     assert validate(event) == ["class_uid: 1099 is not a class of OCSF 1.3.0"]
+
+
+def test_the_validator_catches_a_source_word_in_type_name() -> None:
+    """type_name is type_uid's caption: 99's is "Other", the source's own
+    word ("Bind") belongs in activity_name (what the projection once did wrong)."""
+    event = copy.deepcopy(_first(CLASS_NETWORK, lambda e: e["activity_id"] == 99))
+    assert event["activity_name"] == "Bind" and validate(event) == []
+    event["type_name"] = "Network Activity: Bind"
+    assert validate(event) == [
+        "network_activity.type_name: 'Network Activity: Bind',"
+        " type_uid 400199 is 'Network Activity: Other'"
+    ]
