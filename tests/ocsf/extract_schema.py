@@ -71,7 +71,8 @@ def reader(repo: Path, ref: str) -> tuple[Reader, Callable[[str], list[str]], st
                 ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
             )
             if done.returncode != 0:
-                raise SchemaError(f"git {' '.join(args)}: {done.stderr.strip()}")
+                why = (done.stderr.strip().splitlines() or ["failed"])[0]
+                raise SchemaError(f"git {' '.join(args)}: {why}")
             return done.stdout
 
         commit = git("rev-parse", f"{ref}^{{commit}}").strip()
