@@ -44,6 +44,7 @@ from agent.sinks.profile import Profile, decode_profile, encode_profile, is_comp
 from agent.sinks.profile_diff import diff, render_drift
 from agent.sinks.redacted_profile import redact_profile
 from agent.sinks.streaming import StreamingSink
+from agent.wallclock import measure_boot_offset
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -147,7 +148,7 @@ async def _profile(
     source: str,
     redactor: Redactor,
 ) -> tuple[Profile, int]:
-    aggregate = AggregatingSink()
+    aggregate = AggregatingSink(boot_offset_ns=measure_boot_offset())
 
     def open_log(stream: StreamingSink, session: CaptureSession) -> EvidenceWorker:
         assert evidence_dir is not None and worker is not None

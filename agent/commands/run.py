@@ -87,6 +87,7 @@ from agent.sinks.event_lines import EventLines
 from agent.sinks.profile import Profile, encode_profile
 from agent.sinks.redacted_profile import ProfileRedactor
 from agent.sinks.streaming import StreamingSink
+from agent.wallclock import measure_boot_offset
 
 #: The daemon verifies its own log this long after start, then this often;
 #: the result is ``tracehound_evidence_verify_ok``. Each run reads the whole
@@ -539,7 +540,7 @@ async def _run(
     settings: _Settings,
 ) -> int:
     config = settings.config
-    aggregate = AggregatingSink.for_daemon()
+    aggregate = AggregatingSink.for_daemon(boot_offset_ns=measure_boot_offset())
     event_lines = EventLines(lambda: settings.redactor, settings.faults)
 
     async def write_events(stream: StreamingSink) -> None:

@@ -243,8 +243,12 @@ class AggregatingSink:
         max_total_endpoints: int = 1 << 16,
         max_total_execs: int = 1 << 16,
         max_bytes: int = 256 << 20,
+        boot_offset_ns: int | None = None,
     ) -> None:
         self.name = name
+        #: CLOCK_REALTIME - CLOCK_BOOTTIME at start, for the profile's readers
+        #: (agent.wallclock); measured by the caller, never read here.
+        self.boot_offset_ns = boot_offset_ns
         self.max_processes = max_processes
         self.max_files = max_files
         self.max_endpoints = max_endpoints
@@ -270,7 +274,7 @@ class AggregatingSink:
         self._finished = False
 
     @classmethod
-    def for_daemon(cls) -> AggregatingSink:
+    def for_daemon(cls, *, boot_offset_ns: int | None = None) -> AggregatingSink:
         """The sink of ``tracehound run``: a window on what ran lately (the
         evidence log keeps everything), in 4 MiB (an estimate: with pymalloc's
         overhead and a snapshot's copies in flight, about 20 MB of RSS at
@@ -282,7 +286,8 @@ class AggregatingSink:
         200 KiB), 256 endpoints, 32 execs."""
         return cls(max_processes=4096, max_files=512, max_endpoints=256, max_execs=32,
                    max_total_files=1 << 15, max_total_endpoints=1 << 13,
-                   max_total_execs=1 << 13, max_bytes=4 << 20)  # fmt: skip
+                   max_total_execs=1 << 13, max_bytes=4 << 20,
+                   boot_offset_ns=boot_offset_ns)  # fmt: skip
 
     # -- EventSink -----------------------------------------------------------
     async def record(self, event: Event) -> None:
@@ -398,6 +403,7 @@ class AggregatingSink:
             accounting={},
             notes=list(self._notes),
             complete=False,
+            boot_offset_ns=self.boot_offset_ns,
         )  # fmt: skip
 
     @staticmethod
