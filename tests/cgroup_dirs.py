@@ -39,9 +39,8 @@ def make_cgroups(*relative: str) -> Iterator[tuple[Path, str, list[Path]]]:
     try:
         for rel in relative:
             path = mount / parent / rel
-            for step in [*reversed(path.relative_to(mount).parents)][1:] + [
-                path.relative_to(mount)
-            ]:
+            steps = [*reversed(path.relative_to(mount).parents)][1:]
+            for step in [*steps, path.relative_to(mount)]:
                 directory = mount / step
                 if not directory.exists():
                     directory.mkdir()
