@@ -230,11 +230,12 @@ class CgroupResolver:
         """The ids noted and not resolved yet, oldest first."""
         return list(self._pending)
 
-    def resolve_pending(self) -> int:
-        """Resolve every noted id (I/O: a few syscalls each); how many were."""
-        ids = list(self._pending)
-        self._pending.clear()
+    def resolve_pending(self, limit: int | None = None) -> int:
+        """Resolve the noted ids, oldest first, at most ``limit`` (None: all);
+        I/O, a few syscalls each. How many were."""
+        ids = list(self._pending)[:limit]
         for cgroup_id in ids:
+            del self._pending[cgroup_id]
             self.resolve(cgroup_id)
         return len(ids)
 

@@ -43,7 +43,14 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
-__all__ = ["Container", "Runtime", "parse_container"]
+__all__ = [
+    "CONTAINER_PREFIX",
+    "CONTAINER_PREFIX_EXPECTED",
+    "Container",
+    "Runtime",
+    "matches_container",
+    "parse_container",
+]
 
 Runtime: TypeAlias = Literal["docker", "containerd", "cri-o", "podman", "kubernetes"]
 
@@ -142,3 +149,17 @@ def parse_container(path: str) -> Container | None:
 def _kube_slice(parts: list[str]) -> bool:
     """Is any component a systemd kubepods slice (``kubepods-burstable.slice``...)?"""
     return any(p.startswith("kubepods") and p.endswith(".slice") for p in parts)
+
+
+#: What a container filter accepts (``snapshot --container``,
+#: ``/v1/snapshot?container=``): a prefix of an id, at least 12 hex digits
+#: as ``docker ps`` shows them, at most the whole 64.
+CONTAINER_PREFIX: Final = re.compile(r"[0-9a-f]{12,64}", re.ASCII)
+CONTAINER_PREFIX_EXPECTED: Final = (
+    "a container id or a prefix of it: 12 to 64 lower-case hex digits"
+)
+
+
+def matches_container(container: Container | None, prefix: str) -> bool:
+    """Does ``container``'s id start with ``prefix`` (a checked :data:`CONTAINER_PREFIX`)?"""
+    return container is not None and container.id.startswith(prefix)
