@@ -257,6 +257,7 @@ class DaemonApi:
                 if q is not None
             ],
             "aggregate": self.aggregate.status(),
+            "cgroups": None if self.aggregate.cgroups is None else self.aggregate.cgroups.stats(),
             "caches": dict(self.caches()),
             "evidence": evidence,
             "api": {**self.server_stats.as_dict(), "sse_dropped": self.tail.dropped},

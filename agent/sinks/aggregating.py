@@ -627,6 +627,8 @@ class AggregatingSink:
             if proc is None:
                 return
         proc.comm = proc.comm or event.comm
+        if proc.cgroup_id != event.cgroup_id:  # the cgroup it ended in: the latest
+            self._set_cgroup(proc, event.cgroup_id)
         self._set_exit(proc, event)
         proc.bound.clear()
         self._retire(proc)
