@@ -15,6 +15,7 @@ import msgspec
 import trio
 
 from agent import failpoints
+from agent.capture.cgroups import CgroupResolver, resolve_periodically
 from agent.capture.events import ProcessSeen
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.session import CaptureSession
@@ -148,7 +149,7 @@ async def _profile(
     source: str,
     redactor: Redactor,
 ) -> tuple[Profile, int]:
-    aggregate = AggregatingSink(boot_offset_ns=measure_boot_offset())
+    aggregate = AggregatingSink(boot_offset_ns=measure_boot_offset(), cgroups=CgroupResolver())
 
     def open_log(stream: StreamingSink, session: CaptureSession) -> EvidenceWorker:
         assert evidence_dir is not None and worker is not None
@@ -182,6 +183,7 @@ async def _profile(
         error = child.release()
         async with trio.open_nursery() as waiting:
             waiting.start_soon(_forward_signals, child.pid)
+            waiting.start_soon(resolve_periodically, aggregate.resolve_cgroups)
             wait_status = await _wait_child(child.pid)
             waiting.cancel_scope.cancel()
         survivors = capture.scope_size()

@@ -63,7 +63,9 @@ snapshot is not an activity), ``process.syscalls.v1`` (counters), and every
 CloudEvents stream; a consumer that needs gaps must read that stream.
 
 A folded record (``data.count`` > 1: that many identical events) carries
-the OCSF ``count`` attribute.
+the OCSF ``count`` attribute. A record whose cgroup names a container
+(``data.container``) carries the ``container`` profile's object (``uid``,
+``runtime``, ``pod_uuid``) and says so in ``metadata.profiles``.
 
 What can go wrong: a record whose ``data`` is not its type's payload (a
 field missing or mistyped: a record not made by :mod:`agent.evidence.mapper`,
@@ -79,6 +81,7 @@ from typing import Any, Final
 
 import msgspec
 
+from agent.capture.container_id import Container
 from agent.evidence.payloads import EndpointData, ExecData, ExitData, FileData, ForkData, NetData
 from agent.evidence.record_types import PAYLOAD_TYPES
 from agent.evidence.types import PRODUCER, TYPE_PREFIX, CloudEvent, parse_rfc3339_ns
@@ -173,12 +176,28 @@ def to_ocsf(ce: CloudEvent[Any]) -> dict[str, Any] | None:
         except msgspec.ValidationError as exc:
             raise OcsfError(f"record {ce.id} ({ce.type}): {exc}") from None
     if isinstance(data, ExecData | ForkData | ExitData):
-        return _process(ce, data)
-    if isinstance(data, FileData):
-        return _file(ce, op, data)
-    if isinstance(data, NetData):
-        return _network(ce, op, data)
-    return None
+        event = _process(ce, data)
+    elif isinstance(data, FileData):
+        event = _file(ce, op, data)
+    elif isinstance(data, NetData):
+        event = _network(ce, op, data)
+    else:
+        return None
+    return _with_container(event, data.container)
+
+
+def _with_container(event: dict[str, Any], container: Container | None) -> dict[str, Any]:
+    """The OCSF ``container`` profile's object, when the record's cgroup named
+    a container: ``uid`` (the id), ``runtime`` and a Kubernetes ``pod_uuid``;
+    what the cgroup path does not say (name, image) is left out, never guessed."""
+    if container is None:
+        return event
+    found: dict[str, Any] = {"uid": container.id, "runtime": container.runtime}
+    if container.pod is not None:
+        found["pod_uuid"] = container.pod
+    event["container"] = found
+    event["metadata"]["profiles"] = ["container"]
+    return event
 
 
 def _base(

@@ -17,6 +17,7 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
+from agent.capture.container_id import Container
 from agent.capture.events import Endpoint
 from agent.capture.ledger import KindAccount
 from agent.capture.loader import ProbeStatus
@@ -94,6 +95,13 @@ class NetRecord(msgspec.Struct, frozen=True):
 
 
 class ProcessProfile(msgspec.Struct, frozen=True):
+    """One process. ``cgroup_id`` is the cgroup v2 id its events carried
+    (0: none seen); ``cgroup`` that cgroup's path from the hierarchy's root,
+    None when it could not be resolved (removed before it was looked up, or
+    no cgroup2 mount: counted in ``/v1/stats`` ``cgroups``), never guessed;
+    ``container`` what the path names (:mod:`agent.capture.container_id`),
+    None when it names none."""
+
     pid: int
     ppid: int | None
     comm: str
@@ -116,6 +124,8 @@ class ProcessProfile(msgspec.Struct, frozen=True):
     evicted: dict[str, int]
     argv_cut: list[int] = []
     argv_more: bool = False
+    cgroup: str | None = None
+    container: Container | None = None
 
 
 Redaction: TypeAlias = Literal["applied", "off"]
@@ -211,6 +221,20 @@ def endpoint_text(endpoint: Endpoint | None) -> str:
     return f"{endpoint.family}:{escape_text(endpoint.address)}"
 
 
+def cgroup_text(proc: ProcessProfile) -> str:
+    """``cgroup PATH`` (escaped), the container if the path names one; an
+    unresolved cgroup says so, with its id."""
+    if proc.cgroup is None:
+        return f"cgroup {proc.cgroup_id} (unresolved)"
+    text = f"cgroup {escape_text(proc.cgroup)}"
+    container = proc.container
+    if container is not None:
+        text += f"  container {container.runtime} {container.id}"
+        if container.pod is not None:
+            text += f" pod {container.pod}"
+    return text
+
+
 def render_text(profile: Profile) -> str:
     """A readable report: the process tree, then per process what it did.
 
@@ -241,13 +265,17 @@ def render_text(profile: Profile) -> str:
     # process with its ppid: pids are reused, so a pid alone is ambiguous.
     latest: dict[int, int] = {}
     children: dict[int | None, list[int]] = {}
+    parent_of: dict[int, int] = {}
     for index, proc in enumerate(profile.processes):
         parent = latest.get(proc.ppid) if proc.ppid is not None else None
         children.setdefault(parent, []).append(index)
+        if parent is not None:
+            parent_of[index] = parent
         latest[proc.pid] = index
     lines.append(f"processes: {len(profile.processes)}")
 
-    def walk(proc: ProcessProfile, depth: int) -> None:
+    def walk(index: int, depth: int) -> None:
+        proc = profile.processes[index]
         pad = "  " * depth
         if proc.argv:
             argv = shell_join(proc.argv, cut=proc.argv_cut, more=proc.argv_more)
@@ -255,6 +283,11 @@ def render_text(profile: Profile) -> str:
             argv = escape_text(proc.comm)
         span = when("started", proc.started_ns) + when("exited", proc.exited_ns)
         lines.append(f"{pad}- [{proc.pid}] {argv}  ({_exit_text(proc)}){span}")
+        parent = parent_of.get(index)
+        if proc.cgroup_id and (
+            parent is None or profile.processes[parent].cgroup_id != proc.cgroup_id
+        ):  # said where it changes, not on every process of a tree
+            lines.append(f"{pad}    {cgroup_text(proc)}")
         for ex in proc.execs:
             if ex.error:
                 name = text_field(ex.filename, cut=ex.filename_cut)
@@ -283,7 +316,7 @@ def render_text(profile: Profile) -> str:
             lines.append(f"{pad}    syscalls: " + ", ".join(f"{k}={v}" for k, v in top))
 
     def walk_tree(index: int, depth: int) -> None:
-        walk(profile.processes[index], depth)
+        walk(index, depth)
         for child in children.get(index, []):
             walk_tree(child, depth + 1)
 
