@@ -75,8 +75,8 @@ def net_record(*, ts: int = 0, pid: int = 42, port: int = 80) -> bytes:
     buf = bytearray(NET_SIZE)
     header(buf, 5, pid=pid, ts=ts)
     sockaddr = struct.pack("<H", 2) + struct.pack("!H", port) + bytes([127, 0, 0, 1])
-    struct.pack_into("<qIiII", buf, 56, 0, 1, 5, 16, 0)
-    buf[80 : 80 + len(sockaddr)] = sockaddr
+    struct.pack_into("<qIiIIIHH", buf, 56, 0, 1, 5, 16, 0, 0, 0, 0)
+    buf[88 : 88 + len(sockaddr)] = sockaddr
     return bytes(buf)
 
 
