@@ -79,9 +79,17 @@ class NetRecord(msgspec.Struct, frozen=True):
     """A network operation on one endpoint, merged.
 
     ``op``: connect and accept name the peer, bind the local address,
-    listen the address bound earlier on that socket (None if not seen).
-    ``result`` is ``ok`` or ``in-progress`` (a non-blocking connect);
-    failed attempts are kept apart, with ``error``.
+    listen the address bound earlier on that socket (None if not seen),
+    ``send`` a UDP destination (sendto, sendmsg, sendmmsg, or a send on a
+    connected UDP socket; ``count`` is in datagrams).
+    ``result`` is ``ok``; for a non-blocking connect ``established`` once
+    every one on the line was seen to be (``in-progress`` while one was
+    not). Failed attempts are kept apart, with ``error``; a non-blocking
+    connect that failed later is moved to one, with result ``refused``
+    (ECONNREFUSED) or ``failed`` (``error`` ``unknown`` when the kernel's
+    error could not be read).
+    ``proto``: ``tcp``, ``udp``, ``udplite``; ``""`` when not known (no
+    struct enrichment: a send then may not even be UDP's).
     """
 
     op: str
@@ -90,6 +98,7 @@ class NetRecord(msgspec.Struct, frozen=True):
     first_ns: int
     result: str = "ok"
     error: str = ""
+    proto: str = ""
 
 
 class ProcessProfile(msgspec.Struct, frozen=True):
@@ -246,11 +255,16 @@ def render_text(profile: Profile) -> str:
             lines.append(f"{pad}    file {f.op} FAILED {path}: {f.error}")
         for n in proc.network:
             ep = endpoint_text(n.endpoint)
-            lines.append(
-                f"{pad}    net {n.op} {ep}" + ("" if n.result == "ok" else f" ({n.result})")
-            )
+            notes = [n.proto] if n.proto else []
+            if n.op == "send":
+                notes.append(f"{n.count} datagram" + ("" if n.count == 1 else "s"))
+            if n.result != "ok":
+                notes.append(n.result)
+            lines.append(f"{pad}    net {n.op} {ep}" + (f" ({', '.join(notes)})" if notes else ""))
         for n in proc.failed_network:
-            lines.append(f"{pad}    net {n.op} FAILED {endpoint_text(n.endpoint)}: {n.error}")
+            result = "" if n.result == "ok" else f" ({n.result})"
+            ep = endpoint_text(n.endpoint)
+            lines.append(f"{pad}    net {n.op} FAILED {ep}: {n.error}{result}")
         if proc.syscalls:
             top = sorted(proc.syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
             lines.append(f"{pad}    syscalls: " + ", ".join(f"{k}={v}" for k, v in top))
