@@ -14,10 +14,11 @@
  * read from the struct sock. Whether the fd is a UDP socket is checked
  * through fd -> file -> private_data (struct socket, whose back pointer
  * must be that file) -> type SOCK_DGRAM, sk -> sk_protocol UDP/UDP-Lite.
- * Without enrichment none of that can be read: sends that name an address
- * are recorded with TH_NETF_UNCHECKED (they may be UNIX or TCP sends), sends
- * without one are not recorded (their peer is unknown, and they are mostly
- * TCP and UNIX stream traffic).
+ * Without enrichment none of that can be read: sends that name an IPv4 or
+ * IPv6 address are recorded with TH_NETF_UNCHECKED (a TCP or raw socket's
+ * sendto may name one too), sends without one are not recorded (their peer
+ * is unknown, and they are mostly TCP and UNIX stream traffic), nor are
+ * those naming another family's address (not UDP's).
  *
  * TCP outcome (connect_result): a non-blocking connect returns EINPROGRESS
  * and the handshake ends later, in softirq, where the current task is
@@ -475,6 +476,15 @@ struct th_send_scratch {
 };
 BPF_PERCPU_ARRAY(th_send_bufs, struct th_send_scratch, 1);
 
+/* Whether a destination is an IPv4 or IPv6 one: what a UDP send names.
+ * Without enrichment it is the only check there is (a UNIX datagram names a
+ * path, and would not even fit the window). */
+static __always_inline int th_ip_dest(u8 addr[TH_UDP_ADDR])
+{
+    u16 family = addr[0] | (u16)addr[1] << 8;
+    return family == TH_AF_INET || family == TH_AF_INET6;
+}
+
 /* Whether dest holds the destination of the record being built (no memcmp
  * in BPF: four loads a side). */
 static __always_inline int th_same_dest(struct th_send_scratch *s)
@@ -501,6 +511,8 @@ static __always_inline void th_mmsg_step(struct th_send_scratch *s, u64 hdr_at)
     s->dest_flags = s->base_flags;
     if (hdr[0] && (u32)hdr[1]) {
         s->dest_len = th_user_addr(hdr[0], (u32)hdr[1], s->dest);
+        if ((s->base_flags & TH_NETF_UNCHECKED) && !th_ip_dest(s->dest))
+            return; /* not UDP's */
     } else if (s->peer_len) {
         __builtin_memcpy(s->dest, s->peer, TH_UDP_ADDR);
         s->dest_len = s->peer_len;
@@ -576,6 +588,8 @@ static __always_inline int th_send_exit(struct bpf_raw_tracepoint_args *ctx, u32
         }
         if (name && namelen) {
             s->ev.addrlen = th_user_addr(name, namelen, s->dest);
+            if ((flags & TH_NETF_UNCHECKED) && !th_ip_dest(s->dest))
+                return 0; /* not UDP's */
         } else if (s->peer_len) {
             __builtin_memcpy(s->dest, s->peer, TH_UDP_ADDR);
             s->ev.addrlen = s->peer_len;
