@@ -240,7 +240,7 @@ def _stats_families(stats: CaptureStats) -> list[Metric]:
             lost.add_metric([kind, stage], count)
     errors = CounterMetricFamily(
         "tracehound_kernel_errors",
-        "Kernel-side counts that are no record's loss (scope_full, exit_status_full)",
+        "Kernel-side counts that are no record's loss (scope_full, exit_status_full, connects_full)",
         labels=["error"],
     )
     for error, count in sorted(stats.errors.items()):

@@ -61,6 +61,9 @@
 #ifndef TH_SYSCALL_KEYS_MAX
 #define TH_SYSCALL_KEYS_MAX 65536 /* (process, syscall) counters */
 #endif
+#ifndef TH_CONNECTS_MAX
+#define TH_CONNECTS_MAX 4096    /* non-blocking connects waiting for their outcome */
+#endif
 
 /* x86_64 struct pt_regs, as the raw sys_enter/sys_exit tracepoints pass it
  * (args[0]): the byte offsets of the registers a syscall's number and
@@ -120,7 +123,8 @@
 /* th_errors slots. */
 #define TH_ERR_SCOPE_FULL 0
 #define TH_ERR_EXIT_STATUS_FULL 1
-#define TH_NR_ERRORS 2
+#define TH_ERR_CONNECTS_FULL 2 /* a non-blocking connect whose outcome found no room in th_connects */
+#define TH_NR_ERRORS 3
 
 /* File operations (th_file_event.op). */
 #define TH_FILE_OPEN 1
@@ -134,6 +138,18 @@
 #define TH_NET_ACCEPT 2
 #define TH_NET_BIND 3
 #define TH_NET_LISTEN 4
+#define TH_NET_SENDTO 5         /* UDP datagrams, and the three send syscalls' destinations */
+#define TH_NET_SENDMSG 6
+#define TH_NET_SENDMMSG 7
+#define TH_NET_CONNECT_RESULT 8 /* how a connect that returned EINPROGRESS ended */
+
+/* th_net_event.flags (TH_NETF_*, not TH_NET_*: those are the operations). */
+#define TH_NETF_PEER 1          /* no address was passed: the destination is the connected socket's peer */
+#define TH_NETF_UNCHECKED 2     /* enrichment off: the socket was not checked to be UDP, nor the error read */
+#define TH_NETF_MORE 4          /* sendmmsg sent more messages than TH_MMSG_MAX: the rest were not looked at */
+#define TH_NETF_FAILED 8        /* connect_result: the connection was not established (ret: -sk_err, 0 unknown) */
+/* Messages of one sendmmsg whose destinations are looked at. */
+#define TH_MMSG_MAX 8
 
 /* th_exec_event.flags */
 #define TH_EXEC_ARGV_TRUNCATED 1 /* more than TH_ARGV_MAX arguments */
@@ -196,11 +212,16 @@ struct th_file_event {
 
 struct th_net_event {
     struct th_header h;
-    __s64 ret;        /* connect/bind/listen: 0 or -errno; accept: new fd or -errno */
+    __s64 ret;        /* connect/bind/listen: 0 or -errno; accept: new fd or -errno;
+                       * sends: bytes (sendmmsg: messages) sent or -errno;
+                       * connect_result: 0 established, else -sk_err (0: not known) */
     __u32 op;         /* TH_NET_* */
     __s32 fd;
     __u32 addrlen;    /* bytes of sockaddr that are valid */
     __u32 backlog;    /* listen only */
+    __u32 msgs;       /* sends: datagrams to this destination (sendmmsg: of its first TH_MMSG_MAX) */
+    __u16 proto;      /* the socket's IPPROTO_* (6 TCP, 17 UDP, 136 UDP-Lite); 0: not known */
+    __u16 flags;      /* TH_NETF_* */
     __u8 sockaddr[TH_SOCKADDR_LEN];
 };
 

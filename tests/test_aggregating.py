@@ -326,6 +326,79 @@ def test_repeated_connects_merge() -> None:
     assert (rec.count, rec.first_ns, rec.result) == (3, 5, "ok")
 
 
+def _netx(pid: int, ts: int, op: str, endpoint: Endpoint | None, *, ret: int = 0, count: int = 1,
+          messages: int = 0, proto: str = "", outcome: str = "") -> NetEvent:  # fmt: skip
+    return NetEvent(**_hdr(pid, ts, "cc"), op=op, ret=ret, fd=5, endpoint=endpoint, backlog=0,
+                    count=count, messages=messages, proto=proto, outcome=outcome)  # fmt: skip
+
+
+DNS = Endpoint("ipv4", "127.0.0.53", 53)
+DNS6 = Endpoint("ipv6", "::1", 53)
+
+
+def test_udp_sends_aggregate_per_peer_in_datagrams() -> None:
+    prof = feed(
+        [
+            _netx(4, 10, "sendto", DNS, ret=40, messages=1, proto="udp"),
+            _netx(4, 11, "sendmmsg", DNS, ret=2, messages=2, proto="udp"),
+            _netx(4, 12, "sendmsg", DNS, ret=40, messages=1, count=3, proto="udp"),  # folded
+            _netx(4, 13, "sendto", DNS6, ret=40, messages=1, proto="udp"),
+            _netx(4, 14, "sendto", DNS6, ret=-errno.ENETUNREACH, messages=1, proto="udp"),
+        ]
+    ).finish()
+    p = by_pid(prof)[4]
+    lines = {(n.op, n.endpoint): (n.count, n.first_ns, n.proto, n.result) for n in p.network}
+    assert lines == {("send", DNS): (6, 10, "udp", "ok"), ("send", DNS6): (1, 13, "udp", "ok")}
+    assert [(n.op, n.endpoint, n.count, n.error) for n in p.failed_network] == [
+        ("send", DNS6, 1, "ENETUNREACH")
+    ]
+    text = render_text(prof)
+    assert "net send 127.0.0.53:53 (udp, 6 datagrams)" in text
+    assert "net send FAILED [::1]:53: ENETUNREACH" in text
+
+
+@pytest.mark.parametrize("result_first", [False, True])
+def test_a_non_blocking_connect_says_how_it_ended(result_first: bool) -> None:
+    """Established and refused, whichever of the connect and its result
+    the drain delivers first (the fold holds repeats back)."""
+    up, down = Endpoint("ipv4", "127.0.0.1", 8080), Endpoint("ipv4", "127.0.0.1", 8081)
+    connects = [
+        _netx(4, 10, "connect", up, ret=-errno.EINPROGRESS, count=2),
+        _netx(4, 20, "connect", down, ret=-errno.EINPROGRESS),
+    ]
+    results = [
+        _netx(4, 11, "connect_result", up, proto="tcp", outcome="established", count=2),
+        _netx(
+            4, 21, "connect_result", down, ret=-errno.ECONNREFUSED, proto="tcp", outcome="refused"
+        ),
+    ]
+    prof = feed(results + connects if result_first else connects + results).finish()
+    p = by_pid(prof)[4]
+    assert [(n.op, n.endpoint, n.count, n.result, n.proto) for n in p.network] == [
+        ("connect", up, 2, "established", "tcp")
+    ]
+    assert [(n.op, n.endpoint, n.count, n.result, n.error) for n in p.failed_network] == [
+        ("connect", down, 1, "refused", "ECONNREFUSED")
+    ]
+    text = render_text(prof)
+    assert "net connect 127.0.0.1:8080 (tcp, established)" in text
+    assert "net connect FAILED 127.0.0.1:8081: ECONNREFUSED (refused)" in text
+
+
+def test_a_connect_without_its_result_stays_in_progress() -> None:
+    up = Endpoint("ipv4", "127.0.0.1", 8080)
+    prof = feed(
+        [
+            _netx(4, 10, "connect", up, ret=-errno.EINPROGRESS, count=3),
+            _netx(4, 11, "connect_result", up, outcome="established"),
+            _netx(4, 12, "connect_result", up, outcome="failed"),  # error not known
+        ]
+    ).finish()
+    p = by_pid(prof)[4]
+    assert [(n.count, n.result) for n in p.network] == [(2, "in-progress")]
+    assert [(n.count, n.result, n.error) for n in p.failed_network] == [(1, "failed", "unknown")]
+
+
 def test_syscall_counts_after_exit_attach_to_the_exited_process(profile: Profile) -> None:
     p = by_pid(profile)[101]
     # The final reading replaced the earlier one.

@@ -75,8 +75,8 @@ def net_record(*, ts: int = 0, pid: int = 42, port: int = 80) -> bytes:
     buf = bytearray(NET_SIZE)
     header(buf, 5, pid=pid, ts=ts)
     sockaddr = struct.pack("<H", 2) + struct.pack("!H", port) + bytes([127, 0, 0, 1])
-    struct.pack_into("<qIiII", buf, 56, 0, 1, 5, 16, 0)
-    buf[80 : 80 + len(sockaddr)] = sockaddr
+    struct.pack_into("<qIiIIIHH", buf, 56, 0, 1, 5, 16, 0, 0, 0, 0)
+    buf[88 : 88 + len(sockaddr)] = sockaddr
     return bytes(buf)
 
 
@@ -216,6 +216,25 @@ def test_network_events_fold_and_differ_by_endpoint() -> None:
         counts[e.endpoint.port] += e.count
     assert counts == {80: 5, 81: 5}
     assert len(out) == 4
+
+
+def test_network_keys_end_at_the_address_length() -> None:
+    """connect's sockaddr is read from user memory in a 112-byte window: the
+    bytes past addrlen are the caller's stack, different every call, and
+    must not keep repeats from folding. Bytes inside it still tell apart."""
+    base = net_record(ts=1)
+    stale = bytearray(net_record(ts=2))
+    stale[88 + 16 : 88 + 40] = b"\xaa" * 24  # past the 16-byte sockaddr_in
+    inside = bytearray(net_record(ts=3))
+    inside[88 + 8] = 1  # sin_zero: inside addrlen, so part of the record
+    f = Folder()
+    out = f.feed(base, bytes(stale), bytes(inside)) + f.flush()
+    nets = [e for e in out if isinstance(e, NetEvent)]
+    assert sorted((e.ts_ns, e.count) for e in nets) == [(1, 1), (2, 1), (3, 1)]
+    assert f.table.stats().folded == {}
+    again = Folder()
+    out = again.feed(base, bytes(stale), net_record(ts=4)) + again.flush()
+    assert sorted((e.ts_ns, event_count(e)) for e in out) == [(1, 1), (2, 2)]
 
 
 def test_other_kinds_never_fold() -> None:

@@ -94,7 +94,7 @@ def file_record(comm: bytes, path: bytes, path2: bytes) -> bytes:
 
 def unix_record(comm: bytes, sun_path: bytes) -> bytes:
     sockaddr = struct.pack("<H", socket.AF_UNIX) + sun_path[:107]
-    body = NET_BODY.pack(0, 1, 3, len(sockaddr), 0, sockaddr.ljust(SOCKADDR_LEN, b"\0"))
+    body = NET_BODY.pack(0, 1, 3, len(sockaddr), 0, 0, 0, 0, sockaddr.ljust(SOCKADDR_LEN, b"\0"))
     return header(KIND_NET, comm) + body
 
 

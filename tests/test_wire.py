@@ -22,7 +22,7 @@ EXEC_ARGV_OFF = 56 + 16 + 256
 FORK_SIZE = 72
 EXIT_SIZE = 72
 FILE_SIZE = 600
-NET_SIZE = 192
+NET_SIZE = 200
 
 # Distinct values wider than 32 bits where the field allows, so a swapped or
 # truncated field shows.
@@ -116,11 +116,14 @@ def net_record(
     sockaddr: bytes = b"",
     addrlen: int = 0,
     backlog: int = 0,
+    msgs: int = 0,
+    proto: int = 0,
+    flags: int = 0,
 ) -> bytes:
     buf = header(5, NET_SIZE)
     struct.pack_into("<q", buf, 56, ret)
-    struct.pack_into("<IiII", buf, 64, op, fd, addrlen, backlog)
-    buf[80 : 80 + len(sockaddr)] = sockaddr
+    struct.pack_into("<IiIIIHH", buf, 64, op, fd, addrlen, backlog, msgs, proto, flags)
+    buf[88 : 88 + len(sockaddr)] = sockaddr
     return bytes(buf)
 
 
@@ -334,8 +337,43 @@ def test_net_bind_unix_and_unknown_op() -> None:
     assert isinstance(event, NetEvent)
     assert event.op == "bind"
     assert event.endpoint == Endpoint("unix", "/run/app.sock")
-    other = WireDecoder().decode(net_record(op=7))
-    assert isinstance(other, NetEvent) and other.op == "op7"
+    other = WireDecoder().decode(net_record(op=99))
+    assert isinstance(other, NetEvent) and other.op == "op99"
+
+
+def test_net_udp_sends_carry_protocol_messages_and_flags() -> None:
+    sa = sockaddr_in("127.0.0.53", 53)
+    event = WireDecoder().decode(
+        net_record(op=7, ret=3, sockaddr=sa, addrlen=16, msgs=2, proto=17, flags=1 | 4)
+    )
+    assert isinstance(event, NetEvent)
+    assert (event.op, event.ret, event.messages, event.proto) == ("sendmmsg", 3, 2, "udp")
+    assert event.endpoint == Endpoint("ipv4", "127.0.0.53", 53)
+    assert event.peer_from_socket and event.more_messages and not event.unchecked
+    assert event.outcome == ""
+    unchecked = WireDecoder().decode(net_record(op=5, ret=1, sockaddr=sa, addrlen=16, flags=2))
+    assert isinstance(unchecked, NetEvent)
+    assert (unchecked.op, unchecked.proto, unchecked.unchecked) == ("sendto", "", True)
+    assert not unchecked.peer_from_socket
+    odd = WireDecoder().decode(net_record(op=6, proto=99))
+    assert isinstance(odd, NetEvent) and (odd.op, odd.proto) == ("sendmsg", "proto99")
+
+
+def test_net_connect_result_outcomes() -> None:
+    sa = sockaddr_in("10.0.0.1", 443)
+
+    def outcome(ret: int, flags: int) -> tuple[str, int, str]:
+        event = WireDecoder().decode(
+            net_record(op=8, ret=ret, sockaddr=sa, addrlen=16, proto=6, flags=flags)
+        )
+        assert isinstance(event, NetEvent) and event.op == "connect_result"
+        assert event.endpoint == Endpoint("ipv4", "10.0.0.1", 443)
+        return event.outcome, event.ret, event.proto
+
+    assert outcome(0, 0) == ("established", 0, "tcp")
+    assert outcome(-111, 8) == ("refused", -111, "tcp")
+    assert outcome(-110, 8) == ("failed", -110, "tcp")
+    assert outcome(0, 8 | 2) == ("failed", 0, "tcp")  # the error not known
 
 
 # -- errors ----------------------------------------------------------------

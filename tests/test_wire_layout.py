@@ -333,6 +333,15 @@ def test_file_and_net_ops_match(constants: dict[str, int]) -> None:
     # directory); the evidence's types and the profile's words are these.
     assert set(kinds.FILE_OPERATIONS) == {*kinds.FILE_OPS.values(), "rmdir"}
     assert tuple(kinds.NET_OPS[n] for n in sorted(kinds.NET_OPS)) == kinds.NET_OPERATIONS
+    netf = {v: k for k, v in _group(constants, "TH_NETF_").items()}
+    assert netf == {
+        "peer": kinds.NETF_PEER,
+        "unchecked": kinds.NETF_UNCHECKED,
+        "more": kinds.NETF_MORE,
+        "failed": kinds.NETF_FAILED,
+    }
+    sends = {kinds.NET_OPS[constants[f"TH_NET_{op}"]] for op in ("SENDTO", "SENDMSG", "SENDMMSG")}
+    assert sends == kinds.SEND_OPS
     unlink = next(n for n, op in kinds.FILE_OPS.items() if op == "unlink")
     assert kinds.file_operation(kinds.FILE_OPS[unlink], kinds.AT_REMOVEDIR) == "rmdir"
     assert kinds.file_operation("unlink", 0) == "unlink"

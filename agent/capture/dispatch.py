@@ -38,6 +38,8 @@ _MASK_WORDS = SLOTS // 64
 SYSCALL_NUMBERS: dict[str, int] = {
     "open": 2,
     "connect": 42,
+    "sendto": 44,
+    "sendmsg": 46,
     "accept": 43,
     "bind": 49,
     "listen": 50,
@@ -57,6 +59,7 @@ SYSCALL_NUMBERS: dict[str, int] = {
     "fchmodat": 268,
     "accept4": 288,
     "renameat2": 316,
+    "sendmmsg": 307,
     "execveat": 322,
     "openat2": 437,
     "fchmodat2": 452,

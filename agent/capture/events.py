@@ -118,10 +118,30 @@ class FileEvent(EventBase, frozen=True, tag="file", gc=False):
 
 
 class NetEvent(EventBase, frozen=True, tag="net", gc=False):
-    """connect, accept, bind or listen on socket ``fd``.
+    """connect, accept, bind, listen, a UDP send, or a connect's outcome, on
+    socket ``fd``.
 
-    ``endpoint`` is the peer (connect, accept) or the local address (bind);
-    None when unknown (listen, or accept without an address buffer).
+    ``endpoint`` is the peer (connect, accept, connect_result), the local
+    address (bind, listen) or a datagram's destination (sendto, sendmsg,
+    sendmmsg); None when unknown (accept without an address buffer, a
+    connected socket whose peer could not be read).
+
+    UDP sends (``op`` in :data:`agent.capture.kinds.SEND_OPS`): ``ret`` is
+    the syscall's result (bytes, or for sendmmsg messages, sent; -errno);
+    ``messages`` the datagrams of this call that went to ``endpoint`` (a
+    sendmmsg gives one event per run of messages to one destination, among
+    its first 8; ``more_messages``: it sent more, not looked at);
+    ``peer_from_socket``: no address was passed, ``endpoint`` is the
+    connected socket's peer; ``unchecked``: enrichment was off, the socket
+    was not checked to be UDP (it may be a UNIX or TCP socket).
+
+    ``connect_result``: how a connect that returned EINPROGRESS ended,
+    ``outcome`` ``established``, ``refused`` or ``failed``; ``ret`` 0, or
+    -errno (the socket's error; 0 when not known: ``unchecked``). Its header
+    is the connecting thread's, its ``ts_ns`` the outcome's time.
+
+    ``proto``: the socket's protocol, ``tcp``, ``udp``, ``udplite`` (``""``:
+    not known; enrichment off, or not an IP socket).
 
     ``count``: how many identical kernel events this one stands for (the
     drain folds repeats, see :mod:`agent.capture.fold`): 1 for an event as
@@ -138,6 +158,12 @@ class NetEvent(EventBase, frozen=True, tag="net", gc=False):
     backlog: int
     count: int = 1
     last_ts_ns: int = 0
+    proto: str = ""
+    messages: int = 0
+    peer_from_socket: bool = False
+    unchecked: bool = False
+    more_messages: bool = False
+    outcome: str = ""
 
 
 class SyscallCounts(msgspec.Struct, frozen=True, tag="syscalls", tag_field="kind", gc=False):

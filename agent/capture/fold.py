@@ -7,7 +7,10 @@ Which events fold: file and network records that are identical in every
 byte that means something, except their time (``ts_ns``). The key is the raw
 record with ``ts_ns`` cut out and, for file records, each path cut at its
 NUL (the kernel does not clear the bytes after it: they are whatever the
-ring held before, and would keep a flood of one path from ever folding).
+ring held before, and would keep a flood of one path from ever folding),
+and for network records the sockaddr cut at its length (connect's address
+is read from user memory in one fixed-size window: the bytes past it are
+whatever the caller's stack held).
 Everything else stays in the key: pid, tid, uid, gid, cgroup, comm, the
 operation, syscall, result, fds, flags, mode, paths, sockaddr. Stricter than
 "(pid, kind, operation, path(s), flags, mode, result)": a folded record's
@@ -56,7 +59,15 @@ import msgspec
 
 from agent.capture.events import FileEvent, KernelEvent, NetEvent
 from agent.capture.kinds import KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_NAMES, KIND_NET
-from agent.capture.wire import FILE_BODY, FILE_PATH_OFFSET, HEADER, NET_BODY, PATH_LEN, WireError
+from agent.capture.wire import (
+    FILE_BODY,
+    FILE_PATH_OFFSET,
+    HEADER,
+    NET_BODY,
+    PATH_LEN,
+    SOCKADDR_LEN,
+    WireError,
+)
 
 __all__ = ["FoldSettings", "FoldStats", "FoldTable"]
 
@@ -65,6 +76,9 @@ _TS_START = 8
 _TS_END = 16
 _FILE_SIZE = HEADER.size + FILE_BODY.size
 _NET_SIZE = HEADER.size + NET_BODY.size
+#: Where a network record's addrlen and sockaddr are (struct th_net_event).
+_NET_ADDRLEN = HEADER.size + 16
+_NET_SOCKADDR = _NET_SIZE - SOCKADDR_LEN
 _PATH2_OFFSET = FILE_PATH_OFFSET + PATH_LEN
 _PATH2_END = _PATH2_OFFSET + PATH_LEN
 #: kind, pid, ts_ns: the start of ``struct th_header``.
@@ -188,7 +202,10 @@ class FoldTable:
                     end = raw.find(b"\0", FILE_PATH_OFFSET, _PATH2_OFFSET)
                     key = raw[:_TS_START] + raw[_TS_END : _PATH2_OFFSET if end < 0 else end]
             elif kind == KIND_NET and len(raw) >= _NET_SIZE:
-                key = raw[:_TS_START] + raw[_TS_END:]
+                addrlen = min(
+                    int.from_bytes(raw[_NET_ADDRLEN : _NET_ADDRLEN + 4], "little"), SOCKADDR_LEN
+                )
+                key = raw[:_TS_START] + raw[_TS_END : _NET_SOCKADDR + addrlen]
             else:
                 self._other(raw, kind, out)
                 continue

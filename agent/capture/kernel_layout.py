@@ -100,6 +100,18 @@ FIELDS: tuple[Field, ...] = (
     Field("mount", "mnt", None),  # embedded struct vfsmount: its offset is container_of's
     Field("mount", "mnt_parent", _PTR),
     Field("mount", "mnt_mountpoint", _PTR),
+    # sockets (net.bpf.c): fd -> file -> private_data (struct socket) -> sk.
+    # Optional: without one, the UDP check and the connected peer are not
+    # applied (TH_NETF_UNCHECKED), the rest of the layout stays usable.
+    Field("socket", "type", 2, required=False),
+    Field("socket", "file", _PTR, required=False),
+    Field("socket", "sk", _PTR, required=False),
+    Field("sock", "__sk_common.skc_daddr", 4, required=False),
+    Field("sock", "__sk_common.skc_dport", 2, required=False),
+    Field("sock", "__sk_common.skc_family", 2, required=False),
+    Field("sock", "__sk_common.skc_v6_daddr", 16, required=False),  # CONFIG_IPV6 only
+    Field("sock", "sk_protocol", 2, required=False),  # a bitfield before 5.6
+    Field("sock", "sk_err", 4, required=False),
     # the executable and the argument area of the new image
     Field("mm_struct", "exe_file", _PTR),
     Field("mm_struct", "arg_start", 8),

@@ -31,8 +31,13 @@ __all__ = [
     "KIND_NAMES",
     "KIND_NET",
     "KIND_SYSCALL",
+    "NETF_FAILED",
+    "NETF_MORE",
+    "NETF_PEER",
+    "NETF_UNCHECKED",
     "NET_OPERATIONS",
     "NET_OPS",
+    "NET_PROTOCOLS",
     "NR_KINDS",
     "O_ACCMODE",
     "O_APPEND",
@@ -40,6 +45,8 @@ __all__ = [
     "O_DIRECTORY",
     "O_EXCL",
     "O_TRUNC",
+    "SEND_OPS",
+    "connect_outcome",
     "file_operation",
 ]
 
@@ -65,7 +72,18 @@ KINDS: Final[tuple[str, ...]] = tuple(KIND_NAMES[n] for n in sorted(KIND_NAMES))
 
 # File and socket operations, as numbered by TH_FILE_* and TH_NET_*.
 FILE_OPS: Final[dict[int, str]] = {1: "open", 2: "unlink", 3: "rename", 4: "chmod", 5: "mkdir"}
-NET_OPS: Final[dict[int, str]] = {1: "connect", 2: "accept", 3: "bind", 4: "listen"}
+NET_OPS: Final[dict[int, str]] = {
+    1: "connect",
+    2: "accept",
+    3: "bind",
+    4: "listen",
+    5: "sendto",
+    6: "sendmsg",
+    7: "sendmmsg",
+    8: "connect_result",
+}
+SEND_OPS: Final = frozenset({"sendto", "sendmsg", "sendmmsg"})
+"""The operations that name a datagram's destination (UDP sockets only)."""
 
 FILE_OPERATIONS: Final[tuple[str, ...]] = ("open", "unlink", "rmdir", "rename", "chmod", "mkdir")
 """The file operations records name: the kernel's, and ``rmdir`` (an unlink
@@ -74,6 +92,26 @@ its own (``file.rmdir.v1``); anything else is ``file.other.v1``."""
 
 NET_OPERATIONS: Final[tuple[str, ...]] = tuple(NET_OPS[n] for n in sorted(NET_OPS))
 """The socket operations records name; anything else is ``network.other.v1``."""
+
+# th_net_event.flags (TH_NETF_*).
+NETF_PEER: Final = 1  # no address passed: the destination is the connected socket's peer
+NETF_UNCHECKED: Final = 2  # enrichment off: not checked to be UDP, or the error not read
+NETF_MORE: Final = 4  # sendmmsg sent more messages than were looked at
+NETF_FAILED: Final = 8  # connect_result: the connection was not established
+#: th_net_event.proto: the socket's IPPROTO_* (0: not known).
+NET_PROTOCOLS: Final[dict[int, str]] = {6: "tcp", 17: "udp", 136: "udplite"}
+
+_ECONNREFUSED: Final = 111  # Linux's, as sk_err carries it
+
+
+def connect_outcome(ret: int, failed: bool) -> str:
+    """What a ``connect_result`` record says: ``established``, ``refused``
+    (the peer answered with a reset: ECONNREFUSED) or ``failed`` (any other
+    error, a timeout, the socket closed first, or the error not known)."""
+    if not failed:
+        return "established"
+    return "refused" if ret == -_ECONNREFUSED else "failed"
+
 
 # Flags of the records (TH_EXEC_*, TH_EXIT_*).
 EXEC_ARGV_TRUNCATED: Final = 1  # more than TH_ARGV_MAX arguments

@@ -80,11 +80,21 @@ PROBES: tuple[Probe, ...] = (
     ),
     *(_syscall("file", "file", name) for name in FILE_SYSCALLS),
     *(_syscall("net", "net", name) for name in ("connect", "accept", "accept4", "bind", "listen")),
+    # UDP destinations (net.bpf.c keeps to UDP sockets; send() is sendto).
+    *(_syscall("net", "net", name) for name in ("sendto", "sendmsg", "sendmmsg")),
     Probe(
         "net.listen_addr",
         "net",
         (("sock:inet_sock_set_state", "th_sock_set_state"),),
         requires=("net.listen",),
+    ),
+    # How a non-blocking connect ended (established, refused): SYN_SENT's ends.
+    Probe(
+        "net.connect_result",
+        "net",
+        (("sock:inet_sock_set_state", "th_sock_connect_state"),),
+        raw=True,
+        requires=("net.connect",),
     ),
     # Counted by the sys_enter dispatcher itself (bpf/dispatch.bpf.c), which
     # every syscall runs through anyway: this probe attaches that program.

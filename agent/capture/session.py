@@ -31,7 +31,8 @@ class CaptureStats(msgspec.Struct, frozen=True):
     probes: list[ProbeStatus]
     balanced: bool
     #: Counted in the kernel, not a record's loss: scope_full (children left
-    #: out of a profile's scope, with their subtrees), exit_status_full.
+    #: out of a profile's scope, with their subtrees), exit_status_full,
+    #: connects_full (non-blocking connects left without a connect_result).
     errors: dict[str, int]
     uptime_s: float
     #: Taken from a sink, then lost in a consumer: {kind: {stage: n}}.

@@ -36,6 +36,12 @@ from agent.capture.kinds import (  # re-exported: defined once there
     KIND_NAMES,
     KIND_NET,
     NET_OPS,
+    NET_PROTOCOLS,
+    NETF_FAILED,
+    NETF_MORE,
+    NETF_PEER,
+    NETF_UNCHECKED,
+    connect_outcome,
 )
 from agent.capture.sockaddr import decode_sockaddr
 
@@ -50,7 +56,7 @@ EXEC_BODY = struct.Struct(f"<iIII{PATH_LEN}s")  # struct th_exec_event, up to ar
 FORK_BODY = struct.Struct("<IIQ")  # struct th_fork_event
 EXIT_BODY = struct.Struct("<iiII")  # struct th_exit_event
 FILE_BODY = struct.Struct(f"<qIIiiII{PATH_LEN}s{PATH_LEN}s")  # struct th_file_event
-NET_BODY = struct.Struct(f"<qIiII{SOCKADDR_LEN}s")  # struct th_net_event
+NET_BODY = struct.Struct(f"<qIiIIIHH{SOCKADDR_LEN}s")  # struct th_net_event
 
 
 class WireError(ValueError):
@@ -151,11 +157,21 @@ class WireDecoder:
                 argv_more=bool(flags & EXEC_ARGV_TRUNCATED),
             )  # fmt: skip
         if kind == KIND_NET:
-            ret, op, fd, addrlen, backlog, sockaddr = NET_BODY.unpack_from(data, off)
+            ret, op, fd, addrlen, backlog, msgs, proto, flags, sockaddr = NET_BODY.unpack_from(
+                data, off
+            )
+            name = NET_OPS.get(op, f"op{op}")
+            failed = bool(flags & NETF_FAILED)
             return NetEvent(
                 pid, tid, ts_ns, uid, gid, cgroup_id, comm,
-                op=NET_OPS.get(op, f"op{op}"), ret=ret, fd=fd,
+                op=name, ret=ret, fd=fd,
                 endpoint=decode_sockaddr(sockaddr, addrlen), backlog=backlog,
+                proto=NET_PROTOCOLS.get(proto, f"proto{proto}") if proto else "",
+                messages=msgs,
+                peer_from_socket=bool(flags & NETF_PEER),
+                unchecked=bool(flags & NETF_UNCHECKED),
+                more_messages=bool(flags & NETF_MORE),
+                outcome=connect_outcome(ret, failed) if name == "connect_result" else "",
             )  # fmt: skip
         if kind == KIND_FORK:
             child_pid, _pad, clone_flags = FORK_BODY.unpack_from(data, off)

@@ -99,7 +99,7 @@ from agent.capture.events import (
     ProcessSeen,
     SyscallCounts,
 )
-from agent.capture.kinds import FILE_OPERATIONS, file_operation
+from agent.capture.kinds import FILE_OPERATIONS, SEND_OPS, file_operation
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
 from agent.evidence.payload_bytes import (
     NO_CGROUP,
@@ -738,6 +738,12 @@ class Mapper:
             backlog=event.backlog if event.op == "listen" else None,
             count=count,
             last_ts_ns=str(event.last_ts_ns) if count > 1 else None,
+            proto=event.proto or None,
+            messages=event.messages if event.op in SEND_OPS else None,
+            more_messages=event.more_messages,
+            peer_from_socket=event.peer_from_socket,
+            outcome=event.outcome or None,
+            unchecked=event.unchecked,
         )
         return self._emit(net_type(event.op), f"pid/{event.pid}", data, event.ts_ns)
 

@@ -32,7 +32,18 @@ network.accept.v1          4001   1 Open (inbound); 4 Fail on error
 network.listen.v1          4001   7 Listen; 4 Fail on error
 network.bind.v1 / other    4001   99 Other (``activity_name`` "Bind");
                                   a bind opens no connection
+network.sendto.v1,         4001   6 Traffic (outbound): a UDP datagram's
+ sendmsg.v1, sendmmsg.v1          destination; ``traffic.packets_out`` the
+                                  datagrams, ``traffic.bytes_out`` the bytes
+                                  (sendto/sendmsg); 4 Fail on error
+network.connect_result.v1  4001   how a connect that returned EINPROGRESS
+                                  ended: 1 Open (established), 5 Refuse, 4
+                                  Fail (``status_code`` "unknown" when the
+                                  kernel's error was not read)
 =========================  =====  ==========================================
+
+``connection_info.protocol_name``/``protocol_num`` say tcp (6), udp (17) or
+udplite (136) when the record names the socket's protocol.
 
 Checked against the schema, not memory: ``tests/ocsf/schema_1_3_0.json``
 holds the 1.3.0 release's facts (class and category uids, activity ids,
@@ -142,6 +153,9 @@ _NET_OPEN: Final = (1, "Open")
 _NET_FAIL: Final = (4, "Fail")
 _NET_REFUSE: Final = (5, "Refuse")
 _NET_LISTEN: Final = (7, "Listen")
+_NET_TRAFFIC: Final = (6, "Traffic")
+_NET_SENDS: Final = frozenset({"sendto", "sendmsg", "sendmmsg"})
+_PROTOCOL_NUMBERS: Final = {"tcp": 6, "udp": 17, "udplite": 136}
 
 
 class OcsfError(ValueError):
@@ -348,6 +362,19 @@ def _network(ce: CloudEvent[Any], op: str, data: NetData) -> dict[str, Any]:
         else:
             activity = _NET_FAIL
         direction = _DIRECTION_OUTBOUND
+    elif op == "connect_result":
+        outcome = data.outcome
+        activity = (
+            _NET_OPEN
+            if outcome == "established"
+            else _NET_REFUSE
+            if outcome == "refused"
+            else _NET_FAIL
+        )
+        direction = _DIRECTION_OUTBOUND
+    elif op in _NET_SENDS:
+        activity = _NET_TRAFFIC if ret >= 0 else _NET_FAIL
+        direction = _DIRECTION_OUTBOUND
     elif op == "accept":
         activity = _NET_OPEN if ret >= 0 else _NET_FAIL
         direction = _DIRECTION_INBOUND
@@ -360,10 +387,14 @@ def _network(ce: CloudEvent[Any], op: str, data: NetData) -> dict[str, Any]:
     # A connect in progress is not a failure, whatever its return value.
     status_ret = 0 if ret == -errno.EINPROGRESS and op == "connect" else ret
     event = _base(ce, CLASS_NETWORK, activity, status_ret, _NETWORK_PROFILES)
+    if op == "connect_result" and data.outcome != "established" and ret >= 0:
+        event["status_id"] = _STATUS_FAILURE  # failed, the kernel's error not read
+        event["status"] = "Failure"
+        event["status_code"] = "unknown"
     event["actor"] = _actor(data)
     local: dict[str, Any] = {"hostname": ce.thhost}
     peer = _endpoint(data.endpoint)
-    if op == "connect":
+    if op in ("connect", "connect_result") or op in _NET_SENDS:
         src, dst = local, peer
     elif op == "accept":
         src, dst = peer, local
@@ -377,8 +408,21 @@ def _network(ce: CloudEvent[Any], op: str, data: NetData) -> dict[str, Any]:
     if src:
         event["src_endpoint"] = src
     event["dst_endpoint"] = dst or {"name": _UNRESOLVED}
-    event["connection_info"] = {"direction_id": direction}
+    connection: dict[str, Any] = {"direction_id": direction}
+    if data.proto:
+        connection["protocol_name"] = data.proto
+        if data.proto in _PROTOCOL_NUMBERS:
+            connection["protocol_num"] = _PROTOCOL_NUMBERS[data.proto]
+    event["connection_info"] = connection
     event["unmapped"] = {"fd": data.fd, "op": data.op}
+    if op in _NET_SENDS and ret >= 0:
+        traffic = {"packets_out": (data.messages or 1) * data.count}
+        if op != "sendmmsg":  # its result counts messages, not bytes
+            traffic["bytes_out"] = ret * data.count
+        event["traffic"] = traffic
+    for flag in ("peer_from_socket", "more_messages", "unchecked"):
+        if getattr(data, flag):
+            event["unmapped"][flag] = True
     if data.count > 1:
         event["count"] = data.count
     names = list(data.escaped)

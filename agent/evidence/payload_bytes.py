@@ -31,6 +31,7 @@ import msgspec
 
 from agent.capture.container_id import Container
 from agent.capture.events import Endpoint, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent
+from agent.capture.kinds import SEND_OPS
 from agent.evidence.canonical import MAX_SAFE_INTEGER
 
 __all__ = [
@@ -95,8 +96,9 @@ _EXIT: Final = (
     b'"tid":%d,"ts_ns":"%d","uid":%d}'
 )
 _NET: Final = (
-    b'{"backlog":%s,"cgroup":%s,"cgroup_id":"%d","comm":%s,"container":%s%s,"endpoint":%s,"fd":%d,"gid":%d%s,"op":%s,'
-    b'"pid":%d,"redacted":%s,"ret":%d,"tid":%d,"ts_ns":"%d","uid":%d}'
+    b'{"backlog":%s,"cgroup":%s,"cgroup_id":"%d","comm":%s,"container":%s%s,"endpoint":%s,'
+    b'"fd":%d,"gid":%d%s%s%s,"op":%s%s%s,'
+    b'"pid":%d%s,"redacted":%s,"ret":%d,"tid":%d,"ts_ns":"%d","uid":%d%s}'
 )
 _ENDPOINT: Final = b'{"address":%s,"family":%s,"port":%d}'
 # The JSON of the commonest operation and syscall names, made once.
@@ -104,7 +106,8 @@ _OPS: Final = {
     name: json_text(name)
     for name in ("open", "openat", "openat2", "creat", "unlink", "unlinkat", "rename", "renameat",
                  "renameat2", "mkdir", "mkdirat", "rmdir", "chmod", "fchmodat", "connect",
-                 "accept", "accept4", "bind", "listen")
+                 "accept", "accept4", "bind", "listen", "sendto", "sendmsg", "sendmmsg",
+                 "connect_result", "tcp", "udp", "udplite", "established", "refused", "failed")
 }  # fmt: skip
 
 
@@ -269,6 +272,7 @@ def net_bytes(
     try:
         count, last = _folded(event.count, event.last_ts_ns)
         op = event.op
+        proto, outcome = event.proto, event.outcome
         return _NET % (
             b"%d" % event.backlog if op == "listen" else _NULL,
             cgroup[0],
@@ -283,13 +287,19 @@ def net_bytes(
             event.fd,
             event.gid,
             last,
-            json_text(op),
+            b',"messages":%d' % event.messages if op in SEND_OPS else b"",
+            b',"more_messages":true' if event.more_messages else b"",
+            _OPS.get(op) or json_text(op),
+            b',"outcome":' + (_OPS.get(outcome) or json_text(outcome)) if outcome else b"",
+            b',"peer_from_socket":true' if event.peer_from_socket else b"",
             event.pid,
+            b',"proto":' + (_OPS.get(proto) or json_text(proto)) if proto else b"",
             redacted_bytes(fired),
             ret,
             event.tid,
             event.ts_ns,
             event.uid,
+            b',"unchecked":true' if event.unchecked else b"",
         )
     except UnicodeEncodeError:
         return None

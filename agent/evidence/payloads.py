@@ -145,7 +145,20 @@ class EndpointData(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=F
 
 
 class NetData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """``network.<op>.v1``; ``backlog`` only for listen. Folded like :class:`FileData`."""
+    """``network.<op>.v1``; ``backlog`` only for listen. Folded like :class:`FileData`.
+
+    ``proto``: the socket's protocol (tcp, udp, udplite), left out when not
+    known. UDP sends (``network.sendto/sendmsg/sendmmsg.v1``): ``endpoint``
+    is the destination, ``messages`` the datagrams of the call sent to it
+    (a sendmmsg makes one record per run of messages to one destination,
+    among its first 8; ``more_messages``: it sent more, not looked at),
+    ``peer_from_socket``: no address was passed, the destination is the
+    connected socket's peer. ``network.connect_result.v1``: how a connect
+    that returned EINPROGRESS ended, ``outcome`` established, refused or
+    failed; ``ret`` 0 or -errno (0 with failed: not known). ``unchecked``:
+    struct enrichment was off, so a send was not checked to be UDP, or a
+    failed connect's error was not read.
+    """
 
     op: str
     ret: int
@@ -154,6 +167,12 @@ class NetData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     backlog: int | None
     count: int = 1
     last_ts_ns: str | None = None
+    proto: str | None = None
+    messages: int | None = None
+    more_messages: bool = False
+    peer_from_socket: bool = False
+    outcome: str | None = None
+    unchecked: bool = False
 
 
 class SyscallsData(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False):

@@ -60,6 +60,7 @@ from agent.capture.kinds import (
     O_DIRECTORY,
     O_EXCL,
     O_TRUNC,
+    SEND_OPS,
     file_operation,
 )
 from agent.sinks.base import SinkCounts
@@ -185,12 +186,33 @@ class _FileAgg:
 
 @dataclass(slots=True)
 class _NetAgg:
+    """One profile line. For a connect line without error, ``pending``
+    counts its connects that returned EINPROGRESS, ``established`` and
+    ``failed_later`` the connect_results that said how such a connect ended
+    (a failed one is also counted on its own error line): the line's
+    count and result are worked out from them at freeze, so they come out
+    the same whatever order the records arrive in (the fold delivers
+    repeats late)."""
+
     op: str
     endpoint: Endpoint | None
     count: int
     first_ns: int
     result: str
     error: str
+    proto: str = ""
+    pending: int = 0
+    established: int = 0
+    failed_later: int = 0
+
+    def frozen_count_and_result(self) -> tuple[int, str]:
+        if self.op != "connect" or self.error:
+            return self.count, self.result
+        count = self.count - self.failed_later
+        if not self.pending:
+            return count, self.result
+        unresolved = self.pending - self.established - self.failed_later
+        return count, "in-progress" if unresolved > 0 else "established"
 
 
 _NO_NAMES: tuple[str, ...] = ()
@@ -463,7 +485,12 @@ class AggregatingSink:
             )  # fmt: skip
 
         def net_rec(n: _NetAgg) -> NetRecord:
-            return NetRecord(n.op, n.endpoint, n.count, n.first_ns, n.result, n.error)
+            count, result = n.frozen_count_and_result()
+            return NetRecord(n.op, n.endpoint, count, n.first_ns, result, n.error, n.proto)
+
+        # A connect line all of whose connects failed later (their error
+        # lines say so), or whose connect records have not come yet: none.
+        nets = [n for n in nets if n.frozen_count_and_result()[0] > 0]
 
         counts = p.syscall_counts or ()
         cgroup = p.cgroup
@@ -728,17 +755,67 @@ class AggregatingSink:
             # The kernel names the listening address for TCP (net.listen_addr);
             # otherwise (UNIX sockets) it is the one bound earlier on that fd.
             endpoint = proc.bound.get(event.fd)
+        op, n = event.op, event.count
         result, error = "ok", ""
-        if event.ret == -EINPROGRESS and event.op == "connect":
+        if op == "connect_result":
+            self._connect_result(proc, event)
+            return
+        if op in SEND_OPS:
+            # One line per peer, whichever of the three calls sent to it;
+            # counted in datagrams.
+            op, n = "send", event.count * max(event.messages, 1)
+            if event.ret < 0:
+                error = errno_name(event.ret)
+        elif event.ret == -EINPROGRESS and op == "connect":
             result = "in-progress"
         elif event.ret < 0:
             error = errno_name(event.ret)
-        key = (event.op, endpoint, error)
+        agg = self._net_agg(proc, op, endpoint, error, result, event)
+        if agg is None:
+            return
+        agg.count += n
+        if result == "in-progress":
+            agg.pending += n
+        if event.proto and not agg.proto:
+            agg.proto = event.proto
+
+    def _net_agg(
+        self,
+        proc: _Proc,
+        op: str,
+        endpoint: Endpoint | None,
+        error: str,
+        result: str,
+        event: NetEvent,
+    ) -> _NetAgg | None:
+        """The line of (op, endpoint, error), made (and charged) if new;
+        None if there is no room (counted)."""
+        key = (op, endpoint, error)
         agg = proc.network.get(key)
         if agg is None:
             cost = ENDPOINT_BYTES + (text_bytes(endpoint.address) if endpoint else 0)
             if not self._room(proc, "endpoints", len(proc.network), self.max_endpoints, cost):
-                return
-            agg = _NetAgg(event.op, endpoint, 0, event.ts_ns, result, error)
+                return None
+            agg = _NetAgg(op, endpoint, 0, event.ts_ns, result, error)
             proc.network[key] = agg
-        agg.count += event.count
+        return agg
+
+    def _connect_result(self, proc: _Proc, event: NetEvent) -> None:
+        """How a non-blocking connect ended: its connect line says
+        established, or hands the connect over to a failed line (the error,
+        result ``refused`` or ``failed``)."""
+        n = event.count
+        line = self._net_agg(proc, "connect", event.endpoint, "", "ok", event)
+        if line is not None and not line.proto:
+            line.proto = event.proto
+        if event.outcome == "established":
+            if line is not None:
+                line.established += n
+            return
+        error = errno_name(event.ret) if event.ret < 0 else "unknown"
+        failed = self._net_agg(proc, "connect", event.endpoint, error, event.outcome, event)
+        if failed is not None:
+            failed.count += n
+            failed.proto = event.proto
+        if line is not None:
+            line.failed_later += n

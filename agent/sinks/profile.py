@@ -81,9 +81,17 @@ class NetRecord(msgspec.Struct, frozen=True):
     """A network operation on one endpoint, merged.
 
     ``op``: connect and accept name the peer, bind the local address,
-    listen the address bound earlier on that socket (None if not seen).
-    ``result`` is ``ok`` or ``in-progress`` (a non-blocking connect);
-    failed attempts are kept apart, with ``error``.
+    listen the address bound earlier on that socket (None if not seen),
+    ``send`` a UDP destination (sendto, sendmsg, sendmmsg, or a send on a
+    connected UDP socket; ``count`` is in datagrams).
+    ``result`` is ``ok``; for a non-blocking connect ``established`` once
+    every one on the line was seen to be (``in-progress`` while one was
+    not). Failed attempts are kept apart, with ``error``; a non-blocking
+    connect that failed later is moved to one, with result ``refused``
+    (ECONNREFUSED) or ``failed`` (``error`` ``unknown`` when the kernel's
+    error could not be read).
+    ``proto``: ``tcp``, ``udp``, ``udplite``; ``""`` when not known (no
+    struct enrichment: a send then may not even be UDP's).
     """
 
     op: str
@@ -92,6 +100,7 @@ class NetRecord(msgspec.Struct, frozen=True):
     first_ns: int
     result: str = "ok"
     error: str = ""
+    proto: str = ""
 
 
 class ProcessProfile(msgspec.Struct, frozen=True):
@@ -305,12 +314,18 @@ def render_text(profile: Profile) -> str:
             lines.append(f"{pad}    file {f.op} FAILED {path}: {f.error}{first}")
         for n in proc.network:
             ep = endpoint_text(n.endpoint)
-            result = "" if n.result == "ok" else f" ({n.result})"
-            lines.append(f"{pad}    net {n.op} {ep}{result}{when('first', n.first_ns, n.count)}")
+            notes = [n.proto] if n.proto else []
+            if n.op == "send":
+                notes.append(f"{n.count} datagram" + ("" if n.count == 1 else "s"))
+            if n.result != "ok":
+                notes.append(n.result)
+            noted = f" ({', '.join(notes)})" if notes else ""
+            lines.append(f"{pad}    net {n.op} {ep}{noted}{when('first', n.first_ns, n.count)}")
         for n in proc.failed_network:
+            result = "" if n.result == "ok" else f" ({n.result})"
             ep = endpoint_text(n.endpoint)
             first = when("first", n.first_ns, n.count)
-            lines.append(f"{pad}    net {n.op} FAILED {ep}: {n.error}{first}")
+            lines.append(f"{pad}    net {n.op} FAILED {ep}: {n.error}{result}{first}")
         if proc.syscalls:
             top = sorted(proc.syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
             lines.append(f"{pad}    syscalls: " + ", ".join(f"{k}={v}" for k, v in top))

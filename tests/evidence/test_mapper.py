@@ -414,6 +414,35 @@ def test_net_data() -> None:
     assert unix == {"family": "unix", "address": "/run/app.sock", "port": 0}
 
 
+def test_udp_send_and_connect_result_data() -> None:
+    dns = Endpoint("ipv6", "::1", 53)
+    send = NetEvent(pid=10, ts_ns=at(7), op="sendmmsg", ret=2, fd=4, endpoint=dns, backlog=0,
+                    proto="udp", messages=2, peer_from_socket=True, **HEADER)  # fmt: skip
+    result = NetEvent(pid=10, ts_ns=at(8), op="connect_result", ret=-111, fd=5, backlog=0,
+                      endpoint=Endpoint("ipv4", "127.0.0.1", 9), proto="tcp",
+                      outcome="refused", **HEADER)  # fmt: skip
+    plain_send = NetEvent(pid=10, ts_ns=at(9), op="sendto", ret=9, fd=4, endpoint=dns, backlog=0,
+                          messages=1, unchecked=True, **HEADER)  # fmt: skip
+    records = mapped([send, result, plain_send])[1:]
+    assert [r.type for r in records] == [
+        "dev.tracehound.network.sendmmsg.v1",
+        "dev.tracehound.network.connect_result.v1",
+        "dev.tracehound.network.sendto.v1",
+    ]
+    data = [dict(r.data) for r in records]
+    for d in data:
+        for key in ("cgroup_id", "comm", "gid", "pid", "redacted", "tid", "ts_ns", "uid"):
+            d.pop(key)
+        assert (d.pop("cgroup"), d.pop("container")) == (None, None)
+    assert data[0] == {"op": "sendmmsg", "ret": 2, "fd": 4, "backlog": None, "proto": "udp",
+                       "endpoint": {"family": "ipv6", "address": "::1", "port": 53},
+                       "messages": 2, "peer_from_socket": True}  # fmt: skip
+    assert data[1] == {"op": "connect_result", "ret": -111, "fd": 5, "backlog": None,
+                       "endpoint": {"family": "ipv4", "address": "127.0.0.1", "port": 9},
+                       "proto": "tcp", "outcome": "refused"}  # fmt: skip
+    assert data[2]["messages"] == 1 and data[2]["unchecked"] is True and "proto" not in data[2]
+
+
 def test_syscalls_and_seen_data() -> None:
     records = by_type(mapped(sample_events()))
     counts = records[TYPE_SYSCALLS][0]

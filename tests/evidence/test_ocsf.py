@@ -246,6 +246,52 @@ def test_in_progress_connect_is_not_a_failure() -> None:
     assert out["status_id"] == 1
 
 
+def test_udp_sends_are_outbound_traffic() -> None:
+    dns = Endpoint("ipv4", "192.0.2.53", 53)
+    sent = NetEvent(ts_ns=0, op="sendto", ret=40, fd=3, endpoint=dns, backlog=0, count=3,
+                    proto="udp", messages=1, **HEADER)  # fmt: skip
+    out = project(sent)
+    assert out is not None
+    assert (out["activity_id"], out["activity_name"], out["type_uid"]) == (6, "Traffic", 400106)
+    assert out["dst_endpoint"] == {"ip": "192.0.2.53", "port": 53}
+    assert out["src_endpoint"] == {"hostname": "web-1"}
+    assert out["connection_info"] == {"direction_id": 2, "protocol_name": "udp", "protocol_num": 17}
+    assert out["traffic"] == {"packets_out": 3, "bytes_out": 120}
+    batch = msgspec.structs.replace(sent, op="sendmmsg", ret=5, messages=4, count=1,
+                                    peer_from_socket=True, more_messages=True)  # fmt: skip
+    out = project(batch)
+    assert out is not None
+    assert out["traffic"] == {"packets_out": 4}  # sendmmsg's result counts messages
+    assert out["unmapped"]["peer_from_socket"] is out["unmapped"]["more_messages"] is True
+    failed = project(msgspec.structs.replace(sent, ret=-errno.ENETUNREACH, count=1))
+    assert failed is not None
+    assert (failed["activity_id"], failed["status_code"]) == (4, "ENETUNREACH")
+    assert "traffic" not in failed
+
+
+@pytest.mark.parametrize(
+    ("outcome", "ret", "activity", "status"),
+    [
+        ("established", 0, 1, (1, None)),
+        ("refused", -errno.ECONNREFUSED, 5, (2, "ECONNREFUSED")),
+        ("failed", -errno.ETIMEDOUT, 4, (2, "ETIMEDOUT")),
+        ("failed", 0, 4, (2, "unknown")),
+    ],
+)
+def test_connect_result_activity(
+    outcome: str, ret: int, activity: int, status: tuple[int, str | None]
+) -> None:
+    event = NetEvent(ts_ns=0, op="connect_result", ret=ret, fd=3, endpoint=IPV4, backlog=0,
+                     proto="tcp", outcome=outcome, unchecked=ret == 0 and outcome == "failed",
+                     **HEADER)  # fmt: skip
+    out = project(event)
+    assert out is not None
+    assert out["activity_id"] == activity
+    assert (out["status_id"], out.get("status_code")) == status
+    assert out["dst_endpoint"] == {"ip": "192.0.2.7", "port": 443}
+    assert out["connection_info"]["protocol_num"] == 6
+
+
 def test_records_without_a_class_give_none() -> None:
     mapper = plain_mapper(host="h", anchor=ANCHOR)
     records = [

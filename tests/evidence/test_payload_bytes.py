@@ -76,6 +76,10 @@ text = st.one_of(
 )
 
 
+NET_OP_NAMES = ["connect", "accept", "bind", "listen", "op9", "sendto", "sendmsg", "sendmmsg",
+                "connect_result"]  # fmt: skip
+
+
 def header() -> dict[str, st.SearchStrategy[object]]:
     return {
         "pid": u32,
@@ -129,7 +133,7 @@ events: st.SearchStrategy[Event] = st.one_of(
     ),
     st.builds(
         NetEvent,
-        op=st.sampled_from(["connect", "accept", "bind", "listen", "op9"]),
+        op=st.sampled_from(NET_OP_NAMES),
         ret=st.one_of(st.integers(-(2**31), 2**31 - 1), wide),
         fd=st.integers(-(2**31), 2**31 - 1),
         endpoint=st.none()
@@ -140,6 +144,12 @@ events: st.SearchStrategy[Event] = st.one_of(
             port=st.integers(0, 65535),
         ),
         backlog=st.integers(-(2**31), 2**31 - 1),
+        proto=st.sampled_from(["", "tcp", "udp", "proto99"]) | text,
+        messages=st.integers(0, 2**32 - 1),
+        peer_from_socket=st.booleans(),
+        unchecked=st.booleans(),
+        more_messages=st.booleans(),
+        outcome=st.sampled_from(["", "established", "refused", "failed"]) | text,
         **folds,
         **header(),
     ),
