@@ -188,8 +188,10 @@ def test_io_uring_openat_connect_and_sendmsg_appear_as_such(
     assert opened.res >= 0 and opened.path == "target.txt" and opened.dfd == kinds.AT_FDCWD
     # The kernel's path of the installed file: through the symlink, relative
     # to a cwd the record never names, and still the real one.
-    assert opened.abs_path == str(world.real / "target.txt") == os.path.realpath(
-        world.via_link / "target.txt"
+    assert (
+        opened.abs_path
+        == str(world.real / "target.txt")
+        == os.path.realpath(world.via_link / "target.txt")
     )
     assert opened.abs_flags == 0
     assert opened.op_flags & kinds.O_ACCMODE == os.O_RDONLY
