@@ -66,12 +66,31 @@ struct th_uring_scratch {
 BPF_HASH(th_uring_pending, u64, struct th_uring_pending_op, TH_URING_PENDING_MAX);
 BPF_PERCPU_ARRAY(th_uring_bufs, struct th_uring_scratch, 1);
 
-#if TH_LAYOUT && defined(TH_HAVE_IO_KIOCB_CMD) && defined(TH_HAVE_FILENAME_NAME)
-/* A struct filename * member of the request's op struct: its name (kernel
- * memory, getname()'s copy) into dst. */
-static __always_inline void th_uring_name(u64 cmd, u32 member_off, char *dst)
+#if TH_LAYOUT && defined(TH_HAVE_IO_KIOCB_CMD)
+/* The op struct lives in the request's first 64 bytes (io_kiocb_to_cmd;
+ * the kernel's BUILD_BUG_ONs keep every op's struct within them): one read
+ * of that window, then fields out of it at their BTF offsets, instead of a
+ * kernel read per field. The masks keep each within the window, aligned. */
+#define TH_URING_CMD_BYTES 64
+static __always_inline u32 th_win_u32(const u64 *win, u32 off)
 {
-    u64 name = th_kptr(th_kptr(cmd, member_off), TH_OFF_FILENAME_NAME);
+    u32 value;
+    __builtin_memcpy(&value, (const u8 *)win + (off & 60), sizeof(value));
+    return value;
+}
+static __always_inline u64 th_win_u64(const u64 *win, u32 off)
+{
+    u64 value;
+    __builtin_memcpy(&value, (const u8 *)win + (off & 56), sizeof(value));
+    return value;
+}
+#endif
+
+#if TH_LAYOUT && defined(TH_HAVE_IO_KIOCB_CMD) && defined(TH_HAVE_FILENAME_NAME)
+/* A struct filename * (getname()'s copy, kernel memory): its name into dst. */
+static __always_inline void th_uring_name(u64 filename, char *dst)
+{
+    u64 name = th_kptr(filename, TH_OFF_FILENAME_NAME);
     if (name)
         bpf_probe_read_kernel_str(dst, TH_PATH_LEN, (const void *)name);
 }
@@ -89,76 +108,79 @@ static __always_inline void th_uring_read_req(struct th_uring_event *ev, u64 req
         ev->fd = (s32)th_ku32(req, TH_OFF_IO_KIOCB_CQE_FD);
 #endif
 #ifdef TH_HAVE_IO_KIOCB_CMD
-    u64 cmd = req + TH_OFF_IO_KIOCB_CMD;
     u32 op = ev->opcode;
+    u64 win[TH_URING_CMD_BYTES / 8] = {};
+    if (op == TH_IORING_OP_OPENAT || op == TH_IORING_OP_OPENAT2 || op == TH_IORING_OP_CONNECT ||
+        (op >= TH_IORING_OP_RENAMEAT && op <= TH_IORING_OP_LINKAT))
+        bpf_probe_read_kernel(win, sizeof(win), (const void *)(req + TH_OFF_IO_KIOCB_CMD));
     if (op == TH_IORING_OP_OPENAT || op == TH_IORING_OP_OPENAT2) {
 #ifdef TH_HAVE_IO_OPEN_DFD
-        ev->dfd = (s32)th_ku32(cmd, TH_OFF_IO_OPEN_DFD);
+        ev->dfd = (s32)th_win_u32(win, TH_OFF_IO_OPEN_DFD);
 #endif
 #ifdef TH_HAVE_IO_OPEN_HOW_FLAGS
-        ev->op_flags = th_kptr(cmd, TH_OFF_IO_OPEN_HOW_FLAGS);
+        ev->op_flags = th_win_u64(win, TH_OFF_IO_OPEN_HOW_FLAGS);
 #endif
 #ifdef TH_HAVE_IO_OPEN_HOW_MODE
-        ev->mode = (u32)th_kptr(cmd, TH_OFF_IO_OPEN_HOW_MODE);
+        ev->mode = (u32)th_win_u64(win, TH_OFF_IO_OPEN_HOW_MODE);
 #endif
 #ifdef TH_HAVE_IO_OPEN_FILE_SLOT
-        if (th_ku32(cmd, TH_OFF_IO_OPEN_FILE_SLOT))
+        if (th_win_u32(win, TH_OFF_IO_OPEN_FILE_SLOT))
             ev->flags |= TH_URING_DIRECT;
 #endif
 #if defined(TH_HAVE_IO_OPEN_FILENAME) && defined(TH_HAVE_FILENAME_NAME)
-        th_uring_name(cmd, TH_OFF_IO_OPEN_FILENAME, ev->path);
+        th_uring_name(th_win_u64(win, TH_OFF_IO_OPEN_FILENAME), ev->path);
 #endif
     } else if (op == TH_IORING_OP_UNLINKAT) {
 #ifdef TH_HAVE_IO_UNLINK_DFD
-        ev->dfd = (s32)th_ku32(cmd, TH_OFF_IO_UNLINK_DFD);
+        ev->dfd = (s32)th_win_u32(win, TH_OFF_IO_UNLINK_DFD);
 #endif
 #ifdef TH_HAVE_IO_UNLINK_FLAGS
-        ev->op_flags = th_ku32(cmd, TH_OFF_IO_UNLINK_FLAGS);
+        ev->op_flags = th_win_u32(win, TH_OFF_IO_UNLINK_FLAGS);
 #endif
 #if defined(TH_HAVE_IO_UNLINK_FILENAME) && defined(TH_HAVE_FILENAME_NAME)
-        th_uring_name(cmd, TH_OFF_IO_UNLINK_FILENAME, ev->path);
+        th_uring_name(th_win_u64(win, TH_OFF_IO_UNLINK_FILENAME), ev->path);
 #endif
     } else if (op == TH_IORING_OP_MKDIRAT) {
 #ifdef TH_HAVE_IO_MKDIR_DFD
-        ev->dfd = (s32)th_ku32(cmd, TH_OFF_IO_MKDIR_DFD);
+        ev->dfd = (s32)th_win_u32(win, TH_OFF_IO_MKDIR_DFD);
 #endif
 #ifdef TH_HAVE_IO_MKDIR_MODE
-        ev->mode = th_ku32(cmd, TH_OFF_IO_MKDIR_MODE) & 0xffff;
+        ev->mode = th_win_u32(win, TH_OFF_IO_MKDIR_MODE) & 0xffff;
 #endif
 #if defined(TH_HAVE_IO_MKDIR_FILENAME) && defined(TH_HAVE_FILENAME_NAME)
-        th_uring_name(cmd, TH_OFF_IO_MKDIR_FILENAME, ev->path);
+        th_uring_name(th_win_u64(win, TH_OFF_IO_MKDIR_FILENAME), ev->path);
 #endif
     } else if (op == TH_IORING_OP_RENAMEAT) {
 #ifdef TH_HAVE_IO_RENAME_OLD_DFD
-        ev->dfd = (s32)th_ku32(cmd, TH_OFF_IO_RENAME_OLD_DFD);
+        ev->dfd = (s32)th_win_u32(win, TH_OFF_IO_RENAME_OLD_DFD);
 #endif
 #ifdef TH_HAVE_IO_RENAME_NEW_DFD
-        ev->dfd2 = (s32)th_ku32(cmd, TH_OFF_IO_RENAME_NEW_DFD);
+        ev->dfd2 = (s32)th_win_u32(win, TH_OFF_IO_RENAME_NEW_DFD);
 #endif
 #ifdef TH_HAVE_IO_RENAME_FLAGS
-        ev->op_flags = th_ku32(cmd, TH_OFF_IO_RENAME_FLAGS);
+        ev->op_flags = th_win_u32(win, TH_OFF_IO_RENAME_FLAGS);
 #endif
 #if defined(TH_HAVE_IO_RENAME_OLDPATH) && defined(TH_HAVE_FILENAME_NAME)
-        th_uring_name(cmd, TH_OFF_IO_RENAME_OLDPATH, ev->path);
+        th_uring_name(th_win_u64(win, TH_OFF_IO_RENAME_OLDPATH), ev->path);
 #endif
 #if defined(TH_HAVE_IO_RENAME_NEWPATH) && defined(TH_HAVE_FILENAME_NAME)
-        th_uring_name(cmd, TH_OFF_IO_RENAME_NEWPATH, ev->path2);
+        th_uring_name(th_win_u64(win, TH_OFF_IO_RENAME_NEWPATH), ev->path2);
 #endif
     } else if (op == TH_IORING_OP_LINKAT || op == TH_IORING_OP_SYMLINKAT) {
 #ifdef TH_HAVE_IO_LINK_OLD_DFD
-        ev->dfd = (s32)th_ku32(cmd, TH_OFF_IO_LINK_OLD_DFD);
+        ev->dfd = (s32)th_win_u32(win, TH_OFF_IO_LINK_OLD_DFD);
 #endif
 #ifdef TH_HAVE_IO_LINK_NEW_DFD
-        ev->dfd2 = (s32)th_ku32(cmd, TH_OFF_IO_LINK_NEW_DFD);
+        ev->dfd2 = (s32)th_win_u32(win, TH_OFF_IO_LINK_NEW_DFD);
 #endif
 #ifdef TH_HAVE_IO_LINK_FLAGS
-        ev->op_flags = th_ku32(cmd, TH_OFF_IO_LINK_FLAGS);
+        ev->op_flags = th_win_u32(win, TH_OFF_IO_LINK_FLAGS);
 #endif
 #if defined(TH_HAVE_IO_LINK_OLDPATH) && defined(TH_HAVE_FILENAME_NAME)
-        th_uring_name(cmd, TH_OFF_IO_LINK_OLDPATH, ev->path);
+        th_uring_name(th_win_u64(win, TH_OFF_IO_LINK_OLDPATH), ev->path);
 #endif
 #if defined(TH_HAVE_IO_LINK_NEWPATH) && defined(TH_HAVE_FILENAME_NAME)
-        th_uring_name(cmd, TH_OFF_IO_LINK_NEWPATH, ev->path2);
+        th_uring_name(th_win_u64(win, TH_OFF_IO_LINK_NEWPATH), ev->path2);
 #endif
     }
 #if defined(TH_HAVE_IO_CONNECT_ADDR) && defined(TH_HAVE_IO_CONNECT_ADDR_LEN)
@@ -168,8 +190,8 @@ static __always_inline void th_uring_read_req(struct th_uring_event *ev, u64 req
      * caller's buffer instead, as net.bpf.c reads connect(2)'s (the
      * submitting task is the caller, or its SQPOLL thread, same mm). */
     if (op == TH_IORING_OP_CONNECT) {
-        u64 uaddr = th_kptr(cmd, TH_OFF_IO_CONNECT_ADDR);
-        u32 ulen = th_ku32(cmd, TH_OFF_IO_CONNECT_ADDR_LEN);
+        u64 uaddr = th_win_u64(win, TH_OFF_IO_CONNECT_ADDR);
+        u32 ulen = th_win_u32(win, TH_OFF_IO_CONNECT_ADDR_LEN);
         if (ulen > TH_SOCKADDR_LEN)
             ulen = TH_SOCKADDR_LEN;
         if (uaddr && ulen) {
@@ -249,7 +271,8 @@ int th_uring_submit(struct tracepoint__io_uring__io_uring_submit_req *args)
 #if TH_LAYOUT
     if (th_enriched()) {
         th_uring_read_req(ev, (u64)args->req);
-        s->op.files = th_kptr(th_current_task(), TH_OFF_TASK_STRUCT_FILES);
+        if (ev->opcode == TH_IORING_OP_OPENAT || ev->opcode == TH_IORING_OP_OPENAT2)
+            s->op.files = th_kptr(th_current_task(), TH_OFF_TASK_STRUCT_FILES);
     } else {
         ev->flags |= TH_URING_NO_LAYOUT;
     }
