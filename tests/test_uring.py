@@ -29,6 +29,7 @@ from agent.capture import kernel_layout, kinds
 from agent.capture.events import Endpoint, Event, UringEvent
 from agent.capture.fold import FoldSettings
 from agent.capture.loader import LoadOptions, load
+from agent.capture.probes import with_tracepoint_overrides
 from agent.capture.session import CaptureSession, CaptureStats
 from agent.commands.launcher import launch
 from agent.evidence.mapper import Mapper
@@ -266,3 +267,21 @@ def test_without_the_kernel_layout_io_uring_ops_still_appear_marked_unread(
         assert event.path == "" and event.endpoint is None and event.fd == -1
     assert ops[101].abs_path == "" and ops[101].abs_flags == TH_PATH_NO_LAYOUT
     assert stats.kinds["uring"].balanced
+
+
+@pytest.mark.usefixtures("kernel")
+def test_a_kernel_without_the_io_uring_tracepoints_reports_the_probe_missing(
+    uring_ops: Path, tmp_path: Path
+) -> None:
+    """No io_uring_submit_req (an older or stripped kernel): uring.ops is
+    reported missing with the tracepoint named, and the rest attaches."""
+    bogus = "io_uring:io_uring_tracehound_does_not_exist"
+    probes = with_tracepoint_overrides({"uring.ops": bogus})
+    capture = load(LoadOptions(probes=probes, scoped=True))
+    try:
+        statuses = {s.name: s for s in capture.statuses}
+    finally:
+        capture.close()
+    assert not statuses["uring.ops"].attached
+    assert bogus in statuses["uring.ops"].reason
+    assert all(s.attached for name, s in statuses.items() if name != "uring.ops")
