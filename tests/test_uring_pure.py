@@ -110,3 +110,11 @@ def test_sends_name_a_peer_only_with_a_destination() -> None:
     connect = as_net_event(_event(op="connect", opcode=16, endpoint=peer, res=0, fd=9))
     assert connect is not None and (connect.op, connect.fd) == ("connect", 9)
     assert as_file_event(_event(op="read", opcode=22)) is None
+
+
+def test_a_lost_uring_record_is_booked_as_uring() -> None:
+    from agent.evidence.loss_books import kind_of_record
+    from agent.evidence.record_types import TYPE_URING
+
+    assert kind_of_record(TYPE_URING) == "uring"
+    assert "uring" in kinds.KINDS
