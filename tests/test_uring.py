@@ -40,6 +40,7 @@ from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.profile import Profile
 from agent.sinks.streaming import StreamingSink
 from agent.sinks.tee import TeeSink
+from tests.harness import evidence, own_daemon
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "tests" / "workloads" / "uring_ops.c"
@@ -285,3 +286,30 @@ def test_a_kernel_without_the_io_uring_tracepoints_reports_the_probe_missing(
     assert not statuses["uring.ops"].attached
     assert bogus in statuses["uring.ops"].reason
     assert all(s.attached for name, s in statuses.items() if name != "uring.ops")
+
+
+def test_the_daemon_writes_io_uring_evidence(uring_ops: Path, tmp_path: Path) -> None:
+    """Through the forked evidence worker and the chain: the openat is a
+    uring.op.v1 record with the absolute path, the connect one with its peer."""
+    world = World(tmp_path)
+    try:
+        with own_daemon(tmp_path) as daemon:
+            daemon.start()
+            done = subprocess.run(world.argv(uring_ops), capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            assert daemon.stop() == 0, daemon.log()
+    finally:
+        world.close()
+    mine = [
+        e["data"]
+        for e in evidence(daemon.state, "uring.op.v1")
+        if e["data"]["comm"] == "uring_ops" and e["data"]["user_data"] in ("101", "103")
+    ]
+    by_tag = {d["user_data"]: d for d in mine}
+    assert sorted(by_tag) == ["101", "103"], mine
+    assert by_tag["101"]["abs_path"] == str(world.real / "target.txt")
+    assert by_tag["101"]["path"] == "target.txt" and by_tag["101"]["op"] == "openat"
+    assert by_tag["103"]["endpoint"] == {
+        "family": "ipv4", "address": "127.0.0.1", "port": world.tcp_port
+    }  # fmt: skip
+    assert by_tag["103"]["res"] == 0 and by_tag["103"]["path"] is None
