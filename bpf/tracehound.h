@@ -58,6 +58,9 @@
 #ifndef TH_WAKEUP_EVERY
 #define TH_WAKEUP_EVERY 512     /* records per CPU between consumer wakeups */
 #endif
+#ifndef TH_URING_PENDING_MAX
+#define TH_URING_PENDING_MAX 4096 /* io_uring requests between submit and completion */
+#endif
 #ifndef TH_SYSCALL_KEYS_MAX
 #define TH_SYSCALL_KEYS_MAX 65536 /* (process, syscall) counters */
 #endif
@@ -118,13 +121,16 @@
 #define TH_KIND_FILE 4
 #define TH_KIND_NET 5
 #define TH_KIND_SYSCALL 6
-#define TH_NR_KINDS 7
+/* 7 is reserved for "call" (security-relevant syscalls, issue 10 item 8). */
+#define TH_KIND_URING 8
+#define TH_NR_KINDS 9
 
 /* th_errors slots. */
 #define TH_ERR_SCOPE_FULL 0
 #define TH_ERR_EXIT_STATUS_FULL 1
 #define TH_ERR_CONNECTS_FULL 2 /* a non-blocking connect whose outcome found no room in th_connects */
-#define TH_NR_ERRORS 3
+#define TH_ERR_URING_PENDING_FULL 3 /* an io_uring submission found no room in th_uring_pending */
+#define TH_NR_ERRORS 4
 
 /* File operations (th_file_event.op). */
 #define TH_FILE_OPEN 1
@@ -223,6 +229,55 @@ struct th_net_event {
     __u16 proto;      /* the socket's IPPROTO_* (6 TCP, 17 UDP, 136 UDP-Lite); 0: not known */
     __u16 flags;      /* TH_NETF_* */
     __u8 sockaddr[TH_SOCKADDR_LEN];
+};
+
+/* th_uring_event.flags */
+#define TH_URING_UNPAIRED 1    /* no submit seen (failed before submit, submitted before capture, or
+                                * no room to remember it): the header is the completing task's and
+                                * only the completion's facts are known */
+#define TH_URING_SQPOLL 2      /* submitted by the ring's SQPOLL kernel thread */
+#define TH_URING_FIXED_FILE 4  /* fd is an index into the ring's registered files */
+#define TH_URING_DIRECT 8      /* openat/accept into a registered-file slot: res is no process fd */
+#define TH_URING_NO_LAYOUT 16  /* enrichment off: fd, dfd, paths, flags, sockaddr were not read */
+
+/* io_uring opcodes the programs look into (include/uapi/linux/io_uring.h). */
+#define TH_IORING_OP_SENDMSG 9
+#define TH_IORING_OP_CONNECT 16
+#define TH_IORING_OP_OPENAT 18
+#define TH_IORING_OP_SEND 26
+#define TH_IORING_OP_OPENAT2 28
+#define TH_IORING_OP_RENAMEAT 35
+#define TH_IORING_OP_UNLINKAT 36
+#define TH_IORING_OP_MKDIRAT 37
+#define TH_IORING_OP_SYMLINKAT 38
+#define TH_IORING_OP_LINKAT 39
+#define TH_IORING_OP_SEND_ZC 47
+#define TH_IORING_OP_SENDMSG_ZC 48
+#define TH_IORING_CQE_F_MORE 2 /* the request posts more completions (multishot) */
+
+/* One io_uring request's completion, with what its submission said: one
+ * record per completion (a multishot request makes several). Variable
+ * length: abs_len bytes of the absolute path (no NUL) follow the struct.
+ * 760 bytes + the path. */
+struct th_uring_event {
+    struct th_header h; /* the submitter's, at submission (unless TH_URING_UNPAIRED) */
+    __s64 res;        /* the completion's result: an fd, a byte count, 0, or -errno */
+    __u64 user_data;  /* the submitter's tag for the request */
+    __u64 complete_ns; /* bpf_ktime_get_boot_ns() at completion */
+    __u64 op_flags;   /* openat/openat2: open flags; unlinkat/renameat/linkat: their flags */
+    __u32 opcode;     /* IORING_OP_* */
+    __u32 flags;      /* TH_URING_* */
+    __s32 fd;         /* the request's fd (sqe->fd) */
+    __s32 dfd;        /* path ops: the directory fd of path (TH_AT_FDCWD: the cwd) */
+    __s32 dfd2;       /* renameat/linkat/symlinkat: of path2 */
+    __u32 cflags;     /* IORING_CQE_F_* */
+    __u32 mode;       /* openat/mkdirat mode */
+    __u32 addrlen;    /* bytes of sockaddr that are valid (connect, send with a destination) */
+    __u32 abs_flags;  /* TH_PATH_* of the absolute path (openat: the installed file) */
+    __u32 abs_len;    /* bytes of absolute path after the record; 0 if none */
+    __u8 sockaddr[TH_SOCKADDR_LEN];
+    char path[TH_PATH_LEN];  /* as passed (the kernel's copy, taken at submission) */
+    char path2[TH_PATH_LEN]; /* renameat/linkat: the new name; symlinkat: the link */
 };
 
 /* How a path walk ended (th_path_walk's flags; carried on the wire beside

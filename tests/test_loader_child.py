@@ -38,7 +38,8 @@ def test_handed_over_fds_keep_capturing_after_the_child_exits(kernel: None, tmp_
             for tp, fn in p.attach
             if dispatch.slot_for(tp, fn) is None
         )
-        assert tracepoints == 5, "syscalls go through the dispatch tables, not perf events"
+        # fork, exit, 2 signals, listen, io_uring submit and complete
+        assert tracepoints == 7, "syscalls go through the dispatch tables, not perf events"
         assert _perf_event_fds() - before == tracepoints, "one perf event per tracepoint"
         assert all(s.attached for s in capture.statuses)
         marker = tmp_path / "loader-child-marker"

@@ -34,6 +34,7 @@ BODY_OF: dict[str, struct.Struct] = {
     "th_exit_event": wire.EXIT_BODY,
     "th_file_event": wire.FILE_BODY,
     "th_net_event": wire.NET_BODY,
+    "th_uring_event": wire.URING_BODY,
 }
 KIND_OF: dict[str, int] = {
     "th_exec_event": kinds.KIND_EXEC,
@@ -41,6 +42,7 @@ KIND_OF: dict[str, int] = {
     "th_exit_event": kinds.KIND_EXIT,
     "th_file_event": kinds.KIND_FILE,
     "th_net_event": kinds.KIND_NET,
+    "th_uring_event": kinds.KIND_URING,
 }
 
 
@@ -417,3 +419,17 @@ def test_hot_path_prefixes_match(layout_dir: Path) -> None:
     assert file_["path"][1] == wire.FILE_PATH_OFFSET
     assert file_["path2"][1] == wire.FILE_PATH_OFFSET + wire.PATH_LEN
     assert file_["path"][2] == file_["path2"][2] == wire.PATH_LEN
+
+
+def test_uring_flags_and_opcodes_match(constants: dict[str, int]) -> None:
+    """th_uring_event.flags bits, and the opcodes the C code looks into."""
+    for name in ("UNPAIRED", "SQPOLL", "FIXED_FILE", "DIRECT", "NO_LAYOUT"):
+        assert constants[f"TH_URING_{name}"] == getattr(kinds, f"URING_{name}"), name
+    opcodes = {
+        value: name.removeprefix("TH_IORING_OP_").lower()
+        for name, value in constants.items()
+        if name.startswith("TH_IORING_OP_")
+    }
+    assert len(opcodes) >= 12
+    for value, name in opcodes.items():
+        assert kinds.URING_OPS[value] == name

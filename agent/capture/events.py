@@ -166,6 +166,52 @@ class NetEvent(EventBase, frozen=True, tag="net", gc=False):
     outcome: str = ""
 
 
+class UringEvent(EventBase, frozen=True, tag="uring", gc=False):
+    """One completion of an io_uring request, with what its submission
+    said (io_uring operations fire no syscall tracepoints).
+
+    The header is the submitter's, at submission (``ts_ns``), unless
+    ``unpaired``: no submission was seen (it failed before being submitted,
+    it predates capture, or the kernel's pending table was full) and the
+    header is the completing task's. ``op`` is the opcode's name
+    (:func:`agent.capture.kinds.uring_op_name`), ``res`` the completion's
+    result (an fd, a byte count, 0, or -errno), ``fd`` the request's fd
+    (an index into the ring's registered files when ``fixed_file``).
+
+    Path ops: ``path`` as passed (the kernel's copy), relative to ``dfd``
+    when not absolute; ``path2`` a rename's or link's new name. An openat's
+    ``abs_path`` is the file it installed, resolved in the kernel;
+    ``abs_flags`` the TH_PATH_* bits of how that walk ended (0: whole; 8:
+    enrichment off; 16: no base, e.g. completed outside the submitter's
+    file table). ``endpoint``: a connect's or send's destination.
+    ``no_layout``: enrichment was off, only the tracepoints' facts are here.
+    """
+
+    op: str
+    opcode: int
+    res: int
+    user_data: int
+    complete_ns: int
+    fd: int
+    dfd: int
+    path: str
+    dfd2: int
+    path2: str
+    op_flags: int
+    mode: int
+    cflags: int
+    endpoint: Endpoint | None
+    abs_path: str
+    abs_flags: int
+    path_cut: bool = False
+    path2_cut: bool = False
+    unpaired: bool = False
+    sqpoll: bool = False
+    fixed_file: bool = False
+    direct: bool = False
+    no_layout: bool = False
+
+
 class SyscallCounts(msgspec.Struct, frozen=True, tag="syscalls", tag_field="kind", gc=False):
     """Cumulative syscall counts of one process, read from the kernel's map.
 
@@ -194,7 +240,7 @@ class ProcessSeen(msgspec.Struct, frozen=True, tag="process", tag_field="kind", 
     preexisting: bool
 
 
-KernelEvent = ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent
+KernelEvent = ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent | UringEvent
 Event = KernelEvent | SyscallCounts | ProcessSeen
 
 KINDS = kinds.KINDS  # the ledger's kinds (agent.capture.kinds defines them)
@@ -206,6 +252,7 @@ _KIND_OF: dict[type, str] = {
     ExitEvent: "exit",
     FileEvent: "file",
     NetEvent: "net",
+    UringEvent: "uring",
     SyscallCounts: "syscall",
     ProcessSeen: "process",
 }

@@ -62,6 +62,51 @@ class Field:
 
 _PTR: Final = 8
 
+
+def _uring(struct: str, path: str, size: int | None) -> Field:
+    return Field(struct, path, size, required=False)
+
+
+#: io_uring's request (struct io_kiocb) and the per-opcode structs that live
+#: in its first 64 bytes (``io_kiocb_to_cmd``), read at submission (bpf/
+#: uring.bpf.c). io_uring's internals change between kernel versions, so
+#: every one is optional: an absent one (or one of another size) leaves its
+#: TH_HAVE_ undefined and only that part of the io_uring record unread,
+#: never the whole layout refused.
+URING_FIELDS: tuple[Field, ...] = (
+    _uring("io_kiocb", "cmd", None),
+    _uring("io_kiocb", "opcode", 1),
+    _uring("io_kiocb", "cqe.fd", 4),
+    _uring("io_kiocb", "async_data", _PTR),
+    _uring("filename", "name", _PTR),
+    _uring("io_open", "dfd", 4),
+    _uring("io_open", "file_slot", 4),
+    _uring("io_open", "filename", _PTR),
+    _uring("io_open", "how.flags", 8),
+    _uring("io_open", "how.mode", 8),
+    _uring("io_unlink", "dfd", 4),
+    _uring("io_unlink", "flags", 4),
+    _uring("io_unlink", "filename", _PTR),
+    _uring("io_mkdir", "dfd", 4),
+    _uring("io_mkdir", "mode", 2),
+    _uring("io_mkdir", "filename", _PTR),
+    _uring("io_rename", "old_dfd", 4),
+    _uring("io_rename", "new_dfd", 4),
+    _uring("io_rename", "oldpath", _PTR),
+    _uring("io_rename", "newpath", _PTR),
+    _uring("io_rename", "flags", 4),
+    _uring("io_link", "old_dfd", 4),
+    _uring("io_link", "new_dfd", 4),
+    _uring("io_link", "oldpath", _PTR),
+    _uring("io_link", "newpath", _PTR),
+    _uring("io_link", "flags", 4),
+    _uring("io_connect", "addr", _PTR),
+    _uring("io_connect", "addr_len", 4),
+    _uring("io_async_msghdr", "addr", None),
+    _uring("io_async_msghdr", "msg.msg_name", _PTR),
+    _uring("io_async_msghdr", "msg.msg_namelen", 4),
+)
+
 #: Every kernel struct member the BPF programs read, and nothing else.
 FIELDS: tuple[Field, ...] = (
     # the task: who it is, who its parent is, what it can reach
@@ -116,6 +161,7 @@ FIELDS: tuple[Field, ...] = (
     Field("mm_struct", "exe_file", _PTR),
     Field("mm_struct", "arg_start", 8),
     Field("mm_struct", "arg_end", 8),
+    *URING_FIELDS,
 )
 
 
@@ -182,6 +228,8 @@ def resolve(
                 return Layout(offsets, f"BTF has no {wanted.name}")
             continue
         if wanted.size is not None and found.size != wanted.size:
+            if not wanted.required:
+                continue  # not what the C code reads: as good as absent
             return Layout(
                 offsets,
                 f"BTF says {wanted.name} is {found.size} bytes, the programs read {wanted.size}",

@@ -31,6 +31,7 @@ __all__ = [
     "KIND_NAMES",
     "KIND_NET",
     "KIND_SYSCALL",
+    "KIND_URING",
     "NETF_FAILED",
     "NETF_MORE",
     "NETF_PEER",
@@ -46,8 +47,15 @@ __all__ = [
     "O_EXCL",
     "O_TRUNC",
     "SEND_OPS",
+    "URING_DIRECT",
+    "URING_FIXED_FILE",
+    "URING_NO_LAYOUT",
+    "URING_OPS",
+    "URING_SQPOLL",
+    "URING_UNPAIRED",
     "connect_outcome",
     "file_operation",
+    "uring_op_name",
 ]
 
 # Kinds, as numbered by TH_KIND_* in tracehound.h.
@@ -57,7 +65,9 @@ KIND_EXIT: Final = 3
 KIND_FILE: Final = 4
 KIND_NET: Final = 5
 KIND_SYSCALL: Final = 6  # no ring-buffer record: counted in a kernel map
-NR_KINDS: Final = 7
+# 7 is reserved for "call" (security-relevant syscalls).
+KIND_URING: Final = 8
+NR_KINDS: Final = 9
 KIND_NAMES: Final[dict[int, str]] = {
     KIND_EXEC: "exec",
     KIND_FORK: "fork",
@@ -65,6 +75,7 @@ KIND_NAMES: Final[dict[int, str]] = {
     KIND_FILE: "file",
     KIND_NET: "net",
     KIND_SYSCALL: "syscall",
+    KIND_URING: "uring",
 }
 
 KINDS: Final[tuple[str, ...]] = tuple(KIND_NAMES[n] for n in sorted(KIND_NAMES))
@@ -118,6 +129,42 @@ EXEC_ARGV_TRUNCATED: Final = 1  # more than TH_ARGV_MAX arguments
 EXEC_ARG_TRUNCATED: Final = 2  # an argument longer than TH_ARG_LEN - 1
 EXIT_HAVE_CODE: Final = 1  # exit_group()/exit() was seen: exit_code is valid
 EXIT_HAVE_SIGNAL: Final = 2  # a fatal signal with the default action was delivered
+
+# io_uring (TH_URING_*: th_uring_event.flags).
+URING_UNPAIRED: Final = 1  # no submission seen: only the completion's facts
+URING_SQPOLL: Final = 2  # submitted by the ring's SQPOLL thread
+URING_FIXED_FILE: Final = 4  # fd is an index into the ring's registered files
+URING_DIRECT: Final = 8  # opened/accepted into a registered-file slot
+URING_NO_LAYOUT: Final = 16  # enrichment off: nothing read from the request
+
+#: io_uring opcode names, numbered as ``enum io_uring_op`` in
+#: include/uapi/linux/io_uring.h (a test checks them against liburing's
+#: copy); newer ones are named ``op<N>`` (:func:`uring_op_name`).
+URING_OPS: Final[dict[int, str]] = dict(
+    enumerate(
+        (
+            *("nop", "readv", "writev", "fsync", "read_fixed", "write_fixed"),
+            *("poll_add", "poll_remove", "sync_file_range", "sendmsg", "recvmsg"),
+            *("timeout", "timeout_remove", "accept", "async_cancel", "link_timeout"),
+            *("connect", "fallocate", "openat", "close", "files_update", "statx"),
+            *("read", "write", "fadvise", "madvise", "send", "recv", "openat2"),
+            *("epoll_ctl", "splice", "provide_buffers", "remove_buffers", "tee"),
+            *("shutdown", "renameat", "unlinkat", "mkdirat", "symlinkat", "linkat"),
+            *("msg_ring", "fsetxattr", "setxattr", "fgetxattr", "getxattr", "socket"),
+            *("uring_cmd", "send_zc", "sendmsg_zc"),
+        )
+    )
+)
+
+
+def uring_op_name(opcode: int) -> str:
+    """``openat`` for 18; ``op<N>`` for an opcode this table predates;
+    ``unknown`` when the record could not say (0xffffffff: an unpaired
+    completion without the kernel layout)."""
+    if opcode == 0xFFFFFFFF:
+        return "unknown"
+    return URING_OPS.get(opcode) or f"op{opcode}"
+
 
 # The kernel ABI's open(2) and *at(2) values, as the records carry them.
 AT_FDCWD: Final = -100

@@ -292,7 +292,7 @@ _U64 = struct.Struct("<Q")
 #: th_enabled's one value.
 CONTROL = struct.Struct("<IIII")
 _SYSCALL_KEY = struct.Struct("<II")  # struct th_syscall_key {u32 pid; u32 nr;}
-_ERROR_SLOTS = ("scope_full", "exit_status_full", "connects_full")  # TH_ERR_* order
+_ERROR_SLOTS = ("scope_full", "exit_status_full", "connects_full", "uring_pending_full")  # TH_ERR_*
 
 
 class Manifest(msgspec.Struct, frozen=True):

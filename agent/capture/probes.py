@@ -96,6 +96,15 @@ PROBES: tuple[Probe, ...] = (
         raw=True,
         requires=("net.connect",),
     ),
+    # io_uring requests: no syscall tracepoint sees them (bpf/uring.bpf.c).
+    Probe(
+        "uring.ops",
+        "uring",
+        (
+            ("io_uring:io_uring_submit_req", "th_uring_submit"),
+            ("io_uring:io_uring_complete", "th_uring_complete"),
+        ),
+    ),
     # Counted by the sys_enter dispatcher itself (bpf/dispatch.bpf.c), which
     # every syscall runs through anyway: this probe attaches that program.
     Probe("syscalls.count", "syscall", (SYS_ENTER,), raw=True),
@@ -107,6 +116,7 @@ SOURCES: dict[str, str] = {
     "file": "file.bpf.c",
     "net": "net.bpf.c",
     "syscalls": "syscalls.bpf.c",
+    "uring": "uring.bpf.c",
 }
 #: The syscall dispatchers (:mod:`agent.capture.dispatch`), in every program.
 DISPATCH_SOURCE = "dispatch.bpf.c"

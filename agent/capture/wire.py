@@ -20,6 +20,7 @@ from agent.capture.events import (
     ForkEvent,
     KernelEvent,
     NetEvent,
+    UringEvent,
 )
 
 # Kinds, operations and flags: defined once, in agent.capture.kinds.
@@ -35,13 +36,20 @@ from agent.capture.kinds import (  # re-exported: defined once there
     KIND_FORK,
     KIND_NAMES,
     KIND_NET,
+    KIND_URING,
     NET_OPS,
     NET_PROTOCOLS,
     NETF_FAILED,
     NETF_MORE,
     NETF_PEER,
     NETF_UNCHECKED,
+    URING_DIRECT,
+    URING_FIXED_FILE,
+    URING_NO_LAYOUT,
+    URING_SQPOLL,
+    URING_UNPAIRED,
     connect_outcome,
+    uring_op_name,
 )
 from agent.capture.sockaddr import decode_sockaddr
 
@@ -57,6 +65,13 @@ FORK_BODY = struct.Struct("<IIQ")  # struct th_fork_event
 EXIT_BODY = struct.Struct("<iiII")  # struct th_exit_event
 FILE_BODY = struct.Struct(f"<qIIiiII{PATH_LEN}s{PATH_LEN}s")  # struct th_file_event
 NET_BODY = struct.Struct(f"<qIiIIIHH{SOCKADDR_LEN}s")  # struct th_net_event
+# struct th_uring_event; abs_len bytes of absolute path follow it.
+URING_BODY = struct.Struct(f"<qQQQIIiiiIIIII{SOCKADDR_LEN}s{PATH_LEN}s{PATH_LEN}s")
+URING_NUMS = struct.Struct("<qQQQIIiiiIIIII")
+URING_SOCKADDR_OFFSET = HEADER.size + URING_NUMS.size
+URING_PATH_OFFSET = URING_SOCKADDR_OFFSET + SOCKADDR_LEN
+#: The longest absolute path a record carries (TH_PATH_MAX).
+PATH_MAX = 4096
 
 
 class WireError(ValueError):
@@ -112,6 +127,7 @@ class WireDecoder:
             KIND_EXIT: HEADER.size + EXIT_BODY.size,
             KIND_FILE: HEADER.size + FILE_BODY.size,
             KIND_NET: HEADER.size + NET_BODY.size,
+            KIND_URING: HEADER.size + URING_BODY.size,  # the least: a path may follow
         }
 
     def kind_of(self, data: bytes) -> int:
@@ -173,6 +189,8 @@ class WireDecoder:
                 more_messages=bool(flags & NETF_MORE),
                 outcome=connect_outcome(ret, failed) if name == "connect_result" else "",
             )  # fmt: skip
+        if kind == KIND_URING:
+            return self._uring(data, pid, tid, ts_ns, uid, gid, cgroup_id, comm)
         if kind == KIND_FORK:
             child_pid, _pad, clone_flags = FORK_BODY.unpack_from(data, off)
             return ForkEvent(
@@ -184,4 +202,31 @@ class WireDecoder:
             pid, tid, ts_ns, uid, gid, cgroup_id, comm,
             exit_code=exit_code, signal=signal,
             have_code=bool(flags & EXIT_HAVE_CODE), have_signal=bool(flags & EXIT_HAVE_SIGNAL),
+        )  # fmt: skip
+
+    @staticmethod
+    def _uring(
+        data: bytes, pid: int, tid: int, ts_ns: int, uid: int, gid: int, cgroup_id: int, comm: str
+    ) -> UringEvent:
+        (res, user_data, complete_ns, op_flags, opcode, flags, fd, dfd, dfd2, cflags, mode,
+         addrlen, abs_flags, abs_len) = URING_NUMS.unpack_from(data, HEADER.size)  # fmt: skip
+        end = HEADER.size + URING_BODY.size
+        if abs_len > PATH_MAX or len(data) < end + abs_len:
+            raise WireError(f"uring record of {len(data)} bytes says {abs_len} path bytes follow")
+        path, path_cut = _cstr_at(data, URING_PATH_OFFSET, PATH_LEN)
+        path2, path2_cut = _cstr_at(data, URING_PATH_OFFSET + PATH_LEN, PATH_LEN)
+        endpoint = None
+        if addrlen:
+            sockaddr = data[URING_SOCKADDR_OFFSET : URING_SOCKADDR_OFFSET + SOCKADDR_LEN]
+            endpoint = decode_sockaddr(sockaddr, addrlen)
+        abs_path = data[end : end + abs_len].decode("utf-8", "surrogateescape")
+        return UringEvent(
+            pid, tid, ts_ns, uid, gid, cgroup_id, comm,
+            op=uring_op_name(opcode), opcode=opcode, res=res, user_data=user_data,
+            complete_ns=complete_ns, fd=fd, dfd=dfd, path=path, dfd2=dfd2, path2=path2,
+            op_flags=op_flags, mode=mode, cflags=cflags, endpoint=endpoint,
+            abs_path=abs_path, abs_flags=abs_flags, path_cut=path_cut, path2_cut=path2_cut,
+            unpaired=bool(flags & URING_UNPAIRED), sqpoll=bool(flags & URING_SQPOLL),
+            fixed_file=bool(flags & URING_FIXED_FILE), direct=bool(flags & URING_DIRECT),
+            no_layout=bool(flags & URING_NO_LAYOUT),
         )  # fmt: skip

@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from typing import Final
 
 from agent.capture.ledger import KindAccount
-from agent.evidence.record_types import TYPE_EXEC, TYPE_EXIT, TYPE_FORK, TYPE_SEEN, TYPE_SYSCALLS
+from agent.evidence.record_types import (
+    TYPE_EXEC,
+    TYPE_EXIT,
+    TYPE_FORK,
+    TYPE_SEEN,
+    TYPE_SYSCALLS,
+    TYPE_URING,
+)
 from agent.evidence.types import TYPE_PREFIX
 
 __all__ = [
@@ -78,6 +85,7 @@ _KIND_OF_TYPE: Final = {
     TYPE_EXIT: "exit",
     TYPE_SYSCALLS: "syscall",
     TYPE_SEEN: "process",
+    TYPE_URING: "uring",
 }
 
 

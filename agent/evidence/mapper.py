@@ -98,8 +98,10 @@ from agent.capture.events import (
     NetEvent,
     ProcessSeen,
     SyscallCounts,
+    UringEvent,
 )
 from agent.capture.kinds import FILE_OPERATIONS, SEND_OPS, file_operation
+from agent.capture.uring_facts import OPEN_OPS, PATH_OPS, TWO_PATH_OPS
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
 from agent.evidence.payload_bytes import (
     NO_CGROUP,
@@ -130,6 +132,7 @@ from agent.evidence.payloads import (
     StartData,
     StopData,
     SyscallsData,
+    UringData,
     encode_payload,
 )
 from agent.evidence.record_types import (
@@ -145,6 +148,7 @@ from agent.evidence.record_types import (
     TYPE_START,
     TYPE_STOP,
     TYPE_SYSCALLS,
+    TYPE_URING,
     file_type,
     net_type,
 )
@@ -166,6 +170,7 @@ from agent.redact.events import (
     redact_file,
     redact_net,
     redact_seen,
+    redact_uring,
 )
 from agent.safetext import escape_json
 
@@ -373,6 +378,7 @@ class Mapper:
             ForkEvent: self._map_fork,
             ExitEvent: self._map_exit,
             NetEvent: self._map_net,
+            UringEvent: self._map_uring,
             SyscallCounts: self._syscalls,
             ProcessSeen: self._map_seen,
         }
@@ -649,6 +655,15 @@ class Mapper:
         subject = b',"subject":"pid/%d"' % event.pid
         return self._compose(net_type(event.op), subject, data, event.ts_ns)
 
+    def _map_uring(self, event: UringEvent) -> EvidenceRecord:
+        comm, path, path2, abs_path, endpoint, fired = redact_uring(self._memo, event)
+        cgroup = self._cgroup(event.cgroup_id)
+        fired = _with(fired, cgroup[3])
+        redacted = msgspec.structs.replace(
+            event, comm=comm, path=path, path2=path2, abs_path=abs_path, endpoint=endpoint
+        )
+        return self._uring(redacted, fired, cgroup)
+
     def _map_seen(self, event: ProcessSeen) -> EvidenceRecord:
         comm, exe, cmdline, fired = redact_seen(self._memo, event)
         return self._seen(
@@ -746,6 +761,46 @@ class Mapper:
             unchecked=event.unchecked,
         )
         return self._emit(net_type(event.op), f"pid/{event.pid}", data, event.ts_ns)
+
+    def _uring(
+        self, event: UringEvent, fired: tuple[str, ...], cgroup: _CgroupEntry = _NO_ENTRY
+    ) -> EvidenceRecord:
+        op = event.op
+        named = op in PATH_OPS
+        two = op in TWO_PATH_OPS
+        opened = op in OPEN_OPS
+        endpoint = event.endpoint
+        data = UringData(
+            **_header(event, fired, cgroup),
+            op=op,
+            opcode=event.opcode,
+            res=_int53(event.res, "res"),
+            user_data=str(event.user_data),
+            complete_ns=str(event.complete_ns),
+            fd=event.fd,
+            dfd=event.dfd if named else None,
+            path=event.path if named else None,
+            path_cut=event.path_cut if named else None,
+            dfd2=event.dfd2 if two else None,
+            path2=event.path2 if two else None,
+            path2_cut=event.path2_cut if two else None,
+            abs_path=event.abs_path or None,
+            abs_flags=event.abs_flags if opened else None,
+            op_flags=_u64(event.op_flags),
+            mode=event.mode,
+            cflags=event.cflags,
+            endpoint=None
+            if endpoint is None
+            else EndpointData(family=endpoint.family, address=endpoint.address, port=endpoint.port),
+            unpaired=event.unpaired,
+            sqpoll=event.sqpoll,
+            fixed_file=event.fixed_file,
+            direct=event.direct,
+            no_layout=event.no_layout,
+        )
+        # The subject: the file when there is one (absolute first), else the process.
+        subject = escape_json(event.abs_path or event.path)[0] or f"pid/{event.pid}"
+        return self._emit(TYPE_URING, subject, data, event.ts_ns)
 
     def _syscalls(self, event: SyscallCounts) -> EvidenceRecord:
         raw = event.counts

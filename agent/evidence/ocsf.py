@@ -40,6 +40,13 @@ network.connect_result.v1  4001   how a connect that returned EINPROGRESS
                                   ended: 1 Open (established), 5 Refuse, 4
                                   Fail (``status_code`` "unknown" when the
                                   kernel's error was not read)
+uring.op.v1 (path ops)     1001   as the file record of the same operation
+                                  (openat/openat2 as open, unlinkat,
+                                  renameat, mkdirat; linkat and symlinkat
+                                  99 Other), the absolute path first;
+                                  ``unmapped.via`` "io_uring"
+uring.op.v1 (socket ops)   4001   as the network record: connect, accept,
+                                  and a send with a destination (99 Other)
 =========================  =====  ==========================================
 
 ``connection_info.protocol_name``/``protocol_num`` say tcp (6), udp (17) or
@@ -58,6 +65,9 @@ projection against them. What that check fixed: Network Activity's
 ``activity_name``); an endpoint object must name something, so an unknown
 source endpoint is left out and a destination the capture could not read
 is ``{"name": "unresolved"}`` (``dst_endpoint`` is required).
+
+Other io_uring ops (reads, writes, polls, timeouts...) have no class here:
+counted in the profile, in the CloudEvents stream only.
 
 Host text that is not UTF-8 stays in the record's escape form (see
 :mod:`agent.safetext`) and ``unmapped.escaped`` names the fields holding
@@ -93,7 +103,18 @@ from typing import Any, Final
 import msgspec
 
 from agent.capture.container_id import Container
-from agent.evidence.payloads import EndpointData, ExecData, ExitData, FileData, ForkData, NetData
+from agent.capture.kinds import AT_REMOVEDIR
+from agent.capture.uring_facts import FILE_OPS as URING_FILE_OPS
+from agent.capture.uring_facts import NET_OPS as URING_NET_OPS
+from agent.evidence.payloads import (
+    EndpointData,
+    ExecData,
+    ExitData,
+    FileData,
+    ForkData,
+    NetData,
+    UringData,
+)
 from agent.evidence.record_types import PAYLOAD_TYPES
 from agent.evidence.types import PRODUCER, TYPE_PREFIX, CloudEvent, parse_rfc3339_ns
 from agent.safetext import shell_join, unescape
@@ -149,6 +170,7 @@ _FILE_ACTIVITY: Final = {
 }
 _NETWORK_PROFILES: Final = ("host",)
 _UNRESOLVED: Final = "unresolved"
+_FAMILIES: Final = frozenset({"file", "network", "uring"})
 _NET_OPEN: Final = (1, "Open")
 _NET_FAIL: Final = (4, "Fail")
 _NET_REFUSE: Final = (5, "Refuse")
@@ -178,7 +200,7 @@ def to_ocsf(ce: CloudEvent[Any]) -> dict[str, Any] | None:
     op, _, version = rest.rpartition(".")
     if version != "v1":
         return None
-    if not (family == "process" and op in _PROCESS_ACTIVITY) and family not in ("file", "network"):
+    if not (family == "process" and op in _PROCESS_ACTIVITY) and family not in _FAMILIES:
         return None
     payload_type = PAYLOAD_TYPES.get(ce.type)
     if payload_type is None:
@@ -195,6 +217,11 @@ def to_ocsf(ce: CloudEvent[Any]) -> dict[str, Any] | None:
         event = _file(ce, op, data)
     elif isinstance(data, NetData):
         event = _network(ce, op, data)
+    elif isinstance(data, UringData):
+        uring = _uring(ce, data)
+        if uring is None:
+            return None
+        event = uring
     else:
         return None
     return _with_container(event, data.container)
@@ -429,6 +456,48 @@ def _network(ce: CloudEvent[Any], op: str, data: NetData) -> dict[str, Any]:
     if data.endpoint is not None:
         names += [f"endpoint.{name}" for name in data.endpoint.escaped]
     return _escaped(event, names)
+
+
+_URING_LINKS: Final = frozenset({"linkat", "symlinkat"})
+
+
+def _uring(ce: CloudEvent[Any], data: UringData) -> dict[str, Any] | None:
+    """An io_uring op as the file or network event the same syscall would
+    give, marked ``unmapped.via`` "io_uring"; None for ops that are neither."""
+    header: dict[str, Any] = {
+        "pid": data.pid, "tid": data.tid, "uid": data.uid, "gid": data.gid,
+        "cgroup_id": data.cgroup_id, "cgroup": data.cgroup, "container": data.container,
+        "comm": data.comm, "ts_ns": data.ts_ns,
+        "redacted": data.redacted, "escaped": data.escaped,
+    }  # fmt: skip
+    flags = data.op_flags if isinstance(data.op_flags, int) else 0
+    file_op = URING_FILE_OPS.get(data.op) or ("other" if data.op in _URING_LINKS else None)
+    net_op = URING_NET_OPS.get(data.op)
+    event: dict[str, Any]
+    if file_op is not None:
+        if file_op == "unlink" and flags & AT_REMOVEDIR:
+            file_op = "rmdir"
+        two = data.path2 is not None
+        as_file = FileData(
+            **header, op=file_op, syscall=f"io_uring:{data.op}", ret=data.res,
+            dfd=data.dfd if data.dfd is not None else -100,
+            path=data.abs_path or data.path or "",
+            path_cut=bool(data.path_cut), dfd2=data.dfd2 if two else None,
+            path2=data.path2, path2_cut=data.path2_cut if two else None,
+            flags=flags, mode=data.mode,
+        )  # fmt: skip
+        event = _file(ce, file_op, as_file)
+        if data.op in _URING_LINKS and data.path2 is not None:
+            event["file_result"] = _file_object(data.path2, _FILE_UNKNOWN)
+    elif net_op is not None and (net_op in ("connect", "accept") or data.endpoint is not None):
+        as_net = NetData(
+            **header, op=net_op, ret=data.res, fd=data.fd, endpoint=data.endpoint, backlog=None
+        )
+        event = _network(ce, net_op, as_net)
+    else:
+        return None
+    event["unmapped"].update(via="io_uring", op=data.op, user_data=data.user_data)
+    return event
 
 
 def _endpoint(endpoint: EndpointData | None) -> dict[str, Any]:

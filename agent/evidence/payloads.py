@@ -54,6 +54,7 @@ __all__ = [
     "StartData",
     "StopData",
     "SyscallsData",
+    "UringData",
     "encode_payload",
 ]
 
@@ -175,6 +176,45 @@ class NetData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     unchecked: bool = False
 
 
+class UringData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """``uring.op.v1``: one completion of an io_uring request, with what its
+    submission said (:class:`agent.capture.events.UringEvent`).
+
+    ``user_data`` and ``complete_ns`` are decimal strings (u64s). Path ops:
+    ``path`` as passed, relative to ``dfd``; ``path2`` a rename's or link's
+    new name (None for other ops). ``abs_path``: an openat's installed file
+    resolved in the kernel, None if the op has none; ``abs_flags`` how the
+    walk ended (TH_PATH_* bits, 0 whole). ``endpoint``: a connect's or an
+    addressed send's destination. ``unpaired``: no submission was seen,
+    only the completion's facts are known and the header is the completing
+    task's. ``no_layout``: enrichment off, nothing read from the request.
+    """
+
+    op: str
+    opcode: int
+    res: int
+    user_data: str
+    complete_ns: str
+    fd: int
+    dfd: int | None
+    path: str | None
+    path_cut: bool | None
+    dfd2: int | None
+    path2: str | None
+    path2_cut: bool | None
+    abs_path: str | None
+    abs_flags: int | None
+    op_flags: int | str
+    mode: int
+    cflags: int
+    endpoint: EndpointData | None
+    unpaired: bool
+    sqpoll: bool
+    fixed_file: bool
+    direct: bool
+    no_layout: bool
+
+
 class SyscallsData(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """``process.syscalls.v1``: cumulative counts (decimal strings past 2**53)."""
 
@@ -265,6 +305,7 @@ Payload: TypeAlias = (
     | ExitData
     | FileData
     | NetData
+    | UringData
     | SyscallsData
     | SeenData
     | AnchorData

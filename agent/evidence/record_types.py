@@ -28,6 +28,7 @@ from agent.evidence.payloads import (
     StartData,
     StopData,
     SyscallsData,
+    UringData,
 )
 from agent.evidence.types import TYPE_PREFIX
 
@@ -46,6 +47,7 @@ __all__ = [
     "TYPE_START",
     "TYPE_STOP",
     "TYPE_SYSCALLS",
+    "TYPE_URING",
     "decode_payload",
     "file_type",
     "net_type",
@@ -56,6 +58,8 @@ TYPE_FORK: Final = TYPE_PREFIX + "process.fork.v1"
 TYPE_EXIT: Final = TYPE_PREFIX + "process.exit.v1"
 TYPE_SEEN: Final = TYPE_PREFIX + "process.seen.v1"
 TYPE_SYSCALLS: Final = TYPE_PREFIX + "process.syscalls.v1"
+#: One io_uring request's completion (any opcode: the op is in the data).
+TYPE_URING: Final = TYPE_PREFIX + "uring.op.v1"
 TYPE_ANCHOR: Final = TYPE_PREFIX + "capture.anchor.v1"
 TYPE_LOSS: Final = TYPE_PREFIX + "capture.loss.v1"
 TYPE_DEGRADED: Final = TYPE_PREFIX + "capture.degraded.v1"
@@ -93,6 +97,7 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
     TYPE_EXIT: ExitData,
     TYPE_SEEN: SeenData,
     TYPE_SYSCALLS: SyscallsData,
+    TYPE_URING: UringData,
     TYPE_ANCHOR: AnchorData,
     TYPE_LOSS: LossData,
     TYPE_DEGRADED: DegradedData,

@@ -36,6 +36,7 @@ from agent.capture.events import (
     ForkEvent,
     NetEvent,
     ProcessSeen,
+    UringEvent,
 )
 from agent.redact.engine import RedactedArgv, RedactedText, RedactionTally, Redactor
 
@@ -201,6 +202,28 @@ def _endpoint(
     return Endpoint(endpoint.family, result.text, endpoint.port), result.fired
 
 
+def redact_uring(
+    redactor: FieldRedactor, event: UringEvent
+) -> tuple[str, str, str, str, Endpoint | None, tuple[str, ...]]:
+    """An io_uring record's ``comm``, ``path``, ``path2``, ``abs_path`` and
+    address (not an IP one), redacted, and the rules that fired. The
+    absolute path is never cut silently: a cut walk is flagged in
+    ``abs_flags``, and the redactor is told (TH_PATH_CUT, bit 1)."""
+    comm = redact_comm(redactor, event.comm)
+    path = redactor.text(event.path, "path", event.path_cut) if event.path else _NOTHING
+    path2 = redactor.text(event.path2, "path2", event.path2_cut) if event.path2 else _NOTHING
+    abs_path = (
+        redactor.text(event.abs_path, "abs_path", bool(event.abs_flags & 1))
+        if event.abs_path
+        else _NOTHING
+    )
+    endpoint, fired = _endpoint(redactor, event.endpoint)
+    return (
+        comm.text, path.text, path2.text, abs_path.text, endpoint,
+        _joined(comm.fired + path.fired + path2.fired + abs_path.fired + fired),
+    )  # fmt: skip
+
+
 def redact_seen(
     redactor: FieldRedactor, event: ProcessSeen
 ) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
@@ -226,6 +249,12 @@ def redact_event(redactor: TextRedactor, event: Event) -> tuple[Event, tuple[str
     if isinstance(event, NetEvent):
         comm, endpoint, fired = redact_net(fields, event)
         return replace(event, comm=comm, endpoint=endpoint), fired
+    if isinstance(event, UringEvent):
+        comm, path, path2, abs_path, endpoint, fired = redact_uring(fields, event)
+        return (
+            replace(event, comm=comm, path=path, path2=path2, abs_path=abs_path, endpoint=endpoint),
+            fired,
+        )
     if isinstance(event, ForkEvent | ExitEvent):
         result = redact_comm(fields, event.comm)
         return replace(event, comm=result.text), result.fired

@@ -49,6 +49,7 @@ from agent.capture.events import (
     NetEvent,
     ProcessSeen,
     SyscallCounts,
+    UringEvent,
     event_count,
     kind_of,
 )
@@ -63,6 +64,7 @@ from agent.capture.kinds import (
     SEND_OPS,
     file_operation,
 )
+from agent.capture.uring_facts import as_file_event, as_net_event
 from agent.sinks.base import SinkCounts
 from agent.sinks.profile import (
     PROFILE_VERSION,
@@ -244,6 +246,8 @@ class _Proc:
     # The last syscall reading, compactly: names (the decoder's own strs) and counts.
     syscall_names: tuple[str, ...] = _NO_NAMES
     syscall_counts: array[int] | None = None
+    # io_uring completions per op name (bounded: op names are a closed set).
+    uring: Counter[str] = field(default_factory=Counter)
     evicted: Counter[str] = field(default_factory=Counter)
     #: Estimated bytes held for this process (its share of the sink's total).
     cost: int = 0
@@ -357,6 +361,8 @@ class AggregatingSink:
             self._exec(event)
         elif isinstance(event, ForkEvent):
             self._fork(event)
+        elif isinstance(event, UringEvent):
+            self._uring(event)
         elif isinstance(event, ExitEvent):
             self._exit(event)
         else:
@@ -505,6 +511,7 @@ class AggregatingSink:
             network=[net_rec(n) for n in nets if not n.error],
             failed_network=[net_rec(n) for n in nets if n.error],
             syscalls=dict(sorted(zip(p.syscall_names, counts, strict=True))),
+            uring=dict(sorted(p.uring.items())),
             evicted=dict(sorted(p.evicted.items())),
             argv_cut=list(p.argv_cut), argv_more=p.argv_more,
             cgroup=cgroup.path if cgroup is not None else None,
@@ -587,7 +594,9 @@ class AggregatingSink:
             self._live[pid] = proc
         return proc
 
-    def _touch(self, proc: _Proc, event: ExecEvent | FileEvent | NetEvent | ExitEvent) -> None:
+    def _touch(
+        self, proc: _Proc, event: ExecEvent | FileEvent | NetEvent | ExitEvent | UringEvent
+    ) -> None:
         proc.comm = event.comm
         proc.uid = event.uid
         proc.gid = event.gid
@@ -740,6 +749,30 @@ class AggregatingSink:
         agg.access |= access
         if mode is not None:
             agg.mode = mode
+
+    def _uring(self, event: UringEvent) -> None:
+        """An io_uring completion: counted per op, and an open, unlink,
+        rename, mkdir, connect, accept or addressed send folded into the
+        files or network list as the syscall's would be
+        (:mod:`agent.capture.uring_facts`). An unpaired completion names no
+        process reliably (it may be a kworker's): only counted."""
+        proc = self._proc(event.pid, create=not event.unpaired)
+        if proc is None:
+            return
+        if not proc.comm and not event.unpaired:
+            self._touch(proc, event)
+        if event.op not in proc.uring:
+            self._charge(proc, SYSCALL_BYTES + text_bytes(event.op))
+        proc.uring[event.op] += 1
+        if event.unpaired:
+            return
+        as_file = as_file_event(event)
+        if as_file is not None:
+            self._file(as_file)
+            return
+        as_net = as_net_event(event)
+        if as_net is not None:
+            self._net(as_net)
 
     def _net(self, event: NetEvent) -> None:
         proc = self._proc(event.pid)

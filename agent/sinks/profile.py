@@ -135,6 +135,9 @@ class ProcessProfile(msgspec.Struct, frozen=True):
     argv_more: bool = False
     cgroup: str | None = None
     container: Container | None = None
+    #: io_uring completions per op (openat, connect, read...): the ops that
+    #: are file or socket facts are in files/network too.
+    uring: dict[str, int] = {}
 
 
 Redaction: TypeAlias = Literal["applied", "off"]
@@ -329,6 +332,9 @@ def render_text(profile: Profile) -> str:
         if proc.syscalls:
             top = sorted(proc.syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
             lines.append(f"{pad}    syscalls: " + ", ".join(f"{k}={v}" for k, v in top))
+        if proc.uring:
+            ops = sorted(proc.uring.items(), key=lambda kv: (-kv[1], kv[0]))
+            lines.append(f"{pad}    io_uring: " + ", ".join(f"{k}={v}" for k, v in ops))
 
     def walk_tree(index: int, depth: int) -> None:
         walk(index, depth)

@@ -30,6 +30,7 @@ from agent.capture.events import (
     NetEvent,
     ProcessSeen,
     SyscallCounts,
+    UringEvent,
 )
 from agent.capture.kinds import AT_REMOVEDIR, FILE_OPS, NET_OPS, O_CREAT
 from agent.capture.loader import ProbeStatus
@@ -125,6 +126,25 @@ def events() -> Iterator[Event]:
                 yield NetEvent(
                     **HEADER, op=op, ret=ret, fd=3, endpoint=endpoint, backlog=128, count=2
                 )
+    # io_uring ops with an OCSF class: path ops and socket ops with a peer
+    # (reads, writes and polls have none: tests/test_uring_pure.py).
+    uring_ops = [
+        ("openat", "/etc/hosts", "", None),
+        ("unlinkat", "rel/name", "", None),
+        ("renameat", "/a", "/b", None),
+        ("mkdirat", NOT_UTF8, "", None),
+        ("linkat", "/a", "/b", None),
+        ("connect", "", "", ENDPOINTS[0]),
+        ("sendmsg", "", "", ENDPOINTS[1]),
+    ]
+    for op, path, path2, endpoint in uring_ops:
+        for res in (3, *FAILURES):
+            yield UringEvent(
+                **HEADER, op=op, opcode=0, res=res, user_data=7, complete_ns=HEADER["ts_ns"] + 1,
+                fd=4, dfd=-100, path=path, dfd2=-100, path2=path2, op_flags=0, mode=0o600,
+                cflags=0, endpoint=endpoint, abs_path="/etc/hosts" if op == "openat" else "",
+                abs_flags=0,
+            )  # fmt: skip
     yield SyscallCounts(pid=42, counts={"read": 3}, final=True)
     yield ProcessSeen(
         pid=1,
