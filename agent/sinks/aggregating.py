@@ -2,10 +2,11 @@
 
 Caps (all counted when hit, and the counts are in the profile):
   - ``max_processes``: processes held, live or exited.
-  - ``max_files`` / ``max_endpoints`` / ``max_execs`` per process: distinct
-    file records, network records, exec attempts kept.
-  - ``max_total_files`` / ``max_total_endpoints`` / ``max_total_execs``: the
-    same records over all processes held.
+  - ``max_files`` / ``max_endpoints`` / ``max_execs`` / ``max_calls`` per
+    process: distinct file records, network records, exec attempts and
+    security-relevant call records kept.
+  - ``max_total_files`` / ``max_total_endpoints`` / ``max_total_execs`` /
+    ``max_total_calls``: the same records over all processes held.
   - ``max_bytes``: the estimated memory of everything held (see
     :func:`text_bytes` and the ``*_BYTES`` constants): what bounds the sink
     whatever the paths and argv an attacker picks.
@@ -31,7 +32,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from agent.capture import calls as call_specs
 from agent.capture.events import (
+    CallEvent,
     Endpoint,
     Event,
     ExecEvent,
@@ -52,11 +55,13 @@ from agent.capture.kinds import (
     O_DIRECTORY,
     O_EXCL,
     O_TRUNC,
+    TWO_PATH_OPS,
     file_operation,
 )
 from agent.sinks.base import SinkCounts
 from agent.sinks.profile import (
     PROFILE_VERSION,
+    CallRecord,
     ExecRecord,
     FileRecord,
     NetRecord,
@@ -77,13 +82,15 @@ FILE_BYTES = 260
 ENDPOINT_BYTES = 300
 #: An exec record, plus 8 per argv entry (its list).
 EXEC_BYTES = 150
+#: A call record: the record, its key, its arg and text dicts.
+CALL_BYTES = 600
 #: One syscall's count (held compactly: a name pointer and a u64).
 SYSCALL_BYTES = 16
 #: A str's own overhead (the ASCII str header and its NUL).
 STR_BYTES = 50
 
 #: Eviction counters, in the order the profile lists them.
-EVICTION_KINDS = ("processes", "files", "endpoints", "execs", "notes")
+EVICTION_KINDS = ("processes", "files", "endpoints", "execs", "calls", "notes")
 
 
 def text_bytes(*texts: str) -> int:
@@ -140,8 +147,12 @@ def access_bits(flags: int) -> int:
 
 
 def display_path(path: str, dfd: int) -> str:
+    """A path as the profile shows it: ``fd:N/rel`` when relative to a
+    directory fd, ``fd:N`` for an operation on an open file (no path)."""
     if path.startswith("/") or dfd == AT_FDCWD:
         return path
+    if not path:
+        return f"fd:{dfd}"
     return f"fd:{dfd}/{path}"
 
 
@@ -173,6 +184,18 @@ class _FileAgg:
     error: str
     path_cut: bool
     target_cut: bool
+    owner: int | None = None
+    group: int | None = None
+
+
+_CallKey = tuple[object, ...]
+
+
+@dataclass(slots=True)
+class _CallAgg:
+    event: CallEvent  # the first one
+    count: int
+    error: str
 
 
 @dataclass(slots=True)
@@ -209,6 +232,7 @@ class _Proc:
     execs: list[ExecRecord] = field(default_factory=list)
     files: dict[tuple[str, str, str, str], _FileAgg] = field(default_factory=dict)
     network: dict[tuple[str, Endpoint | None, str], _NetAgg] = field(default_factory=dict)
+    calls: dict[_CallKey, _CallAgg] = field(default_factory=dict)
     bound: dict[int, Endpoint] = field(default_factory=dict)  # fd -> bind address
     # The last syscall reading, compactly: names (the decoder's own strs) and counts.
     syscall_names: tuple[str, ...] = _NO_NAMES
@@ -238,10 +262,12 @@ class AggregatingSink:
         max_files: int = 4096,
         max_endpoints: int = 1024,
         max_execs: int = 64,
+        max_calls: int = 256,
         max_notes: int = 256,
         max_total_files: int = 1 << 18,
         max_total_endpoints: int = 1 << 16,
         max_total_execs: int = 1 << 16,
+        max_total_calls: int = 1 << 16,
         max_bytes: int = 256 << 20,
     ) -> None:
         self.name = name
@@ -249,11 +275,12 @@ class AggregatingSink:
         self.max_files = max_files
         self.max_endpoints = max_endpoints
         self.max_execs = max_execs
+        self.max_calls = max_calls
         self.max_notes = max_notes
         # Per-process caps times processes is no bound at all: the totals
         # are capped too, and so are the bytes all of it takes.
         self.max_total = {"files": max_total_files, "endpoints": max_total_endpoints,
-                          "execs": max_total_execs}  # fmt: skip
+                          "execs": max_total_execs, "calls": max_total_calls}  # fmt: skip
         self.max_bytes = max_bytes
         self.totals: Counter[str] = Counter()
         self.held_bytes = 0
@@ -281,8 +308,9 @@ class AggregatingSink:
         ever new paths cannot take the whole budget: 512 files (about
         200 KiB), 256 endpoints, 32 execs."""
         return cls(max_processes=4096, max_files=512, max_endpoints=256, max_execs=32,
-                   max_total_files=1 << 15, max_total_endpoints=1 << 13,
-                   max_total_execs=1 << 13, max_bytes=4 << 20)  # fmt: skip
+                   max_calls=64, max_total_files=1 << 15, max_total_endpoints=1 << 13,
+                   max_total_execs=1 << 13, max_total_calls=1 << 13,
+                   max_bytes=4 << 20)  # fmt: skip
 
     # -- EventSink -----------------------------------------------------------
     async def record(self, event: Event) -> None:
@@ -318,6 +346,8 @@ class AggregatingSink:
             self._fork(event)
         elif isinstance(event, ExitEvent):
             self._exit(event)
+        elif isinstance(event, CallEvent):
+            self._call(event)
         else:
             self._seen(event)
 
@@ -414,10 +444,25 @@ class AggregatingSink:
                 path=f.path, op=f.op, access=access, count=f.count,
                 first_ns=f.first_ns, target=f.target, mode=f.mode, error=f.error,
                 path_cut=f.path_cut, target_cut=f.target_cut,
+                owner=f.owner, group=f.group,
             )  # fmt: skip
 
         def net_rec(n: _NetAgg) -> NetRecord:
             return NetRecord(n.op, n.endpoint, n.count, n.first_ns, n.result, n.error)
+
+        def call_rec(c: _CallAgg) -> CallRecord:
+            e = c.event
+            return CallRecord(
+                op=e.op, family=call_specs.family_of(e.op), args=dict(e.args),
+                text=dict(e.text), count=c.count, first_ns=e.ts_ns, error=c.error,
+                ids_before=e.ids_before, ids_after=e.ids_after,
+                caps_before=e.caps_before, caps_after=e.caps_after,
+                text_cut=list(e.text_cut),
+            )  # fmt: skip
+
+        # In the order they first happened: a privilege drop before an exec
+        # reads as it ran.
+        call_list = sorted(p.calls.values(), key=lambda c: (c.event.ts_ns, c.event.tid))
 
         counts = p.syscall_counts or ()
         return ProcessProfile(
@@ -433,6 +478,7 @@ class AggregatingSink:
             syscalls=dict(sorted(zip(p.syscall_names, counts, strict=True))),
             evicted=dict(sorted(p.evicted.items())),
             argv_cut=list(p.argv_cut), argv_more=p.argv_more,
+            calls=[call_rec(c) for c in call_list],
         )  # fmt: skip
 
     # -- the budget ------------------------------------------------------------
@@ -478,6 +524,7 @@ class AggregatingSink:
         self.totals["files"] -= len(old.files)
         self.totals["endpoints"] -= len(old.network)
         self.totals["execs"] -= len(old.execs)
+        self.totals["calls"] -= len(old.calls)
         self.held_bytes -= old.cost
         self.evictions["processes"] += 1
 
@@ -511,7 +558,9 @@ class AggregatingSink:
             self._live[pid] = proc
         return proc
 
-    def _touch(self, proc: _Proc, event: ExecEvent | FileEvent | NetEvent | ExitEvent) -> None:
+    def _touch(
+        self, proc: _Proc, event: ExecEvent | FileEvent | NetEvent | ExitEvent | CallEvent
+    ) -> None:
         proc.comm = event.comm
         proc.uid = event.uid
         proc.gid = event.gid
@@ -638,8 +687,9 @@ class AggregatingSink:
             mode = event.mode
         else:
             op = file_operation(op, event.flags)
-        path = display_path(event.path, event.dfd)
-        target = display_path(event.path2, event.dfd2) if op == "rename" else ""
+        # A symlink's path is the text the link holds: not resolved against anything.
+        path = event.path if op == "symlink" else display_path(event.path, event.dfd)
+        target = display_path(event.path2, event.dfd2) if op in TWO_PATH_OPS else ""
         error = errno_name(int(event.ret)) if event.ret < 0 else ""
         key = (path, op, target, error)
         agg = proc.files.get(key)
@@ -653,13 +703,15 @@ class AggregatingSink:
                 return
             agg = _FileAgg(
                 path, op, 0, 0, event.ts_ns, target, mode, error,
-                event.path_cut, event.path2_cut if op == "rename" else False,
+                event.path_cut, event.path2_cut if op in TWO_PATH_OPS else False,
             )  # fmt: skip
             proc.files[key] = agg
         agg.count += event.count
         agg.access |= access
         if mode is not None:
             agg.mode = mode
+        if op == "chown":
+            agg.owner, agg.group = event.owner, event.group
 
     def _net(self, event: NetEvent) -> None:
         proc = self._proc(event.pid)
@@ -689,3 +741,32 @@ class AggregatingSink:
             agg = _NetAgg(event.op, endpoint, 0, event.ts_ns, result, error)
             proc.network[key] = agg
         agg.count += event.count
+
+    def _call(self, event: CallEvent) -> None:
+        proc = self._proc(event.pid)
+        if proc is None:
+            return
+        if not proc.comm:
+            self._touch(proc, event)
+        error = errno_name(event.ret) if event.ret < 0 else ""
+
+        def frozen(d: dict[str, int] | None) -> tuple[tuple[str, int], ...] | None:
+            return None if d is None else tuple(d.items())
+
+        key: _CallKey = (
+            event.op, tuple(event.args.items()), tuple(event.text.items()), error,
+            frozen(event.ids_before), frozen(event.ids_after),
+            frozen(event.caps_before), frozen(event.caps_after),
+        )  # fmt: skip
+        agg = proc.calls.get(key)
+        if agg is None:
+            cost = CALL_BYTES + text_bytes(*event.text.values())
+            if not self._room(proc, "calls", len(proc.calls), self.max_calls, cost):
+                return
+            agg = _CallAgg(event, 0, error)
+            proc.calls[key] = agg
+        agg.count += 1
+        # A process whose credentials changed is now that user.
+        if event.ret == 0 and event.ids_after is not None:
+            proc.uid = event.ids_after["uid"]
+            proc.gid = event.ids_after["gid"]
