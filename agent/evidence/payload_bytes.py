@@ -30,6 +30,7 @@ from typing import Final
 import msgspec
 
 from agent.capture.events import Endpoint, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent
+from agent.capture.kinds import TWO_PATH_OPS
 from agent.evidence.canonical import MAX_SAFE_INTEGER
 
 __all__ = [
@@ -109,8 +110,10 @@ def file_bytes(
     ret = event.ret
     if not -MAX_SAFE_INTEGER <= ret <= MAX_SAFE_INTEGER:
         return None
+    if op == "chown":
+        return None  # rare: the Struct path writes its owner and group
     try:
-        rename = op == "rename"
+        rename = op in TWO_PATH_OPS
         count, last = (b"", b"") if event.count == 1 else _folded(event.count, event.last_ts_ns)
         return _FILE % (
             event.cgroup_id,

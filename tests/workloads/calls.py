@@ -118,7 +118,11 @@ def main(facts_path: str, work: str) -> None:
         # Nothing we mount may reach the host's namespace.
         assert syscall("mount", None, b"/", None, ctypes.c_ulong(0x40000 | 0x4000), None)[0] == 0
         ret = syscall(
-            "mount", b"th-tmpfs", target.encode(), b"tmpfs", ctypes.c_ulong(MS_NOSUID | MS_NODEV),
+            "mount",
+            b"th-tmpfs",
+            target.encode(),
+            b"tmpfs",
+            ctypes.c_ulong(MS_NOSUID | MS_NODEV),
             b"size=1m",
         )
         assert ret[0] == 0, ret
