@@ -232,9 +232,11 @@ TH_CALL_SYSCALL(finit_module, TH_CALL_FINIT_MODULE, 0, A(1), 0, 0, 1)
 TH_CALL_SYSCALL(delete_module, TH_CALL_DELETE_MODULE, A(0), 0, 0, 0, 1)
 #endif
 /* bpf(cmd, attr, size): args[3] becomes the attr's first 8 bytes (a
- * BPF_PROG_LOAD's prog_type, a BPF_MAP_CREATE's map_type, in the low half). */
+ * BPF_PROG_LOAD's prog_type, a BPF_MAP_CREATE's map_type, in the low half).
+ * Only the commands of TH_CALL_BPF_CMDS. */
+#define BPF_CMD_RECORDED(cmd) ((u64)(cmd) >= 64 || ((TH_CALL_BPF_CMDS >> ((cmd) & 63)) & 1))
 #ifdef TH_PROBE_CALL_BPF
-TH_CALL_SYSCALL(bpf, TH_CALL_BPF, 0, 0, 0, A(1), 1)
+TH_CALL_SYSCALL(bpf, TH_CALL_BPF, 0, 0, 0, A(1), BPF_CMD_RECORDED((u32)A(0)))
 #endif
 #ifdef TH_PROBE_CALL_UNSHARE
 TH_CALL_SYSCALL(unshare, TH_CALL_UNSHARE, 0, 0, 0, 0, 1)

@@ -248,6 +248,12 @@ struct th_net_event {
 #define TH_CALL_IDS 6           /* uid euid suid gid egid sgid, in that order */
 #define TH_CALL_CAPS 3          /* effective permitted inheritable */
 #define TH_CALL_SHORT_LEN 64    /* str2: a file system type */
+/* The bpf(2) commands recorded, bit cmd set (cmds from 64 on: all): those
+ * that create, load, attach, pin or open pinned BPF objects. Map element
+ * reads and writes, id walks, fds by id, info and test-run queries are left
+ * out: a BPF tool listing the host's objects (bpftool prog show) makes
+ * hundreds a second, and they act only on objects whose making was seen. */
+#define TH_CALL_BPF_CMDS 0x1f304603e1ULL
 
 /* A security-relevant call, once its result is known. args[0..3] are the
  * syscall's first four arguments as passed; for bpf and capset args[3] is

@@ -225,8 +225,10 @@ def test_modules_are_recorded_whatever_the_kernel_answered(kernel: None, run: Ru
 
 def test_bpf_command(kernel: None, run: Run) -> None:
     root = run.facts["pid"]
+    # MAP_CREATE of an array; the lookup in it after (a map element
+    # operation) is not recorded.
     [made] = run.calls(root, "bpf")
-    assert made["args"] == {"cmd": 0, "size": 120, "attr_type": 2}  # MAP_CREATE, an array
+    assert made["args"] == {"cmd": 0, "size": 120, "attr_type": 2}
     [record] = run.evidence("kernel.bpf.v1", root, "bpf")
     event = run.ocsf_of(record)
     assert (event["class_uid"], event["activity_id"]) == (1003, 1)

@@ -342,7 +342,7 @@ CALL_NON_OPS = (
     "TH_CALL_LAST_CREDS", "TH_CALL_IDS_UNRESOLVED", "TH_CALL_CAPS_UNRESOLVED",
     "TH_CALL_PEEK_UNREADABLE", "TH_CALL_STR0_UNREADABLE", "TH_CALL_STR1_UNREADABLE",
     "TH_CALL_STR2_UNREADABLE", "TH_CALL_ARGS", "TH_CALL_IDS", "TH_CALL_CAPS",
-    "TH_CALL_SHORT_LEN",
+    "TH_CALL_SHORT_LEN", "TH_CALL_BPF_CMDS",
 )  # fmt: skip
 
 
@@ -365,6 +365,8 @@ def test_call_ops_flags_and_sizes_match(constants: dict[str, int]) -> None:
     assert constants["TH_CALL_IDS"] == len(calls.ID_NAMES)
     assert constants["TH_CALL_CAPS"] == len(calls.CAP_NAMES)
     assert set(calls.CALL_SPECS) == set(kinds.CALL_OPS.values())
+    recorded = {cmd for cmd in range(64) if constants["TH_CALL_BPF_CMDS"] >> cmd & 1}
+    assert recorded == calls.BPF_RECORDED_CMDS
     # Every argument a spec names is one the record carries.
     assert all(
         i < constants["TH_CALL_ARGS"] for s in calls.CALL_SPECS.values() for _, i, _ in s.args

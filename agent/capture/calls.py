@@ -29,6 +29,7 @@ from agent.capture.kinds import (
 )
 
 __all__ = [
+    "BPF_RECORDED_CMDS",
     "CALL_SPECS",
     "CAP_NAMES",
     "FAMILIES",
@@ -101,6 +102,15 @@ CALL_SPECS: Final[dict[str, CallSpec]] = {
     "rt_sigqueueinfo": CallSpec(_SIGNAL, (("tgid", 0, "s32"), ("sig", 1, "s32"))),
     "memfd_create": CallSpec("memfd", (("flags", 1, "u32"),), (("name", 0),)),
 }
+
+#: The bpf(2) commands the capture records (TH_CALL_BPF_CMDS; every command
+#: from 64 on too): MAP_CREATE, PROG_LOAD, OBJ_PIN, OBJ_GET, PROG_ATTACH,
+#: PROG_DETACH, RAW_TRACEPOINT_OPEN, BTF_LOAD, MAP_FREEZE, LINK_CREATE,
+#: LINK_UPDATE, ENABLE_STATS, ITER_CREATE, LINK_DETACH, PROG_BIND_MAP,
+#: TOKEN_CREATE. Map element operations, id walks, fds by id and info
+#: queries are not: a tool listing the host's BPF objects (bpftool prog
+#: show) makes hundreds a second, on objects whose making was seen.
+BPF_RECORDED_CMDS: Final = frozenset({0, 5, 6, 7, 8, 9, 17, 18, 22, 28, 29, 32, 33, 34, 35, 36})
 
 FAMILIES: Final[tuple[str, ...]] = tuple(sorted({s.family for s in CALL_SPECS.values()}))
 """Every family, each with an evidence record type (``other`` besides)."""

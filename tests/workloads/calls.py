@@ -38,7 +38,7 @@ NR = {
 }
 PTRACE_ATTACH, PTRACE_DETACH = 16, 17
 CLONE_NEWNS, CLONE_NEWUTS = 0x00020000, 0x04000000
-BPF_MAP_CREATE, BPF_MAP_TYPE_ARRAY = 0, 2
+BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_TYPE_ARRAY = 0, 1, 2
 MNT_DETACH = 2
 MS_NOSUID, MS_NODEV = 2, 4
 
@@ -144,6 +144,10 @@ def main(facts_path: str, work: str) -> None:
     attr[0], attr[1], attr[2], attr[3] = BPF_MAP_TYPE_ARRAY, 4, 8, 1
     fd, err = syscall("bpf", BPF_MAP_CREATE, attr, ctypes.sizeof(attr))
     assert fd >= 0, err
+    # A lookup in it: a map element operation, which the capture leaves out.
+    key, value = ctypes.c_uint32(0), ctypes.c_uint64(0)
+    lookup = (ctypes.c_uint64 * 4)(fd, ctypes.addressof(key), ctypes.addressof(value), 0)
+    assert syscall("bpf", BPF_MAP_LOOKUP_ELEM, lookup, ctypes.sizeof(lookup))[0] == 0
     os.close(fd)
 
     # memfd_create, then exec of the memfd: fileless.
