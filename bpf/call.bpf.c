@@ -6,8 +6,9 @@
  * sent to another process (kill, tkill, tgkill, rt_sigqueueinfo), and
  * memfd_create.
  *
- * Each handler is a raw tracepoint program tail-called by dispatch.bpf.c
- * (which has checked the process is traced). At entry the first four
+ * Two raw tracepoint programs, th_enter_call and th_exit_call, serve them
+ * all, tail-called by dispatch.bpf.c from each call's slot (which has
+ * checked the process is traced). At entry the first four
  * arguments and the user pointers of the strings are saved in task storage,
  * with the caller's credentials (ids and capabilities from task->real_cred,
  * at BTF offsets: only while th_enriched(), else marked unresolved); at
@@ -102,7 +103,7 @@ static __always_inline int th_call_enter(struct th_call_args *a)
         }                                                                     \
     } while (0)
 
-/* nr: the syscall number, compiled in per exit handler (TH_NR_<handler>). */
+/* nr: the syscall number. */
 static __always_inline int th_call_exit(struct bpf_raw_tracepoint_args *ctx, u32 nr)
 {
     struct th_call_args *a = th_call_pending.task_storage_get(TH_CURRENT_TASK(), 0, 0);
@@ -152,111 +153,153 @@ static __always_inline int th_call_exit(struct bpf_raw_tracepoint_args *ctx, u32
 }
 
 /*
- * TH_CALL_SYSCALL(syscall, op, str0, str1, str2, peek, keep) defines
- * th_enter_<syscall> and th_exit_<syscall>. The expressions may use A(i),
- * the syscall's i-th argument, and SELF_TGID / SELF_TID; the call is
- * recorded only when keep is true.
+ * One program per direction serves every call (each a dispatch slot of its
+ * own, each its own probe): 21 syscalls would otherwise be 42 programs to
+ * compile, verify and load at every start. The op comes from the syscall
+ * number; which strings to read, which argument points to the 8 bytes of
+ * args[3], and whether the call is worth a record, from the op.
  */
-#define A(i) (args[i])
 #define SELF_TGID ((u32)(bpf_get_current_pid_tgid() >> 32))
 #define SELF_TID ((u32)bpf_get_current_pid_tgid())
-#define TH_CALL_SYSCALL(name, OP, STR0, STR1, STR2, PEEK, KEEP)                \
-    int th_enter_##name(struct bpf_raw_tracepoint_args *ctx)                  \
-    {                                                                         \
-        u64 args[6];                                                          \
-        if (th_syscall_args(ctx, args)) {                                     \
-            th_count(TH_KIND_CALL, 1);                                        \
-            return 0;                                                         \
-        }                                                                     \
-        if (!(KEEP))                                                          \
-            return 0;                                                         \
-        struct th_call_args a = {};                                           \
-        a.op = OP;                                                            \
-        a.args[0] = A(0);                                                     \
-        a.args[1] = A(1);                                                     \
-        a.args[2] = A(2);                                                     \
-        a.args[3] = A(3);                                                     \
-        a.str[0] = (u64)(STR0);                                               \
-        a.str[1] = (u64)(STR1);                                               \
-        a.str[2] = (u64)(STR2);                                               \
-        a.peek = (u64)(PEEK);                                                 \
-        return th_call_enter(&a);                                             \
-    }                                                                         \
-    int th_exit_##name(struct bpf_raw_tracepoint_args *ctx)                   \
-    {                                                                         \
-        return th_call_exit(ctx, TH_NR_th_exit_##name);                       \
-    }
-
 /* Is a signal worth a record: a real one (not 0), to another process. */
 #define SIGNAL_TO(target, self, sig) ((int)(sig) != 0 && (u32)(target) != (self))
+/* Is a bpf(2) command one of TH_CALL_BPF_CMDS. */
+#define BPF_CMD_RECORDED(cmd) ((u64)(cmd) >= 64 || ((TH_CALL_BPF_CMDS >> ((cmd) & 63)) & 1))
 
+/* The op of each x86_64 syscall number served here (the numbers of
+ * agent/capture/dispatch.py; tests/test_calls.py holds the two equal), for
+ * the probes planned; 0: none (no slot of this program). umount2 is 166. */
+static __always_inline u32 th_call_op(long nr)
+{
+    switch (nr) {
 #ifdef TH_PROBE_CALL_SETUID
-TH_CALL_SYSCALL(setuid, TH_CALL_SETUID, 0, 0, 0, 0, 1)
+    case 105: return TH_CALL_SETUID;
 #endif
 #ifdef TH_PROBE_CALL_SETGID
-TH_CALL_SYSCALL(setgid, TH_CALL_SETGID, 0, 0, 0, 0, 1)
+    case 106: return TH_CALL_SETGID;
 #endif
 #ifdef TH_PROBE_CALL_SETREUID
-TH_CALL_SYSCALL(setreuid, TH_CALL_SETREUID, 0, 0, 0, 0, 1)
+    case 113: return TH_CALL_SETREUID;
 #endif
 #ifdef TH_PROBE_CALL_SETREGID
-TH_CALL_SYSCALL(setregid, TH_CALL_SETREGID, 0, 0, 0, 0, 1)
+    case 114: return TH_CALL_SETREGID;
 #endif
 #ifdef TH_PROBE_CALL_SETRESUID
-TH_CALL_SYSCALL(setresuid, TH_CALL_SETRESUID, 0, 0, 0, 0, 1)
+    case 117: return TH_CALL_SETRESUID;
 #endif
 #ifdef TH_PROBE_CALL_SETRESGID
-TH_CALL_SYSCALL(setresgid, TH_CALL_SETRESGID, 0, 0, 0, 0, 1)
+    case 119: return TH_CALL_SETRESGID;
 #endif
-/* capset(hdr, data): args[3] becomes the header {u32 version; s32 pid}. */
 #ifdef TH_PROBE_CALL_CAPSET
-TH_CALL_SYSCALL(capset, TH_CALL_CAPSET, 0, 0, 0, A(0), 1)
+    case 126: return TH_CALL_CAPSET;
 #endif
 #ifdef TH_PROBE_CALL_PTRACE
-TH_CALL_SYSCALL(ptrace, TH_CALL_PTRACE, 0, 0, 0, 0, 1)
+    case 101: return TH_CALL_PTRACE;
 #endif
 #ifdef TH_PROBE_CALL_MOUNT
-TH_CALL_SYSCALL(mount, TH_CALL_MOUNT, A(0), A(1), A(2), 0, 1)
+    case 165: return TH_CALL_MOUNT;
 #endif
-/* umount2(2): SYSCALL_DEFINE2(umount, ...), its tracefs events are umount's. */
 #ifdef TH_PROBE_CALL_UMOUNT
-TH_CALL_SYSCALL(umount, TH_CALL_UMOUNT, 0, A(0), 0, 0, 1)
+    case 166: return TH_CALL_UMOUNT;
 #endif
 #ifdef TH_PROBE_CALL_INIT_MODULE
-TH_CALL_SYSCALL(init_module, TH_CALL_INIT_MODULE, 0, A(2), 0, 0, 1)
+    case 175: return TH_CALL_INIT_MODULE;
 #endif
 #ifdef TH_PROBE_CALL_FINIT_MODULE
-TH_CALL_SYSCALL(finit_module, TH_CALL_FINIT_MODULE, 0, A(1), 0, 0, 1)
+    case 313: return TH_CALL_FINIT_MODULE;
 #endif
 #ifdef TH_PROBE_CALL_DELETE_MODULE
-TH_CALL_SYSCALL(delete_module, TH_CALL_DELETE_MODULE, A(0), 0, 0, 0, 1)
+    case 176: return TH_CALL_DELETE_MODULE;
 #endif
-/* bpf(cmd, attr, size): args[3] becomes the attr's first 8 bytes (a
- * BPF_PROG_LOAD's prog_type, a BPF_MAP_CREATE's map_type, in the low half).
- * Only the commands of TH_CALL_BPF_CMDS. */
-#define BPF_CMD_RECORDED(cmd) ((u64)(cmd) >= 64 || ((TH_CALL_BPF_CMDS >> ((cmd) & 63)) & 1))
 #ifdef TH_PROBE_CALL_BPF
-TH_CALL_SYSCALL(bpf, TH_CALL_BPF, 0, 0, 0, A(1), BPF_CMD_RECORDED((u32)A(0)))
+    case 321: return TH_CALL_BPF;
 #endif
 #ifdef TH_PROBE_CALL_UNSHARE
-TH_CALL_SYSCALL(unshare, TH_CALL_UNSHARE, 0, 0, 0, 0, 1)
+    case 272: return TH_CALL_UNSHARE;
 #endif
 #ifdef TH_PROBE_CALL_SETNS
-TH_CALL_SYSCALL(setns, TH_CALL_SETNS, 0, 0, 0, 0, 1)
+    case 308: return TH_CALL_SETNS;
 #endif
 #ifdef TH_PROBE_CALL_KILL
-TH_CALL_SYSCALL(kill, TH_CALL_KILL, 0, 0, 0, 0, SIGNAL_TO(A(0), SELF_TGID, A(1)))
+    case 62: return TH_CALL_KILL;
 #endif
 #ifdef TH_PROBE_CALL_TKILL
-TH_CALL_SYSCALL(tkill, TH_CALL_TKILL, 0, 0, 0, 0, SIGNAL_TO(A(0), SELF_TID, A(1)))
+    case 200: return TH_CALL_TKILL;
 #endif
 #ifdef TH_PROBE_CALL_TGKILL
-TH_CALL_SYSCALL(tgkill, TH_CALL_TGKILL, 0, 0, 0, 0, SIGNAL_TO(A(0), SELF_TGID, A(2)))
+    case 234: return TH_CALL_TGKILL;
 #endif
 #ifdef TH_PROBE_CALL_RT_SIGQUEUEINFO
-TH_CALL_SYSCALL(rt_sigqueueinfo, TH_CALL_RT_SIGQUEUEINFO, 0, 0, 0, 0,
-                SIGNAL_TO(A(0), SELF_TGID, A(1)))
+    case 129: return TH_CALL_RT_SIGQUEUEINFO;
 #endif
 #ifdef TH_PROBE_CALL_MEMFD_CREATE
-TH_CALL_SYSCALL(memfd_create, TH_CALL_MEMFD_CREATE, A(0), 0, 0, 0, 1)
+    case 319: return TH_CALL_MEMFD_CREATE;
 #endif
+    }
+    return 0;
+}
+
+int th_enter_call(struct bpf_raw_tracepoint_args *ctx)
+{
+    u64 args[6];
+    if (th_syscall_args(ctx, args)) {
+        th_count(TH_KIND_CALL, 1);
+        return 0;
+    }
+    u32 op = th_call_op((long)ctx->args[1]);
+    if (!op)
+        return 0;
+    struct th_call_args a = {};
+    a.op = op;
+    a.args[0] = args[0];
+    a.args[1] = args[1];
+    a.args[2] = args[2];
+    a.args[3] = args[3];
+    switch (op) {
+    case TH_CALL_CAPSET: /* capset(hdr, data): args[3] becomes {u32 version; s32 pid} */
+        a.peek = args[0];
+        break;
+    case TH_CALL_BPF: /* bpf(cmd, attr, size): args[3] becomes the attr's first 8 bytes */
+        if (!BPF_CMD_RECORDED((u32)args[0]))
+            return 0;
+        a.peek = args[1];
+        break;
+    case TH_CALL_MOUNT: /* mount(source, target, fstype, flags, data) */
+        a.str[0] = args[0];
+        a.str[1] = args[1];
+        a.str[2] = args[2];
+        break;
+    case TH_CALL_UMOUNT: /* umount2(target, flags) */
+        a.str[1] = args[0];
+        break;
+    case TH_CALL_INIT_MODULE: /* init_module(image, len, params) */
+        a.str[1] = args[2];
+        break;
+    case TH_CALL_FINIT_MODULE: /* finit_module(fd, params, flags) */
+        a.str[1] = args[1];
+        break;
+    case TH_CALL_DELETE_MODULE: /* delete_module(name, flags) */
+    case TH_CALL_MEMFD_CREATE:  /* memfd_create(name, flags) */
+        a.str[0] = args[0];
+        break;
+    case TH_CALL_KILL:            /* kill(pid, sig) */
+    case TH_CALL_RT_SIGQUEUEINFO: /* rt_sigqueueinfo(tgid, sig, info) */
+        if (!SIGNAL_TO(args[0], SELF_TGID, args[1]))
+            return 0;
+        break;
+    case TH_CALL_TKILL: /* tkill(tid, sig) */
+        if (!SIGNAL_TO(args[0], SELF_TID, args[1]))
+            return 0;
+        break;
+    case TH_CALL_TGKILL: /* tgkill(tgid, tid, sig) */
+        if (!SIGNAL_TO(args[0], SELF_TGID, args[2]))
+            return 0;
+        break;
+    }
+    return th_call_enter(&a);
+}
+
+int th_exit_call(struct bpf_raw_tracepoint_args *ctx)
+{
+    return th_call_exit(ctx, (u32)th_syscall_nr(ctx));
+}

@@ -5,13 +5,16 @@ hostile bytes. (tests/test_calls_kernel.py makes the same calls for real.)"""
 from __future__ import annotations
 
 import errno
+import re
 from typing import Any
 
 import msgspec
 import pytest
 
-from agent.capture import calls
+from agent.capture import calls, dispatch, kinds
 from agent.capture.events import CallEvent, FileEvent
+from agent.capture.loader import BPF_DIR
+from agent.capture.probes import PROBES
 from agent.evidence.mapper import Mapper
 from agent.evidence.ocsf import to_ocsf
 from agent.evidence.payloads import CallData
@@ -76,6 +79,28 @@ def test_every_family_has_a_record_type_of_call_data() -> None:
     # Every string a call names is a field of the payload, so escaping can name it.
     names = {name for spec in calls.CALL_SPECS.values() for name, _ in spec.strings}
     assert names <= set(CallData.__struct_fields__)
+
+
+def test_the_programs_ops_are_the_dispatch_tables_numbers() -> None:
+    """th_call_op (bpf/call.bpf.c) maps each syscall number to its op: the
+    numbers the dispatch fills the call probes' slots with."""
+    source = (BPF_DIR / "call.bpf.c").read_text()
+    in_c = {
+        int(nr): op.lower()
+        for op, nr in re.findall(
+            r"#ifdef TH_PROBE_CALL_(\w+)\n    case (\d+): return TH_CALL_\1;", source
+        )
+    }
+    probes = [p for p in PROBES if p.concern == "call"]
+    planned = {}
+    for probe in probes:
+        [enter, exit_] = list(dispatch.slots_of(probe))
+        assert enter.nr == exit_.nr and (enter.fn, exit_.fn) == ("th_enter_call", "th_exit_call")
+        planned[enter.nr] = probe.name.removeprefix("call.")
+    assert in_c == planned
+    assert set(in_c.values()) == set(kinds.CALL_OPS.values())
+    # One program per direction: no per-slot number compiled in for it.
+    assert not [f for f in dispatch.number_flags(probes) if "th_exit_call" in f]
 
 
 def test_conversions() -> None:

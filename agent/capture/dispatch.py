@@ -18,6 +18,7 @@ and lacks openat2 and fchmodat2.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -176,15 +177,13 @@ def mask_flags(probes: Iterable[Probe]) -> list[str]:
 
 
 def number_flags(probes: Iterable[Probe]) -> list[str]:
-    """``-DTH_NR_<handler>=<nr>`` for every exit handler: the number of the
-    slot it fills, for handlers that report it (a compile-time constant
+    """``-DTH_NR_<handler>=<nr>`` for every exit handler that fills one
+    slot: its number, for handlers that report it (a compile-time constant
     instead of another read of the registers)."""
-    return [
-        f"-DTH_NR_{slot.fn}={slot.nr}"
-        for probe in probes
-        for slot in slots_of(probe)
-        if slot.direction == "exit"
-    ]
+    exits = [slot for probe in probes for slot in slots_of(probe) if slot.direction == "exit"]
+    # A handler that serves several syscalls reads the number at run time.
+    serving = Counter(slot.fn for slot in exits)
+    return [f"-DTH_NR_{slot.fn}={slot.nr}" for slot in exits if serving[slot.fn] == 1]
 
 
 #: The handlers that can take an exec that switched the process to 32 bits

@@ -48,13 +48,19 @@ class Probe:
         return self.name.split(".", 1)[0]
 
 
-def _syscall(concern: str, kind: str, syscall: str, *, absent_ok: bool = False) -> Probe:
+def _syscall(
+    concern: str, kind: str, syscall: str, *, absent_ok: bool = False, handler: str = ""
+) -> Probe:
+    """A syscall's probe; ``handler``: the name of the pair of C functions
+    that serve it when they serve several syscalls (``th_enter_<handler>``),
+    else the syscall's own (``th_enter_<syscall>``)."""
+    name = handler or syscall
     return Probe(
         name=f"{concern}.{syscall}",
         kind=kind,
         attach=(
-            (f"syscalls:sys_enter_{syscall}", f"th_enter_{syscall}"),
-            (f"syscalls:sys_exit_{syscall}", f"th_exit_{syscall}"),
+            (f"syscalls:sys_enter_{syscall}", f"th_enter_{name}"),
+            (f"syscalls:sys_exit_{syscall}", f"th_exit_{name}"),
         ),
         absent_ok=absent_ok,
     )
@@ -98,8 +104,9 @@ PROBES: tuple[Probe, ...] = (
     ),
     *(_syscall("file", "file", name) for name in FILE_SYSCALLS),
     *(_syscall("net", "net", name) for name in ("connect", "accept", "accept4", "bind", "listen")),
-    *(_syscall("call", "call", name) for name in CALL_SYSCALLS),
-    *(_syscall("call", "call", name, absent_ok=True) for name in MODULE_SYSCALLS),
+    # One pair of programs serves every call (bpf/call.bpf.c), a slot each.
+    *(_syscall("call", "call", name, handler="call") for name in CALL_SYSCALLS),
+    *(_syscall("call", "call", name, absent_ok=True, handler="call") for name in MODULE_SYSCALLS),
     Probe(
         "net.listen_addr",
         "net",
