@@ -24,6 +24,7 @@ from agent.redact import Redactor
 from agent.redact.events import redact_event
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.profile import decode_profile, encode_profile, render_text
+from agent.sinks.redacted_profile import redact_profile
 from tests.evidence.plain_mapper import plain
 
 ANCHOR = Anchor(boot_id="boot-1", wall_ns=1_714_564_800_123_456_789, boottime_ns=10**12)
@@ -165,6 +166,19 @@ def test_text_view_and_json_round_trip_with_hostile_bytes() -> None:
     assert "flags=0" in mount and "fstype=tmpfs" in mount and "\\377" in mount
     setresuid = next(line for line in text.splitlines() if "call setresuid" in line)
     assert "[uid=0,0,0 gid=0,0,0 -> uid=65534,65534,65534 gid=65534,65534,65534]" in setresuid
+
+
+def test_a_profile_redacts_call_strings_as_every_output_does() -> None:
+    sink = AggregatingSink()
+    source = f"//host/share?token={TOKEN}"
+    sink.apply(call("mount", args={"flags": 0}, text={"source": source, "target": "/mnt",
+                                                      "fstype": "cifs"}))  # fmt: skip
+    raw = sink.snapshot()
+    assert raw.processes[0].calls[0].text["source"] == source
+    shown = redact_profile(raw, Redactor.builtin())
+    text = shown.processes[0].calls[0].text
+    assert TOKEN not in text["source"] and text["target"] == "/mnt" and text["fstype"] == "cifs"
+    assert TOKEN not in encode_profile(shown).decode()
 
 
 # -- evidence and OCSF --------------------------------------------------------------

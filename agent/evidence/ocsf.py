@@ -92,6 +92,7 @@ from typing import Any, Final
 import msgspec
 
 from agent.capture.calls import family_of
+from agent.capture.kinds import AT_FDCWD
 from agent.evidence.payloads import (
     CallData,
     EndpointData,
@@ -340,7 +341,7 @@ def _file(ce: CloudEvent[Any], op: str, data: FileData) -> dict[str, Any]:
         # What was created is the new name; what it points to stays beside it.
         event["file"] = _file_object(data.path2, _FILE_SYMLINK if op == "symlink" else 0)
         unmapped["link_target"] = data.path
-    elif data.path:
+    elif data.path or data.dfd == AT_FDCWD:
         event["file"] = _file_object(data.path, _FILE_FOLDER if folder else _FILE_UNKNOWN)
     else:  # fchmod, ftruncate, fchown: an open file, known by its fd
         event["file"] = {"name": f"fd:{data.dfd}", "type_id": _FILE_UNKNOWN}
