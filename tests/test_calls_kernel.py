@@ -161,6 +161,14 @@ def test_signals_to_others_but_not_probes_or_oneself(kernel: None, run: Run) -> 
     kills = run.calls(root, "kill")
     # kill(self, 0), kill(self, SIGUSR1) and kill(sleeper, 0) are not signals to another.
     assert [k["args"] for k in kills] == [{"pid": run.facts["sleeper_pid"], "sig": 15}]
+    sleeper, cont = run.facts["sleeper_pid"], 18
+    assert [c["args"] for c in run.calls(root, "tkill")] == [{"tid": sleeper, "sig": cont}]
+    # pthread_kill to oneself (a tgkill to one's own process) is not recorded.
+    assert [c["args"] for c in run.calls(root, "tgkill")] == [
+        {"tgid": sleeper, "tid": sleeper, "sig": cont}
+    ]
+    [queued] = run.calls(root, "rt_sigqueueinfo")
+    assert queued["args"] == {"tgid": sleeper, "sig": cont} and queued["family"] == "signal"
     [record] = run.evidence("process.signal.v1", root, "kill")
     event = run.ocsf_of(record)
     assert (event["class_uid"], event["activity_id"]) == (1007, 99)

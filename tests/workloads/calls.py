@@ -14,11 +14,13 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.syscall.restype = ctypes.c_long
+LIBC.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
 
 NR = {
     "ptrace": 101,
@@ -97,7 +99,12 @@ def main(facts_path: str, work: str) -> None:
     os.kill(os.getpid(), 0)
     signal.signal(signal.SIGUSR1, lambda *_: None)
     os.kill(os.getpid(), signal.SIGUSR1)
+    signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # tgkill to oneself
     os.kill(sleeper, 0)
+    # The other ways to send one, each SIGCONT (harmless) to the sleeper.
+    assert syscall("tkill", sleeper, signal.SIGCONT)[0] == 0
+    assert syscall("tgkill", sleeper, sleeper, signal.SIGCONT)[0] == 0
+    assert LIBC.sigqueue(sleeper, signal.SIGCONT, ctypes.c_void_p(0)) == 0  # rt_sigqueueinfo
     # ptrace: attach to the sleeper, detach again.
     long = ctypes.c_long
     facts["ptrace_attach"] = syscall("ptrace", long(PTRACE_ATTACH), long(sleeper), None, None)
