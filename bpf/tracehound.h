@@ -121,7 +121,7 @@
 #define TH_KIND_FILE 4
 #define TH_KIND_NET 5
 #define TH_KIND_SYSCALL 6
-/* 7 is reserved for "call" (security-relevant syscalls, issue 10 item 8). */
+#define TH_KIND_CALL 7          /* security-relevant calls that are not file ops (call.bpf.c) */
 #define TH_KIND_URING 8
 #define TH_NR_KINDS 9
 
@@ -138,6 +138,10 @@
 #define TH_FILE_RENAME 3
 #define TH_FILE_CHMOD 4
 #define TH_FILE_MKDIR 5
+#define TH_FILE_LINK 6          /* path: the existing file, path2: the new name */
+#define TH_FILE_SYMLINK 7       /* path: the link's text (its target), path2: the new link */
+#define TH_FILE_TRUNCATE 8      /* truncate (path), ftruncate (dfd: the fd, no path) */
+#define TH_FILE_CHOWN 9         /* owner/group: the ids asked for (-1: unchanged) */
 
 /* Network operations (th_net_event.op). */
 #define TH_NET_CONNECT 1
@@ -212,8 +216,10 @@ struct th_file_event {
     __s32 dfd2;       /* directory fd of path2 (renames) */
     __u32 flags;      /* open flags, unlinkat/renameat2/fchmodat2 flags */
     __u32 mode;       /* open/mkdir/chmod mode */
+    __u32 owner;      /* chown family: the uid asked for (0xffffffff: unchanged) */
+    __u32 group;      /* chown family: the gid asked for */
     char path[TH_PATH_LEN];
-    char path2[TH_PATH_LEN]; /* rename target */
+    char path2[TH_PATH_LEN]; /* rename/link target, symlink's new link */
 };
 
 struct th_net_event {
@@ -278,6 +284,76 @@ struct th_uring_event {
     __u8 sockaddr[TH_SOCKADDR_LEN];
     char path[TH_PATH_LEN];  /* as passed (the kernel's copy, taken at submission) */
     char path2[TH_PATH_LEN]; /* renameat/linkat: the new name; symlinkat: the link */
+};
+
+/* Security-relevant calls (th_call_event.op). 1-7 change credentials: their
+ * records carry the ids (and capabilities) after the call too. */
+#define TH_CALL_SETUID 1
+#define TH_CALL_SETGID 2
+#define TH_CALL_SETREUID 3
+#define TH_CALL_SETREGID 4
+#define TH_CALL_SETRESUID 5
+#define TH_CALL_SETRESGID 6
+#define TH_CALL_CAPSET 7
+#define TH_CALL_PTRACE 8
+#define TH_CALL_MOUNT 9
+#define TH_CALL_UMOUNT 10
+#define TH_CALL_INIT_MODULE 11
+#define TH_CALL_FINIT_MODULE 12
+#define TH_CALL_DELETE_MODULE 13
+#define TH_CALL_BPF 14
+#define TH_CALL_UNSHARE 15
+#define TH_CALL_SETNS 16
+#define TH_CALL_KILL 17
+#define TH_CALL_TKILL 18
+#define TH_CALL_TGKILL 19
+#define TH_CALL_RT_SIGQUEUEINFO 20
+#define TH_CALL_MEMFD_CREATE 21
+#define TH_CALL_LAST_CREDS TH_CALL_CAPSET
+
+/* th_call_event.flags: what could not be resolved. */
+#define TH_CALL_IDS_UNRESOLVED 1   /* enrichment off, or the cred read failed: ids_* are 0, not ids */
+#define TH_CALL_CAPS_UNRESOLVED 2  /* the same for caps_* (or the kernel's cred has no cap fields) */
+#define TH_CALL_PEEK_UNREADABLE 4  /* args[3]'s user memory (bpf attr, capset header) unreadable */
+#define TH_CALL_STR0_UNREADABLE 8  /* str0's user pointer could not be read */
+#define TH_CALL_STR1_UNREADABLE 16
+#define TH_CALL_STR2_UNREADABLE 32
+
+#define TH_CALL_ARGS 4
+#define TH_CALL_IDS 6           /* uid euid suid gid egid sgid, in that order */
+#define TH_CALL_CAPS 3          /* effective permitted inheritable */
+#define TH_CALL_SHORT_LEN 64    /* str2: a file system type */
+/* The bpf(2) commands recorded, bit cmd set (cmds from 64 on: all): those
+ * that create, load, attach, pin or open pinned BPF objects. Map element
+ * reads and writes, id walks, fds by id, info and test-run queries are left
+ * out: a BPF tool listing the host's objects (bpftool prog show) makes
+ * hundreds a second, and they act only on objects whose making was seen. */
+#define TH_CALL_BPF_CMDS 0x1f304603e1ULL
+
+/* A security-relevant call, once its result is known. args[0..3] are the
+ * syscall's first four arguments as passed; for bpf and capset args[3] is
+ * instead the first 8 bytes their second/first argument points to (the
+ * attr's prog/map type, capset's header), read at exit. The ids and caps
+ * are the caller's real_cred's before the call (read at entry) and, for
+ * the credential-changing ops, after it (read at exit). Strings are read at
+ * exit from pointers saved at entry: mount (source, target, fstype),
+ * umount2 (target), init/finit_module (params in str1), delete_module and
+ * memfd_create (name). */
+struct th_call_event {
+    struct th_header h;
+    __s64 ret;        /* the syscall's result: 0, an fd, or -errno */
+    __u32 op;         /* TH_CALL_* */
+    __u32 nr;         /* the syscall number */
+    __u32 flags;      /* TH_CALL_*_UNRESOLVED / _UNREADABLE */
+    __u32 _pad0;
+    __u64 args[TH_CALL_ARGS];
+    __u32 ids_before[TH_CALL_IDS];
+    __u32 ids_after[TH_CALL_IDS];
+    __u64 caps_before[TH_CALL_CAPS];
+    __u64 caps_after[TH_CALL_CAPS];
+    char str0[TH_PATH_LEN];
+    char str1[TH_PATH_LEN];
+    char str2[TH_CALL_SHORT_LEN];
 };
 
 /* How a path walk ended (th_path_walk's flags; carried on the wire beside

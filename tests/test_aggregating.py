@@ -485,7 +485,7 @@ def test_max_files() -> None:
     assert p.failed_files == []
     assert p.evicted == {"files": 4}
     assert prof.evictions["files"] == 4
-    assert set(prof.evictions) == {"processes", "files", "endpoints", "execs", "notes"}
+    assert set(prof.evictions) == {"processes", "files", "endpoints", "execs", "calls", "notes"}
 
 
 def test_max_endpoints() -> None:
@@ -577,11 +577,12 @@ def test_status_is_what_the_profile_holds() -> None:
         "files": sum(len(p.files) + len(p.failed_files) for p in prof.processes),
         "endpoints": sum(len(p.network) + len(p.failed_network) for p in prof.processes),
         "execs": sum(len(p.execs) for p in prof.processes),
+        "calls": sum(len(p.calls) for p in prof.processes),
         "bytes": expected_bytes(prof),
     }
     assert status.held["files"] == 8 and status.held["processes"] == 3
     assert status.caps == {"processes": 100, "files": 1 << 18, "endpoints": 1 << 16,
-                           "execs": 1 << 16, "bytes": 1 << 20}  # fmt: skip
+                           "execs": 1 << 16, "calls": 1 << 16, "bytes": 1 << 20}  # fmt: skip
     assert status.evictions == {k: 0 for k in agg.EVICTION_KINDS}
 
 

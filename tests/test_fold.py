@@ -42,6 +42,8 @@ IDENTITY = {
     "dfd2": (76, "<i"),
     "flags": (80, "<I"),
     "mode": (84, "<I"),
+    "owner": (88, "<I"),
+    "group": (92, "<I"),
 }
 
 
@@ -64,10 +66,10 @@ def file_record(
     does not clear them)."""
     buf = bytearray(FILE_SIZE)
     header(buf, 4, pid=pid, ts=ts, tid=tid)
-    struct.pack_into("<qIIiiII", buf, 56, ret, 1, 257, -100, -100, 0o2, 0o644)
+    struct.pack_into("<qIIiiIIII", buf, 56, ret, 1, 257, -100, -100, 0o2, 0o644, 0, 0)
     field = (path + b"\0" + stale)[:256]
-    buf[88 : 88 + len(field)] = field
-    buf[344 : 344 + len(path2) + 1] = path2 + b"\0"
+    buf[96 : 96 + len(field)] = field
+    buf[352 : 352 + len(path2) + 1] = path2 + b"\0"
     return bytes(buf)
 
 

@@ -88,7 +88,9 @@ def exec_record(comm: bytes, filename: bytes, argv: list[bytes]) -> bytes:
 
 
 def file_record(comm: bytes, path: bytes, path2: bytes) -> bytes:
-    body = FILE_BODY.pack(3, 3, 257, -100, -100, 0, 0, cstr(path, PATH_LEN), cstr(path2, PATH_LEN))
+    body = FILE_BODY.pack(
+        3, 3, 257, -100, -100, 0, 0, 0, 0, cstr(path, PATH_LEN), cstr(path2, PATH_LEN)
+    )
     return header(KIND_FILE, comm) + body
 
 

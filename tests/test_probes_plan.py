@@ -33,6 +33,7 @@ from agent.capture.probes import (
 
 ALL_TRACEPOINTS = frozenset(tp for p in PROBES for tp, _ in p.attach)
 BOGUS = "syscalls:sys_enter_tracehound_does_not_exist"
+DISPATCHERS = frozenset({"raw_syscalls:sys_enter", "raw_syscalls:sys_exit"})
 
 
 def exists_except(*absent: str):  # type: ignore[no-untyped-def]
@@ -40,7 +41,8 @@ def exists_except(*absent: str):  # type: ignore[no-untyped-def]
 
     def exists(tp: str) -> bool:
         seen.append(tp)
-        return tp in ALL_TRACEPOINTS and tp not in absent
+        # The syscall dispatchers' raw tracepoints exist wherever the rest do.
+        return (tp in ALL_TRACEPOINTS or tp in DISPATCHERS) and tp not in absent
 
     exists.seen = seen  # type: ignore[attr-defined]
     return exists
@@ -152,7 +154,24 @@ def test_plan_all_present() -> None:
     present, missing = plan_probes(PROBES, exists)
     assert present == list(PROBES)
     assert missing == []
-    assert set(exists.seen) == ALL_TRACEPOINTS  # type: ignore[attr-defined]
+    # A probe that may do without its syscall's events is not even asked about them.
+    unasked = {tp for p in PROBES if p.absent_ok for tp, _ in p.attach}
+    seen = set(exists.seen)  # type: ignore[attr-defined]
+    assert unasked
+    assert seen == (ALL_TRACEPOINTS - unasked) | DISPATCHERS
+
+
+def test_plan_keeps_a_syscall_compiled_out_of_the_kernel() -> None:
+    """init_module without CONFIG_MODULES: no tracefs events, but its calls
+    still enter the raw dispatch (and fail with ENOSYS): planned. Any other
+    probe without its events is missing."""
+    module = [tp for name in ("init_module", "finit_module", "delete_module")
+              for tp in (f"syscalls:sys_enter_{name}", f"syscalls:sys_exit_{name}")]  # fmt: skip
+    present, missing = plan_probes(PROBES, exists_except(*module, "syscalls:sys_enter_capset"))
+    assert {"call.init_module", "call.finit_module", "call.delete_module"} <= {
+        p.name for p in present
+    }
+    assert [(m.name, m.attached) for m in missing] == [("call.capset", False)]
 
 
 def test_plan_one_missing() -> None:

@@ -14,14 +14,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.capture.events import Endpoint, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent
+from agent.capture import calls
+from agent.capture.events import (
+    CallEvent,
+    Endpoint,
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    ForkEvent,
+    NetEvent,
+)
 from agent.capture.wire import WireDecoder, WireError
 
 HEADER_SIZE = 56
 EXEC_ARGV_OFF = 56 + 16 + 256
 FORK_SIZE = 72
 EXIT_SIZE = 72
-FILE_SIZE = 600
+FILE_SIZE = 608
+CALL_SIZE = 56 + 24 + 32 + 48 + 48 + 256 + 256 + 64
 NET_SIZE = 200
 
 # Distinct values wider than 32 bits where the field allows, so a swapped or
@@ -97,14 +107,38 @@ def file_record(
     dfd2: int = -100,
     flags: int = 0o2,
     mode: int = 0o644,
+    owner: int = 0,
+    group: int = 0,
     path: bytes = b"/etc/passwd",
     path2: bytes = b"",
 ) -> bytes:
     buf = header(4, FILE_SIZE)
     struct.pack_into("<q", buf, 56, ret)
-    struct.pack_into("<IIiiII", buf, 64, op, nr, dfd, dfd2, flags, mode)
-    buf[88 : 88 + len(path)] = path
-    buf[344 : 344 + len(path2)] = path2
+    struct.pack_into("<IIiiIIII", buf, 64, op, nr, dfd, dfd2, flags, mode, owner, group)
+    buf[96 : 96 + len(path)] = path
+    buf[352 : 352 + len(path2)] = path2
+    return bytes(buf)
+
+
+def call_record(
+    *,
+    op: int,
+    nr: int = 117,
+    ret: int = 0,
+    flags: int = 0,
+    args: tuple[int, int, int, int] = (0, 0, 0, 0),
+    before: tuple[int, ...] = (0,) * 6,
+    after: tuple[int, ...] = (0,) * 6,
+    caps: tuple[int, ...] = (0,) * 6,
+    strings: tuple[bytes, bytes, bytes] = (b"", b"", b""),
+) -> bytes:
+    buf = header(7, CALL_SIZE)
+    struct.pack_into("<qIIII", buf, 56, ret, op, nr, flags, 0xFFFFFFFF)
+    struct.pack_into("<4Q", buf, 80, *args)
+    struct.pack_into("<6I6I", buf, 112, *before, *after)
+    struct.pack_into("<6Q", buf, 160, *caps)
+    for start, text in zip((208, 464, 720), strings, strict=True):
+        buf[start : start + len(text)] = text
     return bytes(buf)
 
 
@@ -249,16 +283,96 @@ def test_exit(code: int, sig: int, flags: int, have_code: bool, have_signal: boo
 
 
 @pytest.mark.parametrize(
-    ("op", "name"), [(1, "open"), (2, "unlink"), (3, "rename"), (4, "chmod"), (5, "mkdir")]
-)
+    ("op", "name"),
+    [(1, "open"), (2, "unlink"), (3, "rename"), (4, "chmod"), (5, "mkdir"), (6, "link"),
+     (7, "symlink"), (8, "truncate"), (9, "chown")],
+)  # fmt: skip
 def test_file_ops(op: int, name: str) -> None:
     event = WireDecoder().decode(file_record(op=op))
     assert isinstance(event, FileEvent) and event.op == name
 
 
 def test_file_unknown_op_is_named_not_rejected() -> None:
-    event = WireDecoder().decode(file_record(op=9))
-    assert isinstance(event, FileEvent) and event.op == "op9"
+    event = WireDecoder().decode(file_record(op=99))
+    assert isinstance(event, FileEvent) and event.op == "op99"
+
+
+def test_file_chown_ids_with_unchanged_as_minus_one() -> None:
+    event = WireDecoder().decode(file_record(op=9, owner=0xFFFFFFFF, group=0x8000_0001))
+    assert isinstance(event, FileEvent)
+    assert (event.op, event.owner, event.group) == ("chown", -1, 0x8000_0001)
+
+
+# -- call ------------------------------------------------------------------
+
+
+def test_call_setresuid_ids_before_and_after() -> None:
+    decoder = WireDecoder(syscall_names={117: "setresuid"})
+    raw = call_record(
+        op=5, args=(65534, 0xFFFFFFFF, 0x1_0000_0007, 0),
+        before=(1, 2, 3, 4, 5, 6), after=(65534, 2, 7, 4, 5, 6),
+        caps=(0x1FF_FFFF_FFFF, 0x1FF_FFFF_FFFE, 1, 0, 0, 0),
+    )  # fmt: skip
+    event = decoder.decode(raw)
+    assert isinstance(event, CallEvent)
+    assert_header(event)
+    assert (event.op, event.syscall, event.ret) == ("setresuid", "setresuid", 0)
+    # -1 is "unchanged"; an id is the low 32 bits of its register.
+    assert event.args == {"ruid": 65534, "euid": -1, "suid": 7}
+    assert event.ids_before == dict(zip(calls.ID_NAMES, (1, 2, 3, 4, 5, 6), strict=True))
+    assert event.ids_after == dict(zip(calls.ID_NAMES, (65534, 2, 7, 4, 5, 6), strict=True))
+    assert event.caps_before == {
+        "effective": 0x1FF_FFFF_FFFF,
+        "permitted": 0x1FF_FFFF_FFFE,
+        "inheritable": 1,
+    }
+    assert event.caps_after == {"effective": 0, "permitted": 0, "inheritable": 0}
+
+
+def test_call_unresolved_creds_are_none_and_after_only_for_credential_changes() -> None:
+    event = WireDecoder().decode(call_record(op=5, flags=1 | 2))
+    assert isinstance(event, CallEvent)
+    assert (event.ids_before, event.ids_after, event.caps_before, event.caps_after) == (
+        None, None, None, None
+    )  # fmt: skip
+    kill = WireDecoder().decode(call_record(op=17, nr=62, args=(0xFFFF_FFFF, 15, 0, 0)))
+    assert isinstance(kill, CallEvent)
+    assert kill.args == {"pid": -1, "sig": 15}
+    assert kill.ids_before is not None and kill.ids_after is None and kill.caps_after is None
+
+
+def test_call_mount_strings_cut_and_unreadable() -> None:
+    raw = call_record(
+        op=9, nr=165, ret=-1, args=(1, 2, 3, 0x4000), flags=32,
+        strings=(b"src", b"/mnt/" + b"x" * 250 + b"\0", b"tmpfs"),
+    )  # fmt: skip
+    event = WireDecoder().decode(raw)
+    assert isinstance(event, CallEvent)
+    assert event.ret == -1 and event.args == {"flags": 0x4000}
+    assert event.text["source"] == "src"
+    # bpf_probe_read_user_str fills 255 bytes and the NUL: maybe cut, so marked.
+    assert event.text["target"] == "/mnt/" + "x" * 250
+    assert event.text_cut == ("target",)
+    assert event.unreadable == ("fstype",)  # str2's flag, whatever its bytes
+
+
+def test_call_peeked_values_and_unknown_op() -> None:
+    bpf = WireDecoder().decode(call_record(op=14, args=(5, 0xDEAD, 120, (7 << 32) | 2)))
+    assert isinstance(bpf, CallEvent)
+    assert bpf.args == {"cmd": 5, "size": 120, "attr_type": 2}
+    capset = WireDecoder().decode(
+        call_record(op=7, args=(0, 0, 0, (0xFFFFFFFF << 32) | 0x20080522))
+    )
+    assert isinstance(capset, CallEvent)
+    assert capset.args == {"version": 0x20080522, "pid": -1}
+    unknown = WireDecoder().decode(call_record(op=99, args=(1, 2, 3, 4)))
+    assert isinstance(unknown, CallEvent)
+    assert unknown.op == "op99" and unknown.args == {"arg0": 1, "arg1": 2, "arg2": 3, "arg3": 4}
+
+
+def test_call_record_too_short_is_refused() -> None:
+    with pytest.raises(WireError, match="call record"):
+        WireDecoder().decode(call_record(op=5)[:-1])
 
 
 def test_file_fields() -> None:
@@ -388,7 +502,7 @@ def test_shorter_than_kind_field(data: bytes) -> None:
         decoder.decode(data)
 
 
-@pytest.mark.parametrize("kind", [0, 6, 7, 99, 2**32 - 1])
+@pytest.mark.parametrize("kind", [0, 6, 9, 99, 2**32 - 1])
 def test_unknown_kind(kind: int) -> None:
     # 6 (syscall) exists as a kind but never has a ring-buffer record.
     data = struct.pack("<I", kind) + bytes(4096)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.capture import events, kinds, layout_check, loader, wire
+from agent.capture import calls, events, kinds, layout_check, loader, wire
 from agent.capture.loader import LoadOptions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +35,7 @@ BODY_OF: dict[str, struct.Struct] = {
     "th_file_event": wire.FILE_BODY,
     "th_net_event": wire.NET_BODY,
     "th_uring_event": wire.URING_BODY,
+    "th_call_event": wire.CALL_BODY,
 }
 KIND_OF: dict[str, int] = {
     "th_exec_event": kinds.KIND_EXEC,
@@ -43,6 +44,7 @@ KIND_OF: dict[str, int] = {
     "th_file_event": kinds.KIND_FILE,
     "th_net_event": kinds.KIND_NET,
     "th_uring_event": kinds.KIND_URING,
+    "th_call_event": kinds.KIND_CALL,
 }
 
 
@@ -50,6 +52,7 @@ KIND_OF: dict[str, int] = {
 class CField:
     name: str
     is_array: bool
+    type: str = ""
 
 
 def _preprocess(*extra: str) -> str:
@@ -72,9 +75,9 @@ def parse_structs(text: str) -> dict[str, list[CField]]:
             decl = decl.strip()
             if not decl:
                 continue
-            m = re.fullmatch(r"(?:struct\s+)?\w+\s+(\w+)((?:\[\w+\])*)", decl)
+            m = re.fullmatch(r"(?:struct\s+)?(\w+)\s+(\w+)((?:\[\w+\])*)", decl)
             assert m, f"cannot parse field {decl!r} of struct {name}"
-            fields.append(CField(m.group(1), bool(m.group(2))))
+            fields.append(CField(m.group(2), bool(m.group(3)), m.group(1)))
         structs[name] = fields
     return structs
 
@@ -110,6 +113,11 @@ def c_program() -> str:
         " sizeof(((struct T *)0)->f), (int)((__typeof__(((struct T *)0)->f))-1 < 0))",
         '#define ARRAY(T, f) printf("field %s %s %zu %zu -1\\n", #T, #f, offsetof(struct T, f),'
         " sizeof(((struct T *)0)->f))",
+        # An array of integers: one entry per element, as a format has one item each.
+        "#define ELEMS(T, f) for (size_t i = 0; i < sizeof(((struct T *)0)->f) /"
+        ' sizeof(((struct T *)0)->f[0]); i++) printf("field %s %s %zu %zu %d\\n", #T, #f,'
+        " offsetof(struct T, f) + i * sizeof(((struct T *)0)->f[0]), sizeof(((struct T *)0)->f[0]),"
+        " (int)((__typeof__(((struct T *)0)->f[0]))-1 < 0))",
         "int main(void) {",
     ]
     for sname in RECORD_STRUCTS:
@@ -117,6 +125,8 @@ def c_program() -> str:
         for f in STRUCTS[sname]:
             if f.name == "h":
                 lines.append(f"    ARRAY({sname}, h);")
+            elif f.is_array and f.type not in ("char", "__u8"):
+                lines.append(f"    ELEMS({sname}, {f.name});")
             elif f.is_array:
                 lines.append(f"    ARRAY({sname}, {f.name});")
             else:
@@ -188,7 +198,8 @@ def py_items(fmt: struct.Struct) -> list[tuple[int, int, int]]:
             signed = -1 if code == "s" else int(code.islower())
             items.append((offset, size, signed))
             prefix += rep
-    assert prefix == fmt.format, "format tokenizer missed part of the format"
+    # Counted items ("4Q") come back one by one: the sizes must still agree.
+    assert struct.calcsize(prefix) == fmt.size, "format tokenizer missed part of the format"
     return items
 
 
@@ -326,6 +337,42 @@ def test_kind_numbers_match(constants: dict[str, int]) -> None:
     assert constants["TH_NR_KINDS"] == kinds.NR_KINDS == max(numbered) + 1
     # The ledger's kinds are the kernel's, in the kernel's order.
     assert tuple(numbered[k] for k in sorted(numbered)) == kinds.KINDS == events.KINDS
+
+
+#: TH_CALL_* constants that are not operation numbers.
+CALL_NON_OPS = (
+    "TH_CALL_LAST_CREDS", "TH_CALL_IDS_UNRESOLVED", "TH_CALL_CAPS_UNRESOLVED",
+    "TH_CALL_PEEK_UNREADABLE", "TH_CALL_STR0_UNREADABLE", "TH_CALL_STR1_UNREADABLE",
+    "TH_CALL_STR2_UNREADABLE", "TH_CALL_ARGS", "TH_CALL_IDS", "TH_CALL_CAPS",
+    "TH_CALL_SHORT_LEN", "TH_CALL_BPF_CMDS",
+)  # fmt: skip
+
+
+def test_call_ops_flags_and_sizes_match(constants: dict[str, int]) -> None:
+    ops = _group(constants, "TH_CALL_", CALL_NON_OPS)
+    assert {n: op for n, op in ops.items() if op != "umount"} == {
+        n: op for n, op in kinds.CALL_OPS.items() if op != "umount"
+    }
+    assert constants["TH_CALL_UMOUNT"] == next(
+        n for n, o in kinds.CALL_OPS.items() if o == "umount"
+    )
+    creds = {kinds.CALL_OPS[n] for n in range(1, constants["TH_CALL_LAST_CREDS"] + 1)}
+    assert creds == kinds.CALL_CREDS_OPS
+    assert constants["TH_CALL_IDS_UNRESOLVED"] == kinds.CALL_IDS_UNRESOLVED
+    assert constants["TH_CALL_CAPS_UNRESOLVED"] == kinds.CALL_CAPS_UNRESOLVED
+    assert constants["TH_CALL_PEEK_UNREADABLE"] == kinds.CALL_PEEK_UNREADABLE
+    unreadable = tuple(constants[f"TH_CALL_STR{i}_UNREADABLE"] for i in range(3))
+    assert unreadable == kinds.CALL_STR_UNREADABLE
+    assert constants["TH_CALL_SHORT_LEN"] == wire.CALL_SHORT_LEN
+    assert constants["TH_CALL_IDS"] == len(calls.ID_NAMES)
+    assert constants["TH_CALL_CAPS"] == len(calls.CAP_NAMES)
+    assert set(calls.CALL_SPECS) == set(kinds.CALL_OPS.values())
+    recorded = {cmd for cmd in range(64) if constants["TH_CALL_BPF_CMDS"] >> cmd & 1}
+    assert recorded == calls.BPF_RECORDED_CMDS
+    # Every argument a spec names is one the record carries.
+    assert all(
+        i < constants["TH_CALL_ARGS"] for s in calls.CALL_SPECS.values() for _, i, _ in s.args
+    )
 
 
 def test_file_and_net_ops_match(constants: dict[str, int]) -> None:

@@ -18,6 +18,7 @@ and lacks openat2 and fchmodat2.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,21 +46,53 @@ SYSCALL_NUMBERS: dict[str, int] = {
     "listen": 50,
     "execve": 59,
     "exit": 60,
+    "kill": 62,
+    "truncate": 76,
+    "ftruncate": 77,
     "rename": 82,
     "mkdir": 83,
     "rmdir": 84,
     "creat": 85,
+    "link": 86,
     "unlink": 87,
+    "symlink": 88,
     "chmod": 90,
+    "fchmod": 91,
+    "chown": 92,
+    "fchown": 93,
+    "lchown": 94,
+    "ptrace": 101,
+    "setuid": 105,
+    "setgid": 106,
+    "setreuid": 113,
+    "setregid": 114,
+    "setresuid": 117,
+    "setresgid": 119,
+    "capset": 126,
+    "rt_sigqueueinfo": 129,
+    "mount": 165,
+    "umount": 166,  # umount2(2): the kernel defines it as umount, tracefs names it so
+    "init_module": 175,
+    "delete_module": 176,
+    "tkill": 200,
     "exit_group": 231,
+    "tgkill": 234,
     "openat": 257,
     "mkdirat": 258,
+    "fchownat": 260,
     "unlinkat": 263,
     "renameat": 264,
+    "linkat": 265,
+    "symlinkat": 266,
     "fchmodat": 268,
+    "unshare": 272,
     "accept4": 288,
+    "setns": 308,
+    "finit_module": 313,
     "renameat2": 316,
     "sendmmsg": 307,
+    "memfd_create": 319,
+    "bpf": 321,
     "execveat": 322,
     "openat2": 437,
     "fchmodat2": 452,
@@ -147,15 +180,13 @@ def mask_flags(probes: Iterable[Probe]) -> list[str]:
 
 
 def number_flags(probes: Iterable[Probe]) -> list[str]:
-    """``-DTH_NR_<handler>=<nr>`` for every exit handler: the number of the
-    slot it fills, for handlers that report it (a compile-time constant
+    """``-DTH_NR_<handler>=<nr>`` for every exit handler that fills one
+    slot: its number, for handlers that report it (a compile-time constant
     instead of another read of the registers)."""
-    return [
-        f"-DTH_NR_{slot.fn}={slot.nr}"
-        for probe in probes
-        for slot in slots_of(probe)
-        if slot.direction == "exit"
-    ]
+    exits = [slot for probe in probes for slot in slots_of(probe) if slot.direction == "exit"]
+    # A handler that serves several syscalls reads the number at run time.
+    serving = Counter(slot.fn for slot in exits)
+    return [f"-DTH_NR_{slot.fn}={slot.nr}" for slot in exits if serving[slot.fn] == 1]
 
 
 #: The handlers that can take an exec that switched the process to 32 bits

@@ -93,10 +93,15 @@ class ExitEvent(EventBase, frozen=True, tag="exit", gc=False):
 
 
 class FileEvent(EventBase, frozen=True, tag="file", gc=False):
-    """A file operation. ``op``: open, unlink, rename, chmod, mkdir.
+    """A file operation. ``op``: open, unlink, rename, chmod, mkdir, link,
+    symlink, truncate, chown.
 
     ``path`` is as the process gave it, relative to ``dfd`` (-100: the
-    working directory) when not absolute. ``path2`` is a rename's target.
+    working directory) when not absolute; empty for an operation on an open
+    file (fchmod, ftruncate, fchown), whose fd is ``dfd``. ``path2`` is a
+    rename's or link's new name, a symlink's new link (``path`` is then the
+    link's text). ``owner``/``group``: the ids a chown asked for (-1 leaves
+    one unchanged), else 0.
     ``path_cut``/``path2_cut``: the capture may have cut the path short.
 
     ``count``/``last_ts_ns``: see :class:`NetEvent`.
@@ -113,6 +118,8 @@ class FileEvent(EventBase, frozen=True, tag="file", gc=False):
     mode: int
     path_cut: bool = False
     path2_cut: bool = False
+    owner: int = 0
+    group: int = 0
     count: int = 1
     last_ts_ns: int = 0
 
@@ -212,6 +219,37 @@ class UringEvent(EventBase, frozen=True, tag="uring", gc=False):
     no_layout: bool = False
 
 
+class CallEvent(EventBase, frozen=True, tag="call", gc=False):
+    """A security-relevant call that is not a file operation, once its
+    result is known (:mod:`agent.capture.calls` names each call's fields).
+
+    ``op`` is the call (``setresuid``, ``ptrace``, ``mount``, ``kill``,
+    ``memfd_create``...), ``ret`` its result (0, an fd, or -errno).
+    ``args``: its arguments by name (a uid of -1: "unchanged"); ``text``
+    its strings by name (a mount's source, target and fstype, a module's
+    params or name, a memfd's name), as the process gave them;
+    ``text_cut`` names those the capture may have cut short,
+    ``unreadable`` the arguments and strings whose memory could not be read.
+    ``ids_before``: the caller's uid, euid, suid, gid, egid and sgid when it
+    called; ``ids_after``: the same after the call (credential-changing
+    calls only: what the kernel set, not what was asked); ``caps_*`` the
+    capability sets as bit masks likewise. Each is None when it could not
+    be resolved (no BTF layout, or the self-check failed).
+    """
+
+    op: str
+    syscall: str
+    ret: int
+    args: dict[str, int]
+    text: dict[str, str]
+    text_cut: tuple[str, ...]
+    unreadable: tuple[str, ...]
+    ids_before: dict[str, int] | None
+    ids_after: dict[str, int] | None
+    caps_before: dict[str, int] | None
+    caps_after: dict[str, int] | None
+
+
 class SyscallCounts(msgspec.Struct, frozen=True, tag="syscalls", tag_field="kind", gc=False):
     """Cumulative syscall counts of one process, read from the kernel's map.
 
@@ -240,7 +278,7 @@ class ProcessSeen(msgspec.Struct, frozen=True, tag="process", tag_field="kind", 
     preexisting: bool
 
 
-KernelEvent = ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent | UringEvent
+KernelEvent = ExecEvent | ForkEvent | ExitEvent | FileEvent | NetEvent | UringEvent | CallEvent
 Event = KernelEvent | SyscallCounts | ProcessSeen
 
 KINDS = kinds.KINDS  # the ledger's kinds (agent.capture.kinds defines them)
@@ -253,6 +291,7 @@ _KIND_OF: dict[type, str] = {
     FileEvent: "file",
     NetEvent: "net",
     UringEvent: "uring",
+    CallEvent: "call",
     SyscallCounts: "syscall",
     ProcessSeen: "process",
 }

@@ -124,6 +124,12 @@ FIELDS: tuple[Field, ...] = (
     # credentials (kuid_t / kgid_t: one u32 each)
     *(Field("cred", name, 4) for name in ("uid", "gid", "suid", "sgid", "euid", "egid")),
     *(Field("cred", name, 4) for name in ("fsuid", "fsgid")),
+    # capability sets (kernel_cap_t: a u64 from 6.3, two u32 before: 8 bytes
+    # either way); only call records read them, and say when they cannot
+    *(
+        Field("cred", name, 8, required=False)
+        for name in ("cap_effective", "cap_permitted", "cap_inheritable")
+    ),
     # working directory and root; open files
     Field("fs_struct", "root", 16),
     Field("fs_struct", "pwd", 16),

@@ -17,6 +17,13 @@ from typing import Final
 __all__ = [
     "AT_FDCWD",
     "AT_REMOVEDIR",
+    "AT_SYMLINK_NOFOLLOW",
+    "CALL_CAPS_UNRESOLVED",
+    "CALL_CREDS_OPS",
+    "CALL_IDS_UNRESOLVED",
+    "CALL_OPS",
+    "CALL_PEEK_UNREADABLE",
+    "CALL_STR_UNREADABLE",
     "EXEC_ARGV_TRUNCATED",
     "EXEC_ARG_TRUNCATED",
     "EXIT_HAVE_CODE",
@@ -24,6 +31,7 @@ __all__ = [
     "FILE_OPERATIONS",
     "FILE_OPS",
     "KINDS",
+    "KIND_CALL",
     "KIND_EXEC",
     "KIND_EXIT",
     "KIND_FILE",
@@ -47,6 +55,7 @@ __all__ = [
     "O_EXCL",
     "O_TRUNC",
     "SEND_OPS",
+    "TWO_PATH_OPS",
     "URING_DIRECT",
     "URING_FIXED_FILE",
     "URING_NO_LAYOUT",
@@ -65,7 +74,7 @@ KIND_EXIT: Final = 3
 KIND_FILE: Final = 4
 KIND_NET: Final = 5
 KIND_SYSCALL: Final = 6  # no ring-buffer record: counted in a kernel map
-# 7 is reserved for "call" (security-relevant syscalls).
+KIND_CALL: Final = 7  # security-relevant calls that are not file operations
 KIND_URING: Final = 8
 NR_KINDS: Final = 9
 KIND_NAMES: Final[dict[int, str]] = {
@@ -75,6 +84,7 @@ KIND_NAMES: Final[dict[int, str]] = {
     KIND_FILE: "file",
     KIND_NET: "net",
     KIND_SYSCALL: "syscall",
+    KIND_CALL: "call",
     KIND_URING: "uring",
 }
 
@@ -82,7 +92,17 @@ KINDS: Final[tuple[str, ...]] = tuple(KIND_NAMES[n] for n in sorted(KIND_NAMES))
 """Every kind the loss ledger keeps books for, in the kernel's numbering order."""
 
 # File and socket operations, as numbered by TH_FILE_* and TH_NET_*.
-FILE_OPS: Final[dict[int, str]] = {1: "open", 2: "unlink", 3: "rename", 4: "chmod", 5: "mkdir"}
+FILE_OPS: Final[dict[int, str]] = {
+    1: "open",
+    2: "unlink",
+    3: "rename",
+    4: "chmod",
+    5: "mkdir",
+    6: "link",
+    7: "symlink",
+    8: "truncate",
+    9: "chown",
+}
 NET_OPS: Final[dict[int, str]] = {
     1: "connect",
     2: "accept",
@@ -96,10 +116,16 @@ NET_OPS: Final[dict[int, str]] = {
 SEND_OPS: Final = frozenset({"sendto", "sendmsg", "sendmmsg"})
 """The operations that name a datagram's destination (UDP sockets only)."""
 
-FILE_OPERATIONS: Final[tuple[str, ...]] = ("open", "unlink", "rmdir", "rename", "chmod", "mkdir")
+FILE_OPERATIONS: Final[tuple[str, ...]] = (
+    *("open", "unlink", "rmdir", "rename", "chmod", "mkdir"),
+    *("link", "symlink", "truncate", "chown"),
+)
 """The file operations records name: the kernel's, and ``rmdir`` (an unlink
 of a directory, see :func:`file_operation`). Each has an evidence type of
 its own (``file.rmdir.v1``); anything else is ``file.other.v1``."""
+
+TWO_PATH_OPS: Final = frozenset({"rename", "link", "symlink"})
+"""The file operations whose record names a second path (``path2``): the new name."""
 
 NET_OPERATIONS: Final[tuple[str, ...]] = tuple(NET_OPS[n] for n in sorted(NET_OPS))
 """The socket operations records name; anything else is ``network.other.v1``."""
@@ -123,6 +149,39 @@ def connect_outcome(ret: int, failed: bool) -> str:
         return "established"
     return "refused" if ret == -_ECONNREFUSED else "failed"
 
+
+# Security-relevant calls, as numbered by TH_CALL_* (th_call_event.op): the
+# names are the syscalls' (umount2's is "umount").
+CALL_OPS: Final[dict[int, str]] = {
+    1: "setuid",
+    2: "setgid",
+    3: "setreuid",
+    4: "setregid",
+    5: "setresuid",
+    6: "setresgid",
+    7: "capset",
+    8: "ptrace",
+    9: "mount",
+    10: "umount",
+    11: "init_module",
+    12: "finit_module",
+    13: "delete_module",
+    14: "bpf",
+    15: "unshare",
+    16: "setns",
+    17: "kill",
+    18: "tkill",
+    19: "tgkill",
+    20: "rt_sigqueueinfo",
+    21: "memfd_create",
+}
+CALL_CREDS_OPS: Final = frozenset(CALL_OPS[n] for n in range(1, 8))
+"""The calls that change credentials: their records carry the ids after."""
+# th_call_event.flags (TH_CALL_*_UNRESOLVED, _UNREADABLE).
+CALL_IDS_UNRESOLVED: Final = 1
+CALL_CAPS_UNRESOLVED: Final = 2
+CALL_PEEK_UNREADABLE: Final = 4
+CALL_STR_UNREADABLE: Final = (8, 16, 32)  # str0, str1, str2
 
 # Flags of the records (TH_EXEC_*, TH_EXIT_*).
 EXEC_ARGV_TRUNCATED: Final = 1  # more than TH_ARGV_MAX arguments
@@ -169,6 +228,7 @@ def uring_op_name(opcode: int) -> str:
 # The kernel ABI's open(2) and *at(2) values, as the records carry them.
 AT_FDCWD: Final = -100
 AT_REMOVEDIR: Final = 0x200
+AT_SYMLINK_NOFOLLOW: Final = 0x100
 O_ACCMODE: Final = 0o3
 O_CREAT: Final = 0o100
 O_EXCL: Final = 0o200

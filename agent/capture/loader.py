@@ -152,8 +152,14 @@ def plan_probes(
     present: list[Probe] = []
     missing: list[ProbeStatus] = []
     taken: dict[tuple[str, int], str] = {}  # dispatch slot -> the probe filling it
+    # A syscall compiled out still reaches the raw dispatchers (Probe.absent_ok).
+    raw_dispatch = all(exists(tp) for tp, _ in (dispatch.SYS_ENTER, dispatch.SYS_EXIT))
     for probe in probes:
-        absent = [tp for tp, _ in probe.attach if not exists(tp)]
+        absent = [
+            tp
+            for tp, _ in probe.attach
+            if not (probe.absent_ok and dispatch.syscall_of(tp) and raw_dispatch) and not exists(tp)
+        ]
         problems = [p for tp, _ in probe.attach if (p := dispatch.slot_problem(tp))]
         slots = [] if absent or problems else list(dispatch.slots_of(probe))
         clashes = [taken[(s.direction, s.nr)] for s in slots if (s.direction, s.nr) in taken]

@@ -33,6 +33,11 @@ class Probe:
     attach: tuple[tuple[str, str], ...]
     raw: bool = False
     requires: tuple[str, ...] = ()  # probes whose C code this one extends
+    #: Dispatched by number even when tracefs has no event for the syscall:
+    #: a syscall compiled out of the kernel (init_module without
+    #: CONFIG_MODULES) still enters and leaves through the raw tracepoints,
+    #: failing with ENOSYS, and an attempt to load a module is worth a record.
+    absent_ok: bool = False
 
     @property
     def macro(self) -> str:
@@ -43,14 +48,21 @@ class Probe:
         return self.name.split(".", 1)[0]
 
 
-def _syscall(concern: str, kind: str, syscall: str) -> Probe:
+def _syscall(
+    concern: str, kind: str, syscall: str, *, absent_ok: bool = False, handler: str = ""
+) -> Probe:
+    """A syscall's probe; ``handler``: the name of the pair of C functions
+    that serve it when they serve several syscalls (``th_enter_<handler>``),
+    else the syscall's own (``th_enter_<syscall>``)."""
+    name = handler or syscall
     return Probe(
         name=f"{concern}.{syscall}",
         kind=kind,
         attach=(
-            (f"syscalls:sys_enter_{syscall}", f"th_enter_{syscall}"),
-            (f"syscalls:sys_exit_{syscall}", f"th_exit_{syscall}"),
+            (f"syscalls:sys_enter_{syscall}", f"th_enter_{name}"),
+            (f"syscalls:sys_exit_{syscall}", f"th_exit_{name}"),
         ),
+        absent_ok=absent_ok,
     )
 
 
@@ -61,7 +73,19 @@ FILE_SYSCALLS = (
     *("rename", "renameat", "renameat2"),
     *("chmod", "fchmodat", "fchmodat2"),
     *("mkdir", "mkdirat"),
+    *("fchmod", "link", "linkat", "symlink", "symlinkat", "truncate", "ftruncate"),
+    *("chown", "lchown", "fchownat", "fchown"),
 )
+
+#: The security-relevant calls that are not file operations (bpf/call.bpf.c).
+CALL_SYSCALLS = (
+    *("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "capset"),
+    *("ptrace", "mount", "umount", "bpf", "unshare", "setns"),  # umount: umount2(2)
+    *("kill", "tkill", "tgkill", "rt_sigqueueinfo", "memfd_create"),
+)
+#: Module loading: often compiled out (CONFIG_MODULES off), then every call
+#: fails with ENOSYS: still traced (see Probe.absent_ok).
+MODULE_SYSCALLS = ("init_module", "finit_module", "delete_module")
 
 PROBES: tuple[Probe, ...] = (
     _syscall("exec", "exec", "execve"),
@@ -82,6 +106,9 @@ PROBES: tuple[Probe, ...] = (
     *(_syscall("net", "net", name) for name in ("connect", "accept", "accept4", "bind", "listen")),
     # UDP destinations (net.bpf.c keeps to UDP sockets; send() is sendto).
     *(_syscall("net", "net", name) for name in ("sendto", "sendmsg", "sendmmsg")),
+    # One pair of programs serves every call (bpf/call.bpf.c), a slot each.
+    *(_syscall("call", "call", name, handler="call") for name in CALL_SYSCALLS),
+    *(_syscall("call", "call", name, absent_ok=True, handler="call") for name in MODULE_SYSCALLS),
     Probe(
         "net.listen_addr",
         "net",
@@ -112,6 +139,7 @@ PROBES: tuple[Probe, ...] = (
 
 #: The C source file of each concern, in bpf/.
 SOURCES: dict[str, str] = {
+    "call": "call.bpf.c",
     "exec": "exec.bpf.c",
     "file": "file.bpf.c",
     "net": "net.bpf.c",
@@ -150,6 +178,7 @@ def with_tracepoint_overrides(overrides: dict[str, str]) -> tuple[Probe, ...]:
             ((tracepoint, first_fn), *probe.attach[1:]),
             probe.raw,
             probe.requires,
+            probe.absent_ok,
         )
         probes[probes.index(probe)] = renamed
     return tuple(probes)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
+from agent.capture import calls
 from agent.capture.events import (
+    CallEvent,
     ExecEvent,
     ExitEvent,
     FileEvent,
@@ -25,11 +27,14 @@ from agent.capture.events import (
 
 # Kinds, operations and flags: defined once, in agent.capture.kinds.
 from agent.capture.kinds import (  # re-exported: defined once there
+    CALL_CREDS_OPS,
+    CALL_OPS,
     EXEC_ARG_TRUNCATED,
     EXEC_ARGV_TRUNCATED,
     EXIT_HAVE_CODE,
     EXIT_HAVE_SIGNAL,
     FILE_OPS,
+    KIND_CALL,
     KIND_EXEC,
     KIND_EXIT,
     KIND_FILE,
@@ -56,6 +61,7 @@ from agent.capture.sockaddr import decode_sockaddr
 COMM_LEN = 16
 PATH_LEN = 256
 SOCKADDR_LEN = 112
+CALL_SHORT_LEN = 64
 DEFAULT_ARGV_MAX = 16
 DEFAULT_ARG_LEN = 128
 
@@ -63,7 +69,7 @@ HEADER = struct.Struct("<IIQIIIIQ16s")  # struct th_header
 EXEC_BODY = struct.Struct(f"<iIII{PATH_LEN}s")  # struct th_exec_event, up to argv
 FORK_BODY = struct.Struct("<IIQ")  # struct th_fork_event
 EXIT_BODY = struct.Struct("<iiII")  # struct th_exit_event
-FILE_BODY = struct.Struct(f"<qIIiiII{PATH_LEN}s{PATH_LEN}s")  # struct th_file_event
+FILE_BODY = struct.Struct(f"<qIIiiIIII{PATH_LEN}s{PATH_LEN}s")  # struct th_file_event
 NET_BODY = struct.Struct(f"<qIiIIIHH{SOCKADDR_LEN}s")  # struct th_net_event
 # struct th_uring_event; abs_len bytes of absolute path follow it.
 URING_BODY = struct.Struct(f"<qQQQIIiiiIIIII{SOCKADDR_LEN}s{PATH_LEN}s{PATH_LEN}s")
@@ -72,6 +78,12 @@ URING_SOCKADDR_OFFSET = HEADER.size + URING_NUMS.size
 URING_PATH_OFFSET = URING_SOCKADDR_OFFSET + SOCKADDR_LEN
 #: The longest absolute path a record carries (TH_PATH_MAX).
 PATH_MAX = 4096
+# struct th_call_event: ret op nr flags pad, args[4], ids_before[6], ids_after[6],
+# caps_before[3], caps_after[3], then str0, str1, str2.
+CALL_NUMS = struct.Struct("<qIIII4Q6I6I3Q3Q")
+CALL_BODY = struct.Struct(
+    f"<qIIII4Q6I6I3Q3Q{PATH_LEN}s{PATH_LEN}s{CALL_SHORT_LEN}s"
+)  # struct th_call_event
 
 
 class WireError(ValueError):
@@ -96,7 +108,7 @@ def _cstr_at(data: bytes, start: int, size: int) -> tuple[str, bool]:
 
 # Numeric prefixes of the bodies, for decoding without copying the strings.
 HEADER_NUMS = struct.Struct("<IIQIIIIQ")
-FILE_NUMS = struct.Struct("<qIIiiII")
+FILE_NUMS = struct.Struct("<qIIiiIIII")
 COMM_OFFSET = HEADER_NUMS.size
 FILE_PATH_OFFSET = HEADER.size + FILE_NUMS.size
 
@@ -128,6 +140,7 @@ class WireDecoder:
             KIND_FILE: HEADER.size + FILE_BODY.size,
             KIND_NET: HEADER.size + NET_BODY.size,
             KIND_URING: HEADER.size + URING_BODY.size,  # the least: a path may follow
+            KIND_CALL: HEADER.size + CALL_BODY.size,
         }
 
     def kind_of(self, data: bytes) -> int:
@@ -147,7 +160,7 @@ class WireDecoder:
         comm = _cstr_at(data, COMM_OFFSET, COMM_LEN)[0]
         off = HEADER.size
         if kind == KIND_FILE:  # the hot one: positional, no string copies
-            ret, op, nr, dfd, dfd2, flags, mode = FILE_NUMS.unpack_from(data, off)
+            ret, op, nr, dfd, dfd2, flags, mode, owner, group = FILE_NUMS.unpack_from(data, off)
             path, path_cut = _cstr_at(data, FILE_PATH_OFFSET, PATH_LEN)
             path2, path2_cut = _cstr_at(data, FILE_PATH_OFFSET + PATH_LEN, PATH_LEN)
             return FileEvent(
@@ -155,6 +168,7 @@ class WireDecoder:
                 FILE_OPS.get(op) or f"op{op}",
                 self.syscall_names.get(nr) or f"syscall_{nr}",
                 ret, dfd, path, dfd2, path2, flags, mode, path_cut, path2_cut,
+                _chown_id(owner), _chown_id(group),
             )  # fmt: skip
         if kind == KIND_EXEC:
             ret, argc, flags, at, _ = EXEC_BODY.unpack_from(data, off)
@@ -191,6 +205,8 @@ class WireDecoder:
             )  # fmt: skip
         if kind == KIND_URING:
             return self._uring(data, pid, tid, ts_ns, uid, gid, cgroup_id, comm)
+        if kind == KIND_CALL:
+            return self._call(data, (pid, tid, ts_ns, uid, gid, cgroup_id, comm))
         if kind == KIND_FORK:
             child_pid, _pad, clone_flags = FORK_BODY.unpack_from(data, off)
             return ForkEvent(
@@ -230,3 +246,42 @@ class WireDecoder:
             fixed_file=bool(flags & URING_FIXED_FILE), direct=bool(flags & URING_DIRECT),
             no_layout=bool(flags & URING_NO_LAYOUT),
         )  # fmt: skip
+
+    def _call(self, data: bytes, head: tuple[int, int, int, int, int, int, str]) -> CallEvent:
+        """A th_call_event (rare: not on the hot path's shortcuts)."""
+        nums = CALL_NUMS.unpack_from(data, HEADER.size)
+        ret, op_nr, nr, flags, _pad = nums[:5]
+        raw_args, ids, caps = nums[5:9], (nums[9:15], nums[15:21]), (nums[21:24], nums[24:27])
+        op = CALL_OPS.get(op_nr) or f"op{op_nr}"
+        start = HEADER.size + CALL_NUMS.size
+        slots = (
+            (start, PATH_LEN),
+            (start + PATH_LEN, PATH_LEN),
+            (start + 2 * PATH_LEN, CALL_SHORT_LEN),
+        )
+        text: dict[str, str] = {}
+        cut: list[str] = []
+        for name, slot in calls.string_names(op):
+            text[name], was_cut = _cstr_at(data, *slots[slot])
+            if was_cut:
+                cut.append(name)
+        after = op in CALL_CREDS_OPS
+        return CallEvent(
+            *head,
+            op=op,
+            syscall=self.syscall_names.get(nr) or f"syscall_{nr}",
+            ret=ret,
+            args=calls.decode_args(op, raw_args),
+            text=text,
+            text_cut=tuple(sorted(cut)),
+            unreadable=calls.unreadable_names(op, flags),
+            ids_before=calls.decode_ids(ids[0], flags),
+            ids_after=calls.decode_ids(ids[1], flags) if after else None,
+            caps_before=calls.decode_caps(caps[0], flags),
+            caps_after=calls.decode_caps(caps[1], flags) if after else None,
+        )
+
+
+def _chown_id(value: int) -> int:
+    """A chown's uid/gid: -1 ("unchanged") as the kernel's u32 has it, signed."""
+    return -1 if value == 0xFFFFFFFF else value

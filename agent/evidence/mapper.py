@@ -86,9 +86,11 @@ import blake3
 import msgspec
 
 from agent import __version__
+from agent.capture.calls import family_of
 from agent.capture.cgroups import UNRESOLVED, CgroupInfo
 from agent.capture.container_id import Container
 from agent.capture.events import (
+    CallEvent,
     Event,
     EventBase,
     ExecEvent,
@@ -100,8 +102,9 @@ from agent.capture.events import (
     SyscallCounts,
     UringEvent,
 )
-from agent.capture.kinds import FILE_OPERATIONS, SEND_OPS, file_operation
-from agent.capture.uring_facts import OPEN_OPS, PATH_OPS, TWO_PATH_OPS
+from agent.capture.kinds import FILE_OPERATIONS, SEND_OPS, TWO_PATH_OPS, file_operation
+from agent.capture.uring_facts import OPEN_OPS, PATH_OPS
+from agent.capture.uring_facts import TWO_PATH_OPS as URING_TWO_PATH_OPS
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
 from agent.evidence.payload_bytes import (
     NO_CGROUP,
@@ -116,6 +119,7 @@ from agent.evidence.payload_bytes import (
 )
 from agent.evidence.payloads import (
     AnchorData,
+    CallData,
     ConfigData,
     DegradedData,
     EndpointData,
@@ -149,6 +153,7 @@ from agent.evidence.record_types import (
     TYPE_STOP,
     TYPE_SYSCALLS,
     TYPE_URING,
+    call_type,
     file_type,
     net_type,
 )
@@ -165,6 +170,7 @@ from agent.redact import RedactionStats, Redactor
 from agent.redact.events import (
     MemoStats,
     RedactionMemo,
+    redact_call,
     redact_comm,
     redact_exec,
     redact_file,
@@ -379,6 +385,7 @@ class Mapper:
             ExitEvent: self._map_exit,
             NetEvent: self._map_net,
             UringEvent: self._map_uring,
+            CallEvent: self._map_call,
             SyscallCounts: self._syscalls,
             ProcessSeen: self._map_seen,
         }
@@ -664,6 +671,13 @@ class Mapper:
         )
         return self._uring(redacted, fired, cgroup)
 
+    def _map_call(self, event: CallEvent) -> EvidenceRecord:
+        # Rare (privilege changes, mounts, signals to others): always the Struct path.
+        comm, text, fired = redact_call(self._memo, event)
+        cgroup = self._cgroup(event.cgroup_id)
+        fired = _with(fired, cgroup[3])
+        return self._call(msgspec.structs.replace(event, comm=comm, text=text), fired, cgroup)
+
     def _map_seen(self, event: ProcessSeen) -> EvidenceRecord:
         comm, exe, cmdline, fired = redact_seen(self._memo, event)
         return self._seen(
@@ -710,11 +724,35 @@ class Mapper:
         )
         return self._emit(TYPE_EXIT, f"pid/{event.pid}", data, event.ts_ns)
 
+    def _call(
+        self, event: CallEvent, fired: tuple[str, ...], cgroup: _CgroupEntry = _NO_ENTRY
+    ) -> EvidenceRecord:
+        text = event.text
+        data = CallData(
+            **_header(event, fired, cgroup),
+            op=event.op,
+            syscall=event.syscall,
+            ret=_int53(event.ret, "ret"),
+            args={name: _u64(value) for name, value in event.args.items()},
+            text_cut=list(event.text_cut),
+            unreadable=list(event.unreadable),
+            ids_before=event.ids_before,
+            ids_after=event.ids_after,
+            caps_before=_u64_dict(event.caps_before),
+            caps_after=_u64_dict(event.caps_after),
+            source=text.get("source"),
+            target=text.get("target"),
+            fstype=text.get("fstype"),
+            params=text.get("params"),
+            name=text.get("name"),
+        )
+        return self._emit(call_type(family_of(event.op)), f"pid/{event.pid}", data, event.ts_ns)
+
     def _file(
         self, event: FileEvent, fired: tuple[str, ...], cgroup: _CgroupEntry = _NO_ENTRY
     ) -> EvidenceRecord:
         op = file_operation(event.op, event.flags)
-        rename = op == "rename"
+        rename = op in TWO_PATH_OPS
         count = event.count
         data = FileData(
             **_header(event, fired, cgroup),
@@ -731,6 +769,8 @@ class Mapper:
             mode=event.mode,
             count=count,
             last_ts_ns=str(event.last_ts_ns) if count > 1 else None,
+            owner=event.owner if op == "chown" else None,
+            group=event.group if op == "chown" else None,
         )
         # The envelope's subject is the path, in escape form if it needs one
         # (data.escaped then names "path").
@@ -767,7 +807,7 @@ class Mapper:
     ) -> EvidenceRecord:
         op = event.op
         named = op in PATH_OPS
-        two = op in TWO_PATH_OPS
+        two = op in URING_TWO_PATH_OPS
         opened = op in OPEN_OPS
         endpoint = event.endpoint
         data = UringData(
@@ -948,6 +988,10 @@ def _header(
 def _u64(value: int) -> int | str:
     """An integer as is if every JSON parser reads it exactly, else as a decimal string."""
     return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
+
+
+def _u64_dict(values: Mapping[str, int] | None) -> dict[str, int | str] | None:
+    return None if values is None else {name: _u64(value) for name, value in values.items()}
 
 
 def _int53(value: int, name: str) -> int:

@@ -24,7 +24,34 @@ file.unlink.v1/rmdir.v1    1001   4 Delete
 file.rename.v1             1001   5 Rename; the target is ``file_result``
 file.chmod.v1              1001   7 Set Security: mode bits are the file's
                                   access control, not a plain attribute
+file.chown.v1              1001   7 Set Security: the owner decides access
+file.link.v1/symlink.v1    1001   1 Create: ``file`` is the new name (a
+                                  symlink's type_id 7), ``unmapped.
+                                  link_target`` what it points to
+file.truncate.v1           1001   3 Update
 file.other.v1              1001   99 Other
+process.credentials.v1     1007   5 Set User ID (setuid, setreuid,
+                                  setresuid); 99 Other for the gid calls
+                                  ("Set Group ID") and capset ("Set
+                                  Capabilities"). ``process.user`` holds
+                                  the ids after, ``unmapped`` before/after
+process.ptrace.v1          1007   3 Open (attach, seize), 4 Inject (poke,
+                                  set registers), 99 Other; ``process`` is
+                                  the traced pid
+process.signal.v1          1007   99 Other ("Signal"); ``process`` the
+                                  target pid, ``unmapped.signal``
+process.memfd.v1           1001   1 Create: ``file`` ``memfd:<name>``,
+                                  type_id 99 Other (a file with no path)
+fs.mount.v1                1001   12 Mount / 13 Unmount: ``file`` is the
+                                  mount point (a folder)
+kernel.module.v1           1002   1 Load (init/finit_module), 2 Unload
+                                  (delete_module): Kernel Extension
+                                  Activity, ``driver.file`` the module
+kernel.bpf.v1              1003   1 Create (BPF_PROG_LOAD, BPF_MAP_CREATE),
+                                  4 Invoke otherwise: Kernel Activity,
+                                  ``kernel`` a System Call (type_id 2)
+process.namespace.v1       1003   4 Invoke: ``kernel`` the system call
+                                  (unshare, setns)
 network.connect.v1         4001   1 Open; 5 Refuse for ECONNREFUSED; 4 Fail
                                   for any other error. EINPROGRESS (a
                                   non-blocking connect under way) is Open
@@ -102,11 +129,13 @@ from typing import Any, Final
 
 import msgspec
 
+from agent.capture.calls import family_of
 from agent.capture.container_id import Container
-from agent.capture.kinds import AT_REMOVEDIR
+from agent.capture.kinds import AT_FDCWD, AT_REMOVEDIR
 from agent.capture.uring_facts import FILE_OPS as URING_FILE_OPS
 from agent.capture.uring_facts import NET_OPS as URING_NET_OPS
 from agent.evidence.payloads import (
+    CallData,
     EndpointData,
     ExecData,
     ExitData,
@@ -123,6 +152,8 @@ __all__ = [
     "CATEGORY_NETWORK",
     "CATEGORY_SYSTEM",
     "CLASS_FILE_SYSTEM",
+    "CLASS_KERNEL",
+    "CLASS_KERNEL_EXTENSION",
     "CLASS_NETWORK",
     "CLASS_PROCESS",
     "OCSF_VERSION",
@@ -136,11 +167,15 @@ OCSF_VERSION: Final = "1.3.0"
 CATEGORY_SYSTEM: Final = 1
 CATEGORY_NETWORK: Final = 4
 CLASS_FILE_SYSTEM: Final = 1001
+CLASS_KERNEL_EXTENSION: Final = 1002
+CLASS_KERNEL: Final = 1003
 CLASS_PROCESS: Final = 1007
 CLASS_NETWORK: Final = 4001
 
 _CLASS_NAMES: Final = {
     CLASS_FILE_SYSTEM: ("File System Activity", CATEGORY_SYSTEM, "System Activity"),
+    CLASS_KERNEL_EXTENSION: ("Kernel Extension Activity", CATEGORY_SYSTEM, "System Activity"),
+    CLASS_KERNEL: ("Kernel Activity", CATEGORY_SYSTEM, "System Activity"),
     CLASS_PROCESS: ("Process Activity", CATEGORY_SYSTEM, "System Activity"),
     CLASS_NETWORK: ("Network Activity", CATEGORY_NETWORK, "Network Activity"),
 }
@@ -166,11 +201,22 @@ _FILE_ACTIVITY: Final = {
     "rmdir": (4, "Delete"),
     "rename": (5, "Rename"),
     "chmod": (7, "Set Security"),
+    "chown": (7, "Set Security"),
+    "link": (1, "Create"),
+    "symlink": (1, "Create"),
+    "truncate": (3, "Update"),
     "other": (99, "Other"),
 }
 _NETWORK_PROFILES: Final = ("host",)
 _UNRESOLVED: Final = "unresolved"
 _FAMILIES: Final = frozenset({"file", "network", "uring"})
+_FILE_SYMLINK: Final = 7
+_FILE_OTHER: Final = 99
+_KERNEL_SYSCALL: Final = 2
+#: ptrace requests (linux/ptrace.h) that start tracing, and that write the tracee.
+_PTRACE_OPEN: Final = frozenset({16, 0x4206})  # ATTACH, SEIZE
+_PTRACE_INJECT: Final = frozenset({4, 5, 6, 13, 15, 0x4205})  # POKE*, SETREGS, SETFPREGS, SETREGSET
+_BPF_CREATE: Final = frozenset({0, 5})  # BPF_MAP_CREATE, BPF_PROG_LOAD
 _NET_OPEN: Final = (1, "Open")
 _NET_FAIL: Final = (4, "Fail")
 _NET_REFUSE: Final = (5, "Refuse")
@@ -200,10 +246,15 @@ def to_ocsf(ce: CloudEvent[Any]) -> dict[str, Any] | None:
     op, _, version = rest.rpartition(".")
     if version != "v1":
         return None
-    if not (family == "process" and op in _PROCESS_ACTIVITY) and family not in _FAMILIES:
-        return None
     payload_type = PAYLOAD_TYPES.get(ce.type)
     if payload_type is None:
+        return None
+    calls = payload_type is CallData
+    if (
+        not calls
+        and not (family == "process" and op in _PROCESS_ACTIVITY)
+        and family not in _FAMILIES
+    ):
         return None
     data = ce.data
     if not isinstance(data, payload_type):
@@ -217,6 +268,8 @@ def to_ocsf(ce: CloudEvent[Any]) -> dict[str, Any] | None:
         event = _file(ce, op, data)
     elif isinstance(data, NetData):
         event = _network(ce, op, data)
+    elif isinstance(data, CallData):
+        event = _call(ce, data)
     elif isinstance(data, UringData):
         uring = _uring(ce, data)
         if uring is None:
@@ -294,7 +347,7 @@ def _base(
     return event
 
 
-def _actor(data: ExecData | ForkData | ExitData | FileData | NetData) -> dict[str, Any]:
+def _actor(data: ExecData | ForkData | ExitData | FileData | NetData | CallData) -> dict[str, Any]:
     """The process that did it: the event header's pid, thread, command and user."""
     return {
         "process": {
@@ -364,15 +417,25 @@ def _file(ce: CloudEvent[Any], op: str, data: FileData) -> dict[str, Any]:
     event = _base(ce, CLASS_FILE_SYSTEM, activity, data.ret)
     event["actor"] = _actor(data)
     folder = op in ("mkdir", "rmdir")
-    event["file"] = _file_object(data.path, _FILE_FOLDER if folder else _FILE_UNKNOWN)
-    if op == "rename" and data.path2 is not None:
-        event["file_result"] = _file_object(data.path2, _FILE_UNKNOWN)
-    event["unmapped"] = {
+    unmapped: dict[str, Any] = {
         "syscall": data.syscall,
         "flags": data.flags,
         "mode": data.mode,
         "dfd": data.dfd,
     }
+    if op in ("link", "symlink") and data.path2 is not None:
+        # What was created is the new name; what it points to stays beside it.
+        event["file"] = _file_object(data.path2, _FILE_SYMLINK if op == "symlink" else 0)
+        unmapped["link_target"] = data.path
+    elif data.path or data.dfd == AT_FDCWD:
+        event["file"] = _file_object(data.path, _FILE_FOLDER if folder else _FILE_UNKNOWN)
+    else:  # fchmod, ftruncate, fchown: an open file, known by its fd
+        event["file"] = {"name": f"fd:{data.dfd}", "type_id": _FILE_UNKNOWN}
+    if op == "rename" and data.path2 is not None:
+        event["file_result"] = _file_object(data.path2, _FILE_UNKNOWN)
+    if data.owner is not None or data.group is not None:
+        unmapped["owner"], unmapped["group"] = data.owner, data.group
+    event["unmapped"] = unmapped
     if data.count > 1:
         event["count"] = data.count
     return _escaped(event, data.escaped)
@@ -498,6 +561,78 @@ def _uring(ce: CloudEvent[Any], data: UringData) -> dict[str, Any] | None:
         return None
     event["unmapped"].update(via="io_uring", op=data.op, user_data=data.user_data)
     return event
+
+
+def _call_activity(data: CallData) -> tuple[int, tuple[int, str]]:
+    """The OCSF class and activity of a call (see the module's table)."""
+    op, family = data.op, family_of(data.op)
+    if family == "credentials":
+        if op.endswith("uid"):
+            return CLASS_PROCESS, (5, "Set User ID")
+        return CLASS_PROCESS, (99, "Set Capabilities" if op == "capset" else "Set Group ID")
+    if family == "ptrace":
+        request = data.args.get("request")
+        if request in _PTRACE_OPEN:
+            return CLASS_PROCESS, (3, "Open")
+        if request in _PTRACE_INJECT:
+            return CLASS_PROCESS, (4, "Inject")
+        return CLASS_PROCESS, (99, "Other")
+    if family == "signal":
+        return CLASS_PROCESS, (99, "Signal")
+    if family == "mount":
+        return CLASS_FILE_SYSTEM, (13, "Unmount") if op == "umount" else (12, "Mount")
+    if family == "memfd":
+        return CLASS_FILE_SYSTEM, (1, "Create")
+    if family == "module":
+        return CLASS_KERNEL_EXTENSION, (2, "Unload") if op == "delete_module" else (1, "Load")
+    if family == "bpf":
+        create = data.args.get("cmd") in _BPF_CREATE
+        return CLASS_KERNEL, (1, "Create") if create else (4, "Invoke")
+    return CLASS_KERNEL, (4, "Invoke")  # namespace, and any call not named here
+
+
+def _call(ce: CloudEvent[Any], data: CallData) -> dict[str, Any]:
+    class_uid, activity = _call_activity(data)
+    event = _base(ce, class_uid, activity, data.ret)
+    event["actor"] = _actor(data)
+    family = family_of(data.op)
+    target = data.args.get("pid", data.args.get("tgid", data.args.get("tid")))
+    if family == "credentials":
+        ids = data.ids_after or data.ids_before
+        process: dict[str, Any] = {"pid": data.pid, "tid": data.tid, "name": data.comm}
+        if ids is not None:
+            process["user"] = {"uid": str(ids["euid"])}
+        event["process"] = process
+    elif family in ("ptrace", "signal") and isinstance(target, int):
+        event["process"] = {"pid": target}
+    elif family == "mount" and data.target is not None:
+        event["file"] = _file_object(data.target, _FILE_FOLDER)
+    elif family == "memfd":
+        name = f"memfd:{data.name or ''}"
+        event["file"] = {"name": name, "type_id": _FILE_OTHER, "type": "memfd"}
+    elif family == "module":
+        # delete_module names the module; finit_module loads it from an fd;
+        # init_module's image is in memory, its name inside the ELF.
+        fd = data.args.get("fd")
+        name = data.name or (f"fd:{fd}" if isinstance(fd, int) else "")
+        event["driver"] = {"file": {"name": name, "type_id": _FILE_REGULAR}}
+    elif class_uid == CLASS_KERNEL:
+        event["kernel"] = {"name": data.op, "type_id": _KERNEL_SYSCALL}
+    unmapped: dict[str, Any] = {"syscall": data.syscall, "op": data.op, "args": data.args}
+    for key in ("source", "target", "fstype", "params", "name"):
+        value = getattr(data, key)
+        if value is not None:
+            unmapped[key] = value
+    for key in ("ids_before", "ids_after", "caps_before", "caps_after"):
+        value = getattr(data, key)
+        if value is not None:
+            unmapped[key] = value
+    if data.text_cut:
+        unmapped["text_cut"] = data.text_cut
+    if data.unreadable:
+        unmapped["unreadable"] = data.unreadable
+    event["unmapped"] = unmapped
+    return _escaped(event, data.escaped)
 
 
 def _endpoint(endpoint: EndpointData | None) -> dict[str, Any]:

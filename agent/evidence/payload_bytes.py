@@ -31,7 +31,7 @@ import msgspec
 
 from agent.capture.container_id import Container
 from agent.capture.events import Endpoint, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent
-from agent.capture.kinds import SEND_OPS
+from agent.capture.kinds import SEND_OPS, TWO_PATH_OPS
 from agent.evidence.canonical import MAX_SAFE_INTEGER
 
 __all__ = [
@@ -141,8 +141,10 @@ def file_bytes(
     ret = event.ret
     if not -MAX_SAFE_INTEGER <= ret <= MAX_SAFE_INTEGER:
         return None
+    if op == "chown":
+        return None  # rare: the Struct path writes its owner and group
     try:
-        rename = op == "rename"
+        rename = op in TWO_PATH_OPS
         count, last = (b"", b"") if event.count == 1 else _folded(event.count, event.last_ts_ns)
         return _FILE % (
             cgroup[0],

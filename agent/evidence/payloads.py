@@ -38,6 +38,7 @@ from agent.safetext import escape_fields
 
 __all__ = [
     "AnchorData",
+    "CallData",
     "ConfigData",
     "DegradedData",
     "EndpointData",
@@ -116,7 +117,11 @@ class ExitData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False)
 
 
 class FileData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """``file.<op>.v1``. ``dfd2``/``path2``/``path2_cut`` are a rename's, else None.
+    """``file.<op>.v1``. ``dfd2``/``path2``/``path2_cut`` are a rename's or
+    link's new name (a symlink's new link, its ``path`` being the link's
+    text), else None. ``path`` is empty for an operation on an open file
+    (fchmod, ftruncate, fchown), whose fd is ``dfd``. ``owner``/``group``:
+    the ids a chown asked for (-1: unchanged), written only for chown.
 
     Folded (``count`` > 1): ``count`` identical events, the first at
     ``ts_ns``, the last at ``last_ts_ns``.
@@ -135,6 +140,8 @@ class FileData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False)
     mode: int
     count: int = 1
     last_ts_ns: str | None = None
+    owner: int | None = None
+    group: int | None = None
 
 
 class EndpointData(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False):
@@ -213,6 +220,42 @@ class UringData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False
     fixed_file: bool
     direct: bool
     no_layout: bool
+
+
+class CallData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """A security-relevant call (``process.credentials.v1``,
+    ``process.ptrace.v1``, ``process.signal.v1``, ``process.namespace.v1``,
+    ``process.memfd.v1``, ``kernel.module.v1``, ``kernel.bpf.v1``,
+    ``fs.mount.v1``; agent.capture.calls names each call's fields).
+
+    ``args``: the call's arguments by name (a uid or gid of -1: unchanged;
+    pointers past 2**53 as decimal strings). The strings it took, each
+    written only for the calls that have it: ``source``, ``target`` and
+    ``fstype`` (mount, umount), ``params`` (init_module, finit_module),
+    ``name`` (delete_module, memfd_create); ``text_cut`` names those the
+    capture may have cut, ``unreadable`` the arguments and strings whose
+    memory could not be read. ``ids_before``/``ids_after``: the caller's
+    uid, euid, suid, gid, egid, sgid before and (credential changes only)
+    after the call; ``caps_before``/``caps_after``: its effective,
+    permitted and inheritable capability masks; None when not resolved (or,
+    for ``*_after``, not a credential change).
+    """
+
+    op: str
+    syscall: str
+    ret: int
+    args: dict[str, int | str]
+    text_cut: list[str]
+    unreadable: list[str]
+    ids_before: dict[str, int] | None
+    ids_after: dict[str, int] | None
+    caps_before: dict[str, int | str] | None
+    caps_after: dict[str, int | str] | None
+    source: str | None = None
+    target: str | None = None
+    fstype: str | None = None
+    params: str | None = None
+    name: str | None = None
 
 
 class SyscallsData(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False):
@@ -300,7 +343,8 @@ class StopData(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False
 
 
 Payload: TypeAlias = (
-    ExecData
+    CallData
+    | ExecData
     | ForkData
     | ExitData
     | FileData

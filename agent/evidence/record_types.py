@@ -14,6 +14,7 @@ import msgspec
 from agent.capture.kinds import FILE_OPERATIONS, NET_OPERATIONS
 from agent.evidence.payloads import (
     AnchorData,
+    CallData,
     ConfigData,
     DegradedData,
     ExecData,
@@ -33,6 +34,7 @@ from agent.evidence.payloads import (
 from agent.evidence.types import TYPE_PREFIX
 
 __all__ = [
+    "CALL_TYPES",
     "CAPTURE_TYPES",
     "PAYLOAD_TYPES",
     "TYPE_ANCHOR",
@@ -48,6 +50,7 @@ __all__ = [
     "TYPE_STOP",
     "TYPE_SYSCALLS",
     "TYPE_URING",
+    "call_type",
     "decode_payload",
     "file_type",
     "net_type",
@@ -81,6 +84,25 @@ TYPE_FILE_OTHER: Final = TYPE_PREFIX + "file.other.v1"
 TYPE_NET_OTHER: Final = TYPE_PREFIX + "network.other.v1"
 
 
+#: The record type of each family of security-relevant calls (agent.capture.calls).
+CALL_TYPES: Final[dict[str, str]] = {
+    "credentials": TYPE_PREFIX + "process.credentials.v1",
+    "ptrace": TYPE_PREFIX + "process.ptrace.v1",
+    "signal": TYPE_PREFIX + "process.signal.v1",
+    "namespace": TYPE_PREFIX + "process.namespace.v1",
+    "memfd": TYPE_PREFIX + "process.memfd.v1",
+    "module": TYPE_PREFIX + "kernel.module.v1",
+    "bpf": TYPE_PREFIX + "kernel.bpf.v1",
+    "mount": TYPE_PREFIX + "fs.mount.v1",
+    "other": TYPE_PREFIX + "process.call.v1",
+}
+
+
+def call_type(family: str) -> str:
+    """The record type of a family of calls."""
+    return CALL_TYPES.get(family, CALL_TYPES["other"])
+
+
 def file_type(op: str) -> str:
     """The record type of a file operation."""
     return _FILE_TYPES.get(op, TYPE_FILE_OTHER)
@@ -109,6 +131,7 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
     TYPE_NET_OTHER: NetData,
     **dict.fromkeys(_FILE_TYPES.values(), FileData),
     **dict.fromkeys(_NET_TYPES.values(), NetData),
+    **dict.fromkeys(CALL_TYPES.values(), CallData),
 }
 """Record type to the payload Struct its ``data`` holds."""
 

@@ -28,6 +28,7 @@ import blake3
 import msgspec
 
 from agent.capture.events import (
+    CallEvent,
     Endpoint,
     Event,
     ExecEvent,
@@ -168,6 +169,21 @@ def redact_file(redactor: FieldRedactor, event: FileEvent) -> tuple[str, str, st
     return comm.text, path.text, path2.text, _joined(fired) if fired else ()
 
 
+def redact_call(
+    redactor: FieldRedactor, event: CallEvent
+) -> tuple[str, dict[str, str], tuple[str, ...]]:
+    """A call's ``comm`` and strings (mount source and target, module params
+    and name, memfd name...), redacted, and the rules that fired."""
+    comm = redact_comm(redactor, event.comm)
+    fired = comm.fired
+    text: dict[str, str] = {}
+    for name, value in event.text.items():
+        result = redactor.text(value, name, name in event.text_cut) if value else _NOTHING
+        text[name] = result.text
+        fired += result.fired
+    return comm.text, text, _joined(fired) if fired else ()
+
+
 def redact_exec(
     redactor: FieldRedactor, event: ExecEvent
 ) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
@@ -255,6 +271,9 @@ def redact_event(redactor: TextRedactor, event: Event) -> tuple[Event, tuple[str
             replace(event, comm=comm, path=path, path2=path2, abs_path=abs_path, endpoint=endpoint),
             fired,
         )
+    if isinstance(event, CallEvent):
+        comm, text, fired = redact_call(fields, event)
+        return replace(event, comm=comm, text=text), fired
     if isinstance(event, ForkEvent | ExitEvent):
         result = redact_comm(fields, event.comm)
         return replace(event, comm=result.text), result.fired

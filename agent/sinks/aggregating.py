@@ -2,10 +2,11 @@
 
 Caps (all counted when hit, and the counts are in the profile):
   - ``max_processes``: processes held, live or exited.
-  - ``max_files`` / ``max_endpoints`` / ``max_execs`` per process: distinct
-    file records, network records, exec attempts kept.
-  - ``max_total_files`` / ``max_total_endpoints`` / ``max_total_execs``: the
-    same records over all processes held.
+  - ``max_files`` / ``max_endpoints`` / ``max_execs`` / ``max_calls`` per
+    process: distinct file records, network records, exec attempts and
+    security-relevant call records kept.
+  - ``max_total_files`` / ``max_total_endpoints`` / ``max_total_execs`` /
+    ``max_total_calls``: the same records over all processes held.
   - ``max_bytes``: the estimated memory of everything held (see
     :func:`text_bytes` and the ``*_BYTES`` constants): what bounds the sink
     whatever the paths and argv an attacker picks.
@@ -38,8 +39,10 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from agent.capture import calls as call_specs
 from agent.capture.cgroups import CgroupInfo, CgroupResolver
 from agent.capture.events import (
+    CallEvent,
     Endpoint,
     Event,
     ExecEvent,
@@ -62,12 +65,14 @@ from agent.capture.kinds import (
     O_EXCL,
     O_TRUNC,
     SEND_OPS,
+    TWO_PATH_OPS,
     file_operation,
 )
 from agent.capture.uring_facts import as_file_event, as_net_event
 from agent.sinks.base import SinkCounts
 from agent.sinks.profile import (
     PROFILE_VERSION,
+    CallRecord,
     ExecRecord,
     FileRecord,
     NetRecord,
@@ -88,13 +93,15 @@ FILE_BYTES = 260
 ENDPOINT_BYTES = 300
 #: An exec record, plus 8 per argv entry (its list).
 EXEC_BYTES = 150
+#: A call record: the record, its key, its arg and text dicts.
+CALL_BYTES = 600
 #: One syscall's count (held compactly: a name pointer and a u64).
 SYSCALL_BYTES = 16
 #: A str's own overhead (the ASCII str header and its NUL).
 STR_BYTES = 50
 
 #: Eviction counters, in the order the profile lists them.
-EVICTION_KINDS = ("processes", "files", "endpoints", "execs", "notes")
+EVICTION_KINDS = ("processes", "files", "endpoints", "execs", "calls", "notes")
 
 
 def text_bytes(*texts: str) -> int:
@@ -151,8 +158,12 @@ def access_bits(flags: int) -> int:
 
 
 def display_path(path: str, dfd: int) -> str:
+    """A path as the profile shows it: ``fd:N/rel`` when relative to a
+    directory fd, ``fd:N`` for an operation on an open file (no path)."""
     if path.startswith("/") or dfd == AT_FDCWD:
         return path
+    if not path:
+        return f"fd:{dfd}"
     return f"fd:{dfd}/{path}"
 
 
@@ -184,6 +195,18 @@ class _FileAgg:
     error: str
     path_cut: bool
     target_cut: bool
+    owner: int | None = None
+    group: int | None = None
+
+
+_CallKey = tuple[object, ...]
+
+
+@dataclass(slots=True)
+class _CallAgg:
+    event: CallEvent  # the first one
+    count: int
+    error: str
 
 
 @dataclass(slots=True)
@@ -242,6 +265,7 @@ class _Proc:
     execs: list[ExecRecord] = field(default_factory=list)
     files: dict[tuple[str, str, str, str], _FileAgg] = field(default_factory=dict)
     network: dict[tuple[str, Endpoint | None, str], _NetAgg] = field(default_factory=dict)
+    calls: dict[_CallKey, _CallAgg] = field(default_factory=dict)
     bound: dict[int, Endpoint] = field(default_factory=dict)  # fd -> bind address
     # The last syscall reading, compactly: names (the decoder's own strs) and counts.
     syscall_names: tuple[str, ...] = _NO_NAMES
@@ -273,10 +297,12 @@ class AggregatingSink:
         max_files: int = 4096,
         max_endpoints: int = 1024,
         max_execs: int = 64,
+        max_calls: int = 256,
         max_notes: int = 256,
         max_total_files: int = 1 << 18,
         max_total_endpoints: int = 1 << 16,
         max_total_execs: int = 1 << 16,
+        max_total_calls: int = 1 << 16,
         max_bytes: int = 256 << 20,
         boot_offset_ns: int | None = None,
         cgroups: CgroupResolver | None = None,
@@ -291,11 +317,12 @@ class AggregatingSink:
         self.max_files = max_files
         self.max_endpoints = max_endpoints
         self.max_execs = max_execs
+        self.max_calls = max_calls
         self.max_notes = max_notes
         # Per-process caps times processes is no bound at all: the totals
         # are capped too, and so are the bytes all of it takes.
         self.max_total = {"files": max_total_files, "endpoints": max_total_endpoints,
-                          "execs": max_total_execs}  # fmt: skip
+                          "execs": max_total_execs, "calls": max_total_calls}  # fmt: skip
         self.max_bytes = max_bytes
         self.totals: Counter[str] = Counter()
         self.held_bytes = 0
@@ -325,8 +352,8 @@ class AggregatingSink:
         ever new paths cannot take the whole budget: 512 files (about
         200 KiB), 256 endpoints, 32 execs."""
         return cls(max_processes=4096, max_files=512, max_endpoints=256, max_execs=32,
-                   max_total_files=1 << 15, max_total_endpoints=1 << 13,
-                   max_total_execs=1 << 13, max_bytes=4 << 20,
+                   max_calls=64, max_total_files=1 << 15, max_total_endpoints=1 << 13,
+                   max_total_execs=1 << 13, max_total_calls=1 << 13, max_bytes=4 << 20,
                    boot_offset_ns=boot_offset_ns, cgroups=cgroups)  # fmt: skip
 
     # -- EventSink -----------------------------------------------------------
@@ -365,6 +392,8 @@ class AggregatingSink:
             self._uring(event)
         elif isinstance(event, ExitEvent):
             self._exit(event)
+        elif isinstance(event, CallEvent):
+            self._call(event)
         else:
             self._seen(event)
 
@@ -488,6 +517,7 @@ class AggregatingSink:
                 path=f.path, op=f.op, access=access, count=f.count,
                 first_ns=f.first_ns, target=f.target, mode=f.mode, error=f.error,
                 path_cut=f.path_cut, target_cut=f.target_cut,
+                owner=f.owner, group=f.group,
             )  # fmt: skip
 
         def net_rec(n: _NetAgg) -> NetRecord:
@@ -497,6 +527,20 @@ class AggregatingSink:
         # A connect line all of whose connects failed later (their error
         # lines say so), or whose connect records have not come yet: none.
         nets = [n for n in nets if n.frozen_count_and_result()[0] > 0]
+
+        def call_rec(c: _CallAgg) -> CallRecord:
+            e = c.event
+            return CallRecord(
+                op=e.op, family=call_specs.family_of(e.op), args=dict(e.args),
+                text=dict(e.text), count=c.count, first_ns=e.ts_ns, error=c.error,
+                ids_before=e.ids_before, ids_after=e.ids_after,
+                caps_before=e.caps_before, caps_after=e.caps_after,
+                text_cut=list(e.text_cut),
+            )  # fmt: skip
+
+        # In the order they first happened: a privilege drop before an exec
+        # reads as it ran.
+        call_list = sorted(p.calls.values(), key=lambda c: (c.event.ts_ns, c.event.tid))
 
         counts = p.syscall_counts or ()
         cgroup = p.cgroup
@@ -516,6 +560,7 @@ class AggregatingSink:
             argv_cut=list(p.argv_cut), argv_more=p.argv_more,
             cgroup=cgroup.path if cgroup is not None else None,
             container=cgroup.container if cgroup is not None else None,
+            calls=[call_rec(c) for c in call_list],
         )  # fmt: skip
 
     # -- the budget ------------------------------------------------------------
@@ -561,6 +606,7 @@ class AggregatingSink:
         self.totals["files"] -= len(old.files)
         self.totals["endpoints"] -= len(old.network)
         self.totals["execs"] -= len(old.execs)
+        self.totals["calls"] -= len(old.calls)
         self.held_bytes -= old.cost
         self.evictions["processes"] += 1
 
@@ -595,7 +641,9 @@ class AggregatingSink:
         return proc
 
     def _touch(
-        self, proc: _Proc, event: ExecEvent | FileEvent | NetEvent | ExitEvent | UringEvent
+        self,
+        proc: _Proc,
+        event: ExecEvent | FileEvent | NetEvent | ExitEvent | UringEvent | CallEvent,
     ) -> None:
         proc.comm = event.comm
         proc.uid = event.uid
@@ -727,8 +775,9 @@ class AggregatingSink:
             mode = event.mode
         else:
             op = file_operation(op, event.flags)
-        path = display_path(event.path, event.dfd)
-        target = display_path(event.path2, event.dfd2) if op == "rename" else ""
+        # A symlink's path is the text the link holds: not resolved against anything.
+        path = event.path if op == "symlink" else display_path(event.path, event.dfd)
+        target = display_path(event.path2, event.dfd2) if op in TWO_PATH_OPS else ""
         error = errno_name(int(event.ret)) if event.ret < 0 else ""
         key = (path, op, target, error)
         agg = proc.files.get(key)
@@ -742,13 +791,15 @@ class AggregatingSink:
                 return
             agg = _FileAgg(
                 path, op, 0, 0, event.ts_ns, target, mode, error,
-                event.path_cut, event.path2_cut if op == "rename" else False,
+                event.path_cut, event.path2_cut if op in TWO_PATH_OPS else False,
             )  # fmt: skip
             proc.files[key] = agg
         agg.count += event.count
         agg.access |= access
         if mode is not None:
             agg.mode = mode
+        if op == "chown":
+            agg.owner, agg.group = event.owner, event.group
 
     def _uring(self, event: UringEvent) -> None:
         """An io_uring completion: counted per op, and an open, unlink,
@@ -852,3 +903,32 @@ class AggregatingSink:
             failed.proto = event.proto
         if line is not None:
             line.failed_later += n
+
+    def _call(self, event: CallEvent) -> None:
+        proc = self._proc(event.pid)
+        if proc is None:
+            return
+        if not proc.comm:
+            self._touch(proc, event)
+        error = errno_name(event.ret) if event.ret < 0 else ""
+
+        def frozen(d: dict[str, int] | None) -> tuple[tuple[str, int], ...] | None:
+            return None if d is None else tuple(d.items())
+
+        key: _CallKey = (
+            event.op, tuple(event.args.items()), tuple(event.text.items()), error,
+            frozen(event.ids_before), frozen(event.ids_after),
+            frozen(event.caps_before), frozen(event.caps_after),
+        )  # fmt: skip
+        agg = proc.calls.get(key)
+        if agg is None:
+            cost = CALL_BYTES + text_bytes(*event.text.values())
+            if not self._room(proc, "calls", len(proc.calls), self.max_calls, cost):
+                return
+            agg = _CallAgg(event, 0, error)
+            proc.calls[key] = agg
+        agg.count += 1
+        # A process whose credentials changed is now that user.
+        if event.ret == 0 and event.ids_after is not None:
+            proc.uid = event.ids_after["uid"]
+            proc.gid = event.ids_after["gid"]

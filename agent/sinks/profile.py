@@ -56,12 +56,16 @@ class ExecRecord(msgspec.Struct, frozen=True):
 class FileRecord(msgspec.Struct, frozen=True):
     """Operations on one path, merged.
 
-    ``op``: open, unlink, rmdir, rename, chmod or mkdir. For open, ``access``
+    ``op``: open, unlink, rmdir, rename, chmod, mkdir, link, symlink,
+    truncate or chown. For open, ``access``
     lists what the flags asked for: read, write, create (O_CREAT: the file
     may have existed), exclusive-create (O_CREAT|O_EXCL: it did not),
     truncate, append, directory. ``path`` is as the process gave it; a
     relative path is relative to the working directory, or ``fd:N/`` names
-    the directory fd it was relative to. ``target`` is a rename's new name.
+    the directory fd it was relative to, ``fd:N`` alone an operation on an
+    open file (fchmod, ftruncate, fchown). ``target`` is a rename's or
+    link's new name, a symlink's new link (its ``path`` is the link's text).
+    ``owner``/``group``: the ids a chown asked for (-1: unchanged).
     ``path_cut``/``target_cut``: the capture may have cut that path short.
     """
 
@@ -75,6 +79,8 @@ class FileRecord(msgspec.Struct, frozen=True):
     error: str = ""
     path_cut: bool = False
     target_cut: bool = False
+    owner: int | None = None
+    group: int | None = None
 
 
 class NetRecord(msgspec.Struct, frozen=True):
@@ -101,6 +107,34 @@ class NetRecord(msgspec.Struct, frozen=True):
     result: str = "ok"
     error: str = ""
     proto: str = ""
+
+
+class CallRecord(msgspec.Struct, frozen=True):
+    """One security-relevant call (agent.capture.calls), repeats merged.
+
+    ``op`` is the call (``setresuid``, ``ptrace``, ``mount``, ``kill``,
+    ``memfd_create``...), ``family`` its family (credentials, ptrace, mount,
+    module, bpf, namespace, signal, memfd). ``args`` and ``text`` are its
+    arguments and strings by name; calls that differ in any of them, in
+    their result or in the caller's ids are kept apart. ``ids_before`` /
+    ``ids_after``: the caller's uid, euid, suid, gid, egid, sgid before and
+    (credential changes only) after; ``caps_*`` the capability masks; None
+    when not resolved. ``error``: the errno name of a failed call.
+    ``text_cut`` names the strings the capture may have cut short.
+    """
+
+    op: str
+    family: str
+    args: dict[str, int]
+    text: dict[str, str]
+    count: int
+    first_ns: int
+    error: str = ""
+    ids_before: dict[str, int] | None = None
+    ids_after: dict[str, int] | None = None
+    caps_before: dict[str, int] | None = None
+    caps_after: dict[str, int] | None = None
+    text_cut: list[str] = []
 
 
 class ProcessProfile(msgspec.Struct, frozen=True):
@@ -138,6 +172,7 @@ class ProcessProfile(msgspec.Struct, frozen=True):
     #: io_uring completions per op (openat, connect, read...): the ops that
     #: are file or socket facts are in files/network too.
     uring: dict[str, int] = {}
+    calls: list[CallRecord] = []
 
 
 Redaction: TypeAlias = Literal["applied", "off"]
@@ -247,6 +282,26 @@ def cgroup_text(proc: ProcessProfile) -> str:
     return text
 
 
+def _ids_text(ids: dict[str, int] | None) -> str:
+    if ids is None:
+        return "?"
+    return "uid={uid},{euid},{suid} gid={gid},{egid},{sgid}".format(**ids)
+
+
+def call_text(call: CallRecord) -> str:
+    """A call as one line: its name, arguments, strings (escaped, ``[cut]``
+    marked), id change, result."""
+    parts = [call.op, *(f"{k}={v}" for k, v in call.args.items())]
+    parts += [f"{k}={text_field(v, cut=k in call.text_cut)}" for k, v in call.text.items()]
+    if call.ids_after is not None or call.family == "credentials":
+        parts.append(f"[{_ids_text(call.ids_before)} -> {_ids_text(call.ids_after)}]")
+    if call.count > 1:
+        parts.append(f"x{call.count}")
+    if call.error:
+        parts.append(f"FAILED: {call.error}")
+    return " ".join(parts)
+
+
 def render_text(profile: Profile) -> str:
     """A readable report: the process tree, then per process what it did.
 
@@ -329,6 +384,8 @@ def render_text(profile: Profile) -> str:
             ep = endpoint_text(n.endpoint)
             first = when("first", n.first_ns, n.count)
             lines.append(f"{pad}    net {n.op} FAILED {ep}: {n.error}{result}{first}")
+        for c in proc.calls:
+            lines.append(f"{pad}    call {call_text(c)}")
         if proc.syscalls:
             top = sorted(proc.syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
             lines.append(f"{pad}    syscalls: " + ", ".join(f"{k}={v}" for k, v in top))

@@ -27,14 +27,22 @@ from agent.redact.events import (
     comm_is_cut,
     redact_endpoint,
 )
-from agent.sinks.profile import ExecRecord, FileRecord, NetRecord, ProcessProfile, Profile
+from agent.sinks.profile import (
+    CallRecord,
+    ExecRecord,
+    FileRecord,
+    NetRecord,
+    ProcessProfile,
+    Profile,
+)
 
 __all__ = ["ProfileRedactor", "redact_profile"]
 
 
 def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
-    """``profile`` with argv, command lines, names, paths, cgroup paths and
-    UNIX addresses redacted. Never raises for any text (the redactor fails closed).
+    """``profile`` with argv, command lines, names, paths, cgroup paths, UNIX
+    addresses and the strings of calls (mount sources, module params...)
+    redacted. Never raises for any text (the redactor fails closed).
 
     A record nothing was redacted in is kept as it is, not copied: a
     snapshot of a busy host is tens of thousands of records, nearly all
@@ -70,6 +78,12 @@ def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
         endpoint = redact_endpoint(redactor, n.endpoint, set())
         return n if endpoint is n.endpoint else replace(n, endpoint=endpoint)
 
+    def call_record(c: CallRecord) -> CallRecord:
+        redacted = {k: text(v, k, k in c.text_cut) for k, v in c.text.items()}
+        if all(redacted[k] is v for k, v in c.text.items()):
+            return c
+        return replace(c, text=redacted)
+
     def each(items: list[_R], redact: Callable[[_R], _R]) -> list[_R]:
         out = [redact(item) for item in items]
         return items if all(a is b for a, b in zip(out, items, strict=True)) else out
@@ -85,6 +99,7 @@ def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
             "failed_files": each(p.failed_files, file_record),
             "network": each(p.network, net_record),
             "failed_network": each(p.failed_network, net_record),
+            "calls": each(p.calls, call_record),
         }
         changed = {k: v for k, v in changed.items() if v is not getattr(p, k)}
         return replace(p, **changed) if changed else p

@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
+from agent.capture import calls
 from agent.capture.events import (
+    CallEvent,
     Endpoint,
     Event,
     ExecEvent,
@@ -32,7 +34,7 @@ from agent.capture.events import (
     SyscallCounts,
     UringEvent,
 )
-from agent.capture.kinds import AT_REMOVEDIR, FILE_OPS, NET_OPS, O_CREAT
+from agent.capture.kinds import AT_REMOVEDIR, CALL_CREDS_OPS, FILE_OPS, NET_OPS, O_CREAT
 from agent.capture.loader import ProbeStatus
 from agent.evidence.mapper import Mapper
 from agent.evidence.ocsf import (
@@ -145,6 +147,22 @@ def events() -> Iterator[Event]:
                 cflags=0, endpoint=endpoint, abs_path="/etc/hosts" if op == "openat" else "",
                 abs_flags=0,
             )  # fmt: skip
+    # Security-relevant calls: every op the capture names (plus one it does
+    # not), with the arguments and strings each keeps, resolved or not.
+    ids = dict.fromkeys(calls.ID_NAMES, 0)
+    caps = dict.fromkeys(calls.CAP_NAMES, 0x1FF)
+    for op, spec in [*calls.CALL_SPECS.items(), ("op99", None)]:
+        args = {name: 16 for name, _, _ in spec.args} if spec else {}
+        text = {name: "/mnt/x" for name, _ in spec.strings} if spec else {}
+        for ret in (0, *FAILURES):
+            for resolved in (True, False):
+                yield CallEvent(
+                    **HEADER, op=op, syscall=op, ret=ret, args=args, text=text, text_cut=(),
+                    unreadable=(), ids_before=ids if resolved else None,
+                    ids_after=ids if resolved and op in CALL_CREDS_OPS else None,
+                    caps_before=caps if resolved else None,
+                    caps_after=caps if resolved and op in CALL_CREDS_OPS else None,
+                )  # fmt: skip
     yield SyscallCounts(pid=42, counts={"read": 3}, final=True)
     yield ProcessSeen(
         pid=1,
