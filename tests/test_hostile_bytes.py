@@ -81,9 +81,11 @@ def header(kind: int, comm: bytes) -> bytes:
 
 
 def exec_record(comm: bytes, filename: bytes, argv: list[bytes]) -> bytes:
-    body = EXEC_BODY.pack(0, len(argv), 0, 0, cstr(filename, PATH_LEN))
-    args = b"".join(cstr(a, ARG_LEN) for a in argv).ljust(ARGV_MAX * ARG_LEN, b"\0")
-    data = header(KIND_EXEC, comm) + body + args
+    area = b"".join(a + b"\0" for a in argv)
+    cwd, exe = b"/" + filename, b"/" + comm
+    body = EXEC_BODY.pack(0, 0, 0, 1, 0, 0, 0, len(filename), len(area), len(cwd), len(exe),
+                          0, 0, 0)  # fmt: skip
+    data = header(KIND_EXEC, comm) + body + area + filename + cwd + exe
     return data.ljust((len(data) + 7) & ~7, b"\0")
 
 
