@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -898,3 +899,34 @@ def test_access_bits_say_what_open_access_says_for_every_flag_word() -> None:
             flags = (low << 0) | extra
             words = [w for i, w in enumerate(ACCESS_WORDS) if access_bits(flags) >> i & 1]
             assert words == sorted(open_access(flags)), oct(flags)
+
+
+def test_render_text_shows_wall_clock_times() -> None:
+    """RFC 3339 UTC, to the ms, from the profile's boot offset; none without one."""
+    offset = 1_714_564_800 * 10**9 - 10**9  # boot time 1 s is 2024-05-01T12:00:00Z
+    events: list[Event] = [
+        seen(1, 0),
+        fork(1, 2, 1_500_000_000),
+        execve(2, 1_600_000_000, "/nope", ("nope",), ret=-errno.ENOENT),
+        file_(2, 2_000_000_000, "/a"),
+        file_(2, 2_250_000_000, "/a"),
+        file_(2, 2_300_000_000, "/x", ret=-errno.EACCES),
+        net(2, 3_000_000_000, "connect", HTTPS),
+        exit_(2, 4_000_000_999),
+    ]
+    sink = feed(events)
+    sink.boot_offset_ns = offset
+    prof = sink.finish()
+    assert prof.boot_offset_ns == offset
+    assert decode_profile(encode_profile(prof)).boot_offset_ns == offset
+    lines = render_text(prof).splitlines()
+    child = next(line for line in lines if "[2]" in line)
+    assert child.endswith(
+        "(exit 0)  started 2024-05-01T12:00:00.500Z  exited 2024-05-01T12:00:03.000Z"
+    )
+    assert "      exec FAILED /nope: ENOENT  at 2024-05-01T12:00:00.600Z" in lines
+    assert "      file open(read) /a  first 2024-05-01T12:00:01.000Z, 2 times" in lines
+    assert "      file open FAILED /x: EACCES  first 2024-05-01T12:00:01.300Z" in lines
+    assert f"      net connect {HTTPS.render()}  first 2024-05-01T12:00:02.000Z" in lines
+    bare = render_text(msgspec.structs.replace(prof, boot_offset_ns=None))
+    assert "2024-" not in bare and "started" not in bare

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from agent.evidence.types import parse_rfc3339_ns
 from tests.conftest import REPO, TRACEHOUND
 
 WORKLOAD = REPO / "tests" / "workloads" / "scripted.py"
@@ -146,6 +148,7 @@ def test_capture_was_complete(kernel: None, profiled: dict[str, Any]) -> None:
 
 
 def test_text_format(kernel: None, tmp_path: Path) -> None:
+    before = time.time_ns()
     result = subprocess.run(
         [*TRACEHOUND, "profile", "--format", "text", "--", "/bin/sh", "-c", "ls / >/dev/null; exit 3"],
         capture_output=True, text=True, timeout=120,
@@ -155,3 +158,13 @@ def test_text_format(kernel: None, tmp_path: Path) -> None:
     # argv is shell-quoted word by word: pasted into a shell it runs again.
     assert "/bin/sh -c 'ls / >/dev/null; exit 3'" in result.stdout
     assert "ls /" in result.stdout and "complete: yes" in result.stdout
+    # Times are wall clock, RFC 3339 UTC to the ms, and within this run.
+    after = time.time_ns()
+    ls = next(line for line in result.stdout.splitlines() if "] ls /" in line)
+    started = re.search(r"  started (\S+)  exited (\S+)$", ls)
+    assert started, ls
+    times = re.findall(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\b", result.stdout)
+    assert started.group(1) in times and len(times) >= 4, result.stdout
+    walls = [parse_rfc3339_ns(t) for t in times]
+    assert all(before - before % 10**6 <= w <= after for w in walls), (before, times, after)
+    assert parse_rfc3339_ns(started.group(1)) <= parse_rfc3339_ns(started.group(2))

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from agent.evidence.types import parse_rfc3339_ns
 from tests.conftest import TRACEHOUND
 from tests.harness import wait_until
 
@@ -34,6 +35,7 @@ def test_run_captures_and_stops_cleanly(
     ready, stats_file = tmp_path / "ready", tmp_path / "stats.json"
     events, profile_file = tmp_path / "events.ndjson", tmp_path / "profile.json"
     log = tmp_path / "stderr.log"
+    launched = time.time_ns()
     with open(log, "w") as err:
         agent = subprocess.Popen(
             [*TRACEHOUND, "run", "--ready-file", str(ready), "--stats-file", str(stats_file),
@@ -62,6 +64,12 @@ def test_run_captures_and_stops_cleanly(
     assert stats["balanced"] is True, stats["kinds"]
     assert all(p["attached"] for p in stats["probes"])
     assert stats["kinds"]["exec"]["delivered"] >= 2
+    # uptime_s counts from started_at: wall clock, RFC 3339 UTC, within this run
+    started = parse_rfc3339_ns(stats["started_at"])
+    assert launched - launched % 10**6 <= started <= time.time_ns(), stats["started_at"]
+    # the profile carries the boot offset its *_ns times convert with
+    offset = json.loads(profile_file.read_text())["boot_offset_ns"]
+    assert abs(offset + time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.time_ns()) < 10**9
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     execs = [e for e in lines if e["kind"] == "exec"]
     assert any(e["argv"] == ["/bin/true", "tracehound-run-arg"] for e in execs)

@@ -24,6 +24,7 @@ from agent.api.live import LiveTail, record_event
 from agent.api.routes import Route
 from agent.api.server import ApiServerStats, Peer, Reply, Send, StreamReply
 from agent.api.sse import sse_comment, sse_event
+from agent.capture.container_id import matches_container
 from agent.capture.session import CaptureSession
 from agent.child_command import child_command
 from agent.evidence.log_reader import events_after, find_event, recent_events
@@ -59,18 +60,26 @@ class VerifyResult(msgspec.Struct, frozen=True):
 
 
 def filter_profile(
-    profile: Profile, *, pid: int | None, comm: str | None, cgroup: int | None
+    profile: Profile,
+    *,
+    pid: int | None,
+    comm: str | None,
+    cgroup: int | None,
+    container: str | None = None,
 ) -> Profile:
-    """Only the processes matching every filter given. Pure."""
+    """Only the processes matching every filter given. Pure. ``container``
+    is an id prefix (checked by the route): a process whose cgroup names no
+    container, or is unresolved, never matches it."""
 
     def keep(process: ProcessProfile) -> bool:
         return (
             (pid is None or process.pid == pid)
             and (comm is None or process.comm == comm)
             and (cgroup is None or process.cgroup_id == cgroup)
+            and (container is None or matches_container(process.container, container))
         )
 
-    if pid is None and comm is None and cgroup is None:
+    if pid is None and comm is None and cgroup is None and container is None:
         return profile
     return msgspec.structs.replace(profile, processes=[p for p in profile.processes if keep(p)])
 
@@ -209,6 +218,7 @@ class DaemonApi:
             pid=_int(params.get("pid")),
             comm=None,
             cgroup=_int(params.get("cgroup")),
+            container=_str(params.get("container")),
         )
         comm = _str(params.get("comm"))
 
@@ -247,6 +257,7 @@ class DaemonApi:
                 if q is not None
             ],
             "aggregate": self.aggregate.status(),
+            "cgroups": None if self.aggregate.cgroups is None else self.aggregate.cgroups.stats(),
             "caches": dict(self.caches()),
             "evidence": evidence,
             "api": {**self.server_stats.as_dict(), "sse_dropped": self.tail.dropped},

@@ -13,7 +13,8 @@ decoded and free of ``..``, ``//`` and odd bytes) and returns a
 
 Endpoints and their parameters::
 
-    /v1/snapshot      pid, comm, cgroup      (all optional filters)
+    /v1/snapshot      pid, comm, cgroup, container   (all optional filters;
+                      container: an id prefix of 12 to 64 hex digits)
     /v1/stats
     /v1/events        type, pid, limit       (limit 1..10000, default 100)
     /v1/events/{id}   id: 32 lower-case hex digits
@@ -29,6 +30,7 @@ from typing import Literal
 import msgspec
 
 from agent.api.http import HttpError, Request
+from agent.capture.container_id import CONTAINER_PREFIX, CONTAINER_PREFIX_EXPECTED
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Route", "RouteName", "route"]
 
@@ -62,7 +64,7 @@ class Route(msgspec.Struct, frozen=True):
 
 # path -> (route name, query parameters it accepts)
 _FIXED: dict[str, tuple[RouteName, frozenset[str]]] = {
-    "/v1/snapshot": ("snapshot", frozenset({"pid", "comm", "cgroup"})),
+    "/v1/snapshot": ("snapshot", frozenset({"pid", "comm", "cgroup", "container"})),
     "/v1/stats": ("stats", frozenset()),
     "/v1/events": ("events", frozenset({"type", "pid", "limit"})),
     "/v1/stream": ("stream", frozenset()),
@@ -93,6 +95,10 @@ def _validate(name: str, value: str) -> int | str:
         return _int(name, value, 0, PID_MAX, f"an integer from 0 to {PID_MAX}")
     if name == "cgroup":
         return _int(name, value, 0, CGROUP_MAX, "a cgroup id (an unsigned 64-bit integer)")
+    if name == "container":
+        if CONTAINER_PREFIX.fullmatch(value) is None:
+            raise _bad(name, CONTAINER_PREFIX_EXPECTED, value)
+        return value
     if name == "limit":
         return _int(name, value, 1, MAX_LIMIT, f"an integer from 1 to {MAX_LIMIT}")
     if name == "comm":

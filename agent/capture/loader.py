@@ -342,7 +342,8 @@ def write_control(
 def layout_status(problem: str) -> ProbeStatus:
     """The layout self-check, reported like a probe: "attached" when struct
     reads are trusted, else why not."""
-    return ProbeStatus(layout_check.PROBE_NAME, layout_check.PROBE_KIND, not problem, problem)
+    reason = f"{problem}; struct-based enrichment is off" if problem else ""
+    return ProbeStatus(layout_check.PROBE_NAME, layout_check.PROBE_KIND, not problem, reason)
 
 
 class LoadedCapture:

@@ -21,6 +21,7 @@ from agent.capture.ledger import KindAccount, Ledger
 from agent.capture.loader import CacheReport, LoadedCapture, ProbeStatus
 from agent.capture.syscall_poller import SyscallPoller
 from agent.sinks.base import EventSink
+from agent.wallclock import human_time, measure_boot_offset
 
 
 class CaptureStats(msgspec.Struct, frozen=True):
@@ -39,6 +40,9 @@ class CaptureStats(msgspec.Struct, frozen=True):
     fold: FoldStats | None = None
     #: How the programs were loaded: from the program cache (hit) or compiled.
     cache: CacheReport | None = None
+    #: When the session started, wall clock (RFC 3339 UTC, ms; agent.wallclock):
+    #: ``uptime_s`` counts from there.
+    started_at: str = ""
 
 
 class CaptureSession:
@@ -62,6 +66,9 @@ class CaptureSession:
         self.stats_interval = stats_interval
         self.report = report
         self._started = time.monotonic()
+        self._started_at = human_time(
+            time.clock_gettime_ns(time.CLOCK_BOOTTIME), measure_boot_offset()
+        )
         self._stop = trio.Event()
         for status in capture.statuses:
             if not status.attached:
@@ -81,6 +88,7 @@ class CaptureSession:
             downstream=self.ledger.downstream.table(),
             fold=self.drain.fold_stats(),
             cache=self.capture.cache,
+            started_at=self._started_at,
         )
 
     def stats_line(self, depth: str = "") -> str:

@@ -31,6 +31,7 @@ from agent.api.client import (
     fetch,
     stream,
 )
+from agent.capture.container_id import CONTAINER_PREFIX, CONTAINER_PREFIX_EXPECTED
 from agent.commands.arguments import bounded_int, shown
 from agent.config import load_config
 from agent.errors import RunError, UsageError
@@ -46,6 +47,13 @@ Handler = Callable[[argparse.Namespace], int]
 _pid = bounded_int(1, MAX_PID, what="a pid")
 
 
+def _container(text: str) -> str:
+    """``--container``: checked here, so a typo is one line before any request."""
+    if CONTAINER_PREFIX.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"expected {CONTAINER_PREFIX_EXPECTED}, got {shown(text)}")
+    return text
+
+
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     snapshot = subparsers.add_parser(
         "snapshot", help="the running daemon's profile (what ran, touched, talked to)"
@@ -55,6 +63,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     snapshot.add_argument("--cgroup", type=bounded_int(1, MAX_CGROUP_ID, what="a cgroup id"),
                           metavar="ID",
                           help=f"only processes in this cgroup id, 1 to {MAX_CGROUP_ID} (a u64)")  # fmt: skip
+    snapshot.add_argument("--container", type=_container, metavar="ID",
+                          help="only processes in this container: its id or a prefix of"
+                               " at least 12 hex digits")  # fmt: skip
     snapshot.add_argument("--text", action="store_true", help="a readable tree instead of JSON")
     snapshot.set_defaults(handler=_quiet_pipe(_snapshot))
     stats = subparsers.add_parser("stats", help="the daemon's books, queues and API counters")
@@ -145,7 +156,12 @@ def _get(command: str, args: argparse.Namespace, path: str, query: dict[str, str
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    given = (("pid", args.pid), ("comm", args.comm), ("cgroup", args.cgroup))
+    given = (
+        ("pid", args.pid),
+        ("comm", args.comm),
+        ("cgroup", args.cgroup),
+        ("container", args.container),
+    )
     body = _get("snapshot", args, "/v1/snapshot", {k: v for k, v in given if v is not None})
     if args.text:
         try:

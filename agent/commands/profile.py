@@ -15,6 +15,7 @@ import msgspec
 import trio
 
 from agent import failpoints
+from agent.capture.cgroups import CgroupResolver, resolve_periodically
 from agent.capture.events import ProcessSeen
 from agent.capture.loader import LoadedCapture, check_privileges, load
 from agent.capture.session import CaptureSession
@@ -44,6 +45,7 @@ from agent.sinks.profile import Profile, decode_profile, encode_profile, is_comp
 from agent.sinks.profile_diff import diff, render_drift
 from agent.sinks.redacted_profile import redact_profile
 from agent.sinks.streaming import StreamingSink
+from agent.wallclock import measure_boot_offset
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -147,7 +149,7 @@ async def _profile(
     source: str,
     redactor: Redactor,
 ) -> tuple[Profile, int]:
-    aggregate = AggregatingSink()
+    aggregate = AggregatingSink(boot_offset_ns=measure_boot_offset(), cgroups=CgroupResolver())
 
     def open_log(stream: StreamingSink, session: CaptureSession) -> EvidenceWorker:
         assert evidence_dir is not None and worker is not None
@@ -181,6 +183,7 @@ async def _profile(
         error = child.release()
         async with trio.open_nursery() as waiting:
             waiting.start_soon(_forward_signals, child.pid)
+            waiting.start_soon(resolve_periodically, aggregate.resolve_cgroups)
             wait_status = await _wait_child(child.pid)
             waiting.cancel_scope.cancel()
         survivors = capture.scope_size()

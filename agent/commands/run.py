@@ -30,6 +30,7 @@ from agent.api.app import DaemonApi
 from agent.api.live import LiveTail
 from agent.api.metrics_server import serve_metrics
 from agent.api.server import ApiServerStats, bind_socket, group_id, serve_api
+from agent.capture.cgroups import CgroupResolver, resolve_periodically
 from agent.capture.events import event_count, kind_of
 from agent.capture.ledger import DownstreamLosses
 from agent.capture.loader import LoadedCapture, check_privileges, load
@@ -87,6 +88,7 @@ from agent.sinks.event_lines import EventLines
 from agent.sinks.profile import Profile, encode_profile
 from agent.sinks.redacted_profile import ProfileRedactor
 from agent.sinks.streaming import StreamingSink
+from agent.wallclock import measure_boot_offset
 
 #: The daemon verifies its own log this long after start, then this often;
 #: the result is ``tracehound_evidence_verify_ok``. Each run reads the whole
@@ -373,6 +375,16 @@ async def _reap_periodically(aggregate: AggregatingSink, interval: float = REAP_
         suspects = gone - set(twice)
 
 
+def cgroup_cache(cgroups: CgroupResolver) -> MemoStats:
+    """The cgroup resolver's cache as the caches' stats and metrics show them."""
+    stats = cgroups.stats()
+    return MemoStats(
+        entries=stats.entries, capacity=stats.capacity, bytes=stats.bytes,
+        max_bytes=stats.max_bytes, hits=stats.hits,
+        misses=stats.misses, evictions=stats.evictions,
+    )  # fmt: skip
+
+
 async def _reload(settings: _Settings, pipeline: EvidenceWorker | None) -> None:
     """SIGHUP: read the file again; apply it, or keep what runs and say why.
 
@@ -539,7 +551,8 @@ async def _run(
     settings: _Settings,
 ) -> int:
     config = settings.config
-    aggregate = AggregatingSink.for_daemon()
+    cgroups = CgroupResolver()
+    aggregate = AggregatingSink.for_daemon(cgroups, boot_offset_ns=measure_boot_offset())
     event_lines = EventLines(lambda: settings.redactor, settings.faults)
 
     async def write_events(stream: StreamingSink) -> None:
@@ -580,7 +593,7 @@ async def _run(
 
     def caches() -> dict[str, MemoStats]:
         """Every bounded cache (the redaction memos), for stats and metrics."""
-        found = {"redact:snapshot": present.memo_stats()}
+        found = {"redact:snapshot": present.memo_stats(), "cgroups:snapshot": cgroup_cache(cgroups)}
         if pipeline is not None:
             found["redact:evidence"] = pipeline.memo_stats()
         if stream is not None:
@@ -635,6 +648,7 @@ async def _run(
                 helpers.start_soon(_verify_periodically, api)
             helpers.start_soon(_release_memory_periodically)
             helpers.start_soon(_reap_periodically, aggregate)
+            helpers.start_soon(resolve_periodically, aggregate.resolve_cgroups)
             _say(f"capturing host-wide: {attached}/{len(capture.statuses)} probes attached")
             notify.status(f"capturing: {attached}/{len(capture.statuses)} probes attached")
             api.ready = True

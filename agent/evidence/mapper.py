@@ -79,13 +79,15 @@ import binascii
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from fractions import Fraction
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol, TypeAlias
 from urllib.parse import quote
 
 import blake3
 import msgspec
 
 from agent import __version__
+from agent.capture.cgroups import UNRESOLVED, CgroupInfo
+from agent.capture.container_id import Container
 from agent.capture.events import (
     Event,
     EventBase,
@@ -100,6 +102,9 @@ from agent.capture.events import (
 from agent.capture.kinds import FILE_OPERATIONS, file_operation
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
 from agent.evidence.payload_bytes import (
+    NO_CGROUP,
+    Cgroup,
+    cgroup_bytes,
     exec_bytes,
     exit_bytes,
     file_bytes,
@@ -177,6 +182,19 @@ _ENCODER: Final = msgspec.json.Encoder(order="sorted")
 _NS_PER_SECOND: Final = 1_000_000_000
 
 
+#: Cgroup ids whose record members the mapper keeps (then it starts over).
+CGROUP_TABLE: Final = 4096
+
+_CgroupEntry: TypeAlias = tuple[str | None, Container | None, Cgroup | None, tuple[str, ...]]
+_NO_RULES: Final[tuple[str, ...]] = ()
+_NO_ENTRY: Final[_CgroupEntry] = (None, None, NO_CGROUP, _NO_RULES)
+
+
+def _with(fired: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
+    """The rules fired on a record's fields and on its cgroup path, each once, sorted."""
+    return tuple(sorted(set(fired + more))) if more else fired
+
+
 class MapperStateError(RuntimeError):
     """A record was asked for before the anchor record was taken."""
 
@@ -233,6 +251,12 @@ class Mapper:
             (the host percent-encoded where a URI needs it).
         traceparent, tracestate: W3C Trace Context values to put on every
             record; ``traceparent`` must be well formed.
+        cgroups: a cgroup id's path and container
+            (:meth:`agent.capture.cgroups.CgroupResolver.resolve`), asked once
+            per id while the id is in the mapper's table of
+            :data:`CGROUP_TABLE` entries; None: every ``cgroup`` and
+            ``container`` is null. It is the one input that is not in the
+            stream: a record states what the id named when it was mapped.
 
     Raises:
         ValueError: an empty host or boot id, anchor times that are not
@@ -249,6 +273,7 @@ class Mapper:
         source: str | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
+        cgroups: Callable[[int], CgroupInfo] | None = None,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be a non-empty str, got {host!r}")
@@ -282,6 +307,9 @@ class Mapper:
         self._memo = RedactionMemo(self._redactor)
         self._traceparent = traceparent
         self._tracestate = tracestate
+        self._cgroups = cgroups
+        # cgroup id -> (path redacted, container, their JSON or None, rules fired)
+        self._cgroup_table: dict[int, _CgroupEntry] = {}
         self._next_seq = 0
         self._latest_ns = anchor.boottime_ns
         self._anchor_taken = False
@@ -530,45 +558,94 @@ class Mapper:
 
     _compose_payloads: ClassVar[bool] = True  # False: always build the Struct (tests)
 
+    def _cgroup(self, cgroup_id: int) -> _CgroupEntry:
+        """The cgroup members of records with ``cgroup_id``: resolved and
+        redacted once per id (its redaction is counted once), kept in a
+        table that starts over when full."""
+        entry = self._cgroup_table.get(cgroup_id)
+        if entry is not None:
+            return entry
+        info = UNRESOLVED if self._cgroups is None or not cgroup_id else self._cgroups(cgroup_id)
+        path, fired = info.path, _NO_RULES
+        if path:
+            result = self._memo.text(path, "cgroup", False)
+            path, fired = result.text, result.fired
+        entry = (path, info.container, cgroup_bytes(path, info.container), fired)
+        if len(self._cgroup_table) >= CGROUP_TABLE:
+            self._cgroup_table.clear()
+        self._cgroup_table[cgroup_id] = entry
+        return entry
+
     def _map_file(self, event: FileEvent) -> EvidenceRecord:
         comm, path, path2, fired = redact_file(self._memo, event)
+        cgroup = self._cgroup(event.cgroup_id)
+        fired = _with(fired, cgroup[3])
         op = file_operation(event.op, event.flags)
-        data = file_bytes(event, op, comm, path, path2, fired) if self._compose_payloads else None
+        data = (
+            file_bytes(event, op, comm, path, path2, fired, cgroup[2])
+            if self._compose_payloads and cgroup[2] is not None
+            else None
+        )
         if data is None:
             redacted = msgspec.structs.replace(event, comm=comm, path=path, path2=path2)
-            return self._file(redacted, fired)
+            return self._file(redacted, fired, cgroup)
         # The subject is the path (valid text: it was composed) or the pid.
         subject = b',"subject":' + json_text(path) if path else b',"subject":"pid/%d"' % event.pid
         return self._compose(_FILE_TYPES.get(op) or file_type(op), subject, data, event.ts_ns)
 
     def _map_exec(self, event: ExecEvent) -> EvidenceRecord:
         comm, filename, argv, fired = redact_exec(self._memo, event)
-        data = exec_bytes(event, comm, filename, argv, fired) if self._compose_payloads else None
+        cgroup = self._cgroup(event.cgroup_id)
+        fired = _with(fired, cgroup[3])
+        data = (
+            exec_bytes(event, comm, filename, argv, fired, cgroup[2])
+            if self._compose_payloads and cgroup[2] is not None
+            else None
+        )
         if data is None:
             redacted = msgspec.structs.replace(event, comm=comm, filename=filename, argv=argv)
-            return self._exec(redacted, fired)
+            return self._exec(redacted, fired, cgroup)
         return self._compose(TYPE_EXEC, b',"subject":"pid/%d"' % event.pid, data, event.ts_ns)
 
     def _map_fork(self, event: ForkEvent) -> EvidenceRecord:
         comm = redact_comm(self._memo, event.comm)
-        data = fork_bytes(event, comm.text, comm.fired) if self._compose_payloads else None
+        cgroup = self._cgroup(event.cgroup_id)
+        fired = _with(comm.fired, cgroup[3])
+        data = (
+            fork_bytes(event, comm.text, fired, cgroup[2])
+            if self._compose_payloads and cgroup[2] is not None
+            else None
+        )
         if data is None:
-            return self._fork(msgspec.structs.replace(event, comm=comm.text), comm.fired)
+            return self._fork(msgspec.structs.replace(event, comm=comm.text), fired, cgroup)
         subject = b',"subject":"pid/%d"' % event.child_pid  # the new process
         return self._compose(TYPE_FORK, subject, data, event.ts_ns)
 
     def _map_exit(self, event: ExitEvent) -> EvidenceRecord:
         comm = redact_comm(self._memo, event.comm)
-        data = exit_bytes(event, comm.text, comm.fired) if self._compose_payloads else None
+        cgroup = self._cgroup(event.cgroup_id)
+        fired = _with(comm.fired, cgroup[3])
+        data = (
+            exit_bytes(event, comm.text, fired, cgroup[2])
+            if self._compose_payloads and cgroup[2] is not None
+            else None
+        )
         if data is None:
-            return self._exit(msgspec.structs.replace(event, comm=comm.text), comm.fired)
+            return self._exit(msgspec.structs.replace(event, comm=comm.text), fired, cgroup)
         return self._compose(TYPE_EXIT, b',"subject":"pid/%d"' % event.pid, data, event.ts_ns)
 
     def _map_net(self, event: NetEvent) -> EvidenceRecord:
         comm, endpoint, fired = redact_net(self._memo, event)
-        data = net_bytes(event, comm, endpoint, fired) if self._compose_payloads else None
+        cgroup = self._cgroup(event.cgroup_id)
+        fired = _with(fired, cgroup[3])
+        data = (
+            net_bytes(event, comm, endpoint, fired, cgroup[2])
+            if self._compose_payloads and cgroup[2] is not None
+            else None
+        )
         if data is None:
-            return self._net(msgspec.structs.replace(event, comm=comm, endpoint=endpoint), fired)
+            redacted = msgspec.structs.replace(event, comm=comm, endpoint=endpoint)
+            return self._net(redacted, fired, cgroup)
         subject = b',"subject":"pid/%d"' % event.pid
         return self._compose(net_type(event.op), subject, data, event.ts_ns)
 
@@ -581,9 +658,11 @@ class Mapper:
     # The Struct path: each takes the event already redacted, and the names
     # of the rules that changed it.
 
-    def _exec(self, event: ExecEvent, fired: tuple[str, ...]) -> EvidenceRecord:
+    def _exec(
+        self, event: ExecEvent, fired: tuple[str, ...], cgroup: _CgroupEntry = _NO_ENTRY
+    ) -> EvidenceRecord:
         data = ExecData(
-            **_header(event, fired),
+            **_header(event, fired, cgroup),
             ret=_int53(event.ret, "ret"),
             filename=event.filename,
             argv=list(event.argv),
@@ -595,29 +674,35 @@ class Mapper:
         )
         return self._emit(TYPE_EXEC, f"pid/{event.pid}", data, event.ts_ns)
 
-    def _fork(self, event: ForkEvent, fired: tuple[str, ...]) -> EvidenceRecord:
+    def _fork(
+        self, event: ForkEvent, fired: tuple[str, ...], cgroup: _CgroupEntry = _NO_ENTRY
+    ) -> EvidenceRecord:
         data = ForkData(
-            **_header(event, fired),
+            **_header(event, fired, cgroup),
             child_pid=event.child_pid,
             clone_flags=_u64(event.clone_flags),
         )
         # The subject is what the event is about: the new process.
         return self._emit(TYPE_FORK, f"pid/{event.child_pid}", data, event.ts_ns)
 
-    def _exit(self, event: ExitEvent, fired: tuple[str, ...]) -> EvidenceRecord:
+    def _exit(
+        self, event: ExitEvent, fired: tuple[str, ...], cgroup: _CgroupEntry = _NO_ENTRY
+    ) -> EvidenceRecord:
         data = ExitData(
-            **_header(event, fired),
+            **_header(event, fired, cgroup),
             exit_code=event.exit_code if event.have_code else None,
             signal=event.signal if event.have_signal else None,
         )
         return self._emit(TYPE_EXIT, f"pid/{event.pid}", data, event.ts_ns)
 
-    def _file(self, event: FileEvent, fired: tuple[str, ...]) -> EvidenceRecord:
+    def _file(
+        self, event: FileEvent, fired: tuple[str, ...], cgroup: _CgroupEntry = _NO_ENTRY
+    ) -> EvidenceRecord:
         op = file_operation(event.op, event.flags)
         rename = op == "rename"
         count = event.count
         data = FileData(
-            **_header(event, fired),
+            **_header(event, fired, cgroup),
             op=op,
             syscall=event.syscall,
             ret=_int53(event.ret, "ret"),
@@ -637,11 +722,13 @@ class Mapper:
         subject = escape_json(event.path)[0] or f"pid/{event.pid}"
         return self._emit(file_type(op), subject, data, event.ts_ns)
 
-    def _net(self, event: NetEvent, fired: tuple[str, ...]) -> EvidenceRecord:
+    def _net(
+        self, event: NetEvent, fired: tuple[str, ...], cgroup: _CgroupEntry = _NO_ENTRY
+    ) -> EvidenceRecord:
         endpoint = event.endpoint
         count = event.count
         data = NetData(
-            **_header(event, fired),
+            **_header(event, fired, cgroup),
             op=event.op,
             ret=_int53(event.ret, "ret"),
             fd=event.fd,
@@ -779,7 +866,9 @@ class Mapper:
         return _tuple_new(EvidenceRecord, (type_, record_id, payload, body))
 
 
-def _header(event: EventBase, fired: tuple[str, ...]) -> dict[str, Any]:
+def _header(
+    event: EventBase, fired: tuple[str, ...], cgroup: _CgroupEntry = _NO_ENTRY
+) -> dict[str, Any]:
     """The fields every kernel record's payload starts with (``_Kernel``)."""
     return {
         "pid": event.pid,
@@ -787,6 +876,8 @@ def _header(event: EventBase, fired: tuple[str, ...]) -> dict[str, Any]:
         "uid": event.uid,
         "gid": event.gid,
         "cgroup_id": str(event.cgroup_id),
+        "cgroup": cgroup[0],
+        "container": cgroup[1],
         "comm": event.comm,
         "ts_ns": str(event.ts_ns),
         "redacted": list(fired),

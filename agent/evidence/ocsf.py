@@ -34,11 +34,26 @@ network.bind.v1 / other    4001   99 Other (``activity_name`` "Bind");
                                   a bind opens no connection
 =========================  =====  ==========================================
 
+Checked against the schema, not memory: ``tests/ocsf/schema_1_3_0.json``
+holds the 1.3.0 release's facts (class and category uids, activity ids,
+required attributes with what base_event, the category and the profiles
+add, enums, object constraints), extracted from the ``ocsf/ocsf-schema``
+repository at tag 1.3.0 by ``tests/ocsf/extract_schema.py``, and
+``tests/ocsf/test_ocsf_schema.py`` validates every record type's
+projection against them. What that check fixed: Network Activity's
+``actor`` and ``device`` are the ``host`` profile's, so network events say
+``metadata.profiles: ["host"]``; ``type_name`` is ``type_uid``'s caption
+(``Network Activity: Other`` for 99, the source's word stays in
+``activity_name``); an endpoint object must name something, so an unknown
+source endpoint is left out and a destination the capture could not read
+is ``{"name": "unresolved"}`` (``dst_endpoint`` is required).
+
 Host text that is not UTF-8 stays in the record's escape form (see
 :mod:`agent.safetext`) and ``unmapped.escaped`` names the fields holding
 it; ``process.cmd_line`` is the argv shell-quoted word by word.
 
-Every event carries ``status_id`` (1 Success, 2 Failure) and, on failure,
+Every event carries ``status_id`` (1 Success, 2 Failure), its caption
+``status`` and, on failure,
 ``status_code`` (the errno name or number). ``severity_id`` is 1
 Informational throughout: capture observes, it does not judge.
 
@@ -48,7 +63,9 @@ snapshot is not an activity), ``process.syscalls.v1`` (counters), and every
 CloudEvents stream; a consumer that needs gaps must read that stream.
 
 A folded record (``data.count`` > 1: that many identical events) carries
-the OCSF ``count`` attribute.
+the OCSF ``count`` attribute. A record whose cgroup names a container
+(``data.container``) carries the ``container`` profile's object (``uid``,
+``runtime``, ``pod_uuid``) and says so in ``metadata.profiles``.
 
 What can go wrong: a record whose ``data`` is not its type's payload (a
 field missing or mistyped: a record not made by :mod:`agent.evidence.mapper`,
@@ -64,6 +81,7 @@ from typing import Any, Final
 
 import msgspec
 
+from agent.capture.container_id import Container
 from agent.evidence.payloads import EndpointData, ExecData, ExitData, FileData, ForkData, NetData
 from agent.evidence.record_types import PAYLOAD_TYPES
 from agent.evidence.types import PRODUCER, TYPE_PREFIX, CloudEvent, parse_rfc3339_ns
@@ -95,6 +113,7 @@ _CLASS_NAMES: Final = {
     CLASS_NETWORK: ("Network Activity", CATEGORY_NETWORK, "Network Activity"),
 }
 
+_ACTIVITY_OTHER: Final = 99
 _SEVERITY_INFORMATIONAL: Final = 1
 _STATUS_SUCCESS: Final = 1
 _STATUS_FAILURE: Final = 2
@@ -117,6 +136,8 @@ _FILE_ACTIVITY: Final = {
     "chmod": (7, "Set Security"),
     "other": (99, "Other"),
 }
+_NETWORK_PROFILES: Final = ("host",)
+_UNRESOLVED: Final = "unresolved"
 _NET_OPEN: Final = (1, "Open")
 _NET_FAIL: Final = (4, "Fail")
 _NET_REFUSE: Final = (5, "Refuse")
@@ -155,20 +176,49 @@ def to_ocsf(ce: CloudEvent[Any]) -> dict[str, Any] | None:
         except msgspec.ValidationError as exc:
             raise OcsfError(f"record {ce.id} ({ce.type}): {exc}") from None
     if isinstance(data, ExecData | ForkData | ExitData):
-        return _process(ce, data)
-    if isinstance(data, FileData):
-        return _file(ce, op, data)
-    if isinstance(data, NetData):
-        return _network(ce, op, data)
-    return None
+        event = _process(ce, data)
+    elif isinstance(data, FileData):
+        event = _file(ce, op, data)
+    elif isinstance(data, NetData):
+        event = _network(ce, op, data)
+    else:
+        return None
+    return _with_container(event, data.container)
+
+
+def _with_container(event: dict[str, Any], container: Container | None) -> dict[str, Any]:
+    """The OCSF ``container`` profile's object, when the record's cgroup named
+    a container: ``uid`` (the id), ``runtime`` and a Kubernetes ``pod_uuid``;
+    what the cgroup path does not say (name, image) is left out, never guessed."""
+    if container is None:
+        return event
+    found: dict[str, Any] = {"uid": container.id, "runtime": container.runtime}
+    if container.pod is not None:
+        found["pod_uuid"] = container.pod
+    event["container"] = found
+    event["metadata"]["profiles"] = ["container"]
+    return event
 
 
 def _base(
-    ce: CloudEvent[Any], class_uid: int, activity: tuple[int, str], ret: int
+    ce: CloudEvent[Any],
+    class_uid: int,
+    activity: tuple[int, str],
+    ret: int,
+    profiles: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The attributes every class here requires, plus status from a syscall result."""
+    """The attributes every class here requires, plus status from a syscall result.
+
+    ``profiles`` are the OCSF profiles whose attributes the event uses
+    (``metadata.profiles``): in the Network category ``actor`` and
+    ``device`` are the ``host`` profile's, and a consumer may ignore
+    attributes of a profile the event does not declare.
+    """
     activity_id, activity_name = activity
     class_name, category_uid, category_name = _CLASS_NAMES[class_uid]
+    # type_name is the schema's caption of type_uid: for 99 that is "Other",
+    # whatever source-specific word activity_name carries.
+    type_activity = "Other" if activity_id == _ACTIVITY_OTHER else activity_name
     event: dict[str, Any] = {
         "activity_id": activity_id,
         "activity_name": activity_name,
@@ -177,7 +227,7 @@ def _base(
         "class_uid": class_uid,
         "class_name": class_name,
         "type_uid": class_uid * 100 + activity_id,
-        "type_name": f"{class_name}: {activity_name}",
+        "type_name": f"{class_name}: {type_activity}",
         "severity_id": _SEVERITY_INFORMATIONAL,
         "severity": "Informational",
         # Floor division: an event in the last ms of a second stays in that ms.
@@ -194,7 +244,10 @@ def _base(
             "os": {"name": "Linux", "type_id": _OS_LINUX},
         },
         "status_id": _STATUS_SUCCESS if ret >= 0 else _STATUS_FAILURE,
+        "status": "Success" if ret >= 0 else "Failure",
     }
+    if profiles:
+        event["metadata"]["profiles"] = list(profiles)
     if ret < 0:
         event["status_code"] = _errno_name(ret)
     return event
@@ -306,7 +359,7 @@ def _network(ce: CloudEvent[Any], op: str, data: NetData) -> dict[str, Any]:
         direction = _DIRECTION_UNKNOWN
     # A connect in progress is not a failure, whatever its return value.
     status_ret = 0 if ret == -errno.EINPROGRESS and op == "connect" else ret
-    event = _base(ce, CLASS_NETWORK, activity, status_ret)
+    event = _base(ce, CLASS_NETWORK, activity, status_ret, _NETWORK_PROFILES)
     event["actor"] = _actor(data)
     local: dict[str, Any] = {"hostname": ce.thhost}
     peer = _endpoint(data.endpoint)
@@ -317,8 +370,13 @@ def _network(ce: CloudEvent[Any], op: str, data: NetData) -> dict[str, Any]:
     else:  # bind, listen: the address given is our own, there is no peer
         src = local
         dst = {**local, **peer} if peer else local
-    event["src_endpoint"] = src or {}
-    event["dst_endpoint"] = dst or {}
+    # An endpoint object must name something (OCSF: at least one of ip, name,
+    # hostname...): a source that is unknown is left out (it is only
+    # recommended); the destination is required, so an address the capture
+    # could not read is named as such rather than guessed.
+    if src:
+        event["src_endpoint"] = src
+    event["dst_endpoint"] = dst or {"name": _UNRESOLVED}
     event["connection_info"] = {"direction_id": direction}
     event["unmapped"] = {"fd": data.fd, "op": data.op}
     if data.count > 1:

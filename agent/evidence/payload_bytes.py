@@ -25,14 +25,18 @@ Pure functions, no state.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeAlias
 
 import msgspec
 
+from agent.capture.container_id import Container
 from agent.capture.events import Endpoint, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent
 from agent.evidence.canonical import MAX_SAFE_INTEGER
 
 __all__ = [
+    "NO_CGROUP",
+    "Cgroup",
+    "cgroup_bytes",
     "exec_bytes",
     "exit_bytes",
     "file_bytes",
@@ -50,29 +54,48 @@ lone surrogate)."""
 _BOOL: Final = (b"false", b"true")
 _NULL: Final = b"null"
 
+Cgroup: TypeAlias = tuple[bytes, bytes]
+"""The ``cgroup`` and ``container`` members' values, as JSON: made once per
+cgroup id by :func:`cgroup_bytes` (the mapper keeps them)."""
+NO_CGROUP: Final[Cgroup] = (_NULL, _NULL)
+
+
+def cgroup_bytes(path: str | None, container: Container | None) -> Cgroup | None:
+    """The JSON of a cgroup path (already redacted) and its container, or
+    None for a path holding raw bytes (the Struct path escapes it)."""
+    try:
+        return (
+            _NULL if path is None else json_text(path),
+            _NULL if container is None else json_text(container),
+        )
+    except UnicodeEncodeError:
+        return None
+
+
 # Member names in code-point order (RFC 8785 for these ASCII names), the
 # defaults that the Struct leaves out (count, last_ts_ns, escaped) spliced in
 # where they sort when present.
 _FILE: Final = (
-    b'{"cgroup_id":"%d","comm":%s%s,"dfd":%d,"dfd2":%s,"flags":%d,"gid":%d%s,"mode":%d,"op":%s,'
+    b'{"cgroup":%s,"cgroup_id":"%d","comm":%s,"container":%s%s,"dfd":%d,"dfd2":%s,"flags":%d,"gid":%d%s,"mode":%d,"op":%s,'
     b'"path":%s,"path2":%s,"path2_cut":%s,"path_cut":%s,"pid":%d,"redacted":%s,"ret":%d,'
     b'"syscall":%s,"tid":%d,"ts_ns":"%d","uid":%d}'
 )
 _EXEC: Final = (
-    b'{"args_cut":%s,"argv":%s,"argv_more":%s,"argv_truncated":%s,"cgroup_id":"%d","comm":%s,'
-    b'"execveat":%s,"filename":%s,"filename_cut":%s,"gid":%d,"pid":%d,"redacted":%s,"ret":%d,'
+    b'{"args_cut":%s,"argv":%s,"argv_more":%s,"argv_truncated":%s,"cgroup":%s,"cgroup_id":"%d",'
+    b'"comm":%s,"container":%s,"execveat":%s,"filename":%s,"filename_cut":%s,"gid":%d,"pid":%d,"redacted":%s,"ret":%d,'
     b'"tid":%d,"ts_ns":"%d","uid":%d}'
 )
 _FORK: Final = (
-    b'{"cgroup_id":"%d","child_pid":%d,"clone_flags":%s,"comm":%s,"gid":%d,"pid":%d,'
+    b'{"cgroup":%s,"cgroup_id":"%d","child_pid":%d,"clone_flags":%s,"comm":%s,"container":%s,'
+    b'"gid":%d,"pid":%d,'
     b'"redacted":%s,"tid":%d,"ts_ns":"%d","uid":%d}'
 )
 _EXIT: Final = (
-    b'{"cgroup_id":"%d","comm":%s,"exit_code":%s,"gid":%d,"pid":%d,"redacted":%s,"signal":%s,'
+    b'{"cgroup":%s,"cgroup_id":"%d","comm":%s,"container":%s,"exit_code":%s,"gid":%d,"pid":%d,"redacted":%s,"signal":%s,'
     b'"tid":%d,"ts_ns":"%d","uid":%d}'
 )
 _NET: Final = (
-    b'{"backlog":%s,"cgroup_id":"%d","comm":%s%s,"endpoint":%s,"fd":%d,"gid":%d%s,"op":%s,'
+    b'{"backlog":%s,"cgroup":%s,"cgroup_id":"%d","comm":%s,"container":%s%s,"endpoint":%s,"fd":%d,"gid":%d%s,"op":%s,'
     b'"pid":%d,"redacted":%s,"ret":%d,"tid":%d,"ts_ns":"%d","uid":%d}'
 )
 _ENDPOINT: Final = b'{"address":%s,"family":%s,"port":%d}'
@@ -102,7 +125,13 @@ def _folded(count: int, last_ts_ns: int) -> tuple[bytes, bytes]:
 
 
 def file_bytes(
-    event: FileEvent, op: str, comm: str, path: str, path2: str, fired: tuple[str, ...]
+    event: FileEvent,
+    op: str,
+    comm: str,
+    path: str,
+    path2: str,
+    fired: tuple[str, ...],
+    cgroup: Cgroup = NO_CGROUP,
 ) -> bytes | None:
     """A :class:`~agent.evidence.payloads.FileData`'s bytes (``op`` as typed:
     ``rmdir`` for a directory's unlink), or None (see the module)."""
@@ -113,8 +142,10 @@ def file_bytes(
         rename = op == "rename"
         count, last = (b"", b"") if event.count == 1 else _folded(event.count, event.last_ts_ns)
         return _FILE % (
+            cgroup[0],
             event.cgroup_id,
             json_text(comm),
+            cgroup[1],
             count,
             event.dfd,
             b"%d" % event.dfd2 if rename else _NULL,
@@ -140,7 +171,12 @@ def file_bytes(
 
 
 def exec_bytes(
-    event: ExecEvent, comm: str, filename: str, argv: tuple[str, ...], fired: tuple[str, ...]
+    event: ExecEvent,
+    comm: str,
+    filename: str,
+    argv: tuple[str, ...],
+    fired: tuple[str, ...],
+    cgroup: Cgroup = NO_CGROUP,
 ) -> bytes | None:
     """An :class:`~agent.evidence.payloads.ExecData`'s bytes, or None."""
     ret = event.ret
@@ -152,8 +188,10 @@ def exec_bytes(
             json_text(argv),
             _BOOL[bool(event.argv_more)],
             _BOOL[bool(event.argv_truncated)],
+            cgroup[0],
             event.cgroup_id,
             json_text(comm),
+            cgroup[1],
             _BOOL[bool(event.at)],
             json_text(filename),
             _BOOL[bool(event.filename_cut)],
@@ -169,16 +207,20 @@ def exec_bytes(
         return None
 
 
-def fork_bytes(event: ForkEvent, comm: str, fired: tuple[str, ...]) -> bytes | None:
+def fork_bytes(
+    event: ForkEvent, comm: str, fired: tuple[str, ...], cgroup: Cgroup = NO_CGROUP
+) -> bytes | None:
     """A :class:`~agent.evidence.payloads.ForkData`'s bytes, or None. Clone
     flags past 2**53 are a decimal string, as the Struct path writes them."""
     flags = event.clone_flags
     try:
         return _FORK % (
+            cgroup[0],
             event.cgroup_id,
             event.child_pid,
             b"%d" % flags if _safe(flags) else b'"%d"' % flags,
             json_text(comm),
+            cgroup[1],
             event.gid,
             event.pid,
             redacted_bytes(fired),
@@ -190,12 +232,16 @@ def fork_bytes(event: ForkEvent, comm: str, fired: tuple[str, ...]) -> bytes | N
         return None
 
 
-def exit_bytes(event: ExitEvent, comm: str, fired: tuple[str, ...]) -> bytes | None:
+def exit_bytes(
+    event: ExitEvent, comm: str, fired: tuple[str, ...], cgroup: Cgroup = NO_CGROUP
+) -> bytes | None:
     """An :class:`~agent.evidence.payloads.ExitData`'s bytes, or None."""
     try:
         return _EXIT % (
+            cgroup[0],
             event.cgroup_id,
             json_text(comm),
+            cgroup[1],
             b"%d" % event.exit_code if event.have_code else _NULL,
             event.gid,
             event.pid,
@@ -210,7 +256,11 @@ def exit_bytes(event: ExitEvent, comm: str, fired: tuple[str, ...]) -> bytes | N
 
 
 def net_bytes(
-    event: NetEvent, comm: str, endpoint: Endpoint | None, fired: tuple[str, ...]
+    event: NetEvent,
+    comm: str,
+    endpoint: Endpoint | None,
+    fired: tuple[str, ...],
+    cgroup: Cgroup = NO_CGROUP,
 ) -> bytes | None:
     """A :class:`~agent.evidence.payloads.NetData`'s bytes, or None."""
     ret = event.ret
@@ -221,8 +271,10 @@ def net_bytes(
         op = event.op
         return _NET % (
             b"%d" % event.backlog if op == "listen" else _NULL,
+            cgroup[0],
             event.cgroup_id,
             json_text(comm),
+            cgroup[1],
             count,
             _NULL
             if endpoint is None

@@ -33,6 +33,7 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 
+from agent.capture.container_id import Container
 from agent.safetext import escape_fields
 
 __all__ = [
@@ -67,6 +68,10 @@ class _Kernel(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False)
     """The header every record of a kernel event carries.
 
     ``cgroup_id`` and ``ts_ns`` are decimal strings: both pass 2**53.
+    ``cgroup`` is that cgroup's path from the cgroup v2 root (redacted like
+    any path), null when it could not be resolved (the cgroup was removed
+    before it was looked up, no cgroup2 mount, or no resolver); ``container``
+    what the path names (:mod:`agent.capture.container_id`), null when none.
     ``redacted`` lists the redaction rules that changed the record.
     """
 
@@ -75,6 +80,8 @@ class _Kernel(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False)
     uid: int
     gid: int
     cgroup_id: str
+    cgroup: str | None
+    container: Container | None
     comm: str
     ts_ns: str
     redacted: list[str]

@@ -32,6 +32,7 @@ from typing import Any, Final
 import msgspec
 import trio
 
+from agent.capture.cgroups import CgroupInfo
 from agent.capture.events import Event, event_count, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.capture.loader import ProbeStatus
@@ -802,12 +803,14 @@ def open_pipeline(
     tracestate: str | None = None,
     say: Callable[[str], None] | None = None,
     group: int | None = None,
+    cgroups: Callable[[int], CgroupInfo] | None = None,
 ) -> EvidencePipeline:
     """The pipeline for a state directory, with this host's anchor.
 
     Reads what a previous run left: whether it stopped cleanly, and the
     pending-loss slot (what it could not write). ``group``: the gid that may
-    read the log (see :class:`EvidenceStore`). Raises what
+    read the log (see :class:`EvidenceStore`); ``cgroups``: the mapper's
+    cgroup look-up (see :class:`~agent.evidence.mapper.Mapper`). Raises what
     :class:`EvidenceStore` raises when the store cannot be opened.
     """
     opts = store_options or StoreOptions()
@@ -843,6 +846,7 @@ def open_pipeline(
         redactor=redactor,
         traceparent=traceparent,
         tracestate=tracestate,
+        cgroups=cgroups,
     )
     pipeline = EvidencePipeline(
         events,

@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 import trio
 
+from agent.capture.cgroups import CgroupResolver
 from agent.capture.events import Event
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.errors import RunError, UsageError
@@ -119,6 +120,9 @@ def open_log(
             traceparent=start.traceparent,
             tracestate=start.tracestate,
             group=start.group,
+            # The worker's own resolver (its cache is its own): a miss is
+            # looked up on the spot, on this process's core, not the drain's.
+            cgroups=CgroupResolver().resolve,
         )
     except StoreLockedError as err:
         raise RunError(f"{source}: in use by another tracehound ({err})") from err

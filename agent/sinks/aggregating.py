@@ -18,7 +18,14 @@ refused. Either way the eviction is counted, in the profile's ``evictions``
 and in :meth:`AggregatingSink.status`.
 
 Aggregation is deterministic: the same events in the same order give the
-same Profile, byte for byte.
+same Profile, byte for byte (given the same cgroup answers).
+
+Cgroups: with a :class:`~agent.capture.cgroups.CgroupResolver`, each
+process carries its cgroup's path and container. Folding never does I/O for
+it: a process whose cgroup id changes takes the resolver's cached answer,
+or notes the id for :meth:`AggregatingSink.resolve_cgroups` (the daemon
+calls it a few times a second, off the drain; a snapshot calls it for what
+is left). Without a resolver the fields stay None.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from agent.capture.cgroups import CgroupInfo, CgroupResolver
 from agent.capture.events import (
     Endpoint,
     Event,
@@ -201,6 +209,7 @@ class _Proc:
     uid: int = 0
     gid: int = 0
     cgroup_id: int = 0
+    cgroup: CgroupInfo | None = None  # None: not resolved yet (or no resolver)
     started_ns: int | None = None
     exited_ns: int | None = None
     exit_code: int | None = None
@@ -243,8 +252,15 @@ class AggregatingSink:
         max_total_endpoints: int = 1 << 16,
         max_total_execs: int = 1 << 16,
         max_bytes: int = 256 << 20,
+        boot_offset_ns: int | None = None,
+        cgroups: CgroupResolver | None = None,
     ) -> None:
         self.name = name
+        #: CLOCK_REALTIME - CLOCK_BOOTTIME at start, for the profile's readers
+        #: (agent.wallclock); measured by the caller, never read here.
+        self.boot_offset_ns = boot_offset_ns
+        #: Resolves cgroup ids to paths and containers; None: not at all.
+        self.cgroups = cgroups
         self.max_processes = max_processes
         self.max_files = max_files
         self.max_endpoints = max_endpoints
@@ -270,7 +286,9 @@ class AggregatingSink:
         self._finished = False
 
     @classmethod
-    def for_daemon(cls) -> AggregatingSink:
+    def for_daemon(
+        cls, cgroups: CgroupResolver | None = None, *, boot_offset_ns: int | None = None
+    ) -> AggregatingSink:
         """The sink of ``tracehound run``: a window on what ran lately (the
         evidence log keeps everything), in 4 MiB (an estimate: with pymalloc's
         overhead and a snapshot's copies in flight, about 20 MB of RSS at
@@ -282,7 +300,8 @@ class AggregatingSink:
         200 KiB), 256 endpoints, 32 execs."""
         return cls(max_processes=4096, max_files=512, max_endpoints=256, max_execs=32,
                    max_total_files=1 << 15, max_total_endpoints=1 << 13,
-                   max_total_execs=1 << 13, max_bytes=4 << 20)  # fmt: skip
+                   max_total_execs=1 << 13, max_bytes=4 << 20,
+                   boot_offset_ns=boot_offset_ns, cgroups=cgroups)  # fmt: skip
 
     # -- EventSink -----------------------------------------------------------
     async def record(self, event: Event) -> None:
@@ -382,10 +401,36 @@ class AggregatingSink:
         self.reaped += count
         return count
 
+    def resolve_cgroups(self, limit: int | None = None) -> int:
+        """Resolve the cgroup ids noted since the last call (at most
+        ``limit``; I/O, a few syscalls each); how many were."""
+        if self.cgroups is None:
+            return 0
+        return self.cgroups.resolve_pending(limit)
+
+    def _cgroup_of(self, cgroup_id: int) -> CgroupInfo | None:
+        """The cached answer for ``cgroup_id``, or None with the id noted."""
+        resolver = self.cgroups
+        if resolver is None or not cgroup_id:
+            return None
+        info = resolver.cached(cgroup_id)
+        if info is None:
+            resolver.note(cgroup_id)
+        return info
+
+    def _set_cgroup(self, proc: _Proc, cgroup_id: int) -> None:
+        if proc.cgroup_id != cgroup_id or (proc.cgroup is None and cgroup_id):
+            proc.cgroup_id = cgroup_id
+            proc.cgroup = self._cgroup_of(cgroup_id)
+
     # -- what the profile says ----------------------------------------------
     def snapshot(self) -> Profile:
         """The profile so far (finish() is the last one). Deterministic."""
+        self.resolve_cgroups()
         procs = [*self._exited.values(), *self._live.values()]
+        for p in procs:
+            if p.cgroup is None and p.cgroup_id:
+                p.cgroup = self._cgroup_of(p.cgroup_id)
         procs.sort(key=lambda p: (p.started_ns if p.started_ns is not None else -1, p.pid))
         return Profile(
             version=PROFILE_VERSION,
@@ -398,6 +443,7 @@ class AggregatingSink:
             accounting={},
             notes=list(self._notes),
             complete=False,
+            boot_offset_ns=self.boot_offset_ns,
         )  # fmt: skip
 
     @staticmethod
@@ -420,6 +466,7 @@ class AggregatingSink:
             return NetRecord(n.op, n.endpoint, n.count, n.first_ns, n.result, n.error)
 
         counts = p.syscall_counts or ()
+        cgroup = p.cgroup
         return ProcessProfile(
             pid=p.pid, ppid=p.ppid, comm=p.comm, exe=p.exe, argv=list(p.argv),
             uid=p.uid, gid=p.gid, cgroup_id=p.cgroup_id,
@@ -433,6 +480,8 @@ class AggregatingSink:
             syscalls=dict(sorted(zip(p.syscall_names, counts, strict=True))),
             evicted=dict(sorted(p.evicted.items())),
             argv_cut=list(p.argv_cut), argv_more=p.argv_more,
+            cgroup=cgroup.path if cgroup is not None else None,
+            container=cgroup.container if cgroup is not None else None,
         )  # fmt: skip
 
     # -- the budget ------------------------------------------------------------
@@ -515,7 +564,8 @@ class AggregatingSink:
         proc.comm = event.comm
         proc.uid = event.uid
         proc.gid = event.gid
-        proc.cgroup_id = event.cgroup_id
+        if proc.cgroup_id != event.cgroup_id:
+            self._set_cgroup(proc, event.cgroup_id)
 
     def _seen(self, event: ProcessSeen) -> None:
         proc = self._proc(event.pid)
@@ -538,7 +588,8 @@ class AggregatingSink:
         child.ppid = event.pid
         child.started_ns = event.ts_ns
         child.comm = event.comm
-        child.uid, child.gid, child.cgroup_id = event.uid, event.gid, event.cgroup_id
+        child.uid, child.gid = event.uid, event.gid
+        self._set_cgroup(child, event.cgroup_id)
         if parent is not None:
             # A fork runs its parent's image until it execs.
             self._set_image(child, parent.exe, parent.argv)
@@ -584,6 +635,8 @@ class AggregatingSink:
             if proc is None:
                 return
         proc.comm = proc.comm or event.comm
+        if proc.cgroup_id != event.cgroup_id:  # the cgroup it ended in: the latest
+            self._set_cgroup(proc, event.cgroup_id)
         self._set_exit(proc, event)
         proc.bound.clear()
         self._retire(proc)

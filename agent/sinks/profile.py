@@ -17,6 +17,7 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
+from agent.capture.container_id import Container
 from agent.capture.events import Endpoint
 from agent.capture.ledger import KindAccount
 from agent.capture.loader import ProbeStatus
@@ -29,6 +30,7 @@ from agent.safetext import (
     terminal_safe_json,
     text_field,
 )
+from agent.wallclock import human_time
 
 PROFILE_VERSION = 1
 
@@ -93,6 +95,13 @@ class NetRecord(msgspec.Struct, frozen=True):
 
 
 class ProcessProfile(msgspec.Struct, frozen=True):
+    """One process. ``cgroup_id`` is the cgroup v2 id its events carried
+    (0: none seen); ``cgroup`` that cgroup's path from the hierarchy's root,
+    None when it could not be resolved (removed before it was looked up, or
+    no cgroup2 mount: counted in ``/v1/stats`` ``cgroups``), never guessed;
+    ``container`` what the path names (:mod:`agent.capture.container_id`),
+    None when it names none."""
+
     pid: int
     ppid: int | None
     comm: str
@@ -115,6 +124,8 @@ class ProcessProfile(msgspec.Struct, frozen=True):
     evicted: dict[str, int]
     argv_cut: list[int] = []
     argv_more: bool = False
+    cgroup: str | None = None
+    container: Container | None = None
 
 
 Redaction: TypeAlias = Literal["applied", "off"]
@@ -125,7 +136,14 @@ Redaction: TypeAlias = Literal["applied", "off"]
 class Profile(msgspec.Struct, frozen=True):
     """``complete`` is true only when every probe attached, every kind's
     books balance with no loss, and nothing was evicted. ``redaction``
-    says whether secrets were redacted (always, unless ``--no-redact``)."""
+    says whether secrets were redacted (always, unless ``--no-redact``).
+
+    ``boot_offset_ns`` is CLOCK_REALTIME - CLOCK_BOOTTIME as measured when
+    capture started: every ``*_ns`` time here is CLOCK_BOOTTIME, and
+    ``ns + boot_offset_ns`` is its wall-clock time (ns since the epoch;
+    :mod:`agent.wallclock`). None in a profile made without one (older
+    files, tests): the text view then shows no times rather than guess.
+    """
 
     version: int
     command: list[str]
@@ -138,6 +156,7 @@ class Profile(msgspec.Struct, frozen=True):
     notes: list[str]
     complete: bool
     redaction: Redaction = "applied"
+    boot_offset_ns: int | None = None
 
 
 def is_complete(profile: Profile) -> bool:
@@ -202,13 +221,39 @@ def endpoint_text(endpoint: Endpoint | None) -> str:
     return f"{endpoint.family}:{escape_text(endpoint.address)}"
 
 
+def cgroup_text(proc: ProcessProfile) -> str:
+    """``cgroup PATH`` (escaped), the container if the path names one; an
+    unresolved cgroup says so, with its id."""
+    if proc.cgroup is None:
+        return f"cgroup {proc.cgroup_id} (unresolved)"
+    text = f"cgroup {escape_text(proc.cgroup)}"
+    container = proc.container
+    if container is not None:
+        text += f"  container {container.runtime} {container.id}"
+        if container.pod is not None:
+            text += f" pod {container.pod}"
+    return text
+
+
 def render_text(profile: Profile) -> str:
     """A readable report: the process tree, then per process what it did.
 
     Every field from the host is one escaped token (agent.safetext): argv
     shell-quoted, paths and names escaped as ``ls -b`` does, text the
-    capture cut followed by ``[cut]``.
+    capture cut followed by ``[cut]``. Times are wall-clock, RFC 3339 UTC
+    to the millisecond (:func:`agent.wallclock.human_time`): when a process
+    started and exited, when a file or network record was first seen (and
+    how many times, if more than once), when an exec failed. A profile
+    without ``boot_offset_ns`` shows none.
     """
+    offset = profile.boot_offset_ns
+
+    def when(word: str, ns: int | None, count: int = 1) -> str:
+        if offset is None or ns is None:
+            return ""
+        times = f", {count} times" if count > 1 else ""
+        return f"  {word} {human_time(ns, offset)}{times}"
+
     lines: list[str] = []
     if profile.redaction == "off":
         lines.append("redaction: OFF (--no-redact): secrets are shown as captured")
@@ -220,43 +265,58 @@ def render_text(profile: Profile) -> str:
     # process with its ppid: pids are reused, so a pid alone is ambiguous.
     latest: dict[int, int] = {}
     children: dict[int | None, list[int]] = {}
+    parent_of: dict[int, int] = {}
     for index, proc in enumerate(profile.processes):
         parent = latest.get(proc.ppid) if proc.ppid is not None else None
         children.setdefault(parent, []).append(index)
+        if parent is not None:
+            parent_of[index] = parent
         latest[proc.pid] = index
     lines.append(f"processes: {len(profile.processes)}")
 
-    def walk(proc: ProcessProfile, depth: int) -> None:
+    def walk(index: int, depth: int) -> None:
+        proc = profile.processes[index]
         pad = "  " * depth
         if proc.argv:
             argv = shell_join(proc.argv, cut=proc.argv_cut, more=proc.argv_more)
         else:
             argv = escape_text(proc.comm)
-        lines.append(f"{pad}- [{proc.pid}] {argv}  ({_exit_text(proc)})")
+        span = when("started", proc.started_ns) + when("exited", proc.exited_ns)
+        lines.append(f"{pad}- [{proc.pid}] {argv}  ({_exit_text(proc)}){span}")
+        parent = parent_of.get(index)
+        if proc.cgroup_id and (
+            parent is None or profile.processes[parent].cgroup_id != proc.cgroup_id
+        ):  # said where it changes, not on every process of a tree
+            lines.append(f"{pad}    {cgroup_text(proc)}")
         for ex in proc.execs:
             if ex.error:
                 name = text_field(ex.filename, cut=ex.filename_cut)
-                lines.append(f"{pad}    exec FAILED {name}: {ex.error}")
+                lines.append(f"{pad}    exec FAILED {name}: {ex.error}{when('at', ex.ts_ns)}")
         for f in proc.files:
             what = f.op + (f"({','.join(f.access)})" if f.access else "")
             target = f" -> {text_field(f.target, cut=f.target_cut)}" if f.target else ""
-            lines.append(f"{pad}    file {what} {text_field(f.path, cut=f.path_cut)}{target}")
+            first = when("first", f.first_ns, f.count)
+            lines.append(
+                f"{pad}    file {what} {text_field(f.path, cut=f.path_cut)}{target}{first}"
+            )
         for f in proc.failed_files:
             path = text_field(f.path, cut=f.path_cut)
-            lines.append(f"{pad}    file {f.op} FAILED {path}: {f.error}")
+            first = when("first", f.first_ns, f.count)
+            lines.append(f"{pad}    file {f.op} FAILED {path}: {f.error}{first}")
         for n in proc.network:
             ep = endpoint_text(n.endpoint)
-            lines.append(
-                f"{pad}    net {n.op} {ep}" + ("" if n.result == "ok" else f" ({n.result})")
-            )
+            result = "" if n.result == "ok" else f" ({n.result})"
+            lines.append(f"{pad}    net {n.op} {ep}{result}{when('first', n.first_ns, n.count)}")
         for n in proc.failed_network:
-            lines.append(f"{pad}    net {n.op} FAILED {endpoint_text(n.endpoint)}: {n.error}")
+            ep = endpoint_text(n.endpoint)
+            first = when("first", n.first_ns, n.count)
+            lines.append(f"{pad}    net {n.op} FAILED {ep}: {n.error}{first}")
         if proc.syscalls:
             top = sorted(proc.syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
             lines.append(f"{pad}    syscalls: " + ", ".join(f"{k}={v}" for k, v in top))
 
     def walk_tree(index: int, depth: int) -> None:
-        walk(profile.processes[index], depth)
+        walk(index, depth)
         for child in children.get(index, []):
             walk_tree(child, depth + 1)
 

@@ -33,8 +33,8 @@ __all__ = ["ProfileRedactor", "redact_profile"]
 
 
 def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
-    """``profile`` with argv, command lines, names, paths and UNIX addresses
-    redacted. Never raises for any text (the redactor fails closed).
+    """``profile`` with argv, command lines, names, paths, cgroup paths and
+    UNIX addresses redacted. Never raises for any text (the redactor fails closed).
 
     A record nothing was redacted in is kept as it is, not copied: a
     snapshot of a busy host is tens of thousands of records, nearly all
@@ -79,6 +79,7 @@ def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
             "comm": text(p.comm, "comm", comm_is_cut(p.comm)),
             "exe": text(p.exe, "exe"),
             "argv": argv(p.argv, "argv", p.argv_cut),
+            "cgroup": text(p.cgroup, "cgroup") if p.cgroup else p.cgroup,
             "execs": each(p.execs, exec_record),
             "files": each(p.files, file_record),
             "failed_files": each(p.failed_files, file_record),

@@ -16,6 +16,8 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from agent.capture.cgroups import UNRESOLVED, CgroupInfo
+from agent.capture.container_id import Container, parse_container
 from agent.capture.events import (
     Endpoint,
     Event,
@@ -32,6 +34,19 @@ from agent.capture.loader import ProbeStatus
 from agent.evidence.types import Anchor
 
 GOLDEN = Path(__file__).parent / "golden" / "evidence.ndjson"
+_CONTAINER_PATH = (
+    "/kubepods.slice/kubepods-burstable.slice/"
+    "kubepods-burstable-pod2b1c8a3e_7d4f_4e21_9a0b_5c6d7e8f9a0b.slice/"
+    "cri-containerd-" + "0123456789abcdef" * 4 + ".scope"
+)
+#: What the golden capture's cgroup ids resolve to: the root, a Kubernetes
+#: container (with its pod), and one unresolved (removed before the look-up).
+CGROUPS: dict[int, CgroupInfo] = {
+    1: CgroupInfo(path="/"),
+    4242: CgroupInfo(path=_CONTAINER_PATH, container=parse_container(_CONTAINER_PATH)),
+    2**64 - 1: UNRESOLVED,
+}
+assert isinstance(CGROUPS[4242].container, Container)
 ANCHOR = Anchor(
     boot_id="b0a7e2c4-1111-4222-8333-944455556666",
     wall_ns=1_764_000_000_123_456_789,

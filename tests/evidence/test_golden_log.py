@@ -15,6 +15,7 @@ from agent.evidence.store import EvidenceStore
 from agent.redact import Redactor
 from tests.evidence.golden_events import (
     ANCHOR,
+    CGROUPS,
     CHECKPOINT_EVERY,
     CLOCK_NS,
     COMMIT_EVERY,
@@ -37,7 +38,13 @@ def write_log(state_dir: Path) -> bytes:
     state = KeyState(epoch=0, key=SEAL_KEY.hex(), prev_seal="0" * 64)
     key_path(state_dir).write_bytes(canonical(state) + b"\n")
     key_path(state_dir).chmod(0o600)
-    mapper = Mapper(host=HOST, anchor=ANCHOR, redactor=Redactor.builtin(), version=VERSION)
+    mapper = Mapper(
+        host=HOST,
+        anchor=ANCHOR,
+        redactor=Redactor.builtin(),
+        version=VERSION,
+        cgroups=CGROUPS.__getitem__,
+    )
     store = EvidenceStore(
         state_dir, clock=lambda: CLOCK_NS, checkpoint_every_records=CHECKPOINT_EVERY
     )

@@ -348,6 +348,8 @@ def test_exec_data() -> None:
         "uid": 1000,
         "gid": 1000,
         "cgroup_id": str(2**60 + 7),
+        "cgroup": None,  # no resolver: not known
+        "container": None,
         "comm": "app",
         "ts_ns": str(at(1)),
         "ret": 0,

@@ -131,8 +131,10 @@ def test_class_activity_and_required_fields(event: Event, class_uid: int, activi
     elif class_uid == 1001:
         assert {"name", "type_id"} <= set(out["file"])
     else:
-        assert "src_endpoint" in out and "dst_endpoint" in out
-        assert out["src_endpoint"] or out["dst_endpoint"]
+        # dst_endpoint is required and names something; src_endpoint only when known
+        assert out["dst_endpoint"]
+        assert out.get("src_endpoint", True)
+        assert out["metadata"]["profiles"] == ["host"]  # network classes: actor, device
         assert "direction_id" in out["connection_info"]
     canonical(out)  # plain JSON: no floats, nothing exotic
 
@@ -288,3 +290,31 @@ def test_a_record_missing_a_field_raises_ocsf_error() -> None:
     )
     with pytest.raises(OcsfError, match="argv"):
         to_ocsf(broken)
+
+
+def test_an_address_not_captured_is_named_not_guessed() -> None:
+    """OCSF requires dst_endpoint and an endpoint naming something: a connect
+    whose address could not be read says so; an accept with no peer address
+    leaves src_endpoint out (it is only recommended)."""
+    out = project(net_event("connect", None))
+    assert out is not None
+    assert out["dst_endpoint"] == {"name": "unresolved"}
+    out = project(net_event("accept", None, ret=-errno.EAGAIN))
+    assert out is not None
+    assert "src_endpoint" not in out
+    assert out["dst_endpoint"] == {"hostname": "web-1"}
+
+
+def test_type_name_of_other_is_the_schema_s_caption() -> None:
+    """type_name is type_uid's caption ("...: Other" for 99); the source's
+    own word stays in activity_name."""
+    out = project(net_event("bind", IPV4))
+    assert out is not None
+    assert (out["type_uid"], out["type_name"], out["activity_name"]) == (
+        400199,
+        "Network Activity: Other",
+        "Bind",
+    )
+    out = project(exec_event(ret=-errno.ENOENT))
+    assert out is not None
+    assert (out["status_id"], out["status"]) == (2, "Failure")

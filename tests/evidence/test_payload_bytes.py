@@ -20,6 +20,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.capture.cgroups import UNRESOLVED, CgroupInfo
+from agent.capture.container_id import parse_container
 from agent.capture.events import (
     Endpoint,
     Event,
@@ -38,6 +40,22 @@ from agent.redact import Redactor
 
 ANCHOR = Anchor(boot_id="boot", wall_ns=1_700_000_000_000_000_000, boottime_ns=5 * 10**12)
 TOKEN = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
+
+
+_DOCKER = "/system.slice/docker-" + "ab" * 32 + ".scope"
+#: Cgroup answers of every shape: unresolved, the root, a container, a path
+#: with a secret the built-in rules redact, a path with raw bytes to escape.
+_CGROUPS = (
+    UNRESOLVED,
+    CgroupInfo(path="/"),
+    CgroupInfo(path=_DOCKER, container=parse_container(_DOCKER)),
+    CgroupInfo(path=f"/user.slice/{TOKEN}"),
+    CgroupInfo(path="/odd\udcff.slice"),
+)
+
+
+def cgroup_of(cgroup_id: int) -> CgroupInfo:
+    return _CGROUPS[cgroup_id % len(_CGROUPS)]
 
 
 class StructMapper(Mapper):
@@ -150,8 +168,8 @@ def outcomes(mapper: Mapper, sequence: list[Event]) -> list[Any]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(events, max_size=10))
 def test_composed_records_are_the_struct_records(sequence: list[Event]) -> None:
-    composed = Mapper(host="h%41", anchor=ANCHOR, redactor=Redactor.builtin())
-    built = StructMapper(host="h%41", anchor=ANCHOR, redactor=Redactor.builtin())
+    composed = Mapper(host="h%41", anchor=ANCHOR, redactor=Redactor.builtin(), cgroups=cgroup_of)
+    built = StructMapper(host="h%41", anchor=ANCHOR, redactor=Redactor.builtin(), cgroups=cgroup_of)
     assert outcomes(composed, sequence) == outcomes(built, sequence)
     assert composed.redaction_stats == built.redaction_stats
     assert composed.memo_stats() == built.memo_stats()
@@ -161,7 +179,7 @@ def test_composed_records_are_the_struct_records(sequence: list[Event]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(events)
 def test_a_composed_payload_decodes_to_its_struct_and_is_rfc8785(event: Event) -> None:
-    mapper = Mapper(host="h", anchor=ANCHOR)
+    mapper = Mapper(host="h", anchor=ANCHOR, cgroups=cgroup_of)
     mapper.anchor_record()
     try:
         record = mapper.map(event)
