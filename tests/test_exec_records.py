@@ -84,3 +84,108 @@ def test_every_fork_execl_has_its_filename_and_whole_argv(
     books = fork_execl["accounting"]["exec"]
     assert books["balanced"] and books["lost_kernel"] == 0
     assert books["generated"] == FORKS + 1
+
+
+#: Relative exec after chdir, a setuid program run by nobody, a login uid,
+#: an exec of a memfd, and a failed exec: each exec says where it ran, what
+#: it ran and as whom.
+WORKLOAD = r"""
+set -e
+mkdir -p {work}/bin
+cp /bin/true {work}/bin/prog
+cd {work}
+./bin/prog relative-arg
+setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/mount --version >/dev/null
+/bin/sh -c 'echo 4321 > /proc/self/loginuid && exec /bin/true loginuid-set'
+{python} -c '{memfd}'
+{python} -c 'import os
+try:
+    os.execv("./no-such-prog", ["no-such-prog", "failed-arg"])
+except FileNotFoundError:
+    pass'
+"""
+MEMFD = (
+    "import os, shutil\n"
+    'fd = os.memfd_create("payload")\n'
+    'with open("/bin/true", "rb") as src, os.fdopen(os.dup(fd), "wb") as dst:\n'
+    "    shutil.copyfileobj(src, dst)\n"
+    'os.execve(f"/proc/self/fd/{fd}", ["memfd-true", "from-memfd"], dict(os.environ))\n'
+)
+
+
+def execs_by_argv(profile: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Each exec by its argv[1] (the workload gives each a distinct one),
+    with the process it happened in."""
+    found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for proc in profile["processes"]:
+        for ex in proc["execs"]:
+            if len(ex["argv"]) > 1:
+                found.setdefault(ex["argv"][1], (ex, proc))
+    return found
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory: pytest.TempPathFactory, system_python_path: str) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("execwork")
+    script = WORKLOAD.format(
+        work=tmp / "work", python=system_python_path, memfd=MEMFD.replace("'", "'\"'\"'")
+    )
+    profile = profile_of(tmp, "/bin/sh", "-c", script)
+    profile["work"] = str((tmp / "work").resolve())
+    return profile
+
+
+@pytest.fixture(scope="module")
+def system_python_path() -> str:
+    path = shutil.which("python3", path="/usr/bin")
+    assert path, "/usr/bin/python3 is missing"
+    return path
+
+
+def test_relative_exec_has_its_cwd_exe_and_parent(kernel: None, workload: dict[str, Any]) -> None:
+    ex, proc = execs_by_argv(workload)["relative-arg"]
+    work = workload["work"]
+    assert ex["filename"] == "./bin/prog"
+    assert (ex["cwd"], ex["cwd_flags"]) == (work, [])
+    assert (ex["exe_path"], ex["exe_path_flags"]) == (f"{work}/bin/prog", [])
+    shell = next(p for p in workload["processes"] if p["pid"] == workload["root_pid"])
+    assert ex["ppid"] == proc["ppid"] == shell["pid"]
+    assert (ex["euid"], ex["egid"]) == (0, 0)
+    assert not ex["fileless"] and ex["unresolved"] == []
+    assert (proc["cwd"], proc["exe_path"]) == (work, f"{work}/bin/prog")
+
+
+def test_setuid_exec_has_real_and_effective_ids(kernel: None, workload: dict[str, Any]) -> None:
+    ex, proc = execs_by_argv(workload)["--version"]
+    assert ex["exe_path"] == "/usr/bin/mount"
+    assert (proc["uid"], proc["gid"]) == (65534, 65534)  # the header: who ran it
+    assert (ex["euid"], ex["egid"]) == (0, 65534)  # setuid root, not setgid
+
+
+def test_exec_carries_the_login_uid(kernel: None, workload: dict[str, Any]) -> None:
+    ex, _ = execs_by_argv(workload)["loginuid-set"]
+    assert ex["loginuid"] == 4321
+    unset_or_ours = int(Path("/proc/self/loginuid").read_text())
+    assert execs_by_argv(workload)["relative-arg"][0]["loginuid"] == unset_or_ours
+
+
+def test_exec_of_a_memfd_is_flagged_fileless(kernel: None, workload: dict[str, Any]) -> None:
+    ex, proc = execs_by_argv(workload)["from-memfd"]
+    assert ex["fileless"] and ex["exe_memfd"]
+    assert ex["argv"] == ["memfd-true", "from-memfd"]
+    assert ex["filename"].startswith("/proc/self/fd/")
+    # A memfd is on no mount the process can reach: the walk says so.
+    assert "unreachable" in ex["exe_path_flags"]
+    assert proc["fileless"]
+    # ...and no other exec is.
+    others = [e for e, _ in execs_by_argv(workload).values() if e is not ex]
+    assert others and not any(e["fileless"] or e["exe_memfd"] for e in others)
+
+
+def test_failed_exec_is_read_from_the_old_image(kernel: None, workload: dict[str, Any]) -> None:
+    ex, _ = execs_by_argv(workload)["failed-arg"]
+    assert (ex["error"], ex["filename"]) == ("ENOENT", "./no-such-prog")
+    assert ex["argv"] == ["no-such-prog", "failed-arg"]
+    assert ex["ppid"] is not None and ex["unresolved"] == ["cwd", "exe"]
+    books = workload["accounting"]["exec"]
+    assert books["balanced"] and books["lost_kernel"] == 0

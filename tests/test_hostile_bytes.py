@@ -124,6 +124,8 @@ def test_evidence_records_keep_every_byte(
         if isinstance(event, ExecEvent):
             assert to_bytes(back["filename"]) == kept(filename, PATH_LEN)
             assert [to_bytes(a) for a in back["argv"]] == [kept(a, ARG_LEN) for a in argv]
+            assert to_bytes(back["cwd"]) == b"/" + filename
+            assert to_bytes(back["exe"]) == b"/" + comm
         else:
             assert to_bytes(back["path"]) == kept(path, PATH_LEN)
         projected = to_ocsf(record.event)
