@@ -10,6 +10,7 @@ argument area: every exec must have both, whole.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections import Counter
@@ -18,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from agent.capture import kernel_layout
+from agent.capture.cache_store import CACHE_DIR_ENV
 from tests.conftest import TRACEHOUND
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
@@ -189,3 +192,34 @@ def test_failed_exec_is_read_from_the_old_image(kernel: None, workload: dict[str
     assert ex["ppid"] is not None and ex["unresolved"] == ["cwd", "exe"]
     books = workload["accounting"]["exec"]
     assert books["balanced"] and books["lost_kernel"] == 0
+
+
+def test_with_enrichment_off_nothing_is_guessed_and_what_is_missing_is_marked(
+    kernel: None, tmp_path: Path
+) -> None:
+    """A wrong offset turns enrichment off (tests/test_kernel_layout.py):
+    argv is then read at execve entry, as before, and the fork+execl case
+    can come out empty; every exec must then say so, and say that ids, cwd
+    and exe are not resolved."""
+    source = tmp_path / "forkexecl.c"
+    source.write_text(FORK_EXECL)
+    binary = tmp_path / "forkexecl"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(source)], check=True)
+    out = tmp_path / "profile.json"
+    result = subprocess.run(
+        [*TRACEHOUND, "profile", "--output", str(out), "--", str(binary), "50"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, kernel_layout.SKEW_ENV: "task_struct.tgid=64",
+             CACHE_DIR_ENV: str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    profile = json.loads(out.read_text())
+    children = [e for p in profile["processes"] for e in p["execs"] if e["filename"] != str(binary)]
+    assert len(children) == 50
+    for ex in children:
+        assert ex["filename"] == "/bin/true"  # the tracepoint's: no struct read needed
+        assert (ex["ppid"], ex["euid"], ex["egid"], ex["loginuid"]) == (None, None, None, None)
+        assert (ex["cwd"], ex["cwd_flags"], ex["exe_path"]) == ("", ["no_layout"], "")
+        assert {"ids", "cwd", "exe"} <= set(ex["unresolved"])
+        whole = ex["argv"] == list(LITERALS)
+        assert whole or ("argv" in ex["unresolved"] and ex["argv_truncated"]), ex
