@@ -63,42 +63,41 @@ BPF_PERCPU_ARRAY(th_exec_scratch, struct th_exec_event, 1);
 
 #define TH_EXEC_FIXED (sizeof(struct th_exec_event) - TH_EXEC_DATA)
 
+/* Slots th_exec_read_argv fills: TH_ARGV_MAX, as many as TH_ARGV_BYTES holds. */
+#define TH_ARGV_SLOTS                                                         \
+    (TH_ARGV_MAX < TH_ARGV_BYTES / TH_ARG_LEN ? TH_ARGV_MAX : TH_ARGV_BYTES / TH_ARG_LEN)
+
 /* argv from user memory, entry by entry, into dst (TH_ARGV_BYTES bytes of a
- * map value): NUL-terminated entries, at most TH_ARG_LEN bytes each. A
+ * map value): entry i in the TH_ARG_LEN-byte slot i, NUL-terminated
+ * (TH_EXEC_ARGV_SLOTS; constant offsets keep the verifier's work small). A
  * pointer or string that cannot be read (a page not resident) stops it,
- * marked. Returns the bytes written. */
+ * marked. Returns the bytes of the slots filled. */
 static __always_inline u32 th_exec_read_argv(char *dst, const char *const *argv, u32 *flags)
 {
-    u64 len = 0;
-    for (u32 i = 0; i < TH_ARGV_MAX; i++) {
+    *flags |= TH_EXEC_ARGV_SLOTS;
+    u32 i = 0;
+#pragma unroll
+    for (; i < TH_ARGV_SLOTS; i++) {
         const char *arg = NULL;
         if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i])) {
             *flags |= TH_EXEC_ARGV_UNREADABLE;
-            return len;
+            return i * TH_ARG_LEN;
         }
         if (!arg)
-            return len;
-        if (len > TH_ARGV_BYTES - TH_ARG_LEN) {
-            *flags |= TH_EXEC_ARGV_TRUNCATED; /* no room for another entry */
-            return len;
-        }
-        TH_BOUND(len, TH_ARGV_BYTES - TH_ARG_LEN);
-        long n = bpf_probe_read_user_str(dst + len, TH_ARG_LEN, arg);
+            return i * TH_ARG_LEN;
+        long n = bpf_probe_read_user_str(dst + i * TH_ARG_LEN, TH_ARG_LEN, arg);
         if (n <= 0) {
             *flags |= TH_EXEC_ARGV_UNREADABLE;
-            return len;
+            return i * TH_ARG_LEN;
         }
         if (n >= TH_ARG_LEN)
             *flags |= TH_EXEC_ARG_TRUNCATED;
-        u64 step = (u64)n;
-        TH_BOUND(step, TH_ARG_LEN);
-        len += step;
     }
     const char *more = NULL;
-    bpf_probe_read_user(&more, sizeof(more), &argv[TH_ARGV_MAX]);
+    bpf_probe_read_user(&more, sizeof(more), &argv[TH_ARGV_SLOTS]);
     if (more)
         *flags |= TH_EXEC_ARGV_TRUNCATED;
-    return len;
+    return TH_ARGV_SLOTS * TH_ARG_LEN;
 }
 
 /* The scratch record with its fixed part zeroed and the header filled. */

@@ -154,6 +154,7 @@
 #define TH_EXEC_FAILED_NO_PATHS 256 /* a failed exec: cwd and exe are not resolved */
 #define TH_EXEC_EXE_UNLINKED 512   /* the executable has no link on any filesystem (memfd, O_TMPFILE, deleted) */
 #define TH_EXEC_EXE_MEMFD 1024     /* the executable is a memfd (its name starts "memfd:") */
+#define TH_EXEC_ARGV_SLOTS 2048    /* argv read from pointers: entry i in bytes [i * TH_ARG_LEN, (i + 1) * TH_ARG_LEN) */
 
 /* th_exit_event.flags */
 #define TH_EXIT_HAVE_CODE 1   /* exit_group()/exit() was seen: exit_code is valid */
@@ -190,7 +191,7 @@ struct th_exec_event {
     __u32 egid;
     __u32 loginuid;     /* audit login uid; 4294967295: unset */
     __u32 filename_len; /* bytes, no NUL */
-    __u32 argv_len;     /* bytes of the argument area: NUL-terminated entries */
+    __u32 argv_len;     /* bytes of the argument area: NUL-terminated entries (TH_EXEC_ARGV_SLOTS: one per slot) */
     __u32 cwd_len;
     __u32 exe_len;
     __u32 cwd_flags;    /* TH_PATH_* */

@@ -212,6 +212,16 @@ def test_exec_with_compiled_bounds() -> None:
     assert event.args_cut == (2,) and event.argv_more
 
 
+def test_exec_argv_read_from_pointers_comes_in_slots() -> None:
+    # TH_EXEC_ARGV_SLOTS: entry i in bytes [i * arg_len, (i + 1) * arg_len).
+    decoder = WireDecoder(argv_max=4, arg_len=16)
+    slots = b"".join(a.ljust(16, b"\0") for a in (b"sh", b"", b"x" * 15, b"-c"))
+    event = decoder.decode(exec_record(area=slots, flags=2048 | 2))
+    assert isinstance(event, ExecEvent)
+    assert event.argv == ("sh", "", "x" * 15, "-c")
+    assert event.args_cut == (2,) and event.argv_truncated and not event.argv_more
+
+
 def test_exec_enrichment_fields() -> None:
     record = exec_record(ids=(77, 1000, 1001, 42), cwd=b"/srv/app", exe=b"/usr/bin/python3.11",
                          exe_flags=4, flags=512 | 1024)  # fmt: skip

@@ -87,6 +87,7 @@ EXEC_NO_IMAGE: Final = 128  # succeeded, but the image probe did not run
 EXEC_FAILED_NO_PATHS: Final = 256  # a failed exec: cwd and exe not resolved
 EXEC_EXE_UNLINKED: Final = 512  # the executable has no link left (memfd, O_TMPFILE, deleted)
 EXEC_EXE_MEMFD: Final = 1024  # the executable is a memfd
+EXEC_ARGV_SLOTS: Final = 2048  # argv area in TH_ARG_LEN slots (read from pointers)
 EXIT_HAVE_CODE: Final = 1  # exit_group()/exit() was seen: exit_code is valid
 EXIT_HAVE_SIGNAL: Final = 2  # a fatal signal with the default action was delivered
 

@@ -25,6 +25,7 @@ from agent.capture.events import (
 # Kinds, operations and flags: defined once, in agent.capture.kinds.
 from agent.capture.kinds import (  # re-exported: defined once there
     EXEC_ARG_TRUNCATED,
+    EXEC_ARGV_SLOTS,
     EXEC_ARGV_TRUNCATED,
     EXEC_ARGV_UNREADABLE,
     EXEC_EXE_MEMFD,
@@ -228,6 +229,11 @@ class WireDecoder:
         cwd = _text(data[pos : pos + cwd_len])
         pos += cwd_len
         exe = _text(data[pos : pos + exe_len])
+        if flags & EXEC_ARGV_SLOTS:  # read entry by entry: one per slot
+            step = self.arg_len
+            area = b"".join(
+                area[i : i + step].partition(b"\0")[0] + b"\0" for i in range(0, len(area), step)
+            )
         argv, args_cut, more = split_argv(
             area, self.argv_max, self.arg_len, bool(flags & EXEC_ARGV_TRUNCATED)
         )
