@@ -269,7 +269,9 @@ static __always_inline void th_exec_put_path(struct th_exec_event *ev, u64 pos, 
     *len = n;
 }
 
-/* The executable's path, and whether it has a name on any filesystem. */
+/* The executable's path, and whether it has a name on any filesystem.
+ * Everything but the walk comes first: code after a walk is verified once
+ * per way the walk can end. */
 static __always_inline void th_exec_exe(struct th_exec_event *ev, u64 task)
 {
     u64 exe = th_kptr(th_kptr(task, TH_OFF_TASK_STRUCT_MM), TH_OFF_MM_STRUCT_EXE_FILE);
@@ -277,10 +279,6 @@ static __always_inline void th_exec_exe(struct th_exec_event *ev, u64 task)
         ev->exe_flags = TH_PATH_NO_BASE;
         return;
     }
-    struct th_path_result res = {};
-    th_walk_struct_path(task, exe + TH_OFF_FILE_F_PATH, 1, &res);
-    ev->exe_flags = res.flags;
-    th_exec_put_path(ev, ev->argv_len + ev->filename_len + ev->cwd_len, 1, &res, &ev->exe_len);
 #ifdef TH_HAVE_INODE_I_NLINK
     u64 inode = th_kptr(exe, TH_OFF_FILE_F_INODE);
     if (inode && th_ku32(inode, TH_OFF_INODE_I_NLINK) == 0)
@@ -291,8 +289,23 @@ static __always_inline void th_exec_exe(struct th_exec_event *ev, u64 task)
     u64 text = th_kptr(dentry, TH_OFF_DENTRY_D_NAME_NAME);
     if (text && !bpf_probe_read_kernel(name, sizeof(name), (const void *)text) &&
         name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 'f' &&
-        name[4] == 'd' && name[5] == ':')
+        name[4] == 'd' && name[5] == ':') {
+        /* A memfd is on no mount a process can reach: a walk would end at
+         * once, at "/". Its own name ("memfd:<name>") says more; the flag
+         * says it is no path. */
         ev->flags |= TH_EXEC_EXE_MEMFD;
+        ev->exe_flags = TH_PATH_UNREACHABLE;
+        u64 pos = ev->argv_len + ev->filename_len + ev->cwd_len;
+        TH_BOUND(pos, TH_ARGV_BYTES + 2 * TH_PATH_MAX);
+        long n = bpf_probe_read_kernel_str(ev->data + pos, TH_NAME_MAX + 1, (const void *)text);
+        if (n > 1)
+            ev->exe_len = (n - 1) & TH_NAME_MAX;
+        return;
+    }
+    struct th_path_result res = {};
+    th_walk_struct_path(task, exe + TH_OFF_FILE_F_PATH, 1, &res);
+    ev->exe_flags = res.flags;
+    th_exec_put_path(ev, ev->argv_len + ev->filename_len + ev->cwd_len, 1, &res, &ev->exe_len);
 }
 #endif
 

@@ -177,8 +177,9 @@ def test_exec_of_a_memfd_is_flagged_fileless(kernel: None, workload: dict[str, A
     assert ex["fileless"] and ex["exe_memfd"]
     assert ex["argv"] == ["memfd-true", "from-memfd"]
     assert ex["filename"].startswith("/proc/self/fd/")
-    # A memfd is on no mount the process can reach: the walk says so.
-    assert "unreachable" in ex["exe_path_flags"]
+    # A memfd is on no mount the process can reach: the walk says so, and
+    # the exe is named by the memfd's own name.
+    assert (ex["exe_path"], ex["exe_path_flags"]) == ("memfd:payload", ["unreachable"])
     assert proc["fileless"]
     # ...and no other exec is.
     others = [e for e, _ in execs_by_argv(workload).values() if e is not ex]
