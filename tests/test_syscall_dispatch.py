@@ -191,7 +191,8 @@ def test_daemon_dispatches_every_concerns_syscalls(kernel: None, tmp_path: Path)
             if dispatch.slot_for(tp, fn) is None
         )
         assert kinds["link:raw_tracepoint"] == 2, kinds  # sys_enter and sys_exit
-        assert kinds["perf_event"] == perf_pairs == 5, kinds  # fork, exit, 2 signals, listen
+        # fork, exit, 2 signals, listen, exec image
+        assert kinds["perf_event"] == perf_pairs == 6, kinds
         assert kinds[f"map:{bpf_syscall.BPF_MAP_TYPE_PROG_ARRAY}"] == 2, kinds
         planned = {(s.direction, s.nr) for p in PROBES for s in dispatch.slots_of(p)}
         tables = sorted(filled_slots_of(agent.pid).values())
