@@ -21,8 +21,9 @@
  *   - syscall arguments are carried from entry to exit in task-local
  *     storage (TH_CURRENT_TASK), one slot per task and concern;
  *   - user strings are read at syscall exit from a pointer saved at entry
- *     (the page may not be resident at entry), except execve's argv, which is
- *     gone once exec succeeds and so is read at entry;
+ *     (the page may not be resident at entry); a successful exec's filename
+ *     and argv are read at sched_process_exec, where the kernel has just
+ *     copied them (the tracepoint's filename, the new mm's argument area);
  *   - every record that the kernel decides to emit bumps th_generated[kind];
  *     every record that then cannot be delivered bumps th_lost[kind]. User
  *     space checks that generated == delivered + lost, per kind.
@@ -39,6 +40,12 @@
 #endif
 #ifndef TH_ARG_LEN
 #define TH_ARG_LEN 128          /* bytes per argv entry, NUL included */
+#endif
+/* Bytes of the argument area (the NUL-separated argv) an exec record holds:
+ * the loader passes min(TH_ARGV_MAX * TH_ARG_LEN, TH_ARGV_BYTES_MAX). */
+#define TH_ARGV_BYTES_MAX 16384
+#ifndef TH_ARGV_BYTES
+#define TH_ARGV_BYTES (TH_ARGV_MAX * TH_ARG_LEN < TH_ARGV_BYTES_MAX ? TH_ARGV_MAX * TH_ARG_LEN : TH_ARGV_BYTES_MAX)
 #endif
 #ifndef TH_RINGBUF_PAGES
 #define TH_RINGBUF_PAGES 1024   /* ring buffer size in pages, a power of two */
@@ -162,8 +169,18 @@
 #define TH_MMSG_MAX 8
 
 /* th_exec_event.flags */
-#define TH_EXEC_ARGV_TRUNCATED 1 /* more than TH_ARGV_MAX arguments */
-#define TH_EXEC_ARG_TRUNCATED 2  /* an argument longer than TH_ARG_LEN - 1 */
+#define TH_EXEC_ARGV_TRUNCATED 1   /* more argv than captured: more than TH_ARGV_MAX entries, or an area longer than TH_ARGV_BYTES */
+#define TH_EXEC_ARG_TRUNCATED 2    /* an argument read at entry filled TH_ARG_LEN - 1 bytes */
+#define TH_EXEC_FILENAME_CUT 4     /* the filename was longer than TH_PATH_MAX - 1 bytes */
+#define TH_EXEC_FILENAME_UNREADABLE 8 /* the filename could not be read */
+#define TH_EXEC_ARGV_UNREADABLE 16 /* (part of) argv could not be read: what is there is what was */
+#define TH_EXEC_ARGV_AT_ENTRY 32   /* argv read at syscall entry (enrichment off): pages not yet touched read as unreadable */
+#define TH_EXEC_NO_LAYOUT 64       /* enrichment off: ppid, euid, egid, loginuid, cwd and exe not resolved */
+#define TH_EXEC_NO_IMAGE 128       /* exec succeeded but the image probe did not run: filename and argv unknown */
+#define TH_EXEC_FAILED_NO_PATHS 256 /* a failed exec: cwd and exe are not resolved */
+#define TH_EXEC_EXE_UNLINKED 512   /* the executable has no link on any filesystem (memfd, O_TMPFILE, deleted) */
+#define TH_EXEC_EXE_MEMFD 1024     /* the executable is a memfd (its name starts "memfd:") */
+#define TH_EXEC_ARGV_SLOTS 2048    /* argv read from pointers: entry i in bytes [i * TH_ARG_LEN, (i + 1) * TH_ARG_LEN) */
 
 /* th_exit_event.flags */
 #define TH_EXIT_HAVE_CODE 1   /* exit_group()/exit() was seen: exit_code is valid */
@@ -182,14 +199,31 @@ struct th_header {
     char comm[TH_COMM_LEN];
 };
 
+/* Bytes of an exec record's variable part: the filename (up to TH_PATH_MAX
+ * - 1), the argument area (TH_ARGV_BYTES), the cwd and the executable's
+ * path (TH_PATH_MAX each), in that order, without NULs between them (the
+ * argument area keeps its own). */
+#define TH_EXEC_DATA (3 * TH_PATH_MAX + TH_ARGV_BYTES)
+
+/* Variable-length: the fixed part, then data[0 .. filename_len + argv_len +
+ * cwd_len + exe_len); only that much is sent. */
 struct th_exec_event {
     struct th_header h;
-    __s32 ret;        /* 0, or -errno for a failed exec */
-    __u32 argc;       /* argv entries captured in argv[] */
-    __u32 flags;      /* TH_EXEC_* */
-    __u32 at;         /* 0: execve, 1: execveat */
-    char filename[TH_PATH_LEN];
-    char argv[TH_ARGV_MAX][TH_ARG_LEN];
+    __s32 ret;          /* 0, or -errno for a failed exec */
+    __u32 flags;        /* TH_EXEC_* */
+    __u32 at;           /* 0: execve, 1: execveat */
+    __u32 ppid;         /* the real parent's tgid (0 with TH_EXEC_NO_LAYOUT) */
+    __u32 euid;         /* effective ids after the exec (real_cred) */
+    __u32 egid;
+    __u32 loginuid;     /* audit login uid; 4294967295: unset */
+    __u32 filename_len; /* bytes, no NUL */
+    __u32 argv_len;     /* bytes of the argument area: NUL-terminated entries (TH_EXEC_ARGV_SLOTS: one per slot) */
+    __u32 cwd_len;
+    __u32 exe_len;
+    __u32 cwd_flags;    /* TH_PATH_* */
+    __u32 exe_flags;    /* TH_PATH_* */
+    __u32 _pad0;
+    char data[TH_EXEC_DATA];
 };
 
 struct th_fork_event {
@@ -459,6 +493,14 @@ static __always_inline int th_compat_syscall(void)
     const char *task = (const char *)bpf_get_current_task_btf();
     return (*(const u32 *)(task + TH_TASK_STATUS_OFFSET) & TH_TS_COMPAT) != 0;
 }
+
+/* x = min(x, max), in the very register later used as an offset or size:
+ * clang otherwise tests a copy and uses the original, which the verifier
+ * then sees unbounded. x must be a u64 variable; max a constant. */
+#define TH_BOUND(x, max)                                                      \
+    asm volatile("if %[v] <= %[m] goto +1\n\t%[v] = %[m]\n\t"                \
+                 : [v] "+r"(x)                                                \
+                 : [m] "i"(max))
 
 static __always_inline void th_count(u32 kind, int lost)
 {

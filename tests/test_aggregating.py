@@ -556,8 +556,10 @@ def expected_bytes(prof: Profile) -> int:
     total = 0
     for p in prof.processes:
         total += agg.PROCESS_BYTES + agg.text_bytes(p.exe, *p.argv) + 8 * len(p.argv)
+        total += agg.paths_bytes(p.cwd, p.exe_path)
         for e in p.execs:
             total += agg.EXEC_BYTES + agg.text_bytes(e.filename, *e.argv) + 8 * len(e.argv)
+            total += agg.paths_bytes(e.cwd, e.exe_path)
         for f in (*p.files, *p.failed_files):
             total += agg.FILE_BYTES + agg.text_bytes(f.path)
             total += agg.text_bytes(f.target) if f.target else 0

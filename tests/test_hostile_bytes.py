@@ -81,9 +81,11 @@ def header(kind: int, comm: bytes) -> bytes:
 
 
 def exec_record(comm: bytes, filename: bytes, argv: list[bytes]) -> bytes:
-    body = EXEC_BODY.pack(0, len(argv), 0, 0, cstr(filename, PATH_LEN))
-    args = b"".join(cstr(a, ARG_LEN) for a in argv).ljust(ARGV_MAX * ARG_LEN, b"\0")
-    data = header(KIND_EXEC, comm) + body + args
+    area = b"".join(a + b"\0" for a in argv)
+    cwd, exe = b"/" + filename, b"/" + comm
+    body = EXEC_BODY.pack(0, 0, 0, 1, 0, 0, 0, len(filename), len(area), len(cwd), len(exe),
+                          0, 0, 0)  # fmt: skip
+    data = header(KIND_EXEC, comm) + body + area + filename + cwd + exe
     return data.ljust((len(data) + 7) & ~7, b"\0")
 
 
@@ -124,6 +126,8 @@ def test_evidence_records_keep_every_byte(
         if isinstance(event, ExecEvent):
             assert to_bytes(back["filename"]) == kept(filename, PATH_LEN)
             assert [to_bytes(a) for a in back["argv"]] == [kept(a, ARG_LEN) for a in argv]
+            assert to_bytes(back["cwd"]) == b"/" + filename
+            assert to_bytes(back["exe"]) == b"/" + comm
         else:
             assert to_bytes(back["path"]) == kept(path, PATH_LEN)
         projected = to_ocsf(record.event)

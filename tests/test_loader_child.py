@@ -38,8 +38,10 @@ def test_handed_over_fds_keep_capturing_after_the_child_exits(kernel: None, tmp_
             for tp, fn in p.attach
             if dispatch.slot_for(tp, fn) is None
         )
-        # fork, exit, 2 signals, listen, io_uring submit and complete
-        assert tracepoints == 7, "syscalls go through the dispatch tables, not perf events"
+        # task_newtask, sched_process_exit, signal_generate/deliver,
+        # sched_process_exec (its __data_loc filename needs no struct offset),
+        # inet_sock_set_state, io_uring submit and complete.
+        assert tracepoints == 8, "syscalls go through the dispatch tables, not perf events"
         assert _perf_event_fds() - before == tracepoints, "one perf event per tracepoint"
         assert all(s.attached for s in capture.statuses)
         marker = tmp_path / "loader-child-marker"

@@ -194,8 +194,8 @@ def test_daemon_dispatches_every_concerns_syscalls(kernel: None, tmp_path: Path)
         raw_events |= {dispatch.SYS_ENTER[0], dispatch.SYS_EXIT[0]}
         # sys_enter and sys_exit, and net.connect_result's inet_sock_set_state
         assert kinds["link:raw_tracepoint"] == len(raw_events) == 3, kinds
-        # fork, exit, 2 signals, listen, io_uring submit and complete
-        assert kinds["perf_event"] == perf_pairs == 7, kinds
+        # fork, exit, 2 signals, listen, exec image, io_uring submit and complete
+        assert kinds["perf_event"] == perf_pairs == 8, kinds
         assert kinds[f"map:{bpf_syscall.BPF_MAP_TYPE_PROG_ARRAY}"] == 2, kinds
         planned = {(s.direction, s.nr) for p in PROBES for s in dispatch.slots_of(p)}
         tables = sorted(filled_slots_of(agent.pid).values())

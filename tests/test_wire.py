@@ -27,7 +27,7 @@ from agent.capture.events import (
 from agent.capture.wire import WireDecoder, WireError
 
 HEADER_SIZE = 56
-EXEC_ARGV_OFF = 56 + 16 + 256
+EXEC_DATA_OFF = 56 + 56
 FORK_SIZE = 72
 EXIT_SIZE = 72
 FILE_SIZE = 608
@@ -67,21 +67,26 @@ def exec_record(
     *,
     ret: int = 0,
     argv: list[bytes] | None = None,
-    argc: int | None = None,
+    area: bytes | None = None,
     flags: int = 0,
     at: int = 0,
     filename: bytes = b"/bin/ls",
-    argv_max: int = 16,
-    arg_len: int = 128,
+    ids: tuple[int, int, int, int] = (1, 0, 0, 4294967295),
+    cwd: bytes = b"/home/u",
+    exe: bytes = b"/usr/bin/ls",
+    cwd_flags: int = 0,
+    exe_flags: int = 0,
 ) -> bytes:
+    """The variable-length exec record: fixed part, then argv (NUL-ended
+    entries), filename, cwd, exe, at the offsets of struct th_exec_event."""
     argv = [b"ls", b"-l", b"/tmp"] if argv is None else argv
-    buf = header(1, EXEC_ARGV_OFF + argv_max * arg_len)
-    struct.pack_into("<iIII", buf, 56, ret, len(argv) if argc is None else argc, flags, at)
-    buf[72 : 72 + len(filename)] = filename
-    for i, arg in enumerate(argv[:argv_max]):
-        start = EXEC_ARGV_OFF + i * arg_len
-        buf[start : start + len(arg)] = arg
-    return bytes(buf)
+    area = b"".join(a + b"\0" for a in argv) if area is None else area
+    buf = header(1, EXEC_DATA_OFF)
+    ppid, euid, egid, loginuid = ids
+    struct.pack_into("<iIIIIII", buf, 56, ret, flags, at, ppid, euid, egid, loginuid)
+    struct.pack_into("<IIII", buf, 84, len(filename), len(area), len(cwd), len(exe))
+    struct.pack_into("<III", buf, 100, cwd_flags, exe_flags, 0xFFFFFFFF)
+    return bytes(buf) + area + filename + cwd + exe
 
 
 def fork_record(child_pid: int, clone_flags: int) -> bytes:
@@ -204,36 +209,90 @@ def test_exec_truncation_flags(flags: int, truncated: bool) -> None:
 
 
 def test_exec_argc_is_capped_at_argv_max() -> None:
-    argv = [f"a{i}".encode() for i in range(16)]
-    event = WireDecoder().decode(exec_record(argv=argv, argc=40, flags=1))
+    argv = [f"a{i}".encode() for i in range(40)]
+    event = WireDecoder().decode(exec_record(argv=argv))
     assert isinstance(event, ExecEvent)
-    assert event.argv == tuple(a.decode() for a in argv)
+    assert event.argv == tuple(a.decode() for a in argv[:16])
+    assert event.argv_more and event.argv_truncated
 
 
-def test_exec_argc_zero_gives_empty_argv() -> None:
-    event = WireDecoder().decode(exec_record(argv=[b"ignored"], argc=0))
-    assert isinstance(event, ExecEvent) and event.argv == ()
-
-
-def test_exec_full_argument_slot_does_not_bleed_into_the_next() -> None:
-    full = b"x" * 128  # no NUL: the slot is full
-    event = WireDecoder().decode(exec_record(argv=[full, b"next"], flags=2))
+def test_exec_area_cut_in_the_kernel_marks_the_last_entry() -> None:
+    # TH_EXEC_ARGV_TRUNCATED and no NUL at the end: the last entry is partial.
+    event = WireDecoder().decode(exec_record(area=b"ls\0-l\0/tm", flags=1))
     assert isinstance(event, ExecEvent)
-    assert event.argv == ("x" * 128, "next")
-    assert event.argv_truncated
+    assert event.argv == ("ls", "-l", "/tm")
+    assert event.args_cut == (2,) and event.argv_more and event.argv_truncated
+    # Cut right after a NUL: every entry whole, but more may follow.
+    event = WireDecoder().decode(exec_record(area=b"ls\0-l\0", flags=1))
+    assert isinstance(event, ExecEvent)
+    assert event.argv == ("ls", "-l") and event.args_cut == () and event.argv_more
+
+
+def test_exec_empty_area_gives_empty_argv() -> None:
+    event = WireDecoder().decode(exec_record(argv=[]))
+    assert isinstance(event, ExecEvent) and event.argv == () and not event.argv_truncated
+
+
+def test_exec_long_argument_is_cut_at_arg_len_and_marked() -> None:
+    event = WireDecoder().decode(exec_record(argv=[b"x" * 300, b"next"]))
+    assert isinstance(event, ExecEvent)
+    assert event.argv == ("x" * 127, "next")
+    assert event.args_cut == (0,) and event.argv_truncated and not event.argv_more
 
 
 def test_exec_with_compiled_bounds() -> None:
     decoder = WireDecoder(argv_max=4, arg_len=32)
-    argv = [b"python3", b"-c", b"print(1)", b"extra"]
-    record = exec_record(argv=argv, argc=4, argv_max=4, arg_len=32)
-    assert len(record) == decoder.sizes[1]
-    event = decoder.decode(record)
+    argv = [b"python3", b"-c", b"print(1)" * 5, b"extra", b"fifth"]
+    event = decoder.decode(exec_record(argv=argv))
     assert isinstance(event, ExecEvent)
-    assert event.argv == ("python3", "-c", "print(1)", "extra")
-    # The default decoder expects a bigger record and refuses this one.
-    with pytest.raises(WireError):
-        WireDecoder().decode(record)
+    assert event.argv == ("python3", "-c", ("print(1)" * 5)[:31], "extra")
+    assert event.args_cut == (2,) and event.argv_more
+
+
+def test_exec_argv_read_from_pointers_comes_in_slots() -> None:
+    # TH_EXEC_ARGV_SLOTS: entry i in bytes [i * arg_len, (i + 1) * arg_len).
+    decoder = WireDecoder(argv_max=4, arg_len=16)
+    slots = b"".join(a.ljust(16, b"\0") for a in (b"sh", b"", b"x" * 15, b"-c"))
+    event = decoder.decode(exec_record(area=slots, flags=2048 | 2))
+    assert isinstance(event, ExecEvent)
+    assert event.argv == ("sh", "", "x" * 15, "-c")
+    assert event.args_cut == (2,) and event.argv_truncated and not event.argv_more
+
+
+def test_exec_enrichment_fields() -> None:
+    record = exec_record(ids=(77, 1000, 1001, 42), cwd=b"/srv/app", exe=b"/usr/bin/python3.11",
+                         exe_flags=4, flags=512 | 1024)  # fmt: skip
+    event = WireDecoder().decode(record)
+    assert isinstance(event, ExecEvent)
+    assert (event.ppid, event.euid, event.egid, event.loginuid) == (77, 1000, 1001, 42)
+    assert (event.cwd, event.cwd_flags) == ("/srv/app", 0)
+    assert (event.exe, event.exe_flags) == ("/usr/bin/python3.11", 4)
+    assert event.fileless and event.exe_memfd and event.unresolved == ()
+
+
+def test_exec_without_enrichment_says_what_is_unresolved() -> None:
+    record = exec_record(ids=(0, 0, 0, 0), cwd=b"", exe=b"", cwd_flags=8, exe_flags=8,
+                         flags=64 | 32 | 16)  # fmt: skip
+    event = WireDecoder().decode(record)
+    assert isinstance(event, ExecEvent)
+    assert (event.ppid, event.euid, event.egid, event.loginuid) == (None, None, None, None)
+    assert event.unresolved == ("argv", "ids", "cwd", "exe")
+    assert event.argv_truncated and event.argv_more
+
+
+def test_exec_failure_has_no_paths_and_says_so() -> None:
+    record = exec_record(ret=-2, cwd=b"", exe=b"", cwd_flags=16, exe_flags=16, flags=256)
+    event = WireDecoder().decode(record)
+    assert isinstance(event, ExecEvent)
+    assert event.ret == -2 and event.ppid == 1
+    assert event.unresolved == ("cwd", "exe")
+
+
+def test_exec_lengths_beyond_the_record_are_refused() -> None:
+    record = bytearray(exec_record())
+    struct.pack_into("<I", record, 88, 10_000)  # argv_len
+    with pytest.raises(WireError, match="exec record"):
+        WireDecoder().decode(bytes(record))
 
 
 def test_exec_non_utf8_bytes_survive() -> None:
@@ -564,8 +623,10 @@ def test_fork_header_roundtrip(
 def test_random_bodies_decode_to_their_kind(kind: int, data: st.DataObject) -> None:
     decoder = WireDecoder()
     size = decoder.sizes[kind]
-    body = data.draw(st.binary(min_size=size - 4, max_size=size + 8))
-    event = decoder.decode(struct.pack("<I", kind) + body)
+    body = bytearray(data.draw(st.binary(min_size=size - 4, max_size=size + 8)))
+    if kind == 1:  # its lengths must fit the record: no data
+        body[80:96] = bytes(16)
+    event = decoder.decode(struct.pack("<I", kind) + bytes(body))
     expected = {1: ExecEvent, 2: ForkEvent, 3: ExitEvent, 4: FileEvent, 5: NetEvent}[kind]
     assert type(event) is expected
     assert event.pid == int.from_bytes(body[0:4], "little")

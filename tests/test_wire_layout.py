@@ -75,7 +75,7 @@ def parse_structs(text: str) -> dict[str, list[CField]]:
             decl = decl.strip()
             if not decl:
                 continue
-            m = re.fullmatch(r"(?:struct\s+)?(\w+)\s+(\w+)((?:\[\w+\])*)", decl)
+            m = re.fullmatch(r"(?:struct\s+)?(\w+)\s+(\w+)((?:\[[^\]]+\])*)", decl)
             assert m, f"cannot parse field {decl!r} of struct {name}"
             fields.append(CField(m.group(2), bool(m.group(3)), m.group(1)))
         structs[name] = fields
@@ -131,10 +131,6 @@ def c_program() -> str:
                 lines.append(f"    ARRAY({sname}, {f.name});")
             else:
                 lines.append(f"    FIELD({sname}, {f.name});")
-    lines.append(
-        '    printf("argv_stride %zu\\n",'
-        " offsetof(struct th_exec_event, argv[1]) - offsetof(struct th_exec_event, argv[0]));"
-    )
     lines.append('    printf("sizeof sockaddr_un %zu\\n", sizeof(struct sockaddr_un));')
     lines.append('    printf("sizeof sockaddr_in6 %zu\\n", sizeof(struct sockaddr_in6));')
     for name in CONSTANT_NAMES:
@@ -148,7 +144,6 @@ class Layout:
     sizes: dict[str, int]
     fields: dict[str, list[tuple[str, int, int, int]]]  # name, offset, size, signed (-1 array)
     constants: dict[str, int]
-    argv_stride: int
 
 
 _cache: dict[tuple[str, ...], Layout] = {}
@@ -167,7 +162,7 @@ def compile_layout(tmp_dir: Path, defines: tuple[str, ...]) -> Layout:
         text=True,
     )
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
-    layout = Layout({}, {}, {}, 0)
+    layout = Layout({}, {}, {})
     for line in out.splitlines():
         parts = line.split()
         if parts[0] == "sizeof":
@@ -178,8 +173,6 @@ def compile_layout(tmp_dir: Path, defines: tuple[str, ...]) -> Layout:
             )
         elif parts[0] == "const":
             layout.constants[parts[1]] = int(parts[2])
-        elif parts[0] == "argv_stride":
-            layout.argv_stride = int(parts[1])
     _cache[defines] = layout
     return layout
 
@@ -249,7 +242,7 @@ def test_record_fields_match_wire_body(
     assert c_fields[0][0] == "h"
     assert c_fields[0][1] == 0
     assert c_fields[0][2] == wire.HEADER.size
-    body = [f for f in c_fields[1:] if not (sname == "th_exec_event" and f[0] == "argv")]
+    body = [f for f in c_fields[1:] if not (sname == "th_exec_event" and f[0] == "data")]
     py = [(off + wire.HEADER.size, size, signed) for off, size, signed in py_items(BODY_OF[sname])]
     assert len(body) == len(py), f"{sname}: C fields {[f[0] for f in body]} vs {len(py)} items"
     for (name, c_off, c_size, c_signed), p in zip(body, py, strict=True):
@@ -257,17 +250,19 @@ def test_record_fields_match_wire_body(
 
 
 @pytest.mark.parametrize(("defines", "argv_max", "arg_len"), CONFIGS)
-def test_exec_argv_layout(
+def test_exec_data_layout(
     layout_dir: Path, defines: tuple[str, ...], argv_max: int, arg_len: int
 ) -> None:
     layout = compile_layout(layout_dir, defines)
     fields = {f[0]: f for f in layout.fields["th_exec_event"]}
-    _, argv_off, argv_size, _ = fields["argv"]
-    assert argv_off == wire.HEADER.size + wire.EXEC_BODY.size
-    assert argv_size == argv_max * arg_len
-    assert layout.argv_stride == arg_len
+    _, data_off, data_size, _ = fields["data"]
     decoder = wire.WireDecoder(argv_max, arg_len)
-    assert decoder.exec_size == argv_off + argv_size
+    assert data_off == wire.HEADER.size + wire.EXEC_BODY.size == decoder.exec_fixed
+    assert data_size == wire.exec_data_size(argv_max, arg_len)
+    assert decoder.exec_size == layout.sizes["th_exec_event"]
+    assert layout.constants["TH_ARGV_BYTES"] == wire.argv_bytes(argv_max, arg_len)
+    assert layout.constants["TH_ARGV_BYTES_MAX"] == wire.ARGV_BYTES_MAX
+    assert layout.constants["TH_PATH_MAX"] == wire.PATH_MAX
     assert layout.constants["TH_ARGV_MAX"] == argv_max
     assert layout.constants["TH_ARG_LEN"] == arg_len
 
@@ -279,6 +274,9 @@ def test_record_sizes_match_decoder(
     layout = compile_layout(layout_dir, defines)
     sizes = wire.WireDecoder(argv_max, arg_len).sizes
     for sname, kind in KIND_OF.items():
+        if sname == "th_exec_event":  # variable-length: sizes has its fixed part
+            assert sizes[kind] == layout.sizes[sname] - wire.exec_data_size(argv_max, arg_len)
+            continue
         assert sizes[kind] == layout.sizes[sname], sname
         assert wire.HEADER.size + BODY_OF[sname].size <= layout.sizes[sname]
 
@@ -306,7 +304,7 @@ def test_exec_size_matches_sizeof_for_unaligned_argv_bounds(layout_dir: Path) ->
     # argv_max=3, arg_len=17 pass LoadOptions.validate().
     LoadOptions(argv_max=3, arg_len=17).validate()
     layout = compile_layout(layout_dir, ("-DTH_ARGV_MAX=3", "-DTH_ARG_LEN=17"))
-    assert wire.WireDecoder(3, 17).sizes[kinds.KIND_EXEC] == layout.sizes["th_exec_event"]
+    assert wire.WireDecoder(3, 17).exec_size == layout.sizes["th_exec_event"]
 
 
 @pytest.fixture(scope="module")
@@ -429,9 +427,17 @@ def test_flag_constants_match(constants: dict[str, int]) -> None:
     assert constants["TH_EXEC_ARG_TRUNCATED"] == kinds.EXEC_ARG_TRUNCATED
     assert constants["TH_EXIT_HAVE_CODE"] == kinds.EXIT_HAVE_CODE
     assert constants["TH_EXIT_HAVE_SIGNAL"] == kinds.EXIT_HAVE_SIGNAL
-    exec_flags = {v for n, v in constants.items() if n.startswith("TH_EXEC_")}
+    # Every TH_EXEC_* flag has its kinds.EXEC_* twin, and nothing else is one.
+    exec_flags = {n[3:]: v for n, v in constants.items() if n.startswith("TH_EXEC_")}
+    assert exec_flags.pop("EXEC_DATA") == wire.exec_data_size(16, 128)  # a size, no flag
+    assert exec_flags == {n: getattr(kinds, n) for n in dir(kinds) if n.startswith("EXEC_")}
+    assert all(v & (v - 1) == 0 for v in exec_flags.values())
+    assert len(set(exec_flags.values())) == len(exec_flags)
+    path_flags = {v: n[8:].lower() for n, v in constants.items() if n.startswith("TH_PATH_")}
+    assert {v: n for v, n in path_flags.items() if n not in ("len", "max", "depth")} == (
+        kinds.PATH_FLAG_NAMES
+    )
     exit_flags = {v for n, v in constants.items() if n.startswith("TH_EXIT_")}
-    assert exec_flags == {kinds.EXEC_ARGV_TRUNCATED, kinds.EXEC_ARG_TRUNCATED}
     assert exit_flags == {kinds.EXIT_HAVE_CODE, kinds.EXIT_HAVE_SIGNAL}
 
 

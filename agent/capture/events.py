@@ -55,10 +55,24 @@ class EventBase(msgspec.Struct, frozen=True, tag_field="kind", gc=False):
 class ExecEvent(EventBase, frozen=True, tag="exec", gc=False):
     """An execve/execveat, once its result is known. ``ret`` is 0 or -errno.
 
+    A success is read from the new image (sched_process_exec): the filename
+    the kernel used and the argument area it copied; a failure from the old
+    image at the syscall's exit. The header (comm, uid, gid) is the new
+    image's after a success.
+
     Truncation is marked, never hidden: ``argv_truncated`` if anything was
     cut; ``args_cut`` lists the argv entries cut short, ``filename_cut``
     says the filename was, ``argv_more`` that there were more entries than
     were captured.
+
+    ``ppid``, ``euid``, ``egid``, ``loginuid`` (4294967295: unset) come from
+    the task through the BTF offsets: None when enrichment is off. ``cwd``
+    and ``exe`` are absolute paths the kernel resolved, with their TH_PATH_*
+    flags (:func:`agent.capture.kinds.path_flag_names`); "" when not
+    resolved. ``fileless``: the executable has no link on any filesystem
+    (a memfd, an O_TMPFILE file, or deleted); ``exe_memfd``: it is a memfd.
+    ``unresolved`` names what could not be read: ``filename``, ``argv``
+    (what is there is what was), ``ids``, ``cwd``, ``exe``.
     """
 
     ret: int
@@ -69,6 +83,17 @@ class ExecEvent(EventBase, frozen=True, tag="exec", gc=False):
     filename_cut: bool = False
     args_cut: tuple[int, ...] = ()
     argv_more: bool = False
+    ppid: int | None = None
+    euid: int | None = None
+    egid: int | None = None
+    loginuid: int | None = None
+    cwd: str = ""
+    cwd_flags: int = 0
+    exe: str = ""
+    exe_flags: int = 0
+    fileless: bool = False
+    exe_memfd: bool = False
+    unresolved: tuple[str, ...] = ()
 
 
 class ForkEvent(EventBase, frozen=True, tag="fork", gc=False):

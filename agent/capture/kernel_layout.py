@@ -147,6 +147,8 @@ FIELDS: tuple[Field, ...] = (
     Field("dentry", "d_name.len", 4),
     Field("dentry", "d_inode", _PTR),
     Field("inode", "i_ino", 8),
+    # an executable with no link left (memfd, O_TMPFILE, deleted): fileless
+    Field("inode", "i_nlink", 4, required=False),
     Field("vfsmount", "mnt_root", _PTR),
     Field("mount", "mnt", None),  # embedded struct vfsmount: its offset is container_of's
     Field("mount", "mnt_parent", _PTR),

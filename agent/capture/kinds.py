@@ -184,8 +184,18 @@ CALL_PEEK_UNREADABLE: Final = 4
 CALL_STR_UNREADABLE: Final = (8, 16, 32)  # str0, str1, str2
 
 # Flags of the records (TH_EXEC_*, TH_EXIT_*).
-EXEC_ARGV_TRUNCATED: Final = 1  # more than TH_ARGV_MAX arguments
-EXEC_ARG_TRUNCATED: Final = 2  # an argument longer than TH_ARG_LEN - 1
+EXEC_ARGV_TRUNCATED: Final = 1  # more argv than captured (entries or bytes)
+EXEC_ARG_TRUNCATED: Final = 2  # an argument read at entry filled TH_ARG_LEN - 1 bytes
+EXEC_FILENAME_CUT: Final = 4  # the filename was longer than TH_PATH_MAX - 1
+EXEC_FILENAME_UNREADABLE: Final = 8  # the filename could not be read
+EXEC_ARGV_UNREADABLE: Final = 16  # (part of) argv could not be read
+EXEC_ARGV_AT_ENTRY: Final = 32  # argv read at syscall entry (enrichment off)
+EXEC_NO_LAYOUT: Final = 64  # enrichment off: ppid, ids, loginuid, cwd, exe unresolved
+EXEC_NO_IMAGE: Final = 128  # succeeded, but the image probe did not run
+EXEC_FAILED_NO_PATHS: Final = 256  # a failed exec: cwd and exe not resolved
+EXEC_EXE_UNLINKED: Final = 512  # the executable has no link left (memfd, O_TMPFILE, deleted)
+EXEC_EXE_MEMFD: Final = 1024  # the executable is a memfd
+EXEC_ARGV_SLOTS: Final = 2048  # argv area in TH_ARG_LEN slots (read from pointers)
 EXIT_HAVE_CODE: Final = 1  # exit_group()/exit() was seen: exit_code is valid
 EXIT_HAVE_SIGNAL: Final = 2  # a fatal signal with the default action was delivered
 
@@ -223,6 +233,27 @@ def uring_op_name(opcode: int) -> str:
     if opcode == 0xFFFFFFFF:
         return "unknown"
     return URING_OPS.get(opcode) or f"op{opcode}"
+
+
+# How a kernel path walk ended (TH_PATH_*); 0: whole and absolute.
+PATH_FLAG_NAMES: Final[dict[int, str]] = {
+    1: "cut",
+    2: "unreadable",
+    4: "unreachable",
+    8: "no_layout",
+    16: "no_base",
+}
+
+LOGINUID_UNSET: Final = 4294967295
+"""task->loginuid of a process no login session set (audit's -1)."""
+
+
+def path_flag_names(flags: int) -> tuple[str, ...]:
+    """The names of a path's TH_PATH_* flags, lowest bit first; unknown
+    bits as ``bit<n>`` (never dropped)."""
+    return tuple(
+        PATH_FLAG_NAMES.get(1 << bit, f"bit{bit}") for bit in range(32) if flags & (1 << bit)
+    )
 
 
 # The kernel ABI's open(2) and *at(2) values, as the records carry them.

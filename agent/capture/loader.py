@@ -129,10 +129,19 @@ def tracepoint_has_field(tracepoint: str, field: str, tracefs: Path = TRACEFS) -
 
 def wakeup_every(options: LoadOptions) -> int:
     """Records per CPU between forced wakeups: a quarter of the ring in the
-    largest records, so a burst never fills the ring between wakeups."""
+    largest records, so a burst never fills the ring between wakeups.
+
+    An exec record is variable-length, up to three 4096-byte paths: it is
+    counted here with its whole argument area and paths of 256 bytes each
+    (the size of a file record's), as sizing for the rare 12 KiB record
+    would wake the consumer five times as often on every flood. A burst of
+    execs with very long paths can fill the ring sooner: counted as lost in
+    the kernel, as any record the ring had no room for."""
     if options.wakeup_every is not None:
         return options.wakeup_every
-    largest = wire.WireDecoder(options.argv_max, options.arg_len).exec_size
+    decoder = wire.WireDecoder(options.argv_max, options.arg_len)
+    largest = decoder.exec_fixed + wire.argv_bytes(options.argv_max, options.arg_len)
+    largest += 3 * wire.PATH_LEN
     ring = options.ringbuf_pages * RING_PAGE_SIZE
     return max(1, min(512, ring // 4 // largest))
 

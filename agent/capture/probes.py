@@ -90,6 +90,15 @@ MODULE_SYSCALLS = ("init_module", "finit_module", "delete_module")
 PROBES: tuple[Probe, ...] = (
     _syscall("exec", "exec", "execve"),
     _syscall("exec", "exec", "execveat"),
+    # Where a successful exec is recorded: the new image's filename and argv
+    # are resident there (see bpf/exec.bpf.c); the syscall probes keep the
+    # attempt from entry to exit and record the failures.
+    Probe(
+        "exec.image",
+        "exec",
+        (("sched:sched_process_exec", "th_sched_exec"),),
+        requires=("exec.execve",),
+    ),
     Probe("exec.fork", "fork", (("task:task_newtask", "th_task_newtask"),)),
     Probe(
         "exec.exit",

@@ -30,7 +30,16 @@ from agent.capture.kinds import (  # re-exported: defined once there
     CALL_CREDS_OPS,
     CALL_OPS,
     EXEC_ARG_TRUNCATED,
+    EXEC_ARGV_SLOTS,
     EXEC_ARGV_TRUNCATED,
+    EXEC_ARGV_UNREADABLE,
+    EXEC_EXE_MEMFD,
+    EXEC_EXE_UNLINKED,
+    EXEC_FAILED_NO_PATHS,
+    EXEC_FILENAME_CUT,
+    EXEC_FILENAME_UNREADABLE,
+    EXEC_NO_IMAGE,
+    EXEC_NO_LAYOUT,
     EXIT_HAVE_CODE,
     EXIT_HAVE_SIGNAL,
     FILE_OPS,
@@ -64,9 +73,11 @@ SOCKADDR_LEN = 112
 CALL_SHORT_LEN = 64
 DEFAULT_ARGV_MAX = 16
 DEFAULT_ARG_LEN = 128
+PATH_MAX = 4096  # TH_PATH_MAX
+ARGV_BYTES_MAX = 16384  # TH_ARGV_BYTES_MAX
 
 HEADER = struct.Struct("<IIQIIIIQ16s")  # struct th_header
-EXEC_BODY = struct.Struct(f"<iIII{PATH_LEN}s")  # struct th_exec_event, up to argv
+EXEC_BODY = struct.Struct("<iIIIIIIIIIIIII")  # struct th_exec_event, up to data
 FORK_BODY = struct.Struct("<IIQ")  # struct th_fork_event
 EXIT_BODY = struct.Struct("<iiII")  # struct th_exit_event
 FILE_BODY = struct.Struct(f"<qIIiiIIII{PATH_LEN}s{PATH_LEN}s")  # struct th_file_event
@@ -88,6 +99,45 @@ CALL_BODY = struct.Struct(
 
 class WireError(ValueError):
     """A record that does not match any layout: counted, never fatal."""
+
+
+def argv_bytes(argv_max: int, arg_len: int) -> int:
+    """TH_ARGV_BYTES: the argument-area bytes an exec record holds."""
+    return min(argv_max * arg_len, ARGV_BYTES_MAX)
+
+
+def exec_data_size(argv_max: int, arg_len: int) -> int:
+    """TH_EXEC_DATA: the largest variable part of an exec record."""
+    return 3 * PATH_MAX + argv_bytes(argv_max, arg_len)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def split_argv(
+    area: bytes, argv_max: int, arg_len: int, area_cut: bool
+) -> tuple[tuple[str, ...], tuple[int, ...], bool]:
+    """The argument area (NUL-terminated entries) as (argv, entries cut,
+    more entries than kept). At most ``argv_max`` entries, each at most
+    ``arg_len - 1`` bytes (the configured bounds); an entry that fills the
+    bound is marked cut (the capture cannot tell it from one cut), and so
+    is a last entry without its NUL (the area was cut in the kernel: more
+    entries may have followed, so ``more`` is set too)."""
+    parts = area.split(b"\0")
+    last_whole = area.endswith(b"\0") or not area
+    if last_whole:
+        parts.pop()  # the empty string after the last NUL
+    more = len(parts) > argv_max or area_cut
+    kept = parts[:argv_max]
+    argv: list[str] = []
+    cut: list[int] = []
+    for i, raw in enumerate(kept):
+        if len(raw) >= arg_len - 1 or (i == len(parts) - 1 and not last_whole):
+            cut.append(i)
+            raw = raw[: arg_len - 1]
+        argv.append(_text(raw))
+    return tuple(argv), tuple(cut), more
 
 
 def _cstr_at(data: bytes, start: int, size: int) -> tuple[str, bool]:
@@ -131,10 +181,12 @@ class WireDecoder:
         self.argv_max = argv_max
         self.arg_len = arg_len
         self.syscall_names = dict(syscall_names or {})
-        # sizeof(struct th_exec_event): padded to the 8-byte alignment of its header.
-        self.exec_size = (HEADER.size + EXEC_BODY.size + argv_max * arg_len + 7) & ~7
+        # sizeof(struct th_exec_event), the largest exec record: padded to
+        # the 8-byte alignment of its header. Records are sent shorter.
+        self.exec_fixed = HEADER.size + EXEC_BODY.size
+        self.exec_size = (self.exec_fixed + exec_data_size(argv_max, arg_len) + 7) & ~7
         self.sizes = {
-            KIND_EXEC: self.exec_size,
+            KIND_EXEC: self.exec_fixed,
             KIND_FORK: HEADER.size + FORK_BODY.size,
             KIND_EXIT: HEADER.size + EXIT_BODY.size,
             KIND_FILE: HEADER.size + FILE_BODY.size,
@@ -171,21 +223,7 @@ class WireDecoder:
                 _chown_id(owner), _chown_id(group),
             )  # fmt: skip
         if kind == KIND_EXEC:
-            ret, argc, flags, at, _ = EXEC_BODY.unpack_from(data, off)
-            filename, filename_cut = _cstr_at(data, off + EXEC_BODY.size - PATH_LEN, PATH_LEN)
-            base = off + EXEC_BODY.size
-            step = self.arg_len
-            argc = min(argc, self.argv_max)
-            entries = [_cstr_at(data, base + i * step, step) for i in range(argc)]
-            return ExecEvent(
-                pid, tid, ts_ns, uid, gid, cgroup_id, comm,
-                ret=ret, filename=filename, argv=tuple(text for text, _ in entries),
-                argv_truncated=bool(flags & (EXEC_ARGV_TRUNCATED | EXEC_ARG_TRUNCATED)),
-                at=bool(at),
-                filename_cut=filename_cut,
-                args_cut=tuple(i for i, (_, cut) in enumerate(entries) if cut),
-                argv_more=bool(flags & EXEC_ARGV_TRUNCATED),
-            )  # fmt: skip
+            return self._exec(data, pid, ts_ns, tid, uid, gid, cgroup_id, comm)
         if kind == KIND_NET:
             ret, op, fd, addrlen, backlog, msgs, proto, flags, sockaddr = NET_BODY.unpack_from(
                 data, off
@@ -280,6 +318,66 @@ class WireDecoder:
             caps_before=calls.decode_caps(caps[0], flags),
             caps_after=calls.decode_caps(caps[1], flags) if after else None,
         )
+
+    def _exec(
+        self, data: bytes, pid: int, ts_ns: int, tid: int, uid: int, gid: int,
+        cgroup_id: int, comm: str,
+    ) -> ExecEvent:  # fmt: skip
+        """The variable-length exec record: the fixed part, then argv,
+        filename, cwd and exe, their lengths in the fixed part."""
+        (
+            ret, flags, at, ppid, euid, egid, loginuid,
+            filename_len, argv_len, cwd_len, exe_len, cwd_flags, exe_flags, _pad,
+        ) = EXEC_BODY.unpack_from(data, HEADER.size)  # fmt: skip
+        pos = self.exec_fixed
+        end = pos + argv_len + filename_len + cwd_len + exe_len
+        if end > len(data):
+            raise WireError(f"exec record of {len(data)} bytes, its lengths need {end}")
+        area = data[pos : pos + argv_len]
+        pos += argv_len
+        filename = _text(data[pos : pos + filename_len])
+        pos += filename_len
+        cwd = _text(data[pos : pos + cwd_len])
+        pos += cwd_len
+        exe = _text(data[pos : pos + exe_len])
+        if flags & EXEC_ARGV_SLOTS:  # read entry by entry: one per slot
+            step = self.arg_len
+            area = b"".join(
+                area[i : i + step].partition(b"\0")[0] + b"\0" for i in range(0, len(area), step)
+            )
+        argv, args_cut, more = split_argv(
+            area, self.argv_max, self.arg_len, bool(flags & EXEC_ARGV_TRUNCATED)
+        )
+        resolved = not flags & EXEC_NO_LAYOUT
+        unresolved = tuple(
+            name
+            for name, missing in (
+                ("filename", flags & (EXEC_FILENAME_UNREADABLE | EXEC_NO_IMAGE)),
+                ("argv", flags & (EXEC_ARGV_UNREADABLE | EXEC_NO_IMAGE)),
+                ("ids", not resolved),
+                ("cwd", not resolved or flags & (EXEC_FAILED_NO_PATHS | EXEC_NO_IMAGE)),
+                ("exe", not resolved or flags & (EXEC_FAILED_NO_PATHS | EXEC_NO_IMAGE)),
+            )
+            if missing
+        )
+        return ExecEvent(
+            pid, tid, ts_ns, uid, gid, cgroup_id, comm,
+            ret=ret, filename=filename, argv=argv,
+            argv_truncated=more or bool(args_cut)
+            or bool(flags & (EXEC_ARG_TRUNCATED | EXEC_ARGV_UNREADABLE)),
+            at=bool(at),
+            filename_cut=bool(flags & EXEC_FILENAME_CUT),
+            args_cut=args_cut,
+            argv_more=more or bool(flags & EXEC_ARGV_UNREADABLE),
+            ppid=ppid if resolved else None,
+            euid=euid if resolved else None,
+            egid=egid if resolved else None,
+            loginuid=loginuid if resolved else None,
+            cwd=cwd, cwd_flags=cwd_flags, exe=exe, exe_flags=exe_flags,
+            fileless=bool(flags & EXEC_EXE_UNLINKED),
+            exe_memfd=bool(flags & EXEC_EXE_MEMFD),
+            unresolved=unresolved,
+        )  # fmt: skip
 
 
 def _chown_id(value: int) -> int:

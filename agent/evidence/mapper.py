@@ -102,7 +102,13 @@ from agent.capture.events import (
     SyscallCounts,
     UringEvent,
 )
-from agent.capture.kinds import FILE_OPERATIONS, SEND_OPS, TWO_PATH_OPS, file_operation
+from agent.capture.kinds import (
+    FILE_OPERATIONS,
+    SEND_OPS,
+    TWO_PATH_OPS,
+    file_operation,
+    path_flag_names,
+)
 from agent.capture.uring_facts import OPEN_OPS, PATH_OPS
 from agent.capture.uring_facts import TWO_PATH_OPS as URING_TWO_PATH_OPS
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
@@ -607,16 +613,18 @@ class Mapper:
         return self._compose(_FILE_TYPES.get(op) or file_type(op), subject, data, event.ts_ns)
 
     def _map_exec(self, event: ExecEvent) -> EvidenceRecord:
-        comm, filename, argv, fired = redact_exec(self._memo, event)
+        comm, filename, argv, cwd, exe, fired = redact_exec(self._memo, event)
         cgroup = self._cgroup(event.cgroup_id)
         fired = _with(fired, cgroup[3])
         data = (
-            exec_bytes(event, comm, filename, argv, fired, cgroup[2])
+            exec_bytes(event, comm, filename, argv, cwd, exe, fired, cgroup[2])
             if self._compose_payloads and cgroup[2] is not None
             else None
         )
         if data is None:
-            redacted = msgspec.structs.replace(event, comm=comm, filename=filename, argv=argv)
+            redacted = msgspec.structs.replace(
+                event, comm=comm, filename=filename, argv=argv, cwd=cwd, exe=exe
+            )
             return self._exec(redacted, fired, cgroup)
         return self._compose(TYPE_EXEC, b',"subject":"pid/%d"' % event.pid, data, event.ts_ns)
 
@@ -700,6 +708,17 @@ class Mapper:
             argv_more=event.argv_more,
             filename_cut=event.filename_cut,
             execveat=event.at,
+            ppid=event.ppid,
+            euid=event.euid,
+            egid=event.egid,
+            loginuid=event.loginuid,
+            cwd=event.cwd,
+            cwd_flags=list(path_flag_names(event.cwd_flags)),
+            exe=event.exe,
+            exe_flags=list(path_flag_names(event.exe_flags)),
+            fileless=event.fileless,
+            exe_memfd=event.exe_memfd,
+            unresolved=list(event.unresolved),
         )
         return self._emit(TYPE_EXEC, f"pid/{event.pid}", data, event.ts_ns)
 

@@ -12,7 +12,10 @@ Classes and activities chosen:
 =========================  =====  ==========================================
 record type                class  activity_id
 =========================  =====  ==========================================
-process.exec.v1            1007   1 Launch (``status_id`` 2 Failure if ret < 0)
+process.exec.v1            1007   1 Launch (``status_id`` 2 Failure if ret < 0); the
+                                    exe's absolute path as ``process.file``, ppid as
+                                    ``parent_process.pid``, cwd/euid/egid/loginuid/
+                                    fileless in ``unmapped``
 process.fork.v1            1007   1 Launch: ``process`` is the child (pid
                                   only), ``actor.process`` the parent
 process.exit.v1            1007   2 Terminate, with ``exit_code``
@@ -364,18 +367,36 @@ def _process(ce: CloudEvent[Any], data: ExecData | ForkData | ExitData) -> dict[
     if isinstance(data, ExecData):
         event = _base(ce, CLASS_PROCESS, _PROCESS_ACTIVITY["exec"], data.ret)
         event["actor"] = _actor(data)
+        # The executable's absolute path when the kernel resolved it whole,
+        # else the filename as the exec named it.
+        path = data.exe if data.exe and not data.exe_flags else data.filename
         event["process"] = {
             "pid": data.pid,
             "tid": data.tid,
             "name": data.comm,
             "cmd_line": _cmd_line(data),
             "file": {
-                "name": posixpath.basename(data.filename),
-                "path": data.filename,
+                "name": posixpath.basename(path) or path,
+                "path": path,
                 "type_id": _FILE_REGULAR,
             },
             "user": {"uid": str(data.uid)},
         }
+        if data.ppid is not None:
+            event["process"]["parent_process"] = {"pid": data.ppid}
+        # No 1.3.0 process attribute holds these: unmapped, named as in the record.
+        unmapped = {
+            "cwd": data.cwd,
+            "euid": data.euid,
+            "egid": data.egid,
+            "loginuid": data.loginuid,
+            "fileless": data.fileless,
+            "exe_memfd": data.exe_memfd,
+            "unresolved": data.unresolved,
+        }
+        event["unmapped"] = {k: v for k, v in unmapped.items() if v not in (None, "", [], False)}
+        if not event["unmapped"]:
+            del event["unmapped"]
     elif isinstance(data, ForkData):
         event = _base(ce, CLASS_PROCESS, _PROCESS_ACTIVITY["fork"], 0)
         event["actor"] = _actor(data)

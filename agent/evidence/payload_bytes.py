@@ -31,7 +31,7 @@ import msgspec
 
 from agent.capture.container_id import Container
 from agent.capture.events import Endpoint, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent
-from agent.capture.kinds import SEND_OPS, TWO_PATH_OPS
+from agent.capture.kinds import SEND_OPS, TWO_PATH_OPS, path_flag_names
 from agent.evidence.canonical import MAX_SAFE_INTEGER
 
 __all__ = [
@@ -83,8 +83,10 @@ _FILE: Final = (
 )
 _EXEC: Final = (
     b'{"args_cut":%s,"argv":%s,"argv_more":%s,"argv_truncated":%s,"cgroup":%s,"cgroup_id":"%d",'
-    b'"comm":%s,"container":%s,"execveat":%s,"filename":%s,"filename_cut":%s,"gid":%d,"pid":%d,"redacted":%s,"ret":%d,'
-    b'"tid":%d,"ts_ns":"%d","uid":%d}'
+    b'"comm":%s,"container":%s,"cwd":%s,"cwd_flags":%s,"egid":%s,"euid":%s,"exe":%s,'
+    b'"exe_flags":%s,"exe_memfd":%s,"execveat":%s,"fileless":%s,"filename":%s,'
+    b'"filename_cut":%s,"gid":%d,"loginuid":%s,"pid":%d,"ppid":%s,"redacted":%s,"ret":%d,'
+    b'"tid":%d,"ts_ns":"%d","uid":%d,"unresolved":%s}'
 )
 _FORK: Final = (
     b'{"cgroup":%s,"cgroup_id":"%d","child_pid":%d,"clone_flags":%s,"comm":%s,"container":%s,'
@@ -175,11 +177,17 @@ def file_bytes(
         return None
 
 
+def _opt_int(value: int | None) -> bytes:
+    return _NULL if value is None else b"%d" % value
+
+
 def exec_bytes(
     event: ExecEvent,
     comm: str,
     filename: str,
     argv: tuple[str, ...],
+    cwd: str,
+    exe: str,
     fired: tuple[str, ...],
     cgroup: Cgroup = NO_CGROUP,
 ) -> bytes | None:
@@ -197,16 +205,27 @@ def exec_bytes(
             event.cgroup_id,
             json_text(comm),
             cgroup[1],
+            json_text(cwd),
+            json_text(path_flag_names(event.cwd_flags)),
+            _opt_int(event.egid),
+            _opt_int(event.euid),
+            json_text(exe),
+            json_text(path_flag_names(event.exe_flags)),
+            _BOOL[bool(event.exe_memfd)],
             _BOOL[bool(event.at)],
+            _BOOL[bool(event.fileless)],
             json_text(filename),
             _BOOL[bool(event.filename_cut)],
             event.gid,
+            _opt_int(event.loginuid),
             event.pid,
+            _opt_int(event.ppid),
             redacted_bytes(fired),
             ret,
             event.tid,
             event.ts_ns,
             event.uid,
+            json_text(event.unresolved),
         )
     except UnicodeEncodeError:
         return None

@@ -90,7 +90,16 @@ class _Kernel(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False)
 
 
 class ExecData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """``process.exec.v1``: an execve/execveat and its result (0 or -errno)."""
+    """``process.exec.v1``: an execve/execveat and its result (0 or -errno).
+
+    ``ppid``, ``euid``, ``egid``, ``loginuid`` (4294967295: no login
+    session) are None when not resolved (enrichment off); ``cwd`` and
+    ``exe`` are the absolute paths the kernel resolved ("" when not), with
+    how their walk ended in ``cwd_flags``/``exe_flags`` ([] when whole);
+    ``fileless``: the executable has no link on any filesystem (memfd,
+    O_TMPFILE, deleted), ``exe_memfd``: it is a memfd; ``unresolved`` names
+    what could not be read (filename, argv, ids, cwd, exe).
+    """
 
     ret: int
     filename: str
@@ -100,6 +109,17 @@ class ExecData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False)
     argv_more: bool
     filename_cut: bool
     execveat: bool
+    ppid: int | None
+    euid: int | None
+    egid: int | None
+    loginuid: int | None
+    cwd: str
+    cwd_flags: list[str]
+    exe: str
+    exe_flags: list[str]
+    fileless: bool
+    exe_memfd: bool
+    unresolved: list[str]
 
 
 class ForkData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False):

@@ -186,8 +186,9 @@ def redact_call(
 
 def redact_exec(
     redactor: FieldRedactor, event: ExecEvent
-) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
-    """An exec's ``comm``, ``filename`` and ``argv``, redacted, and the rules that fired."""
+) -> tuple[str, str, tuple[str, ...], str, str, tuple[str, ...]]:
+    """An exec's ``comm``, ``filename``, ``argv``, ``cwd`` and ``exe``,
+    redacted, and the rules that fired."""
     argv = redactor.argv(event.argv, "argv", event.args_cut)
     comm = redact_comm(redactor, event.comm)
     filename = (
@@ -195,7 +196,10 @@ def redact_exec(
         if event.filename
         else _NOTHING
     )
-    return comm.text, filename.text, argv.argv, _joined(argv.fired + comm.fired + filename.fired)
+    cwd = redactor.text(event.cwd, "cwd", bool(event.cwd_flags & 1)) if event.cwd else _NOTHING
+    exe = redactor.text(event.exe, "exe", bool(event.exe_flags & 1)) if event.exe else _NOTHING
+    fired = argv.fired + comm.fired + filename.fired + cwd.fired + exe.fired
+    return comm.text, filename.text, argv.argv, cwd.text, exe.text, _joined(fired)
 
 
 def redact_net(
@@ -260,8 +264,8 @@ def redact_event(redactor: TextRedactor, event: Event) -> tuple[Event, tuple[str
         comm, path, path2, fired = redact_file(fields, event)
         return replace(event, comm=comm, path=path, path2=path2), fired
     if isinstance(event, ExecEvent):
-        comm, filename, argv, fired = redact_exec(fields, event)
-        return replace(event, comm=comm, filename=filename, argv=argv), fired
+        comm, filename, argv, cwd, exe, fired = redact_exec(fields, event)
+        return replace(event, comm=comm, filename=filename, argv=argv, cwd=cwd, exe=exe), fired
     if isinstance(event, NetEvent):
         comm, endpoint, fired = redact_net(fields, event)
         return replace(event, comm=comm, endpoint=endpoint), fired

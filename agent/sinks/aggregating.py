@@ -67,6 +67,7 @@ from agent.capture.kinds import (
     SEND_OPS,
     TWO_PATH_OPS,
     file_operation,
+    path_flag_names,
 )
 from agent.capture.uring_facts import as_file_event, as_net_event
 from agent.sinks.base import SinkCounts
@@ -241,6 +242,14 @@ class _NetAgg:
 
 
 _NO_NAMES: tuple[str, ...] = ()
+
+
+def paths_bytes(*paths: str) -> int:
+    """Estimated bytes of the resolved paths an exec carries (cwd, exe):
+    nothing for an empty one (the one shared empty str). Pure."""
+    return sum(text_bytes(p) for p in paths if p)
+
+
 _EMPTY_IMAGE = text_bytes("")  # no exe, no argv: what a new process's image costs
 
 
@@ -253,6 +262,12 @@ class _Proc:
     argv: tuple[str, ...] = ()
     argv_cut: tuple[int, ...] = ()
     argv_more: bool = False
+    cwd: str = ""  # at its last exec, as the kernel resolved it
+    exe_path: str = ""
+    euid: int | None = None
+    egid: int | None = None
+    loginuid: int | None = None
+    fileless: bool = False
     uid: int = 0
     gid: int = 0
     cgroup_id: int = 0
@@ -561,6 +576,8 @@ class AggregatingSink:
             cgroup=cgroup.path if cgroup is not None else None,
             container=cgroup.container if cgroup is not None else None,
             calls=[call_rec(c) for c in call_list],
+            cwd=p.cwd, exe_path=p.exe_path, euid=p.euid, egid=p.egid, loginuid=p.loginuid,
+            fileless=p.fileless,
         )  # fmt: skip
 
     # -- the budget ------------------------------------------------------------
@@ -589,12 +606,14 @@ class AggregatingSink:
         proc.cost += cost
         self.held_bytes += cost
 
-    def _set_image(self, proc: _Proc, exe: str, argv: tuple[str, ...]) -> None:
+    def _set_image(
+        self, proc: _Proc, exe: str, argv: tuple[str, ...], cwd: str = "", exe_path: str = ""
+    ) -> None:
         """Give ``proc`` a new image; its cost replaces the old one's. Never
         refused (a process's identity is what every other record hangs on):
         the budget makes room the next time anything is added."""
-        proc.exe, proc.argv = exe, argv
-        cost = text_bytes(exe, *argv) + 8 * len(argv)
+        proc.exe, proc.argv, proc.cwd, proc.exe_path = exe, argv, cwd, exe_path
+        cost = text_bytes(exe, *argv) + 8 * len(argv) + paths_bytes(cwd, exe_path)
         self._charge(proc, cost - proc.image_cost)
         proc.image_cost = cost
         self._trim()
@@ -657,7 +676,10 @@ class AggregatingSink:
             return
         proc.ppid = event.ppid
         proc.comm = proc.comm or event.comm
-        self._set_image(proc, proc.exe or event.exe, proc.argv or event.cmdline)
+        self._set_image(
+            proc, proc.exe or event.exe, proc.argv or event.cmdline, proc.cwd,
+            proc.exe_path or event.exe,
+        )  # fmt: skip
         proc.uid = event.uid
         proc.preexisting = event.preexisting
 
@@ -676,7 +698,9 @@ class AggregatingSink:
         self._set_cgroup(child, event.cgroup_id)
         if parent is not None:
             # A fork runs its parent's image until it execs.
-            self._set_image(child, parent.exe, parent.argv)
+            self._set_image(child, parent.exe, parent.argv, parent.cwd, parent.exe_path)
+            child.euid, child.egid = parent.euid, parent.egid
+            child.loginuid, child.fileless = parent.loginuid, parent.fileless
             child.argv_cut, child.argv_more = parent.argv_cut, parent.argv_more
             if parent.comm == "":
                 parent.comm = event.comm
@@ -685,7 +709,12 @@ class AggregatingSink:
         proc = self._proc(event.pid)
         if proc is None:
             return
-        cost = EXEC_BYTES + text_bytes(event.filename, *event.argv) + 8 * len(event.argv)
+        cost = (
+            EXEC_BYTES
+            + text_bytes(event.filename, *event.argv)
+            + 8 * len(event.argv)
+            + paths_bytes(event.cwd, event.exe)
+        )
         if self._room(proc, "execs", len(proc.execs), self.max_execs, cost):
             proc.execs.append(
                 ExecRecord(
@@ -697,12 +726,27 @@ class AggregatingSink:
                     filename_cut=event.filename_cut,
                     args_cut=list(event.args_cut),
                     argv_more=event.argv_more,
+                    ppid=event.ppid,
+                    euid=event.euid,
+                    egid=event.egid,
+                    loginuid=event.loginuid,
+                    cwd=event.cwd,
+                    cwd_flags=list(path_flag_names(event.cwd_flags)),
+                    exe_path=event.exe,
+                    exe_path_flags=list(path_flag_names(event.exe_flags)),
+                    fileless=event.fileless,
+                    exe_memfd=event.exe_memfd,
+                    unresolved=list(event.unresolved),
                 )
             )
         if event.ret == 0:
             self._touch(proc, event)
-            self._set_image(proc, event.filename, event.argv)
+            self._set_image(proc, event.filename, event.argv, event.cwd, event.exe)
             proc.argv_cut, proc.argv_more = event.args_cut, event.argv_more
+            if proc.ppid is None:  # not seen forking: the kernel's word for it
+                proc.ppid = event.ppid
+            proc.euid, proc.egid, proc.loginuid = event.euid, event.egid, event.loginuid
+            proc.fileless = event.fileless
 
     def _exit(self, event: ExitEvent) -> None:
         proc = self._live.pop(event.pid, None)

@@ -19,6 +19,7 @@ import msgspec
 
 from agent.capture.container_id import Container
 from agent.capture.events import Endpoint
+from agent.capture.kinds import LOGINUID_UNSET
 from agent.capture.ledger import KindAccount
 from agent.capture.loader import ProbeStatus
 from agent.safetext import (
@@ -41,6 +42,16 @@ class ExecRecord(msgspec.Struct, frozen=True):
     ``argv_truncated`` if anything was cut: ``args_cut`` lists the entries
     cut short, ``filename_cut`` the filename, ``argv_more`` says there were
     more entries than were captured.
+
+    What the kernel said about the exec (see
+    :class:`agent.capture.events.ExecEvent`): ``ppid``, ``euid``, ``egid``,
+    ``loginuid`` (None: not resolved; 4294967295: no login session);
+    ``cwd`` and ``exe_path`` (the executable's absolute path), "" when not
+    resolved, with how their walk ended in ``cwd_flags``/``exe_path_flags``
+    (cut, unreadable, unreachable, no_layout, no_base; [] when whole);
+    ``fileless`` when the executable has no link on any filesystem (memfd,
+    O_TMPFILE, deleted), ``exe_memfd`` when it is a memfd; ``unresolved``
+    names what could not be read (filename, argv, ids, cwd, exe).
     """
 
     ts_ns: int
@@ -51,6 +62,17 @@ class ExecRecord(msgspec.Struct, frozen=True):
     filename_cut: bool = False
     args_cut: list[int] = []
     argv_more: bool = False
+    ppid: int | None = None
+    euid: int | None = None
+    egid: int | None = None
+    loginuid: int | None = None
+    cwd: str = ""
+    cwd_flags: list[str] = []
+    exe_path: str = ""
+    exe_path_flags: list[str] = []
+    fileless: bool = False
+    exe_memfd: bool = False
+    unresolved: list[str] = []
 
 
 class FileRecord(msgspec.Struct, frozen=True):
@@ -173,6 +195,12 @@ class ProcessProfile(msgspec.Struct, frozen=True):
     #: are file or socket facts are in files/network too.
     uring: dict[str, int] = {}
     calls: list[CallRecord] = []
+    cwd: str = ""
+    exe_path: str = ""
+    euid: int | None = None
+    egid: int | None = None
+    loginuid: int | None = None
+    fileless: bool = False
 
 
 Redaction: TypeAlias = Literal["applied", "off"]
@@ -255,6 +283,37 @@ def _exit_text(proc: ProcessProfile) -> str:
     if proc.exited_ns is not None:
         return "exited"
     return "running"
+
+
+def _resolved_path(path: str, flags: list[str]) -> str:
+    if not path:
+        return "?" + (f"[{','.join(flags)}]" if flags else "")
+    return escape_text(path) + (f"[{','.join(flags)}]" if flags else "")
+
+
+def _id_text(value: int | None) -> str:
+    if value is None:
+        return "?"
+    return "unset" if value == LOGINUID_UNSET else str(value)
+
+
+def exec_text(ex: ExecRecord) -> str:
+    """A successful exec as one line: the executable's absolute path (the
+    filename when it differs), cwd, the ids that are not plain, and what is
+    fileless or unresolved. Paths escaped; an unresolved one is ``?``."""
+    parts = ["exec", _resolved_path(ex.exe_path, ex.exe_path_flags)]
+    if ex.filename != ex.exe_path:
+        parts.append(f"(as {text_field(ex.filename, cut=ex.filename_cut)})")
+    parts.append(f"cwd {_resolved_path(ex.cwd, ex.cwd_flags)}")
+    if ex.ppid is not None:
+        parts.append(f"ppid {ex.ppid}")
+    parts.append(f"euid {_id_text(ex.euid)} egid {_id_text(ex.egid)}")
+    parts.append(f"loginuid {_id_text(ex.loginuid)}")
+    if ex.fileless:
+        parts.append("FILELESS" + (" (memfd)" if ex.exe_memfd else ""))
+    if ex.unresolved:
+        parts.append(f"unresolved: {','.join(ex.unresolved)}")
+    return " ".join(parts)
 
 
 def endpoint_text(endpoint: Endpoint | None) -> str:
@@ -359,6 +418,8 @@ def render_text(profile: Profile) -> str:
             if ex.error:
                 name = text_field(ex.filename, cut=ex.filename_cut)
                 lines.append(f"{pad}    exec FAILED {name}: {ex.error}{when('at', ex.ts_ns)}")
+            else:
+                lines.append(f"{pad}    {exec_text(ex)}{when('at', ex.ts_ns)}")
         for f in proc.files:
             what = f.op + (f"({','.join(f.access)})" if f.access else "")
             target = f" -> {text_field(f.target, cut=f.target_cut)}" if f.target else ""

@@ -65,6 +65,10 @@ def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
     def exec_record(ex: ExecRecord) -> ExecRecord:
         filename = text(ex.filename, "filename", ex.filename_cut)
         args = argv(ex.argv, "argv", ex.args_cut)
+        cwd = text(ex.cwd, "cwd", "cut" in ex.cwd_flags)
+        exe_path = text(ex.exe_path, "exe", "cut" in ex.exe_path_flags)
+        if cwd is not ex.cwd or exe_path is not ex.exe_path:
+            ex = replace(ex, cwd=cwd, exe_path=exe_path)
         if filename is ex.filename and args is ex.argv:
             return ex
         return replace(ex, filename=filename, argv=args)
@@ -92,6 +96,8 @@ def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
         changed = {
             "comm": text(p.comm, "comm", comm_is_cut(p.comm)),
             "exe": text(p.exe, "exe"),
+            "exe_path": text(p.exe_path, "exe"),
+            "cwd": text(p.cwd, "cwd"),
             "argv": argv(p.argv, "argv", p.argv_cut),
             "cgroup": text(p.cgroup, "cgroup") if p.cgroup else p.cgroup,
             "execs": each(p.execs, exec_record),

@@ -153,16 +153,34 @@ def golden_events(n: int = 400, seed: int = 20261201) -> Iterator[Event]:
         elif choice == 3:
             argv = tuple(_text(rng) for _ in range(rng.randrange(0, 6)))
             cut = tuple(k for k in range(len(argv)) if rng.random() < 0.1)
+            ret = rng.choice([0, -2, -13])
+            filename = rng.choice(["/usr/bin/curl", "/bin/sh", _text(rng)])
+            # What the kernel resolved, derived without drawing from rng (the
+            # other records stay what they were): enrichment off for every
+            # fifth pid, a memfd for /bin/sh, no paths for a failure.
+            resolved = pid % 5 != 0
+            paths = resolved and ret == 0
             yield ExecEvent(
                 **header,
-                ret=rng.choice([0, -2, -13]),
-                filename=rng.choice(["/usr/bin/curl", "/bin/sh", _text(rng)]),
+                ret=ret,
+                filename=filename,
                 argv=argv,
                 argv_truncated=bool(cut) or rng.random() < 0.1,
                 at=rng.random() < 0.2,
                 filename_cut=rng.random() < 0.05,
                 args_cut=cut,
                 argv_more=rng.random() < 0.05,
+                ppid=pid // 2 if resolved else None,
+                euid=0 if resolved else None,
+                egid=0 if resolved else None,
+                loginuid=(1000 if pid % 2 else 4294967295) if resolved else None,
+                cwd="/srv/golden/" + filename.rpartition("/")[2] if paths else "",
+                cwd_flags=0 if paths else (16 if resolved else 8),
+                exe=("/" if filename == "/bin/sh" else filename) if paths else "",
+                exe_flags=(4 if filename == "/bin/sh" else 0) if paths else (16 if resolved else 8),
+                fileless=paths and filename == "/bin/sh",
+                exe_memfd=paths and filename == "/bin/sh",
+                unresolved=() if paths else (("cwd", "exe") if resolved else ("ids", "cwd", "exe")),
             )
         elif choice == 4:
             yield ForkEvent(
