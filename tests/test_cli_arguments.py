@@ -17,6 +17,7 @@ import pytest
 from agent import limits
 from agent.cli import build_parser
 from agent.commands.arguments import (
+    PATTERN_TYPES,
     FloatRange,
     IntRange,
     PowerOfTwo,
@@ -167,7 +168,7 @@ def test_every_typed_option_uses_a_bounded_type_and_documents_its_maximum() -> N
         if action.type is None:
             continue
         where = f"{prog} {'/'.join(action.option_strings)}"
-        assert action.type is expect_head or isinstance(
+        assert action.type in PATTERN_TYPES or isinstance(
             action.type, IntRange | FloatRange | PowerOfTwo
         ), f"{where}: type {action.type!r} is not from agent.commands.arguments"
         typ = action.type

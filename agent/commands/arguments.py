@@ -24,14 +24,17 @@ import math
 import re
 from typing import Final
 
+from agent.capture.container_id import CONTAINER_PREFIX, CONTAINER_PREFIX_EXPECTED
 from agent.limits import MAX_SEQ
 
 __all__ = [
+    "PATTERN_TYPES",
     "FloatRange",
     "IntRange",
     "PowerOfTwo",
     "bounded_float",
     "bounded_int",
+    "container_prefix",
     "expect_head",
     "power_of_two",
     "shown",
@@ -164,3 +167,15 @@ def expect_head(text: str) -> tuple[int, str]:
             f" got {shown(text)}"
         )
     return int(found[1]), found[2].lower()
+
+
+def container_prefix(text: str) -> str:
+    """A container id or a prefix of it (``--container``): checked here, so a
+    typo is one line before any request."""
+    if CONTAINER_PREFIX.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"expected {CONTAINER_PREFIX_EXPECTED}, got {shown(text)}")
+    return text
+
+
+#: The option types that parse a pattern rather than a number in a range.
+PATTERN_TYPES: Final = (expect_head, container_prefix)

@@ -31,8 +31,7 @@ from agent.api.client import (
     fetch,
     stream,
 )
-from agent.capture.container_id import CONTAINER_PREFIX, CONTAINER_PREFIX_EXPECTED
-from agent.commands.arguments import bounded_int, shown
+from agent.commands.arguments import bounded_int, container_prefix, shown
 from agent.config import load_config
 from agent.errors import RunError, UsageError
 from agent.evidence.log_reader import event_pid, type_matches
@@ -47,13 +46,6 @@ Handler = Callable[[argparse.Namespace], int]
 _pid = bounded_int(1, MAX_PID, what="a pid")
 
 
-def _container(text: str) -> str:
-    """``--container``: checked here, so a typo is one line before any request."""
-    if CONTAINER_PREFIX.fullmatch(text) is None:
-        raise argparse.ArgumentTypeError(f"expected {CONTAINER_PREFIX_EXPECTED}, got {shown(text)}")
-    return text
-
-
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     snapshot = subparsers.add_parser(
         "snapshot", help="the running daemon's profile (what ran, touched, talked to)"
@@ -63,7 +55,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     snapshot.add_argument("--cgroup", type=bounded_int(1, MAX_CGROUP_ID, what="a cgroup id"),
                           metavar="ID",
                           help=f"only processes in this cgroup id, 1 to {MAX_CGROUP_ID} (a u64)")  # fmt: skip
-    snapshot.add_argument("--container", type=_container, metavar="ID",
+    snapshot.add_argument("--container", type=container_prefix, metavar="ID",
                           help="only processes in this container: its id or a prefix of"
                                " at least 12 hex digits")  # fmt: skip
     snapshot.add_argument("--text", action="store_true", help="a readable tree instead of JSON")
