@@ -49,6 +49,7 @@ SYSCALL_NUMBERS: dict[str, int] = {
     "creat": 85,
     "unlink": 87,
     "chmod": 90,
+    "fchmod": 91,
     "exit_group": 231,
     "openat": 257,
     "mkdirat": 258,

@@ -96,8 +96,20 @@ class FileEvent(EventBase, frozen=True, tag="file", gc=False):
     """A file operation. ``op``: open, unlink, rename, chmod, mkdir.
 
     ``path`` is as the process gave it, relative to ``dfd`` (-100: the
-    working directory) when not absolute. ``path2`` is a rename's target.
+    working directory) when not absolute; empty for an fd-only op
+    (fchmod: ``dfd`` is the fd). ``path2`` is a rename's target.
     ``path_cut``/``path2_cut``: the capture may have cut the path short.
+
+    ``abs_path``/``abs_path2``: the absolute path the kernel used (the file
+    an open installed; else the base directory joined with the name, see
+    :mod:`agent.capture.abspath`), empty when it could not be resolved.
+    ``abs_flags``/``abs2_flags``: how it was found, ``PATH_*`` bits of
+    :mod:`agent.capture.kinds` (0: whole, read from the kernel); an event
+    made without the kernel (tests, replays) says ``off``. ``abs2_flags``
+    means something only beside a ``path2``.
+
+    ``owner``/``group``: a chown's new ids, -1 unchanged (and for every
+    other op).
 
     ``count``/``last_ts_ns``: see :class:`NetEvent`.
     """
@@ -113,6 +125,12 @@ class FileEvent(EventBase, frozen=True, tag="file", gc=False):
     mode: int
     path_cut: bool = False
     path2_cut: bool = False
+    abs_path: str = ""
+    abs_path2: str = ""
+    abs_flags: int = kinds.PATH_OFF
+    abs2_flags: int = 0
+    owner: int = -1
+    group: int = -1
     count: int = 1
     last_ts_ns: int = 0
 

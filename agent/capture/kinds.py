@@ -40,7 +40,9 @@ __all__ = [
     "O_DIRECTORY",
     "O_EXCL",
     "O_TRUNC",
+    "PATH_FLAG_NAMES",
     "file_operation",
+    "path_flag_names",
 ]
 
 # Kinds, as numbered by TH_KIND_* in tracehound.h.
@@ -80,6 +82,57 @@ EXEC_ARGV_TRUNCATED: Final = 1  # more than TH_ARGV_MAX arguments
 EXEC_ARG_TRUNCATED: Final = 2  # an argument longer than TH_ARG_LEN - 1
 EXIT_HAVE_CODE: Final = 1  # exit_group()/exit() was seen: exit_code is valid
 EXIT_HAVE_SIGNAL: Final = 2  # a fatal signal with the default action was delivered
+
+# How a file record's absolute path was found (TH_PATH_*, th_file_event's
+# abs_flags; 0: whole, absolute, read from the kernel). The kernel's bits:
+PATH_CUT: Final = 1  # longer than 4096 bytes or 48 components: the leading part is missing
+PATH_UNREADABLE: Final = 2  # a kernel read failed mid-walk: the rest is unknown
+PATH_UNREACHABLE: Final = 4  # not below the process's root (another mount namespace, pseudo fs)
+PATH_NO_LAYOUT: Final = 8  # enrichment is off (no BTF, or the self-check failed): not resolved
+PATH_NO_BASE: Final = 16  # the base (cwd or the dirfd's file) could not be found
+PATH_OFF: Final = 32  # resolution is turned off ([capture] resolve_paths = false)
+# User space's bits (64 and up), set when it joins a name to its base:
+PATH_JOINED: Final = 64  # the base directory joined with the name, not read from a file
+PATH_LEXICAL: Final = 128  # a ".." after a name component was kept: not resolved through it
+PATH_NAME_CUT: Final = 256  # the name as passed may have been cut: so is the join
+PATH_NO_NAME: Final = 512  # the name could not be read from the process: nothing to join
+PATH_FLAG_NAMES: Final[dict[int, str]] = {
+    PATH_CUT: "cut",
+    PATH_UNREADABLE: "unreadable",
+    PATH_UNREACHABLE: "unreachable",
+    PATH_NO_LAYOUT: "no_layout",
+    PATH_NO_BASE: "no_base",
+    PATH_OFF: "off",
+    PATH_JOINED: "joined",
+    PATH_LEXICAL: "lexical",
+    PATH_NAME_CUT: "name_cut",
+    PATH_NO_NAME: "no_name",
+}
+#: The bits that mean the absolute path is not the whole truth (cut, or
+#: not resolved at all); "joined" alone is exact.
+PATH_DOUBTFUL: Final = PATH_CUT | PATH_UNREADABLE | PATH_UNREACHABLE | PATH_NO_LAYOUT
+PATH_UNRESOLVED: Final = PATH_NO_LAYOUT | PATH_NO_BASE | PATH_OFF | PATH_NO_NAME
+# How a path as passed was read from user memory (TH_PASSED_*).
+PASSED_CUT: Final = 1  # filled the 4096-byte buffer: may be cut (or exactly 4095 bytes)
+PASSED_UNREADABLE: Final = 2  # the pointer could not be read: no path
+# What a record's absolute-path bytes are (TH_FROM_*).
+FROM_NONE: Final = 0  # nothing resolved: the flags say why
+FROM_FILE: Final = 1  # the file's own path (the fd an open installed, an fd-only op's fd)
+FROM_BASE: Final = 2  # the base directory: user space joins the name
+FROM_NAME: Final = 3  # the name was absolute: no base was walked
+
+
+def path_flag_names(flags: int) -> tuple[str, ...]:
+    """The names of the bits set in ``flags``, lowest first; an unknown bit
+    as ``bit<n>`` (never dropped)."""
+    names = []
+    bit = 1
+    while bit <= flags:
+        if flags & bit:
+            names.append(PATH_FLAG_NAMES.get(bit) or f"bit{bit.bit_length() - 1}")
+        bit <<= 1
+    return tuple(names)
+
 
 # The kernel ABI's open(2) and *at(2) values, as the records carry them.
 AT_FDCWD: Final = -100

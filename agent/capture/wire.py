@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
+from agent.capture.abspath import absolute
 from agent.capture.events import (
     ExecEvent,
     ExitEvent,
@@ -29,6 +30,7 @@ from agent.capture.kinds import (  # re-exported: defined once there
     EXIT_HAVE_CODE,
     EXIT_HAVE_SIGNAL,
     FILE_OPS,
+    FROM_FILE,
     KIND_EXEC,
     KIND_EXIT,
     KIND_FILE,
@@ -36,6 +38,7 @@ from agent.capture.kinds import (  # re-exported: defined once there
     KIND_NAMES,
     KIND_NET,
     NET_OPS,
+    PASSED_CUT,
 )
 from agent.capture.sockaddr import decode_sockaddr
 
@@ -49,7 +52,12 @@ HEADER = struct.Struct("<IIQIIIIQ16s")  # struct th_header
 EXEC_BODY = struct.Struct(f"<iIII{PATH_LEN}s")  # struct th_exec_event, up to argv
 FORK_BODY = struct.Struct("<IIQ")  # struct th_fork_event
 EXIT_BODY = struct.Struct("<iiII")  # struct th_exit_event
-FILE_BODY = struct.Struct(f"<qIIiiII{PATH_LEN}s{PATH_LEN}s")  # struct th_file_event
+#: struct th_file_event's fixed part: ret, op, nr, dfd, dfd2, flags, mode,
+#: owner, group, the four lengths, path_flags, path2_flags, abs_flags,
+#: abs2_flags, abs_from, abs2_from. The data (path, path2, abs, abs2) follows.
+FILE_BODY = struct.Struct("<qIIiiIIIIIIIIIIIIII")
+#: Bytes of each path in a file record at most (TH_PATH_MAX).
+FILE_PATH_MAX = 4096
 NET_BODY = struct.Struct(f"<qIiII{SOCKADDR_LEN}s")  # struct th_net_event
 
 
@@ -75,9 +83,14 @@ def _cstr_at(data: bytes, start: int, size: int) -> tuple[str, bool]:
 
 # Numeric prefixes of the bodies, for decoding without copying the strings.
 HEADER_NUMS = struct.Struct("<IIQIIIIQ")
-FILE_NUMS = struct.Struct("<qIIiiII")
 COMM_OFFSET = HEADER_NUMS.size
-FILE_PATH_OFFSET = HEADER.size + FILE_NUMS.size
+#: Where a file record's data (path, path2, abs, abs2) starts.
+FILE_DATA_OFFSET = HEADER.size + FILE_BODY.size
+_U32_ALL = 0xFFFFFFFF
+
+
+def _text(data: bytes, start: int, end: int) -> str:
+    return data[start:end].decode("utf-8", "surrogateescape")
 
 
 class WireDecoder:
@@ -124,15 +137,36 @@ class WireDecoder:
         _, pid, ts_ns, tid, uid, gid, _pad, cgroup_id = HEADER_NUMS.unpack_from(data)
         comm = _cstr_at(data, COMM_OFFSET, COMM_LEN)[0]
         off = HEADER.size
-        if kind == KIND_FILE:  # the hot one: positional, no string copies
-            ret, op, nr, dfd, dfd2, flags, mode = FILE_NUMS.unpack_from(data, off)
-            path, path_cut = _cstr_at(data, FILE_PATH_OFFSET, PATH_LEN)
-            path2, path2_cut = _cstr_at(data, FILE_PATH_OFFSET + PATH_LEN, PATH_LEN)
+        if kind == KIND_FILE:  # the hot one: one unpack, slices
+            (ret, op, nr, dfd, dfd2, flags, mode, owner, group, n1, n2, n3, n4,
+             pflags, p2flags, aflags, a2flags, afrom, a2from) = FILE_BODY.unpack_from(data, off)  # fmt: skip
+            if n1 > FILE_PATH_MAX or n2 > FILE_PATH_MAX or n3 > FILE_PATH_MAX or n4 > FILE_PATH_MAX:
+                raise WireError(f"file record path lengths {n1}/{n2}/{n3}/{n4} exceed 4096")
+            o1 = FILE_DATA_OFFSET + n1
+            o2 = o1 + n2
+            o3 = o2 + n3
+            if len(data) < o3 + n4:
+                raise WireError(f"file record of {len(data)} bytes, its paths need {o3 + n4}")
+            path = _text(data, FILE_DATA_OFFSET, o1)
+            if afrom == FROM_FILE:  # a successful open: nothing to join
+                abs_path, abs_flags = _text(data, o2, o3), aflags
+            else:
+                abs_path, abs_flags = absolute(afrom, aflags, _text(data, o2, o3), path, pflags)
+            if n2 or p2flags:  # a rename's target
+                path2 = _text(data, o1, o2)
+                abs_path2, abs2_flags = absolute(
+                    a2from, a2flags, _text(data, o3, o3 + n4), path2, p2flags
+                )
+            else:
+                path2, abs_path2, abs2_flags = "", "", 0
             return FileEvent(
                 pid, tid, ts_ns, uid, gid, cgroup_id, comm,
                 FILE_OPS.get(op) or f"op{op}",
                 self.syscall_names.get(nr) or f"syscall_{nr}",
-                ret, dfd, path, dfd2, path2, flags, mode, path_cut, path2_cut,
+                ret, dfd, path, dfd2, path2, flags, mode,
+                bool(pflags & PASSED_CUT), bool(p2flags & PASSED_CUT),
+                abs_path, abs_path2, abs_flags, abs2_flags,
+                -1 if owner == _U32_ALL else owner, -1 if group == _U32_ALL else group,
             )  # fmt: skip
         if kind == KIND_EXEC:
             ret, argc, flags, at, _ = EXEC_BODY.unpack_from(data, off)
