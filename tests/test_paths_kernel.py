@@ -12,6 +12,7 @@ guessed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import time
@@ -22,7 +23,10 @@ import pytest
 
 from agent.capture import kinds
 from agent.capture.events import FileEvent
-from agent.capture.loader import LoadedCapture, LoadOptions, load
+from agent.capture.loader import LoadedCapture, LoadOptions, compile_flags, load
+from agent.commands.options import add_capture_arguments, load_options_from_args
+from agent.config import Config, apply_defaults
+from agent.config.schema import CaptureConfig
 
 WORKLOAD = Path(__file__).resolve().parent / "workloads" / "paths.py"
 
@@ -131,3 +135,22 @@ def test_unresolved_paths_are_empty_and_flagged(
             assert (e.abs_path2, e.abs2_flags) == ("", flag), e
     # The paths as passed are all there still.
     assert {"link/f1", "f2", "missing", "sub/f1b"} <= {e.path for e in events}
+
+
+def test_resolve_paths_comes_from_the_file_unless_the_command_line_says() -> None:
+    def options(file: Config, *argv: str) -> LoadOptions:
+        parser = argparse.ArgumentParser()
+        add_capture_arguments(parser)
+        args = parser.parse_args(list(argv))
+        apply_defaults(args, file)  # what run and profile do before reading options
+        return load_options_from_args(args, scoped=False)
+
+    assert options(Config()).resolve_paths is True
+    off = Config(capture=CaptureConfig(resolve_paths=False))
+    assert options(off).resolve_paths is False
+    assert options(off, "--resolve-paths").resolve_paths is True
+    assert options(Config(), "--no-resolve-paths").resolve_paths is False
+    # Compiled in as a constant: a different program (and cache key).
+    flags = compile_flags(LoadOptions(resolve_paths=False), [])
+    assert "-DTH_RESOLVE_PATHS=0" in flags
+    assert "-DTH_RESOLVE_PATHS=1" in compile_flags(LoadOptions(), [])
