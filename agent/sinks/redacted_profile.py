@@ -64,7 +64,12 @@ def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
     def file_record(f: FileRecord) -> FileRecord:
         path = text(f.path, "path", f.path_cut)
         target = text(f.target, "path2", f.target_cut)
-        return f if path is f.path and target is f.target else replace(f, path=path, target=target)
+        passed = text(f.passed, "path")
+        target_passed = text(f.target_passed, "path2")
+        if path is f.path and target is f.target and passed is f.passed:
+            if target_passed is f.target_passed:
+                return f
+        return replace(f, path=path, target=target, passed=passed, target_passed=target_passed)
 
     def net_record(n: NetRecord) -> NetRecord:
         endpoint = redact_endpoint(redactor, n.endpoint, set())
