@@ -66,9 +66,14 @@ def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
         target = text(f.target, "path2", f.target_cut)
         passed = text(f.passed, "path")
         target_passed = text(f.target_passed, "path2")
-        if path is f.path and target is f.target and passed is f.passed:
-            if target_passed is f.target_passed:
-                return f
+        same = (path, target, passed, target_passed) == (
+            f.path,
+            f.target,
+            f.passed,
+            f.target_passed,
+        )
+        if same and path is f.path and target is f.target:
+            return f
         return replace(f, path=path, target=target, passed=passed, target_passed=target_passed)
 
     def net_record(n: NetRecord) -> NetRecord:
