@@ -66,14 +66,11 @@ def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
         target = text(f.target, "path2", f.target_cut)
         passed = text(f.passed, "path")
         target_passed = text(f.target_passed, "path2")
-        same = (path, target, passed, target_passed) == (
-            f.path,
-            f.target,
-            f.passed,
-            f.target_passed,
-        )
-        if same and path is f.path and target is f.target:
-            return f
+        new = (path, target, passed, target_passed)
+        if all(
+            a is b for a, b in zip(new, (f.path, f.target, f.passed, f.target_passed), strict=True)
+        ):
+            return f  # nothing redacted: no copy
         return replace(f, path=path, target=target, passed=passed, target_passed=target_passed)
 
     def net_record(n: NetRecord) -> NetRecord:
