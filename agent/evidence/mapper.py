@@ -97,7 +97,7 @@ from agent.capture.events import (
     ProcessSeen,
     SyscallCounts,
 )
-from agent.capture.kinds import FILE_OPERATIONS, file_operation
+from agent.capture.kinds import FILE_OPERATIONS, file_operation, path_flag_names
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
 from agent.evidence.payload_bytes import (
     exec_bytes,
@@ -531,14 +531,19 @@ class Mapper:
     _compose_payloads: ClassVar[bool] = True  # False: always build the Struct (tests)
 
     def _map_file(self, event: FileEvent) -> EvidenceRecord:
-        comm, path, path2, fired = redact_file(self._memo, event)
+        r = redact_file(self._memo, event)
         op = file_operation(event.op, event.flags)
-        data = file_bytes(event, op, comm, path, path2, fired) if self._compose_payloads else None
+        data = file_bytes(event, op, r) if self._compose_payloads else None
         if data is None:
-            redacted = msgspec.structs.replace(event, comm=comm, path=path, path2=path2)
-            return self._file(redacted, fired)
-        # The subject is the path (valid text: it was composed) or the pid.
-        subject = b',"subject":' + json_text(path) if path else b',"subject":"pid/%d"' % event.pid
+            redacted = msgspec.structs.replace(
+                event, comm=r.comm, path=r.path, path2=r.path2, abs_path=r.abs_path,
+                abs_path2=r.abs_path2,
+            )  # fmt: skip
+            return self._file(redacted, r.fired)
+        # The subject is the absolute path, else the path as passed (valid
+        # text: it was composed), else the pid.
+        shown = r.abs_path or r.path
+        subject = b',"subject":' + json_text(shown) if shown else b',"subject":"pid/%d"' % event.pid
         return self._compose(_FILE_TYPES.get(op) or file_type(op), subject, data, event.ts_ns)
 
     def _map_exec(self, event: ExecEvent) -> EvidenceRecord:
@@ -629,12 +634,18 @@ class Mapper:
             path2_cut=event.path2_cut if rename else None,
             flags=event.flags,
             mode=event.mode,
+            abs_path=event.abs_path,
+            abs_flags=list(path_flag_names(event.abs_flags)),
+            abs_path2=event.abs_path2 if rename else None,
+            abs2_flags=list(path_flag_names(event.abs2_flags)) if rename else None,
+            owner=event.owner if event.owner != -1 else None,
+            group=event.group if event.group != -1 else None,
             count=count,
             last_ts_ns=str(event.last_ts_ns) if count > 1 else None,
         )
-        # The envelope's subject is the path, in escape form if it needs one
-        # (data.escaped then names "path").
-        subject = escape_json(event.path)[0] or f"pid/{event.pid}"
+        # The envelope's subject is the absolute path (else the path as
+        # passed), in escape form if it needs one (data.escaped then names it).
+        subject = escape_json(event.abs_path or event.path)[0] or f"pid/{event.pid}"
         return self._emit(file_type(op), subject, data, event.ts_ns)
 
     def _net(self, event: NetEvent, fired: tuple[str, ...]) -> EvidenceRecord:

@@ -50,6 +50,15 @@ CloudEvents stream; a consumer that needs gaps must read that stream.
 A folded record (``data.count`` > 1: that many identical events) carries
 the OCSF ``count`` attribute.
 
+A file event's ``file.path`` (and a rename's ``file_result.path``) is the
+absolute path the kernel used (``data.abs_path``), or the name as passed
+when it was not resolved; the name as passed is then in
+``unmapped.path_passed`` (``path2_passed``) when it differs, and how the
+absolute path was found, when not read whole from the file, in
+``unmapped.path_flags`` (``path2_flags``: ``joined``, ``cut``,
+``lexical``...). ``unmapped.escaped`` names the record's data fields
+(``abs_path`` is ``file.path``).
+
 What can go wrong: a record whose ``data`` is not its type's payload (a
 field missing or mistyped: a record not made by :mod:`agent.evidence.mapper`,
 or a newer type version) raises :class:`OcsfError`, naming the record and
@@ -270,15 +279,30 @@ def _file(ce: CloudEvent[Any], op: str, data: FileData) -> dict[str, Any]:
     event = _base(ce, CLASS_FILE_SYSTEM, activity, data.ret)
     event["actor"] = _actor(data)
     folder = op in ("mkdir", "rmdir")
-    event["file"] = _file_object(data.path, _FILE_FOLDER if folder else _FILE_UNKNOWN)
-    if op == "rename" and data.path2 is not None:
-        event["file_result"] = _file_object(data.path2, _FILE_UNKNOWN)
-    event["unmapped"] = {
+    # The absolute path the kernel used first; the name as passed (and how
+    # the absolute one was found, when not exactly) stays in unmapped.
+    path = data.abs_path or data.path
+    event["file"] = _file_object(path, _FILE_FOLDER if folder else _FILE_UNKNOWN)
+    unmapped: dict[str, Any] = {
         "syscall": data.syscall,
         "flags": data.flags,
         "mode": data.mode,
         "dfd": data.dfd,
     }
+    if path != data.path:
+        unmapped["path_passed"] = data.path
+    if data.abs_flags:
+        unmapped["path_flags"] = data.abs_flags
+    if op == "rename" and data.path2 is not None:
+        target = data.abs_path2 or data.path2
+        event["file_result"] = _file_object(target, _FILE_UNKNOWN)
+        if target != data.path2:
+            unmapped["path2_passed"] = data.path2
+        if data.abs2_flags:
+            unmapped["path2_flags"] = data.abs2_flags
+    if data.owner is not None or data.group is not None:
+        unmapped["owner"], unmapped["group"] = data.owner, data.group
+    event["unmapped"] = unmapped
     if data.count > 1:
         event["count"] = data.count
     return _escaped(event, data.escaped)

@@ -30,7 +30,9 @@ from typing import Final
 import msgspec
 
 from agent.capture.events import Endpoint, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent
+from agent.capture.kinds import PATH_FLAG_NAMES, path_flag_names
 from agent.evidence.canonical import MAX_SAFE_INTEGER
+from agent.redact.events import RedactedFile
 
 __all__ = [
     "exec_bytes",
@@ -54,7 +56,8 @@ _NULL: Final = b"null"
 # defaults that the Struct leaves out (count, last_ts_ns, escaped) spliced in
 # where they sort when present.
 _FILE: Final = (
-    b'{"cgroup_id":"%d","comm":%s%s,"dfd":%d,"dfd2":%s,"flags":%d,"gid":%d%s,"mode":%d,"op":%s,'
+    b'{"abs2_flags":%s,"abs_flags":%s,"abs_path":%s,"abs_path2":%s,"cgroup_id":"%d","comm":%s%s,'
+    b'"dfd":%d,"dfd2":%s,"flags":%d,"gid":%d%s%s,"mode":%d,"op":%s%s,'
     b'"path":%s,"path2":%s,"path2_cut":%s,"path_cut":%s,"pid":%d,"redacted":%s,"ret":%d,'
     b'"syscall":%s,"tid":%d,"ts_ns":"%d","uid":%d}'
 )
@@ -101,34 +104,60 @@ def _folded(count: int, last_ts_ns: int) -> tuple[bytes, bytes]:
     return b',"count":%d' % count, b',"last_ts_ns":"%d"' % last_ts_ns if count > 1 else b""
 
 
-def file_bytes(
-    event: FileEvent, op: str, comm: str, path: str, path2: str, fired: tuple[str, ...]
-) -> bytes | None:
+#: Every combination of the known resolution flags, as its JSON array of
+#: names (1024 small arrays, made once).
+_FLAG_NAMES: Final = {
+    flags: json_text(path_flag_names(flags)) for flags in range(2 * max(PATH_FLAG_NAMES))
+}
+
+
+def _flag_names(flags: int) -> bytes:
+    """A path's resolution flags as a JSON array of names."""
+    return _FLAG_NAMES.get(flags) or json_text(path_flag_names(flags))
+
+
+def _id_member(name: bytes, value: int) -> bytes:
+    """An ``owner``/``group`` member, empty when unchanged (-1)."""
+    return b"" if value == -1 else b',"%s":%d' % (name, value)
+
+
+def file_bytes(event: FileEvent, op: str, r: RedactedFile) -> bytes | None:
     """A :class:`~agent.evidence.payloads.FileData`'s bytes (``op`` as typed:
-    ``rmdir`` for a directory's unlink), or None (see the module)."""
+    ``rmdir`` for a directory's unlink), from the event and its redacted
+    text ``r``, or None (see the module)."""
     ret = event.ret
     if not -MAX_SAFE_INTEGER <= ret <= MAX_SAFE_INTEGER:
+        return None
+    owner, group = event.owner, event.group
+    if not (-1 <= owner <= MAX_SAFE_INTEGER and -1 <= group <= MAX_SAFE_INTEGER):
         return None
     try:
         rename = op == "rename"
         count, last = (b"", b"") if event.count == 1 else _folded(event.count, event.last_ts_ns)
+        path = json_text(r.path)
         return _FILE % (
+            _flag_names(event.abs2_flags) if rename else _NULL,
+            _flag_names(event.abs_flags),
+            path if r.abs_path == r.path else json_text(r.abs_path),
+            json_text(r.abs_path2) if rename else _NULL,
             event.cgroup_id,
-            json_text(comm),
+            json_text(r.comm),
             count,
             event.dfd,
             b"%d" % event.dfd2 if rename else _NULL,
             event.flags,
             event.gid,
+            _id_member(b"group", group) if group != -1 else b"",
             last,
             event.mode,
             _OPS.get(op) or json_text(op),
-            json_text(path),
-            json_text(path2) if rename else _NULL,
+            _id_member(b"owner", owner) if owner != -1 else b"",
+            path,
+            json_text(r.path2) if rename else _NULL,
             _BOOL[bool(event.path2_cut)] if rename else _NULL,
             b"true" if event.path_cut else b"false",
             event.pid,
-            redacted_bytes(fired),
+            redacted_bytes(r.fired),
             ret,
             _OPS.get(event.syscall) or json_text(event.syscall),
             event.tid,

@@ -110,6 +110,14 @@ class ExitData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False)
 class FileData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """``file.<op>.v1``. ``dfd2``/``path2``/``path2_cut`` are a rename's, else None.
 
+    ``path`` is the name as the process passed it; ``abs_path`` the
+    absolute path the kernel used ("" when not resolved), ``abs_flags``
+    how it was found (``PATH_FLAG_NAMES`` of :mod:`agent.capture.kinds`:
+    ``joined``, ``cut``, ``lexical``, ``no_layout``, ``off``...; [] when
+    read whole from the file itself). ``abs_path2``/``abs2_flags``: the
+    rename target's, else None. ``owner``/``group``: a chown's new ids,
+    left out when unchanged.
+
     Folded (``count`` > 1): ``count`` identical events, the first at
     ``ts_ns``, the last at ``last_ts_ns``.
     """
@@ -125,6 +133,12 @@ class FileData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False)
     path2_cut: bool | None
     flags: int
     mode: int
+    abs_path: str
+    abs_flags: list[str]
+    abs_path2: str | None
+    abs2_flags: list[str] | None
+    owner: int | None = None
+    group: int | None = None
     count: int = 1
     last_ts_ns: str | None = None
 
