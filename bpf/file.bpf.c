@@ -25,6 +25,8 @@ struct th_file_args {
     u32 owner;
     u32 group;
     u32 op;
+    u32 fd_only;      /* the op names its object by fd alone (fchmod...): path is no name */
+    u32 two_paths;    /* the op takes a second path (rename's target) */
     u32 active;       /* set at entry, cleared at exit */
 };
 
@@ -58,6 +60,8 @@ struct th_file_work {
     u64 path2;
     u32 stage;        /* 0: first path; 1: the rename target's */
     u32 used;         /* bytes of data filled */
+    u32 fd_only;      /* th_file_args.fd_only */
+    u32 two_paths;    /* th_file_args.two_paths */
     struct th_file_event ev;
     char data[TH_FILE_DATA];
 };
@@ -99,6 +103,8 @@ static __always_inline int th_file_exit(struct bpf_raw_tracepoint_args *ctx, u32
     w->path2 = a->path2;
     w->stage = 0;
     w->used = 0;
+    w->fd_only = a->fd_only;
+    w->two_paths = a->two_paths;
     th_file_progs.call(ctx, 0);
     th_count(TH_KIND_FILE, 1); /* the resolver is not in its slot: lost, counted */
     return 0;
@@ -145,8 +151,11 @@ static __always_inline void th_file_resolve_one(struct th_file_work *w, int seco
         if (!second && ev->op == TH_FILE_OPEN && ev->ret >= 0) {
             fd = (s32)ev->ret;
             from = TH_FROM_FILE;
-        } else if (!ptr) {
+        } else if (!second && w->fd_only) {
             from = TH_FROM_FILE; /* fd-only (fchmod...): the fd is the object */
+        } else if (!ptr) {
+            from = TH_FROM_BASE; /* a NULL name (EFAULT): nothing to join, user space says so */
+            walk = 0;
         } else if (plen && w->data[poff & (TH_PATH_MAX - 1)] == '/') {
             from = TH_FROM_NAME;
             walk = 0;
@@ -225,9 +234,13 @@ int th_file_resolve(struct bpf_raw_tracepoint_args *ctx)
     }
     u32 flags = 0;
     u32 len = th_file_read_passed(w, 0, w->path, &flags);
+    if (!w->path && !w->fd_only)
+        flags = TH_PASSED_UNREADABLE; /* a NULL name: the call failed with EFAULT */
     ev->path_len = len;
     ev->path_flags = flags;
     len = th_file_read_passed(w, len, w->path2, &flags);
+    if (w->two_paths && !w->path2)
+        flags = TH_PASSED_UNREADABLE;
     ev->path2_len = len;
     ev->path2_flags = flags;
     w->used = ev->path_len + len;
@@ -235,7 +248,7 @@ int th_file_resolve(struct bpf_raw_tracepoint_args *ctx)
     ev->abs2_flags = 0;
     ev->abs2_from = TH_FROM_NONE;
     th_file_resolve_one(w, 0);
-    if (!w->path2) {
+    if (!w->two_paths) {
         th_file_send(w);
         return 0;
     }
@@ -274,6 +287,8 @@ int th_file_resolve(struct bpf_raw_tracepoint_args *ctx)
         a.mode = (u32)(MODE);                                                 \
         a.owner = (u32)(OWNER);                                               \
         a.group = (u32)(GROUP);                                               \
+        a.fd_only = __builtin_constant_p((u64)(PATH)) && (u64)(PATH) == 0;    \
+        a.two_paths = !(__builtin_constant_p((u64)(PATH2)) && (u64)(PATH2) == 0); \
         return th_file_enter(&a);                                             \
     }                                                                         \
     int th_exit_##name(struct bpf_raw_tracepoint_args *ctx)                   \

@@ -94,6 +94,15 @@ def test_every_file_fact_carries_the_absolute_path_the_kernel_used(
     assert opened and all(not e.abs_flags & kinds.PATH_JOINED for e in opened)
     failed = [e for e in events if e.op == "open" and e.path == "missing"]
     assert failed and failed[0].abs_flags == kinds.PATH_JOINED
+    # A name that could not be read: nothing joined, and said so.
+    [null] = [e for e in events if e.op == "unlink" and e.ret == -14]
+    assert (null.path, null.abs_path, null.abs_flags) == ("", "", kinds.PATH_NO_NAME)
+    [null2] = [e for e in events if e.op == "rename" and e.ret == -14]
+    assert (null2.abs_path, null2.abs_flags) == (
+        f"{facts['root']}/efault-source",
+        kinds.PATH_JOINED,
+    )
+    assert (null2.abs_path2, null2.abs2_flags) == ("", kinds.PATH_NO_NAME)
     # ~3000 bytes, whole; beyond 4096, cut and flagged, its tail right.
     deep = str(facts["deep"])
     assert len(deep) > 3000 and ("open", deep) in seen

@@ -9,6 +9,7 @@ expected absolute path, expected absolute path2]; a ".." after a name
 component is expected as it was passed (flagged lexical, never guessed).
 """
 
+import ctypes
 import json
 import os
 import sys
@@ -57,6 +58,11 @@ with open("/proc/self/status", "rb"):  # a symlink and another mount (proc)
 os.close(fd1)
 os.close(fd2)
 os.close(dfd)
+# Names that cannot be read (NULL pointers: EFAULT): no absolute path, flagged.
+libc = ctypes.CDLL(None, use_errno=True)
+libc.unlink(None)
+libc.rename(b"efault-source", None)
+out["efault"] = True
 
 # A path of ~3000 bytes: 15 directories of 200-byte names, made one by one
 # by relative name.
