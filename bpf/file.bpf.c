@@ -214,7 +214,7 @@ static __always_inline void th_file_send(struct th_file_work *w)
     /* At most 4095 + 4095 + 4096 + 4096 bytes: below 4 * TH_PATH_MAX, so
      * the mask (which the verifier needs to bound the size) cuts nothing. */
     u64 size = sizeof(struct th_file_event) + (w->used & (4 * TH_PATH_MAX - 1));
-    if (th_events.ringbuf_output(&w->ev, size, th_submit_flags()))
+    if (th_events.ringbuf_output(&w->ev, size, th_submit_flags_sized(size)))
         th_count(TH_KIND_FILE, 1);
     else
         th_count(TH_KIND_FILE, 0);

@@ -58,6 +58,9 @@
 #ifndef TH_WAKEUP_EVERY
 #define TH_WAKEUP_EVERY 512     /* records per CPU between consumer wakeups */
 #endif
+#ifndef TH_WAKEUP_UNIT
+#define TH_WAKEUP_UNIT 2376     /* bytes a record counts as one of TH_WAKEUP_EVERY: the exec record's */
+#endif
 #ifndef TH_SYSCALL_KEYS_MAX
 #define TH_SYSCALL_KEYS_MAX 65536 /* (process, syscall) counters */
 #endif
@@ -405,6 +408,24 @@ static __always_inline u64 th_submit_flags(void)
     if (since && ++(*since) >= TH_WAKEUP_EVERY) {
         *since = 0;
         return BPF_RB_FORCE_WAKEUP;
+    }
+    return BPF_RB_NO_WAKEUP;
+}
+
+/* The same for a variable-length record of size bytes: it counts as one
+ * record per TH_WAKEUP_UNIT bytes (the largest fixed record's size, from
+ * which the loader sized TH_WAKEUP_EVERY), so a burst of 16 KiB file
+ * records wakes the consumer before it fills the ring, as fixed ones do. */
+static __always_inline u64 th_submit_flags_sized(u64 size)
+{
+    u32 zero = 0;
+    u64 *since = th_since_wakeup.lookup(&zero);
+    if (since) {
+        *since += 1 + size / TH_WAKEUP_UNIT;
+        if (*since >= TH_WAKEUP_EVERY) {
+            *since = 0;
+            return BPF_RB_FORCE_WAKEUP;
+        }
     }
     return BPF_RB_NO_WAKEUP;
 }

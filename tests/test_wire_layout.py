@@ -391,10 +391,17 @@ def test_lengths_and_defaults_match(layout_dir: Path, constants: dict[str, int])
     assert constants["TH_PENDING_MAX"] == opts.pending_max
     assert constants["TH_SCOPE_MAX"] == opts.scope_max
     assert constants["TH_SYSCALL_KEYS_MAX"] == opts.syscall_keys_max
+    # A variable-length record counts against the wakeup budget in units of
+    # the exec record, the record the budget is sized by.
+    assert constants["TH_WAKEUP_UNIT"] == loader.wakeup_unit(opts) == sizes_exec(layout_dir)
     sizes = compile_layout(layout_dir, ()).sizes
     # The sockaddr buffer holds any sockaddr the decoder understands.
     assert sizes["sockaddr_un"] <= wire.SOCKADDR_LEN
     assert sizes["sockaddr_in6"] <= wire.SOCKADDR_LEN
+
+
+def sizes_exec(layout_dir: Path) -> int:
+    return compile_layout(layout_dir, ()).sizes["th_exec_event"]
 
 
 def test_hot_path_prefixes_match(layout_dir: Path) -> None:

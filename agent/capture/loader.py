@@ -142,6 +142,12 @@ def wakeup_every(options: LoadOptions) -> int:
     return max(1, min(512, ring // 4 // largest))
 
 
+def wakeup_unit(options: LoadOptions) -> int:
+    """The bytes a variable-length record counts as one record in
+    :func:`wakeup_every`'s budget (TH_WAKEUP_UNIT): the largest fixed record's."""
+    return wire.WireDecoder(options.argv_max, options.arg_len).exec_size
+
+
 def tracepoint_exists(tracepoint: str, tracefs: Path = TRACEFS) -> bool:
     category, _, event = tracepoint.partition(":")
     if not category or not event or "/" in tracepoint or ".." in tracepoint:
@@ -229,6 +235,7 @@ def compile_flags(
         f"-DTH_SCOPE_MAX={options.scope_max}",
         f"-DTH_SYSCALL_KEYS_MAX={options.syscall_keys_max}",
         f"-DTH_WAKEUP_EVERY={wakeup_every(options)}",
+        f"-DTH_WAKEUP_UNIT={wakeup_unit(options)}",
         f"-DTH_SCOPED={1 if options.scoped else 0}",
         f"-DTH_RESOLVE_PATHS={1 if options.resolve_paths else 0}",
     ]
