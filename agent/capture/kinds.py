@@ -108,10 +108,6 @@ PATH_FLAG_NAMES: Final[dict[int, str]] = {
     PATH_NAME_CUT: "name_cut",
     PATH_NO_NAME: "no_name",
 }
-#: The bits that mean the absolute path is not the whole truth (cut, or
-#: not resolved at all); "joined" alone is exact.
-PATH_DOUBTFUL: Final = PATH_CUT | PATH_UNREADABLE | PATH_UNREACHABLE | PATH_NO_LAYOUT
-PATH_UNRESOLVED: Final = PATH_NO_LAYOUT | PATH_NO_BASE | PATH_OFF | PATH_NO_NAME
 # How a path as passed was read from user memory (TH_PASSED_*).
 PASSED_CUT: Final = 1  # filled the 4096-byte buffer: may be cut (or exactly 4095 bytes)
 PASSED_UNREADABLE: Final = 2  # the pointer could not be read: no path

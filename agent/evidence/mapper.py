@@ -638,8 +638,8 @@ class Mapper:
             abs_flags=list(path_flag_names(event.abs_flags)),
             abs_path2=event.abs_path2 if rename else None,
             abs2_flags=list(path_flag_names(event.abs2_flags)) if rename else None,
-            owner=event.owner if event.owner != -1 else None,
-            group=event.group if event.group != -1 else None,
+            owner=_int53(event.owner, "owner") if event.owner != -1 else None,
+            group=_int53(event.group, "group") if event.group != -1 else None,
             count=count,
             last_ts_ns=str(event.last_ts_ns) if count > 1 else None,
         )
