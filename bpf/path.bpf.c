@@ -231,14 +231,31 @@ static __always_inline void th_path_walk(u64 dentry, u64 vfsmnt, u64 root_dentry
 }
 
 /* Walk a struct path (f_path, fs->pwd) of the task, up to the task's root. */
+/* A struct path's (mnt, dentry): one 16-byte read when they are its two
+ * words (struct path {vfsmount *mnt; dentry *dentry;} on every kernel
+ * seen), else two. Zeros if unreadable. */
+static __always_inline void th_struct_path(u64 path, u64 *mnt, u64 *dentry)
+{
+#if TH_OFF_PATH_MNT == 0 && TH_OFF_PATH_DENTRY == 8
+    u64 both[2] = {};
+    if (path)
+        bpf_probe_read_kernel(both, sizeof(both), (const void *)path);
+    *mnt = both[0];
+    *dentry = both[1];
+#else
+    *mnt = th_kptr(path, TH_OFF_PATH_MNT);
+    *dentry = th_kptr(path, TH_OFF_PATH_DENTRY);
+#endif
+}
+
 static __always_inline void th_walk_struct_path(u64 task, u64 path, u32 slot,
                                                 struct th_path_result *out)
 {
     u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
-    u64 root_mnt = th_kptr(fs, TH_OFF_FS_STRUCT_ROOT + TH_OFF_PATH_MNT);
-    u64 root_dentry = th_kptr(fs, TH_OFF_FS_STRUCT_ROOT + TH_OFF_PATH_DENTRY);
-    th_path_walk(th_kptr(path, TH_OFF_PATH_DENTRY), th_kptr(path, TH_OFF_PATH_MNT), root_dentry,
-                 root_mnt, slot, out);
+    u64 root_mnt = 0, root_dentry = 0, mnt = 0, dentry = 0;
+    th_struct_path(fs ? fs + TH_OFF_FS_STRUCT_ROOT : 0, &root_mnt, &root_dentry);
+    th_struct_path(path, &mnt, &dentry);
+    th_path_walk(dentry, mnt, root_dentry, root_mnt, slot, out);
 }
 
 /* The task's working directory. */
