@@ -110,6 +110,12 @@ PACE_KEPT = 0.98
 # "Other CPUs" above this during a "without" run: the host is not idle.
 BUSY_CPUS = 0.25
 
+#: Issue 10: the open flood with path resolution on may be at most 10% slower
+#: than issue 9's figure, 1.48x; the bench times resolution off beside it.
+PATHS_PREVIOUS_RATIO = 1.48
+PATHS_TARGET_RATIO = PATHS_PREVIOUS_RATIO * 1.10
+#: The agent argument that turns path resolution off ([capture] resolve_paths).
+NO_RESOLVE_ARG = "--no-resolve-paths"
 AGENT_MODE = 'agent started once per "with" round (a fresh agent, fresh stats, for each)'
 
 RESULT_LINE = re.compile(r"ops=(\d+) elapsed_ns=(\d+)")
@@ -518,6 +524,9 @@ class WorkloadResult:
     without_others: list[float] = field(default_factory=list)
     with_others: list[float] = field(default_factory=list)
     stats: list[AgentStats] = field(default_factory=list)
+    #: The agent with path resolution off (--no-resolve-paths), beside "with".
+    unresolved_ns: list[float] = field(default_factory=list)
+    unresolved_stats: list[AgentStats] = field(default_factory=list)
     logs: list[LogBooks] = field(default_factory=list)  # one per "with" round
     # The paced flood: the rate each "with" run achieved, and the rate asked.
     with_rates: list[float] = field(default_factory=list)
@@ -535,6 +544,27 @@ class WorkloadResult:
     def ratio(self) -> float | None:
         with_ns = self.median_with
         return None if with_ns is None else with_ns / self.median_without
+
+    @property
+    def median_unresolved(self) -> float | None:
+        return statistics.median(self.unresolved_ns) if self.unresolved_ns else None
+
+    @property
+    def unresolved_ratio(self) -> float | None:
+        value = self.median_unresolved
+        return None if value is None else value / self.median_without
+
+    @property
+    def resolve_cost_ns(self) -> float | None:
+        """What resolving paths adds per operation: median with - median unresolved."""
+        on, off = self.median_with, self.median_unresolved
+        return None if on is None or off is None else on - off
+
+    @property
+    def unresolved_accounted(self) -> bool | None:
+        if not self.unresolved_stats:
+            return None
+        return all(s.accounted for s in self.unresolved_stats)
 
     @property
     def floor_ratio(self) -> float | None:
@@ -660,6 +690,7 @@ def measure(
     log: TextIO,
     floor: bool = False,
     pacing: Pacing | None = None,
+    unresolved: bool = False,
 ) -> WorkloadResult:
     result = WorkloadResult(workload=workload, ops=ops)
     argv = None if pacing is None else pacing.argv()
@@ -672,6 +703,9 @@ def measure(
         order: tuple[str, ...] = ("without", "with") if index % 2 == 0 else ("with", "without")
         if agent is None:
             order = ("without",)
+        if unresolved and agent is not None:
+            # Resolution off next to on: ABBA again (with, off / off, with).
+            order = (*order, "off") if index % 2 == 0 else ("off", *order)
         if floor:
             order = (*order, "floor") if index % 2 == 0 else ("floor", *order)
         for side in order:
@@ -680,6 +714,19 @@ def measure(
                 timing = run_workload(binary, ops, argv)
                 result.without_ns.append(timing.ns_per_op)
                 result.without_others.append(timing.others_cpus)
+            elif side == "off":
+                assert agent is not None
+                off_agent = AgentSettings(
+                    agent.command, [*agent.extra_args, NO_RESOLVE_ARG], agent.ready_timeout,
+                    agent.stop_timeout, agent.via,
+                )  # fmt: skip
+                workdir = scratch / f"{workload.key}-round{index + 1}-off"
+                with running_agent(off_agent, workdir) as files:
+                    time.sleep(settle)
+                    timing = run_workload(binary, ops, argv)
+                result.unresolved_ns.append(timing.ns_per_op)
+                result.unresolved_stats.append(parse_stats(files.stats))
+                shutil.rmtree(files.evidence, ignore_errors=True)
             elif side == "floor":
                 from reference_tracer import reference_tracer
 
@@ -786,6 +833,25 @@ def report_workload(result: WorkloadResult, rounds: int) -> str:
     )
     out.append(_table(rows))
     out.append(f"  slowdown (median with / median without): {_fmt_ratio(result.ratio)}")
+    if result.unresolved_ns:
+        rows = [["round", "with, paths resolved", "with, resolution off"]]
+        for i in range(rounds):
+            rows.append(
+                [
+                    str(i + 1),
+                    _fmt_ns(_nth(result.with_ns, i)),
+                    _fmt_ns(_nth(result.unresolved_ns, i)),
+                ]
+            )
+        rows.append(["median", _fmt_ns(result.median_with), _fmt_ns(result.median_unresolved)])
+        rows.append(["slowdown", _fmt_ratio(result.ratio), _fmt_ratio(result.unresolved_ratio)])
+        out.append("  path resolution on and off (--no-resolve-paths), side by side:")
+        out.append(_table(rows, indent="    "))
+        out.append(
+            f"  resolving paths costs {_fmt_ns(result.resolve_cost_ns)} ns per operation"
+            f" (median on - median off); every event accounted for with it off:"
+            f" {_yes_no(result.unresolved_accounted)}"
+        )
     out.append(
         "  (other CPUs: CPUs kept busy by everything but the workload while it ran;"
         " in a 'with' run that includes the agent)"
@@ -965,6 +1031,20 @@ def targets(results: dict[str, WorkloadResult]) -> list[Target]:
                 f" {_yes_no(result.accounted)}"
             )
             out.append(Target(text, met, detail))
+    if result is not None and result.unresolved_ns:
+        text = (
+            f"open flood slowdown with path resolution at most {PATHS_TARGET_RATIO:.2f}x"
+            f" (issue 9's {PATHS_PREVIOUS_RATIO:.2f}x + 10%)"
+        )
+        if result.ratio is None:
+            out.append(Target(text, None, ""))
+        else:
+            met = result.ratio <= PATHS_TARGET_RATIO and bool(result.accounted)
+            detail = (
+                f"on {_fmt_ratio(result.ratio)}, off {_fmt_ratio(result.unresolved_ratio)},"
+                f" resolving costs {_fmt_ns(result.resolve_cost_ns)} ns per open"
+            )
+            out.append(Target(text, met, detail))
     return out
 
 
@@ -1009,6 +1089,7 @@ def summary_table(results: dict[str, WorkloadResult]) -> str:
             "without ns/op",
             "with ns/op",
             "slowdown",
+            "slowdown, paths off",
             "floor slowdown",
             "over floor",
             "accounted",
@@ -1023,6 +1104,7 @@ def summary_table(results: dict[str, WorkloadResult]) -> str:
                 _fmt_ns(result.median_without),
                 _fmt_ns(result.median_with),
                 _fmt_ratio(result.ratio),
+                _fmt_ratio(result.unresolved_ratio),
                 _fmt_ratio(result.floor_ratio),
                 _fmt_ratio(result.over_floor),
                 _yes_no(result.accounted),
@@ -1124,6 +1206,11 @@ def as_json(
                 "median_without_ns_per_op": r.median_without,
                 "median_with_ns_per_op": r.median_with,
                 "ratio": r.ratio,
+                "unresolved_ns_per_op": r.unresolved_ns,
+                "median_unresolved_ns_per_op": r.median_unresolved,
+                "unresolved_ratio": r.unresolved_ratio,
+                "resolve_cost_ns_per_op": r.resolve_cost_ns,
+                "unresolved_accounted": r.unresolved_accounted,
                 "other_cpus_without": r.without_others,
                 "other_cpus_with": r.with_others,
                 "host_busy": r.host_busy,
@@ -1185,6 +1272,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only this workload; repeatable (default: paced, open, exec)")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", type=Path,
                         help="also write the figures as JSON to FILE")  # fmt: skip
+    parser.add_argument(
+        "--no-resolve-compare",
+        action="store_true",
+        help="do not time the open flood's agent with path resolution off"
+        f" ({NO_RESOLVE_ARG}) beside it",
+    )
     parser.add_argument("--no-floor", action="store_true",
                         help="skip the reference tracer (bench/reference_tracer.py) in the open flood")  # fmt: skip
     parser.add_argument("--no-agent", action="store_true",
@@ -1277,6 +1370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     out,
                     floor=key == "open" and agent is not None and not args.no_floor,
                     pacing=pacing if workload.paced else None,
+                    unresolved=key == "open" and not args.no_resolve_compare,
                 )
     except BenchError as err:
         print(f"capture_bench: error: {err}", file=sys.stderr)
@@ -1290,7 +1384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.write(report_workload(result, args.rounds) + "\n\n")
     out.write("summary (medians):\n")
     out.write(summary_table(results) + "\n")
-    out.write("targets (issue 9):\n")
+    out.write("targets (issue 9, and issue 10's path resolution):\n")
     for target in targets(results):
         out.write(f"  {target.text}: {target.verdict}\n")
     out.write(f"bench took {time.monotonic() - started:.0f} s\n\n")

@@ -35,6 +35,7 @@ struct th_walk {
     u64 mnt;          /* container_of(vfsmnt, struct mount, mnt) */
     u64 root_dentry;
     u64 root_mnt;
+    u64 mnt_root;     /* vfsmnt->mnt_root, read once per mount the walk is in */
     u32 pos;          /* the next name ends here, in buf */
     u32 flags;
     u32 done;
@@ -97,6 +98,32 @@ static __always_inline u64 th_task_fd_file(u64 task, s32 fd)
     return th_kptr(array, (u32)fd * 8);
 }
 
+/* A dentry's parent and name: one read of the 32 bytes from d_parent when
+ * d_name's length and pointer lie in them (they do on every kernel seen:
+ * d_parent, then d_name), else three reads. A walk step makes two reads
+ * instead of four. */
+#define TH_DENTRY_SPAN(off, size) ((off) >= TH_OFF_DENTRY_D_PARENT && (off) + (size) <= TH_OFF_DENTRY_D_PARENT + 32)
+#if TH_DENTRY_SPAN(TH_OFF_DENTRY_D_NAME_LEN, 4) && TH_DENTRY_SPAN(TH_OFF_DENTRY_D_NAME_NAME, 8)
+static __always_inline int th_dentry_parent_name(u64 dentry, u64 *parent, u32 *len, u64 *name)
+{
+    u8 window[32] = {};
+    if (bpf_probe_read_kernel(window, sizeof(window), (const void *)(dentry + TH_OFF_DENTRY_D_PARENT)))
+        return -1;
+    __builtin_memcpy(parent, window, 8);
+    __builtin_memcpy(len, window + (TH_OFF_DENTRY_D_NAME_LEN - TH_OFF_DENTRY_D_PARENT), 4);
+    __builtin_memcpy(name, window + (TH_OFF_DENTRY_D_NAME_NAME - TH_OFF_DENTRY_D_PARENT), 8);
+    return 0;
+}
+#else
+static __always_inline int th_dentry_parent_name(u64 dentry, u64 *parent, u32 *len, u64 *name)
+{
+    *parent = th_kptr(dentry, TH_OFF_DENTRY_D_PARENT);
+    *len = th_ku32(dentry, TH_OFF_DENTRY_D_NAME_LEN);
+    *name = th_kptr(dentry, TH_OFF_DENTRY_D_NAME_NAME);
+    return 0;
+}
+#endif
+
 /* One step of the walk: one name, or one mount crossed. 1: the walk ended. */
 static __always_inline int th_walk_step(struct th_path_scratch *scratch)
 {
@@ -105,8 +132,7 @@ static __always_inline int th_walk_step(struct th_path_scratch *scratch)
         w->done = 1;
         return 1;
     }
-    u64 mnt_root = th_kptr(w->vfsmnt, TH_OFF_VFSMOUNT_MNT_ROOT);
-    if (w->dentry == mnt_root) {
+    if (w->dentry == w->mnt_root) {
         /* The root of this mount: go on from where it is mounted. */
         u64 parent = th_kptr(w->mnt, TH_OFF_MOUNT_MNT_PARENT);
         if (!parent) {
@@ -120,12 +146,16 @@ static __always_inline int th_walk_step(struct th_path_scratch *scratch)
             w->dentry = th_kptr(w->mnt, TH_OFF_MOUNT_MNT_MOUNTPOINT);
             w->mnt = parent;
             w->vfsmnt = parent + TH_OFF_MOUNT_MNT;
+            w->mnt_root = th_kptr(w->vfsmnt, TH_OFF_VFSMOUNT_MNT_ROOT);
             return 0;
         }
         w->done = 1;
         return 1;
     }
-    u64 parent = th_kptr(w->dentry, TH_OFF_DENTRY_D_PARENT);
+    u64 parent = 0, name = 0;
+    u32 len = 0;
+    if (th_dentry_parent_name(w->dentry, &parent, &len, &name))
+        parent = 0;
     if (!parent || parent == w->dentry) {
         /* No parent: unreadable; its own parent: a filesystem root that is
          * no mount's root (a pseudo fs such as pipe:, or a detached tree). */
@@ -133,8 +163,6 @@ static __always_inline int th_walk_step(struct th_path_scratch *scratch)
         w->done = 1;
         return 1;
     }
-    u32 len = th_ku32(w->dentry, TH_OFF_DENTRY_D_NAME_LEN);
-    u64 name = th_kptr(w->dentry, TH_OFF_DENTRY_D_NAME_NAME);
     if (len > TH_NAME_MAX || !name) {
         w->flags |= TH_PATH_UNREADABLE;
         w->done = 1;
@@ -177,6 +205,7 @@ static __always_inline void th_path_walk(u64 dentry, u64 vfsmnt, u64 root_dentry
     w->mnt = vfsmnt - TH_OFF_MOUNT_MNT;
     w->root_dentry = root_dentry;
     w->root_mnt = root_mnt;
+    w->mnt_root = th_kptr(vfsmnt, TH_OFF_VFSMOUNT_MNT_ROOT);
     w->pos = TH_PATH_MAX;
     w->flags = 0;
     w->done = 0;
@@ -202,14 +231,31 @@ static __always_inline void th_path_walk(u64 dentry, u64 vfsmnt, u64 root_dentry
 }
 
 /* Walk a struct path (f_path, fs->pwd) of the task, up to the task's root. */
+/* A struct path's (mnt, dentry): one 16-byte read when they are its two
+ * words (struct path {vfsmount *mnt; dentry *dentry;} on every kernel
+ * seen), else two. Zeros if unreadable. */
+static __always_inline void th_struct_path(u64 path, u64 *mnt, u64 *dentry)
+{
+#if TH_OFF_PATH_MNT == 0 && TH_OFF_PATH_DENTRY == 8
+    u64 both[2] = {};
+    if (path)
+        bpf_probe_read_kernel(both, sizeof(both), (const void *)path);
+    *mnt = both[0];
+    *dentry = both[1];
+#else
+    *mnt = th_kptr(path, TH_OFF_PATH_MNT);
+    *dentry = th_kptr(path, TH_OFF_PATH_DENTRY);
+#endif
+}
+
 static __always_inline void th_walk_struct_path(u64 task, u64 path, u32 slot,
                                                 struct th_path_result *out)
 {
     u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
-    u64 root_mnt = th_kptr(fs, TH_OFF_FS_STRUCT_ROOT + TH_OFF_PATH_MNT);
-    u64 root_dentry = th_kptr(fs, TH_OFF_FS_STRUCT_ROOT + TH_OFF_PATH_DENTRY);
-    th_path_walk(th_kptr(path, TH_OFF_PATH_DENTRY), th_kptr(path, TH_OFF_PATH_MNT), root_dentry,
-                 root_mnt, slot, out);
+    u64 root_mnt = 0, root_dentry = 0, mnt = 0, dentry = 0;
+    th_struct_path(fs ? fs + TH_OFF_FS_STRUCT_ROOT : 0, &root_mnt, &root_dentry);
+    th_struct_path(path, &mnt, &dentry);
+    th_path_walk(dentry, mnt, root_dentry, root_mnt, slot, out);
 }
 
 /* The task's working directory. */

@@ -68,6 +68,9 @@
 #ifndef TH_URING_PENDING_MAX
 #define TH_URING_PENDING_MAX 4096 /* io_uring requests between submit and completion */
 #endif
+#ifndef TH_WAKEUP_UNIT
+#define TH_WAKEUP_UNIT 2928     /* bytes a record counts as one of TH_WAKEUP_EVERY (loader.wakeup_unit) */
+#endif
 #ifndef TH_SYSCALL_KEYS_MAX
 #define TH_SYSCALL_KEYS_MAX 65536 /* (process, syscall) counters */
 #endif
@@ -104,6 +107,9 @@
 #define TH_TASK_STATUS_OFFSET 16
 #define TH_TS_COMPAT 0x0002
 
+#ifndef TH_RESOLVE_PATHS
+#define TH_RESOLVE_PATHS 1      /* resolve file events' absolute paths ([capture] resolve_paths) */
+#endif
 #ifndef TH_LAYOUT
 #define TH_LAYOUT 0             /* kernel struct offsets from BTF compiled in */
 #endif
@@ -241,20 +247,42 @@ struct th_exit_event {
     __u32 _pad0;
 };
 
+/* A file operation. Variable length: the fixed part below is followed by
+ * data: the path as passed (path_len bytes), the rename target as passed
+ * (path2_len), then the absolute path the kernel resolved for each
+ * (abs_len, abs2_len), back to back, no NULs. Only the bytes used are sent
+ * (bpf_ringbuf_output of sizeof + the four lengths). */
 struct th_file_event {
     struct th_header h;
     __s64 ret;        /* fd or 0 on success, -errno on failure */
     __u32 op;         /* TH_FILE_* */
     __u32 nr;         /* the syscall number, to tell open from openat2 */
-    __s32 dfd;        /* directory fd of path (TH_AT_FDCWD: the cwd) */
+    __s32 dfd;        /* directory fd of path (TH_AT_FDCWD: the cwd); the fd of fd-only ops */
     __s32 dfd2;       /* directory fd of path2 (renames) */
     __u32 flags;      /* open flags, unlinkat/renameat2/fchmodat2 flags */
     __u32 mode;       /* open/mkdir/chmod mode */
-    __u32 owner;      /* chown family: the uid asked for (0xffffffff: unchanged) */
-    __u32 group;      /* chown family: the gid asked for */
-    char path[TH_PATH_LEN];
-    char path2[TH_PATH_LEN]; /* rename/link target, symlink's new link */
+    __u32 owner;      /* chown family: the new uid, (u32)-1 unchanged or not a chown */
+    __u32 group;      /* chown family: the new gid, (u32)-1 unchanged or not a chown */
+    __u32 path_len;   /* bytes of path in data, no NUL */
+    __u32 path2_len;
+    __u32 abs_len;    /* bytes of the absolute path (or base directory) of path */
+    __u32 abs2_len;
+    __u32 path_flags; /* TH_PASSED_*: how reading path from user memory went */
+    __u32 path2_flags;
+    __u32 abs_flags;  /* TH_PATH_*: how the walk ended */
+    __u32 abs2_flags;
+    __u32 abs_from;   /* TH_FROM_*: what the absolute path is */
+    __u32 abs2_from;
 };
+
+/* th_file_event.path_flags: the path as passed, read from user memory. */
+#define TH_PASSED_CUT 1        /* filled the TH_PATH_MAX buffer: may be cut (or exactly 4095 bytes) */
+#define TH_PASSED_UNREADABLE 2 /* the pointer could not be read (EFAULT): no path */
+/* th_file_event.abs_from: what the absolute path bytes are. */
+#define TH_FROM_NONE 0  /* nothing was resolved: abs_flags says why */
+#define TH_FROM_FILE 1  /* the path of the file itself (the fd an open installed, an fd-only op's fd) */
+#define TH_FROM_BASE 2  /* the base directory (cwd or the dirfd's file): user space joins the name */
+#define TH_FROM_NAME 3  /* the name was absolute: no base walked, user space normalises it */
 
 struct th_net_event {
     struct th_header h;
@@ -397,6 +425,9 @@ struct th_call_event {
 #define TH_PATH_UNREACHABLE 4  /* not below the process's root (another mount namespace, a pseudo fs) */
 #define TH_PATH_NO_LAYOUT 8    /* enrichment is off (no BTF, or the self-check failed): not resolved */
 #define TH_PATH_NO_BASE 16     /* the base (cwd or the dirfd's file) could not be found */
+#define TH_PATH_OFF 32         /* path resolution is turned off ([capture] resolve_paths = false) */
+/* 64 and up are user space's (agent/capture/kinds.py PATH_*): how the name
+ * was joined to its base. */
 
 /* The start-up self-check's findings (layout.bpf.c), in th_layout_check[0]:
  * the calling process's facts read through the BTF offsets, for user space
@@ -569,6 +600,24 @@ static __always_inline u64 th_submit_flags(void)
     if (since && ++(*since) >= TH_WAKEUP_EVERY) {
         *since = 0;
         return BPF_RB_FORCE_WAKEUP;
+    }
+    return BPF_RB_NO_WAKEUP;
+}
+
+/* The same for a variable-length record of size bytes: it counts as one
+ * record per TH_WAKEUP_UNIT bytes (the largest fixed record's size, from
+ * which the loader sized TH_WAKEUP_EVERY), so a burst of 16 KiB file
+ * records wakes the consumer before it fills the ring, as fixed ones do. */
+static __always_inline u64 th_submit_flags_sized(u64 size)
+{
+    u32 zero = 0;
+    u64 *since = th_since_wakeup.lookup(&zero);
+    if (since) {
+        *since += 1 + size / TH_WAKEUP_UNIT;
+        if (*since >= TH_WAKEUP_EVERY) {
+            *since = 0;
+            return BPF_RB_FORCE_WAKEUP;
+        }
     }
     return BPF_RB_NO_WAKEUP;
 }

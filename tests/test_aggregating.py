@@ -15,7 +15,9 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
+from agent.capture import kinds
 from agent.capture.events import (
     Endpoint,
     Event,
@@ -1006,3 +1008,40 @@ def test_render_text_shows_wall_clock_times() -> None:
     assert f"      net connect {HTTPS.render()}  first 2024-05-01T12:00:02.000Z" in lines
     bare = render_text(msgspec.structs.replace(prof, boot_offset_ns=None))
     assert "2024-" not in bare and "started" not in bare
+
+
+# -- absolute paths first ---------------------------------------------------------
+
+
+def test_the_profile_shows_the_absolute_path_and_keeps_the_name_as_passed() -> None:
+    opened = replace(file_(100, 1, "lib.so"), abs_path="/srv/app/lib.so", abs_flags=0)
+    same = replace(file_(100, 2, "/srv/app/lib.so"), abs_path="/srv/app/lib.so", abs_flags=0)
+    moved = replace(
+        file_(100, 3, "a", op="rename", ret=0, path2="../b", dfd2=7),
+        abs_path="/srv/app/a", abs_flags=kinds.PATH_JOINED,
+        abs_path2="/srv/b", abs2_flags=kinds.PATH_JOINED,
+    )  # fmt: skip
+    lexical = replace(
+        file_(100, 4, "l/../x", op="unlink", ret=-2),
+        abs_path="/srv/app/l/../x", abs_flags=kinds.PATH_JOINED | kinds.PATH_LEXICAL,
+    )  # fmt: skip
+    cut = replace(file_(100, 5, "deep"), abs_path="/tail/deep", abs_flags=kinds.PATH_CUT)
+    unresolved = replace(file_(100, 6, "rel", dfd=9), abs_flags=kinds.PATH_NO_LAYOUT)
+    sink = feed([execve(100, 0, "/bin/app", ("app",)), opened, same, moved, lexical, cut,
+                 unresolved])  # fmt: skip
+    proc = by_pid(sink.snapshot())[100]
+    files = {f.path: f for f in [*proc.files, *proc.failed_files]}
+    # One record per file, whatever it was called: the first other name kept.
+    assert (files["/srv/app/lib.so"].count, files["/srv/app/lib.so"].passed) == (2, "lib.so")
+    rename = files["/srv/app/a"]
+    assert (rename.passed, rename.target, rename.target_passed) == ("a", "/srv/b", "fd:7/../b")
+    assert (rename.path_flags, rename.target_flags) == ([], [])
+    assert files["/srv/app/l/../x"].path_flags == ["lexical"]
+    assert (files["/tail/deep"].path_cut, files["/tail/deep"].path_flags) == (True, ["cut"])
+    # Not resolved: the name as passed, and why.
+    assert (files["fd:9/rel"].passed, files["fd:9/rel"].path_flags) == ("", ["no_layout"])
+    text = render_text(sink.snapshot())
+    assert "file open(read) /srv/app/lib.so (as lib.so)" in text
+    assert "file rename /srv/app/a (as a) -> /srv/b (as fd:7/../b)" in text
+    assert "file unlink FAILED /srv/app/l/../x (as l/../x) [lexical]: ENOENT" in text
+    assert "file open(read) fd:9/rel [no_layout]" in text

@@ -5,7 +5,7 @@ once; repeats inside the window come out as one event whose count is
 theirs; windows close by a later repeat, by the clock, by the process's
 exec or exit, and at stop; a full table lets events pass unfolded; every
 record is counted once; records that differ in anything but the time (and
-the stale bytes after a path's NUL) never fold.
+the absolute path, which the kernel resolved) never fold.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 
 from agent.capture.events import FileEvent, KernelEvent, NetEvent, event_count
 from agent.capture.fold import FoldTable
+from agent.capture.kinds import FROM_FILE
 from agent.capture.ledger import Ledger
 from agent.capture.wire import FILE_BODY, HEADER, NET_BODY, WireDecoder
+from tests.file_records import file_body
 
 MS = 1_000_000
 WINDOW = 100 * MS
@@ -60,17 +62,16 @@ def file_record(
     tid: int = 0,
     ret: int = 3,
     path2: bytes = b"",
-    stale: bytes = b"",
+    abs_path: bytes = b"",
 ) -> bytes:
-    """An open of ``path``; ``stale``: bytes left after the NUL (the kernel
-    does not clear them)."""
-    buf = bytearray(FILE_SIZE)
+    """An open of ``path`` (resolved to ``abs_path``, default the same)."""
+    buf = bytearray(HEADER.size)
     header(buf, 4, pid=pid, ts=ts, tid=tid)
-    struct.pack_into("<qIIiiIIII", buf, 56, ret, 1, 257, -100, -100, 0o2, 0o644, 0, 0)
-    field = (path + b"\0" + stale)[:256]
-    buf[96 : 96 + len(field)] = field
-    buf[352 : 352 + len(path2) + 1] = path2 + b"\0"
-    return bytes(buf)
+    body = file_body(
+        ret=ret, flags=0o2, mode=0o644, path=path, path2=path2,
+        abs_path=abs_path or path, abs_flags=0, abs_from=FROM_FILE,
+    )  # fmt: skip
+    return bytes(buf) + body
 
 
 def net_record(*, ts: int = 0, pid: int = 42, port: int = 80) -> bytes:
@@ -126,7 +127,7 @@ def only_file(events: list[KernelEvent]) -> list[FileEvent]:
 
 def test_a_flood_is_its_first_event_then_one_event_with_the_repeats_count() -> None:
     f = Folder()
-    out = f.feed(*(file_record(ts=1000 + i * MS // 10, stale=bytes([i % 251])) for i in range(500)))
+    out = f.feed(*(file_record(ts=1000 + i * MS // 10) for i in range(500)))
     [first] = only_file(out)
     assert (first.count, first.last_ts_ns, first.ts_ns) == (1, 0, 1000)
     assert f.ledger.received["file"] == 500
@@ -258,7 +259,8 @@ def test_records_differing_in_any_identity_field_never_fold(name: str) -> None:
     base = file_record(ts=1)
     other = bytearray(file_record(ts=2))
     (value,) = struct.unpack_from(fmt, other, offset)
-    struct.pack_into(fmt, other, offset, value + 1)
+    # Another value of the field (owner and group are -1, all ones: wrap).
+    struct.pack_into(fmt, other, offset, value - 1 if value else value + 1)
     f = Folder()
     out = only_file(f.feed(base, bytes(other), base))
     assert len(out) == 2 and out[0] != msgspec.structs.replace(out[1], ts_ns=1)
@@ -271,13 +273,19 @@ def test_records_differing_in_any_identity_field_never_fold(name: str) -> None:
         file_record(path=b"/tmp/y"),
         file_record(path=b"/tmp/x", path2=b"/b"),
         file_record(path=b"/tmp/xx"),
-        file_record(path=b"/tmp/x" + b"a" * 300),  # cut at 255: a different path
+        file_record(path=b"/tmp/x" + b"a" * 300),
+        file_record(path=b"/tmp/x", abs_path=b"/real/x"),  # same name, another file
     ],
 )
 def test_records_differing_in_a_path_never_fold(other: bytes) -> None:
     f = Folder()
     out = only_file(f.feed(file_record(), other))
-    assert len(out) == 2 and out[0].path + out[0].path2 != out[1].path + out[1].path2
+    assert len(out) == 2
+    assert (out[0].path, out[0].path2, out[0].abs_path) != (
+        out[1].path,
+        out[1].path2,
+        out[1].abs_path,
+    )
 
 
 def test_comm_is_part_of_the_key() -> None:
@@ -288,13 +296,13 @@ def test_comm_is_part_of_the_key() -> None:
 
 
 _RECORDS = st.builds(
-    lambda path, pid, ret, stale, ts: file_record(
-        path=path, pid=pid, ret=ret, stale=stale, ts=ts * MS
+    lambda path, pid, ret, abs_path, ts: file_record(
+        path=path, pid=pid, ret=ret, abs_path=abs_path, ts=ts * MS
     ),
     st.sampled_from([b"/a", b"/b", b"/a/b", b""]),
     st.sampled_from([1, 2]),
     st.sampled_from([3, -2]),
-    st.binary(max_size=8),
+    st.sampled_from([b"", b"/r", b"/r/a"]),
     st.integers(0, 400),
 )
 

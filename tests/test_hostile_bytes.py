@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from agent.api.client import SseParser
 from agent.api.live import record_event
 from agent.capture.events import ExecEvent, FileEvent, NetEvent
+from agent.capture.kinds import FROM_FILE, FROM_NONE
 from agent.capture.wire import (
     COMM_LEN,
     EXEC_BODY,
-    FILE_BODY,
     HEADER,
     KIND_EXEC,
     KIND_FILE,
@@ -55,6 +55,7 @@ from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.event_lines import EventLines
 from agent.sinks.profile import decode_profile, encode_profile, render_text
 from agent.sinks.redacted_profile import redact_profile
+from tests.file_records import file_body
 
 ANCHOR = Anchor(boot_id="boot", wall_ns=1_700_000_000_000_000_000, boottime_ns=5 * 10**12)
 NO_RULES = Redactor([])
@@ -90,9 +91,13 @@ def exec_record(comm: bytes, filename: bytes, argv: list[bytes]) -> bytes:
 
 
 def file_record(comm: bytes, path: bytes, path2: bytes) -> bytes:
-    body = FILE_BODY.pack(
-        3, 3, 257, -100, -100, 0, 0, 0, 0, cstr(path, PATH_LEN), cstr(path2, PATH_LEN)
-    )
+    """A rename (path2) or an open, resolved to the same hostile bytes (a
+    dentry's name is chosen by whoever made the file)."""
+    op = 3 if path2 else 1
+    body = file_body(
+        op=op, path=path, path2=path2, abs_path=path, abs_path2=path2, abs_flags=0,
+        abs_from=FROM_FILE, abs2_from=FROM_FILE if path2 else FROM_NONE,
+    )  # fmt: skip
     return header(KIND_FILE, comm) + body
 
 

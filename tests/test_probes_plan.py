@@ -394,3 +394,10 @@ def test_override_keeps_the_raw_flag() -> None:
     assert by_name["syscalls.count"].raw
     assert by_name["syscalls.count"].attach[0][0] == "raw_syscalls:other"
     assert not by_name["file.openat"].raw
+
+
+def test_every_probe_is_named_once() -> None:
+    """Two probes of one name would fight for the same dispatch slot: the
+    second is reported missing, its events silently the first's."""
+    names = [p.name for p in PROBES]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

@@ -22,7 +22,7 @@ import pytest
 
 from agent.capture import bpf_syscall, dispatch
 from agent.capture.loader import BPF_DIR, LoadOptions, load, plan_probes
-from agent.capture.probes import PROBES, with_tracepoint_overrides
+from agent.capture.probes import PROBES, TAIL_PROGRAMS, with_tracepoint_overrides
 from tests.conftest import TRACEHOUND
 from tests.test_run_daemon import wait_for
 
@@ -196,10 +196,15 @@ def test_daemon_dispatches_every_concerns_syscalls(kernel: None, tmp_path: Path)
         assert kinds["link:raw_tracepoint"] == len(raw_events) == 3, kinds
         # fork, exit, 2 signals, listen, exec image, io_uring submit and complete
         assert kinds["perf_event"] == perf_pairs == 8, kinds
-        assert kinds[f"map:{bpf_syscall.BPF_MAP_TYPE_PROG_ARRAY}"] == 2, kinds
+        # The two dispatch tables, and the file handlers' tail call into the resolver.
+        tails = [slots for programs in TAIL_PROGRAMS.values() for _, slots, _ in programs]
+        assert kinds[f"map:{bpf_syscall.BPF_MAP_TYPE_PROG_ARRAY}"] == 2 + len(tails), kinds
         planned = {(s.direction, s.nr) for p in PROBES for s in dispatch.slots_of(p)}
         tables = sorted(filled_slots_of(agent.pid).values())
-        wanted = sorted(sorted(nr for d, nr in planned if d == way) for way in ("enter", "exit"))
+        wanted = sorted(
+            [*(sorted(nr for d, nr in planned if d == way) for way in ("enter", "exit")),
+             *([slot] for slot in tails)]
+        )  # fmt: skip
         assert tables == wanted, "the daemon's tables hold every planned handler"
 
         # One syscall of each concern, each from a process of its own.

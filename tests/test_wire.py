@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.capture import calls
+from agent.capture import calls, kinds
 from agent.capture.events import (
     CallEvent,
     Endpoint,
@@ -25,12 +26,13 @@ from agent.capture.events import (
     NetEvent,
 )
 from agent.capture.wire import WireDecoder, WireError
+from tests.file_records import file_body
 
 HEADER_SIZE = 56
 EXEC_DATA_OFF = 56 + 56
 FORK_SIZE = 72
 EXIT_SIZE = 72
-FILE_SIZE = 608
+FILE_FIXED_SIZE = 56 + 80  # then the paths' bytes
 CALL_SIZE = 56 + 24 + 32 + 48 + 48 + 256 + 256 + 64
 NET_SIZE = 200
 
@@ -116,13 +118,13 @@ def file_record(
     group: int = 0,
     path: bytes = b"/etc/passwd",
     path2: bytes = b"",
+    **more: Any,
 ) -> bytes:
-    buf = header(4, FILE_SIZE)
-    struct.pack_into("<q", buf, 56, ret)
-    struct.pack_into("<IIiiIIII", buf, 64, op, nr, dfd, dfd2, flags, mode, owner, group)
-    buf[96 : 96 + len(path)] = path
-    buf[352 : 352 + len(path2)] = path2
-    return bytes(buf)
+    body = file_body(
+        ret=ret, op=op, nr=nr, dfd=dfd, dfd2=dfd2, flags=flags, mode=mode,
+        owner=owner, group=group, path=path, path2=path2, **more,
+    )  # fmt: skip
+    return bytes(header(4, HEADER_SIZE)) + body
 
 
 def call_record(
@@ -465,12 +467,64 @@ def test_file_large_fd_and_unknown_syscall_number() -> None:
     assert event.syscall == "syscall_999"
 
 
-def test_file_path_fills_whole_buffer() -> None:
-    path = b"/" + b"p" * 255  # 256 bytes, no NUL: stops at the buffer end
-    event = WireDecoder().decode(file_record(path=path, path2=b"t"))
+def test_file_path_cut_in_the_kernel_is_marked() -> None:
+    path = b"/" + b"p" * 4094  # filled the 4096-byte buffer: the kernel flags it
+    event = WireDecoder().decode(file_record(path=path, path_flags=kinds.PASSED_CUT, path2=b"t"))
     assert isinstance(event, FileEvent)
     assert event.path == path.decode()
+    assert event.path_cut and not event.path2_cut
     assert event.path2 == "t"
+
+
+def test_file_absolute_path_of_an_installed_file_is_taken_as_is() -> None:
+    event = WireDecoder().decode(
+        file_record(path=b"lib.so", abs_path=b"/usr/lib/x/lib.so.1", abs_flags=0,
+                    abs_from=kinds.FROM_FILE)
+    )  # fmt: skip
+    assert isinstance(event, FileEvent)
+    assert (event.path, event.abs_path, event.abs_flags) == ("lib.so", "/usr/lib/x/lib.so.1", 0)
+
+
+def test_file_base_and_name_are_joined_and_flagged() -> None:
+    event = WireDecoder().decode(
+        file_record(ret=-2, path=b"./a//b/../c", abs_path=b"/srv/w", abs_flags=0,
+                    abs_from=kinds.FROM_BASE)
+    )  # fmt: skip
+    assert isinstance(event, FileEvent)
+    assert event.abs_path == "/srv/w/a/b/../c"
+    assert event.abs_flags == kinds.PATH_JOINED | kinds.PATH_LEXICAL
+
+
+def test_file_rename_target_resolved_against_its_own_base() -> None:
+    event = WireDecoder().decode(
+        file_record(op=3, ret=0, path=b"old", path2=b"../new", abs_path=b"/d1", abs_flags=0,
+                    abs_from=kinds.FROM_BASE, abs_path2=b"/d2/sub", abs2_flags=kinds.PATH_CUT,
+                    abs2_from=kinds.FROM_BASE)
+    )  # fmt: skip
+    assert isinstance(event, FileEvent)
+    assert (event.abs_path, event.abs_flags) == ("/d1/old", kinds.PATH_JOINED)
+    assert (event.abs_path2, event.abs2_flags) == ("/d2/new", kinds.PATH_JOINED | kinds.PATH_CUT)
+
+
+def test_file_not_resolved_is_empty_and_says_why() -> None:
+    event = WireDecoder().decode(
+        file_record(path=b"rel", abs_flags=kinds.PATH_NO_LAYOUT, abs_from=kinds.FROM_NONE)
+    )
+    assert isinstance(event, FileEvent)
+    assert (event.abs_path, event.abs_flags) == ("", kinds.PATH_NO_LAYOUT)
+
+
+def test_file_owner_and_group_unchanged_is_minus_one() -> None:
+    event = WireDecoder().decode(file_record(owner=1000, group=0xFFFFFFFF))
+    assert isinstance(event, FileEvent)
+    assert (event.owner, event.group) == (1000, -1)
+
+
+def test_file_record_with_impossible_lengths_is_refused() -> None:
+    record = bytearray(file_record(path=b"x"))
+    struct.pack_into("<I", record, FILE_FIXED_SIZE - 40, 5000)  # path_len
+    with pytest.raises(WireError, match="exceed 4096"):
+        WireDecoder().decode(bytes(record) + bytes(5000))
 
 
 # -- net -------------------------------------------------------------------
@@ -626,6 +680,8 @@ def test_random_bodies_decode_to_their_kind(kind: int, data: st.DataObject) -> N
     body = bytearray(data.draw(st.binary(min_size=size - 4, max_size=size + 8)))
     if kind == 1:  # its lengths must fit the record: no data
         body[80:96] = bytes(16)
+    if kind == 4:  # a file record's four path lengths must fit what follows: none
+        body[92:108] = bytes(16)
     event = decoder.decode(struct.pack("<I", kind) + bytes(body))
     expected = {1: ExecEvent, 2: ForkEvent, 3: ExitEvent, 4: FileEvent, 5: NetEvent}[kind]
     assert type(event) is expected

@@ -433,10 +433,7 @@ def test_flag_constants_match(constants: dict[str, int]) -> None:
     assert exec_flags == {n: getattr(kinds, n) for n in dir(kinds) if n.startswith("EXEC_")}
     assert all(v & (v - 1) == 0 for v in exec_flags.values())
     assert len(set(exec_flags.values())) == len(exec_flags)
-    path_flags = {v: n[8:].lower() for n, v in constants.items() if n.startswith("TH_PATH_")}
-    assert {v: n for v, n in path_flags.items() if n not in ("len", "max", "depth")} == (
-        kinds.PATH_FLAG_NAMES
-    )
+    # TH_PATH_* against kinds.PATH_FLAG_NAMES: test_path_flags_and_sources_match.
     exit_flags = {v for n, v in constants.items() if n.startswith("TH_EXIT_")}
     assert exit_flags == {kinds.EXIT_HAVE_CODE, kinds.EXIT_HAVE_SIGNAL}
 
@@ -455,10 +452,19 @@ def test_lengths_and_defaults_match(layout_dir: Path, constants: dict[str, int])
     assert constants["TH_PENDING_MAX"] == opts.pending_max
     assert constants["TH_SCOPE_MAX"] == opts.scope_max
     assert constants["TH_SYSCALL_KEYS_MAX"] == opts.syscall_keys_max
+    # A variable-length record counts against the wakeup budget in units of
+    # an exec record with its whole argument area and 256-byte paths.
+    exec_fields = {f[0]: f for f in compile_layout(layout_dir, ()).fields["th_exec_event"]}
+    unit = exec_fields["data"][1] + wire.argv_bytes(opts.argv_max, opts.arg_len)
+    assert constants["TH_WAKEUP_UNIT"] == loader.wakeup_unit(opts) == unit + 3 * wire.PATH_LEN
     sizes = compile_layout(layout_dir, ()).sizes
     # The sockaddr buffer holds any sockaddr the decoder understands.
     assert sizes["sockaddr_un"] <= wire.SOCKADDR_LEN
     assert sizes["sockaddr_in6"] <= wire.SOCKADDR_LEN
+
+
+def sizes_exec(layout_dir: Path) -> int:
+    return compile_layout(layout_dir, ()).sizes["th_exec_event"]
 
 
 def test_hot_path_prefixes_match(layout_dir: Path) -> None:
@@ -468,10 +474,31 @@ def test_hot_path_prefixes_match(layout_dir: Path) -> None:
     file_ = {f[0]: f for f in layout.fields["th_file_event"]}
     assert wire.HEADER.format.startswith(wire.HEADER_NUMS.format)
     assert wire.HEADER_NUMS.size == header["comm"][1] == wire.COMM_OFFSET
-    assert wire.FILE_BODY.format.startswith(wire.FILE_NUMS.format)
-    assert file_["path"][1] == wire.FILE_PATH_OFFSET
-    assert file_["path2"][1] == wire.FILE_PATH_OFFSET + wire.PATH_LEN
-    assert file_["path"][2] == file_["path2"][2] == wire.PATH_LEN
+    # A file record's paths follow its fixed part: the decoder slices them there.
+    assert layout.sizes["th_file_event"] == wire.FILE_DATA_OFFSET
+    assert list(file_)[-10:] == [
+        "path_len", "path2_len", "abs_len", "abs2_len", "path_flags", "path2_flags",
+        "abs_flags", "abs2_flags", "abs_from", "abs2_from",
+    ]  # fmt: skip
+    assert layout.constants["TH_PATH_MAX"] == wire.FILE_PATH_MAX
+
+
+def test_path_flags_and_sources_match(constants: dict[str, int]) -> None:
+    """TH_PATH_* (how a walk ended), TH_PASSED_* (how a name was read),
+    TH_FROM_* (what was resolved): the kernel's bits are kinds.py's, and
+    user space's own start above them."""
+    kernel = {v: n for n, v in constants.items() if n.startswith("TH_PATH_") and n not in
+              ("TH_PATH_LEN", "TH_PATH_MAX", "TH_PATH_DEPTH")}  # fmt: skip
+    assert {v: n.removeprefix("TH_PATH_").lower() for v, n in kernel.items()} == {
+        v: n for v, n in kinds.PATH_FLAG_NAMES.items() if v in kernel
+    }
+    assert min(set(kinds.PATH_FLAG_NAMES) - set(kernel)) > max(kernel)
+    for name in ("CUT", "UNREADABLE", "UNREACHABLE", "NO_LAYOUT", "NO_BASE", "OFF"):
+        assert constants[f"TH_PATH_{name}"] == getattr(kinds, f"PATH_{name}")
+    for name in ("CUT", "UNREADABLE"):
+        assert constants[f"TH_PASSED_{name}"] == getattr(kinds, f"PASSED_{name}")
+    for name in ("NONE", "FILE", "BASE", "NAME"):
+        assert constants[f"TH_FROM_{name}"] == getattr(kinds, f"FROM_{name}")
 
 
 def test_uring_flags_and_opcodes_match(constants: dict[str, int]) -> None:

@@ -59,7 +59,7 @@ from agent.capture.loader import (
     program_text,
     write_control,
 )
-from agent.capture.probes import Probe
+from agent.capture.probes import TAIL_PROGRAMS, Probe
 from agent.capture.program_cache import (
     BPF_MAP_TYPE_PROG_ARRAY,
     AttachKind,
@@ -355,6 +355,13 @@ def compile_and_attach(options: LoadOptions, cache_dir: str = "") -> tuple[Manif
     write_control(control, enabled=False, agent_pid=options.agent_pid)
     layout_problem = _layout_check(bpf) if layout.usable else layout.problem
 
+    try:
+        _fill_tail_programs(bpf, present)
+    except Exception as err:
+        raise CaptureError(
+            f"loading the BPF tail-called programs failed: {_first_line(err)}"
+        ) from err
+
     attacher = _Attacher(bpf)
     statuses.extend(attacher.attach(probe) for probe in present)
     attached, fds = attacher.attachments, attacher.fds
@@ -384,6 +391,19 @@ def compile_and_attach(options: LoadOptions, cache_dir: str = "") -> tuple[Manif
         layout=layout_problem,
     )
     return manifest, map_fds + fds
+
+
+def _fill_tail_programs(bpf: Any, present: list[Probe]) -> None:
+    """Load the programs the planned concerns' handlers tail-call
+    (:data:`~agent.capture.probes.TAIL_PROGRAMS`) and put each in its slot,
+    before any handler is attached. Raises what bcc raises (a verifier
+    refusal): without them every record of the concern would be lost."""
+    from bcc import BPF
+
+    for concern in sorted({probe.concern for probe in present}):
+        for table, slot, fn in TAIL_PROGRAMS.get(concern, ()):
+            program = bpf.load_func(fn.encode(), BPF.RAW_TRACEPOINT)
+            bpf[table.encode()][ctypes.c_int(slot)] = ctypes.c_int(program.fd)
 
 
 def _layout_check(bpf: Any) -> str:

@@ -126,8 +126,17 @@ class FileEvent(EventBase, frozen=True, tag="file", gc=False):
     file (fchmod, ftruncate, fchown), whose fd is ``dfd``. ``path2`` is a
     rename's or link's new name, a symlink's new link (``path`` is then the
     link's text). ``owner``/``group``: the ids a chown asked for (-1 leaves
-    one unchanged), else 0.
+    one unchanged), -1 for every other op.
     ``path_cut``/``path2_cut``: the capture may have cut the path short.
+
+    ``abs_path``/``abs_path2``: the absolute path the kernel used (the file
+    an open installed; else the base directory joined with the name, see
+    :mod:`agent.capture.abspath`), empty when it could not be resolved (and
+    for a symlink's ``path``, which is the link's text, not a path the
+    kernel used: its ``abs_path2`` is the new link's). ``abs_flags``/``abs2_flags``: how it was found, ``PATH_*`` bits of
+    :mod:`agent.capture.kinds` (0: whole, read from the kernel); an event
+    made without the kernel (tests, replays) says ``off``. ``abs2_flags``
+    means something only beside a ``path2``.
 
     ``count``/``last_ts_ns``: see :class:`NetEvent`.
     """
@@ -143,8 +152,12 @@ class FileEvent(EventBase, frozen=True, tag="file", gc=False):
     mode: int
     path_cut: bool = False
     path2_cut: bool = False
-    owner: int = 0
-    group: int = 0
+    abs_path: str = ""
+    abs_path2: str = ""
+    abs_flags: int = kinds.PATH_OFF
+    abs2_flags: int = 0
+    owner: int = -1
+    group: int = -1
     count: int = 1
     last_ts_ns: int = 0
 

@@ -5,14 +5,14 @@ records and the time, and delivers what it appends to the batch.
 
 Which events fold: file and network records that are identical in every
 byte that means something, except their time (``ts_ns``). The key is the raw
-record with ``ts_ns`` cut out and, for file records, each path cut at its
-NUL (the kernel does not clear the bytes after it: they are whatever the
-ring held before, and would keep a flood of one path from ever folding),
-and for network records the sockaddr cut at its length (connect's address
-is read from user memory in one fixed-size window: the bytes past it are
-whatever the caller's stack held).
-Everything else stays in the key: pid, tid, uid, gid, cgroup, comm, the
-operation, syscall, result, fds, flags, mode, paths, sockaddr. Stricter than
+record with ``ts_ns`` cut out. A file record is sent with only the bytes
+its paths use (the lengths are in its fixed part), so the whole record is
+the key, with no stale bytes in it. Everything else stays in the key: pid,
+tid, uid, gid, cgroup, comm, the operation, syscall, result, fds, flags,
+mode, owner, group, the paths as passed and the absolute paths with their
+flags, and for network records the sockaddr cut at its length (connect's
+address is read from user memory in one fixed-size window: the bytes past
+it are whatever the caller's stack held). Stricter than
 "(pid, kind, operation, path(s), flags, mode, result)": a folded record's
 header is true of every event it stands for (a flood from several threads
 folds per thread). Distinct events never fold: two records with the same
@@ -40,8 +40,9 @@ moment received = decode errors + delivered (in kernel events, see
 ``agent.capture.events.event_count``) + dropped + pending, and after
 :meth:`FoldTable.flush` pending is 0.
 
-Bounded: at most ``capacity`` keys are held (each about 1 KiB at worst:
-its key and its decoded first event). When the table is full a new key's
+Bounded: at most ``capacity`` keys are held (each about 33 KiB at worst:
+its key, up to four 4 KiB paths, and its decoded first event with the
+same paths and two joined ones; a few hundred bytes usually). When the table is full a new key's
 event passes unfolded, counted in ``overflow``: never lost, never held.
 
 What can go wrong: a record that does not decode is counted as a decode
@@ -59,15 +60,7 @@ import msgspec
 
 from agent.capture.events import FileEvent, KernelEvent, NetEvent
 from agent.capture.kinds import KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_NAMES, KIND_NET
-from agent.capture.wire import (
-    FILE_BODY,
-    FILE_PATH_OFFSET,
-    HEADER,
-    NET_BODY,
-    PATH_LEN,
-    SOCKADDR_LEN,
-    WireError,
-)
+from agent.capture.wire import FILE_BODY, HEADER, NET_BODY, SOCKADDR_LEN, WireError
 
 __all__ = ["FoldSettings", "FoldStats", "FoldTable"]
 
@@ -79,8 +72,6 @@ _NET_SIZE = HEADER.size + NET_BODY.size
 #: Where a network record's addrlen and sockaddr are (struct th_net_event).
 _NET_ADDRLEN = HEADER.size + 16
 _NET_SOCKADDR = _NET_SIZE - SOCKADDR_LEN
-_PATH2_OFFSET = FILE_PATH_OFFSET + PATH_LEN
-_PATH2_END = _PATH2_OFFSET + PATH_LEN
 #: kind, pid, ts_ns: the start of ``struct th_header``.
 _HEAD = struct.Struct("<IIQ")
 
@@ -121,22 +112,6 @@ class _Entry:
     repeats: int = 0
     first: int = 0  # of the repeats
     last: int = 0
-
-
-def _file_key(raw: bytes) -> bytes:
-    """The record without ``ts_ns`` and with each path cut at its NUL (the
-    bytes after it are stale ring contents). Injective on what decodes:
-    after the fixed-size part, a path holds no NUL, so the first NUL (if
-    any) starts path2. (Inlined, without path2, in :meth:`FoldTable.feed`.)"""
-    end = raw.find(b"\0", FILE_PATH_OFFSET, _PATH2_OFFSET)
-    if end < 0:
-        end = _PATH2_OFFSET
-    if not raw[_PATH2_OFFSET]:
-        return raw[:_TS_START] + raw[_TS_END:end]
-    end2 = raw.find(b"\0", _PATH2_OFFSET, _PATH2_END)
-    if end2 < 0:
-        end2 = _PATH2_END
-    return b"".join((raw[:_TS_START], raw[_TS_END:end], b"\0", raw[_PATH2_OFFSET:end2]))
 
 
 class FoldTable:
@@ -190,17 +165,13 @@ class FoldTable:
         file_repeats = net_repeats = 0
         for raw in records:
             # The hot path (every record of a flood): one unpack, two slices,
-            # one find, one lookup. About a quarter of a decode.
+            # one lookup. About a quarter of a decode.
             if len(raw) < _TS_END:
                 self._other(raw, int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0, out)
                 continue
             kind, _, ts = head(raw)
             if kind == KIND_FILE and len(raw) >= _FILE_SIZE:
-                if raw[_PATH2_OFFSET]:
-                    key = _file_key(raw)
-                else:
-                    end = raw.find(b"\0", FILE_PATH_OFFSET, _PATH2_OFFSET)
-                    key = raw[:_TS_START] + raw[_TS_END : _PATH2_OFFSET if end < 0 else end]
+                key = raw[:_TS_START] + raw[_TS_END:]
             elif kind == KIND_NET and len(raw) >= _NET_SIZE:
                 addrlen = min(
                     int.from_bytes(raw[_NET_ADDRLEN : _NET_ADDRLEN + 4], "little"), SOCKADDR_LEN

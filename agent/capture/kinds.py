@@ -30,6 +30,7 @@ __all__ = [
     "EXIT_HAVE_SIGNAL",
     "FILE_OPERATIONS",
     "FILE_OPS",
+    "FILE_SYMLINK",
     "KINDS",
     "KIND_CALL",
     "KIND_EXEC",
@@ -54,6 +55,7 @@ __all__ = [
     "O_DIRECTORY",
     "O_EXCL",
     "O_TRUNC",
+    "PATH_FLAG_NAMES",
     "SEND_OPS",
     "TWO_PATH_OPS",
     "URING_DIRECT",
@@ -64,6 +66,7 @@ __all__ = [
     "URING_UNPAIRED",
     "connect_outcome",
     "file_operation",
+    "path_flag_names",
     "uring_op_name",
 ]
 
@@ -92,6 +95,7 @@ KINDS: Final[tuple[str, ...]] = tuple(KIND_NAMES[n] for n in sorted(KIND_NAMES))
 """Every kind the loss ledger keeps books for, in the kernel's numbering order."""
 
 # File and socket operations, as numbered by TH_FILE_* and TH_NET_*.
+FILE_SYMLINK: Final = 7  # TH_FILE_SYMLINK: its path is the link's text, never resolved
 FILE_OPS: Final[dict[int, str]] = {
     1: "open",
     2: "unlink",
@@ -235,25 +239,55 @@ def uring_op_name(opcode: int) -> str:
     return URING_OPS.get(opcode) or f"op{opcode}"
 
 
-# How a kernel path walk ended (TH_PATH_*); 0: whole and absolute.
+# How a file record's absolute path was found (TH_PATH_*, th_file_event's
+# abs_flags; 0: whole, absolute, read from the kernel). The kernel's bits:
+PATH_CUT: Final = 1  # longer than 4096 bytes or 48 components: the leading part is missing
+PATH_UNREADABLE: Final = 2  # a kernel read failed mid-walk: the rest is unknown
+PATH_UNREACHABLE: Final = 4  # not below the process's root (another mount namespace, pseudo fs)
+PATH_NO_LAYOUT: Final = 8  # enrichment is off (no BTF, or the self-check failed): not resolved
+PATH_NO_BASE: Final = 16  # the base (cwd or the dirfd's file) could not be found
+PATH_OFF: Final = 32  # resolution is turned off ([capture] resolve_paths = false)
+# User space's bits (64 and up), set when it joins a name to its base:
+PATH_JOINED: Final = 64  # the base directory joined with the name, not read from a file
+PATH_LEXICAL: Final = 128  # a ".." after a name component was kept: not resolved through it
+PATH_NAME_CUT: Final = 256  # the name as passed may have been cut: so is the join
+PATH_NO_NAME: Final = 512  # the name could not be read from the process: nothing to join
 PATH_FLAG_NAMES: Final[dict[int, str]] = {
-    1: "cut",
-    2: "unreadable",
-    4: "unreachable",
-    8: "no_layout",
-    16: "no_base",
+    PATH_CUT: "cut",
+    PATH_UNREADABLE: "unreadable",
+    PATH_UNREACHABLE: "unreachable",
+    PATH_NO_LAYOUT: "no_layout",
+    PATH_NO_BASE: "no_base",
+    PATH_OFF: "off",
+    PATH_JOINED: "joined",
+    PATH_LEXICAL: "lexical",
+    PATH_NAME_CUT: "name_cut",
+    PATH_NO_NAME: "no_name",
 }
-
-LOGINUID_UNSET: Final = 4294967295
-"""task->loginuid of a process no login session set (audit's -1)."""
+# How a path as passed was read from user memory (TH_PASSED_*).
+PASSED_CUT: Final = 1  # filled the 4096-byte buffer: may be cut (or exactly 4095 bytes)
+PASSED_UNREADABLE: Final = 2  # the pointer could not be read: no path
+# What a record's absolute-path bytes are (TH_FROM_*).
+FROM_NONE: Final = 0  # nothing resolved: the flags say why
+FROM_FILE: Final = 1  # the file's own path (the fd an open installed, an fd-only op's fd)
+FROM_BASE: Final = 2  # the base directory: user space joins the name
+FROM_NAME: Final = 3  # the name was absolute: no base was walked
 
 
 def path_flag_names(flags: int) -> tuple[str, ...]:
-    """The names of a path's TH_PATH_* flags, lowest bit first; unknown
-    bits as ``bit<n>`` (never dropped)."""
-    return tuple(
-        PATH_FLAG_NAMES.get(1 << bit, f"bit{bit}") for bit in range(32) if flags & (1 << bit)
-    )
+    """The names of the bits set in ``flags``, lowest first; an unknown bit
+    as ``bit<n>`` (never dropped)."""
+    names = []
+    bit = 1
+    while bit <= flags:
+        if flags & bit:
+            names.append(PATH_FLAG_NAMES.get(bit) or f"bit{bit.bit_length() - 1}")
+        bit <<= 1
+    return tuple(names)
+
+
+LOGINUID_UNSET: Final = 4294967295
+"""task->loginuid of a process no login session set (audit's -1)."""
 
 
 # The kernel ABI's open(2) and *at(2) values, as the records carry them.

@@ -53,6 +53,7 @@ from agent.capture.probes import (
     PROBES,
     SELFCHECK_SOURCE,
     SOURCES,
+    TAIL_PROGRAMS,
     Probe,
 )
 from agent.capture.program_cache import CacheEntry, cache_key
@@ -94,6 +95,10 @@ class LoadOptions:
     syscall_keys_max: int = 65536
     wakeup_every: int | None = None  # records per CPU between wakeups; None: sized to the ring
     scoped: bool = False
+    #: Resolve every file event's absolute path in the kernel
+    #: (``[capture] resolve_paths``); off, records carry the path as passed
+    #: only, their absolute path empty and flagged ``off``.
+    resolve_paths: bool = True
     agent_pid: int = field(default_factory=os.getpid)
 
     def validate(self) -> None:
@@ -139,11 +144,19 @@ def wakeup_every(options: LoadOptions) -> int:
     the kernel, as any record the ring had no room for."""
     if options.wakeup_every is not None:
         return options.wakeup_every
-    decoder = wire.WireDecoder(options.argv_max, options.arg_len)
-    largest = decoder.exec_fixed + wire.argv_bytes(options.argv_max, options.arg_len)
-    largest += 3 * wire.PATH_LEN
     ring = options.ringbuf_pages * RING_PAGE_SIZE
-    return max(1, min(512, ring // 4 // largest))
+    return max(1, min(512, ring // 4 // wakeup_unit(options)))
+
+
+def wakeup_unit(options: LoadOptions) -> int:
+    """The bytes one record stands for in :func:`wakeup_every`'s budget
+    (TH_WAKEUP_UNIT): an exec record with its whole argument area and
+    paths of 256 bytes each (see there). A variable-length record (file,
+    exec) counts as 1 + its size / this many."""
+    decoder = wire.WireDecoder(options.argv_max, options.arg_len)
+    return (
+        decoder.exec_fixed + wire.argv_bytes(options.argv_max, options.arg_len) + 3 * wire.PATH_LEN
+    )
 
 
 def tracepoint_exists(tracepoint: str, tracefs: Path = TRACEFS) -> bool:
@@ -239,7 +252,9 @@ def compile_flags(
         f"-DTH_SCOPE_MAX={options.scope_max}",
         f"-DTH_SYSCALL_KEYS_MAX={options.syscall_keys_max}",
         f"-DTH_WAKEUP_EVERY={wakeup_every(options)}",
+        f"-DTH_WAKEUP_UNIT={wakeup_unit(options)}",
         f"-DTH_SCOPED={1 if options.scoped else 0}",
+        f"-DTH_RESOLVE_PATHS={1 if options.resolve_paths else 0}",
     ]
     probes = list(probes)
     flags += [f"-D{probe.macro}" for probe in probes]
@@ -286,6 +301,8 @@ MAPS_HANDED_OVER: tuple[str, ...] = (
     # The dispatch tables: the kernel empties a program array when the last
     # user-space reference to it goes, so the daemon holds them to the end.
     *dispatch.PROG_ARRAYS.values(),
+    # The file handlers' tail call into the path resolver (probes.TAIL_PROGRAMS).
+    *(table for programs in TAIL_PROGRAMS.values() for table, _, _ in programs),
 )
 #: (type, key size, value size) each map must have, checked against the
 #: kernel's own description of the fd: a mismatch refuses to start.
@@ -298,8 +315,18 @@ _MAP_SHAPES: dict[str, tuple[int, int, int]] = {
     "th_errors": (bpf_syscall.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
     "th_syscall_counts": (bpf_syscall.BPF_MAP_TYPE_HASH, 8, 8),
     **{name: (bpf_syscall.BPF_MAP_TYPE_PROG_ARRAY, 4, 4) for name in dispatch.PROG_ARRAYS.values()},
+    **{
+        table: (bpf_syscall.BPF_MAP_TYPE_PROG_ARRAY, 4, 4)
+        for programs in TAIL_PROGRAMS.values()
+        for table, _, _ in programs
+    },
 }
-_OPTIONAL_MAPS = frozenset({"th_syscall_counts"})  # only with the syscalls.count probe
+#: Maps only some programs have: the syscall counter's (the syscalls.count
+#: probe), the tail-call tables (their concern's probes).
+_OPTIONAL_MAPS = frozenset(
+    {"th_syscall_counts"}
+    | {table for programs in TAIL_PROGRAMS.values() for table, _, _ in programs}
+)
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")

@@ -71,9 +71,9 @@ FILE_SYSCALLS = (
     *("open", "openat", "openat2", "creat"),
     *("unlink", "unlinkat", "rmdir"),
     *("rename", "renameat", "renameat2"),
-    *("chmod", "fchmodat", "fchmodat2"),
+    *("chmod", "fchmodat", "fchmodat2", "fchmod"),
     *("mkdir", "mkdirat"),
-    *("fchmod", "link", "linkat", "symlink", "symlinkat", "truncate", "ftruncate"),
+    *("link", "linkat", "symlink", "symlinkat", "truncate", "ftruncate"),
     *("chown", "lchown", "fchownat", "fchown"),
 )
 
@@ -154,6 +154,12 @@ SOURCES: dict[str, str] = {
     "net": "net.bpf.c",
     "syscalls": "syscalls.bpf.c",
     "uring": "uring.bpf.c",
+}
+#: Programs a concern's handlers tail-call, per concern: (program array,
+#: slot, C function). The compile child loads each and fills its slot
+#: before anything is enabled; the program cache keeps the slots.
+TAIL_PROGRAMS: dict[str, tuple[tuple[str, int, str], ...]] = {
+    "file": (("th_file_progs", 0, "th_file_resolve"),),
 }
 #: The syscall dispatchers (:mod:`agent.capture.dispatch`), in every program.
 DISPATCH_SOURCE = "dispatch.bpf.c"

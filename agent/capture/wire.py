@@ -14,6 +14,7 @@ import struct
 from collections.abc import Mapping
 
 from agent.capture import calls
+from agent.capture.abspath import absolute
 from agent.capture.events import (
     CallEvent,
     ExecEvent,
@@ -43,6 +44,8 @@ from agent.capture.kinds import (  # re-exported: defined once there
     EXIT_HAVE_CODE,
     EXIT_HAVE_SIGNAL,
     FILE_OPS,
+    FILE_SYMLINK,
+    FROM_FILE,
     KIND_CALL,
     KIND_EXEC,
     KIND_EXIT,
@@ -57,6 +60,7 @@ from agent.capture.kinds import (  # re-exported: defined once there
     NETF_MORE,
     NETF_PEER,
     NETF_UNCHECKED,
+    PASSED_CUT,
     URING_DIRECT,
     URING_FIXED_FILE,
     URING_NO_LAYOUT,
@@ -80,15 +84,18 @@ HEADER = struct.Struct("<IIQIIIIQ16s")  # struct th_header
 EXEC_BODY = struct.Struct("<iIIIIIIIIIIIII")  # struct th_exec_event, up to data
 FORK_BODY = struct.Struct("<IIQ")  # struct th_fork_event
 EXIT_BODY = struct.Struct("<iiII")  # struct th_exit_event
-FILE_BODY = struct.Struct(f"<qIIiiIIII{PATH_LEN}s{PATH_LEN}s")  # struct th_file_event
+#: struct th_file_event's fixed part: ret, op, nr, dfd, dfd2, flags, mode,
+#: owner, group, the four lengths, path_flags, path2_flags, abs_flags,
+#: abs2_flags, abs_from, abs2_from. The data (path, path2, abs, abs2) follows.
+FILE_BODY = struct.Struct("<qIIiiIIIIIIIIIIIIII")
+#: Bytes of each path in a file record at most.
+FILE_PATH_MAX = PATH_MAX
 NET_BODY = struct.Struct(f"<qIiIIIHH{SOCKADDR_LEN}s")  # struct th_net_event
 # struct th_uring_event; abs_len bytes of absolute path follow it.
 URING_BODY = struct.Struct(f"<qQQQIIiiiIIIII{SOCKADDR_LEN}s{PATH_LEN}s{PATH_LEN}s")
 URING_NUMS = struct.Struct("<qQQQIIiiiIIIII")
 URING_SOCKADDR_OFFSET = HEADER.size + URING_NUMS.size
 URING_PATH_OFFSET = URING_SOCKADDR_OFFSET + SOCKADDR_LEN
-#: The longest absolute path a record carries (TH_PATH_MAX).
-PATH_MAX = 4096
 # struct th_call_event: ret op nr flags pad, args[4], ids_before[6], ids_after[6],
 # caps_before[3], caps_after[3], then str0, str1, str2.
 CALL_NUMS = struct.Struct("<qIIII4Q6I6I3Q3Q")
@@ -109,10 +116,6 @@ def argv_bytes(argv_max: int, arg_len: int) -> int:
 def exec_data_size(argv_max: int, arg_len: int) -> int:
     """TH_EXEC_DATA: the largest variable part of an exec record."""
     return 3 * PATH_MAX + argv_bytes(argv_max, arg_len)
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
 
 
 def split_argv(
@@ -158,9 +161,15 @@ def _cstr_at(data: bytes, start: int, size: int) -> tuple[str, bool]:
 
 # Numeric prefixes of the bodies, for decoding without copying the strings.
 HEADER_NUMS = struct.Struct("<IIQIIIIQ")
-FILE_NUMS = struct.Struct("<qIIiiIIII")
 COMM_OFFSET = HEADER_NUMS.size
-FILE_PATH_OFFSET = HEADER.size + FILE_NUMS.size
+#: Where a file record's data (path, path2, abs, abs2) starts.
+FILE_DATA_OFFSET = HEADER.size + FILE_BODY.size
+_U32_ALL = 0xFFFFFFFF
+
+
+def _text(data: bytes, start: int = 0, end: int | None = None) -> str:
+    """Host text as it came: bytes that are not UTF-8 kept (agent.safetext)."""
+    return data[start:end].decode("utf-8", "surrogateescape")
 
 
 class WireDecoder:
@@ -211,16 +220,38 @@ class WireDecoder:
         _, pid, ts_ns, tid, uid, gid, _pad, cgroup_id = HEADER_NUMS.unpack_from(data)
         comm = _cstr_at(data, COMM_OFFSET, COMM_LEN)[0]
         off = HEADER.size
-        if kind == KIND_FILE:  # the hot one: positional, no string copies
-            ret, op, nr, dfd, dfd2, flags, mode, owner, group = FILE_NUMS.unpack_from(data, off)
-            path, path_cut = _cstr_at(data, FILE_PATH_OFFSET, PATH_LEN)
-            path2, path2_cut = _cstr_at(data, FILE_PATH_OFFSET + PATH_LEN, PATH_LEN)
+        if kind == KIND_FILE:  # the hot one: one unpack, slices
+            (ret, op, nr, dfd, dfd2, flags, mode, owner, group, n1, n2, n3, n4,
+             pflags, p2flags, aflags, a2flags, afrom, a2from) = FILE_BODY.unpack_from(data, off)  # fmt: skip
+            if n1 > FILE_PATH_MAX or n2 > FILE_PATH_MAX or n3 > FILE_PATH_MAX or n4 > FILE_PATH_MAX:
+                raise WireError(f"file record path lengths {n1}/{n2}/{n3}/{n4} exceed 4096")
+            o1 = FILE_DATA_OFFSET + n1
+            o2 = o1 + n2
+            o3 = o2 + n3
+            if len(data) < o3 + n4:
+                raise WireError(f"file record of {len(data)} bytes, its paths need {o3 + n4}")
+            path = _text(data, FILE_DATA_OFFSET, o1)
+            if afrom == FROM_FILE:  # a successful open: nothing to join
+                abs_path, abs_flags = _text(data, o2, o3), aflags
+            elif op == FILE_SYMLINK:  # its path is the link's text, no path the kernel used
+                abs_path, abs_flags = "", 0
+            else:
+                abs_path, abs_flags = absolute(afrom, aflags, _text(data, o2, o3), path, pflags)
+            if n2 or p2flags:  # a rename's or link's target, a symlink's new link
+                path2 = _text(data, o1, o2)
+                abs_path2, abs2_flags = absolute(
+                    a2from, a2flags, _text(data, o3, o3 + n4), path2, p2flags
+                )
+            else:
+                path2, abs_path2, abs2_flags = "", "", 0
             return FileEvent(
                 pid, tid, ts_ns, uid, gid, cgroup_id, comm,
                 FILE_OPS.get(op) or f"op{op}",
                 self.syscall_names.get(nr) or f"syscall_{nr}",
-                ret, dfd, path, dfd2, path2, flags, mode, path_cut, path2_cut,
-                _chown_id(owner), _chown_id(group),
+                ret, dfd, path, dfd2, path2, flags, mode,
+                bool(pflags & PASSED_CUT), bool(p2flags & PASSED_CUT),
+                abs_path, abs_path2, abs_flags, abs2_flags,
+                -1 if owner == _U32_ALL else owner, -1 if group == _U32_ALL else group,
             )  # fmt: skip
         if kind == KIND_EXEC:
             return self._exec(data, pid, ts_ns, tid, uid, gid, cgroup_id, comm)
@@ -335,11 +366,11 @@ class WireDecoder:
             raise WireError(f"exec record of {len(data)} bytes, its lengths need {end}")
         area = data[pos : pos + argv_len]
         pos += argv_len
-        filename = _text(data[pos : pos + filename_len])
+        filename = _text(data, pos, pos + filename_len)
         pos += filename_len
-        cwd = _text(data[pos : pos + cwd_len])
+        cwd = _text(data, pos, pos + cwd_len)
         pos += cwd_len
-        exe = _text(data[pos : pos + exe_len])
+        exe = _text(data, pos, pos + exe_len)
         if flags & EXEC_ARGV_SLOTS:  # read entry by entry: one per slot
             step = self.arg_len
             area = b"".join(

@@ -209,6 +209,8 @@ def open_evidence(
         # Folding on (window > 0): file and network records may stand for `count` events.
         "fold_window_ms": args.fold_window_ms,
         "fold_capacity": args.fold_capacity,
+        # Off: file records carry the path as passed only (abs_path empty, flagged "off").
+        "resolve_paths": bool(args.resolve_paths),
         "probe_tracepoints": sorted(args.probe_tracepoint),
         "redact_rules": args.redact_rules,
         # Which rules redact this run's records: names and digests, never a pattern.

@@ -47,6 +47,11 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
              f" unfolded, counted (default {_CAPTURE_DEFAULTS.fold_capacity})",
     )  # fmt: skip
     group.add_argument(
+        "--resolve-paths", action=argparse.BooleanOptionalAction, default=None,
+        help="resolve each file event's absolute path in the kernel"
+             f" (default {'on' if _CAPTURE_DEFAULTS.resolve_paths else 'off'})",
+    )  # fmt: skip
+    group.add_argument(
         "--probe-tracepoint", action="append", metavar="NAME=CATEGORY:EVENT",
         help="attach probe NAME's first handler to another tracepoint; repeatable",
     )  # fmt: skip
@@ -92,6 +97,7 @@ def load_options_from_args(args: argparse.Namespace, *, scoped: bool) -> LoadOpt
         argv_max=args.argv_max,
         ringbuf_pages=args.ringbuf_pages,
         scoped=scoped,
+        resolve_paths=bool(args.resolve_paths),
     )
 
 

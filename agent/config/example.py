@@ -47,6 +47,10 @@ fold_window_ms = $capture_fold_window_ms
 # Distinct events held for folding, 1 to $MAX_FOLD_CAPACITY; past it events
 # pass unfolded (counted in the stats), never lost.
 fold_capacity = $capture_fold_capacity
+# Resolve each file event's absolute path in the kernel: the file an open
+# installed, else the working directory or dirfd joined with the name (cut
+# beyond 4096 bytes, flagged). false: only the path as the process passed it.
+resolve_paths = $capture_resolve_paths
 
 [stream]
 # Capacity in events of each streaming queue (events file, evidence),

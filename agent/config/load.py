@@ -269,6 +269,7 @@ def cli_defaults(config: Config) -> dict[str, object]:
         "stats_interval": capture.stats_interval,
         "fold_window_ms": capture.fold_window_ms,
         "fold_capacity": capture.fold_capacity,
+        "resolve_paths": capture.resolve_paths,
         "stream_capacity": stream.capacity,
         "stream_policy": stream.policy,
         "evidence": evidence.state_dir if evidence.enabled else None,

@@ -180,6 +180,10 @@ class CaptureConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     fold_window_ms: int = 100
     # Distinct events the fold table holds, 1 to 65536; past it events pass unfolded (counted).
     fold_capacity: int = 4096
+    # Resolve every file event's absolute path in the kernel (from the file an
+    # open installed, else the cwd or dirfd joined with the name); false: the
+    # path as passed only, the absolute path empty and flagged "off".
+    resolve_paths: bool = True
 
     def __post_init__(self) -> None:
         pages = self.ringbuf_pages

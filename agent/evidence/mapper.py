@@ -596,20 +596,25 @@ class Mapper:
         return entry
 
     def _map_file(self, event: FileEvent) -> EvidenceRecord:
-        comm, path, path2, fired = redact_file(self._memo, event)
+        r = redact_file(self._memo, event)
         cgroup = self._cgroup(event.cgroup_id)
-        fired = _with(fired, cgroup[3])
+        fired = _with(r.fired, cgroup[3])
         op = file_operation(event.op, event.flags)
         data = (
-            file_bytes(event, op, comm, path, path2, fired, cgroup[2])
+            file_bytes(event, op, r._replace(fired=fired), cgroup[2])
             if self._compose_payloads and cgroup[2] is not None
             else None
         )
         if data is None:
-            redacted = msgspec.structs.replace(event, comm=comm, path=path, path2=path2)
+            redacted = msgspec.structs.replace(
+                event, comm=r.comm, path=r.path, path2=r.path2, abs_path=r.abs_path,
+                abs_path2=r.abs_path2,
+            )  # fmt: skip
             return self._file(redacted, fired, cgroup)
-        # The subject is the path (valid text: it was composed) or the pid.
-        subject = b',"subject":' + json_text(path) if path else b',"subject":"pid/%d"' % event.pid
+        # The subject is the absolute path, else the path as passed (valid
+        # text: it was composed), else the pid.
+        shown = r.abs_path or r.path
+        subject = b',"subject":' + json_text(shown) if shown else b',"subject":"pid/%d"' % event.pid
         return self._compose(_FILE_TYPES.get(op) or file_type(op), subject, data, event.ts_ns)
 
     def _map_exec(self, event: ExecEvent) -> EvidenceRecord:
@@ -786,14 +791,18 @@ class Mapper:
             path2_cut=event.path2_cut if rename else None,
             flags=event.flags,
             mode=event.mode,
+            abs_path=event.abs_path,
+            abs_flags=list(path_flag_names(event.abs_flags)),
+            abs_path2=event.abs_path2 if rename else None,
+            abs2_flags=list(path_flag_names(event.abs2_flags)) if rename else None,
+            owner=_int53(event.owner, "owner") if event.owner != -1 else None,
+            group=_int53(event.group, "group") if event.group != -1 else None,
             count=count,
             last_ts_ns=str(event.last_ts_ns) if count > 1 else None,
-            owner=event.owner if op == "chown" else None,
-            group=event.group if op == "chown" else None,
         )
-        # The envelope's subject is the path, in escape form if it needs one
-        # (data.escaped then names "path").
-        subject = escape_json(event.path)[0] or f"pid/{event.pid}"
+        # The envelope's subject is the absolute path (else the path as
+        # passed), in escape form if it needs one (data.escaped then names it).
+        subject = escape_json(event.abs_path or event.path)[0] or f"pid/{event.pid}"
         return self._emit(file_type(op), subject, data, event.ts_ns)
 
     def _net(
@@ -844,7 +853,7 @@ class Mapper:
             path2=event.path2 if two else None,
             path2_cut=event.path2_cut if two else None,
             abs_path=event.abs_path or None,
-            abs_flags=event.abs_flags if opened else None,
+            abs_flags=list(path_flag_names(event.abs_flags)) if opened else None,
             op_flags=_u64(event.op_flags),
             mode=event.mode,
             cflags=event.cflags,

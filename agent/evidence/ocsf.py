@@ -118,6 +118,15 @@ the OCSF ``count`` attribute. A record whose cgroup names a container
 (``data.container``) carries the ``container`` profile's object (``uid``,
 ``runtime``, ``pod_uuid``) and says so in ``metadata.profiles``.
 
+A file event's ``file.path`` (and a rename's ``file_result.path``) is the
+absolute path the kernel used (``data.abs_path``), or the name as passed
+when it was not resolved; the name as passed is then in
+``unmapped.path_passed`` (``path2_passed``) when it differs, and how the
+absolute path was found, when not read whole from the file, in
+``unmapped.path_flags`` (``path2_flags``: ``joined``, ``cut``,
+``lexical``...). ``unmapped.escaped`` names the record's data fields
+(``abs_path`` is ``file.path``).
+
 What can go wrong: a record whose ``data`` is not its type's payload (a
 field missing or mistyped: a record not made by :mod:`agent.evidence.mapper`,
 or a newer type version) raises :class:`OcsfError`, naming the record and
@@ -134,7 +143,7 @@ import msgspec
 
 from agent.capture.calls import family_of
 from agent.capture.container_id import Container
-from agent.capture.kinds import AT_FDCWD, AT_REMOVEDIR
+from agent.capture.kinds import AT_FDCWD, AT_REMOVEDIR, PATH_FLAG_NAMES, PATH_NO_BASE
 from agent.capture.uring_facts import FILE_OPS as URING_FILE_OPS
 from agent.capture.uring_facts import NET_OPS as URING_NET_OPS
 from agent.evidence.payloads import (
@@ -438,6 +447,7 @@ def _file(ce: CloudEvent[Any], op: str, data: FileData) -> dict[str, Any]:
     event = _base(ce, CLASS_FILE_SYSTEM, activity, data.ret)
     event["actor"] = _actor(data)
     folder = op in ("mkdir", "rmdir")
+    path = data.abs_path or data.path
     unmapped: dict[str, Any] = {
         "syscall": data.syscall,
         "flags": data.flags,
@@ -445,15 +455,28 @@ def _file(ce: CloudEvent[Any], op: str, data: FileData) -> dict[str, Any]:
         "dfd": data.dfd,
     }
     if op in ("link", "symlink") and data.path2 is not None:
-        # What was created is the new name; what it points to stays beside it.
-        event["file"] = _file_object(data.path2, _FILE_SYMLINK if op == "symlink" else 0)
-        unmapped["link_target"] = data.path
-    elif data.path or data.dfd == AT_FDCWD:
-        event["file"] = _file_object(data.path, _FILE_FOLDER if folder else _FILE_UNKNOWN)
-    else:  # fchmod, ftruncate, fchown: an open file, known by its fd
+        # What was created is the new name; what it points to stays beside
+        # it: a symlink's text as written, a hard link's old file.
+        new = data.abs_path2 or data.path2
+        event["file"] = _file_object(new, _FILE_SYMLINK if op == "symlink" else 0)
+        unmapped["link_target"] = data.path if op == "symlink" else path
+        if new != data.path2:
+            unmapped["path2_passed"] = data.path2
+    elif path or data.dfd == AT_FDCWD:
+        event["file"] = _file_object(path, _FILE_FOLDER if folder else _FILE_UNKNOWN)
+        if path != data.path:
+            unmapped["path_passed"] = data.path
+    else:  # fchmod, ftruncate, fchown on an fd not resolved: known by its fd
         event["file"] = {"name": f"fd:{data.dfd}", "type_id": _FILE_UNKNOWN}
+    if data.abs_flags:
+        unmapped["path_flags"] = data.abs_flags
     if op == "rename" and data.path2 is not None:
-        event["file_result"] = _file_object(data.path2, _FILE_UNKNOWN)
+        target = data.abs_path2 or data.path2
+        event["file_result"] = _file_object(target, _FILE_UNKNOWN)
+        if target != data.path2:
+            unmapped["path2_passed"] = data.path2
+        if data.abs2_flags:
+            unmapped["path2_flags"] = data.abs2_flags
     if data.owner is not None or data.group is not None:
         unmapped["owner"], unmapped["group"] = data.owner, data.group
     event["unmapped"] = unmapped
@@ -543,6 +566,8 @@ def _network(ce: CloudEvent[Any], op: str, data: NetData) -> dict[str, Any]:
 
 
 _URING_LINKS: Final = frozenset({"linkat", "symlinkat"})
+#: io_uring path ops other than openat carry the name as passed only.
+_NO_BASE: Final = PATH_FLAG_NAMES[PATH_NO_BASE]
 
 
 def _uring(ce: CloudEvent[Any], data: UringData) -> dict[str, Any] | None:
@@ -565,10 +590,13 @@ def _uring(ce: CloudEvent[Any], data: UringData) -> dict[str, Any] | None:
         as_file = FileData(
             **header, op=file_op, syscall=f"io_uring:{data.op}", ret=data.res,
             dfd=data.dfd if data.dfd is not None else -100,
-            path=data.abs_path or data.path or "",
+            path=data.path or "",
             path_cut=bool(data.path_cut), dfd2=data.dfd2 if two else None,
             path2=data.path2, path2_cut=data.path2_cut if two else None,
             flags=flags, mode=data.mode,
+            abs_path=data.abs_path or "",
+            abs_flags=data.abs_flags if data.abs_flags is not None else [_NO_BASE],
+            abs_path2="" if two else None, abs2_flags=[_NO_BASE] if two else None,
         )  # fmt: skip
         event = _file(ce, file_op, as_file)
         if data.op in _URING_LINKS and data.path2 is not None:

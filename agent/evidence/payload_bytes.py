@@ -31,8 +31,9 @@ import msgspec
 
 from agent.capture.container_id import Container
 from agent.capture.events import Endpoint, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent
-from agent.capture.kinds import SEND_OPS, TWO_PATH_OPS, path_flag_names
+from agent.capture.kinds import PATH_FLAG_NAMES, SEND_OPS, TWO_PATH_OPS, path_flag_names
 from agent.evidence.canonical import MAX_SAFE_INTEGER
+from agent.redact.events import RedactedFile
 
 __all__ = [
     "NO_CGROUP",
@@ -77,7 +78,8 @@ def cgroup_bytes(path: str | None, container: Container | None) -> Cgroup | None
 # defaults that the Struct leaves out (count, last_ts_ns, escaped) spliced in
 # where they sort when present.
 _FILE: Final = (
-    b'{"cgroup":%s,"cgroup_id":"%d","comm":%s,"container":%s%s,"dfd":%d,"dfd2":%s,"flags":%d,"gid":%d%s,"mode":%d,"op":%s,'
+    b'{"abs2_flags":%s,"abs_flags":%s,"abs_path":%s,"abs_path2":%s,"cgroup":%s,"cgroup_id":"%d",'
+    b'"comm":%s,"container":%s%s,"dfd":%d,"dfd2":%s,"flags":%d,"gid":%d%s%s,"mode":%d,"op":%s%s,'
     b'"path":%s,"path2":%s,"path2_cut":%s,"path_cut":%s,"pid":%d,"redacted":%s,"ret":%d,'
     b'"syscall":%s,"tid":%d,"ts_ns":"%d","uid":%d}'
 )
@@ -129,44 +131,64 @@ def _folded(count: int, last_ts_ns: int) -> tuple[bytes, bytes]:
     return b',"count":%d' % count, b',"last_ts_ns":"%d"' % last_ts_ns if count > 1 else b""
 
 
+#: Every combination of the known resolution flags, as its JSON array of
+#: names (1024 small arrays, made once).
+_FLAG_NAMES: Final = {
+    flags: json_text(path_flag_names(flags)) for flags in range(2 * max(PATH_FLAG_NAMES))
+}
+
+
+def _flag_names(flags: int) -> bytes:
+    """A path's resolution flags as a JSON array of names."""
+    return _FLAG_NAMES.get(flags) or json_text(path_flag_names(flags))
+
+
+def _id_member(name: bytes, value: int) -> bytes:
+    """An ``owner``/``group`` member, empty when unchanged (-1)."""
+    return b"" if value == -1 else b',"%s":%d' % (name, value)
+
+
 def file_bytes(
-    event: FileEvent,
-    op: str,
-    comm: str,
-    path: str,
-    path2: str,
-    fired: tuple[str, ...],
-    cgroup: Cgroup = NO_CGROUP,
+    event: FileEvent, op: str, r: RedactedFile, cgroup: Cgroup = NO_CGROUP
 ) -> bytes | None:
     """A :class:`~agent.evidence.payloads.FileData`'s bytes (``op`` as typed:
-    ``rmdir`` for a directory's unlink), or None (see the module)."""
+    ``rmdir`` for a directory's unlink), from the event and its redacted
+    text ``r``, or None (see the module)."""
     ret = event.ret
     if not -MAX_SAFE_INTEGER <= ret <= MAX_SAFE_INTEGER:
         return None
-    if op == "chown":
-        return None  # rare: the Struct path writes its owner and group
+    owner, group = event.owner, event.group
+    if not (-1 <= owner <= MAX_SAFE_INTEGER and -1 <= group <= MAX_SAFE_INTEGER):
+        return None
     try:
         rename = op in TWO_PATH_OPS
         count, last = (b"", b"") if event.count == 1 else _folded(event.count, event.last_ts_ns)
+        path = json_text(r.path)
         return _FILE % (
+            _flag_names(event.abs2_flags) if rename else _NULL,
+            _flag_names(event.abs_flags),
+            path if r.abs_path == r.path else json_text(r.abs_path),
+            json_text(r.abs_path2) if rename else _NULL,
             cgroup[0],
             event.cgroup_id,
-            json_text(comm),
+            json_text(r.comm),
             cgroup[1],
             count,
             event.dfd,
             b"%d" % event.dfd2 if rename else _NULL,
             event.flags,
             event.gid,
+            _id_member(b"group", group) if group != -1 else b"",
             last,
             event.mode,
             _OPS.get(op) or json_text(op),
-            json_text(path),
-            json_text(path2) if rename else _NULL,
+            _id_member(b"owner", owner) if owner != -1 else b"",
+            path,
+            json_text(r.path2) if rename else _NULL,
             _BOOL[bool(event.path2_cut)] if rename else _NULL,
             b"true" if event.path_cut else b"false",
             event.pid,
-            redacted_bytes(fired),
+            redacted_bytes(r.fired),
             ret,
             _OPS.get(event.syscall) or json_text(event.syscall),
             event.tid,

@@ -140,8 +140,15 @@ class FileData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False)
     """``file.<op>.v1``. ``dfd2``/``path2``/``path2_cut`` are a rename's or
     link's new name (a symlink's new link, its ``path`` being the link's
     text), else None. ``path`` is empty for an operation on an open file
-    (fchmod, ftruncate, fchown), whose fd is ``dfd``. ``owner``/``group``:
-    the ids a chown asked for (-1: unchanged), written only for chown.
+    (fchmod, ftruncate, fchown), whose fd is ``dfd``.
+
+    ``path`` is the name as the process passed it; ``abs_path`` the
+    absolute path the kernel used ("" when not resolved), ``abs_flags``
+    how it was found (``PATH_FLAG_NAMES`` of :mod:`agent.capture.kinds`:
+    ``joined``, ``cut``, ``lexical``, ``no_layout``, ``off``...; [] when
+    read whole from the file itself). ``abs_path2``/``abs2_flags``: the
+    rename's, link's or symlink's new name's, else None. ``owner``/``group``:
+    the ids a chown asked for, each left out when unchanged (-1).
 
     Folded (``count`` > 1): ``count`` identical events, the first at
     ``ts_ns``, the last at ``last_ts_ns``.
@@ -158,10 +165,14 @@ class FileData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False)
     path2_cut: bool | None
     flags: int
     mode: int
-    count: int = 1
-    last_ts_ns: str | None = None
+    abs_path: str
+    abs_flags: list[str]
+    abs_path2: str | None
+    abs2_flags: list[str] | None
     owner: int | None = None
     group: int | None = None
+    count: int = 1
+    last_ts_ns: str | None = None
 
 
 class EndpointData(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False):
@@ -211,7 +222,7 @@ class UringData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False
     ``path`` as passed, relative to ``dfd``; ``path2`` a rename's or link's
     new name (None for other ops). ``abs_path``: an openat's installed file
     resolved in the kernel, None if the op has none; ``abs_flags`` how the
-    walk ended (TH_PATH_* bits, 0 whole). ``endpoint``: a connect's or an
+    walk ended (names, as a file record's; [] whole). ``endpoint``: a connect's or an
     addressed send's destination. ``unpaired``: no submission was seen,
     only the completion's facts are known and the header is the completing
     task's. ``no_layout``: enrichment off, nothing read from the request.
@@ -230,7 +241,7 @@ class UringData(_Kernel, frozen=True, kw_only=True, omit_defaults=True, gc=False
     path2: str | None
     path2_cut: bool | None
     abs_path: str | None
-    abs_flags: int | None
+    abs_flags: list[str] | None
     op_flags: int | str
     mode: int
     cflags: int

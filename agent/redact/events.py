@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from typing import Final, Protocol, TypeAlias
+from typing import Final, NamedTuple, Protocol, TypeAlias
 
 import blake3
 import msgspec
@@ -39,6 +39,7 @@ from agent.capture.events import (
     ProcessSeen,
     UringEvent,
 )
+from agent.capture.kinds import PATH_CUT, PATH_NAME_CUT
 from agent.redact.engine import RedactedArgv, RedactedText, RedactionTally, Redactor
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "MEMO_MAX_BYTES",
     "CurrentMemo",
     "MemoStats",
+    "RedactedFile",
     "RedactionMemo",
     "TextRedactor",
     "comm_is_cut",
@@ -146,6 +148,9 @@ def _joined(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 _NOTHING: Final = RedactedText("")
+#: An absolute path's flags that say it may be cut (a rule must not see a
+#: cut secret as whole).
+_ABS_CUT: Final = PATH_CUT | PATH_NAME_CUT
 
 
 # One function per kind of event says which of its fields are free text, under
@@ -160,13 +165,44 @@ def redact_comm(redactor: FieldRedactor, comm: str) -> RedactedText:
     return redactor.comm(comm) if comm else _NOTHING
 
 
-def redact_file(redactor: FieldRedactor, event: FileEvent) -> tuple[str, str, str, tuple[str, ...]]:
-    """A file event's ``comm``, ``path`` and ``path2``, redacted, and the rules that fired."""
+class RedactedFile(NamedTuple):
+    """A file event's free text, redacted: ``abs_path``/``abs_path2`` are
+    redacted as ``path``/``path2`` (the same rules see the same file)."""
+
+    comm: str
+    path: str
+    path2: str
+    abs_path: str
+    abs_path2: str
+    fired: tuple[str, ...]
+
+
+def redact_file(redactor: FieldRedactor, event: FileEvent) -> RedactedFile:
+    """A file event's ``comm``, paths as passed and absolute paths, redacted,
+    and the rules that fired. An absolute path equal to the name as passed
+    (an absolute open) is redacted once."""
     comm = redact_comm(redactor, event.comm)
     path = redactor.text(event.path, "path", event.path_cut) if event.path else _NOTHING
     path2 = redactor.text(event.path2, "path2", event.path2_cut) if event.path2 else _NOTHING
-    fired = comm.fired + path.fired + path2.fired if comm.fired or path.fired or path2.fired else ()
-    return comm.text, path.text, path2.text, _joined(fired) if fired else ()
+    fired = comm.fired + path.fired + path2.fired
+    abs_path, abs_path2 = path.text, path2.text
+    if event.abs_path != event.path:
+        result = (
+            redactor.text(event.abs_path, "path", bool(event.abs_flags & _ABS_CUT))
+            if event.abs_path
+            else _NOTHING
+        )
+        abs_path, fired = result.text, fired + result.fired
+    if event.abs_path2 != event.path2:
+        result = (
+            redactor.text(event.abs_path2, "path2", bool(event.abs2_flags & _ABS_CUT))
+            if event.abs_path2
+            else _NOTHING
+        )
+        abs_path2, fired = result.text, fired + result.fired
+    return RedactedFile(
+        comm.text, path.text, path2.text, abs_path, abs_path2, _joined(fired) if fired else ()
+    )
 
 
 def redact_call(
@@ -261,8 +297,12 @@ def redact_event(redactor: TextRedactor, event: Event) -> tuple[Event, tuple[str
     replace = msgspec.structs.replace
     fired: tuple[str, ...]
     if isinstance(event, FileEvent):
-        comm, path, path2, fired = redact_file(fields, event)
-        return replace(event, comm=comm, path=path, path2=path2), fired
+        r = redact_file(fields, event)
+        redacted = replace(
+            event, comm=r.comm, path=r.path, path2=r.path2, abs_path=r.abs_path,
+            abs_path2=r.abs_path2,
+        )  # fmt: skip
+        return redacted, r.fired
     if isinstance(event, ExecEvent):
         comm, filename, argv, cwd, exe, fired = redact_exec(fields, event)
         return replace(event, comm=comm, filename=filename, argv=argv, cwd=cwd, exe=exe), fired

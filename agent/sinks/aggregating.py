@@ -64,6 +64,10 @@ from agent.capture.kinds import (
     O_DIRECTORY,
     O_EXCL,
     O_TRUNC,
+    PATH_CUT,
+    PATH_JOINED,
+    PATH_NAME_CUT,
+    PATH_OFF,
     SEND_OPS,
     TWO_PATH_OPS,
     file_operation,
@@ -168,6 +172,26 @@ def display_path(path: str, dfd: int) -> str:
     return f"fd:{dfd}/{path}"
 
 
+#: Resolution flags worth showing on a profile's file records: all but
+#: "joined" (how the exact path of a name that may not exist was found, not
+#: a doubt) and "off" (resolution turned off for the whole run: the paths
+#: are then as passed, which the record says by having no ``passed``).
+_SHOWN_FLAGS = ~(PATH_JOINED | PATH_OFF)
+
+
+def shown_path(
+    abs_path: str, abs_flags: int, passed: str, passed_cut: bool, dfd: int
+) -> tuple[str, bool, str, int]:
+    """What a profile shows of one path of a file event: (path, cut, the
+    name as passed when it differs, flags). The absolute path first; the
+    name as passed (``fd:N/`` for a dirfd) when it was not resolved."""
+    if abs_path:
+        shown_passed = display_path(passed, dfd) if passed and passed != abs_path else ""
+        cut = bool(abs_flags & (PATH_CUT | PATH_NAME_CUT))
+        return abs_path, cut, shown_passed, abs_flags & _SHOWN_FLAGS
+    return display_path(passed, dfd), passed_cut, "", abs_flags & _SHOWN_FLAGS
+
+
 class AggregateStatus(msgspec.Struct, frozen=True):
     """What the aggregate holds now, against its caps, and what it evicted.
 
@@ -196,6 +220,10 @@ class _FileAgg:
     error: str
     path_cut: bool
     target_cut: bool
+    passed: str
+    target_passed: str
+    path_flags: int
+    target_flags: int
     owner: int | None = None
     group: int | None = None
 
@@ -533,6 +561,9 @@ class AggregatingSink:
                 first_ns=f.first_ns, target=f.target, mode=f.mode, error=f.error,
                 path_cut=f.path_cut, target_cut=f.target_cut,
                 owner=f.owner, group=f.group,
+                passed=f.passed, target_passed=f.target_passed,
+                path_flags=list(path_flag_names(f.path_flags)),
+                target_flags=list(path_flag_names(f.target_flags)),
             )  # fmt: skip
 
         def net_rec(n: _NetAgg) -> NetRecord:
@@ -819,9 +850,19 @@ class AggregatingSink:
             mode = event.mode
         else:
             op = file_operation(op, event.flags)
-        # A symlink's path is the text the link holds: not resolved against anything.
-        path = event.path if op == "symlink" else display_path(event.path, event.dfd)
-        target = display_path(event.path2, event.dfd2) if op in TWO_PATH_OPS else ""
+        if op == "symlink":
+            # A symlink's path is the text the link holds: not resolved against anything.
+            path, path_cut, passed, path_flags = event.path, event.path_cut, "", 0
+        else:
+            path, path_cut, passed, path_flags = shown_path(
+                event.abs_path, event.abs_flags, event.path, event.path_cut, event.dfd
+            )
+        if op in TWO_PATH_OPS:
+            target, target_cut, target_passed, target_flags = shown_path(
+                event.abs_path2, event.abs2_flags, event.path2, event.path2_cut, event.dfd2
+            )
+        else:
+            target, target_cut, target_passed, target_flags = "", False, "", 0
         error = errno_name(int(event.ret)) if event.ret < 0 else ""
         key = (path, op, target, error)
         agg = proc.files.get(key)
@@ -831,11 +872,14 @@ class AggregatingSink:
                 self.evictions["files"] += 1
                 return
             cost = FILE_BYTES + text_bytes(path) + (text_bytes(target) if target else 0)
+            cost += (text_bytes(passed) if passed else 0) + (
+                text_bytes(target_passed) if target_passed else 0
+            )
             if not self._room(proc, "files", len(proc.files), self.max_files, cost):
                 return
             agg = _FileAgg(
-                path, op, 0, 0, event.ts_ns, target, mode, error,
-                event.path_cut, event.path2_cut if op in TWO_PATH_OPS else False,
+                path, op, 0, 0, event.ts_ns, target, mode, error, path_cut, target_cut,
+                passed, target_passed, path_flags, target_flags,
             )  # fmt: skip
             proc.files[key] = agg
         agg.count += event.count

@@ -82,13 +82,21 @@ class FileRecord(msgspec.Struct, frozen=True):
     truncate or chown. For open, ``access``
     lists what the flags asked for: read, write, create (O_CREAT: the file
     may have existed), exclusive-create (O_CREAT|O_EXCL: it did not),
-    truncate, append, directory. ``path`` is as the process gave it; a
-    relative path is relative to the working directory, or ``fd:N/`` names
-    the directory fd it was relative to, ``fd:N`` alone an operation on an
-    open file (fchmod, ftruncate, fchown). ``target`` is a rename's or
-    link's new name, a symlink's new link (its ``path`` is the link's text).
-    ``owner``/``group``: the ids a chown asked for (-1: unchanged).
-    ``path_cut``/``target_cut``: the capture may have cut that path short.
+    truncate, append, directory. ``path`` is the absolute path the kernel
+    used when it was resolved (the file an open installed, else the cwd or
+    dirfd joined with the name); ``passed`` is then the name as the process
+    gave it, when that differs (the first such name, if several led to the
+    same file). Unresolved, ``path`` is as the process gave it: a relative
+    path is relative to the working directory, or ``fd:N/`` names the
+    directory fd it was relative to, ``fd:N`` alone an operation on an open
+    file (fchmod, ftruncate, fchown) not resolved. ``target``/``target_passed``:
+    a rename's or link's new name, a symlink's new link (its ``path`` is then
+    the link's text), the same way. ``owner``/``group``: the ids a chown asked
+    for (-1: unchanged). ``path_cut``/``target_cut``: the path
+    shown may have been cut short. ``path_flags``/``target_flags``: what
+    was doubtful about resolving it (``cut``, ``lexical``: a ``..`` kept
+    after a name, ``no_layout``, ``off``... see
+    :data:`agent.capture.kinds.PATH_FLAG_NAMES`); empty when exact.
     """
 
     path: str
@@ -101,8 +109,23 @@ class FileRecord(msgspec.Struct, frozen=True):
     error: str = ""
     path_cut: bool = False
     target_cut: bool = False
+    passed: str = ""
+    target_passed: str = ""
+    path_flags: list[str] = []
+    target_flags: list[str] = []
     owner: int | None = None
     group: int | None = None
+
+
+def _file_path_text(path: str, cut: bool, passed: str, flags: list[str]) -> str:
+    """A profile file path as text: the path, ``(as NAME)`` when the
+    process named it otherwise, ``[flags]`` when resolving it was doubtful."""
+    text = text_field(path, cut=cut)
+    if passed:
+        text += f" (as {text_field(passed)})"
+    if flags:
+        text += f" [{','.join(flags)}]"
+    return text
 
 
 class NetRecord(msgspec.Struct, frozen=True):
@@ -422,13 +445,16 @@ def render_text(profile: Profile) -> str:
                 lines.append(f"{pad}    {exec_text(ex)}{when('at', ex.ts_ns)}")
         for f in proc.files:
             what = f.op + (f"({','.join(f.access)})" if f.access else "")
-            target = f" -> {text_field(f.target, cut=f.target_cut)}" if f.target else ""
-            first = when("first", f.first_ns, f.count)
-            lines.append(
-                f"{pad}    file {what} {text_field(f.path, cut=f.path_cut)}{target}{first}"
+            path = _file_path_text(f.path, f.path_cut, f.passed, f.path_flags)
+            target = (
+                " -> " + _file_path_text(f.target, f.target_cut, f.target_passed, f.target_flags)
+                if f.target
+                else ""
             )
+            first = when("first", f.first_ns, f.count)
+            lines.append(f"{pad}    file {what} {path}{target}{first}")
         for f in proc.failed_files:
-            path = text_field(f.path, cut=f.path_cut)
+            path = _file_path_text(f.path, f.path_cut, f.passed, f.path_flags)
             first = when("first", f.first_ns, f.count)
             lines.append(f"{pad}    file {f.op} FAILED {path}: {f.error}{first}")
         for n in proc.network:

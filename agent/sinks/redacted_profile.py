@@ -76,7 +76,14 @@ def redact_profile(profile: Profile, redactor: TextRedactor) -> Profile:
     def file_record(f: FileRecord) -> FileRecord:
         path = text(f.path, "path", f.path_cut)
         target = text(f.target, "path2", f.target_cut)
-        return f if path is f.path and target is f.target else replace(f, path=path, target=target)
+        passed = text(f.passed, "path")
+        target_passed = text(f.target_passed, "path2")
+        new = (path, target, passed, target_passed)
+        if all(
+            a is b for a, b in zip(new, (f.path, f.target, f.passed, f.target_passed), strict=True)
+        ):
+            return f  # nothing redacted: no copy
+        return replace(f, path=path, target=target, passed=passed, target_passed=target_passed)
 
     def net_record(n: NetRecord) -> NetRecord:
         endpoint = redact_endpoint(redactor, n.endpoint, set())

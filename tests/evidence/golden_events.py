@@ -16,6 +16,9 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
+
+from agent.capture import kinds
 from agent.capture.cgroups import UNRESOLVED, CgroupInfo
 from agent.capture.container_id import Container, parse_container
 from agent.capture.events import (
@@ -108,6 +111,18 @@ def _text(rng: random.Random) -> str:
     return rng.choice(pool)
 
 
+def _resolved(path: str, case: int) -> tuple[str, int]:
+    """An absolute path as the kernel would have resolved ``path``, each way
+    it can go by ``case`` (no random draw: the other events stay as they were)."""
+    if case == 0:
+        return (path if path.startswith("/") else "/srv/w/" + path), kinds.PATH_JOINED
+    if case == 1:
+        return (path if path.startswith("/") else "/home/u/" + path), 0
+    if case == 2:
+        return "", kinds.PATH_NO_LAYOUT
+    return "/tail/" + path.rsplit("/", 1)[-1], kinds.PATH_CUT
+
+
 def golden_events(n: int = 400, seed: int = 20261201) -> Iterator[Event]:
     """``n`` events of every kind, in kernel-time order."""
     rng = random.Random(seed)
@@ -136,7 +151,7 @@ def golden_events(n: int = 400, seed: int = 20261201) -> Iterator[Event]:
         choice = i % 9
         if choice in (0, 1, 2):
             op, syscall = rng.choice(_FILE_OPS)
-            yield FileEvent(
+            event = FileEvent(
                 **header,
                 op=op,
                 syscall=syscall,
@@ -150,6 +165,12 @@ def golden_events(n: int = 400, seed: int = 20261201) -> Iterator[Event]:
                 path_cut=rng.random() < 0.1,
                 path2_cut=op == "rename" and rng.random() < 0.1,
             )
+            abs_path, abs_flags = _resolved(event.path, i % 4)
+            abs_path2, abs2_flags = _resolved(event.path2, (i + 1) % 4) if event.path2 else ("", 0)
+            yield msgspec.structs.replace(
+                event, abs_path=abs_path, abs_flags=abs_flags, abs_path2=abs_path2,
+                abs2_flags=abs2_flags,
+            )  # fmt: skip
         elif choice == 3:
             argv = tuple(_text(rng) for _ in range(rng.randrange(0, 6)))
             cut = tuple(k for k in range(len(argv)) if rng.random() < 0.1)

@@ -698,3 +698,29 @@ def test_a_float_in_config_is_refused_by_path_without_using_a_seq() -> None:
     with pytest.raises(CanonicalError, match=r"\$\.config\.rate"):
         mapper.capture_start({"rate": 0.5})
     assert mapper.next_seq == 1
+
+
+def test_a_secret_in_an_absolute_path_is_redacted_like_the_name() -> None:
+    from agent.capture import kinds
+    from agent.capture.events import FileEvent
+    from agent.evidence.mapper import Mapper
+
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    event = FileEvent(
+        pid=1, tid=1, ts_ns=BOOT_NS + 1, uid=0, gid=0, cgroup_id=1, comm="cp", op="rename",
+        syscall="rename", ret=0, dfd=-100, path="x", dfd2=-100, path2=f"{token}.txt",
+        flags=0, mode=0, abs_path=f"/home/{token}/x", abs_flags=kinds.PATH_JOINED,
+        abs_path2=f"/home/u/{token}.txt", abs2_flags=kinds.PATH_JOINED,
+    )  # fmt: skip
+    for compose in (True, False):
+        mapper = Mapper(host="h", anchor=ANCHOR, redactor=Redactor.builtin())
+        mapper._compose_payloads = compose  # both the byte template and the Struct path
+        mapper.anchor_record()
+        record = mapper.map(event)
+        assert token.encode() not in record.body
+        data = decode(record.body).data
+        assert data["abs_path"] == data["abs_path2"] == data["path2"]  # the rule's marker
+        assert "REDACTED" in data["abs_path"]
+        assert data["abs_flags"] == ["joined"] and data["abs2_flags"] == ["joined"]
+        assert data["path"] == "x"
+        assert data["redacted"]

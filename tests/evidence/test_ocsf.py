@@ -364,3 +364,29 @@ def test_type_name_of_other_is_the_schema_s_caption() -> None:
     out = project(exec_event(ret=-errno.ENOENT))
     assert out is not None
     assert (out["status_id"], out["status"]) == (2, "Failure")
+
+
+def test_the_absolute_path_is_the_file_path_and_the_name_as_passed_is_kept() -> None:
+    from agent.capture import kinds
+
+    out = project(
+        file_event(
+            "rename", syscall="renameat2", path="a.tmp", path2="../a", dfd=3, dfd2=3,
+            abs_path="/srv/w/a.tmp", abs_flags=kinds.PATH_JOINED,
+            abs_path2="/srv/a", abs2_flags=kinds.PATH_JOINED | kinds.PATH_CUT,
+        )
+    )  # fmt: skip
+    assert out is not None
+    assert (out["file"]["path"], out["file"]["name"]) == ("/srv/w/a.tmp", "a.tmp")
+    assert out["file_result"]["path"] == "/srv/a"
+    unmapped = out["unmapped"]
+    assert (unmapped["path_passed"], unmapped["path2_passed"]) == ("a.tmp", "../a")
+    assert (unmapped["path_flags"], unmapped["path2_flags"]) == (["joined"], ["cut", "joined"])
+    # Resolved whole, from the file, by the same name: nothing more to say.
+    same = project(file_event("open", abs_path="/etc/hosts", abs_flags=0))
+    assert same is not None and same["file"]["path"] == "/etc/hosts"
+    assert "path_passed" not in same["unmapped"] and "path_flags" not in same["unmapped"]
+    # Not resolved: the name as passed, and why not.
+    off = project(file_event("open", path="rel", abs_flags=kinds.PATH_NO_LAYOUT))
+    assert off is not None and off["file"]["path"] == "rel"
+    assert off["unmapped"]["path_flags"] == ["no_layout"]

@@ -128,6 +128,12 @@ events: st.SearchStrategy[Event] = st.one_of(
         mode=u32,
         path_cut=st.booleans(),
         path2_cut=st.booleans(),
+        abs_path=st.one_of(st.just(""), text),
+        abs_path2=st.one_of(st.just(""), text),
+        abs_flags=st.integers(0, 2**11),  # every known bit, and one unknown
+        abs2_flags=st.integers(0, 2**11),
+        owner=st.one_of(st.just(-1), u32, wide),
+        group=st.one_of(st.just(-1), u32),
         **folds,
         **header(),
     ),
