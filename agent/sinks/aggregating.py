@@ -306,7 +306,7 @@ class _Proc:
     exit_signal: int | None = None
     preexisting: bool = False
     execs: list[ExecRecord] = field(default_factory=list)
-    files: dict[tuple[str, str, str, str], _FileAgg] = field(default_factory=dict)
+    files: dict[tuple[str, str, str, str, int, int], _FileAgg] = field(default_factory=dict)
     network: dict[tuple[str, Endpoint | None, str], _NetAgg] = field(default_factory=dict)
     calls: dict[_CallKey, _CallAgg] = field(default_factory=dict)
     bound: dict[int, Endpoint] = field(default_factory=dict)  # fd -> bind address
@@ -864,7 +864,7 @@ class AggregatingSink:
         else:
             target, target_cut, target_passed, target_flags = "", False, "", 0
         error = errno_name(int(event.ret)) if event.ret < 0 else ""
-        key = (path, op, target, error)
+        key = (path, op, target, error, event.owner, event.group)  # chowns apart by ids
         agg = proc.files.get(key)
         if agg is None:
             if len(proc.files) >= self.max_files:  # a flood of new paths: counted, cheaply
