@@ -196,9 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     stats = measure(
                         capture, mine, lambda w=workload, d=work: WORKLOADS[w](d, args.n)
                     )
-                    print(f"{workload} ({label}):")
+                    print(f"{workload} ({label}):", flush=True)
                     for name, (calls, ns) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
-                        print(f"  {name:<24} {calls:>10} calls {ns / calls:>8.0f} ns/call")
+                        print(f"  {name:<24} {calls:>10} calls {ns / calls:>8.0f} ns/call", flush=True)
             finally:
                 capture.close()
     return 0
