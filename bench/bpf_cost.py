@@ -198,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     print(f"{workload} ({label}):", flush=True)
                     for name, (calls, ns) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
-                        print(f"  {name:<24} {calls:>10} calls {ns / calls:>8.0f} ns/call", flush=True)
+                        print(
+                            f"  {name:<24} {calls:>10} calls {ns / calls:>8.0f} ns/call", flush=True
+                        )
             finally:
                 capture.close()
     return 0
