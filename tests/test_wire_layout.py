@@ -480,7 +480,7 @@ def test_hot_path_prefixes_match(layout_dir: Path) -> None:
         "path_len", "path2_len", "abs_len", "abs2_len", "path_flags", "path2_flags",
         "abs_flags", "abs2_flags", "abs_from", "abs2_from",
     ]  # fmt: skip
-    assert layout.constants["TH_PATH_MAX"] == wire.FILE_PATH_MAX
+    assert layout.constants["TH_PATH_MAX"] == wire.PATH_MAX
 
 
 def test_path_flags_and_sources_match(constants: dict[str, int]) -> None:

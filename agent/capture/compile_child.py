@@ -415,11 +415,8 @@ def _layout_check(bpf: Any) -> str:
         program = bpf.load_func(layout_check.PROGRAM.encode(), BPF.RAW_TRACEPOINT)
     except Exception as err:
         return f"the layout self-check did not load: {_first_line(err)}"
-    table = BpfMap(os.dup(int(bpf[layout_check.RESULT_MAP.encode()].map_fd)), "th_layout_check")
-    try:
-        return layout_check.run(int(program.fd), table)
-    finally:
-        table.close()
+    results = int(bpf[layout_check.RESULT_MAP.encode()].map_fd)
+    return layout_check.run_by_fd(int(program.fd), results)
 
 
 def serve(sock: socket.socket) -> None:

@@ -88,8 +88,6 @@ EXIT_BODY = struct.Struct("<iiII")  # struct th_exit_event
 #: owner, group, the four lengths, path_flags, path2_flags, abs_flags,
 #: abs2_flags, abs_from, abs2_from. The data (path, path2, abs, abs2) follows.
 FILE_BODY = struct.Struct("<qIIiiIIIIIIIIIIIIII")
-#: Bytes of each path in a file record at most.
-FILE_PATH_MAX = PATH_MAX
 NET_BODY = struct.Struct(f"<qIiIIIHH{SOCKADDR_LEN}s")  # struct th_net_event
 # struct th_uring_event; abs_len bytes of absolute path follow it.
 URING_BODY = struct.Struct(f"<qQQQIIiiiIIIII{SOCKADDR_LEN}s{PATH_LEN}s{PATH_LEN}s")
@@ -164,6 +162,7 @@ HEADER_NUMS = struct.Struct("<IIQIIIIQ")
 COMM_OFFSET = HEADER_NUMS.size
 #: Where a file record's data (path, path2, abs, abs2) starts.
 FILE_DATA_OFFSET = HEADER.size + FILE_BODY.size
+#: A chown's "unchanged" (-1) as the kernel's u32 holds it.
 _U32_ALL = 0xFFFFFFFF
 
 
@@ -223,7 +222,7 @@ class WireDecoder:
         if kind == KIND_FILE:  # the hot one: one unpack, slices
             (ret, op, nr, dfd, dfd2, flags, mode, owner, group, n1, n2, n3, n4,
              pflags, p2flags, aflags, a2flags, afrom, a2from) = FILE_BODY.unpack_from(data, off)  # fmt: skip
-            if n1 > FILE_PATH_MAX or n2 > FILE_PATH_MAX or n3 > FILE_PATH_MAX or n4 > FILE_PATH_MAX:
+            if n1 > PATH_MAX or n2 > PATH_MAX or n3 > PATH_MAX or n4 > PATH_MAX:
                 raise WireError(f"file record path lengths {n1}/{n2}/{n3}/{n4} exceed 4096")
             o1 = FILE_DATA_OFFSET + n1
             o2 = o1 + n2
@@ -409,8 +408,3 @@ class WireDecoder:
             exe_memfd=bool(flags & EXEC_EXE_MEMFD),
             unresolved=unresolved,
         )  # fmt: skip
-
-
-def _chown_id(value: int) -> int:
-    """A chown's uid/gid: -1 ("unchanged") as the kernel's u32 has it, signed."""
-    return -1 if value == 0xFFFFFFFF else value
