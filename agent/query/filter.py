@@ -81,6 +81,10 @@ def cursor_after(seq: int) -> str:
 def seq_of_cursor(token: str) -> int | None:
     """The seq a cursor resumes after, or None if ``token`` is not one."""
     digits = token[len(_CURSOR_PREFIX) :]
-    if not token.startswith(_CURSOR_PREFIX) or not digits.isdigit() or len(digits) > 20:
+    if (
+        not token.startswith(_CURSOR_PREFIX)
+        or not (digits.isascii() and digits.isdigit())
+        or len(digits) > 20
+    ):
         return None
     return int(digits)
