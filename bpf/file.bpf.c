@@ -165,36 +165,23 @@ static __always_inline void th_file_resolve_one(struct th_file_work *w, int seco
             from = TH_FROM_BASE;
         }
         if (walk) {
-            u64 task = th_current_task();
-            u64 path = 0;
-            if (fd == TH_AT_FDCWD) {
-                u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
-                path = fs ? fs + TH_OFF_FS_STRUCT_PWD : 0;
-            } else {
-                u64 file = th_task_fd_file(task, fd);
-                path = file ? file + TH_OFF_FILE_F_PATH : 0;
-            }
             u32 zero = 0;
             struct th_path_scratch *scratch = th_path_bufs.lookup(&zero);
-            if (!path || !scratch) {
-                flags = TH_PATH_NO_BASE;
-                from = TH_FROM_NONE;
-            } else {
-                struct th_path_result res = {};
-                th_walk_struct_path(task, path, 0, &res);
-                flags = res.flags;
-                len = res.len;
-                if (len > TH_PATH_MAX)
-                    len = TH_PATH_MAX;
-                u32 off = w->used;
-                if (len && bpf_probe_read_kernel(w->data + (off & (4 * TH_PATH_MAX - 1)), len,
-                                                 scratch->buf + (res.start & (TH_PATH_MAX - 1)))) {
-                    flags |= TH_PATH_UNREADABLE;
-                    len = 0;
-                }
-                if (!len)
-                    from = TH_FROM_NONE;
+            struct th_path_result res = {};
+            th_walk_base(th_current_task(), fd, 0, &res);
+            flags = res.flags;
+            len = res.len;
+            if (len > TH_PATH_MAX)
+                len = TH_PATH_MAX;
+            u32 off = w->used;
+            if (len && (!scratch ||
+                        bpf_probe_read_kernel(w->data + (off & (4 * TH_PATH_MAX - 1)), len,
+                                              scratch->buf + (res.start & (TH_PATH_MAX - 1))))) {
+                flags |= TH_PATH_UNREADABLE;
+                len = 0;
             }
+            if (!len)
+                from = TH_FROM_NONE;
         }
 #endif
     }

@@ -86,15 +86,28 @@ static __always_inline u32 th_task_ppid(u64 task)
     return th_ku32(th_kptr(task, TH_OFF_TASK_STRUCT_REAL_PARENT), TH_OFF_TASK_STRUCT_TGID);
 }
 
-/* The struct file installed at fd in the task's table, 0 if none. */
+/* The struct file installed at fd in the task's table, 0 if none. The
+ * table's bound and array are one 16-byte read where they are its first
+ * two words (struct fdtable {max_fds; fd;} on every kernel seen). */
 static __always_inline u64 th_task_fd_file(u64 task, s32 fd)
 {
     if (fd < 0)
         return 0;
     u64 fdt = th_kptr(th_kptr(task, TH_OFF_TASK_STRUCT_FILES), TH_OFF_FILES_STRUCT_FDT);
-    if (!fdt || (u32)fd >= th_ku32(fdt, TH_OFF_FDTABLE_MAX_FDS))
+    if (!fdt)
         return 0;
+#if TH_OFF_FDTABLE_MAX_FDS == 0 && TH_OFF_FDTABLE_FD == 8
+    u64 table[2] = {};
+    if (bpf_probe_read_kernel(table, sizeof(table), (const void *)fdt))
+        return 0;
+    u32 max_fds = (u32)table[0];
+    u64 array = table[1];
+#else
+    u32 max_fds = th_ku32(fdt, TH_OFF_FDTABLE_MAX_FDS);
     u64 array = th_kptr(fdt, TH_OFF_FDTABLE_FD);
+#endif
+    if ((u32)fd >= max_fds)
+        return 0;
     return th_kptr(array, (u32)fd * 8);
 }
 
@@ -124,6 +137,23 @@ static __always_inline int th_dentry_parent_name(u64 dentry, u64 *parent, u32 *l
 }
 #endif
 
+/* A mount's parent mount and the dentry it is mounted on: one 16-byte
+ * read where they are adjacent (struct mount {...; mnt_parent;
+ * mnt_mountpoint; ...} on every kernel seen), else two. */
+static __always_inline void th_mount_parent(u64 mnt, u64 *parent, u64 *mountpoint)
+{
+#if TH_OFF_MOUNT_MNT_MOUNTPOINT == TH_OFF_MOUNT_MNT_PARENT + 8
+    u64 both[2] = {};
+    if (mnt)
+        bpf_probe_read_kernel(both, sizeof(both), (const void *)(mnt + TH_OFF_MOUNT_MNT_PARENT));
+    *parent = both[0];
+    *mountpoint = both[1];
+#else
+    *parent = th_kptr(mnt, TH_OFF_MOUNT_MNT_PARENT);
+    *mountpoint = th_kptr(mnt, TH_OFF_MOUNT_MNT_MOUNTPOINT);
+#endif
+}
+
 /* One step of the walk: one name, or one mount crossed. 1: the walk ended. */
 static __always_inline int th_walk_step(struct th_path_scratch *scratch)
 {
@@ -134,7 +164,8 @@ static __always_inline int th_walk_step(struct th_path_scratch *scratch)
     }
     if (w->dentry == w->mnt_root) {
         /* The root of this mount: go on from where it is mounted. */
-        u64 parent = th_kptr(w->mnt, TH_OFF_MOUNT_MNT_PARENT);
+        u64 parent = 0, mountpoint = 0;
+        th_mount_parent(w->mnt, &parent, &mountpoint);
         if (!parent) {
             w->flags |= TH_PATH_UNREADABLE;
         } else if (parent == w->mnt) {
@@ -143,7 +174,7 @@ static __always_inline int th_walk_step(struct th_path_scratch *scratch)
             if (w->root_dentry)
                 w->flags |= TH_PATH_UNREACHABLE;
         } else {
-            w->dentry = th_kptr(w->mnt, TH_OFF_MOUNT_MNT_MOUNTPOINT);
+            w->dentry = mountpoint;
             w->mnt = parent;
             w->vfsmnt = parent + TH_OFF_MOUNT_MNT;
             w->mnt_root = th_kptr(w->vfsmnt, TH_OFF_VFSMOUNT_MNT_ROOT);
@@ -230,7 +261,6 @@ static __always_inline void th_path_walk(u64 dentry, u64 vfsmnt, u64 root_dentry
     out->flags = w->flags;
 }
 
-/* Walk a struct path (f_path, fs->pwd) of the task, up to the task's root. */
 /* A struct path's (mnt, dentry): one 16-byte read when they are its two
  * words (struct path {vfsmount *mnt; dentry *dentry;} on every kernel
  * seen), else two. Zeros if unreadable. */
@@ -248,39 +278,87 @@ static __always_inline void th_struct_path(u64 path, u64 *mnt, u64 *dentry)
 #endif
 }
 
+/* The task's root and working directory, from its fs_struct: one 32-byte
+ * read where pwd follows root (struct fs_struct {...; root; pwd;} on every
+ * kernel seen), else two struct path reads. want_pwd 0 skips pwd. */
+static __always_inline void th_fs_paths(u64 fs, u64 *root_mnt, u64 *root_dentry, u64 *pwd_mnt,
+                                        u64 *pwd_dentry, int want_pwd)
+{
+#if TH_OFF_PATH_MNT == 0 && TH_OFF_PATH_DENTRY == 8 && TH_OFF_FS_STRUCT_PWD == TH_OFF_FS_STRUCT_ROOT + 16
+    if (want_pwd) {
+        u64 both[4] = {};
+        if (fs)
+            bpf_probe_read_kernel(both, sizeof(both), (const void *)(fs + TH_OFF_FS_STRUCT_ROOT));
+        *root_mnt = both[0];
+        *root_dentry = both[1];
+        *pwd_mnt = both[2];
+        *pwd_dentry = both[3];
+        return;
+    }
+#endif
+    th_struct_path(fs ? fs + TH_OFF_FS_STRUCT_ROOT : 0, root_mnt, root_dentry);
+    if (want_pwd)
+        th_struct_path(fs ? fs + TH_OFF_FS_STRUCT_PWD : 0, pwd_mnt, pwd_dentry);
+}
+
+static __always_inline void th_walk_none(struct th_path_result *out, u32 flags)
+{
+    out->start = TH_PATH_MAX;
+    out->len = 0;
+    out->flags = flags;
+}
+
+/* Walk a struct path of the task (a file's f_path), up to the task's root. */
 static __always_inline void th_walk_struct_path(u64 task, u64 path, u32 slot,
                                                 struct th_path_result *out)
 {
     u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
-    u64 root_mnt = 0, root_dentry = 0, mnt = 0, dentry = 0;
-    th_struct_path(fs ? fs + TH_OFF_FS_STRUCT_ROOT : 0, &root_mnt, &root_dentry);
+    u64 root_mnt = 0, root_dentry = 0, unused_mnt = 0, unused_dentry = 0, mnt = 0, dentry = 0;
+    th_fs_paths(fs, &root_mnt, &root_dentry, &unused_mnt, &unused_dentry, 0);
     th_struct_path(path, &mnt, &dentry);
+    th_path_walk(dentry, mnt, root_dentry, root_mnt, slot, out);
+}
+
+/* The base a name given relative to dfd is resolved from, walked: the
+ * task's working directory for AT_FDCWD, else the file open at dfd (for an
+ * fd-only op, or an open that installed one, the object itself).
+ * TH_PATH_NO_BASE when there is none (no fs, no such fd). */
+static __always_inline void th_walk_base(u64 task, s32 dfd, u32 slot, struct th_path_result *out)
+{
+    u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
+    if (!fs) {
+        th_walk_none(out, TH_PATH_NO_BASE);
+        return;
+    }
+    u64 root_mnt = 0, root_dentry = 0, mnt = 0, dentry = 0;
+    if (dfd == TH_AT_FDCWD) {
+        th_fs_paths(fs, &root_mnt, &root_dentry, &mnt, &dentry, 1);
+    } else {
+        u64 file = th_task_fd_file(task, dfd);
+        if (!file) {
+            th_walk_none(out, TH_PATH_NO_BASE);
+            return;
+        }
+        u64 unused_mnt = 0, unused_dentry = 0;
+        th_fs_paths(fs, &root_mnt, &root_dentry, &unused_mnt, &unused_dentry, 0);
+        th_struct_path(file + TH_OFF_FILE_F_PATH, &mnt, &dentry);
+    }
     th_path_walk(dentry, mnt, root_dentry, root_mnt, slot, out);
 }
 
 /* The task's working directory. */
 static __always_inline void th_walk_cwd(u64 task, u32 slot, struct th_path_result *out)
 {
-    u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
-    if (!fs) {
-        out->start = TH_PATH_MAX;
-        out->len = 0;
-        out->flags = TH_PATH_NO_BASE;
-        return;
-    }
-    th_walk_struct_path(task, fs + TH_OFF_FS_STRUCT_PWD, slot, out);
+    th_walk_base(task, TH_AT_FDCWD, slot, out);
 }
 
 /* The file open at fd in the task. */
 static __always_inline void th_walk_fd(u64 task, s32 fd, u32 slot, struct th_path_result *out)
 {
-    u64 file = th_task_fd_file(task, fd);
-    if (!file) {
-        out->start = TH_PATH_MAX;
-        out->len = 0;
-        out->flags = TH_PATH_NO_BASE;
+    if (fd < 0) {
+        th_walk_none(out, TH_PATH_NO_BASE);
         return;
     }
-    th_walk_struct_path(task, file + TH_OFF_FILE_F_PATH, slot, out);
+    th_walk_base(task, fd, slot, out);
 }
 #endif /* TH_LAYOUT */
