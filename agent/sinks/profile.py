@@ -13,6 +13,8 @@ or argument can draw a line of its own.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Sequence
 from typing import Final, Literal, TypeAlias
 
 import msgspec
@@ -224,6 +226,8 @@ class ProcessProfile(msgspec.Struct, frozen=True):
     egid: int | None = None
     loginuid: int | None = None
     fileless: bool = False
+    #: ``exit_signal``'s name (``SIGSEGV``), for a reader of the JSON.
+    exit_signal_name: str | None = None
 
 
 Redaction: TypeAlias = Literal["applied", "off"]
@@ -298,9 +302,58 @@ def decode_profile(data: bytes) -> Profile:
     return msgspec.convert(restore_json(msgspec.json.decode(data)), Profile)
 
 
+def parent_indexes(processes: Sequence[ProcessProfile]) -> list[int | None]:
+    """Each process's parent, as an index into ``processes`` (None: not in
+    the profile). Pure.
+
+    Processes are in start order, and a process's parent is the latest
+    earlier process with its ppid: pids are reused, so a pid alone is
+    ambiguous. What can go wrong: a parent evicted from the profile leaves
+    its children rootless (None), never attached to a wrong process.
+    """
+    latest: dict[int, int] = {}
+    parents: list[int | None] = []
+    for index, proc in enumerate(processes):
+        parents.append(latest.get(proc.ppid) if proc.ppid is not None else None)
+        latest[proc.pid] = index
+    return parents
+
+
+def subtree_indexes(processes: Sequence[ProcessProfile], pid: int) -> set[int]:
+    """The indexes of every process with ``pid`` (a reused pid: each of
+    them) and of all their descendants, by :func:`parent_indexes`. Pure."""
+    keep: set[int] = set()
+    for index, parent in enumerate(parent_indexes(processes)):
+        # A parent's index is always below its child's: one pass suffices.
+        if processes[index].pid == pid or (parent is not None and parent in keep):
+            keep.add(index)
+    return keep
+
+
+def signal_name(number: int) -> str:
+    """``SIGSEGV`` for 11: the name a person knows; ``signal N`` for a
+    number this system has no name for (a real-time signal, garbage)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def exit_outcome(proc: ProcessProfile) -> str | None:
+    """How a process ended, as one token: ``exit N``, a signal's name
+    (``SIGSEGV``), ``exited`` (code not read); None while it runs."""
+    if proc.exit_signal:
+        return signal_name(proc.exit_signal)
+    if proc.exit_code is not None:
+        return f"exit {proc.exit_code}"
+    if proc.exited_ns is not None:
+        return "exited"
+    return None
+
+
 def _exit_text(proc: ProcessProfile) -> str:
     if proc.exit_signal:
-        return f"killed by signal {proc.exit_signal}"
+        return f"killed by {signal_name(proc.exit_signal)}"
     if proc.exit_code is not None:
         return f"exit {proc.exit_code}"
     if proc.exited_ns is not None:
