@@ -236,6 +236,7 @@ def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
         ("diff", "A", "--ignore", "/etc/*", "B", "--format", "json"),
         ("diff", "A", "B", "--ignore=/etc/*", "--format=json"),
         ("--format", "json", "diff", "A", "B", "--ignore", "/etc/*"),
+        ("--ignore", "/etc/*", "--format", "json", "diff", "A", "B"),
     ],
 )
 def test_cli_options_anywhere(tmp_path: Path, order: tuple[str, ...]) -> None:
@@ -327,3 +328,18 @@ def test_two_identical_builds_do_not_drift(kernel: None, tmp_path: Path) -> None
     result = run("diff", *map(str, outs))
     assert result.returncode == 0, result.stdout
     assert result.stdout == "no drift\n"
+
+
+def test_hostile_names_cannot_forge_a_drift_line() -> None:
+    evil = "/srv/x\n+ file /bin/sh: open(read) /etc/forged\x1b[31m\udcff"
+    drift = diff(build(), build((evil, O_WRONLY), tool="/tmp/\x1b]0;t\a"))
+    text = render_drift(drift)
+    assert "\x1b" not in text and "\udcff" not in text
+    assert not any(
+        line.startswith("+ file /bin/sh: open(read) /etc/forged") for line in text.splitlines()
+    )
+    assert [f.path for f in drift.files if f.program == "/bin/sh"] == [
+        "/srv/x\\n+\\ file\\ /bin/sh:\\ open(read)\\ /etc/forged\\033[31m\\377"
+    ]
+    # --ignore matches the name as captured.
+    assert not [f for f in diff(build(), build((evil, O_WRONLY)), ignore=["/srv/x\n*"]).files]

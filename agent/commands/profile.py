@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -88,6 +89,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )  # fmt: skip
     parser.add_argument("--format", choices=("json", "text"), default=None,
                         help="json (default for a profile) or text (default for diff)")  # fmt: skip
+    parser.add_argument("--ignore", action="append", default=[], metavar="GLOB",
+                        help="profile diff only: leave out what matches GLOB (see"
+                             " tracehound profile diff --help)")  # fmt: skip
     parser.add_argument("--no-redact", action="store_true",
                         help="show secrets in argv and paths as captured in this profile (it says"
                              " so itself); the evidence log is redacted all the same")  # fmt: skip
@@ -118,7 +122,9 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     if args.command and args.command[0] == "diff":
-        return diff_main(args.command[1:], args.format)
+        return diff_main(args.command[1:], args.format, args.ignore)
+    if args.ignore:
+        raise UsageError("profile: --ignore is for tracehound profile diff A B, not a run")
     command = _command(args)
     # No configuration file: the schema's defaults, but the evidence log
     # only when asked for (--evidence DIR, which then needs a sealing key).
@@ -321,12 +327,13 @@ def _diff_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def diff_main(argv: list[str], output_format: str | None = None) -> int:
+def diff_main(argv: list[str], output_format: str | None = None, ignore: Sequence[str] = ()) -> int:
     """``tracehound profile diff A B``: 0 when B did nothing A did not and
     vice versa, 1 when there is drift (for CI), 2 on bad input.
 
-    Options go anywhere after ``diff`` (``--format`` also before it, as
-    ``tracehound profile --format json diff A B``)."""
+    Options go anywhere on the line: after ``diff`` here, before it through
+    the profile parser (``output_format``, ``ignore``); a ``--format`` after
+    ``diff`` wins, ``--ignore`` globs add up."""
     args = _diff_parser().parse_intermixed_args(argv)
     if len(args.profiles) != 2:
         raise UsageError(
@@ -334,7 +341,9 @@ def diff_main(argv: list[str], output_format: str | None = None) -> int:
             f" (got {len(args.profiles)})"
         )
     drift = diff(
-        _read_profile(args.profiles[0]), _read_profile(args.profiles[1]), ignore=args.ignore
+        _read_profile(args.profiles[0]),
+        _read_profile(args.profiles[1]),
+        ignore=[*ignore, *args.ignore],
     )
     if (args.format or output_format or "text") == "json":
         sys.stdout.buffer.write(terminal_safe_json(msgspec.json.encode(drift)) + b"\n")
