@@ -52,8 +52,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     snapshot.add_argument("--pid", type=_pid, help=f"only this process (1 to {MAX_PID})")
     snapshot.add_argument("--tree", type=_pid, metavar="PID",
-                          help="only this process and all its descendants (by the profile's"
-                               " parent links; with other filters: those of them that match)")  # fmt: skip
+                          help=f"only this process (1 to {MAX_PID}) and all its descendants, by"
+                               " the profile's parent links; with other filters, those of them"
+                               " that match")  # fmt: skip
     snapshot.add_argument("--comm", help="only processes with this command name")
     snapshot.add_argument("--cgroup", type=bounded_int(1, MAX_CGROUP_ID, what="a cgroup id"),
                           metavar="ID",
