@@ -65,10 +65,12 @@ _DIFF_EPILOG = """\
 Facts are keyed by program, operation, path and access mode: a file read in A
 and written in B is drift (read -> read,write); so are exit code and signal
 changes per program, new and vanished programs (with who ran them), and
-network endpoints. Temporary names are made the same before comparing
-(under /tmp, /var/tmp, /dev/shm, /run/user/UID or a dir named tmp/temp/.tmp:
-ccXXXXXX, tmpXXXXXXXX, tmp.XXXXXXXXXX and NAME-XXXXXX random parts; anywhere:
-/proc/PID and numbers of 3+ digits standing alone in a name).
+network endpoints. Temporary names are made the same before comparing: below
+/tmp, /var/tmp, /dev/shm, /run/user/UID or a directory named tmp, temp or
+.tmp, the random part of gcc's ccXXXXXX, Python's tmpXXXXXXXX, mktemp's
+tmp.XXXXXXXXXX and mkstemp's NAME-XXXXXX (6+ letters and digits) becomes
+XXXXXX; anywhere, /proc/PID and a number of 3+ digits standing alone in a
+name (conftest.12345, out-0042.o) become <N>.
 
 exit status: 0 no drift, 1 drift, 2 bad input (a file that is not a profile,
 a bad option)."""
@@ -297,13 +299,13 @@ def _read_profile(path: str) -> Profile:
     try:
         data = read_input_file(path, MAX_PROFILE_BYTES)
     except InputFileError as err:
-        raise UsageError(f"profile diff: {path}: {err}") from None
+        raise UsageError(f"profile diff: {shown(path)}: {err}") from None
     try:
         return decode_profile(data)
     except msgspec.ValidationError as err:
-        raise UsageError(f"profile diff: {path}: not a tracehound profile: {err}") from err
+        raise UsageError(f"profile diff: {shown(path)}: not a tracehound profile: {err}") from err
     except msgspec.DecodeError as err:
-        raise UsageError(f"profile diff: {path}: not JSON: {err}") from err
+        raise UsageError(f"profile diff: {shown(path)}: not JSON: {err}") from err
 
 
 def _diff_parser() -> argparse.ArgumentParser:

@@ -492,7 +492,7 @@ def path_searches(execs: Sequence[ExecRecord]) -> list[tuple[list[ExecRecord], b
 def path_search_text(run: Sequence[ExecRecord]) -> str:
     """A failed PATH search as one line: the name, the directories tried,
     why each failed (once, when all failed alike). Names escaped."""
-    name = escape_text(_basename(run[0].filename))
+    name = text_field(_basename(run[0].filename), cut=any(ex.filename_cut for ex in run))
     errors = {ex.error for ex in run}
     if len(errors) == 1:
         dirs = ", ".join(escape_text(_dirname(ex.filename)) for ex in run)
