@@ -57,7 +57,8 @@ NOT_EXECUTABLE_STATUS = 126
 
 _PROFILE_EPILOG = """\
 exit status: CMD's own (128+N when a signal N killed it); 127 when CMD is not
-found, 126 when it cannot be executed (as a shell does); 2 for bad arguments.
+found, 126 when it cannot be executed (as a shell does); 2 for bad arguments;
+1 when tracehound itself cannot capture (not root, probes refused).
 tracehound profile diff A B compares two profiles: see
 tracehound profile diff --help."""
 
