@@ -208,7 +208,7 @@ def _endpoint_key(record: NetRecord) -> tuple[str, str] | None:
     return endpoint_text(ep), unix
 
 
-def facts(profile: Profile, ignore: Sequence[str] = ()) -> _Facts:
+def _facts(profile: Profile, ignore: Sequence[str] = ()) -> _Facts:
     """What ``profile`` did, normalised and keyed, ``ignore`` left out."""
     ignored = _Ignore(ignore)
     out = _Facts()
@@ -256,7 +256,7 @@ def _sorted(values: set[str] | None) -> list[str] | None:
 
 def diff(a: Profile, b: Profile, *, ignore: Sequence[str] = ()) -> Drift:
     """What B did otherwise than A (see the module's rules)."""
-    fa, fb = facts(a, ignore), facts(b, ignore)
+    fa, fb = _facts(a, ignore), _facts(b, ignore)
     programs = [
         ProgramChange(
             program=name,
