@@ -49,6 +49,7 @@ def test_profile_with_only_separator() -> None:
 def test_profile_command_not_found() -> None:
     result = run_cli("profile", "--", "tracehound-no-such-command-xyz")
     assert_one_line_error(result, "command not found", "tracehound-no-such-command-xyz")
+    assert result.returncode == 127  # as a shell says it
 
 
 def test_profile_without_root() -> None:

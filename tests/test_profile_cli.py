@@ -168,3 +168,72 @@ def test_text_format(kernel: None, tmp_path: Path) -> None:
     walls = [parse_rfc3339_ns(t) for t in times]
     assert all(before - before % 10**6 <= w <= after for w in walls), (before, times, after)
     assert parse_rfc3339_ns(started.group(1)) <= parse_rfc3339_ns(started.group(2))
+
+
+def _profile_text(
+    *command: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRACEHOUND, "profile", "--format", "text", "--", *command],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_command_not_found_exits_127() -> None:
+    result = subprocess.run(
+        [*TRACEHOUND, "profile", "--", "tracehound-no-such-command-xyz", "arg"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 127, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "command not found: tracehound-no-such-command-xyz" in lines[0]
+    assert result.stdout == ""
+
+
+def test_a_signalled_child_shows_the_signal_name(kernel: None, tmp_path: Path) -> None:
+    script = "/bin/sh -c 'kill -SEGV $$'; exit 0"
+    text = _profile_text("/bin/sh", "-c", script)
+    assert text.returncode == 0, text.stderr
+    killed = [line for line in text.stdout.splitlines() if "kill -SEGV" in line and "] " in line]
+    assert any("(killed by SIGSEGV)" in line for line in killed), text.stdout
+    out = tmp_path / "p.json"
+    made = subprocess.run(
+        [*TRACEHOUND, "profile", "-o", str(out), "--", "/bin/sh", "-c", "kill -SEGV $$"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 128 + 11, made.stderr  # a shell's view of it
+    root = by_pid(json.loads(out.read_text()))[json.loads(out.read_text())["root_pid"]]
+    assert root["exit_signal"] == 11 and root["exit_signal_name"] == "SIGSEGV"
+    assert root["exit_code"] is None
+
+
+def test_a_path_search_is_one_line(kernel: None, tmp_path: Path) -> None:
+    """The command is found in the last of three PATH directories: the
+    misses before it (ENOENT, then EACCES for a file that is not
+    executable) are one line; then the exec that was found."""
+    dirs = [tmp_path / name for name in ("d1", "d2", "d3")]
+    for d in dirs:
+        d.mkdir()
+    (dirs[1] / "thtool").write_text("#!/bin/sh\n")  # not executable: EACCES
+    (dirs[2] / "thtool").symlink_to("/bin/true")
+    path = ":".join(map(str, dirs))
+    found = _profile_text("/usr/bin/env", f"PATH={path}", "thtool")
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    search = [i for i, line in enumerate(lines) if "(PATH search)" in line]
+    assert len(search) == 1, found.stdout
+    assert lines[search[0]].endswith(
+        f"exec FAILED thtool (PATH search) in {dirs[0]}: ENOENT, {dirs[1]}: EACCES"
+    ), lines[search[0]]
+    assert re.search(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  exec FAILED thtool", lines[search[0]]
+    )
+    assert f"(as {dirs[2]}/thtool)" in lines[search[0] + 1]  # the found one, next in time
+    assert sum("exec FAILED" in line for line in lines) == 1
+    # Nowhere found: the whole search, one line; env's own status.
+    missed = _profile_text("/usr/bin/env", f"PATH={dirs[0]}:{dirs[1]}", "thtool")
+    assert missed.returncode == 126, missed.stderr  # EACCES seen: env says 126
+    gone = [line for line in missed.stdout.splitlines() if "exec FAILED" in line]
+    assert len(gone) == 1 and gone[0].endswith(
+        f"exec FAILED thtool (PATH search) in {dirs[0]}: ENOENT, {dirs[1]}: EACCES"
+    ), missed.stdout

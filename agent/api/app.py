@@ -36,7 +36,7 @@ from agent.metrics import CONTENT_TYPE, QueueSample, render
 from agent.redact.events import MemoStats
 from agent.safetext import json_bytes, terminal_safe_json
 from agent.sinks.aggregating import AggregatingSink
-from agent.sinks.profile import ProcessProfile, Profile, encode_profile
+from agent.sinks.profile import ProcessProfile, Profile, encode_profile, subtree_indexes
 
 __all__ = ["DaemonApi", "VerifyResult", "filter_profile"]
 
@@ -66,10 +66,14 @@ def filter_profile(
     comm: str | None,
     cgroup: int | None,
     container: str | None = None,
+    tree: int | None = None,
 ) -> Profile:
     """Only the processes matching every filter given. Pure. ``container``
     is an id prefix (checked by the route): a process whose cgroup names no
-    container, or is unresolved, never matches it."""
+    container, or is unresolved, never matches it. ``tree`` keeps the
+    process(es) with that pid and all their descendants, by the profile's
+    parent links (:func:`agent.sinks.profile.subtree_indexes`): found over
+    the whole profile, then ANDed with the other filters."""
 
     def keep(process: ProcessProfile) -> bool:
         return (
@@ -79,9 +83,13 @@ def filter_profile(
             and (container is None or matches_container(process.container, container))
         )
 
-    if pid is None and comm is None and cgroup is None and container is None:
+    if pid is None and comm is None and cgroup is None and container is None and tree is None:
         return profile
-    return msgspec.structs.replace(profile, processes=[p for p in profile.processes if keep(p)])
+    processes = profile.processes
+    if tree is not None:
+        in_tree = subtree_indexes(processes, tree)
+        processes = [p for i, p in enumerate(processes) if i in in_tree]
+    return msgspec.structs.replace(profile, processes=[p for p in processes if keep(p)])
 
 
 def _json(value: object, status: int = 200) -> Reply:
@@ -219,6 +227,7 @@ class DaemonApi:
             comm=None,
             cgroup=_int(params.get("cgroup")),
             container=_str(params.get("container")),
+            tree=_int(params.get("tree")),
         )
         comm = _str(params.get("comm"))
 

@@ -13,8 +13,10 @@ decoded and free of ``..``, ``//`` and odd bytes) and returns a
 
 Endpoints and their parameters::
 
-    /v1/snapshot      pid, comm, cgroup, container   (all optional filters;
-                      container: an id prefix of 12 to 64 hex digits)
+    /v1/snapshot      pid, comm, cgroup, container, tree   (all optional
+                      filters, ANDed; container: an id prefix of 12 to 64
+                      hex digits; tree: a pid, that process and its
+                      descendants)
     /v1/stats
     /v1/events        type, pid, limit       (limit 1..10000, default 100)
     /v1/events/{id}   id: 32 lower-case hex digits
@@ -64,7 +66,7 @@ class Route(msgspec.Struct, frozen=True):
 
 # path -> (route name, query parameters it accepts)
 _FIXED: dict[str, tuple[RouteName, frozenset[str]]] = {
-    "/v1/snapshot": ("snapshot", frozenset({"pid", "comm", "cgroup", "container"})),
+    "/v1/snapshot": ("snapshot", frozenset({"pid", "comm", "cgroup", "container", "tree"})),
     "/v1/stats": ("stats", frozenset()),
     "/v1/events": ("events", frozenset({"type", "pid", "limit"})),
     "/v1/stream": ("stream", frozenset()),
@@ -91,7 +93,7 @@ def _int(name: str, value: str, low: int, high: int, expected: str) -> int:
 
 
 def _validate(name: str, value: str) -> int | str:
-    if name == "pid":
+    if name in ("pid", "tree"):
         return _int(name, value, 0, PID_MAX, f"an integer from 0 to {PID_MAX}")
     if name == "cgroup":
         return _int(name, value, 0, CGROUP_MAX, "a cgroup id (an unsigned 64-bit integer)")

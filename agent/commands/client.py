@@ -51,6 +51,10 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "snapshot", help="the running daemon's profile (what ran, touched, talked to)"
     )
     snapshot.add_argument("--pid", type=_pid, help=f"only this process (1 to {MAX_PID})")
+    snapshot.add_argument("--tree", type=_pid, metavar="PID",
+                          help=f"only this process (1 to {MAX_PID}) and all its descendants, by"
+                               " the profile's parent links; with other filters, those of them"
+                               " that match")  # fmt: skip
     snapshot.add_argument("--comm", help="only processes with this command name")
     snapshot.add_argument("--cgroup", type=bounded_int(1, MAX_CGROUP_ID, what="a cgroup id"),
                           metavar="ID",
@@ -153,6 +157,7 @@ def _snapshot(args: argparse.Namespace) -> int:
         ("comm", args.comm),
         ("cgroup", args.cgroup),
         ("container", args.container),
+        ("tree", args.tree),
     )
     body = _get("snapshot", args, "/v1/snapshot", {k: v for k, v in given if v is not None})
     if args.text:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import pwd
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import msgspec
 import trio
@@ -31,7 +34,7 @@ from agent.commands.evidence_wiring import (
 from agent.commands.launcher import Launched, exit_status, launch
 from agent.commands.options import add_capture_arguments, fold_from_args, load_options_from_args
 from agent.config import Config, EvidenceConfig, StreamConfig, apply_defaults
-from agent.errors import RunError, UsageError
+from agent.errors import RunError, UsageError, shown
 from agent.evidence.worker import EvidenceWorker, WorkerProcess
 from agent.evidence.worker import spawn as spawn_worker
 from agent.input_file import InputFileError, read_input_file
@@ -40,6 +43,7 @@ from agent.output_target import check_output, write_output
 from agent.redact import Redactor
 from agent.redact.events import RedactionMemo, same_rules
 from agent.runtime import Runtime
+from agent.safetext import terminal_safe_json
 from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.profile import Profile, decode_profile, encode_profile, is_complete, render_text
 from agent.sinks.profile_diff import diff, render_drift
@@ -47,12 +51,39 @@ from agent.sinks.redacted_profile import redact_profile
 from agent.sinks.streaming import StreamingSink
 from agent.wallclock import measure_boot_offset
 
+#: Exit statuses, as a shell gives them for a command it could not run.
+NOT_FOUND_STATUS = 127
+NOT_EXECUTABLE_STATUS = 126
+
+_PROFILE_EPILOG = """\
+exit status: CMD's own (128+N when a signal N killed it); 127 when CMD is not
+found, 126 when it cannot be executed (as a shell does); 2 for bad arguments;
+1 when tracehound itself cannot capture (not root, probes refused).
+tracehound profile diff A B compares two profiles: see
+tracehound profile diff --help."""
+
+_DIFF_EPILOG = """\
+Facts are keyed by program, operation, path and access mode: a file read in A
+and written in B is drift (read -> read,write); so are exit code and signal
+changes per program, new and vanished programs (with who ran them), and
+network endpoints. Temporary names are made the same before comparing: below
+/tmp, /var/tmp, /dev/shm, /run/user/UID or a directory named tmp, temp or
+.tmp, the random part of gcc's ccXXXXXX, Python's tmpXXXXXXXX, mktemp's
+tmp.XXXXXXXXXX and mkstemp's NAME-XXXXXX (6+ letters and digits) becomes
+XXXXXX; anywhere, /proc/PID and a number of 3+ digits standing alone in a
+name (conftest.12345, out-0042.o) become <N>.
+
+exit status: 0 no drift, 1 drift, 2 bad input (a file that is not a profile,
+a bad option)."""
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "profile",
         help="run a command and profile its process tree",
         description="Run CMD, trace only its process tree, and write what it did.",
+        epilog=_PROFILE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--output", "-o", metavar="FILE",
@@ -61,6 +92,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )  # fmt: skip
     parser.add_argument("--format", choices=("json", "text"), default=None,
                         help="json (default for a profile) or text (default for diff)")  # fmt: skip
+    parser.add_argument("--ignore", action="append", default=[], metavar="GLOB",
+                        help="profile diff only: leave out what matches GLOB (see"
+                             " tracehound profile diff --help)")  # fmt: skip
     parser.add_argument("--no-redact", action="store_true",
                         help="show secrets in argv and paths as captured in this profile (it says"
                              " so itself); the evidence log is redacted all the same")  # fmt: skip
@@ -79,15 +113,21 @@ def _command(args: argparse.Namespace) -> list[str]:
             "profile: no command given; usage: tracehound profile [OPTIONS] -- CMD [ARG...]"
         )
     if shutil.which(command[0]) is None:
-        raise UsageError(
-            f"profile: command not found: {command[0]!r} (not an executable on PATH or a path)"
+        # As a shell says it, and with its status: a script's "command not
+        # found" branch (127) works the same with tracehound in front.
+        raise RunError(
+            f"profile: command not found: {shown(command[0])}"
+            " (not an executable on PATH or a path)",
+            NOT_FOUND_STATUS,
         )
     return command
 
 
 def main(args: argparse.Namespace) -> int:
     if args.command and args.command[0] == "diff":
-        return diff_main(args.command[1:], args.format or "text")
+        return diff_main(args.command[1:], args.format, args.ignore)
+    if args.ignore:
+        raise UsageError("profile: --ignore is for tracehound profile diff A B, not a run")
     command = _command(args)
     # No configuration file: the schema's defaults, but the evidence log
     # only when asked for (--evidence DIR, which then needs a sealing key).
@@ -191,7 +231,8 @@ async def _profile(
     # pipeline finish: what it lost at the very end is in these books too.
     stats = runtime.stats()
     if error is not None:
-        raise RunError(f"profile: could not run {command[0]!r}: {error.strerror}", 126)
+        status = NOT_FOUND_STATUS if error.errno == errno.ENOENT else NOT_EXECUTABLE_STATUS
+        raise RunError(f"profile: could not run {shown(command[0])}: {error.strerror}", status)
     if pipeline is not None and pipeline.died is not None:
         sink.note(
             f"the evidence log is incomplete: {pipeline.died}; {pipeline.lost_to_worker}"
@@ -259,23 +300,56 @@ def _read_profile(path: str) -> Profile:
     try:
         data = read_input_file(path, MAX_PROFILE_BYTES)
     except InputFileError as err:
-        raise UsageError(f"profile diff: {path}: {err}") from None
+        raise UsageError(f"profile diff: {shown(path)}: {err}") from None
     try:
         return decode_profile(data)
     except msgspec.ValidationError as err:
-        raise UsageError(f"profile diff: {path}: not a tracehound profile: {err}") from err
+        raise UsageError(f"profile diff: {shown(path)}: not a tracehound profile: {err}") from err
     except msgspec.DecodeError as err:
-        raise UsageError(f"profile diff: {path}: not JSON: {err}") from err
+        raise UsageError(f"profile diff: {shown(path)}: not JSON: {err}") from err
 
 
-def diff_main(paths: list[str], output_format: str) -> int:
+def _diff_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tracehound profile diff",
+        description="Compare profile B (a new run) with profile A (the baseline).",
+        epilog=_DIFF_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("profiles", nargs="*", metavar="A B", help="two profile files (JSON)")
+    parser.add_argument("--format", choices=("text", "json"), default=None,
+                        help="text (default): one line per change; json: the Drift structure")  # fmt: skip
+    parser.add_argument("--ignore", action="append", default=[], metavar="GLOB",
+                        help="leave out facts whose path (or program) matches GLOB, as captured"
+                             " or normalised; * matches across /; repeatable")  # fmt: skip
+
+    def error(message: str) -> NoReturn:
+        raise UsageError(f"profile diff: {message}")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
+def diff_main(argv: list[str], output_format: str | None = None, ignore: Sequence[str] = ()) -> int:
     """``tracehound profile diff A B``: 0 when B did nothing A did not and
-    vice versa, 1 when there is drift (for CI), 2 on bad input."""
-    if len(paths) != 2:
-        raise UsageError("profile diff: expected two profile files: tracehound profile diff A B")
-    drift = diff(_read_profile(paths[0]), _read_profile(paths[1]))
-    if output_format == "json":
-        sys.stdout.buffer.write(msgspec.json.encode(drift) + b"\n")
+    vice versa, 1 when there is drift (for CI), 2 on bad input.
+
+    Options go anywhere on the line: after ``diff`` here, before it through
+    the profile parser (``output_format``, ``ignore``); a ``--format`` after
+    ``diff`` wins, ``--ignore`` globs add up."""
+    args = _diff_parser().parse_intermixed_args(argv)
+    if len(args.profiles) != 2:
+        raise UsageError(
+            "profile diff: expected two profile files: tracehound profile diff A B"
+            f" (got {len(args.profiles)})"
+        )
+    drift = diff(
+        _read_profile(args.profiles[0]),
+        _read_profile(args.profiles[1]),
+        ignore=[*ignore, *args.ignore],
+    )
+    if (args.format or output_format or "text") == "json":
+        sys.stdout.buffer.write(terminal_safe_json(msgspec.json.encode(drift)) + b"\n")
     else:
         sys.stdout.write(render_drift(drift))
     sys.stdout.flush()

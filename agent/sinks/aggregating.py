@@ -83,6 +83,7 @@ from agent.sinks.profile import (
     NetRecord,
     ProcessProfile,
     Profile,
+    signal_name,
 )
 
 EINPROGRESS = errno_names.EINPROGRESS
@@ -609,6 +610,7 @@ class AggregatingSink:
             calls=[call_rec(c) for c in call_list],
             cwd=p.cwd, exe_path=p.exe_path, euid=p.euid, egid=p.egid, loginuid=p.loginuid,
             fileless=p.fileless,
+            exit_signal_name=signal_name(p.exit_signal) if p.exit_signal else None,
         )  # fmt: skip
 
     # -- the budget ------------------------------------------------------------

@@ -13,6 +13,8 @@ or argument can draw a line of its own.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Sequence
 from typing import Final, Literal, TypeAlias
 
 import msgspec
@@ -224,6 +226,8 @@ class ProcessProfile(msgspec.Struct, frozen=True):
     egid: int | None = None
     loginuid: int | None = None
     fileless: bool = False
+    #: ``exit_signal``'s name (``SIGSEGV``), for a reader of the JSON.
+    exit_signal_name: str | None = None
 
 
 Redaction: TypeAlias = Literal["applied", "off"]
@@ -298,9 +302,58 @@ def decode_profile(data: bytes) -> Profile:
     return msgspec.convert(restore_json(msgspec.json.decode(data)), Profile)
 
 
+def parent_indexes(processes: Sequence[ProcessProfile]) -> list[int | None]:
+    """Each process's parent, as an index into ``processes`` (None: not in
+    the profile). Pure.
+
+    Processes are in start order, and a process's parent is the latest
+    earlier process with its ppid: pids are reused, so a pid alone is
+    ambiguous. What can go wrong: a parent evicted from the profile leaves
+    its children rootless (None), never attached to a wrong process.
+    """
+    latest: dict[int, int] = {}
+    parents: list[int | None] = []
+    for index, proc in enumerate(processes):
+        parents.append(latest.get(proc.ppid) if proc.ppid is not None else None)
+        latest[proc.pid] = index
+    return parents
+
+
+def subtree_indexes(processes: Sequence[ProcessProfile], pid: int) -> set[int]:
+    """The indexes of every process with ``pid`` (a reused pid: each of
+    them) and of all their descendants, by :func:`parent_indexes`. Pure."""
+    keep: set[int] = set()
+    for index, parent in enumerate(parent_indexes(processes)):
+        # A parent's index is always below its child's: one pass suffices.
+        if processes[index].pid == pid or (parent is not None and parent in keep):
+            keep.add(index)
+    return keep
+
+
+def signal_name(number: int) -> str:
+    """``SIGSEGV`` for 11: the name a person knows; ``signal N`` for a
+    number this system has no name for (a real-time signal, garbage)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def exit_outcome(proc: ProcessProfile) -> str | None:
+    """How a process ended, as one token: ``exit N``, a signal's name
+    (``SIGSEGV``), ``exited`` (code not read); None while it runs."""
+    if proc.exit_signal:
+        return signal_name(proc.exit_signal)
+    if proc.exit_code is not None:
+        return f"exit {proc.exit_code}"
+    if proc.exited_ns is not None:
+        return "exited"
+    return None
+
+
 def _exit_text(proc: ProcessProfile) -> str:
     if proc.exit_signal:
-        return f"killed by signal {proc.exit_signal}"
+        return f"killed by {signal_name(proc.exit_signal)}"
     if proc.exit_code is not None:
         return f"exit {proc.exit_code}"
     if proc.exited_ns is not None:
@@ -384,24 +437,144 @@ def call_text(call: CallRecord) -> str:
     return " ".join(parts)
 
 
+#: The errors of a PATH lookup's misses: execvp(3) goes on to the next
+#: directory after these (and a shell's search does the same).
+PATH_MISS_ERRORS: Final = frozenset({"ENOENT", "EACCES", "ENOTDIR"})
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _dirname(path: str) -> str:
+    head = path.rsplit("/", 1)[0]
+    return head or "/"
+
+
+def _next_dir(ex: ExecRecord, nxt: ExecRecord, dirs: set[str]) -> bool:
+    """Whether ``nxt`` tries ``ex``'s basename in a directory not tried yet."""
+    return _basename(nxt.filename) == _basename(ex.filename) and _dirname(nxt.filename) not in dirs
+
+
+def path_searches(execs: Sequence[ExecRecord]) -> list[tuple[list[ExecRecord], bool]]:
+    """``execs`` (in time order) in runs, each with whether it is a failed
+    PATH search (then one line) or a single exec. Pure.
+
+    A PATH search is consecutive failed execs (ENOENT, EACCES, ENOTDIR) of
+    one basename in different directories, ending where the next exec
+    succeeds (the found one, not in the run) or is something else; one
+    miss alone is a search only when the found one follows it. A name with
+    no ``/`` was not a search.
+    """
+    out: list[tuple[list[ExecRecord], bool]] = []
+    index = 0
+    while index < len(execs):
+        ex = execs[index]
+        run = [ex]
+        if ex.error in PATH_MISS_ERRORS and "/" in ex.filename:
+            dirs = {_dirname(ex.filename)}
+            while index + len(run) < len(execs):
+                nxt = execs[index + len(run)]
+                if nxt.error not in PATH_MISS_ERRORS or not _next_dir(ex, nxt, dirs):
+                    break
+                run.append(nxt)
+                dirs.add(_dirname(nxt.filename))
+            after = index + len(run)
+            found = after < len(execs) and not execs[after].error
+            search = len(run) > 1 or (found and _next_dir(ex, execs[after], dirs))
+        else:
+            search = False
+        out.append((run, search))
+        index += len(run)
+    return out
+
+
+def path_search_text(run: Sequence[ExecRecord]) -> str:
+    """A failed PATH search as one line: the name, the directories tried,
+    why each failed (once, when all failed alike). Names escaped."""
+    name = text_field(_basename(run[0].filename), cut=any(ex.filename_cut for ex in run))
+    errors = {ex.error for ex in run}
+    if len(errors) == 1:
+        dirs = ", ".join(escape_text(_dirname(ex.filename)) for ex in run)
+        return f"exec FAILED {name} (PATH search) in {dirs}: {run[0].error}"
+    tried = ", ".join(f"{escape_text(_dirname(ex.filename))}: {ex.error}" for ex in run)
+    return f"exec FAILED {name} (PATH search) in {tried}"
+
+
+def _net_text(n: NetRecord) -> str:
+    ep = endpoint_text(n.endpoint)
+    if n.error:
+        result = "" if n.result == "ok" else f" ({n.result})"
+        return f"net {n.op} FAILED {ep}: {n.error}{result}"
+    notes = [n.proto] if n.proto else []
+    if n.op == "send":
+        notes.append(f"{n.count} datagram" + ("" if n.count == 1 else "s"))
+    if n.result != "ok":
+        notes.append(n.result)
+    noted = f" ({', '.join(notes)})" if notes else ""
+    return f"net {n.op} {ep}{noted}"
+
+
+def _file_text(f: FileRecord) -> str:
+    path = _file_path_text(f.path, f.path_cut, f.passed, f.path_flags)
+    if f.error:
+        return f"file {f.op} FAILED {path}: {f.error}"
+    what = f.op + (f"({','.join(f.access)})" if f.access else "")
+    target = (
+        " -> " + _file_path_text(f.target, f.target_cut, f.target_passed, f.target_flags)
+        if f.target
+        else ""
+    )
+    return f"file {what} {path}{target}"
+
+
+def activity(proc: ProcessProfile) -> list[tuple[int, str, int]]:
+    """What a process did, in time order: (when, the line, how many times).
+
+    Execs (a failed PATH search as one line, at its first miss), file and
+    network records, calls. A record folds repeats: its time is the first
+    one's and its count says how many. Ties keep this order: execs, files,
+    network, calls, each as the profile lists them. Pure."""
+    items: list[tuple[int, int, int, str, int]] = []
+    execs = sorted(proc.execs, key=lambda e: e.ts_ns)
+    for run, search in path_searches(execs):
+        ex = run[0]
+        if search:
+            line = path_search_text(run)
+        elif ex.error:
+            line = f"exec FAILED {text_field(ex.filename, cut=ex.filename_cut)}: {ex.error}"
+        else:
+            line = exec_text(ex)
+        items.append((ex.ts_ns, 0, len(items), line, 1))
+    for f in [*proc.files, *proc.failed_files]:
+        items.append((f.first_ns, 1, len(items), _file_text(f), f.count))
+    for n in [*proc.network, *proc.failed_network]:
+        items.append((n.first_ns, 2, len(items), _net_text(n), n.count))
+    for c in proc.calls:
+        items.append((c.first_ns, 3, len(items), f"call {call_text(c)}", 1))
+    items.sort()
+    return [(ts, line, count) for ts, _, _, line, count in items]
+
+
 def render_text(profile: Profile) -> str:
-    """A readable report: the process tree, then per process what it did.
+    """A readable report: the process tree, each process with what it did
+    in time order.
 
     Every field from the host is one escaped token (agent.safetext): argv
     shell-quoted, paths and names escaped as ``ls -b`` does, text the
     capture cut followed by ``[cut]``. Times are wall-clock, RFC 3339 UTC
     to the millisecond (:func:`agent.wallclock.human_time`): when a process
-    started and exited, when a file or network record was first seen (and
-    how many times, if more than once), when an exec failed. A profile
-    without ``boot_offset_ns`` shows none.
+    started and exited, and before each line of its activity (for a record
+    of repeats, the first; ``N times`` after it). Failed PATH-search execs
+    of one lookup are one line. A profile without ``boot_offset_ns`` shows
+    no times (still in time order).
     """
     offset = profile.boot_offset_ns
 
-    def when(word: str, ns: int | None, count: int = 1) -> str:
+    def when(word: str, ns: int | None) -> str:
         if offset is None or ns is None:
             return ""
-        times = f", {count} times" if count > 1 else ""
-        return f"  {word} {human_time(ns, offset)}{times}"
+        return f"  {word} {human_time(ns, offset)}"
 
     lines: list[str] = []
     if profile.redaction == "off":
@@ -410,17 +583,10 @@ def render_text(profile: Profile) -> str:
         lines.append(f"command: {shell_join(profile.command)}")
     if profile.exit_status is not None:
         lines.append(f"exit status: {profile.exit_status}")
-    # Processes are in start order. A process's parent is the latest earlier
-    # process with its ppid: pids are reused, so a pid alone is ambiguous.
-    latest: dict[int, int] = {}
     children: dict[int | None, list[int]] = {}
-    parent_of: dict[int, int] = {}
-    for index, proc in enumerate(profile.processes):
-        parent = latest.get(proc.ppid) if proc.ppid is not None else None
+    parent_of = parent_indexes(profile.processes)
+    for index, parent in enumerate(parent_of):
         children.setdefault(parent, []).append(index)
-        if parent is not None:
-            parent_of[index] = parent
-        latest[proc.pid] = index
     lines.append(f"processes: {len(profile.processes)}")
 
     def walk(index: int, depth: int) -> None:
@@ -432,47 +598,15 @@ def render_text(profile: Profile) -> str:
             argv = escape_text(proc.comm)
         span = when("started", proc.started_ns) + when("exited", proc.exited_ns)
         lines.append(f"{pad}- [{proc.pid}] {argv}  ({_exit_text(proc)}){span}")
-        parent = parent_of.get(index)
+        parent = parent_of[index]
         if proc.cgroup_id and (
             parent is None or profile.processes[parent].cgroup_id != proc.cgroup_id
         ):  # said where it changes, not on every process of a tree
             lines.append(f"{pad}    {cgroup_text(proc)}")
-        for ex in proc.execs:
-            if ex.error:
-                name = text_field(ex.filename, cut=ex.filename_cut)
-                lines.append(f"{pad}    exec FAILED {name}: {ex.error}{when('at', ex.ts_ns)}")
-            else:
-                lines.append(f"{pad}    {exec_text(ex)}{when('at', ex.ts_ns)}")
-        for f in proc.files:
-            what = f.op + (f"({','.join(f.access)})" if f.access else "")
-            path = _file_path_text(f.path, f.path_cut, f.passed, f.path_flags)
-            target = (
-                " -> " + _file_path_text(f.target, f.target_cut, f.target_passed, f.target_flags)
-                if f.target
-                else ""
-            )
-            first = when("first", f.first_ns, f.count)
-            lines.append(f"{pad}    file {what} {path}{target}{first}")
-        for f in proc.failed_files:
-            path = _file_path_text(f.path, f.path_cut, f.passed, f.path_flags)
-            first = when("first", f.first_ns, f.count)
-            lines.append(f"{pad}    file {f.op} FAILED {path}: {f.error}{first}")
-        for n in proc.network:
-            ep = endpoint_text(n.endpoint)
-            notes = [n.proto] if n.proto else []
-            if n.op == "send":
-                notes.append(f"{n.count} datagram" + ("" if n.count == 1 else "s"))
-            if n.result != "ok":
-                notes.append(n.result)
-            noted = f" ({', '.join(notes)})" if notes else ""
-            lines.append(f"{pad}    net {n.op} {ep}{noted}{when('first', n.first_ns, n.count)}")
-        for n in proc.failed_network:
-            result = "" if n.result == "ok" else f" ({n.result})"
-            ep = endpoint_text(n.endpoint)
-            first = when("first", n.first_ns, n.count)
-            lines.append(f"{pad}    net {n.op} FAILED {ep}: {n.error}{result}{first}")
-        for c in proc.calls:
-            lines.append(f"{pad}    call {call_text(c)}")
+        for ts, line, count in activity(proc):
+            stamp = "" if offset is None else f"{human_time(ts, offset)}  "
+            times = f"  {count} times" if count > 1 else ""
+            lines.append(f"{pad}    {stamp}{line}{times}")
         if proc.syscalls:
             top = sorted(proc.syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
             lines.append(f"{pad}    syscalls: " + ", ".join(f"{k}={v}" for k, v in top))
