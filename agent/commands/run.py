@@ -46,6 +46,11 @@ from agent.commands.evidence_wiring import (
     redactor_from_args,
     store_options,
 )
+from agent.commands.metrics_address import (
+    check_metrics_address,
+    metrics_bind_problem,
+    raise_or_warn,
+)
 from agent.commands.options import add_capture_arguments, fold_from_args, load_options_from_args
 from agent.config import (
     DEFAULT_PATH,
@@ -170,6 +175,8 @@ def main(args: argparse.Namespace) -> int:
     # Before the state directory is made: on its defaults, run makes one in
     # /var/lib, and a user without root must hear what is really wrong.
     check_privileges()
+    if config.metrics.enabled:  # in use: said now, not after the BPF compile
+        check_metrics_address(config.metrics)
     evidence_dir = evidence_directory(args.evidence, source, gid=api_gid)
     # Started before the BPF compile, so its interpreter start overlaps it.
     worker = spawn_worker() if evidence_dir is not None else None
@@ -318,15 +325,16 @@ def _metrics_sources(
 async def _start_metrics(
     nursery: trio.Nursery, config: Config, registry: CollectorRegistry
 ) -> None:
-    """Serve /metrics; a port that cannot be bound costs the metrics, never
-    the capture (fail safe), and says so."""
+    """Serve /metrics. A port that cannot be bound stops the start with one
+    line (``metrics.required``, the default: an operator who configured a
+    scrape must not find out from a dashboard gone flat), or, with
+    ``required = false``, costs the metrics only, never the capture, and
+    says so."""
     host, port = config.metrics.address
     try:
         await nursery.start(serve_metrics, registry, host, port)
     except OSError as err:
-        _say(
-            f"metrics: cannot listen on {config.metrics.listen} ({err.strerror}); going on without"
-        )
+        raise_or_warn(metrics_bind_problem(config.metrics, err), config.metrics.required, _say)
     else:
         _say(f"metrics on http://{config.metrics.listen}/metrics")
 
