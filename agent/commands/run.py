@@ -67,7 +67,7 @@ from agent.errors import RunError, UsageError, shown
 from agent.evidence.worker import EvidenceWorker, WorkerProcess
 from agent.evidence.worker import spawn as spawn_worker
 from agent.failpoints import Failpoints
-from agent.limits import MAX_DURATION_S, MAX_STATS_INTERVAL_S, MAX_STREAM_CAPACITY
+from agent.limits import MAX_DURATION_S, MAX_SEGMENT_MB, MAX_STATS_INTERVAL_S, MAX_STREAM_CAPACITY
 from agent.memory import TRIM_EVERY_S, release_free_memory
 from agent.metrics import (
     ApiStatus,
@@ -78,11 +78,11 @@ from agent.metrics import (
     queue_of,
     ring_queue,
 )
+from agent.output_rotation import Rotation, open_rotating_stream
 from agent.output_target import (
     OutputError,
     OutputTarget,
     check_output,
-    open_stream,
     write_output,
 )
 from agent.redact import Redactor
@@ -131,6 +131,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="on exit, write the aggregated profile as JSON")  # fmt: skip
     parser.add_argument("--events", metavar="FILE",
                         help="also stream every event as NDJSON to FILE (through the streaming sink)")  # fmt: skip
+    parser.add_argument("--events-max-size-mb", metavar="MB", type=bounded_float(0, MAX_SEGMENT_MB, unit="MiB"),
+                        default=10.0, dest="events_max_size_mb",
+                        help="rotate the --events file at this size, as Tetragon's export: FILE"
+                             f" becomes FILE.1 and so on; 0 never rotates, at most {MAX_SEGMENT_MB}"
+                             " (default 10)")  # fmt: skip
+    parser.add_argument("--events-max-backups", metavar="N", type=bounded_int(0, 1000),
+                        default=5, dest="events_max_backups",
+                        help="rotated --events files kept (FILE.1 newest), 0 to 1000 (default 5)")  # fmt: skip
     parser.add_argument("--stream-capacity", metavar="N",
                         type=bounded_int(1, MAX_STREAM_CAPACITY),
                         help=f"streaming sink capacity in events, 1 to {MAX_STREAM_CAPACITY}"
@@ -500,7 +508,11 @@ def _say(line: str) -> None:
 
 
 async def _write_events(
-    stream: StreamingSink, target: OutputTarget, lines: EventLines, losses: DownstreamLosses
+    stream: StreamingSink,
+    target: OutputTarget,
+    lines: EventLines,
+    losses: DownstreamLosses,
+    rotation: Rotation,
 ) -> None:
     """The stream's consumer: NDJSON, redacted and escaped (EventLines),
     written in batches in a worker thread.
@@ -515,7 +527,7 @@ async def _write_events(
     """
     held: Counter[str] = Counter()  # kinds of the events in the buffer
     try:
-        out = await trio.to_thread.run_sync(open_stream, target)
+        out = await trio.to_thread.run_sync(open_rotating_stream, target, rotation)
         try:
             buffer = bytearray()
             async for batch in stream.receive_channel:
@@ -565,7 +577,10 @@ async def _run(
 
     async def write_events(stream: StreamingSink) -> None:
         assert outputs.events is not None
-        await _write_events(stream, outputs.events, event_lines, runtime.session.ledger.downstream)
+        rotation = Rotation(int(args.events_max_size_mb * 2**20), args.events_max_backups)
+        await _write_events(
+            stream, outputs.events, event_lines, runtime.session.ledger.downstream, rotation
+        )
 
     def open_log(stream: StreamingSink, session: CaptureSession) -> EvidenceWorker:
         assert evidence_dir is not None and worker is not None
