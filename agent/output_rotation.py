@@ -1,6 +1,6 @@
 """``run --events FILE`` rotated by size, as Tetragon rotates its export file.
 
-When the file reaches ``max_bytes`` (checked between batches, so a line is
+When the next line would take the file past ``max_bytes`` (a line is
 never split across files), it becomes ``FILE.1``, ``FILE.1`` becomes
 ``FILE.2`` and so on up to ``FILE.<max_backups>``; the oldest falls off
 (``max_backups = 0``: the full file is simply replaced). A fresh file then
@@ -56,10 +56,25 @@ class RotatingStream(OutputStream):
         self.rotations = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._size and self._size + len(data) > self._rotation.max_bytes:
-            self._rotate()
-        super().write(data)
-        self._size += len(data)
+        """Write ``data`` (whole lines), rotating between lines so no file
+        passes ``max_bytes``, unless a single line is longer than that (then
+        it is alone in its file)."""
+        view = bytes(data)
+        while view:
+            room = self._rotation.max_bytes - self._size
+            if len(view) <= room:
+                super().write(view)
+                self._size += len(view)
+                return
+            cut = view.rfind(b"\n", 0, max(room, 0)) + 1  # the lines that fit
+            if cut == 0 and self._size == 0:
+                cut = view.find(b"\n") + 1 or len(view)
+            if cut:
+                super().write(view[:cut])
+                self._size += cut
+                view = view[cut:]
+            if view:
+                self._rotate()
 
     def _rotate(self) -> None:
         target = self.target
