@@ -39,9 +39,9 @@ def check_main(args: argparse.Namespace) -> int:
     mistakes = file_mistakes(Path(args.file))
     for line in mistakes:
         print(f"tracehound: {line}", file=sys.stderr)
+    if len(mistakes) > 1:  # one mistake stays one line, as every error is
+        print(f"tracehound: {shown(args.file)}: {len(mistakes)} mistakes", file=sys.stderr)
     if mistakes:
-        many = f"{len(mistakes)} mistakes" if len(mistakes) > 1 else "1 mistake"
-        print(f"tracehound: {shown(args.file)}: {many}", file=sys.stderr)
         return 2
     print(f"{shown(args.file)}: ok")  # the name is the user's bytes: escaped
     return 0
