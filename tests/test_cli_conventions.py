@@ -418,3 +418,51 @@ def test_client_and_stats_text_against_a_real_daemon(tmp_path: Path) -> None:
         rows = {line.split()[0]: line.split() for line in text.stdout.splitlines()[2:]}
         assert "exec" in rows and int(rows["exec"][1]) >= 1  # generated, from the kernel
         assert daemon.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def large_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A log past the progress bar's threshold (written by the store: no kernel)."""
+    from agent.commands.progress import LARGE_BYTES
+    from agent.evidence.store import EvidenceStore
+
+    state = tmp_path_factory.mktemp("large") / "state"
+    with EvidenceStore(state) as store:
+        while sum(p.stat().st_size for p in (state / "segments").iterdir()) < LARGE_BYTES:
+            store.append_many([("test.v1", {"n": n, "pad": "x" * 300}) for n in range(4000)])
+    return state
+
+
+def on_a_terminal(*args: str) -> tuple[int, bytes, bytes]:
+    """Run tracehound with stderr on a pseudo-terminal: (status, stdout, what the terminal got)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen([*TRACEHOUND, *args], stdout=subprocess.PIPE, stderr=slave, cwd=REPO,
+                            stdin=subprocess.DEVNULL)  # fmt: skip
+    os.close(slave)
+    seen = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    out = proc.stdout.read() if proc.stdout else b""
+    return proc.wait(60), out, bytes(seen)
+
+
+def test_progress_on_a_terminal_never_in_a_pipe(large_log: Path, tmp_path: Path) -> None:
+    status, out, terminal = on_a_terminal("evidence", "verify", str(large_log))
+    assert status == 0 and out.startswith(b"OK: ")
+    assert b"verify" in terminal and b"\r" in terminal and b"%" in terminal, terminal[:200]
+    piped = subprocess.run([*TRACEHOUND, "evidence", "verify", str(large_log)],
+                           capture_output=True, timeout=120, cwd=REPO)  # fmt: skip
+    assert piped.returncode == 0 and piped.stderr == b""  # no bar, no carriage returns
+    bundle = tmp_path / "b.tar"
+    status, _, terminal = on_a_terminal("evidence", "export", str(large_log), "-o", str(bundle))
+    assert status == 0 and b"export" in terminal and b"\r" in terminal
+    assert bundle.stat().st_size >= sum(
+        p.stat().st_size for p in (large_log / "segments").iterdir()
+    )
