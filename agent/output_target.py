@@ -250,6 +250,13 @@ class OutputStream:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
 
+    def _swap_fd(self, fd: int) -> int:
+        """Write to ``fd`` from now on; the old fd is returned, for the caller
+        to close (a rotation, :mod:`agent.output_rotation`)."""
+        old, self._fd = self._fd, fd
+        assert old is not None
+        return old
+
     def __enter__(self) -> OutputStream:
         return self
 
@@ -426,6 +433,13 @@ def replace_output(target: OutputTarget) -> Iterator[OutputStream]:
             raise
     finally:
         os.close(dfd)
+
+
+#: For :mod:`agent.output_rotation`, which makes files by the same rules.
+open_directory = _open_directory
+check_replaceable = _check_replaceable
+new_temporary = _temporary
+commit_temporary = _commit
 
 
 def write_output(target: OutputTarget, data: bytes) -> None:

@@ -61,14 +61,13 @@ import secrets
 import select
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +95,7 @@ from capture_bench import (
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
-from agent.api.client import ResponseHead, ResponseParser, request_bytes  # noqa: E402
+from agent.api.client import open_response  # noqa: E402
 
 STREAM_P99_TARGET_MS = 200.0
 LOG_TARGET_MS = 100.0
@@ -224,41 +223,29 @@ class StreamObserver(threading.Thread):
             self.connected.set()
 
     def _run(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with sock:
-            sock.settimeout(10)
-            sock.connect(str(self.socket_path))
-            sock.sendall(request_bytes("/v1/stream"))
-            parser = ResponseParser(max_body_bytes=None)
+        conn, response = open_response(str(self.socket_path), "/v1/stream", (), 10)
+        with closing(conn):
+            if response.status != 200:
+                self.error = f"live tail client: /v1/stream answered {response.status}"
+                self.connected.set()
+                return
+            self.connected.set()
+            conn.set_deadline(None)  # the daemon's keepalives end each wait
             pending = b""
-            head: ResponseHead | None = None
-            sock.settimeout(0.25)
             while not self.stop.is_set():
-                try:
-                    data = sock.recv(1 << 20)
-                except TimeoutError:
-                    continue
+                data = response.read1(1 << 20)
                 wall, boot = _now()
                 if not data:
                     if not self.stop.is_set():
                         self.error = "live tail client: the daemon closed /v1/stream"
                     return
-                for item in parser.feed(data):
-                    if isinstance(item, ResponseHead):
-                        head = item
-                        if head.status != 200:
-                            self.error = f"live tail client: /v1/stream answered {head.status}"
-                            self.connected.set()
-                            return
-                        self.connected.set()
-                        continue
-                    self.bytes += len(item)
-                    pending += item
-                    cut = pending.rfind(b"\n")
-                    if cut < 0:
-                        continue
-                    chunk, pending = pending[: cut + 1], pending[cut + 1 :]
-                    self._scan(chunk, wall, boot)
+                self.bytes += len(data)
+                pending += data
+                cut = pending.rfind(b"\n")
+                if cut < 0:
+                    continue
+                chunk, pending = pending[: cut + 1], pending[cut + 1 :]
+                self._scan(chunk, wall, boot)
 
     def _scan(self, chunk: bytes, wall: int, boot: int) -> None:
         if b"event: overflow" in chunk:

@@ -30,12 +30,11 @@ from agent.api.client import (
     ConnectError,
     Response,
     ResponseError,
-    ResponseHead,
-    ResponseParser,
     SseMessage,
     SseParser,
+    check_headers,
     fetch,
-    request_bytes,
+    request_target,
     stream,
 )
 from agent.api.http import HttpError, RequestParser, error_response, response_bytes
@@ -46,19 +45,22 @@ from agent.evidence.types import TYPE_PREFIX
 from agent.sinks.profile import ProcessProfile, Profile, encode_profile, render_text
 from tests.conftest import REPO, TRACEHOUND
 
-# --- request_bytes --------------------------------------------------------------------
+# --- the request -----------------------------------------------------------------------
 
 
-def test_request_is_what_the_server_parses_and_routes() -> None:
-    raw = request_bytes("/v1/snapshot", {"comm": "a b+c&d=/%", "pid": 7})
-    request = RequestParser().feed(raw)
+def test_request_is_what_the_server_parses_and_routes(
+    serve: Callable[[Answer], CannedServer],
+) -> None:
+    server = serve(FRAMED)
+    fetch(str(server.path), "/v1/snapshot", {"comm": "a b+c&d=/%", "pid": 7})
+    request = RequestParser().feed(server.requests[-1])
     assert request is not None and request.path == "/v1/snapshot"
     assert request.query == {"comm": ["a b+c&d=/%"], "pid": ["7"]}
     assert not request.keep_alive and request.header("host") == "localhost"
     assert route(request).params == {"comm": "a b+c&d=/%", "pid": 7}
-    resume = RequestParser().feed(
-        request_bytes("/v1/stream", headers=[("Last-Event-ID", "a" * 32)])
-    )
+    live = serve(sse_head())
+    list(stream(str(live.path), "/v1/stream", [("Last-Event-ID", "a" * 32)]))
+    resume = RequestParser().feed(live.requests[-1])
     assert resume is not None and route(resume).params == {"last_event_id": "a" * 32}
 
 
@@ -72,46 +74,33 @@ def test_request_is_what_the_server_parses_and_routes() -> None:
         ("/v1/st ats", []),
     ],
 )
-def test_request_refuses_injection_and_bad_paths(path: str, headers: list[tuple[str, str]]) -> None:
+def test_request_refuses_injection_and_bad_paths(
+    path: str, headers: list[tuple[str, str]], serve: Callable[[Answer], CannedServer]
+) -> None:
+    server = serve(FRAMED)
     with pytest.raises(ValueError):
-        request_bytes(path, headers=headers)
+        request_target(path)
+        check_headers(headers)
+    with pytest.raises(ValueError):
+        next(stream(str(server.path), path, headers))
+    assert not server.requests  # refused before anything was sent
 
 
-# --- ResponseParser -------------------------------------------------------------------
+# --- responses, read by http.client over the socket ----------------------------------
 
 BODY = b'{"status": "ok", "n": [1, 2, 3]}\n'
 FRAMED = response_bytes(200, BODY, "application/json")
-STREAMED = sse_head() + b": hello\n\nid: 1\ndata: x\n\n"
 
 
-def feed_split(parser: ResponseParser, data: bytes, cuts: list[int]) -> list[ResponseHead | bytes]:
-    out: list[ResponseHead | bytes] = []
-    for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
-        out += parser.feed(data[start:end])
-    return out
-
-
-@pytest.mark.parametrize("cut", range(len(FRAMED) + 1))
-def test_framed_response_split_anywhere(cut: int) -> None:
-    parser = ResponseParser()
-    events = feed_split(parser, FRAMED, [cut])
-    assert len(events) == 1 and isinstance(events[0], Response)
-    assert (events[0].status, events[0].reason, events[0].body) == (200, "OK", BODY)
-    assert events[0].header("Content-Type") == "application/json"
-    parser.feed_eof()  # complete: a close now is fine
-    assert feed_split(ResponseParser(), FRAMED, list(range(1, len(FRAMED)))) == events
-
-
-@pytest.mark.parametrize("cut", range(len(STREAMED) + 1))
-def test_unframed_response_streams_its_body(cut: int) -> None:
-    parser = ResponseParser(max_body_bytes=None)
-    events = feed_split(parser, STREAMED, [cut])
-    head = events[0]
-    assert type(head) is ResponseHead and head.status == 200
-    assert head.header("content-type") == "text/event-stream; charset=utf-8"
-    assert all(isinstance(e, bytes) and e for e in events[1:])
-    assert b"".join(e for e in events[1:] if isinstance(e, bytes)) == STREAMED.split(b"\r\n\r\n")[1]
-    parser.feed_eof()  # the close ends a stream
+def test_framed_unframed_and_chunked_bodies(serve: Callable[[Answer], CannedServer]) -> None:
+    response = fetch(str(serve(FRAMED).path), "/v1/stats")
+    assert (response.status, response.reason, response.body) == (200, "OK", BODY)
+    assert response.header("Content-Type") == "application/json"
+    unframed = serve(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + BODY)
+    assert fetch(str(unframed.path), "/v1/stats").body == BODY  # read to the close
+    chunked = serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + b"%x\r\n" % len(BODY) + BODY + b"\r\n0\r\n\r\n")  # fmt: skip
+    assert fetch(str(chunked.path), "/v1/stats").body == BODY
 
 
 @pytest.mark.parametrize(
@@ -121,46 +110,39 @@ def test_unframed_response_streams_its_body(cut: int) -> None:
         b"HTTP/2.0 200 OK\r\n\r\n",
         b"HTTP/1.1 20 OK\r\n\r\n",
         b"HTTP/1.1 100 Continue\r\n\r\n",
-        b"HTTP/1.1 200 OK\nContent-Length: 0\n\n\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nX: 1\r\n folded: 2\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabc",
+        b"",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
         b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000,
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ],
 )
-def test_garbage_is_refused_and_the_parser_stays_failed(garbage: bytes) -> None:
-    parser = ResponseParser()
-    with pytest.raises(ResponseError) as first:
-        for i in range(len(garbage)):  # byte by byte: refused as soon as it can be
-            parser.feed(garbage[i : i + 1])
-    with pytest.raises(ResponseError) as again:
-        parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-    assert again.value is first.value
+def test_garbage_is_refused(garbage: bytes, serve: Callable[[Answer], CannedServer]) -> None:
+    server = serve(garbage)
+    with pytest.raises(ResponseError):
+        fetch(str(server.path), "/v1/stats", timeout=5)
+    with pytest.raises(ResponseError):
+        next(stream(str(server.path), timeout=5))
 
 
-def test_a_close_too_early_is_refused() -> None:
-    for cut in (0, 10, FRAMED.index(b"\r\n\r\n") + 4, len(FRAMED) - 1):
-        parser = ResponseParser()
-        parser.feed(FRAMED[:cut])
-        with pytest.raises(ResponseError, match="closed"):
-            parser.feed_eof()
+def test_a_body_over_the_limit_is_refused(
+    serve: Callable[[Answer], CannedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.api.client as client
 
-
-def test_a_streamed_body_is_bounded() -> None:
-    parser = ResponseParser(max_body_bytes=10)
-    assert len(parser.feed(sse_head() + b"0123456789")) == 2
+    monkeypatch.setattr(client, "MAX_BODY_BYTES", 10)  # a real limit, made small
+    unframed = serve(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 11)
     with pytest.raises(ResponseError, match="larger than 10"):
-        parser.feed(b"!")
+        fetch(str(unframed.path), "/v1/stats")
+    exact = serve(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 10)
+    assert fetch(str(exact.path), "/v1/stats").body == b"x" * 10
 
 
-def test_api_error_reads_the_json_body_and_keeps_one_line() -> None:
-    refused = ResponseParser().feed(error_response(HttpError(403, "uid 65534 is not allowed")))[0]
-    assert isinstance(refused, Response)
+def test_api_error_reads_the_json_body_and_keeps_one_line(
+    serve: Callable[[Answer], CannedServer],
+) -> None:
+    server = serve(error_response(HttpError(403, "uid 65534 is not allowed")))
+    refused = fetch(str(server.path), "/v1/stats")
     err = ApiError.from_response(refused)
     assert (str(err), err.reason, err.status) == ("403: uid 65534 is not allowed", "Forbidden", 403)
     odd = ApiError.from_response(Response(502, "Bad Gateway", (), b"upstream\r\nfailed\n"))

@@ -1,23 +1,28 @@
-"""The local API's client side: sans-I/O framing plus a small blocking edge.
+"""The local API's client side: the standard library's HTTP over a UNIX socket.
 
-Pure (bytes in, events out, in the style of h11): :func:`request_bytes`,
-:class:`ResponseParser` (strict: whatever is not a well-formed HTTP/1.x
-response raises :class:`ResponseError`, a ValueError) and :class:`SseParser`
-(WHATWG event-stream rules). The edge, :func:`fetch` and :func:`stream`, makes
-one request per ``AF_UNIX`` connection and raises :class:`ConnectError` when
-the socket cannot be reached, ``OSError`` (TimeoutError too) when the
-connection fails midway, :class:`ApiError` for an error status.
+Requests and responses are :mod:`http.client`'s (its status-line, header
+and body framing, chunked included), on an ``AF_UNIX`` connection
+(:class:`UnixHTTPConnection`); what stays here is the query encoding,
+the checks on what the command line puts in a request, the bounds, and the
+small :class:`SseParser` (WHATWG event-stream rules). :func:`fetch` and
+:func:`stream` make one request per connection and raise
+:class:`ConnectError` when the socket cannot be reached, ``OSError``
+(TimeoutError too) when the connection fails midway, :class:`ApiError`
+for an error status, :class:`ResponseError` (a ValueError) for bytes that
+are not an HTTP/1.x response this client reads.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import http.client
 import re
 import socket
 import time
 from collections.abc import Generator, Iterable, Mapping
 from types import MappingProxyType
+from typing import Final
 from urllib.parse import quote
 
 import msgspec
@@ -25,33 +30,33 @@ import msgspec
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _PATH = re.compile(r"/[\x21\x22\x24-\x3e\x40-\x7e]*")  # visible ASCII but # and ?
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9]{2})(?: ([\t\x20-\x7e\x80-\xff]*))?")
 _LINE_END = re.compile(r"\r\n?|\n")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _NO_QUERY: Mapping[str, str | int] = MappingProxyType({})
+_CHUNK: Final = 65536
+#: The largest body :func:`fetch` takes (a snapshot of a busy host is big,
+#: but not this big); an error's body in :func:`stream` is cut at 64 KiB.
+MAX_BODY_BYTES: Final = 1 << 28
 
 
-def request_bytes(
-    path: str, query: Mapping[str, str | int] = _NO_QUERY, headers: Iterable[tuple[str, str]] = ()
-) -> bytes:
-    """One ``GET path?query`` with ``Host: localhost`` and ``Connection: close``.
-
-    Query names and values are percent-encoded (space is ``%20`` and ``+``
-    is ``%2B``: the server reads ``+`` as a space). Header values come from
-    the command line, so control bytes are refused: a CR or LF would inject
-    header lines. ValueError for that, a bad header name, or a path that is
-    not ``/`` and visible ASCII without ``?`` or ``#``.
-    """
+def request_target(path: str, query: Mapping[str, str | int] = _NO_QUERY) -> str:
+    """``path?query``, names and values percent-encoded (space is ``%20`` and
+    ``+`` is ``%2B``: the server reads ``+`` as a space). ValueError for a
+    path that is not ``/`` and visible ASCII without ``?`` or ``#``."""
     if _PATH.fullmatch(path) is None:
         raise ValueError(f"request path must be '/' and visible ASCII without ? or #: {path!r}")
     pairs = [f"{quote(k, safe='')}={quote(str(v), safe='')}" for k, v in query.items()]
-    lines = [f"GET {path}{'?' if pairs else ''}{'&'.join(pairs)} HTTP/1.1", "Host: localhost"]
-    lines.append("Connection: close")
-    for name, value in headers:
+    return f"{path}{'?' if pairs else ''}{'&'.join(pairs)}"
+
+
+def check_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Header fields from the command line, refused (ValueError) for a bad
+    name or a control byte in the value: a CR or LF would inject lines."""
+    checked = list(headers)
+    for name, value in checked:
         if _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
             raise ValueError(f"header {name!r} has a bad name or control bytes in {value!r}")
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return checked
 
 
 class ResponseError(ValueError):
@@ -76,110 +81,109 @@ class Response(ResponseHead, frozen=True):
     body: bytes
 
 
-class ResponseParser:
-    """Incremental, strict parser for the one response on a connection.
+class _DeadlineSocket(socket.socket):
+    """An AF_UNIX socket whose every read waits at most until :attr:`deadline`
+    (None: as long as it takes), so one deadline bounds a whole exchange and
+    a peer trickling a byte at a time cannot stretch it."""
 
-    :meth:`feed` returns what the new bytes complete: a body framed by
-    Content-Length comes out whole, as one :class:`Response`; without one
-    (the SSE stream, delimited by the close) a :class:`ResponseHead`, then
-    ``bytes`` chunks as they arrive. Refused: not HTTP/1.x, a bare CR or LF,
-    a malformed or folded header, Transfer-Encoding (never decoded), bad or
-    conflicting lengths, an interim (1xx) response, a head over
-    ``max_head_bytes``, a body over ``max_body_bytes`` (None: unbounded, for
-    streams), bytes after the end. After one error the parser stays failed.
-    """
+    deadline: float | None = None
 
-    def __init__(self, max_head_bytes: int = 65536, max_body_bytes: int | None = 1 << 28) -> None:
-        self.max_head_bytes, self.max_body_bytes = max_head_bytes, max_body_bytes
-        self._buf = bytearray()
-        self._head: ResponseHead | None = None
-        self._length: int | None = None  # with a head: None means "until the close"
-        self._received = 0
-        self._done = False
-        self._error: ResponseError | None = None
+    def recv_into(self, buffer: memoryview | bytearray, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        if self.deadline is None:
+            self.settimeout(None)
+        else:
+            self.settimeout(max(self.deadline - time.monotonic(), 0.001))
+        return super().recv_into(buffer, nbytes, flags)
 
-    def feed(self, data: bytes) -> list[ResponseHead | bytes]:
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """:class:`http.client.HTTPConnection` to a UNIX socket path (``Host: localhost``)."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = _DeadlineSocket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            if self._error is not None:
-                raise self._error
-            return self._feed(data)
-        except ResponseError as err:
-            self._error = err
-            raise
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except OSError as err:
+            sock.close()
+            raise ConnectError(self.socket_path, err) from err
+        sock.deadline = time.monotonic() + float(self.timeout or 30.0)
+        self.sock = sock
 
-    def feed_eof(self) -> None:
-        """The peer closed: fine after a whole response or during a stream."""
-        if self._error is None and not self._done and self._head is None:
-            self._error = ResponseError("connection closed before a complete response head")
-        elif self._error is None and not self._done and self._length is not None:
-            self._error = ResponseError(
-                f"connection closed after {len(self._buf)} of {self._length} body bytes"
-            )
-        if self._error is not None:
-            raise self._error
+    def set_deadline(self, deadline: float | None) -> None:
+        """Bound every later read of this connection by ``deadline`` (None: unbounded)."""
+        if isinstance(self.sock, _DeadlineSocket):
+            self.sock.deadline = deadline
 
-    def _feed(self, data: bytes) -> list[ResponseHead | bytes]:
-        if self._done:
-            if data:
-                raise ResponseError(f"{len(data)} bytes after the end of the response")
-            return []
-        if self._head is not None and self._length is None:
-            return self._chunk(data)
-        self._buf += data
-        if self._head is None:
-            if not self._buf.startswith(b"HTTP/"[: len(self._buf)]):
-                raise ResponseError(f"not an HTTP response: it starts {bytes(self._buf[:20])!r}")
-            end = self._buf.find(b"\r\n\r\n")
-            if -1 < end <= self.max_head_bytes - 4:
-                self._head, self._length = self._parse_head(bytes(self._buf[:end]))
-                del self._buf[: end + 4]
-            elif len(self._buf) > self.max_head_bytes or end != -1:
-                raise ResponseError(f"response head larger than {self.max_head_bytes} bytes")
-            else:
-                return []
-            if self._length is None:
-                rest = bytes(self._buf)
-                self._buf.clear()
-                return [self._head, *self._chunk(rest)]
-        if self._length is None or len(self._buf) < self._length:
-            return []
-        if len(self._buf) > self._length:
-            raise ResponseError(f"{len(self._buf) - self._length} bytes after the response body")
-        self._done, head = True, self._head
-        return [Response(head.status, head.reason, head.headers, bytes(self._buf))]
 
-    def _chunk(self, data: bytes) -> list[ResponseHead | bytes]:
-        self._received += len(data)
-        if self.max_body_bytes is not None and self._received > self.max_body_bytes:
-            raise ResponseError(f"response body larger than {self.max_body_bytes} bytes")
-        return [data] if data else []
+def open_response(
+    socket_path: str,
+    target: str,
+    headers: Iterable[tuple[str, str]],
+    timeout: float,
+) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
+    """Send ``GET target`` (see :func:`request_target`) and read the
+    response's head, by ``timeout``; the caller reads the body (bounded by
+    the same deadline until :meth:`UnixHTTPConnection.set_deadline`) and
+    closes the connection. ConnectError, ResponseError, OSError."""
+    fields = check_headers(headers)
+    conn = UnixHTTPConnection(socket_path, timeout)
+    try:
+        conn.connect()
+        conn.putrequest("GET", target, skip_accept_encoding=True)
+        conn.putheader("Connection", "close")
+        for name, value in fields:
+            conn.putheader(name, value)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.endheaders()  # refused early (403, 503) and closed: its answer may be there
+        response = conn.getresponse()
+    except http.client.HTTPException as err:
+        conn.close()
+        raise ResponseError(_garbled(err)) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn, response
 
-    def _parse_head(self, head: bytes) -> tuple[ResponseHead, int | None]:
-        if b"\r" in head.replace(b"\r\n", b"") or b"\n" in head.replace(b"\r\n", b""):
-            raise ResponseError("bare CR or LF in the response head")
-        status_line, *fields = head.split(b"\r\n")
-        match = _STATUS_LINE.fullmatch(status_line)
-        if match is None or int(match.group(1)) < 200:
-            raise ResponseError(f"not a final HTTP/1.x status line: {status_line[:60]!r}")
-        headers: list[tuple[str, str]] = []
-        for line in fields:
-            name, colon, value = line.decode("latin-1").partition(":")
-            value = value.strip(" \t")
-            if not colon or _TOKEN.fullmatch(name) is None or not _FIELD_VALUE.fullmatch(value):
-                raise ResponseError(f"malformed header field {line[:60]!r}")
-            headers.append((name.lower(), value))
-        if any(name == "transfer-encoding" for name, _ in headers):
-            raise ResponseError("Transfer-Encoding is not supported by this client")
-        lengths = {value for name, value in headers if name == "content-length"}
-        if len(lengths) > 1 or not all(v.isascii() and v.isdigit() for v in lengths):
-            raise ResponseError(f"bad Content-Length {sorted(lengths)}")
-        status = int(match.group(1))
-        length = 0 if status in (204, 304) else int(lengths.pop()) if lengths else None
-        limit = self.max_body_bytes
-        if length is not None and limit is not None and length > limit:
-            raise ResponseError(f"a {length}-byte body is over the client's limit")
-        reason = (match.group(2) or b"").decode("latin-1")
-        return ResponseHead(status, reason, tuple(headers)), length
+
+def _garbled(err: http.client.HTTPException) -> str:
+    if isinstance(err, http.client.RemoteDisconnected):
+        return "connection closed before a complete response head"
+    if isinstance(err, http.client.IncompleteRead):
+        return f"connection closed after {len(err.partial)} body bytes"
+    if isinstance(err, http.client.LineTooLong):
+        return f"response head too long: {err}"
+    text = str(err).strip()
+    return f"not an HTTP/1.x response: {text[:60]!r}" if text else type(err).__name__
+
+
+def _head(response: http.client.HTTPResponse) -> ResponseHead:
+    headers = tuple((name.lower(), value) for name, value in response.getheaders())
+    return ResponseHead(response.status, response.reason or "", headers)
+
+
+def _body(response: http.client.HTTPResponse, limit: int) -> bytes:
+    """The whole body, at most ``limit`` bytes (more: ResponseError)."""
+    if response.length is not None and response.length > limit:
+        raise ResponseError(f"a {response.length}-byte body is over the client's limit")
+    expected = response.length  # read1 stops short at a close without saying so
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        while chunk := response.read1(_CHUNK):
+            received += len(chunk)
+            if received > limit:
+                raise ResponseError(f"response body larger than {limit} bytes")
+            chunks.append(chunk)
+    except http.client.HTTPException as err:
+        raise ResponseError(_garbled(err)) from None
+    if expected is not None and received < expected:
+        raise ResponseError(f"connection closed after {received} of {expected} body bytes")
+    return b"".join(chunks)
 
 
 class SseMessage(msgspec.Struct, frozen=True):
@@ -284,45 +288,6 @@ class ApiError(Exception):
         return cls(response.status, reason, _CONTROL.sub(" ", detail).strip() or reason)
 
 
-def _connect(socket_path: str, timeout: float) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(socket_path)
-    except OSError as err:
-        sock.close()
-        raise ConnectError(socket_path, err) from err
-    return sock
-
-
-def _exchange(
-    sock: socket.socket, request: bytes, parser: ResponseParser, deadline: float
-) -> tuple[ResponseHead, list[bytes]]:
-    """Send ``request``; read until a whole Response, or a head (and what came with it)."""
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        sock.sendall(request)  # refused early (403, 503) and closed: its answer may be there
-    while True:
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        data = sock.recv(65536)
-        if not data:
-            parser.feed_eof()  # raises: no head yet
-        if events := parser.feed(data):
-            head = events[0]
-            assert isinstance(head, ResponseHead)
-            return head, [e for e in events[1:] if isinstance(e, bytes)]
-
-
-def _to_close(sock: socket.socket, parser: ResponseParser, head: ResponseHead,
-              chunks: list[bytes], deadline: float) -> Response:  # fmt: skip
-    """The rest of a close-delimited body (bounded by ``parser.max_body_bytes``)."""
-    while True:
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        if not (data := sock.recv(65536)):
-            parser.feed_eof()
-            return Response(head.status, head.reason, head.headers, b"".join(chunks))
-        chunks += [e for e in parser.feed(data) if isinstance(e, bytes)]
-
-
 def fetch(
     socket_path: str, path: str, query: Mapping[str, str | int] = _NO_QUERY, timeout: float = 30.0
 ) -> Response:
@@ -331,13 +296,11 @@ def fetch(
     ``timeout`` bounds the whole exchange (TimeoutError past it), not each
     read, so a daemon trickling bytes cannot stretch it.
     """
-    deadline = time.monotonic() + timeout
-    parser = ResponseParser()
-    with _connect(socket_path, timeout) as sock:
-        head, chunks = _exchange(sock, request_bytes(path, query), parser, deadline)
-        if isinstance(head, Response):
-            return head
-        return _to_close(sock, parser, head, chunks, deadline)
+    conn, response = open_response(socket_path, request_target(path, query), (), timeout)
+    with contextlib.closing(conn):
+        head = _head(response)
+        body = _body(response, MAX_BODY_BYTES)
+    return Response(head.status, head.reason, head.headers, body)
 
 
 def stream(
@@ -353,23 +316,21 @@ def stream(
     then waited on as long as it lasts. ApiError for an error status,
     ResponseError for a 200 that is not ``text/event-stream``.
     """
-    request = request_bytes(path, headers=headers)
-    deadline = time.monotonic() + timeout
-    parser, events = ResponseParser(max_body_bytes=None), SseParser()
-    with _connect(socket_path, timeout) as sock:
-        head, chunks = _exchange(sock, request, parser, deadline)
+    conn, response = open_response(socket_path, request_target(path), headers, timeout)
+    events = SseParser()
+    with contextlib.closing(conn):
+        head = _head(response)
         if head.status != 200:
-            parser.max_body_bytes = 65536  # an error's body, however delimited, is short
-            if not isinstance(head, Response):
-                head = _to_close(sock, parser, head, chunks, deadline)
-            raise ApiError.from_response(head)
+            body = _body(response, 65536)  # an error's body, however delimited, is short
+            raise ApiError.from_response(Response(head.status, head.reason, head.headers, body))
         kind = head.header("content-type") or "no Content-Type"
-        if isinstance(head, Response) or kind.split(";")[0].strip() != "text/event-stream":
+        if kind.split(";")[0].strip() != "text/event-stream":
             raise ResponseError(f"expected an event stream, got {kind}")
-        sock.settimeout(None)
-        for chunk in chunks:
-            yield from events.feed(chunk)
-        while data := sock.recv(65536):
-            for item in parser.feed(data):
-                yield from events.feed(item) if isinstance(item, bytes) else ()
-        parser.feed_eof()
+        if response.length is not None:
+            raise ResponseError("an event stream with a Content-Length: not a live stream")
+        conn.set_deadline(None)
+        try:
+            while data := response.read1(_CHUNK):
+                yield from events.feed(data)
+        except http.client.HTTPException as err:
+            raise ResponseError(_garbled(err)) from None

@@ -591,12 +591,10 @@ def _close_quietly(fd: int) -> None:
 def check_privileges() -> None:
     """Refuse early, with what to do, when capture cannot possibly work."""
     if os.geteuid() != 0:
-        raise CaptureError("tracehound needs root to load BPF programs: run it with sudo")
+        raise CaptureError("needs root to load BPF programs: run it with sudo")
     machine = platform.machine()
     if machine != "x86_64":  # the syscall dispatch reads x86_64 registers and numbers
-        raise CaptureError(
-            f"tracehound's BPF programs support x86_64 only, this machine is {machine}"
-        )
+        raise CaptureError(f"the BPF programs support x86_64 only, this machine is {machine}")
     if not (TRACEFS / "events").is_dir():
         raise CaptureError(
             f"tracefs is not mounted at {TRACEFS}: run `mount -t tracefs nodev {TRACEFS}`"

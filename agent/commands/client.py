@@ -32,6 +32,7 @@ from agent.api.client import (
     stream,
 )
 from agent.commands.arguments import bounded_int, container_prefix, shown
+from agent.commands.stats_text import render_stats_text
 from agent.config import load_config
 from agent.errors import RunError, UsageError
 from agent.evidence.log_reader import event_pid, type_matches
@@ -65,6 +66,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     snapshot.add_argument("--text", action="store_true", help="a readable tree instead of JSON")
     snapshot.set_defaults(handler=_quiet_pipe(_snapshot))
     stats = subparsers.add_parser("stats", help="the daemon's books, queues and API counters")
+    stats.add_argument("--format", choices=("json", "text"), default="json",
+                       help="json: everything the daemon counts (default); text: the books per"
+                            " kind, with what is in flight")  # fmt: skip
     stats.set_defaults(handler=_quiet_pipe(_stats))
     tail = subparsers.add_parser("tail", help="evidence records as they come (NDJSON)")
     tail.add_argument("--type", help="only this type: full, or short like process.exec or file")
@@ -177,6 +181,10 @@ def _stats(args: argparse.Namespace) -> int:
     stats = _json("stats", _get("stats", args, "/v1/stats", {}))
     if not isinstance(stats, dict):
         raise RunError(f"stats: the daemon's answer is not a JSON object: {type(stats).__name__}")
+    if args.format == "text":
+        sys.stdout.write(render_stats_text(stats))
+        sys.stdout.flush()
+        return 0
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(stats, order="sorted")) + b"\n")
     sys.stdout.flush()
     return 0

@@ -18,7 +18,8 @@ from pathlib import Path
 import msgspec
 
 from agent.commands.arguments import bounded_int, expect_head
-from agent.config.schema import DEFAULT_EVIDENCE_DIR, EVIDENCE_DIR_ENV, default_evidence_dir
+from agent.commands.progress import byte_progress, total_size
+from agent.commands.state_dir_args import add_state_dir_arguments, state_dir_value
 from agent.errors import RunError, UsageError, shown
 from agent.evidence.bundle import BundleError, export_bundle
 from agent.evidence.chain import ChainRecord
@@ -49,17 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    def state_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--state-dir", metavar="DIR",
-                       help=f"the evidence log's directory (default {DEFAULT_EVIDENCE_DIR},"
-                            f" or ${EVIDENCE_DIR_ENV})")  # fmt: skip
-
     keygen = verbs.add_parser("keygen", help="create the sealing key; print the verification key")
-    state_dir(keygen)
+    add_state_dir_arguments(keygen)
     keygen.set_defaults(handler=keygen_main)
 
     stream = verbs.add_parser("stream", help="the log as NDJSON")
-    state_dir(stream)
+    add_state_dir_arguments(stream)
     stream.add_argument("--from", dest="from_seq", type=_seq, default=0, metavar="SEQ",
                         help=f"start at this record, 0 (default) to {MAX_SEQ}")  # fmt: skip
     stream.add_argument("--follow", action="store_true", help="keep printing records as they come")
@@ -72,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     stream.set_defaults(handler=stream_main)
 
     export = verbs.add_parser("export", help="a deterministic bundle of a range of the log")
-    state_dir(export)
+    add_state_dir_arguments(export)
     export.add_argument("--output", "-o", required=True, metavar="BUNDLE",
                         help="the bundle's file (- for stdout); replaced whole or not at all")  # fmt: skip
     export.add_argument("--from", dest="from_seq", type=_seq, metavar="SEQ",
@@ -82,14 +78,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     export.set_defaults(handler=export_main)
 
     verify = verbs.add_parser("verify", help="check hashes, links, sequence and seals")
-    verify.add_argument("target", nargs="?",
-                        help="a state directory, a segment file, a bundle, or - for stdin"
-                             f" (default {DEFAULT_EVIDENCE_DIR}, or ${EVIDENCE_DIR_ENV})")  # fmt: skip
+    add_state_dir_arguments(verify, metavar="TARGET",
+                            what=", or a segment file, a bundle, or - for stdin")  # fmt: skip
     verify.add_argument(
         "--key", metavar="KEY", help="the verification key (thk1-...) or a file holding it"
     )
     verify.add_argument("--expect-head", type=expect_head, metavar="SEQ:HASH",
                         help="a head remembered from earlier: the log must reach it")  # fmt: skip
+    verify.add_argument("--format", choices=("text", "json"), default="text",
+                        help="text: the summary line (default); json: the report as one object")  # fmt: skip
     verify.set_defaults(handler=verify_main)
 
 
@@ -99,17 +96,9 @@ def _print_key(key: str) -> None:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    """``--state-dir``, or the daemon's default; refused when empty:
-    ``Path('')`` is the current directory, which nobody means (and keygen
-    would make it a log)."""
-    if args.state_dir is None:
-        return Path(default_evidence_dir())
-    if not args.state_dir:
-        raise UsageError(
-            "--state-dir: expected a directory path, got an empty value"
-            f" (the default is {default_evidence_dir()})"
-        )
-    return Path(args.state_dir)
+    """The log's directory: STATE_DIR, ``--state-dir``, or ``--config``'s
+    (see :mod:`agent.commands.state_dir_args`)."""
+    return Path(state_dir_value(args, f"evidence {args.verb}"))
 
 
 def keygen_main(args: argparse.Namespace) -> int:
@@ -230,10 +219,15 @@ def export_main(args: argparse.Namespace) -> int:
         )
     state = _state_dir(args)
     target = check_output("--output", args.output)
-    _segments(state)
+    files = _segments(state)
     try:
-        with replace_output(target) as out:
-            manifest = export_bundle(state, out, from_seq=args.from_seq, to_seq=args.to_seq)
+        with (
+            byte_progress(total_size(files), "export") as progress,
+            replace_output(target) as out,
+        ):
+            manifest = export_bundle(
+                state, out, from_seq=args.from_seq, to_seq=args.to_seq, progress=progress
+            )
     except (BundleError, ValueError) as err:
         raise UsageError(f"evidence export: {shown(str(err))}") from err
     except BrokenPipeError:
@@ -284,13 +278,7 @@ def verify_main(args: argparse.Namespace) -> int:
     key = _key(args.key)
     head: tuple[int, str] | None = args.expect_head  # parsed by expect_head
     report: VerifyReport
-    if args.target is None:
-        args.target = default_evidence_dir()
-    if not args.target:
-        raise UsageError(
-            "evidence verify: expected a state directory, a segment or bundle file, or - for"
-            " stdin; got an empty value"
-        )
+    args.target = state_dir_value(args, "evidence verify")
     where = shown(args.target)
     try:
         if args.target == "-":
@@ -310,7 +298,8 @@ def verify_main(args: argparse.Namespace) -> int:
             if target.is_file() and _is_tar(target):
                 report = verify_bundle(target, key=key, expect_head=head)
             else:
-                report = verify_store(target, key=key, expect_head=head)
+                with byte_progress(_log_size(target), "verify") as progress:
+                    report = verify_store(target, key=key, expect_head=head, progress=progress)
     except (BundleError, VerifyInputError) as err:
         # Their messages name the file already, and escape what they quote.
         raise UsageError(f"evidence verify: {shown(str(err))}") from err
@@ -320,8 +309,21 @@ def verify_main(args: argparse.Namespace) -> int:
         # Nothing that even looks like a chain record: bad input, not a log
         # that verified (or a log with a break).
         raise UsageError(f"evidence verify: {where}: not an evidence log (no chain records)")
-    print(report.summary())
+    if args.format == "json":
+        sys.stdout.buffer.write(terminal_safe_json(msgspec.json.encode(report)) + b"\n")
+        sys.stdout.flush()
+    else:
+        print(report.summary())
     return 0 if report.first_break is None else 1
+
+
+def _log_size(target: Path) -> int:
+    """The bytes a progress bar counts for ``target``: its segments (0 for a
+    single file, which gets no bar)."""
+    if not target.is_dir():
+        return 0
+    segments = target / "segments" if (target / "segments").is_dir() else target
+    return total_size([path for _, path in segment_files(segments)])
 
 
 def _is_tar(path: Path) -> bool:

@@ -46,6 +46,11 @@ from agent.commands.evidence_wiring import (
     redactor_from_args,
     store_options,
 )
+from agent.commands.metrics_address import (
+    check_metrics_address,
+    metrics_bind_problem,
+    raise_or_warn,
+)
 from agent.commands.options import add_capture_arguments, fold_from_args, load_options_from_args
 from agent.config import (
     DEFAULT_PATH,
@@ -62,7 +67,7 @@ from agent.errors import RunError, UsageError, shown
 from agent.evidence.worker import EvidenceWorker, WorkerProcess
 from agent.evidence.worker import spawn as spawn_worker
 from agent.failpoints import Failpoints
-from agent.limits import MAX_DURATION_S, MAX_STATS_INTERVAL_S, MAX_STREAM_CAPACITY
+from agent.limits import MAX_DURATION_S, MAX_SEGMENT_MB, MAX_STATS_INTERVAL_S, MAX_STREAM_CAPACITY
 from agent.memory import TRIM_EVERY_S, release_free_memory
 from agent.metrics import (
     ApiStatus,
@@ -73,11 +78,11 @@ from agent.metrics import (
     queue_of,
     ring_queue,
 )
+from agent.output_rotation import Rotation, open_rotating_stream
 from agent.output_target import (
     OutputError,
     OutputTarget,
     check_output,
-    open_stream,
     write_output,
 )
 from agent.redact import Redactor
@@ -126,6 +131,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="on exit, write the aggregated profile as JSON")  # fmt: skip
     parser.add_argument("--events", metavar="FILE",
                         help="also stream every event as NDJSON to FILE (through the streaming sink)")  # fmt: skip
+    parser.add_argument("--events-max-size-mb", metavar="MB", type=bounded_float(0, MAX_SEGMENT_MB, unit="MiB"),
+                        default=10.0, dest="events_max_size_mb",
+                        help="rotate the --events file at this size, as Tetragon's export: FILE"
+                             f" becomes FILE.1 and so on; 0 never rotates, at most {MAX_SEGMENT_MB}"
+                             " (default 10)")  # fmt: skip
+    parser.add_argument("--events-max-backups", metavar="N", type=bounded_int(0, 1000),
+                        default=5, dest="events_max_backups",
+                        help="rotated --events files kept (FILE.1 newest), 0 to 1000 (default 5)")  # fmt: skip
     parser.add_argument("--stream-capacity", metavar="N",
                         type=bounded_int(1, MAX_STREAM_CAPACITY),
                         help=f"streaming sink capacity in events, 1 to {MAX_STREAM_CAPACITY}"
@@ -170,6 +183,8 @@ def main(args: argparse.Namespace) -> int:
     # Before the state directory is made: on its defaults, run makes one in
     # /var/lib, and a user without root must hear what is really wrong.
     check_privileges()
+    if config.metrics.enabled:  # in use: said now, not after the BPF compile
+        check_metrics_address(config.metrics)
     evidence_dir = evidence_directory(args.evidence, source, gid=api_gid)
     # Started before the BPF compile, so its interpreter start overlaps it.
     worker = spawn_worker() if evidence_dir is not None else None
@@ -318,15 +333,16 @@ def _metrics_sources(
 async def _start_metrics(
     nursery: trio.Nursery, config: Config, registry: CollectorRegistry
 ) -> None:
-    """Serve /metrics; a port that cannot be bound costs the metrics, never
-    the capture (fail safe), and says so."""
+    """Serve /metrics. A port that cannot be bound stops the start with one
+    line (``metrics.required``, the default: an operator who configured a
+    scrape must not find out from a dashboard gone flat), or, with
+    ``required = false``, costs the metrics only, never the capture, and
+    says so."""
     host, port = config.metrics.address
     try:
         await nursery.start(serve_metrics, registry, host, port)
     except OSError as err:
-        _say(
-            f"metrics: cannot listen on {config.metrics.listen} ({err.strerror}); going on without"
-        )
+        raise_or_warn(metrics_bind_problem(config.metrics, err), config.metrics.required, _say)
     else:
         _say(f"metrics on http://{config.metrics.listen}/metrics")
 
@@ -492,7 +508,11 @@ def _say(line: str) -> None:
 
 
 async def _write_events(
-    stream: StreamingSink, target: OutputTarget, lines: EventLines, losses: DownstreamLosses
+    stream: StreamingSink,
+    target: OutputTarget,
+    lines: EventLines,
+    losses: DownstreamLosses,
+    rotation: Rotation,
 ) -> None:
     """The stream's consumer: NDJSON, redacted and escaped (EventLines),
     written in batches in a worker thread.
@@ -507,7 +527,7 @@ async def _write_events(
     """
     held: Counter[str] = Counter()  # kinds of the events in the buffer
     try:
-        out = await trio.to_thread.run_sync(open_stream, target)
+        out = await trio.to_thread.run_sync(open_rotating_stream, target, rotation)
         try:
             buffer = bytearray()
             async for batch in stream.receive_channel:
@@ -557,7 +577,10 @@ async def _run(
 
     async def write_events(stream: StreamingSink) -> None:
         assert outputs.events is not None
-        await _write_events(stream, outputs.events, event_lines, runtime.session.ledger.downstream)
+        rotation = Rotation(int(args.events_max_size_mb * 2**20), args.events_max_backups)
+        await _write_events(
+            stream, outputs.events, event_lines, runtime.session.ledger.downstream, rotation
+        )
 
     def open_log(stream: StreamingSink, session: CaptureSession) -> EvidenceWorker:
         assert evidence_dir is not None and worker is not None

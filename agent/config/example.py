@@ -117,6 +117,9 @@ sse_buffer = $api_sse_buffer
 enabled = $metrics_enabled
 # HOST:PORT; loopback by default, so only this host can scrape.
 listen = $metrics_listen
+# An address that cannot be listened on (in use, say) stops the start; false:
+# a warning, and the daemon runs without metrics.
+required = $metrics_required
 """)
 
 

@@ -31,6 +31,7 @@ from agent.input_file import InputFileError, read_input_file
 __all__ = [
     "apply_defaults",
     "cli_defaults",
+    "config_source",
     "dump_config",
     "load_config",
     "parse_config",
@@ -57,6 +58,14 @@ _TYPE_WORDS: Final = {
 }
 
 
+def config_source(path: Path | None = None, *, default: Path = Path(DEFAULT_PATH)) -> Path | None:
+    """The file :func:`load_config` reads for ``path``: ``path`` itself, else
+    ``default`` if it exists, else None (the built-in defaults)."""
+    if path is not None:
+        return path
+    return default if default.exists() else None
+
+
 def load_config(path: Path | None = None, *, default: Path = Path(DEFAULT_PATH)) -> Config:
     """The configuration from ``path``, or the built-in defaults.
 
@@ -78,10 +87,9 @@ def load_config(path: Path | None = None, *, default: Path = Path(DEFAULT_PATH))
             (named alone: it is not the file's fault).
     """
     default_evidence_dir()  # the environment's mistake, before any file is blamed
+    path = config_source(path, default=default)
     if path is None:
-        if not default.exists():
-            return Config()
-        path = default
+        return Config()
     name = shown(path)  # an operator's path may hold anything: one line, escaped
     try:
         data = read_input_file(path)

@@ -384,6 +384,9 @@ class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     enabled: bool = True
     # HOST:PORT to listen on; loopback by default, so only the host can scrape.
     listen: str = "127.0.0.1:9464"
+    # A listen address that cannot be bound stops the start (one line); false:
+    # a warning, and the daemon runs without metrics.
+    required: bool = True
 
     def __post_init__(self) -> None:
         try:

@@ -32,7 +32,7 @@ other).
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -110,6 +110,7 @@ def export_bundle(
     *,
     from_seq: int | None = None,
     to_seq: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> BundleManifest:
     """Write the bundle of ``[from_seq, to_seq]`` to ``out``; return its manifest.
 
@@ -119,6 +120,8 @@ def export_bundle(
     written. Whole or not at all is the writer's to ensure (the commands
     use :func:`~agent.output_target.replace_output`): an error from
     ``out.write`` propagates, with part of the bundle written.
+    ``progress``, when given, is called with each segment's size as it is
+    read (a progress bar's feed).
     """
     if from_seq is not None and to_seq is not None and from_seq > to_seq:
         raise BundleError(f"from_seq {from_seq} is after to_seq {to_seq}")
@@ -130,6 +133,8 @@ def export_bundle(
     for _, path in segment_files(Path(state_dir) / "segments"):
         data = path.read_bytes()
         data = data[: data.rfind(b"\n") + 1]  # complete lines only
+        if progress is not None:  # a bar's feed: one segment read
+            progress(len(data))
         kept: list[bytes] = []
         seal_here: list[Seal] = []
         in_range = False

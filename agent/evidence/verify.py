@@ -48,9 +48,9 @@ What is not caught: a log cut after its last seal, unless ``expect_head``
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Final, TypeVar
+from typing import IO, Final, TypeAlias, TypeVar
 
 import blake3
 import msgspec
@@ -71,6 +71,11 @@ from agent.evidence.layout import (
     segment_files,
 )
 from agent.evidence.seal import Seal, SealError, SealVerifier
+
+Progress: TypeAlias = Callable[[int], None]
+"""A progress feed: called with a number of bytes just processed."""
+
+_PROGRESS_STEP: Final = 1 << 20
 
 __all__ = [
     "LogVerifier",
@@ -456,6 +461,7 @@ def verify_store(
     *,
     key: bytes | None = None,
     expect_head: Head | None = None,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """Verify a state directory, a segments directory, one file, or a list of segment files.
 
@@ -463,6 +469,9 @@ def verify_store(
     the index in its name. One file: a bundle (by its tar header, see
     :func:`verify_bundle`) or NDJSON lines as a stream.
     Raises :class:`VerifyInputError` when there is nothing to verify.
+    ``progress``, when given, is called with the bytes of segment files read
+    since its last call (every MiB or so, and at each file's end): a
+    progress bar's feed; never for a single stream or a bundle.
     """
     if isinstance(source, str | Path):
         path = Path(source)
@@ -471,14 +480,16 @@ def verify_store(
             files = [p for _, p in segment_files(segdir)]
             if not files:
                 raise VerifyInputError(f"{shown(path)}: no segment files (NNNNNNNNNNNNNNNN.ndjson)")
-            return _verify_files(files, key=key, expect_head=expect_head)
+            return _verify_files(files, key=key, expect_head=expect_head, progress=progress)
         if not path.is_file():
             raise VerifyInputError(f"{shown(path)}: no such file or directory")
         if _looks_like_tar(path):
             return verify_bundle(path, key=key, expect_head=expect_head)
         with open(path, "rb") as handle:
             return verify_stream(handle, key=key, expect_head=expect_head)
-    return _verify_files([Path(p) for p in source], key=key, expect_head=expect_head)
+    return _verify_files(
+        [Path(p) for p in source], key=key, expect_head=expect_head, progress=progress
+    )
 
 
 def verify_extent(extent: Sequence[tuple[Path, int]], *, key: bytes | None = None) -> VerifyReport:
@@ -562,16 +573,25 @@ def _verify_files(
     key: bytes | None,
     expect_head: Head | None,
     sizes: Sequence[int] | None = None,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     verifier = LogVerifier(key=key, expect_head=expect_head)
     for number, path in enumerate(files):
         match = _segment_index(path.name)
         verifier.start_file(path.name, match)
+        unreported = 0
         with open(path, "rb") as handle:
             lines = handle if sizes is None else _lines_up_to(handle, sizes[number])
             for line in lines:
                 if verifier.feed_line(line) is not None:
                     return verifier.finish()
+                if progress is not None:
+                    unreported += len(line)
+                    if unreported >= _PROGRESS_STEP:
+                        progress(unreported)
+                        unreported = 0
+        if progress is not None and unreported:
+            progress(unreported)
     return verifier.finish()
 
 
