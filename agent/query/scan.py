@@ -1,0 +1,270 @@
+"""Answer a filter from the evidence log: the index if it can, else a scan.
+
+:func:`search` is what ``/v1/events``, ``tracehound events`` and ``report``
+call: a page of the records matching a filter, after a cursor, in log
+order (ascending chain ``seq``), and the cursor of the next page. It asks
+:func:`_indexed` first (the SQLite index beside the log, which may answer
+None: missing, stale, or a filter it cannot serve) and otherwise scans.
+
+The scan (:func:`scan`) reads the segments in order, one in memory at a
+time, and decodes only lines that can match:
+
+- a segment whose last record is at or before the cursor is skipped, and
+  so is one whose records' times all fall outside ``since``/``until``
+  (each segment's time range is computed once per (path, size, mtime) and
+  remembered, so a daemon answers later time queries without reading old
+  segments' lines again);
+- within a segment, a line's ``seq`` and CloudEvents ``time`` are read
+  from its bytes (canonical JSON: the body's ``time`` is the last
+  ``"time":"`` of the line) before anything is decoded.
+
+A tree or exe filter needs the process history from the start of the log
+(:class:`~agent.query.match.ProcessTracker`), so it reads every segment,
+and decodes fork, exec and seen records before the cursor too.
+
+Like :mod:`agent.evidence.log_reader`, the scan tolerates a torn last line,
+a segment pruned while it runs and a line that does not decode (skipped:
+damage is the verifier's to report). It runs beside the writer without its
+lock; a segment created after the listing is not read.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from agent.evidence.layout import segment_files
+from agent.evidence.log_reader import LoggedEvent
+from agent.evidence.types import TYPE_PREFIX
+from agent.query.filter import EventFilter, cursor_after
+from agent.query.match import ProcessTracker, matches
+from agent.query.parse import rfc3339_ns
+
+__all__ = ["Page", "newest", "scan", "search"]
+
+_TIME: Final = b'"time":"'
+_SEQ: Final = b'"seq":'
+_PROCESS: Final = b'"type":"' + TYPE_PREFIX.encode() + b"process."
+_CACHE_MAX: Final = 4096
+
+
+class Page(msgspec.Struct, frozen=True):
+    """One answer: ``events`` in ascending seq, and ``next_cursor``, the
+    cursor of the page after it (None when this page ended the answer)."""
+
+    events: list[LoggedEvent]
+    next_cursor: str | None
+
+
+class _Line(msgspec.Struct):
+    seq: int
+    type: str
+    body: msgspec.Raw
+
+
+class _Range(msgspec.Struct, frozen=True):
+    """A segment's records' time range (None: it has no timed record)."""
+
+    first_ns: int | None
+    last_ns: int | None
+
+
+_ranges: dict[tuple[str, int, int], _Range] = {}
+_ranges_lock = threading.Lock()
+
+
+def _indexed(
+    state_dir: Path, flt: EventFilter, *, after_seq: int, limit: int
+) -> list[LoggedEvent] | None:
+    """The index's answer, or None (no index, or it cannot answer: scan).
+
+    The hook where ``agent.query.index.query_index`` is wired in; today
+    there is no index, so every answer is a scan."""
+    return None
+
+
+def search(state_dir: Path, flt: EventFilter, *, after_seq: int = -1, limit: int) -> Page:
+    """Up to ``limit`` records matching ``flt`` with seq > ``after_seq``
+    (-1: from the start), and the cursor after the last one when the page
+    is full (there may be more). ``limit`` must be at least 1."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    found = _indexed(state_dir, flt, after_seq=after_seq, limit=limit)
+    if found is None:
+        found = scan(state_dir, flt, after_seq=after_seq, limit=limit)
+    following = cursor_after(found[-1].seq) if len(found) >= limit else None
+    return Page(events=found, next_cursor=following)
+
+
+def scan(state_dir: Path, flt: EventFilter, *, after_seq: int, limit: int) -> list[LoggedEvent]:
+    """The first ``limit`` records with seq > ``after_seq`` matching ``flt``, by reading the log."""
+    out: list[LoggedEvent] = []
+    if limit < 1:
+        return out
+    for logged in _matching(state_dir, flt, after_seq):
+        out.append(logged)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def newest(state_dir: Path, flt: EventFilter, *, limit: int) -> list[LoggedEvent]:
+    """The newest ``limit`` records matching ``flt``, oldest first (the
+    ``last`` parameter of ``/v1/events``: what it answered before cursors)."""
+    if limit < 1:
+        return []
+    kept: collections.deque[LoggedEvent] = collections.deque(maxlen=limit)
+    kept.extend(_matching(state_dir, flt, -1))
+    return list(kept)
+
+
+# --- the scan ---------------------------------------------------------------------
+
+
+def _matching(state_dir: Path, flt: EventFilter, after_seq: int) -> Iterator[LoggedEvent]:
+    procs = ProcessTracker.for_filter(flt)
+    timed = flt.since_ns is not None or flt.until_ns is not None
+    for _, path in segment_files(state_dir / "segments"):
+        data = _read(path)
+        if data is None:
+            continue
+        if procs is None:
+            if _last_seq(data) <= after_seq:
+                continue
+            if timed and not _overlaps(_range_of(path, data), flt):
+                continue
+        for line in _lines(data):
+            yield from _match_line(line, flt, after_seq, procs)
+
+
+def _match_line(
+    line: bytes, flt: EventFilter, after_seq: int, procs: ProcessTracker | None
+) -> Iterator[LoggedEvent]:
+    seq = _seq_of(line)
+    if seq is None:
+        return
+    if seq <= after_seq or not _may_be_in_time(line, flt):
+        if procs is not None and _PROCESS in line:
+            logged = _decode(line)
+            if logged is not None:
+                procs.observe(logged.event)
+        return
+    logged = _decode(line)
+    if logged is None:
+        return
+    if procs is not None:
+        procs.observe(logged.event)
+    if matches(flt, logged.event, procs):
+        yield logged
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None  # pruned since the listing
+
+
+def _lines(data: bytes) -> Iterator[bytes]:
+    """Complete lines (a torn tail, with no newline yet, left out)."""
+    pos = 0
+    while (newline := data.find(b"\n", pos)) >= 0:
+        yield data[pos:newline]
+        pos = newline + 1
+
+
+def _seq_of(line: bytes) -> int | None:
+    """The chain seq of a line, from its bytes (``"seq":N,"type"`` near its end)."""
+    at = line.rfind(_SEQ)
+    if at < 0:
+        return None
+    start = at + len(_SEQ)
+    end = line.find(b",", start)
+    digits = line[start:end] if end >= 0 else b""
+    return int(digits) if digits.isdigit() else None
+
+
+def _last_seq(data: bytes) -> int:
+    end = data.rfind(b"\n")
+    if end < 0:
+        return -1
+    seq = _seq_of(data[data.rfind(b"\n", 0, end) + 1 : end])
+    return seq if seq is not None else 2**63
+
+
+def _time_of(line: bytes) -> int | None:
+    at = line.rfind(_TIME)
+    if at < 0:
+        return None
+    start = at + len(_TIME)
+    end = line.find(b'"', start)
+    if end < 0 or end - start > 64:
+        return None
+    return rfc3339_ns(line[start:end].decode("ascii", "replace"))
+
+
+def _may_be_in_time(line: bytes, flt: EventFilter) -> bool:
+    if flt.since_ns is None and flt.until_ns is None:
+        return True
+    when = _time_of(line)
+    if when is None:
+        return False  # no time: no timed filter can match it
+    return (flt.since_ns is None or when >= flt.since_ns) and (
+        flt.until_ns is None or when < flt.until_ns
+    )
+
+
+def _range_of(path: Path, data: bytes) -> _Range:
+    """The segment's time range, remembered by (path, size, mtime)."""
+    try:
+        info = os.stat(path)
+        key: tuple[str, int, int] | None = (str(path), len(data), info.st_mtime_ns)
+    except FileNotFoundError:
+        key = None
+    if key is not None and info.st_size == len(data):
+        with _ranges_lock:
+            known = _ranges.get(key)
+        if known is not None:
+            return known
+    first: int | None = None
+    last: int | None = None
+    for line in _lines(data):
+        when = _time_of(line)
+        if when is not None:
+            first = when if first is None else min(first, when)
+            last = when if last is None else max(last, when)
+    found = _Range(first, last)
+    if key is not None and info.st_size == len(data):
+        with _ranges_lock:
+            if len(_ranges) >= _CACHE_MAX:
+                _ranges.clear()
+            _ranges[key] = found
+    return found
+
+
+def _overlaps(span: _Range, flt: EventFilter) -> bool:
+    if span.first_ns is None or span.last_ns is None:
+        return False
+    if flt.since_ns is not None and span.last_ns < flt.since_ns:
+        return False
+    return flt.until_ns is None or span.first_ns < flt.until_ns
+
+
+def _decode(line: bytes) -> LoggedEvent | None:
+    try:
+        record = msgspec.json.decode(line, type=_Line)
+        if not record.type.startswith(TYPE_PREFIX):
+            return None
+        raw = bytes(record.body)
+        event: Any = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+        return None
+    return LoggedEvent(seq=record.seq, event=event, raw=raw)
