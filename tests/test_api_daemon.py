@@ -535,7 +535,7 @@ def test_events_served_from_the_log_bytes_are_redacted_and_terminal_safe(
         """The listing's raw bytes, once the record is in it (else empty)."""
         raw = subprocess.run(
             ["curl", "-sS", "--unix-socket", str(daemon.sock),
-             "http://localhost/v1/events?type=process.exec&limit=200"],
+             "http://localhost/v1/events?type=process.exec&last=200"],
             capture_output=True, timeout=20,
         ).stdout  # fmt: skip
         return raw if b"tracehound-e2e-raw" in raw else b""

@@ -162,7 +162,7 @@ def add_parsers(
                         help="json: the CloudEvents as logged, one a line (default); compact:"
                              " one readable line each; ocsf: OCSF 1.3.0 events")  # fmt: skip
     events.add_argument("--limit", type=bounded_int(1, MAX_SEQ), metavar="N",
-                        help="at most N records (default: all that match)")  # fmt: skip
+                        help=f"at most N records, 1 to {MAX_SEQ} (default: all that match)")  # fmt: skip
     events.add_argument("--state-dir", metavar="DIR",
                         help="search this log directly instead of asking the daemon")  # fmt: skip
     events.add_argument("--socket", metavar="PATH", help="the API socket (default: api.socket)")
