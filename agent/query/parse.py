@@ -55,7 +55,6 @@ _RFC3339: Final = re.compile(
     re.ASCII,
 )
 _DIGITS: Final = re.compile(r"[0-9]{1,20}", re.ASCII)
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _PORT: Final = re.compile(r"[0-9]{1,5}", re.ASCII)
 _TRUE: Final = frozenset({"", "1", "true", "yes"})
 _FALSE: Final = frozenset({"0", "false", "no"})
@@ -223,9 +222,11 @@ def parse_filter(values: Mapping[str, Sequence[str]], *, now_ns: int) -> EventFi
         if tree and pid is None:
             raise FilterError("tree", "needs pid: the process whose descendants to follow")
     comm = one.get("comm")
-    if comm is not None and (not 1 <= len(comm) <= COMM_MAX or _CONTROL.search(comm)):
+    if comm is not None and (not 1 <= len(comm) <= COMM_MAX or "\x00" in comm):
+        # Control characters are allowed: a comm is the process's to choose,
+        # and one named "a\nb" must be findable.
         raise FilterError(
-            "comm", f"expected a command name of 1 to {COMM_MAX} printable characters,"
+            "comm", f"expected a command name of 1 to {COMM_MAX} characters, no NUL,"
             f" got {_shown(comm)}"
         )  # fmt: skip
     exe = _text("exe", one["exe"], PATH_MAX, "an executable's path") if "exe" in one else None

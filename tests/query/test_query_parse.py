@@ -106,7 +106,8 @@ def test_pid_tree_and_ids() -> None:
 def test_text_filters() -> None:
     assert parsed(comm="a b", exe="/bin/sh", path="/etc/*").path == "/etc/*"
     assert refused(comm="x" * 17).name == "comm"
-    assert refused(comm="a\nb").name == "comm"
+    assert refused(comm="a\x00b").name == "comm"
+    assert parsed(comm="a\nb").comm == "a\nb"  # a comm is the process's to choose
     assert refused(path="").name == "path"
     assert parsed(container="0123456789ab").container == "0123456789ab"
     for bad in ("0123456789a", "0123456789AB", "g" * 12):
