@@ -11,7 +11,9 @@ every record in log order (:meth:`ProcessTracker.observe`) *before* the
 record is matched:
 
 - a ``process.fork`` record whose parent (``data.pid``) is in the tree puts
-  its ``child_pid`` in it; the child inherits the parent's executable;
+  its ``child_pid`` in it (one whose parent is not takes it out: the pid
+  was reused; the root itself always stays); the child inherits the
+  parent's executable;
 - a successful ``process.exec`` (``ret`` 0) sets the process's executable
   to ``data.exe`` (else ``data.filename`` when the kernel resolved none);
   a ``process.seen`` record (found in /proc) sets it to its ``exe``.
@@ -78,6 +80,7 @@ class ProcessTracker:
     pid (``root``; None: no tree asked for) and each process's executable."""
 
     def __init__(self, root: int | None = None) -> None:
+        self.root = root
         self.tree: set[int] = set() if root is None else {root}
         self.exe: dict[int, str] = {}
 
@@ -103,7 +106,7 @@ class ProcessTracker:
                 return
             if pid in self.tree:
                 self.tree.add(child)
-            else:
+            elif child != self.root:
                 self.tree.discard(child)  # a reused pid is someone else now
             parent_exe = self.exe.get(pid)
             if parent_exe is not None:

@@ -11,9 +11,9 @@ time, and decodes only lines that can match:
 
 - a segment whose last record is at or before the cursor is skipped, and
   so is one whose records' times all fall outside ``since``/``until``
-  (each segment's time range is computed once per (path, size, mtime) and
-  remembered, so a daemon answers later time queries without reading old
-  segments' lines again);
+  (each segment's last seq and time range are computed once per (path,
+  size, mtime) and remembered, so a daemon skips an old segment for a
+  later page or window on a stat, without reading it);
 - within a segment, a line's ``seq`` and CloudEvents ``time`` are read
   from its bytes (canonical JSON: the body's ``time`` is the last
   ``"time":"`` of the line) before anything is decoded.
@@ -68,15 +68,18 @@ class _Line(msgspec.Struct):
     body: msgspec.Raw
 
 
-class _Range(msgspec.Struct, frozen=True):
-    """A segment's records' time range (None: it has no timed record)."""
+class _Summary(msgspec.Struct, frozen=True):
+    """A segment's last seq and its records' time range (None: no timed record)."""
 
+    last_seq: int
     first_ns: int | None
     last_ns: int | None
 
 
-_ranges: dict[tuple[str, int, int], _Range] = {}
-_ranges_lock = threading.Lock()
+#: Summaries by (path, size, mtime): a rotated segment never changes, so a
+#: daemon reads each one once to learn it can skip it for a window or cursor.
+_summaries: dict[tuple[str, int, int], _Summary] = {}
+_summaries_lock = threading.Lock()
 
 
 def _indexed(
@@ -131,16 +134,26 @@ def _matching(state_dir: Path, flt: EventFilter, after_seq: int) -> Iterator[Log
     procs = ProcessTracker.for_filter(flt)
     timed = flt.since_ns is not None or flt.until_ns is not None
     for _, path in segment_files(state_dir / "segments"):
+        if procs is None:
+            known = _known_summary(path)
+            if known is not None and _skippable(known, flt, after_seq, timed):
+                continue  # a stat, not a read: this segment was summarised before
         data = _read(path)
         if data is None:
             continue
         if procs is None:
             if _last_seq(data) <= after_seq:
                 continue
-            if timed and not _overlaps(_range_of(path, data), flt):
-                continue
+            if timed and not _overlaps(_summary(path, data), flt):
+                continue  # (only a timed query pays for the time range)
         for line in _lines(data):
             yield from _match_line(line, flt, after_seq, procs)
+
+
+def _skippable(summary: _Summary, flt: EventFilter, after_seq: int, timed: bool) -> bool:
+    """No record of the segment can be answered: all at or before the
+    cursor, or all outside the time window."""
+    return summary.last_seq <= after_seq or (timed and not _overlaps(summary, flt))
 
 
 def _match_line(
@@ -191,6 +204,8 @@ def _seq_of(line: bytes) -> int | None:
 
 
 def _last_seq(data: bytes) -> int:
+    """The seq of the segment's last complete line (2**63 if it has none
+    that parses: never skipped for its seq)."""
     end = data.rfind(b"\n")
     if end < 0:
         return -1
@@ -220,16 +235,31 @@ def _may_be_in_time(line: bytes, flt: EventFilter) -> bool:
     )
 
 
-def _range_of(path: Path, data: bytes) -> _Range:
-    """The segment's time range, remembered by (path, size, mtime)."""
+def _key(path: Path) -> tuple[str, int, int] | None:
     try:
         info = os.stat(path)
-        key: tuple[str, int, int] | None = (str(path), len(data), info.st_mtime_ns)
     except FileNotFoundError:
-        key = None
-    if key is not None and info.st_size == len(data):
-        with _ranges_lock:
-            known = _ranges.get(key)
+        return None
+    return (str(path), info.st_size, info.st_mtime_ns)
+
+
+def _known_summary(path: Path) -> _Summary | None:
+    """The summary remembered for the segment as it is now (same size and mtime)."""
+    key = _key(path)
+    if key is None:
+        return None
+    with _summaries_lock:
+        return _summaries.get(key)
+
+
+def _summary(path: Path, data: bytes) -> _Summary:
+    """The segment's last seq and time range, remembered by (path, size,
+    mtime) when ``data`` is the whole file as it stands (a growing segment
+    is summarised again on its next read)."""
+    key = _key(path)
+    if key is not None:
+        with _summaries_lock:
+            known = _summaries.get(key)
         if known is not None:
             return known
     first: int | None = None
@@ -237,18 +267,18 @@ def _range_of(path: Path, data: bytes) -> _Range:
     for line in _lines(data):
         when = _time_of(line)
         if when is not None:
-            first = when if first is None else min(first, when)
-            last = when if last is None else max(last, when)
-    found = _Range(first, last)
-    if key is not None and info.st_size == len(data):
-        with _ranges_lock:
-            if len(_ranges) >= _CACHE_MAX:
-                _ranges.clear()
-            _ranges[key] = found
+            first = when if first is None or when < first else first
+            last = when if last is None or when > last else last
+    found = _Summary(last_seq=_last_seq(data), first_ns=first, last_ns=last)
+    if key is not None and key[1] == len(data):
+        with _summaries_lock:
+            if len(_summaries) >= _CACHE_MAX:
+                _summaries.clear()
+            _summaries[key] = found
     return found
 
 
-def _overlaps(span: _Range, flt: EventFilter) -> bool:
+def _overlaps(span: _Summary, flt: EventFilter) -> bool:
     if span.first_ns is None or span.last_ns is None:
         return False
     if flt.since_ns is not None and span.last_ns < flt.since_ns:

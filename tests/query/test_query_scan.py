@@ -3,8 +3,6 @@ segments, against a brute-force scan written here from the filter's definition."
 
 from __future__ import annotations
 
-import fnmatch
-import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -12,11 +10,10 @@ from typing import Any
 import pytest
 
 from agent.evidence.canonical import canonical
-from agent.evidence.types import TYPE_PREFIX
 from agent.query.filter import EventFilter, cursor_after
 from agent.query.parse import parse_filter
 from agent.query.scan import newest, search
-from agent.safetext import unescape
+from tests.query.brute import brute
 
 GOLDEN = Path(__file__).parent.parent / "evidence" / "golden" / "evidence.ndjson"
 NOW = 1_764_000_000_123_456_789
@@ -50,82 +47,6 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
         b"".join(_canonical(r) for r in extra)
     )
     return root
-
-
-def logged(state: Path) -> list[tuple[int, dict[str, Any]]]:
-    out = []
-    for segment in sorted((state / "segments").glob("*.ndjson")):
-        for line in segment.read_bytes().splitlines():
-            record = json.loads(line)
-            if record["type"].startswith(TYPE_PREFIX):
-                out.append((record["seq"], record["body"]))
-    return out
-
-
-def text(obj: dict[str, Any], name: str) -> str | None:
-    value = obj.get(name)
-    if not isinstance(value, str):
-        return None
-    return unescape(value) if name in (obj.get("escaped") or []) else value
-
-
-def ns(when: str) -> int:
-    from datetime import datetime
-
-    head, _, frac = when.rstrip("Z").partition(".")
-    seconds = int(datetime.fromisoformat(head + "+00:00").timestamp())
-    return seconds * 10**9 + int(frac.ljust(9, "0"))
-
-
-def brute(state: Path, flt: EventFilter) -> list[int]:
-    """The seqs of the records matching ``flt``, from its docstring's words."""
-    tree = {flt.pid}
-    exe: dict[int, str] = {}
-    out = []
-    for seq, event in logged(state):
-        data = event.get("data") or {}
-        pid = data.get("pid")
-        kind = event["type"]
-        if kind.endswith("process.fork.v1"):
-            if pid in tree:
-                tree.add(data["child_pid"])
-            if pid in exe:
-                exe[data["child_pid"]] = exe[pid]
-        if kind.endswith("process.exec.v1") and data.get("ret") == 0:
-            exe[pid] = text(data, "exe") or text(data, "filename") or ""
-        if kind.endswith("process.seen.v1") and text(data, "exe"):
-            exe[pid] = str(text(data, "exe"))
-        when = ns(event["time"])
-        paths = [
-            text(data, a) or text(data, b)
-            for a, b in (("abs_path", "path"), ("abs_path2", "path2"), ("exe", "filename"))
-        ]
-        endpoint = data.get("endpoint") or {}
-        container = (data.get("container") or {}).get("id") or ""
-        checks = [
-            not flt.types or kind in flt.types,
-            flt.since_ns is None or when >= flt.since_ns,
-            flt.until_ns is None or when < flt.until_ns,
-            flt.pid is None or (pid in tree if flt.tree else pid == flt.pid),
-            flt.comm is None or text(data, "comm") == flt.comm,
-            flt.exe is None or exe.get(pid) == flt.exe,
-            flt.path is None or any(p and fnmatch.fnmatchcase(p, flt.path) for p in paths),
-            flt.container is None or container.startswith(flt.container),
-            flt.uid is None or data.get("uid") == flt.uid,
-            flt.remote is None
-            or (
-                endpoint.get("family") in ("ipv4", "ipv6")
-                and (flt.remote.port is None or endpoint["port"] == flt.remote.port)
-                and (
-                    flt.remote.network is None
-                    or ipaddress.ip_address(endpoint["address"])
-                    in ipaddress.ip_network(flt.remote.network)
-                )
-            ),
-        ]
-        if all(checks):
-            out.append(seq)
-    return out
 
 
 FILTERS: list[dict[str, list[str]]] = [
