@@ -50,6 +50,7 @@ class Workload:
         self.pid = 0
         self.t0 = 0
         self.t1 = ""  # RFC 3339, for until=
+        self.t1_ns = 0
         #: The log's records once every one timed before t1 is in it.
         self.log: list[tuple[int, dict[str, Any]]] = []
 
@@ -90,7 +91,7 @@ curl -s --max-time 2 http://127.0.0.1:{w.port}/ || true
     w.pid = proc.pid
     assert proc.wait(timeout=60) == 0
     end = time.time_ns()
-    w.t1 = _rfc3339(end)
+    w.t1, w.t1_ns = _rfc3339(end), end
     marker = f"thq-marker-{uuid.uuid4().hex}"
     subprocess.run(["/bin/echo", marker], check=True, capture_output=True)
 
@@ -139,7 +140,7 @@ def _filters(w: Workload) -> list[dict[str, list[str]]]:
     return [
         until,
         {**until, "type": ["process.exec"]},
-        {**until, "since": [_rfc3339(w.t0 + 10**9)]},
+        {**until, "since": [_rfc3339((w.t0 + w.t1_ns) // 2)]},
         {**until, "pid": [str(w.pid)]},
         {**until, "pid": [str(w.pid)], "tree": ["true"]},
         {**until, "comm": ["mv"]},
