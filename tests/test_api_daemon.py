@@ -458,7 +458,7 @@ def test_reload_applies_api_and_redaction(kernel: None, daemon: Daemon) -> None:
         subprocess.run(["/bin/echo", "hushhush-topsecret"], check=True, capture_output=True)
 
         def redacted() -> bool:
-            found = daemon.get_json("/v1/events?type=process.exec&limit=50")
+            found = daemon.get_json("/v1/events?type=process.exec&last=50")
             assert isinstance(found, dict)
             argvs = [e["data"].get("argv", []) for e in found["events"]]
             return any("hushhush-[GONE]" in argv for argv in argvs)
