@@ -112,7 +112,10 @@ def rfc3339_ns(text: str) -> int | None:
     if found is None:
         return None
     year, month, day, hour, minute, second = (int(found[i]) for i in range(1, 7))
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60):
+    if not (
+        year >= 1 and 1 <= month <= 12 and 1 <= day <= 31
+        and hour <= 23 and minute <= 59 and second <= 60
+    ):  # fmt: skip
         return None
     if day > calendar.monthrange(year, month)[1]:
         return None

@@ -31,8 +31,11 @@ lock; a segment created after the listing is not read.
 from __future__ import annotations
 
 import collections
+import functools
 import os
+import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -49,6 +52,8 @@ from agent.query.parse import rfc3339_ns
 __all__ = ["Page", "newest", "scan", "search"]
 
 _TIME: Final = b'"time":"'
+_TIMES: Final = re.compile(rb'"time":"([^"]{1,64})","type":"')
+_FIXED_LEN: Final = len("2025-11-24T16:00:00.123456789Z")
 _SEQ: Final = b'"seq":'
 _PROCESS: Final = b'"type":"' + TYPE_PREFIX.encode() + b"process."
 _CACHE_MAX: Final = 4096
@@ -213,26 +218,78 @@ def _last_seq(data: bytes) -> int:
     return seq if seq is not None else 2**63
 
 
-def _time_of(line: bytes) -> int | None:
+def _time_text(line: bytes) -> bytes | None:
     at = line.rfind(_TIME)
     if at < 0:
         return None
     start = at + len(_TIME)
     end = line.find(b'"', start)
-    if end < 0 or end - start > 64:
-        return None
-    return rfc3339_ns(line[start:end].decode("ascii", "replace"))
+    return line[start:end] if 0 <= end - start <= 64 else None
+
+
+def _ns(text: bytes) -> int | None:
+    return rfc3339_ns(text.decode("ascii", "replace"))
+
+
+def _fixed(ns: int) -> bytes:
+    """``ns`` as the mapper writes ``time``: fixed width, UTC, nine digits,
+    so two such texts compare as their times do."""
+    seconds, fraction = divmod(ns, 10**9)
+    t = time.gmtime(seconds)
+    return b"%04d-%02d-%02dT%02d:%02d:%02d.%09dZ" % (
+        t.tm_year,
+        t.tm_mon,
+        t.tm_mday,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+        fraction,
+    )
+
+
+def _is_fixed(text: bytes) -> bool:
+    return len(text) == _FIXED_LEN and text[-1:] == b"Z" and text[19:20] == b"."
 
 
 def _may_be_in_time(line: bytes, flt: EventFilter) -> bool:
+    """Is the line's time inside the window? Texts in the mapper's fixed
+    form are compared as bytes (no parsing); any other form is parsed."""
     if flt.since_ns is None and flt.until_ns is None:
         return True
-    when = _time_of(line)
-    if when is None:
+    text = _time_text(line)
+    if text is None:
         return False  # no time: no timed filter can match it
+    if _is_fixed(text):
+        since, until = _bounds(flt)
+        return (since is None or text >= since) and (until is None or text < until)
+    when = _ns(text)
+    if when is None:
+        return False
     return (flt.since_ns is None or when >= flt.since_ns) and (
         flt.until_ns is None or when < flt.until_ns
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(flt: EventFilter) -> tuple[bytes | None, bytes | None]:
+    """The window's ends in the fixed form (for byte comparison)."""
+    return _bound(flt.since_ns), _bound(flt.until_ns)
+
+
+#: The fixed form spans years 0001 to 9999; a bound outside is below or
+#: above every text in it.
+_FIXED_MIN: Final = -62135596800 * 10**9
+_FIXED_MAX: Final = 253402300800 * 10**9
+
+
+def _bound(ns: int | None) -> bytes | None:
+    if ns is None:
+        return None
+    if ns < _FIXED_MIN:
+        return b""  # below every text
+    if ns >= _FIXED_MAX:
+        return b"\xff"  # above every text
+    return _fixed(ns)
 
 
 def _key(path: Path) -> tuple[str, int, int] | None:
@@ -262,14 +319,18 @@ def _summary(path: Path, data: bytes) -> _Summary:
             known = _summaries.get(key)
         if known is not None:
             return known
-    first: int | None = None
-    last: int | None = None
-    for line in _lines(data):
-        when = _time_of(line)
-        if when is not None:
-            first = when if first is None or when < first else first
-            last = when if last is None or when > last else last
-    found = _Summary(last_seq=_last_seq(data), first_ns=first, last_ns=last)
+    # Every body's time is followed by its "type" (the body's last key). A
+    # nested pair of those names can only widen the range: never a wrong skip.
+    texts = _TIMES.findall(data)
+    fixed = [t for t in texts if _is_fixed(t)]
+    times = [n for n in (_ns(t) for t in texts if not _is_fixed(t)) if n is not None]
+    if fixed:
+        times += [n for n in (_ns(min(fixed)), _ns(max(fixed))) if n is not None]
+    found = _Summary(
+        last_seq=_last_seq(data),
+        first_ns=min(times) if times else None,
+        last_ns=max(times) if times else None,
+    )
     if key is not None and key[1] == len(data):
         with _summaries_lock:
             if len(_summaries) >= _CACHE_MAX:

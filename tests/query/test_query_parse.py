@@ -61,7 +61,7 @@ def test_rfc3339_offsets_and_short_fractions() -> None:
 @pytest.mark.parametrize(
     "text",
     ["5x", "5", "-5m", "1.5h", "", "2025-11-24", "2025-11-24T16:00:00", "2025-02-30T00:00:00Z",
-     "2025-11-24T25:00:00Z", "2025-11-24T16:00:00.1234567890Z", "now", "5m ago", "\u0665m"],
+     "2025-11-24T25:00:00Z", "0000-01-01T00:00:00Z", "2025-11-24T16:00:00.1234567890Z", "now", "5m ago", "\u0665m"],
 )  # fmt: skip
 def test_bad_times_name_the_option(text: str) -> None:
     error = refused(since=text)
