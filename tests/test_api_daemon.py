@@ -458,7 +458,7 @@ def test_reload_applies_api_and_redaction(kernel: None, daemon: Daemon) -> None:
         subprocess.run(["/bin/echo", "hushhush-topsecret"], check=True, capture_output=True)
 
         def redacted() -> bool:
-            found = daemon.get_json("/v1/events?type=process.exec&limit=50")
+            found = daemon.get_json("/v1/events?type=process.exec&last=50")
             assert isinstance(found, dict)
             argvs = [e["data"].get("argv", []) for e in found["events"]]
             return any("hushhush-[GONE]" in argv for argv in argvs)
@@ -535,7 +535,7 @@ def test_events_served_from_the_log_bytes_are_redacted_and_terminal_safe(
         """The listing's raw bytes, once the record is in it (else empty)."""
         raw = subprocess.run(
             ["curl", "-sS", "--unix-socket", str(daemon.sock),
-             "http://localhost/v1/events?type=process.exec&limit=200"],
+             "http://localhost/v1/events?type=process.exec&last=200"],
             capture_output=True, timeout=20,
         ).stdout  # fmt: skip
         return raw if b"tracehound-e2e-raw" in raw else b""

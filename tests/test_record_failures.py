@@ -63,7 +63,7 @@ def test_failing_records_are_counted_and_capture_goes_on(
     assert daemon.status("/readyz")[0] == 200
 
     def echoed() -> bool:
-        found = daemon.get_json("/v1/events?type=process.exec&limit=200")["events"]
+        found = daemon.get_json("/v1/events?type=process.exec&last=200")["events"]
         return any("after-the-poison" in e["data"]["argv"] for e in found)
 
     wait_until(echoed, "a later exec in the log")

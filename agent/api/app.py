@@ -27,12 +27,14 @@ from agent.api.sse import sse_comment, sse_event
 from agent.capture.container_id import matches_container
 from agent.capture.session import CaptureSession
 from agent.child_command import child_command
-from agent.evidence.log_reader import events_after, find_event, recent_events
+from agent.evidence.log_reader import events_after, find_event
 from agent.evidence.verify import VerifyReport
 from agent.evidence.verify_child import decode_report
 from agent.evidence.worker import EvidenceWorker
 from agent.memory import release_free_memory
 from agent.metrics import CONTENT_TYPE, QueueSample, render
+from agent.query.filter import EventFilter, cursor_after
+from agent.query.scan import newest, search
 from agent.redact.events import MemoStats
 from agent.safetext import json_bytes, terminal_safe_json
 from agent.sinks.aggregating import AggregatingSink
@@ -180,18 +182,7 @@ class DaemonApi:
             case "stats":
                 return _json(self.stats())
             case "events":
-                state_dir = self._need_evidence()
-                found = await trio.to_thread.run_sync(
-                    lambda: recent_events(
-                        state_dir,
-                        type=_str(params.get("type")),
-                        pid=_int(params.get("pid")),
-                        limit=int(params["limit"]),
-                    )
-                )
-                # The records' bytes as the log holds them, not encoded again.
-                listing = b'{"events":[' + b",".join(e.raw for e in found) + b"]}\n"
-                return Reply(200, terminal_safe_json(listing))
+                return await self._events(route)
             case "event":
                 state_dir = self._need_evidence()
                 wanted = str(params["id"])
@@ -211,6 +202,31 @@ class DaemonApi:
                     raise HttpError(503, "metrics are off ([metrics] enabled = false)")
                 return Reply(200, render(self.registry), CONTENT_TYPE)
         raise HttpError(404, "no such endpoint")  # pragma: no cover (routes are exhaustive)
+
+    async def _events(self, route: Route) -> Reply:
+        """A page of the records matching the route's filter, in log order,
+        and the cursor of the next page (``null``: that was all); with
+        ``last``, the newest N instead (and the cursor after the newest, to
+        follow on from). Searched in a worker thread: a scan of a large log
+        must not stall the event loop."""
+        state_dir = self._need_evidence()
+        params = route.params
+        flt = route.filter if route.filter is not None else EventFilter()
+        limit = int(params["limit"])
+        if "last" in params:
+            last = int(params["last"])
+            found = await trio.to_thread.run_sync(lambda: newest(state_dir, flt, limit=last))
+            following = cursor_after(found[-1].seq) if found else None
+        else:
+            after = int(params.get("after_seq", -1))
+            page = await trio.to_thread.run_sync(
+                lambda: search(state_dir, flt, after_seq=after, limit=limit)
+            )
+            found, following = page.events, page.next_cursor
+        # The records' bytes as the log holds them, not encoded again.
+        listing = b'{"events":[' + b",".join(e.raw for e in found) + b'],"next":'
+        listing += msgspec.json.encode(following) + b"}\n"
+        return Reply(200, terminal_safe_json(listing))
 
     def _need_evidence(self) -> Path:
         if self.state_dir is None or self.pipeline is None:

@@ -31,13 +31,17 @@ from agent.api.client import (
     fetch,
     stream,
 )
+from agent.commands import query
 from agent.commands.arguments import bounded_int, container_prefix, shown
+from agent.commands.query import add_filter_options, filter_from_args, use_colour
 from agent.commands.stats_text import render_stats_text
 from agent.config import load_config
 from agent.errors import RunError, UsageError
-from agent.evidence.log_reader import event_pid, type_matches
 from agent.evidence.types import TYPE_PREFIX
 from agent.limits import MAX_CGROUP_ID, MAX_PID, MAX_SEQ
+from agent.query.compact import compact_line
+from agent.query.filter import EventFilter
+from agent.query.match import ProcessTracker, matches
 from agent.safetext import terminal_safe_json
 from agent.sinks.profile import decode_profile, render_text
 
@@ -71,10 +75,10 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                             " kind, with what is in flight")  # fmt: skip
     stats.set_defaults(handler=_quiet_pipe(_stats))
     tail = subparsers.add_parser("tail", help="evidence records as they come (NDJSON)")
-    tail.add_argument("--type", help="only this type: full, or short like process.exec or file")
-    tail.add_argument(
-        "--pid", type=_pid, help=f"only records about this pid (data.pid), 1 to {MAX_PID}"
-    )
+    add_filter_options(tail)
+    tail.add_argument("--format", choices=("json", "compact"), default="json",
+                      help="json: the CloudEvents as logged, one a line (default);"
+                           " compact: one readable line each")  # fmt: skip
     tail.add_argument("--last-event-id", metavar="ID",
                       help="first every logged record after ID (resume)")  # fmt: skip
     tail.add_argument("--count", type=bounded_int(1, MAX_SEQ), metavar="N",
@@ -83,6 +87,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     for parser in (snapshot, stats, tail):
         parser.add_argument("--socket", metavar="PATH", help="the API socket (default: api.socket)")
         parser.add_argument("--config", metavar="FILE", help="read api.socket from this file")
+    query.add_parsers(subparsers, _quiet_pipe)
 
 
 def _quiet_pipe(handler: Handler) -> Handler:
@@ -113,6 +118,11 @@ def _socket(args: argparse.Namespace) -> str:
     return load_config(Path(args.config) if args.config else None).api.socket  # ConfigError: 2
 
 
+def socket_path(args: argparse.Namespace) -> str:
+    """``--socket``, else ``api.socket`` of ``--config`` (or the default file)."""
+    return _socket(args)
+
+
 @contextlib.contextmanager
 def _one_line(command: str, where: str) -> Iterator[None]:
     """Turn whatever talking to ``where`` can raise into one RunError line."""
@@ -137,6 +147,9 @@ def _one_line(command: str, where: str) -> Iterator[None]:
         raise RunError(f"{command}: no complete answer from {where} in {TIMEOUT_S:g} s") from None
     except OSError as err:
         raise RunError(f"{command}: connection to {where} failed: {err.strerror or err}") from None
+
+
+one_line = _one_line
 
 
 def _json(command: str, body: bytes) -> Any:
@@ -191,6 +204,12 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    """Live records that pass the filters (parsed first: a bad one is one
+    line at once, not a silent wait); matched by the predicate the log
+    scan uses, with a process tracker fed every record for --tree/--exe."""
+    flt = filter_from_args(args)
+    procs = ProcessTracker.for_filter(flt)
+    colour = use_colour()
     last_id: str | None = args.last_event_id
     if last_id is not None and _EVENT_ID.fullmatch(last_id) is None:
         raise UsageError(
@@ -203,7 +222,7 @@ def _tail(args: argparse.Namespace) -> int:
         with _one_line("tail", where), contextlib.closing(messages):
             for message in messages:
                 last_id = message.id or last_id
-                if _show(message, args, last_id):
+                if _show(message, args, last_id, flt, procs, colour):
                     printed += 1
                     if printed == args.count:
                         return 0
@@ -213,7 +232,14 @@ def _tail(args: argparse.Namespace) -> int:
     raise RunError(f"tail: the daemon closed the stream{resume}")
 
 
-def _show(message: SseMessage, args: argparse.Namespace, last_id: str | None) -> bool:
+def _show(
+    message: SseMessage,
+    args: argparse.Namespace,
+    last_id: str | None,
+    flt: EventFilter,
+    procs: ProcessTracker | None,
+    colour: bool,
+) -> bool:
     """Print one record if it passes the filters (True), or a notice to stderr."""
     if message.event in ("overflow", "gap"):
         _notice(message, last_id)
@@ -223,10 +249,14 @@ def _show(message: SseMessage, args: argparse.Namespace, last_id: str | None) ->
     record = _loads(message.data)
     if not isinstance(record, dict) or not isinstance(record.get("type"), str):
         _garbled(f"an event that is not a CloudEvent: {message.data[:80]!r}")
-    if args.type and not type_matches(args.type, record["type"]):
+    if procs is not None:
+        procs.observe(record)
+    if not matches(flt, record, procs):
         return False
-    if args.pid is not None and event_pid(record) != args.pid:
-        return False
+    if args.format == "compact":
+        sys.stdout.write(compact_line(record, colour=colour) + "\n")
+        sys.stdout.flush()
+        return True
     line = message.data if "\n" not in message.data else msgspec.json.encode(record).decode()
     # The same JSON value, with nothing in it a terminal would act on.
     sys.stdout.buffer.write(terminal_safe_json(line.encode()) + b"\n")

@@ -8,8 +8,13 @@ from hypothesis import strategies as st
 
 from agent.api.http import HttpError, Request, RequestParser
 from agent.api.routes import DEFAULT_LIMIT, MAX_LIMIT, Route, route
+from agent.evidence.types import TYPE_PREFIX
+from agent.limits import MAX_PID
+from agent.query.filter import EventFilter
+from agent.query.parse import parse_filter
 
 EVENT_ID = "0123456789abcdef" * 2
+NOW = 1_764_000_000_123_456_789
 
 
 def request(target: str, method: str = "GET", headers: tuple[str, ...] = ()) -> Request:
@@ -45,17 +50,6 @@ def refused(target: str, method: str = "GET", headers: tuple[str, ...] = ()) -> 
         ("/v1/snapshot?comm=a+b", "snapshot", {"comm": "a b"}),
         ("/v1/snapshot?comm=" + "x" * 16, "snapshot", {"comm": "x" * 16}),
         ("/v1/stats", "stats", {}),
-        ("/v1/events", "events", {"limit": DEFAULT_LIMIT}),
-        (
-            "/v1/events?type=process.exec&pid=1&limit=1",
-            "events",
-            {"type": "process.exec", "pid": 1, "limit": 1},
-        ),
-        (
-            "/v1/events?type=net.connect-v4_x&limit=10000",
-            "events",
-            {"type": "net.connect-v4_x", "limit": MAX_LIMIT},
-        ),
         (f"/v1/events/{EVENT_ID}", "event", {"id": EVENT_ID}),
         ("/v1/stream", "stream", {}),
         ("/v1/verify", "verify", {}),
@@ -138,11 +132,24 @@ def test_unknown_path_wins_over_bad_method() -> None:
         ("/v1/snapshot?comm=" + "x" * 17, "comm", "1 to 16"),
         ("/v1/snapshot?cgroup=x", "cgroup", "cgroup id"),
         ("/v1/snapshot?cgroup=18446744073709551616", "cgroup", "cgroup id"),
-        ("/v1/events?type=Process.Exec", "type", "event type"),
-        ("/v1/events?type=", "type", "event type"),
-        ("/v1/events?type=a%2Fb", "type", "event type"),
-        ("/v1/events?type=a%20b", "type", "event type"),
-        ("/v1/events?type=" + "a" * 129, "type", "event type"),
+        ("/v1/events?type=Process.Exec", "type", "record type"),
+        ("/v1/events?type=", "type", "record type"),
+        ("/v1/events?type=a%2Fb", "type", "record type"),
+        ("/v1/events?type=a%20b", "type", "record type"),
+        ("/v1/events?type=net.connect-v4_x", "type", "record type"),
+        ("/v1/events?type=" + "a" * 129, "type", "record type"),
+        ("/v1/events?since=5x", "since", "duration"),
+        ("/v1/events?until=2025-13-01T00:00:00Z", "until", "RFC 3339"),
+        ("/v1/events?since=1h&until=2h", "until", "after"),
+        ("/v1/events?tree=1", "tree", "needs pid"),
+        ("/v1/events?pid=1&tree=maybe", "tree", "true or false"),
+        ("/v1/events?remote=10.0.0.1:70000", "remote", "CIDR"),
+        ("/v1/events?container=abc", "container", "12 to 64"),
+        ("/v1/events?uid=-1", "uid", "a uid"),
+        ("/v1/events?cursor=x1", "cursor", "'next' token"),
+        ("/v1/events?cursor=s1&last=5", "last", "cursor"),
+        ("/v1/events?last=0", "last", "1 to 10000"),
+        ("/v1/events?pid=0", "pid", "a pid from 1"),
         ("/v1/events?limit=0", "limit", "1 to 10000"),
         ("/v1/events?limit=10001", "limit", "1 to 10000"),
         ("/v1/events?limit=ten", "limit", "1 to 10000"),
@@ -183,13 +190,42 @@ def test_repeated_param_is_400() -> None:
 
 def test_long_bad_values_are_truncated_in_the_message() -> None:
     error = refused("/v1/events?type=" + "A" * 500)
+    assert "A" * 41 not in error.reason
+    error = refused("/v1/snapshot?comm=" + "A" * 500)
     assert len(error.reason) < 200
 
 
-@given(st.integers(min_value=0, max_value=2**31 - 1), st.integers(min_value=1, max_value=MAX_LIMIT))
+def test_events_routes_parse_their_filter_with_the_shared_parser() -> None:
+    got = route(request("/v1/events"), now_ns=NOW)
+    assert got == Route(name="events", params={"limit": DEFAULT_LIMIT}, filter=EventFilter())
+    target = (
+        "/v1/events?type=process.exec&type=file.open,file.rename&pid=7&tree=1&since=5m"
+        "&until=2025-11-24T16:00:00.5Z&comm=a+b&exe=/bin/sh&path=/etc/*"
+        "&container=0123456789ab&remote=%5B::1%5D:53&uid=0&limit=10000&cursor=s41"
+    )
+    got = route(request(target), now_ns=NOW)
+    assert got.params == {"limit": MAX_LIMIT, "after_seq": 41}
+    assert got.filter == parse_filter(
+        {
+            "type": ["process.exec", "file.open,file.rename"], "pid": ["7"], "tree": ["1"],
+            "since": ["5m"], "until": ["2025-11-24T16:00:00.5Z"], "comm": ["a b"],
+            "exe": ["/bin/sh"], "path": ["/etc/*"], "container": ["0123456789ab"],
+            "remote": ["[::1]:53"], "uid": ["0"],
+        },
+        now_ns=NOW,
+    )  # fmt: skip
+    assert got.filter is not None and got.filter.since_ns == NOW - 300 * 10**9
+    assert got.filter.types == {
+        TYPE_PREFIX + "process.exec.v1", TYPE_PREFIX + "file.open.v1", TYPE_PREFIX + "file.rename.v1"
+    }  # fmt: skip
+    assert route(request("/v1/events?last=5")).params == {"limit": DEFAULT_LIMIT, "last": 5}
+
+
+@given(st.integers(min_value=1, max_value=MAX_PID), st.integers(min_value=1, max_value=MAX_LIMIT))
 def test_any_valid_pid_and_limit_route(pid: int, limit: int) -> None:
     got = routed(f"/v1/events?pid={pid}&limit={limit}")
-    assert got.params == {"pid": pid, "limit": limit}
+    assert got.params == {"limit": limit}
+    assert got.filter == EventFilter(pid=pid)
 
 
 @given(st.text(alphabet=st.characters(codec="ascii"), max_size=40))
@@ -209,4 +245,4 @@ def test_arbitrary_query_values_give_a_route_or_an_http_error(value: str) -> Non
             assert exc.status == 400
             assert f"'{name}'" in exc.reason
         else:
-            assert name in got.params
+            assert name in got.params or (got.filter is not None and name in ("type", "pid"))
