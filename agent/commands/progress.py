@@ -11,6 +11,7 @@ the log, never a file name (those are the host's, attacker-chosen bytes).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -45,9 +46,22 @@ def byte_progress(
     if not wanted:
         yield None
         return
+    # A terminal that reports no size (a bare pty: 0 x 0) would get a bar cut
+    # to nothing, or none (tqdm skips bars below the last row): draw one for
+    # 80 x 24 there instead.
+    sized = _columns() > 0
     bar = tqdm(total=total, desc=what, unit="B", unit_scale=True, unit_divisor=1024,
-               file=sys.stderr, leave=False, dynamic_ncols=True)  # fmt: skip
+               file=sys.stderr, leave=False, dynamic_ncols=sized,
+               ncols=None if sized else 80, nrows=None if sized else 24)  # fmt: skip
     try:
         yield bar.update
     finally:
         bar.close()
+
+
+def _columns() -> int:
+    """stderr's terminal width, 0 if it reports none."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 0
