@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from agent import __version__
 from agent.capture.loader import CaptureError
-from agent.commands import client, config, evidence, profile, run
+from agent.commands import client, config, evidence, mark, profile, run
 from agent.errors import RunError, UsageError
 
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     evidence.add_parser(subparsers)
     config.add_parser(subparsers)
     client.add_parsers(subparsers)
+    mark.add_parser(subparsers)
     _one_line_error(parser)
     return parser
 

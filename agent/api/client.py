@@ -340,6 +340,25 @@ def fetch(
         return _to_close(sock, parser, head, chunks, deadline)
 
 
+def post(socket_path: str, path: str, body: bytes, timeout: float = 30.0) -> Response:
+    """POST ``body`` (JSON) to ``path``; the whole response, whatever its status.
+
+    The same edge as :func:`fetch` (and its errors); the request is framed
+    by :func:`request_bytes`, with the body's type and length added.
+    """
+    head = request_bytes(
+        path, headers=[("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    request = b"POST" + head.removeprefix(b"GET") + body
+    deadline = time.monotonic() + timeout
+    parser = ResponseParser()
+    with _connect(socket_path, timeout) as sock:
+        response, chunks = _exchange(sock, request, parser, deadline)
+        if isinstance(response, Response):
+            return response
+        return _to_close(sock, parser, response, chunks, deadline)
+
+
 def stream(
     socket_path: str,
     path: str = "/v1/stream",

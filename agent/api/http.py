@@ -195,7 +195,13 @@ class RequestParser:
         A server whose idle timeout fires can use this to tell a client that
         said nothing (close quietly) from one stuck mid-request (408).
         """
-        return len(self._buf)
+        return len(self._buf) + (1 if self._awaiting is not None else 0)
+
+    def take_continue(self) -> bool:
+        """True once after a POST's head asked ``Expect: 100-continue`` and
+        its body is acceptable: the server should send ``100 Continue``."""
+        wanted, self._continue = self._continue, False
+        return wanted
 
     def feed(self, data: bytes) -> Request | None:
         """Add ``data`` and return the next complete request, if there is one.
@@ -237,7 +243,9 @@ class RequestParser:
         self._scan_from = 0
         self._checked = 0
         accepting = self.max_body_bytes > 0
-        request = _parse_head(head, self.max_headers, BODY_METHODS if accepting else ALLOWED_METHODS)
+        request = _parse_head(
+            head, self.max_headers, BODY_METHODS if accepting else ALLOWED_METHODS
+        )
         length = _body_length(request, self.max_body_bytes)
         if not length:
             return request

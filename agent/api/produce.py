@@ -198,7 +198,9 @@ class RateLimiter:
 
     def _make_room(self, now: float, rate: float, burst: int) -> bool:
         """Drop every bucket that has refilled (they hold no state); False if none had."""
-        full = [k for k, (tokens, at) in self._buckets.items() if tokens + (now - at) * rate >= burst]
+        full = [
+            k for k, (tokens, at) in self._buckets.items() if tokens + (now - at) * rate >= burst
+        ]
         for key in full:
             del self._buckets[key]
         return bool(full)

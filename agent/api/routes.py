@@ -6,7 +6,8 @@ decoded and free of ``..``, ``//`` and odd bytes) and returns a
 
 - 404 for a path that is not an endpoint (trailing slashes included: there
   is exactly one spelling of each path);
-- 405 (with ``Allow: GET``) for any method but GET on a known path;
+- 405 (with ``Allow: GET``) for any method but GET on a known path (but
+  POST on ``/v1/events``);
 - 400 for a bad parameter, an unknown one (a typo like ``?pdi=1`` would
   otherwise silently return everything), or one given twice. The message
   names the parameter and what was expected.
@@ -17,6 +18,7 @@ Endpoints and their parameters::
                       container: an id prefix of 12 to 64 hex digits)
     /v1/stats
     /v1/events        type, pid, limit       (limit 1..10000, default 100)
+    POST /v1/events   a producer's event: the body (agent.api.produce), no parameters
     /v1/events/{id}   id: 32 lower-case hex digits
     /v1/stream        Last-Event-ID header   (32 lower-case hex digits, optional)
     /v1/verify, /healthz, /readyz, /metrics
@@ -35,8 +37,9 @@ from agent.capture.container_id import CONTAINER_PREFIX, CONTAINER_PREFIX_EXPECT
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Route", "RouteName", "route"]
 
 RouteName = Literal[
-    "snapshot", "stats", "events", "event", "stream", "verify", "healthz", "readyz", "metrics"
-]
+    "snapshot", "stats", "events", "event", "stream", "verify", "healthz", "readyz", "metrics",
+    "produce",
+]  # fmt: skip
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -55,11 +58,14 @@ class Route(msgspec.Struct, frozen=True):
     """The endpoint a request names and its validated parameters.
 
     ``params`` holds only parameters that were given, plus defaults (``limit``
-    for events): ints for pid, cgroup and limit; str for the rest.
+    for events): ints for pid, cgroup and limit; str for the rest. ``body``:
+    a POST's, unread (``produce``: checked by its handler, after the server
+    has checked who may send it and how often).
     """
 
     name: RouteName
     params: dict[str, int | str]
+    body: bytes = b""
 
 
 # path -> (route name, query parameters it accepts)
@@ -74,6 +80,7 @@ _FIXED: dict[str, tuple[RouteName, frozenset[str]]] = {
     "/metrics": ("metrics", frozenset()),
 }
 _EVENT_PREFIX = "/v1/events/"
+_PRODUCE = "/v1/events"
 
 
 def _bad(name: str, expected: str, value: str) -> HttpError:
@@ -141,6 +148,9 @@ def _query_params(request: Request, accepted: frozenset[str]) -> dict[str, int |
 def route(request: Request) -> Route:
     """Resolve ``request`` to a :class:`Route`, or raise :class:`HttpError`."""
     path = request.path
+    if request.method == "POST" and path == _PRODUCE:
+        _query_params(request, frozenset())
+        return Route(name="produce", params={}, body=request.body)
     fixed = _FIXED.get(path)
     if fixed is not None:
         name, accepted = fixed
