@@ -327,7 +327,9 @@ def _refuse(
     """
     stats.forbidden += 1
     refusal = HttpError(
-        403, f"uid {peer.uid} gid {peer.gid} may not use this API (api.allow_uids/gids)"
+        403,
+        f"uid {peer.uid} gid {peer.gid} may not use this API"
+        " (api.allow_uids/gids; to append events, api.producer_uids/gids)",
     )
     data = _error(stats, refusal)
     sock = socket.socket(fileno=stream.socket.detach())  # ours now; the stream closes nothing
