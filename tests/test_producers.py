@@ -287,6 +287,11 @@ def test_the_rate_limit_holds_while_capture_goes_on(
     after = producers(daemon)
     assert after["rate_limited"] - before["rate_limited"] == limited
     assert after["accepted"] - before.get("accepted", 0) == accepted
+    # The same counts in the metrics.
+    metrics = daemon.metrics()
+    for outcome in ("accepted", "rate_limited"):
+        line = f'tracehound_api_produced_total{{outcome="{outcome}"}} {float(after[outcome])}'
+        assert line in metrics.splitlines(), metrics
 
     def marker_logged() -> bool:
         return any(

@@ -138,8 +138,16 @@ class ApiServerStats:
         #: The producers' token buckets, by uid (bounded; its refusals counted there).
         self.producer_rate = RateLimiter()
 
-    def as_dict(self) -> dict[str, object]:
+    def producer_outcomes(self) -> dict[str, int]:
+        """Producers' events by outcome: ``accepted``, ``forbidden`` (403),
+        ``malformed`` (400), ``unwritten`` (503), ``rate_limited`` and
+        ``table_full`` (429)."""
         rate = self.producer_rate
+        outcomes = {"accepted": 0, "forbidden": 0, "malformed": 0, "unwritten": 0}
+        outcomes.update(self.produced)
+        return {**outcomes, "rate_limited": rate.limited, "table_full": rate.table_full}
+
+    def as_dict(self) -> dict[str, object]:
         return {
             "responses": {str(k): v for k, v in sorted(self.responses.items())},
             "forbidden": self.forbidden,
@@ -147,12 +155,7 @@ class ApiServerStats:
             "timeouts": self.timeouts,
             "connections": self.connections,
             "active": self.active,
-            "producers": {
-                **{k: v for k, v in sorted(self.produced.items())},
-                "rate_limited": rate.limited,
-                "table_full": rate.table_full,
-                "uids": len(rate),
-            },
+            "producers": {**self.producer_outcomes(), "uids": len(self.producer_rate)},
         }
 
 
