@@ -89,3 +89,7 @@ past this the kernel's records would be the minority of the log."""
 
 MAX_PRODUCER_BURST: Final = 100_000
 """Events one producer uid may append at once (``api.producer_burst``)."""
+
+MAX_EVENT_BODY_BYTES: Final = 16384
+"""A producer's event (``POST /v1/events``, ``mark --data``), in bytes: a
+message and a few dozen fields; the whole body is read before it is checked."""

@@ -39,6 +39,7 @@ from typing import Any, Final
 import msgspec
 
 from agent.api.http import HttpError
+from agent.limits import MAX_EVENT_BODY_BYTES
 
 __all__ = [
     "DEFAULT_KIND",
@@ -54,8 +55,8 @@ __all__ = [
     "parse_produced",
 ]
 
-MAX_BODY_BYTES: Final = 16384
-"""Largest ``POST /v1/events`` body: a message and a few dozen fields."""
+MAX_BODY_BYTES: Final = MAX_EVENT_BODY_BYTES
+"""Largest ``POST /v1/events`` body (:data:`agent.limits.MAX_EVENT_BODY_BYTES`)."""
 MAX_MESSAGE_CHARS: Final = 4096
 MAX_KIND_CHARS: Final = 64
 MAX_STRING_CHARS: Final = 4096

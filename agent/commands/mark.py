@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 import msgspec
 
 from agent.api.client import ApiError, post
 from agent.api.produce import DEFAULT_KIND, MAX_MESSAGE_CHARS
-from agent.commands.arguments import shown
+from agent.commands.arguments import json_object
 from agent.commands.client import TIMEOUT_S, _json, _one_line, _socket
 from agent.errors import UsageError
 
@@ -36,26 +35,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     mark.add_argument("message", help=f"what happened, 1 to {MAX_MESSAGE_CHARS} characters")
     mark.add_argument("--kind", default=DEFAULT_KIND,
                       help=f"a name like deploy.start ([a-z0-9._-]; default {DEFAULT_KIND})")  # fmt: skip
-    mark.add_argument("--data", type=_object, metavar="JSON", default={},
+    mark.add_argument("--data", type=json_object, metavar="JSON", default={},
                       help='details as a JSON object, e.g. \'{"version": "1.2"}\'')  # fmt: skip
     mark.add_argument("--socket", metavar="PATH", help="the API socket (default: api.socket)")
     mark.add_argument("--config", metavar="FILE", help="read api.socket from this file")
     mark.set_defaults(handler=_mark)
-
-
-def _object(text: str) -> dict[str, Any]:
-    """``--data``: a JSON object, or a one-line usage error."""
-    try:
-        value = msgspec.json.decode(text)
-    except msgspec.DecodeError as err:
-        raise argparse.ArgumentTypeError(
-            f"expected a JSON object, got {shown(text)} ({err})"
-        ) from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(
-            f"expected a JSON object, got a JSON {type(value).__name__}: {shown(text)}"
-        )
-    return value
 
 
 def _mark(args: argparse.Namespace) -> int:
