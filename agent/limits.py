@@ -82,3 +82,14 @@ MAX_IDLE_TIMEOUT_S: Final = 3600
 
 MAX_SSE_BUFFER: Final = 1 << 20
 """Events buffered per live-tail client."""
+
+MAX_PRODUCER_RATE: Final = 10_000
+"""Events per second one producer uid may append (``api.producer_rate``):
+past this the kernel's records would be the minority of the log."""
+
+MAX_PRODUCER_BURST: Final = 100_000
+"""Events one producer uid may append at once (``api.producer_burst``)."""
+
+MAX_EVENT_BODY_BYTES: Final = 16384
+"""A producer's event (``POST /v1/events``, ``mark --data``), in bytes: a
+message and a few dozen fields; the whole body is read before it is checked."""

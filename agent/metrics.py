@@ -21,6 +21,7 @@ The names, types and labels are the contract written at the top of
     tracehound_api_forbidden_total                 counter  API requests refused by peer credentials (403)
     tracehound_api_clients                         gauge    API connections open now
     tracehound_api_sse_dropped_total               counter  live-tail records a slow client's buffer refused
+    tracehound_api_produced_total{outcome}         counter  producers' events (POST /v1/events), by outcome
     tracehound_config_reloads_total{result}        counter  SIGHUP reloads: applied, refused
     tracehound_aggregate_evictions_total{what}     counter  evicted to stay in the snapshot's caps:
                                                             processes, files, endpoints, execs, notes
@@ -116,6 +117,9 @@ class ApiStatus(msgspec.Struct, frozen=True, kw_only=True):
     clients: int
     sse_dropped: int
     reloads: dict[str, int]
+    #: Producers' events by outcome (accepted, forbidden, malformed, unwritten,
+    #: rate_limited, table_full).
+    produced: dict[str, int] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,7 +375,14 @@ def _api_families(status: ApiStatus | None) -> list[Metric]:
     )
     for result, count in sorted(status.reloads.items()):
         reloads.add_metric([result], count)
-    return [responses, forbidden, clients, dropped, reloads]
+    produced = CounterMetricFamily(
+        "tracehound_api_produced",
+        "Producers' events (POST /v1/events, tracehound mark), by outcome",
+        labels=["outcome"],
+    )
+    for outcome, count in sorted(status.produced.items()):
+        produced.add_metric([outcome], count)
+    return [responses, forbidden, clients, dropped, reloads, produced]
 
 
 def _cache_families(caches: Mapping[str, MemoStats]) -> list[Metric]:

@@ -250,7 +250,7 @@ def test_refused_peers_hold_no_client_slots(
     answers = json.loads(out)
     assert len(answers) == 80
     want = {"status": 403, "detail": f"uid {NOBODY} gid {NOBODY} may not use this API"
-            " (api.allow_uids/gids)"}  # fmt: skip
+            " (api.allow_uids/gids; to append events, api.producer_uids/gids)"}  # fmt: skip
     assert [a for a in answers if a != want] == []
     after = daemon.get_json("/v1/stats")
     assert isinstance(after, dict)

@@ -21,13 +21,17 @@ from prometheus_client import CollectorRegistry
 
 from agent.api.http import HttpError
 from agent.api.live import LiveTail, record_event
+from agent.api.peer_process import GONE
+from agent.api.produce import parse_produced
 from agent.api.routes import Route
 from agent.api.server import ApiServerStats, Peer, Reply, Send, StreamReply
 from agent.api.sse import sse_comment, sse_event
 from agent.capture.container_id import matches_container
 from agent.capture.session import CaptureSession
 from agent.child_command import child_command
+from agent.evidence.app_event import AppEvent
 from agent.evidence.log_reader import events_after, find_event
+from agent.evidence.record_types import TYPE_APP
 from agent.evidence.verify import VerifyReport
 from agent.evidence.verify_child import decode_report
 from agent.evidence.worker import EvidenceWorker
@@ -197,6 +201,8 @@ class DaemonApi:
             case "verify":
                 result = await self.verify()
                 return _json(result, 200)
+            case "produce":
+                return await self._produce(route.body, peer)
             case "metrics":
                 if self.registry is None:
                     raise HttpError(503, "metrics are off ([metrics] enabled = false)")
@@ -227,6 +233,44 @@ class DaemonApi:
         listing = b'{"events":[' + b",".join(e.raw for e in found) + b'],"next":'
         listing += msgspec.json.encode(following) + b"}\n"
         return Reply(200, terminal_safe_json(listing))
+
+    async def _produce(self, body: bytes, peer: Peer) -> Reply:
+        """A producer's event into the log (``POST /v1/events``): 202 with
+        the record's id and time once it is mapped and queued (written
+        within the batch after; ``GET /v1/events/{id}`` finds it then).
+        The server has checked who may send it and how often; here its
+        body is checked (400 naming what is wrong) and every outcome counted."""
+        counts = self.server_stats.produced
+        try:
+            produced = parse_produced(body)
+        except HttpError:
+            counts["malformed"] += 1
+            raise
+        if self.pipeline is None:
+            counts["unwritten"] += 1
+            raise HttpError(503, _NO_EVIDENCE)
+        process = peer.process if peer.process is not None else GONE
+        event = AppEvent(
+            pid=peer.pid,
+            uid=peer.uid,
+            gid=peer.gid,
+            exe=process.exe,
+            comm=process.comm,
+            cgroup_id=process.cgroup_id,
+            peer_gone=process.gone,
+            kind=produced.kind,
+            message=produced.message,
+            data=produced.data,
+            ts_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
+        )
+        done = await self.pipeline.append_app(event)
+        if isinstance(done, str) or done.refused is not None or done.record_id is None:
+            counts["unwritten"] += 1
+            why = done if isinstance(done, str) else done.refused or "no record"
+            raise HttpError(503, f"the event was not recorded: {why}")
+        counts["accepted"] += 1
+        answer = {"id": done.record_id, "type": TYPE_APP, "time": done.time}
+        return _json(answer, 202)
 
     def _need_evidence(self) -> Path:
         if self.state_dir is None or self.pipeline is None:

@@ -125,21 +125,28 @@ def open_response(
     target: str,
     headers: Iterable[tuple[str, str]],
     timeout: float,
+    *,
+    json_body: bytes | None = None,
 ) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
-    """Send ``GET target`` (see :func:`request_target`) and read the
-    response's head, by ``timeout``; the caller reads the body (bounded by
-    the same deadline until :meth:`UnixHTTPConnection.set_deadline`) and
-    closes the connection. ConnectError, ResponseError, OSError."""
+    """Send ``GET target`` (see :func:`request_target`), or ``POST`` with
+    ``json_body``, and read the response's head, by ``timeout``; the caller
+    reads the body (bounded by the same deadline until
+    :meth:`UnixHTTPConnection.set_deadline`) and closes the connection.
+    ConnectError, ResponseError, OSError."""
     fields = check_headers(headers)
     conn = UnixHTTPConnection(socket_path, timeout)
     try:
         conn.connect()
-        conn.putrequest("GET", target, skip_accept_encoding=True)
+        conn.putrequest("GET" if json_body is None else "POST", target, skip_accept_encoding=True)
         conn.putheader("Connection", "close")
+        if json_body is not None:
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(len(json_body)))
         for name, value in fields:
             conn.putheader(name, value)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            conn.endheaders()  # refused early (403, 503) and closed: its answer may be there
+            # Refused early (403, 413, 429) and closed: its answer may be there.
+            conn.endheaders(json_body)
         response = conn.getresponse()
     except http.client.HTTPException as err:
         conn.close()
@@ -296,7 +303,19 @@ def fetch(
     ``timeout`` bounds the whole exchange (TimeoutError past it), not each
     read, so a daemon trickling bytes cannot stretch it.
     """
-    conn, response = open_response(socket_path, request_target(path, query), (), timeout)
+    return _whole(*open_response(socket_path, request_target(path, query), (), timeout))
+
+
+def post(socket_path: str, path: str, body: bytes, timeout: float = 30.0) -> Response:
+    """POST ``body`` (JSON) to ``path``; the whole response, whatever its status.
+
+    The same edge as :func:`fetch`, with the same errors and deadline.
+    """
+    return _whole(*open_response(socket_path, request_target(path), (), timeout, json_body=body))
+
+
+def _whole(conn: UnixHTTPConnection, response: http.client.HTTPResponse) -> Response:
+    """Read the whole response (at most MAX_BODY_BYTES of body), then close."""
     with contextlib.closing(conn):
         head = _head(response)
         body = _body(response, MAX_BODY_BYTES)

@@ -1,9 +1,12 @@
 """Strict, sans-I/O HTTP/1.1 server-side framing for the local API.
 
-The API only serves ``GET`` (and lets ``HEAD`` through the parser so that
-routing can answer it properly): no request ever carries a body. That lets
-the parser be small and strict instead of general, in the style of h11 (bytes
-in, events out, no sockets) but without its generality:
+The API serves ``GET`` (and lets ``HEAD`` through the parser so that
+routing can answer it properly); a parser made with ``max_body_bytes`` > 0
+also takes ``POST`` with a ``Content-Length`` body of at most that many
+bytes (the one endpoint that takes one, ``POST /v1/events``); no other
+request carries a body. That lets the parser be small and strict instead of
+general, in the style of h11 (bytes in, events out, no sockets) but without
+its generality:
 
 - The whole request head (leading empty lines, request line, header fields
   and the blank line) must fit in ``max_request_bytes``. The limit is checked
@@ -14,8 +17,12 @@ in, events out, no sockets) but without its generality:
   whitespace before a header's colon and control bytes in values are refused
   (400): each is a known request-smuggling or header-injection vector, and
   no client we care about (curl, Python, browsers) sends them.
-- Any declared body is refused: ``Transfer-Encoding`` (400, we never decode
-  one and it is how smuggling starts) or ``Content-Length`` > 0 (413).
+- ``Transfer-Encoding`` is refused (400: we never decode one and it is how
+  smuggling starts). ``Content-Length`` > 0 is refused (413) except on a
+  POST, whose body must fit ``max_body_bytes`` (413 as soon as the head
+  says it would not, before a byte of it is read). A POST that sends
+  ``Expect: 100-continue`` (curl does, for bodies over 1 KiB) is told to go
+  on through :meth:`RequestParser.take_continue`.
 - The target must be origin-form (``/...``), visible ASCII only. The path is
   percent-decoded one segment at a time and refused (400) if a segment is
   ``.`` or ``..``, is empty in the middle (``//``), or decodes to a slash,
@@ -71,6 +78,8 @@ _REASONS: dict[int, str] = {
 
 #: Methods the parser accepts. Both need no body; routing decides what each path allows.
 ALLOWED_METHODS: frozenset[str] = frozenset({"GET", "HEAD"})
+#: ... and with bodies accepted (``max_body_bytes`` > 0).
+BODY_METHODS: frozenset[str] = ALLOWED_METHODS | {"POST"}
 
 # RFC 9110 token characters: method and field names.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -125,6 +134,8 @@ class Request(msgspec.Struct, frozen=True):
     headers: list[tuple[str, str]]
     http_version: str
     keep_alive: bool
+    #: The body (a POST's; empty for every other request).
+    body: bytes = b""
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or None if absent."""
@@ -149,15 +160,26 @@ class RequestParser:
     returns None to collect the ones already received. Bytes are only ever
     buffered up to one head's worth (``max_request_bytes``) before an error,
     so memory per connection is bounded by the limit plus one read.
+
+    ``max_body_bytes`` > 0: POST is accepted too, with a body of at most that
+    many bytes (then buffered whole: the bound is the limit plus one read).
     """
 
-    def __init__(self, max_request_bytes: int = 8192, max_headers: int = 32) -> None:
+    def __init__(
+        self, max_request_bytes: int = 8192, max_headers: int = 32, *, max_body_bytes: int = 0
+    ) -> None:
         if max_request_bytes < 16:
             raise ValueError(f"max_request_bytes must be at least 16, got {max_request_bytes}")
         if max_headers < 1:
             raise ValueError(f"max_headers must be at least 1, got {max_headers}")
+        if max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must be at least 0, got {max_body_bytes}")
         self.max_request_bytes = max_request_bytes
         self.max_headers = max_headers
+        self.max_body_bytes = max_body_bytes
+        # A POST's head, parsed, waiting for its body's bytes (how many).
+        self._awaiting: tuple[Request, int] | None = None
+        self._continue = False
         self._buf = bytearray()
         # Where the search for the end of the head resumes, so feeding one
         # byte at a time costs O(n) overall, not O(n^2).
@@ -173,7 +195,13 @@ class RequestParser:
         A server whose idle timeout fires can use this to tell a client that
         said nothing (close quietly) from one stuck mid-request (408).
         """
-        return len(self._buf)
+        return len(self._buf) + (1 if self._awaiting is not None else 0)
+
+    def take_continue(self) -> bool:
+        """True once after a POST's head asked ``Expect: 100-continue`` and
+        its body is acceptable: the server should send ``100 Continue``."""
+        wanted, self._continue = self._continue, False
+        return wanted
 
     def feed(self, data: bytes) -> Request | None:
         """Add ``data`` and return the next complete request, if there is one.
@@ -192,6 +220,8 @@ class RequestParser:
             raise
 
     def _next(self) -> Request | None:
+        if self._awaiting is not None:
+            return self._body()
         buf = self._buf
         limit = self.max_request_bytes
         # RFC 9112 2.2: ignore empty lines before the request line (some
@@ -212,7 +242,30 @@ class RequestParser:
         del buf[: end + 4]
         self._scan_from = 0
         self._checked = 0
-        return _parse_head(head, self.max_headers)
+        accepting = self.max_body_bytes > 0
+        request = _parse_head(
+            head, self.max_headers, BODY_METHODS if accepting else ALLOWED_METHODS
+        )
+        length = _body_length(request, self.max_body_bytes)
+        if not length:
+            return request
+        self._awaiting = (request, length)
+        self._continue = any(
+            name == "expect" and value.lower() == "100-continue" for name, value in request.headers
+        )
+        return self._body()
+
+    def _body(self) -> Request | None:
+        """The waiting POST with its body, once all of it is here."""
+        assert self._awaiting is not None
+        request, length = self._awaiting
+        if len(self._buf) < length:
+            return None
+        body = bytes(self._buf[:length])
+        del self._buf[:length]
+        self._awaiting = None
+        self._continue = False
+        return msgspec.structs.replace(request, body=body)
 
     def _check_line_ends(self, stop: int) -> None:
         """Refuse a bare LF or CR as soon as it arrives.
@@ -245,11 +298,11 @@ class RequestParser:
         return HttpError(431, f"request head larger than the {self.max_request_bytes}-byte limit")
 
 
-def _parse_head(head: bytes, max_headers: int) -> Request:
+def _parse_head(head: bytes, max_headers: int, methods: frozenset[str]) -> Request:
     if b"\r" in head.replace(b"\r\n", b"") or b"\n" in head.replace(b"\r\n", b""):
         raise HttpError(400, "request head contains a bare CR or LF; lines must end in CRLF")
     lines = head.split(b"\r\n")
-    method, target, version = _parse_request_line(lines[0])
+    method, target, version = _parse_request_line(lines[0], methods)
     field_lines = lines[1:]
     if len(field_lines) > max_headers:
         raise HttpError(431, f"more than {max_headers} header fields")
@@ -267,7 +320,7 @@ def _parse_head(head: bytes, max_headers: int) -> Request:
     )
 
 
-def _parse_request_line(line: bytes) -> tuple[str, bytes, str]:
+def _parse_request_line(line: bytes, methods: frozenset[str]) -> tuple[str, bytes, str]:
     parts = line.split(b" ")
     if len(parts) != 3 or not all(parts):
         raise HttpError(400, "malformed request line; expected 'METHOD /path HTTP/1.1'")
@@ -280,9 +333,11 @@ def _parse_request_line(line: bytes) -> tuple[str, bytes, str]:
     if _TOKEN.fullmatch(raw_method) is None:
         raise HttpError(400, "malformed method in the request line")
     method = raw_method.decode("ascii")
-    if method not in ALLOWED_METHODS:
+    if method not in methods:
+        allow = ", ".join(sorted(methods, key=("GET", "HEAD", "POST").index))
+        expected = "GET or POST" if "POST" in methods else "GET"
         raise HttpError(
-            405, f"method {method} is not allowed; expected GET", (("Allow", "GET, HEAD"),)
+            405, f"method {method} is not allowed; expected {expected}", (("Allow", allow),)
         )
     if _TARGET_BYTES.fullmatch(target) is None:
         raise HttpError(400, "request target contains non-ASCII, space or control bytes")
@@ -308,22 +363,36 @@ def _parse_field(line: bytes) -> tuple[str, str]:
 
 
 def _check_framing(headers: list[tuple[str, str]], version: str) -> None:
-    """Refuse anything that declares a body, and enforce HTTP/1.1's Host rule."""
+    """Refuse a chunked body and a bad length, and enforce HTTP/1.1's Host rule."""
     if any(name == "transfer-encoding" for name, _ in headers):
         raise HttpError(400, "request bodies are not accepted (Transfer-Encoding given)")
     lengths = [value for name, value in headers if name == "content-length"]
     if len(lengths) > 1:
         raise HttpError(400, "more than one Content-Length header")
-    if lengths:
-        raw = lengths[0].encode("latin-1")
-        if _DIGITS.fullmatch(raw) is None:
-            raise HttpError(400, "Content-Length must be a decimal number")
-        if int(raw) > 0:
-            raise HttpError(413, "request bodies are not accepted (Content-Length > 0)")
+    if lengths and _DIGITS.fullmatch(lengths[0].encode("latin-1")) is None:
+        raise HttpError(400, "Content-Length must be a decimal number")
     if version == "1.1":
         hosts = sum(1 for name, _ in headers if name == "host")
         if hosts != 1:
             raise HttpError(400, "an HTTP/1.1 request needs exactly one Host header")
+
+
+def _body_length(request: Request, max_body_bytes: int) -> int:
+    """How many body bytes follow ``request``'s head (0: none). Only a POST
+    has a body, of at most ``max_body_bytes``; a body anywhere else, or a
+    larger one, is refused (413) from the head alone."""
+    raw = (request.header("content-length") or "0").lstrip("0") or "0"
+    # Past 18 digits the number means nothing here (and int() of thousands refuses).
+    length = int(raw) if len(raw) <= 18 else 10**18
+    if request.method != "POST":
+        if length:
+            raise HttpError(413, f"a {request.method} request takes no body (Content-Length > 0)")
+        return 0
+    if length > max_body_bytes:
+        raise HttpError(
+            413, f"request body of {length} bytes is over the {max_body_bytes}-byte limit"
+        )
+    return length
 
 
 def _keep_alive(headers: list[tuple[str, str]], version: str) -> bool:

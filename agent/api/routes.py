@@ -6,7 +6,8 @@ decoded and free of ``..``, ``//`` and odd bytes) and returns a
 
 - 404 for a path that is not an endpoint (trailing slashes included: there
   is exactly one spelling of each path);
-- 405 (with ``Allow: GET``) for any method but GET on a known path;
+- 405 (with ``Allow: GET``) for any method but GET on a known path (but
+  POST on ``/v1/events``);
 - 400 for a bad parameter, an unknown one (a typo like ``?pdi=1`` would
   otherwise silently return everything), or one given twice. The message
   names the parameter and what was expected.
@@ -23,6 +24,7 @@ Endpoints and their parameters::
                       only type may repeat), limit (1..10000, default 100),
                       and cursor (the "next" of the page before) or last
                       (the newest N instead: 1..10000)
+    POST /v1/events   a producer's event: the body (agent.api.produce), no parameters
     /v1/events/{id}   id: 32 lower-case hex digits
     /v1/stream        Last-Event-ID header   (32 lower-case hex digits, optional)
     /v1/verify, /healthz, /readyz, /metrics
@@ -44,8 +46,9 @@ from agent.query.parse import FILTER_NAMES, FilterError, parse_filter
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Route", "RouteName", "route"]
 
 RouteName = Literal[
-    "snapshot", "stats", "events", "event", "stream", "verify", "healthz", "readyz", "metrics"
-]
+    "snapshot", "stats", "events", "event", "stream", "verify", "healthz", "readyz", "metrics",
+    "produce",
+]  # fmt: skip
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -65,11 +68,14 @@ class Route(msgspec.Struct, frozen=True):
     for events): ints for pid, cgroup and limit; str for the rest. For
     ``events``: ``limit``, and ``after_seq`` (from ``cursor``) or ``last``
     when given; its filters are parsed into ``filter``.
+    ``body``: a POST's, unread (``produce``: checked by its handler, after the
+    server has checked who may send it and how often).
     """
 
     name: RouteName
     params: dict[str, int | str]
     filter: EventFilter | None = None
+    body: bytes = b""
 
 
 # path -> (route name, query parameters it accepts)
@@ -84,6 +90,7 @@ _FIXED: dict[str, tuple[RouteName, frozenset[str]]] = {
     "/metrics": ("metrics", frozenset()),
 }
 _EVENT_PREFIX = "/v1/events/"
+_PRODUCE = "/v1/events"
 
 
 def _bad(name: str, expected: str, value: str) -> HttpError:
@@ -180,6 +187,9 @@ def route(request: Request, *, now_ns: int | None = None) -> Route:
     ``now_ns`` is the time a duration filter (``since=5m``) counts back
     from: the wall clock unless given."""
     path = request.path
+    if request.method == "POST" and path == _PRODUCE:
+        _query_params(request, frozenset())
+        return Route(name="produce", params={}, body=request.body)
     fixed = _FIXED.get(path)
     if fixed is not None:
         name, accepted = fixed

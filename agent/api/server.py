@@ -8,7 +8,11 @@ and the limits that need a clock or a file descriptor:
   kernel refuses everyone else at ``connect``. Past that, the peer's
   credentials (``SO_PEERCRED``, taken by the kernel at connect, so they
   cannot be forged) must be root, the daemon's own uid, an allowed uid or
-  an allowed primary gid. They are checked right after accept: anyone else
+  an allowed primary gid (``api.allow_*``: they may read), or a producer's
+  (``api.producer_*``: they may append events with ``POST /v1/events``,
+  and only that; root and the daemon's own uid may do both). Each request
+  is checked against what its peer may do (403 otherwise). Connecting is
+  checked right after accept: anyone else
   gets 403 at once, counted, without its request being read, before it
   takes a client slot or a timeout, and is let go (:class:`RefusedConnections`
   holds at most a few, half-closed, for a moment), so refused peers cannot
@@ -18,6 +22,11 @@ and the limits that need a clock or a file descriptor:
   ``max_request_bytes`` with ``max_headers`` lines (the parser enforces
   both as bytes arrive). A client has ``idle_timeout_s`` to send a whole
   request and to take each response; one that does not is closed.
+- **How often.** A producer's events are limited per uid (a token bucket,
+  ``api.producer_rate`` per second after ``api.producer_burst``; 429 with
+  ``Retry-After`` past it, counted), checked before the body is looked at.
+  An accepted one is attributed to its peer's program
+  (:mod:`agent.api.peer_process`), looked up as it arrives.
 - **Never capture.** Handlers read state; nothing here can block the drain.
   A handler that raises answers 500 and closes that connection only.
 
@@ -52,6 +61,8 @@ from agent.api.http import (
     response_bytes,
     sse_response_head,
 )
+from agent.api.peer_process import PeerProcess, identify
+from agent.api.produce import MAX_BODY_BYTES, RateLimiter
 from agent.api.routes import Route, route
 from agent.config import ApiConfig, ConfigError
 
@@ -65,6 +76,7 @@ __all__ = [
     "bind_socket",
     "group_id",
     "is_allowed",
+    "is_producer",
     "peer_credentials",
     "serve_api",
 ]
@@ -77,14 +89,17 @@ _LINGER_BYTES = 1 << 16
 # Refused connections held half-open after their 403: how many at most, how long.
 _REFUSED_HELD = 64
 _REFUSED_HOLD_S = 0.5
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Peer(msgspec.Struct, frozen=True):
-    """Who is on the other end, as the kernel recorded it at connect."""
+    """Who is on the other end, as the kernel recorded it at connect;
+    ``process``: its program, looked up for a producer's event only."""
 
     pid: int
     uid: int
     gid: int
+    process: PeerProcess | None = None
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -118,6 +133,19 @@ class ApiServerStats:
         self.timeouts = 0
         self.connections = 0
         self.active = 0
+        #: Producers' events: accepted, forbidden, malformed, unwritten (by outcome).
+        self.produced: Counter[str] = Counter()
+        #: The producers' token buckets, by uid (bounded; its refusals counted there).
+        self.producer_rate = RateLimiter()
+
+    def producer_outcomes(self) -> dict[str, int]:
+        """Producers' events by outcome: ``accepted``, ``forbidden`` (403),
+        ``malformed`` (400), ``unwritten`` (503), ``rate_limited`` and
+        ``table_full`` (429)."""
+        rate = self.producer_rate
+        outcomes = {"accepted": 0, "forbidden": 0, "malformed": 0, "unwritten": 0}
+        outcomes.update(self.produced)
+        return {**outcomes, "rate_limited": rate.limited, "table_full": rate.table_full}
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -127,6 +155,7 @@ class ApiServerStats:
             "timeouts": self.timeouts,
             "connections": self.connections,
             "active": self.active,
+            "producers": {**self.producer_outcomes(), "uids": len(self.producer_rate)},
         }
 
 
@@ -138,9 +167,19 @@ def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> Peer:
 
 
 def is_allowed(peer: Peer, config: ApiConfig, own_uid: int) -> bool:
-    """Root, the daemon's own uid, a configured uid or primary gid. Pure."""
+    """May ``peer`` read? Root, the daemon's own uid, a configured uid or primary gid. Pure."""
     return (
         peer.uid in (0, own_uid) or peer.uid in config.allow_uids or peer.gid in config.allow_gids
+    )
+
+
+def is_producer(peer: Peer, config: ApiConfig, own_uid: int) -> bool:
+    """May ``peer`` append events? Root, the daemon's own uid, a producer
+    uid or primary gid (``api.producer_*``). Pure."""
+    return (
+        peer.uid in (0, own_uid)
+        or peer.uid in config.producer_uids
+        or peer.gid in config.producer_gids
     )
 
 
@@ -245,7 +284,7 @@ async def serve_api(
             # Before any slot or timeout: a refused peer must not be able to
             # hold what allowed clients need, however many connections it opens.
             peer = peer_credentials(stream.socket)
-            if not is_allowed(peer, config, own_uid):
+            if not (is_allowed(peer, config, own_uid) or is_producer(peer, config, own_uid)):
                 _refuse(stream, peer, stats, refusals)
                 return
             try:
@@ -256,7 +295,7 @@ async def serve_api(
                 return
             stats.active += 1
             try:
-                await _serve_connection(stream, peer, config, handler, stats)
+                await _serve_connection(stream, peer, config, handler, stats, own_uid)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away
             finally:
@@ -291,7 +330,9 @@ def _refuse(
     """
     stats.forbidden += 1
     refusal = HttpError(
-        403, f"uid {peer.uid} gid {peer.gid} may not use this API (api.allow_uids/gids)"
+        403,
+        f"uid {peer.uid} gid {peer.gid} may not use this API"
+        " (api.allow_uids/gids; to append events, api.producer_uids/gids)",
     )
     data = _error(stats, refusal)
     sock = socket.socket(fileno=stream.socket.detach())  # ours now; the stream closes nothing
@@ -391,6 +432,8 @@ async def _read_request(
     request = parser.feed(b"")  # a pipelined request already here
     with trio.move_on_after(timeout):
         while request is None:
+            if parser.take_continue():  # a POST waiting to be told to send its body
+                await stream.send_all(_CONTINUE)
             data = await stream.receive_some(_READ_SIZE)
             if not data:
                 return None
@@ -407,8 +450,11 @@ async def _serve_connection(
     config: ApiConfig,
     handler: Handler,
     stats: ApiServerStats,
+    own_uid: int,
 ) -> None:
-    parser = RequestParser(config.max_request_bytes, config.max_headers)
+    parser = RequestParser(
+        config.max_request_bytes, config.max_headers, max_body_bytes=MAX_BODY_BYTES
+    )
     timeout = config.idle_timeout_s
     while True:
         try:
@@ -425,7 +471,9 @@ async def _serve_connection(
             return
         head_only = request.method == "HEAD"
         try:
-            reply = await handler(route(request), peer)
+            routed = route(request)
+            asker = _may(routed, peer, config, own_uid, stream, stats)
+            reply = await handler(routed, asker)
         except HttpError as err:
             data = _error(stats, err, keep_alive=request.keep_alive)
             with trio.move_on_after(timeout) as sending:
@@ -455,6 +503,43 @@ async def _serve_connection(
             return
         if not request.keep_alive:
             return
+
+
+def _may(
+    routed: Route,
+    peer: Peer,
+    config: ApiConfig,
+    own_uid: int,
+    stream: trio.SocketStream,
+    stats: ApiServerStats,
+) -> Peer:
+    """``peer``, if it may make this request (with its program, for a
+    producer's event); else :class:`HttpError` 403, or 429 past its rate."""
+    if routed.name != "produce":
+        if not is_allowed(peer, config, own_uid):
+            stats.forbidden += 1
+            raise HttpError(
+                403,
+                f"uid {peer.uid} gid {peer.gid} may only append events here (api.allow_uids/gids)",
+            )
+        return peer
+    if not is_producer(peer, config, own_uid):
+        stats.produced["forbidden"] += 1
+        raise HttpError(
+            403,
+            f"uid {peer.uid} gid {peer.gid} may not append events (api.producer_uids/gids)",
+        )
+    wait = stats.producer_rate.take(
+        peer.uid, trio.current_time(), rate=config.producer_rate, burst=config.producer_burst
+    )
+    if wait is not None:
+        raise HttpError(
+            429,
+            f"uid {peer.uid}: more than {config.producer_burst} events at once or"
+            f" {config.producer_rate:g} per second (api.producer_rate/burst); try again later",
+            (("Retry-After", str(int(wait))),),
+        )
+    return msgspec.structs.replace(peer, process=identify(stream.socket, peer.pid))
 
 
 def _head_only(response: bytes) -> bytes:

@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Final
+from typing import Any, Final
+
+import msgspec
 
 from agent.capture.container_id import CONTAINER_PREFIX, CONTAINER_PREFIX_EXPECTED
-from agent.limits import MAX_SEQ
+from agent.limits import MAX_EVENT_BODY_BYTES, MAX_SEQ
 
 __all__ = [
     "PATTERN_TYPES",
@@ -36,6 +38,7 @@ __all__ = [
     "bounded_int",
     "container_prefix",
     "expect_head",
+    "json_object",
     "power_of_two",
     "shown",
 ]
@@ -177,5 +180,23 @@ def container_prefix(text: str) -> str:
     return text
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object (``mark --data``), at most :data:`MAX_EVENT_BODY_BYTES` bytes
+    of it; what the object may hold the daemon checks (agent.api.produce)."""
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_EVENT_BODY_BYTES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_EVENT_BODY_BYTES} bytes of JSON")
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object, got {shown(text)} ({err})"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object, got a JSON {type(value).__name__}: {shown(text)}"
+        )
+    return value
+
+
 #: The option types that parse a pattern rather than a number in a range.
-PATTERN_TYPES: Final = (expect_head, container_prefix)
+PATTERN_TYPES: Final = (expect_head, container_prefix, json_object)

@@ -318,6 +318,7 @@ def _metrics_sources(
             clients=server_stats.active,
             sse_dropped=api.tail.dropped,
             reloads=dict(settings.reloads),
+            produced=server_stats.producer_outcomes(),
         )
 
     return MetricsSources(

@@ -111,6 +111,14 @@ idle_timeout_s = $api_idle_timeout_s
 # Events buffered per live-tail (SSE) client, 1 to $MAX_SSE_BUFFER; past that
 # the client is told.
 sse_buffer = $api_sse_buffer
+# Peers (by SO_PEERCRED) that may append application events to the log
+# (POST /v1/events, tracehound mark) besides root and the daemon's own uid,
+# and how often: producer_burst at once (1 to $MAX_PRODUCER_BURST), then
+# producer_rate per second (above 0, at most $MAX_PRODUCER_RATE), per uid.
+producer_uids = $api_producer_uids
+producer_gids = $api_producer_gids
+producer_rate = $api_producer_rate
+producer_burst = $api_producer_burst
 
 [metrics]
 # Serve Prometheus metrics at http://LISTEN/metrics.

@@ -34,6 +34,10 @@ RELOADABLE: Final = frozenset(
         "api.max_clients",
         "api.idle_timeout_s",
         "api.sse_buffer",
+        "api.producer_uids",
+        "api.producer_gids",
+        "api.producer_rate",
+        "api.producer_burst",
     }
 )
 

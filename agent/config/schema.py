@@ -34,6 +34,8 @@ from agent.limits import (
     MAX_FOLD_WINDOW_MS,
     MAX_HEADERS,
     MAX_IDLE_TIMEOUT_S,
+    MAX_PRODUCER_BURST,
+    MAX_PRODUCER_RATE,
     MAX_REQUEST_BYTES,
     MAX_RETAIN_MB,
     MAX_RINGBUF_PAGES,
@@ -337,6 +339,15 @@ class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     idle_timeout_s: float = 30.0
     # Events buffered per SSE client, 1 to 1048576; on overflow the client is told and it is counted.
     sse_buffer: int = 1024
+    # Peer uids (SO_PEERCRED) that may append events (POST /v1/events, tracehound mark),
+    # besides root and the daemon's own uid.
+    producer_uids: tuple[int, ...] = ()
+    # Peer primary gids (SO_PEERCRED) that may append events.
+    producer_gids: tuple[int, ...] = ()
+    # Events per second each producer uid may append once its burst is spent, at most 10000.
+    producer_rate: float = 10.0
+    # Events a producer uid may append at once, 1 to 100000.
+    producer_burst: int = 100
 
     def __post_init__(self) -> None:
         path = self.socket
@@ -355,7 +366,12 @@ class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             "api.group",
             f'expected a group name or number, or "" for the daemon\'s own, got {self.group!r}',
         )
-        for key, ids in (("api.allow_uids", self.allow_uids), ("api.allow_gids", self.allow_gids)):
+        for key, ids in (
+            ("api.allow_uids", self.allow_uids),
+            ("api.allow_gids", self.allow_gids),
+            ("api.producer_uids", self.producer_uids),
+            ("api.producer_gids", self.producer_gids),
+        ):
             for value in ids:
                 _in_range(value, 0, _MAX_ID, key)
         _in_range(
@@ -370,6 +386,13 @@ class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             f"expected a number of seconds above 0, at most {MAX_IDLE_TIMEOUT_S}, got {timeout}",
         )
         _in_range(self.sse_buffer, 1, MAX_SSE_BUFFER, "api.sse_buffer")
+        rate = self.producer_rate
+        _require(
+            math.isfinite(rate) and 0 < rate <= MAX_PRODUCER_RATE,
+            "api.producer_rate",
+            f"expected events per second above 0, at most {MAX_PRODUCER_RATE}, got {rate}",
+        )
+        _in_range(self.producer_burst, 1, MAX_PRODUCER_BURST, "api.producer_burst")
 
     @property
     def mode_bits(self) -> int:

@@ -13,6 +13,7 @@ from typing import Final
 
 from agent.capture.ledger import KindAccount
 from agent.evidence.record_types import (
+    TYPE_APP,
     TYPE_EXEC,
     TYPE_EXIT,
     TYPE_FORK,
@@ -86,6 +87,7 @@ _KIND_OF_TYPE: Final = {
     TYPE_SYSCALLS: "syscall",
     TYPE_SEEN: "process",
     TYPE_URING: "uring",
+    TYPE_APP: "app",
 }
 
 

@@ -76,6 +76,7 @@ one task.
 from __future__ import annotations
 
 import binascii
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from fractions import Fraction
@@ -111,6 +112,7 @@ from agent.capture.kinds import (
 )
 from agent.capture.uring_facts import OPEN_OPS, PATH_OPS
 from agent.capture.uring_facts import TWO_PATH_OPS as URING_TWO_PATH_OPS
+from agent.evidence.app_event import AppEvent
 from agent.evidence.canonical import MAX_SAFE_INTEGER, CanonicalError, check_plain
 from agent.evidence.payload_bytes import (
     NO_CGROUP,
@@ -125,6 +127,7 @@ from agent.evidence.payload_bytes import (
 )
 from agent.evidence.payloads import (
     AnchorData,
+    AppData,
     CallData,
     ConfigData,
     DegradedData,
@@ -147,6 +150,7 @@ from agent.evidence.payloads import (
 )
 from agent.evidence.record_types import (
     TYPE_ANCHOR,
+    TYPE_APP,
     TYPE_CONFIG,
     TYPE_DEGRADED,
     TYPE_EXEC,
@@ -567,6 +571,74 @@ class Mapper:
             redaction=_plain_dict(redaction, "$.redaction"),
         )
         return self._emit(TYPE_STOP, None, data, ts_ns)
+
+    def app_event(self, event: AppEvent) -> EvidenceRecord:
+        """An ``app.event.v1`` record: what a local producer appended, and who it is.
+
+        Its text (``comm``, ``exe``, ``kind``, ``message``, and every key and
+        string of ``data``) goes through the redactor like a kernel record's
+        (counted under those names, ``data`` for all of ``data``); a key
+        that redaction makes equal to one before it gets ``~N`` (its place)
+        appended, so no member is lost. The cgroup is resolved as a kernel
+        record's. ``event`` was held to the API's limits; anything still
+        outside the canonical domain (a float, a huge integer) raises
+        :class:`~agent.evidence.canonical.CanonicalError` and uses no seq.
+        """
+        memo, redactor = self._memo, self._redactor
+        fired: set[str] = set()
+
+        def text(value: str, field: str) -> str:
+            if not value:
+                return value
+            result = redactor.redact_text_detail(value, field)
+            fired.update(result.fired)
+            return result.text
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, str):
+                return text(value, "data")
+            if isinstance(value, list):
+                return [plain(item) for item in value]
+            if isinstance(value, dict):
+                out: dict[str, Any] = {}
+                for place, (key, item) in enumerate(value.items()):
+                    name = text(str(key), "data")
+                    if name in out:
+                        name = f"{name}~{place}"
+                    out[name] = plain(item)
+                return out
+            return value
+
+        # Raw bytes as surrogate escapes, as the capture hands a kernel
+        # record's text over: encode_payload writes them in escape form.
+        raw_exe = os.fsdecode(event.exe)
+        comm = redact_comm(memo, os.fsdecode(event.comm))
+        exe = memo.text(raw_exe, "exe", False) if raw_exe else None
+        fired.update(comm.fired)
+        if exe is not None:
+            fired.update(exe.fired)
+        path, container, _, cgroup_fired = self._cgroup(event.cgroup_id)
+        fired.update(cgroup_fired)
+        kind = text(event.kind, "kind")
+        message = text(event.message, "message")
+        data = _plain_dict(plain(event.data), "$.data")
+        payload = AppData(
+            pid=_int53(event.pid, "pid"),
+            uid=_int53(event.uid, "uid"),
+            gid=_int53(event.gid, "gid"),
+            comm=comm.text,
+            exe="" if exe is None else exe.text,
+            peer_gone=event.peer_gone,
+            cgroup_id=str(event.cgroup_id),
+            cgroup=path,
+            container=container,
+            ts_ns=str(event.ts_ns),
+            kind=kind,
+            message=message,
+            data=data,
+            redacted=sorted(fired),
+        )
+        return self._emit(TYPE_APP, f"pid/{event.pid}", payload, event.ts_ns)
 
     # --- per-kind mapping --------------------------------------------------------
     # Each kernel kind: its free text redacted (agent.redact.events says which

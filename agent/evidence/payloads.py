@@ -38,6 +38,7 @@ from agent.safetext import escape_fields
 
 __all__ = [
     "AnchorData",
+    "AppData",
     "CallData",
     "ConfigData",
     "DegradedData",
@@ -373,6 +374,39 @@ class StopData(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False
     redaction: dict[str, Any]
 
 
+class AppData(_Payload, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """``app.event.v1``: an event a local producer appended (``POST
+    /v1/events``, ``tracehound mark``), in its own words, beside the kernel's.
+
+    Who sent it, as the kernel vouches: ``pid``, ``uid``, ``gid``
+    (``SO_PEERCRED``); what the producer's process was when it arrived,
+    read from /proc: ``exe``, ``comm``, ``cgroup_id`` and the ``cgroup``
+    and ``container`` it names (as a kernel record's header has them);
+    ``peer_gone``: it had exited by then, and those are empty (never
+    guessed from whoever holds the pid now). What it said: ``kind`` (a name
+    such as ``mark`` or ``deploy.start``), ``message`` and ``data`` (plain
+    JSON). Every text in it, ``data``'s keys and strings included, went
+    through the same redaction as the kernel's records; ``redacted`` lists
+    the rules that changed it. ``ts_ns``: when it arrived (kernel
+    boot-time ns, a decimal string, as a kernel record's).
+    """
+
+    pid: int
+    uid: int
+    gid: int
+    comm: str
+    exe: str
+    peer_gone: bool
+    cgroup_id: str
+    cgroup: str | None
+    container: Container | None
+    ts_ns: str
+    kind: str
+    message: str
+    data: dict[str, Any]
+    redacted: list[str]
+
+
 Payload: TypeAlias = (
     CallData
     | ExecData
@@ -390,6 +424,7 @@ Payload: TypeAlias = (
     | ConfigData
     | RecoveredData
     | StopData
+    | AppData
 )
 
 _ENCODER: Final = msgspec.json.Encoder(order="sorted")

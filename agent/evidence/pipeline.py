@@ -36,6 +36,8 @@ from agent.capture.cgroups import CgroupInfo
 from agent.capture.events import Event, event_count, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.capture.loader import ProbeStatus
+from agent.evidence.app_event import AppEvent
+from agent.evidence.canonical import CanonicalError
 from agent.evidence.last_run import last_segments, previous_run
 from agent.evidence.loss_books import (
     MAP_STAGE,
@@ -360,6 +362,27 @@ class EvidencePipeline:
             async with self._store_lock:
                 if self.failing is None and not self._closed:
                     self.store.configure(**msgspec.structs.asdict(store_options))
+
+    async def append_app(self, event: AppEvent) -> EvidenceRecord | str:
+        """Map a producer's event (:meth:`Mapper.app_event`) and queue its
+        record after what was mapped so far; the record, or why not (one
+        line: the log cannot be written now, or the event has no record).
+
+        Refused while the store fails rather than counted lost: the
+        producer is told (503) and can send it again; nothing of it is
+        in the log, so nothing is owed to it. Waits while the queue is
+        full, as a kernel batch does.
+        """
+        if self.failing is not None:
+            return f"the evidence log cannot be written now: {self.failing}"
+        if self._closed or self._ending:
+            return "the evidence log is closing"
+        try:
+            record = self.mapper.app_event(event)
+        except (CanonicalError, ValueError) as err:
+            return f"the event has no record: {err}"
+        await self._put(record)
+        return record
 
     async def _put(self, record: EvidenceRecord) -> None:
         await self._put_many([record])

@@ -14,6 +14,7 @@ import msgspec
 from agent.capture.kinds import FILE_OPERATIONS, NET_OPERATIONS
 from agent.evidence.payloads import (
     AnchorData,
+    AppData,
     CallData,
     ConfigData,
     DegradedData,
@@ -38,6 +39,7 @@ __all__ = [
     "CAPTURE_TYPES",
     "PAYLOAD_TYPES",
     "TYPE_ANCHOR",
+    "TYPE_APP",
     "TYPE_CONFIG",
     "TYPE_DEGRADED",
     "TYPE_EXEC",
@@ -70,6 +72,8 @@ TYPE_START: Final = TYPE_PREFIX + "capture.start.v1"
 TYPE_STOP: Final = TYPE_PREFIX + "capture.stop.v1"
 TYPE_CONFIG: Final = TYPE_PREFIX + "capture.config.v1"
 TYPE_RECOVERED: Final = TYPE_PREFIX + "capture.recovered.v1"
+#: An event a local producer appended (POST /v1/events, tracehound mark).
+TYPE_APP: Final = TYPE_PREFIX + "app.event.v1"
 
 CAPTURE_TYPES: Final = frozenset(
     {TYPE_ANCHOR, TYPE_LOSS, TYPE_DEGRADED, TYPE_START, TYPE_STOP, TYPE_CONFIG, TYPE_RECOVERED}
@@ -127,6 +131,7 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
     TYPE_STOP: StopData,
     TYPE_CONFIG: ConfigData,
     TYPE_RECOVERED: RecoveredData,
+    TYPE_APP: AppData,
     TYPE_FILE_OTHER: FileData,
     TYPE_NET_OTHER: NetData,
     **dict.fromkeys(_FILE_TYPES.values(), FileData),

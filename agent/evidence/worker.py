@@ -52,6 +52,7 @@ import trio
 from agent.capture.events import Event, event_count, kind_of
 from agent.capture.ledger import DownstreamLosses, KindAccount
 from agent.errors import RunError, UsageError
+from agent.evidence.app_event import AppEvent
 from agent.evidence.loss_books import WORKER_STAGE
 from agent.evidence.pipeline import StoreOptions
 from agent.evidence.types import EvidenceRecord
@@ -62,6 +63,7 @@ from agent.evidence.worker_protocol import (
     PUBLISHED_TYPE,
     REPORT,
     WORKER_OWN_STAGES,
+    Append,
     Books,
     Extent,
     FrameReader,
@@ -331,6 +333,18 @@ class EvidenceWorker:
         )  # fmt: skip
         if store_options is not None:
             self.store_options = store_options
+
+    async def append_app(self, event: AppEvent) -> Reply | str:
+        """As :meth:`EvidencePipeline.append_app`, in the worker: its reply
+        (the record's id and time, or ``refused``), or why there is none
+        (the worker is gone)."""
+        try:
+            reply = await self._request(lambda n: Append(request=n, event=event))
+        except trio.BrokenResourceError:
+            reply = None
+        if reply is None:
+            return self.failing or "the evidence worker is gone"
+        return reply
 
     async def _request(self, make: Callable[[int], object]) -> Reply | None:
         if self._dead is not None or self._final.is_set():

@@ -43,6 +43,7 @@ from agent.evidence.worker_protocol import (
     EVENTS,
     PUBLISHED,
     REPORT,
+    Append,
     Books,
     Control,
     Extent,
@@ -80,6 +81,14 @@ INBOX_BATCHES = 2
 TAIL_BYTES = 8 * 2**20
 
 _control = msgspec.msgpack.Decoder(Control)
+
+
+class _Time(msgspec.Struct):
+    """A record's ``time``, read back from its bytes (the rest is skipped)."""
+
+    time: str
+
+
 _encode = msgspec.msgpack.Encoder().encode
 
 
@@ -271,6 +280,13 @@ class _Worker:
                 redactor = redactor_of(message.rules, message.max_field_chars)
             await pipeline.reconfigure(message.config, redactor, message.store)
             await self.report(Reply(request=message.request))
+        elif isinstance(message, Append):
+            done = await pipeline.append_app(message.event)
+            if isinstance(done, str):
+                await self.report(Reply(request=message.request, refused=done))
+            else:
+                time = msgspec.json.decode(done.body, type=_Time).time
+                await self.report(Reply(request=message.request, record_id=done.id, time=time))
         else:
             raise ProtocolError(f"a {type(message).__name__} message after the start")
 

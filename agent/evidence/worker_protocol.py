@@ -26,8 +26,8 @@ the live tail: ``[seq, type, id, body]`` each, the log's own bytes) and
 The conversation: ``Start``; the worker answers ``Opened`` (or ``Refused``,
 one line, and exits). Then events and, every fraction of a second, the
 capture's books (``Books``: the worker's loss records are computed from
-them); ``Reconfigure`` and ``Extent`` are requests answered by ``Reply``
-with the same ``request``. Every committed batch comes back as a
+them); ``Reconfigure``, ``Extent`` and ``Append`` (a producer's event)
+are requests answered by ``Reply`` with the same ``request``. Every committed batch comes back as a
 published frame, whether or not a tail client listens (a client that
 connects must not miss what was committed while the daemon told the worker
 so; the cost is one msgpack encode and decode per batch). The worker sends ``Status`` several times a second and a last one with
@@ -53,6 +53,7 @@ import msgspec
 from agent.capture.events import Event
 from agent.capture.ledger import KindAccount
 from agent.capture.loader import ProbeStatus
+from agent.evidence.app_event import AppEvent
 from agent.evidence.loss_books import MAP_STAGE, STORE_STAGE
 from agent.evidence.pipeline import StoreOptions
 from agent.redact.events import MemoStats
@@ -65,6 +66,7 @@ __all__ = [
     "PUBLISHED",
     "REPORT",
     "WORKER_OWN_STAGES",
+    "Append",
     "Books",
     "Control",
     "Extent",
@@ -151,7 +153,15 @@ class Extent(msgspec.Struct, tag="extent", kw_only=True):
     request: int
 
 
-Control = Start | Books | Reconfigure | Extent
+class Append(msgspec.Struct, tag="append", kw_only=True):
+    """Map and queue a producer's event (an ``app.event.v1`` record); the
+    ``Reply`` says its id, or why there is none (``refused``)."""
+
+    request: int
+    event: AppEvent
+
+
+Control = Start | Books | Reconfigure | Extent | Append
 
 
 # -- worker to daemon ---------------------------------------------------------
@@ -196,10 +206,15 @@ class Status(msgspec.Struct, tag="status", kw_only=True):
 
 
 class Reply(msgspec.Struct, tag="reply", kw_only=True):
-    """The answer to request ``request``: an extent, or None when done."""
+    """The answer to request ``request``: an extent, or None when done; to
+    an ``Append``, the record's ``record_id`` and ``time``, or ``refused``
+    (one line)."""
 
     request: int
     extent: list[tuple[str, int]] | None = None
+    record_id: str | None = None
+    time: str | None = None
+    refused: str | None = None
 
 
 Report = Opened | Refused | Status | Reply

@@ -19,16 +19,20 @@ from agent.capture.events import (
     SyscallCounts,
 )
 from agent.capture.loader import ProbeStatus
+from agent.evidence.app_event import AppEvent
 from agent.evidence.pipeline import StoreOptions
 from agent.evidence.worker_child import _JoinedLosses, redactor_of
 from agent.evidence.worker_protocol import (
     CONTROL,
     EVENTS,
     MAX_FRAME,
+    Append,
     Books,
     Control,
     FrameReader,
     ProtocolError,
+    Reply,
+    Report,
     Start,
     decode_events,
     encode_events,
@@ -217,3 +221,16 @@ def test_a_dead_workers_unconfirmed_batches_are_counted_by_kind() -> None:
     trio.run(main)
     theirs.close()
     assert losses.table() == {"file": {"evidence:worker": 3000}, "net": {"evidence:worker": 1}}
+
+
+def test_a_producers_event_and_its_reply_round_trip() -> None:
+    """A program's name need not be UTF-8: the event carries it as bytes."""
+    event = AppEvent(
+        pid=7, uid=1000, gid=1000, exe=b"/tmp/\xff\xfe", comm=b"\xc3(", cgroup_id=2**63,
+        peer_gone=False, kind="mark", message="m", data={"a": [1, None, {"b": "c"}]}, ts_ns=2**62,
+    )  # fmt: skip
+    message = Append(request=3, event=event)
+    encode = msgspec.msgpack.Encoder().encode
+    assert msgspec.msgpack.decode(encode(message), type=Control) == message
+    reply = Reply(request=3, record_id="0" * 32, time="2026-01-01T00:00:00.000000000Z")
+    assert msgspec.msgpack.decode(encode(reply), type=Report) == reply

@@ -36,6 +36,7 @@ from agent.capture.events import (
 )
 from agent.capture.kinds import AT_REMOVEDIR, CALL_CREDS_OPS, FILE_OPS, NET_OPS, O_CREAT
 from agent.capture.loader import ProbeStatus
+from agent.evidence.app_event import AppEvent
 from agent.evidence.mapper import Mapper
 from agent.evidence.ocsf import (
     CLASS_FILE_SYSTEM,
@@ -44,7 +45,13 @@ from agent.evidence.ocsf import (
     OCSF_VERSION,
     to_ocsf,
 )
-from agent.evidence.record_types import CAPTURE_TYPES, PAYLOAD_TYPES, TYPE_SEEN, TYPE_SYSCALLS
+from agent.evidence.record_types import (
+    CAPTURE_TYPES,
+    PAYLOAD_TYPES,
+    TYPE_APP,
+    TYPE_SEEN,
+    TYPE_SYSCALLS,
+)
 from agent.evidence.types import Anchor, EvidenceRecord
 from tests.evidence.golden_events import golden_events
 from tests.evidence.plain_mapper import plain
@@ -62,9 +69,10 @@ HEADER: dict[str, Any] = {
 }
 NOT_UTF8 = b"/tmp/x\xff".decode("utf-8", "surrogateescape")
 
-NOT_PROJECTED = frozenset({TYPE_SEEN, TYPE_SYSCALLS, *CAPTURE_TYPES})
+NOT_PROJECTED = frozenset({TYPE_SEEN, TYPE_SYSCALLS, TYPE_APP, *CAPTURE_TYPES})
 """Record types with no OCSF class (see agent.evidence.ocsf): snapshots,
-counters and the sensor's own health."""
+counters, the sensor's own health, and producers' application events (free
+text and fields in the producer's words: no OCSF class says what they mean)."""
 
 FAILURES = (-errno.EACCES, -errno.ENOENT)
 ENDPOINTS = (
@@ -178,7 +186,8 @@ def events() -> Iterator[Event]:
 
 
 def records() -> list[EvidenceRecord]:
-    """The real mapper's records of :func:`events`, and every ``capture.*`` record."""
+    """The real mapper's records of :func:`events`, every ``capture.*`` record
+    and a producer's ``app.event``."""
     mapper = Mapper(host="web-1", anchor=ANCHOR)
     out = [mapper.anchor_record(), *(mapper.map(event) for event in events())]
     ts = HEADER["ts_ns"]
@@ -189,6 +198,21 @@ def records() -> list[EvidenceRecord]:
         mapper.capture_loss({"file": {"lost_kernel": 1}}, ts - 10, ts),
         mapper.capture_recovered({"last_seq": 1}, ts_ns=ts),
         mapper.capture_stop({"events": 1}, ts_ns=ts),
+        mapper.app_event(
+            AppEvent(
+                pid=42,
+                uid=1000,
+                gid=1000,
+                exe=b"/usr/bin/deploy",
+                comm=b"deploy",
+                cgroup_id=7,
+                peer_gone=False,
+                kind="deploy.start",
+                message="v1.2",
+                data={"version": "1.2"},
+                ts_ns=ts,
+            )
+        ),
     ]
     return out
 
