@@ -1,0 +1,208 @@
+"""What the SQLite index keeps of one log line: the pure half of the index.
+
+One function, :func:`row_of_line`, turns a segment line (a canonical
+ChainRecord) into an :class:`IndexRow`: the few scalars a query filters on
+and where the line is, never the line itself (the answer is read back
+from the log). No I/O here, so the rules are testable alone and the
+rebuild and the follower share them.
+
+What a row holds, and how it maps :class:`~agent.query.filter.EventFilter`:
+
+- ``time_ns``: CloudEvents ``time`` (RFC 3339, UTC, up to 9 fraction
+  digits), ns since the epoch; None when absent or not that shape.
+- ``pid``, ``comm``, ``uid``: ``data.pid`` / ``data.comm`` / ``data.uid``.
+- ``exe``: ``data.exe`` (exec and process.seen records carry it).
+- ``container``: ``data.container.id``.
+- ``paths``: per slot (the path, then a rename's or link's new name), the
+  absolute path when one was resolved (non-empty), else the name as passed
+  (non-empty), else nothing: ``abs_path``/``path`` and
+  ``abs_path2``/``path2``.
+- ``remote``: ``data.endpoint`` of an ipv4/ipv6 family, its address as
+  packed bytes (4 or 16) so a CIDR is a byte range, and its port.
+- ``edges``: ``(parent, child)`` of a fork (``pid`` -> ``child_pid``) or
+  of an exec (``ppid`` -> ``pid``), for ``--tree``.
+
+Values of the wrong type (attacker-shaped records cannot occur, the mapper
+types every field, but the log is read as untrusted bytes) are left out,
+not guessed: a row never claims more than the line says.
+"""
+
+from __future__ import annotations
+
+import calendar
+import ipaddress
+from typing import Any, Final
+
+import msgspec
+
+from agent.evidence.record_types import TYPE_EXEC, TYPE_FORK
+from agent.evidence.types import TYPE_PREFIX
+
+__all__ = ["IndexRow", "address_bytes", "hash_key", "parse_time_ns", "row_of_line"]
+
+_DECODE: Final = msgspec.json.Decoder()
+_HOURS: dict[str, int] = {}  # "YYYY-MM-DDTHH" -> epoch seconds; a log spans few hours
+_HOURS_MAX: Final = 4096
+
+
+class IndexRow(msgspec.Struct, frozen=True, gc=False):
+    """One indexed record: its place in the log and what a filter looks at."""
+
+    seq: int
+    hash_key: int
+    type: str
+    record_id: str
+    time_ns: int | None
+    pid: int | None
+    comm: str | None
+    uid: int | None
+    exe: str | None
+    container: str | None
+    paths: tuple[str, ...]
+    remote_addr: bytes | None
+    remote_port: int | None
+    edges: tuple[tuple[int, int], ...]
+
+
+def hash_key(record_hash: str) -> int | None:
+    """The first 60 bits of a record's hex hash: what a row keeps to check
+    that the line read back is the line indexed (fits SQLite's INTEGER)."""
+    try:
+        return int(record_hash[:15], 16) if len(record_hash) >= 15 else None
+    except ValueError:
+        return None
+
+
+def parse_time_ns(text: object) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`` as ns since the epoch, else None."""
+    if not isinstance(text, str) or len(text) < 20 or text[-1] != "Z" or text[13] != ":":
+        return None
+    hour = text[:13]
+    base = _HOURS.get(hour)
+    try:
+        if base is None:
+            if len(_HOURS) >= _HOURS_MAX:
+                _HOURS.clear()
+            if hour[4] != "-" or hour[7] != "-" or hour[10] != "T" or not hour.isascii():
+                return None
+            base = calendar.timegm(
+                (int(hour[:4]), int(hour[5:7]), int(hour[8:10]), int(hour[11:13]), 0, 0)
+            )
+            _HOURS[hour] = base
+        if text[16] != ":" or not text[14:16].isdigit() or not text[17:19].isdigit():
+            return None
+        seconds = base + int(text[14:16]) * 60 + int(text[17:19])
+        fraction = text[19:-1]
+        if not fraction:
+            return seconds * 1_000_000_000
+        digits = fraction[1:]
+        if fraction[0] != "." or not 1 <= len(digits) <= 9 or not digits.isdigit():
+            return None
+        return seconds * 1_000_000_000 + int(digits.ljust(9, "0"))
+    except (ValueError, OverflowError):
+        return None
+
+
+def address_bytes(address: str) -> bytes | None:
+    """An IP address as the bytes the index sorts on (4 for IPv4, 16 for
+    IPv6: a network of one family never holds an address of the other,
+    as with :mod:`ipaddress`), or None if ``address`` is not one."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return parsed.packed
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _slot(resolved: object, passed: object) -> str | None:
+    if isinstance(resolved, str) and resolved:
+        return resolved
+    if isinstance(passed, str) and passed:
+        return passed
+    return None
+
+
+def row_of_line(line: bytes) -> IndexRow | None:
+    """The row of one segment line, or None: a store record (segment.start,
+    checkpoint...), a line that does not decode, or a body that is not a
+    CloudEvent with a string id (the log reader skips those too)."""
+    try:
+        record = _DECODE.decode(line)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    seq, kind, digest, body = (
+        record.get("seq"),
+        record.get("type"),
+        record.get("hash"),
+        record.get("body"),
+    )
+    if (
+        not isinstance(seq, int)
+        or isinstance(seq, bool)
+        or not isinstance(kind, str)
+        or not kind.startswith(TYPE_PREFIX)
+        or not isinstance(digest, str)
+        or not isinstance(body, dict)
+        or not isinstance(body.get("id"), str)
+    ):
+        return None
+    key = hash_key(digest)
+    if key is None:
+        return None
+    data: Any = body.get("data")
+    if not isinstance(data, dict):
+        data = {}
+    pid = _int(data.get("pid"))
+    event_type = body.get("type")
+    event_type = event_type if isinstance(event_type, str) else kind
+    container = data.get("container")
+    paths = tuple(
+        p
+        for p in (
+            _slot(data.get("abs_path"), data.get("path")),
+            _slot(data.get("abs_path2"), data.get("path2")),
+        )
+        if p is not None
+    )
+    addr: bytes | None = None
+    port: int | None = None
+    endpoint = data.get("endpoint")
+    if isinstance(endpoint, dict) and endpoint.get("family") in ("ipv4", "ipv6"):
+        address = endpoint.get("address")
+        addr = address_bytes(address) if isinstance(address, str) else None
+        port = _int(endpoint.get("port"))
+    edges: tuple[tuple[int, int], ...] = ()
+    if event_type == TYPE_FORK:
+        child = _int(data.get("child_pid"))
+        if pid is not None and child is not None:
+            edges = ((pid, child),)
+    elif event_type == TYPE_EXEC:
+        parent = _int(data.get("ppid"))
+        if pid is not None and parent is not None:
+            edges = ((parent, pid),)
+    return IndexRow(
+        seq=seq,
+        hash_key=key,
+        type=event_type,
+        record_id=body["id"],
+        time_ns=parse_time_ns(body.get("time")),
+        pid=pid,
+        comm=_text(data.get("comm")),
+        uid=_int(data.get("uid")),
+        exe=_text(data.get("exe")),
+        container=_text(container.get("id")) if isinstance(container, dict) else None,
+        paths=paths,
+        remote_addr=addr,
+        remote_port=port,
+        edges=edges,
+    )
