@@ -80,6 +80,7 @@ from agent.output_target import (
     open_stream,
     write_output,
 )
+from agent.query.follower_process import keep_index
 from agent.redact import Redactor
 from agent.redact.events import MemoStats, rules_summary
 from agent.runtime import Runtime
@@ -646,6 +647,8 @@ async def _run(
                 await _start_metrics(helpers, config, registry)
             if pipeline is not None:
                 helpers.start_soon(_verify_periodically, api)
+            if pipeline is not None and evidence_dir is not None and config.evidence.index:
+                helpers.start_soon(keep_index, evidence_dir)
             helpers.start_soon(_release_memory_periodically)
             helpers.start_soon(_reap_periodically, aggregate)
             helpers.start_soon(resolve_periodically, aggregate.resolve_cgroups)
