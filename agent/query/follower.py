@@ -4,7 +4,8 @@
 ``[evidence] index`` is on). Why a process and not a task or a thread:
 indexing is CPU work in Python, and in the daemon's process (capture) or
 the evidence worker's (the commit path) it would hold their GIL; here it
-holds its own, at a lower CPU priority, and touches neither. It reads
+holds its own, at the lowest CPU priority (:data:`NICE`), and touches
+neither. It reads
 only committed bytes of the segments (the log is the outbox), so its
 backlog is the log itself: it can fall behind, never lose anything, and
 a query asks the index only when it is close enough
@@ -35,7 +36,9 @@ __all__ = ["INTERVAL_S", "follow", "main"]
 
 INTERVAL_S: Final = 0.25
 """How often the follower looks for new records (also its lag, idle)."""
-NICE: Final = 5
+NICE: Final = 19
+"""The follower's niceness: capture and the commit path come first; under
+full load the index falls behind (queries then scan) rather than slow them."""
 
 
 def _fresh(state_dir: Path, *, rebuild: bool) -> IndexWriter:

@@ -46,11 +46,13 @@ from agent.query.index_db import BLOCK_SHIFT, IndexStale, transaction
 from agent.query.index_rows import hash_key
 from agent.query.index_writer import IndexWriter
 
-__all__ = ["CATCH_UP_BYTES", "query_index"]
+__all__ = ["CATCH_UP_BYTES", "CATCH_UP_WAIT_S", "query_index"]
 
 CATCH_UP_BYTES: Final = 16 << 20
 """The most unindexed log a query indexes itself before answering; past it
 the index is "behind by too much" and the caller scans."""
+CATCH_UP_WAIT_S: Final = 1.0
+"""How long a query waits for the write lock to catch up; then it scans."""
 
 
 class _Line(msgspec.Struct):
@@ -114,7 +116,9 @@ def _caught_up(state_dir: Path) -> bool:
         return True
     if behind > CATCH_UP_BYTES:
         return False
-    writer_conn = index_db.connect(state_dir, write=True)
+    # A follower's batch holds the write lock for a moment; a longer wait
+    # means it is starved of CPU, and the caller is better off scanning.
+    writer_conn = index_db.connect(state_dir, write=True, busy_s=CATCH_UP_WAIT_S)
     assert writer_conn is not None
     writer = IndexWriter(state_dir, writer_conn)
     try:

@@ -145,10 +145,11 @@ def _create_file(state_dir: Path) -> None:
         os.close(fd)
 
 
-def connect(state_dir: Path, *, write: bool) -> sqlite3.Connection | None:
+def connect(state_dir: Path, *, write: bool, busy_s: float = 5.0) -> sqlite3.Connection | None:
     """A connection to the index, or None if there is none to read.
 
-    With ``write``, a missing index file is created (schema not yet). The
+    ``busy_s``: how long a write waits for another writer's batch. With
+    ``write``, a missing index file is created (schema not yet). The
     connection is in autocommit mode: callers open their transactions
     (``BEGIN IMMEDIATE`` to write) themselves. Raises
     :class:`sqlite3.DatabaseError` for a file that is not a database.
@@ -160,7 +161,7 @@ def connect(state_dir: Path, *, write: bool) -> sqlite3.Connection | None:
         with contextlib.suppress(FileExistsError):
             _create_file(state_dir)
     uri = f"file:{path}?mode={'rw' if write else 'ro'}"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_s)
     try:
         conn.execute("PRAGMA journal_mode=WAL" if write else "PRAGMA query_only=1").fetchall()
         conn.execute("PRAGMA synchronous=OFF")  # a crash loses an index, never evidence

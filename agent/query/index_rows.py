@@ -40,7 +40,6 @@ from agent.evidence.types import TYPE_PREFIX
 
 __all__ = ["IndexRow", "address_bytes", "hash_key", "parse_time_ns", "row_of_line"]
 
-_DECODE: Final = msgspec.json.Decoder()
 _HOURS: dict[str, int] = {}  # "YYYY-MM-DDTHH" -> epoch seconds; a log spans few hours
 _HOURS_MAX: Final = 4096
 
@@ -75,10 +74,15 @@ def hash_key(record_hash: str) -> int | None:
 
 def parse_time_ns(text: object) -> int | None:
     """``YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`` as ns since the epoch, else None."""
-    if not isinstance(text, str) or len(text) < 20 or text[-1] != "Z" or text[13] != ":":
+    if type(text) is not str or len(text) < 20 or text[-1] != "Z" or text[13] != ":":
         return None
     hour = text[:13]
     base = _HOURS.get(hour)
+    if base is not None and len(text) == 30 and text[19] == "." and text[16] == ":":
+        # The mapper's own form, 9 digits: the common case, checked and cut short.
+        mm, ss, ns = text[14:16], text[17:19], text[20:29]
+        if mm.isdigit() and ss.isdigit() and ns.isdigit():
+            return (base + int(mm) * 60 + int(ss)) * 1_000_000_000 + int(ns)
     try:
         if base is None:
             if len(_HOURS) >= _HOURS_MAX:
@@ -115,91 +119,163 @@ def address_bytes(address: str) -> bytes | None:
 
 
 def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if type(value) is int else None  # not a bool, not a subclass
 
 
 def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+    return value if type(value) is str else None
 
 
 def _slot(resolved: object, passed: object) -> str | None:
-    if isinstance(resolved, str) and resolved:
+    if type(resolved) is str and resolved:
         return resolved
-    if isinstance(passed, str) and passed:
+    if type(passed) is str and passed:
         return passed
     return None
+
+
+_NULL: Final = msgspec.Raw(b"null")
+
+
+class _Data(msgspec.Struct, gc=False):
+    """The members of ``data`` a row takes; every other one is skipped, not
+    decoded. ``Any``: a value of an unexpected type is left out below, it
+    does not fail the line."""
+
+    pid: Any = None
+    comm: Any = None
+    uid: Any = None
+    exe: Any = None
+    ppid: Any = None
+    child_pid: Any = None
+    container: Any = None
+    path: Any = None
+    path2: Any = None
+    abs_path: Any = None
+    abs_path2: Any = None
+    endpoint: Any = None
+
+
+class _Body(msgspec.Struct, gc=False):
+    id: Any = None
+    type: Any = None
+    time: Any = None
+    data: msgspec.Raw = _NULL
+
+
+class _Record(msgspec.Struct, gc=False):
+    seq: Any = None
+    type: Any = None
+    hash: Any = None
+    body: msgspec.Raw = _NULL
+
+
+class _TypedBody(msgspec.Struct, gc=False):
+    id: Any = None
+    type: Any = None
+    time: Any = None
+    data: _Data | None = None
+
+
+class _TypedRecord(msgspec.Struct, gc=False):
+    seq: Any = None
+    type: Any = None
+    hash: Any = None
+    body: _TypedBody | None = None
+
+
+_TYPED: Final = msgspec.json.Decoder(_TypedRecord)
+_RECORD: Final = msgspec.json.Decoder(_Record)
+_BODY: Final = msgspec.json.Decoder(_Body)
+_DATA: Final = msgspec.json.Decoder(_Data)
+_NO_DATA: Final = _Data()
+
+
+def _decoded(line: bytes) -> tuple[_TypedRecord, _Data] | None:
+    """The line's record and its data (empty when it has none or it is not
+    an object), or None when the line is not JSON or its body not an object.
+
+    One pass in the common case; a line of another shape (data that is not
+    an object) is decoded again in parts, so it still gets its row."""
+    try:
+        record = _TYPED.decode(line)
+    except msgspec.ValidationError:
+        pass
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    else:
+        if record.body is None:
+            return None
+        return record, record.body.data or _NO_DATA
+    try:
+        parts = _RECORD.decode(line)
+        body = _BODY.decode(parts.body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    try:
+        data = _DATA.decode(body.data)
+    except msgspec.DecodeError:
+        data = _NO_DATA
+    typed = _TypedBody(id=body.id, type=body.type, time=body.time)
+    return _TypedRecord(seq=parts.seq, type=parts.type, hash=parts.hash, body=typed), data
 
 
 def row_of_line(line: bytes) -> IndexRow | None:
     """The row of one segment line, or None: a store record (segment.start,
     checkpoint...), a line that does not decode, or a body that is not a
     CloudEvent with a string id (the log reader skips those too)."""
-    try:
-        record = _DECODE.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    decoded = _decoded(line)
+    if decoded is None:
         return None
-    if not isinstance(record, dict):
-        return None
-    seq, kind, digest, body = (
-        record.get("seq"),
-        record.get("type"),
-        record.get("hash"),
-        record.get("body"),
-    )
+    record, data = decoded
+    seq, kind, digest, body = record.seq, record.type, record.hash, record.body
     if (
         not isinstance(seq, int)
         or isinstance(seq, bool)
         or not isinstance(kind, str)
         or not kind.startswith(TYPE_PREFIX)
         or not isinstance(digest, str)
-        or not isinstance(body, dict)
-        or not isinstance(body.get("id"), str)
+        or body is None
+        or not isinstance(body.id, str)
     ):
         return None
     key = hash_key(digest)
     if key is None:
         return None
-    data: Any = body.get("data")
-    if not isinstance(data, dict):
-        data = {}
-    pid = _int(data.get("pid"))
-    event_type = body.get("type")
-    event_type = event_type if isinstance(event_type, str) else kind
-    container = data.get("container")
+    pid = _int(data.pid)
+    event_type = body.type if isinstance(body.type, str) else kind
+    container = data.container
     paths = tuple(
         p
-        for p in (
-            _slot(data.get("abs_path"), data.get("path")),
-            _slot(data.get("abs_path2"), data.get("path2")),
-        )
+        for p in (_slot(data.abs_path, data.path), _slot(data.abs_path2, data.path2))
         if p is not None
     )
     addr: bytes | None = None
     port: int | None = None
-    endpoint = data.get("endpoint")
+    endpoint = data.endpoint
     if isinstance(endpoint, dict) and endpoint.get("family") in ("ipv4", "ipv6"):
         address = endpoint.get("address")
         addr = address_bytes(address) if isinstance(address, str) else None
         port = _int(endpoint.get("port"))
     edges: tuple[tuple[int, int], ...] = ()
     if event_type == TYPE_FORK:
-        child = _int(data.get("child_pid"))
+        child = _int(data.child_pid)
         if pid is not None and child is not None:
             edges = ((pid, child),)
     elif event_type == TYPE_EXEC:
-        parent = _int(data.get("ppid"))
+        parent = _int(data.ppid)
         if pid is not None and parent is not None:
             edges = ((parent, pid),)
     return IndexRow(
         seq=seq,
         hash_key=key,
         type=event_type,
-        record_id=body["id"],
-        time_ns=parse_time_ns(body.get("time")),
+        record_id=body.id,
+        time_ns=parse_time_ns(body.time),
         pid=pid,
-        comm=_text(data.get("comm")),
-        uid=_int(data.get("uid")),
-        exe=_text(data.get("exe")),
+        comm=_text(data.comm),
+        uid=_int(data.uid),
+        exe=_text(data.exe),
         container=_text(container.get("id")) if isinstance(container, dict) else None,
         paths=paths,
         remote_addr=addr,
