@@ -153,6 +153,7 @@ class Workload:
     tree_pid: int
     mid_ns: int
     nobody_pid: int
+    metrics: str
 
 
 def _run_workload(work: Path) -> tuple[int, int]:
@@ -195,6 +196,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workload]:
         _run_workload(out.work)
         # The follower keeps up: what the log holds is in the index.
         wait_until(lambda: _follower_done(daemon), "the follower to index the workload", 30)
+        out.metrics = daemon.metrics()
         assert daemon.stop() == 0, daemon.log()
         yield out
 
@@ -246,6 +248,18 @@ def _filters(w: Workload) -> list[EventFilter]:
 def test_the_daemon_keeps_an_index(logged: Workload) -> None:
     assert index_db.index_path(logged.state).is_file()
     assert indexed(logged.state, EventFilter()) == brute(logged.state, EventFilter())
+
+
+def test_the_index_rows_and_lag_are_metrics(logged: Workload) -> None:
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in logged.metrics.splitlines()
+        if line.startswith("tracehound_evidence_index_")
+    }
+    # At least the workload's connects were indexed; the lag is a count, not a guess.
+    assert values["tracehound_evidence_index_rows"] >= 6
+    assert 0 <= values["tracehound_evidence_index_lag_records"] < 10_000
+    assert values["tracehound_evidence_index_rows"] <= len(brute(logged.state, EventFilter()))
 
 
 def test_each_filter_alone_and_combined_as_a_scan(logged: Workload) -> None:

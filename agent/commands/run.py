@@ -81,6 +81,7 @@ from agent.output_target import (
     write_output,
 )
 from agent.query.follower_process import keep_index
+from agent.query.index_db import index_status
 from agent.redact import Redactor
 from agent.redact.events import MemoStats, rules_summary
 from agent.runtime import Runtime
@@ -289,7 +290,14 @@ def _metrics_sources(
     def evidence() -> EvidenceStatus | None:
         if pipeline is None:
             return None
+        index = (
+            index_status(api.state_dir)
+            if settings.config.evidence.index and api.state_dir is not None
+            else None
+        )
         return EvidenceStatus(
+            index_rows=None if index is None else index.rows,
+            index_lag_records=None if index is None else index.lag_records,
             records=pipeline.published,
             last_checkpoint_age_seconds=pipeline.checkpoint_age_s,
             verify_ok=None if api.last_verify is None else api.last_verify.ok,

@@ -61,16 +61,14 @@ def follow(state_dir: Path, *, stop: list[bool], parent: int | None) -> None:
         while True:
             last = stop[0] or (parent is not None and os.getppid() != parent)
             try:
+                if writer.replaced():
+                    writer.close()
+                    writer = _fresh(state_dir, rebuild=False)
                 writer.catch_up()
-                if not index_db.index_path(state_dir).exists():
-                    raise IndexStale("the index file was deleted")
             except (IndexStale, sqlite3.DatabaseError) as err:
                 print(f"tracehound: index: rebuilding ({err})", file=sys.stderr, flush=True)
                 writer.close()
-                if (
-                    isinstance(err, sqlite3.DatabaseError)
-                    or not index_db.index_path(state_dir).exists()
-                ):
+                if isinstance(err, sqlite3.DatabaseError):
                     index_db.remove_index(state_dir)
                 writer = _fresh(state_dir, rebuild=True)
             if last:

@@ -32,6 +32,7 @@ import fnmatch
 import ipaddress
 import re
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Final
 
@@ -159,89 +160,149 @@ def _network_range(remote: RemoteFilter) -> tuple[bytes, bytes] | None:
     return net.network_address.packed, net.broadcast_address.packed
 
 
+def _ids(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> str:
+    """The ids a lookup finds, as the JSON array ``json_each`` reads."""
+    return "[" + ",".join(str(int(row[0])) for row in conn.execute(sql, params)) + "]"
+
+
+def _string_id(conn: sqlite3.Connection, text: str) -> int | None:
+    row = conn.execute("SELECT id FROM strs WHERE s = ?", (text,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _conditions(
+    conn: sqlite3.Connection, flt: EventFilter, lowest_seg: int
+) -> tuple[list[str], list[object]] | None:
+    """The WHERE terms and their parameters of everything but the seq range;
+    None when nothing can match (a string no record has)."""
+    where: list[str] = []
+    params: list[object] = []
+    if flt.since_ns is not None:
+        where.append("t >= ?")
+        params.append(flt.since_ns)
+    if flt.until_ns is not None:
+        where.append("t < ?")
+        params.append(flt.until_ns)
+    if flt.types:
+        marks = ",".join("?" * len(flt.types))
+        found = _ids(conn, f"SELECT id FROM strs WHERE s IN ({marks})", sorted(flt.types))
+        if found == "[]":
+            return None
+        where.append("type IN (SELECT value FROM json_each(?))")
+        params.append(found)
+    if flt.pid is not None and flt.tree:
+        tree = _ids(
+            conn,
+            "WITH RECURSIVE tree(p) AS (SELECT ? UNION SELECT child FROM edges, tree"
+            " WHERE parent = p AND seg >= ?) SELECT p FROM tree",
+            [flt.pid, lowest_seg],
+        )
+        where.append("pid IN (SELECT value FROM json_each(?))")
+        params.append(tree)
+    elif flt.pid is not None:
+        where.append("pid = ?")
+        params.append(flt.pid)
+    for column, value in (("comm", flt.comm), ("exe", flt.exe)):
+        if value is not None:
+            found_id = _string_id(conn, value)
+            if found_id is None:
+                return None
+            where.append(f"{column} = ?")
+            params.append(found_id)
+    if flt.container is not None:
+        bound: list[object] = []
+        found = _ids(
+            conn, f"SELECT id FROM strs WHERE {_prefix_range('s', flt.container, bound)}", bound
+        )
+        if found == "[]":
+            return None
+        where.append("ctr IN (SELECT value FROM json_each(?))")
+        params.append(found)
+    if flt.path is not None:
+        matcher = re.compile(fnmatch.translate(flt.path), re.DOTALL).match
+        bound = []
+        sql = f"SELECT id, s FROM paths WHERE {_prefix_range('s', _glob_prefix(flt.path), bound)}"
+        wanted = [str(row[0]) for row in conn.execute(sql, bound) if matcher(row[1])]
+        if not wanted:
+            return None
+        where.append(
+            "(p1 IN (SELECT value FROM json_each(?)) OR p2 IN (SELECT value FROM json_each(?)))"
+        )
+        params += ["[" + ",".join(wanted) + "]"] * 2
+    if flt.remote is not None:
+        span = _network_range(flt.remote)
+        if span is not None:
+            where.append("ra BETWEEN ? AND ? AND length(ra) = ?")
+            params += [span[0], span[1], len(span[0])]
+        if flt.remote.port is not None:
+            where.append("rp = ?")
+            params.append(flt.remote.port)
+    if flt.uid is not None:
+        where.append("uid = ?")
+        params.append(flt.uid)
+    return where, params
+
+
+#: The first seq window a query looks in, and how it grows: a selective
+#: filter sorts only its window's matches, not the whole log's, and a
+#: rare one still needs only a few windows.
+_WINDOW: Final = 1 << 16
+_GROWTH: Final = 4
+
+
+def _seq_range(conn: sqlite3.Connection, flt: EventFilter, low: int) -> tuple[int, int] | None:
+    """The seqs (exclusive bounds) that may hold the filter's time range."""
+    top = conn.execute("SELECT max(seq) FROM rec").fetchone()[0]
+    if top is None:
+        return None
+    high = int(top) + 1
+    if flt.since_ns is not None:
+        first = conn.execute("SELECT min(b) FROM tblk WHERE tmax >= ?", (flt.since_ns,)).fetchone()
+        if first[0] is None:
+            return None
+        low = max(low, (int(first[0]) << BLOCK_SHIFT) - 1)
+    if flt.until_ns is not None:
+        last = conn.execute("SELECT max(b) FROM tblk WHERE tmin < ?", (flt.until_ns,)).fetchone()
+        if last[0] is None:
+            return None
+        high = min(high, (int(last[0]) + 1) << BLOCK_SHIFT)
+    return (low, high) if low + 1 < high else None
+
+
 def _answer(
     conn: sqlite3.Connection, state_dir: Path, flt: EventFilter, after_seq: int | None, limit: int
 ) -> list[LoggedEvent] | None:
     if limit == 0:
         return []
-    ctes: list[str] = []
-    where: list[str] = []
-    params: list[object] = []
-    cte_params: list[object] = []
     with transaction(conn, write=False):
         info = index_db.meta(conn)
         if info.get("state") != "ready":
             return None
         listing = segment_files(state_dir / "segments")
-        pruned, kept = index_db.check_segments(index_db.progress(conn), listing)
+        done = index_db.progress(conn)
+        pruned, kept = index_db.check_segments(done, listing)
         paths = dict(listing)
         # Rows of segments pruned since the follower last looked are not answers.
-        floor = max(
-            (p.last_seq or -1 for p in index_db.progress(conn) if p.seg in pruned), default=-1
-        )
+        low = max((p.last_seq or -1 for p in done if p.seg in pruned), default=-1)
         if after_seq is not None:
-            floor = max(floor, after_seq)
-        lowest_seg = min(kept, default=0)
-        where.append("seq > ?")
-        params.append(floor)
-        if flt.since_ns is not None:
-            where.append("seq >= (SELECT coalesce(min(b), 1 << 62) FROM tblk WHERE tmax >= ?) << ?")
-            where.append("t >= ?")
-            params += [flt.since_ns, BLOCK_SHIFT, flt.since_ns]
-        if flt.until_ns is not None:
-            where.append("seq < ((SELECT coalesce(max(b), -1) FROM tblk WHERE tmin < ?) + 1) << ?")
-            where.append("t < ?")
-            params += [flt.until_ns, BLOCK_SHIFT, flt.until_ns]
-        if flt.types:
-            marks = ",".join("?" * len(flt.types))
-            where.append(f"type IN (SELECT id FROM strs WHERE s IN ({marks}))")
-            params += sorted(flt.types)
-        if flt.pid is not None and flt.tree:
-            ctes.append(
-                "tree(p) AS (SELECT ? UNION SELECT child FROM edges, tree"
-                " WHERE parent = p AND seg >= ?)"
-            )
-            cte_params += [flt.pid, lowest_seg]
-            where.append("pid IN tree")
-        elif flt.pid is not None:
-            where.append("pid = ?")
-            params.append(flt.pid)
-        for column, value in (("comm", flt.comm), ("exe", flt.exe)):
-            if value is not None:
-                where.append(f"{column} = (SELECT id FROM strs WHERE s = ?)")
-                params.append(value)
-        if flt.container is not None:
-            where.append(
-                f"ctr IN (SELECT id FROM strs WHERE {_prefix_range('s', flt.container, params)})"
-            )
-        if flt.path is not None:
-            matcher = re.compile(fnmatch.translate(flt.path), re.DOTALL).match
-            conn.create_function("th_glob", 1, lambda s: matcher(s) is not None, deterministic=True)
-            prefix_params: list[object] = []
-            bound = _prefix_range("s", _glob_prefix(flt.path), prefix_params)
-            ctes.append(
-                f"want(id) AS MATERIALIZED (SELECT id FROM paths WHERE {bound} AND th_glob(s))"
-            )
-            cte_params += prefix_params
-            where.append("(p1 IN want OR p2 IN want)")
-        if flt.remote is not None:
-            span = _network_range(flt.remote)
-            if span is not None:
-                where.append("ra BETWEEN ? AND ? AND length(ra) = ?")
-                params += [span[0], span[1], len(span[0])]
-            if flt.remote.port is not None:
-                where.append("rp = ?")
-                params.append(flt.remote.port)
-        if flt.uid is not None:
-            where.append("uid = ?")
-            params.append(flt.uid)
+            low = max(low, after_seq)
+        span = _seq_range(conn, flt, low)
+        terms = _conditions(conn, flt, min(kept, default=0))
+        if span is None or terms is None:
+            return []
+        where, params = terms
         sql = (
-            ("WITH RECURSIVE " + ", ".join(ctes) + " " if ctes else "")
-            + "SELECT seq, seg, off, len, h FROM rec WHERE "
-            + " AND ".join(where)
+            "SELECT seq, seg, off, len, h FROM rec WHERE seq > ? AND seq < ?"
+            + "".join(" AND " + term for term in where)
             + " ORDER BY seq LIMIT ?"
         )
-        rows = conn.execute(sql, [*cte_params, *params, limit]).fetchall()
+        low, high = span
+        rows: list[tuple[int, int, int, int, int]] = []
+        window = _WINDOW
+        while len(rows) < limit and low + 1 < high:
+            top = min(high, low + window + 1)
+            rows += conn.execute(sql, [low, top, *params, limit - len(rows)]).fetchall()
+            low, window = top - 1, window * _GROWTH
     return _read_back(rows, paths)
 
 

@@ -12,8 +12,8 @@ Schema (no JSON, no text of a record but interned strings):
   ``len`` (where its line is), ``h`` (60 bits of its hash, to check the
   line read back), ``t`` (time, ns), ``type``/``comm``/``exe``/``ctr``
   (ids into ``strs``), ``pid``, ``uid``, ``p1``/``p2`` (ids into ``paths``),
-  ``ra``/``rp`` (remote address as 16 bytes, port), ``rid`` (the record
-  id, 16 bytes when it is 32 hex digits, else its text).
+  ``ra``/``rp`` (remote address as 4 or 16 bytes, port), ``rid`` (60 bits
+  of the record id: :func:`~agent.query.index_rows.id_key`).
 - ``edges``: ``(parent, child, seg)`` of fork and exec records: the trees.
 - ``tblk``: the min and max time of each block of 1024 seqs: a time range
   becomes a seq range without an index on time (times follow seq closely
@@ -24,7 +24,9 @@ Schema (no JSON, no text of a record but interned strings):
   what tells a log rewritten or pruned under the index, or another log.
 - ``meta``: ``version``, ``state`` (``building`` while a rebuild runs:
   queries then say "cannot answer"), ``generation`` (bumped by every
-  rebuild, so a writer's caches of string ids are dropped), ``last_seq``.
+  rebuild, so a writer's caches of string ids are dropped), ``last_seq``
+  (the last line indexed), ``rows`` (kept as rows come and go: a count of
+  ``rec`` would read it all).
 """
 
 from __future__ import annotations
@@ -43,20 +45,24 @@ __all__ = [
     "INDEX_NAME",
     "SECONDARY_INDEXES",
     "IndexStale",
+    "IndexStatus",
     "SegProgress",
     "check_segments",
     "connect",
     "create_schema",
     "index_path",
+    "index_status",
     "key_of_line",
     "remove_index",
+    "seq_of_line",
 ]
 
 INDEX_NAME: Final = "index.sqlite"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BLOCK_SHIFT: Final = 10
 """``tblk`` blocks hold ``1 << BLOCK_SHIFT`` seqs."""
 _FIRST_LINE_MAX: Final = 1 << 20  # a segment.start line is ~200 bytes
+_TAIL: Final = 1 << 20  # a record's line is far shorter
 
 _TABLES: Final = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
@@ -65,7 +71,7 @@ CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, s TEXT NOT NULL UNIQUE)
 CREATE TABLE IF NOT EXISTS rec(
     seq INTEGER PRIMARY KEY, seg INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL,
     h INTEGER NOT NULL, t INTEGER, type INTEGER NOT NULL, pid INTEGER, comm INTEGER,
-    uid INTEGER, exe INTEGER, ctr INTEGER, p1 INTEGER, p2 INTEGER, ra BLOB, rp INTEGER, rid BLOB
+    uid INTEGER, exe INTEGER, ctr INTEGER, p1 INTEGER, p2 INTEGER, ra BLOB, rp INTEGER, rid INTEGER
 );
 CREATE TABLE IF NOT EXISTS edges(
     parent INTEGER NOT NULL, child INTEGER NOT NULL, seg INTEGER NOT NULL,
@@ -174,29 +180,28 @@ def connect(state_dir: Path, *, write: bool, busy_s: float = 5.0) -> sqlite3.Con
     return conn
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """The tables, the indexes and the meta rows, if not there yet (in the
-    caller's transaction)."""
+TABLES: Final = ("meta", "strs", "paths", "rec", "edges", "tblk", "segs")
+
+
+def create_schema(conn: sqlite3.Connection, *, indexes: bool = True) -> None:
+    """The tables, the indexes (unless not ``indexes``) and the meta rows,
+    if not there yet (in the caller's transaction)."""
     for statement in _TABLES.split(";"):  # not executescript: it would COMMIT first
         if statement.strip():
             conn.execute(statement)
-    create_indexes(conn)
+    if indexes:
+        create_indexes(conn)
     conn.execute("INSERT OR IGNORE INTO meta VALUES('version', ?)", (SCHEMA_VERSION,))
     conn.execute("INSERT OR IGNORE INTO meta VALUES('state', 'ready')")
     conn.execute("INSERT OR IGNORE INTO meta VALUES('generation', 0)")
     conn.execute("INSERT OR IGNORE INTO meta VALUES('last_seq', -1)")
+    conn.execute("INSERT OR IGNORE INTO meta VALUES('rows', 0)")
 
 
 def create_indexes(conn: sqlite3.Connection) -> None:
     """The secondary indexes, if not there."""
     for name, what in SECONDARY_INDEXES:
         conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {what}")
-
-
-def drop_indexes(conn: sqlite3.Connection) -> None:
-    """The secondary indexes gone (a rebuild makes them again at its end)."""
-    for name, _ in SECONDARY_INDEXES:
-        conn.execute(f"DROP INDEX IF EXISTS {name}")
 
 
 def meta(conn: sqlite3.Connection) -> dict[str, object]:
@@ -241,6 +246,63 @@ def first_key(path: Path) -> int | None:
     except OSError:
         return None
     return key_of_line(line[:-1]) if line.endswith(b"\n") else None
+
+
+class IndexStatus(NamedTuple):
+    """The index as metrics and ``stats`` show it: rows held, and records
+    the log has that it does not yet (including the store's own)."""
+
+    rows: int
+    lag_records: int
+
+
+def index_status(state_dir: Path) -> IndexStatus | None:
+    """Rows and lag of ``state_dir``'s index; None if there is none to read."""
+    try:
+        conn = connect(state_dir, write=False)
+        if conn is None:
+            return None
+        try:
+            info = meta(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    rows, indexed = info.get("rows"), info.get("last_seq")
+    if not isinstance(rows, int) or not isinstance(indexed, int):
+        return None
+    head = _head_seq(state_dir)
+    return IndexStatus(rows=rows, lag_records=max(0, head - indexed) if head is not None else 0)
+
+
+def _head_seq(state_dir: Path) -> int | None:
+    """The seq of the log's last complete line (its newest segment's tail)."""
+    listing = segment_files(state_dir / "segments")
+    if not listing:
+        return None
+    try:
+        with open(listing[-1][1], "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _TAIL))
+            tail = handle.read(_TAIL)
+    except OSError:
+        return None
+    end = tail.rfind(b"\n")
+    if end < 0:
+        return None
+    return seq_of_line(tail[tail.rfind(b"\n", 0, end) + 1 : end])
+
+
+def seq_of_line(line: bytes) -> int | None:
+    """The chain seq of a line without decoding it: the last ``"seq":`` is
+    the top-level member (canonical order puts it after body, hash, prev;
+    the type after it is a JSON string, which cannot hold ``"``)."""
+    at = line.rfind(b'"seq":')
+    if at < 0:
+        return None
+    end = line.find(b",", at)
+    digits = line[at + 6 : end if end >= 0 else len(line)]
+    return int(digits) if digits.isdigit() else None
 
 
 def key_of_line(line: bytes) -> int | None:

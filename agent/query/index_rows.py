@@ -38,7 +38,7 @@ import msgspec
 from agent.evidence.record_types import TYPE_EXEC, TYPE_FORK
 from agent.evidence.types import TYPE_PREFIX
 
-__all__ = ["IndexRow", "address_bytes", "hash_key", "parse_time_ns", "row_of_line"]
+__all__ = ["IndexRow", "address_bytes", "hash_key", "id_key", "parse_time_ns", "row_of_line"]
 
 _HOURS: dict[str, int] = {}  # "YYYY-MM-DDTHH" -> epoch seconds; a log spans few hours
 _HOURS_MAX: Final = 4096
@@ -68,6 +68,18 @@ def hash_key(record_hash: str) -> int | None:
     that the line read back is the line indexed (fits SQLite's INTEGER)."""
     try:
         return int(record_hash[:15], 16) if len(record_hash) >= 15 else None
+    except ValueError:
+        return None
+
+
+def id_key(record_id: str) -> int | None:
+    """The index's key of a record id: its first 60 bits when it is the
+    mapper's 32 lowercase hex digits (a lookup reads the line back and
+    compares the whole id), else None (not found by id)."""
+    if len(record_id) != 32:
+        return None
+    try:
+        return int(record_id[:15], 16) if record_id.islower() or record_id.isdigit() else None
     except ValueError:
         return None
 

@@ -28,6 +28,7 @@ time and two caches of string ids (cleared past :data:`CACHE_MAX`).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -36,37 +37,16 @@ from typing import Final
 from agent.evidence.layout import segment_files
 from agent.query import index_db
 from agent.query.index_db import BLOCK_SHIFT, IndexStale, transaction
-from agent.query.index_rows import IndexRow, row_of_line
+from agent.query.index_rows import IndexRow, id_key, row_of_line
 
 __all__ = ["READ_BYTES", "IndexWriter", "open_writer", "reindex"]
 
-READ_BYTES: Final = 4 << 20
+READ_BYTES: Final = 16 << 20
 """How much of a segment one batch reads (and so at most holds)."""
 CACHE_MAX: Final = 200_000
 """String ids cached per table before the cache starts over."""
 
-_INSERT: Final = "INSERT OR REPLACE INTO rec VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-
-
-def _seq_of(line: bytes) -> int | None:
-    """The chain seq of a line without decoding it: the last ``"seq":`` is
-    the top-level member (canonical order puts it after body, hash, prev;
-    the type after it is a JSON string, which cannot hold ``"``)."""
-    at = line.rfind(b'"seq":')
-    if at < 0:
-        return None
-    end = line.find(b",", at)
-    digits = line[at + 6 : end if end >= 0 else len(line)]
-    return int(digits) if digits.isdigit() else None
-
-
-def _record_id(text: str) -> bytes | str:
-    if len(text) == 32:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            pass
-    return text
+_INSERT: Final = "INSERT INTO rec VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
 class IndexWriter:
@@ -75,12 +55,22 @@ class IndexWriter:
     def __init__(self, state_dir: Path, conn: sqlite3.Connection) -> None:
         self.state_dir = state_dir
         self._conn = conn
+        #: The file this writer has open: a reindex or a person may replace
+        #: or delete it, and writing on into the old one would help nobody.
+        self.inode = os.stat(index_db.index_path(state_dir)).st_ino
         self._generation: object = None
         self._strs: dict[str, int] = {}
         self._paths: dict[str, int] = {}
 
     def close(self) -> None:
         self._conn.close()
+
+    def replaced(self) -> bool:
+        """Whether the index file is gone or another one than this writer's."""
+        try:
+            return os.stat(index_db.index_path(self.state_dir)).st_ino != self.inode
+        except FileNotFoundError:
+            return True
 
     # --- the two ways in -------------------------------------------------------
 
@@ -105,13 +95,14 @@ class IndexWriter:
         """Empty the index and index the whole log again; the records indexed."""
         conn = self._conn
         with transaction(conn, write=True):
-            index_db.create_schema(conn)
-            conn.execute("UPDATE meta SET v = v + 1 WHERE k = 'generation'")
+            old = index_db.meta(conn).get("generation")
+            generation = old + 1 if isinstance(old, int) else 1
+            # Dropped, not emptied: an index of another schema is made anew.
+            for table in index_db.TABLES:
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            index_db.create_schema(conn, indexes=False)
+            conn.execute("UPDATE meta SET v = ? WHERE k = 'generation'", (generation,))
             conn.execute("UPDATE meta SET v = 'building' WHERE k = 'state'")
-            index_db.drop_indexes(conn)
-            for table in ("rec", "edges", "tblk", "segs", "strs", "paths"):
-                conn.execute(f"DELETE FROM {table}")
-            conn.execute("UPDATE meta SET v = -1 WHERE k = 'last_seq'")
         added = self.catch_up()
         with transaction(conn, write=True):
             index_db.create_indexes(conn)
@@ -131,8 +122,6 @@ class IndexWriter:
             info = index_db.meta(conn)
         if info.get("version") != index_db.SCHEMA_VERSION:
             raise IndexStale(f"schema version {info.get('version')!r}")
-        if info.get("state") == "stale":
-            raise IndexStale("a query found a row that is not its line")
         if info.get("generation") != self._generation:
             self._strs.clear()
             self._paths.clear()
@@ -193,13 +182,14 @@ class IndexWriter:
             [(block, low, high) for block, (low, high) in blocks.items()],
         )
         first = done.first_key if done is not None else index_db.first_key(path)
-        last_seq = _seq_of(line)
+        last_seq = index_db.seq_of_line(line)
         conn.execute(
             "INSERT OR REPLACE INTO segs VALUES(?,?,?,?,?,?)",
             (seg, first, start + end, start + last_off, index_db.key_of_line(line), last_seq),
         )
         if last_seq is not None:
             conn.execute("UPDATE meta SET v = max(v, ?) WHERE k = 'last_seq'", (last_seq,))
+        conn.execute("UPDATE meta SET v = v + ? WHERE k = 'rows'", (len(rows),))
         return len(rows)
 
     def _values(self, row: IndexRow, seg: int, off: int, length: int) -> tuple[object, ...]:
@@ -222,7 +212,7 @@ class IndexWriter:
             paths(p[1]) if len(p) > 1 else None,
             row.remote_addr,
             row.remote_port,
-            _record_id(row.record_id),
+            id_key(row.record_id),
         )
 
     def _intern_str(self, text: str) -> int:
@@ -257,7 +247,8 @@ class IndexWriter:
         conn = self._conn
         row = conn.execute("SELECT last_seq FROM segs WHERE seg = ?", (seg,)).fetchone()
         if row is not None and row[0] is not None:
-            conn.execute("DELETE FROM rec WHERE seq <= ?", (row[0],))
+            gone = conn.execute("DELETE FROM rec WHERE seq <= ?", (row[0],)).rowcount
+            conn.execute("UPDATE meta SET v = v - ? WHERE k = 'rows'", (gone,))
             conn.execute("DELETE FROM tblk WHERE b < ?", ((row[0] + 1) >> BLOCK_SHIFT,))
         conn.execute("DELETE FROM edges WHERE seg = ?", (seg,))
         conn.execute("DELETE FROM segs WHERE seg = ?", (seg,))
