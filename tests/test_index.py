@@ -406,3 +406,32 @@ def test_reindex_command(logged: Workload, tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "no evidence log there" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_pruned_segments_leave_the_index(logged: Workload, tmp_path: Path) -> None:
+    state = _copy(logged, tmp_path)
+    index_db.remove_index(state)
+    # Two segments of one log (the index checks lines, not the chain's headers).
+    (only,) = sorted((state / "segments").glob("*.ndjson"))
+    lines = only.read_bytes().split(b"\n")[:-1]
+    half = len(lines) // 2
+    only.write_bytes(b"\n".join(lines[:half]) + b"\n")
+    (state / "segments" / "0000000000000001.ndjson").write_bytes(b"\n".join(lines[half:]) + b"\n")
+    reindex(state)
+    paths_before = _count(state, "paths")
+    only.unlink()  # retention pruned the oldest
+    for flt in _filters(logged):
+        assert indexed(state, flt) == brute(state, flt), flt
+    follow(state, stop=[True], parent=None)  # the follower forgets its rows
+    assert _count(state, "rec") == len(brute(state, EventFilter()))
+    assert _count(state, "paths") < paths_before
+    assert indexed(state, EventFilter(path="/etc/*")) == brute(state, EventFilter(path="/etc/*"))
+
+
+def _count(state: Path, table: str) -> int:
+    conn = index_db.connect(state, write=False)
+    assert conn is not None
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()

@@ -252,6 +252,16 @@ class IndexWriter:
             conn.execute("DELETE FROM tblk WHERE b < ?", ((row[0] + 1) >> BLOCK_SHIFT,))
         conn.execute("DELETE FROM edges WHERE seg = ?", (seg,))
         conn.execute("DELETE FROM segs WHERE seg = ?", (seg,))
+        # Paths no row names any more go too, or names seen once (mkstemp's)
+        # would grow the index past retention. Every writer's cache of path
+        # ids is then stale: the generation says so.
+        conn.execute(
+            "DELETE FROM paths WHERE NOT EXISTS (SELECT 1 FROM rec WHERE p1 = paths.id)"
+            " AND NOT EXISTS (SELECT 1 FROM rec WHERE p2 = paths.id)"
+        )
+        conn.execute("UPDATE meta SET v = v + 1 WHERE k = 'generation'")
+        self._paths.clear()
+        self._strs.clear()
 
 
 def open_writer(state_dir: Path) -> tuple[IndexWriter, bool]:
