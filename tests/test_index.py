@@ -435,3 +435,17 @@ def _count(state: Path, table: str) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     finally:
         conn.close()
+
+
+def test_a_record_found_by_its_id(logged: Workload) -> None:
+    from agent.evidence.log_reader import find_event
+    from agent.query.index import find_indexed
+
+    events = list(_events(logged.state))
+    for seq, event in events[:: max(1, len(events) // 25)]:
+        found = find_indexed(logged.state, event["id"])
+        assert found is not None
+        assert [(e.seq, e.event) for e in found] == [(seq, event)]
+        scanned = find_event(logged.state, event["id"])
+        assert scanned is not None and scanned.seq == seq
+    assert find_indexed(logged.state, "0" * 32) == []

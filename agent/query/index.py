@@ -44,10 +44,10 @@ from agent.evidence.types import TYPE_PREFIX
 from agent.query import index_db
 from agent.query.filter import EventFilter, RemoteFilter
 from agent.query.index_db import BLOCK_SHIFT, IndexStale, transaction
-from agent.query.index_rows import hash_key
+from agent.query.index_rows import hash_key, id_key
 from agent.query.index_writer import IndexWriter
 
-__all__ = ["CATCH_UP_BYTES", "CATCH_UP_WAIT_S", "query_index"]
+__all__ = ["CATCH_UP_BYTES", "CATCH_UP_WAIT_S", "find_indexed", "query_index"]
 
 CATCH_UP_BYTES: Final = 16 << 20
 """The most unindexed log a query indexes itself before answering; past it
@@ -86,6 +86,40 @@ def query_index(
             conn.close()
     except (sqlite3.Error, IndexStale, OSError):
         return None
+
+
+def find_indexed(state_dir: Path, event_id: str) -> list[LoggedEvent] | None:
+    """The record with ``id == event_id`` as a list of one (the newest, should
+    an id repeat), ``[]`` if the log has none, None when the index cannot
+    answer (then :func:`agent.evidence.log_reader.find_event` searches)."""
+    key = id_key(event_id)
+    if key is None:
+        return None  # not the mapper's form of id: the index does not hold it
+    try:
+        if not _caught_up(state_dir):
+            return None
+        conn = index_db.connect(state_dir, write=False)
+        if conn is None:
+            return None
+        try:
+            with transaction(conn, write=False):
+                if index_db.meta(conn).get("state") != "ready":
+                    return None
+                listing = segment_files(state_dir / "segments")
+                _, kept = index_db.check_segments(index_db.progress(conn), listing)
+                rows = conn.execute(
+                    "SELECT seq, seg, off, len, h FROM rec WHERE rid = ? AND seg >= ?"
+                    " ORDER BY seq DESC",
+                    (key, min(kept, default=0)),
+                ).fetchall()
+        finally:
+            conn.close()
+    except (sqlite3.Error, IndexStale, OSError):
+        return None
+    found = _read_back(rows, dict(listing))
+    if found is None:
+        return None
+    return [e for e in found if e.event.get("id") == event_id][:1]
 
 
 def _unindexed(listing: list[tuple[int, Path]], kept: dict[int, index_db.SegProgress]) -> int:
