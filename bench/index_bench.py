@@ -16,7 +16,6 @@ hours and ``--since 10m`` is its newest few chunks.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -48,8 +47,18 @@ def stop_follower(proc: subprocess.Popen[bytes]) -> None:
 
 
 def index_bytes(state: Path) -> int:
-    base = index_db.index_path(state)
-    return sum(os.path.getsize(f"{base}{s}") for s in ("", "-wal") if os.path.exists(f"{base}{s}"))
+    """Bytes of the index's pages in use (a rebuild in place leaves free
+    pages in the file, which SQLite reuses: the file's size is a high-water
+    mark)."""
+    conn = index_db.connect(state, write=False)
+    assert conn is not None
+    try:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    return int((pages - free) * size)
 
 
 def make_big_log(state: Path, mb: int, seed: int, make_events: Any, host: str, anchor: Any) -> int:

@@ -147,6 +147,7 @@ def _slot(resolved: object, passed: object) -> str | None:
 
 
 _NULL: Final = msgspec.Raw(b"null")
+_INET: Final = ("ipv4", "ipv6")
 
 
 class _Data(msgspec.Struct, gc=False):
@@ -257,15 +258,15 @@ def row_of_line(line: bytes) -> IndexRow | None:
     pid = _int(data.pid)
     event_type = body.type if isinstance(body.type, str) else kind
     container = data.container
-    paths = tuple(
-        p
-        for p in (_slot(data.abs_path, data.path), _slot(data.abs_path2, data.path2))
-        if p is not None
-    )
+    first, second = _slot(data.abs_path, data.path), _slot(data.abs_path2, data.path2)
+    if first is None:
+        paths: tuple[str, ...] = () if second is None else (second,)
+    else:
+        paths = (first,) if second is None else (first, second)
     addr: bytes | None = None
     port: int | None = None
     endpoint = data.endpoint
-    if isinstance(endpoint, dict) and endpoint.get("family") in ("ipv4", "ipv6"):
+    if endpoint is not None and type(endpoint) is dict and endpoint.get("family") in _INET:
         address = endpoint.get("address")
         addr = address_bytes(address) if isinstance(address, str) else None
         port = _int(endpoint.get("port"))
@@ -278,19 +279,19 @@ def row_of_line(line: bytes) -> IndexRow | None:
         parent = _int(data.ppid)
         if pid is not None and parent is not None:
             edges = ((parent, pid),)
-    return IndexRow(
-        seq=seq,
-        hash_key=key,
-        type=event_type,
-        record_id=body.id,
-        time_ns=parse_time_ns(body.time),
-        pid=pid,
-        comm=_text(data.comm),
-        uid=_int(data.uid),
-        exe=_text(data.exe),
-        container=_text(container.get("id")) if isinstance(container, dict) else None,
-        paths=paths,
-        remote_addr=addr,
-        remote_port=port,
-        edges=edges,
+    return IndexRow(  # positional, in field order: a row per record is the hot path
+        seq,
+        key,
+        event_type,
+        body.id,
+        parse_time_ns(body.time),
+        pid,
+        _text(data.comm),
+        _int(data.uid),
+        _text(data.exe),
+        _text(container.get("id")) if type(container) is dict else None,
+        paths,
+        addr,
+        port,
+        edges,
     )
