@@ -23,6 +23,13 @@ the row's values are :mod:`agent.query.index_rows`):
   :func:`fnmatch.fnmatchcase`'s regex, per distinct path) are looked up
   once among the interned strings; ``tree`` is a recursive walk of
   ``edges``; a CIDR is a range of packed addresses of its family's length.
+  What a lookup finds is passed to the row query as a JSON array
+  (``json_each``), so it is computed once per query, not per window.
+
+The rows are read in seq windows that grow (:data:`_WINDOW`, x4 each): a
+selective filter answered through an index sorts the matches of one
+window for its page, not those of the whole log, and a rare one still
+takes only a few windows.
 """
 
 from __future__ import annotations
