@@ -40,6 +40,7 @@ from typing import Final, NamedTuple
 
 from agent.evidence.layout import segment_files
 from agent.query.index_rows import hash_key
+from agent.state_dir import INDEX_FILES, INDEX_NAME
 
 __all__ = [
     "INDEX_NAME",
@@ -57,7 +58,6 @@ __all__ = [
     "seq_of_line",
 ]
 
-INDEX_NAME: Final = "index.sqlite"
 SCHEMA_VERSION: Final = 2
 BLOCK_SHIFT: Final = 10
 """``tblk`` blocks hold ``1 << BLOCK_SHIFT`` seqs."""
@@ -124,10 +124,9 @@ def index_path(state_dir: Path) -> Path:
 
 def remove_index(state_dir: Path) -> None:
     """Delete the index and its WAL files (a corrupt one is not repaired)."""
-    base = index_path(state_dir)
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for name in INDEX_FILES:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{base}{suffix}")
+            os.unlink(state_dir / name)
 
 
 def _create_file(state_dir: Path) -> None:
