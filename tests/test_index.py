@@ -398,6 +398,12 @@ def test_reindex_command(logged: Workload, tmp_path: Path) -> None:
         text=True,
     )
     assert by_option.returncode == 0, by_option.stderr
+    index_db.index_path(state).write_bytes(random.Random(5).randbytes(20_000))
+    over_garbage = subprocess.run(
+        [*TRACEHOUND, "evidence", "reindex", str(state)], capture_output=True, text=True
+    )
+    assert over_garbage.returncode == 0, over_garbage.stderr
+    assert indexed(state, EventFilter(uid=65534)) == brute(state, EventFilter(uid=65534))
     bad = subprocess.run(
         [*TRACEHOUND, "evidence", "reindex", str(tmp_path / "nowhere")],
         capture_output=True,

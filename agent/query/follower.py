@@ -32,10 +32,12 @@ from agent.query import index_db
 from agent.query.index_db import IndexStale
 from agent.query.index_writer import IndexWriter, open_writer
 
-__all__ = ["INTERVAL_S", "follow", "main"]
+__all__ = ["INTERVAL_S", "NICE", "RETRY_S", "follow", "main"]
 
 INTERVAL_S: Final = 0.25
 """How often the follower looks for new records (also its lag, idle)."""
+RETRY_S: Final = 5.0
+"""How long it waits after the index could not be written (a full disk)."""
 NICE: Final = 19
 """The follower's niceness: capture and the commit path come first; under
 full load the index falls behind (queries then scan) rather than slow them."""
@@ -43,39 +45,67 @@ full load the index falls behind (queries then scan) rather than slow them."""
 
 def _fresh(state_dir: Path, *, rebuild: bool) -> IndexWriter:
     """A writer on an index that describes the log: rebuilt if it must be
-    (or if ``rebuild``); a file SQLite cannot read is removed first."""
-    try:
-        writer, stale = open_writer(state_dir)
-    except sqlite3.DatabaseError:
-        index_db.remove_index(state_dir)
-        writer, stale = open_writer(state_dir)
+    (or if ``rebuild``); a file SQLite cannot read is replaced
+    (:func:`~agent.query.index_writer.open_writer`)."""
+    writer, stale = open_writer(state_dir)
     if stale or rebuild:
         writer.rebuild()
     return writer
 
 
 def follow(state_dir: Path, *, stop: list[bool], parent: int | None) -> None:
-    """Index ``state_dir``'s log until ``stop[0]`` or ``parent`` is gone."""
-    writer = _fresh(state_dir, rebuild=False)
+    """Index ``state_dir``'s log until ``stop[0]`` or ``parent`` is gone.
+
+    Fails safe: a full disk, a lock held too long or an I/O error leaves
+    the index as it is (queries scan meanwhile) and is tried again after
+    :data:`RETRY_S`; a damaged file is removed and rebuilt; another log's
+    index is rebuilt. Each cause is said once, in one line, not per try.
+    """
+    writer: IndexWriter | None = None
+    rebuild = False
+    said: str | None = None
+
+    def say(line: str) -> None:
+        nonlocal said
+        if line != said:
+            print(f"tracehound: index: {line}", file=sys.stderr, flush=True)
+            said = line
+
     try:
         while True:
             last = stop[0] or (parent is not None and os.getppid() != parent)
+            pause = INTERVAL_S
             try:
-                if writer.replaced():
+                if writer is not None and writer.replaced():
                     writer.close()
-                    writer = _fresh(state_dir, rebuild=False)
+                    writer = None
+                if writer is None:
+                    writer = _fresh(state_dir, rebuild=rebuild)
+                    rebuild = False
                 writer.catch_up()
-            except (IndexStale, sqlite3.DatabaseError) as err:
-                print(f"tracehound: index: rebuilding ({err})", file=sys.stderr, flush=True)
+                said = None
+            except IndexStale as err:
+                say(f"rebuilding: {err}")
+                rebuild = True
+            except (sqlite3.OperationalError, OSError) as err:
+                say(f"cannot write it now ({err}); trying again every {RETRY_S:g} s")
+                pause = RETRY_S
+            except sqlite3.DatabaseError as err:
+                say(f"rebuilding a damaged index ({err})")
+                if writer is not None:
+                    writer.close()
+                    writer = None
+                index_db.remove_index(state_dir)
+                rebuild = True
+            if rebuild and writer is not None:
                 writer.close()
-                if isinstance(err, sqlite3.DatabaseError):
-                    index_db.remove_index(state_dir)
-                writer = _fresh(state_dir, rebuild=True)
-            if last:
-                return
-            time.sleep(INTERVAL_S)
+                writer = None
+            if last and not rebuild:
+                return  # a rebuild owed is done first, even at the stop
+            time.sleep(0 if rebuild else pause)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
 def main(argv: list[str]) -> int:
@@ -94,7 +124,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon's Ctrl-C is the daemon's
     with contextlib.suppress(OSError):
         os.nice(NICE)
-    follow(Path(argv[0]), stop=stop, parent=os.getppid())
+    try:
+        follow(Path(argv[0]), stop=stop, parent=os.getppid())
+    except Exception as err:  # a bug: one line, and the daemon starts another
+        print(f"tracehound: index: the follower failed: {err!r}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

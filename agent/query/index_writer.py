@@ -268,12 +268,15 @@ def open_writer(state_dir: Path) -> tuple[IndexWriter, bool]:
     """A writer for ``state_dir``'s index and whether it must be rebuilt.
 
     A file that is not a database (garbage, truncated to a torn header) is
-    removed and made again, empty: the caller rebuilds.
+    removed and made again, empty: the caller rebuilds. An
+    :class:`sqlite3.OperationalError` (a full disk, a lock held) is raised:
+    it says nothing against the file.
     """
     for attempt in (0, 1):
-        conn = index_db.connect(state_dir, write=True)
-        assert conn is not None
+        conn: sqlite3.Connection | None = None
         try:
+            conn = index_db.connect(state_dir, write=True)
+            assert conn is not None
             with transaction(conn, write=True):
                 info = index_db.meta(conn)
                 fresh = not info
@@ -284,8 +287,13 @@ def open_writer(state_dir: Path) -> tuple[IndexWriter, bool]:
             stale = fresh or info.get("version") != index_db.SCHEMA_VERSION
             stale = stale or info.get("state") != "ready"
             return IndexWriter(state_dir, conn), stale or attempt == 1
+        except sqlite3.OperationalError:
+            if conn is not None:
+                conn.close()  # a full disk, a lock: nothing says the file is bad
+            raise
         except sqlite3.DatabaseError:
-            conn.close()
+            if conn is not None:
+                conn.close()
             if attempt == 1:
                 raise
             index_db.remove_index(state_dir)
@@ -308,6 +316,8 @@ def reindex(state_dir: Path) -> Reindexed:
     try:
         try:
             records = writer.rebuild()
+        except sqlite3.OperationalError:
+            raise
         except sqlite3.DatabaseError:
             writer.close()
             index_db.remove_index(state_dir)
