@@ -17,6 +17,8 @@ The names, types and labels are the contract written at the top of
     tracehound_evidence_store_failed               gauge    1 while the store cannot write
     tracehound_evidence_verify_ok                  gauge    1 passed, 0 failed; absent before any verify
     tracehound_evidence_checkpoint_age_seconds     gauge    absent until the source knows an age
+    tracehound_evidence_index_rows                 gauge    records the query index holds (absent: none)
+    tracehound_evidence_index_lag_records          gauge    log records it does not hold yet
     tracehound_api_responses_total{code}           counter  local API responses, by HTTP status
     tracehound_api_forbidden_total                 counter  API requests refused by peer credentials (403)
     tracehound_api_clients                         gauge    API connections open now
@@ -100,6 +102,8 @@ class EvidenceStatus(msgspec.Struct, frozen=True, kw_only=True):
     ``verify_ok``: result of the last chain verification, ``None`` if none ran.
     ``unwritten``: events and records the log lost while the store could not write.
     ``failed``: the store cannot write now (it is retried; 0 again once it can).
+    ``index_rows`` / ``index_lag_records``: the query index's rows, and the
+    log's records it does not hold yet; None without an index (absent).
     """
 
     records: int
@@ -107,6 +111,8 @@ class EvidenceStatus(msgspec.Struct, frozen=True, kw_only=True):
     verify_ok: bool | None = None
     unwritten: int = 0
     failed: bool = False
+    index_rows: int | None = None
+    index_lag_records: int | None = None
 
 
 class ApiStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -341,6 +347,17 @@ def _evidence_families(status: EvidenceStatus | None) -> list[Metric]:
         )
         verify.add_metric([], 1 if status.verify_ok else 0)
         out.append(verify)
+    if status.index_rows is not None:
+        rows = GaugeMetricFamily("tracehound_evidence_index_rows", "Records the query index holds")
+        rows.add_metric([], status.index_rows)
+        out.append(rows)
+    if status.index_lag_records is not None:
+        lag = GaugeMetricFamily(
+            "tracehound_evidence_index_lag_records",
+            "Records of the evidence log the query index does not hold yet",
+        )
+        lag.add_metric([], status.index_lag_records)
+        out.append(lag)
     if status.last_checkpoint_age_seconds is not None:
         age = GaugeMetricFamily(
             "tracehound_evidence_checkpoint_age_seconds",

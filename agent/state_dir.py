@@ -51,12 +51,16 @@ DIR_MODE: Final = 0o700
 GROUP_DIR_MODE: Final = 0o750
 PARENT_MODE: Final = 0o755
 
+INDEX_NAME: Final = "index.sqlite"
+"""The query index beside the log (:mod:`agent.query.index_db`)."""
+INDEX_FILES: Final = frozenset(INDEX_NAME + suffix for suffix in ("", "-wal", "-shm", "-journal"))
+"""The index and SQLite's files beside it."""
 LOG_ENTRIES: Final = frozenset(
-    {"segments", "keys", "lock", "recovered", "pending-loss", "lost+found"}
+    {"segments", "keys", "lock", "recovered", "pending-loss", "lost+found", *INDEX_FILES}
 )
 """What an evidence log's directory may already hold to be used (and its
-mode set): what the store and the pending-loss slot make, and the
-``lost+found`` of a filesystem made for the log alone."""
+mode set): what the store, the pending-loss slot and the query index make,
+and the ``lost+found`` of a filesystem made for the log alone."""
 
 
 class StateDirError(Exception):

@@ -79,6 +79,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import blake3
+import index_bench
 import msgspec
 import trio
 from bench_args import positive_int
@@ -416,10 +417,12 @@ def run_publisher(
 
 
 def run_pipeline(
-    events: Sequence[Event], fsync: FsyncPolicy, sealed: bool, base: Path
+    events: Sequence[Event], fsync: FsyncPolicy, sealed: bool, base: Path, *, index: bool = False
 ) -> tuple[float, int, int, VerifyReport]:
-    """Seconds, records published, log bytes, and the verification of the log."""
+    """Seconds, records published, log bytes, and the verification of the log;
+    with ``index``, the index follower runs beside it, as in the daemon."""
     state, key = _fresh_state(base, f"pipe-{fsync}", sealed)
+    follower = None
     try:
         store = EvidenceStore(state, fsync=fsync)
         mapper = Mapper(host=HOST, anchor=ANCHOR)
@@ -431,6 +434,9 @@ def run_pipeline(
         pipeline = EvidencePipeline(
             receive, mapper, store, books=lambda: {}, probes=[], config={"bench": "evidence"}
         )
+        if index:
+            follower = index_bench.start_follower(state)
+            time.sleep(1.0)  # its start (imports, an empty index made) is not timed
 
         async def timed_run() -> float:
             start = time.perf_counter()
@@ -447,6 +453,8 @@ def run_pipeline(
             raise BenchError(f"pipeline mapped {pipeline.mapped} of {len(events)} events")
         return seconds, pipeline.published, _log_size(state), _verify(state, key)
     finally:
+        if follower is not None:
+            index_bench.stop_follower(follower)
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -714,6 +722,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed of the synthetic event stream (default 1)")  # fmt: skip
     parser.add_argument("--dir", type=Path, default=None, metavar="DIR",
                         help="where to write the logs (default: the system temp directory)")  # fmt: skip
+    parser.add_argument("--index-log-mb", type=int, default=1024, metavar="MB",
+                        help="size of the log the index queries are timed on (0: no index"
+                             " figures; default 1024)")  # fmt: skip
+    parser.add_argument("--index-cache", type=Path, default=Path("/var/tmp/tracehound-index-bench"),
+                        metavar="DIR", help="where that log is kept between runs")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", type=Path,
                         help="also write the figures as JSON to FILE")  # fmt: skip
     return parser
@@ -745,6 +758,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out.write("\nresults (records/s: median, min and max over the rounds):\n")
     out.write(results_table(results) + "\n")
+    if args.index_log_mb > 0:
+        out.write("index: pipeline with the follower beside it, then the big log\n")
+        out.flush()
+        with tempfile.TemporaryDirectory(prefix="tracehound-evbench-", dir=base_parent) as tmp:
+            rates = {}
+            for index in (False, True, False, True):
+                seconds, published, _, _ = run_pipeline(
+                    events, PIPELINE_FSYNC, PIPELINE_SEALED, Path(tmp), index=index
+                )
+                rates.setdefault(index, []).append(published / seconds)
+        out.write(
+            f"  pipeline records/s without the index {statistics.median(rates[False]):,.0f},"
+            f" with {statistics.median(rates[True]):,.0f}\n"
+        )
+        out.flush()
+        figures = index_bench.big_log_figures(
+            args.index_cache, args.index_log_mb, args.seed, make_events, HOST, ANCHOR
+        )
+        out.write(
+            index_bench.report(
+                figures, statistics.median(rates[True]), statistics.median(rates[False])
+            )
+            + "\n"
+        )
     for failure in failures:
         out.write(f"BROKEN: {failure}\n")
     out.write(f"bench took {time.monotonic() - started:.0f} s\n\n")

@@ -1,4 +1,4 @@
-"""``tracehound evidence keygen|stream|export|verify``: the sealed log, offline.
+"""``tracehound evidence keygen|stream|export|verify|reindex``: the sealed log, offline.
 
 Exit status: 0 when all is well; 1 when ``verify`` finds a break; 2 for bad
 input (a missing log, a non-JSON file, a truncated bundle, a malformed key).
@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from agent.evidence.verify import (
 from agent.input_file import InputFileError, read_input_file
 from agent.limits import MAX_SEQ
 from agent.output_target import check_output, open_stream, replace_output
+from agent.query.index_writer import reindex
 from agent.safetext import terminal_safe_json
 from agent.state_dir import StateDirError
 
@@ -89,6 +91,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="text: the summary line (default); json: the report as one object")  # fmt: skip
     verify.set_defaults(handler=verify_main)
 
+    reindex = verbs.add_parser("reindex", help="rebuild the query index from the log")
+    reindex.add_argument("target", nargs="?", metavar="STATE_DIR",
+                         help=f"the evidence log's directory (default {DEFAULT_EVIDENCE_DIR},"
+                              f" or ${EVIDENCE_DIR_ENV})")  # fmt: skip
+    state_dir(reindex)
+    reindex.set_defaults(handler=reindex_main)
+
 
 def _print_key(key: str) -> None:
     sys.stdout.write(key + "\n")
@@ -125,6 +134,25 @@ def keygen_main(args: argparse.Namespace) -> int:
         " it verifies every seal, and the host keeps only later keys",
         file=sys.stderr,
     )
+    return 0
+
+
+def reindex_main(args: argparse.Namespace) -> int:
+    """Rebuild the SQLite index beside the log; one line: records and rate."""
+    if args.target is not None and args.state_dir is not None:
+        raise UsageError(
+            "evidence reindex: give the state directory once (STATE_DIR or --state-dir)"
+        )
+    if args.target is not None:
+        args.state_dir = args.target
+    state = _state_dir(args)
+    _segments(state)
+    try:
+        done = reindex(state)
+    except (OSError, sqlite3.Error) as err:
+        raise RunError(f"evidence reindex: {shown(state)}: {shown(str(err))}") from err
+    rate = done.records / done.seconds if done.seconds > 0 else 0.0
+    print(f"indexed {done.records} records in {done.seconds:.2f} s ({rate:,.0f}/s)")
     return 0
 
 

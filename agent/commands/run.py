@@ -85,6 +85,8 @@ from agent.output_target import (
     check_output,
     write_output,
 )
+from agent.query.follower_process import keep_index
+from agent.query.index_db import index_status
 from agent.redact import Redactor
 from agent.redact.events import MemoStats, rules_summary
 from agent.runtime import Runtime
@@ -303,7 +305,14 @@ def _metrics_sources(
     def evidence() -> EvidenceStatus | None:
         if pipeline is None:
             return None
+        index = (
+            index_status(api.state_dir)
+            if settings.config.evidence.index and api.state_dir is not None
+            else None
+        )
         return EvidenceStatus(
+            index_rows=None if index is None else index.rows,
+            index_lag_records=None if index is None else index.lag_records,
             records=pipeline.published,
             last_checkpoint_age_seconds=pipeline.checkpoint_age_s,
             verify_ok=None if api.last_verify is None else api.last_verify.ok,
@@ -670,6 +679,8 @@ async def _run(
                 await _start_metrics(helpers, config, registry)
             if pipeline is not None:
                 helpers.start_soon(_verify_periodically, api)
+            if pipeline is not None and evidence_dir is not None and config.evidence.index:
+                helpers.start_soon(keep_index, evidence_dir)
             helpers.start_soon(_release_memory_periodically)
             helpers.start_soon(_reap_periodically, aggregate)
             helpers.start_soon(resolve_periodically, aggregate.resolve_cgroups)

@@ -88,6 +88,12 @@ checkpoint_every = $evidence_checkpoint_every
 #   { name = "internal-token", privacy = "sensitive", pattern = '--internal-token=(\\S+)', group = 1 },
 # ]
 redact_rules = $evidence_redact_rules
+# Keep the SQLite index (index.sqlite in state_dir) that answers queries
+# (events, /v1/events, report) without a scan. A process of its own feeds it
+# from the committed log at the lowest CPU priority, so capture and commits
+# never wait on it; it is rebuilt from the log when missing or damaged
+# (tracehound evidence reindex rebuilds it on demand). false: queries scan.
+index = $evidence_index
 
 [api]
 # Serve the local HTTP API (snapshot, stats, events, live tail) at all.

@@ -282,6 +282,10 @@ class EvidenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     checkpoint_every: int = 0
     # Extra redaction rules, after the built-in ones (fields as agent.redact.Rule).
     redact_rules: tuple[Rule, ...] = ()
+    # Keep the SQLite index beside the log (index.sqlite in state_dir) that
+    # answers queries without a scan; a separate process feeds it from the
+    # committed log, so capture and commits do not wait on it. Off: queries scan.
+    index: bool = True
 
     def __post_init__(self) -> None:
         _require(bool(self.state_dir), "evidence.state_dir", "expected a directory path")

@@ -1,0 +1,297 @@
+"""What the SQLite index keeps of one log line: the pure half of the index.
+
+One function, :func:`row_of_line`, turns a segment line (a canonical
+ChainRecord) into an :class:`IndexRow`: the few scalars a query filters on
+and where the line is, never the line itself (the answer is read back
+from the log). No I/O here, so the rules are testable alone and the
+rebuild and the follower share them.
+
+What a row holds, and how it maps :class:`~agent.query.filter.EventFilter`:
+
+- ``time_ns``: CloudEvents ``time`` (RFC 3339, UTC, up to 9 fraction
+  digits), ns since the epoch; None when absent or not that shape.
+- ``pid``, ``comm``, ``uid``: ``data.pid`` / ``data.comm`` / ``data.uid``.
+- ``exe``: ``data.exe`` (exec and process.seen records carry it).
+- ``container``: ``data.container.id``.
+- ``paths``: per slot (the path, then a rename's or link's new name), the
+  absolute path when one was resolved (non-empty), else the name as passed
+  (non-empty), else nothing: ``abs_path``/``path`` and
+  ``abs_path2``/``path2``.
+- ``remote``: ``data.endpoint`` of an ipv4/ipv6 family, its address as
+  packed bytes (4 or 16) so a CIDR is a byte range, and its port.
+- ``edges``: ``(parent, child)`` of a fork (``pid`` -> ``child_pid``) or
+  of an exec (``ppid`` -> ``pid``), for ``--tree``.
+
+Values of the wrong type (attacker-shaped records cannot occur, the mapper
+types every field, but the log is read as untrusted bytes) are left out,
+not guessed: a row never claims more than the line says.
+"""
+
+from __future__ import annotations
+
+import calendar
+import ipaddress
+from typing import Any, Final
+
+import msgspec
+
+from agent.evidence.record_types import TYPE_EXEC, TYPE_FORK
+from agent.evidence.types import TYPE_PREFIX
+
+__all__ = ["IndexRow", "address_bytes", "hash_key", "id_key", "parse_time_ns", "row_of_line"]
+
+_HOURS: dict[str, int] = {}  # "YYYY-MM-DDTHH" -> epoch seconds; a log spans few hours
+_HOURS_MAX: Final = 4096
+
+
+class IndexRow(msgspec.Struct, frozen=True, gc=False):
+    """One indexed record: its place in the log and what a filter looks at."""
+
+    seq: int
+    hash_key: int
+    type: str
+    record_id: str
+    time_ns: int | None
+    pid: int | None
+    comm: str | None
+    uid: int | None
+    exe: str | None
+    container: str | None
+    paths: tuple[str, ...]
+    remote_addr: bytes | None
+    remote_port: int | None
+    edges: tuple[tuple[int, int], ...]
+
+
+def hash_key(record_hash: str) -> int | None:
+    """The first 60 bits of a record's hex hash: what a row keeps to check
+    that the line read back is the line indexed (fits SQLite's INTEGER)."""
+    try:
+        return int(record_hash[:15], 16) if len(record_hash) >= 15 else None
+    except ValueError:
+        return None
+
+
+def id_key(record_id: str) -> int | None:
+    """The index's key of a record id: its first 60 bits when it is the
+    mapper's 32 lowercase hex digits (a lookup reads the line back and
+    compares the whole id), else None (not found by id)."""
+    if len(record_id) != 32:
+        return None
+    try:
+        return int(record_id[:15], 16) if record_id.islower() or record_id.isdigit() else None
+    except ValueError:
+        return None
+
+
+def parse_time_ns(text: object) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`` as ns since the epoch, else None."""
+    if type(text) is not str or len(text) < 20 or text[-1] != "Z" or text[13] != ":":
+        return None
+    hour = text[:13]
+    base = _HOURS.get(hour)
+    if base is not None and len(text) == 30 and text[19] == "." and text[16] == ":":
+        # The mapper's own form, 9 digits: the common case, checked and cut short.
+        mm, ss, ns = text[14:16], text[17:19], text[20:29]
+        if mm.isdigit() and ss.isdigit() and ns.isdigit():
+            return (base + int(mm) * 60 + int(ss)) * 1_000_000_000 + int(ns)
+    try:
+        if base is None:
+            if len(_HOURS) >= _HOURS_MAX:
+                _HOURS.clear()
+            if hour[4] != "-" or hour[7] != "-" or hour[10] != "T" or not hour.isascii():
+                return None
+            base = calendar.timegm(
+                (int(hour[:4]), int(hour[5:7]), int(hour[8:10]), int(hour[11:13]), 0, 0)
+            )
+            _HOURS[hour] = base
+        if text[16] != ":" or not text[14:16].isdigit() or not text[17:19].isdigit():
+            return None
+        seconds = base + int(text[14:16]) * 60 + int(text[17:19])
+        fraction = text[19:-1]
+        if not fraction:
+            return seconds * 1_000_000_000
+        digits = fraction[1:]
+        if fraction[0] != "." or not 1 <= len(digits) <= 9 or not digits.isdigit():
+            return None
+        return seconds * 1_000_000_000 + int(digits.ljust(9, "0"))
+    except (ValueError, OverflowError):
+        return None
+
+
+def address_bytes(address: str) -> bytes | None:
+    """An IP address as the bytes the index sorts on (4 for IPv4, 16 for
+    IPv6: a network of one family never holds an address of the other,
+    as with :mod:`ipaddress`), or None if ``address`` is not one."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return parsed.packed
+
+
+def _int(value: object) -> int | None:
+    return value if type(value) is int else None  # not a bool, not a subclass
+
+
+def _text(value: object) -> str | None:
+    return value if type(value) is str else None
+
+
+def _slot(resolved: object, passed: object) -> str | None:
+    if type(resolved) is str and resolved:
+        return resolved
+    if type(passed) is str and passed:
+        return passed
+    return None
+
+
+_NULL: Final = msgspec.Raw(b"null")
+_INET: Final = ("ipv4", "ipv6")
+
+
+class _Data(msgspec.Struct, gc=False):
+    """The members of ``data`` a row takes; every other one is skipped, not
+    decoded. ``Any``: a value of an unexpected type is left out below, it
+    does not fail the line."""
+
+    pid: Any = None
+    comm: Any = None
+    uid: Any = None
+    exe: Any = None
+    ppid: Any = None
+    child_pid: Any = None
+    container: Any = None
+    path: Any = None
+    path2: Any = None
+    abs_path: Any = None
+    abs_path2: Any = None
+    endpoint: Any = None
+
+
+class _Body(msgspec.Struct, gc=False):
+    id: Any = None
+    type: Any = None
+    time: Any = None
+    data: msgspec.Raw = _NULL
+
+
+class _Record(msgspec.Struct, gc=False):
+    seq: Any = None
+    type: Any = None
+    hash: Any = None
+    body: msgspec.Raw = _NULL
+
+
+class _TypedBody(msgspec.Struct, gc=False):
+    id: Any = None
+    type: Any = None
+    time: Any = None
+    data: _Data | None = None
+
+
+class _TypedRecord(msgspec.Struct, gc=False):
+    seq: Any = None
+    type: Any = None
+    hash: Any = None
+    body: _TypedBody | None = None
+
+
+_TYPED: Final = msgspec.json.Decoder(_TypedRecord)
+_RECORD: Final = msgspec.json.Decoder(_Record)
+_BODY: Final = msgspec.json.Decoder(_Body)
+_DATA: Final = msgspec.json.Decoder(_Data)
+_NO_DATA: Final = _Data()
+
+
+def _decoded(line: bytes) -> tuple[_TypedRecord, _Data] | None:
+    """The line's record and its data (empty when it has none or it is not
+    an object), or None when the line is not JSON or its body not an object.
+
+    One pass in the common case; a line of another shape (data that is not
+    an object) is decoded again in parts, so it still gets its row."""
+    try:
+        record = _TYPED.decode(line)
+    except msgspec.ValidationError:
+        pass
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    else:
+        if record.body is None:
+            return None
+        return record, record.body.data or _NO_DATA
+    try:
+        parts = _RECORD.decode(line)
+        body = _BODY.decode(parts.body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    try:
+        data = _DATA.decode(body.data)
+    except msgspec.DecodeError:
+        data = _NO_DATA
+    typed = _TypedBody(id=body.id, type=body.type, time=body.time)
+    return _TypedRecord(seq=parts.seq, type=parts.type, hash=parts.hash, body=typed), data
+
+
+def row_of_line(line: bytes) -> IndexRow | None:
+    """The row of one segment line, or None: a store record (segment.start,
+    checkpoint...), a line that does not decode, or a body that is not a
+    CloudEvent with a string id (the log reader skips those too)."""
+    decoded = _decoded(line)
+    if decoded is None:
+        return None
+    record, data = decoded
+    seq, kind, digest, body = record.seq, record.type, record.hash, record.body
+    if (
+        not isinstance(seq, int)
+        or isinstance(seq, bool)
+        or not isinstance(kind, str)
+        or not kind.startswith(TYPE_PREFIX)
+        or not isinstance(digest, str)
+        or body is None
+        or not isinstance(body.id, str)
+    ):
+        return None
+    key = hash_key(digest)
+    if key is None:
+        return None
+    pid = _int(data.pid)
+    event_type = body.type if isinstance(body.type, str) else kind
+    container = data.container
+    first, second = _slot(data.abs_path, data.path), _slot(data.abs_path2, data.path2)
+    if first is None:
+        paths: tuple[str, ...] = () if second is None else (second,)
+    else:
+        paths = (first,) if second is None else (first, second)
+    addr: bytes | None = None
+    port: int | None = None
+    endpoint = data.endpoint
+    if endpoint is not None and type(endpoint) is dict and endpoint.get("family") in _INET:
+        address = endpoint.get("address")
+        addr = address_bytes(address) if isinstance(address, str) else None
+        port = _int(endpoint.get("port"))
+    edges: tuple[tuple[int, int], ...] = ()
+    if event_type == TYPE_FORK:
+        child = _int(data.child_pid)
+        if pid is not None and child is not None:
+            edges = ((pid, child),)
+    elif event_type == TYPE_EXEC:
+        parent = _int(data.ppid)
+        if pid is not None and parent is not None:
+            edges = ((parent, pid),)
+    return IndexRow(  # positional, in field order: a row per record is the hot path
+        seq,
+        key,
+        event_type,
+        body.id,
+        parse_time_ns(body.time),
+        pid,
+        _text(data.comm),
+        _int(data.uid),
+        _text(data.exe),
+        _text(container.get("id")) if type(container) is dict else None,
+        paths,
+        addr,
+        port,
+        edges,
+    )
