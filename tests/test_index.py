@@ -262,21 +262,35 @@ def test_the_index_rows_and_lag_are_metrics(logged: Workload) -> None:
     assert values["tracehound_evidence_index_rows"] <= len(brute(logged.state, EventFilter()))
 
 
+def _served(flt: EventFilter) -> bool:
+    """The filters the index answers: exe and tree are the scan's."""
+    return flt.exe is None and not flt.tree
+
+
+def test_exe_and_tree_are_left_to_the_scan(logged: Workload) -> None:
+    declined = [flt for flt in _filters(logged) if not _served(flt)]
+    assert declined
+    for flt in declined:
+        assert query_index(logged.state, flt, after_seq=None, limit=100) is None, flt
+
+
 def test_each_filter_alone_and_combined_as_a_scan(logged: Workload) -> None:
     nonempty = 0
-    for flt in _filters(logged):
+    for flt in filter(_served, _filters(logged)):
         expected = brute(logged.state, flt)
         assert indexed(logged.state, flt) == expected, flt
         nonempty += bool(expected)
-    assert nonempty >= len(_filters(logged)) - 2  # only the container and ::/0 may be empty
+    assert nonempty >= len(list(filter(_served, _filters(logged)))) - 2  # container, ::/0
 
 
 def test_the_tree_holds_the_forked_children(logged: Workload) -> None:
-    tree = indexed(
-        logged.state, EventFilter(pid=logged.tree_pid, tree=True, types=frozenset({EXEC}))
-    )
+    from agent.query.scan import search
+
+    flt = EventFilter(pid=logged.tree_pid, tree=True, types=frozenset({EXEC}))
+    tree = [e.seq for e in search(logged.state, flt, limit=10**9).events]
     alone = indexed(logged.state, EventFilter(pid=logged.tree_pid, types=frozenset({EXEC})))
     assert len(tree) > len(alone)  # sh's children exec'd cat and true
+    assert tree == brute(logged.state, flt)
 
 
 def test_a_port_alone(logged: Workload) -> None:
@@ -344,7 +358,7 @@ def test_a_damaged_index_is_rebuilt_with_the_same_answers(
     found = query_index(state, EventFilter(path="/etc/*"), after_seq=None, limit=10**9)
     assert found is None or [e.seq for e in found] == brute(state, EventFilter(path="/etc/*"))
     follow(state, stop=[True], parent=None)  # the daemon's follower, one round
-    for flt in _filters(logged):
+    for flt in filter(_served, _filters(logged)):
         assert indexed(state, flt) == brute(state, flt), (how, flt)
 
 
@@ -426,7 +440,7 @@ def test_pruned_segments_leave_the_index(logged: Workload, tmp_path: Path) -> No
     reindex(state)
     paths_before = _count(state, "paths")
     only.unlink()  # retention pruned the oldest
-    for flt in _filters(logged):
+    for flt in filter(_served, _filters(logged)):
         assert indexed(state, flt) == brute(state, flt), flt
     follow(state, stop=[True], parent=None)  # the follower forgets its rows
     assert _count(state, "rec") == len(brute(state, EventFilter()))
@@ -455,3 +469,16 @@ def test_a_record_found_by_its_id(logged: Workload) -> None:
         scanned = find_event(logged.state, event["id"])
         assert scanned is not None and scanned.seq == seq
     assert find_indexed(logged.state, "0" * 32) == []
+
+
+def test_the_index_and_the_log_scan_give_the_same_answers(logged: Workload) -> None:
+    """search() answers from the index when it can and by scanning the log
+    otherwise: the two must never disagree, or an answer would depend on
+    whether the index was up."""
+    from agent.query.scan import scan, search
+
+    for flt in _filters(logged):
+        scanned = [e.seq for e in scan(logged.state, flt, after_seq=-1, limit=10**9)]
+        assert [e.seq for e in search(logged.state, flt, limit=10**9).events] == scanned, flt
+        if _served(flt):
+            assert indexed(logged.state, flt) == scanned, flt

@@ -92,10 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify.set_defaults(handler=verify_main)
 
     reindex = verbs.add_parser("reindex", help="rebuild the query index from the log")
-    reindex.add_argument("target", nargs="?", metavar="STATE_DIR",
-                         help=f"the evidence log's directory (default {DEFAULT_EVIDENCE_DIR},"
-                              f" or ${EVIDENCE_DIR_ENV})")  # fmt: skip
-    state_dir(reindex)
+    add_state_dir_arguments(reindex)
     reindex.set_defaults(handler=reindex_main)
 
 
@@ -139,12 +136,6 @@ def keygen_main(args: argparse.Namespace) -> int:
 
 def reindex_main(args: argparse.Namespace) -> int:
     """Rebuild the SQLite index beside the log; one line: records and rate."""
-    if args.target is not None and args.state_dir is not None:
-        raise UsageError(
-            "evidence reindex: give the state directory once (STATE_DIR or --state-dir)"
-        )
-    if args.target is not None:
-        args.state_dir = args.target
     state = _state_dir(args)
     _segments(state)
     try:

@@ -18,11 +18,13 @@ The filter's fields, as SQL (the meaning of each is the filter's docstring;
 the row's values are :mod:`agent.query.index_rows`):
 
 - time: ``tblk`` turns the range into a seq range, each row's ``t`` is
-  checked too; types, comm, exe, container (a prefix) and paths (a glob:
-  its literal prefix is a range of ``paths``, the rest
+  checked too; types, comm, container (a prefix) and paths (a glob: its
+  literal prefix is a range of ``paths``, the rest
   :func:`fnmatch.fnmatchcase`'s regex, per distinct path) are looked up
-  once among the interned strings; ``tree`` is a recursive walk of
-  ``edges``; a CIDR is a range of packed addresses of its family's length.
+  once among the interned strings; a CIDR is a range of packed addresses
+  of its family's length. ``exe`` and ``tree`` are the scan's (see
+  :func:`query_index`); ``edges`` is kept for a tree answer that follows
+  the log's order.
   What a lookup finds is passed to the row query as a JSON array
   (``json_each``), so it is computed once per query, not per window.
 
@@ -80,7 +82,17 @@ def query_index(
     state_dir: Path, flt: EventFilter, *, after_seq: int | None, limit: int
 ) -> list[LoggedEvent] | None:
     """The records matching ``flt`` after ``after_seq``, ascending seq, at
-    most ``limit``; None when the index cannot answer (scan instead)."""
+    most ``limit``; None when the index cannot answer (scan instead).
+
+    ``exe`` and ``tree`` are not answered here (None): their meaning
+    (agent.query.match.ProcessTracker) depends on the order of the log's
+    fork and exec records (a fork by a process outside the tree hands a
+    reused pid to someone else; a fork inherits its parent's executable),
+    which rows keyed by record do not hold. Answering them from the rows
+    would differ from the scan on exactly the logs where pids were reused,
+    and an answer must not depend on whether the index was up."""
+    if flt.exe is not None or flt.tree:
+        return None
     try:
         if not _caught_up(state_dir):
             return None
@@ -212,7 +224,7 @@ def _string_id(conn: sqlite3.Connection, text: str) -> int | None:
 
 
 def _conditions(
-    conn: sqlite3.Connection, flt: EventFilter, lowest_seg: int
+    conn: sqlite3.Connection, flt: EventFilter
 ) -> tuple[list[str], list[object]] | None:
     """The WHERE terms and their parameters of everything but the seq range;
     None when nothing can match (a string no record has)."""
@@ -231,25 +243,15 @@ def _conditions(
             return None
         where.append("type IN (SELECT value FROM json_each(?))")
         params.append(found)
-    if flt.pid is not None and flt.tree:
-        tree = _ids(
-            conn,
-            "WITH RECURSIVE tree(p) AS (SELECT ? UNION SELECT child FROM edges, tree"
-            " WHERE parent = p AND seg >= ?) SELECT p FROM tree",
-            [flt.pid, lowest_seg],
-        )
-        where.append("pid IN (SELECT value FROM json_each(?))")
-        params.append(tree)
-    elif flt.pid is not None:
+    if flt.pid is not None:
         where.append("pid = ?")
         params.append(flt.pid)
-    for column, value in (("comm", flt.comm), ("exe", flt.exe)):
-        if value is not None:
-            found_id = _string_id(conn, value)
-            if found_id is None:
-                return None
-            where.append(f"{column} = ?")
-            params.append(found_id)
+    if flt.comm is not None:
+        found_id = _string_id(conn, flt.comm)
+        if found_id is None:
+            return None
+        where.append("comm = ?")
+        params.append(found_id)
     if flt.container is not None:
         bound: list[object] = []
         found = _ids(
@@ -321,14 +323,14 @@ def _answer(
             return None
         listing = segment_files(state_dir / "segments")
         done = index_db.progress(conn)
-        pruned, kept = index_db.check_segments(done, listing)
+        pruned, _ = index_db.check_segments(done, listing)
         paths = dict(listing)
         # Rows of segments pruned since the follower last looked are not answers.
         low = max((p.last_seq or -1 for p in done if p.seg in pruned), default=-1)
         if after_seq is not None:
             low = max(low, after_seq)
         span = _seq_range(conn, flt, low)
-        terms = _conditions(conn, flt, min(kept, default=0))
+        terms = _conditions(conn, flt)
         if span is None or terms is None:
             return []
         where, params = terms

@@ -46,6 +46,7 @@ from agent.evidence.layout import segment_files
 from agent.evidence.log_reader import LoggedEvent
 from agent.evidence.types import TYPE_PREFIX
 from agent.query.filter import EventFilter, cursor_after
+from agent.query.index import query_index
 from agent.query.match import ProcessTracker, matches
 from agent.query.parse import rfc3339_ns
 
@@ -90,11 +91,8 @@ _summaries_lock = threading.Lock()
 def _indexed(
     state_dir: Path, flt: EventFilter, *, after_seq: int, limit: int
 ) -> list[LoggedEvent] | None:
-    """The index's answer, or None (no index, or it cannot answer: scan).
-
-    The hook where ``agent.query.index.query_index`` is wired in; today
-    there is no index, so every answer is a scan."""
-    return None
+    """The index's answer, or None (no index, or it cannot answer: scan)."""
+    return query_index(state_dir, flt, after_seq=after_seq, limit=limit)
 
 
 def search(state_dir: Path, flt: EventFilter, *, after_seq: int = -1, limit: int) -> Page:
