@@ -31,6 +31,7 @@ from agent.query import index_db
 from agent.query.filter import EventFilter
 from agent.query.index import query_index
 from agent.query.index_writer import reindex
+from agent.query.scan import search
 
 CHUNK = 100_000
 CHUNK_SPAN_NS = 180 * 10**9
@@ -93,17 +94,18 @@ def _size(state: Path) -> int:
     return sum(p.stat().st_size for p in (state / "segments").glob("*.ndjson"))
 
 
-def _timed_query(state: Path, flt: EventFilter, limit: int) -> tuple[float, int]:
+def _timed_query(state: Path, flt: EventFilter, limit: int) -> tuple[float, int, bool]:
+    """Best of 5: seconds, records, and whether the index answered (else
+    :func:`agent.query.scan.search` scanned the log, as the CLI and API do)."""
     best = float("inf")
     count = 0
+    indexed = query_index(state, flt, after_seq=None, limit=1) is not None
     for _ in range(5):
         began = time.perf_counter()
-        found = query_index(state, flt, after_seq=None, limit=limit)
+        found = search(state, flt, limit=limit).events
         took = time.perf_counter() - began
-        if found is None:
-            raise RuntimeError(f"the index did not answer {flt}")
         best, count = min(best, took), len(found)
-    return best, count
+    return best, count, indexed
 
 
 def big_log_figures(
@@ -141,9 +143,10 @@ def big_log_figures(
     since = EventFilter(since_ns=t_max - 600 * 10**9, path="/etc/*")
     tree = EventFilter(pid=root, tree=True)
     for name, flt in (("since_10m_path_etc", since), ("pid_tree", tree)):
-        page_s, page_n = _timed_query(state, flt, PAGE)
-        all_s, all_n = _timed_query(state, flt, 10**9)
+        page_s, page_n, by_index = _timed_query(state, flt, PAGE)
+        all_s, all_n, _ = _timed_query(state, flt, 10**9)
         figures[name] = {
+            "answered_by": "index" if by_index else "scan",
             "page_ms": page_s * 1e3,
             "page_records": page_n,
             "all_ms": all_s * 1e3,
@@ -173,7 +176,7 @@ def report(figures: dict[str, Any], with_index: float | None, without: float | N
     ):
         f = figures[name]
         lines.append(
-            f"  {label}: first page ({f['page_records']}) {f['page_ms']:.1f} ms;"
+            f"  {label} (by the {f['answered_by']}): first page ({f['page_records']}) {f['page_ms']:.1f} ms;"
             f" whole answer ({f['all_records']:,}) {f['all_ms']:.1f} ms (target <= 100 ms)"
         )
     return "\n".join(lines)
