@@ -303,7 +303,7 @@ static __always_inline void th_exec_exe(struct th_exec_event *ev, u64 task)
         return;
     }
     struct th_path_result res = {};
-    th_walk_struct_path(task, exe + TH_OFF_FILE_F_PATH, 1, &res);
+    th_walk_struct_path(exe + TH_OFF_FILE_F_PATH, 1, &res);
     ev->exe_flags = res.flags;
     th_exec_put_path(ev, ev->argv_len + ev->filename_len + ev->cwd_len, 1, &res, &ev->exe_len);
 }
@@ -364,7 +364,7 @@ int th_sched_exec(struct tracepoint__sched__sched_process_exec *args)
 #if TH_LAYOUT
     if (task) {
         struct th_path_result cwd = {};
-        th_walk_cwd(task, 0, &cwd);
+        th_walk_cwd(0, &cwd);
         ev->cwd_flags = cwd.flags;
         th_exec_put_path(ev, ev->argv_len + ev->filename_len, 0, &cwd, &ev->cwd_len);
         th_exec_exe(ev, task);

@@ -168,7 +168,7 @@ static __always_inline void th_file_resolve_one(struct th_file_work *w, int seco
             u32 zero = 0;
             struct th_path_scratch *scratch = th_path_bufs.lookup(&zero);
             struct th_path_result res = {};
-            th_walk_base(th_current_task(), fd, 0, &res);
+            th_walk_base(fd, 0, &res);
             flags = res.flags;
             len = res.len;
             if (len > TH_PATH_MAX)

@@ -34,7 +34,7 @@ int th_layout_selfcheck(struct bpf_raw_tracepoint_args *ctx)
         bpf_probe_read_kernel(&id, sizeof(id), (const void *)(kn + TH_OFF_KERNFS_NODE_ID));
     out->cgroup_id = id;
     struct th_path_result cwd = {};
-    th_walk_cwd(task, 0, &cwd);
+    th_walk_cwd(0, &cwd);
     struct th_path_scratch *scratch = th_path_bufs.lookup(&zero);
     if (!scratch)
         return 0;

@@ -80,7 +80,7 @@ static __always_inline u16 th_ku16(u64 base, u32 offset)
  * at it (private_data means something else in every other file). */
 static __always_inline u64 th_fd_sock(s32 fd, u16 *type)
 {
-    u64 file = th_task_fd_file(th_current_task(), fd);
+    u64 file = th_current_fd_file(fd);
     u64 sock = th_kptr(file, TH_OFF_FILE_PRIVATE_DATA);
     if (!sock || th_kptr(sock, TH_OFF_SOCKET_FILE) != file)
         return 0;

@@ -86,14 +86,51 @@ static __always_inline u32 th_task_ppid(u64 task)
     return th_ku32(th_kptr(task, TH_OFF_TASK_STRUCT_REAL_PARENT), TH_OFF_TASK_STRUCT_TGID);
 }
 
-/* The struct file installed at fd in the task's table, 0 if none. The
- * table's bound and array are one 16-byte read where they are its first
- * two words (struct fdtable {max_fds; fd;} on every kernel seen). */
-static __always_inline u64 th_task_fd_file(u64 task, s32 fd)
+#if TH_TYPED
+/* The current task as the kernel's BTF types it. A load through it, or
+ * through a struct pointer such a load gave, is one instruction the
+ * verifier checks against BTF at load time (and a fault reads 0), not a
+ * helper call: the fixed chains (task -> files -> fdtable, task -> fs)
+ * cost nothing next to the ~35 ns of each bpf_probe_read_kernel. Off
+ * (TH_TYPED 0) under the layout test hook, whose deliberately wrong
+ * offsets the verifier would refuse before the self-check could. */
+#define TH_TLOAD(type, base, off) (*(const type *)((const char *)(base) + (off)))
+static __always_inline const char *th_current_typed(void)
+{
+    return (const char *)bpf_get_current_task_btf();
+}
+#endif
+
+/* The current task's fs_struct, 0 if none. */
+static __always_inline u64 th_current_fs(void)
+{
+#if TH_TYPED
+    return (u64)TH_TLOAD(char *, th_current_typed(), TH_OFF_TASK_STRUCT_FS);
+#else
+    return th_kptr(th_current_task(), TH_OFF_TASK_STRUCT_FS);
+#endif
+}
+
+/* The struct file installed at fd in the current task's table, 0 if
+ * none. Untyped, the table's bound and array are one 16-byte read where
+ * they are its first two words (struct fdtable {max_fds; fd;} on every
+ * kernel seen). The array's slot is always a read: BTF types it as a
+ * pointer to pointers, which the verifier loads as a number. */
+static __always_inline u64 th_current_fd_file(s32 fd)
 {
     if (fd < 0)
         return 0;
-    u64 fdt = th_kptr(th_kptr(task, TH_OFF_TASK_STRUCT_FILES), TH_OFF_FILES_STRUCT_FDT);
+#if TH_TYPED
+    const char *files = TH_TLOAD(char *, th_current_typed(), TH_OFF_TASK_STRUCT_FILES);
+    if (!files)
+        return 0;
+    const char *fdt = TH_TLOAD(char *, files, TH_OFF_FILES_STRUCT_FDT);
+    if (!fdt)
+        return 0;
+    u32 max_fds = TH_TLOAD(u32, fdt, TH_OFF_FDTABLE_MAX_FDS);
+    u64 array = TH_TLOAD(u64, fdt, TH_OFF_FDTABLE_FD);
+#else
+    u64 fdt = th_kptr(th_kptr(th_current_task(), TH_OFF_TASK_STRUCT_FILES), TH_OFF_FILES_STRUCT_FDT);
     if (!fdt)
         return 0;
 #if TH_OFF_FDTABLE_MAX_FDS == 0 && TH_OFF_FDTABLE_FD == 8
@@ -105,6 +142,7 @@ static __always_inline u64 th_task_fd_file(u64 task, s32 fd)
 #else
     u32 max_fds = th_ku32(fdt, TH_OFF_FDTABLE_MAX_FDS);
     u64 array = th_kptr(fdt, TH_OFF_FDTABLE_FD);
+#endif
 #endif
     if ((u32)fd >= max_fds)
         return 0;
@@ -284,6 +322,16 @@ static __always_inline void th_struct_path(u64 path, u64 *mnt, u64 *dentry)
 static __always_inline void th_fs_paths(u64 fs, u64 *root_mnt, u64 *root_dentry, u64 *pwd_mnt,
                                         u64 *pwd_dentry, int want_pwd)
 {
+#if TH_TYPED
+    /* fs came from a typed load (th_current_fs): its paths are loads too. */
+    const char *typed = (const char *)fs;
+    *root_mnt = TH_TLOAD(u64, typed, TH_OFF_FS_STRUCT_ROOT + TH_OFF_PATH_MNT);
+    *root_dentry = TH_TLOAD(u64, typed, TH_OFF_FS_STRUCT_ROOT + TH_OFF_PATH_DENTRY);
+    if (want_pwd) {
+        *pwd_mnt = TH_TLOAD(u64, typed, TH_OFF_FS_STRUCT_PWD + TH_OFF_PATH_MNT);
+        *pwd_dentry = TH_TLOAD(u64, typed, TH_OFF_FS_STRUCT_PWD + TH_OFF_PATH_DENTRY);
+    }
+#else
 #if TH_OFF_PATH_MNT == 0 && TH_OFF_PATH_DENTRY == 8 && TH_OFF_FS_STRUCT_PWD == TH_OFF_FS_STRUCT_ROOT + 16
     if (want_pwd) {
         u64 both[4] = {};
@@ -299,6 +347,7 @@ static __always_inline void th_fs_paths(u64 fs, u64 *root_mnt, u64 *root_dentry,
     th_struct_path(fs ? fs + TH_OFF_FS_STRUCT_ROOT : 0, root_mnt, root_dentry);
     if (want_pwd)
         th_struct_path(fs ? fs + TH_OFF_FS_STRUCT_PWD : 0, pwd_mnt, pwd_dentry);
+#endif
 }
 
 static __always_inline void th_walk_none(struct th_path_result *out, u32 flags)
@@ -308,11 +357,14 @@ static __always_inline void th_walk_none(struct th_path_result *out, u32 flags)
     out->flags = flags;
 }
 
-/* Walk a struct path of the task (a file's f_path), up to the task's root. */
-static __always_inline void th_walk_struct_path(u64 task, u64 path, u32 slot,
-                                                struct th_path_result *out)
+/* Walk a struct path (a file's f_path) up to the current task's root. */
+static __always_inline void th_walk_struct_path(u64 path, u32 slot, struct th_path_result *out)
 {
-    u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
+    u64 fs = th_current_fs();
+    if (!fs) {
+        th_walk_none(out, TH_PATH_NO_BASE);
+        return;
+    }
     u64 root_mnt = 0, root_dentry = 0, unused_mnt = 0, unused_dentry = 0, mnt = 0, dentry = 0;
     th_fs_paths(fs, &root_mnt, &root_dentry, &unused_mnt, &unused_dentry, 0);
     th_struct_path(path, &mnt, &dentry);
@@ -320,12 +372,12 @@ static __always_inline void th_walk_struct_path(u64 task, u64 path, u32 slot,
 }
 
 /* The base a name given relative to dfd is resolved from, walked: the
- * task's working directory for AT_FDCWD, else the file open at dfd (for an
- * fd-only op, or an open that installed one, the object itself).
- * TH_PATH_NO_BASE when there is none (no fs, no such fd). */
-static __always_inline void th_walk_base(u64 task, s32 dfd, u32 slot, struct th_path_result *out)
+ * current task's working directory for AT_FDCWD, else the file open at
+ * dfd (for an fd-only op, or an open that installed one, the object
+ * itself). TH_PATH_NO_BASE when there is none (no fs, no such fd). */
+static __always_inline void th_walk_base(s32 dfd, u32 slot, struct th_path_result *out)
 {
-    u64 fs = th_kptr(task, TH_OFF_TASK_STRUCT_FS);
+    u64 fs = th_current_fs();
     if (!fs) {
         th_walk_none(out, TH_PATH_NO_BASE);
         return;
@@ -334,7 +386,7 @@ static __always_inline void th_walk_base(u64 task, s32 dfd, u32 slot, struct th_
     if (dfd == TH_AT_FDCWD) {
         th_fs_paths(fs, &root_mnt, &root_dentry, &mnt, &dentry, 1);
     } else {
-        u64 file = th_task_fd_file(task, dfd);
+        u64 file = th_current_fd_file(dfd);
         if (!file) {
             th_walk_none(out, TH_PATH_NO_BASE);
             return;
@@ -346,19 +398,19 @@ static __always_inline void th_walk_base(u64 task, s32 dfd, u32 slot, struct th_
     th_path_walk(dentry, mnt, root_dentry, root_mnt, slot, out);
 }
 
-/* The task's working directory. */
-static __always_inline void th_walk_cwd(u64 task, u32 slot, struct th_path_result *out)
+/* The current task's working directory. */
+static __always_inline void th_walk_cwd(u32 slot, struct th_path_result *out)
 {
-    th_walk_base(task, TH_AT_FDCWD, slot, out);
+    th_walk_base(TH_AT_FDCWD, slot, out);
 }
 
-/* The file open at fd in the task. */
-static __always_inline void th_walk_fd(u64 task, s32 fd, u32 slot, struct th_path_result *out)
+/* The file open at fd in the current task. */
+static __always_inline void th_walk_fd(s32 fd, u32 slot, struct th_path_result *out)
 {
     if (fd < 0) {
         th_walk_none(out, TH_PATH_NO_BASE);
         return;
     }
-    th_walk_base(task, fd, slot, out);
+    th_walk_base(fd, slot, out);
 }
 #endif /* TH_LAYOUT */

@@ -62,6 +62,10 @@
 #ifndef TH_SCOPED
 #define TH_SCOPED 0
 #endif
+#ifndef TH_TYPED
+#define TH_TYPED 0              /* 1: the fixed struct chains by typed loads (bpf/path.bpf.c) */
+#endif
+
 #ifndef TH_WAKEUP_EVERY
 #define TH_WAKEUP_EVERY 512     /* records per CPU between consumer wakeups */
 #endif

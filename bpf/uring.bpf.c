@@ -340,7 +340,7 @@ int th_uring_complete(struct tracepoint__io_uring__io_uring_complete *args)
             ev->abs_flags = TH_PATH_NO_BASE; /* unpaired, or not the submitter's file table */
         } else {
             struct th_path_result res = {};
-            th_walk_fd(task, (s32)ev->res, 0, &res);
+            th_walk_fd((s32)ev->res, 0, &res);
             ev->abs_flags = res.flags;
             u32 n = res.len;
             u32 start = res.start;

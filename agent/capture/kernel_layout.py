@@ -180,6 +180,10 @@ class Layout:
 
     offsets: Mapping[str, int] = field(default_factory=dict)
     problem: str = ""
+    #: The offsets are BTF's own, so the verifier (which checks a typed load
+    #: against the same BTF) accepts typed loads at them: False only under
+    #: the test skew, whose wrong offsets are the self-check's to catch.
+    typed: bool = True
 
     @property
     def usable(self) -> bool:
@@ -189,7 +193,7 @@ class Layout:
         """bcc's -D flags for this layout."""
         if not self.usable:
             return ["-DTH_LAYOUT=0"]
-        flags = ["-DTH_LAYOUT=1"]
+        flags = ["-DTH_LAYOUT=1", f"-DTH_TYPED={int(self.typed)}"]
         for macro, offset in sorted(self.offsets.items()):
             flags.append(f"-D{macro}={offset}")
             flags.append(f"-DTH_HAVE_{macro.removeprefix('TH_OFF_')}=1")
@@ -243,7 +247,7 @@ def resolve(
                 f"BTF says {wanted.name} is {found.size} bytes, the programs read {wanted.size}",
             )
         offsets[wanted.macro] = found.offset + skew.get(wanted.name, 0)
-    return Layout(offsets)
+    return Layout(offsets, typed=not skew)
 
 
 def running_kernel_layout(environ: Mapping[str, str] = os.environ) -> Layout:
