@@ -263,11 +263,11 @@ def test_the_index_rows_and_lag_are_metrics(logged: Workload) -> None:
 
 
 def _served(flt: EventFilter) -> bool:
-    """The filters the index answers: exe and tree are the scan's."""
-    return flt.exe is None and not flt.tree
+    """The filters the index answers: exe is the scan's."""
+    return flt.exe is None
 
 
-def test_exe_and_tree_are_left_to_the_scan(logged: Workload) -> None:
+def test_exe_is_left_to_the_scan(logged: Workload) -> None:
     declined = [flt for flt in _filters(logged) if not _served(flt)]
     assert declined
     for flt in declined:

@@ -22,9 +22,9 @@ the row's values are :mod:`agent.query.index_rows`):
   literal prefix is a range of ``paths``, the rest
   :func:`fnmatch.fnmatchcase`'s regex, per distinct path) are looked up
   once among the interned strings; a CIDR is a range of packed addresses
-  of its family's length. ``exe`` and ``tree`` are the scan's (see
-  :func:`query_index`); ``edges`` is kept for a tree answer that follows
-  the log's order.
+  of its family's length. ``tree`` replays the retained forks (``edges``)
+  in seq order, as the scan's tracker does, into each member's seq spans;
+  ``exe`` is the scan's (see :func:`query_index`).
   What a lookup finds is passed to the row query as a JSON array
   (``json_each``), so it is computed once per query, not per window.
 
@@ -78,20 +78,21 @@ _LINE: Final = msgspec.json.Decoder(_Line)
 _GLOB_SPECIAL: Final = re.compile(r"[*?\[]")
 
 
+_ENDLESS: Final = 1 << 62  # the end of an open span (a seq no log reaches)
+
+
 def query_index(
     state_dir: Path, flt: EventFilter, *, after_seq: int | None, limit: int
 ) -> list[LoggedEvent] | None:
     """The records matching ``flt`` after ``after_seq``, ascending seq, at
     most ``limit``; None when the index cannot answer (scan instead).
 
-    ``exe`` and ``tree`` are not answered here (None): their meaning
-    (agent.query.match.ProcessTracker) depends on the order of the log's
-    fork and exec records (a fork by a process outside the tree hands a
-    reused pid to someone else; a fork inherits its parent's executable),
-    which rows keyed by record do not hold. Answering them from the rows
-    would differ from the scan on exactly the logs where pids were reused,
-    and an answer must not depend on whether the index was up."""
-    if flt.exe is not None or flt.tree:
+    ``exe`` is not answered here (None): its meaning (a fork inherits its
+    parent's executable, agent.query.match.ProcessTracker) follows the
+    log's order, which rows keyed by record do not hold, and an answer must
+    not depend on whether the index was up. ``tree`` follows the same
+    order through the forks table (:func:`_tree_spans`)."""
+    if flt.exe is not None:
         return None
     try:
         if not _caught_up(state_dir):
@@ -243,7 +244,7 @@ def _conditions(
             return None
         where.append("type IN (SELECT value FROM json_each(?))")
         params.append(found)
-    if flt.pid is not None:
+    if flt.pid is not None and not flt.tree:
         where.append("pid = ?")
         params.append(flt.pid)
     if flt.comm is not None:
@@ -327,6 +328,7 @@ def _answer(
         paths = dict(listing)
         # Rows of segments pruned since the follower last looked are not answers.
         low = max((p.last_seq or -1 for p in done if p.seg in pruned), default=-1)
+        kept_from = low  # the tree replays forks from here, whatever the cursor
         if after_seq is not None:
             low = max(low, after_seq)
         span = _seq_range(conn, flt, low)
@@ -334,8 +336,13 @@ def _answer(
         if span is None or terms is None:
             return []
         where, params = terms
+        spans: dict[int, list[tuple[int, int]]] | None = None
+        if flt.pid is not None and flt.tree:
+            spans = _tree_spans(conn, flt.pid, kept_from)
+            where.append("pid IN (SELECT value FROM json_each(?))")
+            params.append(msgspec.json.encode(sorted(spans)).decode())
         sql = (
-            "SELECT seq, seg, off, len, h FROM rec WHERE seq > ? AND seq < ?"
+            "SELECT seq, seg, off, len, h, pid FROM rec WHERE seq > ? AND seq < ?"
             + "".join(" AND " + term for term in where)
             + " ORDER BY seq LIMIT ?"
         )
@@ -344,9 +351,58 @@ def _answer(
         window = _WINDOW
         while len(rows) < limit and low + 1 < high:
             top = min(high, low + window + 1)
-            rows += conn.execute(sql, [low, top, *params, limit - len(rows)]).fetchall()
-            low, window = top - 1, window * _GROWTH
+            want = limit - len(rows)
+            got = conn.execute(sql, [low, top, *params, want]).fetchall()
+            rows += [
+                (seq, seg, off, length, key)
+                for seq, seg, off, length, key, pid in got
+                if spans is None or _member(spans.get(pid, ()), seq)
+            ]
+            if len(got) == want:
+                low = got[-1][0]  # the window may hold more: on from the last one read
+            else:
+                low, window = top - 1, window * _GROWTH
     return _read_back(rows, paths)
+
+
+def _tree_spans(
+    conn: sqlite3.Connection, root: int, after: int
+) -> dict[int, list[tuple[int, int]]]:
+    """pid -> the seq spans ``[from, to)`` in which it was in ``root``'s tree.
+
+    The retained forks (seq > ``after``) are replayed in log order with the
+    rules of :class:`agent.query.match.ProcessTracker`: a fork by a member
+    makes the child one; a fork by anyone else hands that pid to another
+    process (reused), which ends its span; the root is a member throughout.
+    Only forks of pids reachable from the root at all (a closure over the
+    forks, ignoring order) can change membership, so only those are read."""
+    reachable = conn.execute(
+        "WITH RECURSIVE tree(p) AS (SELECT ? UNION SELECT child FROM edges, tree"
+        " WHERE parent = p AND seq > ?) SELECT json_group_array(p) FROM tree",
+        (root, after),
+    ).fetchone()[0]
+    forks = conn.execute(
+        "SELECT seq, parent, child FROM edges WHERE seq > ?"
+        " AND child IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        (after, reachable),
+    ).fetchall()
+    spans: dict[int, list[tuple[int, int]]] = {root: [(-1, _ENDLESS)]}
+    since: dict[int, int] = {}
+    for seq, parent, child in forks:
+        if child == root:
+            continue
+        if parent == root or parent in since:
+            if child not in since:
+                since[child] = seq
+        elif child in since:
+            spans.setdefault(child, []).append((since.pop(child), seq))
+    for pid, start in since.items():
+        spans.setdefault(pid, []).append((start, _ENDLESS))
+    return spans
+
+
+def _member(spans: Sequence[tuple[int, int]], seq: int) -> bool:
+    return any(start <= seq < end for start, end in spans)
 
 
 def _read_back(

@@ -14,7 +14,7 @@ Schema (no JSON, no text of a record but interned strings):
   (ids into ``strs``), ``pid``, ``uid``, ``p1``/``p2`` (ids into ``paths``),
   ``ra``/``rp`` (remote address as 4 or 16 bytes, port), ``rid`` (60 bits
   of the record id: :func:`~agent.query.index_rows.id_key`).
-- ``edges``: ``(parent, child, seg)`` of fork and exec records: the trees.
+- ``edges``: ``(seq, parent, child, seg)`` of each fork record: the trees.
 - ``tblk``: the min and max time of each block of 1024 seqs: a time range
   becomes a seq range without an index on time (times follow seq closely
   but not exactly, so rows are checked too).
@@ -58,7 +58,7 @@ __all__ = [
     "seq_of_line",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 BLOCK_SHIFT: Final = 10
 """``tblk`` blocks hold ``1 << BLOCK_SHIFT`` seqs."""
 _FIRST_LINE_MAX: Final = 1 << 20  # a segment.start line is ~200 bytes
@@ -74,9 +74,9 @@ CREATE TABLE IF NOT EXISTS rec(
     uid INTEGER, exe INTEGER, ctr INTEGER, p1 INTEGER, p2 INTEGER, ra BLOB, rp INTEGER, rid INTEGER
 );
 CREATE TABLE IF NOT EXISTS edges(
-    parent INTEGER NOT NULL, child INTEGER NOT NULL, seg INTEGER NOT NULL,
-    PRIMARY KEY(parent, child, seg)
-) WITHOUT ROWID;
+    seq INTEGER PRIMARY KEY, parent INTEGER NOT NULL, child INTEGER NOT NULL,
+    seg INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tblk(b INTEGER PRIMARY KEY, tmin INTEGER, tmax INTEGER);
 CREATE TABLE IF NOT EXISTS segs(
     seg INTEGER PRIMARY KEY, first_key INTEGER, end INTEGER NOT NULL,
@@ -97,6 +97,8 @@ SECONDARY_INDEXES: Final = (
     ("rec_rp", "rec(rp) WHERE rp IS NOT NULL"),
     ("rec_rid", "rec(rid)"),
     ("edges_seg", "edges(seg)"),
+    ("edges_parent", "edges(parent)"),
+    ("edges_child", "edges(child)"),
 )
 """Dropped for a rebuild and made again at its end (a sort beats row-by-row)."""
 

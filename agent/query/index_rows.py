@@ -19,8 +19,9 @@ What a row holds, and how it maps :class:`~agent.query.filter.EventFilter`:
   ``abs_path2``/``path2``.
 - ``remote``: ``data.endpoint`` of an ipv4/ipv6 family, its address as
   packed bytes (4 or 16) so a CIDR is a byte range, and its port.
-- ``edges``: ``(parent, child)`` of a fork (``pid`` -> ``child_pid``) or
-  of an exec (``ppid`` -> ``pid``), for ``--tree``.
+- ``edges``: ``(parent, child)`` of a fork (``pid`` -> ``child_pid``), for
+  ``--tree`` (which follows forks in log order, as
+  :class:`agent.query.match.ProcessTracker` does).
 
 Values of the wrong type (attacker-shaped records cannot occur, the mapper
 types every field, but the log is read as untrusted bytes) are left out,
@@ -35,7 +36,7 @@ from typing import Any, Final
 
 import msgspec
 
-from agent.evidence.record_types import TYPE_EXEC, TYPE_FORK
+from agent.evidence.record_types import TYPE_FORK
 from agent.evidence.types import TYPE_PREFIX
 
 __all__ = ["IndexRow", "address_bytes", "hash_key", "id_key", "parse_time_ns", "row_of_line"]
@@ -275,10 +276,6 @@ def row_of_line(line: bytes) -> IndexRow | None:
         child = _int(data.child_pid)
         if pid is not None and child is not None:
             edges = ((pid, child),)
-    elif event_type == TYPE_EXEC:
-        parent = _int(data.ppid)
-        if pid is not None and parent is not None:
-            edges = ((parent, pid),)
     return IndexRow(  # positional, in field order: a row per record is the hot path
         seq,
         key,

@@ -155,7 +155,7 @@ class IndexWriter:
         self, seg: int, path: Path, start: int, data: bytes, done: index_db.SegProgress | None
     ) -> int:
         rows: list[tuple[object, ...]] = []
-        edges: list[tuple[int, int, int]] = []
+        edges: list[tuple[int, int, int, int]] = []
         blocks: dict[int, tuple[int, int]] = {}
         pos, last_off, line = 0, 0, b""
         end = len(data)
@@ -165,7 +165,7 @@ class IndexWriter:
             row = row_of_line(line)
             if row is not None:
                 rows.append(self._values(row, seg, start + pos, newline - pos))
-                edges.extend((parent, child, seg) for parent, child in row.edges)
+                edges.extend((row.seq, parent, child, seg) for parent, child in row.edges)
                 if row.time_ns is not None:
                     block = row.seq >> BLOCK_SHIFT
                     low, high = blocks.get(block, (row.time_ns, row.time_ns))
@@ -175,7 +175,7 @@ class IndexWriter:
         conn = self._conn
         conn.executemany(_INSERT, rows)
         if edges:
-            conn.executemany("INSERT OR IGNORE INTO edges VALUES(?,?,?)", edges)
+            conn.executemany("INSERT OR IGNORE INTO edges VALUES(?,?,?,?)", edges)
         conn.executemany(
             "INSERT INTO tblk VALUES(?,?,?) ON CONFLICT(b) DO UPDATE SET"
             " tmin = min(tmin, excluded.tmin), tmax = max(tmax, excluded.tmax)",

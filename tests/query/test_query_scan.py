@@ -12,7 +12,7 @@ import pytest
 from agent.evidence.canonical import canonical
 from agent.query.filter import EventFilter, cursor_after
 from agent.query.parse import parse_filter
-from agent.query.scan import newest, search
+from agent.query.scan import newest, scan, search
 from tests.query.brute import brute
 
 GOLDEN = Path(__file__).parent.parent / "evidence" / "golden" / "evidence.ndjson"
@@ -120,3 +120,55 @@ def test_a_torn_tail_is_left_out(tmp_path: Path) -> None:
     expected = brute(tmp_path, EventFilter())
     whole.write_bytes(b"".join(lines[:-1]) + lines[-1][:-40])  # the last line half written
     assert [e.seq for e in search(tmp_path, EventFilter(), limit=100_000).events] == expected
+
+
+def test_the_index_answers_as_the_scan_on_a_log_with_reused_pids(
+    state: Path, tmp_path: Path
+) -> None:
+    """The golden log holds its run twice: every child pid is forked again
+    by processes of the second run. The index's tree (forks replayed in log
+    order) must give the scan's answer for every root, page by page."""
+    import shutil
+
+    from agent.query.index import query_index
+    from agent.query.index_writer import reindex
+
+    copy = tmp_path / "state"
+    shutil.copytree(state, copy)
+    # Then an outsider (pid 5555) forks 1110 again and the new 1110 opens a
+    # file: not 1010's tree any more; and 1110's old child 7777 is reused too.
+    segments = sorted((copy / "segments").iterdir())
+    last = [json.loads(line) for line in segments[-1].read_bytes().splitlines()]
+    fork = next(r for r in last if r["type"] == "dev.tracehound.process.fork.v1")
+    opened = next(r for r in last if r["type"] == "dev.tracehound.file.open.v1")
+    seq = last[-1]["seq"]
+    extra = []
+    for record, pid, child in ((fork, 5555, 1110), (opened, 1110, None), (fork, 5555, 7777),
+                               (opened, 7777, None), (fork, 1010, 1110), (opened, 1110, None)):  # fmt: skip
+        seq += 1
+        copied = json.loads(json.dumps(record))
+        copied["seq"], copied["body"]["data"]["pid"] = seq, pid
+        if child is not None:
+            copied["body"]["data"]["child_pid"] = child
+        extra.append(copied)
+    name = f"{int(segments[-1].stem) + 1:016d}.ndjson"
+    (copy / "segments" / name).write_bytes(b"".join(_canonical(r) for r in extra))
+    assert reindex(copy).records > 0
+    lines = [json.loads(line) for path in sorted((copy / "segments").iterdir())
+             for line in path.read_bytes().splitlines()]  # fmt: skip
+    forks = [r["body"]["data"] for r in lines if r["type"] == "dev.tracehound.process.fork.v1"]
+    children = [f["child_pid"] for f in forks]
+    assert len(children) > len(set(children))  # pids reused: the case to get right
+    roots = sorted({f["pid"] for f in forks} | set(children))
+    for root in roots:
+        for types in (frozenset(), frozenset({"dev.tracehound.file.open.v1"})):
+            flt = EventFilter(pid=root, tree=True, types=types)
+            expected = [e.seq for e in scan(copy, flt, after_seq=-1, limit=10**9)]
+            found = query_index(copy, flt, after_seq=None, limit=10**9)
+            assert found is not None and [e.seq for e in found] == expected, flt
+            paged: list[int] = []
+            after: int | None = None
+            while page := query_index(copy, flt, after_seq=after, limit=3):
+                paged += [e.seq for e in page]
+                after = page[-1].seq
+            assert paged == expected, flt
