@@ -391,8 +391,10 @@ def test_an_empty_state_dir_is_refused_and_the_current_directory_kept(
     assert out.returncode == 2 and out.stdout == ""
     line = one_line(out)
     option = "--evidence" if "--evidence" in args else "--state-dir"
-    if args[1] == "verify":
-        assert line.startswith("evidence verify: expected a state directory"), line
+    if args[0] == "evidence":
+        # Every evidence verb names itself and how the directory was given.
+        given = "STATE_DIR" if args[1] == "verify" else option
+        assert line.startswith(f"evidence {args[1]}: {given}: expected a directory path"), line
     else:
         assert line.startswith(f"{option}"), line
     assert "empty" in line
