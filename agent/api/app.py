@@ -30,7 +30,7 @@ from agent.capture.container_id import matches_container
 from agent.capture.session import CaptureSession
 from agent.child_command import child_command
 from agent.evidence.app_event import AppEvent
-from agent.evidence.log_reader import events_after, find_event
+from agent.evidence.log_reader import events_after
 from agent.evidence.record_types import TYPE_APP
 from agent.evidence.verify import VerifyReport
 from agent.evidence.verify_child import decode_report
@@ -38,7 +38,7 @@ from agent.evidence.worker import EvidenceWorker
 from agent.memory import release_free_memory
 from agent.metrics import CONTENT_TYPE, QueueSample, render
 from agent.query.filter import EventFilter, cursor_after
-from agent.query.scan import newest, search
+from agent.query.scan import find, newest, search
 from agent.redact.events import MemoStats
 from agent.safetext import json_bytes, terminal_safe_json
 from agent.sinks.aggregating import AggregatingSink
@@ -190,7 +190,7 @@ class DaemonApi:
             case "event":
                 state_dir = self._need_evidence()
                 wanted = str(params["id"])
-                event = await trio.to_thread.run_sync(find_event, state_dir, wanted)
+                event = await trio.to_thread.run_sync(find, state_dir, wanted)
                 if event is None:
                     raise HttpError(404, f"no event {wanted} in the log (pruned, or never there)")
                 return Reply(200, terminal_safe_json(event.raw + b"\n"))

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from agent.capture.kinds import O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_TRUNC
 from agent.evidence.types import TYPE_PREFIX
-from agent.query.match import event_time_ns, field_text
+from agent.query.match import endpoint_text, event_time_ns, field_text, int_field, path_text
 from agent.safetext import escape_text, escaped_names, shell_join, unescape
 
 __all__ = ["compact_line", "errno_name", "signal_name"]
@@ -60,33 +60,19 @@ def signal_name(number: int) -> str:
         return f"SIG{number}"
 
 
-def _int(obj: Mapping[str, Any], name: str) -> int | None:
-    value = obj.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _text(obj: Mapping[str, Any], name: str) -> str:
     value = field_text(obj, name)
     return escape_text(value) if value else "-"
 
 
 def _path(data: Mapping[str, Any], absolute: str, given: str) -> str:
-    value = field_text(data, absolute) or field_text(data, given)
+    value = path_text(data, absolute, given)
     return escape_text(value) if value else "?"
 
 
 def _endpoint(data: Mapping[str, Any]) -> str:
-    endpoint = data.get("endpoint")
-    if not isinstance(endpoint, Mapping):
-        return "?"
-    family = endpoint.get("family")
-    address = field_text(endpoint, "address") or ""
-    port = _int(endpoint, "port")
-    if family == "ipv4":
-        return f"{escape_text(address)}:{port}"
-    if family == "ipv6":
-        return f"[{escape_text(address)}]:{port}"
-    return f"{escape_text(str(family))}:{escape_text(address) if address else '?'}"
+    value = endpoint_text(data)
+    return escape_text(value) if value is not None else "?"
 
 
 def _open_mode(flags: int) -> str:
@@ -119,11 +105,11 @@ def _file(op: str, data: Mapping[str, Any]) -> str:
     if data.get("path2") is not None or data.get("abs_path2") is not None:
         return f"{op} {path} -> {_path(data, 'abs_path2', 'path2')}"
     if op == "open":
-        return f"open {path} {_open_mode(_int(data, 'flags') or 0)}"
+        return f"open {path} {_open_mode(int_field(data, 'flags') or 0)}"
     if op in ("chmod", "mkdir"):
-        return f"{op} {path} {(_int(data, 'mode') or 0):04o}"
+        return f"{op} {path} {(int_field(data, 'mode') or 0):04o}"
     if op == "chown":
-        owner, group = _int(data, "owner"), _int(data, "group")
+        owner, group = int_field(data, "owner"), int_field(data, "group")
         return f"chown {path} {'-' if owner is None else owner}:{'-' if group is None else group}"
     return f"{op} {path}"
 
@@ -154,13 +140,13 @@ def _what(kind: str, data: Mapping[str, Any]) -> tuple[str, int | None]:
     """What happened, and the call's return (None: no result)."""
     short = kind[len(TYPE_PREFIX) :].rsplit(".v", 1)[0] if kind.startswith(TYPE_PREFIX) else kind
     family, _, op = short.partition(".")
-    ret = _int(data, "ret")
+    ret = int_field(data, "ret")
     if short == "process.exec":
         return f"exec {_argv(data)}", ret
     if short == "process.fork":
-        return f"fork child {_int(data, 'child_pid')}", None
+        return f"fork child {int_field(data, 'child_pid')}", None
     if short == "process.exit":
-        sig, code = _int(data, "signal"), _int(data, "exit_code")
+        sig, code = int_field(data, "signal"), int_field(data, "exit_code")
         if sig:
             return f"exit signal {signal_name(sig)}", None
         return f"exit code {'?' if code is None else code}", None
@@ -175,11 +161,11 @@ def _what(kind: str, data: Mapping[str, Any]) -> tuple[str, int | None]:
         target = (
             _endpoint(data) if data.get("endpoint") is not None else _path(data, "abs_path", "path")
         )
-        return f"uring {escape_text(uop)} {target}", _int(data, "res")
+        return f"uring {escape_text(uop)} {target}", int_field(data, "res")
     if "syscall" in data and "args" in data:
         return _call(str(data.get("syscall") or op), data), ret
     if short == "capture.loss":
-        return f"capture.loss total={_int(data, 'total')}", None
+        return f"capture.loss total={int_field(data, 'total')}", None
     return escape_text(short), None
 
 
@@ -203,7 +189,7 @@ def compact_line(event: Mapping[str, Any], *, colour: bool = False) -> str:
     container = data.get("container")
     cid = container.get("id") if isinstance(container, Mapping) else None
     short_cid = escape_text(cid[:12]) if isinstance(cid, str) and cid else "-"
-    pid = _int(data, "pid")
+    pid = int_field(data, "pid")
     comm = _text(data, "comm")
     what, ret = _what(str(event.get("type") or "?"), data)
     result = "-" if ret is None else ("ok" if ret >= 0 else errno_name(ret))

@@ -41,9 +41,9 @@ import fnmatch
 import ipaddress
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, TypeVar
 
 import msgspec
 
@@ -78,6 +78,7 @@ _LINE: Final = msgspec.json.Decoder(_Line)
 _GLOB_SPECIAL: Final = re.compile(r"[*?\[]")
 
 
+_T = TypeVar("_T")
 _ENDLESS: Final = 1 << 62  # the end of an open span (a seq no log reaches)
 
 
@@ -94,6 +95,14 @@ def query_index(
     order through the forks table (:func:`_tree_spans`)."""
     if flt.exe is not None:
         return None
+    return _with_index(
+        state_dir, lambda conn: _answer(conn, state_dir, flt, after_seq, max(limit, 0))
+    )
+
+
+def _with_index(state_dir: Path, ask: Callable[[sqlite3.Connection], _T | None]) -> _T | None:
+    """``ask`` on a reading connection to an index that is caught up; None
+    when there is none, or it is stale, or asking it fails (then scan)."""
     try:
         if not _caught_up(state_dir):
             return None
@@ -101,7 +110,7 @@ def query_index(
         if conn is None:
             return None
         try:
-            return _answer(conn, state_dir, flt, after_seq, max(limit, 0))
+            return ask(conn)
         finally:
             conn.close()
     except (sqlite3.Error, IndexStale, OSError):
@@ -115,28 +124,27 @@ def find_indexed(state_dir: Path, event_id: str) -> list[LoggedEvent] | None:
     key = id_key(event_id)
     if key is None:
         return None  # not the mapper's form of id: the index does not hold it
-    try:
-        if not _caught_up(state_dir):
-            return None
-        conn = index_db.connect(state_dir, write=False)
-        if conn is None:
-            return None
-        try:
-            with transaction(conn, write=False):
-                if index_db.meta(conn).get("state") != "ready":
-                    return None
-                listing = segment_files(state_dir / "segments")
-                _, kept = index_db.check_segments(index_db.progress(conn), listing)
-                rows = conn.execute(
-                    "SELECT seq, seg, off, len, h FROM rec WHERE rid = ? AND seg >= ?"
-                    " ORDER BY seq DESC",
-                    (key, min(kept, default=0)),
-                ).fetchall()
-        finally:
-            conn.close()
-    except (sqlite3.Error, IndexStale, OSError):
+
+    def rows_of(
+        conn: sqlite3.Connection,
+    ) -> tuple[list[tuple[int, int, int, int, int]], dict[int, Path]] | None:
+        with transaction(conn, write=False):
+            if index_db.meta(conn).get("state") != "ready":
+                return None
+            listing = segment_files(state_dir / "segments")
+            _, kept = index_db.check_segments(index_db.progress(conn), listing)
+            rows = conn.execute(
+                "SELECT seq, seg, off, len, h FROM rec WHERE rid = ? AND seg >= ?"
+                " ORDER BY seq DESC",
+                (key, min(kept, default=0)),
+            ).fetchall()
+        return rows, dict(listing)
+
+    asked = _with_index(state_dir, rows_of)
+    if asked is None:
         return None
-    found = _read_back(rows, dict(listing))
+    rows, paths = asked
+    found = _read_back(rows, paths)
     if found is None:
         return None
     return [e for e in found if e.event.get("id") == event_id][:1]

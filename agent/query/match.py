@@ -59,9 +59,33 @@ def field_text(obj: Mapping[str, Any], name: str) -> str | None:
     return unescape(value) if name in escaped_names(obj) else value
 
 
-def _int(obj: Mapping[str, Any], name: str) -> int | None:
+def int_field(obj: Mapping[str, Any], name: str) -> int | None:
+    """``obj[name]`` if it is an integer (a bool is not), else None."""
     value = obj.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def path_text(data: Mapping[str, Any], absolute: str, given: str) -> str | None:
+    """The absolute path's text when resolved, else the path as passed; None if neither."""
+    return field_text(data, absolute) or field_text(data, given) or None
+
+
+def endpoint_text(data: Mapping[str, Any]) -> str | None:
+    """``data.endpoint`` as ``addr:port`` (``[addr]:port`` for IPv6), else
+    ``family:address`` (a UNIX socket's path; ``?`` if it has none); None
+    if the record has no endpoint. The host's text, unescaped: escape it
+    before showing it."""
+    endpoint = data.get("endpoint")
+    if not isinstance(endpoint, Mapping):
+        return None
+    family = endpoint.get("family")
+    address = field_text(endpoint, "address") or ""
+    port = int_field(endpoint, "port")
+    if family == "ipv4":
+        return f"{address}:{port}"
+    if family == "ipv6":
+        return f"[{address}]:{port}"
+    return f"{family}:{address or '?'}"
 
 
 def _data(event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -97,11 +121,11 @@ class ProcessTracker:
         if kind not in (TYPE_FORK, TYPE_EXEC, TYPE_SEEN):
             return
         data = _data(event)
-        pid = _int(data, "pid")
+        pid = int_field(data, "pid")
         if pid is None:
             return
         if kind == TYPE_FORK:
-            child = _int(data, "child_pid")
+            child = int_field(data, "child_pid")
             if child is None:
                 return
             if pid in self.tree:
@@ -114,7 +138,7 @@ class ProcessTracker:
             else:
                 self.exe.pop(child, None)
         elif kind == TYPE_EXEC:
-            if _int(data, "ret") == 0:
+            if int_field(data, "ret") == 0:
                 exe = field_text(data, "exe") or field_text(data, "filename")
                 if exe:
                     self._set_exe(pid, exe)
@@ -144,7 +168,7 @@ def _remote_matches(remote: RemoteFilter, data: Mapping[str, Any]) -> bool:
     endpoint = data.get("endpoint")
     if not isinstance(endpoint, Mapping) or endpoint.get("family") not in ("ipv4", "ipv6"):
         return False
-    if remote.port is not None and _int(endpoint, "port") != remote.port:
+    if remote.port is not None and int_field(endpoint, "port") != remote.port:
         return False
     if remote.network is None:
         return True
@@ -175,7 +199,7 @@ def matches(flt: EventFilter, event: Mapping[str, Any], procs: ProcessTracker | 
         if flt.until_ns is not None and when >= flt.until_ns:
             return False
     data = _data(event)
-    pid = _int(data, "pid")
+    pid = int_field(data, "pid")
     if flt.pid is not None:
         if flt.tree:
             assert procs is not None, "a tree filter needs a ProcessTracker"
@@ -183,7 +207,7 @@ def matches(flt: EventFilter, event: Mapping[str, Any], procs: ProcessTracker | 
                 return False
         elif pid != flt.pid:
             return False
-    if flt.uid is not None and _int(data, "uid") != flt.uid:
+    if flt.uid is not None and int_field(data, "uid") != flt.uid:
         return False
     if flt.comm is not None and field_text(data, "comm") != flt.comm:
         return False

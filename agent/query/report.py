@@ -36,7 +36,7 @@ from agent.capture.kinds import O_ACCMODE, O_CREAT, O_TRUNC
 from agent.evidence.record_types import CALL_TYPES, TYPE_EXEC, TYPE_LOSS
 from agent.evidence.types import TYPE_PREFIX
 from agent.query.compact import errno_name
-from agent.query.match import field_text
+from agent.query.match import endpoint_text, field_text, int_field, path_text
 from agent.safetext import escape_text, json_bytes
 
 __all__ = ["MAX_KEYS", "Report", "ReportBuilder", "Section", "render_json", "render_text"]
@@ -99,31 +99,8 @@ class _Counter:
         return Section(entries=[Entry(list(k), n) for k, n in ordered], other=self.other)
 
 
-def _int(obj: Mapping[str, Any], name: str) -> int | None:
-    value = obj.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _short(kind: str) -> str:
     return kind[len(TYPE_PREFIX) :].rsplit(".v", 1)[0] if kind.startswith(TYPE_PREFIX) else kind
-
-
-def _path(data: Mapping[str, Any], absolute: str, given: str) -> str | None:
-    return field_text(data, absolute) or field_text(data, given) or None
-
-
-def _endpoint(data: Mapping[str, Any]) -> str | None:
-    endpoint = data.get("endpoint")
-    if not isinstance(endpoint, Mapping):
-        return None
-    family = endpoint.get("family")
-    address = field_text(endpoint, "address") or ""
-    port = _int(endpoint, "port")
-    if family == "ipv4":
-        return f"{address}:{port}"
-    if family == "ipv6":
-        return f"[{address}]:{port}"
-    return f"{family}:{address}"
 
 
 class ReportBuilder:
@@ -148,16 +125,16 @@ class ReportBuilder:
             return
         short = _short(kind)
         family, _, op = short.partition(".")
-        ret = _int(data, "res") if family == "uring" else _int(data, "ret")
+        ret = int_field(data, "res") if family == "uring" else int_field(data, "ret")
         if family == "uring":
             op = str(data.get("op") or op)
-        count = _int(data, "count") or 1  # a folded record stands for `count` calls
+        count = int_field(data, "count") or 1  # a folded record stands for `count` calls
         failed = ret is not None and ret < 0
         if failed and not (op in _CONTACT_OPS and ret == _EINPROGRESS):
             assert ret is not None
             self._counters["failed"].add((short, errno_name(ret)), count)
         if kind == TYPE_EXEC and ret == 0:
-            exe = _path(data, "exe", "filename")
+            exe = path_text(data, "exe", "filename")
             if exe:
                 self._counters["programs"].add((exe,))
         elif family in ("file", "uring") and not failed:
@@ -167,7 +144,7 @@ class ReportBuilder:
             and op in _CONTACT_OPS
             and (not failed or ret == _EINPROGRESS)
         ):
-            peer = _endpoint(data)
+            peer = endpoint_text(data)
             if peer is not None:
                 self._counters["peers"].add((peer,), count)
         if kind == _CREDENTIALS and not failed:
@@ -178,12 +155,12 @@ class ReportBuilder:
     def _file(self, op: str, data: Mapping[str, Any], count: int) -> None:
         written = op in _CHANGING_OPS
         if op in ("open", "openat", "openat2"):
-            flags = _int(data, "flags") or _int(data, "op_flags") or 0
+            flags = int_field(data, "flags") or int_field(data, "op_flags") or 0
             written = bool(flags & O_ACCMODE) or bool(flags & (O_CREAT | O_TRUNC))
         if not written:
             return
         for absolute, given in (("abs_path", "path"), ("abs_path2", "path2")):
-            path = _path(data, absolute, given)
+            path = path_text(data, absolute, given)
             if path:
                 self._counters["files_written"].add((path,), count)
 

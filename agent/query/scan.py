@@ -43,14 +43,14 @@ from typing import Any, Final
 import msgspec
 
 from agent.evidence.layout import segment_files
-from agent.evidence.log_reader import LoggedEvent
+from agent.evidence.log_reader import LoggedEvent, find_event
 from agent.evidence.types import TYPE_PREFIX
 from agent.query.filter import EventFilter, cursor_after
-from agent.query.index import query_index
+from agent.query.index import find_indexed, query_index
 from agent.query.match import ProcessTracker, matches
 from agent.query.parse import rfc3339_ns
 
-__all__ = ["Page", "newest", "scan", "search"]
+__all__ = ["Page", "find", "newest", "scan", "search"]
 
 _TIME: Final = b'"time":"'
 _TIMES: Final = re.compile(rb'"time":"([^"]{1,64})","type":"')
@@ -93,6 +93,15 @@ def _indexed(
 ) -> list[LoggedEvent] | None:
     """The index's answer, or None (no index, or it cannot answer: scan)."""
     return query_index(state_dir, flt, after_seq=after_seq, limit=limit)
+
+
+def find(state_dir: Path, event_id: str) -> LoggedEvent | None:
+    """The record with id ``event_id``: the index's answer when it has one
+    (read back and checked), else a search of the log."""
+    found = find_indexed(state_dir, event_id)
+    if found is None:
+        return find_event(state_dir, event_id)
+    return found[0] if found else None
 
 
 def search(state_dir: Path, flt: EventFilter, *, after_seq: int = -1, limit: int) -> Page:
