@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,12 @@ from agent.capture.procfs import (
 def test_read_process_describes_a_real_process() -> None:
     child = subprocess.Popen(["/bin/sleep", "5"])
     try:
+        # Until the child has exec'd, /proc shows the forked interpreter (or,
+        # mid-exec, an empty cmdline): wait for sleep's image.
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child.pid}/comm").read_text() != "sleep\n":
+            assert time.monotonic() < deadline, "the child never exec'd sleep"
+            time.sleep(0.01)
         seen = read_process(child.pid, preexisting=False)
         assert seen is not None
         assert seen.pid == child.pid and seen.ppid == os.getpid()
