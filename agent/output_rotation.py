@@ -26,11 +26,9 @@ from agent.output_target import (
     OutputError,
     OutputStream,
     OutputTarget,
-    check_replaceable,
-    commit_temporary,
-    new_temporary,
     open_directory,
     open_stream,
+    replace_in,
 )
 
 __all__ = ["RotatingStream", "Rotation", "open_rotating_stream"]
@@ -92,16 +90,7 @@ class RotatingStream(OutputStream):
                 os.rename(name, f"{name}.1", src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
         except OSError as err:
             raise OutputError(f"{label}: cannot rotate to {shown(name)}.N: {err.strerror}") from err
-        check_replaceable(target, self._dfd)
-        fd, temporary = new_temporary(target, self._dfd)
-        try:
-            commit_temporary(target, self._dfd, temporary)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(temporary, dir_fd=self._dfd)
-            raise
-        old = self._swap_fd(fd)
+        old = self._swap_fd(replace_in(target, self._dfd))
         os.close(old)
         self._size = 0
         self.rotations += 1
@@ -127,15 +116,7 @@ def open_rotating_stream(target: OutputTarget, rotation: Rotation) -> OutputStre
         return open_stream(target)
     dfd = open_directory(target)
     try:
-        check_replaceable(target, dfd)
-        fd, name = new_temporary(target, dfd)
-        try:
-            commit_temporary(target, dfd, name)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=dfd)
-            raise
+        fd = replace_in(target, dfd)
     except BaseException:
         os.close(dfd)
         raise

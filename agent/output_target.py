@@ -437,9 +437,6 @@ def replace_output(target: OutputTarget) -> Iterator[OutputStream]:
 
 #: For :mod:`agent.output_rotation`, which makes files by the same rules.
 open_directory = _open_directory
-check_replaceable = _check_replaceable
-new_temporary = _temporary
-commit_temporary = _commit
 
 
 def write_output(target: OutputTarget, data: bytes) -> None:
@@ -469,15 +466,23 @@ def open_stream(target: OutputTarget) -> OutputStream:
         return OutputStream(target, _open_through(target), sync_on_close=False)
     dfd = _open_directory(target)
     try:
-        _check_replaceable(target, dfd)
-        fd, name = _temporary(target, dfd)
-        try:
-            _commit(target, dfd, name)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=dfd)
-            raise
+        fd = replace_in(target, dfd)
     finally:
         os.close(dfd)
     return OutputStream(target, fd, sync_on_close=True)
+
+
+def replace_in(target: OutputTarget, dfd: int) -> int:
+    """A fresh 0600 file put in place of ``target``'s in the checked
+    directory ``dfd`` (checked replaceable first; never through a
+    symlink): its fd, open for writing. OutputError, one line."""
+    _check_replaceable(target, dfd)
+    fd, name = _temporary(target, dfd)
+    try:
+        _commit(target, dfd, name)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dfd)
+        raise
+    return fd

@@ -24,6 +24,7 @@ from agent.api.produce import DEFAULT_KIND, MAX_MESSAGE_CHARS
 from agent.commands.arguments import json_object
 from agent.commands.client import TIMEOUT_S, _json, _one_line, _socket
 from agent.errors import UsageError
+from agent.safetext import terminal_safe_json
 
 __all__ = ["add_parser"]
 
@@ -52,6 +53,6 @@ def _mark(args: argparse.Namespace) -> int:
         if response.status != 202:
             raise ApiError.from_response(response)
     answer = _json("mark", response.body)
-    sys.stdout.buffer.write(msgspec.json.encode(answer, order="sorted") + b"\n")
+    sys.stdout.buffer.write(terminal_safe_json(msgspec.json.encode(answer, order="sorted")) + b"\n")
     sys.stdout.flush()
     return 0
