@@ -26,8 +26,11 @@ fi
 # libcap2-bin (capsh) are for the deployment-file tests.
 # e2fsprogs: the evidence tests make a real ext4 that goes read-only.
 # liburing-dev: the io_uring capture test compiles a liburing program.
+# nats-server and postgresql: the fleet tests start their own servers on
+# loopback ports in temporary directories (never the system services).
 apt_wanted=(python3-bpfcc libbpfcc python3-venv gcc curl iproute2 util-linux
-            python3-yaml prometheus systemd libcap2-bin e2fsprogs liburing-dev)
+            python3-yaml prometheus systemd libcap2-bin e2fsprogs liburing-dev
+            nats-server postgresql)
 apt_missing=()
 for pkg in "${apt_wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

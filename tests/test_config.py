@@ -220,7 +220,8 @@ def test_dump_escapes_awkward_strings() -> None:
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     message = refused(tmp_path, "[captur]\nargv_max = 3\n")
     assert (
-        message == "captur: unknown key; expected one of: api, capture, evidence, metrics, stream"
+        message == "captur: unknown key; expected one of:"
+        " api, capture, collect, evidence, fleet, metrics, stream"
     )
 
 

@@ -134,6 +134,60 @@ listen = $metrics_listen
 # An address that cannot be listened on (in use, say) stops the start; false:
 # a warning, and the daemon runs without metrics.
 required = $metrics_required
+[fleet]
+# Publish the committed log to NATS JetStream: each record once acknowledged
+# (the log is the outbox; capture never waits for the network).
+enabled = $fleet_enabled
+# nats://HOST:PORT or tls://HOST:PORT; several, comma-separated, for a cluster.
+nats_url = $fleet_nats_url
+# A NATS .creds file, or a file holding a token (not both).
+credentials_file = $fleet_credentials_file
+token_file = $fleet_token_file
+# TLS: the CA to verify the server with; a client certificate and key.
+tls_ca_file = $fleet_tls_ca_file
+tls_cert_file = $fleet_tls_cert_file
+tls_key_file = $fleet_tls_key_file
+# Subjects: PREFIX.evidence.HOST.TYPE and PREFIX.heads.HOST.
+subject_prefix = $fleet_subject_prefix
+# This host's fleet name; "" for the records' own host name.
+host = $fleet_host
+# Seconds between chain-head messages (0.5 to 3600).
+heads_interval_s = $fleet_heads_interval_s
+# Records sent and not yet acknowledged, at most (1 to 65536).
+max_in_flight = $fleet_max_in_flight
+
+[collect]
+# Read by `tracehound collect` only: JetStream into PostgreSQL.
+nats_url = $collect_nats_url
+credentials_file = $collect_credentials_file
+token_file = $collect_token_file
+tls_ca_file = $collect_tls_ca_file
+tls_cert_file = $collect_tls_cert_file
+tls_key_file = $collect_tls_key_file
+subject_prefix = $collect_subject_prefix
+# PostgreSQL: libpq "host=... dbname=..." or a postgresql:// URL.
+dsn = $collect_dsn
+# The stream and durable consumer, made if missing; collectors with the same
+# durable name share the work.
+stream = $collect_stream
+durable = $collect_durable
+# Records per INSERT (1 to 65536) and the longest wait to fill one (ms).
+batch_size = $collect_batch_size
+batch_time_ms = $collect_batch_time_ms
+# Batches fetched and not yet written, at most (1 to 1024).
+channel_batches = $collect_channel_batches
+# The stream's duplicate window (s) and limits (0: unlimited).
+duplicate_window_s = $collect_duplicate_window_s
+stream_max_age_hours = $collect_stream_max_age_hours
+stream_max_mb = $collect_stream_max_mb
+# Days of records kept in PostgreSQL, by daily partition (0: all).
+retain_days = $collect_retain_days
+# Body fields never stored, as dotted paths ("data.env").
+never_store = $collect_never_store
+# Seal verification keys by host: { "web1" = "thkey1-..." }.
+verify_keys = $collect_verify_keys
+# HOST:PORT of the collector's /metrics; "" for none.
+metrics_listen = $collect_metrics_listen
 """)
 
 

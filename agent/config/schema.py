@@ -25,7 +25,8 @@ from typing import Final, Literal, TypeAlias
 import msgspec
 
 from agent.capture.probes import PROBES
-from agent.errors import UsageError
+from agent.config.errors import ConfigError
+from agent.config.fleet import CollectConfig, FleetConfig
 from agent.limits import (
     MAX_ARGV,
     MAX_CHECKPOINT_EVERY,
@@ -90,17 +91,6 @@ _HOSTNAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9
 _GROUP: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]+")
 _TRACEPOINT: Final = re.compile(r"[A-Za-z0-9_]+:[A-Za-z0-9_]+")
 _REDACTION_MESSAGE: Final = re.compile(r"redaction rule \$\[(\d+)\] \((.*?)\): (.*)", re.DOTALL)
-
-
-class ConfigError(UsageError):
-    """The configuration is wrong: one line naming the file, the key and what was expected.
-
-    A :class:`~agent.errors.UsageError`, so the CLI prints it as
-    ``tracehound: <message>`` and exits 2 without starting anything: a
-    daemon must not run with a configuration its operator did not mean.
-    Raised by a section's checks as ``key: problem``; the loader re-raises it
-    as ``FILE: key: problem``.
-    """
 
 
 def _require(ok: bool, key: str, expected: str) -> None:
@@ -440,3 +430,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     api: ApiConfig = ApiConfig()
     # The Prometheus endpoint.
     metrics: MetricsConfig = MetricsConfig()
+    # Publishing the committed log to NATS JetStream (off by default).
+    fleet: FleetConfig = FleetConfig()
+    # `tracehound collect`: JetStream into PostgreSQL (read by the collector only).
+    collect: CollectConfig = CollectConfig()
