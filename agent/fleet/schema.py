@@ -20,7 +20,11 @@ Tables:
   bytes) plus the columns ``fleet events`` filters on, partitioned by range
   of ``time`` (one partition per UTC day, made ahead by the collector,
   dropped for retention; a default partition catches times outside the
-  made ones, since a record's time is the host's to choose).
+  made ones, since a record's time is the host's to choose). ``line`` is
+  what was received unless ``altered`` says what the collector changed
+  (never-store fields stripped, a secret the redaction pass caught): the
+  hash was checked on the bytes as received, before any change, and stays
+  in ``chain``.
 - ``hosts``: per host, the last seen time, the newest head it published, the
   stored tip (highest seq with every record before it present and linked),
   and counts of chain breaks.
@@ -76,6 +80,7 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             uid       bigint,
             container text,
             remote    text,
+            altered   text,
             line      bytea  NOT NULL
         ) PARTITION BY RANGE (time);
         CREATE TABLE records_default PARTITION OF records DEFAULT;
