@@ -184,7 +184,7 @@ stream_max_mb = $collect_stream_max_mb
 retain_days = $collect_retain_days
 # Body fields never stored, as dotted paths ("data.env").
 never_store = $collect_never_store
-# Seal verification keys by host: { "web1" = "thkey1-..." }.
+# Seal verification keys by host: { "web1" = "thk1-..." }.
 verify_keys = $collect_verify_keys
 # HOST:PORT of the collector's /metrics; "" for none.
 metrics_listen = $collect_metrics_listen

@@ -115,7 +115,7 @@ class CollectConfig(NatsSettings, frozen=True, kw_only=True, forbid_unknown_fiel
     # Body fields never stored, as dotted paths into the record's body
     # ("data.env"); stripped before the redaction pass.
     never_store: tuple[str, ...] = ()
-    # Seal verification keys by host ("thkey1-..." as `evidence keygen` prints).
+    # Seal verification keys by host ("thk1-..." as `evidence keygen` prints).
     verify_keys: dict[str, str] = {}
     # HOST:PORT for the collector's /metrics; "" for none.
     metrics_listen: str = "127.0.0.1:9465"
