@@ -10,7 +10,6 @@ overwritten with random bytes or replaced by another log's.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import random
@@ -31,6 +30,7 @@ from agent.query.index import query_index
 from agent.query.index_writer import reindex
 from tests.conftest import TRACEHOUND
 from tests.harness import Daemon, own_daemon, wait_until
+from tests.query.brute import brute as brute_force
 
 GOLDEN = Path(__file__).parent / "evidence" / "golden" / "evidence.ndjson"
 EXEC = "dev.tracehound.process.exec.v1"
@@ -53,87 +53,9 @@ def _events(state: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield record["seq"], record["body"]
 
 
-def _time_ns(text: str) -> int:
-    whole, _, fraction = text[:-1].partition(".")
-    seconds = int(time.mktime(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))) - time.timezone
-    return seconds * 10**9 + int(fraction.ljust(9, "0"))
-
-
-def _paths(data: dict[str, Any]) -> list[str]:
-    out = []
-    for resolved, passed in (("abs_path", "path"), ("abs_path2", "path2")):
-        value = data.get(resolved) or data.get(passed)
-        if isinstance(value, str) and value:
-            out.append(value)
-    return out
-
-
-def _tree(events: list[tuple[int, dict[str, Any]]], root: int) -> set[int]:
-    children: dict[int, set[int]] = {}
-    for _, event in events:
-        data = event.get("data") or {}
-        if event["type"] == FORK:
-            children.setdefault(data["pid"], set()).add(data["child_pid"])
-        elif event["type"] == EXEC and isinstance(data.get("ppid"), int):
-            children.setdefault(data["ppid"], set()).add(data["pid"])
-    found, todo = {root}, [root]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _matches(flt: EventFilter, event: dict[str, Any], tree: set[int] | None) -> bool:
-    data = event.get("data") or {}
-    if flt.since_ns is not None and _time_ns(event["time"]) < flt.since_ns:
-        return False
-    if flt.until_ns is not None and _time_ns(event["time"]) >= flt.until_ns:
-        return False
-    if flt.types and event["type"] not in flt.types:
-        return False
-    if flt.pid is not None:
-        if tree is not None and data.get("pid") not in tree:
-            return False
-        if tree is None and data.get("pid") != flt.pid:
-            return False
-    if flt.comm is not None and data.get("comm") != flt.comm:
-        return False
-    if flt.exe is not None and data.get("exe") != flt.exe:
-        return False
-    if flt.uid is not None and data.get("uid") != flt.uid:
-        return False
-    if flt.container is not None:
-        container = data.get("container") or {}
-        if not str(container.get("id", "")).startswith(flt.container):
-            return False
-    if flt.path is not None:
-        import fnmatch
-
-        if not any(fnmatch.fnmatchcase(p, flt.path) for p in _paths(data)):
-            return False
-    if flt.remote is not None:
-        endpoint = data.get("endpoint") or {}
-        if endpoint.get("family") not in ("ipv4", "ipv6"):
-            return False
-        if flt.remote.network is not None and ipaddress.ip_address(
-            endpoint["address"]
-        ) not in ipaddress.ip_network(flt.remote.network):
-            return False
-        if flt.remote.port is not None and endpoint.get("port") != flt.remote.port:
-            return False
-    return True
-
-
 def brute(state: Path, flt: EventFilter, after: int | None = None) -> list[int]:
-    events = list(_events(state))
-    tree = _tree(events, flt.pid) if flt.pid is not None and flt.tree else None
-    return [
-        seq
-        for seq, event in events
-        if (after is None or seq > after) and _matches(flt, event, tree)
-    ]
+    """The suite's one brute force (tests/query/brute.py), after a seq."""
+    return [seq for seq in brute_force(state, flt) if after is None or seq > after]
 
 
 def indexed(
@@ -262,25 +184,24 @@ def test_the_index_rows_and_lag_are_metrics(logged: Workload) -> None:
     assert values["tracehound_evidence_index_rows"] <= len(brute(logged.state, EventFilter()))
 
 
-def _served(flt: EventFilter) -> bool:
-    """The filters the index answers: exe is the scan's."""
-    return flt.exe is None
-
-
-def test_exe_is_left_to_the_scan(logged: Workload) -> None:
-    declined = [flt for flt in _filters(logged) if not _served(flt)]
-    assert declined
-    for flt in declined:
-        assert query_index(logged.state, flt, after_seq=None, limit=100) is None, flt
-
-
 def test_each_filter_alone_and_combined_as_a_scan(logged: Workload) -> None:
     nonempty = 0
-    for flt in filter(_served, _filters(logged)):
+    for flt in _filters(logged):
         expected = brute(logged.state, flt)
         assert indexed(logged.state, flt) == expected, flt
         nonempty += bool(expected)
-    assert nonempty >= len(list(filter(_served, _filters(logged)))) - 2  # container, ::/0
+    assert nonempty >= len(_filters(logged)) - 2  # container, ::/0
+
+
+def test_exe_follows_each_process_from_its_exec(logged: Workload) -> None:
+    """``--exe`` from the index: the records of every process while it ran
+    the program (an exec's own record on, its forks' too), not only the
+    exec records that name it."""
+    flt = EventFilter(exe="/usr/bin/cat")
+    found = indexed(logged.state, flt)
+    execs = brute(logged.state, EventFilter(exe="/usr/bin/cat", types=frozenset({EXEC})))
+    assert execs and len(found) > len(execs)  # cat's opens and exit too
+    assert found == brute(logged.state, flt)
 
 
 def test_the_tree_holds_the_forked_children(logged: Workload) -> None:
@@ -358,7 +279,7 @@ def test_a_damaged_index_is_rebuilt_with_the_same_answers(
     found = query_index(state, EventFilter(path="/etc/*"), after_seq=None, limit=10**9)
     assert found is None or [e.seq for e in found] == brute(state, EventFilter(path="/etc/*"))
     follow(state, stop=[True], parent=None)  # the daemon's follower, one round
-    for flt in filter(_served, _filters(logged)):
+    for flt in _filters(logged):
         assert indexed(state, flt) == brute(state, flt), (how, flt)
 
 
@@ -440,7 +361,7 @@ def test_pruned_segments_leave_the_index(logged: Workload, tmp_path: Path) -> No
     reindex(state)
     paths_before = _count(state, "paths")
     only.unlink()  # retention pruned the oldest
-    for flt in filter(_served, _filters(logged)):
+    for flt in _filters(logged):
         assert indexed(state, flt) == brute(state, flt), flt
     follow(state, stop=[True], parent=None)  # the follower forgets its rows
     assert _count(state, "rec") == len(brute(state, EventFilter()))
@@ -480,5 +401,4 @@ def test_the_index_and_the_log_scan_give_the_same_answers(logged: Workload) -> N
     for flt in _filters(logged):
         scanned = [e.seq for e in scan(logged.state, flt, after_seq=-1, limit=10**9)]
         assert [e.seq for e in search(logged.state, flt, limit=10**9).events] == scanned, flt
-        if _served(flt):
-            assert indexed(logged.state, flt) == scanned, flt
+        assert indexed(logged.state, flt) == scanned, flt

@@ -24,7 +24,11 @@ the row's values are :mod:`agent.query.index_rows`):
   once among the interned strings; a CIDR is a range of packed addresses
   of its family's length. ``tree`` replays the retained forks (``edges``)
   in seq order, as the scan's tracker does, into each member's seq spans;
-  ``exe`` is the scan's (see :func:`query_index`).
+  ``exe`` replays the retained execs, ``process.seen`` records and forks
+  the same way (:func:`_exe_spans`). Text is compared as the host gave it
+  (:func:`agent.query.index_rows.text_key`): a glob or a prefix also
+  looks at every kept text that is not plain, by its original; a filter
+  whose own text is not plain is left to the scan.
   What a lookup finds is passed to the row query as a JSON array
   (``json_each``), so it is computed once per query, not per window.
 
@@ -41,7 +45,7 @@ import fnmatch
 import ipaddress
 import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Final, TypeVar
 
@@ -53,8 +57,9 @@ from agent.evidence.types import TYPE_PREFIX
 from agent.query import index_db
 from agent.query.filter import EventFilter, RemoteFilter
 from agent.query.index_db import BLOCK_SHIFT, IndexStale, transaction
-from agent.query.index_rows import hash_key, id_key
+from agent.query.index_rows import hash_key, id_key, is_plain, key_text
 from agent.query.index_writer import IndexWriter
+from agent.query.match import MAX_TRACKED
 
 __all__ = ["CATCH_UP_BYTES", "CATCH_UP_WAIT_S", "find_indexed", "query_index"]
 
@@ -88,12 +93,14 @@ def query_index(
     """The records matching ``flt`` after ``after_seq``, ascending seq, at
     most ``limit``; None when the index cannot answer (scan instead).
 
-    ``exe`` is not answered here (None): its meaning (a fork inherits its
-    parent's executable, agent.query.match.ProcessTracker) follows the
-    log's order, which rows keyed by record do not hold, and an answer must
-    not depend on whether the index was up. ``tree`` follows the same
-    order through the forks table (:func:`_tree_spans`)."""
-    if flt.exe is not None:
+    ``tree`` and ``exe`` follow the log's order (a fork makes a member of
+    the tree and inherits its parent's executable,
+    agent.query.match.ProcessTracker) through the forks and the rows that
+    set an executable (:func:`_tree_spans`, :func:`_exe_spans`). A filter
+    text that is not plain (a byte that was not UTF-8 comes back as a lone
+    surrogate, which SQLite cannot bind) is the scan's."""
+    texts = (flt.comm, flt.exe, flt.path, flt.container)
+    if not all(text is None or is_plain(text) for text in texts):
         return None
     return _with_index(
         state_dir, lambda conn: _answer(conn, state_dir, flt, after_seq, max(limit, 0))
@@ -222,9 +229,18 @@ def _network_range(remote: RemoteFilter) -> tuple[bytes, bytes] | None:
     return net.network_address.packed, net.broadcast_address.packed
 
 
+#: SQL picking the kept texts that are not plain (they start with NUL).
+_MARKED: Final = "(s >= char(0) AND s < char(1))"  # sqlite3 refuses a NUL in SQL text
+
+
+def _ids_of(ids: Iterable[int]) -> str:
+    """Ids as the JSON array ``json_each`` reads."""
+    return "[" + ",".join(str(int(i)) for i in ids) + "]"
+
+
 def _ids(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> str:
     """The ids a lookup finds, as the JSON array ``json_each`` reads."""
-    return "[" + ",".join(str(int(row[0])) for row in conn.execute(sql, params)) + "]"
+    return _ids_of(row[0] for row in conn.execute(sql, params))
 
 
 def _string_id(conn: sqlite3.Connection, text: str) -> int | None:
@@ -262,9 +278,11 @@ def _conditions(
         where.append("comm = ?")
         params.append(found_id)
     if flt.container is not None:
+        prefix = flt.container
         bound: list[object] = []
-        found = _ids(
-            conn, f"SELECT id FROM strs WHERE {_prefix_range('s', flt.container, bound)}", bound
+        sql = f"SELECT id, s FROM strs WHERE {_prefix_range('s', prefix, bound)} OR {_MARKED}"
+        found = _ids_of(
+            row[0] for row in conn.execute(sql, bound) if key_text(row[1]).startswith(prefix)
         )
         if found == "[]":
             return None
@@ -273,8 +291,11 @@ def _conditions(
     if flt.path is not None:
         matcher = re.compile(fnmatch.translate(flt.path), re.DOTALL).match
         bound = []
-        sql = f"SELECT id, s FROM paths WHERE {_prefix_range('s', _glob_prefix(flt.path), bound)}"
-        wanted = [str(row[0]) for row in conn.execute(sql, bound) if matcher(row[1])]
+        sql = (
+            f"SELECT id, s FROM paths WHERE {_prefix_range('s', _glob_prefix(flt.path), bound)}"
+            f" OR {_MARKED}"
+        )
+        wanted = [str(row[0]) for row in conn.execute(sql, bound) if matcher(key_text(row[1]))]
         if not wanted:
             return None
         where.append(
@@ -344,11 +365,20 @@ def _answer(
         if span is None or terms is None:
             return []
         where, params = terms
-        spans: dict[int, list[tuple[int, int]]] | None = None
+        kinds: list[dict[int, list[tuple[int, int]]]] = []
         if flt.pid is not None and flt.tree:
-            spans = _tree_spans(conn, flt.pid, kept_from)
+            kinds.append(_tree_spans(conn, flt.pid, kept_from))
+        if flt.exe is not None:
+            exe_id = _string_id(conn, flt.exe)
+            if exe_id is None:
+                return []
+            kinds.append(_exe_spans(conn, exe_id, kept_from))
+        spans: dict[int, list[tuple[int, int]]] | None = None
+        if kinds:
+            members = set(kinds[0]).intersection(*kinds[1:])
+            spans = {pid: kinds[0][pid] for pid in members}
             where.append("pid IN (SELECT value FROM json_each(?))")
-            params.append(msgspec.json.encode(sorted(spans)).decode())
+            params.append(msgspec.json.encode(sorted(members)).decode())
         sql = (
             "SELECT seq, seg, off, len, h, pid FROM rec WHERE seq > ? AND seq < ?"
             + "".join(" AND " + term for term in where)
@@ -364,7 +394,7 @@ def _answer(
             rows += [
                 (seq, seg, off, length, key)
                 for seq, seg, off, length, key, pid in got
-                if spans is None or _member(spans.get(pid, ()), seq)
+                if spans is None or all(_member(k.get(pid, ()), seq) for k in kinds)
             ]
             if len(got) == want:
                 low = got[-1][0]  # the window may hold more: on from the last one read
@@ -404,6 +434,48 @@ def _tree_spans(
                 since[child] = seq
         elif child in since:
             spans.setdefault(child, []).append((since.pop(child), seq))
+    for pid, start in since.items():
+        spans.setdefault(pid, []).append((start, _ENDLESS))
+    return spans
+
+
+def _exe_spans(
+    conn: sqlite3.Connection, exe_id: int, after: int
+) -> dict[int, list[tuple[int, int]]]:
+    """pid -> the seq spans ``[from, to)`` in which its executable was ``exe_id``.
+
+    The retained rows that set an executable (``rec.exe``: a successful
+    exec, a ``process.seen``) and the forks are replayed in seq order with
+    the rules of :class:`agent.query.match.ProcessTracker`, its bound on
+    remembered processes included (the oldest forgotten first): a fork
+    gives the child its parent's executable, or none; a row sets its pid's.
+    Ids stand for the strings (one interned id per text)."""
+    events = conn.execute(
+        "SELECT seq, pid, exe, NULL FROM rec WHERE exe IS NOT NULL AND seq > ?"
+        " UNION ALL SELECT seq, parent, NULL, child FROM edges WHERE seq > ? ORDER BY 1",
+        (after, after),
+    ).fetchall()
+    current: dict[int, int] = {}
+    since: dict[int, int] = {}  # pid -> where its current span of exe_id began
+    spans: dict[int, list[tuple[int, int]]] = {}
+
+    def change(pid: int, exe: int | None, seq: int) -> None:
+        before = current.pop(pid, None)
+        if exe is not None:
+            current[pid] = exe  # newest last, as the tracker keeps them
+            if len(current) > MAX_TRACKED:
+                oldest = next(iter(current))
+                change(oldest, None, seq)
+        if before == exe_id and exe != exe_id:
+            spans.setdefault(pid, []).append((since.pop(pid), seq))
+        elif before != exe_id and exe == exe_id:
+            since[pid] = seq
+
+    for seq, pid, exe, child in events:
+        if child is None:
+            change(pid, exe, seq)
+        else:
+            change(child, current.get(pid), seq)
     for pid, start in since.items():
         spans.setdefault(pid, []).append((start, _ENDLESS))
     return spans

@@ -58,7 +58,7 @@ __all__ = [
     "seq_of_line",
 ]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 BLOCK_SHIFT: Final = 10
 """``tblk`` blocks hold ``1 << BLOCK_SHIFT`` seqs."""
 _FIRST_LINE_MAX: Final = 1 << 20  # a segment.start line is ~200 bytes

@@ -11,12 +11,21 @@ What a row holds, and how it maps :class:`~agent.query.filter.EventFilter`:
 - ``time_ns``: CloudEvents ``time`` (RFC 3339, UTC, up to 9 fraction
   digits), ns since the epoch; None when absent or not that shape.
 - ``pid``, ``comm``, ``uid``: ``data.pid`` / ``data.comm`` / ``data.uid``.
-- ``exe``: ``data.exe`` (exec and process.seen records carry it).
+- ``exe``: the executable this record gives its process, by the rules of
+  :class:`agent.query.match.ProcessTracker`: a successful exec's ``exe``
+  (else its ``filename``), a ``process.seen``'s ``exe``; None for every
+  other record (a query replays these with the forks, in log order).
 - ``container``: ``data.container.id``.
-- ``paths``: per slot (the path, then a rename's or link's new name), the
-  absolute path when one was resolved (non-empty), else the name as passed
-  (non-empty), else nothing: ``abs_path``/``path`` and
-  ``abs_path2``/``path2``.
+- ``paths``: the names :func:`agent.query.match.record_paths` gives
+  ``--path``: per slot the absolute path when resolved, else the name as
+  passed (``abs_path``/``path``, ``abs_path2``/``path2``, and an exec's
+  ``exe``/``filename``); at most two (no record has all three).
+
+Text is kept as the host gave it (:func:`text_key`): a field in escape
+form (named in ``data.escaped``: the host's bytes were not UTF-8) is
+unescaped first, so the index compares what the scan compares, and such
+a text, which SQLite cannot hold as it is, is kept as a marked escape form
+no plain text can equal.
 - ``remote``: ``data.endpoint`` of an ipv4/ipv6 family, its address as
   packed bytes (4 or 16) so a CIDR is a byte range, and its port.
 - ``edges``: ``(parent, child)`` of a fork (``pid`` -> ``child_pid``), for
@@ -36,10 +45,25 @@ from typing import Any, Final
 
 import msgspec
 
-from agent.evidence.record_types import TYPE_FORK
+from agent.evidence.record_types import TYPE_EXEC, TYPE_FORK, TYPE_SEEN
 from agent.evidence.types import TYPE_PREFIX
+from agent.safetext import escape, unescape
 
-__all__ = ["IndexRow", "address_bytes", "hash_key", "id_key", "parse_time_ns", "row_of_line"]
+__all__ = [
+    "MARK",
+    "IndexRow",
+    "address_bytes",
+    "hash_key",
+    "id_key",
+    "is_plain",
+    "key_text",
+    "parse_time_ns",
+    "row_of_line",
+    "text_key",
+]
+
+MARK: Final = "\0"
+"""The first character of a kept text that is not plain (see :func:`text_key`)."""
 
 _HOURS: dict[str, int] = {}  # "YYYY-MM-DDTHH" -> epoch seconds; a log spans few hours
 _HOURS_MAX: Final = 4096
@@ -131,19 +155,49 @@ def address_bytes(address: str) -> bytes | None:
     return parsed.packed
 
 
+def is_plain(text: str) -> bool:
+    """Whether ``text`` is kept as it is: valid Unicode (no lone surrogate,
+    which is how a byte that was not UTF-8 comes back) not starting with NUL."""
+    if text.startswith(MARK):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_key(text: str) -> str:
+    """How the index keeps a text: as it is when plain, else NUL + its
+    escape form (valid Unicode, and no plain text starts with NUL, so two
+    different texts never share a key)."""
+    return text if is_plain(text) else MARK + escape(text)
+
+
+def key_text(key: str) -> str:
+    """The text a key was made from (:func:`text_key` reversed)."""
+    return unescape(key[1:]) if key.startswith(MARK) else key
+
+
 def _int(value: object) -> int | None:
     return value if type(value) is int else None  # not a bool, not a subclass
 
 
-def _text(value: object) -> str | None:
-    return value if type(value) is str else None
+def _text(value: object, name: str, escaped: object) -> str | None:
+    """A text member as the index keeps it (:func:`text_key`), else None."""
+    if type(value) is not str:
+        return None
+    if escaped is not None and type(escaped) is list and name in escaped:
+        return text_key(unescape(value))
+    return text_key(value)  # a JSON text may hold a lone surrogate too
 
 
-def _slot(resolved: object, passed: object) -> str | None:
+def _slot(resolved: object, passed: object, names: tuple[str, str], escaped: object) -> str | None:
+    """The first non-empty of the two, kept as :func:`_text` keeps it."""
     if type(resolved) is str and resolved:
-        return resolved
+        return _text(resolved, names[0], escaped)
     if type(passed) is str and passed:
-        return passed
+        return _text(passed, names[1], escaped)
     return None
 
 
@@ -162,6 +216,9 @@ class _Data(msgspec.Struct, gc=False):
     exe: Any = None
     ppid: Any = None
     child_pid: Any = None
+    ret: Any = None
+    filename: Any = None
+    escaped: Any = None
     container: Any = None
     path: Any = None
     path2: Any = None
@@ -259,11 +316,23 @@ def row_of_line(line: bytes) -> IndexRow | None:
     pid = _int(data.pid)
     event_type = body.type if isinstance(body.type, str) else kind
     container = data.container
-    first, second = _slot(data.abs_path, data.path), _slot(data.abs_path2, data.path2)
-    if first is None:
-        paths: tuple[str, ...] = () if second is None else (second,)
-    else:
-        paths = (first,) if second is None else (first, second)
+    escaped = data.escaped
+    exe: str | None = None
+    if event_type == TYPE_EXEC:
+        if _int(data.ret) == 0:
+            exe = _slot(data.exe, data.filename, ("exe", "filename"), escaped)
+    elif event_type == TYPE_SEEN:
+        exe = _slot(data.exe, None, ("exe", "filename"), escaped)
+    found = [
+        slot
+        for slot in (
+            _slot(data.abs_path, data.path, ("abs_path", "path"), escaped),
+            _slot(data.abs_path2, data.path2, ("abs_path2", "path2"), escaped),
+            _slot(data.exe, data.filename, ("exe", "filename"), escaped),
+        )
+        if slot is not None
+    ]
+    paths = tuple(found[:2])
     addr: bytes | None = None
     port: int | None = None
     endpoint = data.endpoint
@@ -283,10 +352,12 @@ def row_of_line(line: bytes) -> IndexRow | None:
         body.id,
         parse_time_ns(body.time),
         pid,
-        _text(data.comm),
+        _text(data.comm, "comm", escaped),
         _int(data.uid),
-        _text(data.exe),
-        _text(container.get("id")) if type(container) is dict else None,
+        exe,
+        _text(container.get("id"), "id", container.get("escaped"))
+        if type(container) is dict
+        else None,
         paths,
         addr,
         port,
