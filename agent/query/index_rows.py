@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import calendar
 import ipaddress
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -51,6 +51,7 @@ from agent.safetext import escape, unescape
 
 __all__ = [
     "MARK",
+    "Chunk",
     "IndexRow",
     "address_bytes",
     "hash_key",
@@ -58,7 +59,9 @@ __all__ = [
     "is_plain",
     "key_text",
     "parse_time_ns",
+    "read_chunk",
     "row_of_line",
+    "rows_of_chunk",
     "text_key",
 ]
 
@@ -160,6 +163,8 @@ def is_plain(text: str) -> bool:
     which is how a byte that was not UTF-8 comes back) not starting with NUL."""
     if text.startswith(MARK):
         return False
+    if text.isascii():  # O(1): CPython knows; the common case
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -363,3 +368,90 @@ def row_of_line(line: bytes) -> IndexRow | None:
         port,
         edges,
     )
+
+
+class Chunk(NamedTuple):
+    """The rows of a run of whole lines of one segment, ready to insert but
+    for the strings (which the writer turns into its interned ids).
+
+    ``rows``: per record ``(seq, off, len, hash_key, time_ns, type, pid,
+    comm, uid, exe, container, path1, path2, remote_addr, remote_port,
+    id_key)``; ``edges``: ``(seq, parent, child)`` per fork; ``blocks``:
+    time block -> (min, max) time; ``start``/``end``: the byte range of the
+    segment the lines span; ``last_off`` and ``last_line``: where the last
+    line began and the line (for the writer's progress row).
+    """
+
+    rows: list[tuple[Any, ...]]
+    edges: list[tuple[int, int, int]]
+    blocks: dict[int, tuple[int, int]]
+    start: int
+    end: int
+    last_off: int
+    last_line: bytes
+
+
+def rows_of_chunk(data: bytes, start: int, block_shift: int) -> Chunk:
+    """The :class:`Chunk` of ``data``, whole lines read at offset ``start``
+    (every line ends in ``\\n``); pure, so a process pool can make them."""
+    rows: list[tuple[Any, ...]] = []
+    edges: list[tuple[int, int, int]] = []
+    blocks: dict[int, tuple[int, int]] = {}
+    pos, last_off, line = 0, 0, b""
+    end = len(data)
+    find = data.index
+    while pos < end:
+        newline = find(b"\n", pos)
+        line = data[pos:newline]
+        row = row_of_line(line)
+        if row is not None:
+            p = row.paths
+            rows.append(
+                (row.seq, start + pos, newline - pos, row.hash_key, row.time_ns, row.type,
+                 row.pid, row.comm, row.uid, row.exe, row.container,
+                 p[0] if p else None, p[1] if len(p) > 1 else None,
+                 row.remote_addr, row.remote_port, id_key(row.record_id))
+            )  # fmt: skip
+            for parent, child in row.edges:
+                edges.append((row.seq, parent, child))
+            t = row.time_ns
+            if t is not None:
+                block = row.seq >> block_shift
+                seen = blocks.get(block)
+                if seen is None:
+                    blocks[block] = (t, t)
+                elif t < seen[0] or t > seen[1]:
+                    blocks[block] = (min(seen[0], t), max(seen[1], t))
+        last_off = pos
+        pos = newline + 1
+    return Chunk(rows, edges, blocks, start, start + end, start + last_off, line)
+
+
+def read_chunk(path: str, low: int, high: int, block_shift: int) -> Chunk | None:
+    """The :class:`Chunk` of the whole lines of segment ``path`` that begin
+    in ``[low, high)``; None if none does (or the file is gone).
+
+    Ranges that tile a file give every complete line exactly once, so a
+    pool can split a segment without reading it first: a line that begins
+    before ``low`` is the previous range's, however far it runs. A torn
+    last line (no ``\\n`` yet) is left out."""
+    try:
+        with open(path, "rb") as handle:
+            if low > 0:
+                handle.seek(low - 1)
+                # The byte before low: a newline means a line begins at low;
+                # else skip to the line after the one that runs across low.
+                if handle.read(1) != b"\n":
+                    handle.readline()
+            begin = handle.tell()
+            if begin >= high:
+                return None
+            data = handle.read(high - begin)
+            if not data.endswith(b"\n"):
+                data += handle.readline()  # the line that begins before high
+            cut = data.rfind(b"\n") + 1
+    except FileNotFoundError:
+        return None
+    if cut == 0:
+        return None
+    return rows_of_chunk(data[:cut], begin, block_shift)

@@ -28,21 +28,30 @@ time and two caches of string ids (cleared past :data:`CACHE_MAX`).
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import itertools
+import multiprocessing
 import os
 import sqlite3
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Final
 
 from agent.evidence.layout import segment_files
 from agent.query import index_db
 from agent.query.index_db import BLOCK_SHIFT, IndexStale, transaction
-from agent.query.index_rows import IndexRow, id_key, row_of_line
+from agent.query.index_rows import Chunk, read_chunk, rows_of_chunk
 
 __all__ = ["READ_BYTES", "IndexWriter", "open_writer", "reindex"]
 
 READ_BYTES: Final = 16 << 20
 """How much of a segment one batch reads (and so at most holds)."""
+AHEAD: Final = 4
+"""Chunks a parallel rebuild has being made or waiting, at most."""
+MAX_WORKERS: Final = 8
+"""Processes a parallel rebuild uses at most (one per CPU below that)."""
 CACHE_MAX: Final = 200_000
 """String ids cached per table before the cache starts over."""
 
@@ -91,8 +100,11 @@ class IndexWriter:
             batches += 1
         return added
 
-    def rebuild(self) -> int:
-        """Empty the index and index the whole log again; the records indexed."""
+    def rebuild(self, *, chunk_bytes: int = READ_BYTES) -> int:
+        """Empty the index and index the whole log again; the records indexed.
+
+        ``chunk_bytes``: how much of a segment one process of the pool reads
+        at a time (the tests make it small to split a short log)."""
         conn = self._conn
         with transaction(conn, write=True):
             old = index_db.meta(conn).get("generation")
@@ -103,11 +115,64 @@ class IndexWriter:
             index_db.create_schema(conn, indexes=False)
             conn.execute("UPDATE meta SET v = ? WHERE k = 'generation'", (generation,))
             conn.execute("UPDATE meta SET v = 'building' WHERE k = 'state'")
-        added = self.catch_up()
+        added = self._fill_in_parallel(chunk_bytes)
+        added += self.catch_up()
         with transaction(conn, write=True):
             index_db.create_indexes(conn)
             conn.execute("UPDATE meta SET v = 'ready' WHERE k = 'state'")
         added += self.catch_up()  # what came while the indexes were made
+        return added
+
+    def _fill_in_parallel(self, chunk_bytes: int) -> int:
+        """Index the log as it is now into the emptied index, the rows made
+        by a pool of processes (one per CPU), stored here in log order.
+
+        Decoding a line is most of a rebuild's work and holds the GIL, so
+        it goes to other processes; the inserts stay in this one (SQLite
+        has one writer). Memory is bounded: at most :data:`AHEAD` chunks of
+        ``chunk_bytes`` are being made or waiting at once. Whatever is
+        committed meanwhile, or could not be read here (a segment pruned
+        under it), the :meth:`catch_up` after it indexes."""
+        listing = segment_files(self.state_dir / "segments")
+        jobs: list[tuple[int, Path, int, int]] = []
+        for seg, path in listing:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            jobs += [(seg, path, low, min(low + chunk_bytes, size))
+                     for low in range(0, size, chunk_bytes)]  # fmt: skip
+        workers = max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+        if len(jobs) < 2 or workers < 2:
+            return 0  # the plain catch-up is as fast for a short log
+        added = 0
+        context = multiprocessing.get_context("fork")  # no re-import; no threads here
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            pending: collections.deque[tuple[int, Path, Future[Chunk | None]]] = collections.deque()
+            todo = iter(jobs)
+            for seg, path, low, high in itertools.islice(todo, AHEAD):
+                pending.append(
+                    (seg, path, pool.submit(read_chunk, str(path), low, high, BLOCK_SHIFT))
+                )
+            while pending:
+                seg, path, future = pending.popleft()
+                job = next(todo, None)
+                if job is not None:
+                    pending.append(
+                        (
+                            job[0],
+                            job[1],
+                            pool.submit(read_chunk, str(job[1]), job[2], job[3], BLOCK_SHIFT),
+                        )
+                    )
+                chunk = future.result()
+                if chunk is None:
+                    continue
+                with transaction(self._conn, write=True):
+                    done = {p.seg: p for p in index_db.progress(self._conn)}.get(seg)
+                    if (done.end if done is not None else 0) != chunk.start:
+                        continue  # not where this segment's rows stop: catch_up reads it
+                    added += self._store(seg, path, chunk, done)
         return added
 
     # --- one batch -------------------------------------------------------------
@@ -154,66 +219,44 @@ class IndexWriter:
     def _insert(
         self, seg: int, path: Path, start: int, data: bytes, done: index_db.SegProgress | None
     ) -> int:
-        rows: list[tuple[object, ...]] = []
-        edges: list[tuple[int, int, int, int]] = []
-        blocks: dict[int, tuple[int, int]] = {}
-        pos, last_off, line = 0, 0, b""
-        end = len(data)
-        while pos < end:
-            newline = data.index(b"\n", pos)
-            line = data[pos:newline]
-            row = row_of_line(line)
-            if row is not None:
-                rows.append(self._values(row, seg, start + pos, newline - pos))
-                edges.extend((row.seq, parent, child, seg) for parent, child in row.edges)
-                if row.time_ns is not None:
-                    block = row.seq >> BLOCK_SHIFT
-                    low, high = blocks.get(block, (row.time_ns, row.time_ns))
-                    blocks[block] = (min(low, row.time_ns), max(high, row.time_ns))
-            last_off = pos
-            pos = newline + 1
+        return self._store(seg, path, rows_of_chunk(data, start, BLOCK_SHIFT), done)
+
+    def _store(self, seg: int, path: Path, chunk: Chunk, done: index_db.SegProgress | None) -> int:
+        """Insert one chunk's rows and the segment's progress past it, in the
+        caller's transaction; the rows inserted."""
+        strs, paths = self._intern_str, self._intern_path
+        values = [
+            (seq, seg, off, length, key, t, strs(kind), pid,
+             None if comm is None else strs(comm), uid,
+             None if exe is None else strs(exe), None if ctr is None else strs(ctr),
+             None if p1 is None else paths(p1), None if p2 is None else paths(p2),
+             ra, rp, rid)
+            for (seq, off, length, key, t, kind, pid, comm, uid, exe, ctr, p1, p2, ra, rp, rid)
+            in chunk.rows
+        ]  # fmt: skip
         conn = self._conn
-        conn.executemany(_INSERT, rows)
-        if edges:
-            conn.executemany("INSERT OR IGNORE INTO edges VALUES(?,?,?,?)", edges)
+        conn.executemany(_INSERT, values)
+        if chunk.edges:
+            conn.executemany(
+                "INSERT OR IGNORE INTO edges VALUES(?,?,?,?)",
+                [(seq, parent, child, seg) for seq, parent, child in chunk.edges],
+            )
         conn.executemany(
             "INSERT INTO tblk VALUES(?,?,?) ON CONFLICT(b) DO UPDATE SET"
             " tmin = min(tmin, excluded.tmin), tmax = max(tmax, excluded.tmax)",
-            [(block, low, high) for block, (low, high) in blocks.items()],
+            [(block, low, high) for block, (low, high) in chunk.blocks.items()],
         )
         first = done.first_key if done is not None else index_db.first_key(path)
+        line = chunk.last_line
         last_seq = index_db.seq_of_line(line)
         conn.execute(
             "INSERT OR REPLACE INTO segs VALUES(?,?,?,?,?,?)",
-            (seg, first, start + end, start + last_off, index_db.key_of_line(line), last_seq),
+            (seg, first, chunk.end, chunk.last_off, index_db.key_of_line(line), last_seq),
         )
         if last_seq is not None:
             conn.execute("UPDATE meta SET v = max(v, ?) WHERE k = 'last_seq'", (last_seq,))
-        conn.execute("UPDATE meta SET v = v + ? WHERE k = 'rows'", (len(rows),))
-        return len(rows)
-
-    def _values(self, row: IndexRow, seg: int, off: int, length: int) -> tuple[object, ...]:
-        strs, paths = self._intern_str, self._intern_path
-        p = row.paths
-        return (
-            row.seq,
-            seg,
-            off,
-            length,
-            row.hash_key,
-            row.time_ns,
-            strs(row.type),
-            row.pid,
-            None if row.comm is None else strs(row.comm),
-            row.uid,
-            None if row.exe is None else strs(row.exe),
-            None if row.container is None else strs(row.container),
-            paths(p[0]) if p else None,
-            paths(p[1]) if len(p) > 1 else None,
-            row.remote_addr,
-            row.remote_port,
-            id_key(row.record_id),
-        )
+        conn.execute("UPDATE meta SET v = v + ? WHERE k = 'rows'", (len(values),))
+        return len(values)
 
     def _intern_str(self, text: str) -> int:
         found = self._strs.get(text)
@@ -309,20 +352,20 @@ class Reindexed:
         self.records, self.seconds = records, seconds
 
 
-def reindex(state_dir: Path) -> Reindexed:
+def reindex(state_dir: Path, *, chunk_bytes: int = READ_BYTES) -> Reindexed:
     """Rebuild ``state_dir``'s index from its log (``tracehound evidence reindex``)."""
     began = time.monotonic()
     writer, _ = open_writer(state_dir)
     try:
         try:
-            records = writer.rebuild()
+            records = writer.rebuild(chunk_bytes=chunk_bytes)
         except sqlite3.OperationalError:
             raise
         except sqlite3.DatabaseError:
             writer.close()
             index_db.remove_index(state_dir)
             writer, _ = open_writer(state_dir)
-            records = writer.rebuild()
+            records = writer.rebuild(chunk_bytes=chunk_bytes)
     finally:
         writer.close()
     return Reindexed(records, time.monotonic() - began)

@@ -177,21 +177,31 @@ def test_the_index_answers_as_the_scan_on_a_log_with_reused_pids(
             assert paged == expected, flt
 
 
+@pytest.fixture(scope="module", params=["one process", "a pool, 700-byte chunks"])
+def indexed_copy(state: Path, tmp_path_factory: pytest.TempPathFactory, request: Any) -> Path:
+    """The golden log indexed by a plain rebuild, and by the pool's (chunks
+    so small that every segment is split, most lines across a boundary)."""
+    import shutil
+
+    from agent.query.index_writer import READ_BYTES, reindex
+
+    copy = tmp_path_factory.mktemp("indexed") / "state"
+    shutil.copytree(state, copy)
+    chunk = READ_BYTES if request.param == "one process" else 700
+    assert reindex(copy, chunk_bytes=chunk).records == len(brute(state, EventFilter()))
+    return copy
+
+
 @pytest.mark.parametrize("values", FILTERS, ids=[repr(f) for f in FILTERS])
 def test_the_index_answers_each_filter_as_the_brute_force_scan(
-    state: Path, tmp_path: Path, values: dict[str, list[str]]
+    state: Path, indexed_copy: Path, values: dict[str, list[str]]
 ) -> None:
     """Every filter of the table, asked of the index (exe included: its
     forks and execs replayed in log order), gives the brute force's seqs;
     only a filter whose text is not valid Unicode is left to the scan."""
-    import shutil
-
     from agent.query.index import query_index
-    from agent.query.index_writer import reindex
 
-    copy = tmp_path / "state"
-    shutil.copytree(state, copy)
-    assert reindex(copy).records > 0
+    copy = indexed_copy
     flt = parse_filter(values, now_ns=NOW)
     found = query_index(copy, flt, after_seq=None, limit=10**9)
     texts = [flt.comm, flt.exe, flt.path, flt.container]
