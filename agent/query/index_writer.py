@@ -117,6 +117,8 @@ class IndexWriter:
             conn.execute("UPDATE meta SET v = 'building' WHERE k = 'state'")
         added = self._fill_in_parallel(chunk_bytes)
         added += self.catch_up()
+        # CREATE INDEX sorts; SQLite's sorter may use helper threads for it.
+        conn.execute(f"PRAGMA threads = {max(1, min(os.cpu_count() or 1, MAX_WORKERS))}")
         with transaction(conn, write=True):
             index_db.create_indexes(conn)
             conn.execute("UPDATE meta SET v = 'ready' WHERE k = 'state'")
