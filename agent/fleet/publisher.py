@@ -138,6 +138,7 @@ class Publisher:
         self.reconnects = 0
         self.connected = False
         self._connections = 0
+        self._first_seen: tuple[int, int] | None = None
 
     # --- the whole run ---------------------------------------------------------------
 
@@ -371,6 +372,11 @@ class Publisher:
         if oldest is None and lag_records:
             oldest = self._peek()
         if oldest is not None:
+            # a record without a time of its own is as old as its first reading
+            # (re-reads after a rewind or a peek must not make it young again)
+            if self._first_seen is None or self._first_seen[0] != oldest.record.seq:
+                self._first_seen = (oldest.record.seq, oldest.seen_ns)
+            oldest = oldest._replace(seen_ns=self._first_seen[1])
             lag_seconds = max(0.0, (time.time_ns() - record_time_ns(oldest)) / 1e9)
         return PublisherStatus(
             published=self.published,

@@ -124,3 +124,28 @@ def test_publisher_killed_and_restarted_resumes_from_the_cursor(
             again.kill()
     finally:
         pub.kill()
+
+
+def test_nats_away_at_start_is_said_once_and_retried_until_it_comes(
+    tmp_path: Path, nats: NatsServer
+) -> None:
+    state = tmp_path / "state"
+    write_log(state, 300)
+    make_stream(nats.url)
+    nats.stop()
+    pub = _publisher(tmp_path, nats, state)
+    pub.start()
+    try:
+        wait_for(lambda: pub.last().get("lag_seconds", 0) >= 2.0, "the lag to grow", timeout=30)
+        status = pub.last()
+        assert status["connected"] is False and status["published"] == 0
+        assert status["lag_records"] == len(log_lines(state))  # nothing acknowledged yet
+        assert pub.proc is not None and pub.proc.poll() is None  # retrying, not dead
+        said = [line for line in pub.stderr().splitlines() if "cannot reach NATS" in line]
+        assert len(said) == 1 and nats.url in said[0]  # once per outage, not per try
+        nats.start()
+        wait_for(lambda: _caught_up(pub, state), "the publisher once NATS is back")
+        assert stream_messages(nats.url) == expected(state)
+        assert "NATS reachable again" in pub.stderr()
+    finally:
+        pub.kill()
