@@ -139,6 +139,7 @@ class Publisher:
         self.connected = False
         self._connections = 0
         self._first_seen: tuple[int, int] | None = None
+        self._away = False  # an outage was said and has not ended
 
     # --- the whole run ---------------------------------------------------------------
 
@@ -160,31 +161,31 @@ class Publisher:
             self._write_status()
 
     async def _deliver(self) -> None:
+        """Connect, publish, and after any error connect again after a backoff.
+
+        An outage is said once, when it starts (NATS unreachable, or a
+        publish or ack that failed), and its end once, at the first
+        acknowledgement after it: a NATS that is away or refuses (no stream
+        for the subjects) is one line, not one per try.
+        """
         backoff = Backoff()
-        away: str | None = None  # the outage being said, once
         while not self.stop.is_set():
             try:
                 client, lost = await self._connect()
             except Exception as err:  # every kind of "not reachable": retried
-                if away is None:
-                    away = f"cannot reach NATS at {self.fleet.nats_url} ({_what(err)})"
-                    _say(f"{away}; retrying with backoff (the log keeps the backlog)")
+                self._outage(f"cannot reach NATS at {self.fleet.nats_url} ({_what(err)})")
                 await self._sleep(backoff.next())
                 continue
             self._connections += 1
             if self._connections > 1:
                 self.reconnects += 1
-            if away is not None:
-                _say(f"NATS reachable again at {self.fleet.nats_url}; publishing on")
-                away = None
             acked_before = self.published
             self.connected = True
             try:
                 await self._session(client, lost)
             except _SessionEnded as err:
                 self.errors += 1
-                away = f"publishing stopped: {err}"
-                _say(f"{away}; connecting again with backoff")
+                self._outage(f"publishing stopped: {err}")
             finally:
                 self.connected = False
                 self._rewind()
@@ -195,6 +196,11 @@ class Publisher:
                 backoff.reset()
             if not self.stop.is_set():
                 await self._sleep(backoff.next())
+
+    def _outage(self, what: str) -> None:
+        if not self._away:
+            _say(f"{what}; trying again with backoff (the log keeps the backlog)")
+            self._away = True
 
     async def _connect(self) -> tuple[Client, asyncio.Event]:
         lost = asyncio.Event()
@@ -299,6 +305,12 @@ class Publisher:
             if ack.duplicate:
                 self.duplicates += 1
             self.cursor = Cursor(seq=committed.record.seq, hash=committed.record.hash)
+            if self._away:
+                self._away = False
+                _say(
+                    f"NATS at {self.fleet.nats_url} acknowledges again;"
+                    f" publishing on from seq {committed.record.seq}"
+                )
 
     async def _publish_head(self, client: Client) -> None:
         assert self.host is not None

@@ -21,6 +21,7 @@ from agent.fleet.cursor import CURSOR_NAME, Cursor, CursorError
 from agent.fleet.heads import HeadTracker
 from agent.fleet.outbox import Outbox
 from agent.fleet.status import FleetTotals, PublisherStatus, decode_status, encode_status
+from agent.metrics import MetricsSources, make_registry, render
 from tests.fleet.pubtools import (
     ROOT,
     PublisherProcess,
@@ -195,3 +196,22 @@ def test_publisher_restarts_from_the_start_on_a_cursor_beyond_the_log(
         assert len(said) == 1
     finally:
         pub.kill()
+
+
+def test_fleet_metrics_render_the_totals() -> None:
+    totals = FleetTotals()
+    totals.starts = 2
+    totals.update(PublisherStatus(published=10, errors=1, lost=2))
+    totals.process_ended()
+    totals.update(PublisherStatus(published=3, connected=True, lag_records=7, lag_seconds=1.5))
+    page = render(make_registry(MetricsSources(fleet=lambda: totals))).decode()
+    for line in (
+        "tracehound_fleet_published_records_total 13.0",
+        "tracehound_fleet_publish_errors_total 1.0",
+        "tracehound_fleet_lost_records_total 2.0",
+        "tracehound_fleet_publisher_starts_total 2.0",
+        "tracehound_fleet_connected 1.0",
+        "tracehound_fleet_lag_records 7.0",
+        "tracehound_fleet_lag_seconds 1.5",
+    ):
+        assert line in page.splitlines(), line
