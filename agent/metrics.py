@@ -43,6 +43,7 @@ The names, types and labels are the contract written at the top of
     tracehound_fleet_lost_records_total            counter  records pruned before they were published
     tracehound_fleet_cursor_resets_total           counter  cursor not in the log: published from its start
     tracehound_fleet_bad_lines_total               counter  log lines that are no chain record (unpublishable)
+    tracehound_fleet_oversize_records_total        counter  records over NATS's max_payload (not published)
     tracehound_fleet_publisher_starts_total        counter  publisher processes started
     tracehound_fleet_connected                     gauge    1 while connected to NATS
     tracehound_fleet_lag_records                   gauge    log head seq minus the acknowledged cursor
@@ -395,6 +396,11 @@ _FLEET_COUNTERS = (
     ("lost", "lost_records", "Records pruned from the log before they were published"),
     ("resets", "cursor_resets", "Times the cursor was not in the log and publishing started over"),
     ("bad_lines", "bad_lines", "Log lines that are no chain record (cannot be published)"),
+    (
+        "oversize",
+        "oversize_records",
+        "Records larger than the server's max_payload (not published)",
+    ),
 )
 
 

@@ -33,6 +33,9 @@ What it does:
   reconnecting client would flush its buffered publishes after ones the
   server lost, out of order; a fresh connection re-sends from the cursor.
   A NATS that is away is said once per outage on stderr, never fatal.
+- A line larger than the server's ``max_payload`` (1 MiB by default) cannot
+  be published: it is passed over in order, said, and counted
+  (``oversize``); the collector then sees a gap at its seq, the truth.
 - Every ``heads_interval_s`` a :class:`~agent.fleet.wire.ChainHead` (the
   newest committed record and seal, :mod:`.heads`) goes to
   ``heads_subject(prefix, host)``, a plain (core NATS) publish: a lost head
@@ -136,6 +139,7 @@ class Publisher:
         self.duplicates = 0
         self.errors = 0
         self.reconnects = 0
+        self.oversize = 0
         self.connected = False
         self._connections = 0
         self._first_seen: tuple[int, int] | None = None
@@ -235,7 +239,9 @@ class Publisher:
         host = self.host
         prefix = self.fleet.subject_prefix
         js = client.jetstream(publish_async_max_pending=self.fleet.max_in_flight)
-        acks: collections.deque[asyncio.Future[PubAck]] = collections.deque()
+        # a PubAck each, or None for an oversize record passed over
+        acks: collections.deque[asyncio.Future[Any]] = collections.deque()
+        loop = asyncio.get_running_loop()
         lost_wait = asyncio.create_task(lost.wait())
         stop_wait = asyncio.create_task(self.stop.wait())
         next_head = time.monotonic()
@@ -247,8 +253,15 @@ class Publisher:
                 batch = self._read(min(room, _READ_MAX))
                 for committed in batch:
                     self._window.append(committed)
-                    headers = {MSG_ID_HEADER: message_id(host, committed.record)}
+                    msg_id = message_id(host, committed.record)
+                    headers = {MSG_ID_HEADER: msg_id}
                     subject = evidence_subject(prefix, host, committed.record.type)
+                    if len(committed.raw) + _header_bytes(msg_id) > client.max_payload:
+                        self._oversize(committed, client.max_payload)
+                        skipped: asyncio.Future[Any] = loop.create_future()
+                        skipped.set_result(None)  # passed over in order, like an ack
+                        acks.append(skipped)
+                        continue
                     try:
                         acks.append(await js.publish_async(subject, committed.raw, headers=headers))
                     except Exception as err:
@@ -289,21 +302,28 @@ class Publisher:
             waiting.add(future)
         await asyncio.wait(waiting, timeout=max(timeout, 0), return_when=asyncio.FIRST_COMPLETED)
 
-    def _settle(self, acks: collections.deque[asyncio.Future[PubAck]]) -> None:
+    def _oversize(self, committed: Committed, limit: int) -> None:
+        self.oversize += 1
+        _say(
+            f"record {committed.record.seq} ({len(committed.raw)} bytes) is larger than the"
+            f" NATS server's max_payload ({limit}): not published, counted as oversize"
+        )
+
+    def _settle(self, acks: collections.deque[asyncio.Future[Any]]) -> None:
         """Move the cursor over the acknowledged prefix; an error ack ends the session."""
         while acks and acks[0].done():
             future = acks.popleft()
             committed = self._window.popleft()
             try:
-                ack = future.result()
+                ack: PubAck | None = future.result()
             except Exception as err:
                 self._window.appendleft(committed)
                 raise _SessionEnded(
                     f"record {committed.record.seq} was refused ({_what(err)})"
                 ) from None
-            self.published += 1
-            if ack.duplicate:
-                self.duplicates += 1
+            if ack is not None:  # None: an oversize record, passed over
+                self.published += 1
+                self.duplicates += 1 if ack.duplicate else 0
             self.cursor = Cursor(seq=committed.record.seq, hash=committed.record.hash)
             if self._away:
                 self._away = False
@@ -398,6 +418,7 @@ class Publisher:
             lost=self.outbox.lost,
             resets=self.outbox.resets,
             bad_lines=self.outbox.bad_lines,
+            oversize=self.oversize,
             connected=self.connected,
             cursor=cursor,
             head=None if head is None else head[0],
@@ -450,6 +471,12 @@ def _find_host(state_dir: Path) -> str | None:
                 hit = data.find(b'"thhost":', end)
             offset += len(data)
     return None
+
+
+def _header_bytes(msg_id: str) -> int:
+    """The size of the headers block nats-py sends with a record (the
+    server's max_payload counts headers and payload together)."""
+    return len(f"NATS/1.0\r\n{MSG_ID_HEADER}: {msg_id}\r\n\r\n".encode())
 
 
 def _what(err: BaseException) -> str:

@@ -32,7 +32,8 @@ class PublisherStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     connections made after the first; ``lost``: records pruned from the log
     before they were published; ``resets``: times the cursor was not in the
     log (cut or replaced) and the publisher started from its first record;
-    ``bad_lines``: complete log lines that are no chain record.
+    ``bad_lines``: complete log lines that are no chain record;
+    ``oversize``: records larger than the server's max_payload, not published.
 
     Gauges: ``connected``; ``cursor``: last acknowledged seq (None before
     any); ``head``: the log's newest seq (None: empty); ``lag_records``:
@@ -47,6 +48,7 @@ class PublisherStatus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     lost: int = 0
     resets: int = 0
     bad_lines: int = 0
+    oversize: int = 0
     connected: bool = False
     cursor: int | None = None
     head: int | None = None
@@ -62,6 +64,7 @@ _COUNTERS: Final = (
     "lost",
     "resets",
     "bad_lines",
+    "oversize",
 )
 _ENCODER: Final = msgspec.json.Encoder()
 _DECODER: Final = msgspec.json.Decoder(PublisherStatus)

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from agent.evidence.chain import ChainRecord
+from agent.evidence.store import EvidenceStore
 from agent.fleet.cursor import CURSOR_NAME
 from tests.fleet.pubtools import (
     PublisherProcess,
@@ -150,5 +151,29 @@ def test_nats_away_at_start_is_said_once_and_retried_until_it_comes(
         assert stream_messages(nats.url) == expected(state)
         said = [line for line in pub.stderr().splitlines() if "acknowledges again" in line]
         assert len(said) == 1 and "from seq 0" in said[0]
+    finally:
+        pub.kill()
+
+
+def test_a_record_over_max_payload_is_passed_over_and_counted(
+    tmp_path: Path, nats: NatsServer
+) -> None:
+    state = tmp_path / "state"
+    write_log(state, 5)
+    with EvidenceStore(state, fsync="never") as store:
+        big = store.append("note", {"blob": "x" * (1 << 20)})  # over the 1 MiB default
+        store.commit()
+    write_log(state, 5, start=5)
+    make_stream(nats.url)
+    pub = _publisher(tmp_path, nats, state)
+    pub.start()
+    try:
+        wait_for(lambda: _caught_up(pub, state), "the publisher to pass it over")
+        want = [m for m in expected(state) if f'"seq":{big.seq},'.encode() not in m[2]]
+        assert len(want) == len(log_lines(state)) - 1
+        assert stream_messages(nats.url) == want
+        assert pub.last()["oversize"] == 1
+        said = [line for line in pub.stderr().splitlines() if "max_payload" in line]
+        assert len(said) == 1 and f"record {big.seq} " in said[0]
     finally:
         pub.kill()
