@@ -14,7 +14,9 @@ import msgspec
 import pytest
 
 from agent.evidence.chain import ChainRecord
+from agent.evidence.keys import create_key
 from agent.evidence.layout import segment_files
+from agent.evidence.store import EvidenceStore
 from agent.fleet import cursor as cursor_file
 from agent.fleet.backoff import Backoff
 from agent.fleet.cursor import CURSOR_NAME, Cursor, CursorError
@@ -215,3 +217,23 @@ def test_fleet_metrics_render_the_totals() -> None:
         "tracehound_fleet_lag_seconds 1.5",
     ):
         assert line in page.splitlines(), line
+
+
+def test_head_tracker_gives_the_newest_checkpoints_seal(tmp_path: Path) -> None:
+    create_key(tmp_path)
+    write_log(tmp_path, 250, checkpoint_every_records=40, segment_max_bytes=9000)
+    assert len(segment_files(tmp_path / "segments")) > 2
+    records = _records(tmp_path)
+    newest = [r for r in records if r.type == "checkpoint"][-1]
+    tracker = HeadTracker(tmp_path)
+    assert tracker.poll() == (records[-1].seq, records[-1].hash)
+    assert tracker.seal is not None
+    assert msgspec.to_builtins(tracker.seal) == newest.body
+    # a tracker started right after a rotation finds the seal in the segment before
+    fresh = HeadTracker(tmp_path)
+    with EvidenceStore(tmp_path, checkpoint_every_records=40, segment_max_bytes=10) as store:
+        store.append("note", {"n": -1})  # rotates: the checkpoint closes the old segment
+        store.commit()
+    assert fresh.poll() is not None and fresh.seal is not None
+    last_cp = [r for r in _records(tmp_path) if r.type == "checkpoint"][-1]
+    assert msgspec.to_builtins(fresh.seal) == last_cp.body
