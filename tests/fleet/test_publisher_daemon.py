@@ -52,11 +52,21 @@ heads_interval_s = 0.5
         assert len(got) >= acked  # the stream has at least what was acknowledged
         assert got == expected(daemon.state, host)[: len(got)]
         assert daemon.stop() == 0
-    # at the stop it saved its cursor: the stream holds the log up to it, one for one
+        # at the stop it saved its cursor: the stream holds the log up to it, one for one
+        cursor = json.loads((daemon.state / CURSOR_NAME).read_bytes())
+        got = stream_messages(nats.url)
+        assert len(got) >= cursor["seq"] + 1
+        assert got == expected(daemon.state, host)[: len(got)]
+        # the agent restarted (the cursor beside its log): it goes on from there
+        daemon.start(config=daemon.config_text() + fleet)
+        subprocess.run(["/bin/true"], check=True)
+        wait_for(lambda: published() >= 1, "the restarted publisher", timeout=60)
+        assert daemon.stop() == 0
     cursor = json.loads((daemon.state / CURSOR_NAME).read_bytes())
     got = stream_messages(nats.url)
+    want = expected(daemon.state, host)
     assert len(got) >= cursor["seq"] + 1
-    assert got == expected(daemon.state, host)[: len(got)]
+    assert got == want[: len(got)]  # no gap, no duplicate, across the restart
 
 
 def test_fleet_without_a_readable_token_file_is_one_line_at_start(tmp_path: Path) -> None:
