@@ -1,6 +1,9 @@
 """The publisher: the committed evidence log, record by record, into NATS JetStream.
 
-``python -m agent.fleet.publisher --config FILE --state-dir DIR``
+``python -m agent.fleet.publisher --config FILE --state-dir DIR [--status]``
+
+(``FILE``'s ``[fleet]`` section; ``DIR`` the evidence state directory;
+``--status``: the status lines below on stdout.)
 
 The daemon starts it when ``[fleet] enabled = true`` and restarts it if it
 dies (:mod:`.publisher_process`); it also runs alone, over a log written
@@ -41,6 +44,10 @@ What it does:
   ``heads_subject(prefix, host)``, a plain (core NATS) publish: a lost head
   is replaced by the next; the stream keeps them when it captures
   ``<prefix>.heads.*``.
+
+Started by the daemon (``--parent PID``) it runs at niceness :data:`NICE`,
+so capture and the commit path come first (the log keeps what it is behind
+by), and stops when that daemon is gone.
 
 Exit status: 0 after SIGTERM (the cursor saved), 2 for a configuration
 that cannot work (one line naming the key or file: a missing token file, a
@@ -86,7 +93,7 @@ from agent.fleet.wire import (
 )
 from agent.safetext import escape_text
 
-__all__ = ["ACK_TIMEOUT_S", "POLL_S", "SAVE_S", "STATUS_INTERVAL_S", "Publisher", "main"]
+__all__ = ["ACK_TIMEOUT_S", "NICE", "POLL_S", "SAVE_S", "STATUS_INTERVAL_S", "Publisher", "main"]
 
 POLL_S: Final = 0.05
 """How often the log is looked at for new records when all are published."""
@@ -98,6 +105,9 @@ STATUS_INTERVAL_S: Final = 1.0
 CONNECT_TIMEOUT_S: Final = 2.0
 STOP_GRACE_S: Final = 2.0
 """At SIGTERM, how long outstanding acks are waited for before the cursor is saved."""
+NICE: Final = 10
+"""The publisher's niceness under the daemon (the index follower's is 19:
+the fleet's lag is watched, the index's is not)."""
 _READ_MAX: Final = 512
 
 
@@ -512,6 +522,9 @@ def main(argv: list[str]) -> int:
         print(f"tracehound: fleet publisher: {err}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN if args.parent else signal.default_int_handler)
+    if args.parent:
+        with contextlib.suppress(OSError):
+            os.nice(NICE)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
