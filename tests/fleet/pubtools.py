@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import nats as nats_client
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from agent.evidence.chain import ChainRecord
 from agent.evidence.layout import segment_files
@@ -98,21 +99,40 @@ def make_stream(url: str) -> None:
     run(_make_stream(url))
 
 
-async def _stream_messages(url: str) -> list[tuple[str, str, bytes]]:
+async def _stream_all(url: str) -> list[tuple[str, dict[str, str], bytes]]:
+    """Every message of the stream in stream order, read by an ephemeral
+    pull consumer in batches (a get per message is slow on 20,000)."""
     nc = await nats_client.connect(url)
     try:
         js = nc.jetstream()
         info = await js.stream_info(STREAM)
-        out = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(STREAM, seq)
-            if msg.subject is None or ".heads." in msg.subject:
-                continue
-            headers = msg.headers or {}
-            out.append((msg.subject, headers.get(MSG_ID_HEADER, ""), msg.data or b""))
+        total = int(info.state.messages)
+        out: list[tuple[str, dict[str, str], bytes]] = []
+        if total == 0:
+            return out
+        sub = await js.pull_subscribe(
+            f"{PREFIX}.>",
+            durable=None,
+            stream=STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE),  # read only: nothing to ack
+        )
+        try:
+            while len(out) < total:
+                for msg in await sub.fetch(min(1000, total - len(out)), timeout=5):
+                    out.append((msg.subject, dict(msg.headers or {}), msg.data))
+        finally:
+            await sub.unsubscribe()
         return out
     finally:
         await nc.close()
+
+
+async def _stream_messages(url: str) -> list[tuple[str, str, bytes]]:
+    return [
+        (subject, headers.get(MSG_ID_HEADER, ""), data)
+        for subject, headers, data in await _stream_all(url)
+        if ".heads." not in subject
+    ]
 
 
 def stream_messages(url: str) -> list[tuple[str, str, bytes]]:
@@ -121,18 +141,11 @@ def stream_messages(url: str) -> list[tuple[str, str, bytes]]:
 
 
 async def _stream_heads(url: str) -> list[dict[str, Any]]:
-    nc = await nats_client.connect(url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(STREAM)
-        out = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(STREAM, seq)
-            if msg.subject is not None and ".heads." in msg.subject:
-                out.append({"subject": msg.subject, **json.loads(msg.data or b"{}")})
-        return out
-    finally:
-        await nc.close()
+    return [
+        {"subject": subject, **json.loads(data)}
+        for subject, _, data in await _stream_all(url)
+        if ".heads." in subject
+    ]
 
 
 def stream_heads(url: str) -> list[dict[str, Any]]:

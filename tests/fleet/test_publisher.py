@@ -85,6 +85,7 @@ def test_nats_killed_mid_stream_and_restarted_gives_one_message_per_record(
         wait_for(lambda: stream_count(nats.url) > 2000, "part of the log in the stream")
         nats.kill()
         wait_for(lambda: pub.last().get("connected") is False, "the publisher to notice")
+        assert pub.last()["lag_records"] > 0  # killed mid-stream, not after
         nats.start()
         wait_for(lambda: _caught_up(pub, state), "the publisher to catch up", timeout=60)
         want = expected(state)
