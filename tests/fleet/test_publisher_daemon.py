@@ -12,7 +12,7 @@ import pytest
 
 from agent.fleet.cursor import CURSOR_NAME
 from tests.fleet.pubtools import PREFIX, expected, make_stream, stream_messages, wait_for
-from tests.fleet.servers import NatsServer
+from tests.fleet.servers import NatsServer, free_port
 from tests.harness import own_daemon
 
 
@@ -84,3 +84,31 @@ token_file = "{tmp_path / "missing-token"}"
         lines = [line for line in daemon.log().splitlines() if "token_file" in line]
         assert len(lines) == 1 and "fleet.token_file" in lines[0], daemon.log()
         assert "Traceback" not in daemon.log()
+
+
+def test_a_wrong_nats_url_keeps_the_daemon_capturing_and_is_said_once(tmp_path: Path) -> None:
+    with own_daemon(tmp_path) as daemon:
+        fleet = f"""
+[fleet]
+enabled = true
+nats_url = "nats://127.0.0.1:{free_port()}"
+host = "lonely"
+"""
+        daemon.start(config=daemon.config_text() + fleet)
+        subprocess.run(["/bin/true"], check=True)
+
+        def lagging() -> bool:
+            page = daemon.metrics()
+            return (_metric(page, "tracehound_fleet_lag_records") or 0) > 0 and (
+                _metric(page, "tracehound_fleet_lag_seconds") or 0
+            ) >= 2
+
+        wait_for(lagging, "the lag to show on /metrics", timeout=60)
+        page = daemon.metrics()
+        assert _metric(page, "tracehound_fleet_connected") == 0
+        assert _metric(page, "tracehound_fleet_published_records_total") == 0
+        assert _metric(page, "tracehound_fleet_publisher_starts_total") == 1  # never died
+        assert daemon.proc is not None and daemon.proc.poll() is None
+        said = [line for line in daemon.log().splitlines() if "cannot reach NATS" in line]
+        assert len(said) == 1, daemon.log()
+        assert daemon.stop() == 0
