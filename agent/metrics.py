@@ -36,6 +36,18 @@ The names, types and labels are the contract written at the top of
     tracehound_cache_capacity{cache}               gauge    its most entries
     tracehound_cache_bytes{cache}                  gauge    its estimated bytes
     tracehound_cache_evictions_total{cache}        counter  entries it evicted
+    tracehound_fleet_published_records_total       counter  records JetStream acknowledged ([fleet])
+    tracehound_fleet_duplicate_records_total       counter  of those, ones it already had (sent again)
+    tracehound_fleet_publish_errors_total          counter  failed publishes/acks (each: a new connection)
+    tracehound_fleet_reconnects_total              counter  connections made after the first
+    tracehound_fleet_lost_records_total            counter  records pruned before they were published
+    tracehound_fleet_cursor_resets_total           counter  cursor not in the log: published from its start
+    tracehound_fleet_bad_lines_total               counter  log lines that are no chain record (unpublishable)
+    tracehound_fleet_oversize_records_total        counter  records over NATS's max_payload (not published)
+    tracehound_fleet_publisher_starts_total        counter  publisher processes started
+    tracehound_fleet_connected                     gauge    1 while connected to NATS
+    tracehound_fleet_lag_records                   gauge    log head seq minus the acknowledged cursor
+    tracehound_fleet_lag_seconds                   gauge    age of the oldest unacknowledged record
     tracehound_metrics_source_ok{source}           gauge    0 when a source raised during this scrape
     tracehound_build_info{version}                 gauge    always 1
 
@@ -64,6 +76,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from agent import __version__
 from agent.capture.ledger import KindAccount
 from agent.capture.session import CaptureStats
+from agent.fleet.status import FleetTotals
 from agent.redact.events import MemoStats
 from agent.sinks.aggregating import AggregateStatus
 from agent.sinks.streaming import StreamingSink
@@ -138,6 +151,7 @@ class MetricsSources:
     api: Callable[[], ApiStatus | None] | None = None
     aggregate: Callable[[], AggregateStatus | None] | None = None
     caches: Callable[[], Mapping[str, MemoStats]] | None = None
+    fleet: Callable[[], FleetTotals | None] | None = None
 
 
 def sink_queue(sink: StreamingSink) -> QueueSample:
@@ -214,6 +228,8 @@ class TracehoundCollector:
             readers.append(("aggregate", lambda: _aggregate_families(aggregate())))
         if (caches := self.sources.caches) is not None:
             readers.append(("caches", lambda: _cache_families(caches())))
+        if (fleet := self.sources.fleet) is not None:
+            readers.append(("fleet", lambda: _fleet_families(fleet())))
         families: list[Metric] = []
         for name, read in readers:
             try:
@@ -366,6 +382,52 @@ def _evidence_families(status: EvidenceStatus | None) -> list[Metric]:
         age.add_metric([], status.last_checkpoint_age_seconds)
         out.append(age)
     return out
+
+
+_FLEET_COUNTERS = (
+    ("published", "published_records", "Records JetStream acknowledged"),
+    ("duplicates", "duplicate_records", "Acknowledged records JetStream already had (sent again)"),
+    (
+        "errors",
+        "publish_errors",
+        "Publishes or acknowledgements that failed (each ends the connection)",
+    ),
+    ("reconnects", "reconnects", "Connections to NATS made after the first"),
+    ("lost", "lost_records", "Records pruned from the log before they were published"),
+    ("resets", "cursor_resets", "Times the cursor was not in the log and publishing started over"),
+    ("bad_lines", "bad_lines", "Log lines that are no chain record (cannot be published)"),
+    (
+        "oversize",
+        "oversize_records",
+        "Records larger than the server's max_payload (not published)",
+    ),
+)
+
+
+def _fleet_families(totals: FleetTotals | None) -> list[Metric]:
+    if totals is None:
+        return []
+    status = totals.snapshot()
+    out: list[Metric] = []
+    for field, name, text in _FLEET_COUNTERS:
+        counter = CounterMetricFamily(f"tracehound_fleet_{name}", text)
+        counter.add_metric([], getattr(status, field))
+        out.append(counter)
+    starts = CounterMetricFamily(
+        "tracehound_fleet_publisher_starts", "Fleet publisher processes the daemon started"
+    )
+    starts.add_metric([], totals.starts)
+    connected = GaugeMetricFamily("tracehound_fleet_connected", "1 while connected to NATS")
+    connected.add_metric([], 1 if status.connected else 0)
+    lag = GaugeMetricFamily(
+        "tracehound_fleet_lag_records", "Newest log seq minus the last acknowledged seq"
+    )
+    lag.add_metric([], status.lag_records)
+    age = GaugeMetricFamily(
+        "tracehound_fleet_lag_seconds", "Age of the oldest record not yet acknowledged (0: none)"
+    )
+    age.add_metric([], status.lag_seconds)
+    return [*out, starts, connected, lag, age]
 
 
 def _api_families(status: ApiStatus | None) -> list[Metric]:

@@ -36,6 +36,7 @@ from agent.errors import shown
 
 __all__ = [
     "DIR_MODE",
+    "FLEET_CURSOR_NAME",
     "GROUP_DIR_MODE",
     "LOG_ENTRIES",
     "PARENT_MODE",
@@ -55,11 +56,25 @@ INDEX_NAME: Final = "index.sqlite"
 """The query index beside the log (:mod:`agent.query.index_db`)."""
 INDEX_FILES: Final = frozenset(INDEX_NAME + suffix for suffix in ("", "-wal", "-shm", "-journal"))
 """The index and SQLite's files beside it."""
+FLEET_CURSOR_NAME: Final = "fleet-cursor.json"
+"""The fleet publisher's cursor beside the log (:mod:`agent.fleet.cursor`)."""
+FLEET_CURSOR_FILES: Final = frozenset({FLEET_CURSOR_NAME, FLEET_CURSOR_NAME + ".tmp"})
+"""The cursor and the temporary file it is written through."""
 LOG_ENTRIES: Final = frozenset(
-    {"segments", "keys", "lock", "recovered", "pending-loss", "lost+found", *INDEX_FILES}
+    {
+        "segments",
+        "keys",
+        "lock",
+        "recovered",
+        "pending-loss",
+        "lost+found",
+        *INDEX_FILES,
+        *FLEET_CURSOR_FILES,
+    }
 )
 """What an evidence log's directory may already hold to be used (and its
-mode set): what the store, the pending-loss slot and the query index make,
+mode set): what the store, the pending-loss slot, the query index and the
+fleet publisher's cursor make,
 and the ``lost+found`` of a filesystem made for the log alone."""
 
 

@@ -67,6 +67,9 @@ from agent.errors import RunError, UsageError, shown
 from agent.evidence.worker import EvidenceWorker, WorkerProcess
 from agent.evidence.worker import spawn as spawn_worker
 from agent.failpoints import Failpoints
+from agent.fleet.nats_options import NatsSetupError, connect_options
+from agent.fleet.publisher_process import keep_publishing
+from agent.fleet.status import FleetTotals
 from agent.limits import MAX_DURATION_S, MAX_SEGMENT_MB, MAX_STATS_INTERVAL_S, MAX_STREAM_CAPACITY
 from agent.memory import TRIM_EVERY_S, release_free_memory
 from agent.metrics import (
@@ -162,6 +165,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(handler=main)
 
 
+def _check_fleet(config: Config, evidence_dir: Path | None) -> None:
+    """``[fleet] enabled`` needs a log to publish and files it can read: one
+    line at start (fail closed), not a publisher that exits every few seconds.
+    Whether NATS answers is not checked: that is delivery, retried."""
+    if evidence_dir is None:
+        raise ConfigError(
+            "fleet.enabled: expected [evidence] enabled too (the fleet publishes the evidence log)"
+        )
+    try:
+        connect_options(config.fleet, "fleet")
+    except NatsSetupError as err:
+        raise ConfigError(str(err)) from None
+
+
 def main(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else None
     default_evidence_dir()  # raises ConfigError naming the variable, not the file
@@ -188,6 +205,8 @@ def main(args: argparse.Namespace) -> int:
     if config.metrics.enabled:  # in use: said now, not after the BPF compile
         check_metrics_address(config.metrics)
     evidence_dir = evidence_directory(args.evidence, source, gid=api_gid)
+    if config.fleet.enabled:
+        _check_fleet(config, evidence_dir)
     # Started before the BPF compile, so its interpreter start overlaps it.
     worker = spawn_worker() if evidence_dir is not None else None
     try:
@@ -301,6 +320,7 @@ def _metrics_sources(
     api: DaemonApi,
     server_stats: ApiServerStats,
     settings: _Settings,
+    fleet: FleetTotals | None,
 ) -> MetricsSources:
     def evidence() -> EvidenceStatus | None:
         if pipeline is None:
@@ -337,6 +357,7 @@ def _metrics_sources(
         api=api_status,
         aggregate=api.aggregate.status,
         caches=api.caches,
+        fleet=None if fleet is None else lambda: fleet,
     )
 
 
@@ -650,8 +671,12 @@ async def _run(
         present=present,
         caches=caches,
     )
+    # The fleet publisher is a process of its own (asyncio + nats-py): see
+    # agent.fleet.publisher_process; only its status lines reach this process.
+    fleet = FleetTotals() if config.fleet.enabled and evidence_dir is not None else None
     registry = make_registry(
-        _metrics_sources(session, queues, pipeline, api, server_stats, settings), process=True
+        _metrics_sources(session, queues, pipeline, api, server_stats, settings, fleet),
+        process=True,
     )
     if config.metrics.enabled:
         api.registry = registry
@@ -681,6 +706,9 @@ async def _run(
                 helpers.start_soon(_verify_periodically, api)
             if pipeline is not None and evidence_dir is not None and config.evidence.index:
                 helpers.start_soon(keep_index, evidence_dir)
+            if fleet is not None and evidence_dir is not None:
+                config_file = settings.path or Path(DEFAULT_PATH)
+                helpers.start_soon(keep_publishing, config_file, evidence_dir, fleet)
             helpers.start_soon(_release_memory_periodically)
             helpers.start_soon(_reap_periodically, aggregate)
             helpers.start_soon(resolve_periodically, aggregate.resolve_cgroups)
