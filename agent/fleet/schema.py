@@ -53,6 +53,7 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             head_time     timestamptz,
             seal_epoch    bigint,
             seal_seq      bigint,
+            seal_mac      text,
             stored_seq    bigint,
             stored_hash   text,
             breaks        bigint NOT NULL DEFAULT 0

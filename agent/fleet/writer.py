@@ -1,0 +1,310 @@
+"""One batch into PostgreSQL: rows, chain check, heads, dead letters, in one transaction.
+
+The I/O half of the collector's write path; the decisions are
+:mod:`agent.fleet.sanitise` (what a message becomes) and
+:mod:`agent.fleet.chaincheck` (what the chain says). :func:`write_batch`
+runs one transaction:
+
+1. a transaction-scoped advisory lock per host in the batch, in name order
+   (two collectors holding batches of one host check one after the other,
+   never deadlock);
+2. each host's stored state (``hosts`` upserted, its highest stored seq);
+3. one statement: ``INSERT INTO chain ... ON CONFLICT DO NOTHING
+   RETURNING`` and, in the same statement (a CTE), the returned rows into
+   ``records``, all from arrays (``unnest``);
+4. the dropped rows' stored hashes and the inserted rows' stored
+   neighbours, read back, and the chain check over them (as the database
+   now holds it, under the lock: correct with several collectors);
+5. seals (with the host's key), heads, the stored tip, ``chain_events``,
+   ``dead_letters``.
+
+The caller acks the batch's messages only after this returns (commit).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+import psycopg
+
+from agent.evidence.layout import CHECKPOINT
+from agent.evidence.seal import Seal
+from agent.fleet.chaincheck import (
+    ChainEvent,
+    Conflict,
+    HostCheck,
+    Link,
+    SealState,
+    Stored,
+    check_head,
+    check_seal,
+)
+from agent.fleet.sanitise import DeadLetter, Row
+from agent.fleet.wire import ChainHead
+
+__all__ = ["BatchResult", "HostState", "write_batch"]
+
+_INT8: Final = 1 << 63
+_COLUMNS: Final = (
+    "host", "seq", "id", "hash", "prev", "type", "time", "pid", "comm",
+    "exe", "path", "uid", "container", "remote", "altered", "line",
+)  # fmt: skip
+_HOST_LOCK: Final = 0x74686F7374  # "thost": the second key of each host's lock
+
+_INSERT: Final = b"""
+WITH input AS (
+    SELECT * FROM unnest(
+        %(host)s::text[], %(seq)s::int8[], %(id)s::text[], %(hash)s::text[],
+        %(prev)s::text[], %(type)s::text[], %(time)s::int8[], %(pid)s::int8[],
+        %(comm)s::text[], %(exe)s::text[], %(path)s::text[], %(uid)s::int8[],
+        %(container)s::text[], %(remote)s::text[], %(altered)s::text[], %(line)s::bytea[]
+    ) AS t(host, seq, id, hash, prev, type, time_us, pid, comm, exe, path, uid,
+           container, remote, altered, line)
+), inserted AS (
+    INSERT INTO chain (host, seq, id, hash, prev, type, time)
+    SELECT host, seq, id, hash, prev, type, to_timestamp(time_us / 1e6) FROM input
+    ON CONFLICT DO NOTHING
+    RETURNING host, seq
+), stored AS (
+    INSERT INTO records (host, seq, type, time, pid, comm, exe, path, uid, container,
+                         remote, altered, line)
+    SELECT i.host, i.seq, i.type, to_timestamp(i.time_us / 1e6), i.pid, i.comm, i.exe, i.path,
+           i.uid, i.container, i.remote, nullif(i.altered, ''), i.line
+    FROM input i JOIN inserted USING (host, seq)
+    RETURNING 1
+)
+SELECT host, seq FROM inserted
+"""
+
+_AT: Final = b"""
+SELECT c.host, c.seq, c.hash, c.prev FROM chain c
+JOIN unnest(%s::text[], %s::int8[]) AS w(host, seq) ON c.host = w.host AND c.seq = w.seq
+"""
+
+_HOST_UPSERT: Final = b"""
+INSERT INTO hosts AS h (host) VALUES (%s)
+ON CONFLICT (host) DO UPDATE SET last_seen = now()
+RETURNING h.head_seq, h.stored_seq, h.stored_hash, h.seal_epoch, h.seal_seq, h.seal_mac,
+          (SELECT max(seq) FROM chain WHERE host = %s)
+"""
+
+_TIP: Final = b"""
+SELECT c.seq, c.hash FROM chain c
+WHERE c.host = %s AND c.seq >= %s
+  AND NOT EXISTS (SELECT 1 FROM chain n WHERE n.host = c.host AND n.seq = c.seq + 1)
+ORDER BY c.seq LIMIT 1
+"""
+
+
+class HostState(msgspec.Struct):
+    """A host's row of ``hosts`` as read in the transaction."""
+
+    head_seq: int | None
+    stored_seq: int | None
+    stored_hash: str | None
+    seal: SealState | None
+    high: int | None
+
+
+class BatchResult(msgspec.Struct):
+    """What one committed batch did."""
+
+    written: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    events: list[ChainEvent] = []
+
+
+def _int8(value: int | None) -> int | None:
+    return value if value is not None and -_INT8 <= value < _INT8 else None
+
+
+def _columns(rows: Sequence[Row], now_us: int) -> dict[str, list[Any]]:
+    cols: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+    last_time: dict[str, int] = {}
+    for row in rows:
+        time_us = row.time_ns // 1000 if row.time_ns is not None else None
+        if time_us is None:
+            time_us = last_time.get(row.host, now_us)
+        last_time[row.host] = time_us
+        cols["host"].append(row.host)
+        cols["seq"].append(row.seq)
+        cols["id"].append(row.id)
+        cols["hash"].append(row.hash)
+        cols["prev"].append(row.prev)
+        cols["type"].append(row.type)
+        cols["time"].append(time_us)
+        cols["pid"].append(_int8(row.pid))
+        cols["comm"].append(row.comm)
+        cols["exe"].append(row.exe)
+        cols["path"].append(row.path)
+        cols["uid"].append(_int8(row.uid))
+        cols["container"].append(row.container)
+        cols["remote"].append(row.remote)
+        cols["altered"].append(row.altered)
+        cols["line"].append(row.line)
+    return cols
+
+
+async def _host_state(cur: psycopg.AsyncCursor[Any], host: str) -> HostState:
+    await cur.execute(_HOST_UPSERT, (host, host))
+    got = await cur.fetchone()
+    assert got is not None
+    head_seq, stored_seq, stored_hash, seal_epoch, seal_seq, seal_mac, high = got
+    seal = (
+        SealState(int(seal_epoch), int(seal_seq), str(seal_mac))
+        if seal_epoch is not None and seal_seq is not None and seal_mac is not None
+        else None
+    )
+    return HostState(head_seq, stored_seq, stored_hash, seal, high)
+
+
+async def _stored_at(
+    cur: psycopg.AsyncCursor[Any], wanted: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], Stored]:
+    if not wanted:
+        return {}
+    await cur.execute(_AT, ([h for h, _ in wanted], [s for _, s in wanted]))
+    return {(h, int(s)): Stored(str(d), str(p)) for h, s, d, p in await cur.fetchall()}
+
+
+async def write_batch(
+    conn: psycopg.AsyncConnection[Any],
+    rows: Sequence[Row],
+    dead: Sequence[DeadLetter],
+    heads: Sequence[ChainHead],
+    checks: dict[str, HostCheck],
+    verify_keys: Mapping[str, bytes],
+) -> BatchResult:
+    """Write one batch in one transaction (see the module doc); raises
+    :class:`psycopg.Error` with nothing written when the database fails."""
+    result = BatchResult()
+    hosts = sorted(
+        {r.host for r in rows} | {d.host for d in dead if d.host} | {h.host for h in heads}
+    )
+    now_us = int(datetime.datetime.now(datetime.UTC).timestamp() * 1e6)
+    events: list[ChainEvent] = []
+    async with conn.transaction(), conn.cursor() as cur:
+        states: dict[str, HostState] = {}
+        for host in hosts:
+            await cur.execute(b"SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (host, _HOST_LOCK))
+            states[host] = await _host_state(cur, host)
+        inserted: set[tuple[str, int]] = set()
+        if rows:
+            await cur.execute(_INSERT, _columns(rows, now_us))
+            inserted = {(str(h), int(s)) for h, s in await cur.fetchall()}
+        result.written = len(inserted)
+        by_host: dict[str, list[Row]] = defaultdict(list)
+        for row in rows:
+            by_host[row.host].append(row)
+        dropped = [r for r in rows if (r.host, r.seq) not in inserted]
+        wanted: set[tuple[str, int]] = {(r.host, r.seq) for r in dropped}
+        for host, seq in inserted:
+            wanted.update(((host, seq - 1), (host, seq + 1)))
+        for row in rows:
+            if row.type == CHECKPOINT and row.host in verify_keys:
+                wanted.add((row.host, row.seq - 1))
+        wanted.update((h.host, h.seq) for h in heads)
+        stored = await _stored_at(cur, sorted(wanted))
+        for host in hosts:
+            check = checks.setdefault(host, HostCheck(host))
+            state = states[host]
+            mine = by_host.get(host, [])
+            links = [Link(r.seq, r.hash, r.prev) for r in mine if (host, r.seq) in inserted]
+            seen: set[int] = set()
+            conflicts: list[Conflict] = []
+            for r in mine:
+                if (host, r.seq) in inserted or r.seq in seen:
+                    continue
+                seen.add(r.seq)
+                at = stored.get((host, r.seq))
+                conflicts.append(Conflict(r.seq, r.hash, r.id, at.hash if at else None))
+            result.duplicates += sum(1 for c in conflicts if c.stored_hash == c.hash)
+            neighbours = {s: v for (h, s), v in stored.items() if h == host}
+            events.extend(check.batch(links, conflicts, neighbours, state.high))
+            key = verify_keys.get(host)
+            if key is not None:
+                for r in sorted(mine, key=lambda r: r.seq):
+                    if r.type != CHECKPOINT or (host, r.seq) not in inserted:
+                        continue
+                    try:
+                        seal = msgspec.convert(r.body, Seal)
+                    except msgspec.ValidationError:
+                        events.append(
+                            ChainEvent(host, r.seq, "seal", "a checkpoint body that is not a seal")
+                        )
+                        continue
+                    state.seal, found = check_seal(
+                        host, key, state.seal, seal, r.seq, stored.get((host, r.seq - 1))
+                    )
+                    if found is not None:
+                        events.append(found)
+        for letter in dead:
+            if letter.bad_hash and letter.host:
+                events.append(
+                    ChainEvent(
+                        letter.host,
+                        letter.seq,
+                        "hash",
+                        "the record's hash does not match its contents (altered on its way?)",
+                    )
+                )
+        for head in heads:
+            state = states[head.host]
+            at = stored.get((head.host, head.seq))
+            found = check_head(head, state.head_seq, at.hash if at else None)
+            if found is not None:
+                events.append(found)
+            state.head_seq = head.seq if state.head_seq is None else max(state.head_seq, head.seq)
+            await cur.execute(
+                b"UPDATE hosts SET head_seq = %s, head_hash = %s, head_time = to_timestamp(%s / 1e9),"
+                b" last_seen = now() WHERE host = %s",
+                (head.seq, head.hash, head.time_ns, head.host),
+            )
+        breaks: dict[str, int] = defaultdict(int)
+        for event in events:
+            breaks[event.host] += 1
+        for host in hosts:
+            state = states[host]
+            start = state.stored_seq
+            if start is None:
+                await cur.execute(b"SELECT min(seq) FROM chain WHERE host = %s", (host,))
+                got = await cur.fetchone()
+                start = got[0] if got else None
+            tip: tuple[int, str] | None = None
+            if start is not None:
+                await cur.execute(_TIP, (host, start))
+                found_tip = await cur.fetchone()
+                if found_tip is not None:
+                    tip = (int(found_tip[0]), str(found_tip[1]))
+            sealed = state.seal
+            await cur.execute(
+                b"UPDATE hosts SET stored_seq = %s, stored_hash = %s, breaks = breaks + %s,"
+                b" seal_epoch = %s, seal_seq = %s, seal_mac = %s WHERE host = %s",
+                (
+                    tip[0] if tip else None,
+                    tip[1] if tip else None,
+                    breaks.get(host, 0),
+                    sealed.epoch if sealed else None,
+                    sealed.seq if sealed else None,
+                    sealed.mac if sealed else None,
+                    host,
+                ),
+            )
+        if events:
+            await cur.executemany(
+                b"INSERT INTO chain_events (host, seq, kind, detail) VALUES (%s, %s, %s, %s)",
+                [(e.host, e.seq, e.kind, e.detail) for e in events],
+            )
+        if dead:
+            await cur.executemany(
+                b"INSERT INTO dead_letters (subject, reason, data) VALUES (%s, %s, %s)",
+                [(d.subject, d.reason, d.data) for d in dead],
+            )
+    result.dead_letters = len(dead)
+    result.events = events
+    return result
