@@ -61,6 +61,7 @@ _RETRY_MIN_S: Final = 0.2
 _RETRY_MAX_S: Final = 5.0
 _PARTITIONS_EVERY_S: Final = 3600.0
 _ACK_WAIT_S: Final = 60.0
+_FIRST_CONNECT_ATTEMPTS: Final = 2
 
 
 def _say(line: str) -> None:
@@ -89,7 +90,7 @@ def _nats_options(cfg: CollectConfig) -> dict[str, Any]:
         "servers": nats_servers(cfg.nats_url, "collect.nats_url"),
         "connect_timeout": _CONNECT_TIMEOUT_S,
         "allow_reconnect": True,
-        "max_reconnect_attempts": -1,
+        "max_reconnect_attempts": _FIRST_CONNECT_ATTEMPTS,
         "reconnect_time_wait": 1,
         "name": "tracehound-collect",
     }
@@ -169,6 +170,7 @@ class Collector:
         if not cfg.dsn:
             raise RunError("collect.dsn: empty; expected a PostgreSQL DSN")
         self.pg = await connect_pg(cfg.dsn)
+        self.nc = await connect_nats(cfg)  # both reachable before anything is changed
         try:
             applied = await migrate(self.pg)
         except SchemaTooNewError as err:
@@ -180,7 +182,6 @@ class Collector:
         if applied:
             self.say(f"schema migrated to version {applied[-1]}")
         await self._partitions()
-        self.nc = await connect_nats(cfg)
         try:
             await self._ensure_stream()
         except (TimeoutError, nats.errors.Error) as err:

@@ -191,7 +191,9 @@ async def write_batch(
     async with conn.transaction(), conn.cursor() as cur:
         states: dict[str, HostState] = {}
         for host in hosts:
-            await cur.execute(b"SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (host, _HOST_LOCK))
+            await cur.execute(
+                b"SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (host, _HOST_LOCK)
+            )
             states[host] = await _host_state(cur, host)
         inserted: set[tuple[str, int]] = set()
         if rows:

@@ -42,7 +42,8 @@ def test_two_hosts_stored_one_for_one_and_republishing_adds_nothing(
         for host, lines in logs.items():
             assert asyncio.run(publish_lines(nats.url, host, lines)) == len(lines)
         for host, lines in logs.items():
-            wait_for(lambda h=host, n=len(lines): count(pg_dsn, h) == n, why=f"{host} rows")
+            size = len(lines)
+            wait_for(lambda h=host, n=size: count(pg_dsn, h) == n, why=f"{host} rows")
             assert chain_rows(pg_dsn, host) == expected(lines)
         records = query(pg_dsn, "SELECT host, count(*) FROM records GROUP BY host ORDER BY host")
         assert records == [("db.2", 1200 + 1), ("web-1", 1500 + 1)]  # + segment.start
@@ -137,7 +138,9 @@ def test_tampering_lands_in_chain_events(tmp_path: Path, nats: NatsServer, pg_ds
         restarted = write_log(tmp_path / "b", "h1", 50, salt="again")
         asyncio.run(publish_lines(nats.url, "h1", restarted))
         wait_for(
-            lambda: any(k == "rollback" for _, k in query(pg_dsn, "SELECT seq, kind FROM chain_events")),
+            lambda: any(
+                k == "rollback" for _, k in query(pg_dsn, "SELECT seq, kind FROM chain_events")
+            ),
             why="rollback",
         )
         rollbacks = query(pg_dsn, "SELECT seq FROM chain_events WHERE kind = 'rollback'")
@@ -153,12 +156,8 @@ def test_tampering_lands_in_chain_events(tmp_path: Path, nats: NatsServer, pg_ds
 def test_bad_input_is_dead_lettered_stripped_or_redacted(
     tmp_path: Path, nats: NatsServer, pg_dsn: str
 ) -> None:
-    lines = write_log(
-        tmp_path / "a", "h1", 4, argv=["mysql", "--password=hunter2", "-u", "root"]
-    )
-    config = write_config(
-        tmp_path / "c.toml", nats.url, pg_dsn, extra='never_store = ["data.uid"]'
-    )
+    lines = write_log(tmp_path / "a", "h1", 4, argv=["mysql", "--password=hunter2", "-u", "root"])
+    config = write_config(tmp_path / "c.toml", nats.url, pg_dsn, extra='never_store = ["data.uid"]')
     collector = Collector(config)
     try:
         collector.wait_ready()
@@ -178,7 +177,9 @@ def test_bad_input_is_dead_lettered_stripped_or_redacted(
         reason, data = query(pg_dsn, "SELECT reason, data FROM dead_letters")[0]
         assert str(reason).startswith("malformed: not JSON")
         assert bytes(data) == b"\x00garbage"  # type: ignore[arg-type]
-        stored = query(pg_dsn, "SELECT seq, altered, line FROM records WHERE host = 'h1' ORDER BY seq")
+        stored = query(
+            pg_dsn, "SELECT seq, altered, line FROM records WHERE host = 'h1' ORDER BY seq"
+        )
         for seq, altered, line in stored:
             body = msgspec.json.decode(bytes(line))["body"]  # type: ignore[arg-type]
             assert b"hunter2" not in bytes(line)  # type: ignore[arg-type]
@@ -194,9 +195,7 @@ def test_bad_input_is_dead_lettered_stripped_or_redacted(
             if seq == 3:
                 assert "unknown-fields:1" in str(altered)
         # The chain keeps the hashes as received (checked before any change).
-        assert chain_rows(pg_dsn, "h1") == [
-            (s, i, h) for s, i, h in (expected(lines))
-        ]
+        assert chain_rows(pg_dsn, "h1") == [(s, i, h) for s, i, h in (expected(lines))]
         assert query(pg_dsn, "SELECT count(*) FROM chain_events") == [(0,)]
     finally:
         status = collector.stop()
