@@ -14,8 +14,10 @@ Kinds (``chain_events.kind``):
 - ``hash``: a record whose hash is not the hash of its fields (not stored);
 - ``link``: a record's ``prev`` is not the stored hash of seq - 1 (checked
   both ways: the later record may have arrived first);
-- ``gap``: seqs skipped past the highest stored one (recorded once, when
-  the jump is seen; records filling it later are stored as usual);
+- ``gap``: seqs still missing ``gap_grace_s`` after a later seq was stored
+  (:func:`gap_step`; a jump alone is no gap: another collector may hold
+  the batch in between, or JetStream may redeliver it). Recorded once;
+  records filling it later are stored as usual and the stored tip moves on;
 - ``fork``: a second, different record for a stored seq (the insert's
   ``ON CONFLICT DO NOTHING`` dropped it; its hash is compared here), or a
   head naming another hash than the stored record's at its seq;
@@ -44,12 +46,14 @@ from agent.fleet.wire import ChainHead
 __all__ = [
     "ChainEvent",
     "Conflict",
+    "GapState",
     "HostCheck",
     "Link",
     "SealState",
     "Stored",
     "check_head",
     "check_seal",
+    "gap_step",
 ]
 
 _MAX_EPOCH_STEPS: Final = 10_000_000
@@ -139,20 +143,6 @@ class HostCheck:
                         f"not to seq {link.seq}'s hash {link.hash[:16]}...",
                     )
                 )
-        high = high_before
-        for link in sorted(inserted):
-            if high is not None and link.seq > high + 1:
-                missing = link.seq - high - 1
-                events.append(
-                    ChainEvent(
-                        host,
-                        high + 1,
-                        "gap",
-                        f"{missing} record(s) missing: seq {high + 1} to {link.seq - 1}",
-                    )
-                )
-            if high is None or link.seq > high:
-                high = link.seq
         events.extend(self._conflicts(conflicts, high_before))
         return events
 
@@ -195,6 +185,48 @@ class HostCheck:
                 )
             )
         return events
+
+
+class GapState(NamedTuple):
+    """A host's gap watch (``hosts.checked_seq/gap_seq/gap_since``).
+
+    ``checked``: every seq up to it is stored or reported missing; ``gap``:
+    the first missing seq after it, seen missing since ``since`` (seconds,
+    the database's clock), None when nothing is missing.
+    """
+
+    checked: int | None
+    gap: int | None
+    since: float | None
+
+
+def gap_step(
+    host: str,
+    state: GapState,
+    run_end: int,
+    next_present: int | None,
+    now: float,
+    grace: float,
+) -> tuple[GapState, ChainEvent | None, bool]:
+    """One step of the gap watch: the stored run from ``state.checked + 1``
+    ends at ``run_end``; ``next_present`` is the next stored seq after it
+    (None: nothing after). Returns the new state, a gap event if one is due
+    now, and whether to step again (from the seq after the reported gap)."""
+    if next_present is None:
+        return GapState(run_end, None, None), None, False
+    missing = run_end + 1
+    if state.gap != missing or state.since is None:
+        return GapState(run_end, missing, now), None, False
+    if now - state.since < grace:
+        return GapState(run_end, missing, state.since), None, False
+    event = ChainEvent(
+        host,
+        missing,
+        "gap",
+        f"{next_present - missing} record(s) missing for {now - state.since:.0f} s: "
+        f"seq {missing} to {next_present - 1}",
+    )
+    return GapState(next_present, None, None), event, True
 
 
 def check_head(

@@ -52,7 +52,7 @@ from agent.fleet.migrate import SchemaTooNewError, migrate
 from agent.fleet.partitions import maintain
 from agent.fleet.sanitise import DeadLetter, Row, Sanitiser
 from agent.fleet.wire import ChainHead, evidence_wildcard, heads_wildcard
-from agent.fleet.writer import write_batch
+from agent.fleet.writer import gaps_due, write_batch
 
 __all__ = ["Collector", "run_collector"]
 
@@ -162,6 +162,8 @@ class Collector:
         self.stop = asyncio.Event()
         self.channel: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=self.cfg.channel_batches)
         self.pg: psycopg.AsyncConnection[Any] | None = None
+        self._next_partitions = time.monotonic() + _PARTITIONS_EVERY_S
+        self._next_sweep = 0.0
         self.nc: NatsClient | None = None
 
     async def start(self) -> None:
@@ -240,15 +242,12 @@ class Collector:
         js = self.nc.jetstream()
         sub = await js.pull_subscribe_bind(durable=self.cfg.durable, stream=self.cfg.stream)
         fetcher = asyncio.create_task(self._fetch(sub))
-        upkeep = asyncio.create_task(self._upkeep())
         try:
             await self._write_loop()
         finally:
             fetcher.cancel()
-            upkeep.cancel()
-            for task in (fetcher, upkeep):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetcher
             while not self.channel.empty():
                 for msg in self.channel.get_nowait():
                     with contextlib.suppress(Exception):
@@ -265,10 +264,32 @@ class Collector:
             with contextlib.suppress(Exception):
                 await self.pg.close()
 
-    async def _upkeep(self) -> None:
-        while True:
-            await asyncio.sleep(_PARTITIONS_EVERY_S)
+    async def _housekeeping(self) -> None:
+        """Between batches (one connection, one task): partitions every hour,
+        and the gap sweep: hosts whose watched gap came due with no batch of theirs."""
+        now = time.monotonic()
+        if now >= self._next_partitions:
+            self._next_partitions = now + _PARTITIONS_EVERY_S
             await self._partitions()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + max(self.cfg.gap_grace_s / 2, 0.5)
+        try:
+            if self.pg is None or self.pg.closed:
+                return
+            due = await gaps_due(self.pg, self.cfg.gap_grace_s)
+            if not due:
+                return
+            result = await write_batch(
+                self.pg, [], [], [], self.checks, self.keys,
+                gap_grace_s=self.cfg.gap_grace_s, sweep=due,
+            )  # fmt: skip
+        except psycopg.Error as err:
+            self.say(f"gap sweep failed (retried): {_first_line(err)}")
+            return
+        self.metrics.batch(result, 0.0, self.sanitiser.stats)
+        for event in result.events:
+            self._report(event)
 
     async def _fetch(self, sub: Any) -> None:
         timeout = self.cfg.batch_time_ms / 1000
@@ -289,13 +310,18 @@ class Collector:
         stop_wait = asyncio.create_task(self.stop.wait())
         try:
             while not self.stop.is_set():
+                await self._housekeeping()
                 get = asyncio.create_task(self.channel.get())
-                done, _ = await asyncio.wait({get, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {get, stop_wait}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED
+                )
                 if get not in done:
                     get.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await get
-                    return
+                    if get.done() and not get.cancelled():  # it came as it was cancelled
+                        await self._write(get.result())
+                    continue
                 msgs = get.result()
                 self.metrics.channel_depth.set(self.channel.qsize())
                 await self._write(msgs)
@@ -326,7 +352,10 @@ class Collector:
             try:
                 if self.pg is None or self.pg.closed:
                     self.pg = await connect_pg(self.cfg.dsn)
-                result = await write_batch(self.pg, rows, dead, heads, self.checks, self.keys)
+                result = await write_batch(
+                    self.pg, rows, dead, heads, self.checks, self.keys,
+                    gap_grace_s=self.cfg.gap_grace_s,
+                )  # fmt: skip
                 break
             except (psycopg.Error, RunError, OSError) as err:
                 self.metrics.write_errors.inc()

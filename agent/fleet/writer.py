@@ -36,17 +36,19 @@ from agent.evidence.seal import Seal
 from agent.fleet.chaincheck import (
     ChainEvent,
     Conflict,
+    GapState,
     HostCheck,
     Link,
     SealState,
     Stored,
     check_head,
     check_seal,
+    gap_step,
 )
 from agent.fleet.sanitise import DeadLetter, Row
 from agent.fleet.wire import ChainHead
 
-__all__ = ["BatchResult", "HostState", "write_batch"]
+__all__ = ["BatchResult", "HostState", "gaps_due", "write_batch"]
 
 _INT8: Final = 1 << 63
 _COLUMNS: Final = (
@@ -85,11 +87,19 @@ SELECT c.host, c.seq, c.hash, c.prev FROM chain c
 JOIN unnest(%s::text[], %s::int8[]) AS w(host, seq) ON c.host = w.host AND c.seq = w.seq
 """
 
-_HOST_UPSERT: Final = b"""
-INSERT INTO hosts AS h (host) VALUES (%s)
-ON CONFLICT (host) DO UPDATE SET last_seen = now()
-RETURNING h.head_seq, h.stored_seq, h.stored_hash, h.seal_epoch, h.seal_seq, h.seal_mac,
-          (SELECT max(seq) FROM chain WHERE host = %s)
+_HOST_STATE: Final = b"""
+SELECT h.head_seq, h.stored_seq, h.stored_hash, h.seal_epoch, h.seal_seq, h.seal_mac,
+       (SELECT max(seq) FROM chain WHERE host = h.host), h.checked_seq, h.gap_seq,
+       extract(epoch FROM h.gap_since)::float8, extract(epoch FROM now())::float8
+FROM hosts h WHERE h.host = %s
+"""
+
+_GAP_STEPS: Final = 64  # gaps reported per host per batch, at most (the rest next time)
+_PRESENT: Final = b"SELECT 1 FROM chain WHERE host = %s AND seq = %s"
+_DUE: Final = b"""
+SELECT host FROM hosts
+WHERE gap_seq IS NOT NULL AND gap_since < now() - make_interval(secs => %s)
+ORDER BY host LIMIT 1000
 """
 
 _TIP: Final = b"""
@@ -101,13 +111,16 @@ ORDER BY c.seq LIMIT 1
 
 
 class HostState(msgspec.Struct):
-    """A host's row of ``hosts`` as read in the transaction."""
+    """A host's row of ``hosts`` as read in the transaction (``now``: the
+    database's clock, seconds)."""
 
     head_seq: int | None
     stored_seq: int | None
     stored_hash: str | None
     seal: SealState | None
     high: int | None
+    gaps: GapState
+    now: float
 
 
 class BatchResult(msgspec.Struct):
@@ -150,17 +163,83 @@ def _columns(rows: Sequence[Row], now_us: int) -> dict[str, list[Any]]:
     return cols
 
 
-async def _host_state(cur: psycopg.AsyncCursor[Any], host: str) -> HostState:
-    await cur.execute(_HOST_UPSERT, (host, host))
+async def _host_state(cur: psycopg.AsyncCursor[Any], host: str, *, seen: bool) -> HostState:
+    """The host's state; ``seen``: it sent something now (``last_seen``, made if new)."""
+    if seen:
+        await cur.execute(
+            b"INSERT INTO hosts (host) VALUES (%s) ON CONFLICT (host) DO UPDATE SET last_seen = now()",
+            (host,),
+        )
+    await cur.execute(_HOST_STATE, (host,))
     got = await cur.fetchone()
     assert got is not None
-    head_seq, stored_seq, stored_hash, seal_epoch, seal_seq, seal_mac, high = got
+    (head_seq, stored_seq, stored_hash, seal_epoch, seal_seq, seal_mac, high,
+     checked, gap, since, now) = got  # fmt: skip
     seal = (
         SealState(int(seal_epoch), int(seal_seq), str(seal_mac))
         if seal_epoch is not None and seal_seq is not None and seal_mac is not None
         else None
     )
-    return HostState(head_seq, stored_seq, stored_hash, seal, high)
+    return HostState(
+        head_seq, stored_seq, stored_hash, seal, high, GapState(checked, gap, since), float(now)
+    )
+
+
+async def _one(cur: psycopg.AsyncCursor[Any], sql: bytes, args: tuple[object, ...]) -> Any:
+    await cur.execute(sql, args)
+    got = await cur.fetchone()
+    return got[0] if got else None
+
+
+async def _advance(
+    cur: psycopg.AsyncCursor[Any], host: str, state: HostState, grace: float
+) -> list[ChainEvent]:
+    """Move the stored tip and the gap watch on; update ``hosts``; the gap events due."""
+    lowest = await _one(cur, b"SELECT min(seq) FROM chain WHERE host = %s", (host,))
+    if lowest is None:
+        return []
+    start = state.stored_seq if state.stored_seq is not None else int(lowest)
+    tip: tuple[int, str] | None = None
+    await cur.execute(_TIP, (host, start))
+    found = await cur.fetchone()
+    if found is not None:
+        tip = (int(found[0]), str(found[1]))
+    gaps = state.gaps
+    if gaps.checked is None:
+        gaps = GapState(int(lowest) - 1, None, None)
+    events: list[ChainEvent] = []
+    for _ in range(_GAP_STEPS):
+        assert gaps.checked is not None
+        run_end = gaps.checked
+        if await _one(cur, _PRESENT, (host, gaps.checked + 1)) is not None:
+            run_end = int(await _one(cur, _TIP, (host, gaps.checked + 1)))
+        after = await _one(cur, b"SELECT min(seq) FROM chain WHERE host = %s AND seq > %s",
+                           (host, run_end))  # fmt: skip
+        gaps, event, again = gap_step(
+            host, gaps, run_end, None if after is None else int(after), state.now, grace
+        )
+        if event is not None:
+            events.append(event)
+        if not again:
+            break
+    sealed = state.seal
+    await cur.execute(
+        b"UPDATE hosts SET stored_seq = %s, stored_hash = %s, checked_seq = %s, gap_seq = %s,"
+        b" gap_since = to_timestamp(%s), seal_epoch = %s, seal_seq = %s, seal_mac = %s"
+        b" WHERE host = %s",
+        (
+            tip[0] if tip else None,
+            tip[1] if tip else None,
+            gaps.checked,
+            gaps.gap,
+            gaps.since,
+            sealed.epoch if sealed else None,
+            sealed.seq if sealed else None,
+            sealed.mac if sealed else None,
+            host,
+        ),
+    )
+    return events
 
 
 async def _stored_at(
@@ -179,13 +258,19 @@ async def write_batch(
     heads: Sequence[ChainHead],
     checks: dict[str, HostCheck],
     verify_keys: Mapping[str, bytes],
+    *,
+    gap_grace_s: float,
+    sweep: Sequence[str] = (),
 ) -> BatchResult:
     """Write one batch in one transaction (see the module doc); raises
-    :class:`psycopg.Error` with nothing written when the database fails."""
+    :class:`psycopg.Error` with nothing written when the database fails.
+
+    ``sweep``: hosts to look at for gaps now due, though the batch has
+    nothing of theirs (the collector's periodic gap sweep: an empty batch).
+    """
     result = BatchResult()
-    hosts = sorted(
-        {r.host for r in rows} | {d.host for d in dead if d.host} | {h.host for h in heads}
-    )
+    seen = {r.host for r in rows} | {d.host for d in dead if d.host} | {h.host for h in heads}
+    hosts = sorted(seen | set(sweep))
     now_us = int(datetime.datetime.now(datetime.UTC).timestamp() * 1e6)
     events: list[ChainEvent] = []
     async with conn.transaction(), conn.cursor() as cur:
@@ -194,7 +279,7 @@ async def write_batch(
             await cur.execute(
                 b"SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (host, _HOST_LOCK)
             )
-            states[host] = await _host_state(cur, host)
+            states[host] = await _host_state(cur, host, seen=host in seen)
         inserted: set[tuple[str, int]] = set()
         if rows:
             await cur.execute(_INSERT, _columns(rows, now_us))
@@ -217,12 +302,12 @@ async def write_batch(
             state = states[host]
             mine = by_host.get(host, [])
             links = [Link(r.seq, r.hash, r.prev) for r in mine if (host, r.seq) in inserted]
-            seen: set[int] = set()
+            looked: set[int] = set()
             conflicts: list[Conflict] = []
             for r in mine:
-                if (host, r.seq) in inserted or r.seq in seen:
+                if (host, r.seq) in inserted or r.seq in looked:
                     continue
-                seen.add(r.seq)
+                looked.add(r.seq)
                 at = stored.get((host, r.seq))
                 conflicts.append(Conflict(r.seq, r.hash, r.id, at.hash if at else None))
             result.duplicates += sum(1 for c in conflicts if c.stored_hash == c.hash)
@@ -267,35 +352,14 @@ async def write_batch(
                 b" last_seen = now() WHERE host = %s",
                 (head.seq, head.hash, head.time_ns, head.host),
             )
+        for host in hosts:
+            events.extend(await _advance(cur, host, states[host], gap_grace_s))
         breaks: dict[str, int] = defaultdict(int)
         for event in events:
             breaks[event.host] += 1
-        for host in hosts:
-            state = states[host]
-            start = state.stored_seq
-            if start is None:
-                await cur.execute(b"SELECT min(seq) FROM chain WHERE host = %s", (host,))
-                got = await cur.fetchone()
-                start = got[0] if got else None
-            tip: tuple[int, str] | None = None
-            if start is not None:
-                await cur.execute(_TIP, (host, start))
-                found_tip = await cur.fetchone()
-                if found_tip is not None:
-                    tip = (int(found_tip[0]), str(found_tip[1]))
-            sealed = state.seal
+        for host, number in sorted(breaks.items()):
             await cur.execute(
-                b"UPDATE hosts SET stored_seq = %s, stored_hash = %s, breaks = breaks + %s,"
-                b" seal_epoch = %s, seal_seq = %s, seal_mac = %s WHERE host = %s",
-                (
-                    tip[0] if tip else None,
-                    tip[1] if tip else None,
-                    breaks.get(host, 0),
-                    sealed.epoch if sealed else None,
-                    sealed.seq if sealed else None,
-                    sealed.mac if sealed else None,
-                    host,
-                ),
+                b"UPDATE hosts SET breaks = breaks + %s WHERE host = %s", (number, host)
             )
         if events:
             await cur.executemany(
@@ -310,3 +374,9 @@ async def write_batch(
     result.dead_letters = len(dead)
     result.events = events
     return result
+
+
+async def gaps_due(conn: psycopg.AsyncConnection[Any], grace: float) -> list[str]:
+    """Hosts whose watched gap is older than ``grace`` seconds (for the sweep)."""
+    cursor = await conn.execute(_DUE, (grace,))
+    return [str(row[0]) for row in await cursor.fetchall()]

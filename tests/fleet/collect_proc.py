@@ -16,10 +16,18 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(path: Path, nats_url: str, dsn: str, extra: str = "", evidence: str = "") -> Path:
+def write_config(
+    path: Path,
+    nats_url: str,
+    dsn: str,
+    extra: str = "",
+    evidence: str = "",
+    batch_size: int = 500,
+    gap_grace_s: float = 1.0,
+) -> Path:
     path.write_text(
         f'[collect]\nnats_url = "{nats_url}"\ndsn = "{dsn}"\nmetrics_listen = ""\n'
-        f"batch_size = 500\nbatch_time_ms = 50\n{extra}\n"
+        f"batch_size = {batch_size}\nbatch_time_ms = 50\ngap_grace_s = {gap_grace_s}\n{extra}\n"
         + (f"[evidence]\n{evidence}\n" if evidence else "")
     )
     return path

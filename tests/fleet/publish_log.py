@@ -57,9 +57,12 @@ def write_log(
     start: int = 0,
     salt: str = "",
     argv: Sequence[str] | None = None,
+    checkpoint_every: int = 0,
 ) -> list[bytes]:
-    """Append ``count`` records with the real store; return every line of the log."""
-    store = EvidenceStore(state_dir, checkpoint_every_records=0)
+    """Append ``count`` records with the real store; return every line of the log
+    (sealed, with a checkpoint every ``checkpoint_every`` records, if the state
+    directory has a key: :func:`agent.evidence.keys.create_key`)."""
+    store = EvidenceStore(state_dir, checkpoint_every_records=checkpoint_every)
     try:
         for n in range(start, start + count):
             store.append(*event(host, n, salt=salt, argv=argv))
