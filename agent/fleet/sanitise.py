@@ -65,6 +65,7 @@ _DECODE: Final = msgspec.json.Decoder(ChainRecord)
 _ANY: Final = msgspec.json.Decoder()
 _TEXT_FIELDS: Final = ("comm", "filename", "cwd", "exe", "path", "path2")
 _ARGV_FIELDS: Final = ("argv", "cmdline")
+_CACHED: Final = 4096
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -172,6 +173,10 @@ class Sanitiser:
         )
         self._max_bytes = max_bytes
         self.stats = SanitiseStats()
+        # Escaping is per byte in Python: a fleet has few hosts and types, so
+        # each token's answer is kept (bounded: cleared when full).
+        self._hosts: dict[str, str | None] = {}
+        self._types: dict[str, list[str]] = {}
 
     def _dead(
         self,
@@ -202,13 +207,24 @@ class Sanitiser:
         tokens = subject[len(base) :].split(".")
         if not tokens or not tokens[0]:
             return None
-        try:
-            host = token_text(tokens[0])
-        except (UnicodeDecodeError, UnicodeEncodeError, ValueError):
-            return None
-        if subject_token(host) != tokens[0] or pg_text(host) is None or not host:
-            return None
-        return host, tokens[1:]
+        token = tokens[0]
+        if token in self._hosts:
+            host = self._hosts[token]
+        else:
+            host = _host_of_token(token)
+            if len(self._hosts) >= _CACHED:
+                self._hosts.clear()
+            self._hosts[token] = host
+        return None if host is None else (host, tokens[1:])
+
+    def _type_tokens(self, record_type: str) -> list[str]:
+        tokens = self._types.get(record_type)
+        if tokens is None:
+            tokens = _type_tokens(record_type)
+            if len(self._types) >= _CACHED:
+                self._types.clear()
+            self._types[record_type] = tokens
+        return tokens
 
     def record(self, subject: str, data: bytes) -> Row | DeadLetter:
         """One message from an evidence subject: a row to store, or a dead letter."""
@@ -221,7 +237,7 @@ class Sanitiser:
         record, dropped = self._decode(data)
         if isinstance(record, str):
             return self._dead(subject, f"malformed: {record}", data, host=host)
-        if type_tokens != _type_tokens(record.type):
+        if type_tokens != self._type_tokens(record.type):
             return self._dead(subject, "subject: its type is not the record's", data, host=host)
         try:
             line = canonical(msgspec.structs.asdict(record))
@@ -384,6 +400,18 @@ class Sanitiser:
                     endpoint["address"] = result.text
                     fired.update(result.fired or ("changed",))
         return fired
+
+
+def _host_of_token(token: str) -> str | None:
+    """The host a subject token names, or None if the token is not the
+    canonical escape of a name PostgreSQL can hold."""
+    try:
+        host = token_text(token)
+    except (UnicodeDecodeError, UnicodeEncodeError, ValueError):
+        return None
+    if not host or subject_token(host) != token or pg_text(host) is None:
+        return None
+    return host
 
 
 def _type_tokens(record_type: str) -> list[str]:

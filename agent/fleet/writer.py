@@ -60,21 +60,21 @@ _HOST_LOCK: Final = 0x74686F7374  # "thost": the second key of each host's lock
 _INSERT: Final = b"""
 WITH input AS (
     SELECT * FROM unnest(
-        %(host)s::text[], %(seq)s::int8[], %(id)s::text[], %(hash)s::text[],
-        %(prev)s::text[], %(type)s::text[], %(time)s::int8[], %(pid)s::int8[],
-        %(comm)s::text[], %(exe)s::text[], %(path)s::text[], %(uid)s::int8[],
-        %(container)s::text[], %(remote)s::text[], %(altered)s::text[], %(line)s::bytea[]
+        %(host)b::text[], %(seq)b::int8[], %(id)b::text[], %(hash)b::text[],
+        %(prev)b::text[], %(type)b::text[], %(time)b::int8[], %(pid)b::int8[],
+        %(comm)b::text[], %(exe)b::text[], %(path)b::text[], %(uid)b::int8[],
+        %(container)b::text[], %(remote)b::text[], %(altered)b::text[], %(line)b::bytea[]
     ) AS t(host, seq, id, hash, prev, type, time_us, pid, comm, exe, path, uid,
            container, remote, altered, line)
 ), inserted AS (
     INSERT INTO chain (host, seq, id, hash, prev, type, time)
-    SELECT host, seq, id, hash, prev, type, to_timestamp(time_us / 1e6) FROM input
+    SELECT host, seq, id, hash, prev, type, to_timestamp(time_us::float8 / 1000000) FROM input
     ON CONFLICT DO NOTHING
     RETURNING host, seq
 ), stored AS (
     INSERT INTO records (host, seq, type, time, pid, comm, exe, path, uid, container,
                          remote, altered, line)
-    SELECT i.host, i.seq, i.type, to_timestamp(i.time_us / 1e6), i.pid, i.comm, i.exe, i.path,
+    SELECT i.host, i.seq, i.type, to_timestamp(i.time_us::float8 / 1000000), i.pid, i.comm, i.exe, i.path,
            i.uid, i.container, i.remote, nullif(i.altered, ''), i.line
     FROM input i JOIN inserted USING (host, seq)
     RETURNING 1
