@@ -346,7 +346,7 @@ async def write_batch(
             found = check_head(head, state.head_seq, at.hash if at else None)
             if found is not None:
                 events.append(found)
-            state.head_seq = head.seq if state.head_seq is None else max(state.head_seq, head.seq)
+            state.head_seq = head.seq  # what the host says now (a move back: reported)
             await cur.execute(
                 b"UPDATE hosts SET head_seq = %s, head_hash = %s, head_time = to_timestamp(%s / 1e9),"
                 b" last_seen = now() WHERE host = %s",

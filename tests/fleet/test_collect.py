@@ -7,14 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import msgspec
 
-from agent.fleet.wire import record_id
+from agent.fleet.wire import ChainHead, heads_subject, record_id
 from tests.fleet.collect_proc import ROOT, Collector, chain_rows, query, wait_for, write_config
 from tests.fleet.publish_log import publish_lines, publish_raw, record_of, write_log
-from tests.fleet.servers import NatsServer, PostgresServer
+from tests.fleet.servers import NatsServer, PostgresServer, free_port
 
 
 def expected(lines: list[bytes]) -> list[tuple[object, ...]]:
@@ -115,7 +116,12 @@ def test_postgres_away_for_20_s_loses_nothing(
 
 def test_tampering_lands_in_chain_events(tmp_path: Path, nats: NatsServer, pg_dsn: str) -> None:
     lines = write_log(tmp_path / "a", "h1", 300)
-    collector = Collector(write_config(tmp_path / "c.toml", nats.url, pg_dsn))
+    port = free_port()
+    config = write_config(tmp_path / "c.toml", nats.url, pg_dsn)
+    config.write_text(
+        config.read_text().replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{port}"')
+    )
+    collector = Collector(config)
     try:
         collector.wait_ready()
 
@@ -149,8 +155,23 @@ def test_tampering_lands_in_chain_events(tmp_path: Path, nats: NatsServer, pg_ds
         rollbacks = query(pg_dsn, "SELECT seq FROM chain_events WHERE kind = 'rollback'")
         assert rollbacks == [(0,)]  # one event for the whole run, at its first seq
         assert any(": rollback: " in line for line in collector.lines)
+        # Heads: one that names the stored tip is fine; one moving back is a rollback.
+        tip = record_of(lines[-1])
+        for seq, digest in ((tip.seq, tip.hash), (10, record_of(lines[10]).hash)):
+            head = ChainHead(host="h1", seq=seq, hash=digest, seal=None, time_ns=time.time_ns())
+            asyncio.run(publish_raw(nats.url, heads_subject("tracehound", "h1"), head.encode()))
+        wait_for(lambda: (10, "rollback") in query(pg_dsn, "SELECT seq, kind FROM chain_events"))
+        assert query(pg_dsn, "SELECT head_seq FROM hosts WHERE host = 'h1'") == [(10,)]  # as said
         breaks = query(pg_dsn, "SELECT breaks FROM hosts WHERE host = 'h1'")[0][0]
         assert breaks == len(query(pg_dsn, "SELECT 1 FROM chain_events"))
+        # The same counts on /metrics.
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        text = page.decode()
+        assert 'tracehound_collect_chain_events_total{kind="rollback"} 2.0' in text
+        assert 'tracehound_collect_chain_events_total{kind="gap"} 2.0' in text
+        assert 'tracehound_collect_chain_events_total{kind="hash"} 1.0' in text
+        assert 'tracehound_collect_dead_letters_total{reason="hash"} 1.0' in text
+        assert f"tracehound_collect_records_total {len(lines) - 2}.0" in text
     finally:
         status = collector.stop()
         assert status == 0, collector.lines
@@ -217,8 +238,6 @@ def run_collect(tmp_path: Path, nats_url: str, dsn: str) -> subprocess.Completed
 
 
 def test_wrong_dsn_or_nats_url_is_one_line(tmp_path: Path, nats: NatsServer, pg_dsn: str) -> None:
-    from tests.fleet.servers import free_port
-
     dead_pg = f"postgresql://postgres@127.0.0.1:{free_port()}/x"
     for nats_url, dsn, key in (
         (nats.url, dead_pg, "collect.dsn"),
