@@ -375,8 +375,14 @@ class Collector:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), delay * (0.5 + random.random()))
                 delay = min(delay * 2, _RETRY_MAX_S)
+        unacked = 0
         for msg in msgs:
-            await msg.ack()
+            try:
+                await msg.ack()
+            except (nats.errors.Error, OSError):
+                unacked += 1  # NATS away: redelivered later, and dropped by the keys
+        if unacked:
+            self.say(f"{unacked} acks not sent (NATS away): those records come again")
         self.metrics.batch(result, time.monotonic() - started, self.sanitiser.stats)
         for event in result.events:
             self._report(event)

@@ -250,3 +250,24 @@ def test_wrong_dsn_or_nats_url_is_one_line(tmp_path: Path, nats: NatsServer, pg_
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith(f"tracehound: {key}: "), lines
         assert "Traceback" not in result.stderr
+
+
+def test_nats_killed_mid_stream_and_restarted_loses_nothing(
+    tmp_path: Path, nats: NatsServer, pg_dsn: str
+) -> None:
+    lines = write_log(tmp_path / "a", "h1", 3000)
+    collector = Collector(write_config(tmp_path / "c.toml", nats.url, pg_dsn))
+    try:
+        collector.wait_ready()
+        asyncio.run(publish_lines(nats.url, "h1", lines[:1500]))
+        wait_for(lambda: count(pg_dsn, "h1") > 0, why="first rows")
+        nats.kill()
+        time.sleep(2)
+        nats.start()
+        asyncio.run(publish_lines(nats.url, "h1", lines[1500:]))
+        wait_for(lambda: count(pg_dsn, "h1") == len(lines), timeout=120, why="all rows")
+        assert chain_rows(pg_dsn, "h1") == expected(lines)
+        assert query(pg_dsn, "SELECT count(*) FROM chain_events") == [(0,)]
+    finally:
+        status = collector.stop()
+        assert status == 0, collector.lines
