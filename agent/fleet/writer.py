@@ -24,7 +24,7 @@ The caller acks the batch's messages only after this returns (commit).
 from __future__ import annotations
 
 import datetime
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -296,7 +296,17 @@ async def write_batch(
             if row.type == CHECKPOINT and row.host in verify_keys:
                 wanted.add((row.host, row.seq - 1))
         wanted.update((h.host, h.seq) for h in heads)
-        stored = await _stored_at(cur, sorted(wanted))
+        # What this batch inserted is stored as the batch says: read back the rest only.
+        # (A seq twice in the batch: which one the insert kept is read back.)
+        keys = [(r.host, r.seq) for r in rows]
+        twice = {k for k, n in Counter(keys).items() if n > 1}
+        own = {
+            key: Stored(r.hash, r.prev)
+            for key, r in zip(keys, rows, strict=True)
+            if key in inserted and key not in twice
+        }
+        stored = await _stored_at(cur, sorted(wanted - own.keys()))
+        stored.update(own)
         for host in hosts:
             check = checks.setdefault(host, HostCheck(host))
             state = states[host]
