@@ -9,9 +9,9 @@ runs one transaction:
    (two collectors holding batches of one host check one after the other,
    never deadlock);
 2. each host's stored state (``hosts`` upserted, its highest stored seq);
-3. one statement: ``INSERT INTO chain ... ON CONFLICT DO NOTHING
-   RETURNING`` and, in the same statement (a CTE), the returned rows into
-   ``records``, all from arrays (``unnest``);
+3. the batch COPYed (binary) into a temporary table, then one statement:
+   ``INSERT INTO chain ... ON CONFLICT DO NOTHING RETURNING`` and, in the
+   same statement (a CTE), the returned rows into ``records``;
 4. the dropped rows' stored hashes and the inserted rows' stored
    neighbours, read back, and the chain check over them (as the database
    now holds it, under the lock: correct with several collectors);
@@ -51,32 +51,34 @@ from agent.fleet.wire import ChainHead
 __all__ = ["BatchResult", "HostState", "gaps_due", "write_batch"]
 
 _INT8: Final = 1 << 63
-_COLUMNS: Final = (
-    "host", "seq", "id", "hash", "prev", "type", "time", "pid", "comm",
-    "exe", "path", "uid", "container", "remote", "altered", "line",
-)  # fmt: skip
 _HOST_LOCK: Final = 0x74686F7374  # "thost": the second key of each host's lock
 
+_INPUT: Final = b"""
+CREATE TEMP TABLE IF NOT EXISTS collect_input (
+    host text, seq int8, id text, hash text, prev text, type text, time_us int8, pid int8,
+    comm text, exe text, path text, uid int8, container text, remote text, altered text,
+    line bytea
+) ON COMMIT DELETE ROWS
+"""
+_INPUT_TYPES: Final = (
+    "text", "int8", "text", "text", "text", "text", "int8", "int8",
+    "text", "text", "text", "int8", "text", "text", "text", "bytea",
+)  # fmt: skip
+_COPY: Final = b"COPY collect_input FROM STDIN (FORMAT BINARY)"
+
 _INSERT: Final = b"""
-WITH input AS (
-    SELECT * FROM unnest(
-        %(host)b::text[], %(seq)b::int8[], %(id)b::text[], %(hash)b::text[],
-        %(prev)b::text[], %(type)b::text[], %(time)b::int8[], %(pid)b::int8[],
-        %(comm)b::text[], %(exe)b::text[], %(path)b::text[], %(uid)b::int8[],
-        %(container)b::text[], %(remote)b::text[], %(altered)b::text[], %(line)b::bytea[]
-    ) AS t(host, seq, id, hash, prev, type, time_us, pid, comm, exe, path, uid,
-           container, remote, altered, line)
-), inserted AS (
+WITH inserted AS (
     INSERT INTO chain (host, seq, id, hash, prev, type, time)
-    SELECT host, seq, id, hash, prev, type, to_timestamp(time_us::float8 / 1000000) FROM input
+    SELECT host, seq, id, hash, prev, type, to_timestamp(time_us::float8 / 1000000)
+    FROM collect_input
     ON CONFLICT DO NOTHING
     RETURNING host, seq
 ), stored AS (
     INSERT INTO records (host, seq, type, time, pid, comm, exe, path, uid, container,
                          remote, altered, line)
-    SELECT i.host, i.seq, i.type, to_timestamp(i.time_us::float8 / 1000000), i.pid, i.comm, i.exe, i.path,
-           i.uid, i.container, i.remote, nullif(i.altered, ''), i.line
-    FROM input i JOIN inserted USING (host, seq)
+    SELECT i.host, i.seq, i.type, to_timestamp(i.time_us::float8 / 1000000), i.pid, i.comm,
+           i.exe, i.path, i.uid, i.container, i.remote, nullif(i.altered, ''), i.line
+    FROM collect_input i JOIN inserted USING (host, seq)
     RETURNING 1
 )
 SELECT host, seq FROM inserted
@@ -136,31 +138,23 @@ def _int8(value: int | None) -> int | None:
     return value if value is not None and -_INT8 <= value < _INT8 else None
 
 
-def _columns(rows: Sequence[Row], now_us: int) -> dict[str, list[Any]]:
-    cols: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+def _tuples(rows: Sequence[Row], now_us: int) -> list[tuple[Any, ...]]:
+    """The rows as ``collect_input`` tuples. A record without a time takes
+    its host's previous one in the batch (else now): ``time`` is NOT NULL."""
+    out: list[tuple[Any, ...]] = []
     last_time: dict[str, int] = {}
     for row in rows:
         time_us = row.time_ns // 1000 if row.time_ns is not None else None
         if time_us is None:
             time_us = last_time.get(row.host, now_us)
         last_time[row.host] = time_us
-        cols["host"].append(row.host)
-        cols["seq"].append(row.seq)
-        cols["id"].append(row.id)
-        cols["hash"].append(row.hash)
-        cols["prev"].append(row.prev)
-        cols["type"].append(row.type)
-        cols["time"].append(time_us)
-        cols["pid"].append(_int8(row.pid))
-        cols["comm"].append(row.comm)
-        cols["exe"].append(row.exe)
-        cols["path"].append(row.path)
-        cols["uid"].append(_int8(row.uid))
-        cols["container"].append(row.container)
-        cols["remote"].append(row.remote)
-        cols["altered"].append(row.altered)
-        cols["line"].append(row.line)
-    return cols
+        values = (
+            row.host, row.seq, row.id, row.hash, row.prev, row.type, time_us,
+            _int8(row.pid), row.comm, row.exe, row.path, _int8(row.uid), row.container,
+            row.remote, row.altered, row.line,
+        )  # fmt: skip
+        out.append(values)
+    return out
 
 
 async def _host_state(cur: psycopg.AsyncCursor[Any], host: str, *, seen: bool) -> HostState:
@@ -282,7 +276,14 @@ async def write_batch(
             states[host] = await _host_state(cur, host, seen=host in seen)
         inserted: set[tuple[str, int]] = set()
         if rows:
-            await cur.execute(_INSERT, _columns(rows, now_us))
+            # COPY into a temporary table, then one statement: measured faster
+            # than the same statement over unnest() arrays (about 25% here).
+            await cur.execute(_INPUT)
+            async with cur.copy(_COPY) as copy:
+                copy.set_types(_INPUT_TYPES)
+                for values in _tuples(rows, now_us):
+                    await copy.write_row(values)
+            await cur.execute(_INSERT)
             inserted = {(str(h), int(s)) for h, s in await cur.fetchall()}
         result.written = len(inserted)
         by_host: dict[str, list[Row]] = defaultdict(list)
