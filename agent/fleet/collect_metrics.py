@@ -5,6 +5,7 @@
     tracehound_collect_batches_total                 counter  batches committed
     tracehound_collect_batch_seconds                 histogram  a batch's time, sanitising to commit
     tracehound_collect_write_errors_total            counter  failed database writes (each retried)
+    tracehound_collect_fetch_errors_total            counter  failed fetches (each retried)
     tracehound_collect_channel_depth                 gauge    batches fetched, not yet written
     tracehound_collect_dead_letters_total{reason}    counter  messages not stored, by reason
     tracehound_collect_unknown_fields_total          counter  unknown top-level record fields dropped
@@ -46,6 +47,9 @@ class CollectMetrics:
         )
         self.write_errors = Counter(
             "tracehound_collect_write_errors", "failed database writes", registry=r
+        )
+        self.fetch_errors = Counter(
+            "tracehound_collect_fetch_errors", "failed fetches from JetStream", registry=r
         )
         self.channel_depth = Gauge(
             "tracehound_collect_channel_depth", "batches fetched, not yet written", registry=r

@@ -62,6 +62,7 @@ _RETRY_MAX_S: Final = 5.0
 _PARTITIONS_EVERY_S: Final = 3600.0
 _ACK_WAIT_S: Final = 60.0
 _FIRST_CONNECT_ATTEMPTS: Final = 2
+_SAY_EVERY_S: Final = 30.0
 
 
 def _say(line: str) -> None:
@@ -293,15 +294,25 @@ class Collector:
 
     async def _fetch(self, sub: Any) -> None:
         timeout = self.cfg.batch_time_ms / 1000
+        failing_since: float | None = None
+        said = 0.0
         while not self.stop.is_set():
             try:
                 msgs = await sub.fetch(self.cfg.batch_size, timeout=max(timeout, 0.01))
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except nats.errors.Error as err:
-                self.say(f"fetch failed, retrying: {_first_line(err)}")
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - said >= _SAY_EVERY_S:  # one line, not one per retry
+                    said = now
+                    self.say(f"fetch failed, retrying: {_first_line(err)}")
+                self.metrics.fetch_errors.inc()
                 await asyncio.sleep(_RETRY_MIN_S)
                 continue
+            if failing_since is not None:
+                self.say(f"fetching again after {time.monotonic() - failing_since:.1f} s")
+                failing_since, said = None, 0.0
             if msgs:
                 await self.channel.put(msgs)
                 self.metrics.channel_depth.set(self.channel.qsize())
