@@ -34,13 +34,14 @@ hash in ``chain`` is always the received (verified) one.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Any, Final
 
 import blake3
 import msgspec
 
-from agent.evidence.canonical import CanonicalError, canonical
+from agent.evidence.canonical import MAX_DEPTH, CanonicalError, canonical
 from agent.evidence.chain import ChainRecord
 from agent.evidence.layout import SEGMENT_START
 from agent.evidence.types import TYPE_PREFIX
@@ -61,7 +62,16 @@ DEAD_LETTER_BYTES: Final = 4096
 """The most bytes of a dead letter's message kept (the rest is counted, not stored)."""
 
 _FIELDS: Final = frozenset({"seq", "prev", "hash", "type", "body"})
-_DECODE: Final = msgspec.json.Decoder(ChainRecord)
+
+
+def _no_float(text: str) -> object:
+    """msgspec's ``float_hook``: canonical JSON has no floats (the slow path says so)."""
+    raise ValueError("a float")
+
+
+_DECODE: Final = msgspec.json.Decoder(ChainRecord, float_hook=_no_float)
+_SORTED: Final = msgspec.json.Encoder(order="sorted")
+_BIG_INT: Final = re.compile(rb"[:,\[]-?[0-9]{16,}")
 _ANY: Final = msgspec.json.Decoder()
 _TEXT_FIELDS: Final = ("comm", "filename", "cwd", "exe", "path", "path2")
 _ARGV_FIELDS: Final = ("argv", "cmdline")
@@ -234,15 +244,17 @@ class Sanitiser:
         if named is None:
             return self._dead(subject, "subject: not <prefix>.evidence.<host>.<type>", data)
         host, type_tokens = named
-        record, dropped = self._decode(data)
+        record, dropped, strict = self._decode(data)
         if isinstance(record, str):
             return self._dead(subject, f"malformed: {record}", data, host=host)
         if type_tokens != self._type_tokens(record.type):
             return self._dead(subject, "subject: its type is not the record's", data, host=host)
-        try:
-            line = canonical(msgspec.structs.asdict(record))
-        except CanonicalError as exc:
-            return self._dead(subject, f"noncanonical: {exc}", data, host=host, seq=record.seq)
+        line = _fast_canonical(data, record) if strict else None
+        if line is None:
+            try:
+                line = canonical(msgspec.structs.asdict(record))
+            except CanonicalError as exc:
+                return self._dead(subject, f"noncanonical: {exc}", data, host=host, seq=record.seq)
         digest = _hash_of_canonical(line, record)
         if digest != record.hash:
             return self._dead(
@@ -338,26 +350,28 @@ class Sanitiser:
             return self._dead(subject, "subject: the head's host is not the subject's", data)
         return head
 
-    def _decode(self, data: bytes) -> tuple[ChainRecord | str, int]:
-        """The record and how many unknown top-level fields were dropped, or why not."""
+    def _decode(self, data: bytes) -> tuple[ChainRecord | str, int, bool]:
+        """The record, how many unknown top-level fields were dropped, and
+        whether it came through the strict decoder (no floats: the fast
+        canonical check may be used); or why there is no record."""
         try:
-            return _DECODE.decode(data), 0
+            return _DECODE.decode(data), 0, True
         except msgspec.ValidationError:
             pass
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            return f"not JSON: {exc}", 0
+            return f"not JSON: {exc}", 0, False
         try:
             fields = _ANY.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            return f"not JSON: {exc}", 0
+            return f"not JSON: {exc}", 0, False
         if not isinstance(fields, dict) or not fields.keys() >= _FIELDS:
-            return "not a chain record (seq, prev, hash, type, body)", 0
+            return "not a chain record (seq, prev, hash, type, body)", 0, False
         dropped = len(fields) - len(_FIELDS)
         try:
             record = msgspec.convert({k: fields[k] for k in _FIELDS}, ChainRecord)
         except msgspec.ValidationError as exc:
-            return f"not a chain record: {exc}", 0
-        return record, dropped
+            return f"not a chain record: {exc}", 0, False
+        return record, dropped, False
 
     def _strip(self, body: Any) -> int:
         removed = 0
@@ -417,6 +431,28 @@ def _host_of_token(token: str) -> str | None:
 def _type_tokens(record_type: str) -> list[str]:
     short = record_type.removeprefix(TYPE_PREFIX)
     return [subject_token(part) for part in short.split(".")]
+
+
+def _fast_canonical(data: bytes, record: ChainRecord) -> bytes | None:
+    """``data`` itself when it is provably the record's canonical form, else
+    None (then :func:`canonical` decides, slowly, with the reason).
+
+    The record was decoded with floats refused (:func:`_no_float`); ASCII
+    bytes, no integer token of 16 digits or more (the safe range ends at 16),
+    fewer brackets than the depth limit, and msgspec's sorted encoding equal
+    to the bytes: then every key and string is ASCII (an escape that made
+    one non-ASCII would come back raw and differ), which is where msgspec's
+    sorted output is exactly JCS (what :func:`canonical` relies on too).
+    """
+    if not data.isascii() or _BIG_INT.search(data) is not None:
+        return None
+    if data.count(b"[") + data.count(b"{") >= MAX_DEPTH:
+        return None
+    try:
+        line = _SORTED.encode(msgspec.structs.asdict(record))
+    except (UnicodeEncodeError, msgspec.EncodeError):
+        return None
+    return data if line == data else None
 
 
 def _hash_of_canonical(line: bytes, record: ChainRecord) -> str:

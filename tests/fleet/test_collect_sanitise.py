@@ -111,3 +111,30 @@ def test_heads(sanitiser: Sanitiser) -> None:
     other = sanitiser.head(heads_subject("th", "h2"), head.encode())
     assert isinstance(other, DeadLetter) and "host" in other.reason
     assert isinstance(sanitiser.head(heads_subject("th", "h.1"), b"{}"), DeadLetter)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"n":1.5}',  # a float
+        b'{"n":9007199254740993}',  # past the safe range
+        b'{"\\u00e9":1,"e":2}',  # an escaped key: not the canonical bytes
+        b'{"s":"\\ud800"}',  # a lone surrogate
+    ],
+)
+def test_what_canonical_refuses_is_not_stored(sanitiser: Sanitiser, body: bytes) -> None:
+    """The fast path (the bytes are msgspec's sorted form) never accepts what
+    the canonical encoder refuses; the hash is right, so only that can refuse it."""
+    import blake3
+
+    prev = "0" * 64
+    unhashed = b'{"body":%s,"prev":"%s","seq":0,"type":"t"}' % (body, prev.encode())
+    digest = blake3.blake3(unhashed).hexdigest()
+    line = b'{"body":%s,"hash":"%s","prev":"%s","seq":0,"type":"t"}' % (
+        body, digest.encode(), prev.encode(),
+    )  # fmt: skip
+    got = sanitiser.record("th.evidence.h.t", line)
+    if isinstance(got, Row):  # stored only as its canonical form, noted
+        assert got.line != line and got.altered == "canonical"
+    else:
+        assert got.reason.startswith(("noncanonical", "malformed", "hash")), got.reason
