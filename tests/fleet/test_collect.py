@@ -72,8 +72,9 @@ def test_two_hosts_stored_one_for_one_and_republishing_adds_nothing(
 def test_killed_mid_batch_and_restarted_loses_nothing(
     tmp_path: Path, nats: NatsServer, pg_dsn: str
 ) -> None:
-    lines = write_log(tmp_path / "a", "h1", 4000)
-    config = write_config(tmp_path / "c.toml", nats.url, pg_dsn)
+    lines = write_log(tmp_path / "a", "h1", 6000)
+    # Small batches: the kill lands while most of the log is still to write.
+    config = write_config(tmp_path / "c.toml", nats.url, pg_dsn, batch_size=100)
     collector = Collector(config)
     collector.wait_ready()
     asyncio.run(publish_lines(nats.url, "h1", lines))
