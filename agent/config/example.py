@@ -186,6 +186,11 @@ retain_days = $collect_retain_days
 never_store = $collect_never_store
 # Seal verification keys by host: { "web1" = "thk1-..." }.
 verify_keys = $collect_verify_keys
+# Seconds a missing seq may stay missing after a later one is stored before
+# it is a "gap" chain event (another collector may still hold it).
+gap_grace_s = $collect_gap_grace_s
+# A message larger than this many bytes goes to dead_letters (1 KiB to 64 MiB).
+max_record_bytes = $collect_max_record_bytes
 # HOST:PORT of the collector's /metrics; "" for none.
 metrics_listen = $collect_metrics_listen
 """)

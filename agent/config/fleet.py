@@ -119,6 +119,12 @@ class CollectConfig(NatsSettings, frozen=True, kw_only=True, forbid_unknown_fiel
     verify_keys: dict[str, str] = {}
     # HOST:PORT for the collector's /metrics; "" for none.
     metrics_listen: str = "127.0.0.1:9465"
+    # Seconds a missing seq may stay missing once a later one is stored
+    # before it is a "gap" chain event (another collector may hold it, or
+    # JetStream redeliver it), 0 to 86400.
+    gap_grace_s: float = 60.0
+    # A message larger than this goes to dead_letters unread (1 KiB to 64 MiB).
+    max_record_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         self._check_nats("collect")
@@ -133,5 +139,12 @@ class CollectConfig(NatsSettings, frozen=True, kw_only=True, forbid_unknown_fiel
             _fail("collect.batch_time_ms", f"expected 1 to 60000, got {self.batch_time_ms}")
         if not 1 <= self.channel_batches <= 1024:
             _fail("collect.channel_batches", f"expected 1 to 1024, got {self.channel_batches}")
+        if not 0 <= self.gap_grace_s <= 86_400:
+            _fail("collect.gap_grace_s", f"expected 0 to 86400, got {self.gap_grace_s}")
+        if not 1024 <= self.max_record_bytes <= 1 << 26:
+            _fail(
+                "collect.max_record_bytes",
+                f"expected 1024 to 67108864, got {self.max_record_bytes}",
+            )
         if not 0 <= self.retain_days <= 36_600:
             _fail("collect.retain_days", f"expected 0 to 36600, got {self.retain_days}")

@@ -27,7 +27,10 @@ Tables:
   in ``chain``.
 - ``hosts``: per host, the last seen time, the newest head it published, the
   stored tip (highest seq with every record before it present and linked),
-  and counts of chain breaks.
+  the gap watch (``checked_seq``: every seq up to it stored or reported
+  missing; ``gap_seq``/``gap_since``: the first missing seq after it and
+  since when), the last verified seal (``seal_epoch``/``seal_seq``/
+  ``seal_mac``), and counts of chain breaks.
 - ``chain_events``: what the off-host check found (gap, fork, link,
   rollback, seal): host, seq, kind, detail, when.
 - ``dead_letters``: messages that are not a tracehound chain record, with
@@ -53,8 +56,12 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             head_time     timestamptz,
             seal_epoch    bigint,
             seal_seq      bigint,
+            seal_mac      text,
             stored_seq    bigint,
             stored_hash   text,
+            checked_seq   bigint,
+            gap_seq       bigint,
+            gap_since     timestamptz,
             breaks        bigint NOT NULL DEFAULT 0
         );
         CREATE TABLE chain (
