@@ -47,6 +47,7 @@ from agent.fleet.pushdown import conditions
 from agent.fleet.stored_verify import StoredChainCheck, StoredRow
 from agent.limits import MAX_SEQ
 from agent.query.compact import compact_line
+from agent.query.filter import EventFilter
 from agent.query.match import matches
 from agent.safetext import escape_text, terminal_safe_json
 
@@ -253,11 +254,9 @@ class _Stored(msgspec.Struct):
 _STORED: Final = msgspec.json.Decoder(_Stored)
 
 
-def stored_events(conn: Any, args: argparse.Namespace) -> Iterator[tuple[str, bytes, Any]]:
-    """``(host, raw CloudEvent, decoded CloudEvent)`` of every match, in order.
-
-    Lines that do not decode are counted and said on stderr at the end.
-    """
+def events_filter(args: argparse.Namespace) -> tuple[EventFilter, tuple[str, ...]]:
+    """The filter and hosts ``fleet events`` was asked for (checked before
+    any connection: a bad option is one line and exit 2)."""
     for name in ("tree", "exe"):
         if getattr(args, name) is not None:
             raise UsageError(
@@ -269,6 +268,16 @@ def stored_events(conn: Any, args: argparse.Namespace) -> Iterator[tuple[str, by
     for host in hosts:
         if not host or "\x00" in host:
             raise UsageError("--host: expected a host name, got an empty one or one with NUL")
+    return flt, hosts
+
+
+def stored_events(
+    conn: Any, flt: EventFilter, hosts: tuple[str, ...]
+) -> Iterator[tuple[str, bytes, Any]]:
+    """``(host, raw CloudEvent, decoded CloudEvent)`` of every match, in order.
+
+    Lines that do not decode are counted and said on stderr at the end.
+    """
     where, params = conditions(flt, hosts)
     undecodable = 0
     with conn.transaction(), conn.cursor(name="fleet_events") as cursor:
@@ -291,11 +300,12 @@ def stored_events(conn: Any, args: argparse.Namespace) -> Iterator[tuple[str, by
 
 
 def _events(args: argparse.Namespace) -> int:
+    flt, hosts = events_filter(args)
     colour = use_colour()
     out = sys.stdout.buffer
     left = args.limit
     with _database(args) as conn:
-        for host, raw, event in stored_events(conn, args):
+        for host, raw, event in stored_events(conn, flt, hosts):
             if args.format == "json":
                 out.write(terminal_safe_json(raw) + b"\n")
             else:

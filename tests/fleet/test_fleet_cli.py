@@ -370,6 +370,8 @@ def test_bad_dsn_and_bad_arguments_are_one_line(
     status, _, err = run(capsysbinary, "fleet", "events", "--dsn", "password=s3cret nonsense")
     _one_line(status, err, 1, b"tracehound: fleet: cannot connect to PostgreSQL: ")
     assert b"s3cret" not in err
+    status, _, err = run(capsysbinary, "fleet", "events", "--dsn", refused, "--since", "soon")
+    _one_line(status, err, 2, b"tracehound: --since: expected a duration")  # before connecting
     status, _, err = run(capsysbinary, "fleet", "hosts")
     _one_line(status, err, 2, b"tracehound: fleet: expected --dsn DSN or --config FILE")
     status, _, err = run(capsysbinary, "fleet", "hosts", "--dsn", pg_dsn)  # no schema
