@@ -315,8 +315,10 @@ async def _standin_collect(
         while True:
             try:
                 msgs = await sub.fetch(batch, timeout=0.1)
-            except nats.errors.TimeoutError:
-                continue
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue  # nothing yet
+            except nats.errors.ConnectionClosedError:
+                return  # the run is over
             except Exception as err:  # a bench: say it, go on
                 print(f"fleet_bench: stand-in fetch: {err!r}", file=sys.stderr)
                 await asyncio.sleep(0.1)
