@@ -13,7 +13,17 @@ from typing import NoReturn
 
 from agent import __version__
 from agent.capture.loader import CaptureError
-from agent.commands import client, collect, completion, config, evidence, mark, profile, run
+from agent.commands import (
+    client,
+    collect,
+    completion,
+    config,
+    evidence,
+    fleet,
+    mark,
+    profile,
+    run,
+)
 from agent.errors import RunError, UsageError
 
 
@@ -50,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     completion.add_parser(subparsers, build_parser)
     mark.add_parser(subparsers)
     collect.add_parser(subparsers)
+    fleet.add_parser(subparsers)
     _one_line_error(parser)
     return parser
 

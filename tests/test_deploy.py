@@ -39,6 +39,12 @@ METRICS = {
     "tracehound_evidence_records_total",
     "tracehound_build_info",
 }
+#: The fleet's metrics (issue 12), in the same header: the collector's and the publisher's.
+FLEET_METRICS = {
+    "tracehound_collect_chain_events_total",
+    "tracehound_fleet_lag_records",
+    "tracehound_fleet_lag_seconds",
+}
 
 ALERTS = {
     "TracehoundEventsLost": {"tracehound_events_lost_total"},
@@ -46,6 +52,8 @@ ALERTS = {
     "TracehoundEvidenceVerifyFailing": {"tracehound_evidence_verify_ok"},
     "TracehoundProbeMissing": {"tracehound_probe_attached"},
     "TracehoundCheckpointStale": {"tracehound_evidence_checkpoint_age_seconds"},
+    "TracehoundFleetChainBreak": {"tracehound_collect_chain_events_total"},
+    "TracehoundFleetLagging": {"tracehound_fleet_lag_seconds", "tracehound_fleet_lag_records"},
 }
 
 
@@ -74,7 +82,7 @@ def _daemonset() -> dict[str, Any]:
 
 
 def test_yaml_files_parse() -> None:
-    for name in ("daemonset.yaml", "prometheus.yml", "alerts.yml"):
+    for name in ("daemonset.yaml", "prometheus.yml", "alerts.yml", "collector.yaml"):
         docs = [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d is not None]
         assert docs, name
 
@@ -133,10 +141,10 @@ def test_prometheus_scrape_config() -> None:
     assert job.get("metrics_path", "/metrics") == "/metrics"
 
 
-def test_alerts_have_the_five_rules_on_the_documented_metrics() -> None:
+def test_alerts_have_the_rules_on_the_documented_metrics() -> None:
     text = (DEPLOY / "alerts.yml").read_text()
     header = "\n".join(ln for ln in text.splitlines() if ln.startswith("#"))
-    assert _metric_names(header) == METRICS
+    assert _metric_names(header) == METRICS | FLEET_METRICS
     rules = {
         r["alert"]: r["expr"]
         for group in yaml.safe_load(text)["groups"]
@@ -151,6 +159,17 @@ def test_alerts_have_the_five_rules_on_the_documented_metrics() -> None:
     assert "== 0" in rules["TracehoundEvidenceVerifyFailing"]
     assert "== 0" in rules["TracehoundProbeMissing"]
     assert "> 1800" in rules["TracehoundCheckpointStale"]
+    assert (
+        "increase(tracehound_collect_chain_events_total[10m]) > 0"
+        in rules["TracehoundFleetChainBreak"]
+    )
+    assert "tracehound_fleet_lag_seconds > 300" in rules["TracehoundFleetLagging"]
+    severities = {
+        r["alert"]: r["labels"]["severity"]
+        for group in yaml.safe_load(text)["groups"]
+        for r in group["rules"]
+    }
+    assert severities["TracehoundFleetChainBreak"] == severities["TracehoundFleetLagging"] == "page"
 
 
 def test_promtool_checks_rules_and_config() -> None:
@@ -226,5 +245,182 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     # verify warns (exit 0) about unknown keys and bad values: none allowed.
+    assert "Unknown key" not in done.stderr, done.stderr
+    assert "Failed to parse" not in done.stderr, done.stderr
+
+
+# --- the fleet (issue 12) ------------------------------------------------------------
+
+COLLECTOR_UNIT = ROOT / "systemd" / "tracehound-collector.service"
+NATS_CONF = DEPLOY / "nats-cluster.conf"
+
+
+def _docs(name: str, kind: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d and d["kind"] == kind]
+
+
+def _config_map_file(name: str, key: str, tmp_path: Path) -> Any:
+    """The ConfigMap's file, loaded by the real configuration loader."""
+    from agent.config import load_config
+
+    (config_map,) = _docs(name, "ConfigMap")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / key
+    path.write_text(config_map["data"][key])
+    return load_config(path)
+
+
+def _mounts(pod: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    (container,) = pod["containers"]
+    return {m["mountPath"]: m for m in container["volumeMounts"]}, {
+        v["name"]: v for v in pod["volumes"]
+    }
+
+
+def test_collector_deployment(tmp_path: Path) -> None:
+    (deployment,) = _docs("collector.yaml", "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"][1:3] == ["collect", "--config"]
+    mounts, volumes = _mounts(pod)
+    config_path = container["command"][3]
+    assert volumes[mounts[config_path]["name"]]["configMap"]["name"] == "tracehound-collector"
+    config = _config_map_file("collector.yaml", mounts[config_path]["subPath"], tmp_path).collect
+    # One config for every replica: one durable, so they share the work.
+    assert config.durable and config.stream
+    # The DSN holds no secret: libpq reads the service file a Secret mounts.
+    assert config.dsn == "service=tracehound" and "password" not in config.dsn
+    env = {e["name"]: e["value"] for e in container["env"]}
+    service_dir = str(Path(env["PGSERVICEFILE"]).parent)
+    assert "secret" in volumes[mounts[service_dir]["name"]]
+    token_dir = str(Path(config.token_file).parent)
+    assert "secret" in volumes[mounts[token_dir]["name"]]
+    assert config.metrics_listen.endswith(":9465")
+    assert container["ports"][0]["containerPort"] == 9465
+    security = container["securityContext"]
+    assert security["capabilities"]["drop"] == ["ALL"] and "add" not in security["capabilities"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (budget,) = _docs("collector.yaml", "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+
+
+def test_daemonset_publishes_to_the_collectors_nats(tmp_path: Path) -> None:
+    pod = _daemonset()["spec"]["template"]["spec"]
+    mounts, volumes = _mounts(pod)
+    mount = mounts["/etc/tracehound/tracehound.toml"]  # where `run` looks by default
+    assert volumes[mount["name"]]["configMap"]["name"] == "tracehound-agent"
+    fleet = _config_map_file("daemonset.yaml", mount["subPath"], tmp_path).fleet
+    collect = _config_map_file("collector.yaml", "collector.toml", tmp_path / "c").collect
+    assert fleet.enabled is True
+    assert fleet.nats_url == collect.nats_url and len(fleet.nats_url.split(",")) == 3
+    assert fleet.subject_prefix == collect.subject_prefix
+    assert fleet.host == ""  # each node's own host name
+    token_dir = str(Path(fleet.token_file).parent)
+    assert volumes[mounts[token_dir]["name"]]["secret"]["secretName"] == "tracehound-nats"
+
+
+def _nats_env(tmp_path: Path, name: str) -> dict[str, str]:
+    return {**os.environ, "NATS_SERVER_NAME": name, "NATS_STORE_DIR": str(tmp_path / name),
+            "NATS_TOKEN": "test-token"}  # fmt: skip
+
+
+def test_nats_cluster_config_is_valid(tmp_path: Path) -> None:
+    nats_server = _tool("nats-server")
+    done = subprocess.run([nats_server, "-c", str(NATS_CONF), "-t"], env=_nats_env(tmp_path, "nats-0"),
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # Without its environment a node refuses to start: no silent defaults.
+    done = subprocess.run([nats_server, "-c", str(NATS_CONF), "-t"], capture_output=True,
+                          text=True, timeout=30, env={"PATH": os.environ.get("PATH", "")})  # fmt: skip
+    assert done.returncode != 0 and "NATS_SERVER_NAME" in done.stderr
+
+
+def test_nats_cluster_config_makes_a_jetstream_cluster(tmp_path: Path) -> None:
+    """Three nodes from the shipped file (ports and routes moved to loopback):
+    a stream with three replicas takes a record, and still does with one
+    node killed."""
+    import asyncio
+
+    nats = pytest.importorskip("nats")
+    from tests.fleet.servers import free_port
+
+    nats_server = _tool("nats-server")
+    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
+    routes = ",".join(f"nats-route://127.0.0.1:{cluster}" for _, cluster, _ in ports)
+    procs = []
+    try:
+        for n, (client, cluster, http) in enumerate(ports):
+            log = (tmp_path / f"nats-{n}.log").open("wb")
+            procs.append(subprocess.Popen(
+                [nats_server, "-c", str(NATS_CONF), "-a", "127.0.0.1", "-p", str(client),
+                 "-m", str(http), "--cluster", f"nats://127.0.0.1:{cluster}", "--routes", routes],
+                env=_nats_env(tmp_path, f"nats-{n}"), stdout=log, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+        urls = [f"nats://127.0.0.1:{client}" for client, _, _ in ports]
+
+        async def publish_and_lose_one() -> tuple[int, int]:
+            conn = await nats.connect(servers=urls, token="test-token", connect_timeout=5,
+                                      max_reconnect_attempts=-1)  # fmt: skip
+            js = conn.jetstream(timeout=10)
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:  # the cluster elects its JetStream meta leader first
+                try:
+                    await js.add_stream(
+                        name="T", subjects=["tracehound.evidence.>"], num_replicas=3
+                    )
+                    break
+                except Exception:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+            first = await js.publish("tracehound.evidence.h.x", b"1", headers={"Nats-Msg-Id": "a"})
+            procs[0].kill()
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                try:
+                    second = await js.publish("tracehound.evidence.h.x", b"2",
+                                              headers={"Nats-Msg-Id": "b"})  # fmt: skip
+                    break
+                except Exception:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+            info = await js.stream_info("T")
+            await conn.close()
+            assert info.config.num_replicas == 3
+            return first.seq, second.seq
+
+        assert asyncio.run(publish_and_lose_one()) == (1, 2)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_collector_unit_settings() -> None:
+    text = COLLECTOR_UNIT.read_text()
+    settings = dict(
+        ln.split("=", 1) for ln in text.splitlines() if "=" in ln and not ln.startswith("#")
+    )
+    assert settings["ExecStart"] == (
+        "/opt/tracehound/.venv/bin/tracehound collect --config /etc/tracehound/collector.toml"
+    )
+    assert settings["CapabilityBoundingSet"] == "" and settings["DynamicUser"] == "yes"
+    assert settings["Restart"] == "always" and settings["NoNewPrivileges"] == "yes"
+
+
+def test_systemd_analyze_verify_collector(tmp_path: Path) -> None:
+    analyze = _tool("systemd-analyze")
+    here = Path(sys.executable).parent / "tracehound"
+    binary = here if here.exists() else Path(sys.executable)
+    text = COLLECTOR_UNIT.read_text().replace("/opt/tracehound/.venv/bin/tracehound", str(binary))
+    assert str(binary) in text
+    unit = tmp_path / "tracehound-collector.service"
+    unit.write_text(text)
+    done = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"})  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
     assert "Unknown key" not in done.stderr, done.stderr
     assert "Failed to parse" not in done.stderr, done.stderr

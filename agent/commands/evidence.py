@@ -259,7 +259,9 @@ def export_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key(value: str | None) -> bytes | None:
+def key_argument(value: str | None) -> bytes | None:
+    """``--key``: the key text or a file holding it; None if not given.
+    UsageError (exit 2) for anything else, never echoing the value."""
     if value is None:
         return None
     text = value
@@ -294,7 +296,7 @@ def _stdin_lines() -> tuple[Iterator[bytes], bool]:
 
 
 def verify_main(args: argparse.Namespace) -> int:
-    key = _key(args.key)
+    key = key_argument(args.key)
     head: tuple[int, str] | None = args.expect_head  # parsed by expect_head
     report: VerifyReport
     args.target = state_dir_value(args, "evidence verify")
