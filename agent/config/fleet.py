@@ -121,7 +121,7 @@ class CollectConfig(NatsSettings, frozen=True, kw_only=True, forbid_unknown_fiel
     metrics_listen: str = "127.0.0.1:9465"
     # Seconds a missing seq may stay missing once a later one is stored
     # before it is a "gap" chain event (another collector may hold it, or
-    # JetStream redeliver it), 0 to 86400.
+    # JetStream redeliver it, 15 s after a collector died), 0 to 86400.
     gap_grace_s: float = 60.0
     # A message larger than this goes to dead_letters unread (1 KiB to 64 MiB).
     max_record_bytes: int = 1 << 20

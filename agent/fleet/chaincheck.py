@@ -54,6 +54,7 @@ __all__ = [
     "check_head",
     "check_seal",
     "gap_step",
+    "is_stale",
 ]
 
 _MAX_EPOCH_STEPS: Final = 10_000_000
@@ -227,6 +228,15 @@ def gap_step(
         f"seq {missing} to {next_present - 1}",
     )
     return GapState(next_present, None, None), event, True
+
+
+def is_stale(head: ChainHead, last_time_us: int | None) -> bool:
+    """Whether ``head`` is older than the newest head taken from its host:
+    JetStream redelivers what a collector took and never acknowledged (it
+    was killed), after newer heads, and a head is what the host says at its
+    own ``time_ns``: an old one moving "back" is no rollback. Compared in
+    microseconds, the precision ``hosts.head_time`` keeps."""
+    return last_time_us is not None and head.time_ns // 1000 <= last_time_us
 
 
 def check_head(

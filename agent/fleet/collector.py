@@ -60,7 +60,11 @@ _CONNECT_TIMEOUT_S: Final = 5.0
 _RETRY_MIN_S: Final = 0.2
 _RETRY_MAX_S: Final = 5.0
 _PARTITIONS_EVERY_S: Final = 3600.0
-_ACK_WAIT_S: Final = 60.0
+# How long a fetched message may stay unacknowledged before JetStream gives
+# it to another fetch: a collector killed mid-batch delays its batch by this
+# much. Waits on the database renew it (in_progress), so it need not cover
+# an outage; the gap grace must exceed it (a redelivered record is not a gap).
+_ACK_WAIT_S: Final = 15.0
 _FIRST_CONNECT_ATTEMPTS: Final = 2
 _SAY_EVERY_S: Final = 30.0
 

@@ -33,7 +33,6 @@ hash in ``chain`` is always the received (verified) one.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Any, Final
@@ -45,8 +44,8 @@ from agent.evidence.canonical import MAX_DEPTH, CanonicalError, canonical
 from agent.evidence.chain import ChainRecord
 from agent.evidence.layout import SEGMENT_START
 from agent.evidence.types import TYPE_PREFIX
+from agent.fleet.columns import columns_of
 from agent.fleet.wire import EVIDENCE, HEADS, ChainHead, record_id, subject_token, token_text
-from agent.query.index_rows import parse_time_ns, row_of_line
 from agent.redact.engine import Redactor
 
 __all__ = [
@@ -149,15 +148,6 @@ def _safe(text: str | None) -> str | None:
         .decode("utf-8", "backslashreplace")
         .replace("\x00", "\\x00")
     )
-
-
-def _remote(addr: bytes | None, port: int | None) -> str | None:
-    if addr is None:
-        return None
-    text = str(ipaddress.ip_address(addr))
-    if port is None:
-        return text
-    return f"[{text}]:{port}" if len(addr) == 16 else f"{text}:{port}"
 
 
 class Sanitiser:
@@ -305,16 +295,16 @@ class Sanitiser:
     def _row(
         self, host: str, record: ChainRecord, rid: str, body: Any, line: bytes, altered: str
     ) -> Row:
-        row = row_of_line(line)
-        time_ns: int | None = None
-        if row is not None:
-            time_ns = row.time_ns
-        elif isinstance(body, dict):
-            time_ns = parse_time_ns(body.get("time"))
-            if time_ns is None and record.type == SEGMENT_START:
-                started = body.get("started_ms")
-                if type(started) is int and 0 <= started < 1 << 53:
-                    time_ns = started * 1_000_000
+        # The query columns as agent.fleet.columns defines them for the
+        # readers (fleet events pushes its filters down to them), of what
+        # is stored: the body after stripping and redaction.
+        event = isinstance(body, dict) and record.type.startswith(TYPE_PREFIX)
+        cols = columns_of(body) if event else None
+        time_ns = cols.time_ns if cols is not None else None
+        if time_ns is None and isinstance(body, dict) and record.type == SEGMENT_START:
+            started = body.get("started_ms")
+            if type(started) is int and 0 <= started < 1 << 53:
+                time_ns = started * 1_000_000
         return Row(
             host=host,
             seq=record.seq,
@@ -323,13 +313,13 @@ class Sanitiser:
             prev=record.prev,
             type=record.type,
             time_ns=time_ns,
-            pid=row.pid if row else None,
-            comm=_safe(row.comm) if row else None,
-            exe=_safe(row.exe) if row else None,
-            path=_safe(row.paths[0]) if row and row.paths else None,
-            uid=row.uid if row else None,
-            container=_safe(row.container) if row else None,
-            remote=_remote(row.remote_addr, row.remote_port) if row else None,
+            pid=cols.pid if cols is not None else None,
+            comm=_safe(cols.comm) if cols is not None else None,
+            exe=_safe(cols.exe) if cols is not None else None,
+            path=_safe(cols.path) if cols is not None else None,
+            uid=cols.uid if cols is not None else None,
+            container=_safe(cols.container) if cols is not None else None,
+            remote=_safe(cols.remote) if cols is not None else None,
             altered=altered,
             line=line,
             body=body,

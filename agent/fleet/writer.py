@@ -44,6 +44,7 @@ from agent.fleet.chaincheck import (
     check_head,
     check_seal,
     gap_step,
+    is_stale,
 )
 from agent.fleet.sanitise import DeadLetter, Row
 from agent.fleet.wire import ChainHead
@@ -92,7 +93,8 @@ JOIN unnest(%s::text[], %s::int8[]) AS w(host, seq) ON c.host = w.host AND c.seq
 _HOST_STATE: Final = b"""
 SELECT h.head_seq, h.stored_seq, h.stored_hash, h.seal_epoch, h.seal_seq, h.seal_mac,
        (SELECT max(seq) FROM chain WHERE host = h.host), h.checked_seq, h.gap_seq,
-       extract(epoch FROM h.gap_since)::float8, extract(epoch FROM now())::float8
+       extract(epoch FROM h.gap_since)::float8, extract(epoch FROM now())::float8,
+       (extract(epoch FROM h.head_time) * 1000000)::int8
 FROM hosts h WHERE h.host = %s
 """
 
@@ -117,6 +119,8 @@ class HostState(msgspec.Struct):
     database's clock, seconds)."""
 
     head_seq: int | None
+    #: The newest head's own time, in microseconds (timestamptz's precision).
+    head_time_us: int | None
     stored_seq: int | None
     stored_hash: str | None
     seal: SealState | None
@@ -168,14 +172,21 @@ async def _host_state(cur: psycopg.AsyncCursor[Any], host: str, *, seen: bool) -
     got = await cur.fetchone()
     assert got is not None
     (head_seq, stored_seq, stored_hash, seal_epoch, seal_seq, seal_mac, high,
-     checked, gap, since, now) = got  # fmt: skip
+     checked, gap, since, now, head_time_us) = got  # fmt: skip
     seal = (
         SealState(int(seal_epoch), int(seal_seq), str(seal_mac))
         if seal_epoch is not None and seal_seq is not None and seal_mac is not None
         else None
     )
     return HostState(
-        head_seq, stored_seq, stored_hash, seal, high, GapState(checked, gap, since), float(now)
+        head_seq,
+        head_time_us,
+        stored_seq,
+        stored_hash,
+        seal,
+        high,
+        GapState(checked, gap, since),
+        float(now),
     )
 
 
@@ -353,11 +364,14 @@ async def write_batch(
                 )
         for head in heads:
             state = states[head.host]
+            if is_stale(head, state.head_time_us):
+                continue  # redelivered, or overtaken: not what the host says now
             at = stored.get((head.host, head.seq))
             found = check_head(head, state.head_seq, at.hash if at else None)
             if found is not None:
                 events.append(found)
             state.head_seq = head.seq  # what the host says now (a move back: reported)
+            state.head_time_us = head.time_ns // 1000
             await cur.execute(
                 b"UPDATE hosts SET head_seq = %s, head_hash = %s, head_time = to_timestamp(%s / 1e9),"
                 b" last_seen = now() WHERE host = %s",

@@ -9,6 +9,8 @@ database make a :class:`PostgresServer` of their own with ``pg_own``.
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +21,26 @@ from tests.fleet.servers import NatsServer, PostgresServer, require_servers
 _databases = itertools.count()
 
 
+def _own_root() -> Path:
+    """A directory for one cluster outside pytest's tree: the postgres user
+    must traverse every parent, and another pytest session on the host
+    resets /tmp/pytest-of-root to 0700 when it starts."""
+    root = Path(tempfile.mkdtemp(prefix="tracehound-pg-", dir="/var/tmp"))
+    root.chmod(0o711)
+    return root
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def pg_server() -> Iterator[PostgresServer]:
     require_servers()
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
-    server.start()
-    yield server
-    server.stop("immediate")
+    root = _own_root()
+    server = PostgresServer(root / "cluster")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -35,13 +50,17 @@ def pg_dsn(pg_server: PostgresServer) -> str:
 
 
 @pytest.fixture
-def pg_own(tmp_path: Path) -> Iterator[PostgresServer]:
+def pg_own() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster of this test's own, for tests that stop it."""
     require_servers()
-    server = PostgresServer(tmp_path / "own-postgres")
-    server.start()
-    yield server
-    server.stop("immediate")
+    root = _own_root()
+    server = PostgresServer(root / "cluster")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -143,3 +143,17 @@ def test_partition_plan() -> None:
     dropped = to_drop([*names, "records_default", "records_20261399"], now, 30)
     assert dropped == sorted(names[31:])
     assert to_drop(names, now, 0) == []
+
+
+def test_a_head_older_than_the_newest_taken_is_stale_not_a_rollback() -> None:
+    from agent.fleet.chaincheck import is_stale
+    from agent.fleet.wire import ChainHead
+
+    newest = ChainHead(host="h", seq=900, hash="a" * 64, seal=None, time_ns=5_000_000_123_456)
+    old = ChainHead(host="h", seq=300, hash="b" * 64, seal=None, time_ns=4_000_000_000_000)
+    later = ChainHead(host="h", seq=300, hash="b" * 64, seal=None, time_ns=6_000_000_000_000)
+    taken = newest.time_ns // 1000
+    assert not is_stale(newest, None)
+    assert is_stale(newest, taken)  # the same head again (redelivered)
+    assert is_stale(old, taken)  # redelivered after newer ones
+    assert not is_stale(later, taken)  # a newer head saying less: checked, a rollback
