@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from agent.query.index_rows import parse_time_ns
 from agent.query.match import endpoint_text, event_time_ns, int_field
 from agent.safetext import escape_json
 
@@ -80,7 +81,8 @@ def columns_of(event: Mapping[str, Any]) -> RecordColumns:
     container = data.get("container")
     endpoint = endpoint_text(data)
     return RecordColumns(
-        time_ns=event_time_ns(event),
+        # The mapper's own form first (cached per hour), any RFC 3339 else.
+        time_ns=parse_time_ns(event.get("time")) or event_time_ns(event),
         pid=int_field(data, "pid"),
         comm=_logged(data.get("comm")),
         exe=_logged(data.get("exe")),
