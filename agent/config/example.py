@@ -186,8 +186,11 @@ retain_days = $collect_retain_days
 never_store = $collect_never_store
 # Seal verification keys by host: { "web1" = "thk1-..." }.
 verify_keys = $collect_verify_keys
+# Seconds before an unacknowledged message is redelivered (1 to 3600).
+ack_wait_s = $collect_ack_wait_s
 # Seconds a missing seq may stay missing after a later one is stored before
-# it is a "gap" chain event (another collector may still hold it).
+# it is a "gap" chain event (another collector may still hold it, or
+# JetStream redeliver it: keep it above ack_wait_s).
 gap_grace_s = $collect_gap_grace_s
 # A message larger than this many bytes goes to dead_letters (1 KiB to 64 MiB).
 max_record_bytes = $collect_max_record_bytes

@@ -119,9 +119,14 @@ class CollectConfig(NatsSettings, frozen=True, kw_only=True, forbid_unknown_fiel
     verify_keys: dict[str, str] = {}
     # HOST:PORT for the collector's /metrics; "" for none.
     metrics_listen: str = "127.0.0.1:9465"
+    # Seconds a fetched message may stay unacknowledged before JetStream
+    # gives it to another fetch (a collector killed mid-batch delays its batch
+    # by this much; a wait on the database renews it), 1 to 3600. Applies
+    # when the collector makes the consumer.
+    ack_wait_s: float = 15.0
     # Seconds a missing seq may stay missing once a later one is stored
     # before it is a "gap" chain event (another collector may hold it, or
-    # JetStream redeliver it, 15 s after a collector died), 0 to 86400.
+    # JetStream redeliver it: above ack_wait_s), 0 to 86400.
     gap_grace_s: float = 60.0
     # A message larger than this goes to dead_letters unread (1 KiB to 64 MiB).
     max_record_bytes: int = 1 << 20
@@ -139,6 +144,8 @@ class CollectConfig(NatsSettings, frozen=True, kw_only=True, forbid_unknown_fiel
             _fail("collect.batch_time_ms", f"expected 1 to 60000, got {self.batch_time_ms}")
         if not 1 <= self.channel_batches <= 1024:
             _fail("collect.channel_batches", f"expected 1 to 1024, got {self.channel_batches}")
+        if not 1 <= self.ack_wait_s <= 3600:
+            _fail("collect.ack_wait_s", f"expected 1 to 3600, got {self.ack_wait_s}")
         if not 0 <= self.gap_grace_s <= 86_400:
             _fail("collect.gap_grace_s", f"expected 0 to 86400, got {self.gap_grace_s}")
         if not 1024 <= self.max_record_bytes <= 1 << 26:

@@ -60,11 +60,6 @@ _CONNECT_TIMEOUT_S: Final = 5.0
 _RETRY_MIN_S: Final = 0.2
 _RETRY_MAX_S: Final = 5.0
 _PARTITIONS_EVERY_S: Final = 3600.0
-# How long a fetched message may stay unacknowledged before JetStream gives
-# it to another fetch: a collector killed mid-batch delays its batch by this
-# much. Waits on the database renew it (in_progress), so it need not cover
-# an outage; the gap grace must exceed it (a redelivered record is not a gap).
-_ACK_WAIT_S: Final = 15.0
 _FIRST_CONNECT_ATTEMPTS: Final = 2
 _SAY_EVERY_S: Final = 30.0
 
@@ -236,7 +231,7 @@ class Collector:
                     durable_name=cfg.durable,
                     ack_policy=AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=_ACK_WAIT_S,
+                    ack_wait=cfg.ack_wait_s,
                     max_ack_pending=cfg.batch_size * (cfg.channel_batches + 2),
                 ),
             )

@@ -24,11 +24,12 @@ def write_config(
     evidence: str = "",
     batch_size: int = 500,
     gap_grace_s: float = 1.0,
+    ack_wait_s: float = 2.0,
 ) -> Path:
     path.write_text(
         f'[collect]\nnats_url = "{nats_url}"\ndsn = "{dsn}"\nmetrics_listen = ""\n'
-        f"batch_size = {batch_size}\nbatch_time_ms = 50\ngap_grace_s = {gap_grace_s}\n{extra}\n"
-        + (f"[evidence]\n{evidence}\n" if evidence else "")
+        f"batch_size = {batch_size}\nbatch_time_ms = 50\ngap_grace_s = {gap_grace_s}\n"
+        f"ack_wait_s = {ack_wait_s}\n{extra}\n" + (f"[evidence]\n{evidence}\n" if evidence else "")
     )
     return path
 

@@ -90,9 +90,11 @@ def test_two_agents_one_collector_through_faults_rows_equal_the_logs(
     tmp_path: Path, nats: NatsServer, pg_dsn: str
 ) -> None:
     require_kernel()
-    # The grace of the shipped default (above the 15 s a killed collector's
-    # messages wait for redelivery): no false gap is allowed below.
-    collect_config = write_config(tmp_path / "collect.toml", nats.url, pg_dsn, gap_grace_s=60)
+    # A grace well above the wait for a killed collector's messages to come
+    # back (ack_wait_s, 2 s here for speed): no false gap is allowed below.
+    collect_config = write_config(
+        tmp_path / "collect.toml", nats.url, pg_dsn, gap_grace_s=30, ack_wait_s=2
+    )
     collector = Collector(collect_config)
     collector.wait_ready()  # it made the stream and the durable consumer
     for host in HOSTS:
