@@ -44,7 +44,7 @@ from agent.evidence.canonical import MAX_DEPTH, CanonicalError, canonical
 from agent.evidence.chain import ChainRecord
 from agent.evidence.layout import SEGMENT_START
 from agent.evidence.types import TYPE_PREFIX
-from agent.fleet.columns import columns_of
+from agent.fleet.columns import RecordColumns, columns_of
 from agent.fleet.wire import EVIDENCE, HEADS, ChainHead, record_id, subject_token, token_text
 from agent.redact.engine import Redactor
 
@@ -92,8 +92,10 @@ class Row(msgspec.Struct, frozen=True):
     """One record ready for ``chain`` and ``records``.
 
     ``time_ns`` is None when the record says no time (the writer takes the
-    host's previous record's); ``altered`` names what the collector changed
-    in ``line`` ("" when nothing: the line is the received bytes).
+    host's previous record's); ``columns``: the query columns of a
+    CloudEvent (None for the store's own records); ``altered`` names what
+    the collector changed in ``line`` ("" when nothing: the line is the
+    received bytes).
     """
 
     host: str
@@ -103,13 +105,7 @@ class Row(msgspec.Struct, frozen=True):
     prev: str
     type: str
     time_ns: int | None
-    pid: int | None
-    comm: str | None
-    exe: str | None
-    path: str | None
-    uid: int | None
-    container: str | None
-    remote: str | None
+    columns: RecordColumns | None
     altered: str
     line: bytes
     body: Any
@@ -147,6 +143,18 @@ def _safe(text: str | None) -> str | None:
         text.encode("utf-8", "surrogateescape")
         .decode("utf-8", "backslashreplace")
         .replace("\x00", "\\x00")
+    )
+
+
+def _pg_safe(cols: RecordColumns) -> RecordColumns:
+    """The columns with every text as PostgreSQL can hold it (:func:`_safe`)."""
+    return msgspec.structs.replace(
+        cols,
+        comm=_safe(cols.comm),
+        exe=_safe(cols.exe),
+        path=_safe(cols.path),
+        container=_safe(cols.container),
+        remote=_safe(cols.remote),
     )
 
 
@@ -299,7 +307,7 @@ class Sanitiser:
         # readers (fleet events pushes its filters down to them), of what
         # is stored: the body after stripping and redaction.
         event = isinstance(body, dict) and record.type.startswith(TYPE_PREFIX)
-        cols = columns_of(body) if event else None
+        cols = _pg_safe(columns_of(body)) if event else None
         time_ns = cols.time_ns if cols is not None else None
         if time_ns is None and isinstance(body, dict) and record.type == SEGMENT_START:
             started = body.get("started_ms")
@@ -313,13 +321,7 @@ class Sanitiser:
             prev=record.prev,
             type=record.type,
             time_ns=time_ns,
-            pid=cols.pid if cols is not None else None,
-            comm=_safe(cols.comm) if cols is not None else None,
-            exe=_safe(cols.exe) if cols is not None else None,
-            path=_safe(cols.path) if cols is not None else None,
-            uid=cols.uid if cols is not None else None,
-            container=_safe(cols.container) if cols is not None else None,
-            remote=_safe(cols.remote) if cols is not None else None,
+            columns=cols,
             altered=altered,
             line=line,
             body=body,

@@ -46,6 +46,7 @@ from agent.fleet.chaincheck import (
     gap_step,
     is_stale,
 )
+from agent.fleet.columns import RecordColumns
 from agent.fleet.sanitise import DeadLetter, Row
 from agent.fleet.wire import ChainHead
 
@@ -114,6 +115,11 @@ ORDER BY c.seq LIMIT 1
 """
 
 
+_NO_COLUMNS: Final = RecordColumns(
+    time_ns=None, pid=None, comm=None, exe=None, path=None, uid=None, container=None, remote=None
+)
+
+
 class HostState(msgspec.Struct):
     """A host's row of ``hosts`` as read in the transaction (``now``: the
     database's clock, seconds)."""
@@ -152,10 +158,11 @@ def _tuples(rows: Sequence[Row], now_us: int) -> list[tuple[Any, ...]]:
         if time_us is None:
             time_us = last_time.get(row.host, now_us)
         last_time[row.host] = time_us
+        c = row.columns or _NO_COLUMNS
         values = (
             row.host, row.seq, row.id, row.hash, row.prev, row.type, time_us,
-            _int8(row.pid), row.comm, row.exe, row.path, _int8(row.uid), row.container,
-            row.remote, row.altered, row.line,
+            _int8(c.pid), c.comm, c.exe, c.path, _int8(c.uid), c.container,
+            c.remote, row.altered, row.line,
         )  # fmt: skip
         out.append(values)
     return out

@@ -39,8 +39,10 @@ def test_a_clean_record_is_stored_as_received(sanitiser: Sanitiser, tmp_path: Pa
         assert row.hash == record_of(line).hash
     exec_row = sanitiser.record(subject("web 1", lines[1]), lines[1])
     assert isinstance(exec_row, Row)
-    assert (exec_row.pid, exec_row.comm, exec_row.uid, exec_row.exe) == (
-        1000, "proc0", 0, "/usr/bin/true",
+    cols = exec_row.columns
+    assert cols is not None
+    assert (cols.pid, cols.comm, cols.uid, cols.exe, cols.path) == (
+        1000, "proc0", 0, "/usr/bin/true", "/usr/bin/true",
     )  # fmt: skip
     assert exec_row.time_ns == 1_796_119_200_000_000_123
 
