@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Final
 import trio
 
 from agent.fleet.status import MAX_LINE, FleetTotals, decode_status
+from agent.supervised import restart_pause, terminator
 
 __all__ = ["RESTART_DELAY_S", "STOP_GRACE_S", "keep_publishing", "publisher_command"]
 
@@ -41,14 +41,6 @@ def publisher_command(config_path: Path, state_dir: Path) -> list[str]:
         "--config", str(config_path), "--state-dir", str(state_dir),
         "--status", "--parent", str(os.getpid()),
     ]  # fmt: skip
-
-
-async def _terminate(process: trio.Process) -> None:
-    process.send_signal(signal.SIGTERM)
-    with trio.move_on_after(STOP_GRACE_S):
-        await process.wait()
-        return
-    process.kill()
 
 
 async def _read_status(stream: trio.abc.ReceiveStream, totals: FleetTotals) -> None:
@@ -86,16 +78,15 @@ async def keep_publishing(config_path: Path, state_dir: Path, totals: FleetTotal
                 command,
                 stdout=subprocess.PIPE,
                 check=False,
-                deliver_cancel=_terminate,
+                deliver_cancel=terminator(STOP_GRACE_S),
             )
             process: trio.Process = await nursery.start(run)
             assert process.stdout is not None
             await _read_status(process.stdout, totals)
         totals.process_ended()
-        print(
-            f"tracehound: fleet: the publisher exited with status {process.returncode};"
-            f" starting it again in {RESTART_DELAY_S:g} s (the log keeps what is unpublished)",
-            file=sys.stderr,
-            flush=True,
+        await restart_pause(
+            "fleet: the publisher",
+            process.returncode,
+            "the log keeps what is unpublished",
+            RESTART_DELAY_S,
         )
-        await trio.sleep(RESTART_DELAY_S)

@@ -10,12 +10,13 @@ what is left, and is killed if that takes more than :data:`STOP_GRACE_S`.
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 from typing import Final
 
 import trio
+
+from agent.supervised import restart_pause, terminator
 
 __all__ = ["RESTART_DELAY_S", "STOP_GRACE_S", "keep_index"]
 
@@ -23,23 +24,13 @@ RESTART_DELAY_S: Final = 5.0
 STOP_GRACE_S: Final = 10.0
 
 
-async def _terminate(process: trio.Process) -> None:
-    process.send_signal(signal.SIGTERM)
-    with trio.move_on_after(STOP_GRACE_S):
-        await process.wait()
-        return
-    process.kill()
-
-
 async def keep_index(state_dir: Path) -> None:
     """Run the follower on ``state_dir`` until cancelled."""
     command = [sys.executable, "-m", "agent.query.follower", str(state_dir)]
     while True:
-        result = await trio.run_process(command, check=False, deliver_cancel=_terminate)
-        print(
-            f"tracehound: index: the follower exited with status {result.returncode};"
-            f" starting it again in {RESTART_DELAY_S:g} s (queries scan meanwhile)",
-            file=sys.stderr,
-            flush=True,
+        result = await trio.run_process(
+            command, check=False, deliver_cancel=terminator(STOP_GRACE_S)
         )
-        await trio.sleep(RESTART_DELAY_S)
+        await restart_pause(
+            "index: the follower", result.returncode, "queries scan meanwhile", RESTART_DELAY_S
+        )

@@ -8,6 +8,7 @@ database make a :class:`PostgresServer` of their own with ``pg_own``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -30,8 +31,8 @@ def _own_root() -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
+@contextlib.contextmanager
+def _cluster() -> Iterator[PostgresServer]:
     require_servers()
     root = _own_root()
     server = PostgresServer(root / "cluster")
@@ -41,6 +42,12 @@ def pg_server() -> Iterator[PostgresServer]:
     finally:
         server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with _cluster() as server:
+        yield server
 
 
 @pytest.fixture
@@ -52,15 +59,8 @@ def pg_dsn(pg_server: PostgresServer) -> str:
 @pytest.fixture
 def pg_own() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster of this test's own, for tests that stop it."""
-    require_servers()
-    root = _own_root()
-    server = PostgresServer(root / "cluster")
-    try:
-        server.start()
+    with _cluster() as server:
         yield server
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
