@@ -14,7 +14,6 @@ from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.profile import Profile, encode_profile
 from agent.sinks.profile_diff import Drift, FileChange, FileUse, diff, render_drift
 from agent.sinks.profile_names import normalize_path
-from tests.concurrent_cli import run_all
 from tests.conftest import TRACEHOUND
 
 H = {"tid": 0, "uid": 0, "gid": 0, "cgroup_id": 1}
@@ -265,24 +264,18 @@ def test_cli_bad_input(tmp_path: Path, content: bytes, needle: str) -> None:
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
     good = write(tmp_path / "a.json", build())
-    cases = (
+    for result in (run("diff", good, str(bad)),):
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr and needle in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    for args, needle in (
         ((good,), "expected two profile files"),
         ((good, good, good), "expected two profile files"),
         ((good, good, "--format", "xml"), "--format"),
         ((good, good, "--frobnicate"), "--frobnicate"),
         ((good, str(tmp_path / "missing.json")), "missing.json"),
-    )
-    # A real process per case (its exit status and stderr are the point), a few at once.
-    first, *finished = run_all(
-        [[*TRACEHOUND, "profile", "diff", good, str(bad)]]
-        + [[*TRACEHOUND, "profile", "diff", *args] for args, _ in cases]
-    )
-    for result in (first.result,):
-        assert result.returncode == 2
-        assert "Traceback" not in result.stderr and needle in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
-    for (args, needle), done in zip(cases, finished, strict=True):
-        result = done.result
+    ):
+        result = run("diff", *args)
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("tracehound: profile diff: "), lines
@@ -290,16 +283,13 @@ def test_cli_bad_input(tmp_path: Path, content: bytes, needle: str) -> None:
 
 
 def test_real_runs_drift_when_the_script_changes(kernel: None, tmp_path: Path) -> None:
-    # Two real profile runs at once: each traces its own command's tree only.
-    outs = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
-    scripts = ["cat /etc/hostname >/dev/null",
-               "cat /etc/hostname >/dev/null; ls / >/dev/null; exit 4"]  # fmt: skip
-    made = run_all(
-        [[*TRACEHOUND, "profile", "-o", out, "--", "/bin/sh", "-c", script]
-         for out, script in zip(outs, scripts, strict=True)],
-        timeout=120,
-    )  # fmt: skip
-    assert [m.result.returncode for m in made] == [0, 4], [m.result.stderr for m in made]
+    outs = []
+    for name, script in (("a", "cat /etc/hostname >/dev/null"),
+                         ("b", "cat /etc/hostname >/dev/null; ls / >/dev/null; exit 4")):  # fmt: skip
+        out = tmp_path / f"{name}.json"
+        subprocess.run([*TRACEHOUND, "profile", "-o", str(out), "--", "/bin/sh", "-c", script],
+                       capture_output=True, timeout=120)  # fmt: skip
+        outs.append(str(out))
     result = run("--format", "json", "diff", *outs)
     assert result.returncode == 1, result.stderr
     drift = json.loads(result.stdout)
