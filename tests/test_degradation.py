@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 
 from agent.capture.loader import LoadOptions, load
@@ -15,62 +13,19 @@ from agent.capture.probes import with_tracepoint_overrides
 from agent.capture.session import CaptureSession
 from agent.commands.launcher import launch
 from agent.sinks.aggregating import AggregatingSink
-from tests.conftest import TRACEHOUND, require_kernel
+from tests.conftest import TRACEHOUND
 
 BOGUS = "syscalls:sys_enter_tracehound_does_not_exist"
 
 
-class Started:
-    """A real CLI process started by :func:`cli_runs`, and where it writes."""
-
-    def __init__(self, command: list[str], out: Path) -> None:
-        self.out = out
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-
-    def result(self, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Its exit status and output, once it has exited."""
-        stdout, stderr = self.proc.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, stdout, stderr)
-
-
-@pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started]]:
-    """The module's two real CLI runs, started at once: each compiles its
-    own program set (a probe overridden) in a child of its own, and two
-    cores can do both compiles side by side. Each test checks its own."""
-    require_kernel()
-    profile_dir = tmp_path_factory.mktemp("degraded-profile")
-    out, target = profile_dir / "profile.json", profile_dir / "made-by-mkdir"
-    stats_file = tmp_path_factory.mktemp("degraded-run") / "stats.json"
-    runs: dict[str, Started] = {}
-    try:
-        runs["profile"] = Started(
-            [*TRACEHOUND, "profile", "--probe-tracepoint", f"file.mkdir={BOGUS}",
-             "--output", str(out),
-             "--", "/bin/sh", "-c", f"mkdir {target}; cat /etc/hostname > /dev/null"],
-            out,
-        )  # fmt: skip
-        runs["run"] = Started(
-            [*TRACEHOUND, "run", "--duration", "1", "--stats-interval", "0", "--no-seed",
-             "--probe-tracepoint", f"net.bind={BOGUS}", "--stats-file", str(stats_file)],
-            stats_file,
-        )  # fmt: skip
-        yield runs
-    finally:
-        for started in runs.values():
-            if started.proc.poll() is None:
-                started.proc.kill()
-            started.proc.communicate()
-
-
-def test_missing_tracepoint_disables_only_its_probe(
-    kernel: None, cli_runs: dict[str, Started]
-) -> None:
-    out = cli_runs["profile"].out
-    target = out.parent / "made-by-mkdir"
-    result = cli_runs["profile"].result()
+def test_missing_tracepoint_disables_only_its_probe(kernel: None, tmp_path: Path) -> None:
+    out = tmp_path / "profile.json"
+    target = tmp_path / "made-by-mkdir"
+    result = subprocess.run(
+        [*TRACEHOUND, "profile", "--probe-tracepoint", f"file.mkdir={BOGUS}", "--output", str(out),
+         "--", "/bin/sh", "-c", f"mkdir {target}; cat /etc/hostname > /dev/null"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert target.is_dir()
     profile = json.loads(out.read_text())
@@ -87,9 +42,13 @@ def test_missing_tracepoint_disables_only_its_probe(
     assert "INCOMPLETE" in result.stderr
 
 
-def test_run_reports_missing_probe_in_stats(kernel: None, cli_runs: dict[str, Started]) -> None:
-    stats_file = cli_runs["run"].out
-    result = cli_runs["run"].result()
+def test_run_reports_missing_probe_in_stats(kernel: None, tmp_path: Path) -> None:
+    stats_file = tmp_path / "stats.json"
+    result = subprocess.run(
+        [*TRACEHOUND, "run", "--duration", "1", "--stats-interval", "0", "--no-seed",
+         "--probe-tracepoint", f"net.bind={BOGUS}", "--stats-file", str(stats_file)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "probe net.bind missing" in result.stderr
     stats = json.loads(stats_file.read_text())
