@@ -197,11 +197,11 @@ def test_the_self_check_passes_when_compiled_and_when_replayed(
 
 
 def test_a_wrong_offset_turns_enrichment_off_and_capture_goes_on(
-    kernel: None, tmp_path: Path
+    kernel: None, tmp_path: Path, skewed_program_cache: str
 ) -> None:
     env = {
         kernel_layout.SKEW_ENV: "task_struct.tgid=64",
-        CACHE_DIR_ENV: str(tmp_path / "cache"),
+        CACHE_DIR_ENV: skewed_program_cache,
     }
     profile = _profile(tmp_path, env, tmp_path)
     probe = _layout_probe(profile)
