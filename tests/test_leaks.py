@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.concurrent_cli import run_all
 from tests.conftest import TRACEHOUND
 from tests.harness import Daemon, evidence, own_daemon, wait_until
 from tests.redact.test_redact_corpus import CORPUS
@@ -145,18 +144,13 @@ def test_no_secret_reaches_any_output(kernel: None, daemon: Daemon, system_pytho
                 result = daemon.curl(path)
                 (tmp / name).write_text(result.stdout)
                 outputs[name] = tmp / name
-            # Both real CLI runs at once, their output kept byte for byte.
-            shots = [
-                (name, subprocess.Popen(
+            for name, extra in (("snapshot-cli", []), ("snapshot-text", ["--text"])):
+                result = subprocess.run(
                     [*TRACEHOUND, "snapshot", "--socket", str(daemon.sock), *extra],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                ))
-                for name, extra in (("snapshot-cli", []), ("snapshot-text", ["--text"]))
-            ]  # fmt: skip
-            for name, shot in shots:
-                stdout, stderr = shot.communicate(timeout=60)
-                assert shot.returncode == 0, stderr
-                (tmp / name).write_bytes(stdout)
+                    capture_output=True, timeout=60,
+                )  # fmt: skip
+                assert result.returncode == 0, result.stderr
+                (tmp / name).write_bytes(result.stdout)
                 outputs[name] = tmp / name
         finally:
             tail.terminate()
@@ -169,18 +163,14 @@ def test_no_secret_reaches_any_output(kernel: None, daemon: Daemon, system_pytho
         outputs[f"log {segment.name}"] = segment
     bundle = tmp / "bundle.tar"
     ocsf = tmp / "ocsf.ndjson"
-    readers = (
+    for name, args, out in (
         ("bundle", ["export", "-o", str(bundle)], None),
         ("ocsf", ["stream", "--format", "ocsf", "-o", str(ocsf)], None),
-    )
-    # Both read the stopped daemon's log: run at once.
-    finished = run_all(
-        [[*TRACEHOUND, "evidence", *args, "--state-dir", str(daemon.state)]
-         for _, args, _ in readers],
-        timeout=60,
-    )  # fmt: skip
-    for (name, _, out), ran in zip(readers, finished, strict=True):
-        done = ran.result
+    ):
+        done = subprocess.run(
+            [*TRACEHOUND, "evidence", *args, "--state-dir", str(daemon.state)],
+            capture_output=True, timeout=60,
+        )  # fmt: skip
         assert done.returncode == 0, (name, done.stderr, out)
     outputs |= {"bundle": bundle, "ocsf": ocsf}
     configs = [r["data"]["config"] for r in evidence(daemon.state, "capture.config.v1")]
