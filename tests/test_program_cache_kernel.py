@@ -94,7 +94,7 @@ def compiled_entry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _compile_once(cache: Path, compiled: Path) -> Path:
+def _copy_of_compiled(cache: Path, compiled: Path) -> Path:
     """A cache directory of this test's own holding a copy of the module's
     compiled entry, as a store of it would have left it (0700, 0600)."""
     cache.mkdir(mode=0o700)
@@ -108,7 +108,7 @@ def test_a_corrupt_cache_file_is_refused_and_recompiled(
     kernel: None, tmp_path: Path, compiled_entry: Path
 ) -> None:
     cache = tmp_path / "cache"
-    path = _compile_once(cache, compiled_entry)
+    path = _copy_of_compiled(cache, compiled_entry)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit, in some program's instructions
     path.write_bytes(bytes(data))
@@ -134,7 +134,7 @@ def test_a_truncated_cache_file_is_refused(
     kernel: None, tmp_path: Path, compiled_entry: Path
 ) -> None:
     cache = tmp_path / "cache"
-    path = _compile_once(cache, compiled_entry)
+    path = _copy_of_compiled(cache, compiled_entry)
     path.write_bytes(path.read_bytes()[:1000])
     reports: list[str] = []
     capture = load(LoadOptions(), cache_dir=cache, report=reports.append)
@@ -153,7 +153,7 @@ def test_a_program_the_kernel_refuses_falls_back_to_compiling(
     returns an uninitialised r0): nothing of it stays loaded, the start
     compiles, and the one line says which program and why."""
     cache = tmp_path / "cache"
-    path = _compile_once(cache, compiled_entry)
+    path = _copy_of_compiled(cache, compiled_entry)
     key = bytes.fromhex(path.name.split(".")[0])
     entry = decode_entry(path.read_bytes(), key)
     bad = CachedProgram(name=entry.programs[0].name, prog_type=5, insns=bytes([0x95]) + bytes(7))
