@@ -77,6 +77,23 @@ def kernel() -> None:
     require_kernel()
 
 
+@pytest.fixture(scope="session")
+def skewed_program_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The program cache for the session's starts with a layout skew
+    (``TRACEHOUND_TEST_LAYOUT_SKEW``), apart from the session's own cache.
+
+    The skew is in the cache key (kernel_layout.spec_digest), so the same
+    skewed program set is compiled once for the session, not once per test
+    that uses it (a compile costs seconds), and no skewed set takes one of
+    the main cache's few places (KEEP_ENTRIES) from the common ones. A
+    start that replays a skewed entry runs the same layout self-check as
+    the compile did (loader._replayed_layout_check, and
+    test_kernel_layout's compiled-and-replayed test), so a test sees the
+    same refusal whichever start came first. Made by the agent itself (a
+    state directory, 0700) at the first start that uses it."""
+    return str(tmp_path_factory.mktemp("skewed-program-cache") / "cache")
+
+
 @pytest.fixture
 def system_python() -> str:
     """Debian's python3: workloads run under it, not the venv's wrapper."""

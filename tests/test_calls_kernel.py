@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from agent.capture.cache_store import CACHE_DIR_ENV
 from tests.conftest import REPO, TRACEHOUND, require_kernel
 
 WORKLOAD = REPO / "tests" / "workloads" / "calls.py"
@@ -285,10 +286,15 @@ def test_text_profile_shows_the_calls(kernel: None, run: Run, tmp_path: Path) ->
     assert "[uid=0,0,0" in line and "-> uid=65534,65534,65534" in line
 
 
-def test_ids_unresolved_when_the_layout_check_fails(kernel: None, tmp_path: Path) -> None:
+def test_ids_unresolved_when_the_layout_check_fails(
+    kernel: None, tmp_path: Path, skewed_program_cache: str
+) -> None:
     """With the struct offsets refused, calls are still recorded, their
     ids marked unresolved (None), never read through a wrong layout."""
-    skewed = Run(tmp_path, {"TRACEHOUND_TEST_LAYOUT_SKEW": "fs_struct.pwd=16"})
+    skewed = Run(
+        tmp_path,
+        {"TRACEHOUND_TEST_LAYOUT_SKEW": "fs_struct.pwd=16", CACHE_DIR_ENV: skewed_program_cache},
+    )
     [drop] = skewed.calls(skewed.facts["drop_pid"], "setresuid")
     assert drop["args"] == {"ruid": NOBODY, "euid": NOBODY, "suid": NOBODY}
     assert drop["ids_before"] is None and drop["ids_after"] is None

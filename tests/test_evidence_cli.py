@@ -425,12 +425,16 @@ def test_wrong_key_is_a_seal_failure(kernel: None, log: Log, tmp_path: Path) -> 
     assert other not in out.stdout + out.stderr
 
 
-@pytest.fixture
-def small_log(tmp_path: Path) -> tuple[Path, str]:
-    """A sealed log written by the store directly: bad-input tests need no kernel."""
+@pytest.fixture(scope="module")
+def small_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A sealed log written by the store directly: bad-input tests need no kernel.
+
+    One for the module (a keygen and a verify, two real CLI runs, each time
+    was most of these tests' time): the tests only read it, and the one
+    that appends to it appends to a copy of its own."""
     from agent.evidence.store import EvidenceStore
 
-    state = tmp_path / "small"
+    state = tmp_path_factory.mktemp("small-log") / "small"
     key = keygen(state)
     with EvidenceStore(state) as store:
         store.append_many([("test.v1", {"n": n}) for n in range(5)])
@@ -700,9 +704,11 @@ def test_verify_of_a_bundle_with_forged_names_prints_no_verdict(
 
 
 def test_stream_of_a_record_with_a_forged_key_is_one_escaped_line(
-    small_log: tuple[Path, str],
+    small_log: tuple[Path, str], tmp_path: Path
 ) -> None:
-    state, _ = small_log
+    shared, _ = small_log
+    state = tmp_path / "small"
+    shutil.copytree(shared, state)  # appended to below: the module's log stays whole
     segment = sorted((state / "segments").iterdir())[-1]
     with open(segment, "ab") as f:
         f.write(b'{"seq":99,"x\\nOK: forged\\u001b[2J":1}\n')

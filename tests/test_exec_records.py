@@ -196,7 +196,7 @@ def test_failed_exec_is_read_from_the_old_image(kernel: None, workload: dict[str
 
 
 def test_with_enrichment_off_nothing_is_guessed_and_what_is_missing_is_marked(
-    kernel: None, tmp_path: Path
+    kernel: None, tmp_path: Path, skewed_program_cache: str
 ) -> None:
     """A wrong offset turns enrichment off (tests/test_kernel_layout.py):
     argv is then read at execve entry, as before, and the fork+execl case
@@ -211,7 +211,7 @@ def test_with_enrichment_off_nothing_is_guessed_and_what_is_missing_is_marked(
         [*TRACEHOUND, "profile", "--output", str(out), "--", str(binary), "50"],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, kernel_layout.SKEW_ENV: "task_struct.tgid=64",
-             CACHE_DIR_ENV: str(tmp_path / "cache")},
+             CACHE_DIR_ENV: skewed_program_cache},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     profile = json.loads(out.read_text())

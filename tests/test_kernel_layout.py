@@ -197,11 +197,11 @@ def test_the_self_check_passes_when_compiled_and_when_replayed(
 
 
 def test_a_wrong_offset_turns_enrichment_off_and_capture_goes_on(
-    kernel: None, tmp_path: Path
+    kernel: None, tmp_path: Path, skewed_program_cache: str
 ) -> None:
     env = {
         kernel_layout.SKEW_ENV: "task_struct.tgid=64",
-        CACHE_DIR_ENV: str(tmp_path / "cache"),
+        CACHE_DIR_ENV: skewed_program_cache,
     }
     profile = _profile(tmp_path, env, tmp_path)
     probe = _layout_probe(profile)
@@ -228,9 +228,13 @@ def test_a_skew_that_does_not_parse_is_a_one_line_error(kernel: None, tmp_path: 
     ]
 
 
-def test_the_daemon_records_enrichment_off_in_the_evidence(kernel: None, tmp_path: Path) -> None:
+def test_the_daemon_records_enrichment_off_in_the_evidence(
+    kernel: None, tmp_path: Path, skewed_program_cache: str
+) -> None:
     with own_daemon(tmp_path) as daemon:
-        daemon.start(env={kernel_layout.SKEW_ENV: "fs_struct.pwd=16"})
+        daemon.start(
+            env={kernel_layout.SKEW_ENV: "fs_struct.pwd=16", CACHE_DIR_ENV: skewed_program_cache}
+        )
         assert daemon.stop() == 0
     (degraded,) = evidence(daemon.state, "capture.degraded.v1")
     missing = {m["name"]: m for m in degraded["data"]["missing"]}

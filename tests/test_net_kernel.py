@@ -61,10 +61,14 @@ def enriched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def unenriched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def unenriched(
+    tmp_path_factory: pytest.TempPathFactory, skewed_program_cache: str
+) -> dict[str, Any]:
     require_kernel()
     tmp = tmp_path_factory.mktemp("net-unenriched")
-    return _run(tmp, {kernel_layout.SKEW_ENV: "fs_struct.pwd=16", CACHE_DIR_ENV: str(tmp / "c")})
+    return _run(
+        tmp, {kernel_layout.SKEW_ENV: "fs_struct.pwd=16", CACHE_DIR_ENV: skewed_program_cache}
+    )
 
 
 def _lines(proc: dict[str, Any], key: str, op: str) -> dict[tuple[str, str, int], dict[str, Any]]:

@@ -14,6 +14,7 @@ from agent.sinks.aggregating import AggregatingSink
 from agent.sinks.profile import Profile, encode_profile
 from agent.sinks.profile_diff import Drift, FileChange, FileUse, diff, render_drift
 from agent.sinks.profile_names import normalize_path
+from tests.concurrent_cli import run_all
 from tests.conftest import TRACEHOUND
 
 H = {"tid": 0, "uid": 0, "gid": 0, "cgroup_id": 1}
@@ -264,18 +265,24 @@ def test_cli_bad_input(tmp_path: Path, content: bytes, needle: str) -> None:
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
     good = write(tmp_path / "a.json", build())
-    for result in (run("diff", good, str(bad)),):
-        assert result.returncode == 2
-        assert "Traceback" not in result.stderr and needle in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
-    for args, needle in (
+    cases = (
         ((good,), "expected two profile files"),
         ((good, good, good), "expected two profile files"),
         ((good, good, "--format", "xml"), "--format"),
         ((good, good, "--frobnicate"), "--frobnicate"),
         ((good, str(tmp_path / "missing.json")), "missing.json"),
-    ):
-        result = run("diff", *args)
+    )
+    # A real process per case (its exit status and stderr are the point), a few at once.
+    first, *finished = run_all(
+        [[*TRACEHOUND, "profile", "diff", good, str(bad)]]
+        + [[*TRACEHOUND, "profile", "diff", *args] for args, _ in cases]
+    )
+    for result in (first.result,):
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr and needle in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    for (args, needle), done in zip(cases, finished, strict=True):
+        result = done.result
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("tracehound: profile diff: "), lines
@@ -283,12 +290,16 @@ def test_cli_bad_input(tmp_path: Path, content: bytes, needle: str) -> None:
 
 
 def test_real_runs_drift_when_the_script_changes(kernel: None, tmp_path: Path) -> None:
+    # One after the other: two loads at once contend in the kernel (attaching
+    # and detaching tracepoints) and took twice as long as two in a row.
     outs = []
-    for name, script in (("a", "cat /etc/hostname >/dev/null"),
-                         ("b", "cat /etc/hostname >/dev/null; ls / >/dev/null; exit 4")):  # fmt: skip
+    for name, script, status in (("a", "cat /etc/hostname >/dev/null", 0),
+                                 ("b", "cat /etc/hostname >/dev/null; ls / >/dev/null; exit 4",
+                                  4)):  # fmt: skip
         out = tmp_path / f"{name}.json"
-        subprocess.run([*TRACEHOUND, "profile", "-o", str(out), "--", "/bin/sh", "-c", script],
-                       capture_output=True, timeout=120)  # fmt: skip
+        made = subprocess.run([*TRACEHOUND, "profile", "-o", str(out), "--", "/bin/sh", "-c",
+                               script], capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert made.returncode == status, made.stderr  # the script's own status
         outs.append(str(out))
     result = run("--format", "json", "diff", *outs)
     assert result.returncode == 1, result.stderr

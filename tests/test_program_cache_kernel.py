@@ -5,14 +5,18 @@ program the kernel refuses is reported in one line and compiled instead."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from agent.capture.cache_store import CacheDir
 from agent.capture.events import ExecEvent, FileEvent
 from agent.capture.loader import LoadedCapture, LoadOptions, load, plan_probes, program_key
 from agent.capture.program_cache import CachedProgram, CacheEntry, decode_entry, encode_entry
+from tests.conftest import require_kernel
 
 
 def _children_cpu() -> float:
@@ -77,16 +81,34 @@ def test_a_second_load_replays_the_compile_and_captures(kernel: None, tmp_path: 
     assert generated["exec"] >= 1 and generated["file"] >= 1
 
 
-def _compile_once(cache: Path) -> Path:
+@pytest.fixture(scope="module")
+def compiled_entry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real compile's cache file, for the module: the tests that spoil
+    an entry each spoil a copy of it (a compile costs seconds; what each
+    test proves is what its own load does with the spoiled copy)."""
+    require_kernel()
+    cache = tmp_path_factory.mktemp("compiled") / "cache"
     load(LoadOptions(), cache_dir=cache).close()
     path = _file(cache, LoadOptions())
     assert path.exists()
     return path
 
 
-def test_a_corrupt_cache_file_is_refused_and_recompiled(kernel: None, tmp_path: Path) -> None:
+def _copy_of_compiled(cache: Path, compiled: Path) -> Path:
+    """A cache directory of this test's own holding a copy of the module's
+    compiled entry, as a store of it would have left it (0700, 0600)."""
+    cache.mkdir(mode=0o700)
+    path = cache / compiled.name
+    shutil.copy2(compiled, path)
+    assert path == _file(cache, LoadOptions()) and path.stat().st_mode & 0o777 == 0o600
+    return path
+
+
+def test_a_corrupt_cache_file_is_refused_and_recompiled(
+    kernel: None, tmp_path: Path, compiled_entry: Path
+) -> None:
     cache = tmp_path / "cache"
-    path = _compile_once(cache)
+    path = _copy_of_compiled(cache, compiled_entry)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit, in some program's instructions
     path.write_bytes(bytes(data))
@@ -108,9 +130,11 @@ def test_a_corrupt_cache_file_is_refused_and_recompiled(kernel: None, tmp_path: 
     decode_entry(path.read_bytes(), key)  # stored whole again
 
 
-def test_a_truncated_cache_file_is_refused(kernel: None, tmp_path: Path) -> None:
+def test_a_truncated_cache_file_is_refused(
+    kernel: None, tmp_path: Path, compiled_entry: Path
+) -> None:
     cache = tmp_path / "cache"
-    path = _compile_once(cache)
+    path = _copy_of_compiled(cache, compiled_entry)
     path.write_bytes(path.read_bytes()[:1000])
     reports: list[str] = []
     capture = load(LoadOptions(), cache_dir=cache, report=reports.append)
@@ -122,12 +146,14 @@ def test_a_truncated_cache_file_is_refused(kernel: None, tmp_path: Path) -> None
     assert len(reports) == 1 and "truncated" in reports[0] and "\n" not in reports[0]
 
 
-def test_a_program_the_kernel_refuses_falls_back_to_compiling(kernel: None, tmp_path: Path) -> None:
+def test_a_program_the_kernel_refuses_falls_back_to_compiling(
+    kernel: None, tmp_path: Path, compiled_entry: Path
+) -> None:
     """A well-formed entry whose first program the verifier refuses (it
     returns an uninitialised r0): nothing of it stays loaded, the start
     compiles, and the one line says which program and why."""
     cache = tmp_path / "cache"
-    path = _compile_once(cache)
+    path = _copy_of_compiled(cache, compiled_entry)
     key = bytes.fromhex(path.name.split(".")[0])
     entry = decode_entry(path.read_bytes(), key)
     bad = CachedProgram(name=entry.programs[0].name, prog_type=5, insns=bytes([0x95]) + bytes(7))

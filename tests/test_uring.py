@@ -26,6 +26,7 @@ import pytest
 import trio
 
 from agent.capture import kernel_layout, kinds
+from agent.capture.cache_store import CACHE_DIR_ENV
 from agent.capture.events import Endpoint, Event, UringEvent
 from agent.capture.fold import FoldSettings
 from agent.capture.loader import LoadOptions, load
@@ -250,11 +251,12 @@ def test_io_uring_openat_connect_and_sendmsg_appear_as_such(
 
 @pytest.mark.usefixtures("kernel")
 def test_without_the_kernel_layout_io_uring_ops_still_appear_marked_unread(
-    uring_ops: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    uring_ops: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skewed_program_cache: str
 ) -> None:
     """A wrong offset fails the self-check: nothing is read from the
     request, and the tracepoints' facts (op, result, tag) still come."""
     monkeypatch.setenv(kernel_layout.SKEW_ENV, "task_struct.tgid=64")
+    monkeypatch.setenv(CACHE_DIR_ENV, skewed_program_cache)
     world = World(tmp_path)
     try:
         records, stats, _, printed = _run(world.argv(uring_ops), tmp_path / "out")
