@@ -85,7 +85,7 @@ def skewed_program_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     The skew is in the cache key (kernel_layout.spec_digest), so the same
     skewed program set is compiled once for the session, not once per test
     that uses it (a compile costs seconds), and no skewed set takes one of
-    the main cache's few places (KEEP_ENTRIES) from the common ones. A
+    the main cache's places (KEEP_ENTRIES) from the common ones. A
     start that replays a skewed entry runs the same layout self-check as
     the compile did (loader._replayed_layout_check, and
     test_kernel_layout's compiled-and-replayed test), so a test sees the

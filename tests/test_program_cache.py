@@ -332,7 +332,7 @@ def test_pruning_keeps_the_most_recently_used(tmp_path: Path) -> None:
         for key in keys[keep:]:
             directory.write(key, entry())
     left = set(os.listdir(tmp_path / "c"))
-    kept = {keys[0], *keys[keep - 4 :]}
+    kept = {keys[0], *keys[4:]}  # the one used again, and the newest keep - 1
     assert len(kept) == keep
     assert left == {CacheDir.file_name(k) for k in kept}
 

@@ -59,8 +59,10 @@ __all__ = [
 CACHE_DIR_ENV: Final = "TRACEHOUND_CACHE_DIR"
 DEFAULT_CACHE_DIR: Final = "/var/lib/tracehound/cache"
 #: Entries kept: run and profile differ (scoped or not), and so does each
-#: set of capture options; a few cover a host's usual ones.
-KEEP_ENTRIES: Final = 8
+#: set of capture options. An entry is ~0.4 MiB, so 32 bound the directory
+#: near 13 MiB, and cover the variants a host (or the test suite, with its
+#: disabled probes and layout checks) starts; a miss costs a ~10 s compile.
+KEEP_ENTRIES: Final = 32
 SUFFIX: Final = ".bpfcache"
 FILE_MODE: Final = 0o600
 #: A temporary file this old is a crashed writer's: removed when pruning.
