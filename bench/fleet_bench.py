@@ -97,6 +97,8 @@ STREAM: Final = "TRACEHOUND"
 DURABLE: Final = "collector"
 TARGET_RATE: Final = 50_000
 TARGET_P99_S: Final = 2.0
+DRAIN_S: Final = 60.0
+"""How long after the run's end the rows may still arrive."""
 LOW_RATE: Final = 5_000
 """The second end-to-end rate, printed beside the target's."""
 HOST_RATE: Final = 100
@@ -325,6 +327,8 @@ class Lag(NamedTuple):
 
     rate: int
     lags: list[float]
+    #: Records not in ``chain`` within DRAIN_S after the run (their lag: inf).
+    missing: int
     metrics: dict[str, float]
     fetch_ack: Pass | None
 
@@ -406,8 +410,8 @@ def real_lag(
                 arrived = time.monotonic()
                 lags += [arrived - committed[s] for s in range(seen + 1, top + 1) if s in committed]
                 seen = max(seen, top)
-                if now > t0 + duration_s + 60:
-                    raise RuntimeError(f"end to end at {rate}/s: rows stopped at seq {seen}")
+                if now > t0 + duration_s + DRAIN_S:
+                    break  # the rest are counted as missing (an infinite lag), not waited for
                 if any(p.poll() is not None for p in procs):
                     raise RuntimeError(f"end to end at {rate}/s: the publisher or collector exited")
                 time.sleep(0.01)
@@ -470,12 +474,12 @@ def end_to_end(postgres: PostgresServer, root: Path, rate: int, duration_s: floa
         config.write_text(fleet_config_text(nats_server.url, dsn, host, batch, metrics))
         lags, seen = real_lag(fleet_commands(config, run / host), run / host, dsn, rate,
                               duration_s, f"http://{metrics}/metrics")  # fmt: skip
-        expected = int(rate * duration_s) - 1  # the first record is the warm-up's
-        assert len(lags) >= expected * 0.99, f"at {rate}/s: {len(lags)} of {expected} seen"
+        missing = int(rate * duration_s) - 1 - len(lags)  # the first record is the warm-up's
+        lags += [float("inf")] * missing
         probe = asyncio.run(fetch_ack(nats_server.url, batch))
     finally:
         nats_server.stop()
-    return Lag(rate, lags, seen, probe)
+    return Lag(rate, lags, missing, seen, probe)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -540,6 +544,8 @@ def report(args: argparse.Namespace, passes: dict[str, Pass], runs: list[Lag], l
         print(f"\nend to end at {run.rate:,} records/s for {args.seconds:g} s (agent.fleet.publisher"
               f" + tracehound collect, {len(run.lags):,} records):")  # fmt: skip
         print(f"  lag p50 {p50:.3f} s   p99 {p99:.3f} s   max {max(run.lags):.3f} s{verdict}")
+        if run.missing:
+            print(f"  {run.missing:,} records not stored {DRAIN_S:g} s after the run (lag inf)")
         m = run.metrics
         count = m.get("tracehound_collect_batches_total", 0.0)
         records = m.get("tracehound_collect_records_total", 0.0)
@@ -555,6 +561,14 @@ def report(args: argparse.Namespace, passes: dict[str, Pass], runs: list[Lag], l
     hosts = 1e6 / per_record / HOST_RATE
     print(f"\n  hosts per collector      {hosts:>10,.0f} at {HOST_RATE} records/s a host"
           f" (1 / (sanitise + write{' + NATS' if probe else ''}) per record)")  # fmt: skip
+    held = [r.rate for r in runs if _quantile(r.lags, 0.99) <= TARGET_P99_S]
+    if held:
+        print(f"  hosts per collector      {max(held) / HOST_RATE:>10,.0f} end to end (the highest"
+              f" rate run here whose p99 held, {max(held):,}/s, / {HOST_RATE})")  # fmt: skip
+    else:
+        print(
+            f"  hosts per collector      end to end: no rate run here held p99 <= {TARGET_P99_S:g} s"
+        )
     print(f"  {load}")
     return ok_rate and ok_lag
 
