@@ -80,6 +80,7 @@ from agent.fleet.collector import Collector, connect_pg
 from agent.fleet.migrate import migrate
 from agent.fleet.partitions import create_sql, maintain
 from agent.fleet.sanitise import Row
+from agent.fleet.status import PublisherStatus, decode_status
 from agent.fleet.wire import evidence_subject
 from agent.fleet.writer import write_batch
 from agent.redact import Redactor
@@ -119,7 +120,7 @@ def fleet_commands(config: Path, state_dir: Path) -> tuple[list[str], list[str]]
     """The publisher's and the collector's argv: THE one place their command lines live."""
     collector = [sys.executable, "-m", "agent", "collect", "--config", str(config)]
     publisher = [sys.executable, "-m", "agent.fleet.publisher", "--config", str(config),
-                 "--state-dir", str(state_dir)]  # fmt: skip
+                 "--state-dir", str(state_dir), "--status"]  # fmt: skip
     return publisher, collector
 
 
@@ -331,6 +332,14 @@ class Lag(NamedTuple):
     missing: int
     metrics: dict[str, float]
     fetch_ack: Pass | None
+    #: The publisher's status lines over the run (``--status``, one a second).
+    published: list[PublisherStatus]
+
+
+def publisher_status(path: Path) -> list[PublisherStatus]:
+    """The publisher's ``--status`` lines (a line that does not decode is skipped)."""
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    return [s for s in (decode_status(line) for line in lines) if s is not None]
 
 
 def scrape(url: str, *, quiet: bool = False) -> dict[str, float]:
@@ -375,7 +384,8 @@ def real_lag(
             procs[0].kill()
             raise RuntimeError(f"end to end at {rate}/s: the collector did not start")
         time.sleep(0.1)
-    procs.append(subprocess.Popen(publisher_argv))
+    with (state.parent / "publisher-status.jsonl").open("wb") as status_out:
+        procs.append(subprocess.Popen(publisher_argv, stdout=status_out))
     committed: dict[int, float] = {}
     lags: list[float] = []
     metrics: dict[str, float] = {}
@@ -479,10 +489,11 @@ def end_to_end(postgres: PostgresServer, root: Path, rate: int, duration_s: floa
         lags, missing, seen = real_lag(fleet_commands(config, run / host), run / host, dsn, rate,
                               duration_s, f"http://{metrics}/metrics")  # fmt: skip
         lags += [float("inf")] * missing
+        published = publisher_status(run / "publisher-status.jsonl")
         probe = asyncio.run(fetch_ack(nats_server.url, batch))
     finally:
         nats_server.stop()
-    return Lag(rate, lags, missing, seen, probe)
+    return Lag(rate, lags, missing, seen, probe, published)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -556,6 +567,14 @@ def report(args: argparse.Namespace, passes: dict[str, Pass], runs: list[Lag], l
             spent = m.get("tracehound_collect_batch_seconds_sum", 0.0)
             print(f"  collector: {count:,.0f} batches of {records / count:,.0f} records on average,"
                   f" {spent / records * 1e6:.1f} µs/record sanitising to commit")  # fmt: skip
+        if run.published:
+            # lag_records, not lag_seconds: the golden records carry their capture's
+            # old times, so the publisher's age of the oldest unacked one is not a lag.
+            worst = max(st.lag_records for st in run.published)
+            last = run.published[-1]
+            print(f"  publisher: at most {worst:,} records behind its log (a status line a"
+                  f" second); published {last.published:,}, errors {last.errors}, reconnects"
+                  f" {last.reconnects}")  # fmt: skip
         if run.fetch_ack is not None:
             f = run.fetch_ack
             print(f"  NATS fetch+ack           {f.us_per_record:>10.1f} µs/record ({f.written:,}"
