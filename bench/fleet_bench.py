@@ -26,7 +26,9 @@ loopback ports, a directory under /var/tmp, removed at the end), in one run:
   :class:`EvidenceStore` at the rate (a commit every 10 ms), the rows'
   arrival seen by polling ``chain``; lag from commit to the row, p50/p99/max.
   Each rate runs on a fresh nats-server and database. The collector's own
-  ``/metrics`` (batches, batch seconds) are read before it stops, and NATS's
+  ``/metrics`` (batches, batch seconds) are read before it stops, the
+  publisher's ``--status`` lines say how far behind its log it fell (which
+  side a lag is on), and NATS's
   share is measured afterwards: a second durable on the same stream fetches
   and acks every message in batches of ``--batch`` (nats-py, as the
   collector calls it).
