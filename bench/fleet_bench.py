@@ -4,7 +4,7 @@ On a nats-server and a PostgreSQL of its own (``tests/fleet/servers.py``:
 loopback ports, a directory under /var/tmp, removed at the end), in one run:
 
 * **write rate into PostgreSQL**, the collector's own code on the same
-  records and nothing else: :meth:`agent.fleet.collector.Collector._sanitise`
+  records and nothing else: :func:`agent.fleet.sanitise.sanitise_batch`
   (:meth:`~agent.fleet.sanitise.Sanitiser.record` for each message, then the
   batch sorted by host and seq, as the collector does) and
   :func:`agent.fleet.writer.write_batch` (one transaction a batch), on a
@@ -81,7 +81,7 @@ from agent.evidence.store import EvidenceStore
 from agent.fleet.collector import Collector, connect_pg
 from agent.fleet.migrate import migrate
 from agent.fleet.partitions import create_sql, maintain
-from agent.fleet.sanitise import Row
+from agent.fleet.sanitise import Row, sanitise_batch
 from agent.fleet.status import PublisherStatus, decode_status
 from agent.fleet.wire import evidence_subject
 from agent.fleet.writer import write_batch
@@ -214,11 +214,18 @@ class Pass(NamedTuple):
         return self.seconds / self.records * 1e6
 
 
+def _sanitise(collector: Collector, batch: list[Message]) -> Sanitised:
+    """What the collector's fetcher does to a batch before the channel."""
+    return sanitise_batch(
+        collector.sanitiser, collector.cfg.subject_prefix, [(m.subject, m.data) for m in batch]
+    )
+
+
 def sanitise_pass(batches: list[list[Message]], batch: int) -> tuple[Pass, list[Sanitised]]:
     """The sanitiser alone (records/s), and its output for :func:`write_pass`."""
     collector = bench_collector(batch)
     started = time.perf_counter()
-    out = [collector._sanitise(b) for b in batches]  # type: ignore[arg-type]
+    out = [_sanitise(collector, b) for b in batches]
     elapsed = time.perf_counter() - started
     dead = sum(len(d) for _, d, _ in out)
     return Pass(sum(len(b) for b in batches), elapsed, 0, 0, dead), out
@@ -247,7 +254,7 @@ async def _write_pass(
     started = time.perf_counter()
     for n in range(len(batches if batches is not None else sanitised or [])):
         if batches is not None:
-            rows, dead, heads = collector._sanitise(batches[n])  # type: ignore[arg-type]
+            rows, dead, heads = _sanitise(collector, batches[n])
             records += len(batches[n])
         else:
             assert sanitised is not None

@@ -32,7 +32,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import nats
 import nats.errors
@@ -50,7 +50,7 @@ from agent.fleet.chaincheck import ChainEvent, HostCheck
 from agent.fleet.collect_metrics import CollectMetrics
 from agent.fleet.migrate import SchemaTooNewError, migrate
 from agent.fleet.partitions import maintain
-from agent.fleet.sanitise import DeadLetter, Row, Sanitiser
+from agent.fleet.sanitise import DeadLetter, Row, Sanitiser, sanitise_batch
 from agent.fleet.wire import ChainHead, evidence_wildcard, heads_wildcard
 from agent.fleet.writer import gaps_due, write_batch
 
@@ -143,6 +143,16 @@ def _verify_keys(cfg: CollectConfig) -> dict[str, bytes]:
     return keys
 
 
+class _Batch(NamedTuple):
+    """One fetched batch in the channel: its messages (to ack) and what the
+    sanitiser made of them."""
+
+    msgs: list[Msg]
+    rows: list[Row]
+    dead: list[DeadLetter]
+    heads: list[ChainHead]
+
+
 class Collector:
     """The running collector: fetcher, channel, writer (see the module doc)."""
 
@@ -160,7 +170,7 @@ class Collector:
         self.checks: dict[str, HostCheck] = {}
         self.keys = _verify_keys(self.cfg)
         self.stop = asyncio.Event()
-        self.channel: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=self.cfg.channel_batches)
+        self.channel: asyncio.Queue[_Batch] = asyncio.Queue(maxsize=self.cfg.channel_batches)
         self.pg: psycopg.AsyncConnection[Any] | None = None
         self._next_partitions = time.monotonic() + _PARTITIONS_EVERY_S
         self._next_sweep = 0.0
@@ -249,7 +259,7 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await fetcher
             while not self.channel.empty():
-                for msg in self.channel.get_nowait():
+                for msg in self.channel.get_nowait().msgs:
                     with contextlib.suppress(Exception):
                         await msg.nak()
             self.metrics.channel_depth.set(0)
@@ -313,7 +323,12 @@ class Collector:
                 self.say(f"fetching again after {time.monotonic() - failing_since:.1f} s")
                 failing_since, said = None, 0.0
             if msgs:
-                await self.channel.put(msgs)
+                # Sanitised here, not by the writer: this CPU work then runs
+                # while the writer waits on PostgreSQL with the batch before.
+                rows, dead, heads = sanitise_batch(
+                    self.sanitiser, self.cfg.subject_prefix, [(m.subject, m.data) for m in msgs]
+                )
+                await self.channel.put(_Batch(msgs, rows, dead, heads))
                 self.metrics.channel_depth.set(self.channel.qsize())
 
     async def _write_loop(self) -> None:
@@ -338,24 +353,9 @@ class Collector:
         finally:
             stop_wait.cancel()
 
-    def _sanitise(self, msgs: list[Msg]) -> tuple[list[Row], list[DeadLetter], list[ChainHead]]:
-        rows: list[Row] = []
-        dead: list[DeadLetter] = []
-        heads: list[ChainHead] = []
-        heads_base = f"{self.cfg.subject_prefix}.heads."
-        for msg in msgs:
-            if msg.subject.startswith(heads_base):
-                head = self.sanitiser.head(msg.subject, msg.data)
-                (heads if isinstance(head, ChainHead) else dead).append(head)  # type: ignore[arg-type]
-                continue
-            got = self.sanitiser.record(msg.subject, msg.data)
-            (rows if isinstance(got, Row) else dead).append(got)  # type: ignore[arg-type]
-        rows.sort(key=lambda r: (r.host, r.seq))
-        return rows, dead, heads
-
-    async def _write(self, msgs: list[Msg]) -> None:
+    async def _write(self, batch: _Batch) -> None:
         """Write one batch, retrying the database until it commits; then ack."""
-        rows, dead, heads = self._sanitise(msgs)
+        msgs, rows, dead, heads = batch
         delay = _RETRY_MIN_S
         started = time.monotonic()
         while True:

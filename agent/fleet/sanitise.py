@@ -34,7 +34,7 @@ hash in ``chain`` is always the received (verified) one.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import blake3
@@ -55,6 +55,7 @@ __all__ = [
     "SanitiseStats",
     "Sanitiser",
     "pg_text",
+    "sanitise_batch",
 ]
 
 DEAD_LETTER_BYTES: Final = 4096
@@ -455,3 +456,30 @@ def _hash_of_canonical(line: bytes, record: ChainRecord) -> str:
     if at < 0:  # cannot happen for a canonical ChainRecord line
         return ""
     return blake3.blake3(line[:at] + line[at + len(member) :]).hexdigest()
+
+
+def sanitise_batch(
+    sanitiser: Sanitiser, prefix: str, messages: Iterable[tuple[str, bytes]]
+) -> tuple[list[Row], list[DeadLetter], list[ChainHead]]:
+    """One fetched batch of ``(subject, data)``: the rows to store (by host
+    and seq, the order the chain check reads them in), the dead letters,
+    and the heads (``<prefix>.heads.*``)."""
+    rows: list[Row] = []
+    dead: list[DeadLetter] = []
+    heads: list[ChainHead] = []
+    heads_base = f"{prefix}.{HEADS}."
+    for subject, data in messages:
+        if subject.startswith(heads_base):
+            head = sanitiser.head(subject, data)
+            if isinstance(head, ChainHead):
+                heads.append(head)
+            else:
+                dead.append(head)
+            continue
+        got = sanitiser.record(subject, data)
+        if isinstance(got, Row):
+            rows.append(got)
+        else:
+            dead.append(got)
+    rows.sort(key=lambda r: (r.host, r.seq))
+    return rows, dead, heads
