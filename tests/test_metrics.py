@@ -188,9 +188,20 @@ def contract() -> dict[str, tuple[str, frozenset[str]]]:
 
 
 async def test_every_name_in_alerts_yml_is_exported_with_its_type_and_labels() -> None:
+    from agent.fleet.collect_metrics import CollectMetrics
+    from agent.fleet.status import FleetTotals
+
     world = World()
     await world.produce(1)
-    types, s = scrape(make_registry(sources(world)))
+    totals = FleetTotals()
+    daemon = MetricsSources(
+        stats=world.stats, queues=world.queues, evidence=evidence_ok, fleet=lambda: totals
+    )
+    # The rules read the daemon's /metrics (with a publisher) and the collector's.
+    types, s = scrape(make_registry(daemon))
+    collector_types, collector_samples = scrape(CollectMetrics().registry)
+    types.update(collector_types)
+    s.update(collector_samples)
     used = set(re.findall(r"\btracehound_[a-z_]+\b", ALERTS.read_text()))
     assert used, "no metric names found in deploy/alerts.yml"
     assert used <= names_of(s), used - names_of(s)

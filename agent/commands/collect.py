@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 
 from agent.config.load import load_config
 
@@ -21,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     collect = subparsers.add_parser(
         "collect", help="the fleet collector: evidence from NATS JetStream into PostgreSQL"
     )
-    collect.add_argument("--config", metavar="FILE", required=True, type=Path,
+    collect.add_argument("--config", metavar="FILE", required=True,
                          help="the configuration file ([collect] section)")  # fmt: skip
     collect.set_defaults(handler=_collect)
 

@@ -149,11 +149,23 @@ def _int8(value: int | None) -> int | None:
 
 
 def _tuples(rows: Sequence[Row], now_us: int) -> list[tuple[Any, ...]]:
-    """The rows as ``collect_input`` tuples. A record without a time takes
-    its host's previous one in the batch (else now): ``time`` is NOT NULL."""
+    """The rows as ``collect_input`` tuples, the first of each (host, seq)
+    only. A record without a time takes its host's previous one in the batch
+    (else now): ``time`` is NOT NULL.
+
+    One (host, seq) twice in a batch (a message redelivered beside its
+    re-send, or a fork) must reach the insert once: ``ON CONFLICT DO
+    NOTHING`` would keep one of them in ``chain``, but the rows joined back
+    for ``records`` would be both. The other is still in the batch's rows,
+    for the chain check (which compares it with what was kept)."""
     out: list[tuple[Any, ...]] = []
     last_time: dict[str, int] = {}
+    taken: set[tuple[str, int]] = set()
     for row in rows:
+        key = (row.host, row.seq)
+        if key in taken:
+            continue
+        taken.add(key)
         time_us = row.time_ns // 1000 if row.time_ns is not None else None
         if time_us is None:
             time_us = last_time.get(row.host, now_us)

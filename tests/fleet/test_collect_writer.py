@@ -87,3 +87,15 @@ def test_a_gap_is_reported_by_the_sweep_once_due(tmp_path: Path, pg_dsn: str) ->
     results = asyncio.run(_batches(pg_dsn, [rows[10:15]], grace=0))
     assert [e for r in results for e in r.events] == []
     assert query(pg_dsn, "SELECT stored_seq, breaks FROM hosts") == [(30, 1)]
+
+
+def test_a_record_twice_in_one_batch_is_stored_once(tmp_path: Path, pg_dsn: str) -> None:
+    """A message redelivered beside its re-send lands in one batch twice:
+    one chain row and one records row (the end-to-end test found two)."""
+    rows = rows_of(write_log(tmp_path / "a", "h", 8), "h")
+    batch = [*rows[:4], rows[3], *rows[4:]]
+    results = asyncio.run(_batches(pg_dsn, [batch], grace=3600))
+    assert results[0].written == len(rows)
+    assert [(e.seq, e.kind) for e in results[0].events] == []
+    assert query(pg_dsn, "SELECT count(*) FROM chain") == [(len(rows),)]
+    assert query(pg_dsn, "SELECT count(*) FROM records") == [(len(rows),)]
