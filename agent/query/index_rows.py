@@ -59,7 +59,6 @@ __all__ = [
     "is_plain",
     "key_text",
     "parse_time_ns",
-    "read_chunk",
     "row_of_line",
     "rows_of_chunk",
     "text_key",
@@ -393,7 +392,7 @@ class Chunk(NamedTuple):
 
 def rows_of_chunk(data: bytes, start: int, block_shift: int) -> Chunk:
     """The :class:`Chunk` of ``data``, whole lines read at offset ``start``
-    (every line ends in ``\\n``); pure, so a process pool can make them."""
+    (every line ends in ``\\n``)."""
     rows: list[tuple[Any, ...]] = []
     edges: list[tuple[int, int, int]] = []
     blocks: dict[int, tuple[int, int]] = {}
@@ -425,33 +424,3 @@ def rows_of_chunk(data: bytes, start: int, block_shift: int) -> Chunk:
         last_off = pos
         pos = newline + 1
     return Chunk(rows, edges, blocks, start, start + end, start + last_off, line)
-
-
-def read_chunk(path: str, low: int, high: int, block_shift: int) -> Chunk | None:
-    """The :class:`Chunk` of the whole lines of segment ``path`` that begin
-    in ``[low, high)``; None if none does (or the file is gone).
-
-    Ranges that tile a file give every complete line exactly once, so a
-    pool can split a segment without reading it first: a line that begins
-    before ``low`` is the previous range's, however far it runs. A torn
-    last line (no ``\\n`` yet) is left out."""
-    try:
-        with open(path, "rb") as handle:
-            if low > 0:
-                handle.seek(low - 1)
-                # The byte before low: a newline means a line begins at low;
-                # else skip to the line after the one that runs across low.
-                if handle.read(1) != b"\n":
-                    handle.readline()
-            begin = handle.tell()
-            if begin >= high:
-                return None
-            data = handle.read(high - begin)
-            if not data.endswith(b"\n"):
-                data += handle.readline()  # the line that begins before high
-            cut = data.rfind(b"\n") + 1
-    except FileNotFoundError:
-        return None
-    if cut == 0:
-        return None
-    return rows_of_chunk(data[:cut], begin, block_shift)

@@ -28,30 +28,23 @@ time and two caches of string ids (cleared past :data:`CACHE_MAX`).
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
-import itertools
-import multiprocessing
 import os
 import sqlite3
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Final
 
 from agent.evidence.layout import segment_files
 from agent.query import index_db
 from agent.query.index_db import BLOCK_SHIFT, IndexStale, transaction
-from agent.query.index_rows import Chunk, read_chunk, rows_of_chunk
+from agent.query.index_rows import Chunk, rows_of_chunk
 
 __all__ = ["READ_BYTES", "IndexWriter", "open_writer", "reindex"]
 
 READ_BYTES: Final = 16 << 20
 """How much of a segment one batch reads (and so at most holds)."""
-AHEAD: Final = 4
-"""Chunks a parallel rebuild has being made or waiting, at most."""
-MAX_WORKERS: Final = 8
-"""Processes a parallel rebuild uses at most (one per CPU below that)."""
+MAX_SORT_THREADS: Final = 8
+"""Helper threads SQLite's sorter may use for a rebuild's CREATE INDEX, at most."""
 CACHE_MAX: Final = 200_000
 """String ids cached per table before the cache starts over."""
 
@@ -100,11 +93,8 @@ class IndexWriter:
             batches += 1
         return added
 
-    def rebuild(self, *, chunk_bytes: int = READ_BYTES) -> int:
-        """Empty the index and index the whole log again; the records indexed.
-
-        ``chunk_bytes``: how much of a segment one process of the pool reads
-        at a time (the tests make it small to split a short log)."""
+    def rebuild(self) -> int:
+        """Empty the index and index the whole log again; the records indexed."""
         conn = self._conn
         with transaction(conn, write=True):
             old = index_db.meta(conn).get("generation")
@@ -115,66 +105,13 @@ class IndexWriter:
             index_db.create_schema(conn, indexes=False)
             conn.execute("UPDATE meta SET v = ? WHERE k = 'generation'", (generation,))
             conn.execute("UPDATE meta SET v = 'building' WHERE k = 'state'")
-        added = self._fill_in_parallel(chunk_bytes)
-        added += self.catch_up()
+        added = self.catch_up()
         # CREATE INDEX sorts; SQLite's sorter may use helper threads for it.
-        conn.execute(f"PRAGMA threads = {max(1, min(os.cpu_count() or 1, MAX_WORKERS))}")
+        conn.execute(f"PRAGMA threads = {max(1, min(os.cpu_count() or 1, MAX_SORT_THREADS))}")
         with transaction(conn, write=True):
             index_db.create_indexes(conn)
             conn.execute("UPDATE meta SET v = 'ready' WHERE k = 'state'")
         added += self.catch_up()  # what came while the indexes were made
-        return added
-
-    def _fill_in_parallel(self, chunk_bytes: int) -> int:
-        """Index the log as it is now into the emptied index, the rows made
-        by a pool of processes (one per CPU), stored here in log order.
-
-        Decoding a line is most of a rebuild's work and holds the GIL, so
-        it goes to other processes; the inserts stay in this one (SQLite
-        has one writer). Memory is bounded: at most :data:`AHEAD` chunks of
-        ``chunk_bytes`` are being made or waiting at once. Whatever is
-        committed meanwhile, or could not be read here (a segment pruned
-        under it), the :meth:`catch_up` after it indexes."""
-        listing = segment_files(self.state_dir / "segments")
-        jobs: list[tuple[int, Path, int, int]] = []
-        for seg, path in listing:
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                continue
-            jobs += [(seg, path, low, min(low + chunk_bytes, size))
-                     for low in range(0, size, chunk_bytes)]  # fmt: skip
-        workers = max(1, min(os.cpu_count() or 1, MAX_WORKERS))
-        if len(jobs) < 2 or workers < 2:
-            return 0  # the plain catch-up is as fast for a short log
-        added = 0
-        context = multiprocessing.get_context("fork")  # no re-import; no threads here
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            pending: collections.deque[tuple[int, Path, Future[Chunk | None]]] = collections.deque()
-            todo = iter(jobs)
-            for seg, path, low, high in itertools.islice(todo, AHEAD):
-                pending.append(
-                    (seg, path, pool.submit(read_chunk, str(path), low, high, BLOCK_SHIFT))
-                )
-            while pending:
-                seg, path, future = pending.popleft()
-                job = next(todo, None)
-                if job is not None:
-                    pending.append(
-                        (
-                            job[0],
-                            job[1],
-                            pool.submit(read_chunk, str(job[1]), job[2], job[3], BLOCK_SHIFT),
-                        )
-                    )
-                chunk = future.result()
-                if chunk is None:
-                    continue
-                with transaction(self._conn, write=True):
-                    done = {p.seg: p for p in index_db.progress(self._conn)}.get(seg)
-                    if (done.end if done is not None else 0) != chunk.start:
-                        continue  # not where this segment's rows stop: catch_up reads it
-                    added += self._store(seg, path, chunk, done)
         return added
 
     # --- one batch -------------------------------------------------------------
@@ -354,20 +291,20 @@ class Reindexed:
         self.records, self.seconds = records, seconds
 
 
-def reindex(state_dir: Path, *, chunk_bytes: int = READ_BYTES) -> Reindexed:
+def reindex(state_dir: Path) -> Reindexed:
     """Rebuild ``state_dir``'s index from its log (``tracehound evidence reindex``)."""
     began = time.monotonic()
     writer, _ = open_writer(state_dir)
     try:
         try:
-            records = writer.rebuild(chunk_bytes=chunk_bytes)
+            records = writer.rebuild()
         except sqlite3.OperationalError:
             raise
         except sqlite3.DatabaseError:
             writer.close()
             index_db.remove_index(state_dir)
             writer, _ = open_writer(state_dir)
-            records = writer.rebuild(chunk_bytes=chunk_bytes)
+            records = writer.rebuild()
     finally:
         writer.close()
     return Reindexed(records, time.monotonic() - began)

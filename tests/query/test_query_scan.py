@@ -177,18 +177,16 @@ def test_the_index_answers_as_the_scan_on_a_log_with_reused_pids(
             assert paged == expected, flt
 
 
-@pytest.fixture(scope="module", params=["one process", "a pool, 700-byte chunks"])
-def indexed_copy(state: Path, tmp_path_factory: pytest.TempPathFactory, request: Any) -> Path:
-    """The golden log indexed by a plain rebuild, and by the pool's (chunks
-    so small that every segment is split, most lines across a boundary)."""
+@pytest.fixture(scope="module")
+def indexed_copy(state: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden log, indexed."""
     import shutil
 
-    from agent.query.index_writer import READ_BYTES, reindex
+    from agent.query.index_writer import reindex
 
     copy = tmp_path_factory.mktemp("indexed") / "state"
     shutil.copytree(state, copy)
-    chunk = READ_BYTES if request.param == "one process" else 700
-    assert reindex(copy, chunk_bytes=chunk).records == len(brute(state, EventFilter()))
+    assert reindex(copy).records == len(brute(state, EventFilter()))
     return copy
 
 
