@@ -686,3 +686,23 @@ def test_config_check_echoes_a_hostile_path_escaped(tmp_path: Path, name: str) -
     bad = _cli("config", "check", str(path))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert bad.stderr.rstrip("\n").isprintable() and "capture.ringbuf_pages" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[collect]\nstream_replicas = 0", "collect.stream_replicas: expected 1 to 5, got 0"),
+        ("[collect]\nstream_replicas = 6", "collect.stream_replicas: expected 1 to 5, got 6"),
+        ("[collect]\nack_wait_s = 0.5", "collect.ack_wait_s: expected 1 to 3600, got 0.5"),
+        ("[fleet]\nenabled = true", "fleet.nats_url: expected a nats:// or tls:// URL"
+         " (several: comma-separated)"),
+        ('[fleet]\nnats_url = "http://x:1"', "fleet.nats_url: expected a nats://HOST:PORT or"
+         " tls://HOST:PORT URL, got 'http://x:1'"),
+        ('[fleet]\nsubject_prefix = "a b"', "fleet.subject_prefix: expected 1 to 8 dot-separated"
+         " tokens of A-Z, a-z, 0-9, _ and -, got 'a b'"),
+    ],
+)  # fmt: skip
+def test_fleet_and_collect_mistakes_are_one_line_naming_the_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    assert refused(tmp_path, text) == expected

@@ -180,6 +180,8 @@ channel_batches = $collect_channel_batches
 duplicate_window_s = $collect_duplicate_window_s
 stream_max_age_hours = $collect_stream_max_age_hours
 stream_max_mb = $collect_stream_max_mb
+# Copies of each message across a NATS cluster (1 to 5; 3 on three nodes).
+stream_replicas = $collect_stream_replicas
 # Days of records kept in PostgreSQL, by daily partition (0: all).
 retain_days = $collect_retain_days
 # Body fields never stored, as dotted paths ("data.env").

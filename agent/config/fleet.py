@@ -110,6 +110,9 @@ class CollectConfig(NatsSettings, frozen=True, kw_only=True, forbid_unknown_fiel
     # Stream limits: oldest messages go first past either (0: unlimited).
     stream_max_age_hours: float = 72.0
     stream_max_mb: float = 0.0
+    # Copies of each message the stream keeps across a NATS cluster (1 to 5;
+    # 3 on a three-node cluster survives the loss of a node).
+    stream_replicas: int = 1
     # Drop a day's partition of records older than this many days (0: keep all).
     retain_days: int = 30
     # Body fields never stored, as dotted paths into the record's body
@@ -144,6 +147,8 @@ class CollectConfig(NatsSettings, frozen=True, kw_only=True, forbid_unknown_fiel
             _fail("collect.batch_time_ms", f"expected 1 to 60000, got {self.batch_time_ms}")
         if not 1 <= self.channel_batches <= 1024:
             _fail("collect.channel_batches", f"expected 1 to 1024, got {self.channel_batches}")
+        if not 1 <= self.stream_replicas <= 5:
+            _fail("collect.stream_replicas", f"expected 1 to 5, got {self.stream_replicas}")
         if not 1 <= self.ack_wait_s <= 3600:
             _fail("collect.ack_wait_s", f"expected 1 to 3600, got {self.ack_wait_s}")
         if not 0 <= self.gap_grace_s <= 86_400:

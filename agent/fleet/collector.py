@@ -227,6 +227,7 @@ class Collector:
                     name=cfg.stream,
                     subjects=subjects,
                     storage=StorageType.FILE,
+                    num_replicas=cfg.stream_replicas,
                     duplicate_window=cfg.duplicate_window_s,
                     max_age=cfg.stream_max_age_hours * 3600 if cfg.stream_max_age_hours else None,
                     max_bytes=int(cfg.stream_max_mb * 1024 * 1024) if cfg.stream_max_mb else None,
