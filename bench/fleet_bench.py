@@ -95,9 +95,10 @@ from tests.evidence.golden_events import (
 )
 from tests.fleet.servers import NATS_SERVER, PG_BIN, NatsServer, PostgresServer, free_port
 
-PREFIX: Final = "tracehound"
-STREAM: Final = "TRACEHOUND"
-DURABLE: Final = "collector"
+# The collector's own defaults: the bench runs what a deployment would.
+PREFIX: Final = CollectConfig().subject_prefix
+STREAM: Final = CollectConfig().stream
+DURABLE: Final = CollectConfig().durable
 TARGET_RATE: Final = 50_000
 TARGET_P99_S: Final = 2.0
 DRAIN_S: Final = 60.0

@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+
+from tests.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,15 +84,15 @@ def query(dsn: str, sql: str, *args: object) -> list[tuple[object, ...]]:
 
 
 def wait_for(what: Callable[[], bool], timeout: float = 60.0, why: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """:func:`tests.harness.wait_until`, a database not answering yet counting as not yet."""
+
+    def check() -> bool:
         try:
-            if what():
-                return
+            return what()
         except psycopg.OperationalError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting: {why}")
+            return False
+
+    wait_until(check, why, timeout)
 
 
 def chain_rows(dsn: str, host: str) -> list[tuple[object, ...]]:

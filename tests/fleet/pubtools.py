@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from agent.fleet.wire import (
     heads_wildcard,
     message_id,
 )
+from tests.harness import wait_until as wait_for  # noqa: F401 (the suite's one poll, for these tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "th"
@@ -217,12 +216,3 @@ class PublisherProcess:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
